@@ -1,0 +1,46 @@
+# Mailyard: `make run` starts the platform, `make test` checks it, `make bench` measures it.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+MEMBERS := packages/api packages/core packages/cli \
+           services/smtp-ingress services/queue services/remote-delivery \
+           services/local-delivery services/relay-auth services/directory
+PYPROJECTS := $(foreach m,$(MEMBERS),$(m)/pyproject.toml)
+PYTEST_ARGS ?=
+
+.PHONY: install run test lint typecheck proto proto-check pytest bench clean
+
+$(STAMP): $(PYPROJECTS) requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements-dev.txt $(foreach m,$(MEMBERS),-e $(m))
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/mailyard up
+
+proto: install
+	$(BIN)/python scripts/gen_proto.py
+
+proto-check: install
+	$(BIN)/python scripts/gen_proto.py --check
+
+lint: install
+	$(BIN)/ruff check .
+
+typecheck: install
+	$(BIN)/mypy
+
+pytest: install
+	$(BIN)/pytest -n 2 --timeout 180 $(PYTEST_ARGS)
+
+test: proto-check lint typecheck pytest
+
+bench: install
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) var .bench .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""The `mailyard` command: runs the platform (`up`) and talks to it over gRPC."""

@@ -1,0 +1,51 @@
+"""Where the CLI finds each service: one table shared by `mailyard up` and every command.
+
+Each address can be overridden with MAILYARD_<NAME>_ADDR (for example in Kubernetes, through
+a port-forward or from an admin pod).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import grpc
+
+
+@dataclass(frozen=True)
+class Ports:
+    """The loopback ports `mailyard up` uses by default."""
+
+    nats: int = 4222
+    nats_monitor: int = 8222
+    smtp: int = 2525
+    submission: int = 2587
+    smtps: int = 2465
+    ingress_http: int = 9101
+    queue_http: int = 9102
+    queue_grpc: int = 50052
+    remote_http: int = 9103
+    remote_grpc: int = 50053
+    local_http: int = 9104
+    relayauth_http: int = 9105
+    relayauth_grpc: int = 50055
+    directory_http: int = 9106
+    directory_grpc: int = 50056
+
+
+PORTS = Ports()
+GRPC_DEFAULTS = {
+    "QUEUE": f"127.0.0.1:{PORTS.queue_grpc}",
+    "REMOTE": f"127.0.0.1:{PORTS.remote_grpc}",
+    "RELAYAUTH": f"127.0.0.1:{PORTS.relayauth_grpc}",
+    "DIRECTORY": f"127.0.0.1:{PORTS.directory_grpc}",
+}
+
+
+def address(name: str) -> str:
+    """name: QUEUE, REMOTE, RELAYAUTH or DIRECTORY."""
+    return os.environ.get(f"MAILYARD_{name}_ADDR", GRPC_DEFAULTS[name])
+
+
+def channel(name: str) -> grpc.Channel:
+    return grpc.insecure_channel(address(name))

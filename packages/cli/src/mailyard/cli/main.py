@@ -1,0 +1,47 @@
+"""`mailyard`: run the platform and administer it, the way qmail's tools did.
+
+Each area registers its own subcommands (one module per area); every command talks to a
+service over gRPC and prints plain text an operator can grep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import grpc
+
+from mailyard.cli import control, directory, queue, relay, route, up
+
+AREAS = (up, queue, directory, relay, route, control)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mailyard", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for area in AREAS:
+        area.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except grpc.RpcError as exc:
+        code = exc.code() if hasattr(exc, "code") else None
+        details = exc.details() if hasattr(exc, "details") else str(exc)
+        if code == grpc.StatusCode.UNAVAILABLE:
+            print(f"mailyard: service unavailable ({details}); is `mailyard up` running?",
+                  file=sys.stderr)
+        else:
+            name = code.name if code else "ERROR"
+            print(f"mailyard: {name}: {details}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Code every Mailyard service shares: settings, spool, bus, control, directory view, HTTP."""

@@ -1,0 +1,29 @@
+"""Envelope addresses as the queue and the workers see them (already validated at the edge)."""
+
+from __future__ import annotations
+
+
+def split(address: str) -> tuple[str, str]:
+    """("local", "domain") of an address; the domain is lower-cased. "" gives ("", "")."""
+    local, sep, domain = address.rpartition("@")
+    if not sep:
+        return address, ""
+    return local, domain.lower().rstrip(".")
+
+
+def domain_of(address: str) -> str:
+    return split(address)[1]
+
+
+def normalize(address: str) -> str:
+    """local@domain with the domain lower-cased (local parts stay as given, RFC 5321 2.4)."""
+    local, domain = split(address)
+    return f"{local}@{domain}" if domain else local
+
+
+def to_ascii_domain(domain: str) -> str:
+    """IDNA A-label of a domain, for DNS and routing tables."""
+    try:
+        return domain.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return domain.lower()

@@ -1,0 +1,151 @@
+"""NATS JetStream: the names of every stream, consumer and KV bucket, created idempotently.
+
+The mail path is three work-queue streams:
+
+    smtp-ingress --todo--> queue --job.local / job.remote--> workers --result--> queue
+
+One durable pull consumer per channel is shared by every replica (work sharing for free)
+and its max_ack_pending is the cluster-wide concurrency limit (concurrencylocal/remote).
+Deferred work never waits on these consumers: the queue keeps its own retry schedule.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+from google.protobuf.message import Message
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+
+from mailyard.core.errors import BusError
+
+log = logging.getLogger(__name__)
+
+# Subjects
+TODO_SUBJECT = "mailyard.todo"
+JOB_SUBJECT = {"local": "mailyard.job.local", "remote": "mailyard.job.remote"}
+RESULT_SUBJECT = "mailyard.result.{channel}"  # local | remote
+EVENTS_SUBJECT = "mailyard.events"            # core NATS, not persisted: watch / tail -f
+
+# Streams
+TODO_STREAM = "MAIL_TODO"
+JOBS_STREAM = "MAIL_JOBS"
+RESULTS_STREAM = "MAIL_RESULTS"
+
+# Durable consumers
+TODO_CONSUMER = "queue-todo"
+RESULTS_CONSUMER = "queue-results"
+JOB_CONSUMER = {"local": "local-delivery", "remote": "remote-delivery"}
+
+# KV buckets
+KV_CONTROL = "control"          # qmail control files, text
+KV_DIRECTORY = "directory"      # domains, mailboxes, aliases, lists (protobuf records)
+KV_LEASES = "relay_leases"      # POP-before-SMTP leases
+KV_AUTH_FAILURES = "auth_failures"
+KV_CRAM = "cram_challenges"
+KV_LOCKS = "locks"              # leader election (queue)
+
+DUPLICATE_WINDOW = 120.0        # seconds a Nats-Msg-Id is remembered
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    subjects: list[str]
+
+
+MAIL_STREAMS = (
+    StreamSpec(TODO_STREAM, [TODO_SUBJECT]),
+    StreamSpec(JOBS_STREAM, list(JOB_SUBJECT.values())),
+    StreamSpec(RESULTS_STREAM, [RESULT_SUBJECT.format(channel="*")]),
+)
+
+
+async def connect(url: str, name: str, *, connect_timeout: float = 5.0) -> NATS:
+    """A client that reconnects forever: a NATS outage is a pause, not a crash."""
+
+    async def _error(exc: Exception) -> None:
+        log.warning("nats error: %s", exc)
+
+    return await nats.connect(
+        url, name=name, connect_timeout=connect_timeout, max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5, error_cb=_error, allow_reconnect=True,
+    )
+
+
+async def ensure_stream(js: JetStreamContext, spec: StreamSpec, replicas: int = 1) -> None:
+    config = StreamConfig(
+        name=spec.name, subjects=spec.subjects, retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE, duplicate_window=DUPLICATE_WINDOW, num_replicas=replicas,
+    )
+    try:
+        await js.stream_info(spec.name)
+    except NotFoundError:
+        try:
+            await js.add_stream(config)
+            return
+        except Exception:  # another replica created it first
+            await js.stream_info(spec.name)
+    await js.update_stream(config)
+
+
+async def ensure_mail_streams(js: JetStreamContext, replicas: int = 1) -> None:
+    for spec in MAIL_STREAMS:
+        await ensure_stream(js, spec, replicas)
+
+
+async def ensure_consumer(js: JetStreamContext, stream: str, durable: str, *,
+                          filter_subject: str | None = None, max_ack_pending: int = 1000,
+                          ack_wait: float = 60.0, max_deliver: int = 10) -> None:
+    """Create the durable pull consumer, or update it (max_ack_pending changes hot)."""
+    config = ConsumerConfig(
+        durable_name=durable, ack_policy=AckPolicy.EXPLICIT, filter_subject=filter_subject,
+        max_ack_pending=max_ack_pending, ack_wait=ack_wait, max_deliver=max_deliver,
+        max_waiting=512,
+    )
+    await js.add_consumer(stream, config)
+
+
+async def ensure_kv(js: JetStreamContext, bucket: str, *, history: int = 1,
+                    ttl: float | None = None, replicas: int = 1) -> KeyValue:
+    try:
+        return await js.key_value(bucket)
+    except BucketNotFoundError:
+        pass
+    try:
+        return await js.create_key_value(KeyValueConfig(
+            bucket=bucket, history=history, ttl=ttl, storage=StorageType.FILE,
+            replicas=replicas))
+    except Exception:  # lost a creation race with another replica
+        return await js.key_value(bucket)
+
+
+async def publish(js: JetStreamContext, subject: str, message: Message, *, msg_id: str,
+                  timeout: float = 5.0, headers: dict[str, str] | None = None) -> None:
+    """Publish a protobuf and wait for the stream's ack (deduplicated on msg_id)."""
+    try:
+        await js.publish(subject, message.SerializeToString(), timeout=timeout,
+                         headers={"Nats-Msg-Id": msg_id, **(headers or {})})
+    except TimeoutError as exc:
+        raise BusError(f"no ack from JetStream for {subject} within {timeout}s") from exc
+    except Exception as exc:
+        raise BusError(f"publish to {subject} failed: {exc}") from exc
+
+
+def decode(cls: type[Any], data: bytes) -> Any:
+    message = cls()
+    message.ParseFromString(data)
+    return message

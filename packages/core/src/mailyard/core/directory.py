@@ -1,0 +1,125 @@
+"""Read side of the directory (vpopmail's users/assign and vpasswd) for every service.
+
+The directory service owns writes; smtp-ingress (RCPT checks), relay-auth (passwords) and
+local-delivery (resolution) keep a live copy through DirectoryView. Records are the
+`mailyard.directory.v1` protobufs, stored under these keys in the KV bucket "directory":
+
+    domain.<d>               Domain
+    mailbox.<d>.<l>          Mailbox
+    alias.<d>.<l>            Alias
+    list.<d>.<l>             MailingList
+
+where <d> and <l> are the lower-cased domain and local part in unpadded base64url (KV keys
+allow only a small alphabet; local parts may hold almost anything).
+"""
+
+from __future__ import annotations
+
+import base64
+
+from mailyard.api.directory.v1 import directory_pb2 as pb
+from mailyard.core import bus
+from mailyard.core.addresses import split, to_ascii_domain
+from mailyard.core.kvview import KVView
+
+
+def _enc(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _dec(token: str) -> str:
+    return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+
+
+def canonical(address: str) -> str:
+    """Directory form of an address: lower case, domain as A-label."""
+    local, domain = split(address.strip())
+    return f"{local.lower()}@{to_ascii_domain(domain)}" if domain else local.lower()
+
+
+def domain_key(domain: str) -> str:
+    return f"domain.{_enc(to_ascii_domain(domain))}"
+
+
+def record_key(kind: str, address: str) -> str:
+    """kind: mailbox, alias or list."""
+    local, domain = split(canonical(address))
+    return f"{kind}.{_enc(domain)}.{_enc(local)}"
+
+
+def address_of_key(key: str) -> str:
+    _, domain, local = key.split(".", 2)
+    return f"{_dec(local)}@{_dec(domain)}"
+
+
+class DirectoryView(KVView):
+    def __init__(self) -> None:
+        super().__init__(bus.KV_DIRECTORY)
+
+    # -- single records ------------------------------------------------------------------
+
+    def domain(self, name: str) -> pb.Domain | None:
+        raw = self.data.get(domain_key(name))
+        return pb.Domain.FromString(raw) if raw is not None else None
+
+    def is_local_domain(self, name: str) -> bool:
+        return domain_key(name) in self.data
+
+    def mailbox(self, address: str) -> pb.Mailbox | None:
+        raw = self.data.get(record_key("mailbox", address))
+        return pb.Mailbox.FromString(raw) if raw is not None else None
+
+    def alias(self, address: str) -> pb.Alias | None:
+        raw = self.data.get(record_key("alias", address))
+        return pb.Alias.FromString(raw) if raw is not None else None
+
+    def mailing_list(self, address: str) -> pb.MailingList | None:
+        raw = self.data.get(record_key("list", address))
+        return pb.MailingList.FromString(raw) if raw is not None else None
+
+    # -- listings ------------------------------------------------------------------------
+
+    def domains(self) -> list[pb.Domain]:
+        return sorted((pb.Domain.FromString(v) for k, v in self.data.items()
+                       if k.startswith("domain.")), key=lambda d: d.name)
+
+    def records(self, kind: str, domain: str = "") -> list[bytes]:
+        prefix = f"{kind}.{_enc(to_ascii_domain(domain))}." if domain else f"{kind}."
+        return [v for k, v in sorted(self.data.items()) if k.startswith(prefix)]
+
+    # -- one step of resolution ----------------------------------------------------------
+
+    def resolve(self, address: str) -> pb.Resolution:
+        """What the directory says of one address (no recursive expansion of aliases)."""
+        address = canonical(address)
+        res = pb.Resolution(address=address)
+        _, domain_name = split(address)
+        domain = self.domain(domain_name) if domain_name else None
+        if domain is None:
+            res.kind = pb.RESOLUTION_KIND_NOT_LOCAL
+            return res
+        if (mailbox := self.mailbox(address)) is not None:
+            res.kind = pb.RESOLUTION_KIND_MAILBOX
+            res.mailbox = mailbox.address
+            res.targets.extend(mailbox.forward_to)
+        elif (alias := self.alias(address)) is not None:
+            res.kind = pb.RESOLUTION_KIND_ALIAS
+            res.targets.extend(alias.targets)
+        elif (mlist := self.mailing_list(address)) is not None:
+            res.kind = pb.RESOLUTION_KIND_LIST
+            res.targets.extend(mlist.members)
+        elif domain.catch_all == pb.CATCH_ALL_ACTION_DELIVER:
+            res.kind = pb.RESOLUTION_KIND_CATCH_ALL
+            res.mailbox = domain.catch_all_target
+        elif domain.catch_all == pb.CATCH_ALL_ACTION_BOUNCE:
+            res.kind = pb.RESOLUTION_KIND_BOUNCE
+        elif domain.catch_all == pb.CATCH_ALL_ACTION_DELETE:
+            res.kind = pb.RESOLUTION_KIND_DELETE
+        else:
+            res.kind = pb.RESOLUTION_KIND_UNKNOWN
+        return res
+
+    def accepts(self, address: str) -> bool:
+        """May smtp-ingress accept RCPT TO this local address? (no backscatter)"""
+        return self.resolve(address).kind not in (pb.RESOLUTION_KIND_UNKNOWN,
+                                                  pb.RESOLUTION_KIND_NOT_LOCAL)

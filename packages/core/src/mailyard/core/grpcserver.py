@@ -1,0 +1,48 @@
+"""gRPC servers with grpc.health.v1 and reflection, so grpcurl can list and call them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+Registration = tuple[Callable[[Any, grpc.aio.Server], None], Any, str]  # add_fn, servicer, name
+
+
+class GrpcServer:
+    def __init__(self, host: str, port: int, services: Sequence[Registration]) -> None:
+        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        names = [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                 reflection.SERVICE_NAME]
+        for add, servicer, name in services:
+            add(servicer, self.server)
+            names.append(name)
+        self.names = [n for _, _, n in services]
+        reflection.enable_server_reflection(names, self.server)
+        self.port = self.server.add_insecure_port(f"{host}:{port}")
+        if not self.port:
+            raise OSError(f"cannot bind gRPC on {host}:{port}")
+
+    async def start(self) -> None:
+        await self.server.start()
+        await self.set_serving(True)
+
+    async def set_serving(self, serving: bool) -> None:
+        status = (health_pb2.HealthCheckResponse.SERVING if serving
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.health.set("", status)
+        for name in self.names:
+            await self.health.set(name, status)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        await self.set_serving(False)
+        await self.server.stop(grace)
+
+
+def service_name(pb2_module: Any, service: str) -> str:
+    return str(pb2_module.DESCRIPTOR.services_by_name[service].full_name)

@@ -1,0 +1,88 @@
+"""/healthz, /readyz and /metrics for every service (FastAPI), served beside its real work.
+
+/healthz: the process runs. /readyz: every readiness check passes (NATS connected, spool
+writable, ...), so a load balancer stops sending work to a replica that cannot commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+
+import uvicorn
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+
+ReadinessCheck = Callable[[], Awaitable[bool] | bool]
+log = logging.getLogger(__name__)
+
+
+def make_app(service: str, checks: dict[str, ReadinessCheck] | None = None,
+             registry: CollectorRegistry = REGISTRY) -> FastAPI:
+    app = FastAPI(title=f"mailyard {service}", docs_url=None, redoc_url=None)
+    checks = checks or {}
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": service}
+
+    @app.get("/readyz")
+    async def readyz(response: Response) -> dict[str, object]:
+        results: dict[str, bool] = {}
+        for name, check in checks.items():
+            try:
+                outcome = check()
+                results[name] = bool(await outcome) if asyncio.iscoroutine(outcome) else bool(
+                    outcome)
+            except Exception:
+                results[name] = False
+        ready = all(results.values())
+        response.status_code = 200 if ready else 503
+        return {"ready": ready, "checks": results}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+class _QuietServer(uvicorn.Server):
+    """The service owns SIGTERM/SIGINT (graceful stop); uvicorn must not take them."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class HttpServer:
+    """uvicorn inside the service's own event loop, stopped with the service."""
+
+    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+        config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
+                                lifespan="off")
+        self.server = _QuietServer(config)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self.server.serve())
+        while not self.server.started:
+            if self._task.done():
+                self._task.result()
+            await asyncio.sleep(0.01)
+
+    @property
+    def port(self) -> int:
+        servers = getattr(self.server, "servers", [])
+        for srv in servers:
+            for sock in srv.sockets:
+                return int(sock.getsockname()[1])
+        return 0
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        if self._task:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._task, 5)

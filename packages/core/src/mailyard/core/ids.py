@@ -1,0 +1,36 @@
+"""Queue ids: sortable by time (so listings come out oldest first) and unique across replicas."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32, no I L O U
+QUEUE_ID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+
+
+def _b32(value: int, length: int) -> str:
+    out = []
+    for _ in range(length):
+        out.append(_ALPHABET[value & 31])
+        value >>= 5
+    return "".join(reversed(out))
+
+
+def new_queue_id(now: float | None = None) -> str:
+    """A ULID: 48 bits of milliseconds then 80 random bits, 26 characters."""
+    ms = int((time.time() if now is None else now) * 1000)
+    return _b32(ms, 10) + _b32(int.from_bytes(os.urandom(10), "big"), 16)
+
+
+def is_queue_id(value: str) -> bool:
+    return bool(QUEUE_ID_RE.match(value))
+
+
+def queue_id_time(queue_id: str) -> float:
+    """Seconds since the epoch encoded in a queue id."""
+    ms = 0
+    for ch in queue_id[:10]:
+        ms = ms * 32 + _ALPHABET.index(ch)
+    return ms / 1000

@@ -1,0 +1,47 @@
+"""Putting a message into the queue: the durability contract in one place.
+
+smtp-ingress, bounces (queue) and forwards / list mail (local-delivery) all enter the queue
+here: commit to the spool, publish the todo notice, wait for the JetStream ack. If the
+publish fails the file is withdrawn, so a caller that reports failure leaves nothing
+committed behind (the client is told 451 and will retry). A todo notice that did reach the
+stream despite the error finds no file and is dropped by the queue as withdrawn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from nats.js import JetStreamContext
+
+from mailyard.api.mail.v1.envelope_pb2 import Envelope
+from mailyard.core import bus
+from mailyard.core.errors import BusError, SpoolError
+from mailyard.core.ids import new_queue_id
+from mailyard.core.spool import Spool
+
+log = logging.getLogger(__name__)
+
+
+async def inject(spool: Spool, js: JetStreamContext, envelope: Envelope, data: bytes,
+                 *, publish_timeout: float = 5.0) -> Envelope:
+    """Commit and announce one message. Returns the stored envelope (with its queue id).
+
+    Raises SpoolError or BusError; in both cases nothing stays committed."""
+    if not envelope.queue_id:
+        envelope.queue_id = new_queue_id()
+    if not envelope.HasField("received_at"):
+        now = Timestamp()
+        now.GetCurrentTime()
+        envelope.received_at.CopyFrom(now)
+    stored = await spool.commit(envelope, data)
+    try:
+        await bus.publish(js, bus.TODO_SUBJECT, stored, msg_id=stored.queue_id,
+                          timeout=publish_timeout)
+    except BusError:
+        with contextlib.suppress(SpoolError):
+            await spool.remove(stored.spool_path)
+        log.warning("publish failed, message withdrawn", extra={"queue_id": stored.queue_id})
+        raise
+    return stored

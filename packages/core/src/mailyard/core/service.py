@@ -1,0 +1,52 @@
+"""Process lifecycle shared by every service: settings, logs, signals, graceful stop.
+
+    def main() -> None:
+        run("queue", QueueSettings, serve)
+
+    async def serve(settings: QueueSettings, stop: asyncio.Event) -> None:
+        ... start listeners ...
+        await stop.wait()          # SIGTERM or SIGINT
+        ... stop accepting, finish what is in flight ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from mailyard.core import logs
+from mailyard.core.errors import SettingsError
+from mailyard.core.settings import ServiceSettings
+
+S = TypeVar("S", bound=ServiceSettings)
+log = logging.getLogger(__name__)
+
+
+def run(service: str, settings_cls: type[S],
+        serve: Callable[[S, asyncio.Event], Awaitable[None]]) -> None:
+    try:
+        settings = settings_cls.load()
+    except SettingsError as exc:
+        print(f"mailyard-{service}: refusing to start: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    logs.setup(service, settings.log_level)
+    asyncio.run(_main(service, settings, serve))
+
+
+async def _main(service: str, settings: S,
+                serve: Callable[[S, asyncio.Event], Awaitable[None]]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("starting", extra={"instance": settings.instance})
+    try:
+        await serve(settings, stop)
+    except SettingsError as exc:
+        log.error("refusing to start: %s", exc)
+        raise SystemExit(2) from None
+    log.info("stopped")

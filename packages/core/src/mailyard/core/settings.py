@@ -1,0 +1,73 @@
+"""Typed settings: one class per service, each with its own env prefix (MAILYARD_<SERVICE>_).
+
+Every service subclasses ServiceSettings, sets `model_config = service_config("INGRESS")`,
+and calls `load()` at start: invalid or unsafe values stop the process with one clear line
+instead of a traceback deep inside a handler.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any, Self, TypeVar
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mailyard.core.errors import SettingsError
+
+_Loopback = ("127.", "::1", "localhost")
+
+
+def service_config(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix=f"MAILYARD_{prefix}_", extra="ignore",
+                              validate_default=True)
+
+
+class ServiceSettings(BaseSettings):
+    """Fields every service has. Defaults suit `mailyard up` on one machine."""
+
+    model_config = service_config("COMMON")
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    spool_dir: Path = Path("var/spool")
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=0, ge=0, le=65535)  # /healthz /readyz /metrics; 0 = off
+    log_level: str = "INFO"
+    instance: str = Field(default_factory=socket.gethostname)
+    # qmail's control/me: the name in greetings, Received: lines and bounces.
+    me: str = Field(default_factory=socket.getfqdn)
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return value
+
+    @field_validator("nats_url")
+    @classmethod
+    def _nats(cls, value: str) -> str:
+        if not value.startswith(("nats://", "tls://", "ws://", "wss://")):
+            raise ValueError("must be a nats:// or tls:// URL")
+        return value
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Self:
+        """Build from the environment (and overrides), or raise SettingsError with the reasons."""
+        try:
+            return cls(**overrides)
+        except ValidationError as exc:
+            prefix = cls.model_config.get("env_prefix", "")
+            reasons = "; ".join(
+                f"{prefix}{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+                for e in exc.errors())
+            raise SettingsError(f"{cls.__name__}: {reasons}") from None
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def is_loopback(host: str) -> bool:
+    return host.startswith(_Loopback)

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import pytest
+
+from mailyard.api.directory.v1 import directory_pb2 as dpb
+from mailyard.api.mail.v1.envelope_pb2 import Envelope
+from mailyard.core import bus
+from mailyard.core.control import ControlView
+from mailyard.core.directory import DirectoryView, domain_key, record_key
+from mailyard.core.errors import BusError
+from mailyard.core.inject import inject
+from mailyard.core.natsserver import NatsServer
+from mailyard.core.spool import Spool
+
+
+async def test_inject_commits_then_publishes_deduplicated(js: Any, spool: Spool) -> None:
+    stored = await inject(spool, js, Envelope(sender="a@b", recipients=["c@d"]), b"hi\r\n")
+    await bus.publish(js, bus.TODO_SUBJECT, stored, msg_id=stored.queue_id)  # duplicate
+    await bus.ensure_consumer(js, bus.TODO_STREAM, bus.TODO_CONSUMER)
+    sub = await js.pull_subscribe_bind(bus.TODO_CONSUMER, bus.TODO_STREAM)
+    msgs = await sub.fetch(10, timeout=1)
+    assert len(msgs) == 1
+    got = bus.decode(Envelope, msgs[0].data)
+    assert got.queue_id == stored.queue_id and got.sha256 == stored.sha256
+    _, data = await spool.read(got.spool_path)
+    assert data == b"hi\r\n"
+
+
+async def test_inject_with_nats_down_withdraws_the_file(nats_server: NatsServer,
+                                                        spool: Spool) -> None:
+    nc = await bus.connect(nats_server.url, "pytest")
+    js = nc.jetstream()
+    await bus.ensure_mail_streams(js)
+    nats_server.stop()
+    with pytest.raises(BusError):
+        await inject(spool, js, Envelope(sender="a@b"), b"x", publish_timeout=0.5)
+    assert list(spool.iter_committed()) == []
+    with contextlib.suppress(Exception):  # the server is gone; closing may fail to flush
+        await nc.close()
+
+
+async def test_ensure_helpers_are_idempotent(js: Any) -> None:
+    for _ in range(2):
+        await bus.ensure_mail_streams(js)
+        await bus.ensure_consumer(js, bus.JOBS_STREAM, "local-delivery",
+                                  filter_subject=bus.JOB_SUBJECT["local"], max_ack_pending=10)
+        await bus.ensure_kv(js, bus.KV_CONTROL)
+    await bus.ensure_consumer(js, bus.JOBS_STREAM, "local-delivery",
+                              filter_subject=bus.JOB_SUBJECT["local"], max_ack_pending=15)
+    info = await js.consumer_info(bus.JOBS_STREAM, "local-delivery")
+    assert info.config.max_ack_pending == 15
+
+
+async def test_views_follow_changes_live(js: Any) -> None:
+    control, directory = ControlView(), DirectoryView()
+    await control.start(js)
+    await directory.start(js)
+    assert control.integer("databytes", 10_000_000) == 10_000_000
+    await control.kv.put("databytes", b"# limit\n5000\n")  # type: ignore[union-attr]
+    await directory.kv.put(domain_key("Example.TEST"),  # type: ignore[union-attr]
+                           dpb.Domain(name="example.test").SerializeToString())
+    await directory.kv.put(record_key("mailbox", "Joe@example.test"),  # type: ignore[union-attr]
+                           dpb.Mailbox(address="joe@example.test").SerializeToString())
+    for _ in range(100):
+        if control.integer("databytes", 0) == 5000 and directory.accepts("joe@EXAMPLE.test"):
+            break
+        await asyncio.sleep(0.02)
+    assert control.integer("databytes", 0) == 5000
+    assert directory.is_local_domain("example.test")
+    assert directory.accepts("JOE@example.test")
+    assert not directory.accepts("nobody@example.test")
+    assert directory.resolve("x@elsewhere.test").kind == dpb.RESOLUTION_KIND_NOT_LOCAL
+    await control.stop()
+    await directory.stop()

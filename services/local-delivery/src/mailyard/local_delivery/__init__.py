@@ -1,0 +1,1 @@
+"""mailyard.local_delivery"""

@@ -1,0 +1,1 @@
+"""mailyard.queue"""

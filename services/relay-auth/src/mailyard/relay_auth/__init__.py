@@ -1,0 +1,1 @@
+"""mailyard.relay_auth"""

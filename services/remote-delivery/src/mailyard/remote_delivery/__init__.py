@@ -1,0 +1,1 @@
+"""mailyard.remote_delivery"""
