@@ -1,10 +1,75 @@
-"""`mailyard` subcommands of this area (filled in by the area's owner)."""
+"""`mailyard up` (everything in the foreground, Ctrl-C stops it) and `mailyard status`."""
 
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
+import time
+import urllib.request
 from typing import Any
+
+from mailyard.cli.endpoints import PORTS
+from mailyard.cli.platform import Platform
 
 
 def register(sub: Any) -> None:
-    _ = (sub, argparse)
+    up = sub.add_parser("up", help="run the whole platform on 127.0.0.1 until Ctrl-C")
+    up.add_argument("--data", default="var", help="folder for all data (default ./var)")
+    up.add_argument("--remote-replicas", type=int, default=1, metavar="N",
+                    help="remote-delivery processes (default 1)")
+    up.add_argument("--nats-sync-always", action="store_true",
+                    help="fsync every JetStream write (sync_interval: always)")
+    up.set_defaults(func=cmd_up)
+    status = sub.add_parser("status", help="is every service of `mailyard up` ready?")
+    status.set_defaults(func=cmd_status)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    platform = Platform(args.data, replicas=args.remote_replicas,
+                        sync_always=args.nats_sync_always)
+    stopping = False
+
+    def _stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    print("mailyard: starting ...", flush=True)
+    try:
+        platform.start()
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        print(f"mailyard: {exc}", file=sys.stderr)
+        return 1
+    print(platform.table(), flush=True)
+    print("mailyard: up. Ctrl-C stops everything.", flush=True)
+    try:
+        while not stopping:
+            for name in platform.supervise_once():
+                print(f"mailyard: {name} died; started again", flush=True)
+            time.sleep(0.5)
+    finally:
+        print("mailyard: stopping ...", flush=True)
+        platform.stop()
+    print("mailyard: stopped.")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    services = {
+        "smtp-ingress": PORTS.ingress_http, "queue": PORTS.queue_http,
+        "remote-delivery": PORTS.remote_http, "local-delivery": PORTS.local_http,
+        "relay-auth": PORTS.relayauth_http, "directory": PORTS.directory_http,
+    }
+    worst = 0
+    for name, port in services.items():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                state = "ready" if r.status == 200 else f"HTTP {r.status}"
+        except urllib.error.HTTPError as exc:
+            state, worst = f"not ready (HTTP {exc.code})", 1
+        except OSError:
+            state, worst = "down", 1
+        print(f"{name:<16} {state:<22} http://127.0.0.1:{port}/metrics")
+    return worst

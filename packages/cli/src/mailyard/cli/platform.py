@@ -1,0 +1,221 @@
+"""The whole platform on one machine: a private nats-server and every service as its own
+process, supervised (daemontools' supervise: a service that dies is started again).
+
+`mailyard up` runs it in the foreground; tests/e2e and bench/ use the same class with free
+ports, so what they prove is what an operator runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mailyard.cli.endpoints import Ports
+from mailyard.core.natsserver import NatsServer, free_port
+
+
+@dataclass
+class ServiceSpec:
+    name: str                 # service name, as in logs and the table
+    module: str               # python -m <module>
+    prefix: str               # env prefix
+    http_port: int
+    grpc_port: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Running:
+    spec: ServiceSpec
+    proc: subprocess.Popen[bytes]
+    started: float
+    restarts: int = 0
+
+
+def free_ports() -> Ports:
+    """A Ports table of free loopback ports (tests, benchmarks, a second instance)."""
+    return Ports(**{f.name: free_port() for f in dataclasses.fields(Ports)})
+
+
+class Platform:
+    ORDER = ("directory", "relay-auth", "queue", "local-delivery", "remote-delivery",
+             "smtp-ingress")
+
+    def __init__(self, data_dir: Path | str = "var", ports: Ports | None = None,
+                 env: dict[str, dict[str, str]] | None = None, replicas: int = 1,
+                 sync_always: bool = False) -> None:
+        self.data = Path(data_dir).resolve()
+        self.ports = ports or Ports()
+        self.extra_env = env or {}
+        self.replicas = replicas  # remote-delivery replicas
+        self.nats = NatsServer(self.data / "nats", port=self.ports.nats,
+                               monitor_port=self.ports.nats_monitor, sync_always=sync_always)
+        self.running: dict[str, Running] = {}
+        self.logs = self.data / "log"
+
+    # -- what runs where -----------------------------------------------------------------
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data / "spool"
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.data / "mail"
+
+    def specs(self) -> list[ServiceSpec]:
+        p = self.ports
+        specs = [
+            ServiceSpec("directory", "mailyard.directory", "DIRECTORY", p.directory_http,
+                        p.directory_grpc),
+            ServiceSpec("relay-auth", "mailyard.relay_auth", "RELAYAUTH", p.relayauth_http,
+                        p.relayauth_grpc),
+            ServiceSpec("queue", "mailyard.queue", "QUEUE", p.queue_http, p.queue_grpc,
+                        {"STATE_DIR": str(self.data / "queue")}),
+            ServiceSpec("local-delivery", "mailyard.local_delivery", "LOCAL", p.local_http,
+                        extra={"MAIL_DIR": str(self.mail_dir)}),
+        ]
+        for i in range(self.replicas):
+            # extra replicas get their own free ports; they share the durable consumer
+            http, grpc_port = (p.remote_http, p.remote_grpc) if i == 0 else (free_port(),
+                                                                           free_port())
+            name = "remote-delivery" if i == 0 else f"remote-delivery-{i + 1}"
+            specs.append(ServiceSpec(name, "mailyard.remote_delivery", "REMOTE", http,
+                                     grpc_port, {"INSTANCE": name}))
+        specs.append(ServiceSpec(
+            "smtp-ingress", "mailyard.smtp_ingress", "INGRESS", p.ingress_http, extra={
+                "SMTP_PORT": str(p.smtp), "SUBMISSION_PORT": str(p.submission),
+                "SMTPS_PORT": str(p.smtps), "TLS_DIR": str(self.data / "tls"),
+                "RELAY_AUTH_ADDR": f"127.0.0.1:{p.relayauth_grpc}",
+            }))
+        return specs
+
+    def env_for(self, spec: ServiceSpec) -> dict[str, str]:
+        pre = f"MAILYARD_{spec.prefix}_"
+        env = {
+            f"{pre}NATS_URL": self.nats.url,
+            f"{pre}SPOOL_DIR": str(self.spool_dir),
+            f"{pre}HTTP_HOST": "127.0.0.1",
+            f"{pre}HTTP_PORT": str(spec.http_port),
+        }
+        if spec.grpc_port:
+            env[f"{pre}GRPC_HOST"] = "127.0.0.1"
+            env[f"{pre}GRPC_PORT"] = str(spec.grpc_port)
+        env.update({pre + k: v for k, v in spec.extra.items()})
+        env.update({pre + k: v for k, v in self.extra_env.get(spec.name, {}).items()})
+        return {**os.environ, **env}
+
+    def cli_env(self) -> dict[str, str]:
+        """Environment for the `mailyard` command to talk to this platform."""
+        p = self.ports
+        return {
+            "MAILYARD_QUEUE_ADDR": f"127.0.0.1:{p.queue_grpc}",
+            "MAILYARD_REMOTE_ADDR": f"127.0.0.1:{p.remote_grpc}",
+            "MAILYARD_RELAYAUTH_ADDR": f"127.0.0.1:{p.relayauth_grpc}",
+            "MAILYARD_DIRECTORY_ADDR": f"127.0.0.1:{p.directory_grpc}",
+        }
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self, timeout: float = 60.0) -> None:
+        for folder in (self.data, self.logs, self.spool_dir, self.mail_dir):
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.nats.start(self.logs / "nats.log")
+        try:
+            for spec in self.specs():
+                self.running[spec.name] = Running(spec, self._spawn(spec), time.monotonic())
+            for run in self.running.values():
+                self.wait_ready(run.spec, timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _spawn(self, spec: ServiceSpec) -> subprocess.Popen[bytes]:
+        log = open(self.logs / f"{spec.name}.log", "ab")  # noqa: SIM115
+        return subprocess.Popen([sys.executable, "-m", spec.module], env=self.env_for(spec),
+                                stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # Ctrl-C goes to us, not them
+
+    def ready(self, spec: ServiceSpec) -> bool:
+        url = f"http://127.0.0.1:{spec.http_port}/readyz"
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    def wait_ready(self, spec: ServiceSpec, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        run = self.running[spec.name]
+        while time.monotonic() < deadline:
+            if run.proc.poll() is not None:
+                raise RuntimeError(f"{spec.name} exited with {run.proc.returncode}; "
+                                   f"see {self.logs / (spec.name + '.log')}")
+            if self.ready(spec):
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"{spec.name} not ready after {timeout:.0f}s; "
+                           f"see {self.logs / (spec.name + '.log')}")
+
+    def supervise_once(self) -> list[str]:
+        """Restart services that died (at most once every 2 s each). Returns their names."""
+        restarted = []
+        for name, run in self.running.items():
+            if run.proc.poll() is not None and time.monotonic() - run.started > 2:
+                run.proc = self._spawn(run.spec)
+                run.started = time.monotonic()
+                run.restarts += 1
+                restarted.append(name)
+        return restarted
+
+    def kill(self, name: str) -> None:
+        """kill -9 one service (tests of the durability promise)."""
+        run = self.running[name]
+        if run.proc.poll() is None:
+            run.proc.send_signal(signal.SIGKILL)
+            run.proc.wait()
+
+    def restart(self, name: str, timeout: float = 30.0) -> None:
+        run = self.running[name]
+        if run.proc.poll() is None:
+            run.proc.terminate()
+            run.proc.wait(15)
+        run.proc = self._spawn(run.spec)
+        run.started = time.monotonic()
+        self.wait_ready(run.spec, timeout)
+
+    def stop(self) -> None:
+        """SIGTERM in reverse start order (ingress first: stop accepting), then NATS."""
+        for run in reversed(list(self.running.values())):
+            if run.proc.poll() is None:
+                run.proc.terminate()
+        for run in reversed(list(self.running.values())):
+            try:
+                run.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                run.proc.kill()
+                run.proc.wait()
+        self.running.clear()
+        self.nats.stop()
+
+    def table(self) -> str:
+        p = self.ports
+        rows = [("nats-server", f"nats://127.0.0.1:{p.nats}", f"http://127.0.0.1:{p.nats_monitor}")]
+        for run in self.running.values():
+            s = run.spec
+            where = f"grpc 127.0.0.1:{s.grpc_port}" if s.grpc_port else ""
+            if s.name == "smtp-ingress":
+                where = f"smtp 127.0.0.1:{p.smtp} submission :{p.submission} smtps :{p.smtps}"
+            rows.append((s.name, where, f"http://127.0.0.1:{s.http_port}/metrics"))
+        width = [max(len(r[i]) for r in rows) for i in range(3)]
+        lines = [f"{'service':<{width[0]}}  {'listens':<{width[1]}}  metrics"]
+        lines += [f"{a:<{width[0]}}  {b:<{width[1]}}  {c}" for a, b, c in rows]
+        lines.append(f"data: {self.data}   logs: {self.logs}   maildirs: {self.mail_dir}")
+        return "\n".join(lines)

@@ -1,0 +1,84 @@
+"""The whole platform over real sockets: nats-server, every service as a process, SMTP in,
+Maildir or a loopback SMTP sink out. One platform per test module (it takes seconds to
+start); tests that kill a service start it again."""
+
+from __future__ import annotations
+
+import mailbox
+import os
+import smtplib
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mailyard.cli.platform import Platform, free_ports
+from mailyard.core.testing import SmtpSink
+
+
+class Mailyard:
+    def __init__(self, platform: Platform, sink: SmtpSink) -> None:
+        self.platform = platform
+        self.sink = sink
+
+    def cli(self, *args: str, stdin: str = "", check: bool = True) -> str:
+        env = {**os.environ, **self.platform.cli_env()}
+        proc = subprocess.run([sys.executable, "-m", "mailyard.cli.main", *args], input=stdin,
+                              capture_output=True, text=True, env=env, timeout=30, check=False)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"mailyard {' '.join(args)} -> {proc.returncode}\n"
+                                 f"{proc.stdout}{proc.stderr}")
+        return proc.stdout + proc.stderr
+
+    def smtp(self, source: str = "127.0.0.1") -> smtplib.SMTP:
+        client = smtplib.SMTP("127.0.0.1", self.platform.ports.smtp, timeout=15,
+                              source_address=(source, 0))
+        client.ehlo("client.test")
+        return client
+
+    def maildir(self, address: str) -> mailbox.Maildir:
+        local, domain = address.split("@")
+        return mailbox.Maildir(self.platform.mail_dir / domain / local / "Maildir",
+                               factory=None, create=False)
+
+    def wait_maildir(self, address: str, count: int, timeout: float = 30) -> list[bytes]:
+        deadline = time.monotonic() + timeout
+        local, domain = address.split("@")
+        folder = self.platform.mail_dir / domain / local
+        while time.monotonic() < deadline:
+            if (folder / "Maildir" / "new").exists():
+                box = self.maildir(address)
+                if len(box) >= count:
+                    return [box.get_bytes(key) for key in sorted(box.keys())]
+            time.sleep(0.1)
+        raise AssertionError(f"{count} message(s) not delivered to {address} in {timeout}s")
+
+    def queue_empty(self, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        out = ""
+        while time.monotonic() < deadline:
+            out = self.cli("queue", "stat")
+            if "messages in queue: 0" in out:
+                return out
+            time.sleep(0.2)
+        raise AssertionError(f"queue not empty after {timeout}s:\n{out}")
+
+
+@pytest.fixture(scope="module")
+def mailyard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mailyard]:
+    data: Path = tmp_path_factory.mktemp("mailyard")
+    sink = SmtpSink().start()
+    platform = Platform(data, ports=free_ports())
+    try:
+        platform.start()
+    except BaseException:
+        sink.stop()
+        for log in sorted((data / "log").glob("*.log")):
+            print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
+        raise
+    yield Mailyard(platform, sink)
+    platform.stop()
+    sink.stop()

@@ -1,0 +1,106 @@
+"""One message's whole path: SMTP in, spool + JetStream, queue, Maildir or remote SMTP."""
+
+from __future__ import annotations
+
+import smtplib
+import time
+
+import pytest
+
+from tests.e2e.conftest import Mailyard
+
+BODY = (b"From: sender@client.test\r\nTo: postmaster@example.test\r\n"
+        b"Subject: first message\r\n\r\n"
+        b"Hello.\r\n.leading dot survives\r\n\xc3\xa9 8-bit line\r\n")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def directory(mailyard: Mailyard) -> None:
+    mailyard.cli("domain", "add", "example.test")
+    mailyard.cli("user", "add", "postmaster@example.test", "--password-stdin",
+                 stdin="correct horse battery\n")
+    mailyard.cli("route", "set", "remote.test", f"127.0.0.1:{mailyard.sink.port}")
+
+
+def test_local_mailbox_gets_the_body_byte_exact(mailyard: Mailyard) -> None:
+    with mailyard.smtp() as client:
+        code, reply = client.docmd("MAIL FROM:<sender@client.test>")
+        assert code == 250
+        client.rcpt("postmaster@example.test")
+        code, reply = client.data(BODY)
+    assert code == 250 and reply.startswith(b"ok ")
+    queue_id = reply.split()[1].decode()
+    [stored] = mailyard.wait_maildir("postmaster@example.test", 1)
+    assert stored.endswith(BODY)  # only trace headers are prepended
+    headers = stored[: -len(BODY)]
+    assert b"Delivered-To: postmaster@example.test" in headers
+    assert b"Return-Path: <sender@client.test>" in headers
+    assert queue_id.encode() in headers  # the Received: line names the queue id
+    mailyard.queue_empty()
+
+
+def test_remote_domain_reaches_the_sink_through_a_static_route(mailyard: Mailyard) -> None:
+    before = len(mailyard.sink.messages)
+    body = BODY.replace(b"postmaster@example.test", b"someone@remote.test")
+    with mailyard.smtp() as client:
+        client.sendmail("sender@client.test", ["someone@remote.test"], body)
+    got = mailyard.sink.wait_for(before + 1)
+    assert len(got) == before + 1
+    received = got[-1]
+    assert received.rcpt_tos == ["someone@remote.test"]
+    assert received.mail_from == "sender@client.test"
+    assert received.data.endswith(body)
+    out = mailyard.queue_empty()
+    assert "not yet preprocessed: 0" in out
+
+
+def test_non_relay_client_gets_qmails_rcpthosts_reply(mailyard: Mailyard) -> None:
+    # 127.0.0.1 may relay, every other address may only send to our domains
+    rules = '127.0.0.1:allow,RELAYCLIENT=""\n:allow\n'
+    mailyard.cli("rules", "import", "-", stdin=rules)
+    try:
+        with mailyard.smtp(source="127.0.0.2") as client:
+            client.docmd("MAIL FROM:<spammer@client.test>")
+            code, reply = client.docmd("RCPT TO:<victim@remote.test>")
+            assert (code, reply) == (
+                553, b"5.7.1 sorry, that domain isn't in my list of allowed rcpthosts")
+            code, _ = client.docmd("RCPT TO:<postmaster@example.test>")
+            assert code == 250  # our own domains are still open to everyone
+    finally:
+        mailyard.cli("rules", "import", "-", stdin='127.:allow,RELAYCLIENT=""\n:allow\n')
+
+
+def test_kill_9_of_the_delivery_worker_loses_nothing(mailyard: Mailyard) -> None:
+    mailyard.platform.kill("local-delivery")
+    with mailyard.smtp() as client:
+        client.sendmail("sender@client.test", ["postmaster@example.test"], BODY)
+    time.sleep(0.5)
+    out = mailyard.cli("queue", "stat")
+    assert "messages in queue: 1" in out  # accepted, waiting for a worker
+    already = len(mailyard.maildir("postmaster@example.test"))
+    mailyard.platform.restart("local-delivery")
+    mailyard.wait_maildir("postmaster@example.test", already + 1)
+    mailyard.queue_empty()
+
+
+def test_kill_9_of_the_queue_mid_stream_loses_nothing(mailyard: Mailyard) -> None:
+    already = len(mailyard.maildir("postmaster@example.test"))
+    with mailyard.smtp() as client:
+        for i in range(20):
+            client.sendmail("sender@client.test", ["postmaster@example.test"],
+                            BODY + f"message {i}\r\n".encode())
+            if i == 5:
+                mailyard.platform.kill("queue")
+    mailyard.platform.restart("queue")
+    delivered = mailyard.wait_maildir("postmaster@example.test", already + 20)
+    bodies = {m.rsplit(b"\r\n", 2)[-2] for m in delivered[already:]}
+    assert {f"message {i}".encode() for i in range(20)} <= bodies
+    mailyard.queue_empty()
+
+
+def test_smtp_session_survives_a_rejected_command(mailyard: Mailyard) -> None:
+    with mailyard.smtp() as client:
+        code, _ = client.docmd("MAIL FROM:<bad address>")
+        assert code >= 500
+        with pytest.raises(smtplib.SMTPRecipientsRefused):
+            client.sendmail("sender@client.test", ["nobody@example.test"], BODY)
