@@ -123,3 +123,8 @@ class DirectoryView(KVView):
         """May smtp-ingress accept RCPT TO this local address? (no backscatter)"""
         return self.resolve(address).kind not in (pb.RESOLUTION_KIND_UNKNOWN,
                                                   pb.RESOLUTION_KIND_NOT_LOCAL)
+
+
+def record_prefix(kind: str, domain: str) -> str:
+    """Key prefix of every `kind` record (mailbox, alias, list) of one domain."""
+    return f"{kind}.{_enc(to_ascii_domain(domain))}."

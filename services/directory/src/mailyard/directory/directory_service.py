@@ -1,0 +1,344 @@
+"""gRPC mailyard.directory.v1.Directory: vadddomain, vadduser, valias, vmoduser and friends.
+
+The directory is the one writer of the KV bucket "directory". Every write is a CAS on the
+record's revision (store.KVStore), so two replicas never lose an update; reads for listings
+and Resolve come from the service's own live DirectoryView, after waiting for the view to
+catch up with our last write (read-your-writes for the CLI).
+
+The API never hands out secrets: password_hash and cram_md5_secret come back as "*" when set.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+import grpc
+from google.protobuf.message import Message
+
+from mailyard.api.directory.v1 import directory_pb2 as pb
+from mailyard.api.directory.v1 import directory_pb2_grpc as pb_grpc
+from mailyard.core.addresses import split
+from mailyard.core.directory import DirectoryView, domain_key, record_key, record_prefix
+from mailyard.directory import passwords, validate
+from mailyard.directory.errors import Refused, exists, invalid, not_found, precondition, rpc
+from mailyard.directory.metrics import changed
+from mailyard.directory.store import Conflict, KVStore, ViewSync
+
+log = logging.getLogger(__name__)
+M = TypeVar("M", bound=Message)
+Ctx = grpc.aio.ServicerContext
+
+KINDS = ("mailbox", "alias", "list")
+_KIND_NAMES = {"mailbox": "a mailbox", "alias": "an alias", "list": "a mailing list"}
+
+
+def redacted(mailbox: pb.Mailbox) -> pb.Mailbox:
+    out = pb.Mailbox()
+    out.CopyFrom(mailbox)
+    out.password_hash = "*" if mailbox.password_hash else ""
+    out.cram_md5_secret = "*" if mailbox.cram_md5_secret else ""
+    return out
+
+
+class DirectoryService(pb_grpc.DirectoryServicer):
+    def __init__(self, store: KVStore, view: DirectoryView, *, min_password_length: int = 8
+                 ) -> None:
+        self.store = store
+        self.view = view
+        self.sync = ViewSync(view)
+        self.min_password_length = min_password_length
+
+    # -- helpers -------------------------------------------------------------------------
+
+    async def _committed(self, kind: str, revision: int) -> None:
+        if revision:
+            changed(kind)
+            await self.sync.wait(revision)
+
+    async def _require_domain(self, name: str) -> pb.Domain:
+        current = await self.store.get(domain_key(name))
+        if current.value is None:
+            raise precondition(f"domain {name} does not exist (mailyard domain add {name})")
+        return pb.Domain.FromString(current.value)
+
+    async def _create(self, kind: str, address: str, record: Message, metric: str) -> None:
+        """Create a mailbox, alias or list whose name is free in all three kinds."""
+        await self._require_domain(split(address)[1])
+        expect = 0
+        for other in KINDS:
+            current = await self.store.get(record_key(other, address))
+            if current.value is not None:
+                raise exists(f"{address} already exists as {_KIND_NAMES[other]}")
+            if other == kind:
+                expect = current.revision
+        try:
+            revision = await self.store.put(record_key(kind, address),
+                                            record.SerializeToString(), expect=expect)
+        except Conflict:
+            raise exists(f"{address} was created at the same time by another request"
+                         ) from None
+        await self._committed(metric, revision)
+
+    async def _modify(self, kind: str, cls: type[M], address: str,
+                      edit: Callable[[M], None], metric: str) -> M:
+        """CAS-edit one existing record; `edit` may run more than once (lost races)."""
+        return await self._modify_key(record_key(kind, address), cls, f"{kind} {address}",
+                                      edit, metric)
+
+    async def _modify_key(self, key: str, cls: type[M], what: str,
+                          edit: Callable[[M], None], metric: str) -> M:
+        result: list[M] = []
+
+        def mutate(raw: bytes | None) -> bytes:
+            if raw is None:
+                raise not_found(f"no {what}")
+            record = cls.FromString(raw)
+            edit(record)
+            result[:] = [record]
+            return record.SerializeToString()
+
+        _, revision = await self.store.change(key, mutate)
+        await self._committed(metric, revision)
+        return result[0]
+
+    async def _delete(self, key: str, what: str, metric: str) -> pb.DeleteResponse:
+        def mutate(raw: bytes | None) -> None:
+            if raw is None:
+                raise not_found(f"no {what}")
+
+        _, revision = await self.store.change(key, mutate)
+        await self._committed(metric, revision)
+        return pb.DeleteResponse(deleted=True)
+
+    def _listed_domain(self, name: str) -> str:
+        if not name:
+            return ""
+        domain = validate.domain(name)
+        if not self.view.is_local_domain(domain):
+            raise not_found(f"no domain {domain}")
+        return domain
+
+    # -- domains -------------------------------------------------------------------------
+
+    @rpc
+    async def AddDomain(self, request: pb.AddDomainRequest, context: Ctx) -> pb.Domain:
+        name = validate.domain(request.name)
+        key = domain_key(name)
+        current = await self.store.get(key)
+        if current.value is not None:
+            raise exists(f"domain {name} already exists")
+        domain = pb.Domain(name=name)
+        try:
+            revision = await self.store.put(key, domain.SerializeToString(),
+                                            expect=current.revision)
+        except Conflict:
+            raise exists(f"domain {name} already exists") from None
+        await self._committed("domain", revision)
+        log.info("domain added", extra={"domain": name})
+        return domain
+
+    @rpc
+    async def DeleteDomain(self, request: pb.DeleteDomainRequest, context: Ctx
+                           ) -> pb.DeleteResponse:
+        name = validate.domain(request.name)
+        # The domain record goes first: from then on AddMailbox & co refuse the domain, so
+        # the sweep below cannot race with new records appearing in it.
+        response = await self._delete(domain_key(name), f"domain {name}", "domain")
+        for kind in KINDS:
+            prefix = record_prefix(kind, name)
+            for key in [k for k in list(self.view.data) if k.startswith(prefix)]:
+                _, revision = await self.store.change(key, lambda _raw: None)
+                await self._committed(kind, revision)
+        log.info("domain deleted", extra={"domain": name})
+        return response
+
+    @rpc
+    async def ListDomains(self, request: pb.ListDomainsRequest, context: Ctx
+                          ) -> pb.ListDomainsResponse:
+        return pb.ListDomainsResponse(domains=self.view.domains())
+
+    @rpc
+    async def SetCatchAll(self, request: pb.SetCatchAllRequest, context: Ctx) -> pb.Domain:
+        name = validate.domain(request.domain)
+        action = request.action
+        if action not in pb.CatchAllAction.values():
+            raise invalid(f"unknown catch-all action {action}")
+        target = ""
+        if action == pb.CATCH_ALL_ACTION_DELIVER:
+            if not request.target:
+                raise invalid("catch-all delivery needs a target mailbox")
+            target = validate.address(request.target)
+            # Resolution hands the target to local delivery as a mailbox: it must be one.
+            if (await self.store.get(record_key("mailbox", target))).value is None:
+                raise precondition(f"catch-all target {target} is not a mailbox")
+
+        def edit(domain: pb.Domain) -> None:
+            domain.catch_all = action
+            domain.catch_all_target = target
+
+        return await self._modify_key(domain_key(name), pb.Domain, f"domain {name}", edit,
+                                      "catchall")
+
+    # -- mailboxes -----------------------------------------------------------------------
+
+    @rpc
+    async def AddMailbox(self, request: pb.AddMailboxRequest, context: Ctx) -> pb.Mailbox:
+        address = validate.address(request.address)
+        passwords.check(request.password, self.min_password_length)
+        local, domain = split(address)
+        mailbox = pb.Mailbox(
+            address=address, password_hash=await passwords.hash_password(request.password),
+            cram_md5_secret=(passwords.cram_md5_secret(request.password)
+                             if request.enable_cram_md5 else ""),
+            quota_bytes=request.quota_bytes, quota_messages=request.quota_messages,
+            maildir=f"{domain}/{local}/Maildir")
+        await self._create("mailbox", address, mailbox, "mailbox")
+        log.info("mailbox added", extra={"address": address})
+        return redacted(mailbox)
+
+    @rpc
+    async def DeleteMailbox(self, request: pb.AddressRequest, context: Ctx
+                            ) -> pb.DeleteResponse:
+        address = validate.address(request.address)
+        return await self._delete(record_key("mailbox", address), f"mailbox {address}",
+                                  "mailbox")
+
+    @rpc
+    async def SetPassword(self, request: pb.SetPasswordRequest, context: Ctx) -> pb.Mailbox:
+        address = validate.address(request.address)
+        passwords.check(request.password, self.min_password_length)
+        if (await self.store.get(record_key("mailbox", address))).value is None:
+            raise not_found(f"no mailbox {address}")  # before paying for the hash
+        phc = await passwords.hash_password(request.password)
+        secret = (passwords.cram_md5_secret(request.password) if request.enable_cram_md5
+                  else "")
+
+        def edit(mailbox: pb.Mailbox) -> None:
+            mailbox.password_hash = phc
+            mailbox.cram_md5_secret = secret
+
+        return redacted(await self._modify("mailbox", pb.Mailbox, address, edit, "mailbox"))
+
+    @rpc
+    async def SetQuota(self, request: pb.SetQuotaRequest, context: Ctx) -> pb.Mailbox:
+        address = validate.address(request.address)
+
+        def edit(mailbox: pb.Mailbox) -> None:
+            mailbox.quota_bytes = request.quota_bytes
+            mailbox.quota_messages = request.quota_messages
+
+        return redacted(await self._modify("mailbox", pb.Mailbox, address, edit, "mailbox"))
+
+    @rpc
+    async def ListMailboxes(self, request: pb.ListMailboxesRequest, context: Ctx
+                            ) -> pb.ListMailboxesResponse:
+        domain = self._listed_domain(request.domain)
+        return pb.ListMailboxesResponse(mailboxes=[
+            redacted(pb.Mailbox.FromString(raw)) for raw in self.view.records("mailbox", domain)])
+
+    @rpc
+    async def SetForward(self, request: pb.SetForwardRequest, context: Ctx) -> pb.Mailbox:
+        address = validate.address(request.address)
+        targets = validate.targets(list(request.targets))
+        if address in targets:
+            raise invalid(f"{address} cannot forward to itself (use --keep-copy)")
+
+        def edit(mailbox: pb.Mailbox) -> None:
+            del mailbox.forward_to[:]
+            mailbox.forward_to.extend(targets)
+            mailbox.keep_copy = request.keep_copy
+
+        return redacted(await self._modify("mailbox", pb.Mailbox, address, edit, "forward"))
+
+    @rpc
+    async def ClearForward(self, request: pb.AddressRequest, context: Ctx) -> pb.Mailbox:
+        address = validate.address(request.address)
+
+        def edit(mailbox: pb.Mailbox) -> None:
+            del mailbox.forward_to[:]
+            mailbox.keep_copy = False
+
+        return redacted(await self._modify("mailbox", pb.Mailbox, address, edit, "forward"))
+
+    # -- aliases -------------------------------------------------------------------------
+
+    @rpc
+    async def AddAlias(self, request: pb.AddAliasRequest, context: Ctx) -> pb.Alias:
+        address = validate.address(request.address)
+        targets = validate.targets(list(request.targets))
+        if address in targets:
+            raise invalid(f"alias {address} cannot point to itself")
+        alias = pb.Alias(address=address, targets=targets)
+        await self._create("alias", address, alias, "alias")
+        return alias
+
+    @rpc
+    async def DeleteAlias(self, request: pb.AddressRequest, context: Ctx) -> pb.DeleteResponse:
+        address = validate.address(request.address)
+        return await self._delete(record_key("alias", address), f"alias {address}", "alias")
+
+    @rpc
+    async def ListAliases(self, request: pb.ListAliasesRequest, context: Ctx
+                          ) -> pb.ListAliasesResponse:
+        domain = self._listed_domain(request.domain)
+        return pb.ListAliasesResponse(aliases=[
+            pb.Alias.FromString(raw) for raw in self.view.records("alias", domain)])
+
+    # -- mailing lists -------------------------------------------------------------------
+
+    @rpc
+    async def AddList(self, request: pb.AddListRequest, context: Ctx) -> pb.MailingList:
+        address = validate.address(request.address)
+        if not request.owner:
+            raise invalid("a mailing list needs an owner (bounces go there)")
+        owner = validate.target(request.owner)
+        members = validate.targets(list(request.members), "member") if request.members else []
+        if address in members:
+            raise invalid(f"list {address} cannot be its own member")
+        mlist = pb.MailingList(address=address, owner=owner, members=members)
+        await self._create("list", address, mlist, "list")
+        return mlist
+
+    @rpc
+    async def DeleteList(self, request: pb.AddressRequest, context: Ctx) -> pb.DeleteResponse:
+        address = validate.address(request.address)
+        return await self._delete(record_key("list", address), f"list {address}", "list")
+
+    @rpc
+    async def AddListMember(self, request: pb.ListMemberRequest, context: Ctx
+                            ) -> pb.MailingList:
+        address = validate.address(request.list)
+        member = validate.target(request.member)
+        if member == address:
+            raise invalid(f"list {address} cannot be its own member")
+
+        def edit(mlist: pb.MailingList) -> None:
+            if member not in mlist.members:  # adding twice is a no-op, as with ezmlm
+                mlist.members.append(member)
+
+        return await self._modify("list", pb.MailingList, address, edit, "list")
+
+    @rpc
+    async def DeleteListMember(self, request: pb.ListMemberRequest, context: Ctx
+                               ) -> pb.MailingList:
+        address = validate.address(request.list)
+        member = validate.target(request.member)
+
+        def edit(mlist: pb.MailingList) -> None:
+            if member not in mlist.members:
+                raise not_found(f"{member} is not a member of {address}")
+            mlist.members.remove(member)
+
+        return await self._modify("list", pb.MailingList, address, edit, "list")
+
+    # -- resolution ----------------------------------------------------------------------
+
+    @rpc
+    async def Resolve(self, request: pb.AddressRequest, context: Ctx) -> pb.Resolution:
+        try:
+            address = validate.address(request.address)
+        except Refused:
+            raise invalid(f"not an address: {request.address!r}") from None
+        return self.view.resolve(address)

@@ -1,0 +1,110 @@
+"""Validation of what operators type: domains, addresses, control file names and values.
+
+Domains are stored as lower-case IDNA A-labels computed the way every reader computes them
+(mailyard.core.addresses.to_ascii_domain), so a key written here is the key a reader looks up.
+Local parts become a path on the mail volume ("<domain>/<local>/Maildir"), so they are held
+to RFC 5322 dot-atom and never contain "/".
+"""
+
+from __future__ import annotations
+
+import re
+
+from mailyard.core import control
+from mailyard.core.addresses import split, to_ascii_domain
+from mailyard.core.directory import canonical
+from mailyard.directory.errors import invalid
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+# RFC 5322 atext without "/" (a path separator on the mail volume); non-ASCII letters are
+# welcome (SMTPUTF8).
+_ATEXT = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-=?^_`{|}~")
+
+POSITIVE_INTEGER_FILES = ("databytes", "queuelifetime", "concurrencyremote", "concurrencylocal")
+
+
+def domain(name: str) -> str:
+    """The A-label of a domain name, or INVALID_ARGUMENT."""
+    raw = name.strip().rstrip(".")
+    if not raw:
+        raise invalid("a domain name is required")
+    ascii_name = to_ascii_domain(raw)
+    if len(ascii_name) > 253:
+        raise invalid(f"domain name too long: {name!r}")
+    labels = ascii_name.split(".")
+    if not all(_LABEL.match(label) for label in labels):
+        raise invalid(f"not a valid domain name: {name!r}")
+    if labels[-1].isdigit():
+        raise invalid(f"not a domain name (an IP address?): {name!r}")
+    return ascii_name
+
+
+def local_part(local: str, original: str) -> str:
+    if not local:
+        raise invalid(f"address needs a local part: {original!r}")
+    if len(local.encode()) > 64:
+        raise invalid(f"local part longer than 64 octets: {original!r}")
+    if local.startswith(".") or local.endswith(".") or ".." in local:
+        raise invalid(f"local part must not start or end with a dot or hold two: {original!r}")
+    for c in local:
+        if c != "." and c not in _ATEXT and not (ord(c) > 127 and c.isprintable()
+                                                 and not c.isspace()):
+            raise invalid(f"character {c!r} not allowed in the local part of {original!r}")
+    return local
+
+
+def address(text: str) -> str:
+    """Canonical form of a local address (lower case, A-label domain), or INVALID_ARGUMENT."""
+    text = text.strip()
+    local, dom = split(text)
+    if not dom:
+        raise invalid(f"not an address (local@domain): {text!r}")
+    local_part(local, text)
+    domain(dom)
+    return canonical(text)
+
+
+def target(text: str) -> str:
+    """A forwarding target anywhere: local part kept as given (RFC 5321 2.4), domain A-label."""
+    text = text.strip()
+    local, dom = split(text)
+    if not dom:
+        raise invalid(f"not an address (local@domain): {text!r}")
+    local_part(local, text)
+    return f"{local}@{domain(dom)}"
+
+
+def targets(texts: list[str] | tuple[str, ...], what: str = "target") -> list[str]:
+    out: list[str] = []
+    for text in texts:
+        value = target(text)
+        if value not in out:
+            out.append(value)
+    if not out:
+        raise invalid(f"at least one {what} address is required")
+    return out
+
+
+def control_name(name: str) -> str:
+    """A control file name that is also a valid KV key."""
+    if not (control.valid_name(name) and name.isascii() and ".." not in name
+            and not name.endswith(".") and len(name) <= 128):
+        raise invalid(f"not a valid control file name: {name!r}")
+    return name
+
+
+def control_text(name: str, text: str) -> str:
+    """The text to store: validated where Mailyard knows the file, ending in a newline."""
+    if "\x00" in text:
+        raise invalid(f"control/{name} must not contain NUL")
+    if text and not text.endswith("\n"):
+        text += "\n"
+    if name in POSITIVE_INTEGER_FILES:
+        values = control.lines(text)
+        if len(values) != 1 or not values[0].isdigit() or int(values[0]) <= 0:
+            raise invalid(f"control/{name} must be one positive integer, got {text.strip()!r}")
+    elif name in ("rcpthosts", "me"):
+        for line in control.lines(text):
+            # rcpthosts may hold ".example.com" (every subdomain), as in qmail
+            domain(line[1:] if name == "rcpthosts" and line.startswith(".") else line)
+    return text

@@ -1,0 +1,159 @@
+"""The `mailyard` domain/user/alias/forward/catchall/list/control commands against a running
+`python -m mailyard.directory` (a child process) on a private nats-server."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from argon2 import PasswordHasher
+
+from mailyard.api.directory.v1 import directory_pb2 as pb
+from mailyard.cli.main import main
+from mailyard.core import bus
+from mailyard.core.directory import record_key
+from mailyard.core.natsserver import NatsServer, free_port
+from mailyard.core.testing import ServiceProcess
+
+
+@pytest.fixture
+def directory(nats_server: NatsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+              ) -> Iterator[str]:
+    grpc_port, http_port = free_port(), free_port()
+    process = ServiceProcess("mailyard.directory", {
+        "MAILYARD_DIRECTORY_NATS_URL": nats_server.url,
+        "MAILYARD_DIRECTORY_GRPC_PORT": str(grpc_port),
+        "MAILYARD_DIRECTORY_HTTP_PORT": str(http_port),
+    }, tmp_path / "logs", http_port=http_port).start()
+    address = f"127.0.0.1:{grpc_port}"
+    monkeypatch.setenv("MAILYARD_DIRECTORY_ADDR", address)
+    yield address
+    assert process.stop() == 0, process.logs()
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str, stdin: str = "",
+        monkeypatch: pytest.MonkeyPatch | None = None) -> tuple[int, str, str]:
+    if monkeypatch is not None:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_domain_and_user_commands(directory: str, capsys: Any,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    assert run(capsys, "domain", "add", "Example.com")[1] == "added domain example.com\n"
+    code, _, err = run(capsys, "domain", "add", "example.com")
+    assert code == 1 and "ALREADY_EXISTS" in err
+    assert run(capsys, "domain", "list")[1] == "example.com\tcatchall=none\n"
+
+    code, out, _ = run(capsys, "user", "add", "joe@example.com", "--password-stdin",
+                       "--quota", "1000", stdin="a long secret\n", monkeypatch=monkeypatch)
+    assert (code, out) == (0, "added user joe@example.com\n")
+    code, _, err = run(capsys, "user", "add", "ann@example.com", "--password-stdin",
+                       stdin="short\n", monkeypatch=monkeypatch)
+    assert code == 1 and "INVALID_ARGUMENT" in err and "too short" in err
+    code, _, err = run(capsys, "user", "add", "ann@nowhere.org", "--password-stdin",
+                       stdin="a long secret\n", monkeypatch=monkeypatch)
+    assert code == 1 and "FAILED_PRECONDITION" in err
+
+    # getpass prompt asked twice: a mismatch writes nothing
+    answers = iter(["first secret", "other secret"])
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": next(answers))
+    code, _, err = run(capsys, "user", "add", "ann@example.com")
+    assert code == 1 and "do not match" in err
+    answers = iter(["first secret", "first secret"])
+    assert run(capsys, "user", "add", "ann@example.com", "--cram-md5")[0] == 0
+
+    assert run(capsys, "user", "quota", "ann@example.com", "5000")[0] == 0
+    out = run(capsys, "user", "list", "example.com")[1]
+    assert out.splitlines() == [
+        "ann@example.com\tquota=5000\tcram-md5=on\tmaildir=example.com/ann/Maildir",
+        "joe@example.com\tquota=1000\tmaildir=example.com/joe/Maildir"]
+    code, out, _ = run(capsys, "user", "passwd", "joe@example.com", "--password-stdin",
+                       stdin="a newer secret\n", monkeypatch=monkeypatch)
+    assert (code, out) == (0, "changed password of joe@example.com\n")
+    assert run(capsys, "user", "del", "ann@example.com")[0] == 0
+    assert "ann@" not in run(capsys, "user", "list")[1]
+    code, _, err = run(capsys, "user", "del", "ann@example.com")
+    assert code == 1 and "NOT_FOUND" in err
+    assert run(capsys, "domain", "del", "example.com")[0] == 0
+    assert run(capsys, "domain", "list")[1] == ""
+
+
+def test_alias_forward_catchall_list_commands(directory: str, capsys: Any,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    run(capsys, "domain", "add", "example.com")
+    run(capsys, "user", "add", "joe@example.com", "--password-stdin", stdin="a long secret\n",
+        monkeypatch=monkeypatch)
+    out = run(capsys, "alias", "add", "info@example.com", "joe@example.com", "x@remote.org")[1]
+    assert out == "added alias info@example.com -> joe@example.com,x@remote.org\n"
+    assert run(capsys, "alias", "list")[1] == "info@example.com\tjoe@example.com,x@remote.org\n"
+    assert run(capsys, "resolve", "info@example.com")[1] == (
+        "info@example.com\talias\ttargets=joe@example.com,x@remote.org\n")
+    assert run(capsys, "alias", "del", "info@example.com")[0] == 0
+
+    out = run(capsys, "forward", "set", "joe@example.com", "joe@remote.org", "--keep-copy")[1]
+    assert "forward=joe@remote.org\tkeep_copy=yes" in out
+    assert "forward=" not in run(capsys, "forward", "clear", "joe@example.com")[1]
+
+    assert run(capsys, "catchall", "set", "example.com", "joe@example.com")[1] == (
+        "example.com\tcatchall=joe@example.com\n")
+    assert run(capsys, "resolve", "who@example.com")[1] == (
+        "who@example.com\tcatch_all\tmailbox=joe@example.com\n")
+    for word in ("bounce", "delete", "none"):
+        assert run(capsys, "catchall", "set", "example.com", word)[1] == (
+            f"example.com\tcatchall={word}\n")
+
+    out = run(capsys, "list", "add", "team@example.com", "--owner", "joe@example.com",
+              "a@x.org", "b@x.org")[1]
+    assert out == "added list team@example.com\towner=joe@example.com\tmembers=a@x.org,b@x.org\n"
+    assert run(capsys, "list", "member", "add", "team@example.com", "c@x.org")[1].endswith(
+        "members=a@x.org,b@x.org,c@x.org\n")
+    assert run(capsys, "list", "member", "del", "team@example.com", "a@x.org")[1].endswith(
+        "members=b@x.org,c@x.org\n")
+    assert run(capsys, "list", "del", "team@example.com")[0] == 0
+    assert run(capsys, "resolve", "team@example.com")[1] == "team@example.com\tunknown\n"
+
+
+def test_control_commands(directory: str, capsys: Any, monkeypatch: pytest.MonkeyPatch
+                          ) -> None:
+    assert run(capsys, "control", "set", "databytes", "20000000")[0] == 0
+    assert run(capsys, "control", "get", "databytes")[1] == "20000000\n"
+    code, _, err = run(capsys, "control", "set", "concurrencyremote", "0")
+    assert code == 1 and "INVALID_ARGUMENT" in err and "positive integer" in err
+    assert run(capsys, "control", "set", "rcpthosts", "a.example", "b.example")[0] == 0
+    assert run(capsys, "control", "get", "rcpthosts")[1] == "a.example\nb.example\n"
+    routes = ":relay.example.net:25\n"
+    assert run(capsys, "control", "set", "smtproutes", stdin=routes,
+               monkeypatch=monkeypatch)[0] == 0
+    assert run(capsys, "control", "get", "smtproutes")[1] == routes
+    lines = run(capsys, "control", "list")[1].splitlines()
+    assert [line.split("\t")[0] for line in lines] == ["databytes", "rcpthosts", "smtproutes"]
+    assert run(capsys, "control", "del", "rcpthosts")[1] == "deleted rcpthosts\n"
+    code, _, err = run(capsys, "control", "get", "rcpthosts")
+    assert code == 1 and "NOT_FOUND" in err
+
+
+async def test_user_add_password_stdin_in_a_real_pipe(directory: str, js: Any) -> None:
+    """The real `mailyard` process, password on a pipe; the hash lands in KV."""
+    env = {**os.environ, "MAILYARD_DIRECTORY_ADDR": directory}
+
+    def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "mailyard.cli.main", *args], input=stdin,
+                              capture_output=True, text=True, env=env, timeout=60, check=False)
+
+    assert cli("domain", "add", "example.com").returncode == 0
+    done = cli("user", "add", "joe@example.com", "--password-stdin", stdin="piped secret\n")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "added user joe@example.com\n"
+    kv = await bus.ensure_kv(js, bus.KV_DIRECTORY)
+    mailbox = pb.Mailbox.FromString((await kv.get(record_key("mailbox", "joe@example.com"))
+                                     ).value)
+    assert PasswordHasher().verify(mailbox.password_hash, "piped secret")

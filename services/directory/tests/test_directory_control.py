@@ -1,0 +1,95 @@
+"""mailyard.control.v1.Control over real gRPC; changes seen live by a separate ControlView."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+import pytest
+
+from mailyard.api.control.v1 import control_pb2 as pb
+from mailyard.core import bus, control
+from mailyard.core.control import ControlView
+from mailyard.directory.store import KVStore
+
+from .conftest import Replica, code_of, wait_until
+
+
+@pytest.fixture
+async def reader(js: Any) -> Any:
+    view = ControlView()
+    await view.start(js)
+    yield view
+    await view.stop()
+
+
+async def test_set_get_list_delete(svc: Replica, reader: ControlView) -> None:
+    stub = svc.control
+    answer = await stub.Set(pb.SetRequest(name="databytes", text="20000000"))
+    assert answer.text == "20000000\n"
+    assert answer.version == control.version_of("20000000\n")
+    assert answer.HasField("updated_at") and answer.updated_at.seconds > 0
+    await wait_until(reader, lambda: reader.integer("databytes", 0) == 20000000)
+    assert reader.version("databytes") == answer.version
+
+    routes = ":relay.example.net:25\nexample.org:[10.0.0.1]\n"
+    await stub.Set(pb.SetRequest(name="smtproutes", text=routes))
+    got = await stub.Get(pb.GetRequest(name="smtproutes"))
+    assert got.text == routes and got.version == control.version_of(routes)
+    await stub.Set(pb.SetRequest(name="x-custom_file.v2", text="anything\n"))
+
+    listed = await stub.List(pb.ListRequest())
+    assert [f.name for f in listed.files] == ["databytes", "smtproutes", "x-custom_file.v2"]
+    assert all(f.version and f.HasField("updated_at") for f in listed.files)
+
+    deleted = await stub.Delete(pb.GetRequest(name="smtproutes"))
+    assert deleted.text == routes
+    await wait_until(reader, lambda: "smtproutes" not in reader.data)
+    for call in (stub.Get(pb.GetRequest(name="smtproutes")),
+                 stub.Delete(pb.GetRequest(name="smtproutes"))):
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await call
+        assert code_of(exc) == grpc.StatusCode.NOT_FOUND
+    # set again after a delete (the tombstone is the CAS base)
+    await stub.Set(pb.SetRequest(name="smtproutes", text=routes))
+    assert (await stub.Get(pb.GetRequest(name="smtproutes"))).text == routes
+
+
+@pytest.mark.parametrize("name", ["databytes", "queuelifetime", "concurrencyremote",
+                                  "concurrencylocal"])
+async def test_numeric_files_must_be_positive_integers(svc: Replica, name: str) -> None:
+    for bad in ("0", "-5", "ten", "1 2", ""):
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await svc.control.Set(pb.SetRequest(name=name, text=bad))
+        assert code_of(exc) == grpc.StatusCode.INVALID_ARGUMENT
+        assert f"control/{name} must be one positive integer" in (exc.value.details() or "")
+    answer = await svc.control.Set(pb.SetRequest(name=name, text="# comment\n15\n"))
+    assert answer.text == "# comment\n15\n"
+
+
+@pytest.mark.parametrize("name", ["", "../etc/passwd", "a b", ".hidden", "a..b"])
+async def test_invalid_names(svc: Replica, name: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await svc.control.Set(pb.SetRequest(name=name, text="x"))
+    assert code_of(exc) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_rcpthosts_lines_are_domains(svc: Replica) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await svc.control.Set(pb.SetRequest(name="rcpthosts", text="example.com\nnot valid\n"))
+    assert code_of(exc) == grpc.StatusCode.INVALID_ARGUMENT
+    await svc.control.Set(pb.SetRequest(name="rcpthosts", text="example.com\n.example.org\n"))
+
+
+async def test_store_cas_loses_no_increment(js: Any) -> None:
+    """Two writers (separate stores, as two replicas) read-modify-write one key."""
+    one, two = KVStore(js, bus.KV_CONTROL), KVStore(js, bus.KV_CONTROL)
+    await bus.ensure_kv(js, bus.KV_CONTROL)
+
+    def increment(raw: bytes | None) -> bytes:
+        return str(int(raw or b"0") + 1).encode()
+
+    await asyncio.gather(*((one if i % 2 else two).change("counter", increment)
+                           for i in range(30)))
+    assert (await one.get("counter")).value == b"30"

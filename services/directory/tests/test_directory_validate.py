@@ -1,0 +1,67 @@
+"""What operators type is checked before anything is written."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailyard.directory import validate
+from mailyard.directory.errors import Refused
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("Example.COM", "example.com"),
+    ("example.com.", "example.com"),
+    ("Bücher.example", "xn--bcher-kva.example"),
+    ("localhost", "localhost"),
+])
+def test_domains_become_lowercase_a_labels(raw: str, expected: str) -> None:
+    assert validate.domain(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["", "-bad.com", "bad-.com", "a..b", "a b.com", "1.2.3.4",
+                                 "x" * 64 + ".com", "under_score.com", "a/b.com"])
+def test_bad_domains_are_refused(raw: str) -> None:
+    with pytest.raises(Refused):
+        validate.domain(raw)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("Joe@Example.com", "joe@example.com"),
+    ("joe.smith+tag@example.com", "joe.smith+tag@example.com"),
+    ("jörg@Bücher.example", "jörg@xn--bcher-kva.example"),
+])
+def test_addresses_are_canonical(raw: str, expected: str) -> None:
+    assert validate.address(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["joe", "@example.com", "a/b@example.com", "../x@example.com",
+                                 ".joe@example.com", "jo..e@example.com", "jo e@example.com",
+                                 "joe@bad_domain", "x" * 65 + "@example.com"])
+def test_bad_addresses_are_refused(raw: str) -> None:
+    with pytest.raises(Refused):
+        validate.address(raw)
+
+
+def test_targets_keep_the_local_part_and_drop_duplicates() -> None:
+    assert validate.targets(["Joe@Remote.ORG", "Joe@remote.org", "ann@x.org"]) == [
+        "Joe@remote.org", "ann@x.org"]
+    with pytest.raises(Refused):
+        validate.targets([])
+
+
+@pytest.mark.parametrize("name", ["", ".hidden", "a b", "../etc", "a..b", "trailing.",
+                                  "düsseldorf", "a/b"])
+def test_bad_control_names(name: str) -> None:
+    with pytest.raises(Refused):
+        validate.control_name(name)
+
+
+def test_control_text_checks_known_files() -> None:
+    assert validate.control_text("databytes", "20000000") == "20000000\n"
+    assert validate.control_text("smtproutes", ":relay.example:25") == ":relay.example:25\n"
+    assert validate.control_text("rcpthosts", ".example.com\nexample.com\n")
+    for bad in ("0", "-1", "abc", "1 2", "", "10\n20"):
+        with pytest.raises(Refused, match="positive integer"):
+            validate.control_text("concurrencyremote", bad)
+    with pytest.raises(Refused):
+        validate.control_text("rcpthosts", "not a domain\n")
