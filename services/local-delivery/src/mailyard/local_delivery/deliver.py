@@ -1,0 +1,194 @@
+"""One delivery job: every recipient gets its own outcome (qmail-local + vdelivermail).
+
+For each recipient: loop check on the Delivered-To lines already in the header, expand the
+address (resolve.py), write each mailbox copy with `Return-Path:` and `Delivered-To:`
+prepended (Maildir++, quota checked first), and reinject forwards and list mail. One
+recipient's trouble (over quota, a loop, a full disk) never changes another's outcome.
+
+Replies keep qmail's wording with the enhanced code in "(#x.y.z)", since people grep for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from nats.js import JetStreamContext
+
+from mailyard.api.directory.v1 import directory_pb2 as pb
+from mailyard.api.mail.v1.delivery_pb2 import (
+    Channel,
+    DeliveryJob,
+    DeliveryResult,
+    Outcome,
+    RecipientResult,
+)
+from mailyard.core.directory import DirectoryView, canonical
+from mailyard.core.errors import MailyardError, SpoolError
+from mailyard.core.spool import Spool
+from mailyard.local_delivery import maildir, metrics, quota, reinject, resolve
+from mailyard.local_delivery.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_HOPS = 100
+LOOPING = "This message is looping: it already has my Delivered-To line. (#5.4.6)"
+TOO_MANY_HOPS = "too many hops, this message is looping (#5.4.6)"
+OVER_QUOTA = "The user you are trying to reach is over quota. (#{code})"
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_HOP_LINE = re.compile(rb"^(received|delivered-to):", re.IGNORECASE | re.MULTILINE)
+_DELIVERED_TO = re.compile(rb"^delivered-to:[ \t]*(.*?)\r?$", re.IGNORECASE | re.MULTILINE)
+_RESULT_NAME = {Outcome.OUTCOME_DELIVERED: "delivered", Outcome.OUTCOME_DEFERRED: "deferred",
+                Outcome.OUTCOME_FAILED: "failed"}
+
+
+@dataclass(frozen=True)
+class Message:
+    """The spooled bytes with what every recipient's checks need, computed once."""
+
+    data: bytes
+    eol: bytes
+    delivered_to: frozenset[str]
+    hops: int
+
+    @classmethod
+    def parse(cls, data: bytes) -> Message:
+        first = data.find(b"\n")
+        eol = b"\r\n" if first > 0 and data[first - 1:first] == b"\r" else b"\n"
+        if data.startswith((b"\r\n", b"\n")):
+            header = b""
+        else:
+            end = _HEADER_END.search(data)
+            header = data[:end.start()] if end else data
+        seen = frozenset(m.group(1).strip(b" \t<>").decode("utf-8", "replace").lower()
+                         for m in _DELIVERED_TO.finditer(header))
+        return cls(data, eol, seen, len(_HOP_LINE.findall(header)))
+
+
+def _result(recipient: str, outcome: int, reply: str, code: str) -> RecipientResult:
+    return RecipientResult(recipient=recipient, outcome=outcome,  # type: ignore[arg-type]
+                           reply=reply, enhanced_code=code)
+
+
+class Deliverer:
+    def __init__(self, settings: Settings, directory: DirectoryView, spool: Spool,
+                 js: JetStreamContext, *, threads: int = 16) -> None:
+        self.settings = settings
+        self.root = Path(settings.mail_dir).resolve()
+        self.directory = directory
+        self.spool = spool
+        self.js = js
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="maildir")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    async def run(self, job: DeliveryJob) -> DeliveryResult:
+        started = time.monotonic()
+        try:
+            _, data = await self.spool.read(job.spool_path)
+        except SpoolError as exc:
+            # Never deliver empty: the queue retries and its reconciler holds and alerts.
+            log.warning("cannot read spooled message: %s", exc,
+                        extra={"queue_id": job.queue_id})
+            results = [_result(r, Outcome.OUTCOME_DEFERRED,
+                               "Unable to read the message from the spool. (#4.3.0)", "4.3.0")
+                       for r in job.recipients]
+        else:
+            message = Message.parse(data)
+            results = [await self._one(job, message, r) for r in job.recipients]
+        for res in results:
+            metrics.DELIVERIES.labels(_RESULT_NAME.get(res.outcome, "failed")).inc()
+        finished = Timestamp()
+        finished.GetCurrentTime()
+        return DeliveryResult(job_id=job.job_id, queue_id=job.queue_id,
+                              channel=Channel.CHANNEL_LOCAL, results=results,
+                              worker=self.settings.instance, finished_at=finished,
+                              duration_seconds=time.monotonic() - started)
+
+    async def _one(self, job: DeliveryJob, message: Message, recipient: str) -> RecipientResult:
+        address = canonical(recipient)
+        if address in message.delivered_to:
+            return _result(recipient, Outcome.OUTCOME_FAILED, LOOPING, "5.4.6")
+        if message.hops > MAX_HOPS:
+            return _result(recipient, Outcome.OUTCOME_FAILED, TOO_MANY_HOPS, "5.4.6")
+        exp = resolve.expand(self.directory, address)
+        if exp.failure:
+            return _result(recipient, Outcome.OUTCOME_FAILED, *exp.failure)
+        if exp.deferral:
+            return _result(recipient, Outcome.OUTCOME_DEFERRED, *exp.deferral)
+
+        # qmail-local: one Delivered-To line for this address on every copy it makes.
+        delivered_to = b"Delivered-To: " + address.encode() + message.eol
+        return_path = b"Return-Path: <" + job.sender.encode() + b">" + message.eol
+        for mailbox in exp.mailboxes.values():
+            refused = await self._to_mailbox(job, mailbox, [return_path, delivered_to,
+                                                           message.data])
+            if refused is not None:
+                return _result(recipient, *refused)
+        try:
+            data = delivered_to + message.data
+            if exp.forwards:
+                qid = await reinject.forward(self.spool, self.js, job, exp.forwards, data)
+                log.info("forwarded", extra={"queue_id": job.queue_id, "new_queue_id": qid,
+                                             "targets": len(exp.forwards)})
+            for mlist in exp.lists:
+                owner = mlist.owner or job.sender
+                if mlist.members:
+                    qid = await reinject.to_list(self.spool, self.js, job, owner,
+                                                 mlist.members, data)
+                    log.info("list mail sent", extra={"queue_id": job.queue_id,
+                                                      "new_queue_id": qid,
+                                                      "members": len(mlist.members)})
+        except MailyardError as exc:
+            log.warning("reinjection failed: %s", exc, extra={"queue_id": job.queue_id})
+            return _result(recipient, Outcome.OUTCOME_DEFERRED,
+                           "Unable to forward message: queue unavailable. (#4.3.0)", "4.3.0")
+        if exp.deleted:
+            return _result(recipient, Outcome.OUTCOME_DELIVERED,
+                           "message deleted by the domain's catch-all", "2.0.0")
+        return _result(recipient, Outcome.OUTCOME_DELIVERED, "delivered", "2.0.0")
+
+    async def _to_mailbox(self, job: DeliveryJob, mailbox: pb.Mailbox,
+                          parts: list[bytes]) -> tuple[int, str, str] | None:
+        """Write one copy; None when it is in new/, else (outcome, reply, code)."""
+        local, _, domain = mailbox.address.rpartition("@")
+        relative = mailbox.maildir or f"{domain}/{local}/Maildir"
+        try:
+            path = maildir.mailbox_path(self.root, relative)
+        except ValueError:
+            log.error("mailbox path outside the mail root", extra={"queue_id": job.queue_id})
+            return (Outcome.OUTCOME_DEFERRED,
+                    "Unable to deliver: bad mailbox path in the directory. (#4.3.5)", "4.3.5")
+        limits = quota.Quota(mailbox.quota_bytes, mailbox.quota_messages)
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, self._write, path, limits, parts)
+        except OSError as exc:
+            # A full or broken volume is temporary, as for qmail-local: nothing is in new/.
+            log.warning("maildir write failed: %s", exc, extra={"queue_id": job.queue_id})
+            return (Outcome.OUTCOME_DEFERRED,
+                    f"Unable to write the message to the mailbox: "
+                    f"{exc.strerror or exc}. (#4.3.0)", "4.3.0")
+
+    def _write(self, path: Path, limits: quota.Quota,
+               parts: list[bytes]) -> tuple[int, str, str] | None:
+        size = sum(len(p) for p in parts)
+        if limits.enabled:
+            maildir.ensure(self.root, path)
+            if quota.over(path, limits, size):
+                metrics.QUOTA_REFUSALS.inc()
+                if self.settings.over_quota == "defer":
+                    return Outcome.OUTCOME_DEFERRED, OVER_QUOTA.format(code="4.2.2"), "4.2.2"
+                return Outcome.OUTCOME_FAILED, OVER_QUOTA.format(code="5.2.2"), "5.2.2"
+        _, written = maildir.deliver(self.root, path, parts)
+        if limits.enabled:
+            quota.add(path, written)
+        metrics.DELIVERED_BYTES.inc(written)
+        return None

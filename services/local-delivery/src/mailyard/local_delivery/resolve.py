@@ -1,0 +1,104 @@
+"""What one local recipient expands to: mailboxes to write, addresses to forward to, lists
+to send, or a refusal (vpopmail's valias / .qmail / catch-all logic on the directory).
+
+DirectoryView.resolve() answers one step; this module follows aliases and catch-alls
+recursively inside the process, stopping at a cycle or at MAX_DEPTH (both bounce).
+Forwards of a mailbox and list mail are not followed here: they go back through the queue
+(reinject.py) with a Delivered-To line, so a forward cycle through other hosts or other
+mailboxes ends in the Delivered-To loop check instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mailyard.api.directory.v1 import directory_pb2 as pb
+from mailyard.core.directory import DirectoryView, canonical
+
+MAX_DEPTH = 20
+
+NO_MAILBOX = ("Sorry, no mailbox here by that name. (#5.1.1)", "5.1.1")
+ALIAS_LOOP = ("Sorry, this address is part of an alias loop. (#5.4.6)", "5.4.6")
+TOO_DEEP = ("Sorry, aliases nest too deep. (#5.4.6)", "5.4.6")
+NOT_LOCAL = ("Sorry, that domain is no longer local here. (#4.3.5)", "4.3.5")
+NO_PROGRAMS = ("Sorry, program delivery (|command) is not supported here. (#5.7.1)", "5.7.1")
+
+
+@dataclass
+class ListSend:
+    address: str
+    owner: str
+    members: list[str]
+
+
+@dataclass
+class Expansion:
+    address: str
+    mailboxes: dict[str, pb.Mailbox] = field(default_factory=dict)  # address -> record
+    forwards: list[str] = field(default_factory=list)  # reinjected, original sender
+    lists: list[ListSend] = field(default_factory=list)
+    deleted: bool = False       # a catch-all "delete" swallowed it
+    failure: tuple[str, str] | None = None   # permanent (reply, enhanced code)
+    deferral: tuple[str, str] | None = None  # temporary
+
+    def add_forward(self, target: str) -> None:
+        if target not in self.forwards:
+            self.forwards.append(target)
+
+
+def expand(view: DirectoryView, address: str) -> Expansion:
+    exp = Expansion(canonical(address))
+    _walk(view, exp.address, (), exp)
+    return exp
+
+
+def _walk(view: DirectoryView, address: str, path: tuple[str, ...], exp: Expansion) -> None:
+    if exp.failure or exp.deferral:
+        return
+    if address.startswith("|"):
+        exp.failure = NO_PROGRAMS
+        return
+    address = canonical(address)
+    if address in path:
+        exp.failure = ALIAS_LOOP
+        return
+    if len(path) >= MAX_DEPTH:
+        exp.failure = TOO_DEEP
+        return
+    res = view.resolve(address)
+    here = (*path, address)
+    kind = res.kind
+    if kind == pb.RESOLUTION_KIND_NOT_LOCAL:
+        if path:
+            exp.add_forward(address)  # an alias pointing elsewhere: the queue routes it
+        else:
+            exp.deferral = NOT_LOCAL  # the queue thought it local; let it look again
+    elif kind == pb.RESOLUTION_KIND_MAILBOX:
+        mailbox = view.mailbox(address)
+        if mailbox is None:  # changed under us between the two reads
+            exp.deferral = ("Sorry, the directory changed during delivery. (#4.3.0)", "4.3.0")
+            return
+        for target in res.targets:
+            if target.startswith("|"):
+                exp.failure = NO_PROGRAMS
+                return
+            exp.add_forward(canonical(target))
+        if not res.targets or mailbox.keep_copy:
+            exp.mailboxes.setdefault(mailbox.address or address, mailbox)
+    elif kind == pb.RESOLUTION_KIND_ALIAS:
+        for target in res.targets:
+            _walk(view, target, here, exp)
+    elif kind == pb.RESOLUTION_KIND_LIST:
+        mlist = view.mailing_list(address)
+        owner = mlist.owner if mlist is not None else ""
+        if not any(ls.address == address for ls in exp.lists):
+            exp.lists.append(ListSend(address, owner, [canonical(m) for m in res.targets]))
+    elif kind == pb.RESOLUTION_KIND_CATCH_ALL:
+        if not res.mailbox:
+            exp.failure = NO_MAILBOX
+            return
+        _walk(view, res.mailbox, here, exp)
+    elif kind == pb.RESOLUTION_KIND_DELETE:
+        exp.deleted = True
+    else:  # BOUNCE, UNKNOWN
+        exp.failure = NO_MAILBOX

@@ -1,0 +1,129 @@
+"""Aliases, forwards, lists and catch-alls: mailbox copies plus reinjection into the queue."""
+
+from __future__ import annotations
+
+from mailyard.api.directory.v1 import directory_pb2 as pb
+from mailyard.api.mail.v1.delivery_pb2 import OUTCOME_DELIVERED, OUTCOME_FAILED
+from mailyard.api.mail.v1.envelope_pb2 import ORIGIN_FORWARD, ORIGIN_LIST
+from mailyard.local_delivery.deliver import LOOPING
+
+from .conftest import Env
+
+BODY = b"Subject: hello\r\n\r\nbody \xff\r\n"
+SENDER = "author@sender.test"
+
+
+async def test_alias_to_local_mailbox_and_remote_address(env: Env) -> None:
+    await env.domain("example.org")
+    await env.mailbox("alice@example.org")
+    await env.alias("info@example.org", "alice@example.org", "ext@remote.test")
+    await env.start()
+    await env.job(SENDER, ["info@example.org"], BODY)
+    [rr] = (await env.result()).results
+    assert rr.outcome == OUTCOME_DELIVERED
+    assert env.messages("alice@example.org") == [
+        b"Return-Path: <author@sender.test>\r\nDelivered-To: info@example.org\r\n" + BODY]
+    envelope, data = await env.todo()
+    assert envelope.origin == ORIGIN_FORWARD
+    assert envelope.sender == SENDER
+    assert list(envelope.recipients) == ["ext@remote.test"]
+    assert data == b"Delivered-To: info@example.org\r\n" + BODY
+
+
+async def test_nested_alias_and_alias_cycle(env: Env) -> None:
+    await env.domain("example.org")
+    await env.mailbox("alice@example.org")
+    await env.alias("a@example.org", "b@example.org")
+    await env.alias("b@example.org", "alice@example.org")
+    await env.alias("p@example.org", "q@example.org")
+    await env.alias("q@example.org", "p@example.org")
+    await env.start()
+    await env.job(SENDER, ["a@example.org", "p@example.org"], BODY)
+    res = {r.recipient: r for r in (await env.result()).results}
+    assert res["a@example.org"].outcome == OUTCOME_DELIVERED
+    assert res["p@example.org"].outcome == OUTCOME_FAILED
+    assert res["p@example.org"].enhanced_code == "5.4.6"
+    assert len(env.messages("alice@example.org")) == 1
+    assert await env.todo_count() == 0
+
+
+async def test_forward_with_and_without_copy(env: Env) -> None:
+    await env.domain("example.org")
+    await env.mailbox("keep@example.org", forward_to=["k@remote.test"], keep_copy=True)
+    await env.mailbox("move@example.org", forward_to=["m@remote.test"])
+    await env.start()
+    await env.job(SENDER, ["keep@example.org"], BODY)
+    assert (await env.result()).results[0].outcome == OUTCOME_DELIVERED
+    envelope, data = await env.todo()
+    assert (envelope.origin, envelope.sender, list(envelope.recipients)) == (
+        ORIGIN_FORWARD, SENDER, ["k@remote.test"])
+    assert data == b"Delivered-To: keep@example.org\r\n" + BODY
+    assert env.messages("keep@example.org") == [
+        b"Return-Path: <author@sender.test>\r\nDelivered-To: keep@example.org\r\n" + BODY]
+
+    await env.job(SENDER, ["move@example.org"], BODY)
+    assert (await env.result()).results[0].outcome == OUTCOME_DELIVERED
+    envelope, _ = await env.todo()
+    assert list(envelope.recipients) == ["m@remote.test"]
+    assert env.messages("move@example.org") == []
+
+
+async def test_forward_cycle_through_the_queue_ends_in_a_loop_bounce(env: Env) -> None:
+    await env.domain("example.org")
+    await env.mailbox("a@example.org", forward_to=["b@example.org"])
+    await env.mailbox("b@example.org", forward_to=["a@example.org"])
+    await env.start()
+    await env.job(SENDER, ["a@example.org"], BODY)
+    assert (await env.result()).results[0].outcome == OUTCOME_DELIVERED
+    # Play the queue: the forwarded copies come back as new jobs.
+    to_b, _ = await env.todo()
+    await env.job(to_b.sender, list(to_b.recipients), b"", stored=to_b)
+    assert (await env.result()).results[0].outcome == OUTCOME_DELIVERED
+    to_a, data = await env.todo()
+    assert data == (b"Delivered-To: b@example.org\r\nDelivered-To: a@example.org\r\n" + BODY)
+    await env.job(to_a.sender, list(to_a.recipients), b"", stored=to_a)
+    [rr] = (await env.result()).results
+    assert (rr.outcome, rr.reply) == (OUTCOME_FAILED, LOOPING)
+    assert to_a.sender == SENDER  # the bounce goes to the author
+
+
+async def test_list_goes_to_members_with_owner_as_sender(env: Env) -> None:
+    await env.domain("example.org")
+    await env.mailbox("alice@example.org")
+    await env.mailing_list("team@example.org", "owner@example.org",
+                           "alice@example.org", "m@remote.test")
+    await env.start()
+    await env.job(SENDER, ["team@example.org"], BODY)
+    assert (await env.result()).results[0].outcome == OUTCOME_DELIVERED
+    envelope, data = await env.todo()
+    assert envelope.origin == ORIGIN_LIST
+    assert envelope.sender == "owner@example.org"
+    assert sorted(envelope.recipients) == ["alice@example.org", "m@remote.test"]
+    assert data == b"Delivered-To: team@example.org\r\n" + BODY
+    assert await env.todo_count() == 0  # one message for the whole list
+
+
+async def test_catch_all_deliver_bounce_delete(env: Env) -> None:
+    await env.domain("deliver.test", pb.CATCH_ALL_ACTION_DELIVER, "postmaster@deliver.test")
+    await env.mailbox("postmaster@deliver.test")
+    await env.domain("bounce.test", pb.CATCH_ALL_ACTION_BOUNCE)
+    await env.domain("delete.test", pb.CATCH_ALL_ACTION_DELETE)
+    await env.start()
+    await env.job(SENDER, ["x@deliver.test", "y@bounce.test", "z@delete.test"], BODY)
+    res = {r.recipient: r for r in (await env.result()).results}
+    assert res["x@deliver.test"].outcome == OUTCOME_DELIVERED
+    assert res["y@bounce.test"].outcome == OUTCOME_FAILED
+    assert res["y@bounce.test"].enhanced_code == "5.1.1"
+    assert res["z@delete.test"].outcome == OUTCOME_DELIVERED
+    assert env.messages("postmaster@deliver.test") == [
+        b"Return-Path: <author@sender.test>\r\nDelivered-To: x@deliver.test\r\n" + BODY]
+    assert not (env.mail_dir / "delete.test").exists()
+
+
+async def test_program_delivery_is_refused(env: Env) -> None:
+    await env.domain("example.org")
+    await env.alias("prog@example.org", "|/bin/sh -c 'rm -rf /'")
+    await env.start()
+    await env.job(SENDER, ["prog@example.org"], BODY)
+    [rr] = (await env.result()).results
+    assert (rr.outcome, rr.enhanced_code) == (OUTCOME_FAILED, "5.7.1")
