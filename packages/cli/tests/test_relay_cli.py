@@ -1,0 +1,82 @@
+"""`mailyard lease|rules|relay` against a running relay-auth (child process, real gRPC)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mailyard.cli.main import main
+from mailyard.core.natsserver import NatsServer, free_port
+from mailyard.core.testing import ServiceProcess
+
+
+@pytest.fixture
+def relay_auth(nats_server: NatsServer, tmp_path: Path,
+               monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    grpc_port, http_port = free_port(), free_port()
+    proc = ServiceProcess("mailyard.relay_auth", {
+        "MAILYARD_RELAYAUTH_NATS_URL": nats_server.url,
+        "MAILYARD_RELAYAUTH_GRPC_PORT": str(grpc_port),
+        "MAILYARD_RELAYAUTH_HTTP_PORT": str(http_port),
+    }, tmp_path, http_port=http_port).start()
+    address = f"127.0.0.1:{grpc_port}"
+    monkeypatch.setenv("MAILYARD_RELAYAUTH_ADDR", address)
+    yield address
+    proc.stop()
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    return code, capsys.readouterr().out
+
+
+def test_lease_rules_and_check_commands(relay_auth: str, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out = run(capsys, "relay", "check", "192.0.2.7")
+    assert code == 0
+    assert "decision=allow" in out and "relay=no" in out and "decided_by=rule" in out
+
+    code, out = run(capsys, "lease", "grant", "192.0.2.7", "--user", "alice@example.org",
+                    "--ttl", "600")
+    assert code == 0 and out.startswith("granted 192.0.2.7\tuser=alice@example.org")
+    code, out = run(capsys, "relay", "check", "192.0.2.7")
+    assert "decision=relay" in out and "decided_by=lease" in out
+    assert "lease_user=alice@example.org" in out
+    code, out = run(capsys, "lease", "list")
+    assert out.splitlines()[0].startswith("192.0.2.7\tuser=alice@example.org\t")
+    assert run(capsys, "lease", "revoke", "192.0.2.7")[0] == 0
+    code, out = run(capsys, "lease", "revoke", "192.0.2.7")
+    assert code == 1 and "no lease for 192.0.2.7" in out
+    assert run(capsys, "lease", "list")[1] == ""
+
+    rules = tmp_path / "tcp.smtp"
+    rules.write_text('127.:allow,RELAYCLIENT=""\n192.0.2.:deny\n:allow\n')
+    code, out = run(capsys, "rules", "import", str(rules))
+    assert code == 0 and "rules=3" in out
+    version = out.split("version=")[1].strip()
+    code, out = run(capsys, "relay", "check", "192.0.2.7")
+    assert "decision=deny" in out and "rule=192.0.2." in out and f"version={version}" in out
+    code, out = run(capsys, "rules", "show")
+    assert out.splitlines() == [f"# tcp.smtp version={version} rules=3",
+                                '127.:allow,RELAYCLIENT=""', "192.0.2.:deny", ":allow"]
+
+    monkeypatch.setattr("sys.stdin", io.StringIO('127.0.0.:allow,RELAYCLIENT=" "\n:allow\n'))
+    code, out = run(capsys, "rules", "import", "-")
+    assert code == 0 and "rules=2" in out
+    code, out = run(capsys, "relay", "check", "127.0.0.1")
+    assert "decision=relay" in out and 'env=RELAYCLIENT=" "' in out
+
+
+def test_errors_are_one_line(relay_auth: str, tmp_path: Path,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad"
+    bad.write_text("1.2.3:allow\n")
+    assert main(["rules", "import", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "INVALID_ARGUMENT" in err and "line 1" in err
+    assert main(["relay", "check", "not-an-ip"]) == 1
+    assert "INVALID_ARGUMENT" in capsys.readouterr().err

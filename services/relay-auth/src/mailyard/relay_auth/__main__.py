@@ -1,0 +1,82 @@
+"""`python -m mailyard.relay_auth`: the relay-auth service (gRPC + /healthz /readyz /metrics)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from mailyard.api.relayauth.v1 import relayauth_pb2 as pb
+from mailyard.api.relayauth.v1 import relayauth_pb2_grpc as rpc
+from mailyard.core import bus
+from mailyard.core.control import ControlView
+from mailyard.core.directory import DirectoryView
+from mailyard.core.grpcserver import GrpcServer, service_name
+from mailyard.core.http import HttpServer, make_app
+from mailyard.core.metrics import set_build
+from mailyard.core.service import run
+from mailyard.relay_auth.auth import Authenticator
+from mailyard.relay_auth.leases import LeaseStore
+from mailyard.relay_auth.server import RelayAuthServicer
+from mailyard.relay_auth.settings import Settings
+from mailyard.relay_auth.throttle import Throttle
+
+log = logging.getLogger("mailyard.relay_auth")
+
+
+async def _housekeeping(throttle: Throttle, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        throttle.forget_expired()
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    set_build("relay-auth")
+    nc = await bus.connect(settings.nats_url, f"relay-auth-{settings.instance}")
+    js = nc.jetstream()
+    control, directory = ControlView(), DirectoryView()
+    leases = LeaseStore(settings.lease_ttl, settings.lease_purge_interval)
+    throttle = Throttle(settings.auth_fail_limit_ip, settings.auth_fail_limit_user,
+                        settings.auth_fail_window)
+    auth = Authenticator(directory, throttle, settings.cram_ttl)
+    await control.start(js)
+    await directory.start(js)
+    await throttle.start(js)
+    await auth.start(js)
+    await leases.start(js)
+    servicer = RelayAuthServicer(settings.default_rules, control, leases, throttle, auth)
+    grpc_server = GrpcServer(settings.grpc_host, settings.grpc_port, [
+        (rpc.add_RelayAuthServicer_to_server, servicer, service_name(pb, "RelayAuth"))])
+    await grpc_server.start()
+    http: HttpServer | None = None
+    if settings.http_port:
+        app = make_app("relay-auth", {
+            "nats": lambda: nc.is_connected,
+            "views": lambda: control.ready and directory.ready and leases.view.ready,
+        })
+        http = HttpServer(app, settings.http_host, settings.http_port)
+        await http.start()
+    chores = asyncio.create_task(_housekeeping(throttle, min(60.0, settings.auth_fail_window)))
+    log.info("listening", extra={"grpc_port": grpc_server.port, "rules": servicer.rules.version,
+                                 "leases": leases.active_count()})
+    await stop.wait()
+    await grpc_server.stop()
+    chores.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await chores
+    if http:
+        await http.stop()
+    await leases.stop()
+    await throttle.stop()
+    await directory.stop()
+    await control.stop()
+    with contextlib.suppress(Exception):
+        await nc.drain()
+
+
+def main() -> None:
+    run("relay-auth", Settings, serve)
+
+
+if __name__ == "__main__":
+    main()

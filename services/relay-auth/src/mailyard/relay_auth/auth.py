@@ -1,0 +1,165 @@
+"""SMTP AUTH (vchkpw's job): PLAIN and LOGIN against the directory's argon2id hashes, and
+CRAM-MD5 with single-use challenges.
+
+Passwords are Mailbox.password_hash (argon2id PHC strings written by the directory). argon2
+is deliberately slow, so verification runs in a worker thread: the event loop keeps
+answering CheckClient meanwhile. An unknown user is verified against a dummy hash so that
+"no such user" and "wrong password" take the same time.
+
+CRAM-MD5 needs the password itself as the HMAC key, so it only works for mailboxes that opted
+in: Mailbox.cram_md5_secret holds the hex of the password's UTF-8 bytes (see the README for
+the trade-off). A challenge lives in the KV bucket "cram_challenges" (short TTL) and is
+deleted by the first CramVerify that names it, on any replica: a replayed answer fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from mailyard.api.relayauth.v1 import relayauth_pb2 as pb
+from mailyard.core import bus
+from mailyard.core.directory import DirectoryView, canonical
+from mailyard.relay_auth import metrics
+from mailyard.relay_auth.rules import IPAddress, parse_ip
+from mailyard.relay_auth.throttle import Throttle
+
+log = logging.getLogger(__name__)
+
+OK = pb.AUTH_RESULT_OK
+BAD = pb.AUTH_RESULT_BAD_CREDENTIALS
+THROTTLED = pb.AUTH_RESULT_THROTTLED
+UNAVAILABLE = pb.AUTH_RESULT_MECHANISM_UNAVAILABLE
+_RESULT_LABEL: dict[int, str] = {OK: "ok", BAD: "bad_credentials", THROTTLED: "throttled",
+                 UNAVAILABLE: "mechanism_unavailable"}
+PASSWORD_MECHANISMS = ("PLAIN", "LOGIN")
+CRAM = "CRAM-MD5"
+
+
+def _ip_or_none(text: str) -> IPAddress | None:
+    try:
+        return parse_ip(text) if text else None
+    except ValueError:
+        return None
+
+
+def _canonical(username: str) -> str:
+    try:
+        return canonical(username) if username.strip() else ""
+    except Exception:
+        return ""
+
+
+class Authenticator:
+    def __init__(self, directory: DirectoryView, throttle: Throttle, cram_ttl: float) -> None:
+        self.directory = directory
+        self.throttle = throttle
+        self.cram_ttl = cram_ttl
+        self.hasher = PasswordHasher()
+        self._dummy_hash = self.hasher.hash(secrets.token_hex(16))
+        self.cram_kv: KeyValue | None = None
+
+    async def start(self, js: JetStreamContext) -> None:
+        self.cram_kv = await bus.ensure_kv(js, bus.KV_CRAM, ttl=self.cram_ttl)
+
+    def _done(self, mechanism: str, result: int, user: str = "") -> tuple[int, str]:
+        metrics.AUTH.labels(mechanism, _RESULT_LABEL[result]).inc()
+        if result == THROTTLED:
+            metrics.AUTH_THROTTLED.inc()
+        return result, user if result == OK else ""
+
+    async def _fail(self, mechanism: str, ip: IPAddress | None, user: str) -> tuple[int, str]:
+        try:
+            await self.throttle.record_failure(ip, user)
+        except Exception as exc:  # counting is best effort; the answer is still "no"
+            log.warning("auth failure not recorded: %s", exc)
+        return self._done(mechanism, BAD)
+
+    # -- PLAIN / LOGIN ---------------------------------------------------------------------
+
+    def _verify(self, phc: str, password: str) -> bool:
+        try:
+            return bool(self.hasher.verify(phc, password))
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+
+    async def password(self, mechanism: str, username: str, password: str,
+                       client_ip: str) -> tuple[int, str]:
+        """(AuthResult, canonical user) for PLAIN or LOGIN."""
+        mechanism = mechanism.upper()
+        if mechanism not in PASSWORD_MECHANISMS:
+            return self._done("other", UNAVAILABLE)
+        ip, user = _ip_or_none(client_ip), _canonical(username)
+        if self.throttle.throttled(ip, user):
+            return self._done(mechanism, THROTTLED)
+        mailbox = self.directory.mailbox(user) if user else None
+        phc = mailbox.password_hash if mailbox is not None and mailbox.password_hash else ""
+        ok = await asyncio.to_thread(self._verify, phc or self._dummy_hash, password)
+        if ok and phc:
+            return self._done(mechanism, OK, user)
+        return await self._fail(mechanism, ip, user)
+
+    # -- CRAM-MD5 --------------------------------------------------------------------------
+
+    async def cram_challenge(self, client_ip: str, hostname: str) -> tuple[str, str]:
+        """A fresh challenge "<random.timestamp@hostname>" and the id to answer it with."""
+        assert self.cram_kv is not None
+        challenge_id = secrets.token_hex(16)
+        challenge = f"<{secrets.randbelow(10**12)}.{int(time.time())}@{hostname or 'localhost'}>"
+        record = {"challenge": challenge, "ip": client_ip, "at": time.time()}
+        await self.cram_kv.put(challenge_id, json.dumps(record).encode())
+        return challenge_id, challenge
+
+    async def _take_challenge(self, challenge_id: str) -> dict[str, object] | None:
+        """Fetch and delete (with its revision: exactly one caller wins)."""
+        assert self.cram_kv is not None
+        if not challenge_id or not all(c in "0123456789abcdef" for c in challenge_id):
+            return None
+        try:
+            entry = await self.cram_kv.get(challenge_id)
+        except KeyNotFoundError:
+            return None
+        try:
+            await self.cram_kv.delete(challenge_id, last=entry.revision)
+        except Exception:  # consumed concurrently by another attempt
+            return None
+        try:
+            record: dict[str, object] = json.loads(entry.value or b"")
+        except ValueError:
+            return None
+        if time.time() - float(str(record.get("at", 0))) > self.cram_ttl:
+            return None
+        return record
+
+    async def cram_verify(self, challenge_id: str, username: str, digest: str,
+                          client_ip: str) -> tuple[int, str]:
+        ip, user = _ip_or_none(client_ip), _canonical(username)
+        if self.throttle.throttled(ip, user):
+            return self._done(CRAM, THROTTLED)
+        record = await self._take_challenge(challenge_id)
+        if record is None:
+            return await self._fail(CRAM, ip, user)
+        mailbox = self.directory.mailbox(user) if user else None
+        if mailbox is not None and not mailbox.cram_md5_secret:
+            return self._done(CRAM, UNAVAILABLE)
+        secret = mailbox.cram_md5_secret if mailbox is not None else ""
+        try:
+            key = bytes.fromhex(secret) if secret else secrets.token_bytes(16)
+        except ValueError:
+            log.warning("mailbox has an unreadable cram_md5_secret")
+            return await self._fail(CRAM, ip, user)
+        expected = hmac.new(key, str(record["challenge"]).encode(), hashlib.md5).hexdigest()
+        if mailbox is not None and hmac.compare_digest(expected, digest.strip().lower()):
+            return self._done(CRAM, OK, user)
+        return await self._fail(CRAM, ip, user)

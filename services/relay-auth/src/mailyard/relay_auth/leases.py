@@ -1,0 +1,169 @@
+"""POP-before-SMTP leases (vpopmail's open-smtp + clearopensmtp) in the KV bucket
+"relay_leases", shared by every replica.
+
+Key: the client address (IPv4 dotted, IPv6 exploded with '-' for ':' since KV keys allow
+only [-/_=.a-zA-Z0-9]). Value: a relayauth.v1.Lease protobuf (ip, user, granted_at,
+expires_at). Expiry needs no cron: a lease past expires_at is ignored on read, and a
+background task deletes expired keys (with the revision it saw, so a concurrent refresh by
+another replica is never lost). No bucket TTL: a grant may carry its own TTL.
+
+Reads come from an in-memory mirror kept by a KV watch, so CheckClient never waits on NATS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from nats.js import JetStreamContext
+
+from mailyard.api.relayauth.v1 import relayauth_pb2 as pb
+from mailyard.core import bus
+from mailyard.core.kvview import KVView
+from mailyard.relay_auth import metrics
+from mailyard.relay_auth.rules import IPAddress, parse_ip
+
+log = logging.getLogger(__name__)
+
+
+def lease_key(ip: IPAddress) -> str:
+    if ip.version == 4:
+        return f"v4.{ip}"
+    return "v6." + ip.exploded.replace(":", "-")
+
+
+@dataclass(frozen=True)
+class ActiveLease:
+    ip: str
+    user: str
+    granted_at: float
+    expires_at: float
+
+    def to_pb(self) -> pb.Lease:
+        lease = pb.Lease(ip=self.ip, user=self.user)
+        lease.granted_at.FromNanoseconds(int(self.granted_at * 1e9))
+        lease.expires_at.FromNanoseconds(int(self.expires_at * 1e9))
+        return lease
+
+
+def _seconds(ts: Timestamp) -> float:
+    return float(ts.seconds) + ts.nanos / 1e9
+
+
+class LeaseStore:
+    def __init__(self, default_ttl: float, purge_interval: float = 60.0) -> None:
+        self.default_ttl = default_ttl
+        self.purge_interval = purge_interval
+        self.view = KVView(bus.KV_LEASES)
+        self.view.on_change(self._apply)
+        self._mirror: dict[str, ActiveLease] = {}
+        self._task: asyncio.Task[None] | None = None
+        metrics.LEASES_ACTIVE.set_function(self.active_count)
+
+    async def start(self, js: JetStreamContext, *, purge: bool = True) -> None:
+        await self.view.start(js, timeout=60.0)  # 100,000 leases load in a few seconds
+        if purge:
+            self._task = asyncio.create_task(self._purge_loop(), name="lease-purge")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.view.stop()
+
+    # -- the mirror ------------------------------------------------------------------------
+
+    def _apply(self, key: str, value: bytes | None) -> None:
+        if value is None:
+            self._mirror.pop(key, None)
+            return
+        try:
+            lease = pb.Lease.FromString(value)
+        except Exception:
+            log.warning("unreadable lease %s ignored", key)
+            return
+        self._mirror[key] = ActiveLease(lease.ip, lease.user, _seconds(lease.granted_at),
+                                        _seconds(lease.expires_at))
+
+    def lookup(self, ip: IPAddress, now: float | None = None) -> ActiveLease | None:
+        """The active lease for this client, from memory (no network round trip)."""
+        lease = self._mirror.get(lease_key(ip))
+        if lease is None or lease.expires_at <= (now or time.time()):
+            return None
+        return lease
+
+    def active(self) -> list[ActiveLease]:
+        now = time.time()
+        return sorted((x for x in self._mirror.values() if x.expires_at > now),
+                      key=lambda x: (x.ip.count(":"), x.ip))
+
+    def active_count(self) -> int:
+        now = time.time()
+        return sum(1 for x in self._mirror.values() if x.expires_at > now)
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def grant(self, ip_text: str, user: str, ttl: float | None = None) -> ActiveLease:
+        """Grant or refresh: a new grant replaces the old one (and its expiry)."""
+        assert self.view.kv is not None
+        ip = parse_ip(ip_text)
+        now = time.time()
+        lease = ActiveLease(str(ip), user, now, now + (ttl or self.default_ttl))
+        key = lease_key(ip)
+        value = lease.to_pb().SerializeToString()
+        await self.view.kv.put(key, value)
+        self._apply(key, value)  # visible to this replica now; the watch brings it to others
+        return lease
+
+    async def revoke(self, ip_text: str) -> bool:
+        assert self.view.kv is not None
+        key = lease_key(parse_ip(ip_text))
+        existed = key in self._mirror
+        if not existed:
+            try:
+                await self.view.kv.get(key)
+                existed = True
+            except Exception:
+                existed = False
+        if existed:
+            await self.view.kv.delete(key)
+            self._apply(key, None)
+        return existed
+
+    async def purge_expired(self) -> int:
+        """clearopensmtp: delete expired leases from the bucket. Returns how many."""
+        assert self.view.kv is not None
+        now = time.time()
+        purged = 0
+        for key in [k for k, x in self._mirror.items() if x.expires_at <= now]:
+            try:
+                entry = await self.view.kv.get(key)
+            except Exception:
+                self._mirror.pop(key, None)  # already gone
+                continue
+            if entry.value is None:
+                continue
+            stored = pb.Lease.FromString(entry.value)
+            if _seconds(stored.expires_at) > now:
+                continue  # refreshed meanwhile
+            try:
+                await self.view.kv.delete(key, last=entry.revision)
+                purged += 1
+            except Exception as exc:  # refreshed or deleted by another replica in between
+                log.debug("lease %s not purged: %s", key, exc)
+        if purged:
+            log.info("purged expired leases", extra={"count": purged})
+        return purged
+
+    async def _purge_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.purge_interval)
+            try:
+                await self.purge_expired()
+            except Exception as exc:
+                log.warning("lease purge failed: %s", exc)

@@ -1,0 +1,24 @@
+"""relay-auth metrics, declared once (names fixed in docs/architecture.md)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+LEASES_ACTIVE = Gauge(
+    "mailyard_relay_leases_active",
+    "POP-before-SMTP leases not yet expired (shared bucket; every replica sees all).",
+)
+CHECKS = Counter(
+    "mailyard_relay_checks_total",
+    "CheckClient decisions: deny, relay (rule), lease, allow (connect, no relay).",
+    ["decision"],
+)
+AUTH = Counter(
+    "mailyard_relay_auth_total",
+    "SMTP AUTH attempts by mechanism (PLAIN, LOGIN, CRAM-MD5) and result.",
+    ["mechanism", "result"],
+)
+AUTH_THROTTLED = Counter(
+    "mailyard_relay_auth_throttled_total",
+    "AUTH attempts refused because the client IP or the user failed too often.",
+)

@@ -1,0 +1,138 @@
+"""relay-auth under test: the real service (in this event loop, or as a child process) on a
+private nats-server, reached over real gRPC on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from argon2 import PasswordHasher
+
+from mailyard.api.directory.v1 import directory_pb2 as dpb
+from mailyard.api.relayauth.v1 import relayauth_pb2_grpc as rpc
+from mailyard.core import bus
+from mailyard.core.directory import record_key
+from mailyard.core.natsserver import NatsServer, free_port
+from mailyard.core.testing import ServiceProcess
+from mailyard.relay_auth.__main__ import serve
+from mailyard.relay_auth.settings import Settings
+
+# Cheap argon2id parameters: the service verifies with whatever the PHC string says.
+HASHER = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1)
+
+
+async def _seed_mailbox(js: Any, address: str, password: str, *, cram: bool = False) -> None:
+    kv = await bus.ensure_kv(js, bus.KV_DIRECTORY)
+    mailbox = dpb.Mailbox(address=address, password_hash=HASHER.hash(password),
+                          cram_md5_secret=password.encode().hex() if cram else "")
+    await kv.put(record_key("mailbox", address), mailbox.SerializeToString())
+
+
+@pytest.fixture
+def seed_mailbox() -> Callable[..., Any]:
+    """await seed_mailbox(js, address, password, cram=False): what the directory writes."""
+    return _seed_mailbox
+
+
+async def _eventually(probe: Callable[[], Any], tries: int = 400) -> Any:
+    """Poll an async probe until it returns something truthy (no timing is asserted)."""
+    for _ in range(tries):
+        result = await probe()
+        if result:
+            return result
+        await asyncio.sleep(0.025)
+    raise AssertionError("condition never became true")
+
+
+@pytest.fixture
+def eventually() -> Callable[..., Any]:
+    return _eventually
+
+
+@dataclass
+class Relay:
+    settings: Settings
+    stub: rpc.RelayAuthStub
+    channel: grpc.aio.Channel
+    task: asyncio.Task[None]
+    stop: asyncio.Event
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.settings.grpc_port}"
+
+
+async def _wait_serving(channel: grpc.aio.Channel) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    health = health_pb2_grpc.HealthStub(channel)
+    for _ in range(300):
+        try:
+            reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+        except grpc.aio.AioRpcError:
+            pass
+        await asyncio.sleep(0.05)
+    raise TimeoutError("relay-auth did not start")
+
+
+@pytest.fixture
+async def start_relay(nats_server: NatsServer) -> AsyncIterator[Callable[..., Any]]:
+    """start_relay(**settings) -> Relay, served in this event loop."""
+    started: list[Relay] = []
+
+    async def start(**overrides: Any) -> Relay:
+        settings = Settings.load(nats_url=nats_server.url, grpc_port=free_port(),
+                                 http_port=0, **overrides)
+        stop = asyncio.Event()
+        task = asyncio.create_task(serve(settings, stop))
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{settings.grpc_port}")
+        relay = Relay(settings, rpc.RelayAuthStub(channel), channel, task, stop)
+        started.append(relay)
+        waiter = asyncio.ensure_future(_wait_serving(channel))
+        done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            waiter.cancel()
+            task.result()
+        await waiter
+        return relay
+
+    yield start
+    for relay in started:
+        relay.stop.set()
+        await relay.channel.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(relay.task, 15)
+
+
+def _relay_process(nats_url: str, log_dir: Path, **env: str) -> tuple[ServiceProcess, str]:
+    grpc_port, http_port = free_port(), free_port()
+    proc = ServiceProcess("mailyard.relay_auth", {
+        "MAILYARD_RELAYAUTH_NATS_URL": nats_url,
+        "MAILYARD_RELAYAUTH_GRPC_PORT": str(grpc_port),
+        "MAILYARD_RELAYAUTH_HTTP_PORT": str(http_port),
+        **{f"MAILYARD_RELAYAUTH_{k.upper()}": v for k, v in env.items()},
+    }, log_dir, http_port=http_port)
+    return proc, f"127.0.0.1:{grpc_port}"
+
+
+@pytest.fixture
+def relay_process(tmp_path: Path) -> Iterator[Callable[..., tuple[ServiceProcess, str]]]:
+    """relay_process(nats_url, **env) -> (ServiceProcess not yet started, gRPC address)."""
+    made: list[ServiceProcess] = []
+
+    def make(nats_url: str, **env: str) -> tuple[ServiceProcess, str]:
+        proc, address = _relay_process(nats_url, tmp_path / "logs", **env)
+        made.append(proc)
+        return proc, address
+
+    yield make
+    for proc in made:
+        proc.stop()

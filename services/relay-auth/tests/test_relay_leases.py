@@ -1,0 +1,140 @@
+"""POP-before-SMTP leases over real gRPC: grant, refresh, expiry, revoke, restart, replicas."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from google.protobuf.duration_pb2 import Duration
+
+from mailyard.api.relayauth.v1 import relayauth_pb2 as pb
+from mailyard.api.relayauth.v1 import relayauth_pb2_grpc as rpc
+from mailyard.core import bus
+from mailyard.core.natsserver import NatsServer
+from mailyard.relay_auth.leases import lease_key
+from mailyard.relay_auth.rules import parse_ip
+
+
+def grant(ip: str, user: str = "alice@example.org", ttl: float | None = None
+          ) -> pb.GrantLeaseRequest:
+    req = pb.GrantLeaseRequest(ip=ip, user=user)
+    if ttl is not None:
+        req.ttl.CopyFrom(Duration(seconds=int(ttl), nanos=round((ttl % 1) * 1e9)))
+    return req
+
+
+async def test_grant_makes_a_relay_client_and_revoke_ends_it(start_relay: Any) -> None:
+    relay = await start_relay()
+    stub = relay.stub
+    before = await stub.CheckClient(pb.CheckClientRequest(ip="198.51.100.7"))
+    assert before.allow_connect and not before.allow_relay
+    assert before.decided_by == pb.DECIDER_RULE and before.rule == ""
+
+    lease = await stub.GrantLease(grant("198.51.100.7"))
+    assert lease.user == "alice@example.org"
+    assert lease.expires_at.seconds - lease.granted_at.seconds == 10800  # 3 hours default
+
+    after = await stub.CheckClient(pb.CheckClientRequest(ip="198.51.100.7"))
+    assert after.allow_relay and after.dnsbl_exempt
+    assert after.decided_by == pb.DECIDER_LEASE and after.lease_user == "alice@example.org"
+    other = await stub.CheckClient(pb.CheckClientRequest(ip="198.51.100.8"))
+    assert not other.allow_relay
+
+    listed = await stub.ListLeases(pb.ListLeasesRequest())
+    assert [x.ip for x in listed.leases] == ["198.51.100.7"]
+
+    assert (await stub.RevokeLease(pb.RevokeLeaseRequest(ip="198.51.100.7"))).revoked
+    assert not (await stub.RevokeLease(pb.RevokeLeaseRequest(ip="198.51.100.7"))).revoked
+    gone = await stub.CheckClient(pb.CheckClientRequest(ip="198.51.100.7"))
+    assert not gone.allow_relay and gone.decided_by == pb.DECIDER_RULE
+
+
+async def test_ipv6_lease_and_bad_addresses(start_relay: Any) -> None:
+    relay = await start_relay()
+    await relay.stub.GrantLease(grant("2001:DB8::1"))
+    check = await relay.stub.CheckClient(pb.CheckClientRequest(ip="2001:db8:0::1"))
+    assert check.allow_relay and check.decided_by == pb.DECIDER_LEASE
+    listed = await relay.stub.ListLeases(pb.ListLeasesRequest())
+    assert [x.ip for x in listed.leases] == ["2001:db8::1"]
+    for bad in (pb.GrantLeaseRequest(ip="nope", user="a@b.c"),
+                pb.GrantLeaseRequest(ip="1.2.3.4", user="")):
+        try:
+            await relay.stub.GrantLease(bad)
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT
+        else:
+            raise AssertionError("accepted a bad lease")
+
+
+async def test_lease_expires_without_cron_and_is_purged(start_relay: Any, js: Any,
+                                                        eventually: Any) -> None:
+    relay = await start_relay(lease_purge_interval=0.2)
+    await relay.stub.GrantLease(grant("203.0.113.5", ttl=0.3))
+
+    async def expired() -> bool:
+        check = await relay.stub.CheckClient(pb.CheckClientRequest(ip="203.0.113.5"))
+        return not check.allow_relay
+
+    await eventually(expired)
+    assert not (await relay.stub.ListLeases(pb.ListLeasesRequest())).leases
+    kv = await js.key_value(bus.KV_LEASES)
+    key = lease_key(parse_ip("203.0.113.5"))
+
+    async def purged() -> bool:
+        try:
+            await kv.get(key)
+        except Exception:
+            return True
+        return False
+
+    await eventually(purged)
+
+
+async def test_a_new_grant_refreshes(start_relay: Any, js: Any) -> None:
+    relay = await start_relay()
+    first = await relay.stub.GrantLease(grant("203.0.113.9", ttl=60))
+    second = await relay.stub.GrantLease(grant("203.0.113.9", user="bob@example.org",
+                                               ttl=7200))
+    assert second.expires_at.seconds > first.expires_at.seconds
+    listed = (await relay.stub.ListLeases(pb.ListLeasesRequest())).leases
+    assert len(listed) == 1 and listed[0].user == "bob@example.org"
+    assert listed[0].expires_at == second.expires_at
+    kv = await js.key_value(bus.KV_LEASES)
+    assert await kv.keys() == [lease_key(parse_ip("203.0.113.9"))]
+
+
+async def test_leases_survive_a_restart_and_are_shared_by_replicas(
+        nats_server: NatsServer, relay_process: Any, eventually: Any) -> None:
+    one, addr_one = relay_process(nats_server.url)
+    two, addr_two = relay_process(nats_server.url)
+    one.start()
+    two.start()
+    async with grpc.aio.insecure_channel(addr_one) as ch1, \
+            grpc.aio.insecure_channel(addr_two) as ch2:
+        stub1, stub2 = rpc.RelayAuthStub(ch1), rpc.RelayAuthStub(ch2)
+        await stub1.GrantLease(grant("192.0.2.44", user="carol@example.org"))
+
+        async def seen_by_two() -> pb.CheckClientResponse | None:
+            check = await stub2.CheckClient(pb.CheckClientRequest(ip="192.0.2.44"))
+            return check if check.allow_relay else None
+
+        check = await eventually(seen_by_two)
+        assert check.lease_user == "carol@example.org"
+        # revoke on the other replica: both stop relaying for it
+        assert (await stub2.RevokeLease(pb.RevokeLeaseRequest(ip="192.0.2.44"))).revoked
+
+        async def revoked_on_one() -> bool:
+            return not (await stub1.CheckClient(pb.CheckClientRequest(ip="192.0.2.44"))
+                        ).allow_relay
+
+        await eventually(revoked_on_one)
+        await stub1.GrantLease(grant("192.0.2.45", user="dave@example.org"))
+
+    one.stop()
+    two.stop()
+    one.start()
+    async with grpc.aio.insecure_channel(addr_one) as ch1:
+        stub1 = rpc.RelayAuthStub(ch1)
+        check = await stub1.CheckClient(pb.CheckClientRequest(ip="192.0.2.45"))
+        assert check.allow_relay and check.lease_user == "dave@example.org"
+        assert not (await stub1.CheckClient(pb.CheckClientRequest(ip="192.0.2.44"))).allow_relay
