@@ -1,0 +1,131 @@
+"""AUTH PLAIN, LOGIN and CRAM-MD5, checked by relay-auth (vchkpw's job).
+
+Every failure gets an answer (535 5.7.8; aiosmtpd stays silent on some), the third failure
+on a connection closes it (421), and relay-auth counts failures per IP for every replica.
+relay-auth unreachable or throttling is a temporary 454, never a success. Client input is
+bounded (MAX_AUTH_LINE) and no exception text reaches the client.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import TYPE_CHECKING
+
+from mailyard.api.relayauth.v1 import relayauth_pb2 as ra
+from mailyard.smtp_ingress.ehlo import auth_offered
+from mailyard.smtp_ingress.metrics import AUTH_ATTEMPTS
+
+if TYPE_CHECKING:
+    from mailyard.smtp_ingress.session import Session
+
+FAILED = "535 5.7.8 authentication failed"
+THROTTLED = "454 4.7.0 too many AUTH failures, try again later"
+UNAVAILABLE = "454 4.7.0 temporary authentication failure, try again later"
+MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
+
+
+class _Abort(Exception):
+    """The client answered "*" (RFC 4954: cancel the exchange)."""
+
+
+async def auth(s: Session, arg: str) -> bool:
+    from mailyard.smtp_ingress.session import Close
+
+    mech, _, initial = arg.strip().partition(" ")
+    mech = mech.upper()
+    if s.auth_user:
+        s.reject("503 5.5.1 already authenticated", "sequence")
+        return True
+    if s.tx is not None:
+        s.reject("503 5.5.1 AUTH not allowed during a mail transaction", "sequence")
+        return True
+    if not auth_offered(s):
+        s.reject("530 5.7.0 must issue a STARTTLS command first", "tls_required")
+        return True
+    if mech not in MECHANISMS:
+        s.reject("504 5.5.4 unrecognized authentication type", "auth")
+        return True
+    if s.client is not None and s.client.auth_throttled:
+        AUTH_ATTEMPTS.labels(mech, "throttled").inc()
+        s.reject(THROTTLED, "auth_throttled")
+        return True
+    try:
+        result = await _exchange(s, mech, initial.strip())
+    except _Abort:
+        AUTH_ATTEMPTS.labels(mech, "aborted").inc()
+        s.reject("501 5.0.0 AUTH aborted", "auth")
+        return True
+    if result is None:
+        AUTH_ATTEMPTS.labels(mech, "unavailable").inc()
+        s.reject(UNAVAILABLE, "auth_unavailable")
+    elif result.result == ra.AUTH_RESULT_OK and result.user:
+        AUTH_ATTEMPTS.labels(mech, "ok").inc()
+        s.auth_user = result.user
+        s.reply("235 2.7.0 authentication successful")
+    elif result.result == ra.AUTH_RESULT_THROTTLED:
+        AUTH_ATTEMPTS.labels(mech, "throttled").inc()
+        s.reject(THROTTLED, "auth_throttled")
+    else:
+        AUTH_ATTEMPTS.labels(mech, "failed").inc()
+        s.auth_failures += 1
+        if s.auth_failures >= s.settings.max_auth_failures:
+            s.reject(FAILED, "auth_failed")
+            raise Close("421 4.7.0 too many AUTH failures, closing connection", "auth_failed")
+        s.reject(FAILED, "auth_failed")
+    return True
+
+
+async def _answer(s: Session, challenge: str) -> str:
+    """Send a 334 challenge and read the client's line; "" when it cannot be decoded."""
+    from mailyard.smtp_ingress.session import Close
+
+    s.reply(f"334 {challenge}")
+    text = await s.text_line(s.settings.max_auth_line)
+    if text is None:  # bad line: text_line already answered; end the exchange there
+        raise Close("421 4.7.0 bad AUTH exchange, closing connection", "auth")
+    if text.strip() == "*":
+        raise _Abort
+    return text.strip()
+
+
+def _b64(text: str) -> str | None:
+    try:
+        return base64.b64decode(text, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _enc(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+async def _exchange(s: Session, mech: str, initial: str) -> ra.AuthenticateResponse | None:
+    """Run one mechanism; None = relay-auth unavailable; a response otherwise (a decoding
+    failure is reported as bad credentials)."""
+    bad = ra.AuthenticateResponse(result=ra.AUTH_RESULT_BAD_CREDENTIALS)
+    relay = s.app.relay
+    if mech == "PLAIN":
+        raw = initial if initial and initial != "=" else await _answer(s, "")
+        decoded = _b64(raw)
+        parts = decoded.split("\0") if decoded is not None else []
+        if len(parts) != 3 or not parts[1]:
+            return bad
+        return await relay.authenticate("PLAIN", parts[1], parts[2], s.ip)
+    if mech == "LOGIN":
+        user = _b64(initial) if initial else _b64(await _answer(s, _enc("Username:")))
+        if not user:
+            return bad
+        password = _b64(await _answer(s, _enc("Password:")))
+        if password is None:
+            return bad
+        return await relay.authenticate("LOGIN", user, password, s.ip)
+    # CRAM-MD5: relay-auth makes the challenge (it keeps the secret side of the exchange)
+    challenge = await relay.cram_challenge(s.ip, s.settings.me)
+    if challenge is None:
+        return None
+    reply = _b64(await _answer(s, _enc(challenge.challenge)))
+    user, _, digest = (reply or "").rpartition(" ")
+    if not user or not digest:
+        return bad
+    return await relay.cram_verify(challenge.challenge_id, user, digest, s.ip)

@@ -1,0 +1,124 @@
+"""rblsmtpd: DNSBL lookups started at connect and awaited at the first RCPT, plus the
+client's reverse name for the Received: line.
+
+rblsmtpd's rules: RBLSMTPD="" in the client's rule (or a relay client) skips the lists;
+RBLSMTPD="text" blocks with that text ("-text": permanently) without any lookup; otherwise
+each configured zone is asked (in parallel); the first listing in configured order wins and
+its TXT record is the reply text. A lookup that times out lets the client through, counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import dns.asyncresolver
+import dns.exception
+import dns.nameserver
+import dns.resolver
+import dns.reversename
+
+from mailyard.smtp_ingress.metrics import DNSBL_HITS, DNSBL_TIMEOUTS
+
+if TYPE_CHECKING:
+    from mailyard.core.control import ControlView
+    from mailyard.smtp_ingress.session import Session
+    from mailyard.smtp_ingress.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Listing:
+    zone: str
+    reply: str
+
+
+def _reply(text: str, permanent: bool) -> str:
+    clean = "".join(c if 32 <= ord(c) < 127 else "?" for c in text)[:300]
+    return f"553 5.7.1 {clean}" if permanent else f"451 4.7.1 {clean}"
+
+
+def query_name(ip: str, zone: str) -> str:
+    """1.2.3.4 -> 4.3.2.1.<zone>; IPv6 in nibbles."""
+    addr = ipaddress.ip_address(ip)
+    if addr.version == 4:
+        return ".".join(reversed(ip.split("."))) + "." + zone
+    return ".".join(reversed(addr.exploded.replace(":", ""))) + "." + zone
+
+
+class Dns:
+    def __init__(self, settings: Settings, control: ControlView) -> None:
+        self.settings = settings
+        self.control = control
+        servers = settings.dns_nameservers()
+        self.resolver = dns.asyncresolver.Resolver(configure=not servers)
+        if servers:
+            self.resolver.nameservers = [dns.nameserver.Do53Nameserver(h, p) for h, p in servers]
+
+    def start(self, s: Session) -> asyncio.Task[Listing | None] | None:
+        env = dict(s.client.env) if s.client is not None else {}
+        if "RBLSMTPD" in env:
+            text = env["RBLSMTPD"]
+            if not text:
+                return None
+            listing = Listing("RBLSMTPD", _reply(text.lstrip("-"), text.startswith("-")))
+            return asyncio.create_task(_const(listing))
+        if s.client is not None and (s.client.allow_relay or s.client.dnsbl_exempt):
+            return None
+        zones = self.control.lines("dnsbl")
+        if not zones:
+            return None
+        return asyncio.create_task(self.lookup(s.ip, zones))
+
+    async def lookup(self, ip: str, zones: list[str]) -> Listing | None:
+        try:
+            names = [query_name(ip, zone.rstrip(".")) for zone in zones]
+        except ValueError:
+            return None
+        found = await asyncio.gather(*(self._one(n, z) for n, z in zip(names, zones,
+                                                                         strict=True)))
+        for listing in found:
+            if listing is not None:
+                DNSBL_HITS.labels(listing.zone).inc()
+                return listing
+        return None
+
+    async def _one(self, name: str, zone: str) -> Listing | None:
+        timeout = self.settings.dnsbl_timeout
+        try:
+            await self.resolver.resolve(name, "A", lifetime=timeout)
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            return None
+        except dns.exception.Timeout:
+            DNSBL_TIMEOUTS.inc()
+            return None
+        except Exception as exc:  # SERVFAIL and friends: treat as not listed, like rblsmtpd
+            log.info("dnsbl lookup in %s failed: %s", zone, type(exc).__name__)
+            return None
+        text = f"listed in {zone}"
+        try:
+            answer = await self.resolver.resolve(name, "TXT", lifetime=timeout)
+            strings = [b"".join(r.strings).decode("utf-8", "replace") for r in answer]
+            text = " ".join(strings) or text
+        except Exception:
+            pass
+        return Listing(zone, _reply(text, self.settings.dnsbl_permanent))
+
+    def start_ptr(self, ip: str) -> asyncio.Task[str]:
+        return asyncio.create_task(self._ptr(ip))
+
+    async def _ptr(self, ip: str) -> str:
+        try:
+            answer = await self.resolver.resolve(dns.reversename.from_address(ip), "PTR",
+                                                 lifetime=self.settings.dnsbl_timeout)
+            return str(answer[0].target).rstrip(".")
+        except Exception:
+            return ""
+
+
+async def _const(listing: Listing) -> Listing:
+    return listing

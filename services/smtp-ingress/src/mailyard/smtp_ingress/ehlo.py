@@ -1,0 +1,85 @@
+"""Connection phase (tcpserver's rules, rblsmtpd's lookup), HELO/EHLO and STARTTLS."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mailyard.smtp_ingress.session import Session
+
+_HOSTNAME = re.compile(r"^[\x21-\x7e\u0080-\U0010ffff]{1,255}$")
+
+
+async def greet(s: Session) -> bool:
+    """tcpserver + rblsmtpd: ask relay-auth about the client once, start the DNS lookups
+    in the background (their answers are needed only at RCPT / end of DATA), greet."""
+    from mailyard.smtp_ingress.session import Close
+
+    s.client = await s.app.relay.check_client(s.ip)
+    if s.client is not None and not s.client.allow_connect:
+        raise Close("553 5.7.1 sorry, your IP address is not allowed to connect",
+                    "client_denied")
+    s.dnsbl = s.app.dnsbl.start(s)
+    if s.settings.reverse_dns:
+        s.ptr = s.app.dnsbl.start_ptr(s.ip)
+    s.reply(f"220 {s.settings.me} ESMTP mailyard")
+    return True
+
+
+def _helo_name(s: Session, arg: str, verb: str) -> str | None:
+    name = arg.strip()
+    if not _HOSTNAME.match(name):
+        s.reject(f"501 5.5.4 syntax: {verb} hostname", "syntax")
+        return None
+    return name
+
+
+async def helo(s: Session, arg: str) -> bool:
+    name = _helo_name(s, arg, "HELO")
+    if name is not None:
+        s.helo, s.esmtp, s.tx = name, False, None
+        s.reply(f"250 {s.settings.me}")
+    return True
+
+
+def auth_offered(s: Session) -> bool:
+    return bool(s.tls) or s.settings.cleartext_auth_on(s.listener.name)
+
+
+async def ehlo(s: Session, arg: str) -> bool:
+    name = _helo_name(s, arg, "EHLO")
+    if name is None:
+        return True
+    s.helo, s.esmtp, s.tx = name, True, None
+    lines = [s.settings.me, "PIPELINING", "8BITMIME",
+             f"SIZE {s.app.databytes()}"]
+    if not s.tls and s.app.tls_context is not None:
+        lines.append("STARTTLS")
+    if auth_offered(s) and not s.auth_user:
+        lines.append("AUTH PLAIN LOGIN CRAM-MD5")
+    lines += ["ENHANCEDSTATUSCODES", "SMTPUTF8"]
+    for line in lines[:-1]:
+        s.reply(f"250-{line}")
+    s.reply(f"250 {lines[-1]}")
+    return True
+
+
+async def starttls(s: Session, arg: str) -> bool:
+    from mailyard.smtp_ingress.session import Disconnect
+
+    if s.tls or s.app.tls_context is None:
+        s.reject("503 5.5.1 STARTTLS not available", "tls")
+        return True
+    if arg.strip():
+        s.reject("501 5.5.4 syntax: STARTTLS", "syntax")
+        return True
+    s.reply("220 2.0.0 ready to start TLS")
+    await s.flush()
+    s.discard_input()
+    try:
+        await s.writer.start_tls(s.app.tls_context, ssl_handshake_timeout=30.0)
+    except Exception as exc:  # failed handshake: the connection is unusable
+        raise Disconnect from exc
+    s.reset_after_tls()  # RFC 3207: forget everything learnt before TLS
+    return True

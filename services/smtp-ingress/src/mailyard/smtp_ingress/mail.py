@@ -1,0 +1,65 @@
+"""MAIL FROM: the sender, ESMTP parameters (SIZE, BODY, SMTPUTF8), then the mail checks."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mailyard.smtp_ingress import policy
+from mailyard.smtp_ingress.syntax import SyntaxProblem, parse_address, parse_params, split_path
+
+if TYPE_CHECKING:
+    from mailyard.smtp_ingress.session import Session, Transaction
+
+NON_ASCII = "553 5.6.7 non-ASCII address requires SMTPUTF8"
+
+
+async def mail(s: Session, arg: str) -> bool:
+    from mailyard.smtp_ingress.session import Transaction
+
+    if not s.helo:
+        s.reject("503 5.5.1 send HELO or EHLO first", "sequence")
+        return True
+    if s.tx is not None:
+        s.reject("503 5.5.1 nested MAIL command", "sequence")
+        return True
+    if arg[:5].upper() != "FROM:":
+        s.reject("501 5.5.4 syntax: MAIL FROM:<address>", "syntax")
+        return True
+    try:
+        raw, rest = split_path(arg[5:])
+        tx = Transaction(sender=parse_address(raw, allow_empty=True))
+        problem = _params(s, tx, parse_params(rest))
+    except SyntaxProblem as exc:
+        s.reject(str(exc), "syntax")
+        return True
+    if problem:
+        s.reject(problem, "syntax")
+        return True
+    if not tx.sender.ascii and not tx.smtputf8:
+        s.reject(NON_ASCII, "non_ascii")
+        return True
+    s.tx = tx
+    verdict = await policy.run("mail", s)
+    if not verdict.accepted:
+        s.tx = None
+        s.reject(verdict.reply, verdict.reason)
+        return True
+    s.reply("250 2.1.0 ok")
+    return True
+
+
+def _params(s: Session, tx: Transaction, params: dict[str, str]) -> str:
+    if params and not s.esmtp:
+        return "555 5.5.4 parameters need EHLO"
+    for key, value in params.items():
+        if key == "SIZE" and value.isdigit() and len(value) < 20:
+            tx.size = int(value)
+        elif key == "BODY" and value.upper() in ("7BIT", "8BITMIME"):
+            tx.body_8bit = value.upper() == "8BITMIME"
+        elif key == "SMTPUTF8" and not value:
+            tx.smtputf8 = True
+        elif key == "AUTH":  # RFC 4954 AUTH=<>: accepted, not trusted
+            continue
+        else:
+            return f"555 5.5.4 unsupported parameter {key[:32]}"
+    return ""

@@ -1,0 +1,24 @@
+"""Every smtp-ingress metric, declared once (names from docs/architecture.md)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+CONNECTIONS = Counter("mailyard_smtp_connections", "SMTP connections accepted by listener.",
+                      ["listener"])
+SESSIONS_ACTIVE = Gauge("mailyard_smtp_sessions_active", "SMTP sessions open now.",
+                        ["listener"])
+MESSAGES_ACCEPTED = Counter("mailyard_smtp_messages_accepted",
+                            "Messages answered 250 (committed and announced).", ["listener"])
+ACCEPTED_BYTES = Counter("mailyard_smtp_accepted_bytes",
+                         "Bytes of accepted messages, as spooled (with our Received: line).")
+REJECTIONS = Counter("mailyard_smtp_rejections", "Refused commands and connections by reason.",
+                     ["reason"])
+AUTH_ATTEMPTS = Counter("mailyard_smtp_auth_attempts", "SMTP AUTH attempts.",
+                        ["mechanism", "result"])
+DNSBL_HITS = Counter("mailyard_smtp_dnsbl_hits", "Clients found on a DNSBL, by zone.", ["zone"])
+DNSBL_TIMEOUTS = Counter("mailyard_smtp_dnsbl_timeouts",
+                         "DNSBL lookups that timed out (the client was let through).")
+COMMIT_SECONDS = Histogram(
+    "mailyard_smtp_commit_seconds", "End of DATA to the 250 reply (spool fsync + JetStream ack).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5))

@@ -1,0 +1,72 @@
+"""Policy checks, Haraka-style: one small module per check, named <phase>_<check>, each
+`async def check(session) -> Verdict`, run in the order the settings give. The first
+check that does not accept decides (reject = 5xx, tempfail = 4xx); all accepting means go.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mailyard.smtp_ingress.session import Session
+
+CHECKS = {
+    "mail": ("mail_auth_required", "mail_badmailfrom", "mail_size"),
+    "rcpt": ("rcpt_limit", "rcpt_dnsbl", "rcpt_rcpthosts", "rcpt_unknown_user"),
+    "data": ("data_size", "data_hops"),
+}
+
+# qmail's texts, with enhanced status codes in front (people grep for these).
+RCPTHOSTS = "553 5.7.1 sorry, that domain isn't in my list of allowed rcpthosts"
+BADMAILFROM = "553 5.7.1 sorry, your envelope sender is in my badmailfrom list"
+DATABYTES = "552 5.3.4 sorry, that message size exceeds my databytes limit"
+HOPS = "554 5.4.6 too many hops, this message is looping"
+UNKNOWN_USER = "550 5.1.1 sorry, no mailbox here by that name"
+TOO_MANY_RCPTS = "452 4.5.3 too many recipients"
+UNAVAILABLE = "451 4.3.0 temporary failure, try again later"
+RELAY_UNAVAILABLE = "451 4.3.0 cannot check relaying right now, try again later"
+AUTH_REQUIRED = "530 5.7.0 authentication required"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    reply: str = ""     # "" accepts
+    reason: str = ""    # label of mailyard_smtp_rejections_total
+
+    @property
+    def accepted(self) -> bool:
+        return not self.reply
+
+    @property
+    def kind(self) -> str:
+        return "accept" if not self.reply else ("tempfail" if self.reply[0] == "4" else "reject")
+
+
+ACCEPT = Verdict()
+Check = Callable[["Session"], Awaitable[Verdict]]
+_loaded: dict[str, Check] = {}
+
+
+def known(phase: str) -> tuple[str, ...]:
+    return CHECKS[phase]
+
+
+def load(name: str) -> Check:
+    check = _loaded.get(name)
+    if check is None:
+        if not any(name in names for names in CHECKS.values()):
+            raise KeyError(name)
+        module = importlib.import_module(f"mailyard.smtp_ingress.policy.{name}")
+        check = _loaded[name] = module.check
+    return check
+
+
+async def run(phase: str, session: Session) -> Verdict:
+    for name in session.settings.checks(phase):
+        verdict = await load(name)(session)
+        if not verdict.accepted:
+            return verdict
+    return ACCEPT

@@ -1,0 +1,18 @@
+"""databytes against the real size: the bytes were read and thrown away, never spooled."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mailyard.smtp_ingress.policy import ACCEPT, DATABYTES, Verdict
+
+if TYPE_CHECKING:
+    from mailyard.smtp_ingress.session import Session
+
+
+async def check(s: Session) -> Verdict:
+    assert s.tx is not None
+    limit = s.app.databytes()
+    if limit and s.tx.real_size > limit:
+        return Verdict(DATABYTES, "databytes")
+    return ACCEPT

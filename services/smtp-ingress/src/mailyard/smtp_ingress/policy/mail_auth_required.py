@@ -1,0 +1,16 @@
+"""Submission: AUTH before MAIL (RFC 6409 section 4.3)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mailyard.smtp_ingress.policy import ACCEPT, AUTH_REQUIRED, Verdict
+
+if TYPE_CHECKING:
+    from mailyard.smtp_ingress.session import Session
+
+
+async def check(s: Session) -> Verdict:
+    if s.listener.require_auth and not s.auth_user:
+        return Verdict(AUTH_REQUIRED, "auth_required")
+    return ACCEPT

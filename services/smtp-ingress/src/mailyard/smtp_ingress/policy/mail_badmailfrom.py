@@ -1,0 +1,23 @@
+"""qmail's control/badmailfrom: whole addresses, or "@domain" for a whole domain."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mailyard.smtp_ingress.policy import ACCEPT, BADMAILFROM, Verdict
+
+if TYPE_CHECKING:
+    from mailyard.smtp_ingress.session import Session
+
+
+async def check(s: Session) -> Verdict:
+    assert s.tx is not None
+    sender = s.tx.sender
+    if not sender.address:
+        return ACCEPT
+    address, domain = sender.address.lower(), sender.domain
+    for line in s.app.control.lines("badmailfrom"):
+        entry = line.lower()
+        if entry == address or (entry.startswith("@") and entry[1:] == domain):
+            return Verdict(BADMAILFROM, "badmailfrom")
+    return ACCEPT

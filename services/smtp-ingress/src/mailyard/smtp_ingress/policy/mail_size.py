@@ -1,0 +1,18 @@
+"""databytes against the client's SIZE= declaration, before any byte is sent."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mailyard.smtp_ingress.policy import ACCEPT, DATABYTES, Verdict
+
+if TYPE_CHECKING:
+    from mailyard.smtp_ingress.session import Session
+
+
+async def check(s: Session) -> Verdict:
+    assert s.tx is not None
+    limit = s.app.databytes()
+    if limit and s.tx.size > limit:
+        return Verdict(DATABYTES, "databytes")
+    return ACCEPT

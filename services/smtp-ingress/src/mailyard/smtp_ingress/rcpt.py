@@ -1,0 +1,43 @@
+"""RCPT TO: one recipient, checked by the rcpt checks (limit, DNSBL, relay, mailbox)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mailyard.smtp_ingress import policy
+from mailyard.smtp_ingress.mail import NON_ASCII
+from mailyard.smtp_ingress.syntax import SyntaxProblem, parse_address, split_path
+
+if TYPE_CHECKING:
+    from mailyard.smtp_ingress.session import Session
+
+
+async def rcpt(s: Session, arg: str) -> bool:
+    tx = s.tx
+    if tx is None:
+        s.reject("503 5.5.1 MAIL first", "sequence")
+        return True
+    if arg[:3].upper() != "TO:":
+        s.reject("501 5.5.4 syntax: RCPT TO:<address>", "syntax")
+        return True
+    try:
+        raw, rest = split_path(arg[3:])
+        path = parse_address(raw, allow_empty=False)
+    except SyntaxProblem as exc:
+        s.reject(str(exc), "syntax")
+        return True
+    if rest:  # no DSN (NOTIFY/ORCPT) support, like qmail
+        s.reject("555 5.5.4 unsupported RCPT parameter", "syntax")
+        return True
+    if not path.ascii and not tx.smtputf8:
+        s.reject(NON_ASCII, "non_ascii")
+        return True
+    tx.candidate = path
+    verdict = await policy.run("rcpt", s)
+    tx.candidate = None
+    if not verdict.accepted:
+        s.reject(verdict.reply, verdict.reason)
+        return True
+    tx.recipients.append(path.address)
+    s.reply("250 2.1.5 ok")
+    return True

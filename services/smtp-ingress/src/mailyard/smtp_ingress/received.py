@@ -1,0 +1,48 @@
+"""Our Received: line, in qmail's spirit: who (HELO, reverse name, IP, authenticated user),
+us, how (RFC 3848 protocol names, TLS version and cipher), the queue id and the time."""
+
+from __future__ import annotations
+
+import email.utils
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mailyard.smtp_ingress.session import Session, Transaction
+
+
+def _safe(text: str, utf8: bool) -> str:
+    """Nothing that could end the comment or the header (qmail's safehost)."""
+    out = []
+    for ch in text[:255]:
+        if ch in "()\\\r\n" or ord(ch) < 33 or ord(ch) == 127 or (ord(ch) > 127 and not utf8):
+            out.append("?")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def reverse_name(s: Session) -> str:
+    task = s.ptr
+    if task is None or not task.done() or task.cancelled() or task.exception() is not None:
+        return ""
+    return task.result()
+
+
+def protocol(s: Session, tx: Transaction) -> str:
+    name = ("ESMTP" if s.esmtp else "SMTP") + ("S" if s.tls else "") + \
+        ("A" if s.auth_user else "")
+    return ("UTF8" + name) if tx.smtputf8 else name
+
+
+def received_line(s: Session, tx: Transaction, queue_id: str) -> bytes:
+    utf8 = tx.smtputf8
+    host = _safe(reverse_name(s), utf8) or "unknown"
+    lines = [f"Received: from {host} (HELO {_safe(s.helo, utf8)}) ({s.ip})"]
+    if s.auth_user:
+        lines.append(f"  (authenticated user {_safe(s.auth_user, utf8)})")
+    via = f"  by {s.settings.me} with {protocol(s, tx)}"
+    if s.tls:
+        via += f" ({s.tls})"
+    lines.append(f"{via} id {queue_id};")
+    lines.append(f"  {email.utils.formatdate(usegmt=False).replace('+0000', '-0000')}")
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8")

@@ -1,0 +1,199 @@
+"""The listeners (25/587/465 style), the shared state sessions read (control files,
+directory, relay-auth, spool, JetStream), readiness, and the graceful stop.
+
+NATS may be down when we start or go away later: the SMTP ports listen regardless, the
+connection is retried in the background, and until it works every DATA gets 451 4.3.0 and
+/readyz says not ready. Nothing needs a restart to recover.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+from mailyard.core import bus
+from mailyard.core.control import ControlView
+from mailyard.core.directory import DirectoryView
+from mailyard.core.http import HttpServer, make_app
+from mailyard.core.metrics import set_build
+from mailyard.core.spool import Spool
+from mailyard.smtp_ingress.dnsbl import Dns
+from mailyard.smtp_ingress.limits import ConnectionLimits
+from mailyard.smtp_ingress.metrics import CONNECTIONS, REJECTIONS, SESSIONS_ACTIVE
+from mailyard.smtp_ingress.relay import RelayAuthClient
+from mailyard.smtp_ingress.session import Session
+from mailyard.smtp_ingress.settings import Settings
+from mailyard.smtp_ingress.tls import server_context
+
+log = logging.getLogger(__name__)
+DEFAULT_DATABYTES = 10485760
+
+
+@dataclass(frozen=True)
+class Listener:
+    name: str               # metric label: smtp | submission | smtps
+    port: int
+    implicit_tls: bool = False
+    require_auth: bool = False
+
+
+class Ingress:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.spool = Spool(settings.spool_dir)
+        self.control = ControlView()
+        self.directory = DirectoryView()
+        self.relay = RelayAuthClient(settings.relay_auth_addr, settings.relay_auth_timeout)
+        self.dnsbl = Dns(settings, self.control)
+        self.tls_context: ssl.SSLContext | None = server_context(
+            settings.tls_cert, settings.tls_key, settings.tls_dir, settings.me)
+        self.limits = ConnectionLimits(settings.max_connections, settings.max_per_ip)
+        self.nc: Any = None
+        self.js: Any = None
+        self.ports: dict[str, int] = {}
+        self.servers: list[asyncio.Server] = []
+        self.sessions: dict[asyncio.Task[Any], Session | None] = {}
+        self._connector: asyncio.Task[None] | None = None
+        self._rcpthosts: tuple[str, frozenset[str], tuple[str, ...]] = ("", frozenset(), ())
+
+    # -- what sessions read ----------------------------------------------------------------
+
+    def databytes(self) -> int:
+        return self.control.integer("databytes", DEFAULT_DATABYTES)
+
+    def in_rcpthosts(self, domain: str) -> bool:
+        """control/rcpthosts: "example.com" exactly, ".example.com" any subdomain."""
+        text = self.control.text("rcpthosts")
+        if text != self._rcpthosts[0]:
+            lines = [line.lower().rstrip(".") for line in self.control.lines("rcpthosts")]
+            self._rcpthosts = (text, frozenset(x for x in lines if not x.startswith(".")),
+                               tuple(x for x in lines if x.startswith(".")))
+        _, exact, suffixes = self._rcpthosts
+        return domain in exact or (bool(suffixes) and domain.endswith(suffixes))
+
+    def bus_ready(self) -> bool:
+        return self.js is not None and self.nc is not None and self.nc.is_connected
+
+    def views_ready(self) -> bool:
+        return self.control.ready and self.directory.ready
+
+    def spool_writable(self) -> bool:
+        probe = self.spool.tmp / f".probe.{os.getpid()}"
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.close(fd)
+            os.unlink(probe)
+            return True
+        except OSError:
+            return False
+
+    def ready(self) -> bool:
+        return self.bus_ready() and self.views_ready() and self.spool_writable()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def listeners(self) -> list[Listener]:
+        st = self.settings
+        wanted = [Listener("smtp", st.smtp_port),
+                  Listener("submission", st.submission_port, require_auth=True),
+                  Listener("smtps", st.smtps_port, implicit_tls=True, require_auth=True)]
+        return [x for x in wanted if x.port]
+
+    async def start(self) -> None:
+        with contextlib.suppress(OSError):
+            self.spool.ensure()
+        for listener in self.listeners():
+            server = await asyncio.start_server(
+                functools.partial(self._handle, listener),
+                self.settings.smtp_host, listener.port, backlog=self.settings.listen_backlog,
+                ssl=self.tls_context if listener.implicit_tls else None,
+                ssl_handshake_timeout=30.0 if listener.implicit_tls else None)
+            self.servers.append(server)
+            self.ports[listener.name] = server.sockets[0].getsockname()[1]
+        self._connector = asyncio.create_task(self._connect(), name="nats-connect")
+        log.info("listening", extra={"ports": self.ports})
+
+    async def _connect(self) -> None:
+        """Connect to NATS and load the control / directory views, retrying forever."""
+        while True:
+            try:
+                if self.nc is None:
+                    self.nc = await bus.connect(self.settings.nats_url,
+                                                f"smtp-ingress-{self.settings.instance}")
+                js = self.nc.jetstream()
+                await bus.ensure_mail_streams(js)
+                for view in (self.control, self.directory):
+                    if not view.ready:
+                        await view.start(js)
+                self.js = js
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("NATS not available yet: %s", exc)
+                await asyncio.sleep(1.0)
+
+    async def _handle(self, listener: Listener, reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername") or ("", 0)
+        ip = str(peer[0])
+        CONNECTIONS.labels(listener.name).inc()
+        if not self.limits.acquire(ip):
+            REJECTIONS.labels("too_many_connections").inc()
+            with contextlib.suppress(Exception):
+                writer.write(b"421 4.3.2 too many connections, try again later\r\n")
+                await writer.drain()
+            writer.close()
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        session = Session(self, listener, reader, writer)
+        self.sessions[task] = session
+        SESSIONS_ACTIVE.labels(listener.name).inc()
+        try:
+            await session.run()
+        finally:
+            SESSIONS_ACTIVE.labels(listener.name).dec()
+            self.limits.release(ip)
+            self.sessions.pop(task, None)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop accepting, tell idle clients 421, let commits in flight finish."""
+        for server in self.servers:
+            server.close()
+        for task, session in list(self.sessions.items()):
+            if session is None or not session.committing:
+                task.cancel()
+        if self.sessions:
+            await asyncio.wait(list(self.sessions), timeout=grace)
+        if self._connector:
+            self._connector.cancel()
+        for view in (self.control, self.directory):
+            await view.stop()
+        await self.relay.close()
+        if self.nc is not None:
+            with contextlib.suppress(Exception):
+                await self.nc.close()
+        self.spool.close()
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    set_build("smtp-ingress")
+    ingress = Ingress(settings)
+    await ingress.start()
+    http = None
+    if settings.http_port:
+        http = HttpServer(make_app("smtp-ingress", {
+            "nats": ingress.bus_ready, "views": ingress.views_ready,
+            "spool": ingress.spool_writable}), settings.http_host, settings.http_port)
+        await http.start()
+    await stop.wait()
+    await ingress.stop()
+    if http is not None:
+        await http.stop()

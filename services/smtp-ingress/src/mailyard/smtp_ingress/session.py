@@ -1,0 +1,270 @@
+"""One SMTP connection: buffered input, ordered replies, the command loop.
+
+The protocol is written on asyncio streams rather than aiosmtpd because the things
+aiosmtpd 1.4.6 gets wrong all live here: replies are queued and written in one go when the
+input runs dry (real PIPELINING, replies always in command order), every line must end in
+CRLF, lines are bounded, an idle client is told "451 4.4.2 timeout" before we close, and
+input buffered before STARTTLS is thrown away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from mailyard.api.relayauth.v1 import relayauth_pb2 as ra
+from mailyard.smtp_ingress import auth, data, ehlo, mail, rcpt
+from mailyard.smtp_ingress.metrics import REJECTIONS
+from mailyard.smtp_ingress.syntax import Path
+
+if TYPE_CHECKING:
+    from mailyard.smtp_ingress.dnsbl import Listing
+    from mailyard.smtp_ingress.server import Ingress, Listener
+
+log = logging.getLogger(__name__)
+CRLF = b"\r\n"
+BARE_LF_COMMAND = "500 5.5.2 bare LF or CR in command, see https://cr.yp.to/docs/smtplf.html"
+
+
+class Disconnect(Exception):
+    """The client went away (EOF, reset)."""
+
+
+class IdleTimeout(Exception):
+    """No complete input within IDLE_TIMEOUT, or DATA slower than MIN_DATA_RATE."""
+
+
+class Close(Exception):
+    """Send this reply, then close the connection."""
+
+    def __init__(self, reply: str, reason: str = "") -> None:
+        super().__init__(reply)
+        self.reply = reply
+        self.reason = reason
+
+
+class LineTooLong(Exception):
+    pass
+
+
+@dataclass
+class Transaction:
+    sender: Path
+    size: int = 0               # SIZE= from MAIL
+    body_8bit: bool = False
+    smtputf8: bool = False
+    recipients: list[str] = field(default_factory=list)
+    candidate: Path | None = None   # the RCPT being checked
+    message: bytes = b""            # after DATA, without our Received: line
+    real_size: int = 0
+
+
+class Session:
+    def __init__(self, app: Ingress, listener: Listener, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        self.app = app
+        self.settings = app.settings
+        self.listener = listener
+        self.reader = reader
+        self.writer = writer
+        self.buf = bytearray()
+        self.out = bytearray()
+        peer = writer.get_extra_info("peername") or ("", 0)
+        self.ip: str = peer[0]
+        self.tls = tls_description(writer)
+        self.helo = ""
+        self.esmtp = False
+        self.auth_user = ""
+        self.auth_failures = 0
+        self.client: ra.CheckClientResponse | None = None  # None: relay-auth did not answer
+        self.dnsbl: asyncio.Task[Listing | None] | None = None
+        self.ptr: asyncio.Task[str] | None = None
+        self.tx: Transaction | None = None
+        self.committing = False  # a graceful stop waits for these sessions
+
+    # -- output ----------------------------------------------------------------------------
+
+    def reply(self, text: str) -> None:
+        self.out += text.encode("utf-8", "replace") + CRLF
+
+    async def flush(self) -> None:
+        if self.out:
+            self.writer.write(bytes(self.out))
+            self.out.clear()
+            try:
+                await self.writer.drain()
+            except (ConnectionError, RuntimeError) as exc:
+                raise Disconnect from exc
+
+    # -- input -----------------------------------------------------------------------------
+
+    async def read_chunk(self, timeout: float) -> bytes:
+        """Read more input; replies queued so far go out first (the pipelining flush)."""
+        await self.flush()
+        try:
+            async with asyncio.timeout(timeout):
+                chunk = await self.reader.read(65536)
+        except TimeoutError:
+            raise IdleTimeout from None
+        except (ConnectionError, OSError) as exc:
+            raise Disconnect from exc
+        if not chunk:
+            raise Disconnect
+        return chunk
+
+    async def fill(self, timeout: float) -> None:
+        self.buf += await self.read_chunk(timeout)
+
+    async def line(self, limit: int) -> bytes:
+        """One line with its line ending; the whole line must arrive within IDLE_TIMEOUT.
+        A line longer than `limit` is consumed and LineTooLong raised."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.idle_timeout
+        start, too_long = 0, False
+        while True:
+            end = self.buf.find(b"\n", start)
+            if end >= 0:
+                raw = bytes(self.buf[:end + 1])
+                del self.buf[:end + 1]
+                if too_long or len(raw) > limit:
+                    raise LineTooLong
+                return raw
+            if len(self.buf) > limit:  # keep memory bounded; remember to refuse the line
+                too_long = True
+                self.buf.clear()
+            start = len(self.buf)
+            await self.fill(max(0.0, deadline - loop.time()))
+
+    async def text_line(self, limit: int) -> str | None:
+        """A CRLF-terminated line as text, or None after replying to a bad one."""
+        try:
+            raw = await self.line(limit)
+        except LineTooLong:
+            self.reject("500 5.5.2 line too long", "line_too_long")
+            return None
+        body = raw[:-2] if raw.endswith(CRLF) else None
+        if body is None or b"\r" in body:
+            self.reject(BARE_LF_COMMAND, "bare_lf")
+            return None
+        if b"\x00" in body:
+            self.reject("501 5.5.2 NUL in command", "syntax")
+            return None
+        try:
+            return body.decode("utf-8")
+        except UnicodeDecodeError:
+            self.reject("501 5.5.2 invalid UTF-8 in command", "syntax")
+            return None
+
+    def reject(self, reply: str, reason: str) -> None:
+        REJECTIONS.labels(reason).inc()
+        self.reply(reply)
+
+    def discard_input(self) -> None:
+        """STARTTLS: whatever the client sent in clear after the command must not survive
+        into the encrypted session (CVE-2011-0411, the STARTTLS injection)."""
+        self.buf.clear()
+        pending = getattr(self.reader, "_buffer", None)
+        if isinstance(pending, bytearray):
+            pending.clear()
+
+    # -- state -----------------------------------------------------------------------------
+
+    @property
+    def may_relay(self) -> bool | None:
+        """True/False, or None when relay-auth could not be asked (never relay then)."""
+        if self.auth_user or (self.client is not None and self.client.allow_relay):
+            return True
+        return None if self.client is None else False
+
+    def reset_after_tls(self) -> None:
+        self.helo, self.esmtp, self.tx, self.auth_user = "", False, None, ""
+        self.tls = tls_description(self.writer)
+
+    # -- the command loop ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            if await ehlo.greet(self):
+                while True:
+                    text = await self.text_line(self.settings.max_line)
+                    if text is not None and not await self.command(text):
+                        break
+        except IdleTimeout:
+            self.reject("451 4.4.2 timeout", "timeout")
+        except Close as close:
+            if close.reason:
+                REJECTIONS.labels(close.reason).inc()
+            self.reply(close.reply)
+        except Disconnect:
+            pass
+        except asyncio.CancelledError:  # graceful stop of an idle session
+            self.reply("421 4.3.2 service shutting down, try again later")
+        except Exception:  # never show exception text to a client
+            log.exception("session failed", extra={"client_ip": self.ip})
+            self.reply("421 4.3.0 internal error, closing connection")
+        finally:
+            await self.close()
+
+    async def command(self, text: str) -> bool:
+        """Handle one command; False ends the session."""
+        verb, _, arg = text.partition(" ")
+        handler = COMMANDS.get(verb.upper())
+        if handler is None:
+            self.reject("502 5.5.1 unimplemented", "unknown_command")
+            return True
+        return await handler(self, arg)
+
+    async def close(self) -> None:
+        for task in (self.dnsbl, self.ptr):
+            if task is not None and not task.done():
+                task.cancel()
+        with contextlib.suppress(Disconnect, Exception):
+            await self.flush()
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(5):
+                await self.writer.wait_closed()
+
+
+def tls_description(writer: asyncio.StreamWriter) -> str:
+    ssl_object = writer.get_extra_info("ssl_object")
+    if ssl_object is None:
+        return ""
+    cipher = ssl_object.cipher()
+    return f"{ssl_object.version()} {cipher[0] if cipher else ''}".strip()
+
+
+async def _noop(s: Session, arg: str) -> bool:
+    s.reply("250 2.0.0 ok")
+    return True
+
+
+async def _rset(s: Session, arg: str) -> bool:
+    s.tx = None
+    s.reply("250 2.0.0 flushed")
+    return True
+
+
+async def _quit(s: Session, arg: str) -> bool:
+    s.reply(f"221 2.0.0 {s.settings.me}")
+    return False
+
+
+async def _vrfy(s: Session, arg: str) -> bool:
+    s.reply("252 2.5.2 send some mail, i'll try my best")
+    return True
+
+
+async def _help(s: Session, arg: str) -> bool:
+    s.reply("214 2.0.0 mailyard smtp-ingress, see RFC 5321")
+    return True
+
+
+COMMANDS = {
+    "HELO": ehlo.helo, "EHLO": ehlo.ehlo, "STARTTLS": ehlo.starttls, "AUTH": auth.auth,
+    "MAIL": mail.mail, "RCPT": rcpt.rcpt, "DATA": data.data, "RSET": _rset, "NOOP": _noop,
+    "QUIT": _quit, "VRFY": _vrfy, "HELP": _help,
+}

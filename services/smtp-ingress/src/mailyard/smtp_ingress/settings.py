@@ -1,0 +1,93 @@
+"""Typed settings of smtp-ingress (env prefix MAILYARD_INGRESS_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+
+from mailyard.core.settings import ServiceSettings, service_config
+
+LISTENERS = ("smtp", "submission", "smtps")
+
+# Policy checks per phase, in the order they run (names of modules in policy/).
+DEFAULT_MAIL_CHECKS = "mail_auth_required,mail_badmailfrom,mail_size"
+DEFAULT_RCPT_CHECKS = "rcpt_limit,rcpt_dnsbl,rcpt_rcpthosts,rcpt_unknown_user"
+DEFAULT_DATA_CHECKS = "data_size,data_hops"
+
+
+def _names(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+class Settings(ServiceSettings):
+    model_config = service_config("INGRESS")
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=2525, ge=0, le=65535)        # MX / relay; 0 = off
+    submission_port: int = Field(default=2587, ge=0, le=65535)  # STARTTLS, then AUTH
+    smtps_port: int = Field(default=2465, ge=0, le=65535)       # implicit TLS
+
+    tls_cert: str = ""              # empty: self-signed pair generated into tls_dir
+    tls_key: str = ""
+    tls_dir: Path = Path("var/tls")
+
+    relay_auth_addr: str = "127.0.0.1:50055"
+    relay_auth_timeout: float = Field(default=0.5, gt=0)
+
+    max_connections: int = Field(default=20000, ge=1)   # tcpserver -c
+    max_per_ip: int = Field(default=50, ge=1)
+    listen_backlog: int = Field(default=1024, ge=1)
+    idle_timeout: float = Field(default=1200.0, gt=0)  # qmail's control/timeoutsmtpd
+    # DATA must average at least this many bytes/s once the grace period is over, so a
+    # slow-loris client loses its slot while a slow honest upload keeps going.
+    min_data_rate: float = Field(default=512.0, ge=0)
+    data_rate_grace: float = Field(default=30.0, ge=0)
+    max_recipients: int = Field(default=100, ge=100)
+    max_auth_failures: int = Field(default=3, ge=1)
+    max_line: int = Field(default=2048, ge=512)        # command lines (with ESMTP params)
+    max_auth_line: int = Field(default=12288, ge=512)  # RFC 4954 section 4
+    cleartext_auth: str = ""        # listeners allowing AUTH without TLS, e.g. "smtp"
+
+    dns_servers: str = ""           # "ip[:port],..." for DNSBL/PTR; empty: system resolver
+    dnsbl_timeout: float = Field(default=2.0, gt=0)
+    dnsbl_permanent: bool = False   # rblsmtpd -b: 553 instead of 451
+    reverse_dns: bool = True
+
+    mail_checks: str = DEFAULT_MAIL_CHECKS
+    rcpt_checks: str = DEFAULT_RCPT_CHECKS
+    data_checks: str = DEFAULT_DATA_CHECKS
+    publish_timeout: float = Field(default=5.0, gt=0)
+
+    @field_validator("cleartext_auth")
+    @classmethod
+    def _listeners(cls, value: str) -> str:
+        bad = [n for n in _names(value) if n not in LISTENERS]
+        if bad:
+            raise ValueError(f"unknown listener(s) {bad}; use {', '.join(LISTENERS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("TLS_CERT and TLS_KEY must be set together")
+        from mailyard.smtp_ingress.policy import known  # late: policy imports settings
+
+        for phase in ("mail", "rcpt", "data"):
+            for name in _names(getattr(self, f"{phase}_checks")):
+                if name not in known(phase):
+                    raise ValueError(f"{phase}_checks: unknown check {name!r}")
+        return self
+
+    def checks(self, phase: str) -> list[str]:
+        return _names(getattr(self, f"{phase}_checks"))
+
+    def cleartext_auth_on(self, listener: str) -> bool:
+        return listener in _names(self.cleartext_auth)
+
+    def dns_nameservers(self) -> list[tuple[str, int]]:
+        out = []
+        for item in _names(self.dns_servers):
+            host, _, port = item.rpartition(":") if item.count(":") == 1 else (item, "", "53")
+            out.append((host, int(port or 53)))
+        return out

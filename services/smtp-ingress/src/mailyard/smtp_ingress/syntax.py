@@ -1,0 +1,105 @@
+"""RFC 5321 paths and ESMTP parameters, parsed strictly enough that nothing odd reaches the
+queue: NUL and controls are refused, non-ASCII needs SMTPUTF8, source routes are dropped
+(RFC 5321 section 4.1.1.3: accept and ignore), and the domain is always the part after the
+last @ outside quotes, so quoted local parts, % hacks and bang paths cannot pick a route.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_DOMAIN = re.compile(r"^(?:[A-Za-z0-9\u0080-\U0010ffff](?:[A-Za-z0-9\u0080-\U0010ffff-]{0,62})?"
+                     r"\.?)+$")
+_LITERAL = re.compile(r"^\[(?:[0-9.]{7,15}|IPv6:[0-9A-Fa-f:.]{2,45})\]$")
+_ATEXT = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\u0080-\U0010ffff-]+$")
+ROUTING_CHARS = ("%", "!", "@", '"')
+
+
+class SyntaxProblem(ValueError):
+    """The reply to send is the exception's text."""
+
+
+@dataclass(frozen=True)
+class Path:
+    address: str        # "" for the null sender
+    local: str
+    domain: str
+    ascii: bool
+
+    @property
+    def routing_local(self) -> bool:
+        """Local part that would route somewhere else if anybody honoured it."""
+        return any(c in self.local for c in ROUTING_CHARS)
+
+
+def split_path(text: str) -> tuple[str, str]:
+    """'<a@b> SIZE=1' -> ('a@b', 'SIZE=1'); respects quotes inside the brackets."""
+    text = text.lstrip(" ")
+    if not text.startswith("<"):
+        raise SyntaxProblem("501 5.5.4 syntax error: address must be in <>")
+    quoted = escaped = False
+    for i, ch in enumerate(text[1:], 1):
+        if escaped:
+            escaped = False
+        elif ch == "\\" and quoted:
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == ">" and not quoted:
+            return text[1:i], text[i + 1:].strip(" ")
+    raise SyntaxProblem("501 5.5.4 syntax error: unterminated <address>")
+
+
+def parse_address(raw: str, *, allow_empty: bool) -> Path:
+    if raw.startswith("@"):  # source route "@a,@b:user@dom": ignored, never followed
+        _, colon, raw = raw.partition(":")
+        if not colon:
+            raise SyntaxProblem("501 5.1.7 bad address syntax")
+    if raw == "":
+        if allow_empty:
+            return Path("", "", "", True)
+        raise SyntaxProblem("501 5.1.3 bad recipient address syntax")
+    if any(ord(c) < 32 or ord(c) == 127 for c in raw):
+        raise SyntaxProblem("501 5.1.7 bad address syntax")
+    if len(raw.encode()) > 320:
+        raise SyntaxProblem("501 5.1.7 address too long")
+    if raw.startswith('"'):
+        end = _closing_quote(raw)
+        local, rest = raw[:end + 1], raw[end + 1:]
+        if not rest.startswith("@"):
+            raise SyntaxProblem("501 5.1.7 bad address syntax")
+        domain = rest[1:]
+    else:
+        local, at, domain = raw.rpartition("@")
+        if not at:
+            local, domain = raw, ""
+        if not _ATEXT.match(local) or local.startswith(".") or local.endswith(".") \
+                or ".." in local:
+            raise SyntaxProblem("501 5.1.7 bad address syntax")
+    if domain and not (_LITERAL.match(domain) or (_DOMAIN.match(domain) and
+                                                   len(domain) <= 255)):
+        raise SyntaxProblem("501 5.1.7 bad address syntax")
+    address = f"{local}@{domain}" if domain else local
+    return Path(address, local, domain.lower().rstrip("."), address.isascii())
+
+
+def _closing_quote(raw: str) -> int:
+    escaped = False
+    for i, ch in enumerate(raw[1:], 1):
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == '"':
+            return i
+    raise SyntaxProblem("501 5.1.7 bad address syntax")
+
+
+def parse_params(text: str) -> dict[str, str]:
+    """'SIZE=100 BODY=8BITMIME SMTPUTF8' -> {'SIZE': '100', 'BODY': '8BITMIME', 'SMTPUTF8': ''}"""
+    params: dict[str, str] = {}
+    for item in text.split():
+        key, _, value = item.partition("=")
+        params[key.upper()] = value
+    return params

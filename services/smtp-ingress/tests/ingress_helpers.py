@@ -1,0 +1,259 @@
+"""Helpers and fixtures for smtp-ingress tests: an in-process ingress on loopback ports,
+the real relay-auth, a raw SMTP client (exact replies), a tiny DNS server, trustme certs."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import socket
+import ssl
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import dns.message
+import dns.rcode
+import dns.rrset
+import pytest
+import trustme
+
+from mailyard.api.directory.v1 import directory_pb2 as dpb
+from mailyard.core import bus
+from mailyard.core.directory import domain_key, record_key
+from mailyard.core.natsserver import NatsServer, free_port
+from mailyard.core.spool import Spool
+from mailyard.smtp_ingress.server import Ingress
+from mailyard.smtp_ingress.settings import Settings
+
+
+class Client:
+    """A raw SMTP client: what we send is exactly what the server gets."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def connect(cls, port: int, tls: ssl.SSLContext | None = None) -> Client:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls,
+                                                       server_hostname="localhost" if tls
+                                                       else None)
+        return cls(reader, writer)
+
+    async def send(self, data: bytes | str) -> None:
+        self.writer.write(data.encode() if isinstance(data, str) else data)
+        await self.writer.drain()
+
+    async def reply(self, timeout: float = 10) -> str:
+        """One whole (possibly multi-line) reply, lines joined by \\n, or "" at EOF."""
+        lines = []
+        while True:
+            line = await asyncio.wait_for(self.reader.readline(), timeout)
+            if not line:
+                return "\n".join(lines)
+            text = line.decode().rstrip("\r\n")
+            lines.append(text)
+            if len(text) < 4 or text[3] != "-":
+                return "\n".join(lines)
+
+    async def cmd(self, line: str) -> str:
+        await self.send(line + "\r\n")
+        return await self.reply()
+
+    async def starttls(self, context: ssl.SSLContext) -> None:
+        assert (await self.cmd("STARTTLS")).startswith("220")
+        await self.writer.start_tls(context, server_hostname="localhost")
+
+    async def eof(self, timeout: float = 10) -> bool:
+        return await asyncio.wait_for(self.reader.read(), timeout) == b""
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except Exception:
+            pass
+
+
+def plain(user: str, password: str) -> str:
+    return base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def tls_files(ca: trustme.CA, tmp_path: Path) -> tuple[str, str]:
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(cert_path))
+    for extra in cert.cert_chain_pems[1:]:
+        extra.write_to_path(str(cert_path), append=True)
+    cert.private_key_pem.write_to_path(str(key_path))
+    return str(cert_path), str(key_path)
+
+
+@pytest.fixture
+def client_tls(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+def ingress_settings(tmp_path: Path, nats_url: str, tls_files: tuple[str, str],
+                     **overrides: Any) -> Settings:
+    values: dict[str, Any] = dict(
+        nats_url=nats_url, spool_dir=tmp_path / "spool", smtp_port=free_port(),
+        submission_port=free_port(), smtps_port=free_port(), tls_cert=tls_files[0],
+        tls_key=tls_files[1], relay_auth_addr=f"127.0.0.1:{free_port()}",
+        relay_auth_timeout=0.5, reverse_dns=False, me="mx.test", publish_timeout=1.0)
+    values.update(overrides)
+    return Settings(**values)
+
+
+MakeIngress = Callable[..., Awaitable[Ingress]]
+
+
+@pytest.fixture
+async def make_ingress(tmp_path: Path, nats_server: NatsServer, js: Any,
+                       tls_files: tuple[str, str]) -> AsyncIterator[MakeIngress]:
+    made: list[Ingress] = []
+
+    async def make(**overrides: Any) -> Ingress:
+        ingress = Ingress(ingress_settings(tmp_path, nats_server.url, tls_files, **overrides))
+        await ingress.start()
+        for _ in range(200):
+            if ingress.ready():
+                break
+            await asyncio.sleep(0.05)
+        made.append(ingress)
+        return ingress
+
+    yield make
+    for ingress in made:
+        await ingress.stop(grace=2)
+
+
+@pytest.fixture
+async def ingress(make_ingress: MakeIngress) -> Ingress:
+    return await make_ingress()
+
+
+async def seed_directory(js: Any, domain: str, mailboxes: list[str]) -> None:
+    kv = await bus.ensure_kv(js, bus.KV_DIRECTORY)
+    await kv.put(domain_key(domain), dpb.Domain(name=domain).SerializeToString())
+    for address in mailboxes:
+        await kv.put(record_key("mailbox", address),
+                     dpb.Mailbox(address=address).SerializeToString())
+
+
+async def put_control(js: Any, name: str, text: str) -> None:
+    kv = await bus.ensure_kv(js, bus.KV_CONTROL)
+    await kv.put(name, text.encode())
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 10) -> None:
+    for _ in range(int(timeout / 0.02)):
+        if predicate():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not reached")
+
+
+def committed(ingress: Ingress) -> list[str]:
+    return list(Spool(ingress.settings.spool_dir).iter_committed())
+
+
+async def todo_count(js: Any) -> int:
+    return int((await js.stream_info(bus.TODO_STREAM)).state.messages)
+
+
+@pytest.fixture
+async def local(js: Any, ingress: Ingress) -> Ingress:
+    """The ingress with example.org local (alice, bob) and the views updated."""
+    await seed_directory(js, "example.org", ["alice@example.org", "bob@example.org"])
+    await wait_for(lambda: ingress.directory.accepts("bob@example.org"))
+    return ingress
+
+
+async def session(port: int, helo: str = "EHLO client.test") -> Client:
+    client = await Client.connect(port)
+    assert (await client.reply()).startswith("220 ")
+    assert (await client.cmd(helo)).startswith("250")
+    return client
+
+
+# -- a tiny authoritative DNS server for DNSBL and PTR tests -------------------------------
+
+class DnsServer:
+    def __init__(self) -> None:
+        self.records: dict[tuple[str, str], list[str]] = {}
+        self.silent: set[str] = set()  # names never answered (timeouts)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def add(self, name: str, rtype: str, *values: str) -> None:
+        self.records[(name.lower().rstrip("."), rtype)] = list(values)
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                wire, addr = self.sock.recvfrom(4096)
+            except OSError:
+                return
+            query = dns.message.from_wire(wire)
+            question = query.question[0]
+            name = question.name.to_text().lower().rstrip(".")
+            if name in self.silent:
+                continue
+            rtype = dns.rdatatype.to_text(question.rdtype)
+            response = dns.message.make_response(query)
+            values = self.records.get((name, rtype))
+            if values:
+                response.answer.append(dns.rrset.from_text(question.name, 60, "IN", rtype,
+                                                           *values))
+            elif not any(key[0] == name for key in self.records):
+                response.set_rcode(dns.rcode.NXDOMAIN)
+            self.sock.sendto(response.to_wire(), addr)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def dns_server() -> Iterator[DnsServer]:
+    server = DnsServer()
+    yield server
+    server.close()
+
+
+# -- relay-auth as a real child process ----------------------------------------------------
+
+@pytest.fixture
+def relay_auth(nats_server: NatsServer, tmp_path: Path) -> Iterator[str]:
+    """The real relay-auth service; yields its gRPC address."""
+    from mailyard.core.testing import ServiceProcess
+
+    grpc_port, http_port = free_port(), free_port()
+    proc = ServiceProcess("mailyard.relay_auth", {
+        "MAILYARD_RELAYAUTH_NATS_URL": nats_server.url,
+        "MAILYARD_RELAYAUTH_GRPC_PORT": str(grpc_port),
+        "MAILYARD_RELAYAUTH_HTTP_PORT": str(http_port),
+    }, tmp_path / "logs", http_port=http_port).start()
+    yield f"127.0.0.1:{grpc_port}"
+    proc.stop()
+
+
+async def seed_user(js: Any, address: str, password: str) -> None:
+    from argon2 import PasswordHasher
+
+    hasher = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1)
+    kv = await bus.ensure_kv(js, bus.KV_DIRECTORY)
+    await kv.put(record_key("mailbox", address), dpb.Mailbox(
+        address=address, password_hash=hasher.hash(password),
+        cram_md5_secret=password.encode().hex()).SerializeToString())

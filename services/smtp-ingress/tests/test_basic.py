@@ -1,0 +1,67 @@
+"""The core path: greeting, EHLO, a pipelined transaction, durable accept, Received:."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ingress_helpers import Client, committed, session, todo_count
+
+from mailyard.core.spool import Spool
+from mailyard.smtp_ingress.server import Ingress
+
+
+async def test_ehlo_advertises_extensions(local: Ingress) -> None:
+    client = await Client.connect(local.ports["smtp"])
+    assert await client.reply() == "220 mx.test ESMTP mailyard"
+    lines = (await client.cmd("EHLO client.test")).split("\n")
+    assert lines == ["250-mx.test", "250-PIPELINING", "250-8BITMIME", "250-SIZE 10485760",
+                     "250-STARTTLS", "250-ENHANCEDSTATUSCODES", "250 SMTPUTF8"]
+    await client.close()
+
+
+async def test_pipelined_transaction_replies_in_order(local: Ingress, js: Any) -> None:
+    client = await session(local.ports["smtp"])
+    await client.send("MAIL FROM:<sender@remote.test> BODY=8BITMIME SIZE=100\r\n"
+                      "RCPT TO:<alice@example.org>\r\nRCPT TO:<nobody@example.org>\r\n"
+                      "RCPT TO:<bob@example.org>\r\nDATA\r\n")
+    assert await client.reply() == "250 2.1.0 ok"
+    assert await client.reply() == "250 2.1.5 ok"
+    assert await client.reply() == "550 5.1.1 sorry, no mailbox here by that name"
+    assert await client.reply() == "250 2.1.5 ok"
+    assert await client.reply() == "354 go ahead"
+    await client.send("Subject: hi\r\n\r\n..dot\r\nbody \xe4\r\n.\r\nQUIT\r\n".encode("latin-1"))
+    accepted = await client.reply()
+    assert accepted.startswith("250 ok ")
+    qid = accepted.split()[-1]
+    assert await client.reply() == "221 2.0.0 mx.test"
+    paths = committed(local)
+    assert len(paths) == 1 and paths[0].endswith(qid)
+    envelope, data = Spool(local.settings.spool_dir).read_sync(paths[0])
+    assert envelope.recipients == ["alice@example.org", "bob@example.org"]
+    assert envelope.sender == "sender@remote.test" and envelope.body_8bit
+    assert envelope.helo == "client.test" and envelope.client_ip == "127.0.0.1"
+    assert data.startswith(b"Received: from unknown (HELO client.test) (127.0.0.1)\r\n"
+                           b"  by mx.test with ESMTP id " + qid.encode() + b";\r\n")
+    assert data.endswith(b"Subject: hi\r\n\r\n.dot\r\nbody \xe4\r\n")
+    assert await todo_count(js) == 1
+    await client.close()
+
+
+async def test_sequence_errors(local: Ingress) -> None:
+    client = await Client.connect(local.ports["smtp"])
+    await client.reply()
+    assert await client.cmd("MAIL FROM:<a@b.test>") == "503 5.5.1 send HELO or EHLO first"
+    assert await client.cmd("HELO client.test") == "250 mx.test"
+    assert await client.cmd("RCPT TO:<alice@example.org>") == "503 5.5.1 MAIL first"
+    assert await client.cmd("DATA") == "503 5.5.1 MAIL first"
+    assert await client.cmd("MAIL FROM:<a@b.test>") == "250 2.1.0 ok"
+    assert await client.cmd("MAIL FROM:<a@b.test>") == "503 5.5.1 nested MAIL command"
+    assert await client.cmd("DATA") == "503 5.5.1 RCPT first"
+    assert await client.cmd("RSET") == "250 2.0.0 flushed"
+    assert await client.cmd("MAIL FROM:<a@b.test> SIZE=10") == "555 5.5.4 parameters need EHLO"
+    assert await client.cmd("FOO") == "502 5.5.1 unimplemented"
+    assert await client.cmd("NOOP") == "250 2.0.0 ok"
+    assert await client.cmd("VRFY x") == "252 2.5.2 send some mail, i'll try my best"
+    assert await client.cmd("QUIT") == "221 2.0.0 mx.test"
+    assert await client.eof()
+    assert committed(local) == []

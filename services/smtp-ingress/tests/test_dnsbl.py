@@ -1,0 +1,71 @@
+"""rblsmtpd semantics against a real (tiny) DNS server on loopback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ingress_helpers import DnsServer, MakeIngress, put_control, seed_directory, session, wait_for
+from prometheus_client import REGISTRY
+
+from mailyard.smtp_ingress.server import Ingress
+
+
+async def _listed(make_ingress: MakeIngress, js: Any, dns_server: DnsServer,
+                  **kw: Any) -> Ingress:
+    await put_control(js, "dnsbl", "quiet.test\nbl.test\n")
+    await seed_directory(js, "example.org", ["alice@example.org"])
+    dns_server.add("1.0.0.127.bl.test", "A", "127.0.0.2")
+    dns_server.add("1.0.0.127.bl.test", "TXT", '"Listed, see https://bl.test/127.0.0.1"')
+    ingress = await make_ingress(dns_servers=f"127.0.0.1:{dns_server.port}", dnsbl_timeout=0.5,
+                                 **kw)
+    await wait_for(lambda: ingress.directory.accepts("alice@example.org")
+                   and ingress.control.lines("dnsbl") != [])
+    return ingress
+
+
+async def test_listed_client_gets_the_txt_text(make_ingress: MakeIngress, js: Any,
+                                               dns_server: DnsServer) -> None:
+    ingress = await _listed(make_ingress, js, dns_server)
+    before = REGISTRY.get_sample_value("mailyard_smtp_dnsbl_hits_total", {"zone": "bl.test"})
+    client = await session(ingress.ports["smtp"])
+    assert await client.cmd("MAIL FROM:<a@b.test>") == "250 2.1.0 ok"
+    assert await client.cmd("RCPT TO:<alice@example.org>") == \
+        "451 4.7.1 Listed, see https://bl.test/127.0.0.1"
+    after = REGISTRY.get_sample_value("mailyard_smtp_dnsbl_hits_total", {"zone": "bl.test"})
+    assert after == (before or 0) + 1
+
+
+async def test_permanent_mode_and_timeouts(make_ingress: MakeIngress, js: Any,
+                                           dns_server: DnsServer) -> None:
+    dns_server.silent.add("1.0.0.127.quiet.test")
+    ingress = await _listed(make_ingress, js, dns_server, dnsbl_permanent=True)
+    timeouts = REGISTRY.get_sample_value("mailyard_smtp_dnsbl_timeouts_total") or 0
+    client = await session(ingress.ports["smtp"])
+    await client.cmd("MAIL FROM:<a@b.test>")
+    assert await client.cmd("RCPT TO:<alice@example.org>") == \
+        "553 5.7.1 Listed, see https://bl.test/127.0.0.1"
+    assert (REGISTRY.get_sample_value("mailyard_smtp_dnsbl_timeouts_total") or 0) > timeouts
+    # Only the timing-out list configured: the client is let through.
+    await put_control(js, "dnsbl", "quiet.test\n")
+    await wait_for(lambda: ingress.control.lines("dnsbl") == ["quiet.test"])
+    client = await session(ingress.ports["smtp"])
+    await client.cmd("MAIL FROM:<a@b.test>")
+    assert await client.cmd("RCPT TO:<alice@example.org>") == "250 2.1.5 ok"
+
+
+async def test_exempt_by_rule(make_ingress: MakeIngress, js: Any, dns_server: DnsServer,
+                              relay_auth: str) -> None:
+    await put_control(js, "tcp.smtp", '127.0.0.1:allow,RBLSMTPD=""\n')
+    ingress = await _listed(make_ingress, js, dns_server, relay_auth_addr=relay_auth,
+                            relay_auth_timeout=2.0)
+    client = await session(ingress.ports["smtp"])
+    await client.cmd("MAIL FROM:<a@b.test>")
+    assert await client.cmd("RCPT TO:<alice@example.org>") == "250 2.1.5 ok"
+    await put_control(js, "tcp.smtp", '127.0.0.1:allow,RBLSMTPD="-go away"\n')
+    for _ in range(200):
+        client = await session(ingress.ports["smtp"])
+        await client.cmd("MAIL FROM:<a@b.test>")
+        reply = await client.cmd("RCPT TO:<alice@example.org>")
+        if reply != "250 2.1.5 ok":
+            break
+    assert reply == "553 5.7.1 go away"

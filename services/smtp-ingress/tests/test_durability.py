@@ -1,0 +1,99 @@
+"""NATS or the spool unavailable: 451 4.3.0, nothing committed, not ready, and recovery
+without a restart. Plus the real entry point with /readyz and /metrics."""
+
+from __future__ import annotations
+
+import shutil
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from ingress_helpers import committed, session, todo_count
+
+from mailyard.core.natsserver import NatsServer, free_port
+from mailyard.core.testing import ServiceProcess
+from mailyard.smtp_ingress.server import Ingress
+
+NOT_ACCEPTED = "451 4.3.0 temporary failure, message not accepted, try again later"
+
+
+async def _send(ingress: Ingress) -> str:
+    client = await session(ingress.ports["smtp"])
+    for line in ("MAIL FROM:<a@b.test>", "RCPT TO:<alice@example.org>"):
+        assert (await client.cmd(line)).startswith("250"), line
+    assert await client.cmd("DATA") == "354 go ahead"
+    await client.send("Subject: durable\r\n\r\nx\r\n.\r\n")
+    reply = await client.reply()
+    await client.cmd("QUIT")
+    await client.close()
+    return reply
+
+
+async def test_nats_down_then_back(local: Ingress, nats_server: NatsServer, js: Any) -> None:
+    nats_server.stop()
+    reply = ""
+    for _ in range(100):  # until the client notices the outage
+        if not local.bus_ready():
+            break
+        import asyncio
+
+        await asyncio.sleep(0.05)
+    assert not local.ready()
+    reply = await _send(local)
+    assert reply == NOT_ACCEPTED
+    assert committed(local) == []
+    nats_server.start()
+    import asyncio
+
+    for _ in range(400):
+        if local.ready():
+            break
+        await asyncio.sleep(0.05)
+    assert local.ready()
+    assert (await _send(local)).startswith("250 ok ")
+    assert len(committed(local)) == 1
+
+
+async def test_spool_unwritable_then_back(local: Ingress, js: Any) -> None:
+    tmp = local.spool.tmp
+    shutil.rmtree(tmp)
+    tmp.write_text("not a directory")  # every commit now fails
+    assert not local.spool_writable() and not local.ready()
+    assert await _send(local) == NOT_ACCEPTED
+    assert committed(local) == [] and await todo_count(js) == 0
+    tmp.unlink()
+    tmp.mkdir()
+    assert local.ready()
+    assert (await _send(local)).startswith("250 ok ")
+
+
+def test_entry_point_readyz_and_metrics(nats_server: NatsServer, tmp_path: Path) -> None:
+    http = free_port()
+    proc = ServiceProcess("mailyard.smtp_ingress", {
+        "MAILYARD_INGRESS_NATS_URL": nats_server.url,
+        "MAILYARD_INGRESS_SPOOL_DIR": str(tmp_path / "spool"),
+        "MAILYARD_INGRESS_TLS_DIR": str(tmp_path / "tls"),
+        "MAILYARD_INGRESS_HTTP_PORT": str(http),
+        "MAILYARD_INGRESS_SMTP_PORT": str(free_port()),
+        "MAILYARD_INGRESS_SUBMISSION_PORT": "0",
+        "MAILYARD_INGRESS_SMTPS_PORT": "0",
+        "MAILYARD_INGRESS_ME": "mx.test",
+    }, tmp_path / "logs", http_port=http).start()
+    try:
+        assert (tmp_path / "tls" / "smtp-cert.pem").exists()
+        with urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        for name in ("mailyard_smtp_connections_total", "mailyard_smtp_sessions_active",
+                     "mailyard_smtp_commit_seconds_bucket", "mailyard_build_info"):
+            assert name in text or name.replace("_total", "") in text, name
+    finally:
+        assert proc.stop() == 0
+
+
+def test_unsafe_settings_refused(tmp_path: Path) -> None:
+    proc = ServiceProcess("mailyard.smtp_ingress", {
+        "MAILYARD_INGRESS_TLS_CERT": "/x.pem", "MAILYARD_INGRESS_RCPT_CHECKS": "nope"},
+        tmp_path)
+    proc.start()
+    assert proc.proc is not None and proc.proc.wait(30) == 2
+    assert "refusing to start" in proc.logs()

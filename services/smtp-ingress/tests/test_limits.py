@@ -1,0 +1,94 @@
+"""tcpserver limits, idle timeout and the DATA rate floor, over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ingress_helpers import Client, MakeIngress, committed, session
+
+from mailyard.smtp_ingress.server import Ingress
+
+
+async def test_per_ip_and_total_connection_limits(make_ingress: MakeIngress) -> None:
+    ingress = await make_ingress(max_per_ip=2)
+    first = await Client.connect(ingress.ports["smtp"])
+    second = await Client.connect(ingress.ports["smtp"])
+    assert (await first.reply()).startswith("220")
+    assert (await second.reply()).startswith("220")
+    third = await Client.connect(ingress.ports["smtp"])
+    assert await third.reply() == "421 4.3.2 too many connections, try again later"
+    assert await third.eof()
+    await first.cmd("QUIT")
+    await first.close()
+    for _ in range(100):  # the slot comes back once the first session is gone
+        if ingress.limits.total < 2:
+            break
+        await asyncio.sleep(0.02)
+    fourth = await Client.connect(ingress.ports["smtp"])
+    assert (await fourth.reply()).startswith("220")
+
+
+async def test_total_connection_limit(make_ingress: MakeIngress) -> None:
+    ingress = await make_ingress(max_connections=1)
+    first = await Client.connect(ingress.ports["smtp"])
+    assert (await first.reply()).startswith("220")
+    second = await Client.connect(ingress.ports["submission"])
+    assert await second.reply() == "421 4.3.2 too many connections, try again later"
+
+
+async def test_idle_client_gets_451_timeout(make_ingress: MakeIngress) -> None:
+    ingress = await make_ingress(idle_timeout=0.5)
+    client = await Client.connect(ingress.ports["smtp"])
+    assert (await client.reply()).startswith("220")
+    await client.send("NOOP")  # half a command, then nothing
+    assert await client.reply() == "451 4.4.2 timeout"
+    assert await client.eof()
+
+
+async def _data_session(ingress: Ingress) -> Client:
+    client = await session(ingress.ports["smtp"])
+    for line in ("MAIL FROM:<a@b.test>", "RCPT TO:<alice@example.org>"):
+        assert (await client.cmd(line)).startswith("250")
+    assert await client.cmd("DATA") == "354 go ahead"
+    return client
+
+
+async def test_slow_upload_outlives_idle_timeout(make_ingress: MakeIngress, js: Any) -> None:
+    """Every chunk restarts the idle timer (aiosmtpd only restarts it per command), so an
+    upload longer than IDLE_TIMEOUT in total completes."""
+    from ingress_helpers import seed_directory, wait_for
+
+    ingress = await make_ingress(idle_timeout=0.6, min_data_rate=1000, data_rate_grace=0.5)
+    await seed_directory(js, "example.org", ["alice@example.org"])
+    await wait_for(lambda: ingress.directory.accepts("alice@example.org"))
+    client = await _data_session(ingress)
+    line = b"z" * 1998 + b"\r\n"
+    for _ in range(8):  # ~1.6 s in total at ~10 kB/s
+        await client.send(line)
+        await asyncio.sleep(0.2)
+    await client.send(b".\r\n")
+    assert (await client.reply()).startswith("250 ok ")
+    assert len(committed(ingress)) == 1
+
+
+async def test_slow_loris_loses_its_slot(make_ingress: MakeIngress, js: Any) -> None:
+    from ingress_helpers import seed_directory, wait_for
+
+    ingress = await make_ingress(idle_timeout=5, min_data_rate=1000, data_rate_grace=0.3)
+    await seed_directory(js, "example.org", ["alice@example.org"])
+    await wait_for(lambda: ingress.directory.accepts("alice@example.org"))
+    client = await _data_session(ingress)
+
+    async def dribble() -> None:
+        try:
+            for _ in range(50):
+                await client.send(b"x")
+                await asyncio.sleep(0.1)
+        except ConnectionError:
+            pass
+
+    task = asyncio.create_task(dribble())
+    assert await client.reply() == "451 4.4.2 timeout"
+    task.cancel()
+    assert committed(ingress) == []

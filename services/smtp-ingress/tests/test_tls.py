@@ -1,0 +1,80 @@
+"""STARTTLS, implicit TLS, submission rules, and the self-signed certificate."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any
+
+from ingress_helpers import Client, MakeIngress, committed
+
+from mailyard.smtp_ingress.server import Ingress
+from mailyard.smtp_ingress.tls import self_signed
+
+
+async def test_starttls_discards_pipelined_cleartext(local: Ingress,
+                                                     client_tls: ssl.SSLContext) -> None:
+    client = await Client.connect(local.ports["smtp"])
+    await client.reply()
+    await client.cmd("EHLO client.test")
+    # A man in the middle appends a command after STARTTLS in the clear.
+    await client.send("STARTTLS\r\nMAIL FROM:<injected@evil.test>\r\n")
+    assert await client.reply() == "220 2.0.0 ready to start TLS"
+    await client.writer.start_tls(client_tls, server_hostname="localhost")
+    # The injected MAIL did not survive, and HELO state was reset by the handshake.
+    assert await client.cmd("MAIL FROM:<a@b.test>") == "503 5.5.1 send HELO or EHLO first"
+    ehlo = (await client.cmd("EHLO client.test")).split("\n")
+    assert "250-STARTTLS" not in ehlo and "250-AUTH PLAIN LOGIN CRAM-MD5" in ehlo
+    assert await client.cmd("MAIL FROM:<a@b.test>") == "250 2.1.0 ok"
+    assert await client.cmd("RCPT TO:<alice@example.org>") == "250 2.1.5 ok"
+    assert await client.cmd("DATA") == "354 go ahead"
+    await client.send("Subject: tls\r\n\r\nsecret\r\n.\r\n")
+    assert (await client.reply()).startswith("250 ok ")
+    from mailyard.core.spool import Spool
+
+    envelope, data = Spool(local.settings.spool_dir).read_sync(committed(local)[0])
+    assert envelope.tls.startswith("TLSv1.3 ")
+    assert b"with ESMTPS (TLSv1.3 " in data
+
+
+async def test_submission_requires_tls_then_auth(local: Ingress) -> None:
+    client = await Client.connect(local.ports["submission"])
+    await client.reply()
+    ehlo = await client.cmd("EHLO client.test")
+    assert "AUTH" not in ehlo  # no AUTH in the clear
+    assert await client.cmd("AUTH PLAIN AGFsaWNlAHNlY3JldA==") == \
+        "530 5.7.0 must issue a STARTTLS command first"
+    assert await client.cmd("MAIL FROM:<alice@example.org>") == \
+        "530 5.7.0 authentication required"
+
+
+async def test_cleartext_auth_can_be_enabled_per_listener(make_ingress: MakeIngress) -> None:
+    ingress = await make_ingress(cleartext_auth="smtp")
+    client = await Client.connect(ingress.ports["smtp"])
+    await client.reply()
+    assert "250-AUTH PLAIN LOGIN CRAM-MD5" in await client.cmd("EHLO client.test")
+    client2 = await Client.connect(ingress.ports["submission"])
+    await client2.reply()
+    assert "AUTH" not in await client2.cmd("EHLO client.test")
+
+
+async def test_implicit_tls_listener(local: Ingress, client_tls: ssl.SSLContext) -> None:
+    client = await Client.connect(local.ports["smtps"], tls=client_tls)
+    assert await client.reply() == "220 mx.test ESMTP mailyard"
+    ehlo = (await client.cmd("EHLO client.test")).split("\n")
+    assert "250-AUTH PLAIN LOGIN CRAM-MD5" in ehlo and "250-STARTTLS" not in ehlo
+    assert await client.cmd("MAIL FROM:<a@b.test>") == "530 5.7.0 authentication required"
+
+
+async def test_self_signed_pair_generated_once(tmp_path: Path, make_ingress: MakeIngress,
+                                               js: Any) -> None:
+    cert, key = self_signed(tmp_path / "tls", "mx.test")
+    assert cert.exists() and (key.stat().st_mode & 0o777) == 0o600
+    before = cert.read_bytes()
+    assert self_signed(tmp_path / "tls", "mx.test")[0].read_bytes() == before
+    ingress = await make_ingress(tls_cert="", tls_key="", tls_dir=tmp_path / "gen")
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    client = await Client.connect(ingress.ports["smtps"], tls=context)
+    assert (await client.reply()).startswith("220 ")
+    assert (tmp_path / "gen" / "smtp-cert.pem").exists()
