@@ -1,10 +1,143 @@
-"""`mailyard` subcommands of this area (filled in by the area's owner)."""
+"""`mailyard route`: control/smtproutes and the route mail for an address takes.
+
+    mailyard route list
+    mailyard route set example.com relay.example.net:2525 [--tls must] [--auth USER:FILE]
+    mailyard route set .example.com relay.example.net        (every subdomain)
+    mailyard route set : smarthost.example.net:587            (the default route)
+    mailyard route set example.org ''                          (use MX despite a default)
+    mailyard route del example.com
+    mailyard route explain user@example.com [--probe]
+
+set/del/list edit the control file through mailyard.control.v1.Control (directory service);
+remote-delivery rereads it on every delivery. explain asks remote-delivery's Routing.
+"""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
+import grpc
+
+from mailyard.api.control.v1 import control_pb2, control_pb2_grpc
+from mailyard.api.routing.v1 import routing_pb2, routing_pb2_grpc
+from mailyard.cli.endpoints import channel
+
+FILE = "smtproutes"
+
 
 def register(sub: Any) -> None:
-    _ = (sub, argparse)
+    parser = sub.add_parser("route", help="smtproutes and remote routes",
+                            description=__doc__.splitlines()[0])
+    cmds = parser.add_subparsers(dest="route_command", required=True, metavar="ACTION")
+    cmds.add_parser("list", help="print control/smtproutes").set_defaults(func=_list)
+    p = cmds.add_parser("set", help="route DOMAIN (.DOMAIN for subdomains, : default)")
+    p.add_argument("domain")
+    p.add_argument("host", help="HOST[:PORT], [ADDRESS][:PORT], or '' to use MX")
+    p.add_argument("--tls", choices=("none", "may", "must", "verify"))
+    p.add_argument("--auth", metavar="USER:/PASSWORD/FILE",
+                   help="AUTH to this host; the password stays in that file")
+    p.set_defaults(func=_set)
+    p = cmds.add_parser("del", help="remove the route of DOMAIN")
+    p.add_argument("domain")
+    p.set_defaults(func=_del)
+    p = cmds.add_parser("explain", help="how mail for ADDRESS is routed right now")
+    p.add_argument("address")
+    p.add_argument("--probe", action="store_true", help="connect to each host's SMTP port")
+    p.set_defaults(func=_explain)
+
+
+def _key(domain: str) -> str:
+    return "" if domain in (":", "") else domain.strip().lower().rstrip(".")
+
+
+def _line_key(line: str) -> str:
+    return line.split(maxsplit=1)[0].partition(":")[0].strip().lower().rstrip(".")
+
+
+def _read() -> tuple[control_pb2_grpc.ControlStub, list[str]]:
+    stub = control_pb2_grpc.ControlStub(channel("DIRECTORY"))
+    try:
+        text = stub.Get(control_pb2.GetRequest(name=FILE)).text
+    except grpc.RpcError as exc:
+        if exc.code() != grpc.StatusCode.NOT_FOUND:
+            raise
+        text = ""
+    return stub, text.splitlines()
+
+
+def _write(stub: control_pb2_grpc.ControlStub, lines: list[str]) -> None:
+    text = "\n".join(lines) + ("\n" if lines else "")
+    done = stub.Set(control_pb2.SetRequest(name=FILE, text=text))
+    print(f"smtproutes version {done.version}")
+
+
+def _meaningful(line: str) -> bool:
+    stripped = line.strip()
+    return bool(stripped) and not stripped.startswith("#")
+
+
+def _list(args: argparse.Namespace) -> int:
+    _, lines = _read()
+    for line in lines:
+        if _meaningful(line):
+            print(line.strip())
+    return 0
+
+
+def _set(args: argparse.Namespace) -> int:
+    key = _key(args.domain)
+    host = args.host.strip()
+    if ":" in host and not host.startswith("[") and host.count(":") > 1:
+        host = f"[{host}]"  # a bare IPv6 address
+    line = f"{key}:{host}"
+    if args.tls:
+        line += f" tls={args.tls}"
+    if args.auth:
+        user, _, path = args.auth.partition(":")
+        if not user or not path.startswith("/"):
+            print("mailyard: --auth takes USER:/absolute/path/to/passwordfile")
+            return 2
+        line += f" auth={user}:{path}"
+    stub, lines = _read()
+    out, replaced = [], False
+    for old in lines:
+        if _meaningful(old) and _line_key(old) == key:
+            if not replaced:
+                out.append(line)
+                replaced = True
+            continue
+        out.append(old)
+    if not replaced:
+        out.append(line)
+    _write(stub, out)
+    print(line)
+    return 0
+
+
+def _del(args: argparse.Namespace) -> int:
+    key = _key(args.domain)
+    stub, lines = _read()
+    kept = [line for line in lines if not (_meaningful(line) and _line_key(line) == key)]
+    if len(kept) == len(lines):
+        print(f"mailyard: no route for {args.domain!r}")
+        return 1
+    _write(stub, kept)
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    stub = routing_pb2_grpc.RoutingStub(channel("REMOTE"))
+    out = stub.Explain(routing_pb2.ExplainRequest(address=args.address, probe=args.probe))
+    print(f"domain: {out.domain}")
+    print(f"route:  {out.source}" + (f" ({out.route_line})" if out.route_line else ""))
+    if out.error:
+        kind = "permanent" if out.permanent else "temporary"
+        print(f"error:  {out.error} [{kind}]")
+    for number, hop in enumerate(out.hops, 1):
+        addresses = ", ".join(hop.addresses)
+        print(f"{number}. {hop.host} (preference {hop.preference}) port {hop.port}: {addresses}")
+        if hop.probed:
+            state = "answers" if hop.answers else "does NOT answer"
+            print(f"   {state} in {hop.probe_seconds:.2f}s: {hop.greeting}")
+    return 0 if not out.error else 1

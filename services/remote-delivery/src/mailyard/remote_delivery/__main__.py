@@ -1,0 +1,68 @@
+"""`python -m mailyard.remote_delivery`: the remote-delivery worker (qmail-rspawn +
+qmail-remote) with the Routing gRPC service and /healthz /readyz /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from mailyard.api.routing.v1 import routing_pb2, routing_pb2_grpc
+from mailyard.core import bus
+from mailyard.core.control import ControlView
+from mailyard.core.grpcserver import GrpcServer, service_name
+from mailyard.core.http import HttpServer, make_app
+from mailyard.core.metrics import set_build
+from mailyard.core.service import run
+from mailyard.core.spool import Spool
+from mailyard.remote_delivery.deliver import Deliverer
+from mailyard.remote_delivery.explain import RoutingService
+from mailyard.remote_delivery.lookup import Lookup
+from mailyard.remote_delivery.pool import Pool
+from mailyard.remote_delivery.settings import Settings
+from mailyard.remote_delivery.worker import Worker
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    set_build("remote-delivery")
+    nc = await bus.connect(settings.nats_url, f"remote-delivery-{settings.instance}")
+    js = nc.jetstream()
+    await bus.ensure_mail_streams(js)
+    control = ControlView()
+    await control.start(js)
+    spool = Spool(settings.spool_dir)
+    pool = Pool(settings.per_destination_limit, settings.idle_timeout,
+                settings.max_messages_per_connection)
+    deliverer = Deliverer(settings, control, Lookup(settings), pool)
+    worker = Worker(settings, js, control, spool, deliverer)
+    grpc_server = GrpcServer(settings.grpc_host, settings.grpc_port, [
+        (routing_pb2_grpc.add_RoutingServicer_to_server, RoutingService(deliverer),
+         service_name(routing_pb2, "Routing"))])
+    http = None
+    if settings.http_port:
+        app = make_app("remote-delivery", {
+            "nats": lambda: nc.is_connected, "control": lambda: control.ready,
+            "spool": spool.mess.is_dir})
+        http = HttpServer(app, settings.http_host, settings.http_port)
+    await grpc_server.start()
+    await worker.start()
+    if http:
+        await http.start()
+    try:
+        await stop.wait()
+    finally:
+        await grpc_server.set_serving(False)
+        await worker.stop()
+        await pool.close()
+        await grpc_server.stop()
+        if http:
+            await http.stop()
+        await control.stop()
+        await nc.close()
+        spool.close()
+
+
+def main() -> None:
+    run("remote-delivery", Settings, serve)
+
+
+if __name__ == "__main__":
+    main()

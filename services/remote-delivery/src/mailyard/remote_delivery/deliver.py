@@ -1,0 +1,349 @@
+"""One delivery job over SMTP (qmail-remote): route, connect, EHLO, STARTTLS, AUTH,
+MAIL, RCPT per recipient, DATA; a result for every recipient.
+
+Hops are tried in order (every address of every MX) while nobody has taken responsibility:
+a refused connection, a timeout, a non-2xx greeting or a TLS policy that cannot be met moves
+on to the next. Once a server answered MAIL, its replies are final for this attempt:
+2xx delivered, 4xx deferred, 5xx failed; one refused recipient does not fail the others.
+
+The message bytes go through aiosmtplib's DATA, which turns every bare CR and bare LF into
+CRLF and stuffs leading dots, so a stored "\\r.\\r\\n" can never end the DATA early
+(SMTP smuggling); `normalise` does the same here for the SIZE we announce.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import ssl
+from dataclasses import dataclass
+
+import aiosmtplib
+
+from mailyard.api.mail.v1.delivery_pb2 import (
+    OUTCOME_DEFERRED,
+    OUTCOME_DELIVERED,
+    OUTCOME_FAILED,
+    DeliveryJob,
+    Outcome,
+    RecipientResult,
+)
+from mailyard.core.control import ControlView
+from mailyard.remote_delivery import metrics
+from mailyard.remote_delivery import route as routes
+from mailyard.remote_delivery.lookup import Hop, Lookup, Plan
+from mailyard.remote_delivery.pool import Connection, DestKey, Pool, quit_quietly
+from mailyard.remote_delivery.settings import Settings
+
+log = logging.getLogger(__name__)
+
+NO_CONNECTION = "Sorry, I wasn't able to establish an SMTP connection. (#4.4.1)"
+CONNECTION_DIED = "Connected to {host} but connection died. (#4.4.2)"
+GREETING_FAILED = "Connected to {host} but greeting failed. Remote host said: {reply}"
+TLS_REQUIRED = "Connected to {host} but STARTTLS {why}; the route requires TLS. (#4.7.5)"
+AUTH_FAILED = "Connected to {host} but authentication failed. Remote host said: {reply}"
+_ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\b")
+_QMAIL_CODE = re.compile(r"\(#([245]\.\d{1,3}\.\d{1,3})\)")
+_DEFAULT_CODE = {int(OUTCOME_DELIVERED): "2.0.0", int(OUTCOME_DEFERRED): "4.0.0"}
+_LINE_ENDINGS = re.compile(rb"\r\n|\n|\r")
+
+
+def normalise(data: bytes) -> bytes:
+    """CRLF everywhere, ending in CRLF: what goes on the wire (before dot-stuffing)."""
+    data = _LINE_ENDINGS.sub(b"\r\n", data)
+    return data if data.endswith(b"\r\n") else data + b"\r\n"
+
+
+def enhanced_code(code: int, text: str) -> str:
+    found = _ENHANCED.match(text) or _QMAIL_CODE.search(text)
+    return found.group(1) if found else f"{str(code)[0]}.0.0"
+
+
+def outcome_of(code: int) -> Outcome.ValueType:
+    if 200 <= code < 300:
+        return OUTCOME_DELIVERED
+    return OUTCOME_DEFERRED if 400 <= code < 500 else OUTCOME_FAILED
+
+
+def result(recipient: str, outcome: Outcome.ValueType, reply: str, code: str = "", host: str = "",
+           ) -> RecipientResult:
+    if not code:
+        found = _QMAIL_CODE.search(reply) or _ENHANCED.match(reply)
+        code = found.group(1) if found else _DEFAULT_CODE.get(int(outcome), "5.0.0")
+    return RecipientResult(recipient=recipient, outcome=outcome, reply=reply,
+                           enhanced_code=code, remote_host=host)
+
+
+def all_recipients(job: DeliveryJob, outcome: Outcome.ValueType, reply: str, host: str = "",
+                   reason: str = "") -> list[RecipientResult]:
+    if outcome == OUTCOME_DEFERRED and reason:
+        for _ in job.recipients:
+            metrics.deferral(reason)
+    return [result(r, outcome, reply, host=host) for r in job.recipients]
+
+
+def reply_text(exc: aiosmtplib.SMTPResponseException) -> str:
+    return f"{exc.code} {' '.join(exc.message.split())}"
+
+
+@dataclass
+class TryNext(Exception):
+    """This host did not take responsibility; try the next one."""
+
+    reply: str
+    reason: str            # a metrics.DEFERRAL_REASONS value
+    connected: bool = False
+
+
+class Deliverer:
+    def __init__(self, settings: Settings, control: ControlView, lookup: Lookup,
+                 pool: Pool) -> None:
+        self.settings = settings
+        self.control = control
+        self.lookup = lookup
+        self.pool = pool
+        self._opportunistic = ssl.create_default_context()
+        self._opportunistic.check_hostname = False
+        self._opportunistic.verify_mode = ssl.CERT_NONE  # "may"/"must": encrypt, don't judge
+        self._verifying = ssl.create_default_context()
+        if settings.tls_ca_file:
+            self._verifying.load_verify_locations(cafile=str(settings.tls_ca_file))
+
+    async def plan(self, domain: str) -> Plan:
+        """Route for a domain with the smtproutes of this very moment (qmail rereads it)."""
+        table = routes.parse(self.control.text("smtproutes"))
+        return await self.lookup.plan(domain, routes.choose(table, domain))
+
+    async def deliver(self, job: DeliveryJob, data: bytes) -> list[RecipientResult]:
+        plan = await self.plan(job.domain)
+        if not plan.ok:
+            if plan.permanent:
+                return all_recipients(job, OUTCOME_FAILED, plan.error)
+            return all_recipients(job, OUTCOME_DEFERRED, plan.error, reason="dns")
+        last = TryNext(NO_CONNECTION, "connect")
+        for hop in plan.hops:
+            for address in hop.addresses:
+                try:
+                    return await self._on(hop, address, plan, job, data)
+                except TryNext as failure:
+                    log.info("next hop", extra={"queue_id": job.queue_id, "host": hop.host,
+                                                "address": address, "why": failure.reply})
+                    if failure.connected or not last.connected:
+                        last = failure
+        return all_recipients(job, OUTCOME_DEFERRED, last.reply, reason=last.reason)
+
+    # -- one destination ---------------------------------------------------------------
+
+    def _policy(self, plan: Plan) -> str:
+        if plan.route is not None and plan.route.tls:
+            return plan.route.tls
+        return self.settings.tls_policy
+
+    async def _on(self, hop: Hop, address: str, plan: Plan, job: DeliveryJob,
+                  data: bytes) -> list[RecipientResult]:
+        policy = self._policy(plan)
+        user = plan.route.auth_user if plan.route else ""
+        key: DestKey = (address, hop.port, policy, user, hop.host)
+        async with self.pool.slot(address, hop.port):
+            conn = self.pool.take(key)
+            if conn is not None:
+                try:
+                    return await self._transaction(conn, job, data)
+                except _Stale:
+                    await quit_quietly(conn)  # the server dropped the idle session
+            try:
+                conn = await self._open(hop, address, key, policy, plan)
+            except TryNext as first:
+                if first.reason != "tls" or policy != "may":
+                    raise
+                # "may": a broken handshake is no reason to hold mail; go again in clear.
+                conn = await self._open(hop, address, key, "none", plan)
+            return await self._transaction(conn, job, data)
+
+    async def _open(self, hop: Hop, address: str, key: DestKey, policy: str,
+                    plan: Plan) -> Connection:
+        s = self.settings
+        smtp = aiosmtplib.SMTP(hostname=address, port=hop.port, timeout=s.command_timeout,
+                               local_hostname=s.helo_name, start_tls=False,
+                               validate_certs=False)
+        try:
+            await smtp.connect(timeout=s.connect_timeout)
+        except aiosmtplib.SMTPConnectResponseError as exc:
+            metrics.CONNECTIONS.labels("failed").inc()
+            raise TryNext(GREETING_FAILED.format(host=address, reply=reply_text(exc)),
+                          "greeting", connected=True) from None
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            metrics.CONNECTIONS.labels("failed").inc()
+            raise TryNext(NO_CONNECTION, "connect") from exc
+        metrics.CONNECTIONS.labels("opened").inc()
+        conn = Connection(smtp, key, hop.host)
+        try:
+            await self._hello(conn)
+            if policy != "none":
+                await self._starttls(conn, policy, hop.host, address)
+            else:
+                metrics.TLS.labels("disabled").inc()
+            if plan.route is not None and plan.route.auth_user:
+                await self._auth(conn, plan, address)
+        except TryNext:
+            await quit_quietly(conn)
+            raise
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            await quit_quietly(conn)
+            raise TryNext(CONNECTION_DIED.format(host=address), "lost", connected=True) from exc
+        return conn
+
+    async def _hello(self, conn: Connection) -> None:
+        try:
+            await conn.smtp.ehlo()
+        except aiosmtplib.SMTPHeloError as exc:
+            if exc.code == 421:
+                raise TryNext(GREETING_FAILED.format(host=conn.host, reply=reply_text(exc)),
+                              "greeting", connected=True) from None
+            try:
+                await conn.smtp.helo()
+            except aiosmtplib.SMTPHeloError as again:
+                raise TryNext(GREETING_FAILED.format(host=conn.host, reply=reply_text(again)),
+                              "greeting", connected=True) from None
+
+    async def _starttls(self, conn: Connection, policy: str, name: str, address: str) -> None:
+        required = policy in ("must", "verify")
+        if not conn.smtp.supports_extension("starttls"):
+            metrics.TLS.labels("not_offered").inc()
+            if required:
+                raise TryNext(TLS_REQUIRED.format(host=address, why="is not offered"), "tls",
+                              connected=True)
+            return
+        context = self._verifying if policy == "verify" else self._opportunistic
+        try:
+            await conn.smtp.starttls(server_hostname=name, tls_context=context)
+        except (aiosmtplib.SMTPException, ssl.SSLError, OSError, TimeoutError) as exc:
+            metrics.TLS.labels("failed").inc()
+            why = f"failed ({' '.join(str(exc).split())[:200]})"
+            raise TryNext(TLS_REQUIRED.format(host=address, why=why), "tls",
+                          connected=True) from None
+        metrics.TLS.labels("established").inc()
+        conn.tls = True
+        await self._hello(conn)  # RFC 3207: forget what was said before TLS
+
+    async def _auth(self, conn: Connection, plan: Plan, address: str) -> None:
+        assert plan.route is not None
+        if not conn.tls and not address.startswith(("127.", "::1")):
+            raise TryNext(AUTH_FAILED.format(host=address, reply="(not sent without TLS)"),
+                          "auth", connected=True)
+        try:
+            await conn.smtp.login(plan.route.auth_user, plan.route.password())
+        except aiosmtplib.SMTPResponseException as exc:
+            raise TryNext(AUTH_FAILED.format(host=address, reply=reply_text(exc)), "auth",
+                          connected=True) from None
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise TryNext(AUTH_FAILED.format(host=address, reply=str(exc)), "auth",
+                          connected=True) from None
+
+    # -- the transaction ---------------------------------------------------------------
+
+    async def _transaction(self, conn: Connection, job: DeliveryJob,
+                           data: bytes) -> list[RecipientResult]:
+        smtp, host = conn.smtp, conn.host
+        fresh = conn.uses == 0
+        message = normalise(data)
+        options: list[str] = []
+        size_limit = smtp.esmtp_extensions.get("size", "")
+        if size_limit.isdigit() and 0 < int(size_limit) < len(message):
+            self.pool.give_back(conn)
+            return all_recipients(job, OUTCOME_FAILED, f"552 5.3.4 Message is {len(message)} "
+                                  f"bytes; {host} takes at most {size_limit}.", host=host)
+        if smtp.supports_extension("size"):
+            options.append(f"SIZE={len(message)}")
+        if job.body_8bit and smtp.supports_extension("8bitmime"):
+            options.append("BODY=8BITMIME")  # without it we still send (qmail does too)
+        encoding = "ascii"
+        if job.smtputf8:
+            if not smtp.supports_extension("smtputf8"):
+                self.pool.give_back(conn)
+                return all_recipients(job, OUTCOME_FAILED, f"553 5.6.7 {host} does not "
+                                      "support SMTPUTF8, needed for this message.", host=host)
+            options.append("SMTPUTF8")
+            encoding = "utf-8"
+        results: dict[str, RecipientResult] = {}
+        accepted: list[str] = []
+        stage = "sender"
+        try:
+            try:
+                await smtp.mail(job.sender, options=options, encoding=encoding)
+            except aiosmtplib.SMTPSenderRefused as exc:
+                await self._reset(conn, exc.code)
+                return all_recipients(job, outcome_of(exc.code), reply_text(exc), host,
+                                      reason="sender")
+            stage = "recipient"
+            for rcpt in job.recipients:
+                try:
+                    await smtp.rcpt(rcpt, encoding=encoding)
+                    accepted.append(rcpt)
+                except aiosmtplib.SMTPRecipientRefused as exc:
+                    results[rcpt] = result(rcpt, outcome_of(exc.code), reply_text(exc),
+                                           enhanced_code(exc.code, exc.message), host)
+                    if exc.code == 421:
+                        conn.broken = True
+                        break
+                except ValueError:
+                    results[rcpt] = result(rcpt, OUTCOME_FAILED,
+                                           "553 5.1.3 address not usable in SMTP", host=host)
+            if not accepted:
+                await self._reset(conn, 0)
+                return self._ordered(job, results, host, "recipient")
+            stage = "data"
+            try:
+                reply = await smtp.data(message)
+                text = f"{reply.code} {' '.join(reply.message.split())}"
+                for rcpt in accepted:
+                    results[rcpt] = result(rcpt, OUTCOME_DELIVERED, text,
+                                           enhanced_code(reply.code, reply.message), host)
+            except aiosmtplib.SMTPDataError as exc:
+                for rcpt in accepted:
+                    results[rcpt] = result(rcpt, outcome_of(exc.code), reply_text(exc),
+                                           enhanced_code(exc.code, exc.message), host)
+                await self._reset(conn, exc.code)
+                return self._ordered(job, results, host, "data")
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError,
+                aiosmtplib.SMTPResponseException) as exc:
+            conn.broken = True
+            self.pool.give_back(conn)
+            if not fresh and stage == "sender":
+                raise _Stale from exc  # an idle session the server closed: open a new one
+            died = CONNECTION_DIED.format(host=host)
+            for rcpt in job.recipients:
+                if rcpt not in results or rcpt in accepted:
+                    results[rcpt] = result(rcpt, OUTCOME_DEFERRED, died, "4.4.2", host)
+            return self._ordered(job, results, host, "lost")
+        self.pool.give_back(conn)
+        return self._ordered(job, results, host, "recipient")
+
+    async def _reset(self, conn: Connection, code: int) -> None:
+        """After a refused transaction: RSET and keep the session, unless it is closing."""
+        if code == 421:
+            conn.broken = True
+        else:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.smtp.rset(), self.settings.connect_timeout)
+                self.pool.give_back(conn)
+                return
+            conn.broken = True
+        self.pool.give_back(conn)
+
+    @staticmethod
+    def _ordered(job: DeliveryJob, results: dict[str, RecipientResult], host: str,
+                 reason: str) -> list[RecipientResult]:
+        out = []
+        for rcpt in job.recipients:
+            res = results.get(rcpt) or result(rcpt, OUTCOME_DEFERRED, NO_CONNECTION, host=host)
+            if res.outcome == OUTCOME_DEFERRED:
+                metrics.deferral(reason)
+            out.append(res)
+        return out
+
+
+class _Stale(Exception):
+    pass

@@ -1,0 +1,95 @@
+"""remote-delivery as real processes: a replica killed mid-transfer, and Routing.Explain."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import grpc
+from remote_rig import DnsServer, Smtp, closed_port, results
+
+from mailyard.api.mail.v1.delivery_pb2 import CHANNEL_REMOTE, OUTCOME_DELIVERED, DeliveryJob
+from mailyard.api.mail.v1.envelope_pb2 import Envelope
+from mailyard.api.routing.v1 import routing_pb2, routing_pb2_grpc
+from mailyard.core import bus
+from mailyard.core.natsserver import NatsServer, free_port
+from mailyard.core.spool import Spool
+from mailyard.core.testing import ServiceProcess
+
+MSG = b"Subject: long\r\n\r\nbody\r\n"
+
+
+def replica(name: str, nats: NatsServer, spool: Spool, dns: DnsServer, logs: Path,
+            **extra: str) -> ServiceProcess:
+    http = free_port()
+    env = {"MAILYARD_REMOTE_NATS_URL": nats.url, "MAILYARD_REMOTE_SPOOL_DIR": str(spool.root),
+           "MAILYARD_REMOTE_HTTP_PORT": str(http), "MAILYARD_REMOTE_INSTANCE": name,
+           "MAILYARD_REMOTE_DNS_SERVER": dns.address, "MAILYARD_REMOTE_ME": "mx.ours.test",
+           "MAILYARD_REMOTE_ACK_WAIT": "3", "MAILYARD_REMOTE_GRPC_PORT": "0",
+           **{f"MAILYARD_REMOTE_{k.upper()}": v for k, v in extra.items()}}
+    return ServiceProcess("mailyard.remote_delivery", env, logs, http_port=http)
+
+
+async def job_for(spool: Spool, recipients: list[str]) -> DeliveryJob:
+    stored = await spool.commit(Envelope(queue_id="01KILLTEST0000000000000001",
+                                         sender="a@ours.test", recipients=recipients), MSG)
+    return DeliveryJob(job_id="01KILLTEST0000000000000001.1", queue_id=stored.queue_id,
+                       channel=CHANNEL_REMOTE, sender="a@ours.test", recipients=recipients,
+                       domain="kill.test", spool_path=stored.spool_path, sha256=stored.sha256,
+                       size=stored.size, attempt=1)
+
+
+async def test_replica_killed_mid_transfer(js: Any, nats_server: NatsServer, spool: Spool,  # type: ignore[no-untyped-def]
+                                           dns_server: DnsServer, smtp_servers,
+                                           tmp_path: Path) -> None:
+    server = Smtp(hold_first=True).start()  # the first transfer hangs at the final dot
+    smtp_servers.append(server)
+    kv = await bus.ensure_kv(js, bus.KV_CONTROL)
+    await kv.put("smtproutes", f"kill.test:127.0.0.1:{server.port}".encode())
+    first = replica("first", nats_server, spool, dns_server, tmp_path).start()
+    try:
+        job = await job_for(spool, ["u@kill.test"])
+        await bus.publish(js, bus.JOB_SUBJECT["remote"], job, msg_id=job.job_id)
+        assert await asyncio.to_thread(server.in_data.wait, 20), first.logs()
+        second = replica("second", nats_server, spool, dns_server, tmp_path)
+        await asyncio.to_thread(second.start)
+        first.kill()  # mid-transfer: never acked, never reported
+        [res] = await results(js, 1, timeout=30)
+        assert res.worker == "second", second.logs()
+        assert res.results[0].outcome == OUTCOME_DELIVERED
+        assert [m.rcpt_tos for m in server.messages] == [["u@kill.test"]]
+        await asyncio.to_thread(second.stop)
+    finally:
+        first.kill()
+        if "second" in locals():
+            second.kill()
+
+
+async def test_explain_over_grpc(js: Any, nats_server: NatsServer, spool: Spool,  # type: ignore[no-untyped-def]
+                                 dns_server: DnsServer, smtp_servers, tmp_path: Path) -> None:
+    server = Smtp().start()
+    smtp_servers.append(server)
+    down = closed_port()
+    dns_server.zone.update({"ex.test": {"MX": ["20 b.ex.test.", "10 a.ex.test."]},
+                            "a.ex.test": {"A": ["127.0.0.2"]},
+                            "b.ex.test": {"A": ["127.0.0.1"]}})
+    grpc_port = free_port()
+    proc = replica("explain", nats_server, spool, dns_server, tmp_path,
+                   grpc_port=str(grpc_port), smtp_port=str(server.port),
+                   local_addresses=json.dumps(["127.0.0.9"])).start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            stub = routing_pb2_grpc.RoutingStub(channel)
+            out = await stub.Explain(routing_pb2.ExplainRequest(address="User@EX.test",
+                                                                probe=True))
+            assert out.domain == "ex.test" and out.source == "mx" and not out.error
+            assert [h.host for h in out.hops] == ["a.ex.test", "b.ex.test"]
+            assert [h.answers for h in out.hops] == [False, True]
+            assert out.hops[1].greeting.startswith("127.0.0.1: 220")
+            out = await stub.Explain(routing_pb2.ExplainRequest(address="nobody.test"))
+            assert out.permanent and "5.1.2" in out.error
+        assert down
+    finally:
+        proc.stop()
