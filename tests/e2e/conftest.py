@@ -44,6 +44,13 @@ class Mailyard:
         return mailbox.Maildir(self.platform.mail_dir / domain / local / "Maildir",
                                factory=None, create=False)
 
+    def count(self, address: str) -> int:
+        """Messages in a mailbox (0 before its first delivery creates the Maildir)."""
+        try:
+            return len(self.maildir(address))
+        except mailbox.NoSuchMailboxError:
+            return 0
+
     def wait_maildir(self, address: str, count: int, timeout: float = 30) -> list[bytes]:
         deadline = time.monotonic() + timeout
         local, domain = address.split("@")
@@ -71,7 +78,10 @@ class Mailyard:
 def mailyard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mailyard]:
     data: Path = tmp_path_factory.mktemp("mailyard")
     sink = SmtpSink().start()
-    platform = Platform(data, ports=free_ports())
+    # A killed queue's in-flight work comes back after the leader lock expires and the
+    # consumers' ack_wait passes (15 s / 30 s by default); shorter here so tests stay quick.
+    platform = Platform(data, ports=free_ports(), env={
+        "queue": {"LEADER_TTL": "4", "CONSUME_ACK_WAIT": "8"}})
     try:
         platform.start()
     except BaseException:

@@ -77,14 +77,14 @@ def test_kill_9_of_the_delivery_worker_loses_nothing(mailyard: Mailyard) -> None
     time.sleep(0.5)
     out = mailyard.cli("queue", "stat")
     assert "messages in queue: 1" in out  # accepted, waiting for a worker
-    already = len(mailyard.maildir("postmaster@example.test"))
+    already = mailyard.count("postmaster@example.test")
     mailyard.platform.restart("local-delivery")
     mailyard.wait_maildir("postmaster@example.test", already + 1)
     mailyard.queue_empty()
 
 
 def test_kill_9_of_the_queue_mid_stream_loses_nothing(mailyard: Mailyard) -> None:
-    already = len(mailyard.maildir("postmaster@example.test"))
+    already = mailyard.count("postmaster@example.test")
     with mailyard.smtp() as client:
         for i in range(20):
             client.sendmail("sender@client.test", ["postmaster@example.test"],
@@ -92,7 +92,7 @@ def test_kill_9_of_the_queue_mid_stream_loses_nothing(mailyard: Mailyard) -> Non
             if i == 5:
                 mailyard.platform.kill("queue")
     mailyard.platform.restart("queue")
-    delivered = mailyard.wait_maildir("postmaster@example.test", already + 20)
+    delivered = mailyard.wait_maildir("postmaster@example.test", already + 20, timeout=60)
     bodies = {m.rsplit(b"\r\n", 2)[-2] for m in delivered[already:]}
     assert {f"message {i}".encode() for i in range(20)} <= bodies
     mailyard.queue_empty()
