@@ -1,0 +1,144 @@
+"""`python -m mailyard.queue`: qmail-send as a service.
+
+Start order: NATS, spool, control and directory views, then the admin plane (gRPC + HTTP)
+at once, so a standby answers health checks. Only after the leader lock is won does the
+process open the state store and start consuming todos and results, dispatching jobs and
+reconciling. Losing the lock ends the process (its supervisor restarts it as a standby).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from mailyard.api.queue.v1 import queue_pb2, queue_pb2_grpc
+from mailyard.core import bus
+from mailyard.core.control import ControlView
+from mailyard.core.directory import DirectoryView
+from mailyard.core.grpcserver import GrpcServer, service_name
+from mailyard.core.http import HttpServer, make_app
+from mailyard.core.metrics import set_build
+from mailyard.core.service import run
+from mailyard.core.spool import Spool
+from mailyard.queue import metrics, web
+from mailyard.queue.admin import QueueAdmin, Runtime
+from mailyard.queue.engine import Queue
+from mailyard.queue.leader import Leader
+from mailyard.queue.preprocess import Dispatcher, TodoConsumer
+from mailyard.queue.reconcile import Reconciler
+from mailyard.queue.results import ResultConsumer
+from mailyard.queue.settings import Settings
+from mailyard.queue.state import STATE_NAMES, Store
+
+log = logging.getLogger("mailyard.queue")
+
+
+def export_gauges(q: Queue) -> None:
+    """Gauges read the store's in-memory counters when scraped."""
+    store = q.store
+    metrics.MESSAGES.set_function(lambda: store.messages)
+    metrics.HELD.set_function(lambda: store.held)
+    metrics.NOT_PREPROCESSED.set_function(lambda: q.not_preprocessed)
+    metrics.OLDEST_AGE.set_function(
+        lambda: max(0.0, time.time() - store.oldest) if store.oldest is not None else 0.0)
+    for state, name in STATE_NAMES.items():
+        metrics.RECIPIENTS.labels(name).set_function(_count_of(store, state))
+
+
+def _count_of(store: Store, state: int) -> Callable[[], float]:
+    return lambda: float(store.by_state[state])
+
+
+async def _poll_todo_backlog(q: Queue) -> None:
+    while True:
+        await q.refresh_not_preprocessed()
+        await asyncio.sleep(5)
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    set_build("queue")
+    nc = await bus.connect(settings.nats_url, f"queue-{settings.instance}")
+    js = nc.jetstream()
+    await bus.ensure_mail_streams(js)
+    spool = Spool(settings.spool_dir)
+    spool.ensure()
+    control, directory = ControlView(), DirectoryView()
+    await control.start(js)
+    await directory.start(js)
+
+    runtime = Runtime()
+    app = make_app("queue", {"nats": lambda: nc.is_connected,
+                             "leader": lambda: runtime.queue is not None})
+    web.mount(app, runtime)
+    http = HttpServer(app, settings.http_host, settings.http_port) if settings.http_port else None
+    grpc_server = GrpcServer(settings.grpc_host, settings.grpc_port, [
+        (queue_pb2_grpc.add_QueueServiceServicer_to_server, QueueAdmin(runtime),
+         service_name(queue_pb2, "QueueService"))])
+    await grpc_server.start()
+    if http:
+        await http.start()
+    log.info("admin plane up", extra={"grpc_port": grpc_server.port})
+
+    leader = Leader(js, settings.instance, settings.leader_ttl)
+    tasks: list[asyncio.Task[None]] = []
+    store: Store | None = None
+    failed = False
+    try:
+        acquiring = asyncio.create_task(leader.acquire())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not acquiring.done():
+            acquiring.cancel()
+        else:
+            store = Store(settings.state_dir / "queue.db", sync=settings.state_sync)
+            await store.aopen()
+            q = Queue(settings, nc, js, spool, store, control, directory)
+            export_gauges(q)
+            reconciler = Reconciler(q)
+            runtime.queue, runtime.reconciler = q, reconciler
+            log.info("leading", extra={"messages": store.messages})
+            tasks = [asyncio.create_task(c, name=n) for n, c in (
+                ("leader", leader.hold()),
+                ("todo", TodoConsumer(q).run()),
+                ("results", ResultConsumer(q).run()),
+                ("dispatch", Dispatcher(q).run()),
+                ("reconcile", reconciler.run_forever(settings.reconcile_at_start)),
+                ("backlog", _poll_todo_backlog(q)),
+            )]
+            done, _ = await asyncio.wait({*tasks, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stopping and not task.cancelled() and task.exception():
+                    log.error("%s stopped: %s", task.get_name(), task.exception())
+                    failed = True
+        stopping.cancel()
+    finally:
+        runtime.queue = None
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        await grpc_server.stop(2.0)
+        if http:
+            await http.stop()
+        if store is not None:
+            await store.aclose()
+        if not failed:
+            await leader.release()
+        await control.stop()
+        await directory.stop()
+        spool.close()
+        await nc.close()
+    if failed:
+        raise SystemExit(1)
+
+
+def main() -> None:
+    run("queue", Settings, serve)
+
+
+if __name__ == "__main__":
+    main()

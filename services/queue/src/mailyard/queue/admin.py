@@ -1,0 +1,191 @@
+"""mailyard.queue.v1.QueueService: qmail-qstat, qmail-qread and the operator's actions.
+
+Stat reads the in-memory counters (never a scan). A standby (not the leader) answers
+UNAVAILABLE, so clients and load balancers go to the active process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from mailyard.api.queue.v1 import queue_pb2 as pb
+from mailyard.api.queue.v1 import queue_pb2_grpc
+from mailyard.core import bus
+from mailyard.queue.engine import Queue, enum
+from mailyard.queue.reconcile import Reconciler
+from mailyard.queue.results import complete, settle
+from mailyard.queue.state import STATE_NAMES, Message, Recipient
+
+log = logging.getLogger(__name__)
+OPERATOR_BOUNCE = "This message was bounced by the queue operator. (#5.0.0)"
+
+
+@dataclass
+class Runtime:
+    """What the admin plane serves from; `queue` is None until this process leads."""
+
+    queue: Queue | None = None
+    reconciler: Reconciler | None = None
+    extras: dict[str, object] = field(default_factory=dict)
+
+
+def _ts(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+async def stat(q: Queue) -> pb.StatResponse:
+    store = q.store
+    await q.refresh_not_preprocessed()
+    oldest = store.oldest
+    return pb.StatResponse(
+        messages=store.messages, not_preprocessed=q.not_preprocessed,
+        recipients_by_state={STATE_NAMES[s]: max(n, 0) for s, n in store.by_state.items()},
+        oldest_age_seconds=max(0.0, time.time() - oldest) if oldest is not None else 0.0,
+        held_messages=store.held)
+
+
+def summary(m: Message, rcpts: list[Recipient]) -> pb.MessageSummary:
+    return pb.MessageSummary(
+        queue_id=m.queue_id, sender=m.sender, size=m.size, received_at=_ts(m.received_at),
+        held=m.held, recipients=[pb.RecipientSummary(address=r.address, state=enum(r.state),
+                                                     channel=enum(r.channel)) for r in rcpts])
+
+
+async def listing(q: Queue, req: pb.ListRequest) -> pb.ListResponse:
+    size = min(req.page_size or 100, 1000)
+    rows, token = await q.store.run(q.store.list, req.sender, req.recipient, req.domain,
+                                    int(req.state), req.page_token, size)
+    return pb.ListResponse(messages=[summary(m, r) for m, r in rows], next_page_token=token)
+
+
+async def explain(q: Queue, queue_id: str) -> pb.MessageDetail | None:
+    m = await q.store.run(q.store.message, queue_id)
+    if m is None:
+        return None
+    rcpts = await q.store.run(q.store.recipients, queue_id)
+    detail = pb.MessageDetail(summary=summary(m, rcpts), spool_path=m.spool_path,
+                              client_ip=m.client_ip, auth_user=m.auth_user)
+    for r in rcpts:
+        d = pb.RecipientDetail(address=r.address, state=enum(r.state), channel=enum(r.channel),
+                               attempts=r.attempts, last_reply=r.last_reply,
+                               enhanced_code=r.enhanced_code, route=r.route)
+        if r.state in (2, 5) and r.next_attempt:  # deferred or held: when it is due
+            d.next_attempt.CopyFrom(_ts(r.next_attempt))
+        detail.recipients.append(d)
+    return detail
+
+
+class QueueAdmin(queue_pb2_grpc.QueueServiceServicer):
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+
+    async def _queue(self, context: grpc.aio.ServicerContext) -> Queue:
+        if self.rt.queue is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                "standby: this queue process is not the leader")
+        assert self.rt.queue is not None
+        return self.rt.queue
+
+    async def _select(self, q: Queue, req: pb.SelectRequest, context: grpc.aio.ServicerContext,
+                      allow_all: bool) -> list[str]:
+        if req.all and not allow_all:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "--all is not allowed here")
+        if not req.all and not req.queue_ids:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "name queue ids (or --all)")
+        return await q.store.run(q.store.select_ids, list(req.queue_ids), req.all)
+
+    async def Stat(self, request: pb.StatRequest,
+                   context: grpc.aio.ServicerContext) -> pb.StatResponse:
+        return await stat(await self._queue(context))
+
+    async def List(self, request: pb.ListRequest,
+                   context: grpc.aio.ServicerContext) -> pb.ListResponse:
+        return await listing(await self._queue(context), request)
+
+    async def Explain(self, request: pb.ExplainRequest,
+                      context: grpc.aio.ServicerContext) -> pb.MessageDetail:
+        detail = await explain(await self._queue(context), request.queue_id)
+        if detail is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"{request.queue_id} not in queue")
+        assert detail is not None
+        return detail
+
+    async def Retry(self, request: pb.SelectRequest,
+                    context: grpc.aio.ServicerContext) -> pb.ActionResponse:
+        q = await self._queue(context)
+        ids = await self._select(q, request, context, True)
+        n = await q.store.run(q.store.retry_now, ids, request.recipient, time.time())
+        q.wake.set()
+        return pb.ActionResponse(messages=len(ids), recipients=n)
+
+    async def Hold(self, request: pb.SelectRequest,
+                   context: grpc.aio.ServicerContext) -> pb.ActionResponse:
+        q = await self._queue(context)
+        ids = await self._select(q, request, context, True)
+        n = await q.store.run(q.store.set_held, ids, True, time.time())
+        return pb.ActionResponse(messages=len(ids), recipients=n)
+
+    async def Release(self, request: pb.SelectRequest,
+                      context: grpc.aio.ServicerContext) -> pb.ActionResponse:
+        q = await self._queue(context)
+        ids = await self._select(q, request, context, True)
+        n = await q.store.run(q.store.set_held, ids, False, time.time())
+        q.wake.set()
+        return pb.ActionResponse(messages=len(ids), recipients=n)
+
+    async def Delete(self, request: pb.SelectRequest,
+                     context: grpc.aio.ServicerContext) -> pb.ActionResponse:
+        q = await self._queue(context)
+        ids = await self._select(q, request, context, False)
+        n = 0
+        for qid in ids:
+            m = await q.store.run(q.store.message, qid)
+            if m is not None:
+                n += len(await q.store.run(q.store.recipients, qid))
+                log.warning("deleted by the operator", extra={"queue_id": qid})
+                await complete(q, m)
+        return pb.ActionResponse(messages=len(ids), recipients=n)
+
+    async def Bounce(self, request: pb.SelectRequest,
+                     context: grpc.aio.ServicerContext) -> pb.ActionResponse:
+        q = await self._queue(context)
+        ids = await self._select(q, request, context, False)
+        n = await q.store.run(q.store.fail_now, ids, request.recipient, OPERATOR_BOUNCE)
+        for qid in ids:
+            await settle(q, qid)
+        return pb.ActionResponse(messages=len(ids), recipients=n)
+
+    async def Fsck(self, request: pb.FsckRequest,
+                   context: grpc.aio.ServicerContext) -> pb.FsckResponse:
+        await self._queue(context)
+        assert self.rt.reconciler is not None
+        report = await self.rt.reconciler.run(dry_run=request.dry_run)
+        return pb.FsckResponse(
+            repairs=[pb.Repair(kind=r.kind, queue_id=r.queue_id, action=r.action,
+                               detail=r.detail) for r in report.repairs],
+            checked_files=report.checked_files, checked_messages=report.checked_messages)
+
+    async def Watch(self, request: pb.WatchRequest,
+                    context: grpc.aio.ServicerContext) -> AsyncIterator[pb.DeliveryEvent]:
+        q = await self._queue(context)
+        inbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=10_000)
+
+        async def on_event(msg: object) -> None:
+            if not inbox.full():  # a slow watcher misses events rather than grow memory
+                inbox.put_nowait(msg.data)  # type: ignore[attr-defined]
+
+        sub = await q.nc.subscribe(bus.EVENTS_SUBJECT, cb=on_event)
+        try:
+            while True:
+                yield pb.DeliveryEvent.FromString(await inbox.get())
+        finally:
+            await sub.unsubscribe()

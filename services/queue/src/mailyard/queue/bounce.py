@@ -1,0 +1,135 @@
+"""Bounce messages: RFC 3464 delivery status notifications, or qmail's QSBMF text.
+
+One bounce per message lists every failed recipient with the reply that failed it. Who gets
+it follows qmail-send: the envelope sender gets a bounce; a failure of a message from <>
+(a bounce itself) goes to the postmaster as a double bounce; a failed double bounce is
+dropped (and counted by the caller).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import time
+from dataclasses import dataclass
+
+from mailyard.api.mail.v1.envelope_pb2 import (
+    ORIGIN_BOUNCE,
+    ORIGIN_DOUBLE_BOUNCE,
+)
+
+BOUNCE, DOUBLE_BOUNCE, DROP = "bounce", "double_bounce", "dropped"
+DELAY = "delay_warning"  # RFC 3464 Action: delayed; the message stays queued
+_HEADER_LIMIT = 64 * 1024  # returned headers at most (the whole body is never echoed in DSN)
+_QSBMF_LIMIT = 50_000      # qmail's bouncemaxbytes default
+
+
+@dataclass(frozen=True)
+class Failure:
+    recipient: str
+    reply: str
+    enhanced_code: str = ""
+    remote_host: str = ""
+
+
+def kind_of(origin: int, sender: str) -> str:
+    """Where a failure goes: bounce to the sender, double bounce, or nowhere."""
+    if origin == ORIGIN_DOUBLE_BOUNCE:
+        return DROP
+    if origin == ORIGIN_BOUNCE or not sender:
+        return DOUBLE_BOUNCE
+    return BOUNCE
+
+
+def _clean(text: str) -> str:
+    """One header-safe line (replies may carry CR/LF from a remote server)."""
+    return " ".join(text.replace("\r", " ").replace("\n", " ").split())
+
+
+def _status(code: str) -> str:
+    # Action: failed needs a permanent class; a deferral that ran out of time is 5.4.7.
+    if code.startswith("5."):
+        return code
+    if code.startswith("4."):
+        return "5.4.7"
+    return "5.0.0"
+
+
+def _headers_of(original: bytes) -> bytes:
+    end = original.find(b"\r\n\r\n")
+    sep = 4
+    if end < 0:
+        end, sep = original.find(b"\n\n"), 2
+    head = original[:end + sep // 2] if end >= 0 else original
+    return head[:_HEADER_LIMIT]
+
+
+def _intro(me: str, double: bool, failures: list[Failure], original_sender: str,
+           delayed: bool = False) -> str:
+    lines = [f"Hi. This is the qmail-send program at {me}."]
+    if delayed:
+        lines += ["Your message has not been delivered to the following addresses yet.",
+                  "This is only a warning: I will keep trying until it is too old.",
+                  "You do not need to send it again."]
+    elif double:
+        lines += [f"I tried to deliver a bounce message to this address, but the bounce bounced!"
+                  f" (original sender: <{original_sender}>)"]
+    else:
+        lines += ["I'm afraid I wasn't able to deliver your message to the following addresses.",
+                  "This is a permanent error; I've given up. Sorry it didn't work out."]
+    lines.append("")
+    for f in failures:
+        lines += [f"<{f.recipient}>:", _clean(f.reply) or "delivery failed", ""]
+    return "\r\n".join(lines) + "\r\n"
+
+
+def _common_headers(me: str, to: str, subject: str) -> list[str]:
+    return [
+        f"From: MAILER-DAEMON@{me}",
+        f"To: {to}",
+        f"Subject: {subject}",
+        f"Date: {email.utils.formatdate(time.time())}",
+        f"Message-ID: <{time.time_ns()}.{os.urandom(4).hex()}.bounce@{me}>",
+        "Auto-Submitted: auto-replied",
+        "MIME-Version: 1.0",
+    ]
+
+
+def build(*, fmt: str, me: str, to: str, kind: str, queue_id: str, original_sender: str,
+          arrival: float, failures: list[Failure], original: bytes) -> bytes:
+    """The bounce message bytes (CRLF line ends), DSN by default or QSBMF."""
+    double = kind == DOUBLE_BOUNCE
+    delayed = kind == DELAY
+    subject = ("warning: delayed mail" if delayed else
+               "double bounce: failure notice" if double else "failure notice")
+    intro = _intro(me, double, failures, original_sender, delayed)
+    if fmt == "qsbmf":
+        head = [*_common_headers(me, to, subject), "Content-Type: text/plain; charset=utf-8"]
+        body = intro + "--- Below this line is a copy of the message.\r\n\r\n"
+        text = "\r\n".join(head) + "\r\n\r\n" + body
+        return text.encode() + original[:_QSBMF_LIMIT]
+    boundary = f"=_mailyard_{os.urandom(8).hex()}"
+    head = [*_common_headers(me, to, subject),
+            f'Content-Type: multipart/report; report-type=delivery-status;'
+            f' boundary="{boundary}"']
+    status = [f"Reporting-MTA: dns; {me}",
+              f"X-Mailyard-Queue-ID: {queue_id}",
+              f"Arrival-Date: {email.utils.formatdate(arrival)}", ""]
+    for f in failures:
+        code = (f.enhanced_code or "4.0.0") if delayed else _status(f.enhanced_code)
+        status += [f"Final-Recipient: rfc822; {f.recipient}",
+                   f"Action: {'delayed' if delayed else 'failed'}", f"Status: {code}"]
+        if f.remote_host:
+            status.append(f"Remote-MTA: dns; {_clean(f.remote_host)}")
+        diag = _clean(f.reply) or "delivery failed"
+        status += [f"Diagnostic-Code: {'smtp' if f.remote_host else 'x-local'}; {diag}", ""]
+    parts = [
+        "\r\n".join(head), "",
+        "This is a MIME-encapsulated delivery status notification.", "",
+        f"--{boundary}", "Content-Type: text/plain; charset=utf-8", "", intro,
+        f"--{boundary}", "Content-Type: message/delivery-status", "", "\r\n".join(status),
+        f"--{boundary}", "Content-Type: text/rfc822-headers", "",
+    ]
+    text = "\r\n".join(parts) + "\r\n"
+    tail = f"\r\n--{boundary}--\r\n"
+    return text.encode() + _headers_of(original).rstrip(b"\r\n") + b"\r\n" + tail.encode()

@@ -1,0 +1,68 @@
+"""The queue's shared parts, handed to every component (one object, no globals)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+from mailyard.api.queue.v1 import queue_pb2
+from mailyard.core import bus
+from mailyard.core.control import ControlView
+from mailyard.core.directory import DirectoryView
+from mailyard.core.spool import Spool
+from mailyard.queue.settings import Settings
+from mailyard.queue.state import Store
+
+log = logging.getLogger(__name__)
+
+
+def enum(value: int) -> Any:
+    """A protobuf enum field value from a plain int (the stubs want their NewType)."""
+    return value
+
+DEFAULT_LIFETIME = 604800
+
+
+@dataclass
+class Queue:
+    settings: Settings
+    nc: NATS
+    js: JetStreamContext
+    spool: Spool
+    store: Store
+    control: ControlView
+    directory: DirectoryView
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # due work may exist now
+    not_preprocessed: int = 0
+
+    def lifetime(self) -> float:
+        """queuelifetime, read live from the control KV."""
+        return float(self.control.integer("queuelifetime", DEFAULT_LIFETIME))
+
+    async def event(self, kind: str, queue_id: str, recipient: str = "", channel: int = 0,
+                    outcome: int = 0, reply: str = "") -> None:
+        """A DeliveryEvent on core NATS for `queue watch`; lost if nobody listens."""
+        at = Timestamp()
+        at.FromNanoseconds(time.time_ns())
+        ev = queue_pb2.DeliveryEvent(at=at, queue_id=queue_id, recipient=recipient,
+                                     channel=enum(channel), outcome=enum(outcome),
+                                     reply=reply, kind=kind)
+        try:
+            await self.nc.publish(bus.EVENTS_SUBJECT, ev.SerializeToString())
+        except Exception as exc:  # events are best effort; the state is what counts
+            log.debug("event not published: %s", exc)
+
+    async def refresh_not_preprocessed(self) -> int:
+        try:
+            info = await self.js.consumer_info(bus.TODO_STREAM, bus.TODO_CONSUMER, timeout=0.5)
+            self.not_preprocessed = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+        except Exception as exc:
+            log.debug("todo consumer info unavailable: %s", exc)
+        return self.not_preprocessed

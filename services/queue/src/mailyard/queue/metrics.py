@@ -1,0 +1,25 @@
+"""Queue metrics, declared once (names fixed in docs/architecture.md)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+MESSAGES = Gauge("mailyard_queue_messages", "Messages in the queue (qmail-qstat).")
+NOT_PREPROCESSED = Gauge("mailyard_queue_not_preprocessed",
+                         "Messages in queue but not yet preprocessed (todo notices pending).")
+RECIPIENTS = Gauge("mailyard_queue_recipients", "Recipients in the queue by state.", ["state"])
+OLDEST_AGE = Gauge("mailyard_queue_oldest_message_age_seconds",
+                   "Age of the oldest message in the queue.")
+HELD = Gauge("mailyard_queue_held_messages", "Messages on hold.")
+DELIVERIES = Counter("mailyard_queue_deliveries_total",
+                     "Delivery outcomes learned from workers, per recipient.",
+                     ["channel", "result"])
+BOUNCES = Counter("mailyard_queue_bounces_total",
+                  "Bounces by kind: bounce, double_bounce, dropped (failed double bounce), "
+                  "delay_warning.", ["kind"])
+RETRIES = Counter("mailyard_queue_retries_scheduled_total",
+                  "Deferred recipients given a next attempt.", ["channel"])
+REPAIRS = Counter("mailyard_queue_reconciler_repairs_total",
+                  "Inconsistencies found and repaired (unless dry run): orphan_file, "
+                  "orphan_damaged, missing_file, checksum_mismatch, stuck_job, stale_temp, "
+                  "withdrawn (todo notice whose spool file was withdrawn).", ["kind"])

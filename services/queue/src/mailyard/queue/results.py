@@ -1,0 +1,221 @@
+"""Outcomes from the delivery workers: record them, schedule retries, bounce, complete.
+
+Results are applied in one transaction per fetched batch and acked after the commit. Then
+each touched message is settled: failures not yet bounced are bounced once nothing of the
+message is in flight (so three refusals in one job make one DSN), and a message whose every
+recipient is final loses its spool file, then its state (file first: a todo redelivered
+after that finds no file and is dropped, never delivered twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import nats.errors
+from nats.aio.msg import Msg
+
+from mailyard.api.mail.v1.delivery_pb2 import (
+    CHANNEL_LOCAL,
+    CHANNEL_REMOTE,
+    OUTCOME_DEFERRED,
+    OUTCOME_DELIVERED,
+    OUTCOME_FAILED,
+    DeliveryResult,
+)
+from mailyard.api.mail.v1.envelope_pb2 import (
+    ORIGIN_BOUNCE,
+    ORIGIN_DOUBLE_BOUNCE,
+    Envelope,
+)
+from mailyard.core import bus
+from mailyard.core.errors import MailyardError, SpoolError
+from mailyard.core.ids import new_queue_id
+from mailyard.core.inject import inject
+from mailyard.queue import bounce, metrics, schedule
+from mailyard.queue.engine import Queue
+from mailyard.queue.state import (
+    DEFERRED,
+    DELIVERED,
+    FAILED,
+    FINAL,
+    HELD,
+    QUEUED,
+    Message,
+    Recipient,
+)
+
+log = logging.getLogger(__name__)
+RESULT_NAME: dict[int, str] = {OUTCOME_DELIVERED: "delivered", OUTCOME_DEFERRED: "deferred",
+               OUTCOME_FAILED: "failed"}
+CHANNEL_NAME: dict[int, str] = {CHANNEL_LOCAL: "local", CHANNEL_REMOTE: "remote"}
+
+
+class ResultConsumer:
+    def __init__(self, queue: Queue) -> None:
+        self.q = queue
+
+    async def run(self) -> None:
+        js = self.q.js
+        await bus.ensure_consumer(js, bus.RESULTS_STREAM, bus.RESULTS_CONSUMER,
+                                  filter_subject=bus.RESULT_SUBJECT.format(channel="*"),
+                                  ack_wait=self.q.settings.consume_ack_wait, max_deliver=-1,
+                                  max_ack_pending=10_000)
+        sub = await js.pull_subscribe(bus.RESULT_SUBJECT.format(channel="*"),
+                                      durable=bus.RESULTS_CONSUMER, stream=bus.RESULTS_STREAM)
+        while True:
+            try:
+                msgs = await sub.fetch(self.q.settings.consume_batch, timeout=1.0)
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue
+            except Exception as exc:
+                log.warning("result fetch failed: %s", exc)
+                await asyncio.sleep(0.5)
+                continue
+            await self.handle(msgs)
+
+    def decide(self, rcpt: Recipient, message: Message, outcome: int) -> tuple[int, float]:
+        """New state and next attempt of one recipient (called in the store's thread)."""
+        if outcome == OUTCOME_DELIVERED:
+            return DELIVERED, 0.0
+        if outcome == OUTCOME_FAILED:
+            return FAILED, 0.0
+        now = time.time()
+        if schedule.expired(message.received_at, now, self.q.lifetime()):
+            return FAILED, 0.0
+        s = self.q.settings
+        c = s.retry_c_local if rcpt.channel == CHANNEL_LOCAL else s.retry_c_remote
+        return (HELD if message.held else DEFERRED), schedule.next_attempt(
+            message.received_at, now, c)
+
+    async def handle(self, msgs: list[Msg]) -> None:
+        rows: list[tuple[str, str, str, int, str, str, str]] = []
+        for msg in msgs:
+            try:
+                result: DeliveryResult = bus.decode(DeliveryResult, msg.data)
+            except Exception:
+                log.error("undecodable delivery result dropped")
+                continue
+            for r in result.results:
+                outcome = r.outcome if r.outcome in RESULT_NAME else OUTCOME_DEFERRED
+                rows.append((result.job_id, result.queue_id, r.recipient, outcome,
+                             r.reply, r.enhanced_code, r.remote_host))
+        store = self.q.store
+        by_key = {(qid, addr): outcome for _, qid, addr, outcome, *_ in rows}
+        applied = await store.run(store.apply, rows, self.decide) if rows else []
+        await asyncio.gather(*(m.ack() for m in msgs), return_exceptions=True)
+        touched: set[str] = set()
+        for o in applied:
+            reported = by_key.get((o.queue_id, o.address), OUTCOME_DEFERRED)
+            channel = CHANNEL_NAME.get(o.channel, "remote")
+            metrics.DELIVERIES.labels(channel, RESULT_NAME[reported]).inc()
+            if o.state in (DEFERRED, HELD):
+                metrics.RETRIES.labels(channel).inc()
+            await self.q.event("delivery", o.queue_id, o.address, o.channel,
+                               OUTCOME_FAILED if o.state == FAILED else reported, o.reply)
+            touched.add(o.queue_id)
+        for qid in touched:
+            await settle(self.q, qid)
+        if self.q.settings.delay_warnings:
+            for qid in {o.queue_id for o in applied if o.state == DEFERRED}:
+                await warn_delay(self.q, qid)
+
+
+async def settle(q: Queue, queue_id: str) -> None:
+    """Bounce what failed, and remove the message once every recipient is final."""
+    store = q.store
+    message = await store.run(store.message, queue_id)
+    if message is None:
+        return
+    rcpts = await store.run(store.recipients, queue_id)
+    failed = [r for r in rcpts if r.state == FAILED and not r.bounced]
+    if failed and not any(r.state == QUEUED for r in rcpts):
+        try:
+            await send_bounce(q, message, failed)
+        except MailyardError as exc:  # retried by the next sweep; nothing is removed before
+            log.warning("bounce not injected yet: %s", exc, extra={"queue_id": queue_id})
+            return
+    if rcpts and all(r.state in FINAL for r in rcpts):
+        await complete(q, message)
+
+
+async def complete(q: Queue, message: Message) -> None:
+    try:
+        await q.spool.remove(message.spool_path)
+    except SpoolError as exc:
+        log.error("spool file not removed: %s", exc, extra={"queue_id": message.queue_id})
+        return
+    await q.store.run(q.store.delete, message.queue_id)
+    await q.event("done", message.queue_id)
+    log.info("message done", extra={"queue_id": message.queue_id})
+
+
+async def send_bounce(q: Queue, message: Message, failed: list[Recipient]) -> None:
+    kind = bounce.kind_of(message.origin, message.sender)
+    store = q.store
+    addresses = [r.address for r in failed]
+    if kind == bounce.DROP:
+        # qmail: a double bounce that bounces is dropped; the postmaster is unreachable.
+        log.error("double bounce failed, dropped", extra={"queue_id": message.queue_id,
+                                                           "recipients": addresses})
+        metrics.BOUNCES.labels(bounce.DROP).inc()
+        await store.run(store.mark_bounced, message.queue_id, addresses)
+        return
+    s = q.settings
+    to = message.sender if kind == bounce.BOUNCE else s.postmaster_address
+    bounce_id = await store.run(store.reserve_bounce_id, message.queue_id, new_queue_id())
+    if not await q.spool.exists(q.spool.relpath(bounce_id)):
+        try:
+            _, original = await q.spool.read(message.spool_path, verify=False)
+        except SpoolError:
+            original = b""
+        data = bounce.build(
+            fmt=s.bounce_format, me=s.me, to=to, kind=kind, queue_id=message.queue_id,
+            original_sender=message.sender, arrival=message.received_at, original=original,
+            failures=[bounce.Failure(r.address, r.last_reply, r.enhanced_code,
+                                     r.route if r.channel == CHANNEL_REMOTE else "")
+                      for r in failed])
+        origin = ORIGIN_BOUNCE if kind == bounce.BOUNCE else ORIGIN_DOUBLE_BOUNCE
+        env = Envelope(queue_id=bounce_id, sender="", recipients=[to], origin=origin,
+                       helo=s.me)
+        await inject(q.spool, q.js, env, data)
+    # else: injected before a crash; if its todo was lost the reconciler republishes it.
+    await store.run(store.mark_bounced, message.queue_id, addresses)
+    metrics.BOUNCES.labels(kind).inc()
+    await q.event("bounce", message.queue_id, reply=f"{kind} {bounce_id} to <{to}>")
+    log.info("bounced", extra={"queue_id": message.queue_id, "bounce_id": bounce_id,
+                               "kind": kind})
+
+
+async def warn_delay(q: Queue, queue_id: str) -> None:
+    """Optional (DELAY_WARNINGS): one "still trying" DSN per message, to a real sender,
+    once the message is older than DELAY_WARNING_AFTER. Best effort: never retried."""
+    store, s = q.store, q.settings
+    message = await store.run(store.message, queue_id)
+    if (message is None or bounce.kind_of(message.origin, message.sender) != bounce.BOUNCE
+            or time.time() - message.received_at < s.delay_warning_after):
+        return
+    if not await store.run(store.mark_warned, queue_id):
+        return
+    waiting = [r for r in await store.run(store.recipients, queue_id) if r.state == DEFERRED]
+    data = bounce.build(
+        fmt=s.bounce_format, me=s.me, to=message.sender, kind=bounce.DELAY,
+        queue_id=queue_id, original_sender=message.sender, arrival=message.received_at,
+        original=b"", failures=[bounce.Failure(r.address, r.last_reply, r.enhanced_code,
+                                               r.route if r.channel == CHANNEL_REMOTE else "")
+                                for r in waiting])
+    try:
+        await inject(q.spool, q.js, Envelope(sender="", recipients=[message.sender],
+                                             origin=ORIGIN_BOUNCE, helo=s.me), data)
+        metrics.BOUNCES.labels(bounce.DELAY).inc()
+    except MailyardError as exc:
+        log.warning("delay warning not sent: %s", exc, extra={"queue_id": queue_id})
+
+
+async def sweep(q: Queue) -> int:
+    """Finish completion work a crash interrupted (bounces owed, files to remove)."""
+    ids = await q.store.run(q.store.needs_attention)
+    for qid in ids:
+        await settle(q, qid)
+    return len(ids)

@@ -1,0 +1,53 @@
+"""Typed settings of the queue (env prefix MAILYARD_QUEUE_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from mailyard.core.settings import ServiceSettings, service_config
+
+
+class Settings(ServiceSettings):
+    model_config = service_config("QUEUE")
+
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = Field(default=50052, ge=0, le=65535)
+    state_dir: Path = Path("var/queue")
+    # FULL: a todo is acked only after its state reached the disk (survives an OS crash).
+    state_sync: Literal["NORMAL", "FULL"] = "FULL"
+    postmaster: str = ""                     # default "postmaster@" + me
+    # qmail's chanskip: next attempt = birth + (sqrt(age) + c)^2, in seconds.
+    retry_c_remote: float = Field(default=20.0, gt=0)
+    retry_c_local: float = Field(default=10.0, gt=0)
+    bounce_format: Literal["dsn", "qsbmf"] = "dsn"
+    delay_warnings: bool = False
+    delay_warning_after: float = Field(default=4 * 3600.0, gt=0)  # message age, seconds
+    reconcile_interval: float = Field(default=300.0, gt=0)
+    reconcile_at_start: bool = True
+    # A committed file younger than this may still have its todo on the way: leave it.
+    reconcile_grace: float = Field(default=120.0, ge=0)
+    # A job handed out longer ago than this without a result is re-sent (worker lost it).
+    stuck_after: float = Field(default=3600.0, gt=0)
+    dispatch_batch: int = Field(default=500, ge=1)
+    consume_batch: int = Field(default=100, ge=1)
+    # ack_wait of the queue's own consumers (todo, results): after a crash, what the dead
+    # process had fetched comes back this much later. Redelivery is harmless (idempotent).
+    consume_ack_wait: float = Field(default=30.0, gt=0)
+    scheduler_max_sleep: float = Field(default=1.0, gt=0)
+    # Leader lock in KV "locks": refreshed every ttl/3; a standby takes over after ttl
+    # seconds without a refresh.
+    leader_ttl: float = Field(default=15.0, gt=0)
+
+    @field_validator("postmaster")
+    @classmethod
+    def _postmaster(cls, value: str) -> str:
+        if value and "@" not in value:
+            raise ValueError("must be an address (local@domain)")
+        return value
+
+    @property
+    def postmaster_address(self) -> str:
+        return self.postmaster or f"postmaster@{self.me}"

@@ -1,0 +1,526 @@
+"""Per-recipient queue state in SQLite (qmail's info/, local/, remote/ and bounce/ in one file).
+
+One connection, used only from one thread of its own (the event loop never waits on disk).
+WAL mode; `synchronous` FULL by default so a todo is acked only after its state is on disk.
+Counters by state are kept in memory and adjusted on every write, so Stat never scans; they
+are recounted once at open and after bulk admin actions.
+
+Recipient states (mailyard.queue.v1.RecipientState): DEFERRED rows with next_attempt <= now
+are due (a new recipient is simply DEFERRED with next_attempt = arrival, attempts 0); QUEUED
+rows carry the job_id handed out; DELIVERED / FAILED are final; HELD is DEFERRED put aside.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mailyard.api.mail.v1.envelope_pb2 import Envelope
+
+T = TypeVar("T")
+
+QUEUED, DEFERRED, DELIVERED, FAILED, HELD = 1, 2, 3, 4, 5
+STATE_NAMES = {QUEUED: "queued", DEFERRED: "deferred", DELIVERED: "delivered",
+               FAILED: "failed", HELD: "held"}
+FINAL = (DELIVERED, FAILED)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+  queue_id TEXT PRIMARY KEY,
+  sender TEXT NOT NULL,
+  size INTEGER NOT NULL,
+  received_at REAL NOT NULL,
+  spool_path TEXT NOT NULL,
+  sha256 TEXT NOT NULL,
+  origin INTEGER NOT NULL,
+  client_ip TEXT NOT NULL DEFAULT '',
+  auth_user TEXT NOT NULL DEFAULT '',
+  smtputf8 INTEGER NOT NULL DEFAULT 0,
+  body_8bit INTEGER NOT NULL DEFAULT 0,
+  held INTEGER NOT NULL DEFAULT 0,
+  seq INTEGER NOT NULL DEFAULT 0,          -- dispatches so far: job_id = <queue_id>-<seq>
+  bounce_id TEXT NOT NULL DEFAULT '',      -- queue id reserved for the pending bounce
+  warned INTEGER NOT NULL DEFAULT 0        -- delay warning sent
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS messages_received ON messages (received_at);
+CREATE TABLE IF NOT EXISTS recipients (
+  queue_id TEXT NOT NULL,
+  address TEXT NOT NULL,
+  channel INTEGER NOT NULL,
+  domain TEXT NOT NULL,
+  state INTEGER NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_attempt REAL NOT NULL DEFAULT 0,
+  last_reply TEXT NOT NULL DEFAULT '',
+  enhanced_code TEXT NOT NULL DEFAULT '',
+  route TEXT NOT NULL DEFAULT '',
+  job_id TEXT NOT NULL DEFAULT '',
+  queued_at REAL NOT NULL DEFAULT 0,
+  bounced INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (queue_id, address)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS recipients_due ON recipients (state, next_attempt);
+"""
+
+
+@dataclass(frozen=True)
+class Message:
+    queue_id: str
+    sender: str
+    size: int
+    received_at: float
+    spool_path: str
+    sha256: str
+    origin: int
+    client_ip: str
+    auth_user: str
+    smtputf8: bool
+    body_8bit: bool
+    held: bool
+    seq: int
+    bounce_id: str
+
+
+@dataclass(frozen=True)
+class Recipient:
+    queue_id: str
+    address: str
+    channel: int
+    domain: str
+    state: int
+    attempts: int
+    next_attempt: float
+    last_reply: str
+    enhanced_code: str
+    route: str
+    job_id: str
+    queued_at: float
+    bounced: bool
+
+
+@dataclass
+class Job:
+    """One hand-out: recipients of one message, one channel, one domain."""
+
+    job_id: str
+    message: Message
+    channel: int
+    domain: str
+    recipients: list[str]
+    attempt: int
+
+
+@dataclass
+class Outcome:
+    """One recipient's result as the store applied it."""
+
+    queue_id: str
+    address: str
+    channel: int
+    state: int
+    reply: str
+
+
+def _message(row: sqlite3.Row) -> Message:
+    return Message(row["queue_id"], row["sender"], row["size"], row["received_at"],
+                   row["spool_path"], row["sha256"], row["origin"], row["client_ip"],
+                   row["auth_user"], bool(row["smtputf8"]), bool(row["body_8bit"]),
+                   bool(row["held"]), row["seq"], row["bounce_id"])
+
+
+def _recipient(row: sqlite3.Row) -> Recipient:
+    return Recipient(row["queue_id"], row["address"], row["channel"], row["domain"],
+                     row["state"], row["attempts"], row["next_attempt"], row["last_reply"],
+                     row["enhanced_code"], row["route"], row["job_id"], row["queued_at"],
+                     bool(row["bounced"]))
+
+
+class Store:
+    def __init__(self, path: Path | str, *, sync: str = "FULL") -> None:
+        self.path = Path(path)
+        self.sync = sync
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state")
+        self._db: sqlite3.Connection | None = None
+        self.messages = 0
+        self.held = 0
+        self.by_state: dict[int, int] = dict.fromkeys(STATE_NAMES, 0)
+        self.oldest: float | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a store method on the store's own thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={self.sync}")
+        db.execute("PRAGMA temp_store=MEMORY")
+        db.execute("PRAGMA cache_size=-65536")  # 64 MB page cache, whatever the queue size
+        db.executescript(_SCHEMA)
+        self._db = db
+        self.recount()
+
+    async def aopen(self) -> None:
+        await self.run(self.open)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    async def aclose(self) -> None:
+        await self.run(self.close)
+        self._pool.shutdown(wait=True)
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        assert self._db is not None, "store not open"
+        return self._db
+
+    def _tx(self) -> _Tx:
+        return _Tx(self)
+
+    # -- counters ----------------------------------------------------------------------
+
+    def recount(self) -> None:
+        row = self.db.execute("SELECT COUNT(*), COALESCE(SUM(held), 0) FROM messages").fetchone()
+        self.messages, self.held = int(row[0]), int(row[1])
+        counts = dict.fromkeys(STATE_NAMES, 0)
+        for state, count in self.db.execute(
+                "SELECT state, COUNT(*) FROM recipients GROUP BY state"):
+            counts[state] = count
+        self.by_state = counts
+        self._refresh_oldest()
+
+    def _refresh_oldest(self) -> None:
+        value = self.db.execute("SELECT MIN(received_at) FROM messages").fetchone()[0]
+        self.oldest = float(value) if value is not None else None
+
+    def _moved(self, old: int, new: int, count: int = 1) -> None:
+        if old != new:
+            self.by_state[old] -= count
+            self.by_state[new] += count
+
+    # -- preprocessing -----------------------------------------------------------------
+
+    def add(self, items: list[tuple[Envelope, list[tuple[str, int, str]]]],
+            now: float) -> list[str]:
+        """Record new messages with their classified recipients (address, channel, domain),
+        all due now. Already known queue ids (a redelivered todo) are skipped. Returns the
+        ids actually added."""
+        added: list[str] = []
+        with self._tx() as db:
+            for env, recipients in items:
+                received = env.received_at.ToDatetime().timestamp() if env.HasField(
+                    "received_at") else now
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO messages (queue_id, sender, size, received_at,"
+                    " spool_path, sha256, origin, client_ip, auth_user, smtputf8, body_8bit)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (env.queue_id, env.sender, env.size, received, env.spool_path, env.sha256,
+                     int(env.origin), env.client_ip, env.auth_user, int(env.smtputf8),
+                     int(env.body_8bit)))
+                if cur.rowcount == 0:
+                    continue
+                n = 0
+                for address, channel, domain in recipients:
+                    n += db.execute(
+                        "INSERT OR IGNORE INTO recipients (queue_id, address, channel, domain,"
+                        " state, next_attempt) VALUES (?,?,?,?,?,?)",
+                        (env.queue_id, address, channel, domain, DEFERRED, now)).rowcount
+                added.append(env.queue_id)
+                self.messages += 1
+                self.by_state[DEFERRED] += n
+                if self.oldest is None or received < self.oldest:
+                    self.oldest = received
+        return added
+
+    def add_deferred_bulk(self, rows: Iterable[tuple[str, str, str, float, float]]) -> None:
+        """Benchmark filler: (queue_id, sender, recipient, received_at, next_attempt), one
+        remote recipient per message, already deferred once."""
+        with self._tx() as db:
+            for qid, sender, rcpt, received, nxt in rows:
+                db.execute("INSERT OR IGNORE INTO messages (queue_id, sender, size, received_at,"
+                           " spool_path, sha256, origin) VALUES (?,?,?,?,?,?,1)",
+                           (qid, sender, 1000, received, f"mess/{qid[-2:]}/{qid}", ""))
+                db.execute("INSERT OR IGNORE INTO recipients (queue_id, address, channel, domain,"
+                           " state, attempts, next_attempt, last_reply) VALUES (?,?,2,?,?,1,?,?)",
+                           (qid, rcpt, rcpt.rpartition("@")[2], DEFERRED, nxt,
+                            "Sorry, I wasn't able to establish an SMTP connection. (#4.4.1)"))
+
+    def known(self, queue_ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for i in range(0, len(queue_ids), 500):
+            chunk = queue_ids[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(r[0] for r in self.db.execute(
+                f"SELECT queue_id FROM messages WHERE queue_id IN ({marks})", chunk))  # noqa: S608
+        return found
+
+    # -- dispatch ----------------------------------------------------------------------
+
+    def next_due(self) -> float | None:
+        value = self.db.execute("SELECT MIN(next_attempt) FROM recipients WHERE state = ?",
+                                (DEFERRED,)).fetchone()[0]
+        return float(value) if value is not None else None
+
+    def take_due(self, now: float, limit: int) -> list[Job]:
+        """Due recipients become QUEUED under a new job id, grouped per message, channel and
+        domain (one SMTP transaction per domain). Committed before anything is published:
+        a crash in between leaves a stuck job for the reconciler, never a lost recipient."""
+        jobs: list[Job] = []
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT r.queue_id, r.address, r.channel, r.domain, r.attempts"
+                " FROM recipients r WHERE r.state = ? AND r.next_attempt <= ?"
+                " ORDER BY r.next_attempt LIMIT ?", (DEFERRED, now, limit)).fetchall()
+            groups: dict[tuple[str, int, str], list[sqlite3.Row]] = {}
+            for row in rows:
+                domain = row["domain"] if row["channel"] == 2 else ""
+                groups.setdefault((row["queue_id"], row["channel"], domain), []).append(row)
+            for (qid, channel, domain), members in groups.items():
+                mrow = db.execute("UPDATE messages SET seq = seq + 1 WHERE queue_id = ?"
+                                  " RETURNING *", (qid,)).fetchone()
+                if mrow is None:
+                    continue
+                message = _message(mrow)
+                job_id = f"{qid}-{message.seq}"
+                for row in members:
+                    db.execute("UPDATE recipients SET state = ?, attempts = attempts + 1,"
+                               " job_id = ?, queued_at = ? WHERE queue_id = ? AND address = ?",
+                               (QUEUED, job_id, now, qid, row["address"]))
+                self._moved(DEFERRED, QUEUED, len(members))
+                jobs.append(Job(job_id, message, channel, domain,
+                                [r["address"] for r in members],
+                                max(r["attempts"] for r in members) + 1))
+        return jobs
+
+    def undo_dispatch(self, job: Job, retry_at: float) -> None:
+        """The job could not be published: back to DEFERRED, the attempt not counted."""
+        with self._tx() as db:
+            for address in job.recipients:
+                n = db.execute("UPDATE recipients SET state = ?, attempts = attempts - 1,"
+                               " job_id = '', next_attempt = ? WHERE queue_id = ? AND"
+                               " address = ? AND state = ? AND job_id = ?",
+                               (DEFERRED, retry_at, job.message.queue_id, address, QUEUED,
+                                job.job_id)).rowcount
+                self._moved(QUEUED, DEFERRED, n)
+
+    # -- results -----------------------------------------------------------------------
+
+    def apply(self, results: list[tuple[str, str, str, int, str, str, str]],
+              decide: Callable[[Recipient, Message, int], tuple[int, float]]) -> list[Outcome]:
+        """Apply per-recipient outcomes (job_id, queue_id, address, outcome, reply, code,
+        route) in one transaction. `decide(recipient, message, outcome)` gives the new state
+        and next attempt. A stale result (another job owns the recipient now) only counts if
+        it says delivered: that is a fact whoever reports it."""
+        applied: list[Outcome] = []
+        with self._tx() as db:
+            messages: dict[str, Message | None] = {}
+            for job_id, qid, address, outcome, reply, code, route in results:
+                if qid not in messages:
+                    mrow = db.execute("SELECT * FROM messages WHERE queue_id = ?",
+                                      (qid,)).fetchone()
+                    messages[qid] = _message(mrow) if mrow else None
+                message = messages[qid]
+                row = db.execute("SELECT * FROM recipients WHERE queue_id = ? AND address = ?",
+                                 (qid, address)).fetchone()
+                if message is None or row is None:
+                    continue
+                rcpt = _recipient(row)
+                if rcpt.state in FINAL:
+                    continue
+                current = rcpt.state == QUEUED and rcpt.job_id == job_id
+                if not current and outcome != DELIVERED_OUTCOME:
+                    continue
+                state, nxt = decide(rcpt, message, outcome)
+                db.execute("UPDATE recipients SET state = ?, next_attempt = ?, last_reply = ?,"
+                           " enhanced_code = ?, route = ?, job_id = '' WHERE queue_id = ? AND"
+                           " address = ?", (state, nxt, reply, code, route, qid, address))
+                self._moved(rcpt.state, state)
+                applied.append(Outcome(qid, address, rcpt.channel, state, reply))
+        return applied
+
+    # -- completion and bounces --------------------------------------------------------
+
+    def message(self, queue_id: str) -> Message | None:
+        row = self.db.execute("SELECT * FROM messages WHERE queue_id = ?",
+                              (queue_id,)).fetchone()
+        return _message(row) if row else None
+
+    def recipients(self, queue_id: str) -> list[Recipient]:
+        return [_recipient(r) for r in self.db.execute(
+            "SELECT * FROM recipients WHERE queue_id = ? ORDER BY address", (queue_id,))]
+
+    def needs_attention(self) -> list[str]:
+        """Messages with final recipients (done, or with failures to bounce): completion
+        work a crash may have interrupted. Final rows are few: they go with their message."""
+        return [r[0] for r in self.db.execute(
+            "SELECT DISTINCT queue_id FROM recipients WHERE state IN (?, ?)", FINAL)]
+
+    def reserve_bounce_id(self, queue_id: str, new_id: str) -> str:
+        """The bounce's queue id, stored before injecting so a retried bounce reuses it."""
+        with self._tx() as db:
+            row = db.execute("SELECT bounce_id FROM messages WHERE queue_id = ?",
+                             (queue_id,)).fetchone()
+            if row is None:
+                return new_id
+            if row[0]:
+                return str(row[0])
+            db.execute("UPDATE messages SET bounce_id = ? WHERE queue_id = ?", (new_id, queue_id))
+            return new_id
+
+    def mark_warned(self, queue_id: str) -> bool:
+        """True for the one caller that gets to send the delay warning."""
+        with self._tx() as db:
+            return db.execute("UPDATE messages SET warned = 1 WHERE queue_id = ? AND warned = 0",
+                              (queue_id,)).rowcount == 1
+
+    def mark_bounced(self, queue_id: str, addresses: list[str]) -> None:
+        with self._tx() as db:
+            db.executemany("UPDATE recipients SET bounced = 1 WHERE queue_id = ? AND address = ?",
+                           [(queue_id, a) for a in addresses])
+            db.execute("UPDATE messages SET bounce_id = '' WHERE queue_id = ?", (queue_id,))
+
+    def delete(self, queue_id: str) -> bool:
+        with self._tx() as db:
+            row = db.execute("DELETE FROM messages WHERE queue_id = ? RETURNING held, received_at",
+                             (queue_id,)).fetchone()
+            if row is None:
+                return False
+            for (state,) in db.execute("DELETE FROM recipients WHERE queue_id = ? RETURNING state",
+                                       (queue_id,)).fetchall():
+                self.by_state[state] -= 1
+            self.messages -= 1
+            self.held -= int(row[0])
+            if self.oldest is not None and row[1] <= self.oldest:
+                self._refresh_oldest()
+        return True
+
+    # -- admin -------------------------------------------------------------------------
+
+    def select_ids(self, queue_ids: list[str], every: bool) -> list[str]:
+        if every:
+            return [r[0] for r in self.db.execute("SELECT queue_id FROM messages")]
+        known = self.known(queue_ids)
+        return [q for q in queue_ids if q in known]
+
+    def retry_now(self, queue_ids: list[str], recipient: str, now: float) -> int:
+        n = 0
+        with self._tx() as db:
+            for qid in queue_ids:
+                n += db.execute("UPDATE recipients SET next_attempt = ? WHERE queue_id = ?"
+                                " AND state = ? AND (? = '' OR address = ?)",
+                                (now, qid, DEFERRED, recipient, recipient)).rowcount
+        return n
+
+    def set_held(self, queue_ids: list[str], held: bool, now: float) -> int:
+        """Hold: waiting recipients put aside (in-flight jobs finish). Release: due now."""
+        old, new = (DEFERRED, HELD) if held else (HELD, DEFERRED)
+        n = 0
+        with self._tx() as db:
+            for qid in queue_ids:
+                db.execute("UPDATE messages SET held = ? WHERE queue_id = ?", (int(held), qid))
+                if held:
+                    n += db.execute("UPDATE recipients SET state = ? WHERE queue_id = ? AND"
+                                    " state = ?", (new, qid, old)).rowcount
+                else:
+                    n += db.execute("UPDATE recipients SET state = ?, next_attempt = ? WHERE"
+                                    " queue_id = ? AND state = ?", (new, now, qid, old)).rowcount
+        self.recount()
+        return n
+
+    def fail_now(self, queue_ids: list[str], recipient: str, reply: str) -> int:
+        n = 0
+        with self._tx() as db:
+            for qid in queue_ids:
+                n += db.execute("UPDATE recipients SET state = ?, last_reply = ?,"
+                                " enhanced_code = '5.0.0', job_id = '' WHERE queue_id = ? AND"
+                                " state IN (?, ?, ?) AND (? = '' OR address = ?)",
+                                (FAILED, reply, qid, QUEUED, DEFERRED, HELD, recipient,
+                                 recipient)).rowcount
+        self.recount()
+        return n
+
+    def stuck(self, before: float) -> list[Recipient]:
+        return [_recipient(r) for r in self.db.execute(
+            "SELECT * FROM recipients WHERE state = ? AND queued_at < ?", (QUEUED, before))]
+
+    def requeue(self, items: list[Recipient], now: float) -> None:
+        with self._tx() as db:
+            for r in items:
+                n = db.execute("UPDATE recipients SET state = ?, next_attempt = ?, job_id = ''"
+                               " WHERE queue_id = ? AND address = ? AND state = ? AND job_id = ?",
+                               (DEFERRED, now, r.queue_id, r.address, QUEUED, r.job_id)).rowcount
+                self._moved(QUEUED, DEFERRED, n)
+
+    def page_messages(self, after: str, limit: int) -> list[Message]:
+        return [_message(r) for r in self.db.execute(
+            "SELECT * FROM messages WHERE queue_id > ? ORDER BY queue_id LIMIT ?",
+            (after, limit))]
+
+    def list(self, sender: str, recipient: str, domain: str, state: int, after: str,
+             limit: int) -> tuple[list[tuple[Message, list[Recipient]]], str]:
+        """qmail-qread with filters, paged by queue id (oldest first)."""
+        where = ["m.queue_id > ?"]
+        args: list[Any] = [after]
+        if sender:
+            where.append("instr(lower(m.sender), lower(?)) > 0")
+            args.append(sender)
+        sub = []
+        if recipient:
+            sub.append("instr(lower(r.address), lower(?)) > 0")
+            args.append(recipient)
+        if domain:
+            sub.append("r.domain = lower(?)")
+            args.append(domain)
+        if state:
+            sub.append("r.state = ?")
+            args.append(state)
+        if sub:
+            clause = " AND ".join(sub)  # fixed fragments; values are bound parameters
+            exists = "EXISTS (SELECT 1 FROM recipients r WHERE r.queue_id = m.queue_id AND "
+            where.append(exists + clause + ")")
+        args.append(limit + 1)
+        rows = self.db.execute(
+            "SELECT m.* FROM messages m WHERE " + " AND ".join(where)  # noqa: S608
+            + " ORDER BY m.queue_id LIMIT ?", args).fetchall()
+        messages = [_message(r) for r in rows[:limit]]
+        token = messages[-1].queue_id if len(rows) > limit else ""
+        return [(m, self.recipients(m.queue_id)) for m in messages], token
+
+
+DELIVERED_OUTCOME, DEFERRED_OUTCOME, FAILED_OUTCOME = 1, 2, 3  # mailyard.mail.v1.Outcome
+
+
+class _Tx:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on error (and the counters recounted)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.db = store.db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.db.execute("COMMIT")
+        else:
+            self.db.execute("ROLLBACK")
+            self.store.recount()
+
+
+def now() -> float:
+    return time.time()

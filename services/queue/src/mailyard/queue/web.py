@@ -1,0 +1,54 @@
+"""Read-only JSON for dashboards and scripts, beside /healthz /readyz /metrics.
+
+    GET /api/stat                      qmail-qstat
+    GET /api/messages?sender=&recipient=&domain=&state=&page_size=&page_token=
+    GET /api/messages/{queue_id}       explain
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, HTTPException
+from google.protobuf.json_format import MessageToDict
+
+from mailyard.api.queue.v1 import queue_pb2 as pb
+from mailyard.queue.admin import Runtime, explain, listing, stat
+from mailyard.queue.engine import Queue
+from mailyard.queue.state import STATE_NAMES
+
+_STATE_BY_NAME = {name: value for value, name in STATE_NAMES.items()}
+
+
+def _to_dict(message: Any) -> dict[str, Any]:
+    return MessageToDict(message, preserving_proto_field_name=True,
+                         always_print_fields_with_no_presence=True)
+
+
+def mount(app: FastAPI, runtime: Runtime) -> None:
+    def queue() -> Queue:
+        if runtime.queue is None:
+            raise HTTPException(503, "standby: this queue process is not the leader")
+        return runtime.queue
+
+    @app.get("/api/stat")
+    async def api_stat() -> dict[str, Any]:
+        return _to_dict(await stat(queue()))
+
+    @app.get("/api/messages")
+    async def api_list(sender: str = "", recipient: str = "", domain: str = "",
+                       state: str = "", page_size: int = 100,
+                       page_token: str = "") -> dict[str, Any]:
+        if state and state not in _STATE_BY_NAME:
+            raise HTTPException(400, f"state must be one of {sorted(_STATE_BY_NAME)}")
+        req = pb.ListRequest(sender=sender, recipient=recipient, domain=domain,
+                             state=_STATE_BY_NAME.get(state, 0),  # type: ignore[arg-type]
+                             page_size=max(1, min(page_size, 1000)), page_token=page_token)
+        return _to_dict(await listing(queue(), req))
+
+    @app.get("/api/messages/{queue_id}")
+    async def api_explain(queue_id: str) -> dict[str, Any]:
+        detail = await explain(queue(), queue_id)
+        if detail is None:
+            raise HTTPException(404, f"{queue_id} not in queue")
+        return _to_dict(detail)

@@ -1,0 +1,98 @@
+"""The operator's actions over gRPC and the CLI: list paging and filters, retry, hold,
+release, delete, bounce, fsck, watch."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailyard.api.queue.v1 import queue_pb2 as qpb
+from mailyard.cli.main import main as cli
+from mailyard.core.spool import Spool
+
+from .conftest import DEFERRED, finished, send, wait_for
+
+WAIT = "Sorry, I wasn't able to establish an SMTP connection. (#4.4.1)"
+
+
+async def _state(q: Any, qid: str) -> int:
+    return int((await q.explain(qid)).recipients[0].state)
+
+
+async def test_operator_actions(js: Any, spool: Spool, workers: Any, start_queue: Any,
+                                capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    q = start_queue(RETRY_C_REMOTE="600")  # deferrals wait: only the operator moves them
+    monkeypatch.setenv("MAILYARD_QUEUE_ADDR", f"127.0.0.1:{q.grpc_port}")
+    events: list[qpb.DeliveryEvent] = []
+
+    async def watch() -> None:
+        async for ev in q.stub.Watch(qpb.WatchRequest()):
+            events.append(ev)
+
+    watcher = asyncio.create_task(watch())
+    await asyncio.sleep(0.2)  # let the watch subscribe (events are not persisted)
+    m = [await send(spool, js, f"s{i}@sender.test", [f"r{i}@remote.test"]) for i in range(3)]
+    for _ in m:
+        await workers["remote"].report(await workers["remote"].job(), DEFERRED, WAIT)
+    for env in m:
+        await wait_for(lambda env=env: _is(q, env.queue_id, qpb.RECIPIENT_STATE_DEFERRED),
+                       what="deferred")
+
+    page = await q.stub.List(qpb.ListRequest(page_size=2))
+    assert [x.queue_id for x in page.messages] == [m[0].queue_id, m[1].queue_id]
+    rest = await q.stub.List(qpb.ListRequest(page_size=2, page_token=page.next_page_token))
+    assert [x.queue_id for x in rest.messages] == [m[2].queue_id] and not rest.next_page_token
+    only = await q.stub.List(qpb.ListRequest(recipient="r1@", state=qpb.RECIPIENT_STATE_DEFERRED))
+    assert [x.queue_id for x in only.messages] == [m[1].queue_id]
+    url = f"http://127.0.0.1:{q.http_port}/api/messages?state=deferred&sender=s2"
+    with urllib.request.urlopen(url) as resp:
+        assert [x["queue_id"] for x in json.load(resp)["messages"]] == [m[2].queue_id]
+
+    assert cli(["queue", "explain", m[0].queue_id]) == 0
+    out = capsys.readouterr().out
+    assert "deferred" in out and "attempts 1" in out and WAIT in out and "next attempt" in out
+
+    # retry: due now, attempt 2
+    assert cli(["queue", "retry", m[0].queue_id]) == 0
+    job = await workers["remote"].job()
+    assert job.queue_id == m[0].queue_id and job.attempt == 2
+    await workers["remote"].report(job, DEFERRED, WAIT)
+
+    # hold: put aside (retry leaves it alone); release: due now
+    assert cli(["queue", "hold", m[1].queue_id]) == 0
+    assert await _state(q, m[1].queue_id) == qpb.RECIPIENT_STATE_HELD
+    assert (await q.stat()).held_messages == 1
+    assert cli(["queue", "release", m[1].queue_id]) == 0
+    job = await workers["remote"].job()
+    assert job.queue_id == m[1].queue_id
+
+    # delete: gone without a bounce
+    assert cli(["queue", "delete", m[2].queue_id]) == 0
+    assert await finished(q, spool, m[2])
+
+    # bounce: failed now, DSN to the sender
+    assert cli(["queue", "bounce", m[0].queue_id]) == 0
+    bjob = await workers["remote"].job()
+    assert list(bjob.recipients) == ["s0@sender.test"]
+    text = (await spool.read(bjob.spool_path))[1].decode()
+    assert "bounced by the queue operator" in text
+    assert await finished(q, spool, m[0])
+
+    assert cli(["queue", "fsck", "--dry-run"]) == 0
+    assert "(dry run)" in capsys.readouterr().out
+    assert cli(["queue", "stat"]) == 0
+    assert "messages in queue: 2" in capsys.readouterr().out  # m[1] in flight + the bounce
+
+    await wait_for(lambda: asyncio.sleep(0, {"new", "delivery", "bounce", "done"}
+                                         <= {e.kind for e in events}), what="watch events")
+    watcher.cancel()
+    assert Path(spool.root, m[1].spool_path).exists()
+
+
+async def _is(q: Any, qid: str, state: int) -> bool:
+    return await _state(q, qid) == state

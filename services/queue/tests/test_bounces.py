@@ -1,0 +1,136 @@
+"""Lifetime expiry, partial failure, double bounce, dropped double bounce."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import urllib.request
+from typing import Any
+
+from mailyard.api.mail.v1 import delivery_pb2 as dpb
+from mailyard.api.mail.v1.envelope_pb2 import ORIGIN_BOUNCE, ORIGIN_DOUBLE_BOUNCE
+from mailyard.core.spool import Spool
+
+from .conftest import (
+    DEFERRED,
+    DELIVERED,
+    FAILED,
+    add_local_domain,
+    gone,
+    read_spool,
+    send,
+    set_control,
+    wait_for,
+)
+
+REFUSED = "550 5.1.1 sorry, no mailbox here by that name"
+
+
+def _dsn_parts(data: bytes) -> tuple[Any, str]:
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    assert msg.get_content_type() == "multipart/report"
+    assert msg.get_param("report-type") == "delivery-status"
+    status = [p for p in msg.walk() if p.get_content_type() == "message/delivery-status"]
+    assert len(status) == 1
+    return msg, data.decode()
+
+
+async def test_deferred_until_lifetime_then_bounce(js: Any, spool: Spool, workers: Any,
+                                                  start_queue: Any) -> None:
+    await set_control(js, "queuelifetime", "1")
+    q = start_queue()
+    env = await send(spool, js, "alice@sender.test", ["r@remote.test"])
+    reply = "Sorry, I wasn't able to establish an SMTP connection. (#4.4.1)"
+    attempts = 0
+    while True:
+        job = await workers["remote"].job()
+        if job.queue_id != env.queue_id:
+            break
+        attempts += 1
+        await workers["remote"].report(job, DEFERRED, reply)
+    assert attempts >= 1
+    assert job.sender == "" and list(job.recipients) == ["alice@sender.test"]
+    benv, data = await read_spool(spool, job.queue_id)
+    assert benv.origin == ORIGIN_BOUNCE
+    _, text = _dsn_parts(data)
+    assert "Final-Recipient: rfc822; r@remote.test" in text
+    assert "Status: 5.4.7" in text and reply in text
+    await wait_for(lambda: gone(q, env.queue_id), what="original removed")
+
+
+async def test_one_of_three_refused(js: Any, spool: Spool, workers: Any,
+                                    start_queue: Any) -> None:
+    q = start_queue()
+    rcpts = ["a@remote.test", "b@remote.test", "c@remote.test"]
+    env = await send(spool, js, "alice@sender.test", rcpts)
+    job = await workers["remote"].job()
+    assert sorted(job.recipients) == rcpts  # one transaction for the domain
+    await workers["remote"].report(job, {"a@remote.test": (DELIVERED, "250 ok"),
+                                         "b@remote.test": (FAILED, REFUSED),
+                                         "c@remote.test": (DELIVERED, "250 ok")})
+    bjob = await workers["remote"].job()
+    assert list(bjob.recipients) == ["alice@sender.test"] and bjob.sender == ""
+    _, text = _dsn_parts((await read_spool(spool, bjob.queue_id))[1])
+    assert "Final-Recipient: rfc822; b@remote.test" in text and REFUSED in text
+    assert "a@remote.test" not in text and "c@remote.test" not in text
+    await wait_for(lambda: gone(q, env.queue_id), what="original removed")
+    await workers["remote"].report(bjob, DELIVERED)
+    await wait_for(lambda: gone(q, bjob.queue_id), what="bounce delivered")
+    assert (await q.stat()).messages == 0
+
+
+async def test_failed_bounce_goes_to_postmaster_then_dropped(
+        js: Any, spool: Spool, workers: Any, start_queue: Any) -> None:
+    await add_local_domain(js, "mx.test")  # where the postmaster lives
+    q = start_queue(BOUNCE_FORMAT="qsbmf")
+    env = await send(spool, js, "alice@sender.test", ["r@remote.test"])
+    job = await workers["remote"].job()
+    await workers["remote"].report(job, FAILED, REFUSED)
+    bounce = await workers["remote"].job()
+    assert list(bounce.recipients) == ["alice@sender.test"]
+    text = (await read_spool(spool, bounce.queue_id))[1].decode()
+    assert "Hi. This is the qmail-send program at mx.test." in text
+    assert "<r@remote.test>:" in text and "--- Below this line is a copy" in text
+    await workers["remote"].report(bounce, FAILED, "550 5.1.1 sender does not exist")
+
+    double = await workers["local"].job()
+    assert double.channel == dpb.CHANNEL_LOCAL
+    assert list(double.recipients) == ["postmaster@mx.test"] and double.sender == ""
+    denv, data = await read_spool(spool, double.queue_id)
+    assert denv.origin == ORIGIN_DOUBLE_BOUNCE
+    assert b"the bounce bounced" in data and b"<alice@sender.test>:" in data
+    await workers["local"].report(double, FAILED, "mailbox full (#5.2.2)")
+
+    for qid in (env.queue_id, bounce.queue_id, double.queue_id):
+        await wait_for(lambda qid=qid: gone(q, qid), what=f"{qid} removed")
+    assert (await q.stat()).messages == 0
+    with urllib.request.urlopen(f"http://127.0.0.1:{q.http_port}/metrics") as resp:
+        metrics = resp.read().decode()
+    assert 'mailyard_queue_bounces_total{kind="dropped"} 1.0' in metrics
+    assert 'mailyard_queue_bounces_total{kind="double_bounce"} 1.0' in metrics
+    assert 'mailyard_queue_bounces_total{kind="bounce"} 1.0' in metrics
+
+
+async def test_null_sender_failure_is_double_bounce(js: Any, spool: Spool, workers: Any,
+                                                   start_queue: Any) -> None:
+    q = start_queue(POSTMASTER="pm@admin.test")
+    env = await send(spool, js, "", ["r@remote.test"])
+    job = await workers["remote"].job()
+    await workers["remote"].report(job, FAILED, REFUSED)
+    double = await workers["remote"].job()
+    assert list(double.recipients) == ["pm@admin.test"]
+    await wait_for(lambda: gone(q, env.queue_id), what="original removed")
+
+
+async def test_delay_warning_when_enabled(js: Any, spool: Spool, workers: Any,
+                                          start_queue: Any) -> None:
+    q = start_queue(DELAY_WARNINGS="true", DELAY_WARNING_AFTER="0.01", RETRY_C_REMOTE="600")
+    env = await send(spool, js, "alice@sender.test", ["r@remote.test"])
+    job = await workers["remote"].job()
+    await workers["remote"].report(job, DEFERRED, "451 4.7.1 greylisted, try later")
+    warning = await workers["remote"].job()
+    assert list(warning.recipients) == ["alice@sender.test"] and warning.sender == ""
+    text = (await read_spool(spool, warning.queue_id))[1].decode()
+    assert "Action: delayed" in text and "Status: 4.7.1" in text and "greylisted" in text
+    detail = await q.explain(env.queue_id)  # the original stays queued
+    assert detail.recipients[0].attempts == 1

@@ -1,0 +1,103 @@
+"""todo -> classify -> jobs -> results -> completion; stat, list, explain; the CLI."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailyard.api.mail.v1 import delivery_pb2 as dpb
+from mailyard.api.mail.v1.envelope_pb2 import Envelope
+from mailyard.api.queue.v1 import queue_pb2 as qpb
+from mailyard.cli.main import main as cli
+from mailyard.core import bus
+from mailyard.core.ids import new_queue_id
+from mailyard.core.spool import Spool
+
+from .conftest import DEFERRED, DELIVERED, add_local_domain, gone, send, wait_for
+
+
+async def test_classify_group_deliver_complete(js: Any, spool: Spool, workers: Any,
+                                               start_queue: Any, capsys: Any,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    await add_local_domain(js)
+    q = start_queue()
+    env = await send(spool, js, "alice@sender.test",
+                     ["bob@local.test", "x@remote.test", "y@REMOTE.test", "z@other.test"])
+    local = await workers["local"].job()
+    assert local.channel == dpb.CHANNEL_LOCAL and list(local.recipients) == ["bob@local.test"]
+    assert local.queue_id == env.queue_id and local.attempt == 1
+    assert local.spool_path == env.spool_path and local.sha256 == env.sha256
+    remote = [await workers["remote"].job(), await workers["remote"].job()]
+    by_domain = {j.domain: sorted(j.recipients) for j in remote}
+    assert by_domain == {"remote.test": ["x@remote.test", "y@REMOTE.test"],
+                         "other.test": ["z@other.test"]}
+    assert len({local.job_id, *(j.job_id for j in remote)}) == 3
+
+    # while in flight: stat, list, explain, the CLI and the JSON view agree
+    stat = await q.stat()
+    assert stat.messages == 1 and stat.recipients_by_state["queued"] == 4
+    monkeypatch.setenv("MAILYARD_QUEUE_ADDR", f"127.0.0.1:{q.grpc_port}")
+    assert cli(["queue", "stat"]) == 0
+    out = capsys.readouterr().out
+    assert "messages in queue: 1" in out and "not yet preprocessed: 0" in out
+    assert cli(["queue", "read", "--domain", "remote.test"]) == 0
+    out = capsys.readouterr().out
+    assert env.queue_id in out and "x@remote.test" in out and "<alice@sender.test>" in out
+    assert cli(["queue", "read", "--sender", "nobody"]) == 0
+    assert env.queue_id not in capsys.readouterr().out
+    with urllib.request.urlopen(f"http://127.0.0.1:{q.http_port}/api/stat") as resp:
+        assert json.load(resp)["messages"] == "1"
+    url = f"http://127.0.0.1:{q.http_port}/api/messages/{env.queue_id}"
+    with urllib.request.urlopen(url) as resp:
+        assert len(json.load(resp)["recipients"]) == 4
+
+    await workers["local"].report(local, DELIVERED)
+    for j in remote:
+        await workers["remote"].report(j, DELIVERED)
+    await wait_for(lambda: gone(q, env.queue_id), what="completion")
+    assert not Path(spool.root, env.spool_path).exists()
+    stat = await q.stat()
+    assert stat.messages == 0 and sum(stat.recipients_by_state.values()) == 0
+
+
+async def test_deferral_then_success(js: Any, spool: Spool, workers: Any,
+                                     start_queue: Any) -> None:
+    q = start_queue()
+    env = await send(spool, js, "a@sender.test", ["r@remote.test"])
+    first = await workers["remote"].job()
+    reply = "Sorry, I wasn't able to establish an SMTP connection. (#4.4.1)"
+    await workers["remote"].report(first, DEFERRED, reply)
+
+    async def deferred() -> qpb.RecipientDetail | None:
+        d = (await q.explain(env.queue_id)).recipients[0]
+        return d if d.state == qpb.RECIPIENT_STATE_DEFERRED else None
+
+    detail = await wait_for(deferred, what="deferred state")
+    assert detail.attempts == 1 and detail.last_reply == reply
+    assert detail.route == "mx.remote.test" and detail.next_attempt.seconds > 0
+    second = await workers["remote"].job()
+    assert second.attempt == 2 and second.job_id != first.job_id
+    await workers["remote"].report(second, DELIVERED)
+    await wait_for(lambda: gone(q, env.queue_id), what="completion")
+    assert not Path(spool.root, env.spool_path).exists()
+
+
+async def test_withdrawn_todo_is_dropped(js: Any, spool: Spool, workers: Any,
+                                         start_queue: Any) -> None:
+    q = start_queue()
+    # an injector whose publish "failed" withdrew the file, but the notice did arrive
+    qid = new_queue_id()
+    ghost = Envelope(queue_id=qid, sender="a@sender.test", recipients=["g@remote.test"],
+                     spool_path=spool.relpath(qid))
+    await bus.publish(js, bus.TODO_SUBJECT, ghost, msg_id=qid)
+    env = await send(spool, js, "a@sender.test", ["r@remote.test"])
+    job = await workers["remote"].job()
+    assert job.queue_id == env.queue_id  # the ghost never became a job
+    assert await gone(q, qid)
+    with urllib.request.urlopen(f"http://127.0.0.1:{q.http_port}/metrics") as resp:
+        text = resp.read().decode()
+    assert 'mailyard_queue_reconciler_repairs_total{kind="withdrawn"} 1.0' in text
