@@ -68,3 +68,42 @@ async def test_two_replicas_one_leader(js: Any, spool: Spool, workers: Any,
     await workers["remote"].report(job, DELIVERED)
     for env in [*sent, late]:
         await wait_for(lambda env=env: finished(second, spool, env), what="done via standby")
+
+
+async def test_a_hand_out_the_dead_leader_never_published_goes_out_once(
+        js: Any, spool: Spool, workers: Any, start_queue: Any, tmp_path: Any) -> None:
+    """The crash window between committing a hand-out and publishing its job: the next
+    leader announces it again under the same job id, and JetStream's dedupe keeps a job
+    that did go out from arriving twice."""
+    import time
+
+    from mailyard.api.mail.v1.envelope_pb2 import Envelope
+    from mailyard.core import bus
+    from mailyard.queue.preprocess import job_message
+    from mailyard.queue.state import Store
+
+    remote = 2  # Channel.CHANNEL_REMOTE
+    store = Store(tmp_path / "state" / "queue.db", sync="NORMAL")
+    (tmp_path / "state").mkdir(exist_ok=True)
+    store.open()
+    lost = await spool.commit(Envelope(queue_id="01JAAAAAAAAAAAAAAAAAAAAAAA", sender="s@x.test",
+                                       recipients=["a@remote.test"]), b"lost\r\n")
+    sent = await spool.commit(Envelope(queue_id="01JBBBBBBBBBBBBBBBBBBBBBBB", sender="s@x.test",
+                                       recipients=["b@remote.test"]), b"sent\r\n")
+    now = time.time()
+    store.add([(lost, [("a@remote.test", remote, "remote.test")]),
+               (sent, [("b@remote.test", remote, "remote.test")])], now)
+    jobs = {j.message.queue_id: j for j in store.take_due(now, 10)}
+    store.close()
+    # the dead leader published one of its two hand-outs
+    published = jobs[sent.queue_id]
+    await bus.publish(js, bus.JOB_SUBJECT["remote"], job_message(published),
+                      msg_id=published.job_id)
+    q: QueueProc = start_queue()
+    got = [await workers["remote"].job(), await workers["remote"].job()]
+    assert sorted(j.job_id for j in got) == sorted(j.job_id for j in jobs.values())
+    assert await workers["remote"].none_within(1.5)  # the published one is not repeated
+    for job in got:
+        await workers["remote"].report(job, DELIVERED)
+    for env in (lost, sent):
+        await wait_for(lambda env=env: finished(q, spool, env))  # type: ignore[misc]

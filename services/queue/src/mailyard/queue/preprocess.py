@@ -112,8 +112,20 @@ class Dispatcher:
     def __init__(self, queue: Queue) -> None:
         self.q = queue
 
+    async def announce_recent(self) -> int:
+        """Publish again what was handed out within the dedupe window: JetStream drops the
+        jobs that did go out (same Nats-Msg-Id) and takes those a crashed leader never sent.
+        Older hand-outs without a result are the reconciler's stuck jobs."""
+        since = time.time() - bus.DUPLICATE_WINDOW + 10
+        jobs = await self.q.store.run(self.q.store.handed_out_since, since)
+        if jobs:
+            await self.publish(jobs)
+        return len(jobs)
+
     async def run(self) -> None:
         store, settings = self.q.store, self.q.settings
+        if announced := await self.announce_recent():
+            log.info("re-announced recent jobs after taking over", extra={"jobs": announced})
         while True:
             now = time.time()
             try:

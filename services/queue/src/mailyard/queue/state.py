@@ -452,6 +452,25 @@ class Store:
         self.recount()
         return n
 
+    def handed_out_since(self, since: float) -> list[Job]:
+        """Jobs handed out since `since`, rebuilt with their original job ids. A leader that
+        died between committing a hand-out and publishing it left these unannounced."""
+        groups: dict[str, list[sqlite3.Row]] = {}
+        for row in self.db.execute(
+                "SELECT queue_id, address, channel, domain, attempts, job_id FROM recipients"
+                " WHERE state = ? AND queued_at >= ? AND job_id != ''", (QUEUED, since)):
+            groups.setdefault(row["job_id"], []).append(row)
+        jobs = []
+        for job_id, members in groups.items():
+            message = self.message(members[0]["queue_id"])
+            if message is not None:
+                first = members[0]
+                jobs.append(Job(job_id, message, first["channel"],
+                                first["domain"] if first["channel"] == 2 else "",
+                                [r["address"] for r in members],
+                                max(r["attempts"] for r in members)))
+        return jobs
+
     def stuck(self, before: float) -> list[Recipient]:
         return [_recipient(r) for r in self.db.execute(
             "SELECT * FROM recipients WHERE state = ? AND queued_at < ?", (QUEUED, before))]
