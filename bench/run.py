@@ -1,6 +1,7 @@
 """`make bench`: Mailyard's accept and end-to-end rates, side by side with Postfix.
 
-1. accept: N messages of 1 KB over 50 sessions into smtp-ingress (durable 250s), and the
+1. accept: N messages of 1 KB over 50 sessions into smtp-ingress (durable 250s) with the
+   queue and workers paused (the peer runs in hold mode), and the
    p99 from end of DATA to 250 at half that rate;
 2. end to end: the same load relayed through a static route to a loopback sink;
 3. the same two runs through ../shared/peers/postfix-peer (hold mode for accept), if
@@ -18,6 +19,7 @@ import asyncio
 import json
 import os
 import resource
+import signal
 import socket
 import subprocess
 import sys
@@ -77,10 +79,32 @@ def line(name: str, r: LoadResult) -> str:
             f"p50 {r.percentile(50) * 1000:6.1f} ms  p99 {r.percentile(99) * 1000:6.1f} ms")
 
 
-def mailyard_runs(n: int, conc: int, report: dict[str, object]) -> None:
+class Paused:
+    """The queue and delivery workers stopped (SIGSTOP) while the block runs: what is
+    accepted waits in JetStream and the spool, as mail waits in qmail's queue while
+    qmail-send is down (`svc -d`) or in Postfix's hold queue. The peer runs in hold mode,
+    so this measures the same thing: the durable accept path alone."""
+
+    WORKERS = ("queue", "remote-delivery", "local-delivery")
+
+    def __init__(self, platform: Platform) -> None:
+        self.pids = [run.proc.pid for run in platform.running.values()
+                     if run.spec.group in self.WORKERS]
+
+    def __enter__(self) -> Paused:
+        for pid in self.pids:
+            os.kill(pid, signal.SIGSTOP)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for pid in self.pids:
+            os.kill(pid, signal.SIGCONT)
+
+
+def mailyard_runs(n: int, conc: int, replicas: int, report: dict[str, object]) -> None:
     sink = Sink()
     data = Path(tempfile.mkdtemp(prefix="mailyard-bench-"))
-    platform = Platform(data, ports=free_ports(), env={
+    platform = Platform(data, ports=free_ports(), ingress_replicas=replicas, env={
         "smtp-ingress": {"MAX_CONNECTIONS": "12000", "MAX_PER_IP": "12000",
                          "LISTEN_BACKLOG": "4096", "LOG_LEVEL": "WARNING"},
         **{s: {"LOG_LEVEL": "WARNING"} for s in ("queue", "local-delivery", "remote-delivery")},
@@ -92,9 +116,18 @@ def mailyard_runs(n: int, conc: int, report: dict[str, object]) -> None:
         warm = asyncio.run(run_load("127.0.0.1", port, 200, conc))
         sink.wait(200, 60)
         base = sink.count()
-        accept = asyncio.run(run_load("127.0.0.1", port, n, conc))
-        print(line("mailyard accept (durable 250)", accept), flush=True)
-        sink.wait(base + accept.sent, 300)  # let the first batch drain before timing e2e
+        with Paused(platform):
+            accept = asyncio.run(run_load("127.0.0.1", port, n, conc))
+            print(line(f"mailyard accept ({replicas} ingress)", accept), flush=True)
+            half = asyncio.run(run_load("127.0.0.1", port, max(500, n // 2), conc,
+                                        rate=accept.rate / 2))
+            print(line(f"mailyard at half peak ({accept.rate / 2:.0f}/s)", half), flush=True)
+        sink.wait(base + accept.sent + half.sent, 300)
+        base = sink.count()
+        # the same load while the queue and a remote worker deliver at the same time
+        busy = asyncio.run(run_load("127.0.0.1", port, n, conc))
+        print(line("mailyard accept while delivering", busy), flush=True)
+        sink.wait(base + busy.sent, 300)
         # end to end: from the first message sent to the last one at the sink
         base = sink.count()
         start = time.perf_counter()
@@ -103,17 +136,29 @@ def mailyard_runs(n: int, conc: int, report: dict[str, object]) -> None:
         e2e_rate = (sink.count() - base) / (end - start)
         print(f"{'mailyard end to end (to sink)':<34} {sink.count() - base:>6} delivered"
               f"          {e2e_rate:>8.1f} msg/s", flush=True)
-        half = asyncio.run(run_load("127.0.0.1", port, max(500, n // 2), conc,
-                                    rate=accept.rate / 2))
-        print(line(f"mailyard at half peak ({accept.rate / 2:.0f}/s)", half), flush=True)
-        report["mailyard"] = {"accept_rate": accept.rate, "accept_p99_ms":
-                              accept.percentile(99) * 1000, "e2e_rate": e2e_rate,
-                              "half_peak_p99_ms": half.percentile(99) * 1000,
-                              "errors": (accept.errors + e2e.errors + warm.errors)[:5]}
-        report["idle"] = idle_connections(platform, 10_000)
+        report["mailyard"] = {
+            "ingress_replicas": replicas, "accept_rate": accept.rate,
+            "accept_p99_ms": accept.percentile(99) * 1000,
+            "half_peak_rate": half.rate, "half_peak_p99_ms": half.percentile(99) * 1000,
+            "accept_while_delivering_rate": busy.rate, "e2e_rate": e2e_rate,
+            "errors": (accept.errors + half.errors + busy.errors + e2e.errors
+                       + warm.errors)[:5]}
     finally:
         platform.stop()
         sink.stop()
+
+
+def idle_run(count: int) -> dict[str, float]:
+    """One ingress process (the target is per process) holding `count` idle sessions."""
+    data = Path(tempfile.mkdtemp(prefix="mailyard-idle-"))
+    platform = Platform(data, ports=free_ports(), env={
+        "smtp-ingress": {"MAX_CONNECTIONS": str(count + 2000), "MAX_PER_IP": "12000",
+                         "LISTEN_BACKLOG": "4096", "LOG_LEVEL": "WARNING"}})
+    platform.start()
+    try:
+        return idle_connections(platform, count)
+    finally:
+        platform.stop()
 
 
 def idle_connections(platform: Platform, count: int) -> dict[str, float]:
@@ -184,12 +229,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--ingress-replicas", type=int, default=min(2, os.cpu_count() or 1),
+                        help="smtp-ingress processes sharing the port (default: one per "
+                             "core, at most 2)")
     parser.add_argument("--skip-postfix", action="store_true")
     parser.add_argument("--only-core", action="store_true",
                         help="skip the per-service benchmarks")
     args = parser.parse_args()
     report: dict[str, object] = {"messages": args.messages, "concurrency": args.concurrency}
-    mailyard_runs(args.messages, args.concurrency, report)
+    mailyard_runs(args.messages, args.concurrency, args.ingress_replicas, report)
+    report["idle"] = idle_run(10_000)
     if not args.skip_postfix:
         postfix_runs(args.messages, args.concurrency, report)
     my, pf = report.get("mailyard"), report.get("postfix")

@@ -80,7 +80,9 @@ def mailyard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mailyard]:
     sink = SmtpSink().start()
     # A killed queue's in-flight work comes back after the leader lock expires and the
     # consumers' ack_wait passes (15 s / 30 s by default); shorter here so tests stay quick.
-    platform = Platform(data, ports=free_ports(), env={
+    # Two ingress processes share the SMTP ports (SO_REUSEPORT), as `mailyard up
+    # --ingress-replicas 2` runs them, so every test also crosses that path.
+    platform = Platform(data, ports=free_ports(), ingress_replicas=2, env={
         "queue": {"LEADER_TTL": "4", "CONSUME_ACK_WAIT": "8"}})
     try:
         platform.start()

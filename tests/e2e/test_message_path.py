@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import smtplib
 import time
+import urllib.request
 
 import pytest
 
@@ -104,3 +105,29 @@ def test_smtp_session_survives_a_rejected_command(mailyard: Mailyard) -> None:
         assert code >= 500
         with pytest.raises(smtplib.SMTPRecipientsRefused):
             client.sendmail("sender@client.test", ["nobody@example.test"], BODY)
+
+
+def _accepted(mailyard: Mailyard, http_port: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("mailyard_smtp_messages_accepted_total{"))
+
+
+def test_ingress_replicas_share_the_smtp_port(mailyard: Mailyard) -> None:
+    replicas = [run.spec for run in mailyard.platform.running.values()
+                if run.spec.group == "smtp-ingress"]
+    assert len(replicas) == 2
+    before = {spec.name: _accepted(mailyard, spec.http_port) for spec in replicas}
+    sent = 0
+    for i in range(24):  # one connection each: the kernel spreads them over both
+        with mailyard.smtp() as client:
+            body = BODY.replace(b"postmaster@example.test", b"someone@remote.test")
+            client.sendmail("sender@client.test", ["someone@remote.test"],
+                            body + f"replica test {i}\r\n".encode())
+            sent += 1
+    gained = {spec.name: _accepted(mailyard, spec.http_port) - before[spec.name]
+              for spec in replicas}
+    assert sum(gained.values()) == sent
+    assert all(n > 0 for n in gained.values()), gained  # 2**-23 chance of a false failure
+    mailyard.queue_empty()

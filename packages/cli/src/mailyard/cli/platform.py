@@ -23,12 +23,17 @@ from mailyard.core.natsserver import NatsServer, free_port
 
 @dataclass
 class ServiceSpec:
-    name: str                 # service name, as in logs and the table
+    name: str                 # process name, as in logs and the table (unique)
     module: str               # python -m <module>
     prefix: str               # env prefix
     http_port: int
     grpc_port: int = 0
     extra: dict[str, str] = field(default_factory=dict)
+    service: str = ""         # the service a replica belongs to (its env group)
+
+    @property
+    def group(self) -> str:
+        return self.service or self.name
 
 
 @dataclass
@@ -50,11 +55,12 @@ class Platform:
 
     def __init__(self, data_dir: Path | str = "var", ports: Ports | None = None,
                  env: dict[str, dict[str, str]] | None = None, replicas: int = 1,
-                 sync_always: bool = False) -> None:
+                 sync_always: bool = False, ingress_replicas: int = 1) -> None:
         self.data = Path(data_dir).resolve()
         self.ports = ports or Ports()
         self.extra_env = env or {}
         self.replicas = replicas  # remote-delivery replicas
+        self.ingress_replicas = ingress_replicas  # share the SMTP ports (SO_REUSEPORT)
         self.nats = NatsServer(self.data / "nats", port=self.ports.nats,
                                monitor_port=self.ports.nats_monitor, sync_always=sync_always)
         self.running: dict[str, Running] = {}
@@ -88,13 +94,17 @@ class Platform:
                                                                            free_port())
             name = "remote-delivery" if i == 0 else f"remote-delivery-{i + 1}"
             specs.append(ServiceSpec(name, "mailyard.remote_delivery", "REMOTE", http,
-                                     grpc_port, {"INSTANCE": name}))
-        specs.append(ServiceSpec(
-            "smtp-ingress", "mailyard.smtp_ingress", "INGRESS", p.ingress_http, extra={
-                "SMTP_PORT": str(p.smtp), "SUBMISSION_PORT": str(p.submission),
-                "SMTPS_PORT": str(p.smtps), "TLS_DIR": str(self.data / "tls"),
-                "RELAY_AUTH_ADDR": f"127.0.0.1:{p.relayauth_grpc}",
-            }))
+                                     grpc_port, {"INSTANCE": name}, "remote-delivery"))
+        for i in range(self.ingress_replicas):
+            name = "smtp-ingress" if i == 0 else f"smtp-ingress-{i + 1}"
+            extra = {"SMTP_PORT": str(p.smtp), "SUBMISSION_PORT": str(p.submission),
+                     "SMTPS_PORT": str(p.smtps), "TLS_DIR": str(self.data / "tls"),
+                     "RELAY_AUTH_ADDR": f"127.0.0.1:{p.relayauth_grpc}", "INSTANCE": name}
+            if self.ingress_replicas > 1:
+                extra["REUSE_PORT"] = "true"
+            specs.append(ServiceSpec(name, "mailyard.smtp_ingress", "INGRESS",
+                                     p.ingress_http if i == 0 else free_port(), extra=extra,
+                                     service="smtp-ingress"))
         return specs
 
     def env_for(self, spec: ServiceSpec) -> dict[str, str]:
@@ -109,7 +119,7 @@ class Platform:
             env[f"{pre}GRPC_HOST"] = "127.0.0.1"
             env[f"{pre}GRPC_PORT"] = str(spec.grpc_port)
         env.update({pre + k: v for k, v in spec.extra.items()})
-        env.update({pre + k: v for k, v in self.extra_env.get(spec.name, {}).items()})
+        env.update({pre + k: v for k, v in self.extra_env.get(spec.group, {}).items()})
         return {**os.environ, **env}
 
     def cli_env(self) -> dict[str, str]:
@@ -211,7 +221,7 @@ class Platform:
         for run in self.running.values():
             s = run.spec
             where = f"grpc 127.0.0.1:{s.grpc_port}" if s.grpc_port else ""
-            if s.name == "smtp-ingress":
+            if s.group == "smtp-ingress":
                 where = f"smtp 127.0.0.1:{p.smtp} submission :{p.submission} smtps :{p.smtps}"
             rows.append((s.name, where, f"http://127.0.0.1:{s.http_port}/metrics"))
         width = [max(len(r[i]) for r in rows) for i in range(3)]

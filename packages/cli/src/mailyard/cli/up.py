@@ -18,6 +18,9 @@ def register(sub: Any) -> None:
     up.add_argument("--data", default="var", help="folder for all data (default ./var)")
     up.add_argument("--remote-replicas", type=int, default=1, metavar="N",
                     help="remote-delivery processes (default 1)")
+    up.add_argument("--ingress-replicas", type=int, default=1, metavar="N",
+                    help="smtp-ingress processes sharing the SMTP ports (default 1; "
+                         "one per core for the highest accept rate)")
     up.add_argument("--nats-sync-always", action="store_true",
                     help="fsync every JetStream write (sync_interval: always)")
     up.set_defaults(func=cmd_up)
@@ -27,7 +30,8 @@ def register(sub: Any) -> None:
 
 def cmd_up(args: argparse.Namespace) -> int:
     platform = Platform(args.data, replicas=args.remote_replicas,
-                        sync_always=args.nats_sync_always)
+                        sync_always=args.nats_sync_always,
+                        ingress_replicas=args.ingress_replicas)
     stopping = False
 
     def _stop(signum: int, frame: object) -> None:

@@ -112,6 +112,7 @@ class Ingress:
             server = await asyncio.start_server(
                 functools.partial(self._handle, listener),
                 self.settings.smtp_host, listener.port, backlog=self.settings.listen_backlog,
+                reuse_port=self.settings.reuse_port or None,
                 ssl=self.tls_context if listener.implicit_tls else None,
                 ssl_handshake_timeout=30.0 if listener.implicit_tls else None)
             self.servers.append(server)

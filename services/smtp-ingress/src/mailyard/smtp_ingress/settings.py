@@ -38,6 +38,10 @@ class Settings(ServiceSettings):
     max_connections: int = Field(default=20000, ge=1)   # tcpserver -c
     max_per_ip: int = Field(default=50, ge=1)
     listen_backlog: int = Field(default=1024, ge=1)
+    # SO_REUSEPORT: several ingress processes on one host share the SMTP ports and the
+    # kernel spreads connections over them (one process per core, like Postfix's smtpd
+    # processes). Off by default so a second instance started by mistake fails loudly.
+    reuse_port: bool = False
     idle_timeout: float = Field(default=1200.0, gt=0)  # qmail's control/timeoutsmtpd
     # DATA must average at least this many bytes/s once the grace period is over, so a
     # slow-loris client loses its slot while a slow honest upload keeps going.
