@@ -59,14 +59,15 @@ async def test_slow_upload_outlives_idle_timeout(make_ingress: MakeIngress, js: 
     upload longer than IDLE_TIMEOUT in total completes."""
     from ingress_helpers import seed_directory, wait_for
 
-    ingress = await make_ingress(idle_timeout=0.6, min_data_rate=1000, data_rate_grace=0.5)
+    # wide margins: a loaded CI machine may oversleep, and a missed chunk must not pass
+    ingress = await make_ingress(idle_timeout=1.2, min_data_rate=1000, data_rate_grace=0.5)
     await seed_directory(js, "example.org", ["alice@example.org"])
     await wait_for(lambda: ingress.directory.accepts("alice@example.org"))
     client = await _data_session(ingress)
     line = b"z" * 1998 + b"\r\n"
-    for _ in range(8):  # ~1.6 s in total at ~10 kB/s
+    for _ in range(8):  # ~2.4 s in total (twice the idle timeout) at ~6.7 kB/s
         await client.send(line)
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.3)
     await client.send(b".\r\n")
     assert (await client.reply()).startswith("250 ok ")
     assert len(committed(ingress)) == 1

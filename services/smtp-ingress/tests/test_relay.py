@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -69,6 +70,25 @@ async def test_relay_client_and_denied_client(make_ingress: MakeIngress, js: Any
         if reply.startswith("553"):
             break
     assert reply == "553 5.7.1 sorry, your IP address is not allowed to connect"
+
+
+async def test_connection_burst_waits_for_relay_auth_slots(make_ingress: MakeIngress, js: Any,
+                                                           relay_auth: str) -> None:
+    """100 clients at once, 2 relay-auth calls at a time: every one still gets its own
+    decision (no fail-closed 451 for a relay client), the rest wait for a slot."""
+    ingress = await _ingress(make_ingress, js, relay_auth, '127.0.0.1:allow,RELAYCLIENT=""\n',
+                             relay_auth_in_flight=2, max_per_ip=200)
+
+    async def relay_once() -> str:
+        client = await session(ingress.ports["smtp"])
+        try:
+            await client.cmd("MAIL FROM:<a@b.test>")
+            return await client.cmd("RCPT TO:<x@elsewhere.test>")
+        finally:
+            await client.close()
+
+    replies = await asyncio.gather(*(relay_once() for _ in range(100)))
+    assert replies == ["250 2.1.5 ok"] * 100
 
 
 async def test_auth_plain_login_cram_and_failures(make_ingress: MakeIngress, js: Any,

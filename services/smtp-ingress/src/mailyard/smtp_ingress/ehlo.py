@@ -12,8 +12,8 @@ _HOSTNAME = re.compile(r"^[\x21-\x7e\u0080-\U0010ffff]{1,255}$")
 
 
 async def greet(s: Session) -> bool:
-    """tcpserver + rblsmtpd: ask relay-auth about the client once, start the DNS lookups
-    in the background (their answers are needed only at RCPT / end of DATA), greet."""
+    """tcpserver + rblsmtpd: ask relay-auth about the client once, start the DNSBL lookups
+    in the background (their answers are needed only at RCPT), greet."""
     from mailyard.smtp_ingress.session import Close
 
     s.client = await s.app.relay.check_client(s.ip)
@@ -21,8 +21,6 @@ async def greet(s: Session) -> bool:
         raise Close("553 5.7.1 sorry, your IP address is not allowed to connect",
                     "client_denied")
     s.dnsbl = s.app.dnsbl.start(s)
-    if s.settings.reverse_dns:
-        s.ptr = s.app.dnsbl.start_ptr(s.ip)
     s.reply(f"220 {s.settings.me} ESMTP mailyard")
     return True
 
@@ -32,6 +30,10 @@ def _helo_name(s: Session, arg: str, verb: str) -> str | None:
     if not _HOSTNAME.match(name):
         s.reject(f"501 5.5.4 syntax: {verb} hostname", "syntax")
         return None
+    if s.ptr is None and s.settings.reverse_dns:
+        # the reverse name is for the Received: line; asked once the client has spoken
+        # SMTP, so connections that only sit idle cost no DNS query (or its memory)
+        s.ptr = s.app.dnsbl.start_ptr(s.ip)
     return name
 
 

@@ -1,9 +1,14 @@
 """Client of relay-auth (tcp.smtp rules, leases, passwords). Every call has a deadline;
 an error or a missed deadline returns None and callers fail safe (no relaying, 454 on AUTH),
-never open."""
+never open.
+
+Calls in flight are bounded: a burst of thousands of connections would otherwise hold
+thousands of gRPC calls (memory, and a loop too busy to finish any of them in time). The
+rest wait for a slot, like connections waiting in tcpserver's backlog."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -16,14 +21,16 @@ log = logging.getLogger(__name__)
 
 
 class RelayAuthClient:
-    def __init__(self, address: str, timeout: float) -> None:
+    def __init__(self, address: str, timeout: float, max_in_flight: int = 64) -> None:
         self.timeout = timeout
         self.channel = grpc.aio.insecure_channel(address)
         self.stub = RelayAuthStub(self.channel)
+        self.slots = asyncio.Semaphore(max_in_flight)
 
     async def _call(self, method: str, request: Any) -> Any:
         try:
-            return await getattr(self.stub, method)(request, timeout=self.timeout)
+            async with self.slots:
+                return await getattr(self.stub, method)(request, timeout=self.timeout)
         except grpc.aio.AioRpcError as exc:
             log.warning("relay-auth %s failed: %s", method, exc.code().name)
         except Exception as exc:

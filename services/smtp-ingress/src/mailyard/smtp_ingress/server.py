@@ -49,7 +49,8 @@ class Ingress:
         self.spool = Spool(settings.spool_dir)
         self.control = ControlView()
         self.directory = DirectoryView()
-        self.relay = RelayAuthClient(settings.relay_auth_addr, settings.relay_auth_timeout)
+        self.relay = RelayAuthClient(settings.relay_auth_addr, settings.relay_auth_timeout,
+                                     settings.relay_auth_in_flight)
         self.dnsbl = Dns(settings, self.control)
         self.tls_context: ssl.SSLContext | None = server_context(
             settings.tls_cert, settings.tls_key, settings.tls_dir, settings.me)
