@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 
@@ -61,3 +62,30 @@ async def test_failed_commit_leaves_nothing(spool: Spool) -> None:
 async def test_paths_outside_the_spool_are_refused(spool: Spool) -> None:
     with pytest.raises(SpoolError):
         await spool.read("../../etc/passwd")
+
+
+async def test_a_failed_message_does_not_fail_its_batch(spool: Spool) -> None:
+    """Concurrent commits share a batch; each keeps its own outcome."""
+    bad = new_queue_id()
+    (spool.mess / bad[-2:]).write_text("not a dir")  # only this message's bucket is broken
+    good = [new_queue_id() for _ in range(20)]
+    good = [q for q in good if q[-2:] != bad[-2:]]
+    results = await asyncio.gather(
+        *(spool.commit(Envelope(queue_id=q), f"body {q}".encode()) for q in [*good, bad]),
+        return_exceptions=True)
+    assert isinstance(results[-1], SpoolError)
+    assert all(isinstance(r, Envelope) for r in results[:-1])
+    assert sorted(spool.iter_committed()) == sorted(spool.relpath(q) for q in good)
+    assert list(spool.tmp.iterdir()) == []
+    for q in good:
+        _, data = await spool.read(spool.relpath(q))
+        assert data == f"body {q}".encode()
+
+
+async def test_commits_arriving_during_a_batch_form_the_next_one(spool: Spool) -> None:
+    first = asyncio.ensure_future(spool.commit(Envelope(queue_id=new_queue_id()), b"1"))
+    await asyncio.sleep(0)  # the first batch is in the writer thread now
+    later = [new_queue_id() for _ in range(30)]
+    stored = await asyncio.gather(first, *(spool.commit(Envelope(queue_id=q), b"2")
+                                           for q in later))
+    assert len(set(spool.iter_committed())) == 31 == len(stored)
