@@ -65,3 +65,23 @@ async def test_sequence_errors(local: Ingress) -> None:
     assert await client.cmd("QUIT") == "221 2.0.0 mx.test"
     assert await client.eof()
     assert committed(local) == []
+
+
+def test_every_rejection_reason_in_the_code_is_precreated() -> None:
+    """A reason used in the code but missing from REJECTION_REASONS would appear only
+    after its first event; this keeps the list and the code in step."""
+    import re
+    from pathlib import Path
+
+    from mailyard.smtp_ingress import metrics
+
+    src = Path(metrics.__file__).parent
+    used: set[str] = set()
+    for path in src.rglob("*.py"):
+        text = path.read_text()
+        used |= set(re.findall(r'reject\([^()]*(?:\([^()]*\))?[^()]*,\s*"([a-z_]+)"\)', text))
+        used |= set(re.findall(r'Verdict\([A-Z_]+,\s*"([a-z_]+)"\)', text))
+        used |= set(re.findall(r'REJECTIONS\.labels\("([a-z_]+)"\)', text))
+        used |= set(re.findall(r'Close\([^()]*,\s*\n?\s*"([a-z_]+)"\)', text))
+    assert used, "the patterns found no reasons at all"
+    assert used <= set(metrics.REJECTION_REASONS), used - set(metrics.REJECTION_REASONS)

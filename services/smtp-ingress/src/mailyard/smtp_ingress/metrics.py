@@ -22,3 +22,25 @@ DNSBL_TIMEOUTS = Counter("mailyard_smtp_dnsbl_timeouts",
 COMMIT_SECONDS = Histogram(
     "mailyard_smtp_commit_seconds", "End of DATA to the 250 reply (spool fsync + JetStream ack).",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5))
+
+# Every label value known in advance exists from the start at 0, so rate() and alerts see
+# a series before the first event (an absent series hides a problem instead of showing 0).
+LISTENERS = ("smtp", "submission", "smtps")
+REJECTION_REASONS = (
+    "auth", "auth_failed", "auth_required", "auth_throttled", "auth_unavailable",
+    "badmailfrom", "bare_lf", "client_denied", "databytes", "dnsbl", "hops",
+    "line_too_long", "non_ascii", "rcpthosts", "relay_unavailable", "sequence", "syntax",
+    "timeout", "tls", "tls_required", "too_many_connections", "too_many_recipients",
+    "unavailable", "unknown_command", "unknown_user")
+AUTH_MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
+AUTH_RESULTS = ("ok", "failed", "throttled", "unavailable", "aborted")
+
+for _listener in LISTENERS:
+    CONNECTIONS.labels(_listener)
+    SESSIONS_ACTIVE.labels(_listener)
+    MESSAGES_ACCEPTED.labels(_listener)
+for _reason in REJECTION_REASONS:
+    REJECTIONS.labels(_reason)
+for _mech in AUTH_MECHANISMS:
+    for _result in AUTH_RESULTS:
+        AUTH_ATTEMPTS.labels(_mech, _result)

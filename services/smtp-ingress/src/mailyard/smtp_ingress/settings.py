@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
@@ -16,8 +17,10 @@ DEFAULT_RCPT_CHECKS = "rcpt_limit,rcpt_dnsbl,rcpt_rcpthosts,rcpt_unknown_user"
 DEFAULT_DATA_CHECKS = "data_size,data_hops"
 
 
-def _names(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
+@functools.cache
+def _names(value: str) -> tuple[str, ...]:
+    """Comma-separated names; cached, as the checks are listed for every command."""
+    return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
 class Settings(ServiceSettings):
@@ -84,7 +87,7 @@ class Settings(ServiceSettings):
                     raise ValueError(f"{phase}_checks: unknown check {name!r}")
         return self
 
-    def checks(self, phase: str) -> list[str]:
+    def checks(self, phase: str) -> tuple[str, ...]:
         return _names(getattr(self, f"{phase}_checks"))
 
     def cleartext_auth_on(self, listener: str) -> bool:
