@@ -1,12 +1,22 @@
-"""relay-auth CheckClient latency: p50 / p99 at a fixed rate, without and with 100,000
-POP-before-SMTP leases (the target is p99 < 2 ms at 2,000 checks/s with 100,000 leases).
+"""relay-auth CheckClient latency as smtp-ingress sees it: p50 / p99 / p99.9 at a fixed rate,
+without and with 100,000 POP-before-SMTP leases (target: p99 < 2 ms at 2,000 checks/s, the
+same with 100,000 leases).
 
-    python -m bench.relay_check [--leases 100000] [--rate 2000] [--seconds 10]
+    python -m bench.relay_check [--leases 100000] [--rate 2000] [--seconds 10] [--repeat 3]
 
-Starts its own nats-server and one relay-auth process on 127.0.0.1, drives CheckClient
-over one gRPC channel, open loop (a call is sent on schedule whether or not earlier ones
-returned, so a stall shows in the tail instead of slowing the load down). Latency is measured
-in this client, so it includes the client's own gRPC overhead. Figures only, no assertions.
+Three processes on 127.0.0.1: a nats-server, one relay-auth (`python -m mailyard.relay_auth`)
+and a load generator (this module with `--drive`, a child process of its own), so the
+generator's CPU is not the server's. The generator calls CheckClient through smtp-ingress's
+own client, `mailyard.smtp_ingress.relay.RelayAuthClient` (one channel, the ingress's
+deadline handling), open loop: call i is due at start + i / rate and is sent when due
+whether or not earlier calls returned, so a stall shows up in the tail instead of slowing
+the load down.
+
+Two latencies per call: `call` is from the moment the call is made to its answer (what an
+ingress session waits for), `sched` is from the call's due time (adds the generator's own
+lateness, so a client that falls behind cannot hide it). Also reported: CPU seconds used by
+the server and by the generator during the run, and the load average, because the figures
+mean little on a busy machine. Figures only, no assertions.
 """
 
 from __future__ import annotations
@@ -14,17 +24,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
+import os
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-import grpc
-
-from mailyard.api.relayauth.v1 import relayauth_pb2 as pb
-from mailyard.api.relayauth.v1 import relayauth_pb2_grpc as rpc
 from mailyard.core import bus
 from mailyard.core.natsserver import NatsServer, free_port
 from mailyard.core.testing import ServiceProcess
@@ -33,6 +42,73 @@ from mailyard.core.testing import ServiceProcess
 def _ip(i: int) -> str:
     return f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}"
 
+
+def _checked_ips() -> list[str]:
+    # half the checked addresses hold a lease once loaded, half do not
+    return [_ip(i * 2) if i % 2 else f"192.0.2.{i % 250}" for i in range(5000)]
+
+
+# -- the load generator (runs in its own process) ------------------------------------------
+
+def _percentiles(values: list[float]) -> dict[str, float | None]:
+    values = sorted(values)
+    n = len(values)
+
+    def at(q: float) -> float | None:
+        return round(values[min(n - 1, int(n * q))] * 1000.0, 3) if n else None
+
+    return {"p50_ms": at(0.50), "p99_ms": at(0.99), "p999_ms": at(0.999),
+            "max_ms": round(values[-1] * 1000.0, 3) if n else None}
+
+
+async def drive(address: str, rate: float, seconds: float) -> dict[str, Any]:
+    from mailyard.smtp_ingress.relay import RelayAuthClient
+
+    ips = _checked_ips()
+    client = RelayAuthClient(address, timeout=1.0)  # the ingress's client and deadline style
+    for i in range(500):  # connect and warm up
+        await client.check_client(ips[i % len(ips)])
+    total = int(rate * seconds)
+    interval = 1.0 / rate
+    due = [0.0] * total
+    sent = [0.0] * total
+    done = [0.0] * total
+    errors = 0
+
+    async def one(i: int) -> None:
+        nonlocal errors
+        sent[i] = time.perf_counter()
+        if await client.check_client(ips[i % len(ips)]) is None:
+            errors += 1
+        done[i] = time.perf_counter()
+
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    tasks: list[asyncio.Task[None]] = []
+    start = time.perf_counter() + 0.01
+    i = 0
+    while i < total:
+        now = time.perf_counter()
+        while i < total and start + i * interval <= now:  # everything that is due, now
+            due[i] = start + i * interval
+            tasks.append(asyncio.create_task(one(i)))
+            i += 1
+        if i < total:
+            await asyncio.sleep(max(0.0, start + i * interval - time.perf_counter()))
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - start
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    await client.close()
+    return {
+        "checks": total, "errors": errors, "achieved_rate": round(total / elapsed, 1),
+        "call": _percentiles([d - s for s, d in zip(sent, done, strict=True)]),
+        "sched": _percentiles([d - s for s, d in zip(due, done, strict=True)]),
+        "generator_lag": _percentiles([s - d for d, s in zip(due, sent, strict=True)]),
+        "generator_cpu_s": round(cpu1.ru_utime + cpu1.ru_stime
+                                 - cpu0.ru_utime - cpu0.ru_stime, 2),
+    }
+
+
+# -- the orchestration -----------------------------------------------------------------------
 
 async def _load_leases(url: str, count: int, ttl: float = 10800.0) -> float:
     """Write `count` leases straight into the shared bucket (as many replicas would)."""
@@ -66,48 +142,27 @@ def _leases_active(http_port: int) -> int:
     return 0
 
 
-async def _drive(address: str, rate: float, seconds: float, ips: list[str]) -> dict[str, Any]:
-    latencies: list[float] = []
-    errors = 0
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = rpc.RelayAuthStub(channel)
-        for _ in range(200):  # warm up the channel
-            await stub.CheckClient(pb.CheckClientRequest(ip="127.0.0.1"))
-
-        async def one(ip: str) -> None:
-            nonlocal errors
-            t0 = time.perf_counter()
-            try:
-                await stub.CheckClient(pb.CheckClientRequest(ip=ip))
-            except grpc.aio.AioRpcError:
-                errors += 1
-                return
-            latencies.append(time.perf_counter() - t0)
-
-        total = int(rate * seconds)
-        interval = 1.0 / rate
-        tasks = []
-        start = time.perf_counter()
-        for i in range(total):
-            delay = start + i * interval - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(ips[i % len(ips)])))
-        await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - start
-    latencies.sort()
-    n = len(latencies)
-    ms = 1000.0
-    return {
-        "checks": n, "errors": errors, "achieved_rate": round(n / elapsed, 1),
-        "p50_ms": round(statistics.median(latencies) * ms, 3) if n else None,
-        "p99_ms": round(latencies[min(n - 1, int(n * 0.99))] * ms, 3) if n else None,
-        "max_ms": round(latencies[-1] * ms, 3) if n else None,
-    }
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-async def run(leases: int = 100_000, rate: float = 2000.0, seconds: float = 10.0
-              ) -> dict[str, Any]:
+def _run_generator(address: str, rate: float, seconds: float, server_pid: int
+                   ) -> dict[str, Any]:
+    load_before = os.getloadavg()[0]
+    cpu0 = _cpu_seconds(server_pid)
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.relay_check", "--drive", address, "--rate", str(rate),
+         "--seconds", str(seconds)], check=True, capture_output=True, text=True,
+        cwd=Path(__file__).resolve().parent.parent)
+    result: dict[str, Any] = json.loads(out.stdout)
+    result["server_cpu_s"] = round(_cpu_seconds(server_pid) - cpu0, 2)
+    result["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    return result
+
+
+async def run(leases: int = 100_000, rate: float = 2000.0, seconds: float = 10.0,
+              repeat: int = 1) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bench-relay-"))
     nats = NatsServer(work / "jetstream")
     nats.start(work / "nats.log")
@@ -119,22 +174,25 @@ async def run(leases: int = 100_000, rate: float = 2000.0, seconds: float = 10.0
         "MAILYARD_RELAYAUTH_LOG_LEVEL": "WARNING",
     }, work, http_port=http_port)
     address = f"127.0.0.1:{grpc_port}"
-    report: dict[str, Any] = {"rate": rate, "seconds": seconds, "leases": leases}
+    report: dict[str, Any] = {"rate": rate, "seconds": seconds, "leases": leases,
+                              "cpus": os.cpu_count()}
     try:
         proc.start()
-        # half the checked addresses hold a lease once loaded, half do not
-        ips = [_ip(i * 2) if i % 2 else f"192.0.2.{i % 250}" for i in range(5000)]
-        report["without_leases"] = await _drive(address, rate, seconds, ips)
-        report["lease_load_seconds"] = round(await _load_leases(nats.url, leases), 2)
-        deadline = time.monotonic() + 120
-        while _leases_active(http_port) < leases and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        report["leases_active"] = _leases_active(http_port)
-        report["with_leases"] = await _drive(address, rate, seconds, ips)
-        proc.stop()  # restart: how long 100,000 leases take to load into the mirror
-        t0 = time.perf_counter()
-        proc.start(wait=120)
-        report["restart_ready_seconds"] = round(time.perf_counter() - t0, 2)
+        assert proc.proc is not None
+        report["without_leases"] = [_run_generator(address, rate, seconds, proc.proc.pid)
+                                    for _ in range(repeat)]
+        if leases:
+            report["lease_load_seconds"] = round(await _load_leases(nats.url, leases), 2)
+            deadline = time.monotonic() + 120
+            while _leases_active(http_port) < leases and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+            report["leases_active"] = _leases_active(http_port)
+            report["with_leases"] = [_run_generator(address, rate, seconds, proc.proc.pid)
+                                     for _ in range(repeat)]
+            proc.stop()  # restart: how long 100,000 leases take to load into the mirror
+            t0 = time.perf_counter()
+            proc.start(wait=120)
+            report["restart_ready_seconds"] = round(time.perf_counter() - t0, 2)
     finally:
         proc.stop()
         nats.stop()
@@ -146,8 +204,14 @@ def main() -> None:
     parser.add_argument("--leases", type=int, default=100_000)
     parser.add_argument("--rate", type=float, default=2000.0)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--drive", metavar="ADDRESS", help=argparse.SUPPRESS)  # the generator
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args.leases, args.rate, args.seconds)), indent=2))
+    if args.drive:
+        print(json.dumps(asyncio.run(drive(args.drive, args.rate, args.seconds))))
+        return
+    print(json.dumps(asyncio.run(run(args.leases, args.rate, args.seconds, args.repeat)),
+                     indent=2))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import time
 from dataclasses import dataclass
@@ -61,6 +62,10 @@ class LeaseStore:
         self.view = KVView(bus.KV_LEASES)
         self.view.on_change(self._apply)
         self._mirror: dict[str, ActiveLease] = {}
+        # Expiry bookkeeping so neither /metrics nor the purge scans 100,000 leases: a heap of
+        # (expires_at, key) (stale entries skipped) and the keys seen expired so far.
+        self._expiries: list[tuple[float, str]] = []
+        self._expired: set[str] = set()
         self._task: asyncio.Task[None] | None = None
         metrics.LEASES_ACTIVE.set_function(self.active_count)
 
@@ -79,6 +84,7 @@ class LeaseStore:
     # -- the mirror ------------------------------------------------------------------------
 
     def _apply(self, key: str, value: bytes | None) -> None:
+        self._expired.discard(key)
         if value is None:
             self._mirror.pop(key, None)
             return
@@ -87,12 +93,18 @@ class LeaseStore:
         except Exception:
             log.warning("unreadable lease %s ignored", key)
             return
-        self._mirror[key] = ActiveLease(lease.ip, lease.user, _seconds(lease.granted_at),
-                                        _seconds(lease.expires_at))
+        active = ActiveLease(lease.ip, lease.user, _seconds(lease.granted_at),
+                             _seconds(lease.expires_at))
+        self._mirror[key] = active
+        heapq.heappush(self._expiries, (active.expires_at, key))
 
     def lookup(self, ip: IPAddress, now: float | None = None) -> ActiveLease | None:
         """The active lease for this client, from memory (no network round trip)."""
-        lease = self._mirror.get(lease_key(ip))
+        return self.lookup_key(lease_key(ip), now)
+
+    def lookup_key(self, key: str, now: float | None = None) -> ActiveLease | None:
+        """lookup() by lease_key(ip), for callers that already have the key."""
+        lease = self._mirror.get(key)
         if lease is None or lease.expires_at <= (now or time.time()):
             return None
         return lease
@@ -103,8 +115,17 @@ class LeaseStore:
                       key=lambda x: (x.ip.count(":"), x.ip))
 
     def active_count(self) -> int:
+        return len(self._mirror) - len(self._expired_now())
+
+    def _expired_now(self) -> set[str]:
+        """Keys in the mirror whose lease has expired (amortised O(log n) per lease)."""
         now = time.time()
-        return sum(1 for x in self._mirror.values() if x.expires_at > now)
+        while self._expiries and self._expiries[0][0] <= now:
+            expires_at, key = heapq.heappop(self._expiries)
+            lease = self._mirror.get(key)
+            if lease is not None and lease.expires_at == expires_at:
+                self._expired.add(key)  # else refreshed or deleted since: a stale entry
+        return self._expired
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -140,11 +161,11 @@ class LeaseStore:
         assert self.view.kv is not None
         now = time.time()
         purged = 0
-        for key in [k for k, x in self._mirror.items() if x.expires_at <= now]:
+        for key in list(self._expired_now()):
             try:
                 entry = await self.view.kv.get(key)
             except Exception:
-                self._mirror.pop(key, None)  # already gone
+                self._apply(key, None)  # already gone
                 continue
             if entry.value is None:
                 continue

@@ -6,7 +6,9 @@ counters mirrored from KV), so smtp-ingress can call it on every connection.
 
 from __future__ import annotations
 
+import functools
 import logging
+import time
 
 import grpc
 from google.protobuf.message import Message
@@ -16,7 +18,7 @@ from mailyard.api.relayauth.v1 import relayauth_pb2_grpc as rpc
 from mailyard.core.control import ControlView
 from mailyard.relay_auth import metrics
 from mailyard.relay_auth.auth import Authenticator
-from mailyard.relay_auth.leases import LeaseStore
+from mailyard.relay_auth.leases import LeaseStore, lease_key
 from mailyard.relay_auth.rules import IPAddress, RuleError, RuleSet, parse_ip
 from mailyard.relay_auth.throttle import Throttle
 
@@ -24,6 +26,33 @@ log = logging.getLogger(__name__)
 RULES_FILE = "tcp.smtp"
 
 _DECISIONS = ("deny", "relay", "lease", "allow")
+Context = grpc.aio.ServicerContext[Message, Message]
+
+
+@functools.lru_cache(maxsize=16384)
+def client_address(text: str) -> tuple[IPAddress, str]:
+    """A client address and its KV key (leases, AUTH failures), cached: the same clients
+    connect again and again, and parsing costs more than the rest of a check."""
+    ip = parse_ip(text)
+    return ip, lease_key(ip)
+
+
+async def _invalid(context: Context, details: str) -> None:
+    """INVALID_ARGUMENT (context.abort raises, so the handler ends here)."""
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, details)
+
+
+async def _valid_ip(text: str, context: Context) -> None:
+    try:
+        client_address(text)
+    except ValueError:
+        await _invalid(context, f"not an IP address: {text!r}")
+        raise  # abort raises; this keeps type checkers honest
+
+
+def _auth_reply(outcome: tuple[int, str]) -> pb.AuthenticateResponse:
+    result, user = outcome
+    return pb.AuthenticateResponse(result=result, user=user)  # type: ignore[arg-type]
 
 
 def open_relay(rules: RuleSet) -> bool:
@@ -44,8 +73,7 @@ class RelayAuthServicer(rpc.RelayAuthServicer):
         self.leases = leases
         self.throttle = throttle
         self.auth = auth
-        for decision in _DECISIONS:
-            metrics.CHECKS.labels(decision)
+        self._checks = {d: metrics.CHECKS.labels(d) for d in _DECISIONS}
         if RULES_FILE in control.data:
             self._on_control(RULES_FILE, control.data[RULES_FILE])
         control.on_change(self._on_control)
@@ -71,39 +99,40 @@ class RelayAuthServicer(rpc.RelayAuthServicer):
 
     # -- CheckClient -----------------------------------------------------------------------
 
-    async def _ip(self, text: str, context: grpc.aio.ServicerContext[Message, Message]
-                  ) -> IPAddress:
-        try:
-            return parse_ip(text)
-        except ValueError:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"not an IP address: {text!r}")
-            raise  # abort raises; this keeps type checkers honest
-
     async def CheckClient(self, request: pb.CheckClientRequest,
-                          context: grpc.aio.ServicerContext[Message, Message]
-                          ) -> pb.CheckClientResponse:
-        ip = await self._ip(request.ip, context)
-        return self.check(ip)
+                          context: Context) -> pb.CheckClientResponse:
+        # The hot path (every SMTP connection): memory only, no await unless the request is
+        # bad, no logging, pre-bound metric children.
+        try:
+            ip, key = client_address(request.ip)
+        except ValueError:
+            await _invalid(context, f"not an IP address: {request.ip!r}")
+            raise
+        return self.check(ip, key)
 
-    def check(self, ip: IPAddress) -> pb.CheckClientResponse:
+    def check(self, ip: IPAddress, key: str | None = None) -> pb.CheckClientResponse:
+        if key is None:
+            key = lease_key(ip)
+        now = time.time()
         rules = self.rules
         rule = rules.match(ip)
         resp = pb.CheckClientResponse(rule_version=rules.version,
-                                      auth_throttled=self.throttle.ip_throttled(ip))
+                                      auth_throttled=self.throttle.key_throttled(key, now))
         if rule is None:
             resp.decided_by = pb.DECIDER_DEFAULT  # tcpserver allows when nothing matches
         else:
             resp.decided_by = pb.DECIDER_RULE
             resp.rule = rule.pattern
-            resp.env.update(rule.env)
-        if rule is not None and not rule.allow:
-            # An operator's deny beats a lease: the address may not even connect.
-            metrics.CHECKS.labels("deny").inc()
-            return resp
+            if rule.env:
+                resp.env.update(rule.env)
+            if not rule.allow:
+                # An operator's deny beats a lease: the address may not even connect.
+                self._checks["deny"].inc()
+                return resp
         resp.allow_connect = True
         relay = rule is not None and "RELAYCLIENT" in rule.env
         decision = "relay" if relay else "allow"
-        if not relay and (lease := self.leases.lookup(ip)) is not None:
+        if not relay and (lease := self.leases.lookup_key(key, now)) is not None:
             relay, decision = True, "lease"
             resp.decided_by = pb.DECIDER_LEASE
             resp.lease_user = lease.user
@@ -113,80 +142,69 @@ class RelayAuthServicer(rpc.RelayAuthServicer):
         # RBLSMTPD="" (or blank, as on the help page's open-smtp lines) exempts from DNSBL;
         # RBLSMTPD with text means reject with that text (smtp-ingress reads it from env).
         resp.dnsbl_exempt = (rbl is not None and not rbl.strip()) or (relay and rbl is None)
-        metrics.CHECKS.labels(decision).inc()
+        self._checks[decision].inc()
         return resp
 
     # -- AUTH ------------------------------------------------------------------------------
 
     async def Authenticate(self, request: pb.AuthenticateRequest,
-                           context: grpc.aio.ServicerContext[Message, Message]
-                           ) -> pb.AuthenticateResponse:
-        result, user = await self.auth.password(request.mechanism, request.username,
-                                                request.password, request.client_ip)
-        return pb.AuthenticateResponse(result=result, user=user)  # type: ignore[arg-type]
+                           context: Context) -> pb.AuthenticateResponse:
+        return _auth_reply(await self.auth.password(request.mechanism, request.username,
+                                                    request.password, request.client_ip))
 
     async def CramChallenge(self, request: pb.CramChallengeRequest,
-                            context: grpc.aio.ServicerContext[Message, Message]
-                            ) -> pb.CramChallengeResponse:
+                            context: Context) -> pb.CramChallengeResponse:
         challenge_id, challenge = await self.auth.cram_challenge(request.client_ip,
                                                                  request.hostname)
         return pb.CramChallengeResponse(challenge_id=challenge_id, challenge=challenge)
 
     async def CramVerify(self, request: pb.CramVerifyRequest,
-                         context: grpc.aio.ServicerContext[Message, Message]
-                         ) -> pb.AuthenticateResponse:
-        result, user = await self.auth.cram_verify(request.challenge_id, request.username,
-                                                   request.digest, request.client_ip)
-        return pb.AuthenticateResponse(result=result, user=user)  # type: ignore[arg-type]
+                         context: Context) -> pb.AuthenticateResponse:
+        return _auth_reply(await self.auth.cram_verify(request.challenge_id, request.username,
+                                                       request.digest, request.client_ip))
 
     # -- leases ----------------------------------------------------------------------------
 
-    async def GrantLease(self, request: pb.GrantLeaseRequest,
-                         context: grpc.aio.ServicerContext[Message, Message]) -> pb.Lease:
-        await self._ip(request.ip, context)
+    async def GrantLease(self, request: pb.GrantLeaseRequest, context: Context) -> pb.Lease:
+        await _valid_ip(request.ip, context)
         if not request.user:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a lease needs a user")
+            await _invalid(context, "a lease needs a user")
         ttl = request.ttl.ToTimedelta().total_seconds() if request.HasField("ttl") else 0.0
         if ttl < 0:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "ttl must be positive")
+            await _invalid(context, "ttl must be positive")
         lease = await self.leases.grant(request.ip, request.user, ttl or None)
         log.info("lease granted", extra={"ip": lease.ip, "user": lease.user,
                                          "expires_at": lease.expires_at})
         return lease.to_pb()
 
     async def RevokeLease(self, request: pb.RevokeLeaseRequest,
-                          context: grpc.aio.ServicerContext[Message, Message]
-                          ) -> pb.RevokeLeaseResponse:
-        await self._ip(request.ip, context)
+                          context: Context) -> pb.RevokeLeaseResponse:
+        await _valid_ip(request.ip, context)
         revoked = await self.leases.revoke(request.ip)
         if revoked:
             log.info("lease revoked", extra={"ip": request.ip})
         return pb.RevokeLeaseResponse(revoked=revoked)
 
     async def ListLeases(self, request: pb.ListLeasesRequest,
-                         context: grpc.aio.ServicerContext[Message, Message]
-                         ) -> pb.ListLeasesResponse:
+                         context: Context) -> pb.ListLeasesResponse:
         return pb.ListLeasesResponse(leases=[x.to_pb() for x in self.leases.active()])
 
     # -- rules -----------------------------------------------------------------------------
 
-    async def ImportRules(self, request: pb.ImportRulesRequest,
-                          context: grpc.aio.ServicerContext[Message, Message]) -> pb.RuleSet:
+    async def ImportRules(self, request: pb.ImportRulesRequest, context: Context) -> pb.RuleSet:
         try:
             rules = RuleSet(request.text)
         except RuleError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"tcp.smtp {exc}")
+            await _invalid(context, f"tcp.smtp {exc}")
             raise
         if open_relay(rules):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                "tcp.smtp refused: a catch-all rule with RELAYCLIENT is an "
-                                "open relay")
+            await _invalid(context, "tcp.smtp refused: a catch-all rule with RELAYCLIENT is "
+                                    "an open relay")
         assert self.control.kv is not None
         await self.control.kv.put(RULES_FILE, request.text.encode())
         self.rules = rules  # the watch confirms it here and brings it to the other replicas
         log.info("tcp.smtp imported", extra={"version": rules.version, "rules": len(rules.rules)})
         return rules_to_pb(rules)
 
-    async def ShowRules(self, request: pb.ShowRulesRequest,
-                        context: grpc.aio.ServicerContext[Message, Message]) -> pb.RuleSet:
+    async def ShowRules(self, request: pb.ShowRulesRequest, context: Context) -> pb.RuleSet:
         return rules_to_pb(self.rules)
