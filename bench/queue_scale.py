@@ -1,6 +1,7 @@
 """Queue scale: a million deferred recipients must not slow new mail, stat, or memory.
 
     .venv/bin/python -m bench.queue_scale [N]        (N deferred recipients, default 1,000,000)
+    .venv/bin/python -m bench.queue_scale --cycle [K]   (queue CPU per message, default 3,000)
 
 1. empty queue: inject K messages and time until the queue has preprocessed them all
    (accept + preprocess rate);
@@ -10,6 +11,12 @@
    (p50 / p99 / max over 200 calls) and the queue process's RSS.
 
 Targets (from issue 6): rate >= 90% of the empty-queue rate, stat < 100 ms, RSS < 1 GB.
+
+`--cycle` measures the queue alone: K messages injected 50 at a time go the whole way
+(todo -> job -> a stand-in worker that reports "delivered" at once -> completion), and the
+queue process's CPU time (user + system, from /proc) is divided by K. The other processes
+of a real run (smtp-ingress, remote-delivery) are not there, so the figure is the queue's
+own cost per message, less disturbed by what else shares the box.
 Figures only: nothing here asserts.
 """
 
@@ -23,9 +30,12 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
+import nats.errors
 
+from mailyard.api.mail.v1 import delivery_pb2 as dpb
 from mailyard.api.mail.v1.envelope_pb2 import Envelope
 from mailyard.api.queue.v1 import queue_pb2, queue_pb2_grpc
 from mailyard.core import bus
@@ -45,6 +55,11 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rows(n: int) -> Iterator[tuple[str, str, str, float, float]]:
@@ -85,6 +100,95 @@ async def accept_rate(spool: Spool, js: object, stub: queue_pb2_grpc.QueueServic
 def start_queue(env: dict[str, str], logs: Path) -> ServiceProcess:
     return ServiceProcess("mailyard.queue", env, logs,
                           http_port=int(env["MAILYARD_QUEUE_HTTP_PORT"])).start(wait=600)
+
+
+async def stand_in_worker(js: Any, stop: asyncio.Event) -> None:
+    """Takes remote jobs and reports every recipient delivered at once."""
+    await bus.ensure_consumer(js, bus.JOBS_STREAM, bus.JOB_CONSUMER["remote"],
+                              filter_subject=bus.JOB_SUBJECT["remote"], ack_wait=30,
+                              max_ack_pending=1000)
+    sub = await js.pull_subscribe(bus.JOB_SUBJECT["remote"], durable=bus.JOB_CONSUMER["remote"],
+                                  stream=bus.JOBS_STREAM)
+
+    async def report(msg: Any) -> None:
+        job = bus.decode(dpb.DeliveryJob, msg.data)
+        result = dpb.DeliveryResult(job_id=job.job_id, queue_id=job.queue_id,
+                                    channel=job.channel, worker="bench")
+        for rcpt in job.recipients:
+            result.results.append(dpb.RecipientResult(
+                recipient=rcpt, outcome=dpb.OUTCOME_DELIVERED, reply="250 ok",
+                remote_host="127.0.0.1"))
+        await bus.publish(js, bus.RESULT_SUBJECT.format(channel="remote"), result,
+                          msg_id=f"result-{job.job_id}")
+        await msg.ack()
+
+    while not stop.is_set():
+        try:
+            msgs = await sub.fetch(100, timeout=0.5)
+        except (TimeoutError, nats.errors.TimeoutError):
+            continue
+        await asyncio.gather(*(report(m) for m in msgs))
+
+
+async def cycle(count: int) -> None:
+    """The queue's CPU per message over the whole path (see the module doc)."""
+    tmp = Path(tempfile.mkdtemp(prefix="queue-cycle-"))
+    server = NatsServer(tmp / "js")
+    server.start(tmp / "nats.log")
+    spool = Spool(tmp / "spool")
+    spool.ensure()
+    grpc_port = free_port()
+    env = {f"MAILYARD_QUEUE_{k}": v for k, v in {
+        "NATS_URL": server.url, "SPOOL_DIR": str(spool.root), "STATE_DIR": str(tmp / "state"),
+        "GRPC_PORT": str(grpc_port), "HTTP_PORT": str(free_port()), "ME": "bench.test",
+        "RECONCILE_AT_START": "false", "RECONCILE_INTERVAL": "86400", "LOG_LEVEL": "WARNING",
+        **{k.removeprefix("MAILYARD_QUEUE_"): v for k, v in os.environ.items()
+           if k.startswith("MAILYARD_QUEUE_")}}.items()}
+    nc = await bus.connect(server.url, "bench")
+    js = nc.jetstream()
+    await bus.ensure_mail_streams(js)
+    stub = queue_pb2_grpc.QueueServiceStub(grpc.insecure_channel(f"127.0.0.1:{grpc_port}"))
+    stop = asyncio.Event()
+    worker = asyncio.create_task(stand_in_worker(js, stop))
+    queue = None
+    body = b"Subject: bench\r\n\r\n" + b"x" * 1000 + b"\r\n"
+
+    async def run(n: int) -> tuple[float, float]:
+        assert queue is not None and queue.proc is not None
+        sem = asyncio.Semaphore(CONCURRENCY)
+
+        async def one(i: int) -> None:
+            async with sem:
+                await inject(spool, js,
+                             Envelope(sender="b@bench.test", recipients=[f"r{i}@remote.test"]),
+                             body)
+
+        cpu0, t0 = cpu_seconds(queue.proc.pid), time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(n)))
+        while True:
+            s = await asyncio.to_thread(stat, stub)
+            if s.messages == 0 and s.not_preprocessed == 0:
+                break
+            await asyncio.sleep(0.02)
+        return cpu_seconds(queue.proc.pid) - cpu0, time.perf_counter() - t0
+
+    try:
+        queue = start_queue(env, tmp)
+        await run(count // 10)  # warm-up: streams, consumers, caches
+        cpu, wall = await run(count)
+        print(f"queue cycle: {count:,} messages in {wall:.1f}s ({count / wall:,.0f} msg/s),"
+              f" queue CPU {cpu / count * 1e6:,.0f} us/msg")
+    finally:
+        stop.set()
+        await worker
+        if queue is not None:
+            queue.stop()
+        await nc.close()
+        server.stop()
+        spool.close()
+        if os.environ.get("KEEP_BENCH_DIR") is None:
+            import shutil
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 async def main(n: int) -> None:
@@ -150,4 +254,7 @@ async def main(n: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000))
+    if sys.argv[1:2] == ["--cycle"]:
+        asyncio.run(cycle(int(sys.argv[2]) if len(sys.argv) > 2 else 3000))
+    else:
+        asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000))

@@ -101,3 +101,27 @@ async def test_withdrawn_todo_is_dropped(js: Any, spool: Spool, workers: Any,
     with urllib.request.urlopen(f"http://127.0.0.1:{q.http_port}/metrics") as resp:
         text = resp.read().decode()
     assert 'mailyard_queue_reconciler_repairs_total{kind="withdrawn"} 1.0' in text
+
+
+async def test_one_bad_todo_does_not_hold_up_its_batch(js: Any, spool: Spool, workers: Any,
+                                                       start_queue: Any) -> None:
+    """Todos are recorded a batch per transaction: a notice the store cannot take (here a
+    size beyond SQLite's integers) must not cost its batch-mates, and is itself kept (unacked,
+    its file in place), never dropped."""
+    good = [await send(spool, js, "a@sender.test", [f"r{i}@remote.test"]) for i in range(2)]
+    bad = await spool.commit(Envelope(queue_id=new_queue_id(), sender="a@sender.test",
+                                      recipients=["bad@remote.test"]), b"Subject: x\r\n\r\nx\r\n")
+    bad.size = 2**64 - 1
+    await bus.publish(js, bus.TODO_SUBJECT, bad, msg_id=bad.queue_id)
+    good.append(await send(spool, js, "a@sender.test", ["r2@remote.test"]))
+    q = start_queue()  # all four notices are waiting: they come in one fetch
+    jobs = [await workers["remote"].job() for _ in good]
+    assert sorted(j.queue_id for j in jobs) == sorted(e.queue_id for e in good)
+    assert await gone(q, bad.queue_id)  # not recorded ...
+    assert Path(spool.root, bad.spool_path).exists()  # ... and not dropped
+    stat = await wait_for(q.stat, what="stat")
+    assert stat.messages == 3 and stat.not_preprocessed == 1  # its todo waits, unacked
+    for j in jobs:
+        await workers["remote"].report(j, DELIVERED)
+    for e in good:
+        await wait_for(lambda e=e: gone(q, e.queue_id), what="completion")

@@ -12,7 +12,7 @@ from mailyard.api.queue.v1 import queue_pb2 as qpb
 from mailyard.core.ids import new_queue_id
 from mailyard.core.spool import Spool
 
-from .conftest import DEFERRED, DELIVERED, send, wait_for
+from .conftest import DEFERRED, DELIVERED, gone, send, wait_for
 
 
 async def _fsck(q: Any, dry_run: bool = False) -> dict[str, list[qpb.Repair]]:
@@ -89,3 +89,28 @@ async def test_stuck_job_is_requeued(js: Any, spool: Spool, workers: Any,
 
 async def _done(q: Any, qid: str) -> bool:
     return (await q.stat()).messages == 0
+
+
+async def test_a_completion_cut_short_is_finished_not_held(js: Any, spool: Spool,
+                                                          start_queue: Any,
+                                                          tmp_path: Path) -> None:
+    """Completion removes the file, then the state (one transaction per batch, not synced
+    under FULL). A crash in between leaves final recipients without a file: the reconciler
+    does not call that a missing file, and the sweep removes the state."""
+    from mailyard.queue.state import Store
+
+    store = Store(tmp_path / "state" / "queue.db", sync="NORMAL")
+    store.open()
+    env = await spool.commit(Envelope(queue_id=new_queue_id(), sender="s@x.test",
+                                      recipients=["a@remote.test"]), b"done\r\n")
+    store.add([(env, [("a@remote.test", 2, "remote.test")])], time.time())
+    job = store.take_due(time.time(), 10)[0]
+    store.apply([(job.job_id, env.queue_id, "a@remote.test", 1, "250 ok", "", "mx")],
+                lambda r, m, o: (3, 0.0))  # DELIVERED
+    store.close()
+    os.unlink(Path(spool.root, env.spool_path))  # the file went; the crash came before the state
+    q = start_queue(RECONCILE_AT_START="false")
+    fixed = await _fsck(q)
+    assert "missing_file" not in fixed
+    await wait_for(lambda: gone(q, env.queue_id), what="completion")
+    assert (await q.stat()).held_messages == 0

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any
 
 import nats.errors
 from nats.aio.msg import Msg
@@ -21,27 +22,60 @@ from mailyard.api.mail.v1.delivery_pb2 import CHANNEL_LOCAL, CHANNEL_REMOTE, Del
 from mailyard.api.mail.v1.envelope_pb2 import Envelope
 from mailyard.core import bus
 from mailyard.core.addresses import domain_of, to_ascii_domain
-from mailyard.core.errors import BusError
+from mailyard.core.spool import Spool
 from mailyard.queue import metrics
 from mailyard.queue.engine import Queue, enum
-from mailyard.queue.state import Job
+from mailyard.queue.state import Job, Store
 
 log = logging.getLogger(__name__)
 CHANNEL_NAME: dict[int, str] = {CHANNEL_LOCAL: "local", CHANNEL_REMOTE: "remote"}
+PUBLISH_TIMEOUT = 5.0  # seconds for a batch of job publishes to be acked (as bus.publish)
+WITHDRAWN = metrics.REPAIRS.labels("withdrawn")
 
 
-def classify(queue: Queue, recipients: list[str]) -> list[tuple[str, int, str]]:
-    """(address, channel, domain) for each distinct recipient."""
+def classify(queue: Queue, recipients: list[str],
+             domains: dict[str, tuple[int, str]] | None = None) -> list[tuple[str, int, str]]:
+    """(address, channel, domain) for each distinct recipient. `domains` caches the lookup
+    per domain across a batch (most recipients of a batch share a few domains)."""
     out: list[tuple[str, int, str]] = []
     seen: set[str] = set()
+    cache = {} if domains is None else domains
     for address in recipients:
         if address in seen:
             continue
         seen.add(address)
-        domain = to_ascii_domain(domain_of(address))
-        channel = CHANNEL_LOCAL if queue.directory.is_local_domain(domain) else CHANNEL_REMOTE
-        out.append((address, channel, domain))
+        raw = domain_of(address)
+        known = cache.get(raw)
+        if known is None:
+            domain = to_ascii_domain(raw)
+            channel = CHANNEL_LOCAL if queue.directory.is_local_domain(domain) else CHANNEL_REMOTE
+            known = cache[raw] = (channel, domain)
+        out.append((address, known[0], known[1]))
     return out
+
+
+Item = tuple[Envelope, list[tuple[str, int, str]]]
+
+
+def _file_present(spool: Spool, spool_path: str) -> bool:
+    try:
+        return spool.path(spool_path).exists()
+    except Exception:  # outside the spool, unreadable: not a committed file
+        return False
+
+
+def record(store: Store, spool: Spool, items: list[Item],
+           now: float) -> tuple[list[str], list[str]]:
+    """On the store's thread, in one hop per batch: drop the todos whose spool file is gone,
+    record the rest in one transaction. Returns (ids added, ids withdrawn)."""
+    present: list[Item] = []
+    withdrawn: list[str] = []
+    for item in items:
+        if _file_present(spool, item[0].spool_path):
+            present.append(item)
+        else:
+            withdrawn.append(item[0].queue_id)
+    return (store.add(present, now) if present else []), withdrawn
 
 
 class TodoConsumer:
@@ -66,34 +100,59 @@ class TodoConsumer:
                 await asyncio.sleep(0.5)
                 continue
             await self.handle(msgs)
+            if len(msgs) < self.q.settings.consume_batch and self.q.settings.consume_linger:
+                await asyncio.sleep(self.q.settings.consume_linger)  # let the next batch grow
 
     async def handle(self, msgs: list[Msg]) -> None:
-        envelopes: list[tuple[Msg, Envelope]] = []
+        """One fetched batch: one store hop (file checks + one transaction), then the acks.
+        If the batch transaction fails, each todo is tried alone, so one bad notice cannot
+        hold up the others; a todo that still fails stays unacked and comes back after
+        CONSUME_ACK_WAIT (its file is committed: it must not be dropped)."""
+        q = self.q
+        decoded: list[tuple[Msg, Item]] = []
+        domains: dict[str, tuple[int, str]] = {}
         for msg in msgs:
             try:
-                envelopes.append((msg, bus.decode(Envelope, msg.data)))
+                env: Envelope = bus.decode(Envelope, msg.data)
+                decoded.append((msg, (env, classify(q, list(env.recipients), domains))))
             except Exception:
                 log.error("undecodable todo notice dropped")
                 await msg.term()
-        exists = await asyncio.gather(*(self.q.spool.exists(env.spool_path)
-                                        for _, env in envelopes), return_exceptions=True)
-        items = []
-        for (_msg, env), present in zip(envelopes, exists, strict=True):
-            if present is True:
-                items.append((env, classify(self.q, list(env.recipients))))
-            else:
-                # The injector withdrew it (its client got a 451) or it is long done.
-                log.info("todo without spool file dropped", extra={"queue_id": env.queue_id})
-                metrics.REPAIRS.labels("withdrawn").inc()
-        now = time.time()
-        added = await self.q.store.run(self.q.store.add, items, now) if items else []
+        if not decoded:
+            return
+        store, now = q.store, time.time()
+        failed: set[str] = set()
+        try:
+            added, withdrawn = await store.run(record, store, q.spool,
+                                               [item for _, item in decoded], now)
+        except Exception as exc:
+            log.error("todo batch not recorded, trying one by one: %s", exc)
+            added, withdrawn = [], []
+            for _, item in decoded:
+                try:
+                    one_added, one_withdrawn = await store.run(record, store, q.spool,
+                                                               [item], now)
+                except Exception as one_exc:
+                    log.error("todo not recorded, retried after the ack wait: %s", one_exc,
+                              extra={"queue_id": item[0].queue_id})
+                    failed.add(item[0].queue_id)
+                    continue
+                added += one_added
+                withdrawn += one_withdrawn
         # Acked only now: the state is committed (a crash before this redelivers the todo,
         # and a known queue id is skipped).
-        await asyncio.gather(*(msg.ack() for msg, _ in envelopes), return_exceptions=True)
+        for msg, (env, _) in decoded:
+            if env.queue_id not in failed:
+                with contextlib.suppress(Exception):
+                    await msg.ack()
+        for qid in withdrawn:
+            # The injector withdrew it (its client got a 451) or it is long done.
+            log.info("todo without spool file dropped", extra={"queue_id": qid})
+            WITHDRAWN.inc()
         for qid in added:
-            await self.q.event("new", qid)
+            await q.event("new", qid)
         if added:
-            self.q.wake.set()
+            q.wake.set()
 
 
 def job_message(job: Job) -> DeliveryJob:
@@ -123,34 +182,59 @@ class Dispatcher:
         return len(jobs)
 
     async def run(self) -> None:
-        store, settings = self.q.store, self.q.settings
+        store, settings, wake = self.q.store, self.q.settings, self.q.wake
         if announced := await self.announce_recent():
             log.info("re-announced recent jobs after taking over", extra={"jobs": announced})
         while True:
+            # Cleared before looking: a wake set while we look or publish means another
+            # round, never a missed one.
+            wake.clear()
             now = time.time()
             try:
-                jobs = await store.run(store.take_due, now, settings.dispatch_batch)
+                jobs, nxt = await store.run(store.dispatch_round, now, settings.dispatch_batch)
             except Exception:
                 log.exception("taking due recipients failed")
-                jobs = []
+                jobs, nxt = [], None
             if jobs:
                 await self.publish(jobs)
-                continue
-            nxt = await store.run(store.next_due)
+            if nxt is not None and nxt <= time.time():
+                continue  # more is due already (the batch was full)
             delay = settings.scheduler_max_sleep if nxt is None else nxt - time.time()
             delay = min(max(delay, 0.005), settings.scheduler_max_sleep)
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.q.wake.wait(), delay)
-            self.q.wake.clear()
+                await asyncio.wait_for(wake.wait(), delay)
 
     async def publish(self, jobs: list[Job]) -> None:
-        async def one(job: Job) -> None:
+        """Send every job, then wait for their acks together (one round trip per batch, not
+        per job). A job without an ack within PUBLISH_TIMEOUT goes back to deferred; if it
+        did reach the stream after all, its next hand-out has a new job id and the stale
+        result is ignored (at least once)."""
+        js = self.q.js
+        pending: list[tuple[Job, asyncio.Future[Any]]] = []
+        failed: list[tuple[Job, str]] = []
+        for job in jobs:
             subject = bus.JOB_SUBJECT[CHANNEL_NAME[job.channel]]
             try:
-                await bus.publish(self.q.js, subject, job_message(job), msg_id=job.job_id)
-            except BusError as exc:
-                log.warning("job not published, retried shortly: %s", exc,
+                fut = await js.publish_async(subject, job_message(job).SerializeToString(),
+                                             wait_stall=PUBLISH_TIMEOUT,
+                                             headers={"Nats-Msg-Id": job.job_id})
+            except Exception as exc:
+                failed.append((job, f"publish to {subject} failed: {exc}"))
+                continue
+            pending.append((job, fut))
+        if pending:
+            await asyncio.wait([f for _, f in pending], timeout=PUBLISH_TIMEOUT)
+        for job, fut in pending:
+            if not fut.done():
+                fut.cancel()
+                failed.append((job, f"no ack from JetStream within {PUBLISH_TIMEOUT}s"))
+            elif fut.cancelled():
+                failed.append((job, "publish cancelled"))
+            elif (error := fut.exception()) is not None:
+                failed.append((job, f"publish to JetStream failed: {error}"))
+        if failed:
+            for job, why in failed:
+                log.warning("job not published, retried shortly: %s", why,
                             extra={"queue_id": job.message.queue_id})
-                await self.q.store.run(self.q.store.undo_dispatch, job, time.time() + 5.0)
-
-        await asyncio.gather(*(one(j) for j in jobs))
+            store = self.q.store
+            await store.run(store.undo_dispatch_many, [j for j, _ in failed], time.time() + 5.0)

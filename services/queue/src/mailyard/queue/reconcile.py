@@ -27,6 +27,7 @@ from mailyard.core.errors import BusError, ChecksumMismatch, SpoolError
 from mailyard.queue import metrics
 from mailyard.queue.engine import Queue
 from mailyard.queue.results import sweep
+from mailyard.queue.state import FINAL
 
 log = logging.getLogger(__name__)
 STALE_TEMP_AGE = 86400.0
@@ -140,8 +141,15 @@ class Reconciler:
                 except ChecksumMismatch as exc:
                     kind, detail = "checksum_mismatch", str(exc)
                 except SpoolError as exc:
-                    # a message completed since the page was read is not missing
-                    if await store.run(store.message, m.queue_id) is None:
+                    # a message completed since the page was read is not missing, nor is
+                    # one whose recipients are all final: its file went first on completion
+                    # and a crash (or a lost state commit) came before its state went; the
+                    # sweep below finishes it.
+                    current = await store.run(store.snapshot, [m.queue_id])
+                    if m.queue_id not in current:
+                        continue
+                    rcpts = current[m.queue_id][1]
+                    if rcpts and all(r.state in FINAL for r in rcpts):
                         continue
                     kind, detail = "missing_file", str(exc)
                 if not dry_run:

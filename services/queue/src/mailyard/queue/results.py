@@ -10,6 +10,7 @@ after that finds no file and is dropped, never delivered twice).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -43,6 +44,7 @@ from mailyard.queue.state import (
     HELD,
     QUEUED,
     Message,
+    Outcome,
     Recipient,
 )
 
@@ -50,6 +52,10 @@ log = logging.getLogger(__name__)
 RESULT_NAME: dict[int, str] = {OUTCOME_DELIVERED: "delivered", OUTCOME_DEFERRED: "deferred",
                OUTCOME_FAILED: "failed"}
 CHANNEL_NAME: dict[int, str] = {CHANNEL_LOCAL: "local", CHANNEL_REMOTE: "remote"}
+# Label children looked up once, not per recipient.
+DELIVERIES = {(c, r): metrics.DELIVERIES.labels(c, r)
+              for c in CHANNEL_NAME.values() for r in RESULT_NAME.values()}
+RETRIES = {c: metrics.RETRIES.labels(c) for c in CHANNEL_NAME.values()}
 
 
 class ResultConsumer:
@@ -74,6 +80,8 @@ class ResultConsumer:
                 await asyncio.sleep(0.5)
                 continue
             await self.handle(msgs)
+            if len(msgs) < self.q.settings.consume_batch and self.q.settings.consume_linger:
+                await asyncio.sleep(self.q.settings.consume_linger)  # let the next batch grow
 
     def decide(self, rcpt: Recipient, message: Message, outcome: int) -> tuple[int, float]:
         """New state and next attempt of one recipient (called in the store's thread)."""
@@ -89,6 +97,14 @@ class ResultConsumer:
         return (HELD if message.held else DEFERRED), schedule.next_attempt(
             message.received_at, now, c)
 
+    def _apply(self, rows: list[tuple[str, str, str, int, str, str, str]]
+               ) -> tuple[list[Outcome], dict[str, tuple[Message, list[Recipient]]]]:
+        """On the store's thread: apply the batch (one transaction), then read what settling
+        the touched messages needs, in the same hop."""
+        store = self.q.store
+        applied = store.apply(rows, self.decide)
+        return applied, store.snapshot(dict.fromkeys(o.queue_id for o in applied))
+
     async def handle(self, msgs: list[Msg]) -> None:
         rows: list[tuple[str, str, str, int, str, str, str]] = []
         for msg in msgs:
@@ -101,22 +117,21 @@ class ResultConsumer:
                 outcome = r.outcome if r.outcome in RESULT_NAME else OUTCOME_DEFERRED
                 rows.append((result.job_id, result.queue_id, r.recipient, outcome,
                              r.reply, r.enhanced_code, r.remote_host))
-        store = self.q.store
         by_key = {(qid, addr): outcome for _, qid, addr, outcome, *_ in rows}
-        applied = await store.run(store.apply, rows, self.decide) if rows else []
-        await asyncio.gather(*(m.ack() for m in msgs), return_exceptions=True)
-        touched: set[str] = set()
+        applied, snap = await self.q.store.run(self._apply, rows) if rows else ([], {})
+        for m in msgs:
+            with contextlib.suppress(Exception):
+                await m.ack()
         for o in applied:
             reported = by_key.get((o.queue_id, o.address), OUTCOME_DEFERRED)
             channel = CHANNEL_NAME.get(o.channel, "remote")
-            metrics.DELIVERIES.labels(channel, RESULT_NAME[reported]).inc()
+            DELIVERIES[channel, RESULT_NAME[reported]].inc()
             if o.state in (DEFERRED, HELD):
-                metrics.RETRIES.labels(channel).inc()
+                RETRIES[channel].inc()
             await self.q.event("delivery", o.queue_id, o.address, o.channel,
                                OUTCOME_FAILED if o.state == FAILED else reported, o.reply)
-            touched.add(o.queue_id)
-        for qid in touched:
-            await settle(self.q, qid)
+        if snap:
+            await settle_many(self.q, list(snap), snap)
         if self.q.settings.delay_warnings:
             for qid in {o.queue_id for o in applied if o.state == DEFERRED}:
                 await warn_delay(self.q, qid)
@@ -124,31 +139,57 @@ class ResultConsumer:
 
 async def settle(q: Queue, queue_id: str) -> None:
     """Bounce what failed, and remove the message once every recipient is final."""
+    await settle_many(q, [queue_id])
+
+
+async def settle_many(q: Queue, queue_ids: list[str],
+                      snap: dict[str, tuple[Message, list[Recipient]]] | None = None) -> None:
+    """settle() for many messages: one read (unless given), the bounces owed, then every
+    completed message removed together (see complete_many)."""
     store = q.store
-    message = await store.run(store.message, queue_id)
-    if message is None:
-        return
-    rcpts = await store.run(store.recipients, queue_id)
-    failed = [r for r in rcpts if r.state == FAILED and not r.bounced]
-    if failed and not any(r.state == QUEUED for r in rcpts):
-        try:
-            await send_bounce(q, message, failed)
-        except MailyardError as exc:  # retried by the next sweep; nothing is removed before
-            log.warning("bounce not injected yet: %s", exc, extra={"queue_id": queue_id})
-            return
-    if rcpts and all(r.state in FINAL for r in rcpts):
-        await complete(q, message)
+    if snap is None:
+        snap = await store.run(store.snapshot, queue_ids)
+    done: list[Message] = []
+    for qid in queue_ids:
+        if qid not in snap:
+            continue
+        message, rcpts = snap[qid]
+        failed = [r for r in rcpts if r.state == FAILED and not r.bounced]
+        if failed and not any(r.state == QUEUED for r in rcpts):
+            try:
+                await send_bounce(q, message, failed)
+            except MailyardError as exc:  # retried by the next sweep; nothing is removed before
+                log.warning("bounce not injected yet: %s", exc, extra={"queue_id": qid})
+                continue
+        if rcpts and all(r.state in FINAL for r in rcpts):
+            done.append(message)
+    if done:
+        await complete_many(q, done)
 
 
 async def complete(q: Queue, message: Message) -> None:
-    try:
-        await q.spool.remove(message.spool_path)
-    except SpoolError as exc:
-        log.error("spool file not removed: %s", exc, extra={"queue_id": message.queue_id})
+    await complete_many(q, [message])
+
+
+async def complete_many(q: Queue, messages: list[Message]) -> None:
+    """Spool files first (together), then the state of those removed, in one transaction:
+    a crash in between leaves final recipients without a file, which the sweep completes
+    (the file is already gone) and the reconciler does not count as missing."""
+    removed = await asyncio.gather(*(q.spool.remove(m.spool_path) for m in messages),
+                                   return_exceptions=True)
+    gone: list[str] = []
+    for message, outcome in zip(messages, removed, strict=True):
+        if isinstance(outcome, BaseException):
+            log.error("spool file not removed: %s", outcome,
+                      extra={"queue_id": message.queue_id})
+        else:
+            gone.append(message.queue_id)
+    if not gone:
         return
-    await q.store.run(q.store.delete, message.queue_id)
-    await q.event("done", message.queue_id)
-    log.info("message done", extra={"queue_id": message.queue_id})
+    await q.store.run(q.store.delete_many, gone)
+    for qid in gone:
+        await q.event("done", qid)
+        log.debug("message done", extra={"queue_id": qid})
 
 
 async def send_bounce(q: Queue, message: Message, failed: list[Recipient]) -> None:

@@ -37,6 +37,11 @@ class Settings(ServiceSettings):
     # process had fetched comes back this much later. Redelivery is harmless (idempotent).
     consume_ack_wait: float = Field(default=30.0, gt=0)
     scheduler_max_sleep: float = Field(default=1.0, gt=0)
+    # After a todo / result fetch that did not fill CONSUME_BATCH, wait this long before the
+    # next one so that the next batch is bigger: each batch costs a pull request, a store
+    # transaction and a dispatch round whatever its size. Adds at most this much latency per
+    # stage; 0 fetches again at once.
+    consume_linger: float = Field(default=0.02, ge=0, le=1.0)
     # Leader lock in KV "locks": refreshed every ttl/3; a standby takes over after ttl
     # seconds without a refresh.
     leader_ttl: float = Field(default=15.0, gt=0)

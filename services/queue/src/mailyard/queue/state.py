@@ -187,8 +187,13 @@ class Store:
         assert self._db is not None, "store not open"
         return self._db
 
-    def _tx(self) -> _Tx:
-        return _Tx(self)
+    def _tx(self, durable: bool = True) -> _Tx:
+        """A write transaction. durable=False commits without syncing the WAL even under
+        STATE_SYNC=FULL: only for writes whose loss in an OS crash is repaired anyway (the
+        removal of a completed message, whose file is already gone: the sweep finishes it
+        again). A later durable commit syncs the whole WAL, these frames included, so the
+        order of commits on disk is kept."""
+        return _Tx(self, durable or self.sync != "FULL")
 
     # -- counters ----------------------------------------------------------------------
 
@@ -221,8 +226,10 @@ class Store:
         added: list[str] = []
         with self._tx() as db:
             for env, recipients in items:
-                received = env.received_at.ToDatetime().timestamp() if env.HasField(
-                    "received_at") else now
+                # Seconds since the epoch straight from the Timestamp (ToDatetime() is a naive
+                # UTC datetime, and .timestamp() would read it as local time).
+                received = (env.received_at.seconds + env.received_at.nanos / 1e9
+                            if env.HasField("received_at") else now)
                 cur = db.execute(
                     "INSERT OR IGNORE INTO messages (queue_id, sender, size, received_at,"
                     " spool_path, sha256, origin, client_ip, auth_user, smtputf8, body_8bit)"
@@ -305,16 +312,25 @@ class Store:
                                 max(r["attempts"] for r in members) + 1))
         return jobs
 
+    def dispatch_round(self, now: float, limit: int) -> tuple[list[Job], float | None]:
+        """take_due, then the next attempt time of what is still waiting (one hop)."""
+        jobs = self.take_due(now, limit)
+        return jobs, self.next_due()
+
     def undo_dispatch(self, job: Job, retry_at: float) -> None:
         """The job could not be published: back to DEFERRED, the attempt not counted."""
+        self.undo_dispatch_many([job], retry_at)
+
+    def undo_dispatch_many(self, jobs: list[Job], retry_at: float) -> None:
         with self._tx() as db:
-            for address in job.recipients:
-                n = db.execute("UPDATE recipients SET state = ?, attempts = attempts - 1,"
-                               " job_id = '', next_attempt = ? WHERE queue_id = ? AND"
-                               " address = ? AND state = ? AND job_id = ?",
-                               (DEFERRED, retry_at, job.message.queue_id, address, QUEUED,
-                                job.job_id)).rowcount
-                self._moved(QUEUED, DEFERRED, n)
+            for job in jobs:
+                for address in job.recipients:
+                    n = db.execute("UPDATE recipients SET state = ?, attempts = attempts - 1,"
+                                   " job_id = '', next_attempt = ? WHERE queue_id = ? AND"
+                                   " address = ? AND state = ? AND job_id = ?",
+                                   (DEFERRED, retry_at, job.message.queue_id, address, QUEUED,
+                                    job.job_id)).rowcount
+                    self._moved(QUEUED, DEFERRED, n)
 
     # -- results -----------------------------------------------------------------------
 
@@ -392,20 +408,40 @@ class Store:
                            [(queue_id, a) for a in addresses])
             db.execute("UPDATE messages SET bounce_id = '' WHERE queue_id = ?", (queue_id,))
 
+    def snapshot(self, queue_ids: Iterable[str]) -> dict[str, tuple[Message, list[Recipient]]]:
+        """Each known message with its recipients (what settling needs), in one read."""
+        out: dict[str, tuple[Message, list[Recipient]]] = {}
+        for qid in queue_ids:
+            message = self.message(qid)
+            if message is not None:
+                out[qid] = (message, self.recipients(qid))
+        return out
+
     def delete(self, queue_id: str) -> bool:
-        with self._tx() as db:
-            row = db.execute("DELETE FROM messages WHERE queue_id = ? RETURNING held, received_at",
-                             (queue_id,)).fetchone()
-            if row is None:
-                return False
-            for (state,) in db.execute("DELETE FROM recipients WHERE queue_id = ? RETURNING state",
-                                       (queue_id,)).fetchall():
-                self.by_state[state] -= 1
-            self.messages -= 1
-            self.held -= int(row[0])
-            if self.oldest is not None and row[1] <= self.oldest:
+        return self.delete_many([queue_id]) == [queue_id]
+
+    def delete_many(self, queue_ids: list[str]) -> list[str]:
+        """Remove completed messages and their recipients in one transaction; returns the
+        ids that were still there. (Their spool files are gone already: a lost commit here
+        leaves final recipients that the sweep completes again.)"""
+        deleted: list[str] = []
+        refresh = False
+        with self._tx(durable=False) as db:
+            for queue_id in queue_ids:
+                row = db.execute("DELETE FROM messages WHERE queue_id = ?"
+                                 " RETURNING held, received_at", (queue_id,)).fetchone()
+                if row is None:
+                    continue
+                for (state,) in db.execute("DELETE FROM recipients WHERE queue_id = ?"
+                                           " RETURNING state", (queue_id,)).fetchall():
+                    self.by_state[state] -= 1
+                self.messages -= 1
+                self.held -= int(row[0])
+                refresh = refresh or (self.oldest is not None and row[1] <= self.oldest)
+                deleted.append(queue_id)
+            if refresh:
                 self._refresh_oldest()
-        return True
+        return deleted
 
     # -- admin -------------------------------------------------------------------------
 
@@ -525,20 +561,27 @@ DELIVERED_OUTCOME, DEFERRED_OUTCOME, FAILED_OUTCOME = 1, 2, 3  # mailyard.mail.v
 class _Tx:
     """BEGIN IMMEDIATE ... COMMIT, rolled back on error (and the counters recounted)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, durable: bool = True) -> None:
         self.store = store
         self.db = store.db
+        self.durable = durable
 
     def __enter__(self) -> sqlite3.Connection:
+        if not self.durable:
+            self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("BEGIN IMMEDIATE")
         return self.db
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self.db.execute("COMMIT")
-        else:
-            self.db.execute("ROLLBACK")
-            self.store.recount()
+        try:
+            if exc_type is None:
+                self.db.execute("COMMIT")
+            else:
+                self.db.execute("ROLLBACK")
+                self.store.recount()
+        finally:
+            if not self.durable:
+                self.db.execute(f"PRAGMA synchronous={self.store.sync}")
 
 
 def now() -> float:
