@@ -89,3 +89,11 @@ async def test_commits_arriving_during_a_batch_form_the_next_one(spool: Spool) -
     stored = await asyncio.gather(first, *(spool.commit(Envelope(queue_id=q), b"2")
                                            for q in later))
     assert len(set(spool.iter_committed())) == 31 == len(stored)
+
+
+def test_plain_and_tricky_paths(spool: Spool) -> None:
+    qid = new_queue_id()
+    assert spool.path(spool.relpath(qid)) == spool.root / "mess" / qid[-2:] / qid
+    for bad in ("mess/../../etc/passwd", "mess/ab/../../../x", "/etc/passwd", "tmp/x"):
+        with pytest.raises(SpoolError):
+            spool.path(bad)

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import re
 import struct
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +33,7 @@ from mailyard.core.errors import ChecksumMismatch, SpoolError
 
 MAGIC = b"MYSPOOL1"
 _HEADER = struct.Struct(">8sI")  # magic, envelope length
+_PLAIN_PATH = re.compile(r"mess/[0-9A-Za-z]{2}/[0-9A-Za-z]{1,64}")
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
 
@@ -74,6 +76,8 @@ class Spool:
         return f"mess/{bucket_of(queue_id)}/{queue_id}"
 
     def path(self, spool_path: str) -> Path:
+        if _PLAIN_PATH.fullmatch(spool_path):  # what relpath() makes: nothing to resolve
+            return self.root / spool_path
         resolved = (self.root / spool_path).resolve()
         if self.mess.resolve() not in resolved.parents:
             raise SpoolError(f"spool path outside the spool: {spool_path!r}")
