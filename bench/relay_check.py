@@ -3,14 +3,21 @@ without and with 100,000 POP-before-SMTP leases (target: p99 < 2 ms at 2,000 che
 same with 100,000 leases).
 
     python -m bench.relay_check [--leases 100000] [--rate 2000] [--seconds 10] [--repeat 3]
+                                [--path stream|unary|both]
 
 Three processes on 127.0.0.1: a nats-server, one relay-auth (`python -m mailyard.relay_auth`)
 and a load generator (this module with `--drive`, a child process of its own), so the
 generator's CPU is not the server's. The generator calls CheckClient through smtp-ingress's
 own client, `mailyard.smtp_ingress.relay.RelayAuthClient` (one channel, the ingress's
-deadline handling), open loop: call i is due at start + i / rate and is sent when due
-whether or not earlier calls returned, so a stall shows up in the tail instead of slowing
-the load down.
+deadline handling and in-flight bound), over the path the ingress uses, the CheckClients
+stream (`--path stream`, the default), or the unary CheckClient it replaced (`--path unary`),
+or both one after the other on the same server (`--path both`), open loop: call i is due
+at start + i / rate and is sent when due whether or not earlier calls returned, so a stall
+shows up in the tail instead of slowing the load down.
+
+`server_us_per_check` and `generator_us_per_check` divide each process's CPU during the run
+by the checks made; the generator's figure includes the load generator's own bookkeeping
+(a task per check, timestamps), so it is an upper bound on the client's cost.
 
 Two latencies per call: `call` is from the moment the call is made to its answer (what an
 ingress session waits for), `sched` is from the call's due time (adds the generator's own
@@ -61,11 +68,13 @@ def _percentiles(values: list[float]) -> dict[str, float | None]:
             "max_ms": round(values[-1] * 1000.0, 3) if n else None}
 
 
-async def drive(address: str, rate: float, seconds: float) -> dict[str, Any]:
+async def drive(address: str, rate: float, seconds: float, path: str = "stream"
+                ) -> dict[str, Any]:
     from mailyard.smtp_ingress.relay import RelayAuthClient
 
     ips = _checked_ips()
-    client = RelayAuthClient(address, timeout=1.0)  # the ingress's client and deadline style
+    # the ingress's client, deadline style and in-flight bound (its default, 64)
+    client = RelayAuthClient(address, timeout=1.0, stream=path == "stream")
     for i in range(500):  # connect and warm up
         await client.check_client(ips[i % len(ips)])
     total = int(rate * seconds)
@@ -98,13 +107,17 @@ async def drive(address: str, rate: float, seconds: float) -> dict[str, Any]:
     elapsed = time.perf_counter() - start
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     await client.close()
+    cpu = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
     return {
-        "checks": total, "errors": errors, "achieved_rate": round(total / elapsed, 1),
+        "path": path, "checks": total, "errors": errors,
+        "achieved_rate": round(total / elapsed, 1),
+        # which way the checks really went (warm-up included)
+        "stream_checks": client.stream_checks, "unary_checks": client.unary_checks,
         "call": _percentiles([d - s for s, d in zip(sent, done, strict=True)]),
         "sched": _percentiles([d - s for s, d in zip(due, done, strict=True)]),
         "generator_lag": _percentiles([s - d for d, s in zip(due, sent, strict=True)]),
-        "generator_cpu_s": round(cpu1.ru_utime + cpu1.ru_stime
-                                 - cpu0.ru_utime - cpu0.ru_stime, 2),
+        "generator_cpu_s": round(cpu, 2),
+        "generator_us_per_check": round(cpu / total * 1e6, 1),
     }
 
 
@@ -147,22 +160,35 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-def _run_generator(address: str, rate: float, seconds: float, server_pid: int
+def _uptime() -> str:
+    out = subprocess.run(["uptime"], capture_output=True, text=True, check=False)
+    return out.stdout.strip()
+
+
+def _run_generator(address: str, rate: float, seconds: float, server_pid: int, path: str
                    ) -> dict[str, Any]:
+    uptime_before = _uptime()
     load_before = os.getloadavg()[0]
     cpu0 = _cpu_seconds(server_pid)
     out = subprocess.run(
         [sys.executable, "-m", "bench.relay_check", "--drive", address, "--rate", str(rate),
-         "--seconds", str(seconds)], check=True, capture_output=True, text=True,
-        cwd=Path(__file__).resolve().parent.parent)
+         "--seconds", str(seconds), "--path", path], check=True, capture_output=True,
+        text=True, cwd=Path(__file__).resolve().parent.parent)
     result: dict[str, Any] = json.loads(out.stdout)
-    result["server_cpu_s"] = round(_cpu_seconds(server_pid) - cpu0, 2)
+    server_cpu = _cpu_seconds(server_pid) - cpu0  # includes the generator's 500 warm-up calls
+    result["server_cpu_s"] = round(server_cpu, 2)
+    result["server_us_per_check"] = round(server_cpu / (result["checks"] + 500) * 1e6, 1)
     result["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    result["uptime"] = [uptime_before, _uptime()]
     return result
 
 
+def _paths(path: str) -> list[str]:
+    return ["stream", "unary"] if path == "both" else [path]
+
+
 async def run(leases: int = 100_000, rate: float = 2000.0, seconds: float = 10.0,
-              repeat: int = 1) -> dict[str, Any]:
+              repeat: int = 1, path: str = "stream") -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bench-relay-"))
     nats = NatsServer(work / "jetstream")
     nats.start(work / "nats.log")
@@ -179,16 +205,16 @@ async def run(leases: int = 100_000, rate: float = 2000.0, seconds: float = 10.0
     try:
         proc.start()
         assert proc.proc is not None
-        report["without_leases"] = [_run_generator(address, rate, seconds, proc.proc.pid)
-                                    for _ in range(repeat)]
+        report["without_leases"] = [_run_generator(address, rate, seconds, proc.proc.pid, p)
+                                    for _ in range(repeat) for p in _paths(path)]
         if leases:
             report["lease_load_seconds"] = round(await _load_leases(nats.url, leases), 2)
             deadline = time.monotonic() + 120
             while _leases_active(http_port) < leases and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)
             report["leases_active"] = _leases_active(http_port)
-            report["with_leases"] = [_run_generator(address, rate, seconds, proc.proc.pid)
-                                     for _ in range(repeat)]
+            report["with_leases"] = [_run_generator(address, rate, seconds, proc.proc.pid, p)
+                                     for _ in range(repeat) for p in _paths(path)]
             proc.stop()  # restart: how long 100,000 leases take to load into the mirror
             t0 = time.perf_counter()
             proc.start(wait=120)
@@ -205,13 +231,16 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2000.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--path", choices=("stream", "unary", "both"), default="stream",
+                        help="CheckClients stream (the ingress's path), unary CheckClient, "
+                             "or both, alternating")
     parser.add_argument("--drive", metavar="ADDRESS", help=argparse.SUPPRESS)  # the generator
     args = parser.parse_args()
     if args.drive:
-        print(json.dumps(asyncio.run(drive(args.drive, args.rate, args.seconds))))
+        print(json.dumps(asyncio.run(drive(args.drive, args.rate, args.seconds, args.path))))
         return
-    print(json.dumps(asyncio.run(run(args.leases, args.rate, args.seconds, args.repeat)),
-                     indent=2))
+    print(json.dumps(asyncio.run(run(args.leases, args.rate, args.seconds, args.repeat,
+                                     args.path)), indent=2))
 
 
 if __name__ == "__main__":

@@ -6,9 +6,14 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import signal
 import ssl
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import grpc
+import pytest
 from ingress_helpers import (
     Client,
     MakeIngress,
@@ -21,6 +26,12 @@ from ingress_helpers import (
     wait_for,
 )
 
+from mailyard.api.relayauth.v1 import relayauth_pb2 as ra
+from mailyard.api.relayauth.v1.relayauth_pb2_grpc import RelayAuthStub
+from mailyard.core.grpcserver import GrpcServer
+from mailyard.core.natsserver import NatsServer, free_port
+from mailyard.core.testing import ServiceProcess
+from mailyard.smtp_ingress.relay import RelayAuthClient
 from mailyard.smtp_ingress.server import Ingress
 
 RCPTHOSTS = "553 5.7.1 sorry, that domain isn't in my list of allowed rcpthosts"
@@ -158,3 +169,172 @@ async def test_auth_with_relay_auth_down_is_temporary(make_ingress: MakeIngress,
     await client.cmd("EHLO client.test")
     assert await client.cmd(f"AUTH PLAIN {plain('a@example.org', 'x')}") == \
         "454 4.7.0 temporary authentication failure, try again later"
+
+
+# -- check_client over the CheckClients stream (the ingress's RelayAuthClient, real relay-auth)
+
+@pytest.fixture
+def relay_proc(nats_server: NatsServer, tmp_path: Path) -> Iterator[tuple[ServiceProcess, str]]:
+    """The real relay-auth as a child process the test may freeze, kill and start again."""
+    grpc_port, http_port = free_port(), free_port()
+    proc = ServiceProcess("mailyard.relay_auth", {
+        "MAILYARD_RELAYAUTH_NATS_URL": nats_server.url,
+        "MAILYARD_RELAYAUTH_GRPC_PORT": str(grpc_port),
+        "MAILYARD_RELAYAUTH_HTTP_PORT": str(http_port),
+    }, tmp_path / "logs", http_port=http_port).start()
+    yield proc, f"127.0.0.1:{grpc_port}"
+    if proc.proc and proc.proc.poll() is None:
+        proc.proc.send_signal(signal.SIGCONT)
+    proc.stop()
+
+
+@pytest.fixture
+async def unary(relay_proc: tuple[ServiceProcess, str]) -> AsyncIterator[Any]:
+    """A plain unary stub on its own channel (the reference answers, rules, leases)."""
+    channel = grpc.aio.insecure_channel(relay_proc[1])
+    yield RelayAuthStub(channel)
+    await channel.close()
+
+
+@pytest.fixture
+async def make_client() -> AsyncIterator[Callable[..., RelayAuthClient]]:
+    made: list[RelayAuthClient] = []
+
+    def make(address: str, timeout: float = 5.0, **kw: Any) -> RelayAuthClient:
+        made.append(RelayAuthClient(address, timeout, **kw))
+        return made[-1]
+
+    yield make
+    for client in made:
+        await client.close()
+
+
+RULES = ('127.:allow,RELAYCLIENT=""\n192.0.2.:allow,RELAYCLIENT=""\n198.51.100.:deny\n'
+         '203.0.113.:allow,RBLSMTPD=""\n203.0.114.:allow,RBLSMTPD="-you are listed"\n'
+         '10.9.:deny\n:allow\n')
+
+
+async def _unary_check(stub: Any, ip: str) -> ra.CheckClientResponse:
+    return await stub.CheckClient(ra.CheckClientRequest(ip=ip))
+
+
+async def test_stream_answers_match_unary(relay_proc: tuple[ServiceProcess, str], unary: Any,
+                                          make_client: Callable[..., RelayAuthClient]) -> None:
+    await unary.ImportRules(ra.ImportRulesRequest(text=RULES))
+    await unary.GrantLease(ra.GrantLeaseRequest(ip="10.1.2.3", user="alice@example.org"))
+    await unary.GrantLease(ra.GrantLeaseRequest(ip="10.9.0.1", user="bob@example.org"))
+    client = make_client(relay_proc[1])
+    cases = {"127.0.0.1": "relay", "192.0.2.9": "relay", "198.51.100.1": "deny",
+             "203.0.113.1": "allow", "203.0.114.1": "allow", "10.1.2.3": "lease",
+             "10.9.0.1": "deny",  # a deny beats a lease
+             "192.0.3.1": "allow", "2001:db8::1": "allow", "::ffff:192.0.2.7": "relay"}
+    for ip, decision in cases.items():
+        streamed = await client.check_client(ip)
+        assert streamed is not None, ip
+        assert streamed == await _unary_check(unary, ip), ip
+        got = ("deny" if not streamed.allow_connect else
+               "lease" if streamed.decided_by == ra.DECIDER_LEASE else
+               "relay" if streamed.allow_relay else "allow")
+        assert got == decision, ip
+    lease = await client.check_client("10.1.2.3")
+    assert lease is not None and lease.lease_user == "alice@example.org"
+    assert lease.env["RELAYCLIENT"] == "" and lease.dnsbl_exempt
+    # a bad address fails that one check (fail closed), not the stream
+    assert await client.check_client("not-an-ip") is None
+    assert (await client.check_client("192.0.2.9")) == await _unary_check(unary, "192.0.2.9")
+    assert client.streams_opened == 1 and client.unary_checks == 0
+    assert client.stream_checks == len(cases) + 2
+
+
+async def test_many_concurrent_checks_share_one_stream(
+        relay_proc: tuple[ServiceProcess, str], unary: Any,
+        make_client: Callable[..., RelayAuthClient]) -> None:
+    await unary.ImportRules(ra.ImportRulesRequest(text=RULES))
+    for i in range(100):
+        await unary.GrantLease(ra.GrantLeaseRequest(ip=f"10.2.0.{i}", user=f"user{i}@x.test"))
+    client = make_client(relay_proc[1], max_in_flight=1000)
+    ips = [f"10.2.0.{i}" for i in range(200)] * 3  # 100 leased, 100 not, each three times
+    answers = await asyncio.gather(*(client.check_client(ip) for ip in ips))
+    for ip, answer in zip(ips, answers, strict=True):
+        assert answer is not None, ip
+        i = int(ip.rsplit(".", 1)[1])
+        assert answer.lease_user == (f"user{i}@x.test" if i < 100 else ""), ip
+        assert answer.allow_relay == (i < 100), ip
+    assert client.streams_opened == 1 and client.stream_checks == len(ips)
+    assert client.unary_checks == 0
+
+
+async def test_relay_auth_killed_pending_checks_fail_then_stream_reopens(
+        relay_proc: tuple[ServiceProcess, str],
+        make_client: Callable[..., RelayAuthClient]) -> None:
+    proc, address = relay_proc
+    assert proc.proc is not None
+    client = make_client(address, timeout=60.0)  # far beyond the wait below
+    first = await client.check_client("127.0.0.1")
+    assert first is not None and first.allow_relay
+    proc.proc.send_signal(signal.SIGSTOP)  # frozen: the checks below stay unanswered
+    pending = [asyncio.create_task(client.check_client(f"192.0.2.{i}")) for i in range(20)]
+    stream = client._stream
+    assert stream is not None
+    for _ in range(500):
+        if len(stream.waiting) == 20 and stream.outbox.empty():
+            break
+        await asyncio.sleep(0.01)
+    assert len(stream.waiting) == 20 and not any(t.done() for t in pending)
+    proc.kill()
+    # the broken stream fails every waiting check at once, not at its 60 s deadline
+    results = await asyncio.wait_for(asyncio.gather(*pending), 20)
+    assert results == [None] * 20
+    assert client.unary_checks == 0  # the stream had answered before: no unary retry
+    assert await client.check_client("127.0.0.1") is None  # nobody listening: fail closed
+    proc.start()
+    for _ in range(200):
+        again = await client.check_client("127.0.0.1")
+        if again is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert again is not None and again.allow_relay
+    assert client.streams_opened >= 2 and client._stream is not stream
+    before = client.stream_checks
+    assert await client.check_client("192.0.2.1") is not None
+    assert client.stream_checks == before + 1  # the reopened stream answers
+
+
+async def test_hot_rule_change_applies_to_next_check_on_same_stream(
+        relay_proc: tuple[ServiceProcess, str], unary: Any, js: Any,
+        make_client: Callable[..., RelayAuthClient]) -> None:
+    client = make_client(relay_proc[1])
+    allowed = await client.check_client("192.0.2.1")
+    assert allowed is not None and allowed.allow_connect and not allowed.allow_relay
+    stream = client._stream
+    imported = await unary.ImportRules(ra.ImportRulesRequest(text="192.0.2.1:deny\n:allow\n"))
+    denied = await client.check_client("192.0.2.1")  # the very next check
+    assert denied is not None and not denied.allow_connect
+    assert denied.rule_version == imported.version
+    # a write to the control bucket by someone else arrives through the watch
+    await put_control(js, "tcp.smtp", '192.0.2.1:allow,RELAYCLIENT=""\n:allow\n')
+    for _ in range(200):
+        relayed = await client.check_client("192.0.2.1")
+        if relayed is not None and relayed.allow_relay:
+            break
+        await asyncio.sleep(0.025)
+    assert relayed is not None and relayed.allow_relay
+    assert client._stream is stream and client.streams_opened == 1
+    assert client.unary_checks == 0
+
+
+async def test_server_without_the_stream_falls_back_to_unary(
+        make_client: Callable[..., RelayAuthClient]) -> None:
+    """A gRPC server without CheckClients answers UNIMPLEMENTED: the check falls back to the
+    unary call (here UNIMPLEMENTED too: None, fail closed), and the client stays on unary
+    calls instead of opening a stream per check."""
+    server = GrpcServer("127.0.0.1", 0, [])  # health and reflection only, no RelayAuth
+    await server.start()
+    try:
+        client = make_client(f"127.0.0.1:{server.port}")
+        assert await client.check_client("192.0.2.1") is None
+        assert client.streams_opened == 1 and client.unary_checks == 1
+        assert await client.check_client("192.0.2.2") is None
+        assert client.streams_opened == 1 and client.unary_checks == 2
+    finally:
+        await server.stop(0)

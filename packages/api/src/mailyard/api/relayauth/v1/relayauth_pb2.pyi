@@ -157,6 +157,59 @@ class CheckClientResponse(_message.Message):
 Global___CheckClientResponse: _TypeAlias = CheckClientResponse  # noqa: Y015
 
 @_typing.final
+class CheckClientStreamRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    CHECK_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """chosen by the client, echoed in the response"""
+    @_builtins.property
+    def check(self) -> Global___CheckClientRequest: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        check: Global___CheckClientRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["check", b"check"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["check", b"check", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckClientStreamRequest: _TypeAlias = CheckClientStreamRequest  # noqa: Y015
+
+@_typing.final
+class CheckClientStreamResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    error: _builtins.str
+    """e.g. "not an IP address: ..." (CheckClient's"""
+    @_builtins.property
+    def result(self) -> Global___CheckClientResponse:
+        """unset when error is set"""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        result: Global___CheckClientResponse | None = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "id", b"id", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckClientStreamResponse: _TypeAlias = CheckClientStreamResponse  # noqa: Y015
+
+@_typing.final
 class AuthenticateRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -39,6 +39,11 @@ class RelayAuthStub:
                 request_serializer=mailyard_dot_relayauth_dot_v1_dot_relayauth__pb2.CheckClientRequest.SerializeToString,
                 response_deserializer=mailyard_dot_relayauth_dot_v1_dot_relayauth__pb2.CheckClientResponse.FromString,
                 _registered_method=True)
+        self.CheckClients = channel.stream_stream(
+                '/mailyard.relayauth.v1.RelayAuth/CheckClients',
+                request_serializer=mailyard_dot_relayauth_dot_v1_dot_relayauth__pb2.CheckClientStreamRequest.SerializeToString,
+                response_deserializer=mailyard_dot_relayauth_dot_v1_dot_relayauth__pb2.CheckClientStreamResponse.FromString,
+                _registered_method=True)
         self.Authenticate = channel.unary_unary(
                 '/mailyard.relayauth.v1.RelayAuth/Authenticate',
                 request_serializer=mailyard_dot_relayauth_dot_v1_dot_relayauth__pb2.AuthenticateRequest.SerializeToString,
@@ -86,6 +91,19 @@ class RelayAuthServicer:
 
     def CheckClient(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckClients(self, request_iterator, context):
+        """CheckClient for many checks over one long-lived stream (smtp-ingress keeps one open per
+        process): a message on an open stream costs far less than a unary call. Each request
+        carries an id chosen by the client; its response carries the same id. Responses may
+        come in any order; a request the server cannot answer gets `error` set (the stream
+        stays open). Same decisions and metrics as CheckClient. The server sends its initial
+        metadata as soon as the stream starts: clients wait for it before the first request, so
+        a server without this RPC (UNIMPLEMENTED) is told apart from a broken one.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -146,6 +164,11 @@ def add_RelayAuthServicer_to_server(servicer, server):
                     servicer.CheckClient,
                     request_deserializer=mailyard_dot_relayauth_dot_v1_dot_relayauth__pb2.CheckClientRequest.FromString,
                     response_serializer=mailyard_dot_relayauth_dot_v1_dot_relayauth__pb2.CheckClientResponse.SerializeToString,
+            ),
+            'CheckClients': grpc.stream_stream_rpc_method_handler(
+                    servicer.CheckClients,
+                    request_deserializer=mailyard_dot_relayauth_dot_v1_dot_relayauth__pb2.CheckClientStreamRequest.FromString,
+                    response_serializer=mailyard_dot_relayauth_dot_v1_dot_relayauth__pb2.CheckClientStreamResponse.SerializeToString,
             ),
             'Authenticate': grpc.unary_unary_rpc_method_handler(
                     servicer.Authenticate,
@@ -215,6 +238,33 @@ class RelayAuth:
             '/mailyard.relayauth.v1.RelayAuth/CheckClient',
             mailyard_dot_relayauth_dot_v1_dot_relayauth__pb2.CheckClientRequest.SerializeToString,
             mailyard_dot_relayauth_dot_v1_dot_relayauth__pb2.CheckClientResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckClients(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/mailyard.relayauth.v1.RelayAuth/CheckClients',
+            mailyard_dot_relayauth_dot_v1_dot_relayauth__pb2.CheckClientStreamRequest.SerializeToString,
+            mailyard_dot_relayauth_dot_v1_dot_relayauth__pb2.CheckClientStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

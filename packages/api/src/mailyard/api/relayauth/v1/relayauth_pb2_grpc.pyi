@@ -32,6 +32,15 @@ class RelayAuthStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> RelayAuthAsyncStub: ...
     CheckClient: _grpc.UnaryUnaryMultiCallable[_relayauth_pb2.CheckClientRequest, _relayauth_pb2.CheckClientResponse]
+    CheckClients: _grpc.StreamStreamMultiCallable[_relayauth_pb2.CheckClientStreamRequest, _relayauth_pb2.CheckClientStreamResponse]
+    """CheckClient for many checks over one long-lived stream (smtp-ingress keeps one open per
+    process): a message on an open stream costs far less than a unary call. Each request
+    carries an id chosen by the client; its response carries the same id. Responses may
+    come in any order; a request the server cannot answer gets `error` set (the stream
+    stays open). Same decisions and metrics as CheckClient. The server sends its initial
+    metadata as soon as the stream starts: clients wait for it before the first request, so
+    a server without this RPC (UNIMPLEMENTED) is told apart from a broken one.
+    """
     Authenticate: _grpc.UnaryUnaryMultiCallable[_relayauth_pb2.AuthenticateRequest, _relayauth_pb2.AuthenticateResponse]
     """PLAIN, LOGIN"""
     CramChallenge: _grpc.UnaryUnaryMultiCallable[_relayauth_pb2.CramChallengeRequest, _relayauth_pb2.CramChallengeResponse]
@@ -46,6 +55,15 @@ class RelayAuthStub:
 class RelayAuthAsyncStub(RelayAuthStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     CheckClient: _aio.UnaryUnaryMultiCallable[_relayauth_pb2.CheckClientRequest, _relayauth_pb2.CheckClientResponse]  # type: ignore[assignment]
+    CheckClients: _aio.StreamStreamMultiCallable[_relayauth_pb2.CheckClientStreamRequest, _relayauth_pb2.CheckClientStreamResponse]  # type: ignore[assignment]
+    """CheckClient for many checks over one long-lived stream (smtp-ingress keeps one open per
+    process): a message on an open stream costs far less than a unary call. Each request
+    carries an id chosen by the client; its response carries the same id. Responses may
+    come in any order; a request the server cannot answer gets `error` set (the stream
+    stays open). Same decisions and metrics as CheckClient. The server sends its initial
+    metadata as soon as the stream starts: clients wait for it before the first request, so
+    a server without this RPC (UNIMPLEMENTED) is told apart from a broken one.
+    """
     Authenticate: _aio.UnaryUnaryMultiCallable[_relayauth_pb2.AuthenticateRequest, _relayauth_pb2.AuthenticateResponse]  # type: ignore[assignment]
     """PLAIN, LOGIN"""
     CramChallenge: _aio.UnaryUnaryMultiCallable[_relayauth_pb2.CramChallengeRequest, _relayauth_pb2.CramChallengeResponse]  # type: ignore[assignment]
@@ -63,6 +81,21 @@ class RelayAuthServicer(metaclass=_abc_1.ABCMeta):
         request: _relayauth_pb2.CheckClientRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_relayauth_pb2.CheckClientResponse, _abc.Awaitable[_relayauth_pb2.CheckClientResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CheckClients(
+        self,
+        request_iterator: _MaybeAsyncIterator[_relayauth_pb2.CheckClientStreamRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_relayauth_pb2.CheckClientStreamResponse], _abc.AsyncIterator[_relayauth_pb2.CheckClientStreamResponse]]:
+        """CheckClient for many checks over one long-lived stream (smtp-ingress keeps one open per
+        process): a message on an open stream costs far less than a unary call. Each request
+        carries an id chosen by the client; its response carries the same id. Responses may
+        come in any order; a request the server cannot answer gets `error` set (the stream
+        stays open). Same decisions and metrics as CheckClient. The server sends its initial
+        metadata as soon as the stream starts: clients wait for it before the first request, so
+        a server without this RPC (UNIMPLEMENTED) is told apart from a broken one.
+        """
 
     @_abc_1.abstractmethod
     def Authenticate(
