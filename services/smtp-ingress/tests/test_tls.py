@@ -78,3 +78,19 @@ async def test_self_signed_pair_generated_once(tmp_path: Path, make_ingress: Mak
     client = await Client.connect(ingress.ports["smtps"], tls=context)
     assert (await client.reply()).startswith("220 ")
     assert (tmp_path / "gen" / "smtp-cert.pem").exists()
+
+
+def test_replicas_starting_together_share_one_self_signed_pair(tmp_path: Path) -> None:
+    """Two ingress replicas on one host start at once with the same TLS_DIR: exactly one
+    pair is made and both load a matching certificate and key."""
+    import concurrent.futures
+
+    from mailyard.smtp_ingress.tls import server_context
+
+    folder = tmp_path / "tls"
+    with concurrent.futures.ProcessPoolExecutor(4) as pool:
+        pairs = list(pool.map(self_signed, [folder] * 8, ["mx.test"] * 8))
+    assert len(set(pairs)) == 1
+    assert sorted(p.name for p in folder.iterdir()) == [".lock", "smtp-cert.pem",
+                                                        "smtp-key.pem"]
+    server_context("", "", folder, "mx.test")  # loads: the key matches the certificate

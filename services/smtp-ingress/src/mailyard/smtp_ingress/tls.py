@@ -4,6 +4,7 @@ self-signed pair is generated once into TLS_DIR (so `mailyard up` works out of t
 from __future__ import annotations
 
 import datetime
+import fcntl
 import os
 import ssl
 from pathlib import Path
@@ -15,10 +16,20 @@ from cryptography.x509.oid import NameOID
 
 
 def self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
+    """The pair in `directory`, made on first use. Replicas starting together share the
+    folder: a lock makes exactly one of them write the pair, the others read it."""
     cert_path, key_path = directory / "smtp-cert.pem", directory / "smtp-key.pem"
     if cert_path.exists() and key_path.exists():
         return cert_path, key_path
     directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (cert_path.exists() and key_path.exists()):
+            _write_pair(cert_path, key_path, hostname)
+    return cert_path, key_path
+
+
+def _write_pair(cert_path: Path, key_path: Path, hostname: str) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname[:64] or "localhost")])
     now = datetime.datetime.now(datetime.UTC)
@@ -36,8 +47,9 @@ def self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
                                     serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption()))
     os.replace(tmp, key_path)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return cert_path, key_path
+    tmp = cert_path.with_suffix(".tmp")
+    tmp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    os.replace(tmp, cert_path)  # last: its presence means the pair is complete
 
 
 def server_context(cert: str, key: str, tls_dir: Path, hostname: str) -> ssl.SSLContext:
