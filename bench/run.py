@@ -119,6 +119,7 @@ def mailyard_runs(n: int, conc: int, replicas: int, report: dict[str, object]) -
         with Paused(platform):
             accept = asyncio.run(run_load("127.0.0.1", port, n, conc))
             print(line(f"mailyard accept ({replicas} ingress)", accept), flush=True)
+            time.sleep(5)  # a separate run: let the last one's disk writeback finish first
             half = asyncio.run(run_load("127.0.0.1", port, max(500, n // 2), conc,
                                         rate=accept.rate / 2))
             print(line(f"mailyard at half peak ({accept.rate / 2:.0f}/s)", half), flush=True)

@@ -20,7 +20,7 @@ from mailyard.core.errors import BusError, SpoolError
 from mailyard.core.ids import new_queue_id
 from mailyard.core.inject import inject
 from mailyard.smtp_ingress import policy
-from mailyard.smtp_ingress.metrics import ACCEPTED_BYTES, COMMIT_SECONDS, MESSAGES_ACCEPTED
+from mailyard.smtp_ingress.metrics import ACCEPTED_BYTES, ACCEPTED_ON, COMMIT_SECONDS
 from mailyard.smtp_ingress.received import received_line
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ async def commit(s: Session, started: float) -> None:
     finally:
         s.committing = False
     COMMIT_SECONDS.observe(time.perf_counter() - started)
-    MESSAGES_ACCEPTED.labels(s.listener.name).inc()
+    ACCEPTED_ON[s.listener.name].inc()
     ACCEPTED_BYTES.inc(len(payload))
     log.info("accepted", extra={"queue_id": qid, "client_ip": s.ip, "size": len(payload),
                                 "recipients": len(tx.recipients)})

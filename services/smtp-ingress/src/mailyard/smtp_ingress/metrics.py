@@ -35,10 +35,11 @@ REJECTION_REASONS = (
 AUTH_MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
 AUTH_RESULTS = ("ok", "failed", "throttled", "unavailable", "aborted")
 
+# children used on every message, looked up once (labels() takes a lock and builds a key)
+ACCEPTED_ON = {name: MESSAGES_ACCEPTED.labels(name) for name in LISTENERS}
 for _listener in LISTENERS:
     CONNECTIONS.labels(_listener)
     SESSIONS_ACTIVE.labels(_listener)
-    MESSAGES_ACCEPTED.labels(_listener)
 for _reason in REJECTION_REASONS:
     REJECTIONS.labels(_reason)
 for _mech in AUTH_MECHANISMS:
