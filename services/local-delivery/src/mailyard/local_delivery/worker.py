@@ -3,8 +3,11 @@
 Every replica binds the same durable consumer, so jobs are shared out by JetStream; the
 consumer's max_ack_pending is concurrencylocal, the cluster-wide limit, whatever the number
 of replicas. It follows the control file live (qmail-send rereads concurrencylocal on HUP;
-we do on every change). A job is acked only after its DeliveryResult is in the results
-stream: a worker killed mid-job loses nothing, JetStream redelivers after ack_wait.
+we do on every change). The loop is `mailyard.core.consumer.JobConsumer` (shared with
+remote-delivery): one job fetched at a time while a slot is free (a batch would hold
+max_ack_pending slots in a client buffer), progress acks, and an ack only after the job's
+DeliveryResult is in the results stream: a worker killed mid-job loses nothing, JetStream
+redelivers after ack_wait.
 
 SIGTERM: stop fetching, let the jobs in flight finish, then exit.
 """
@@ -15,17 +18,14 @@ import asyncio
 import contextlib
 import logging
 import os
-from typing import Any
 
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from mailyard.api.mail.v1.delivery_pb2 import DeliveryJob
 from mailyard.core import bus
+from mailyard.core.consumer import JobConsumer
 from mailyard.core.control import ControlView
 from mailyard.core.directory import DirectoryView
-from mailyard.core.errors import BusError
 from mailyard.core.http import HttpServer, ReadinessCheck, make_app
 from mailyard.core.metrics import CONCURRENCY_IN_USE, CONCURRENCY_LIMIT, set_build
 from mailyard.core.spool import Spool
@@ -53,22 +53,22 @@ class Worker:
         self.control = control
         self.deliverer = deliverer
         self.limit = concurrency(control)
-        self.tasks: set[asyncio.Task[None]] = set()
-        self._sub: Any = None
-        self._slot_free = asyncio.Event()
+        self.consumer = JobConsumer(
+            js, CHANNEL, deliverer.run, limit=lambda: self.limit, ack_wait=settings.ack_wait,
+            fetch_wait=FETCH_WAIT, nak_delay=5.0, sync_ack=True,
+            on_in_flight=CONCURRENCY_IN_USE.labels(CHANNEL).set)
         self._applied = -1
         self._background: set[asyncio.Task[None]] = set()  # limit updates, not jobs
         control.on_change(self._control_changed)
 
     async def start(self) -> None:
         await self._apply_limit()
-        self._sub = await self.js.pull_subscribe_bind(
-            durable=bus.JOB_CONSUMER[CHANNEL], stream=bus.JOBS_STREAM)
 
     async def _apply_limit(self) -> None:
         limit = concurrency(self.control)
         self.limit = limit
         CONCURRENCY_LIMIT.labels(CHANNEL).set(limit)
+        self.consumer.wake()
         if limit == self._applied:
             return
         await bus.ensure_consumer(
@@ -91,74 +91,9 @@ class Worker:
             log.warning("could not update max_ack_pending: %s", exc)
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            free = self.limit - len(self.tasks)
-            if free <= 0:
-                self._slot_free.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._slot_free.wait(), FETCH_WAIT)
-                continue
-            try:
-                msgs = await self._sub.fetch(free, timeout=FETCH_WAIT)
-            except TimeoutError:
-                continue
-            except Exception as exc:  # NATS reconnecting: a pause, not a crash
-                log.warning("fetch failed: %s", exc)
-                await asyncio.sleep(0.5)
-                continue
-            for msg in msgs:
-                task = asyncio.create_task(self._handle(msg))
-                self.tasks.add(task)
-                task.add_done_callback(self._done)
-        # Graceful stop: finish what is in flight (each ends with its result and ack).
-        if self.tasks:
-            await asyncio.gather(*list(self.tasks), return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await self._sub.unsubscribe()
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self.tasks.discard(task)
-        self._slot_free.set()
-
-    async def _handle(self, msg: Msg) -> None:
-        CONCURRENCY_IN_USE.labels(CHANNEL).inc()
-        try:
-            try:
-                job = DeliveryJob.FromString(msg.data)
-            except Exception:
-                log.error("undecodable delivery job, terminated")
-                await msg.term()
-                return
-            progress = asyncio.create_task(self._keep_alive(msg))
-            try:
-                result = await self.deliverer.run(job)
-            finally:
-                progress.cancel()
-            try:
-                await bus.publish(self.js, bus.RESULT_SUBJECT.format(channel=CHANNEL), result,
-                                  msg_id=job.job_id)
-            except BusError as exc:
-                # Not acked: redelivered, delivered again (rare duplicate, nothing lost).
-                log.warning("result not published: %s", exc, extra={"queue_id": job.queue_id})
-                with contextlib.suppress(Exception):
-                    await msg.nak(delay=5)
-                return
-            try:
-                await msg.ack_sync()
-            except Exception as exc:
-                log.warning("ack failed (job will be redelivered): %s", exc,
-                            extra={"queue_id": job.queue_id})
-        except Exception:
-            log.exception("delivery job crashed")
-        finally:
-            CONCURRENCY_IN_USE.labels(CHANNEL).dec()
-
-    async def _keep_alive(self, msg: Msg) -> None:
-        """Progress acks, so a long delivery is not handed to a second replica."""
-        while True:
-            await asyncio.sleep(self.settings.ack_wait / 3)
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
+        """Take jobs until `stop`; then finish what is in flight (each ends with its result
+        and ack) and return."""
+        await self.consumer.run(stop, grace=None)
 
 
 def _writable(path: os.PathLike[str]) -> bool:

@@ -1,0 +1,219 @@
+"""The job-consumer loop both delivery workers share (qmail-lspawn / qmail-rspawn).
+
+Every replica of a delivery service binds the one durable pull consumer of its channel
+("local-delivery", "remote-delivery"), so JetStream shares the jobs out and the consumer's
+max_ack_pending (concurrencylocal / concurrencyremote) is the cluster-wide limit. A worker
+creates and updates that consumer itself (it owns the limit); `JobConsumer` only runs it:
+
+- fetch one job at a time (batch=1) while this replica has a free slot: nats-py's
+  fetch(batch=n) holds what arrives until n jobs or the timeout, and a job held in a client
+  buffer is a max_ack_pending slot nobody uses. A single-message pull returns the moment a
+  job is there (about one loopback round trip per job);
+- decode the DeliveryJob (a job that is not one is terminated: it can never succeed);
+- run the worker's handler, which never sends anything twice by itself and returns the
+  DeliveryResult with a result for every recipient;
+- publish that result (Nats-Msg-Id = job id, deduplicated) and only then ack the job: a
+  worker killed at any point before the ack loses nothing, JetStream redelivers after
+  ack_wait (at least once, as qmail promises);
+- progress acks (`in_progress`) every ack_wait / 3 for jobs that run long, from one ticker
+  for all jobs in flight instead of one timer task per job;
+- stop: no new fetches, the jobs in flight finish (up to `grace` seconds), what does not
+  finish stays unacked and goes to another replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.js import JetStreamContext
+
+from mailyard.api.mail.v1.delivery_pb2 import DeliveryJob, DeliveryResult
+from mailyard.core import bus
+from mailyard.core.errors import BusError
+from mailyard.core.logs import queue_id_var
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[DeliveryJob], Awaitable[DeliveryResult]]
+Settled = Callable[[DeliveryJob, DeliveryResult, float], None]
+
+
+@dataclass
+class _InFlight:
+    msg: Any
+    touched: float = field(default_factory=time.monotonic)
+
+
+class JobConsumer:
+    """Runs `handle` for the jobs of one channel's shared durable consumer.
+
+    channel: "local" or "remote" (subjects and consumer names from `mailyard.core.bus`).
+    limit: jobs this replica runs at once, asked again whenever a slot frees (so a changed
+        concurrency file applies at once; call `wake()` after raising it).
+    nak_delay: when the result cannot be published, NAK the job with this delay (seconds);
+        None leaves it unacked, so it comes back after ack_wait.
+    sync_ack: wait for JetStream to confirm the ack (logs a failed ack).
+    on_in_flight: told the number of jobs in flight whenever it changes (a gauge).
+    on_settled: called with (job, result, seconds) after the job is acked (metrics, logs).
+    """
+
+    def __init__(self, js: JetStreamContext, channel: str, handle: Handler, *,
+                 limit: Callable[[], int], ack_wait: float, fetch_wait: float = 1.0,
+                 nak_delay: float | None = None, sync_ack: bool = False,
+                 on_in_flight: Callable[[int], None] | None = None,
+                 on_settled: Settled | None = None) -> None:
+        self.js = js
+        self.channel = channel
+        self.durable = bus.JOB_CONSUMER[channel]
+        self.result_subject = bus.RESULT_SUBJECT.format(channel=channel)
+        self.handle = handle
+        self.limit = limit
+        self.ack_wait = ack_wait
+        self.fetch_wait = fetch_wait
+        self.nak_delay = nak_delay
+        self.sync_ack = sync_ack
+        self.on_in_flight = on_in_flight
+        self.on_settled = on_settled
+        self.tasks: dict[asyncio.Task[None], _InFlight] = {}
+        self.handled = 0
+        self._sub: Any = None
+        self._slot_free = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.tasks)
+
+    @property
+    def progress_period(self) -> float:
+        return max(0.5, self.ack_wait / 3)
+
+    async def start(self) -> None:
+        """Bind the durable consumer (it must exist) and start fetching."""
+        self._sub = await self.js.pull_subscribe_bind(self.durable, stream=bus.JOBS_STREAM)
+        self._loop_task = asyncio.create_task(self._loop(), name=f"{self.channel}-consumer")
+        self._ticker = asyncio.create_task(self._progress(), name=f"{self.channel}-progress")
+
+    def wake(self) -> None:
+        """The limit may have grown: look for a free slot again."""
+        self._slot_free.set()
+
+    async def stop(self, grace: float | None = 60.0) -> None:
+        """Stop fetching; let the jobs in flight finish for up to `grace` seconds (None:
+        as long as they take). What is still running then is cancelled and stays unacked."""
+        self._stopping.set()
+        self._slot_free.set()
+        if self._loop_task:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._loop_task
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=grace)
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=5)
+        if self._ticker:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._ticker
+        with contextlib.suppress(Exception):
+            await self._sub.unsubscribe()
+
+    async def run(self, stop: asyncio.Event, grace: float | None = None) -> None:
+        """start(), wait for `stop`, then stop(grace): a whole worker life in one call."""
+        await self.start()
+        await stop.wait()
+        await self.stop(grace)
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while not self._stopping.is_set():
+            if len(self.tasks) >= max(1, self.limit()):
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
+            try:
+                msgs = await self._sub.fetch(batch=1, timeout=self.fetch_wait)
+            except TimeoutError:
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # NATS reconnecting: a pause, not a crash
+                log.warning("fetch failed: %s", exc)
+                await asyncio.sleep(0.5)
+                continue
+            for msg in msgs:
+                task = asyncio.create_task(self._run(msg))
+                self.tasks[task] = _InFlight(msg)
+                task.add_done_callback(self._done)
+            if self.on_in_flight:
+                self.on_in_flight(len(self.tasks))
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.pop(task, None)
+        if self.on_in_flight:
+            self.on_in_flight(len(self.tasks))
+        self._slot_free.set()
+
+    async def _progress(self) -> None:
+        """Progress acks, so a long job is not handed to a second replica."""
+        period = self.progress_period
+        while True:
+            await asyncio.sleep(period / 2)
+            now = time.monotonic()
+            for entry in list(self.tasks.values()):
+                if now - entry.touched >= period:
+                    entry.touched = now
+                    with contextlib.suppress(Exception):
+                        await entry.msg.in_progress()
+
+    async def _run(self, msg: Any) -> None:
+        started = time.monotonic()
+        try:
+            job = DeliveryJob.FromString(msg.data)
+        except Exception:
+            log.error("undecodable delivery job terminated (not a DeliveryJob)")
+            with contextlib.suppress(Exception):
+                await msg.term()
+            return
+        token = queue_id_var.set(job.queue_id)
+        try:
+            try:
+                result = await self.handle(job)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Not acked: the job comes back after ack_wait (max_deliver bounds it).
+                log.exception("delivery job crashed")
+                return
+            try:
+                await bus.publish(self.js, self.result_subject, result, msg_id=job.job_id)
+            except BusError as exc:
+                # Not acked: delivered again later (a rare duplicate, nothing lost).
+                log.warning("result not published: %s", exc)
+                if self.nak_delay is not None:
+                    with contextlib.suppress(Exception):
+                        await msg.nak(delay=self.nak_delay)
+                return
+            try:
+                if self.sync_ack:
+                    await msg.ack_sync()
+                else:
+                    await msg.ack()
+            except Exception as exc:
+                log.warning("ack failed (job will be redelivered): %s", exc)
+            self.handled += 1
+            if self.on_settled:
+                self.on_settled(job, result, time.monotonic() - started)
+        finally:
+            queue_id_var.reset(token)

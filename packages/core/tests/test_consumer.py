@@ -1,0 +1,235 @@
+"""JobConsumer against a real nats-server: one job per fetch, result before ack, progress
+acks, poison jobs, publish failures and a graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from mailyard.api.mail.v1.delivery_pb2 import (
+    CHANNEL_REMOTE,
+    OUTCOME_DELIVERED,
+    DeliveryJob,
+    DeliveryResult,
+    RecipientResult,
+)
+from mailyard.core import bus
+from mailyard.core.consumer import JobConsumer
+
+CHANNEL = "remote"
+
+
+def job(n: int) -> DeliveryJob:
+    return DeliveryJob(job_id=f"Q{n}.1", queue_id=f"Q{n}", channel=CHANNEL_REMOTE,
+                       sender="a@x.test", recipients=[f"u{n}@y.test"], domain="y.test")
+
+
+def result_for(j: DeliveryJob) -> DeliveryResult:
+    return DeliveryResult(job_id=j.job_id, queue_id=j.queue_id, channel=CHANNEL_REMOTE,
+                          results=[RecipientResult(recipient=j.recipients[0],
+                                                   outcome=OUTCOME_DELIVERED)])
+
+
+async def consumer_config(js: Any, *, max_ack_pending: int = 20, ack_wait: float = 30.0,
+                          max_deliver: int = 10) -> None:
+    await bus.ensure_consumer(js, bus.JOBS_STREAM, bus.JOB_CONSUMER[CHANNEL],
+                              filter_subject=bus.JOB_SUBJECT[CHANNEL],
+                              max_ack_pending=max_ack_pending, ack_wait=ack_wait,
+                              max_deliver=max_deliver)
+
+
+async def publish_jobs(js: Any, *jobs: DeliveryJob) -> None:
+    for j in jobs:
+        await bus.publish(js, bus.JOB_SUBJECT[CHANNEL], j, msg_id=j.job_id)
+
+
+async def results(js: Any, count: int, timeout: float = 20.0) -> list[DeliveryResult]:
+    sub = await js.pull_subscribe(bus.RESULT_SUBJECT.format(channel=CHANNEL),
+                                  durable="test-results", stream=bus.RESULTS_STREAM)
+    out: list[DeliveryResult] = []
+    deadline = asyncio.get_running_loop().time() + timeout
+    while len(out) < count and asyncio.get_running_loop().time() < deadline:
+        try:
+            msgs = await sub.fetch(batch=count - len(out), timeout=1)
+        except TimeoutError:
+            continue
+        for msg in msgs:
+            out.append(bus.decode(DeliveryResult, msg.data))
+            await msg.ack()
+    await sub.unsubscribe()
+    return out
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, "condition never became true"
+        await asyncio.sleep(0.02)
+
+
+async def pending(js: Any) -> tuple[int, int, int]:
+    """(ack pending, not yet delivered, redelivered) on the shared consumer."""
+    info = await js.consumer_info(bus.JOBS_STREAM, bus.JOB_CONSUMER[CHANNEL])
+    return info.num_ack_pending, info.num_pending, info.num_redelivered
+
+
+class Handler:
+    """Records every job it is given; holds each until `release` is set."""
+
+    def __init__(self, hold: bool = False, fail: bool = False) -> None:
+        self.seen: list[str] = []
+        self.running = 0
+        self.max_running = 0
+        self.release = asyncio.Event()
+        self.fail = fail
+        if not hold:
+            self.release.set()
+
+    async def __call__(self, j: DeliveryJob) -> DeliveryResult:
+        self.seen.append(j.job_id)
+        self.running += 1
+        self.max_running = max(self.max_running, self.running)
+        try:
+            await self.release.wait()
+            if self.fail:
+                raise RuntimeError("handler crashed")
+            return result_for(j)
+        finally:
+            self.running -= 1
+
+
+@pytest.fixture
+async def stoppers() -> AsyncIterator[list[JobConsumer]]:
+    started: list[JobConsumer] = []
+    yield started
+    for c in started:
+        await c.stop(grace=1)
+
+
+async def test_result_published_then_acked(js: Any, stoppers: list[JobConsumer]) -> None:
+    await consumer_config(js)
+    handler = Handler()
+    settled: list[tuple[str, str]] = []
+    seen_in_flight: list[int] = []
+    consumer = JobConsumer(js, CHANNEL, handler, limit=lambda: 5, ack_wait=30,
+                           on_in_flight=seen_in_flight.append,
+                           on_settled=lambda j, r, _s: settled.append((j.job_id, r.job_id)))
+    await consumer.start()
+    stoppers.append(consumer)
+    await publish_jobs(js, job(1), job(2), job(3))
+    out = await results(js, 3)
+    assert sorted(r.job_id for r in out) == ["Q1.1", "Q2.1", "Q3.1"]
+    await eventually(lambda: _equals(pending(js), (0, 0, 0)))
+    assert sorted(settled) == [("Q1.1", "Q1.1"), ("Q2.1", "Q2.1"), ("Q3.1", "Q3.1")]
+    assert consumer.handled == 3 and seen_in_flight[-1] == 0
+
+
+async def test_local_limit_bounds_jobs_in_flight(js: Any,
+                                                 stoppers: list[JobConsumer]) -> None:
+    await consumer_config(js, max_ack_pending=20)
+    handler = Handler(hold=True)
+    limit = [2]
+    consumer = JobConsumer(js, CHANNEL, handler, limit=lambda: limit[0], ack_wait=30)
+    await consumer.start()
+    stoppers.append(consumer)
+    await publish_jobs(js, *(job(n) for n in range(6)))
+    await eventually(lambda: _true(len(handler.seen) == 2))
+    # the other four stay on the server, not in this client's buffer (one job per fetch:
+    # a batch fetch would hold jobs against max_ack_pending that nobody works on)
+    await eventually(lambda: _equals(pending(js), (2, 4, 0)))
+    limit[0] = 4
+    consumer.wake()
+    await eventually(lambda: _true(len(handler.seen) == 4))
+    handler.release.set()
+    assert len(await results(js, 6)) == 6
+    assert handler.max_running == 4
+
+
+async def test_undecodable_job_is_terminated(js: Any, stoppers: list[JobConsumer]) -> None:
+    await consumer_config(js)
+    handler = Handler()
+    consumer = JobConsumer(js, CHANNEL, handler, limit=lambda: 5, ack_wait=30)
+    await consumer.start()
+    stoppers.append(consumer)
+    await js.publish(bus.JOB_SUBJECT[CHANNEL], b"\xff\xff not a protobuf")
+    await publish_jobs(js, job(1))
+    assert [r.job_id for r in await results(js, 1)] == ["Q1.1"]
+    await eventually(lambda: _equals(pending(js), (0, 0, 0)))
+    assert handler.seen == ["Q1.1"]
+
+
+async def test_crashed_handler_leaves_the_job_unacked(js: Any,
+                                                      stoppers: list[JobConsumer]) -> None:
+    await consumer_config(js, ack_wait=60)
+    handler = Handler(fail=True)
+    consumer = JobConsumer(js, CHANNEL, handler, limit=lambda: 5, ack_wait=60)
+    await consumer.start()
+    stoppers.append(consumer)
+    await publish_jobs(js, job(1))
+    await eventually(lambda: _true(handler.seen == ["Q1.1"] and handler.running == 0))
+    assert await pending(js) == (1, 0, 0)  # still ours; redelivered after ack_wait
+    assert consumer.handled == 0
+
+
+async def test_progress_acks_keep_a_long_job(js: Any, stoppers: list[JobConsumer]) -> None:
+    """ack_wait 1.5 s, a job that runs 4.5 s: without progress acks JetStream would hand
+    it out again (the handler would see it twice)."""
+    await consumer_config(js, ack_wait=1.5)
+    handler = Handler(hold=True)
+    consumer = JobConsumer(js, CHANNEL, handler, limit=lambda: 5, ack_wait=1.5)
+    await consumer.start()
+    stoppers.append(consumer)
+    await publish_jobs(js, job(1))
+    await eventually(lambda: _true(handler.seen == ["Q1.1"]))
+    await asyncio.sleep(4.5)
+    handler.release.set()
+    assert [r.job_id for r in await results(js, 1)] == ["Q1.1"]
+    assert handler.seen == ["Q1.1"]
+    assert (await pending(js))[2] == 0
+
+
+@pytest.mark.parametrize("nak_delay", [None, 0.2])
+async def test_unpublishable_result_is_not_acked(js: Any, stoppers: list[JobConsumer],
+                                                 nak_delay: float | None) -> None:
+    await consumer_config(js, ack_wait=60)
+    await js.delete_stream(bus.RESULTS_STREAM)  # nobody takes results: publish fails
+    handler = Handler()
+    consumer = JobConsumer(js, CHANNEL, handler, limit=lambda: 5, ack_wait=60,
+                           nak_delay=nak_delay)
+    await consumer.start()
+    stoppers.append(consumer)
+    await publish_jobs(js, job(1))
+    if nak_delay is None:  # left unacked: back only after ack_wait
+        await eventually(lambda: _true(handler.seen == ["Q1.1"] and handler.running == 0))
+        assert await pending(js) == (1, 0, 0)
+    else:  # NAKed with a delay: handed out again soon
+        await eventually(lambda: _true(handler.seen.count("Q1.1") >= 2))
+    assert consumer.handled == 0
+
+
+async def test_stop_finishes_jobs_in_flight_and_fetches_no_more(
+        js: Any, stoppers: list[JobConsumer]) -> None:
+    await consumer_config(js)
+    handler = Handler(hold=True)
+    consumer = JobConsumer(js, CHANNEL, handler, limit=lambda: 1, ack_wait=30)
+    await consumer.start()
+    await publish_jobs(js, job(1), job(2))
+    await eventually(lambda: _true(handler.seen == ["Q1.1"]))
+    stopping = asyncio.create_task(consumer.stop(grace=20))
+    await asyncio.sleep(0)
+    handler.release.set()
+    await stopping
+    assert handler.seen == ["Q1.1"]
+    assert [r.job_id for r in await results(js, 1)] == ["Q1.1"]
+    assert await pending(js) == (0, 1, 0)  # the second job waits for another replica
+
+
+async def _equals(value: Any, expected: Any) -> bool:
+    return bool(await value == expected)
+
+
+async def _true(value: bool) -> bool:
+    return value
