@@ -7,12 +7,17 @@ cluster-wide limit, concurrencyremote).
 Each replica runs at most limit/4 jobs at once (MAILYARD_REMOTE_MAX_IN_FLIGHT), so one
 replica alone is bound by its own size and N replicas together by max_ack_pending =
 concurrencyremote, which the sink's observed concurrency must never exceed.
+
+Also printed: the CPU remote-delivery spends per job (utime + stime of every replica from
+/proc over the run, divided by the jobs), the figure the end-to-end rate depends on when
+every process shares two cores. `--delay 0` measures it without the sink's wait.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import tempfile
 import time
@@ -28,6 +33,15 @@ from mailyard.core.ids import new_queue_id
 from mailyard.core.natsserver import NatsServer, free_port
 from mailyard.core.spool import Spool
 from mailyard.core.testing import ServiceProcess
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
 
 MESSAGE = b"From: bench@ours.test\r\nSubject: bench\r\n\r\n" + (b"x" * 76 + b"\r\n") * 26
 
@@ -59,7 +73,8 @@ class Sink:
         self.active = self.max_active = self.count = 0
 
 
-async def run(replicas: int, jobs: int, limit: int, sink: Sink, root: Path) -> tuple[float, int]:
+async def run(replicas: int, jobs: int, limit: int, sink: Sink, root: Path,
+              ) -> tuple[float, int, float]:
     nats = NatsServer(root / f"js-{replicas}")
     nats.start(root / f"nats-{replicas}.log")
     spool = Spool(root / f"spool-{replicas}")
@@ -98,6 +113,8 @@ async def run(replicas: int, jobs: int, limit: int, sink: Sink, root: Path) -> t
                 spool_path=stored.spool_path, sha256=stored.sha256, size=stored.size,
                 attempt=1))
         sink.reset()
+        pids = [proc.proc.pid for proc in procs if proc.proc]
+        cpu_before = sum(cpu_seconds(pid) for pid in pids)
         started = time.monotonic()
         await asyncio.gather(*(bus.publish(js, bus.JOB_SUBJECT["remote"], job,
                                            msg_id=job.job_id) for job in prepared))
@@ -116,9 +133,10 @@ async def run(replicas: int, jobs: int, limit: int, sink: Sink, root: Path) -> t
                 done += 1
                 await msg.ack()
         elapsed = time.monotonic() - started
+        cpu_per_job = (sum(cpu_seconds(pid) for pid in pids) - cpu_before) / max(1, done)
         if delivered != jobs:
             print(f"  only {delivered}/{jobs} delivered", file=sys.stderr)
-        return delivered / elapsed, sink.max_active
+        return delivered / elapsed, sink.max_active, cpu_per_job
     finally:
         for proc in procs:
             await asyncio.to_thread(proc.stop)
@@ -138,15 +156,17 @@ async def main() -> None:
     sink.controller.start()
     try:
         with tempfile.TemporaryDirectory(prefix="mailyard-bench-") as tmp:
-            one, one_max = await run(1, args.jobs, args.limit, sink, Path(tmp))
-            many, many_max = await run(args.replicas, args.jobs, args.limit, sink, Path(tmp))
+            one, one_max, one_cpu = await run(1, args.jobs, args.limit, sink, Path(tmp))
+            many, many_max, many_cpu = await run(args.replicas, args.jobs, args.limit, sink,
+                                                 Path(tmp))
     finally:
         sink.controller.stop()
     print(f"remote-delivery scale-out: {args.jobs} jobs, sink {args.delay * 1000:.0f} ms, "
           f"concurrencyremote {args.limit}")
-    print(f"  1 replica : {one:8.1f} deliveries/s   max concurrency at sink {one_max}")
+    print(f"  1 replica : {one:8.1f} deliveries/s   max concurrency at sink {one_max}   "
+          f"CPU {one_cpu * 1e6:6.0f} us/job")
     print(f"  {args.replicas} replicas: {many:8.1f} deliveries/s   max concurrency at sink "
-          f"{many_max}")
+          f"{many_max}   CPU {many_cpu * 1e6:6.0f} us/job")
     ratio = many / one if one else 0.0
     print(f"  speed-up  : {ratio:.2f}x (target >= 3.5x)   cluster limit held: "
           f"{max(one_max, many_max) <= args.limit}")

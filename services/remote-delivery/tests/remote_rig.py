@@ -24,6 +24,7 @@ import dns.rrset
 import pytest
 import trustme
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 
 from mailyard.api.mail.v1.delivery_pb2 import CHANNEL_REMOTE, DeliveryJob, DeliveryResult
 from mailyard.api.mail.v1.envelope_pb2 import Envelope
@@ -47,6 +48,8 @@ class DnsServer:
     def __init__(self, zone: dict[str, dict[str, list[str]]]) -> None:
         self.zone = zone
         self.servfail: set[str] = set()
+        self.ttl = 60
+        self.queries: list[tuple[str, str]] = []  # (name, type) in the order asked
         self.port = 0
         self._servers: list[socketserver.BaseServer] = []
 
@@ -57,13 +60,15 @@ class DnsServer:
         question = query.question[0]
         name = question.name.to_text().rstrip(".").lower()
         rdtype = dns.rdatatype.to_text(question.rdtype)
+        self.queries.append((name, rdtype))
         if name in self.servfail:
             response.set_rcode(dns.rcode.SERVFAIL)
         elif name not in self.zone:
             response.set_rcode(dns.rcode.NXDOMAIN)
         elif self.zone[name].get(rdtype):
             response.answer.append(dns.rrset.from_text_list(
-                question.name, 60, dns.rdataclass.IN, question.rdtype, self.zone[name][rdtype]))
+                question.name, self.ttl, dns.rdataclass.IN, question.rdtype,
+                self.zone[name][rdtype]))
         return response.to_wire()
 
     def start(self) -> DnsServer:
@@ -128,12 +133,15 @@ class Got:
     data: bytes
     mail_options: list[str]
     tls: bool
+    auth_user: str = ""  # the AUTH login of the session ("" = none)
 
 
 @dataclass
 class Smtp:
-    """aiosmtpd on 127.0.0.1 with STARTTLS when given a context, per-recipient refusals and
-    an optional gate that holds the final-dot reply."""
+    """aiosmtpd on 127.0.0.1 with STARTTLS when given a context, per-recipient refusals,
+    an optional gate that holds the final-dot reply, and AUTH (PLAIN, LOGIN) when given
+    `users` (login -> password); with a TLS context AUTH is offered only after STARTTLS,
+    and MAIL needs a successful AUTH."""
 
     tls_context: ssl.SSLContext | None = None
     refuse: dict[str, str] = field(default_factory=dict)
@@ -145,6 +153,8 @@ class Smtp:
     hold_first: bool = False
     active: int = 0
     max_active: int = 0
+    users: dict[str, str] | None = None
+    auth_attempts: list[tuple[str, str, bool]] = field(default_factory=list)  # mech, user, ok
     _controller: Any = None
 
     def start(self) -> Smtp:
@@ -181,10 +191,12 @@ class Smtp:
                         await asyncio.sleep(60)
                     if sink.delay:
                         await asyncio.sleep(sink.delay)
+                    login = session.login_data
                     sink.messages.append(Got(
                         envelope.mail_from, list(envelope.rcpt_tos),
                         envelope.original_content or b"", list(envelope.mail_options),
-                        session.ssl is not None))
+                        session.ssl is not None,
+                        login.decode() if isinstance(login, bytes) else ""))
                     return "250 2.0.0 ok queued"
                 finally:
                     sink.active -= 1
@@ -193,10 +205,21 @@ class Smtp:
         kwargs: dict[str, Any] = {"enable_SMTPUTF8": True, "decode_data": False}
         if self.tls_context is not None:
             kwargs.update(tls_context=self.tls_context, require_starttls=False)
+        if self.users is not None:
+            kwargs.update(authenticator=self._authenticate, auth_required=True,
+                          auth_require_tls=self.tls_context is not None)
         self._controller = Controller(Handler(), hostname="127.0.0.1", port=self.port,
                                       **kwargs)
         self._controller.start()
         return self
+
+    def _authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str,
+                      auth_data: Any) -> AuthResult:
+        assert self.users is not None
+        login = auth_data.login.decode()
+        ok = self.users.get(login) == auth_data.password.decode()
+        self.auth_attempts.append((mechanism, login, ok))
+        return AuthResult(success=ok, handled=False, auth_data=auth_data)
 
     def stop(self) -> None:
         if self._controller:

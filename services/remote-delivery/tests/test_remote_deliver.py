@@ -243,3 +243,39 @@ async def test_tls_must_and_verify_refuse_what_they_cannot_get(rig: Rig, dns_ser
     job = await rig.message(MSG, ["u@maybe.test"])
     out = await rig.deliverer.deliver(job, MSG)
     assert out[0].outcome == OUTCOME_DELIVERED and not plain.messages[0].tls
+
+
+async def test_a_plan_is_reused_until_its_ttl_or_a_route_change(  # type: ignore[no-untyped-def]
+        rig: Rig, dns_server, smtp_servers) -> None:
+    """A steady stream to one domain resolves its MX once per TTL, not once per message;
+    equal preferences are still shuffled on every use; smtproutes changes apply at once."""
+    good = Smtp().start()
+    smtp_servers.append(good)
+    rig.settings.smtp_port = good.port
+    dns_server.zone.update({"steady.test": {"MX": ["10 a.steady.test.", "10 b.steady.test."]},
+                            "a.steady.test": {"A": ["127.0.0.1"]},
+                            "b.steady.test": {"A": ["127.0.0.1"]}})
+    first = set()
+    for i in range(40):
+        job = await rig.message(MSG + str(i).encode(), ["u@steady.test"])
+        [out] = await rig.deliverer.deliver(job, MSG)
+        assert out.outcome == OUTCOME_DELIVERED
+        first.add(out.remote_host)
+    assert first == {"a.steady.test", "b.steady.test"}  # both equal MX get mail
+    assert dns_server.queries.count(("steady.test", "MX")) == 1
+    # a route for the domain applies to the very next delivery
+    via = Smtp().start()
+    smtp_servers.append(via)
+    await rig.routes(f"steady.test:127.0.0.1:{via.port}")
+    job = await rig.message(MSG + b"routed", ["u@steady.test"])
+    [out] = await rig.deliverer.deliver(job, MSG)
+    assert out.outcome == OUTCOME_DELIVERED and len(via.messages) == 1
+    # answers with TTL 0 are never reused
+    await rig.routes("")
+    dns_server.ttl = 0
+    dns_server.zone["zero.test"] = {"MX": ["10 a.steady.test."]}
+    for i in range(3):
+        job = await rig.message(MSG + b"zero" + str(i).encode(), ["u@zero.test"])
+        [out] = await rig.deliverer.deliver(job, MSG)
+        assert out.outcome == OUTCOME_DELIVERED
+    assert dns_server.queries.count(("zero.test", "MX")) == 3

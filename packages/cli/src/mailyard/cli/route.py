@@ -15,6 +15,9 @@ remote-delivery rereads it on every delivery. explain asks remote-delivery's Rou
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import re
+import sys
 from typing import Any
 
 import grpc
@@ -24,6 +27,44 @@ from mailyard.api.routing.v1 import routing_pb2, routing_pb2_grpc
 from mailyard.cli.endpoints import channel
 
 FILE = "smtproutes"
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
+_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\Z")
+
+
+class RouteError(ValueError):
+    """A route remote-delivery could not use (it would skip the line)."""
+
+
+def check_domain(key: str) -> None:
+    """"" (the default route), "example.com" or ".example.com" (every subdomain)."""
+    name = key[1:] if key.startswith(".") else key
+    if key and not _NAME.match(name):
+        raise RouteError(f"not a domain: {key!r}")
+
+
+def check_host(host: str) -> None:
+    """"" (use MX), HOST, HOST:PORT, [ADDRESS] or [ADDRESS]:PORT, as qmail's smtproutes."""
+    if not host:
+        return
+    if host.startswith("["):
+        inner, closed, after = host[1:].partition("]")
+        if not closed:
+            raise RouteError(f"missing ']' in {host!r}")
+        try:
+            ipaddress.ip_address(inner)
+        except ValueError:
+            raise RouteError(f"not an IP address in brackets: {inner!r}") from None
+        if after and not after.startswith(":"):
+            raise RouteError(f"unexpected {after!r} after ']'")
+        port = after[1:]
+    else:
+        name, _, port = host.partition(":")
+        if not _NAME.match(name.rstrip(".")):
+            raise RouteError(f"not a host name: {name!r}")
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        raise RouteError(f"not a port (1-65535): {port!r}")
+    if host.endswith(":"):
+        raise RouteError(f"empty port in {host!r}")
 
 
 def register(sub: Any) -> None:
@@ -90,13 +131,19 @@ def _set(args: argparse.Namespace) -> int:
     host = args.host.strip()
     if ":" in host and not host.startswith("[") and host.count(":") > 1:
         host = f"[{host}]"  # a bare IPv6 address
+    try:
+        check_domain(key)
+        check_host(host)
+    except RouteError as exc:
+        print(f"mailyard: bad route: {exc}", file=sys.stderr)
+        return 2
     line = f"{key}:{host}"
     if args.tls:
         line += f" tls={args.tls}"
     if args.auth:
         user, _, path = args.auth.partition(":")
         if not user or not path.startswith("/"):
-            print("mailyard: --auth takes USER:/absolute/path/to/passwordfile")
+            print("mailyard: --auth takes USER:/absolute/path/to/passwordfile", file=sys.stderr)
             return 2
         line += f" auth={user}:{path}"
     stub, lines = _read()

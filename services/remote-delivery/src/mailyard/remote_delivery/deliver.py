@@ -18,6 +18,7 @@ import contextlib
 import logging
 import re
 import ssl
+import time
 from dataclasses import dataclass
 
 import aiosmtplib
@@ -48,11 +49,17 @@ _ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\b")
 _QMAIL_CODE = re.compile(r"\(#([245]\.\d{1,3}\.\d{1,3})\)")
 _DEFAULT_CODE = {int(OUTCOME_DELIVERED): "2.0.0", int(OUTCOME_DEFERRED): "4.0.0"}
 _LINE_ENDINGS = re.compile(rb"\r\n|\n|\r")
+# An address that needs no parsing to be quoted on a MAIL/RCPT line; anything else goes
+# through aiosmtplib's own (email.utils) parsing.
+_PLAIN_ADDRESS = re.compile(r'[^\x00-\x20\x7f<>()\[\]\\,;:"@]+@[^\x00-\x20\x7f<>()\[\]\\,;:"@]+\Z')
+PLAN_CACHE_SIZE = 10_000   # (domain, route) plans kept; the oldest goes first
 
 
 def normalise(data: bytes) -> bytes:
     """CRLF everywhere, ending in CRLF: what goes on the wire (before dot-stuffing)."""
-    data = _LINE_ENDINGS.sub(b"\r\n", data)
+    crlf = data.count(b"\r\n")
+    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:  # a bare CR or LF somewhere
+        data = _LINE_ENDINGS.sub(b"\r\n", data)
     return data if data.endswith(b"\r\n") else data + b"\r\n"
 
 
@@ -110,11 +117,37 @@ class Deliverer:
         self._verifying = ssl.create_default_context()
         if settings.tls_ca_file:
             self._verifying.load_verify_locations(cafile=str(settings.tls_ca_file))
+        self._routes_raw: bytes | None = None
+        self._routes: dict[str, routes.Route] = {}
+        self._plans: dict[tuple[str, routes.Route | None], Plan] = {}
+
+    def routes(self) -> dict[str, routes.Route]:
+        """smtproutes as this very moment's control file says (qmail rereads it on every
+        delivery); parsed again only when the KV watch brought a new value."""
+        raw = self.control.data.get("smtproutes")
+        if raw is not self._routes_raw:
+            self._routes = routes.parse(raw.decode() if raw is not None else "")
+            self._routes_raw = raw
+            self._plans.clear()  # a changed route applies to the very next delivery
+        return self._routes
 
     async def plan(self, domain: str) -> Plan:
-        """Route for a domain with the smtproutes of this very moment (qmail rereads it)."""
-        table = routes.parse(self.control.text("smtproutes"))
-        return await self.lookup.plan(domain, routes.choose(table, domain))
+        """Where mail for a domain goes now. A plan that worked is reused until its DNS
+        answers expire (their TTL; never, for an address in smtproutes) or smtproutes
+        changes, so a steady stream to one destination resolves nothing per message."""
+        route = routes.choose(self.routes(), domain)
+        key = (domain, route)
+        cached = self._plans.get(key)
+        if cached is not None:
+            if cached.expires > time.time():
+                return cached.reshuffled()
+            del self._plans[key]
+        plan = await self.lookup.plan(domain, route)
+        if plan.ok and plan.expires > time.time():
+            if len(self._plans) >= PLAN_CACHE_SIZE:
+                del self._plans[next(iter(self._plans))]
+            self._plans[key] = plan
+        return plan
 
     async def deliver(self, job: DeliveryJob, data: bytes) -> list[RecipientResult]:
         plan = await self.plan(job.domain)
@@ -272,7 +305,7 @@ class Deliverer:
         stage = "sender"
         try:
             try:
-                await smtp.mail(job.sender, options=options, encoding=encoding)
+                await _mail(smtp, job.sender, options, encoding)
             except aiosmtplib.SMTPSenderRefused as exc:
                 await self._reset(conn, exc.code)
                 return all_recipients(job, outcome_of(exc.code), reply_text(exc), host,
@@ -280,7 +313,7 @@ class Deliverer:
             stage = "recipient"
             for rcpt in job.recipients:
                 try:
-                    await smtp.rcpt(rcpt, encoding=encoding)
+                    await _rcpt(smtp, rcpt, encoding)
                     accepted.append(rcpt)
                 except aiosmtplib.SMTPRecipientRefused as exc:
                     results[rcpt] = result(rcpt, outcome_of(exc.code), reply_text(exc),
@@ -347,3 +380,26 @@ class Deliverer:
 
 class _Stale(Exception):
     pass
+
+
+async def _mail(smtp: aiosmtplib.SMTP, sender: str, options: list[str], encoding: str) -> None:
+    """MAIL FROM, as aiosmtplib's mail() does it, without its email.utils parsing of an
+    address that needs none (the envelope was checked at the SMTP edge)."""
+    if sender and not _PLAIN_ADDRESS.match(sender):
+        await smtp.mail(sender, options=options, encoding=encoding)
+        return
+    args = [b"FROM:<" + sender.encode(encoding) + b">"]
+    args += [option.encode("ascii") for option in options]
+    reply = await smtp.execute_command(b"MAIL", *args)
+    if reply.code != 250:
+        raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, sender)
+
+
+async def _rcpt(smtp: aiosmtplib.SMTP, recipient: str, encoding: str) -> None:
+    """RCPT TO, as aiosmtplib's rcpt() does it (see _mail)."""
+    if not _PLAIN_ADDRESS.match(recipient):
+        await smtp.rcpt(recipient, encoding=encoding)
+        return
+    reply = await smtp.execute_command(b"RCPT", b"TO:<" + recipient.encode(encoding) + b">")
+    if reply.code not in (250, 251):
+        raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, recipient)

@@ -8,8 +8,9 @@ qmail-remote's texts are kept because operators grep for them.
 from __future__ import annotations
 
 import ipaddress
+import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import dns.asyncresolver
 import dns.exception
@@ -45,10 +46,26 @@ class Plan:
     route: Route | None = None
     error: str = ""
     permanent: bool = False
+    # Wall-clock time (time.time()) when the DNS answers behind this plan expire: the
+    # smallest TTL of them; inf when no DNS was asked (an address in smtproutes).
+    expires: float = math.inf
 
     @property
     def ok(self) -> bool:
         return bool(self.hops) and not self.error
+
+    @property
+    def has_ties(self) -> bool:
+        prefs = [h.preference for h in self.hops]
+        return len(set(prefs)) != len(prefs)
+
+    def reshuffled(self) -> Plan:
+        """The same plan with equal-preference hops in a new random order (a plan reused
+        from the cache still spreads load over equal MX, RFC 5321 5.1)."""
+        if not self.has_ties:
+            return self
+        hops = sorted(random.sample(self.hops, len(self.hops)), key=lambda h: h.preference)
+        return replace(self, hops=hops)
 
 
 class DnsTemporary(Exception):
@@ -89,9 +106,10 @@ class Lookup:
         self.names = settings.our_names()
         self.addresses = {str(ipaddress.ip_address(a)) for a in settings.local_addresses}
 
-    async def _query(self, name: str, rdtype: str) -> list[str]:
+    async def _query(self, name: str, rdtype: str, plan: Plan | None = None) -> list[str]:
         """Rdata texts; [] when the name exists without that type. Raises DnsNotFound for
-        NXDOMAIN, DnsTemporary for SERVFAIL / timeouts / no reachable server."""
+        NXDOMAIN, DnsTemporary for SERVFAIL / timeouts / no reachable server. The answer's
+        expiry lowers plan.expires."""
         try:
             answer = await self.resolver.resolve(name, rdtype, search=False)
         except dns.resolver.NXDOMAIN as exc:
@@ -103,9 +121,11 @@ class Lookup:
             raise DnsTemporary(f"{name}/{rdtype}: {exc}") from exc
         except dns.exception.DNSException as exc:
             raise DnsTemporary(f"{name}/{rdtype}: {exc}") from exc
+        if plan is not None:
+            plan.expires = min(plan.expires, answer.expiration)
         return [r.to_text() for r in answer]
 
-    async def addresses_of(self, host: str) -> list[str]:
+    async def addresses_of(self, host: str, plan: Plan | None = None) -> list[str]:
         """A then AAAA. NXDOMAIN -> []; a temporary failure of both raises DnsTemporary."""
         if is_ip(host):
             return [host]
@@ -113,7 +133,7 @@ class Lookup:
         temporary: DnsTemporary | None = None
         for rdtype in ("A", "AAAA"):
             try:
-                found += await self._query(host, rdtype)
+                found += await self._query(host, rdtype, plan)
             except DnsNotFound:
                 return []
             except DnsTemporary as exc:
@@ -122,10 +142,10 @@ class Lookup:
             raise temporary
         return found
 
-    async def mx(self, domain: str) -> list[tuple[int, str]]:
+    async def mx(self, domain: str, plan: Plan | None = None) -> list[tuple[int, str]]:
         """(preference, host) records; [] when there is no MX (implicit MX applies)."""
         records = []
-        for text in await self._query(domain, "MX"):
+        for text in await self._query(domain, "MX", plan):
             pref, _, host = text.partition(" ")
             records.append((int(pref), host.rstrip(".").lower()))
         return records
@@ -140,7 +160,7 @@ class Lookup:
         else:
             plan = Plan(domain, "mx", route=route)
             try:
-                records = await self.mx(domain)
+                records = await self.mx(domain, plan)
             except DnsNotFound:
                 return _fail(plan, NO_HOST.format(domain=domain), permanent=True)
             except DnsTemporary:
@@ -156,7 +176,7 @@ class Lookup:
         temporary = False
         for pref, host in candidates:
             try:
-                addresses = await self.addresses_of(host)
+                addresses = await self.addresses_of(host, plan)
             except DnsTemporary:
                 temporary = True
                 continue
@@ -164,6 +184,8 @@ class Lookup:
                 plan.hops.append(Hop(host, pref, addresses, port))
         if not plan.hops:
             return _fail(plan, TEMP_DNS if temporary else NO_MX, permanent=not temporary)
+        if temporary:
+            plan.expires = 0.0  # a host is missing for now: do not reuse this plan
         return self._drop_self(plan)
 
     def _drop_self(self, plan: Plan) -> Plan:

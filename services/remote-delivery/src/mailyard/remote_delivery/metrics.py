@@ -46,6 +46,7 @@ for _result in ("delivered", "deferred", "failed"):
     DELIVERIES.labels(_result)
 for _kind in ("opened", "reused", "failed"):
     CONNECTIONS.labels(_kind)
+REUSED = CONNECTIONS.labels("reused")  # once per reused session: bound once
 for _reason in DEFERRAL_REASONS:
     DEFERRALS.labels(_reason)
 

@@ -61,7 +61,7 @@ class Pool:
         while idle:
             conn = idle.pop()
             if conn.alive and now - conn.idle_since < self.idle_timeout:
-                metrics.CONNECTIONS.labels("reused").inc()
+                metrics.REUSED.inc()
                 return conn
             _close(conn)
         return None

@@ -39,6 +39,10 @@ class Settings(ServiceSettings):
     # Jobs one replica runs at once: 0 = up to concurrencyremote (the cluster-wide limit).
     # Set it to size replicas (CPU, sockets); the cluster never exceeds concurrencyremote.
     max_in_flight: int = Field(default=0, ge=0)
+    # Spool files up to this size are read on the event loop (from the page cache that is
+    # cheaper than a thread hand-off). 0 on a network volume that can hang: a stuck read
+    # would then stall this replica's loop instead of one spool thread.
+    inline_read_max: int = Field(default=65536, ge=0)
 
     @field_validator("tls_policy")
     @classmethod

@@ -1,0 +1,158 @@
+"""`mailyard route list|set|del|explain` against a running directory (Control, where
+smtproutes is written) and remote-delivery (Routing.Explain, which reads it through the KV
+watch): real child processes, a real nats-server and an SMTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from mailyard.cli.main import main
+from mailyard.core.natsserver import NatsServer, free_port
+from mailyard.core.testing import ServiceProcess, SmtpSink
+
+
+@dataclass
+class Services:
+    directory: ServiceProcess
+    remote: ServiceProcess
+
+
+def closed_port() -> int:
+    return free_port()  # nothing listens there: DNS to it fails at once, as a temporary error
+
+
+@pytest.fixture
+def services(nats_server: NatsServer, tmp_path: Path,
+             monkeypatch: pytest.MonkeyPatch) -> Iterator[Services]:
+    dir_grpc, dir_http, rem_grpc, rem_http = (free_port() for _ in range(4))
+    directory = ServiceProcess("mailyard.directory", {
+        "MAILYARD_DIRECTORY_NATS_URL": nats_server.url,
+        "MAILYARD_DIRECTORY_GRPC_PORT": str(dir_grpc),
+        "MAILYARD_DIRECTORY_HTTP_PORT": str(dir_http),
+    }, tmp_path / "logs", http_port=dir_http).start()
+    remote = ServiceProcess("mailyard.remote_delivery", {
+        "MAILYARD_REMOTE_NATS_URL": nats_server.url,
+        "MAILYARD_REMOTE_SPOOL_DIR": str(tmp_path / "spool"),
+        "MAILYARD_REMOTE_GRPC_PORT": str(rem_grpc),
+        "MAILYARD_REMOTE_HTTP_PORT": str(rem_http),
+        "MAILYARD_REMOTE_ME": "mx.ours.test",
+        "MAILYARD_REMOTE_DNS_SERVER": f"127.0.0.1:{closed_port()}",
+        "MAILYARD_REMOTE_DNS_TIMEOUT": "2",
+    }, tmp_path / "logs", http_port=rem_http)
+    (tmp_path / "spool" / "mess").mkdir(parents=True)
+    remote.start()
+    monkeypatch.setenv("MAILYARD_DIRECTORY_ADDR", f"127.0.0.1:{dir_grpc}")
+    monkeypatch.setenv("MAILYARD_REMOTE_ADDR", f"127.0.0.1:{rem_grpc}")
+    yield Services(directory, remote)
+    assert remote.stop() == 0, remote.logs()
+    assert directory.stop() == 0, directory.logs()
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def explain_until(capsys: pytest.CaptureFixture[str], wanted: str,
+                  *argv: str) -> tuple[int, str]:
+    """remote-delivery sees a change through its KV watch: ask until it does."""
+    deadline = time.monotonic() + 20
+    while True:
+        code, out, _ = run(capsys, "route", "explain", *argv)
+        if wanted in out or time.monotonic() > deadline:
+            return code, out
+        time.sleep(0.05)
+
+
+def test_set_list_explain_and_del(services: Services, smtp_sink: SmtpSink,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "route", "list") == (0, "", "")
+
+    code, out, _ = run(capsys, "route", "set", "example.test", "[127.0.0.1]:1", "--tls", "none")
+    assert code == 0
+    assert out.splitlines()[0].startswith("smtproutes version ")
+    assert out.splitlines()[1] == "example.test:[127.0.0.1]:1 tls=none"
+    assert run(capsys, "route", "set", ".example.test", "relay.example.net:2525")[0] == 0
+    code, out, _ = run(capsys, "route", "set", ":", "smarthost.example.net:587", "--tls", "must",
+                       "--auth", "mailer:/run/secrets/smarthost")
+    assert code == 0 and out.splitlines()[1] == (
+        ":smarthost.example.net:587 tls=must auth=mailer:/run/secrets/smarthost")
+    # the same key again replaces its line, in place
+    code, out, _ = run(capsys, "route", "set", "Example.TEST.", f"127.0.0.1:{smtp_sink.port}")
+    assert code == 0 and out.splitlines()[1] == f"example.test:127.0.0.1:{smtp_sink.port}"
+    code, out, _ = run(capsys, "route", "list")
+    assert code == 0 and out.splitlines() == [
+        f"example.test:127.0.0.1:{smtp_sink.port}",
+        ".example.test:relay.example.net:2525",
+        ":smarthost.example.net:587 tls=must auth=mailer:/run/secrets/smarthost"]
+
+    # remote-delivery routes by what was written, and the probe reaches the sink
+    wanted = f"route:  smtproutes (example.test:127.0.0.1:{smtp_sink.port})"
+    code, out = explain_until(capsys, wanted, "User@Example.test", "--probe")
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[:3] == ["domain: example.test", wanted,
+                         f"1. 127.0.0.1 (preference 0) port {smtp_sink.port}: 127.0.0.1"]
+    assert lines[3].startswith("   answers in ") and "127.0.0.1: 220" in lines[3]
+
+    # the default route's host cannot be resolved (DNS is down): a temporary error, exit 1
+    code, out, _ = run(capsys, "route", "explain", "someone@elsewhere.test")
+    assert code == 1
+    assert out.splitlines() == [
+        "domain: elsewhere.test",
+        "route:  smtproutes (:smarthost.example.net:587 tls=must "
+        "auth=mailer:/run/secrets/smarthost)",
+        "error:  Sorry, I couldn't find any host by that name. (#4.1.2) [temporary]"]
+
+    code, out, _ = run(capsys, "route", "del", ":")
+    assert code == 0 and out.startswith("smtproutes version ")
+    code, out, _ = run(capsys, "route", "del", "nothing.test")
+    assert (code, out) == (1, "mailyard: no route for 'nothing.test'\n")
+    assert run(capsys, "route", "list")[1].splitlines() == [
+        f"example.test:127.0.0.1:{smtp_sink.port}", ".example.test:relay.example.net:2525"]
+    code, out = explain_until(capsys, "route:  mx", "someone@elsewhere.test")
+    assert code == 1 and "route:  mx" in out and "[temporary]" in out
+    # every line the CLI wrote is one remote-delivery can use
+    assert "skipping line" not in services.remote.logs()
+
+
+MALFORMED = [
+    (("example.test", "relay.example.net:99999"), "not a port (1-65535): '99999'"),
+    (("example.test", "relay.example.net:"), "empty port"),
+    (("example.test", "relay example.net"), "not a host name: 'relay example.net'"),
+    (("example.test", "[relay.example.net]:25"), "not an IP address in brackets"),
+    (("example.test", "[127.0.0.1"), "missing ']'"),
+    (("exa_mple..test", "relay.example.net"), "not a domain: 'exa_mple..test'"),
+]
+
+
+def test_malformed_routes_are_refused(services: Services,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, why in MALFORMED:
+        code, out, err = run(capsys, "route", "set", *argv)
+        assert (code, out) == (2, ""), argv
+        assert err.startswith("mailyard: bad route: ") and why in err, err
+    assert run(capsys, "route", "list") == (0, "", "")  # nothing was written
+
+
+def test_other_bad_input(services: Services, capsys: pytest.CaptureFixture[str],
+                         monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out, err = run(capsys, "route", "set", "example.test", "relay.test", "--auth",
+                         "mailer:secrets/pw")
+    assert (code, out) == (2, "") and "--auth takes USER:/absolute/path" in err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["route", "set", "example.test", "relay.test", "--tls", "sometimes"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'sometimes'" in capsys.readouterr().err
+    code, out, err = run(capsys, "route", "explain", "")
+    assert (code, out) == (1, "") and "INVALID_ARGUMENT" in err and "address" in err
+    assert run(capsys, "route", "list") == (0, "", "")
+    monkeypatch.setenv("MAILYARD_DIRECTORY_ADDR", f"127.0.0.1:{closed_port()}")
+    code, out, err = run(capsys, "route", "list")
+    assert (code, out) == (1, "") and "service unavailable" in err
