@@ -27,12 +27,14 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from mailyard.api.mail.v1.envelope_pb2 import Envelope
 from mailyard.core.errors import ChecksumMismatch, SpoolError
 
 MAGIC = b"MYSPOOL1"
 _HEADER = struct.Struct(">8sI")  # magic, envelope length
+T = TypeVar("T")
 _PLAIN_PATH = re.compile(r"mess/[0-9A-Za-z]{2}/[0-9A-Za-z]{1,64}")
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
@@ -137,14 +139,14 @@ class Spool:
         try:
             live = [item for item in batch if self._write_tmp(item)]
             # fsyncs at once, not one after another: the journal folds them together
-            list(self._syncers.map(lambda it: self._step(it, _fsync_file), live))
+            self._each(lambda it: self._step(it, _fsync_file), live)
             folders: dict[Path, list[_Pending]] = {}
             for item in live:
                 if item.error is None:
                     final = self.root / item.envelope.spool_path
                     if self._step(item, self._rename):
                         folders.setdefault(final.parent, []).append(item)
-            list(self._syncers.map(self._sync_folder, folders.items()))
+            self._each(self._sync_folder, list(folders.items()))
         except BaseException as exc:  # a bug must not leave callers waiting forever
             for item in batch:
                 if item.error is None:
@@ -155,6 +157,13 @@ class Spool:
                 if item.fd >= 0:
                     with contextlib.suppress(OSError):
                         os.close(item.fd)
+
+    def _each(self, action: Callable[[T], object], items: list[T]) -> None:
+        """`action` on every item at once (threads); a single item needs no hand-off."""
+        if len(items) == 1:
+            action(items[0])
+        elif items:
+            list(self._syncers.map(action, items))
 
     def _sync_folder(self, entry: tuple[Path, list[_Pending]]) -> None:
         folder, items = entry
