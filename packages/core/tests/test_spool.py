@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import stat
 
 import pytest
@@ -9,7 +8,7 @@ import pytest
 from mailyard.api.mail.v1.envelope_pb2 import Envelope
 from mailyard.core.errors import ChecksumMismatch, SpoolError
 from mailyard.core.ids import is_queue_id, new_queue_id, queue_id_time
-from mailyard.core.spool import Spool
+from mailyard.core.spool import Spool, bucket_of
 
 
 def test_queue_ids_sort_by_time_and_are_unique() -> None:
@@ -46,17 +45,19 @@ async def test_checksum_mismatch_is_detected(spool: Spool) -> None:
 
 async def test_failed_commit_leaves_nothing(spool: Spool) -> None:
     qid = new_queue_id()
-    os.chmod(spool.mess, 0o500)  # the rename target cannot be created
-    try:
-        if os.geteuid() == 0:  # root ignores modes: make the bucket a file instead
-            os.chmod(spool.mess, 0o700)
-            (spool.mess / qid[-2:]).write_text("not a dir")
-        with pytest.raises(SpoolError):
-            await spool.commit(Envelope(queue_id=qid), b"x")
-    finally:
-        os.chmod(spool.mess, 0o700)
+    bucket = spool.mess / qid[-2:]
+    bucket.rmdir()
+    bucket.write_text("not a dir")  # the rename target cannot be created (root or not)
+    with pytest.raises(SpoolError):
+        await spool.commit(Envelope(queue_id=qid), b"x")
     assert list(spool.tmp.iterdir()) == []
     assert list(spool.iter_committed()) == []
+
+
+def test_every_bucket_exists_before_the_first_commit(spool: Spool) -> None:
+    buckets = {p.name for p in spool.mess.iterdir() if p.is_dir()}
+    assert len(buckets) == 1024
+    assert all(bucket_of(new_queue_id()) in buckets for _ in range(1000))
 
 
 async def test_paths_outside_the_spool_are_refused(spool: Spool) -> None:
@@ -67,6 +68,7 @@ async def test_paths_outside_the_spool_are_refused(spool: Spool) -> None:
 async def test_a_failed_message_does_not_fail_its_batch(spool: Spool) -> None:
     """Concurrent commits share a batch; each keeps its own outcome."""
     bad = new_queue_id()
+    (spool.mess / bad[-2:]).rmdir()
     (spool.mess / bad[-2:]).write_text("not a dir")  # only this message's bucket is broken
     good = [new_queue_id() for _ in range(20)]
     good = [q for q in good if q[-2:] != bad[-2:]]

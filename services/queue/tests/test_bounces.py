@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import urllib.request
@@ -127,6 +128,7 @@ async def test_delay_warning_when_enabled(js: Any, spool: Spool, workers: Any,
     q = start_queue(DELAY_WARNINGS="true", DELAY_WARNING_AFTER="0.01", RETRY_C_REMOTE="600")
     env = await send(spool, js, "alice@sender.test", ["r@remote.test"])
     job = await workers["remote"].job()
+    await asyncio.sleep(0.05)  # older than DELAY_WARNING_AFTER for sure, however fast the path
     await workers["remote"].report(job, DEFERRED, "451 4.7.1 greylisted, try later")
     warning = await workers["remote"].job()
     assert list(warning.recipients) == ["alice@sender.test"] and warning.sender == ""

@@ -6,7 +6,8 @@ import os
 import re
 import time
 
-_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32, no I L O U
+ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32, no I L O U
+_ALPHABET = ALPHABET
 QUEUE_ID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 
 

@@ -31,6 +31,7 @@ from typing import TypeVar
 
 from mailyard.api.mail.v1.envelope_pb2 import Envelope
 from mailyard.core.errors import ChecksumMismatch, SpoolError
+from mailyard.core.ids import ALPHABET as _ALPHABET
 
 MAGIC = b"MYSPOOL1"
 _HEADER = struct.Struct(">8sI")  # magic, envelope length
@@ -71,8 +72,22 @@ class Spool:
     # -- setup and paths ---------------------------------------------------------------
 
     def ensure(self) -> None:
+        """The folders, all 1,024 buckets included (qmail makes its split directories at
+        install time too): no mkdir on the commit path, and every new directory entry is
+        made durable before a message is committed under it."""
         for path in (self.root, self.tmp, self.mess):
             path.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+        made = False
+        for bucket in (a + b for a in _ALPHABET for b in _ALPHABET):
+            folder = self.mess / bucket
+            if folder not in self._made:
+                if not folder.is_dir():
+                    folder.mkdir(mode=_DIR_MODE, exist_ok=True)
+                    made = True
+                self._made.add(folder)
+        if made:
+            _fsync_dir(self.mess)
+            _fsync_dir(self.root)
 
     def relpath(self, queue_id: str) -> str:
         return f"mess/{bucket_of(queue_id)}/{queue_id}"
@@ -197,8 +212,9 @@ class Spool:
     def _rename(self, item: _Pending) -> None:
         final = self.root / item.envelope.spool_path
         folder = final.parent
-        if folder not in self._made:
+        if folder not in self._made:  # a bucket ensure() did not make (an unusual id)
             folder.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+            _fsync_dir(folder.parent)
             self._made.add(folder)
         os.rename(item.tmp, final)
 
