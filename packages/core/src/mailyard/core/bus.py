@@ -57,6 +57,7 @@ KV_LEASES = "relay_leases"      # POP-before-SMTP leases
 KV_AUTH_FAILURES = "auth_failures"
 KV_CRAM = "cram_challenges"
 KV_LOCKS = "locks"              # leader election (queue)
+KV_REMOTE_MEMBERS = "remote_members"  # live remote-delivery replicas (heartbeat, TTL)
 
 DUPLICATE_WINDOW = 120.0        # seconds a Nats-Msg-Id is remembered
 

@@ -16,6 +16,7 @@ from mailyard.core.spool import Spool
 from mailyard.remote_delivery.deliver import Deliverer
 from mailyard.remote_delivery.explain import RoutingService
 from mailyard.remote_delivery.lookup import Lookup
+from mailyard.remote_delivery.membership import Membership
 from mailyard.remote_delivery.pool import Pool
 from mailyard.remote_delivery.settings import Settings
 from mailyard.remote_delivery.worker import Worker
@@ -31,6 +32,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     spool = Spool(settings.spool_dir)
     pool = Pool(settings.per_destination_limit, settings.idle_timeout,
                 settings.max_messages_per_connection)
+    # Counted before the first job, so the per-destination share applies from the start.
+    members = Membership(js, settings.instance, ttl=settings.member_ttl,
+                         on_change=pool.set_members)
+    await members.start()
     deliverer = Deliverer(settings, control, Lookup(settings), pool)
     worker = Worker(settings, js, control, spool, deliverer)
     grpc_server = GrpcServer(settings.grpc_host, settings.grpc_port, [
@@ -51,6 +56,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     finally:
         await grpc_server.set_serving(False)
         await worker.stop()
+        await members.stop()  # after the transfers in flight: others grow only then
         await pool.close()
         await grpc_server.stop()
         if http:

@@ -5,7 +5,7 @@ Label values are bounded sets; never a domain, host or address.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from mailyard.core.metrics import CONCURRENCY_IN_USE, CONCURRENCY_LIMIT
 
@@ -13,6 +13,12 @@ CHANNEL = "remote"
 IN_USE = CONCURRENCY_IN_USE.labels(CHANNEL)
 LIMIT = CONCURRENCY_LIMIT.labels(CHANNEL)
 
+# One value per replica, no destination label: the share of PER_DESTINATION_LIMIT this
+# replica allows per address:port, max(1, ceil(limit / replicas counted in remote_members)).
+DESTINATION_LIMIT = Gauge(
+    "mailyard_remote_destination_limit",
+    "Transactions this replica runs at once per destination (address:port).",
+)
 DELIVERIES = Counter(
     "mailyard_remote_deliveries_total",
     "Recipients handled by remote delivery, by result (delivered, deferred, failed).",

@@ -24,7 +24,11 @@ class Settings(ServiceSettings):
     helo: str = ""                                       # "" = me
     tls_policy: str = "may"                              # default; smtproutes may override
     tls_ca_file: Path | None = None                      # extra CA for "verify" (None = system)
-    per_destination_limit: int = Field(default=10, ge=1)  # connections per MX, per replica
+    # Transactions at once per MX address:port, cluster-wide: each replica takes
+    # max(1, ceil(limit / replicas)), replicas counted in KV bucket remote_members.
+    per_destination_limit: int = Field(default=10, ge=1)
+    # A replica that stops heartbeating (every member_ttl / 3) stops counting after this.
+    member_ttl: float = Field(default=30.0, ge=1)
     connect_timeout: float = Field(default=30.0, gt=0)
     command_timeout: float = Field(default=300.0, gt=0)  # RFC 5321 4.5.3.2 suggests minutes
     idle_timeout: float = Field(default=5.0, ge=0)       # keep a used connection this long
