@@ -228,6 +228,14 @@ def postfix_runs(n: int, conc: int, report: dict[str, object]) -> None:
         sink.stop()
 
 
+def settle() -> None:
+    """Each system starts on a quiet disk: flush what the previous run left dirty and give
+    its background work (writeback, Postfix's queue manager, a stopping nats-server) a
+    moment, so neither side pays for the other's last run."""
+    os.sync()
+    time.sleep(10)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=5000)
@@ -248,8 +256,10 @@ def main() -> int:
     for number in range(1, args.rounds + 1):
         print(f"--- round {number} of {args.rounds}", flush=True)
         one: dict[str, object] = {}
+        settle()
         mailyard_runs(args.messages, args.concurrency, args.ingress_replicas, one)
         if not args.skip_postfix:
+            settle()
             postfix_runs(args.messages, args.concurrency, one)
         rounds.append(one)
     report["rounds"] = rounds
