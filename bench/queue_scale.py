@@ -130,9 +130,10 @@ async def stand_in_worker(js: Any, stop: asyncio.Event) -> None:
         await asyncio.gather(*(report(m) for m in msgs))
 
 
-async def cycle(count: int) -> None:
-    """The queue's CPU per message over the whole path (see the module doc)."""
-    tmp = Path(tempfile.mkdtemp(prefix="queue-cycle-"))
+async def rig(prefix: str, settings: dict[str, str]) -> tuple[
+        Path, NatsServer, Spool, dict[str, str], Any, Any, queue_pb2_grpc.QueueServiceStub]:
+    """A private nats-server and spool, the queue's environment (not started) and clients."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
     server = NatsServer(tmp / "js")
     server.start(tmp / "nats.log")
     spool = Spool(tmp / "spool")
@@ -141,13 +142,20 @@ async def cycle(count: int) -> None:
     env = {f"MAILYARD_QUEUE_{k}": v for k, v in {
         "NATS_URL": server.url, "SPOOL_DIR": str(spool.root), "STATE_DIR": str(tmp / "state"),
         "GRPC_PORT": str(grpc_port), "HTTP_PORT": str(free_port()), "ME": "bench.test",
-        "RECONCILE_AT_START": "false", "RECONCILE_INTERVAL": "86400", "LOG_LEVEL": "WARNING",
-        **{k.removeprefix("MAILYARD_QUEUE_"): v for k, v in os.environ.items()
-           if k.startswith("MAILYARD_QUEUE_")}}.items()}
+        "RECONCILE_AT_START": "false", "RECONCILE_INTERVAL": "86400", **settings}.items()}
     nc = await bus.connect(server.url, "bench")
     js = nc.jetstream()
     await bus.ensure_mail_streams(js)
     stub = queue_pb2_grpc.QueueServiceStub(grpc.insecure_channel(f"127.0.0.1:{grpc_port}"))
+    return tmp, server, spool, env, nc, js, stub
+
+
+async def cycle(count: int) -> None:
+    """The queue's CPU per message over the whole path (see the module doc)."""
+    tmp, server, spool, env, nc, js, stub = await rig("queue-cycle-", {
+        "LOG_LEVEL": "WARNING",
+        **{k.removeprefix("MAILYARD_QUEUE_"): v for k, v in os.environ.items()
+           if k.startswith("MAILYARD_QUEUE_")}})
     stop = asyncio.Event()
     worker = asyncio.create_task(stand_in_worker(js, stop))
     queue = None
@@ -192,21 +200,7 @@ async def cycle(count: int) -> None:
 
 
 async def main(n: int) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="queue-scale-"))
-    server = NatsServer(tmp / "js")
-    server.start(tmp / "nats.log")
-    spool = Spool(tmp / "spool")
-    spool.ensure()
-    grpc_port = free_port()
-    env = {f"MAILYARD_QUEUE_{k}": v for k, v in {
-        "NATS_URL": server.url, "SPOOL_DIR": str(spool.root), "STATE_DIR": str(tmp / "state"),
-        "GRPC_PORT": str(grpc_port), "HTTP_PORT": str(free_port()), "ME": "bench.test",
-        "RECONCILE_AT_START": "false", "RECONCILE_INTERVAL": "86400",
-        "LEADER_TTL": "2"}.items()}
-    nc = await bus.connect(server.url, "bench")
-    js = nc.jetstream()
-    await bus.ensure_mail_streams(js)
-    stub = queue_pb2_grpc.QueueServiceStub(grpc.insecure_channel(f"127.0.0.1:{grpc_port}"))
+    tmp, server, spool, env, nc, js, stub = await rig("queue-scale-", {"LEADER_TTL": "2"})
     queue = None
     try:
         queue = start_queue(env, tmp)

@@ -7,14 +7,13 @@ import re
 import time
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32, no I L O U
-_ALPHABET = ALPHABET
 QUEUE_ID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 
 
 def _b32(value: int, length: int) -> str:
     out = []
     for _ in range(length):
-        out.append(_ALPHABET[value & 31])
+        out.append(ALPHABET[value & 31])
         value >>= 5
     return "".join(reversed(out))
 
@@ -33,5 +32,5 @@ def queue_id_time(queue_id: str) -> float:
     """Seconds since the epoch encoded in a queue id."""
     ms = 0
     for ch in queue_id[:10]:
-        ms = ms * 32 + _ALPHABET.index(ch)
+        ms = ms * 32 + ALPHABET.index(ch)
     return ms / 1000

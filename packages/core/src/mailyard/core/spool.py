@@ -7,11 +7,11 @@ anything under `tmp/` is not and may be removed by the reconciler when old.
 
 All disk work runs in a thread pool of its own so the event loop never waits on fsync.
 Commits are grouped: while one batch is being written, new commits queue up and go out
-together as the next batch (no added delay when idle). A batch writes every file, then
-fsyncs them, renames them, fsyncs their directories. On ext4/xfs the first fsync of a
-batch commits the journal for all of its files and the others find nothing left to do,
-so a busy ingress pays about two journal commits per batch instead of two per message.
-Each message keeps its own outcome: one failed file fails only its own commit.
+together as the next batch (no added delay when idle). A batch writes every file, fsyncs
+them all at once (fsyncs issued together share journal commits; one after another they
+would not), renames them, and fsyncs each directory once: one loop-to-thread hand-off per
+batch instead of per message. Each message keeps its own outcome: one failed file fails
+only its own commit.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import TypeVar
 
 from mailyard.api.mail.v1.envelope_pb2 import Envelope
 from mailyard.core.errors import ChecksumMismatch, SpoolError
-from mailyard.core.ids import ALPHABET as _ALPHABET
+from mailyard.core.ids import ALPHABET
 
 MAGIC = b"MYSPOOL1"
 _HEADER = struct.Struct(">8sI")  # magic, envelope length
@@ -78,7 +78,7 @@ class Spool:
         for path in (self.root, self.tmp, self.mess):
             path.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
         made = False
-        for bucket in (a + b for a in _ALPHABET for b in _ALPHABET):
+        for bucket in (a + b for a in ALPHABET for b in ALPHABET):
             folder = self.mess / bucket
             if folder not in self._made:
                 if not folder.is_dir():
@@ -157,10 +157,8 @@ class Spool:
             self._each(lambda it: self._step(it, _fsync_file), live)
             folders: dict[Path, list[_Pending]] = {}
             for item in live:
-                if item.error is None:
-                    final = self.root / item.envelope.spool_path
-                    if self._step(item, self._rename):
-                        folders.setdefault(final.parent, []).append(item)
+                if item.error is None and self._step(item, self._rename):
+                    folders.setdefault(self._final(item).parent, []).append(item)
             self._each(self._sync_folder, list(folders.items()))
         except BaseException as exc:  # a bug must not leave callers waiting forever
             for item in batch:
@@ -188,7 +186,7 @@ class Spool:
             for item in items:
                 self._fail(item, exc)
                 with contextlib.suppress(OSError):
-                    os.unlink(self.root / item.envelope.spool_path)
+                    os.unlink(self._final(item))
 
     def _write_tmp(self, item: _Pending) -> bool:
         envelope = item.envelope
@@ -209,8 +207,11 @@ class Spool:
             self._fail(item, exc)
             return False
 
+    def _final(self, item: _Pending) -> Path:
+        return self.root / item.envelope.spool_path
+
     def _rename(self, item: _Pending) -> None:
-        final = self.root / item.envelope.spool_path
+        final = self._final(item)
         folder = final.parent
         if folder not in self._made:  # a bucket ensure() did not make (an unusual id)
             folder.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)

@@ -142,10 +142,10 @@ class RelayAuthClient:
         self.stream_checks = 0
         self.unary_checks = 0
 
-    async def _call(self, method: str, request: Any, timeout: float | None = None) -> Any:
+    async def _call(self, method: str, request: Any) -> Any:
         try:
             async with self.slots:
-                return await self._unary(method, request, timeout or self.timeout)
+                return await self._unary(method, request, self.timeout)
         except Exception as exc:
             log.warning("relay-auth %s failed: %s", method, type(exc).__name__)
         return None
