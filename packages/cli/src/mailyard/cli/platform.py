@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mailyard.cli.endpoints import Ports
-from mailyard.core.natsserver import NatsServer, free_port
+from mailyard.core.natsserver import NatsServer
 
 
 @dataclass
@@ -46,7 +47,27 @@ class Running:
 
 def free_ports() -> Ports:
     """A Ports table of free loopback ports (tests, benchmarks, a second instance)."""
-    return Ports(**{f.name: free_port() for f in dataclasses.fields(Ports)})
+    names = [f.name for f in dataclasses.fields(Ports)]
+    return Ports(**dict(zip(names, distinct_free_ports(len(names)), strict=True)))
+
+
+def distinct_free_ports(count: int, taken: set[int] | None = None) -> list[int]:
+    """`count` free loopback ports, all different and not in `taken`: each socket stays
+    bound until all are chosen, so the kernel cannot hand the same port out twice."""
+    socks: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < count:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(sock)
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+            if port not in (taken or set()):
+                ports.append(port)
+    finally:
+        for sock in socks:
+            sock.close()
+    return ports
 
 
 class Platform:
@@ -65,6 +86,7 @@ class Platform:
                                monitor_port=self.ports.nats_monitor, sync_always=sync_always)
         self.running: dict[str, Running] = {}
         self.logs = self.data / "log"
+        self._given: set[int] = set()
 
     # -- what runs where -----------------------------------------------------------------
 
@@ -90,8 +112,7 @@ class Platform:
         ]
         for i in range(self.replicas):
             # extra replicas get their own free ports; they share the durable consumer
-            http, grpc_port = (p.remote_http, p.remote_grpc) if i == 0 else (free_port(),
-                                                                           free_port())
+            http, grpc_port = (p.remote_http, p.remote_grpc) if i == 0 else self._spare(2)
             name = "remote-delivery" if i == 0 else f"remote-delivery-{i + 1}"
             specs.append(ServiceSpec(name, "mailyard.remote_delivery", "REMOTE", http,
                                      grpc_port, {"INSTANCE": name}, "remote-delivery"))
@@ -103,9 +124,16 @@ class Platform:
             if self.ingress_replicas > 1:
                 extra["REUSE_PORT"] = "true"
             specs.append(ServiceSpec(name, "mailyard.smtp_ingress", "INGRESS",
-                                     p.ingress_http if i == 0 else free_port(), extra=extra,
+                                     p.ingress_http if i == 0 else self._spare(1)[0],
+                                     extra=extra,
                                      service="smtp-ingress"))
         return specs
+
+    def _spare(self, count: int) -> list[int]:
+        """Ports for extra replicas, never one of the table's (or one handed out before)."""
+        ports = distinct_free_ports(count, set(dataclasses.astuple(self.ports)) | self._given)
+        self._given.update(ports)
+        return ports
 
     def env_for(self, spec: ServiceSpec) -> dict[str, str]:
         pre = f"MAILYARD_{spec.prefix}_"
