@@ -12,6 +12,14 @@ them all at once (fsyncs issued together share journal commits; one after anothe
 would not), renames them, and fsyncs each directory once: one loop-to-thread hand-off per
 batch instead of per message. Each message keeps its own outcome: one failed file fails
 only its own commit.
+
+Removed messages are recycled, not unlinked: emptied and parked in `free/`, and the next
+commit renames one back into `tmp/` instead of creating a file. On ext4 without a journal
+(common on VM and container volumes) the kernel will not reuse an inode deleted in the last
+one to five minutes, and every create scans past all of them: measured here, creating a
+file went from 16 us to 450 us after a few thousand deletions, and smtp-ingress's CPU per
+message doubled. A recycled file needs no inode allocation at all. At most `recycle` files
+are parked (0 turns it off); they are empty, so the bound is on inodes, not bytes.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import hashlib
 import os
 import re
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -39,6 +48,10 @@ T = TypeVar("T")
 _PLAIN_PATH = re.compile(r"mess/[0-9A-Za-z]{2}/[0-9A-Za-z]{1,64}")
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
+RECYCLE = 4096          # emptied files kept in free/ for reuse
+_LIST_AGAIN = 1.0       # seconds before an empty free/ is listed again (not once per commit)
+_RECOUNT = 10.0         # seconds between counts of free/ (other processes take from it)
+_RECOUNT_FULL = 0.5     # ... and while it looks full
 
 
 @dataclass
@@ -59,15 +72,22 @@ def bucket_of(queue_id: str) -> str:
 
 
 class Spool:
-    def __init__(self, root: Path | str, *, threads: int = 32) -> None:
+    def __init__(self, root: Path | str, *, threads: int = 32, recycle: int = RECYCLE) -> None:
         self.root = Path(root)
         self.tmp = self.root / "tmp"
         self.mess = self.root / "mess"
+        self.free = self.root / "free"
+        self.recycle = recycle
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="spool")
         self._syncers = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fsync")
         self._made: set[Path] = set()
         self._queued: list[_Pending] = []   # commits waiting for the next batch
         self._writing = False               # a batch is in the writer thread
+        self._spare: list[str] = []         # names last seen in free/ (writer thread only)
+        self._empty_at = 0.0                # when free/ was last found empty
+        self._parked = 0                    # files in free/: last count plus ours since
+        self._counted = -_RECOUNT
+        self._parking = threading.Lock()
 
     # -- setup and paths ---------------------------------------------------------------
 
@@ -75,7 +95,7 @@ class Spool:
         """The folders, all 1,024 buckets included (qmail makes its split directories at
         install time too): no mkdir on the commit path, and every new directory entry is
         made durable before a message is committed under it."""
-        for path in (self.root, self.tmp, self.mess):
+        for path in (self.root, self.tmp, self.mess, self.free):
             path.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
         made = False
         for bucket in (a + b for a in ALPHABET for b in ALPHABET):
@@ -191,12 +211,44 @@ class Spool:
     def _write_tmp(self, item: _Pending) -> bool:
         envelope = item.envelope
         item.tmp = self.tmp / f"{envelope.queue_id}.{os.getpid()}"
-        try:
-            item.fd = os.open(item.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
-        except OSError as exc:
-            self._fail(item, exc, created=False)
-            return False
+        if self._claim(item.tmp):
+            try:
+                item.fd = os.open(item.tmp, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
+            except OSError:  # not ours to write (another owner?): make a new one instead
+                with contextlib.suppress(OSError):
+                    os.unlink(item.tmp)
+        if item.fd < 0:
+            try:
+                item.fd = os.open(item.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
+            except OSError as exc:
+                self._fail(item, exc, created=False)
+                return False
         return self._step(item, _write_file)
+
+    def _claim(self, tmp: Path) -> bool:
+        """Writer thread: rename a parked file to `tmp`. Other processes take from free/
+        too; rename is the arbiter (the loser gets ENOENT and tries the next name)."""
+        if not self._spare:
+            if self.recycle <= 0 or time.monotonic() - self._empty_at < _LIST_AGAIN:
+                return False
+            try:
+                with os.scandir(self.free) as entries:
+                    self._spare = [e.name for e in entries if not e.name.startswith(".")
+                                   and e.is_file(follow_symlinks=False)]
+            except OSError:
+                self._spare = []
+            if not self._spare:
+                self._empty_at = time.monotonic()
+                return False
+        while self._spare:
+            try:
+                os.rename(self.free / self._spare.pop(), tmp)
+                return True
+            except FileNotFoundError:
+                continue
+            except OSError:
+                return False
+        return False
 
     def _step(self, item: _Pending, action: Callable[[_Pending], object]) -> bool:
         """Run one file operation; on OSError fail the item and remove its temp file."""
@@ -244,17 +296,91 @@ class Spool:
     # -- remove ------------------------------------------------------------------------
 
     async def remove(self, spool_path: str) -> bool:
-        """Remove a committed message (every recipient is final). False if already gone."""
-        return bool(await self._run(self._remove_sync, spool_path))
+        """Remove a committed message (every recipient is final). False if already gone;
+        SpoolError if it could not be removed durably."""
+        (outcome,) = await self.remove_many([spool_path])
+        if isinstance(outcome, SpoolError):
+            raise outcome
+        return outcome
 
-    def _remove_sync(self, spool_path: str) -> bool:
-        path = self.path(spool_path)
+    async def remove_many(self, spool_paths: list[str]) -> list[bool | SpoolError]:
+        """remove() for many messages in one hand-off, each with its own outcome. A removal
+        is durable (its folder fsynced) before this returns: the caller forgets the message
+        next, and a file that came back after a crash would be delivered again."""
+        return list(await self._run(self._remove_batch, spool_paths))
+
+    def _remove_batch(self, spool_paths: list[str]) -> list[bool | SpoolError]:
+        out: list[bool | SpoolError] = []
+        folders: dict[Path, list[int]] = {}
+        for spool_path in spool_paths:
+            try:
+                path = self.path(spool_path)
+                gone = self._take_out(path)
+            except SpoolError as exc:
+                out.append(exc)
+                continue
+            except OSError as exc:
+                out.append(SpoolError(f"cannot remove {spool_path}: {exc.strerror or exc}"))
+                continue
+            if gone:
+                folders.setdefault(path.parent, []).append(len(out))
+            out.append(gone)
+
+        def sync(entry: tuple[Path, list[int]]) -> None:
+            folder, indexes = entry
+            try:
+                _fsync_dir(folder)
+            except OSError as exc:
+                for i in indexes:
+                    out[i] = SpoolError(f"removal of {spool_paths[i]} not durable: {exc}")
+
+        self._each(sync, list(folders.items()))
+        return out
+
+    def _take_out(self, path: Path) -> bool:
+        """Take a committed file out of mess/: parked in free/ (emptied first, under a dot
+        name nobody claims, so no writer can get it half-emptied) or unlinked. False if it
+        was gone already."""
+        if self._room():
+            staging = self.free / f".{path.name}"
+            try:
+                os.rename(path, staging)
+            except FileNotFoundError:
+                return False
+            except OSError:
+                pass  # free/ unusable: unlink as before
+            else:
+                try:
+                    os.truncate(staging, 0)
+                    os.rename(staging, self.free / path.name)
+                    with self._parking:
+                        self._parked += 1
+                    self._empty_at = 0.0  # our own writer may look in free/ again at once
+                except OSError:
+                    with contextlib.suppress(OSError):
+                        os.unlink(staging)
+                return True
         try:
             os.unlink(path)
         except FileNotFoundError:
             return False
-        _fsync_dir(path.parent)
         return True
+
+    def _room(self) -> bool:
+        if self.recycle <= 0:
+            return False
+        with self._parking:
+            # Writers take from free/ all the time, so a full count is checked again soon
+            # (else this remover would unlink for the whole period while writers find
+            # nothing parked and create files again).
+            since = time.monotonic() - self._counted
+            if since >= _RECOUNT or (self._parked >= self.recycle and since >= _RECOUNT_FULL):
+                self._counted = time.monotonic()
+                try:
+                    self._parked = sum(1 for _ in os.scandir(self.free))
+                except OSError:
+                    return False
+            return self._parked < self.recycle
 
     # -- scanning (reconciler) ---------------------------------------------------------
 
@@ -269,12 +395,18 @@ class Spool:
                         yield f"mess/{bucket.name}/{entry.name}"
 
     def stale_temporaries(self, older_than: float) -> list[Path]:
-        """Uncommitted leftovers of crashed writers (never part of any promise)."""
+        """Leftovers of crashed processes (never part of any promise): uncommitted files in
+        tmp/, and files a remover was emptying in free/ (the dot names). A parked file
+        claimed into tmp/ gets a new mtime from its O_TRUNC open right away; should one be
+        taken in between, the claim makes a new file or fails that commit (451), no more."""
         cutoff = time.time() - older_than
-        if not self.tmp.exists():
-            return []
-        return [Path(e.path) for e in os.scandir(self.tmp)
-                if e.is_file() and e.stat().st_mtime < cutoff]
+        found: list[Path] = []
+        for folder, prefix in ((self.tmp, ""), (self.free, ".")):
+            if folder.exists():
+                found += [Path(e.path) for e in os.scandir(folder)
+                          if e.name.startswith(prefix) and e.is_file()
+                          and e.stat().st_mtime < cutoff]
+        return found
 
 
 def decode(raw: bytes, spool_path: str = "", *, verify: bool = True) -> tuple[Envelope, bytes]:

@@ -175,11 +175,10 @@ async def complete_many(q: Queue, messages: list[Message]) -> None:
     """Spool files first (together), then the state of those removed, in one transaction:
     a crash in between leaves final recipients without a file, which the sweep completes
     (the file is already gone) and the reconciler does not count as missing."""
-    removed = await asyncio.gather(*(q.spool.remove(m.spool_path) for m in messages),
-                                   return_exceptions=True)
+    removed = await q.spool.remove_many([m.spool_path for m in messages])
     gone: list[str] = []
     for message, outcome in zip(messages, removed, strict=True):
-        if isinstance(outcome, BaseException):
+        if isinstance(outcome, SpoolError):
             log.error("spool file not removed: %s", outcome,
                       extra={"queue_id": message.queue_id})
         else:

@@ -1,0 +1,97 @@
+"""Removed spool files are emptied, parked in free/ and reused by the next commit (no inode
+allocation on the commit path), within a bound, and never handed to two writers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from mailyard.api.mail.v1.envelope_pb2 import Envelope
+from mailyard.core.errors import SpoolError
+from mailyard.core.ids import new_queue_id
+from mailyard.core.spool import Spool
+
+
+def parked(spool: Spool) -> list[Path]:
+    return sorted(p for p in spool.free.iterdir() if not p.name.startswith("."))
+
+
+async def test_a_removed_file_is_emptied_parked_and_reused(spool: Spool) -> None:
+    old = await spool.commit(Envelope(queue_id=new_queue_id()), b"x" * 20_000)
+    inode = (spool.root / old.spool_path).stat().st_ino
+    assert await spool.remove(old.spool_path)
+    assert list(spool.iter_committed()) == []
+    (free,) = parked(spool)
+    assert free.stat().st_size == 0 and free.stat().st_ino == inode  # nothing of the mail left
+    new = await spool.commit(Envelope(queue_id=new_queue_id(), sender="b@c"), b"short\r\n")
+    path = spool.root / new.spool_path
+    assert path.stat().st_ino == inode and parked(spool) == []
+    assert path.stat().st_mode & 0o777 == 0o600
+    env, data = await spool.read(new.spool_path)
+    assert data == b"short\r\n" and env.sender == "b@c"
+    assert not await spool.remove(old.spool_path)  # gone stays gone
+
+
+async def test_parking_is_bounded_and_can_be_turned_off(tmp_path: Path) -> None:
+    for limit, expected in ((2, 2), (0, 0)):
+        spool = Spool(tmp_path / f"spool{limit}", recycle=limit)
+        spool.ensure()
+        stored = [await spool.commit(Envelope(queue_id=new_queue_id()), b"m") for _ in range(5)]
+        outcomes = await spool.remove_many([s.spool_path for s in stored])
+        assert outcomes == [True] * 5
+        assert list(spool.iter_committed()) == []
+        assert len(parked(spool)) == expected
+        spool.close()
+
+
+async def test_two_writers_never_get_the_same_file(tmp_path: Path) -> None:
+    """Two spools on one folder (two processes on the shared volume) claim at once from
+    the same parked files in their own writer threads: every message gets a file of its
+    own, whole."""
+    root = tmp_path / "spool"
+    first, second = Spool(root), Spool(root)
+    first.ensure()
+    seed = [await first.commit(Envelope(queue_id=new_queue_id()), b"seed") for _ in range(60)]
+    await first.remove_many([s.spool_path for s in seed])
+    assert len(parked(first)) == 60
+
+    async def commit(spool: Spool, n: int) -> Envelope:
+        return await spool.commit(Envelope(queue_id=new_queue_id()), f"body {n}".encode() * n)
+
+    stored = await asyncio.gather(*(commit(first if n % 2 else second, n) for n in range(100)))
+    inodes = {(root / s.spool_path).stat().st_ino for s in stored}
+    assert len(inodes) == 100
+    assert len(parked(first)) == 0  # 60 reused, 40 made
+    for n, s in enumerate(stored):
+        _, data = await first.read(s.spool_path)
+        assert data == f"body {n}".encode() * n
+    assert list(first.tmp.iterdir()) == []
+    first.close()
+    second.close()
+
+
+async def test_remove_many_gives_each_message_its_outcome(spool: Spool) -> None:
+    here = await spool.commit(Envelope(queue_id=new_queue_id()), b"a")
+    gone = spool.relpath(new_queue_id())
+    out = await spool.remove_many([here.spool_path, gone, "../../etc/passwd"])
+    assert out[:2] == [True, False] and isinstance(out[2], SpoolError)
+
+
+async def test_junk_in_free_is_never_written_through(spool: Spool, tmp_path: Path) -> None:
+    """Only plain files are claimed: a symlink or folder put into free/ is left alone."""
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"keep me")
+    os.symlink(target, spool.free / "link")
+    (spool.free / "folder").mkdir()
+    stored = await spool.commit(Envelope(queue_id=new_queue_id()), b"mail")
+    assert target.read_bytes() == b"keep me"
+    assert (await spool.read(stored.spool_path))[1] == b"mail"
+
+
+async def test_interrupted_parking_is_cleaned_as_a_stale_temporary(spool: Spool) -> None:
+    (spool.free / ".halfway").write_bytes(b"x")   # a remover died between its two renames
+    (spool.free / "parked").write_bytes(b"")
+    (spool.tmp / "crashed.1").write_bytes(b"x")
+    stale = {p.name for p in spool.stale_temporaries(older_than=-60)}
+    assert stale == {".halfway", "crashed.1"}
