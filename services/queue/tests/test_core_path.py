@@ -125,3 +125,51 @@ async def test_one_bad_todo_does_not_hold_up_its_batch(js: Any, spool: Spool, wo
         await workers["remote"].report(j, DELIVERED)
     for e in good:
         await wait_for(lambda e=e: gone(q, e.queue_id), what="completion")
+
+
+async def test_events_batched_on_nats_streamed_one_by_one(js: Any, spool: Spool, workers: Any,
+                                                          start_queue: Any) -> None:
+    """`mailyard.events` carries DeliveryEvents (a step's events in one message); Watch and
+    so `queue watch` still get one DeliveryEvent per new / delivery / done, in order."""
+    import asyncio
+
+    q = start_queue()
+    raw: list[qpb.DeliveryEvents] = []
+
+    async def on_raw(msg: Any) -> None:
+        raw.append(qpb.DeliveryEvents.FromString(msg.data))
+
+    sub = await js._nc.subscribe(bus.EVENTS_SUBJECT, cb=on_raw)
+    watched: list[qpb.DeliveryEvent] = []
+
+    async def watch() -> None:
+        async for ev in q.stub.Watch(qpb.WatchRequest()):
+            watched.append(ev)
+
+    watcher = asyncio.create_task(watch())
+    await asyncio.sleep(0.3)  # let the watch subscribe (events are not persisted)
+    sent = await asyncio.gather(*(send(spool, js, "s@sender.test", [f"r{i}@remote.test"])
+                                  for i in range(6)))
+    for _ in sent:
+        job = await workers["remote"].job()
+        await workers["remote"].report(job, DELIVERED)
+    ids = {env.queue_id for env in sent}
+
+    def kinds(events: list[qpb.DeliveryEvent]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for ev in events:
+            if ev.queue_id in ids:
+                out.setdefault(ev.queue_id, []).append(ev.kind)
+        return out
+
+    async def complete() -> bool:
+        return kinds(watched) == {qid: ["new", "delivery", "done"] for qid in ids}
+
+    await wait_for(complete, what="new, delivery and done watched for every message")
+    flat = [ev for batch in raw for ev in batch.events]
+    assert kinds(flat) == kinds(watched)
+    assert all(ev.HasField("at") for ev in flat)
+    assert {ev.recipient for ev in flat if ev.kind == "delivery"} == {
+        f"r{i}@remote.test" for i in range(6)}
+    watcher.cancel()
+    await sub.unsubscribe()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mailyard.api.mail.v1.envelope_pb2 import Envelope
 from mailyard.queue import bounce, schedule
-from mailyard.queue.state import DEFERRED, QUEUED, Store
+from mailyard.queue.state import DEFERRED, DELIVERED, FAILED, QUEUED, Store
 
 
 def test_qmail_schedule() -> None:
@@ -58,4 +58,90 @@ def test_store_counters_and_grouping(tmp_path: Path) -> None:
     store.open()  # recount from disk agrees
     assert store.by_state[QUEUED] == 3 and store.messages == 1
     assert store.delete(env.queue_id) and store.messages == 0 and store.oldest is None
+    store.close()
+
+
+def _env(qid: str) -> Envelope:
+    return Envelope(queue_id=qid, sender="s@x", spool_path=f"mess/{qid[-2:]}/{qid}")
+
+
+def test_store_add_and_take_in_one_transaction(tmp_path: Path) -> None:
+    """A todo batch is recorded and handed out together: known ids (and the same id twice
+    in one batch) are skipped, each message/channel/domain is one job, and a message's jobs
+    get consecutive job ids that later hand-outs continue."""
+    store = Store(tmp_path / "q.db", sync="NORMAL")
+    store.open()
+    a, b, c = (f"01AAAAAAAAAAAAAAAAAAAAAAA{x}" for x in "ABC")
+    store.add([(_env(c), [("x@r.test", 2, "r.test")])], 100.0)
+    two_domains = [("a@r.test", 2, "r.test"), ("b@o.test", 2, "o.test"), ("l@l.test", 1, "l")]
+    items = [(_env(a), two_domains), (_env(b), [("y@r.test", 2, "r.test")]),
+             (_env(a), two_domains), (_env(c), [("x@r.test", 2, "r.test")])]
+    added, jobs = store.add_and_take(items, 101.0, 100)
+    assert added == [a, b]
+    assert store.messages == 3 and store.by_state[QUEUED] == 5 and store.by_state[DEFERRED] == 0
+    by_message: dict[str, list[str]] = {}
+    for job in jobs:
+        by_message.setdefault(job.message.queue_id, []).append(job.job_id)
+        assert job.attempt == 1
+    assert sorted(by_message[a]) == [f"{a}-1", f"{a}-2", f"{a}-3"]
+    assert by_message[b] == [f"{b}-1"] and by_message[c] == [f"{c}-1"]
+    assert {tuple(j.recipients) for j in jobs if j.message.queue_id == a} == {
+        ("a@r.test",), ("b@o.test",), ("l@l.test",)}
+    store.undo_dispatch_many([j for j in jobs if j.message.queue_id == b], 50.0)
+    again = store.take_due(102.0, 100)
+    assert [j.job_id for j in again] == [f"{b}-2"] and again[0].attempt == 1
+    store.close()
+    store.open()  # the counters agree with the disk
+    assert store.messages == 3 and store.by_state[QUEUED] == 5
+    store.close()
+
+
+def test_store_apply_batch_in_order_and_snapshot(tmp_path: Path) -> None:
+    """Results of one batch are applied in order (a later result for the same recipient sees
+    the earlier one), stale and unknown ones are skipped, and the snapshot handed back is
+    what the store now holds for the messages that changed."""
+    store = Store(tmp_path / "q.db", sync="NORMAL")
+    store.open()
+    a, b, c = (f"01AAAAAAAAAAAAAAAAAAAAAAA{x}" for x in "ABC")
+    _, jobs = store.add_and_take(
+        [(_env(a), [("z@r.test", 2, "r.test"), ("m@r.test", 2, "r.test")]),
+         (_env(b), [("y@r.test", 2, "r.test")]), (_env(c), [("w@r.test", 2, "r.test")])],
+        100.0, 100)
+    job = {j.message.queue_id: j.job_id for j in jobs}
+
+    def decide(rcpt: object, message: object, outcome: int) -> tuple[int, float]:
+        return {1: (DELIVERED, 0.0), 2: (DEFERRED, 500.0), 3: (FAILED, 0.0)}[outcome]
+
+    applied, snap = store.apply_and_snapshot([
+        (job[a], a, "z@r.test", 2, "451 later", "4.0.0", "mx1"),  # deferred ...
+        (job[a], a, "z@r.test", 1, "250 ok", "", "mx2"),  # ... then delivered (stale: a fact)
+        (job[a], a, "z@r.test", 2, "451 again", "", "mx3"),  # final already: ignored
+        ("other-9", b, "y@r.test", 2, "451 stale", "", "mx"),  # another job's: ignored
+        (job[b], "01UNKNOWNAAAAAAAAAAAAAAAAA", "q@r.test", 1, "250", "", "mx"),
+        (job[c], c, "w@r.test", 3, "550 no", "5.1.1", "mx"),
+    ], decide)
+    assert [(o.queue_id, o.address, o.state) for o in applied] == [
+        (a, "z@r.test", DEFERRED), (a, "z@r.test", DELIVERED), (c, "w@r.test", FAILED)]
+    assert list(snap) == [a, c]
+    assert snap == store.snapshot([a, c])  # exactly what was committed
+    assert [(r.address, r.state, r.last_reply, r.route, r.job_id) for r in snap[a][1]] == [
+        ("m@r.test", QUEUED, "", "", job[a]), ("z@r.test", DELIVERED, "250 ok", "mx2", "")]
+    assert store.by_state[QUEUED] == 2 and store.by_state[DELIVERED] == 1
+    assert store.by_state[FAILED] == 1 and store.by_state[DEFERRED] == 0
+    store.close()
+
+
+def test_store_delete_many(tmp_path: Path) -> None:
+    store = Store(tmp_path / "q.db", sync="NORMAL")
+    store.open()
+    ids = [f"01AAAAAAAAAAAAAAAAAAAAAAA{x}" for x in "ABCD"]
+    store.add([(_env(q), [("a@r.test", 2, "r.test"), ("b@l.test", 1, "l.test")]) for q in ids],
+              100.0)
+    unknown = "01ZZZZZZZZZZZZZZZZZZZZZZZZ"
+    assert store.delete_many([ids[2], unknown, ids[0], ids[2]]) == [ids[2], ids[0]]
+    assert store.messages == 2 and store.by_state[DEFERRED] == 4
+    assert set(store.snapshot(ids)) == {ids[1], ids[3]}
+    store.close()
+    store.open()
+    assert store.messages == 2 and store.by_state[DEFERRED] == 4
     store.close()

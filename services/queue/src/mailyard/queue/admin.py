@@ -177,7 +177,7 @@ class QueueAdmin(queue_pb2_grpc.QueueServiceServicer):
     async def Watch(self, request: pb.WatchRequest,
                     context: grpc.aio.ServicerContext) -> AsyncIterator[pb.DeliveryEvent]:
         q = await self._queue(context)
-        inbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=10_000)
+        inbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=10_000)  # of DeliveryEvents
 
         async def on_event(msg: object) -> None:
             if not inbox.full():  # a slow watcher misses events rather than grow memory
@@ -186,6 +186,7 @@ class QueueAdmin(queue_pb2_grpc.QueueServiceServicer):
         sub = await q.nc.subscribe(bus.EVENTS_SUBJECT, cb=on_event)
         try:
             while True:
-                yield pb.DeliveryEvent.FromString(await inbox.get())
+                for ev in pb.DeliveryEvents.FromString(await inbox.get()).events:
+                    yield ev
         finally:
             await sub.unsubscribe()

@@ -46,18 +46,16 @@ class Queue:
         """queuelifetime, read live from the control KV."""
         return float(self.control.integer("queuelifetime", DEFAULT_LIFETIME))
 
+    def events(self) -> Events:
+        """A batch of DeliveryEvents: add() each, then send() them as one NATS message."""
+        return Events(self)
+
     async def event(self, kind: str, queue_id: str, recipient: str = "", channel: int = 0,
                     outcome: int = 0, reply: str = "") -> None:
-        """A DeliveryEvent on core NATS for `queue watch`; lost if nobody listens."""
-        at = Timestamp()
-        at.FromNanoseconds(time.time_ns())
-        ev = queue_pb2.DeliveryEvent(at=at, queue_id=queue_id, recipient=recipient,
-                                     channel=enum(channel), outcome=enum(outcome),
-                                     reply=reply, kind=kind)
-        try:
-            await self.nc.publish(bus.EVENTS_SUBJECT, ev.SerializeToString())
-        except Exception as exc:  # events are best effort; the state is what counts
-            log.debug("event not published: %s", exc)
+        """One DeliveryEvent on core NATS for `queue watch`; lost if nobody listens."""
+        batch = self.events()
+        batch.add(kind, queue_id, recipient, channel, outcome, reply)
+        await batch.send()
 
     async def refresh_not_preprocessed(self) -> int:
         try:
@@ -66,3 +64,33 @@ class Queue:
         except Exception as exc:
             log.debug("todo consumer info unavailable: %s", exc)
         return self.not_preprocessed
+
+
+class Events:
+    """DeliveryEvents published together on core NATS (`mailyard.events`): one message per
+    step of the queue instead of one per event. Best effort, like every event."""
+
+    def __init__(self, queue: Queue) -> None:
+        self.q = queue
+        self.batch = queue_pb2.DeliveryEvents()
+        self.at = Timestamp()
+        self.at.FromNanoseconds(time.time_ns())
+
+    def add(self, kind: str, queue_id: str, recipient: str = "", channel: int = 0,
+            outcome: int = 0, reply: str = "") -> None:
+        self.batch.events.add(at=self.at, queue_id=queue_id, recipient=recipient,
+                              channel=enum(channel), outcome=enum(outcome), reply=reply,
+                              kind=kind)
+
+    def __len__(self) -> int:
+        return len(self.batch.events)
+
+    async def send(self) -> None:
+        if not self.batch.events:
+            return
+        data = self.batch.SerializeToString()
+        self.batch.Clear()
+        try:
+            await self.q.nc.publish(bus.EVENTS_SUBJECT, data)
+        except Exception as exc:  # events are best effort; the state is what counts
+            log.debug("events not published: %s", exc)

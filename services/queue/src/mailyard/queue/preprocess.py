@@ -1,10 +1,12 @@
 """qmail-send's preprocessing and hand-out: todo notices in, delivery jobs out.
 
 TodoConsumer classifies each new message's recipients (local if the domain is a directory
-domain, remote otherwise), records them as due now, and acks the todo only after that
-commit. Dispatcher is the retry scheduler as well: it polls the store's (state,
-next_attempt) index in small batches, so a million waiting deferrals cost nothing until they
-are due and never hold a delivery concurrency slot on the job consumers.
+domain, remote otherwise), records them as due now and hands them out in the same
+transaction (one commit and one store hop per fetched batch), acks the todos only after that
+commit, then publishes the jobs. Dispatcher is the retry scheduler: it polls the store's
+(state, next_attempt) index in small batches, so a million waiting deferrals cost nothing
+until they are due and never hold a delivery concurrency slot on the job consumers; it also
+hands out what the todo step could not (a full batch, a batch recorded one by one).
 """
 
 from __future__ import annotations
@@ -64,10 +66,12 @@ def _file_present(spool: Spool, spool_path: str) -> bool:
         return False
 
 
-def record(store: Store, spool: Spool, items: list[Item],
-           now: float) -> tuple[list[str], list[str]]:
+def record(store: Store, spool: Spool, items: list[Item], now: float,
+           take: int = 0) -> tuple[list[str], list[str], list[Job]]:
     """On the store's thread, in one hop per batch: drop the todos whose spool file is gone,
-    record the rest in one transaction. Returns (ids added, ids withdrawn)."""
+    record the rest in one transaction and, with `take`, hand out up to that many due
+    recipients in the same transaction (new mail is due at once: no second transaction,
+    no dispatcher wake-up per batch). Returns (ids added, ids withdrawn, jobs)."""
     present: list[Item] = []
     withdrawn: list[str] = []
     for item in items:
@@ -75,7 +79,12 @@ def record(store: Store, spool: Spool, items: list[Item],
             present.append(item)
         else:
             withdrawn.append(item[0].queue_id)
-    return (store.add(present, now) if present else []), withdrawn
+    if not present:
+        return [], withdrawn, []
+    if take:
+        added, jobs = store.add_and_take(present, now, take)
+        return added, withdrawn, jobs
+    return store.add(present, now), withdrawn, []
 
 
 class TodoConsumer:
@@ -121,17 +130,19 @@ class TodoConsumer:
         if not decoded:
             return
         store, now = q.store, time.time()
+        take = q.settings.dispatch_batch
         failed: set[str] = set()
+        jobs: list[Job] = []
         try:
-            added, withdrawn = await store.run(record, store, q.spool,
-                                               [item for _, item in decoded], now)
+            added, withdrawn, jobs = await store.run(record, store, q.spool,
+                                                     [item for _, item in decoded], now, take)
         except Exception as exc:
             log.error("todo batch not recorded, trying one by one: %s", exc)
             added, withdrawn = [], []
             for _, item in decoded:
                 try:
-                    one_added, one_withdrawn = await store.run(record, store, q.spool,
-                                                               [item], now)
+                    one_added, one_withdrawn, _ = await store.run(record, store, q.spool,
+                                                                  [item], now)
                 except Exception as one_exc:
                     log.error("todo not recorded, retried after the ack wait: %s", one_exc,
                               extra={"queue_id": item[0].queue_id})
@@ -149,10 +160,15 @@ class TodoConsumer:
             # The injector withdrew it (its client got a 451) or it is long done.
             log.info("todo without spool file dropped", extra={"queue_id": qid})
             WITHDRAWN.inc()
-        for qid in added:
-            await q.event("new", qid)
         if added:
-            q.wake.set()
+            events = q.events()
+            for qid in added:
+                events.add("new", qid)
+            await events.send()
+        if jobs:
+            await publish_jobs(q, jobs)
+        if added and (not jobs or sum(len(j.recipients) for j in jobs) >= take):
+            q.wake.set()  # recorded but not handed out here, or more may be due
 
 
 def job_message(job: Job) -> DeliveryJob:
@@ -205,36 +221,40 @@ class Dispatcher:
                 await asyncio.wait_for(wake.wait(), delay)
 
     async def publish(self, jobs: list[Job]) -> None:
-        """Send every job, then wait for their acks together (one round trip per batch, not
-        per job). A job without an ack within PUBLISH_TIMEOUT goes back to deferred; if it
-        did reach the stream after all, its next hand-out has a new job id and the stale
-        result is ignored (at least once)."""
-        js = self.q.js
-        pending: list[tuple[Job, asyncio.Future[Any]]] = []
-        failed: list[tuple[Job, str]] = []
-        for job in jobs:
-            subject = bus.JOB_SUBJECT[CHANNEL_NAME[job.channel]]
-            try:
-                fut = await js.publish_async(subject, job_message(job).SerializeToString(),
-                                             wait_stall=PUBLISH_TIMEOUT,
-                                             headers={"Nats-Msg-Id": job.job_id})
-            except Exception as exc:
-                failed.append((job, f"publish to {subject} failed: {exc}"))
-                continue
-            pending.append((job, fut))
-        if pending:
-            await asyncio.wait([f for _, f in pending], timeout=PUBLISH_TIMEOUT)
-        for job, fut in pending:
-            if not fut.done():
-                fut.cancel()
-                failed.append((job, f"no ack from JetStream within {PUBLISH_TIMEOUT}s"))
-            elif fut.cancelled():
-                failed.append((job, "publish cancelled"))
-            elif (error := fut.exception()) is not None:
-                failed.append((job, f"publish to JetStream failed: {error}"))
-        if failed:
-            for job, why in failed:
-                log.warning("job not published, retried shortly: %s", why,
-                            extra={"queue_id": job.message.queue_id})
-            store = self.q.store
-            await store.run(store.undo_dispatch_many, [j for j, _ in failed], time.time() + 5.0)
+        await publish_jobs(self.q, jobs)
+
+
+async def publish_jobs(q: Queue, jobs: list[Job]) -> None:
+    """Send every job, then wait for their acks together (one round trip per batch, not
+    per job). A job without an ack within PUBLISH_TIMEOUT goes back to deferred; if it
+    did reach the stream after all, its next hand-out has a new job id and the stale
+    result is ignored (at least once)."""
+    js = q.js
+    pending: list[tuple[Job, asyncio.Future[Any]]] = []
+    failed: list[tuple[Job, str]] = []
+    for job in jobs:
+        subject = bus.JOB_SUBJECT[CHANNEL_NAME[job.channel]]
+        try:
+            fut = await js.publish_async(subject, job_message(job).SerializeToString(),
+                                         wait_stall=PUBLISH_TIMEOUT,
+                                         headers={"Nats-Msg-Id": job.job_id})
+        except Exception as exc:
+            failed.append((job, f"publish to {subject} failed: {exc}"))
+            continue
+        pending.append((job, fut))
+    if pending:
+        await asyncio.wait([f for _, f in pending], timeout=PUBLISH_TIMEOUT)
+    for job, fut in pending:
+        if not fut.done():
+            fut.cancel()
+            failed.append((job, f"no ack from JetStream within {PUBLISH_TIMEOUT}s"))
+        elif fut.cancelled():
+            failed.append((job, "publish cancelled"))
+        elif (error := fut.exception()) is not None:
+            failed.append((job, f"publish to JetStream failed: {error}"))
+    if failed:
+        for job, why in failed:
+            log.warning("job not published, retried shortly: %s", why,
+                        extra={"queue_id": job.message.queue_id})
+        store = q.store
+        await store.run(store.undo_dispatch_many, [j for j, _ in failed], time.time() + 5.0)

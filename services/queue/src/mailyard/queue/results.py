@@ -99,11 +99,9 @@ class ResultConsumer:
 
     def _apply(self, rows: list[tuple[str, str, str, int, str, str, str]]
                ) -> tuple[list[Outcome], dict[str, tuple[Message, list[Recipient]]]]:
-        """On the store's thread: apply the batch (one transaction), then read what settling
+        """On the store's thread: apply the batch (one transaction) and return what settling
         the touched messages needs, in the same hop."""
-        store = self.q.store
-        applied = store.apply(rows, self.decide)
-        return applied, store.snapshot(dict.fromkeys(o.queue_id for o in applied))
+        return self.q.store.apply_and_snapshot(rows, self.decide)
 
     async def handle(self, msgs: list[Msg]) -> None:
         rows: list[tuple[str, str, str, int, str, str, str]] = []
@@ -122,14 +120,16 @@ class ResultConsumer:
         for m in msgs:
             with contextlib.suppress(Exception):
                 await m.ack()
+        events = self.q.events()
         for o in applied:
             reported = by_key.get((o.queue_id, o.address), OUTCOME_DEFERRED)
             channel = CHANNEL_NAME.get(o.channel, "remote")
             DELIVERIES[channel, RESULT_NAME[reported]].inc()
             if o.state in (DEFERRED, HELD):
                 RETRIES[channel].inc()
-            await self.q.event("delivery", o.queue_id, o.address, o.channel,
-                               OUTCOME_FAILED if o.state == FAILED else reported, o.reply)
+            events.add("delivery", o.queue_id, o.address, o.channel,
+                       OUTCOME_FAILED if o.state == FAILED else reported, o.reply)
+        await events.send()
         if snap:
             await settle_many(self.q, list(snap), snap)
         if self.q.settings.delay_warnings:
@@ -186,9 +186,11 @@ async def complete_many(q: Queue, messages: list[Message]) -> None:
     if not gone:
         return
     await q.store.run(q.store.delete_many, gone)
+    events = q.events()
     for qid in gone:
-        await q.event("done", qid)
+        events.add("done", qid)
         log.debug("message done", extra={"queue_id": qid})
+    await events.send()
 
 
 async def send_bounce(q: Queue, message: Message, failed: list[Recipient]) -> None:

@@ -13,11 +13,12 @@ rows carry the job_id handed out; DELIVERED / FAILED are final; HELD is DEFERRED
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -222,35 +223,54 @@ class Store:
             now: float) -> list[str]:
         """Record new messages with their classified recipients (address, channel, domain),
         all due now. Already known queue ids (a redelivered todo) are skipped. Returns the
-        ids actually added."""
-        added: list[str] = []
+        ids actually added. One lookup and two statements per batch, not per message."""
         with self._tx() as db:
-            for env, recipients in items:
-                # Seconds since the epoch straight from the Timestamp (ToDatetime() is a naive
-                # UTC datetime, and .timestamp() would read it as local time).
-                received = (env.received_at.seconds + env.received_at.nanos / 1e9
-                            if env.HasField("received_at") else now)
-                cur = db.execute(
-                    "INSERT OR IGNORE INTO messages (queue_id, sender, size, received_at,"
-                    " spool_path, sha256, origin, client_ip, auth_user, smtputf8, body_8bit)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (env.queue_id, env.sender, env.size, received, env.spool_path, env.sha256,
-                     int(env.origin), env.client_ip, env.auth_user, int(env.smtputf8),
-                     int(env.body_8bit)))
-                if cur.rowcount == 0:
-                    continue
-                n = 0
-                for address, channel, domain in recipients:
-                    n += db.execute(
-                        "INSERT OR IGNORE INTO recipients (queue_id, address, channel, domain,"
-                        " state, next_attempt) VALUES (?,?,?,?,?,?)",
-                        (env.queue_id, address, channel, domain, DEFERRED, now)).rowcount
-                added.append(env.queue_id)
-                self.messages += 1
-                self.by_state[DEFERRED] += n
-                if self.oldest is None or received < self.oldest:
-                    self.oldest = received
+            return self._add(db, items, now)
+
+    def _add(self, db: sqlite3.Connection,
+             items: list[tuple[Envelope, list[tuple[str, int, str]]]], now: float) -> list[str]:
+        skip = self.known([env.queue_id for env, _ in items])
+        added: list[str] = []
+        messages: list[tuple[Any, ...]] = []
+        recipients: list[tuple[str, str, int, str, int, float]] = []
+        for env, rcpts in items:
+            qid = env.queue_id
+            if qid in skip:
+                continue
+            skip.add(qid)  # the same todo twice in one batch
+            # Seconds since the epoch straight from the Timestamp (ToDatetime() is a naive
+            # UTC datetime, and .timestamp() would read it as local time).
+            received = (env.received_at.seconds + env.received_at.nanos / 1e9
+                        if env.HasField("received_at") else now)
+            messages.append((qid, env.sender, env.size, received, env.spool_path, env.sha256,
+                             int(env.origin), env.client_ip, env.auth_user, int(env.smtputf8),
+                             int(env.body_8bit)))
+            recipients += [(qid, address, channel, domain, DEFERRED, now)
+                           for address, channel, domain in rcpts]
+            added.append(qid)
+            if self.oldest is None or received < self.oldest:
+                self.oldest = received
+        if not added:
+            return added
+        db.executemany(
+            "INSERT INTO messages (queue_id, sender, size, received_at, spool_path, sha256,"
+            " origin, client_ip, auth_user, smtputf8, body_8bit) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            messages)
+        before = db.total_changes
+        db.executemany("INSERT OR IGNORE INTO recipients (queue_id, address, channel, domain,"
+                       " state, next_attempt) VALUES (?,?,?,?,?,?)", recipients)
+        self.messages += len(added)
+        self.by_state[DEFERRED] += db.total_changes - before
         return added
+
+    def add_and_take(self, items: list[tuple[Envelope, list[tuple[str, int, str]]]],
+                     now: float, limit: int) -> tuple[list[str], list[Job]]:
+        """add(), then take_due(), in one transaction (one commit, one sync): new mail is
+        handed out in the step that records it instead of waking the dispatcher for a
+        second transaction. Returns (ids added, jobs)."""
+        with self._tx() as db:
+            added = self._add(db, items, now)
+            return added, (self._take_due(db, now, limit) if added else [])
 
     def add_deferred_bulk(self, rows: Iterable[tuple[str, str, str, float, float]]) -> None:
         """Benchmark filler: (queue_id, sender, recipient, received_at, next_attempt), one
@@ -267,11 +287,10 @@ class Store:
 
     def known(self, queue_ids: list[str]) -> set[str]:
         found: set[str] = set()
-        for i in range(0, len(queue_ids), 500):
-            chunk = queue_ids[i:i + 500]
-            marks = ",".join("?" * len(chunk))
+        for chunk in _chunks(queue_ids):
             found.update(r[0] for r in self.db.execute(
-                f"SELECT queue_id FROM messages WHERE queue_id IN ({marks})", chunk))  # noqa: S608
+                f"SELECT queue_id FROM messages WHERE queue_id IN ({_marks(chunk)})",  # noqa: S608
+                chunk))
         return found
 
     # -- dispatch ----------------------------------------------------------------------
@@ -285,31 +304,46 @@ class Store:
         """Due recipients become QUEUED under a new job id, grouped per message, channel and
         domain (one SMTP transaction per domain). Committed before anything is published:
         a crash in between leaves a stuck job for the reconciler, never a lost recipient."""
-        jobs: list[Job] = []
         with self._tx() as db:
-            rows = db.execute(
-                "SELECT r.queue_id, r.address, r.channel, r.domain, r.attempts"
-                " FROM recipients r WHERE r.state = ? AND r.next_attempt <= ?"
-                " ORDER BY r.next_attempt LIMIT ?", (DEFERRED, now, limit)).fetchall()
-            groups: dict[tuple[str, int, str], list[sqlite3.Row]] = {}
-            for row in rows:
-                domain = row["domain"] if row["channel"] == 2 else ""
-                groups.setdefault((row["queue_id"], row["channel"], domain), []).append(row)
-            for (qid, channel, domain), members in groups.items():
-                mrow = db.execute("UPDATE messages SET seq = seq + 1 WHERE queue_id = ?"
-                                  " RETURNING *", (qid,)).fetchone()
-                if mrow is None:
-                    continue
-                message = _message(mrow)
-                job_id = f"{qid}-{message.seq}"
-                for row in members:
-                    db.execute("UPDATE recipients SET state = ?, attempts = attempts + 1,"
-                               " job_id = ?, queued_at = ? WHERE queue_id = ? AND address = ?",
-                               (QUEUED, job_id, now, qid, row["address"]))
-                self._moved(DEFERRED, QUEUED, len(members))
-                jobs.append(Job(job_id, message, channel, domain,
-                                [r["address"] for r in members],
-                                max(r["attempts"] for r in members) + 1))
+            return self._take_due(db, now, limit)
+
+    def _take_due(self, db: sqlite3.Connection, now: float, limit: int) -> list[Job]:
+        rows = db.execute(
+            "SELECT queue_id, address, channel, domain, attempts FROM recipients"
+            " WHERE state = ? AND next_attempt <= ? ORDER BY next_attempt LIMIT ?",
+            (DEFERRED, now, limit)).fetchall()
+        if not rows:
+            return []
+        groups: dict[tuple[str, int, str], list[sqlite3.Row]] = {}
+        for row in rows:
+            domain = row[3] if row[2] == 2 else ""
+            groups.setdefault((row[0], row[2], domain), []).append(row)
+        per_message: dict[str, int] = {}
+        for qid, _, _ in groups:
+            per_message[qid] = per_message.get(qid, 0) + 1
+        # One statement for every message: seq grows by its number of jobs (job ids are
+        # <queue_id>-<seq>, so the jobs of a message get seq-k+1 .. seq).
+        messages = {row["queue_id"]: _message(row) for row in db.execute(
+            "UPDATE messages SET seq = seq + c.value FROM json_each(?) AS c"
+            " WHERE messages.queue_id = c.key RETURNING *",
+            (json.dumps(per_message),))}
+        next_seq = {qid: m.seq - per_message[qid] + 1 for qid, m in messages.items()}
+        jobs: list[Job] = []
+        updates: list[tuple[int, str, float, str, str]] = []
+        for (qid, channel, domain), members in groups.items():
+            message = messages.get(qid)
+            if message is None:
+                continue
+            seq = next_seq[qid]
+            next_seq[qid] = seq + 1
+            job_id = f"{qid}-{seq}"
+            addresses = [r[1] for r in members]
+            updates += [(QUEUED, job_id, now, qid, a) for a in addresses]
+            jobs.append(Job(job_id, message, channel, domain, addresses,
+                            max(r[4] for r in members) + 1))
+        db.executemany("UPDATE recipients SET state = ?, attempts = attempts + 1, job_id = ?,"
+                       " queued_at = ? WHERE queue_id = ? AND address = ?", updates)
+        self._moved(DEFERRED, QUEUED, len(updates))
         return jobs
 
     def dispatch_round(self, now: float, limit: int) -> tuple[list[Job], float | None]:
@@ -340,32 +374,46 @@ class Store:
         route) in one transaction. `decide(recipient, message, outcome)` gives the new state
         and next attempt. A stale result (another job owns the recipient now) only counts if
         it says delivered: that is a fact whoever reports it."""
+        return self.apply_and_snapshot(results, decide)[0]
+
+    def apply_and_snapshot(
+            self, results: list[tuple[str, str, str, int, str, str, str]],
+            decide: Callable[[Recipient, Message, int], tuple[int, float]],
+    ) -> tuple[list[Outcome], dict[str, tuple[Message, list[Recipient]]]]:
+        """apply(), plus snapshot() of the messages it changed, as committed: the rows are
+        read once (two statements per batch), changed in memory and written back with one
+        executemany, in the order given (a later result for a recipient sees the earlier)."""
         applied: list[Outcome] = []
         with self._tx() as db:
-            messages: dict[str, Message | None] = {}
+            qids = list(dict.fromkeys(r[1] for r in results))
+            messages = self._messages(qids)
+            rcpts = {(r.queue_id, r.address): r for r in self._recipients(qids)}
+            updates: list[tuple[int, float, str, str, str, str, str]] = []
             for job_id, qid, address, outcome, reply, code, route in results:
-                if qid not in messages:
-                    mrow = db.execute("SELECT * FROM messages WHERE queue_id = ?",
-                                      (qid,)).fetchone()
-                    messages[qid] = _message(mrow) if mrow else None
-                message = messages[qid]
-                row = db.execute("SELECT * FROM recipients WHERE queue_id = ? AND address = ?",
-                                 (qid, address)).fetchone()
-                if message is None or row is None:
-                    continue
-                rcpt = _recipient(row)
-                if rcpt.state in FINAL:
+                message = messages.get(qid)
+                rcpt = rcpts.get((qid, address))
+                if message is None or rcpt is None or rcpt.state in FINAL:
                     continue
                 current = rcpt.state == QUEUED and rcpt.job_id == job_id
                 if not current and outcome != DELIVERED_OUTCOME:
                     continue
                 state, nxt = decide(rcpt, message, outcome)
-                db.execute("UPDATE recipients SET state = ?, next_attempt = ?, last_reply = ?,"
-                           " enhanced_code = ?, route = ?, job_id = '' WHERE queue_id = ? AND"
-                           " address = ?", (state, nxt, reply, code, route, qid, address))
+                updates.append((state, nxt, reply, code, route, qid, address))
+                rcpts[qid, address] = replace(rcpt, state=state, next_attempt=nxt,
+                                              last_reply=reply, enhanced_code=code,
+                                              route=route, job_id="")
                 self._moved(rcpt.state, state)
                 applied.append(Outcome(qid, address, rcpt.channel, state, reply))
-        return applied
+            db.executemany("UPDATE recipients SET state = ?, next_attempt = ?, last_reply = ?,"
+                           " enhanced_code = ?, route = ?, job_id = '' WHERE queue_id = ? AND"
+                           " address = ?", updates)
+        touched = dict.fromkeys(o.queue_id for o in applied)
+        snap: dict[str, tuple[Message, list[Recipient]]] = {
+            qid: (messages[qid], []) for qid in touched}
+        for (qid, _), rcpt in rcpts.items():  # in (queue_id, address) order, as read
+            if qid in snap:
+                snap[qid][1].append(rcpt)
+        return applied, snap
 
     # -- completion and bounces --------------------------------------------------------
 
@@ -410,11 +458,30 @@ class Store:
 
     def snapshot(self, queue_ids: Iterable[str]) -> dict[str, tuple[Message, list[Recipient]]]:
         """Each known message with its recipients (what settling needs), in one read."""
-        out: dict[str, tuple[Message, list[Recipient]]] = {}
-        for qid in queue_ids:
-            message = self.message(qid)
-            if message is not None:
-                out[qid] = (message, self.recipients(qid))
+        qids = list(dict.fromkeys(queue_ids))
+        messages = self._messages(qids)
+        out: dict[str, tuple[Message, list[Recipient]]] = {
+            qid: (messages[qid], []) for qid in qids if qid in messages}
+        for rcpt in self._recipients(list(out)):
+            out[rcpt.queue_id][1].append(rcpt)
+        return out
+
+    def _messages(self, queue_ids: list[str]) -> dict[str, Message]:
+        out: dict[str, Message] = {}
+        for chunk in _chunks(queue_ids):
+            for row in self.db.execute(
+                    f"SELECT * FROM messages WHERE queue_id IN ({_marks(chunk)})",  # noqa: S608
+                    chunk):
+                out[row["queue_id"]] = _message(row)
+        return out
+
+    def _recipients(self, queue_ids: list[str]) -> list[Recipient]:
+        """All recipients of these messages, ordered by (queue_id, address)."""
+        out: list[Recipient] = []
+        for chunk in _chunks(sorted(queue_ids)):
+            out += [_recipient(r) for r in self.db.execute(
+                f"SELECT * FROM recipients WHERE queue_id IN ({_marks(chunk)})"  # noqa: S608
+                " ORDER BY queue_id, address", chunk)]
         return out
 
     def delete(self, queue_id: str) -> bool:
@@ -427,20 +494,26 @@ class Store:
         deleted: list[str] = []
         refresh = False
         with self._tx(durable=False) as db:
-            for queue_id in queue_ids:
-                row = db.execute("DELETE FROM messages WHERE queue_id = ?"
-                                 " RETURNING held, received_at", (queue_id,)).fetchone()
-                if row is None:
+            for chunk in _chunks(list(dict.fromkeys(queue_ids))):
+                gone: list[str] = []
+                for qid, held, received in db.execute(
+                        f"DELETE FROM messages WHERE queue_id IN ({_marks(chunk)})"  # noqa: S608
+                        " RETURNING queue_id, held, received_at", chunk).fetchall():
+                    gone.append(qid)
+                    self.messages -= 1
+                    self.held -= int(held)
+                    refresh = refresh or (self.oldest is not None and received <= self.oldest)
+                if not gone:
                     continue
-                for (state,) in db.execute("DELETE FROM recipients WHERE queue_id = ?"
-                                           " RETURNING state", (queue_id,)).fetchall():
+                for (state,) in db.execute(
+                        f"DELETE FROM recipients WHERE queue_id IN ({_marks(gone)})"  # noqa: S608
+                        " RETURNING state", gone).fetchall():
                     self.by_state[state] -= 1
-                self.messages -= 1
-                self.held -= int(row[0])
-                refresh = refresh or (self.oldest is not None and row[1] <= self.oldest)
-                deleted.append(queue_id)
+                deleted += gone
             if refresh:
                 self._refresh_oldest()
+        order = {qid: i for i, qid in enumerate(dict.fromkeys(queue_ids))}
+        deleted.sort(key=order.__getitem__)
         return deleted
 
     # -- admin -------------------------------------------------------------------------
@@ -586,3 +659,15 @@ class _Tx:
 
 def now() -> float:
     return time.time()
+
+
+_CHUNK = 500  # ids per IN (...) list
+
+
+def _chunks(items: list[str]) -> Iterator[list[str]]:
+    for i in range(0, len(items), _CHUNK):
+        yield items[i:i + _CHUNK]
+
+
+def _marks(chunk: list[str]) -> str:
+    return ",".join("?" * len(chunk))

@@ -511,3 +511,28 @@ class DeliveryEvent(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeliveryEvent: _TypeAlias = DeliveryEvent  # noqa: Y015
+
+@_typing.final
+class DeliveryEvents(_message.Message):
+    """The payload on core NATS `mailyard.events`: the events of one step of the queue (a batch
+    of new messages, of delivery results, of completions) in one message, in order, instead
+    of one message per event. Watch streams them one DeliveryEvent at a time.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeliveryEvent]: ...
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___DeliveryEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliveryEvents: _TypeAlias = DeliveryEvents  # noqa: Y015
