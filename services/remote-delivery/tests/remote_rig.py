@@ -141,7 +141,8 @@ class Smtp:
     """aiosmtpd on 127.0.0.1 with STARTTLS when given a context, per-recipient refusals,
     an optional gate that holds the final-dot reply, and AUTH (PLAIN, LOGIN) when given
     `users` (login -> password); with a TLS context AUTH is offered only after STARTTLS,
-    and MAIL needs a successful AUTH."""
+    and MAIL needs a successful AUTH. `pipelining` offers PIPELINING (aiosmtpd reads
+    command by command, so pipelined groups simply work)."""
 
     tls_context: ssl.SSLContext | None = None
     refuse: dict[str, str] = field(default_factory=dict)
@@ -155,6 +156,7 @@ class Smtp:
     max_active: int = 0
     users: dict[str, str] | None = None
     auth_attempts: list[tuple[str, str, bool]] = field(default_factory=list)  # mech, user, ok
+    pipelining: bool = False
     _controller: Any = None
 
     def start(self) -> Smtp:
@@ -166,6 +168,8 @@ class Smtp:
                 session.host_name = hostname
                 if not any("SIZE" in r for r in responses):
                     responses.insert(-1, "250-SIZE 1000000")
+                if sink.pipelining:
+                    responses.insert(-1, "250-PIPELINING")
                 return responses
 
             async def handle_MAIL(self, server: Any, session: Any, envelope: Any,

@@ -147,9 +147,12 @@ async def test_smtproutes_override_mx(rig: Rig, dns_server, smtp_servers) -> Non
     assert (await rig.deliverer.plan("routed.test")).source == "mx"
 
 
-async def test_one_550_does_not_fail_the_rest(rig: Rig, smtp_servers) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("pipelining", [False, True])
+async def test_one_550_does_not_fail_the_rest(rig: Rig, smtp_servers,  # type: ignore[no-untyped-def]
+                                              pipelining: bool) -> None:
     server = Smtp(refuse={"gone@r.test": "550 5.1.1 no such user",
-                          "full@r.test": "452 4.2.2 mailbox full"}).start()
+                          "full@r.test": "452 4.2.2 mailbox full"},
+                  pipelining=pipelining).start()
     smtp_servers.append(server)
     await rig.routes(f"r.test:127.0.0.1:{server.port}")
     job = await rig.message(MSG, ["a@r.test", "gone@r.test", "full@r.test", "b@r.test"])
@@ -161,8 +164,10 @@ async def test_one_550_does_not_fail_the_rest(rig: Rig, smtp_servers) -> None:  
     assert server.messages[0].rcpt_tos == ["a@r.test", "b@r.test"]
 
 
-async def test_dots_and_line_endings_are_normalised(rig: Rig, smtp_servers) -> None:  # type: ignore[no-untyped-def]
-    server = Smtp().start()
+@pytest.mark.parametrize("pipelining", [False, True])
+async def test_dots_and_line_endings_are_normalised(rig: Rig, smtp_servers,  # type: ignore[no-untyped-def]
+                                                    pipelining: bool) -> None:
+    server = Smtp(pipelining=pipelining).start()
     smtp_servers.append(server)
     await rig.routes(f"dots.test:127.0.0.1:{server.port}")
     stored = (b"Subject: smuggle\r\n\r\n.leading dot\r\nsmuggled\r.\r\nMAIL FROM:<x@y>\r\n"
@@ -191,10 +196,11 @@ async def test_size_and_8bitmime(rig: Rig, smtp_servers) -> None:  # type: ignor
     assert server.messages[0].data == body
 
 
-async def test_connection_reuse(rig: Rig, smtp_servers) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("pipelining", [False, True])
+async def test_connection_reuse(rig: Rig, smtp_servers, pipelining: bool) -> None:  # type: ignore[no-untyped-def]
     from mailyard.remote_delivery import metrics
 
-    server = Smtp().start()
+    server = Smtp(pipelining=pipelining).start()
     smtp_servers.append(server)
     await rig.routes(f"reuse.test:127.0.0.1:{server.port}")
     reused = metrics.CONNECTIONS.labels("reused")._value.get()
@@ -206,10 +212,11 @@ async def test_connection_reuse(rig: Rig, smtp_servers) -> None:  # type: ignore
     assert len(server.messages) == 3
 
 
+@pytest.mark.parametrize("pipelining", [False, True])
 @pytest.mark.parametrize("policy", ["may", "must", "verify"])
 async def test_starttls_with_trustme(rig: Rig, dns_server, smtp_servers, ca, tmp_path,  # type: ignore[no-untyped-def]
-                                     policy: str) -> None:
-    server = Smtp(tls_context=server_tls(ca, "mx.tls.test")).start()
+                                     policy: str, pipelining: bool) -> None:
+    server = Smtp(tls_context=server_tls(ca, "mx.tls.test"), pipelining=pipelining).start()
     smtp_servers.append(server)
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
@@ -218,10 +225,11 @@ async def test_starttls_with_trustme(rig: Rig, dns_server, smtp_servers, ca, tmp
                             "mx.tls.test": {"A": ["127.0.0.1"]}})
     rig.settings.smtp_port = server.port
     await rig.routes(f"tls.test: tls={policy}")
-    job = await rig.message(MSG, ["u@tls.test"])
-    out = await rig.deliverer.deliver(job, MSG)
-    assert out[0].outcome == OUTCOME_DELIVERED, out[0].reply
-    assert server.messages[0].tls
+    for i in range(2):  # the second transaction on the reused TLS session
+        job = await rig.message(MSG + str(i).encode(), ["u@tls.test"])
+        out = await rig.deliverer.deliver(job, MSG)
+        assert out[0].outcome == OUTCOME_DELIVERED, out[0].reply
+    assert [m.tls for m in server.messages] == [True, True]
 
 
 async def test_tls_must_and_verify_refuse_what_they_cannot_get(rig: Rig, dns_server,  # type: ignore[no-untyped-def]

@@ -6,9 +6,11 @@ a refused connection, a timeout, a non-2xx greeting or a TLS policy that cannot 
 on to the next. Once a server answered MAIL, its replies are final for this attempt:
 2xx delivered, 4xx deferred, 5xx failed; one refused recipient does not fail the others.
 
-The message bytes go through aiosmtplib's DATA, which turns every bare CR and bare LF into
-CRLF and stuffs leading dots, so a stored "\\r.\\r\\n" can never end the DATA early
-(SMTP smuggling); `normalise` does the same here for the SIZE we announce.
+aiosmtplib holds the session (connect, EHLO, STARTTLS, AUTH, RSET, QUIT); the transaction
+itself (MAIL, RCPT..., DATA in one write when the server offers PIPELINING) is
+transaction.py. `normalise` turns every bare CR and bare LF into CRLF before the SIZE we
+announce and the dot-stuffing, so a stored "\\r.\\r\\n" can never end the DATA early
+(SMTP smuggling).
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ import time
 from dataclasses import dataclass
 
 import aiosmtplib
+from aiosmtplib.email import parse_address
+from aiosmtplib.protocol import COMMAND_INJECTION_REGEX
+from aiosmtplib.response import SMTPResponse
 
 from mailyard.api.mail.v1.delivery_pb2 import (
     OUTCOME_DEFERRED,
@@ -32,7 +37,7 @@ from mailyard.api.mail.v1.delivery_pb2 import (
     RecipientResult,
 )
 from mailyard.core.control import ControlView
-from mailyard.remote_delivery import metrics
+from mailyard.remote_delivery import metrics, transaction
 from mailyard.remote_delivery import route as routes
 from mailyard.remote_delivery.lookup import Hop, Lookup, Plan
 from mailyard.remote_delivery.pool import Connection, DestKey, Pool, quit_quietly
@@ -91,8 +96,8 @@ def all_recipients(job: DeliveryJob, outcome: Outcome.ValueType, reply: str, hos
     return [result(r, outcome, reply, host=host) for r in job.recipients]
 
 
-def reply_text(exc: aiosmtplib.SMTPResponseException) -> str:
-    return f"{exc.code} {' '.join(exc.message.split())}"
+def reply_text(reply: aiosmtplib.SMTPResponseException | SMTPResponse) -> str:
+    return f"{reply.code} {' '.join(reply.message.split())}"
 
 
 @dataclass
@@ -282,81 +287,92 @@ class Deliverer:
         smtp, host = conn.smtp, conn.host
         fresh = conn.uses == 0
         message = normalise(data)
-        options: list[str] = []
+        options = b""
         size_limit = smtp.esmtp_extensions.get("size", "")
         if size_limit.isdigit() and 0 < int(size_limit) < len(message):
             self.pool.give_back(conn)
             return all_recipients(job, OUTCOME_FAILED, f"552 5.3.4 Message is {len(message)} "
                                   f"bytes; {host} takes at most {size_limit}.", host=host)
         if smtp.supports_extension("size"):
-            options.append(f"SIZE={len(message)}")
+            options += b" SIZE=%d" % len(message)
         if job.body_8bit and smtp.supports_extension("8bitmime"):
-            options.append("BODY=8BITMIME")  # without it we still send (qmail does too)
+            options += b" BODY=8BITMIME"  # without it we still send (qmail does too)
         encoding = "ascii"
         if job.smtputf8:
             if not smtp.supports_extension("smtputf8"):
                 self.pool.give_back(conn)
                 return all_recipients(job, OUTCOME_FAILED, f"553 5.6.7 {host} does not "
                                       "support SMTPUTF8, needed for this message.", host=host)
-            options.append("SMTPUTF8")
+            options += b" SMTPUTF8"
             encoding = "utf-8"
         results: dict[str, RecipientResult] = {}
-        accepted: list[str] = []
-        stage = "sender"
         try:
+            mail = b"MAIL FROM:" + _path(job.sender, encoding) + options + b"\r\n"
+        except ValueError:
+            self.pool.give_back(conn)  # not sendable at all: the worker defers it (internal)
+            raise
+        sent: list[str] = []
+        lines: list[bytes] = []
+        for rcpt in job.recipients:
             try:
-                await _mail(smtp, job.sender, options, encoding)
-            except aiosmtplib.SMTPSenderRefused as exc:
-                await self._reset(conn, exc.code)
-                return all_recipients(job, outcome_of(exc.code), reply_text(exc), host,
-                                      reason="sender")
-            stage = "recipient"
-            for rcpt in job.recipients:
-                try:
-                    await _rcpt(smtp, rcpt, encoding)
-                    accepted.append(rcpt)
-                except aiosmtplib.SMTPRecipientRefused as exc:
-                    results[rcpt] = result(rcpt, outcome_of(exc.code), reply_text(exc),
-                                           enhanced_code(exc.code, exc.message), host)
-                    if exc.code == 421:
-                        conn.broken = True
-                        break
-                except ValueError:
-                    results[rcpt] = result(rcpt, OUTCOME_FAILED,
-                                           "553 5.1.3 address not usable in SMTP", host=host)
-            if not accepted:
-                await self._reset(conn, 0)
-                return self._ordered(job, results, host, "recipient")
-            stage = "data"
-            try:
-                reply = await smtp.data(message)
-                text = f"{reply.code} {' '.join(reply.message.split())}"
-                for rcpt in accepted:
-                    results[rcpt] = result(rcpt, OUTCOME_DELIVERED, text,
-                                           enhanced_code(reply.code, reply.message), host)
-            except aiosmtplib.SMTPDataError as exc:
-                for rcpt in accepted:
-                    results[rcpt] = result(rcpt, outcome_of(exc.code), reply_text(exc),
-                                           enhanced_code(exc.code, exc.message), host)
-                await self._reset(conn, exc.code)
-                return self._ordered(job, results, host, "data")
-        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError,
-                aiosmtplib.SMTPResponseException) as exc:
-            conn.broken = True
+                lines.append(b"RCPT TO:" + _path(rcpt, encoding) + b"\r\n")
+                sent.append(rcpt)
+            except ValueError:
+                results[rcpt] = result(rcpt, OUTCOME_FAILED,
+                                       "553 5.1.3 address not usable in SMTP", host=host)
+        if not sent:
             self.pool.give_back(conn)
-            if not fresh and stage == "sender":
-                raise _Stale from exc  # an idle session the server closed: open a new one
-            died = CONNECTION_DIED.format(host=host)
-            for rcpt in job.recipients:
-                if rcpt not in results or rcpt in accepted:
-                    results[rcpt] = result(rcpt, OUTCOME_DEFERRED, died, "4.4.2", host)
-            return self._ordered(job, results, host, "lost")
-        self.pool.give_back(conn)
-        return self._ordered(job, results, host, "recipient")
+            return self._ordered(job, results, host, "recipient")
+        replies = await transaction.run(smtp, mail, lines, message,
+                                        pipelining=smtp.supports_extension("pipelining"),
+                                        timeout=self.settings.command_timeout)
+        if not smtp.is_connected:
+            conn.broken = True  # closed already (lost, or out of step): the pool drops it
+
+        def died(recipients: list[str]) -> dict[str, RecipientResult]:
+            return {r: result(r, OUTCOME_DEFERRED, CONNECTION_DIED.format(host=host), "4.4.2",
+                              host) for r in recipients}
+
+        if replies.mail is None:  # the connection was gone before MAIL was answered
+            self.pool.give_back(conn)
+            if not fresh:
+                raise _Stale  # an idle session the server closed: open a new one
+            return self._ordered(job, results | died(sent), host, "lost")
+        if replies.mail.code != 250:
+            await self._reset(conn, replies.mail.code)
+            return all_recipients(job, outcome_of(replies.mail.code), reply_text(replies.mail),
+                                  host, reason="sender")
+        accepted: list[str] = []
+        for rcpt, reply in zip(sent, replies.rcpts, strict=False):  # shorter when lost
+            if reply.code in transaction.ACCEPTED_RCPT:
+                accepted.append(rcpt)
+            else:
+                results[rcpt] = _result(rcpt, reply, host)
+        results.update(died(sent[len(replies.rcpts):]))  # never answered
+        if not accepted:
+            await self._reset(conn, 0)
+            return self._ordered(job, results, host, "lost" if replies.lost else "recipient")
+        if replies.sent_message:
+            if replies.final is None:
+                self.pool.give_back(conn)
+                return self._ordered(job, results | died(accepted), host, "lost")
+            final = replies.final
+        elif replies.data is not None and replies.data.code >= 400:
+            final = replies.data  # DATA refused: the accepted recipients share its reply
+        else:  # DATA unanswered, or the server is closing (421 to a RCPT)
+            self.pool.give_back(conn)
+            return self._ordered(job, results | died(accepted), host, "lost")
+        for rcpt in accepted:
+            results[rcpt] = _result(rcpt, final, host)
+        if final.code == 250:
+            self.pool.give_back(conn)
+            return self._ordered(job, results, host, "recipient")
+        await self._reset(conn, final.code)
+        return self._ordered(job, results, host, "data")
 
     async def _reset(self, conn: Connection, code: int) -> None:
         """After a refused transaction: RSET and keep the session, unless it is closing."""
-        if code == 421:
+        if code == 421 or not conn.alive:
             conn.broken = True
         else:
             with contextlib.suppress(Exception):
@@ -382,24 +398,18 @@ class _Stale(Exception):
     pass
 
 
-async def _mail(smtp: aiosmtplib.SMTP, sender: str, options: list[str], encoding: str) -> None:
-    """MAIL FROM, as aiosmtplib's mail() does it, without its email.utils parsing of an
-    address that needs none (the envelope was checked at the SMTP edge)."""
-    if sender and not _PLAIN_ADDRESS.match(sender):
-        await smtp.mail(sender, options=options, encoding=encoding)
-        return
-    args = [b"FROM:<" + sender.encode(encoding) + b">"]
-    args += [option.encode("ascii") for option in options]
-    reply = await smtp.execute_command(b"MAIL", *args)
-    if reply.code != 250:
-        raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, sender)
+def _path(address: str, encoding: str) -> bytes:
+    """<address> for MAIL/RCPT, checked as aiosmtplib's mail()/rcpt() check it; ValueError
+    if it cannot go on a command line. An address that needs no parsing skips the
+    email.utils parsing (the envelope was checked at the SMTP edge)."""
+    if not address or _PLAIN_ADDRESS.match(address):
+        return b"<" + address.encode(encoding) + b">"
+    path = b"<" + parse_address(address).encode(encoding) + b">"  # ValueError: would inject
+    if COMMAND_INJECTION_REGEX.search(path):
+        raise ValueError("control character in an address")
+    return path
 
 
-async def _rcpt(smtp: aiosmtplib.SMTP, recipient: str, encoding: str) -> None:
-    """RCPT TO, as aiosmtplib's rcpt() does it (see _mail)."""
-    if not _PLAIN_ADDRESS.match(recipient):
-        await smtp.rcpt(recipient, encoding=encoding)
-        return
-    reply = await smtp.execute_command(b"RCPT", b"TO:<" + recipient.encode(encoding) + b">")
-    if reply.code not in (250, 251):
-        raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, recipient)
+def _result(recipient: str, reply: SMTPResponse, host: str) -> RecipientResult:
+    return result(recipient, outcome_of(reply.code), reply_text(reply),
+                  enhanced_code(reply.code, reply.message), host)

@@ -1,0 +1,200 @@
+"""The wire side of one SMTP transaction: MAIL, RCPT..., DATA, the message; pipelined
+(RFC 2920) when the server offers PIPELINING, one command per reply otherwise.
+
+aiosmtplib keeps the session (connect, EHLO, STARTTLS, AUTH, RSET, QUIT), but its protocol
+takes one reply per read and drops whatever follows it, so for the transaction the
+transport is lent to `_Replies`, which parses every reply a read brings and hands them out
+in order. The transport goes back to aiosmtplib's protocol in every path; a session that
+did not end in step (lost, timed out, a garbled reply, cancelled) is closed, since what the
+server makes of the commands still in flight is unknowable.
+
+What the replies mean (delivered, deferred, failed) is deliver.py's business; this module
+only decides what may be sent next: the message only after a 250 to MAIL, at least one
+accepted RCPT, no 421 and a 354 to DATA; a 354 nobody should get (no accepted recipient)
+is ended with a lone "." at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass, field
+
+import aiosmtplib
+from aiosmtplib.response import SMTPResponse
+
+ACCEPTED_RCPT = (250, 251)
+MAX_PENDING = 32 * 1024  # an unfinished reply longer than this is garbage (aiosmtplib's bound)
+_LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
+
+
+def stuffed(message: bytes) -> bytes:
+    """A normalised message (CRLF everywhere, ends in CRLF) as DATA sends it: dot-stuffed
+    and terminated, so no line of it can end the DATA early."""
+    if message.startswith(b".") or b"\n." in message:
+        message = _LEADING_DOT.sub(b"..", message)
+    return message + b".\r\n"
+
+
+@dataclass
+class Replies:
+    """The replies, in the order the commands went out. Missing ones were never sent or
+    never came (`lost`: the connection died or went silent)."""
+
+    mail: SMTPResponse | None = None
+    rcpts: list[SMTPResponse] = field(default_factory=list)  # a prefix of the RCPTs sent
+    data: SMTPResponse | None = None
+    final: SMTPResponse | None = None  # to the message (or to the lone "."), after a 354
+    sent_message: bool = False
+    lost: bool = False
+
+
+class _Replies(asyncio.Protocol):
+    """Holds the transport for one transaction: collects replies, wakes the reader once
+    the number it waits for is there (one wakeup per pipelined group, not per reply).
+    One timer per transaction, not per read: it fires `timeout` after the last sign of
+    life (a read begun, a reply come) and only then counts the server as gone."""
+
+    def __init__(self, owner: asyncio.BaseProtocol, timeout: float) -> None:
+        self._owner = owner
+        self._timeout = timeout
+        self._loop = asyncio.get_running_loop()
+        self._partial = b""  # an unfinished line
+        self._lines: list[bytes] = []  # the reply being read, line by line
+        self._replies: list[SMTPResponse] = []
+        self._want = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._heard = 0.0
+        self.failed = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._partial:
+            data = self._partial + data
+        lines = data.split(b"\n")
+        self._partial = lines.pop()  # b"" when the data ended with a whole line
+        for line in lines:
+            code = line[:3]
+            if not code.isdigit():
+                self._fail()
+                return
+            self._lines.append(line[4:].strip(b" \t\r"))
+            if line[3:4] != b"-":
+                text = b"\n".join(self._lines).decode("utf-8", "surrogateescape")
+                self._replies.append(SMTPResponse(int(code), text))
+                self._lines.clear()
+        if len(self._partial) + sum(map(len, self._lines)) > MAX_PENDING:
+            self._fail()
+        elif lines:
+            self._heard = self._loop.time()
+            if len(self._replies) >= self._want:
+                self._wake()
+
+    def eof_received(self) -> bool:
+        self._fail()
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail()
+        self._owner.connection_lost(exc)  # aiosmtplib learns it too and closes its session
+
+    def _fail(self) -> None:
+        self.failed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _check_time(self) -> None:
+        left = self._heard + self._timeout - self._loop.time()
+        if left > 0 or self._waiter is None:  # alive, or not waiting for anything now
+            self._timer = self._loop.call_later(max(left, 0.1), self._check_time)
+        else:
+            self._fail()
+
+    async def read(self, count: int) -> list[SMTPResponse]:
+        """The next `count` replies, or fewer once the connection has failed."""
+        if len(self._replies) < count and not self.failed:
+            self._want = count
+            self._heard = self._loop.time()
+            if self._timer is None:
+                self._timer = self._loop.call_later(self._timeout, self._check_time)
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        got = self._replies[:count]
+        del self._replies[:count]
+        return got
+
+    def done(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+async def run(smtp: aiosmtplib.SMTP, mail: bytes, rcpts: list[bytes], message: bytes, *,
+              pipelining: bool, timeout: float) -> Replies:
+    """Send one transaction: `mail` and `rcpts` are whole command lines (CRLF included),
+    `message` is normalised (see deliver.normalise). At least one RCPT."""
+    out = Replies()
+    transport = smtp.transport
+    if transport is None or transport.is_closing():
+        out.lost = True
+        return out
+    assert isinstance(transport, asyncio.WriteTransport)
+    owner = transport.get_protocol()
+    replies = _Replies(owner, timeout)
+    transport.set_protocol(replies)
+    in_step = False
+    try:
+        if pipelining:
+            transport.write(b"".join([mail, *rcpts, b"DATA\r\n"]))
+            got = await replies.read(len(rcpts) + 2)
+            if got:
+                out.mail = got[0]
+                out.rcpts = got[1:len(rcpts) + 1]
+            if len(got) == len(rcpts) + 2:
+                out.data = got[-1]
+        else:
+            out.mail = await _ask(transport, replies, mail)
+            if out.mail is not None and out.mail.code == 250:
+                for line in rcpts:
+                    reply = await _ask(transport, replies, line)
+                    if reply is None:
+                        break
+                    out.rcpts.append(reply)
+                    if reply.code == 421:
+                        break
+                if _may_send(out):
+                    out.data = await _ask(transport, replies, b"DATA\r\n")
+        closing = any(r is not None and r.code == 421 for r in (out.mail, *out.rcpts, out.data))
+        if out.data is not None and out.data.code == 354 and not closing:
+            out.sent_message = _may_send(out)
+            # Nothing may go out to nobody: a 354 without an accepted recipient gets "."
+            out.final = await _ask(transport, replies, stuffed(message) if out.sent_message
+                                   else b".\r\n")
+        out.lost = replies.failed
+        in_step = not replies.failed and not closing
+    finally:
+        replies.done()
+        transport.set_protocol(owner)
+        if not in_step:
+            transport.close()  # aiosmtplib's protocol hears connection_lost and cleans up
+    return out
+
+
+def _may_send(out: Replies) -> bool:
+    return (out.mail is not None and out.mail.code == 250
+            and any(r.code in ACCEPTED_RCPT for r in out.rcpts)
+            and not any(r.code == 421 for r in out.rcpts))
+
+
+async def _ask(transport: asyncio.WriteTransport, replies: _Replies,
+               line: bytes) -> SMTPResponse | None:
+    if replies.failed:
+        return None
+    transport.write(line)
+    got = await replies.read(1)
+    return got[0] if got else None
