@@ -12,7 +12,7 @@ from mailyard.api.queue.v1 import queue_pb2 as qpb
 from mailyard.core.ids import new_queue_id
 from mailyard.core.spool import Spool
 
-from .conftest import DEFERRED, DELIVERED, gone, send, wait_for
+from .conftest import DEFERRED, DELIVERED, finished, gone, send, wait_for
 
 
 async def _fsck(q: Any, dry_run: bool = False) -> dict[str, list[qpb.Repair]]:
@@ -114,3 +114,35 @@ async def test_a_completion_cut_short_is_finished_not_held(js: Any, spool: Spool
     assert "missing_file" not in fixed
     await wait_for(lambda: gone(q, env.queue_id), what="completion")
     assert (await q.stat()).held_messages == 0
+
+
+async def test_a_removal_lost_in_a_crash_is_not_delivered_again(js: Any, spool: Spool,
+                                                                workers: Any,
+                                                                start_queue: Any) -> None:
+    """Completion does not fsync each removal (the state keeps a completion mark instead).
+    If the OS loses the removal, the file is back under mess/ with no state: the mark makes
+    it a leftover to remove, not an orphan to deliver again. After the run the file system
+    is synced and the mark forgotten (so no run may come between completion and "crash")."""
+    q = start_queue(RECONCILE_AT_START="false")
+    env = await send(spool, js, "a@sender.test", ["r@remote.test"])
+    path = Path(spool.root, env.spool_path)
+    raw = path.read_bytes()
+    await workers["remote"].report(await workers["remote"].job(), DELIVERED)
+    await wait_for(lambda: finished(q, spool, env), what="completion")
+    path.write_bytes(raw)  # what an OS crash before the removal reached the disk leaves
+    old = time.time() - 3600
+    os.utime(path, (old, old))
+
+    dry = await _fsck(q, dry_run=True)
+    assert [(r.queue_id, r.action) for r in dry["completed_leftover"]] == [
+        (env.queue_id, "none")]
+    assert "orphan_file" not in dry and path.exists()
+    fixed = await _fsck(q)
+    assert [(r.queue_id, r.action) for r in fixed["completed_leftover"]] == [
+        (env.queue_id, "removed")]
+    assert not path.exists()
+    assert await workers["remote"].none_within(1.0)  # never handed out again
+    # the run synced the disks: the mark is gone, and a file now would be an orphan
+    path.write_bytes(raw)
+    os.utime(path, (old, old))
+    assert [r.queue_id for r in (await _fsck(q, dry_run=True))["orphan_file"]] == [env.queue_id]

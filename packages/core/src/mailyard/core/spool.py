@@ -303,13 +303,16 @@ class Spool:
             raise outcome
         return outcome
 
-    async def remove_many(self, spool_paths: list[str]) -> list[bool | SpoolError]:
-        """remove() for many messages in one hand-off, each with its own outcome. A removal
-        is durable (its folder fsynced) before this returns: the caller forgets the message
-        next, and a file that came back after a crash would be delivered again."""
-        return list(await self._run(self._remove_batch, spool_paths))
+    async def remove_many(self, spool_paths: list[str], *,
+                          durable: bool = True) -> list[bool | SpoolError]:
+        """remove() for many messages in one hand-off, each with its own outcome. Durable:
+        each folder is fsynced before this returns (a file that came back after an OS crash
+        would look like mail never delivered). durable=False skips those fsyncs, for a
+        caller that can recognise such a file as done (the queue keeps completion marks)."""
+        return list(await self._run(self._remove_batch, spool_paths, durable))
 
-    def _remove_batch(self, spool_paths: list[str]) -> list[bool | SpoolError]:
+    def _remove_batch(self, spool_paths: list[str],
+                      durable: bool = True) -> list[bool | SpoolError]:
         out: list[bool | SpoolError] = []
         folders: dict[Path, list[int]] = {}
         for spool_path in spool_paths:
@@ -334,7 +337,8 @@ class Spool:
                 for i in indexes:
                     out[i] = SpoolError(f"removal of {spool_paths[i]} not durable: {exc}")
 
-        self._each(sync, list(folders.items()))
+        if durable:
+            self._each(sync, list(folders.items()))
         return out
 
     def _take_out(self, path: Path) -> bool:

@@ -21,5 +21,6 @@ RETRIES = Counter("mailyard_queue_retries_scheduled_total",
                   "Deferred recipients given a next attempt.", ["channel"])
 REPAIRS = Counter("mailyard_queue_reconciler_repairs_total",
                   "Inconsistencies found and repaired (unless dry run): orphan_file, "
-                  "orphan_damaged, missing_file, checksum_mismatch, stuck_job, stale_temp, "
-                  "withdrawn (todo notice whose spool file was withdrawn).", ["kind"])
+                  "orphan_damaged, completed_leftover, missing_file, checksum_mismatch, "
+                  "stuck_job, stale_temp, withdrawn (todo notice whose spool file was "
+                  "withdrawn).", ["kind"])

@@ -4,6 +4,9 @@
   lost an acked message in an OS crash) -> its todo is republished (Nats-Msg-Id = queue id,
   so a todo still on its way is deduplicated, and a known id is skipped by preprocessing).
   Files younger than RECONCILE_GRACE are left alone: their todo may be in flight.
+- completed_leftover: a file of a message marked completed (its removal was not on disk
+  yet when the OS went down) -> removed, never delivered again. After each run the file
+  system is synced and older completion marks are forgotten.
 - missing_file / checksum_mismatch: state whose file is gone or damaged -> the message is
   held and an error logged; it is never delivered empty. `queue release` after a repair.
 - stuck_job: recipients handed out longer than STUCK_AFTER ago with no result (a worker or
@@ -80,6 +83,7 @@ class Reconciler:
             await self._temporaries(report, dry_run)
             if not dry_run:
                 await sweep(self.q)
+                await self._forget_completed()
             for r in report.repairs:
                 metrics.REPAIRS.labels(r.kind).inc()
                 log.warning("reconciler: %s %s", r.kind, r.action,
@@ -100,8 +104,14 @@ class Reconciler:
         for i in range(0, len(paths), _CHUNK):
             chunk = {p.rsplit("/", 1)[-1]: p for p in paths[i:i + _CHUNK]}
             known = await store.run(store.known, list(chunk))
+            done = await store.run(store.completed_among, [q for q in chunk if q not in known])
             for qid, path in chunk.items():
                 if qid in known:
+                    continue
+                if qid in done:
+                    if not dry_run:
+                        await spool.remove(path)
+                    self._note(report, "completed_leftover", qid, "removed", dry_run, path)
                     continue
                 try:
                     mtime = await asyncio.to_thread(_mtime, spool.path(path))
@@ -122,6 +132,14 @@ class Reconciler:
                         self._note(report, "orphan_file", qid, "none", dry_run, str(exc))
                         continue
                 self._note(report, "orphan_file", qid, "republished", dry_run, path)
+
+    async def _forget_completed(self) -> None:
+        """Completion marks are needed until their files' removals are on disk: sync the
+        file systems (the removals are not fsynced one by one), then drop the older marks."""
+        started = time.time()
+        await asyncio.to_thread(os.sync)
+        store = self.q.store
+        await store.run(store.forget_completed, started)
 
     async def _missing(self, report: Report, dry_run: bool) -> None:
         store, spool = self.q.store, self.q.spool

@@ -67,6 +67,13 @@ CREATE TABLE IF NOT EXISTS recipients (
   PRIMARY KEY (queue_id, address)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS recipients_due ON recipients (state, next_attempt);
+-- Completed messages whose spool removal may not be on disk yet (it is not fsynced one by
+-- one): a file that comes back after an OS crash is recognised as done, never redelivered.
+-- Forgotten after a sync of the file system (forget_completed).
+CREATE TABLE IF NOT EXISTS completed (
+  queue_id TEXT PRIMARY KEY,
+  at REAL NOT NULL
+) WITHOUT ROWID;
 """
 
 
@@ -487,13 +494,17 @@ class Store:
     def delete(self, queue_id: str) -> bool:
         return self.delete_many([queue_id]) == [queue_id]
 
-    def delete_many(self, queue_ids: list[str]) -> list[str]:
-        """Remove completed messages and their recipients in one transaction; returns the
-        ids that were still there. (Their spool files are gone already: a lost commit here
-        leaves final recipients that the sweep completes again.)"""
+    def delete_many(self, queue_ids: list[str], now: float = 0.0) -> list[str]:
+        """Remove completed messages and their recipients in one transaction, leaving a
+        `completed` mark for each; returns the ids that were still there. Their spool files
+        are out of mess/ already (not necessarily on disk): a lost commit here leaves final
+        recipients that the sweep completes again, a lost removal leaves a file that the
+        mark identifies as done."""
         deleted: list[str] = []
         refresh = False
         with self._tx(durable=False) as db:
+            db.executemany("INSERT OR IGNORE INTO completed (queue_id, at) VALUES (?, ?)",
+                           [(qid, now or time.time()) for qid in dict.fromkeys(queue_ids)])
             for chunk in _chunks(list(dict.fromkeys(queue_ids))):
                 gone: list[str] = []
                 for qid, held, received in db.execute(
@@ -515,6 +526,21 @@ class Store:
         order = {qid: i for i, qid in enumerate(dict.fromkeys(queue_ids))}
         deleted.sort(key=order.__getitem__)
         return deleted
+
+    def completed_among(self, queue_ids: list[str]) -> set[str]:
+        """The ids marked completed (their spool file is a leftover, not an orphan)."""
+        found: set[str] = set()
+        for chunk in _chunks(queue_ids):
+            found.update(r[0] for r in self.db.execute(
+                f"SELECT queue_id FROM completed WHERE queue_id IN ({_marks(chunk)})",  # noqa: S608
+                chunk))
+        return found
+
+    def forget_completed(self, before: float) -> int:
+        """Drop the marks older than `before` (a file-system sync began after them, so
+        their removals are on disk). Not durable on its own: losing it only keeps marks."""
+        with self._tx(durable=False) as db:
+            return int(db.execute("DELETE FROM completed WHERE at < ?", (before,)).rowcount)
 
     # -- admin -------------------------------------------------------------------------
 
