@@ -49,7 +49,8 @@ _PLAIN_PATH = re.compile(r"mess/[0-9A-Za-z]{2}/[0-9A-Za-z]{1,64}")
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
 RECYCLE = 4096          # emptied files kept in free/ for reuse
-_LIST_AGAIN = 1.0       # seconds before an empty free/ is listed again (not once per commit)
+_LIST_AGAIN = 1.0       # seconds before a (nearly) empty free/ is listed again
+_FEW = 32               # a listing with fewer parked files than this is "nearly empty"
 _RECOUNT = 10.0         # seconds between counts of free/ (other processes take from it)
 _RECOUNT_FULL = 0.5     # ... and while it looks full
 
@@ -84,7 +85,7 @@ class Spool:
         self._queued: list[_Pending] = []   # commits waiting for the next batch
         self._writing = False               # a batch is in the writer thread
         self._spare: list[str] = []         # names last seen in free/ (writer thread only)
-        self._empty_at = 0.0                # when free/ was last found empty
+        self._scarce_at = 0.0               # when free/ was last found (nearly) empty
         self._parked = 0                    # files in free/: last count plus ours since
         self._counted = -_RECOUNT
         self._parking = threading.Lock()
@@ -227,9 +228,12 @@ class Spool:
 
     def _claim(self, tmp: Path) -> bool:
         """Writer thread: rename a parked file to `tmp`. Other processes take from free/
-        too; rename is the arbiter (the loser gets ENOENT and tries the next name)."""
+        too; rename is the arbiter (the loser gets ENOENT and tries the next name).
+        A listing reads the whole folder (its size is that of its fullest day), so while
+        only a few files are parked it is not repeated for a while: creating a file costs
+        little as long as nothing is unlinked, and parked files pile up to be taken in bulk."""
         if not self._spare:
-            if self.recycle <= 0 or time.monotonic() - self._empty_at < _LIST_AGAIN:
+            if self.recycle <= 0 or time.monotonic() - self._scarce_at < _LIST_AGAIN:
                 return False
             try:
                 with os.scandir(self.free) as entries:
@@ -237,8 +241,9 @@ class Spool:
                                    and e.is_file(follow_symlinks=False)]
             except OSError:
                 self._spare = []
+            if len(self._spare) < _FEW:
+                self._scarce_at = time.monotonic()
             if not self._spare:
-                self._empty_at = time.monotonic()
                 return False
         while self._spare:
             try:
@@ -359,7 +364,7 @@ class Spool:
                     os.rename(staging, self.free / path.name)
                     with self._parking:
                         self._parked += 1
-                    self._empty_at = 0.0  # our own writer may look in free/ again at once
+                    self._scarce_at = 0.0  # our own writer may look in free/ again at once
                 except OSError:
                     with contextlib.suppress(OSError):
                         os.unlink(staging)
