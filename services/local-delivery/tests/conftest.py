@@ -119,7 +119,7 @@ class Env:
             self._todo = await self.js.pull_subscribe(bus.TODO_SUBJECT, durable="test-todo",
                                                       stream=bus.TODO_STREAM)
         msgs = await self._todo.fetch(1, timeout=30)
-        await msgs[0].ack()
+        await msgs[0].ack_sync()  # counted by todo_count() at once
         env = Envelope.FromString(msgs[0].data)
         _, data = await self.spool.read(env.spool_path)
         return env, data

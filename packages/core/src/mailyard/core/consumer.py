@@ -5,10 +5,13 @@ Every replica of a delivery service binds the one durable pull consumer of its c
 max_ack_pending (concurrencylocal / concurrencyremote) is the cluster-wide limit. A worker
 creates and updates that consumer itself (it owns the limit); `JobConsumer` only runs it:
 
-- fetch one job at a time (batch=1) while this replica has a free slot: nats-py's
-  fetch(batch=n) holds what arrives until n jobs or the timeout, and a job held in a client
-  buffer is a max_ack_pending slot nobody uses. A single-message pull returns the moment a
-  job is there (about one loopback round trip per job);
+- while idle, fetch one job at a time (batch=1): nats-py's fetch(batch=n) holds what
+  arrives until n jobs or the timeout, and a job held in a client buffer is a
+  max_ack_pending slot nobody uses; a single-message pull returns the moment a job is there.
+  When busy (the last fetch brought a job) and several slots are free, one pull asks for
+  that many: nats-py first probes with no_wait, so the jobs already waiting come at once
+  (one request instead of one per job), and only if none are there does it linger, for at
+  most BUSY_WAIT;
 - decode the DeliveryJob (a job that is not one is terminated: it can never succeed);
 - run the worker's handler, which never sends anything twice by itself and returns the
   DeliveryResult with a result for every recipient;
@@ -39,6 +42,7 @@ from mailyard.core.errors import BusError
 from mailyard.core.logs import queue_id_var
 
 log = logging.getLogger(__name__)
+BUSY_WAIT = 0.02  # seconds a multi-job pull may wait when nothing was waiting after all
 
 Handler = Callable[[DeliveryJob], Awaitable[DeliveryResult]]
 Settled = Callable[[DeliveryJob, DeliveryResult, float], None]
@@ -83,6 +87,7 @@ class JobConsumer:
         self.tasks: dict[asyncio.Task[None], _InFlight] = {}
         self.handled = 0
         self._sub: Any = None
+        self._busy = False  # the last fetch brought jobs: more are probably waiting
         self._slot_free = asyncio.Event()
         self._stopping = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
@@ -138,13 +143,18 @@ class JobConsumer:
 
     async def _loop(self) -> None:
         while not self._stopping.is_set():
-            if len(self.tasks) >= max(1, self.limit()):
+            free = max(1, self.limit()) - len(self.tasks)
+            if free <= 0:
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
             try:
-                msgs = await self._sub.fetch(batch=1, timeout=self.fetch_wait)
+                if self._busy and free > 1:
+                    msgs = await self._sub.fetch(batch=free, timeout=BUSY_WAIT)
+                else:
+                    msgs = await self._sub.fetch(batch=1, timeout=self.fetch_wait)
             except TimeoutError:
+                self._busy = False
                 continue
             except asyncio.CancelledError:
                 raise
@@ -152,6 +162,7 @@ class JobConsumer:
                 log.warning("fetch failed: %s", exc)
                 await asyncio.sleep(0.5)
                 continue
+            self._busy = bool(msgs)
             for msg in msgs:
                 task = asyncio.create_task(self._run(msg))
                 self.tasks[task] = _InFlight(msg)
