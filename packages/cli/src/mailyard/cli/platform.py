@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mailyard.cli.endpoints import Ports
-from mailyard.core.natsserver import NatsServer
+from mailyard.core.natsserver import NatsServer, free_port
 
 
 @dataclass
@@ -52,21 +51,13 @@ def free_ports() -> Ports:
 
 
 def distinct_free_ports(count: int, taken: set[int] | None = None) -> list[int]:
-    """`count` free loopback ports, all different and not in `taken`: each socket stays
-    bound until all are chosen, so the kernel cannot hand the same port out twice."""
-    socks: list[socket.socket] = []
+    """`count` free loopback ports, all different and not in `taken` (free_port never
+    hands out a port twice in one process)."""
     ports: list[int] = []
-    try:
-        while len(ports) < count:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            socks.append(sock)
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-            if port not in (taken or set()):
-                ports.append(port)
-    finally:
-        for sock in socks:
-            sock.close()
+    while len(ports) < count:
+        port = free_port()
+        if port not in (taken or set()):
+            ports.append(port)
     return ports
 
 

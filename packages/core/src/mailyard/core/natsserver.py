@@ -5,6 +5,8 @@ Used by `mailyard up` and by the tests: loopback only, its own store directory.
 
 from __future__ import annotations
 
+import os
+import random
 import shutil
 import socket
 import subprocess
@@ -23,10 +25,35 @@ def binary() -> str:
     return found
 
 
+PORT_RANGE_ENV = "MAILYARD_PORT_RANGE"  # "lo-hi": pick ports there (each test worker its own)
+_given: set[int] = set()  # never hand the same port out twice from one process
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A port free on `host` now. A picked port is only reserved once its server binds it,
+    so two pickers can collide: with MAILYARD_PORT_RANGE set (the test suite gives each
+    xdist worker its own range below the kernel's ephemeral ports) nobody else picks from
+    the same numbers, and no outgoing connection borrows one as its source port."""
+    span = os.environ.get(PORT_RANGE_ENV, "")
+    if span:
+        lo, _, hi = span.partition("-")
+        candidates = list(range(int(lo), int(hi) + 1))
+        random.shuffle(candidates)
+    else:
+        candidates = [0] * 64  # the kernel's choice
+    for candidate in candidates:
+        if candidate in _given:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, candidate))
+            except OSError:
+                continue
+            port = int(sock.getsockname()[1])
+        if port not in _given:
+            _given.add(port)
+            return port
+    raise OSError(f"no free port on {host} ({span or 'ephemeral range'})")
 
 
 def wait_port(host: str, port: int, timeout: float = 10.0) -> None:

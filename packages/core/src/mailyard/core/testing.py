@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import os
 import signal
 import subprocess
@@ -154,7 +155,7 @@ class ServiceProcess:
                 with urllib.request.urlopen(url, timeout=1) as resp:
                     if resp.status == 200:
                         return
-            except OSError:
+            except (OSError, http.client.HTTPException):  # not up yet (or not ours)
                 pass
             time.sleep(0.1)
         raise TimeoutError(f"{self.module} not ready after {timeout}s:\n{self.logs()}")
