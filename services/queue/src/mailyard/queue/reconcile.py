@@ -109,9 +109,11 @@ class Reconciler:
                 if qid in known:
                     continue
                 if qid in done:
-                    if not dry_run:
-                        await spool.remove(path)
-                    self._note(report, "completed_leftover", qid, "removed", dry_run, path)
+                    # completed since the listing (its file went the usual way) or a
+                    # leftover whose removal an OS crash undid: only the latter is noted
+                    there = await (spool.exists(path) if dry_run else spool.remove(path))
+                    if there:
+                        self._note(report, "completed_leftover", qid, "removed", dry_run, path)
                     continue
                 try:
                     mtime = await asyncio.to_thread(_mtime, spool.path(path))
