@@ -42,7 +42,20 @@ from mailyard.core.errors import BusError
 from mailyard.core.logs import queue_id_var
 
 log = logging.getLogger(__name__)
-BUSY_WAIT = 0.02  # seconds a multi-job pull may wait when nothing was waiting after all
+BUSY_WAIT = 0.02  # seconds a multi-message pull may wait when nothing was waiting after all
+
+
+async def pull(sub: Any, batch: int, *, busy: bool, idle_wait: float,
+               busy_wait: float = BUSY_WAIT) -> list[Any]:
+    """One fetch from a pull subscription, sized to the load. Idle (the last pull brought
+    nothing): one message, waiting up to `idle_wait` - it returns the moment one arrives,
+    where nats-py's fetch(batch=n) would hold it until n arrive or the wait ends. Busy:
+    up to `batch` in one request, gathered for at most `busy_wait` (nats-py's no_wait probe
+    carries the wait as expires, so the server collects up to `batch` until then): a
+    longer wait makes bigger batches under load. Raises TimeoutError when nothing came."""
+    if busy and batch > 1:
+        return list(await sub.fetch(batch=batch, timeout=busy_wait))
+    return list(await sub.fetch(batch=1, timeout=idle_wait))
 
 Handler = Callable[[DeliveryJob], Awaitable[DeliveryResult]]
 Settled = Callable[[DeliveryJob, DeliveryResult, float], None]
@@ -149,10 +162,7 @@ class JobConsumer:
                 await self._slot_free.wait()
                 continue
             try:
-                if self._busy and free > 1:
-                    msgs = await self._sub.fetch(batch=free, timeout=BUSY_WAIT)
-                else:
-                    msgs = await self._sub.fetch(batch=1, timeout=self.fetch_wait)
+                msgs = await pull(self._sub, free, busy=self._busy, idle_wait=self.fetch_wait)
             except TimeoutError:
                 self._busy = False
                 continue

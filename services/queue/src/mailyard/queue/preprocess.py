@@ -24,6 +24,7 @@ from mailyard.api.mail.v1.delivery_pb2 import CHANNEL_LOCAL, CHANNEL_REMOTE, Del
 from mailyard.api.mail.v1.envelope_pb2 import Envelope
 from mailyard.core import bus
 from mailyard.core.addresses import domain_of, to_ascii_domain
+from mailyard.core.consumer import pull
 from mailyard.core.spool import Spool
 from mailyard.queue import metrics
 from mailyard.queue.engine import Queue, enum
@@ -99,15 +100,19 @@ class TodoConsumer:
                                   max_deliver=-1, max_ack_pending=10_000)
         sub = await js.pull_subscribe(bus.TODO_SUBJECT, durable=bus.TODO_CONSUMER,
                                       stream=bus.TODO_STREAM)
+        busy = False  # the last pull brought something (see consumer.pull)
         while True:
             try:
-                msgs = await sub.fetch(self.q.settings.consume_batch, timeout=1.0)
+                msgs = await pull(sub, self.q.settings.consume_batch, busy=busy, idle_wait=1.0,
+                                  busy_wait=self.q.settings.consume_batch_wait)
             except (TimeoutError, nats.errors.TimeoutError):
+                busy = False
                 continue
             except Exception as exc:  # NATS away: a pause, not a crash
                 log.warning("todo fetch failed: %s", exc)
                 await asyncio.sleep(0.5)
                 continue
+            busy = bool(msgs)
             await self.handle(msgs)
             if len(msgs) < self.q.settings.consume_batch and self.q.settings.consume_linger:
                 await asyncio.sleep(self.q.settings.consume_linger)  # let the next batch grow

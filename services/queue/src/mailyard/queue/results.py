@@ -31,6 +31,7 @@ from mailyard.api.mail.v1.envelope_pb2 import (
     Envelope,
 )
 from mailyard.core import bus
+from mailyard.core.consumer import pull
 from mailyard.core.errors import MailyardError, SpoolError
 from mailyard.core.ids import new_queue_id
 from mailyard.core.inject import inject
@@ -70,15 +71,19 @@ class ResultConsumer:
                                   max_ack_pending=10_000)
         sub = await js.pull_subscribe(bus.RESULT_SUBJECT.format(channel="*"),
                                       durable=bus.RESULTS_CONSUMER, stream=bus.RESULTS_STREAM)
+        busy = False  # the last pull brought something (see consumer.pull)
         while True:
             try:
-                msgs = await sub.fetch(self.q.settings.consume_batch, timeout=1.0)
+                msgs = await pull(sub, self.q.settings.consume_batch, busy=busy, idle_wait=1.0,
+                                  busy_wait=self.q.settings.consume_batch_wait)
             except (TimeoutError, nats.errors.TimeoutError):
+                busy = False
                 continue
             except Exception as exc:
                 log.warning("result fetch failed: %s", exc)
                 await asyncio.sleep(0.5)
                 continue
+            busy = bool(msgs)
             await self.handle(msgs)
             if len(msgs) < self.q.settings.consume_batch and self.q.settings.consume_linger:
                 await asyncio.sleep(self.q.settings.consume_linger)  # let the next batch grow

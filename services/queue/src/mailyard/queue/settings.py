@@ -42,6 +42,9 @@ class Settings(ServiceSettings):
     # transaction and a dispatch round whatever its size. Adds at most this much latency per
     # stage; 0 fetches again at once.
     consume_linger: float = Field(default=0.02, ge=0, le=1.0)
+    # Under load a todo/result pull gathers up to consume_batch for this long (bigger
+    # batches, fewer transactions); idle, a message is taken the moment it arrives.
+    consume_batch_wait: float = Field(default=0.1, gt=0, le=1.0)
     # Leader lock in KV "locks": refreshed every ttl/3; a standby takes over after ttl
     # seconds without a refresh.
     leader_ttl: float = Field(default=15.0, gt=0)
