@@ -293,10 +293,14 @@ class Store:
                             "Sorry, I wasn't able to establish an SMTP connection. (#4.4.1)"))
 
     def known(self, queue_ids: list[str]) -> set[str]:
+        return self._present("messages", queue_ids)
+
+    def _present(self, table: str, queue_ids: list[str]) -> set[str]:
+        """The ids that have a row in `table` (one of ours, never input)."""
         found: set[str] = set()
         for chunk in _chunks(queue_ids):
             found.update(r[0] for r in self.db.execute(
-                f"SELECT queue_id FROM messages WHERE queue_id IN ({_marks(chunk)})",  # noqa: S608
+                f"SELECT queue_id FROM {table} WHERE queue_id IN ({_marks(chunk)})",  # noqa: S608
                 chunk))
         return found
 
@@ -529,12 +533,7 @@ class Store:
 
     def completed_among(self, queue_ids: list[str]) -> set[str]:
         """The ids marked completed (their spool file is a leftover, not an orphan)."""
-        found: set[str] = set()
-        for chunk in _chunks(queue_ids):
-            found.update(r[0] for r in self.db.execute(
-                f"SELECT queue_id FROM completed WHERE queue_id IN ({_marks(chunk)})",  # noqa: S608
-                chunk))
-        return found
+        return self._present("completed", queue_ids)
 
     def forget_completed(self, before: float) -> int:
         """Drop the marks older than `before` (a file-system sync began after them, so
