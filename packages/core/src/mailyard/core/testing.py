@@ -142,7 +142,11 @@ class ServiceProcess:
         self.proc = subprocess.Popen([sys.executable, "-m", self.module], env=self.env,
                                      stdout=log, stderr=subprocess.STDOUT)
         if self.http_port:
-            self.wait_ready(wait)
+            try:
+                self.wait_ready(wait)
+            except BaseException:
+                self.kill()  # the caller never gets a handle to stop it: leave nothing running
+                raise
         return self
 
     def wait_ready(self, timeout: float = 30.0) -> None:
