@@ -57,6 +57,7 @@ async def pull(sub: Any, batch: int, *, busy: bool, idle_wait: float,
         return list(await sub.fetch(batch=batch, timeout=busy_wait))
     return list(await sub.fetch(batch=1, timeout=idle_wait))
 
+
 Handler = Callable[[DeliveryJob], Awaitable[DeliveryResult]]
 Settled = Callable[[DeliveryJob, DeliveryResult, float], None]
 
@@ -100,7 +101,6 @@ class JobConsumer:
         self.tasks: dict[asyncio.Task[None], _InFlight] = {}
         self.handled = 0
         self._sub: Any = None
-        self._busy = False  # the last fetch brought jobs: more are probably waiting
         self._slot_free = asyncio.Event()
         self._stopping = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
@@ -155,6 +155,7 @@ class JobConsumer:
     # -- the loop ------------------------------------------------------------------------
 
     async def _loop(self) -> None:
+        busy = False  # the last fetch brought jobs: more are probably waiting
         while not self._stopping.is_set():
             free = max(1, self.limit()) - len(self.tasks)
             if free <= 0:
@@ -162,9 +163,9 @@ class JobConsumer:
                 await self._slot_free.wait()
                 continue
             try:
-                msgs = await pull(self._sub, free, busy=self._busy, idle_wait=self.fetch_wait)
+                msgs = await pull(self._sub, free, busy=busy, idle_wait=self.fetch_wait)
             except TimeoutError:
-                self._busy = False
+                busy = False
                 continue
             except asyncio.CancelledError:
                 raise
@@ -172,7 +173,7 @@ class JobConsumer:
                 log.warning("fetch failed: %s", exc)
                 await asyncio.sleep(0.5)
                 continue
-            self._busy = bool(msgs)
+            busy = bool(msgs)
             for msg in msgs:
                 task = asyncio.create_task(self._run(msg))
                 self.tasks[task] = _InFlight(msg)

@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import nats.errors
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from mailyard.api.queue.v1 import queue_pb2
 from mailyard.core import bus
+from mailyard.core.consumer import pull
 from mailyard.core.control import ControlView
 from mailyard.core.directory import DirectoryView
 from mailyard.core.spool import Spool
@@ -45,6 +49,34 @@ class Queue:
     def lifetime(self) -> float:
         """queuelifetime, read live from the control KV."""
         return float(self.control.integer("queuelifetime", DEFAULT_LIFETIME))
+
+    async def consume(self, stream: str, durable: str, subject: str,
+                      handle: Callable[[list[Msg]], Awaitable[None]]) -> None:
+        """Feed `handle` batches from one of the queue's own durable consumers (todo,
+        results) for ever: a lone message at once when idle, up to CONSUME_BATCH gathered
+        for CONSUME_BATCH_WAIT under load, CONSUME_LINGER after a batch that was not full
+        so the next one is bigger. NATS away is a pause, not a crash."""
+        s = self.settings
+        await bus.ensure_consumer(self.js, stream, durable, filter_subject=subject,
+                                  ack_wait=s.consume_ack_wait, max_deliver=-1,
+                                  max_ack_pending=10_000)
+        sub = await self.js.pull_subscribe(subject, durable=durable, stream=stream)
+        busy = False  # the last pull brought something (see consumer.pull)
+        while True:
+            try:
+                msgs = await pull(sub, s.consume_batch, busy=busy, idle_wait=1.0,
+                                  busy_wait=s.consume_batch_wait)
+            except (TimeoutError, nats.errors.TimeoutError):
+                busy = False
+                continue
+            except Exception as exc:
+                log.warning("%s fetch failed: %s", durable, exc)
+                await asyncio.sleep(0.5)
+                continue
+            busy = bool(msgs)
+            await handle(msgs)
+            if len(msgs) < s.consume_batch and s.consume_linger:
+                await asyncio.sleep(s.consume_linger)
 
     def events(self) -> Events:
         """A batch of DeliveryEvents: add() each, then send() them as one NATS message."""

@@ -17,14 +17,12 @@ import logging
 import time
 from typing import Any
 
-import nats.errors
 from nats.aio.msg import Msg
 
 from mailyard.api.mail.v1.delivery_pb2 import CHANNEL_LOCAL, CHANNEL_REMOTE, DeliveryJob
 from mailyard.api.mail.v1.envelope_pb2 import Envelope
 from mailyard.core import bus
 from mailyard.core.addresses import domain_of, to_ascii_domain
-from mailyard.core.consumer import pull
 from mailyard.core.spool import Spool
 from mailyard.queue import metrics
 from mailyard.queue.engine import Queue, enum
@@ -93,29 +91,7 @@ class TodoConsumer:
         self.q = queue
 
     async def run(self) -> None:
-        js = self.q.js
-        await bus.ensure_consumer(js, bus.TODO_STREAM, bus.TODO_CONSUMER,
-                                  filter_subject=bus.TODO_SUBJECT,
-                                  ack_wait=self.q.settings.consume_ack_wait,
-                                  max_deliver=-1, max_ack_pending=10_000)
-        sub = await js.pull_subscribe(bus.TODO_SUBJECT, durable=bus.TODO_CONSUMER,
-                                      stream=bus.TODO_STREAM)
-        busy = False  # the last pull brought something (see consumer.pull)
-        while True:
-            try:
-                msgs = await pull(sub, self.q.settings.consume_batch, busy=busy, idle_wait=1.0,
-                                  busy_wait=self.q.settings.consume_batch_wait)
-            except (TimeoutError, nats.errors.TimeoutError):
-                busy = False
-                continue
-            except Exception as exc:  # NATS away: a pause, not a crash
-                log.warning("todo fetch failed: %s", exc)
-                await asyncio.sleep(0.5)
-                continue
-            busy = bool(msgs)
-            await self.handle(msgs)
-            if len(msgs) < self.q.settings.consume_batch and self.q.settings.consume_linger:
-                await asyncio.sleep(self.q.settings.consume_linger)  # let the next batch grow
+        await self.q.consume(bus.TODO_STREAM, bus.TODO_CONSUMER, bus.TODO_SUBJECT, self.handle)
 
     async def handle(self, msgs: list[Msg]) -> None:
         """One fetched batch: one store hop (file checks + one transaction), then the acks.
@@ -199,7 +175,7 @@ class Dispatcher:
         since = time.time() - bus.DUPLICATE_WINDOW + 10
         jobs = await self.q.store.run(self.q.store.handed_out_since, since)
         if jobs:
-            await self.publish(jobs)
+            await publish_jobs(self.q, jobs)
         return len(jobs)
 
     async def run(self) -> None:
@@ -217,16 +193,13 @@ class Dispatcher:
                 log.exception("taking due recipients failed")
                 jobs, nxt = [], None
             if jobs:
-                await self.publish(jobs)
+                await publish_jobs(self.q, jobs)
             if nxt is not None and nxt <= time.time():
                 continue  # more is due already (the batch was full)
             delay = settings.scheduler_max_sleep if nxt is None else nxt - time.time()
             delay = min(max(delay, 0.005), settings.scheduler_max_sleep)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(wake.wait(), delay)
-
-    async def publish(self, jobs: list[Job]) -> None:
-        await publish_jobs(self.q, jobs)
 
 
 async def publish_jobs(q: Queue, jobs: list[Job]) -> None:

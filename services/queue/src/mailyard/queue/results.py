@@ -9,12 +9,10 @@ after that finds no file and is dropped, never delivered twice).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
 
-import nats.errors
 from nats.aio.msg import Msg
 
 from mailyard.api.mail.v1.delivery_pb2 import (
@@ -31,7 +29,6 @@ from mailyard.api.mail.v1.envelope_pb2 import (
     Envelope,
 )
 from mailyard.core import bus
-from mailyard.core.consumer import pull
 from mailyard.core.errors import MailyardError, SpoolError
 from mailyard.core.ids import new_queue_id
 from mailyard.core.inject import inject
@@ -64,29 +61,8 @@ class ResultConsumer:
         self.q = queue
 
     async def run(self) -> None:
-        js = self.q.js
-        await bus.ensure_consumer(js, bus.RESULTS_STREAM, bus.RESULTS_CONSUMER,
-                                  filter_subject=bus.RESULT_SUBJECT.format(channel="*"),
-                                  ack_wait=self.q.settings.consume_ack_wait, max_deliver=-1,
-                                  max_ack_pending=10_000)
-        sub = await js.pull_subscribe(bus.RESULT_SUBJECT.format(channel="*"),
-                                      durable=bus.RESULTS_CONSUMER, stream=bus.RESULTS_STREAM)
-        busy = False  # the last pull brought something (see consumer.pull)
-        while True:
-            try:
-                msgs = await pull(sub, self.q.settings.consume_batch, busy=busy, idle_wait=1.0,
-                                  busy_wait=self.q.settings.consume_batch_wait)
-            except (TimeoutError, nats.errors.TimeoutError):
-                busy = False
-                continue
-            except Exception as exc:
-                log.warning("result fetch failed: %s", exc)
-                await asyncio.sleep(0.5)
-                continue
-            busy = bool(msgs)
-            await self.handle(msgs)
-            if len(msgs) < self.q.settings.consume_batch and self.q.settings.consume_linger:
-                await asyncio.sleep(self.q.settings.consume_linger)  # let the next batch grow
+        await self.q.consume(bus.RESULTS_STREAM, bus.RESULTS_CONSUMER,
+                             bus.RESULT_SUBJECT.format(channel="*"), self.handle)
 
     def decide(self, rcpt: Recipient, message: Message, outcome: int) -> tuple[int, float]:
         """New state and next attempt of one recipient (called in the store's thread)."""

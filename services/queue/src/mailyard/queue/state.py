@@ -362,11 +362,8 @@ class Store:
         jobs = self.take_due(now, limit)
         return jobs, self.next_due()
 
-    def undo_dispatch(self, job: Job, retry_at: float) -> None:
-        """The job could not be published: back to DEFERRED, the attempt not counted."""
-        self.undo_dispatch_many([job], retry_at)
-
     def undo_dispatch_many(self, jobs: list[Job], retry_at: float) -> None:
+        """Jobs that could not be published: back to DEFERRED, the attempt not counted."""
         with self._tx() as db:
             for job in jobs:
                 for address in job.recipients:
@@ -498,7 +495,7 @@ class Store:
     def delete(self, queue_id: str) -> bool:
         return self.delete_many([queue_id]) == [queue_id]
 
-    def delete_many(self, queue_ids: list[str], now: float = 0.0) -> list[str]:
+    def delete_many(self, queue_ids: list[str]) -> list[str]:
         """Remove completed messages and their recipients in one transaction, leaving a
         `completed` mark for each; returns the ids that were still there. Their spool files
         are out of mess/ already (not necessarily on disk): a lost commit here leaves final
@@ -506,10 +503,12 @@ class Store:
         mark identifies as done."""
         deleted: list[str] = []
         refresh = False
+        ids = list(dict.fromkeys(queue_ids))
+        now = time.time()
         with self._tx(durable=False) as db:
             db.executemany("INSERT OR IGNORE INTO completed (queue_id, at) VALUES (?, ?)",
-                           [(qid, now or time.time()) for qid in dict.fromkeys(queue_ids)])
-            for chunk in _chunks(list(dict.fromkeys(queue_ids))):
+                           [(qid, now) for qid in ids])
+            for chunk in _chunks(ids):
                 gone: list[str] = []
                 for qid, held, received in db.execute(
                         f"DELETE FROM messages WHERE queue_id IN ({_marks(chunk)})"  # noqa: S608
@@ -527,7 +526,7 @@ class Store:
                 deleted += gone
             if refresh:
                 self._refresh_oldest()
-        order = {qid: i for i, qid in enumerate(dict.fromkeys(queue_ids))}
+        order = {qid: i for i, qid in enumerate(ids)}
         deleted.sort(key=order.__getitem__)
         return deleted
 
