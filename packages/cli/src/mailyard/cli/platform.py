@@ -7,9 +7,12 @@ ports, so what they prove is what an operator runs.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +22,8 @@ from pathlib import Path
 
 from mailyard.cli.endpoints import Ports
 from mailyard.core.natsserver import NatsServer, free_port
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -42,6 +47,40 @@ class Running:
     proc: subprocess.Popen[bytes]
     started: float
     restarts: int = 0
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded before fork: the child only calls it
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the child, before exec: SIGTERM when the supervisor dies, even by kill -9, so a
+    killed `mailyard up` never leaves services running unsupervised (the kernel delivers
+    it; a process group would need the supervisor alive to signal it)."""
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the supervisor died between fork and prctl
+        os._exit(1)
+
+
+def spawn_supervised(argv: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
+    """Popen for a supervised child: it gets SIGTERM when this process dies."""
+    parent = os.getpid()
+    return subprocess.Popen(argv, preexec_fn=lambda: _die_with_parent(parent),  # noqa: PLW1509
+                            **kwargs)  # type: ignore[call-overload]
+
+
+def taken_ports(ports: dict[str, int]) -> list[str]:
+    """`name 127.0.0.1:port` for each port something already listens on (SO_REUSEADDR, so a
+    port held only by closing connections counts as free, as it does for our servers)."""
+    taken = []
+    for name, port in ports.items():
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                taken.append(f"{name} 127.0.0.1:{port}")
+    return taken
 
 
 def free_ports() -> Ports:
@@ -78,6 +117,7 @@ class Platform:
         self.running: dict[str, Running] = {}
         self.logs = self.data / "log"
         self._given: set[int] = set()
+        self._nats_wanted = False  # supervise NATS between start() and stop()
 
     # -- what runs where -----------------------------------------------------------------
 
@@ -154,9 +194,17 @@ class Platform:
     # -- lifecycle -----------------------------------------------------------------------
 
     def start(self, timeout: float = 60.0) -> None:
+        """Start NATS and every service, each ready before this returns. A port already
+        taken (a second `mailyard up`) fails the start before anything runs: otherwise
+        the services would die on bind and be restarted forever."""
+        taken = taken_ports(dataclasses.asdict(self.ports))
+        if taken:
+            raise OSError(f"port in use ({', '.join(taken)}): is another `mailyard up` "
+                          "running? stop it, or choose other ports with --ports")
         for folder in (self.data, self.logs, self.spool_dir, self.mail_dir):
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.nats.start(self.logs / "nats.log")
+        self.nats.start(self.logs / "nats.log", spawn=spawn_supervised)
+        self._nats_wanted = True
         try:
             for spec in self.specs():
                 self.running[spec.name] = Running(spec, self._spawn(spec), time.monotonic())
@@ -167,10 +215,11 @@ class Platform:
             raise
 
     def _spawn(self, spec: ServiceSpec) -> subprocess.Popen[bytes]:
-        log = open(self.logs / f"{spec.name}.log", "ab")  # noqa: SIM115
-        return subprocess.Popen([sys.executable, "-m", spec.module], env=self.env_for(spec),
-                                stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # Ctrl-C goes to us, not them
+        with open(self.logs / f"{spec.name}.log", "ab") as log:
+            return spawn_supervised([sys.executable, "-m", spec.module],
+                                    env=self.env_for(spec), stdout=log,
+                                    stderr=subprocess.STDOUT,
+                                    start_new_session=True)  # Ctrl-C goes to us, not them
 
     def ready(self, spec: ServiceSpec) -> bool:
         url = f"http://127.0.0.1:{spec.http_port}/readyz"
@@ -194,8 +243,16 @@ class Platform:
                            f"see {self.logs / (spec.name + '.log')}")
 
     def supervise_once(self) -> list[str]:
-        """Restart services that died (at most once every 2 s each). Returns their names."""
+        """Restart NATS and services that died (services at most once every 2 s each).
+        Returns their names. The services reconnect to the restarted NATS by themselves
+        (bus.connect reconnects forever); JetStream's store on disk brings the streams back."""
         restarted = []
+        if self._nats_wanted and (self.nats.proc is None or self.nats.proc.poll() is not None):
+            try:
+                self.nats.start(self.logs / "nats.log", spawn=spawn_supervised)
+                restarted.append("nats-server")
+            except (OSError, TimeoutError) as exc:  # tried again on the next round
+                log.warning("nats-server did not start again: %s", exc)
         for name, run in self.running.items():
             if run.proc.poll() is not None and time.monotonic() - run.started > 2:
                 run.proc = self._spawn(run.spec)
@@ -232,6 +289,7 @@ class Platform:
                 run.proc.kill()
                 run.proc.wait()
         self.running.clear()
+        self._nats_wanted = False
         self.nats.stop()
 
     def table(self) -> str:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
 import time
 import urllib.request
 from typing import Any
 
-from mailyard.cli.endpoints import PORTS
+from mailyard.cli.endpoints import PORTS, Ports
 from mailyard.cli.platform import Platform
 
 
@@ -21,6 +22,10 @@ def register(sub: Any) -> None:
     up.add_argument("--ingress-replicas", type=int, default=1, metavar="N",
                     help="smtp-ingress processes sharing the SMTP ports (default 1; "
                          "one per core for the highest accept rate)")
+    up.add_argument("--ports", type=_ports, default=PORTS, metavar="NAME=PORT,...",
+                    help="override default ports, e.g. smtp=2526,nats=4223 (a second "
+                         "instance needs every port changed); names: "
+                         + ", ".join(f.name for f in dataclasses.fields(Ports)))
     up.add_argument("--nats-sync-always", action="store_true",
                     help="fsync every JetStream write (sync_interval: always)")
     up.set_defaults(func=cmd_up)
@@ -28,8 +33,20 @@ def register(sub: Any) -> None:
     status.set_defaults(func=cmd_status)
 
 
+def _ports(text: str) -> Ports:
+    changes: dict[str, int] = {}
+    names = {f.name for f in dataclasses.fields(Ports)}
+    for item in filter(None, text.split(",")):
+        name, _, port = item.partition("=")
+        if name.strip() not in names or not port.strip().isdigit():
+            raise argparse.ArgumentTypeError(f"{item!r} is not NAME=PORT with NAME one of "
+                                             + ", ".join(sorted(names)))
+        changes[name.strip()] = int(port)
+    return dataclasses.replace(PORTS, **changes)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
-    platform = Platform(args.data, replicas=args.remote_replicas,
+    platform = Platform(args.data, ports=args.ports, replicas=args.remote_replicas,
                         sync_always=args.nats_sync_always,
                         ingress_replicas=args.ingress_replicas)
     stopping = False

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -87,13 +88,20 @@ class NatsServer:
         return (f"listen: {self.host}:{self.port}\n{monitor}"
                 f"jetstream {{\n  store_dir: \"{self.store_dir}\"{sync}\n}}\n")
 
-    def start(self, log_file: Path | None = None) -> None:
+    def start(self, log_file: Path | None = None,
+              spawn: Callable[..., subprocess.Popen[bytes]] = subprocess.Popen) -> None:
+        """`spawn` starts the process (the platform's supervisor passes one that ties the
+        server's life to its own)."""
         self.store_dir.mkdir(parents=True, exist_ok=True)
         conf = self.store_dir / "nats.conf"
         conf.write_text(self.config_text())
-        out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen([binary(), "-c", str(conf)], stdout=out,
-                                     stderr=subprocess.STDOUT)
+        if log_file:
+            with open(log_file, "ab") as out:
+                self.proc = spawn([binary(), "-c", str(conf)], stdout=out,
+                                  stderr=subprocess.STDOUT)
+        else:
+            self.proc = spawn([binary(), "-c", str(conf)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.STDOUT)
         try:
             wait_port(self.host, self.port)
         except TimeoutError:
