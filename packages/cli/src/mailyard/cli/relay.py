@@ -47,7 +47,7 @@ def _env(env: Any) -> str:
 
 def _lease_line(lease: pb.Lease) -> str:
     return (f"{lease.ip}\tuser={lease.user}\tgranted={_when(lease.granted_at)}"
-            f"\texpires={_when(lease.expires_at)}")
+            f"\texpires={_when(lease.expires_at)}\tsource={lease.source or 'manual'}")
 
 
 def _grant(args: argparse.Namespace) -> int:

@@ -3,7 +3,8 @@
 
 Key: the client address (IPv4 dotted, IPv6 exploded with '-' for ':' since KV keys allow
 only [-/_=.a-zA-Z0-9]). Value: a relayauth.v1.Lease protobuf (ip, user, granted_at,
-expires_at). Expiry needs no cron: a lease past expires_at is ignored on read, and a
+expires_at, source: "manual" for GrantLease, "imap" / "pop3" for a mailbox login).
+Expiry needs no cron: a lease past expires_at is ignored on read, and a
 background task deletes expired keys (with the revision it saw, so a concurrent refresh by
 another replica is never lost). No bucket TTL: a grant may carry its own TTL.
 
@@ -30,6 +31,9 @@ from mailyard.relay_auth.rules import IPAddress, parse_ip
 
 log = logging.getLogger(__name__)
 
+MANUAL = "manual"
+SOURCES = (MANUAL, "imap", "pop3")  # bounded: the label values of LEASES_GRANTED
+
 
 def lease_key(ip: IPAddress) -> str:
     if ip.version == 4:
@@ -43,9 +47,10 @@ class ActiveLease:
     user: str
     granted_at: float
     expires_at: float
+    source: str = MANUAL
 
     def to_pb(self) -> pb.Lease:
-        lease = pb.Lease(ip=self.ip, user=self.user)
+        lease = pb.Lease(ip=self.ip, user=self.user, source=self.source)
         lease.granted_at.FromNanoseconds(int(self.granted_at * 1e9))
         lease.expires_at.FromNanoseconds(int(self.expires_at * 1e9))
         return lease
@@ -94,7 +99,7 @@ class LeaseStore:
             log.warning("unreadable lease %s ignored", key)
             return
         active = ActiveLease(lease.ip, lease.user, _seconds(lease.granted_at),
-                             _seconds(lease.expires_at))
+                             _seconds(lease.expires_at), lease.source or MANUAL)
         self._mirror[key] = active
         heapq.heappush(self._expiries, (active.expires_at, key))
 
@@ -129,16 +134,20 @@ class LeaseStore:
 
     # -- writes ----------------------------------------------------------------------------
 
-    async def grant(self, ip_text: str, user: str, ttl: float | None = None) -> ActiveLease:
+    async def grant(self, ip_text: str, user: str, ttl: float | None = None,
+                    source: str = MANUAL) -> ActiveLease:
         """Grant or refresh: a new grant replaces the old one (and its expiry)."""
         assert self.view.kv is not None
+        if source not in SOURCES:
+            raise ValueError(f"unknown lease source: {source!r}")
         ip = parse_ip(ip_text)
         now = time.time()
-        lease = ActiveLease(str(ip), user, now, now + (ttl or self.default_ttl))
+        lease = ActiveLease(str(ip), user, now, now + (ttl or self.default_ttl), source)
         key = lease_key(ip)
         value = lease.to_pb().SerializeToString()
         await self.view.kv.put(key, value)
         self._apply(key, value)  # visible to this replica now; the watch brings it to others
+        metrics.LEASES_GRANTED.labels(source).inc()
         return lease
 
     async def revoke(self, ip_text: str) -> bool:

@@ -22,3 +22,9 @@ AUTH_THROTTLED = Counter(
     "mailyard_relay_auth_throttled_total",
     "AUTH attempts refused because the client IP or the user failed too often.",
 )
+LEASES_GRANTED = Counter(
+    "mailyard_relay_leases_granted_total",
+    "POP-before-SMTP leases granted or refreshed, by source: manual (GrantLease, "
+    "`mailyard lease grant`), imap or pop3 (a successful mailbox login).",
+    ["source"],
+)

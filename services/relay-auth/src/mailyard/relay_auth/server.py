@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 RULES_FILE = "tcp.smtp"
 
 _DECISIONS = ("deny", "relay", "lease", "allow")
+# AuthenticateRequest.protocol: SMTP AUTH, or a mailbox login (which grants a lease).
+SMTP_PROTOCOLS = ("", "smtp")
+LOGIN_PROTOCOLS = ("imap", "pop3")
 Context = grpc.aio.ServicerContext[Message, Message]
 
 
@@ -175,8 +178,24 @@ class RelayAuthServicer(rpc.RelayAuthServicer):
 
     async def Authenticate(self, request: pb.AuthenticateRequest,
                            context: Context) -> pb.AuthenticateResponse:
-        return _auth_reply(await self.auth.password(request.mechanism, request.username,
-                                                    request.password, request.client_ip))
+        protocol = request.protocol.lower()
+        if protocol not in SMTP_PROTOCOLS + LOGIN_PROTOCOLS:
+            await _invalid(context, f"unknown protocol: {request.protocol!r}")
+        if protocol in LOGIN_PROTOCOLS:
+            # The lease is for the client's address: without a valid one there is nothing
+            # to grant, so refuse before the password is even checked.
+            await _valid_ip(request.client_ip, context)
+        reply = _auth_reply(await self.auth.password(request.mechanism, request.username,
+                                                     request.password, request.client_ip))
+        if protocol in LOGIN_PROTOCOLS and reply.result == pb.AUTH_RESULT_OK:
+            # vpopmail's POP3 server wrote open-smtp at login; this is that write, in the
+            # same call as the password check (one round trip for the bridge).
+            lease = await self.leases.grant(request.client_ip, reply.user, source=protocol)
+            log.info("lease granted at login", extra={"ip": lease.ip, "user": lease.user,
+                                                      "source": protocol,
+                                                      "expires_at": lease.expires_at})
+            reply.lease.CopyFrom(lease.to_pb())
+        return reply
 
     async def CramChallenge(self, request: pb.CramChallengeRequest,
                             context: Context) -> pb.CramChallengeResponse:

@@ -217,11 +217,18 @@ class AuthenticateRequest(_message.Message):
     USERNAME_FIELD_NUMBER: _builtins.int
     PASSWORD_FIELD_NUMBER: _builtins.int
     CLIENT_IP_FIELD_NUMBER: _builtins.int
+    PROTOCOL_FIELD_NUMBER: _builtins.int
     mechanism: _builtins.str
     """"PLAIN" or "LOGIN" """
     username: _builtins.str
     password: _builtins.str
     client_ip: _builtins.str
+    protocol: _builtins.str
+    """Who asks: "" or "smtp" (SMTP AUTH), "imap" or "pop3" (a mailbox login). A mailbox login
+    that succeeds grants or refreshes the lease for client_ip (LEASE_TTL, 3 hours by
+    default) with source = protocol; a failed one grants nothing. Anything else:
+    INVALID_ARGUMENT.
+    """
     def __init__(
         self,
         *,
@@ -229,10 +236,11 @@ class AuthenticateRequest(_message.Message):
         username: _builtins.str = ...,
         password: _builtins.str = ...,
         client_ip: _builtins.str = ...,
+        protocol: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_ip", b"client_ip", "mechanism", b"mechanism", "password", b"password", "username", b"username"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_ip", b"client_ip", "mechanism", b"mechanism", "password", b"password", "protocol", b"protocol", "username", b"username"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -244,18 +252,24 @@ class AuthenticateResponse(_message.Message):
 
     RESULT_FIELD_NUMBER: _builtins.int
     USER_FIELD_NUMBER: _builtins.int
+    LEASE_FIELD_NUMBER: _builtins.int
     result: Global___AuthResult.ValueType
     user: _builtins.str
     """canonical address on success"""
+    @_builtins.property
+    def lease(self) -> Global___Lease:
+        """the lease a successful mailbox login granted"""
+
     def __init__(
         self,
         *,
         result: Global___AuthResult.ValueType = ...,
         user: _builtins.str = ...,
+        lease: Global___Lease | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lease", b"lease"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["result", b"result", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease", b"lease", "result", b"result", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -343,8 +357,11 @@ class Lease(_message.Message):
     USER_FIELD_NUMBER: _builtins.int
     GRANTED_AT_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
     ip: _builtins.str
     user: _builtins.str
+    source: _builtins.str
+    """"manual" (GrantLease), "imap", "pop3" (a login)"""
     @_builtins.property
     def granted_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -356,10 +373,11 @@ class Lease(_message.Message):
         user: _builtins.str = ...,
         granted_at: _timestamp_pb2.Timestamp | None = ...,
         expires_at: _timestamp_pb2.Timestamp | None = ...,
+        source: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "granted_at", b"granted_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "granted_at", b"granted_at", "ip", b"ip", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "granted_at", b"granted_at", "ip", b"ip", "source", b"source", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -109,7 +109,8 @@ class RelayAuthServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Authenticate(self, request, context):
-        """PLAIN, LOGIN
+        """PLAIN, LOGIN. With protocol "imap" or "pop3" (a mailbox login through Dovecot's bridge)
+        a successful check also grants or refreshes the client's POP-before-SMTP lease.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

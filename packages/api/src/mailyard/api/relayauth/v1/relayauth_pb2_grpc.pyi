@@ -42,7 +42,9 @@ class RelayAuthStub:
     a server without this RPC (UNIMPLEMENTED) is told apart from a broken one.
     """
     Authenticate: _grpc.UnaryUnaryMultiCallable[_relayauth_pb2.AuthenticateRequest, _relayauth_pb2.AuthenticateResponse]
-    """PLAIN, LOGIN"""
+    """PLAIN, LOGIN. With protocol "imap" or "pop3" (a mailbox login through Dovecot's bridge)
+    a successful check also grants or refreshes the client's POP-before-SMTP lease.
+    """
     CramChallenge: _grpc.UnaryUnaryMultiCallable[_relayauth_pb2.CramChallengeRequest, _relayauth_pb2.CramChallengeResponse]
     CramVerify: _grpc.UnaryUnaryMultiCallable[_relayauth_pb2.CramVerifyRequest, _relayauth_pb2.AuthenticateResponse]
     GrantLease: _grpc.UnaryUnaryMultiCallable[_relayauth_pb2.GrantLeaseRequest, _relayauth_pb2.Lease]
@@ -65,7 +67,9 @@ class RelayAuthAsyncStub(RelayAuthStub):
     a server without this RPC (UNIMPLEMENTED) is told apart from a broken one.
     """
     Authenticate: _aio.UnaryUnaryMultiCallable[_relayauth_pb2.AuthenticateRequest, _relayauth_pb2.AuthenticateResponse]  # type: ignore[assignment]
-    """PLAIN, LOGIN"""
+    """PLAIN, LOGIN. With protocol "imap" or "pop3" (a mailbox login through Dovecot's bridge)
+    a successful check also grants or refreshes the client's POP-before-SMTP lease.
+    """
     CramChallenge: _aio.UnaryUnaryMultiCallable[_relayauth_pb2.CramChallengeRequest, _relayauth_pb2.CramChallengeResponse]  # type: ignore[assignment]
     CramVerify: _aio.UnaryUnaryMultiCallable[_relayauth_pb2.CramVerifyRequest, _relayauth_pb2.AuthenticateResponse]  # type: ignore[assignment]
     GrantLease: _aio.UnaryUnaryMultiCallable[_relayauth_pb2.GrantLeaseRequest, _relayauth_pb2.Lease]  # type: ignore[assignment]
@@ -103,7 +107,9 @@ class RelayAuthServicer(metaclass=_abc_1.ABCMeta):
         request: _relayauth_pb2.AuthenticateRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_relayauth_pb2.AuthenticateResponse, _abc.Awaitable[_relayauth_pb2.AuthenticateResponse]]:
-        """PLAIN, LOGIN"""
+        """PLAIN, LOGIN. With protocol "imap" or "pop3" (a mailbox login through Dovecot's bridge)
+        a successful check also grants or refreshes the client's POP-before-SMTP lease.
+        """
 
     @_abc_1.abstractmethod
     def CramChallenge(
