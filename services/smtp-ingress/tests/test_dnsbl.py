@@ -7,6 +7,7 @@ from typing import Any
 from ingress_helpers import DnsServer, MakeIngress, put_control, seed_directory, session, wait_for
 from prometheus_client import REGISTRY
 
+from mailyard.smtp_ingress import replies as R
 from mailyard.smtp_ingress.server import Ingress
 
 
@@ -28,9 +29,9 @@ async def test_listed_client_gets_the_txt_text(make_ingress: MakeIngress, js: An
     ingress = await _listed(make_ingress, js, dns_server)
     before = REGISTRY.get_sample_value("mailyard_smtp_dnsbl_hits_total", {"zone": "bl.test"})
     client = await session(ingress.ports["smtp"])
-    assert await client.cmd("MAIL FROM:<a@b.test>") == "250 2.1.0 ok"
+    assert await client.cmd("MAIL FROM:<a@b.test>") == R.MAIL_OK
     assert await client.cmd("RCPT TO:<alice@example.org>") == \
-        "451 4.7.1 Listed, see https://bl.test/127.0.0.1"
+        R.dnsbl("Listed, see https://bl.test/127.0.0.1", permanent=False)
     after = REGISTRY.get_sample_value("mailyard_smtp_dnsbl_hits_total", {"zone": "bl.test"})
     assert after == (before or 0) + 1
 
@@ -43,14 +44,14 @@ async def test_permanent_mode_and_timeouts(make_ingress: MakeIngress, js: Any,
     client = await session(ingress.ports["smtp"])
     await client.cmd("MAIL FROM:<a@b.test>")
     assert await client.cmd("RCPT TO:<alice@example.org>") == \
-        "553 5.7.1 Listed, see https://bl.test/127.0.0.1"
+        R.dnsbl("Listed, see https://bl.test/127.0.0.1", permanent=True)
     assert (REGISTRY.get_sample_value("mailyard_smtp_dnsbl_timeouts_total") or 0) > timeouts
     # Only the timing-out list configured: the client is let through.
     await put_control(js, "dnsbl", "quiet.test\n")
     await wait_for(lambda: ingress.control.lines("dnsbl") == ["quiet.test"])
     client = await session(ingress.ports["smtp"])
     await client.cmd("MAIL FROM:<a@b.test>")
-    assert await client.cmd("RCPT TO:<alice@example.org>") == "250 2.1.5 ok"
+    assert await client.cmd("RCPT TO:<alice@example.org>") == R.RCPT_OK
 
 
 async def test_exempt_by_rule(make_ingress: MakeIngress, js: Any, dns_server: DnsServer,
@@ -60,12 +61,12 @@ async def test_exempt_by_rule(make_ingress: MakeIngress, js: Any, dns_server: Dn
                             relay_auth_timeout=2.0)
     client = await session(ingress.ports["smtp"])
     await client.cmd("MAIL FROM:<a@b.test>")
-    assert await client.cmd("RCPT TO:<alice@example.org>") == "250 2.1.5 ok"
+    assert await client.cmd("RCPT TO:<alice@example.org>") == R.RCPT_OK
     await put_control(js, "tcp.smtp", '127.0.0.1:allow,RBLSMTPD="-go away"\n')
     for _ in range(200):
         client = await session(ingress.ports["smtp"])
         await client.cmd("MAIL FROM:<a@b.test>")
         reply = await client.cmd("RCPT TO:<alice@example.org>")
-        if reply != "250 2.1.5 ok":
+        if reply != R.RCPT_OK:
             break
-    assert reply == "553 5.7.1 go away"
+    assert reply == R.dnsbl("go away", permanent=True)

@@ -12,16 +12,15 @@ from ingress_helpers import committed, session, todo_count
 
 from mailyard.core.natsserver import NatsServer, free_port
 from mailyard.core.testing import ServiceProcess
+from mailyard.smtp_ingress import replies as R
 from mailyard.smtp_ingress.server import Ingress
-
-NOT_ACCEPTED = "451 4.3.0 temporary failure, message not accepted, try again later"
 
 
 async def _send(ingress: Ingress) -> str:
     client = await session(ingress.ports["smtp"])
     for line in ("MAIL FROM:<a@b.test>", "RCPT TO:<alice@example.org>"):
         assert (await client.cmd(line)).startswith("250"), line
-    assert await client.cmd("DATA") == "354 go ahead"
+    assert await client.cmd("DATA") == R.GO_AHEAD
     await client.send("Subject: durable\r\n\r\nx\r\n.\r\n")
     reply = await client.reply()
     await client.cmd("QUIT")
@@ -40,7 +39,7 @@ async def test_nats_down_then_back(local: Ingress, nats_server: NatsServer, js: 
         await asyncio.sleep(0.05)
     assert not local.ready()
     reply = await _send(local)
-    assert reply == NOT_ACCEPTED
+    assert reply == R.NOT_ACCEPTED
     assert committed(local) == []
     nats_server.start()
     import asyncio
@@ -59,7 +58,7 @@ async def test_spool_unwritable_then_back(local: Ingress, js: Any) -> None:
     shutil.rmtree(tmp)
     tmp.write_text("not a directory")  # every commit now fails
     assert not local.spool_writable() and not local.ready()
-    assert await _send(local) == NOT_ACCEPTED
+    assert await _send(local) == R.NOT_ACCEPTED
     assert committed(local) == [] and await todo_count(js) == 0
     tmp.unlink()
     tmp.mkdir()

@@ -7,6 +7,7 @@ from typing import Any
 
 from ingress_helpers import Client, MakeIngress, committed, session
 
+from mailyard.smtp_ingress import replies as R
 from mailyard.smtp_ingress.server import Ingress
 
 
@@ -17,7 +18,7 @@ async def test_per_ip_and_total_connection_limits(make_ingress: MakeIngress) -> 
     assert (await first.reply()).startswith("220")
     assert (await second.reply()).startswith("220")
     third = await Client.connect(ingress.ports["smtp"])
-    assert await third.reply() == "421 4.3.2 too many connections, try again later"
+    assert await third.reply() == R.TOO_MANY_CONNECTIONS
     assert await third.eof()
     await first.cmd("QUIT")
     await first.close()
@@ -34,7 +35,7 @@ async def test_total_connection_limit(make_ingress: MakeIngress) -> None:
     first = await Client.connect(ingress.ports["smtp"])
     assert (await first.reply()).startswith("220")
     second = await Client.connect(ingress.ports["submission"])
-    assert await second.reply() == "421 4.3.2 too many connections, try again later"
+    assert await second.reply() == R.TOO_MANY_CONNECTIONS
 
 
 async def test_idle_client_gets_451_timeout(make_ingress: MakeIngress) -> None:
@@ -42,7 +43,7 @@ async def test_idle_client_gets_451_timeout(make_ingress: MakeIngress) -> None:
     client = await Client.connect(ingress.ports["smtp"])
     assert (await client.reply()).startswith("220")
     await client.send("NOOP")  # half a command, then nothing
-    assert await client.reply() == "451 4.4.2 timeout"
+    assert await client.reply() == R.TIMEOUT
     assert await client.eof()
 
 
@@ -50,7 +51,7 @@ async def _data_session(ingress: Ingress) -> Client:
     client = await session(ingress.ports["smtp"])
     for line in ("MAIL FROM:<a@b.test>", "RCPT TO:<alice@example.org>"):
         assert (await client.cmd(line)).startswith("250")
-    assert await client.cmd("DATA") == "354 go ahead"
+    assert await client.cmd("DATA") == R.GO_AHEAD
     return client
 
 
@@ -90,6 +91,6 @@ async def test_slow_loris_loses_its_slot(make_ingress: MakeIngress, js: Any) -> 
             pass
 
     task = asyncio.create_task(dribble())
-    assert await client.reply() == "451 4.4.2 timeout"
+    assert await client.reply() == R.TIMEOUT
     task.cancel()
     assert committed(ingress) == []

@@ -31,10 +31,9 @@ from mailyard.api.relayauth.v1.relayauth_pb2_grpc import RelayAuthStub
 from mailyard.core.grpcserver import GrpcServer
 from mailyard.core.natsserver import NatsServer, free_port
 from mailyard.core.testing import ServiceProcess
+from mailyard.smtp_ingress import replies as R
 from mailyard.smtp_ingress.relay import RelayAuthClient
 from mailyard.smtp_ingress.server import Ingress
-
-RCPTHOSTS = "553 5.7.1 sorry, that domain isn't in my list of allowed rcpthosts"
 
 
 async def _ingress(make_ingress: MakeIngress, js: Any, relay_auth: str, rules: str,
@@ -53,26 +52,26 @@ async def test_rcpthosts_and_routing_tricks(make_ingress: MakeIngress, js: Any,
                                             relay_auth: str) -> None:
     ingress = await _ingress(make_ingress, js, relay_auth, "127.0.0.1:allow\n")
     client = await session(ingress.ports["smtp"])
-    assert await client.cmd("MAIL FROM:<a@b.test>") == "250 2.1.0 ok"
-    assert await client.cmd("RCPT TO:<x@elsewhere.test>") == RCPTHOSTS
-    assert await client.cmd("RCPT TO:<x@relayed.test>") == "250 2.1.5 ok"
-    assert await client.cmd("RCPT TO:<x@a.sub.test>") == "250 2.1.5 ok"
+    assert await client.cmd("MAIL FROM:<a@b.test>") == R.MAIL_OK
+    assert await client.cmd("RCPT TO:<x@elsewhere.test>") == R.RCPTHOSTS
+    assert await client.cmd("RCPT TO:<x@relayed.test>") == R.RCPT_OK
+    assert await client.cmd("RCPT TO:<x@a.sub.test>") == R.RCPT_OK
     for trick in ("<@relayed.test:x@elsewhere.test>",   # source route
                   "<x%elsewhere.test@relayed.test>",     # % hack
                   "<elsewhere.test!x@relayed.test>",     # bang path
                   '<"x@elsewhere.test"@relayed.test>',   # quoted local part
                   "<x@[10.0.0.1]>", "<x>"):
-        assert await client.cmd(f"RCPT TO:{trick}") == RCPTHOSTS, trick
+        assert await client.cmd(f"RCPT TO:{trick}") == R.RCPTHOSTS, trick
     assert await client.cmd("RCPT TO:<x%elsewhere.test@example.org>") == \
-        "550 5.1.1 sorry, no mailbox here by that name"
+        R.UNKNOWN_USER
 
 
 async def test_relay_client_and_denied_client(make_ingress: MakeIngress, js: Any,
                                               relay_auth: str) -> None:
     ingress = await _ingress(make_ingress, js, relay_auth, '127.0.0.1:allow,RELAYCLIENT=""\n')
     client = await session(ingress.ports["smtp"])
-    assert await client.cmd("MAIL FROM:<a@b.test>") == "250 2.1.0 ok"
-    assert await client.cmd("RCPT TO:<x@elsewhere.test>") == "250 2.1.5 ok"
+    assert await client.cmd("MAIL FROM:<a@b.test>") == R.MAIL_OK
+    assert await client.cmd("RCPT TO:<x@elsewhere.test>") == R.RCPT_OK
     await put_control(js, "tcp.smtp", "127.0.0.1:deny\n")
     for _ in range(200):  # relay-auth picks the rule up hot; the next connection obeys
         denied = await Client.connect(ingress.ports["smtp"])
@@ -80,7 +79,7 @@ async def test_relay_client_and_denied_client(make_ingress: MakeIngress, js: Any
         await denied.close()
         if reply.startswith("553"):
             break
-    assert reply == "553 5.7.1 sorry, your IP address is not allowed to connect"
+    assert reply == R.CLIENT_DENIED
 
 
 async def test_connection_burst_waits_for_relay_auth_slots(make_ingress: MakeIngress, js: Any,
@@ -99,7 +98,7 @@ async def test_connection_burst_waits_for_relay_auth_slots(make_ingress: MakeIng
             await client.close()
 
     replies = await asyncio.gather(*(relay_once() for _ in range(100)))
-    assert replies == ["250 2.1.5 ok"] * 100
+    assert replies == [R.RCPT_OK] * 100
 
 
 async def test_auth_plain_login_cram_and_failures(make_ingress: MakeIngress, js: Any,
@@ -116,10 +115,10 @@ async def test_auth_plain_login_cram_and_failures(make_ingress: MakeIngress, js:
 
     client = await tls_session()
     assert await client.cmd(f"AUTH PLAIN {plain('alice@example.org', 'secret')}") == \
-        "235 2.7.0 authentication successful"
-    assert await client.cmd("MAIL FROM:<alice@example.org>") == "250 2.1.0 ok"
-    assert await client.cmd("RCPT TO:<x@elsewhere.test>") == "250 2.1.5 ok"  # relay by AUTH
-    assert await client.cmd("DATA") == "354 go ahead"
+        R.AUTH_OK
+    assert await client.cmd("MAIL FROM:<alice@example.org>") == R.MAIL_OK
+    assert await client.cmd("RCPT TO:<x@elsewhere.test>") == R.RCPT_OK  # relay by AUTH
+    assert await client.cmd("DATA") == R.GO_AHEAD
     await client.send("Subject: authed\r\n\r\nhi\r\n.\r\n")
     assert (await client.reply()).startswith("250 ok ")
     from mailyard.core.spool import Spool
@@ -130,35 +129,35 @@ async def test_auth_plain_login_cram_and_failures(make_ingress: MakeIngress, js:
 
     client = await tls_session()
     b64 = lambda t: base64.b64encode(t.encode()).decode()  # noqa: E731
-    assert await client.cmd("AUTH LOGIN") == "334 VXNlcm5hbWU6"
-    assert await client.cmd(b64("alice@example.org")) == "334 UGFzc3dvcmQ6"
-    assert await client.cmd(b64("secret")) == "235 2.7.0 authentication successful"
+    assert await client.cmd("AUTH LOGIN") == R.auth_challenge("VXNlcm5hbWU6")
+    assert await client.cmd(b64("alice@example.org")) == R.auth_challenge("UGFzc3dvcmQ6")
+    assert await client.cmd(b64("secret")) == R.AUTH_OK
 
     client = await tls_session()
     challenge = base64.b64decode((await client.cmd("AUTH CRAM-MD5"))[4:])
     digest = hmac.new(b"secret", challenge, hashlib.md5).hexdigest()
     assert await client.cmd(b64(f"alice@example.org {digest}")) == \
-        "235 2.7.0 authentication successful"
+        R.AUTH_OK
 
     client = await tls_session()
-    assert await client.cmd("AUTH PLAIN") == "334 "
-    assert await client.cmd("*") == "501 5.0.0 AUTH aborted"
-    assert await client.cmd("AUTH PLAIN !!notbase64") == "535 5.7.8 authentication failed"
+    assert await client.cmd("AUTH PLAIN") == R.auth_challenge("")
+    assert await client.cmd("*") == R.AUTH_ABORTED
+    assert await client.cmd("AUTH PLAIN !!notbase64") == R.AUTH_FAILED
     assert await client.cmd(f"AUTH PLAIN {plain('alice@example.org', 'wrong')}") == \
-        "535 5.7.8 authentication failed"
+        R.AUTH_FAILED
     await client.send(f"AUTH PLAIN {plain('alice@example.org', 'wrong')}\r\n")
-    assert await client.reply() == "535 5.7.8 authentication failed"
-    assert await client.reply() == "421 4.7.0 too many AUTH failures, closing connection"
+    assert await client.reply() == R.AUTH_FAILED
+    assert await client.reply() == R.AUTH_TOO_MANY_FAILURES
     assert await client.eof()
 
 
 async def test_relay_auth_down_local_mail_still_accepted(local: Ingress) -> None:
     """Nothing listens on RELAY_AUTH_ADDR: never relay, but local mail flows."""
     client = await session(local.ports["smtp"])
-    assert await client.cmd("MAIL FROM:<a@b.test>") == "250 2.1.0 ok"
+    assert await client.cmd("MAIL FROM:<a@b.test>") == R.MAIL_OK
     assert await client.cmd("RCPT TO:<x@elsewhere.test>") == \
-        "451 4.3.0 cannot check relaying right now, try again later"
-    assert await client.cmd("RCPT TO:<alice@example.org>") == "250 2.1.5 ok"
+        R.RELAY_UNAVAILABLE
+    assert await client.cmd("RCPT TO:<alice@example.org>") == R.RCPT_OK
 
 
 async def test_auth_with_relay_auth_down_is_temporary(make_ingress: MakeIngress,
@@ -168,7 +167,7 @@ async def test_auth_with_relay_auth_down_is_temporary(make_ingress: MakeIngress,
     await client.starttls(client_tls)
     await client.cmd("EHLO client.test")
     assert await client.cmd(f"AUTH PLAIN {plain('a@example.org', 'x')}") == \
-        "454 4.7.0 temporary authentication failure, try again later"
+        R.AUTH_UNAVAILABLE
 
 
 # -- check_client over the CheckClients stream (the ingress's RelayAuthClient, real relay-auth)

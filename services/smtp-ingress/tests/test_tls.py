@@ -8,6 +8,7 @@ from typing import Any
 
 from ingress_helpers import Client, MakeIngress, committed
 
+from mailyard.smtp_ingress import replies as R
 from mailyard.smtp_ingress.server import Ingress
 from mailyard.smtp_ingress.tls import self_signed
 
@@ -19,15 +20,15 @@ async def test_starttls_discards_pipelined_cleartext(local: Ingress,
     await client.cmd("EHLO client.test")
     # A man in the middle appends a command after STARTTLS in the clear.
     await client.send("STARTTLS\r\nMAIL FROM:<injected@evil.test>\r\n")
-    assert await client.reply() == "220 2.0.0 ready to start TLS"
+    assert await client.reply() == R.STARTTLS_READY
     await client.writer.start_tls(client_tls, server_hostname="localhost")
     # The injected MAIL did not survive, and HELO state was reset by the handshake.
-    assert await client.cmd("MAIL FROM:<a@b.test>") == "503 5.5.1 send HELO or EHLO first"
+    assert await client.cmd("MAIL FROM:<a@b.test>") == R.HELO_FIRST
     ehlo = (await client.cmd("EHLO client.test")).split("\n")
     assert "250-STARTTLS" not in ehlo and "250-AUTH PLAIN LOGIN CRAM-MD5" in ehlo
-    assert await client.cmd("MAIL FROM:<a@b.test>") == "250 2.1.0 ok"
-    assert await client.cmd("RCPT TO:<alice@example.org>") == "250 2.1.5 ok"
-    assert await client.cmd("DATA") == "354 go ahead"
+    assert await client.cmd("MAIL FROM:<a@b.test>") == R.MAIL_OK
+    assert await client.cmd("RCPT TO:<alice@example.org>") == R.RCPT_OK
+    assert await client.cmd("DATA") == R.GO_AHEAD
     await client.send("Subject: tls\r\n\r\nsecret\r\n.\r\n")
     assert (await client.reply()).startswith("250 ok ")
     from mailyard.core.spool import Spool
@@ -43,9 +44,9 @@ async def test_submission_requires_tls_then_auth(local: Ingress) -> None:
     ehlo = await client.cmd("EHLO client.test")
     assert "AUTH" not in ehlo  # no AUTH in the clear
     assert await client.cmd("AUTH PLAIN AGFsaWNlAHNlY3JldA==") == \
-        "530 5.7.0 must issue a STARTTLS command first"
+        R.STARTTLS_FIRST
     assert await client.cmd("MAIL FROM:<alice@example.org>") == \
-        "530 5.7.0 authentication required"
+        R.AUTH_REQUIRED
 
 
 async def test_cleartext_auth_can_be_enabled_per_listener(make_ingress: MakeIngress) -> None:
@@ -60,10 +61,10 @@ async def test_cleartext_auth_can_be_enabled_per_listener(make_ingress: MakeIngr
 
 async def test_implicit_tls_listener(local: Ingress, client_tls: ssl.SSLContext) -> None:
     client = await Client.connect(local.ports["smtps"], tls=client_tls)
-    assert await client.reply() == "220 mx.test ESMTP mailyard"
+    assert await client.reply() == R.greeting("mx.test")
     ehlo = (await client.cmd("EHLO client.test")).split("\n")
     assert "250-AUTH PLAIN LOGIN CRAM-MD5" in ehlo and "250-STARTTLS" not in ehlo
-    assert await client.cmd("MAIL FROM:<a@b.test>") == "530 5.7.0 authentication required"
+    assert await client.cmd("MAIL FROM:<a@b.test>") == R.AUTH_REQUIRED
 
 
 async def test_self_signed_pair_generated_once(tmp_path: Path, make_ingress: MakeIngress,

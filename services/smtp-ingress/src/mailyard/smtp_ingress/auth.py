@@ -13,15 +13,14 @@ import binascii
 from typing import TYPE_CHECKING
 
 from mailyard.api.relayauth.v1 import relayauth_pb2 as ra
+from mailyard.smtp_ingress import replies
 from mailyard.smtp_ingress.ehlo import auth_offered
+from mailyard.smtp_ingress.errors import Close
 from mailyard.smtp_ingress.metrics import AUTH_ATTEMPTS
 
 if TYPE_CHECKING:
     from mailyard.smtp_ingress.session import Session
 
-FAILED = "535 5.7.8 authentication failed"
-THROTTLED = "454 4.7.0 too many AUTH failures, try again later"
-UNAVAILABLE = "454 4.7.0 temporary authentication failure, try again later"
 MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
 
 
@@ -30,60 +29,56 @@ class _Abort(Exception):
 
 
 async def auth(s: Session, arg: str) -> bool:
-    from mailyard.smtp_ingress.session import Close
-
     mech, _, initial = arg.strip().partition(" ")
     mech = mech.upper()
     if s.auth_user:
-        s.reject("503 5.5.1 already authenticated", "sequence")
+        s.reject(replies.AUTH_ALREADY, "sequence")
         return True
     if s.tx is not None:
-        s.reject("503 5.5.1 AUTH not allowed during a mail transaction", "sequence")
+        s.reject(replies.AUTH_IN_TRANSACTION, "sequence")
         return True
     if not auth_offered(s):
-        s.reject("530 5.7.0 must issue a STARTTLS command first", "tls_required")
+        s.reject(replies.STARTTLS_FIRST, "tls_required")
         return True
     if mech not in MECHANISMS:
-        s.reject("504 5.5.4 unrecognized authentication type", "auth")
+        s.reject(replies.AUTH_MECHANISM, "auth")
         return True
     if s.client is not None and s.client.auth_throttled:
         AUTH_ATTEMPTS.labels(mech, "throttled").inc()
-        s.reject(THROTTLED, "auth_throttled")
+        s.reject(replies.AUTH_THROTTLED, "auth_throttled")
         return True
     try:
         result = await _exchange(s, mech, initial.strip())
     except _Abort:
         AUTH_ATTEMPTS.labels(mech, "aborted").inc()
-        s.reject("501 5.0.0 AUTH aborted", "auth")
+        s.reject(replies.AUTH_ABORTED, "auth")
         return True
     if result is None:
         AUTH_ATTEMPTS.labels(mech, "unavailable").inc()
-        s.reject(UNAVAILABLE, "auth_unavailable")
+        s.reject(replies.AUTH_UNAVAILABLE, "auth_unavailable")
     elif result.result == ra.AUTH_RESULT_OK and result.user:
         AUTH_ATTEMPTS.labels(mech, "ok").inc()
         s.auth_user = result.user
-        s.reply("235 2.7.0 authentication successful")
+        s.reply(replies.AUTH_OK)
     elif result.result == ra.AUTH_RESULT_THROTTLED:
         AUTH_ATTEMPTS.labels(mech, "throttled").inc()
-        s.reject(THROTTLED, "auth_throttled")
+        s.reject(replies.AUTH_THROTTLED, "auth_throttled")
     else:
         AUTH_ATTEMPTS.labels(mech, "failed").inc()
         s.auth_failures += 1
         if s.auth_failures >= s.settings.max_auth_failures:
-            s.reject(FAILED, "auth_failed")
-            raise Close("421 4.7.0 too many AUTH failures, closing connection", "auth_failed")
-        s.reject(FAILED, "auth_failed")
+            s.reject(replies.AUTH_FAILED, "auth_failed")
+            raise Close(replies.AUTH_TOO_MANY_FAILURES, "auth_failed")
+        s.reject(replies.AUTH_FAILED, "auth_failed")
     return True
 
 
 async def _answer(s: Session, challenge: str) -> str:
     """Send a 334 challenge and read the client's line; "" when it cannot be decoded."""
-    from mailyard.smtp_ingress.session import Close
-
-    s.reply(f"334 {challenge}")
+    s.reply(replies.auth_challenge(challenge))
     text = await s.text_line(s.settings.max_auth_line)
     if text is None:  # bad line: text_line already answered; end the exchange there
-        raise Close("421 4.7.0 bad AUTH exchange, closing connection", "auth")
+        raise Close(replies.AUTH_BAD_EXCHANGE, "auth")
     if text.strip() == "*":
         raise _Abort
     return text.strip()

@@ -19,7 +19,8 @@ from mailyard.api.mail.v1.envelope_pb2 import ORIGIN_SMTP, Envelope
 from mailyard.core.errors import BusError, SpoolError
 from mailyard.core.ids import new_queue_id
 from mailyard.core.inject import inject
-from mailyard.smtp_ingress import policy
+from mailyard.smtp_ingress import policy, replies
+from mailyard.smtp_ingress.errors import Close
 from mailyard.smtp_ingress.metrics import ACCEPTED_BYTES, ACCEPTED_ON, COMMIT_SECONDS
 from mailyard.smtp_ingress.received import received_line
 
@@ -27,23 +28,21 @@ if TYPE_CHECKING:
     from mailyard.smtp_ingress.session import Session
 
 log = logging.getLogger(__name__)
-BARE_LF_DATA = "451 4.5.2 bare LF or CR in message, see https://cr.yp.to/docs/smtplf.html"
-NOT_ACCEPTED = "451 4.3.0 temporary failure, message not accepted, try again later"
 _END = b"\r\n.\r\n"
 
 
 async def data(s: Session, arg: str) -> bool:
     tx = s.tx
     if tx is None:
-        s.reject("503 5.5.1 MAIL first", "sequence")
+        s.reject(replies.MAIL_FIRST, "sequence")
         return True
     if not tx.recipients:
-        s.reject("503 5.5.1 RCPT first", "sequence")
+        s.reject(replies.RCPT_FIRST, "sequence")
         return True
     if arg.strip():
-        s.reject("501 5.5.4 syntax: DATA", "syntax")
+        s.reject(replies.DATA_SYNTAX, "syntax")
         return True
-    s.reply("354 go ahead")
+    s.reply(replies.GO_AHEAD)
     message, size = await receive(s, s.app.databytes())
     started = time.perf_counter()
     tx.message, tx.real_size = message or b"", size
@@ -62,7 +61,7 @@ async def commit(s: Session, started: float) -> None:
     tx = s.tx
     assert tx is not None
     if not s.app.bus_ready():  # fail fast: nothing written when the ack cannot come
-        s.reject(NOT_ACCEPTED, "unavailable")
+        s.reject(replies.NOT_ACCEPTED, "unavailable")
         return
     qid = new_queue_id()
     payload = received_line(s, tx, qid) + tx.message
@@ -77,7 +76,7 @@ async def commit(s: Session, started: float) -> None:
                      publish_timeout=s.settings.publish_timeout)
     except (SpoolError, BusError) as exc:
         log.warning("message not accepted: %s", exc, extra={"queue_id": qid})
-        s.reject(NOT_ACCEPTED, "unavailable")
+        s.reject(replies.NOT_ACCEPTED, "unavailable")
         return
     finally:
         s.committing = False
@@ -86,14 +85,12 @@ async def commit(s: Session, started: float) -> None:
     ACCEPTED_BYTES.inc(len(payload))
     log.info("accepted", extra={"queue_id": qid, "client_ip": s.ip, "size": len(payload),
                                 "recipients": len(tx.recipients)})
-    s.reply(f"250 ok {qid}")
+    s.reply(replies.queued(qid))
 
 
 async def receive(s: Session, limit: int) -> tuple[bytes | None, int]:
     """(message, size) with dot-stuffing undone; (None, size) past the limit (discarded).
     Raises Close on a bare CR/LF, IdleTimeout when idle or too slow."""
-    from mailyard.smtp_ingress.session import Close
-
     settings = s.settings
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -109,7 +106,7 @@ async def receive(s: Session, limit: int) -> tuple[bytes | None, int]:
                 lf = raw.count(b"\n", checked, whole)
                 if raw.count(b"\r\n", checked, whole) != lf or \
                         raw.count(b"\r", checked, whole) != lf:
-                    raise Close(BARE_LF_DATA, "bare_lf")
+                    raise Close(replies.BARE_LF_DATA, "bare_lf")
                 if checked == 0 and raw.startswith(b".\r\n"):
                     s.buf = raw[3:]
                     return b"", 0

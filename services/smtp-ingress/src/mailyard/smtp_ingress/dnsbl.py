@@ -21,6 +21,7 @@ import dns.nameserver
 import dns.resolver
 import dns.reversename
 
+from mailyard.smtp_ingress import replies
 from mailyard.smtp_ingress.metrics import DNSBL_HITS, DNSBL_TIMEOUTS
 
 if TYPE_CHECKING:
@@ -35,11 +36,6 @@ log = logging.getLogger(__name__)
 class Listing:
     zone: str
     reply: str
-
-
-def _reply(text: str, permanent: bool) -> str:
-    clean = "".join(c if 32 <= ord(c) < 127 else "?" for c in text)[:300]
-    return f"553 5.7.1 {clean}" if permanent else f"451 4.7.1 {clean}"
 
 
 def query_name(ip: str, zone: str) -> str:
@@ -65,7 +61,7 @@ class Dns:
             text = env["RBLSMTPD"]
             if not text:
                 return None
-            listing = Listing("RBLSMTPD", _reply(text.lstrip("-"), text.startswith("-")))
+            listing = Listing("RBLSMTPD", replies.dnsbl(text.lstrip("-"), text.startswith("-")))
             return asyncio.create_task(_const(listing))
         if s.client is not None and (s.client.allow_relay or s.client.dnsbl_exempt):
             return None
@@ -106,7 +102,7 @@ class Dns:
             text = " ".join(strings) or text
         except Exception:
             pass
-        return Listing(zone, _reply(text, self.settings.dnsbl_permanent))
+        return Listing(zone, replies.dnsbl(text, self.settings.dnsbl_permanent))
 
     def start_ptr(self, ip: str) -> asyncio.Task[str]:
         return asyncio.create_task(self._ptr(ip))

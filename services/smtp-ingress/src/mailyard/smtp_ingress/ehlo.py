@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from mailyard.smtp_ingress import replies
+from mailyard.smtp_ingress.errors import Close, Disconnect
+
 if TYPE_CHECKING:
     from mailyard.smtp_ingress.session import Session
 
@@ -14,21 +17,18 @@ _HOSTNAME = re.compile(r"^[\x21-\x7e\u0080-\U0010ffff]{1,255}$")
 async def greet(s: Session) -> bool:
     """tcpserver + rblsmtpd: ask relay-auth about the client once, start the DNSBL lookups
     in the background (their answers are needed only at RCPT), greet."""
-    from mailyard.smtp_ingress.session import Close
-
     s.client = await s.app.relay.check_client(s.ip)
     if s.client is not None and not s.client.allow_connect:
-        raise Close("553 5.7.1 sorry, your IP address is not allowed to connect",
-                    "client_denied")
+        raise Close(replies.CLIENT_DENIED, "client_denied")
     s.dnsbl = s.app.dnsbl.start(s)
-    s.reply(f"220 {s.settings.me} ESMTP mailyard")
+    s.reply(replies.greeting(s.settings.me))
     return True
 
 
 def _helo_name(s: Session, arg: str, verb: str) -> str | None:
     name = arg.strip()
     if not _HOSTNAME.match(name):
-        s.reject(f"501 5.5.4 syntax: {verb} hostname", "syntax")
+        s.reject(replies.helo_syntax(verb), "syntax")
         return None
     if s.ptr is None and s.settings.reverse_dns:
         # the reverse name is for the Received: line; asked once the client has spoken
@@ -41,7 +41,7 @@ async def helo(s: Session, arg: str) -> bool:
     name = _helo_name(s, arg, "HELO")
     if name is not None:
         s.helo, s.esmtp, s.tx = name, False, None
-        s.reply(f"250 {s.settings.me}")
+        s.reply(replies.helo_ok(s.settings.me))
     return True
 
 
@@ -54,29 +54,24 @@ async def ehlo(s: Session, arg: str) -> bool:
     if name is None:
         return True
     s.helo, s.esmtp, s.tx = name, True, None
-    lines = [s.settings.me, "PIPELINING", "8BITMIME",
-             f"SIZE {s.app.databytes()}"]
+    lines = ["PIPELINING", "8BITMIME", f"SIZE {s.app.databytes()}"]
     if not s.tls and s.app.tls_context is not None:
         lines.append("STARTTLS")
     if auth_offered(s) and not s.auth_user:
         lines.append("AUTH PLAIN LOGIN CRAM-MD5")
     lines += ["ENHANCEDSTATUSCODES", "SMTPUTF8"]
-    for line in lines[:-1]:
-        s.reply(f"250-{line}")
-    s.reply(f"250 {lines[-1]}")
+    s.reply(replies.ehlo(s.settings.me, lines))
     return True
 
 
 async def starttls(s: Session, arg: str) -> bool:
-    from mailyard.smtp_ingress.session import Disconnect
-
     if s.tls or s.app.tls_context is None:
-        s.reject("503 5.5.1 STARTTLS not available", "tls")
+        s.reject(replies.STARTTLS_UNAVAILABLE, "tls")
         return True
     if arg.strip():
-        s.reject("501 5.5.4 syntax: STARTTLS", "syntax")
+        s.reject(replies.STARTTLS_SYNTAX, "syntax")
         return True
-    s.reply("220 2.0.0 ready to start TLS")
+    s.reply(replies.STARTTLS_READY)
     await s.flush()
     s.discard_input()
     try:

@@ -4,26 +4,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mailyard.smtp_ingress import policy
+from mailyard.smtp_ingress import policy, replies
 from mailyard.smtp_ingress.syntax import SyntaxProblem, parse_address, parse_params, split_path
+from mailyard.smtp_ingress.transaction import Transaction
 
 if TYPE_CHECKING:
-    from mailyard.smtp_ingress.session import Session, Transaction
-
-NON_ASCII = "553 5.6.7 non-ASCII address requires SMTPUTF8"
+    from mailyard.smtp_ingress.session import Session
 
 
 async def mail(s: Session, arg: str) -> bool:
-    from mailyard.smtp_ingress.session import Transaction
-
     if not s.helo:
-        s.reject("503 5.5.1 send HELO or EHLO first", "sequence")
+        s.reject(replies.HELO_FIRST, "sequence")
         return True
     if s.tx is not None:
-        s.reject("503 5.5.1 nested MAIL command", "sequence")
+        s.reject(replies.NESTED_MAIL, "sequence")
         return True
     if arg[:5].upper() != "FROM:":
-        s.reject("501 5.5.4 syntax: MAIL FROM:<address>", "syntax")
+        s.reject(replies.MAIL_SYNTAX, "syntax")
         return True
     try:
         raw, rest = split_path(arg[5:])
@@ -36,7 +33,7 @@ async def mail(s: Session, arg: str) -> bool:
         s.reject(problem, "syntax")
         return True
     if not tx.sender.ascii and not tx.smtputf8:
-        s.reject(NON_ASCII, "non_ascii")
+        s.reject(replies.NON_ASCII, "non_ascii")
         return True
     s.tx = tx
     verdict = await policy.run("mail", s)
@@ -44,13 +41,13 @@ async def mail(s: Session, arg: str) -> bool:
         s.tx = None
         s.reject(verdict.reply, verdict.reason)
         return True
-    s.reply("250 2.1.0 ok")
+    s.reply(replies.MAIL_OK)
     return True
 
 
 def _params(s: Session, tx: Transaction, params: dict[str, str]) -> str:
     if params and not s.esmtp:
-        return "555 5.5.4 parameters need EHLO"
+        return replies.PARAMS_NEED_EHLO
     for key, value in params.items():
         if key == "SIZE" and value.isdigit() and len(value) < 20:
             tx.size = int(value)
@@ -61,5 +58,5 @@ def _params(s: Session, tx: Transaction, params: dict[str, str]) -> str:
         elif key == "AUTH":  # RFC 4954 AUTH=<>: accepted, not trusted
             continue
         else:
-            return f"555 5.5.4 unsupported parameter {key[:32]}"
+            return replies.unsupported_parameter(key)
     return ""

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mailyard.smtp_ingress import policy
-from mailyard.smtp_ingress.mail import NON_ASCII
+from mailyard.smtp_ingress import policy, replies
 from mailyard.smtp_ingress.syntax import SyntaxProblem, parse_address, split_path
 
 if TYPE_CHECKING:
@@ -15,10 +14,10 @@ if TYPE_CHECKING:
 async def rcpt(s: Session, arg: str) -> bool:
     tx = s.tx
     if tx is None:
-        s.reject("503 5.5.1 MAIL first", "sequence")
+        s.reject(replies.MAIL_FIRST, "sequence")
         return True
     if arg[:3].upper() != "TO:":
-        s.reject("501 5.5.4 syntax: RCPT TO:<address>", "syntax")
+        s.reject(replies.RCPT_SYNTAX, "syntax")
         return True
     try:
         raw, rest = split_path(arg[3:])
@@ -27,10 +26,10 @@ async def rcpt(s: Session, arg: str) -> bool:
         s.reject(str(exc), "syntax")
         return True
     if rest:  # no DSN (NOTIFY/ORCPT) support, like qmail
-        s.reject("555 5.5.4 unsupported RCPT parameter", "syntax")
+        s.reject(replies.RCPT_PARAMETER, "syntax")
         return True
     if not path.ascii and not tx.smtputf8:
-        s.reject(NON_ASCII, "non_ascii")
+        s.reject(replies.NON_ASCII, "non_ascii")
         return True
     tx.candidate = path
     verdict = await policy.run("rcpt", s)
@@ -39,5 +38,5 @@ async def rcpt(s: Session, arg: str) -> bool:
         s.reject(verdict.reply, verdict.reason)
         return True
     tx.recipients.append(path.address)
-    s.reply("250 2.1.5 ok")
+    s.reply(replies.RCPT_OK)
     return True

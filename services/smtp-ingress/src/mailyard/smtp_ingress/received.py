@@ -7,7 +7,8 @@ import email.utils
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from mailyard.smtp_ingress.session import Session, Transaction
+    from mailyard.smtp_ingress.session import Session
+    from mailyard.smtp_ingress.transaction import Transaction
 
 
 def _safe(text: str, utf8: bool) -> str:

@@ -23,6 +23,7 @@ from mailyard.core.directory import DirectoryView
 from mailyard.core.http import HttpServer, make_app
 from mailyard.core.metrics import set_build
 from mailyard.core.spool import Spool
+from mailyard.smtp_ingress import replies
 from mailyard.smtp_ingress.dnsbl import Dns
 from mailyard.smtp_ingress.limits import ConnectionLimits
 from mailyard.smtp_ingress.metrics import CONNECTIONS, REJECTIONS, SESSIONS_ACTIVE
@@ -149,7 +150,7 @@ class Ingress:
         if not self.limits.acquire(ip):
             REJECTIONS.labels("too_many_connections").inc()
             with contextlib.suppress(Exception):
-                writer.write(b"421 4.3.2 too many connections, try again later\r\n")
+                writer.write(replies.TOO_MANY_CONNECTIONS.encode() + b"\r\n")
                 await writer.drain()
             writer.close()
             return

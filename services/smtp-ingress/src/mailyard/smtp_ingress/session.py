@@ -3,7 +3,7 @@
 The protocol is written on asyncio streams rather than aiosmtpd because the things
 aiosmtpd 1.4.6 gets wrong all live here: replies are queued and written in one go when the
 input runs dry (real PIPELINING, replies always in command order), every line must end in
-CRLF, lines are bounded, an idle client is told "451 4.4.2 timeout" before we close, and
+CRLF, lines are bounded, an idle client is told 451 4.4.2 (timeout) before we close, and
 input buffered before STARTTLS is thrown away.
 """
 
@@ -12,54 +12,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from mailyard.api.relayauth.v1 import relayauth_pb2 as ra
-from mailyard.smtp_ingress import auth, data, ehlo, mail, rcpt
+from mailyard.smtp_ingress import auth, data, ehlo, mail, rcpt, replies
+from mailyard.smtp_ingress.errors import Close, Disconnect, IdleTimeout, LineTooLong
 from mailyard.smtp_ingress.metrics import REJECTIONS
-from mailyard.smtp_ingress.syntax import Path
 
 if TYPE_CHECKING:
     from mailyard.smtp_ingress.dnsbl import Listing
     from mailyard.smtp_ingress.server import Ingress, Listener
+    from mailyard.smtp_ingress.transaction import Transaction
 
 log = logging.getLogger(__name__)
 CRLF = b"\r\n"
-BARE_LF_COMMAND = "500 5.5.2 bare LF or CR in command, see https://cr.yp.to/docs/smtplf.html"
-
-
-class Disconnect(Exception):
-    """The client went away (EOF, reset)."""
-
-
-class IdleTimeout(Exception):
-    """No complete input within IDLE_TIMEOUT, or DATA slower than MIN_DATA_RATE."""
-
-
-class Close(Exception):
-    """Send this reply, then close the connection."""
-
-    def __init__(self, reply: str, reason: str = "") -> None:
-        super().__init__(reply)
-        self.reply = reply
-        self.reason = reason
-
-
-class LineTooLong(Exception):
-    pass
-
-
-@dataclass
-class Transaction:
-    sender: Path
-    size: int = 0               # SIZE= from MAIL
-    body_8bit: bool = False
-    smtputf8: bool = False
-    recipients: list[str] = field(default_factory=list)
-    candidate: Path | None = None   # the RCPT being checked
-    message: bytes = b""            # after DATA, without our Received: line
-    real_size: int = 0
 
 
 class Session:
@@ -143,19 +109,19 @@ class Session:
         try:
             raw = await self.line(limit)
         except LineTooLong:
-            self.reject("500 5.5.2 line too long", "line_too_long")
+            self.reject(replies.LINE_TOO_LONG, "line_too_long")
             return None
         body = raw[:-2] if raw.endswith(CRLF) else None
         if body is None or b"\r" in body:
-            self.reject(BARE_LF_COMMAND, "bare_lf")
+            self.reject(replies.BARE_LF_COMMAND, "bare_lf")
             return None
         if b"\x00" in body:
-            self.reject("501 5.5.2 NUL in command", "syntax")
+            self.reject(replies.NUL_IN_COMMAND, "syntax")
             return None
         try:
             return body.decode("utf-8")
         except UnicodeDecodeError:
-            self.reject("501 5.5.2 invalid UTF-8 in command", "syntax")
+            self.reject(replies.BAD_UTF8, "syntax")
             return None
 
     def reject(self, reply: str, reason: str) -> None:
@@ -193,7 +159,7 @@ class Session:
                     if text is not None and not await self.command(text):
                         break
         except IdleTimeout:
-            self.reject("451 4.4.2 timeout", "timeout")
+            self.reject(replies.TIMEOUT, "timeout")
         except Close as close:
             if close.reason:
                 REJECTIONS.labels(close.reason).inc()
@@ -201,10 +167,10 @@ class Session:
         except Disconnect:
             pass
         except asyncio.CancelledError:  # graceful stop of an idle session
-            self.reply("421 4.3.2 service shutting down, try again later")
+            self.reply(replies.SHUTTING_DOWN)
         except Exception:  # never show exception text to a client
             log.exception("session failed", extra={"client_ip": self.ip})
-            self.reply("421 4.3.0 internal error, closing connection")
+            self.reply(replies.INTERNAL_ERROR)
         finally:
             await self.close()
 
@@ -213,7 +179,7 @@ class Session:
         verb, _, arg = text.partition(" ")
         handler = COMMANDS.get(verb.upper())
         if handler is None:
-            self.reject("502 5.5.1 unimplemented", "unknown_command")
+            self.reject(replies.UNIMPLEMENTED, "unknown_command")
             return True
         return await handler(self, arg)
 
@@ -238,28 +204,28 @@ def tls_description(writer: asyncio.StreamWriter) -> str:
 
 
 async def _noop(s: Session, arg: str) -> bool:
-    s.reply("250 2.0.0 ok")
+    s.reply(replies.OK)
     return True
 
 
 async def _rset(s: Session, arg: str) -> bool:
     s.tx = None
-    s.reply("250 2.0.0 flushed")
+    s.reply(replies.FLUSHED)
     return True
 
 
 async def _quit(s: Session, arg: str) -> bool:
-    s.reply(f"221 2.0.0 {s.settings.me}")
+    s.reply(replies.quit_reply(s.settings.me))
     return False
 
 
 async def _vrfy(s: Session, arg: str) -> bool:
-    s.reply("252 2.5.2 send some mail, i'll try my best")
+    s.reply(replies.VRFY)
     return True
 
 
 async def _help(s: Session, arg: str) -> bool:
-    s.reply("214 2.0.0 mailyard smtp-ingress, see RFC 5321")
+    s.reply(replies.HELP)
     return True
 
 

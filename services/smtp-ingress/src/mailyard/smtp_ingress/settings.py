@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 
 from mailyard.core.settings import ServiceSettings, service_config
+from mailyard.smtp_ingress.policy import known
 
 LISTENERS = ("smtp", "submission", "smtps")
 
@@ -79,8 +80,6 @@ class Settings(ServiceSettings):
     def _consistent(self) -> Settings:
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("TLS_CERT and TLS_KEY must be set together")
-        from mailyard.smtp_ingress.policy import known  # late: policy imports settings
-
         for phase in ("mail", "rcpt", "data"):
             for name in _names(getattr(self, f"{phase}_checks")):
                 if name not in known(phase):

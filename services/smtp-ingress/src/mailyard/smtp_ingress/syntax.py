@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from mailyard.smtp_ingress import replies
+
 _DOMAIN = re.compile(r"^(?:[A-Za-z0-9\u0080-\U0010ffff](?:[A-Za-z0-9\u0080-\U0010ffff-]{0,62})?"
                      r"\.?)+$")
 _LITERAL = re.compile(r"^\[(?:[0-9.]{7,15}|IPv6:[0-9A-Fa-f:.]{2,45})\]$")
@@ -37,7 +39,7 @@ def split_path(text: str) -> tuple[str, str]:
     """'<a@b> SIZE=1' -> ('a@b', 'SIZE=1'); respects quotes inside the brackets."""
     text = text.lstrip(" ")
     if not text.startswith("<"):
-        raise SyntaxProblem("501 5.5.4 syntax error: address must be in <>")
+        raise SyntaxProblem(replies.ADDRESS_NOT_BRACKETED)
     quoted = escaped = False
     for i, ch in enumerate(text[1:], 1):
         if escaped:
@@ -48,27 +50,27 @@ def split_path(text: str) -> tuple[str, str]:
             quoted = not quoted
         elif ch == ">" and not quoted:
             return text[1:i], text[i + 1:].strip(" ")
-    raise SyntaxProblem("501 5.5.4 syntax error: unterminated <address>")
+    raise SyntaxProblem(replies.ADDRESS_UNTERMINATED)
 
 
 def parse_address(raw: str, *, allow_empty: bool) -> Path:
     if raw.startswith("@"):  # source route "@a,@b:user@dom": ignored, never followed
         _, colon, raw = raw.partition(":")
         if not colon:
-            raise SyntaxProblem("501 5.1.7 bad address syntax")
+            raise SyntaxProblem(replies.BAD_ADDRESS)
     if raw == "":
         if allow_empty:
             return Path("", "", "", True)
-        raise SyntaxProblem("501 5.1.3 bad recipient address syntax")
+        raise SyntaxProblem(replies.BAD_RECIPIENT)
     if any(ord(c) < 32 or ord(c) == 127 for c in raw):
-        raise SyntaxProblem("501 5.1.7 bad address syntax")
+        raise SyntaxProblem(replies.BAD_ADDRESS)
     if len(raw.encode()) > 320:
-        raise SyntaxProblem("501 5.1.7 address too long")
+        raise SyntaxProblem(replies.ADDRESS_TOO_LONG)
     if raw.startswith('"'):
         end = _closing_quote(raw)
         local, rest = raw[:end + 1], raw[end + 1:]
         if not rest.startswith("@"):
-            raise SyntaxProblem("501 5.1.7 bad address syntax")
+            raise SyntaxProblem(replies.BAD_ADDRESS)
         domain = rest[1:]
     else:
         local, at, domain = raw.rpartition("@")
@@ -76,10 +78,10 @@ def parse_address(raw: str, *, allow_empty: bool) -> Path:
             local, domain = raw, ""
         if not _ATEXT.match(local) or local.startswith(".") or local.endswith(".") \
                 or ".." in local:
-            raise SyntaxProblem("501 5.1.7 bad address syntax")
+            raise SyntaxProblem(replies.BAD_ADDRESS)
     if domain and not (_LITERAL.match(domain) or (_DOMAIN.match(domain) and
                                                    len(domain) <= 255)):
-        raise SyntaxProblem("501 5.1.7 bad address syntax")
+        raise SyntaxProblem(replies.BAD_ADDRESS)
     address = f"{local}@{domain}" if domain else local
     return Path(address, local, domain.lower().rstrip("."), address.isascii())
 
@@ -93,7 +95,7 @@ def _closing_quote(raw: str) -> int:
             escaped = True
         elif ch == '"':
             return i
-    raise SyntaxProblem("501 5.1.7 bad address syntax")
+    raise SyntaxProblem(replies.BAD_ADDRESS)
 
 
 def parse_params(text: str) -> dict[str, str]:

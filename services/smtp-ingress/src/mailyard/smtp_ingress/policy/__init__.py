@@ -19,18 +19,6 @@ CHECKS = {
     "data": ("data_size", "data_hops"),
 }
 
-# qmail's texts, with enhanced status codes in front (people grep for these).
-RCPTHOSTS = "553 5.7.1 sorry, that domain isn't in my list of allowed rcpthosts"
-BADMAILFROM = "553 5.7.1 sorry, your envelope sender is in my badmailfrom list"
-DATABYTES = "552 5.3.4 sorry, that message size exceeds my databytes limit"
-HOPS = "554 5.4.6 too many hops, this message is looping"
-UNKNOWN_USER = "550 5.1.1 sorry, no mailbox here by that name"
-TOO_MANY_RCPTS = "452 4.5.3 too many recipients"
-UNAVAILABLE = "451 4.3.0 temporary failure, try again later"
-RELAY_UNAVAILABLE = "451 4.3.0 cannot check relaying right now, try again later"
-AUTH_REQUIRED = "530 5.7.0 authentication required"
-
-
 @dataclass(frozen=True)
 class Verdict:
     reply: str = ""     # "" accepts

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mailyard.smtp_ingress.policy import ACCEPT, HOPS, Verdict
+from mailyard.smtp_ingress import replies
+from mailyard.smtp_ingress.policy import ACCEPT, Verdict
 
 if TYPE_CHECKING:
     from mailyard.smtp_ingress.session import Session
@@ -25,5 +26,5 @@ def hops(message: bytes) -> int:
 async def check(s: Session) -> Verdict:
     assert s.tx is not None
     if hops(s.tx.message) > MAX_HOPS:
-        return Verdict(HOPS, "hops")
+        return Verdict(replies.HOPS, "hops")
     return ACCEPT

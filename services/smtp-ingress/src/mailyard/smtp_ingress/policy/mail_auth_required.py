@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mailyard.smtp_ingress.policy import ACCEPT, AUTH_REQUIRED, Verdict
+from mailyard.smtp_ingress import replies
+from mailyard.smtp_ingress.policy import ACCEPT, Verdict
 
 if TYPE_CHECKING:
     from mailyard.smtp_ingress.session import Session
@@ -12,5 +13,5 @@ if TYPE_CHECKING:
 
 async def check(s: Session) -> Verdict:
     if s.listener.require_auth and not s.auth_user:
-        return Verdict(AUTH_REQUIRED, "auth_required")
+        return Verdict(replies.AUTH_REQUIRED, "auth_required")
     return ACCEPT

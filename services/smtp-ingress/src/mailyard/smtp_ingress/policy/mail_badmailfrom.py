@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mailyard.smtp_ingress.policy import ACCEPT, BADMAILFROM, Verdict
+from mailyard.smtp_ingress import replies
+from mailyard.smtp_ingress.policy import ACCEPT, Verdict
 
 if TYPE_CHECKING:
     from mailyard.smtp_ingress.session import Session
@@ -19,5 +20,5 @@ async def check(s: Session) -> Verdict:
     for line in s.app.control.lines("badmailfrom"):
         entry = line.lower()
         if entry == address or (entry.startswith("@") and entry[1:] == domain):
-            return Verdict(BADMAILFROM, "badmailfrom")
+            return Verdict(replies.BADMAILFROM, "badmailfrom")
     return ACCEPT

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mailyard.smtp_ingress.policy import ACCEPT, DATABYTES, Verdict
+from mailyard.smtp_ingress import replies
+from mailyard.smtp_ingress.policy import ACCEPT, Verdict
 
 if TYPE_CHECKING:
     from mailyard.smtp_ingress.session import Session
@@ -14,5 +15,5 @@ async def check(s: Session) -> Verdict:
     assert s.tx is not None
     limit = s.app.databytes()
     if limit and s.tx.size > limit:
-        return Verdict(DATABYTES, "databytes")
+        return Verdict(replies.DATABYTES, "databytes")
     return ACCEPT

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mailyard.smtp_ingress.policy import ACCEPT, TOO_MANY_RCPTS, Verdict
+from mailyard.smtp_ingress import replies
+from mailyard.smtp_ingress.policy import ACCEPT, Verdict
 
 if TYPE_CHECKING:
     from mailyard.smtp_ingress.session import Session
@@ -14,5 +15,5 @@ if TYPE_CHECKING:
 async def check(s: Session) -> Verdict:
     assert s.tx is not None
     if len(s.tx.recipients) >= s.settings.max_recipients:
-        return Verdict(TOO_MANY_RCPTS, "too_many_recipients")
+        return Verdict(replies.TOO_MANY_RCPTS, "too_many_recipients")
     return ACCEPT

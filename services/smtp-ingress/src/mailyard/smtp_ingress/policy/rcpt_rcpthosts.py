@@ -8,13 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mailyard.smtp_ingress.policy import (
-    ACCEPT,
-    RCPTHOSTS,
-    RELAY_UNAVAILABLE,
-    UNAVAILABLE,
-    Verdict,
-)
+from mailyard.smtp_ingress import replies
+from mailyard.smtp_ingress.policy import ACCEPT, Verdict
 
 if TYPE_CHECKING:
     from mailyard.smtp_ingress.session import Session
@@ -29,9 +24,9 @@ async def check(s: Session) -> Verdict:
     if path.domain and s.app.directory.is_local_domain(path.domain):
         return ACCEPT  # rcpt_unknown_user decides about the mailbox
     if path.domain and s.app.in_rcpthosts(path.domain):
-        return Verdict(RCPTHOSTS, "rcpthosts") if path.routing_local else ACCEPT
+        return Verdict(replies.RCPTHOSTS, "rcpthosts") if path.routing_local else ACCEPT
     if not s.app.views_ready():
-        return Verdict(UNAVAILABLE, "unavailable")
+        return Verdict(replies.UNAVAILABLE, "unavailable")
     if relay is None:
-        return Verdict(RELAY_UNAVAILABLE, "relay_unavailable")
-    return Verdict(RCPTHOSTS, "rcpthosts")
+        return Verdict(replies.RELAY_UNAVAILABLE, "relay_unavailable")
+    return Verdict(replies.RCPTHOSTS, "rcpthosts")

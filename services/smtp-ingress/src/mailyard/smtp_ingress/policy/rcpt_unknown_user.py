@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mailyard.smtp_ingress.policy import ACCEPT, UNKNOWN_USER, Verdict
+from mailyard.smtp_ingress import replies
+from mailyard.smtp_ingress.policy import ACCEPT, Verdict
 
 if TYPE_CHECKING:
     from mailyard.smtp_ingress.session import Session
@@ -17,5 +18,5 @@ async def check(s: Session) -> Verdict:
     directory = s.app.directory
     if path.domain and directory.is_local_domain(path.domain) \
             and not directory.accepts(path.address):
-        return Verdict(UNKNOWN_USER, "unknown_user")
+        return Verdict(replies.UNKNOWN_USER, "unknown_user")
     return ACCEPT

@@ -1,0 +1,19 @@
+"""One mail transaction (MAIL to the end of DATA): what the phases and checks read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mailyard.smtp_ingress.syntax import Path
+
+
+@dataclass
+class Transaction:
+    sender: Path
+    size: int = 0               # SIZE= from MAIL
+    body_8bit: bool = False
+    smtputf8: bool = False
+    recipients: list[str] = field(default_factory=list)
+    candidate: Path | None = None   # the RCPT being checked
+    message: bytes = b""            # after DATA, without our Received: line
+    real_size: int = 0
