@@ -33,10 +33,14 @@ def k8s_env(service: str) -> dict[str, str]:
     docs = render(DEPLOY / "k8s" / "overlays" / "prod")
     (workload,) = [d for d in docs if d["kind"] in {"Deployment", "StatefulSet"}
                    and d["metadata"]["name"] == service]
+    configmaps = {d["metadata"]["name"]: d["data"] for d in docs if d["kind"] == "ConfigMap"}
     env = {}
     for item in workload["spec"]["template"]["spec"]["containers"][0]["env"]:
-        env[item["name"]] = item.get("value", "mx.example.net" if item["name"].endswith(
-            "_ME") else "pod-0")
+        ref = item.get("valueFrom", {}).get("configMapKeyRef")
+        if ref:  # the value the overlay's ConfigMap gives (it must have the key)
+            env[item["name"]] = configmaps[ref["name"]][ref["key"]]
+        else:    # a field (pod name) or a literal
+            env[item["name"]] = item.get("value", "pod-0")
     return env
 
 

@@ -12,7 +12,7 @@ Deferred work never waits on these consumers: the queue keeps its own retry sche
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import nats
@@ -60,6 +60,24 @@ KV_LOCKS = "locks"              # leader election (queue)
 KV_REMOTE_MEMBERS = "remote_members"  # live remote-delivery replicas (heartbeat, TTL)
 
 DUPLICATE_WINDOW = 120.0        # seconds a Nats-Msg-Id is remembered
+MAX_REPLICAS = 5                # JetStream's limit for a stream or bucket
+
+# Copies JetStream keeps of every stream and KV bucket this process creates: the setting
+# NATS_REPLICAS of every service (1 for one nats-server, 3 on the 3-node cluster of the
+# manifests: a quorum survives one node). Set once at start (service.run) for the whole
+# process, so that every creation site (streams, views, locks, leases) uses the same number.
+_replicas = 1
+
+
+def set_replicas(replicas: int) -> None:
+    global _replicas
+    if not 1 <= replicas <= MAX_REPLICAS:
+        raise ValueError(f"replicas must be 1..{MAX_REPLICAS}, not {replicas}")
+    _replicas = replicas
+
+
+def replicas() -> int:
+    return _replicas
 
 
 @dataclass(frozen=True)
@@ -87,10 +105,14 @@ async def connect(url: str, name: str, *, connect_timeout: float = 5.0) -> NATS:
     )
 
 
-async def ensure_stream(js: JetStreamContext, spec: StreamSpec, replicas: int = 1) -> None:
+async def ensure_stream(js: JetStreamContext, spec: StreamSpec,
+                        replicas: int | None = None) -> None:
+    """Create the stream or bring an existing one to this config (an update also changes
+    its replica count: JetStream adds or removes copies live)."""
     config = StreamConfig(
         name=spec.name, subjects=spec.subjects, retention=RetentionPolicy.WORK_QUEUE,
-        storage=StorageType.FILE, duplicate_window=DUPLICATE_WINDOW, num_replicas=replicas,
+        storage=StorageType.FILE, duplicate_window=DUPLICATE_WINDOW,
+        num_replicas=replicas or _replicas,
     )
     try:
         await js.stream_info(spec.name)
@@ -103,7 +125,7 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec, replicas: int = 
     await js.update_stream(config)
 
 
-async def ensure_mail_streams(js: JetStreamContext, replicas: int = 1) -> None:
+async def ensure_mail_streams(js: JetStreamContext, replicas: int | None = None) -> None:
     for spec in MAIL_STREAMS:
         await ensure_stream(js, spec, replicas)
 
@@ -121,17 +143,32 @@ async def ensure_consumer(js: JetStreamContext, stream: str, durable: str, *,
 
 
 async def ensure_kv(js: JetStreamContext, bucket: str, *, history: int = 1,
-                    ttl: float | None = None, replicas: int = 1) -> KeyValue:
+                    ttl: float | None = None, replicas: int | None = None) -> KeyValue:
+    """Open the bucket, creating it if needed; an existing bucket with another replica
+    count is brought to this one (a bucket made by an R1 release grows to R3)."""
+    want = replicas or _replicas
     try:
-        return await js.key_value(bucket)
+        kv = await js.key_value(bucket)
     except BucketNotFoundError:
-        pass
+        try:
+            return await js.create_key_value(KeyValueConfig(
+                bucket=bucket, history=history, ttl=ttl, storage=StorageType.FILE,
+                replicas=want))
+        except Exception:  # lost a creation race with another replica
+            kv = await js.key_value(bucket)
+    await _kv_replicas(js, bucket, want)
+    return kv
+
+
+async def _kv_replicas(js: JetStreamContext, bucket: str, want: int) -> None:
+    info = await js.stream_info(f"KV_{bucket}")
+    if info.config.num_replicas == want:
+        return
     try:
-        return await js.create_key_value(KeyValueConfig(
-            bucket=bucket, history=history, ttl=ttl, storage=StorageType.FILE,
-            replicas=replicas))
-    except Exception:  # lost a creation race with another replica
-        return await js.key_value(bucket)
+        await js.update_stream(replace(info.config, num_replicas=want))
+    except Exception as exc:  # e.g. fewer servers than replicas: keep working with what is
+        log.warning("KV bucket %s keeps %s replicas, not %s: %s", bucket,
+                    info.config.num_replicas, want, exc)
 
 
 async def publish(js: JetStreamContext, subject: str, message: Message, *, msg_id: str,

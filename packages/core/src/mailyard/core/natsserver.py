@@ -70,8 +70,13 @@ def wait_port(host: str, port: int, timeout: float = 10.0) -> None:
 
 class NatsServer:
     def __init__(self, store_dir: Path, *, port: int = 0, monitor_port: int = 0,
-                 host: str = "127.0.0.1", sync_always: bool = False) -> None:
+                 host: str = "127.0.0.1", sync_always: bool = False,
+                 cluster_port: int = 0, routes: tuple[int, ...] = (), name: str = "") -> None:
         self.store_dir = Path(store_dir)
+        # A cluster member: its route port and the route ports of all members (itself too).
+        self.cluster_port = cluster_port
+        self.routes = routes
+        self.name = name
         self.host = host
         self.port = port or free_port(host)
         self.monitor_port = monitor_port
@@ -85,7 +90,13 @@ class NatsServer:
     def config_text(self) -> str:
         sync = "\n  sync_interval: always" if self.sync_always else ""
         monitor = f"http: {self.host}:{self.monitor_port}\n" if self.monitor_port else ""
-        return (f"listen: {self.host}:{self.port}\n{monitor}"
+        cluster = ""
+        if self.cluster_port:
+            routes = ", ".join(f"nats://{self.host}:{p}" for p in self.routes)
+            cluster = (f"server_name: {self.name or self.port}\n"
+                       f"cluster {{\n  name: mailyard\n  listen: {self.host}:{self.cluster_port}\n"
+                       f"  routes: [{routes}]\n}}\n")
+        return (f"listen: {self.host}:{self.port}\n{monitor}{cluster}"
                 f"jetstream {{\n  store_dir: \"{self.store_dir}\"{sync}\n}}\n")
 
     def start(self, log_file: Path | None = None,

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from mailyard.core import logs
+from mailyard.core import bus, logs
 from mailyard.core.errors import SettingsError
 from mailyard.core.settings import ServiceSettings
 
@@ -35,6 +35,7 @@ def run(service: str, settings_cls: type[S],
         print(f"mailyard-{service}: refusing to start: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     logs.setup(service, settings.log_level)
+    bus.set_replicas(settings.nats_replicas)
     # Everything imported so far (grpc, protobuf, pydantic, fastapi: a few hundred thousand
     # objects) lives as long as the process; frozen, a full collection no longer walks it,
     # which is what shows up as the tail of request latencies.

@@ -37,6 +37,9 @@ class ServiceSettings(BaseSettings):
     instance: str = Field(default_factory=socket.gethostname)
     # qmail's control/me: the name in greetings, Received: lines and bounces.
     me: str = Field(default_factory=socket.getfqdn)
+    # Copies JetStream keeps of every stream and KV bucket this service creates or opens:
+    # 1 for one nats-server (`mailyard up`), 3 on a 3-node cluster (the manifests).
+    nats_replicas: int = Field(default=1, ge=1, le=5)
 
     @field_validator("log_level")
     @classmethod
