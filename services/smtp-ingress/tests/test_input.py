@@ -108,3 +108,35 @@ async def test_recipient_limit(local: Ingress, js: Any) -> None:
     for _ in range(100):
         assert await client.reply() == R.RCPT_OK
     assert await client.reply() == R.TOO_MANY_RCPTS
+
+
+async def test_nul_in_data_is_refused_and_the_session_goes_on(local: Ingress, js: Any) -> None:
+    """The smuggling scanners' NUL lines: "\\x00." (nullbefore) and ".\\x00" (nullafter) end
+    the message for a next hop that drops NULs. RFC 5322 forbids NUL: 554 5.6.0, nothing
+    spooled, and the client may go on in the same session."""
+    from prometheus_client import REGISTRY
+
+    def refused() -> float:
+        return REGISTRY.get_sample_value("mailyard_smtp_rejections_total",
+                                         {"reason": "nul"}) or 0.0
+
+    before = refused()
+    smuggled = (b"MAIL FROM:<evil@b.test>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n"
+                b"Subject: smuggled\r\n\r\nx\r\n")
+    client = await session(local.ports["smtp"])
+    for nul_line in (b"\x00.", b".\x00", b"with a \x00 inside"):
+        for line in ("MAIL FROM:<a@b.test>", "RCPT TO:<alice@example.org>"):
+            assert (await client.cmd(line)).startswith("250")
+        assert await client.cmd("DATA") == R.GO_AHEAD
+        await client.send(b"Subject: x\r\n\r\nhello\r\n" + nul_line + b"\r\n" + smuggled +
+                          b".\r\n")
+        assert await client.reply() == R.NUL_IN_DATA
+    assert refused() == before + 3
+    assert await client.cmd("NOOP") == R.OK
+    await _nothing(local, js)
+    # the same session still delivers a clean message
+    for line in ("MAIL FROM:<a@b.test>", "RCPT TO:<alice@example.org>", "DATA"):
+        await client.cmd(line)
+    await client.send(b"Subject: clean\r\n\r\nok\r\n.\r\n")
+    assert (await client.reply()).startswith("250 ok ")
+    assert len(committed(local)) == 1

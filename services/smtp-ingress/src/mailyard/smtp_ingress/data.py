@@ -43,10 +43,13 @@ async def data(s: Session, arg: str) -> bool:
         s.reject(replies.DATA_SYNTAX, "syntax")
         return True
     s.reply(replies.GO_AHEAD)
-    message, size = await receive(s, s.app.databytes())
+    message, size, nul = await receive(s, s.app.databytes())
     started = time.perf_counter()
     tx.message, tx.real_size = message or b"", size
     try:
+        if nul:  # refused whole, before any check: nothing of it is kept
+            s.reject(replies.NUL_IN_DATA, "nul")
+            return True
         verdict = await policy.run("data", s)
         if not verdict.accepted:
             s.reject(verdict.reply, verdict.reason)
@@ -88,8 +91,9 @@ async def commit(s: Session, started: float) -> None:
     s.reply(replies.queued(qid))
 
 
-async def receive(s: Session, limit: int) -> tuple[bytes | None, int]:
-    """(message, size) with dot-stuffing undone; (None, size) past the limit (discarded).
+async def receive(s: Session, limit: int) -> tuple[bytes | None, int, bool]:
+    """(message, size, False) with dot-stuffing undone; (None, size, nul) past the limit or
+    after a NUL (the rest is read to the end and discarded; nul says which).
     Raises Close on a bare CR/LF, IdleTimeout when idle or too slow."""
     settings = s.settings
     loop = asyncio.get_running_loop()
@@ -99,6 +103,7 @@ async def receive(s: Session, limit: int) -> tuple[bytes | None, int]:
     checked = 0                     # raw[:checked] is whole, verified lines
     cap = limit + limit // 64 + 1024 if limit else 0  # room for dot-stuffing
     dropped, carry = -1, b""        # dropped >= 0: over the limit, only find the end
+    nul = False
     while True:
         if dropped < 0:
             whole = raw.rfind(b"\n") + 1
@@ -109,14 +114,18 @@ async def receive(s: Session, limit: int) -> tuple[bytes | None, int]:
                     raise Close(replies.BARE_LF_DATA, "bare_lf")
                 if checked == 0 and raw.startswith(b".\r\n"):
                     s.buf = raw[3:]
-                    return b"", 0
+                    return b"", 0, False
                 end = raw.find(_END, max(0, checked - 2), whole)
+                if raw.find(b"\0", checked, end + 2 if end >= 0 else whole) >= 0:
+                    nul = True
                 if end >= 0:
                     s.buf = raw[end + 5:]
+                    if nul:
+                        return None, end + 2, True
                     message = _unstuff(raw[:end + 2])
-                    return message, len(message)
+                    return message, len(message), False
                 checked = whole
-            if cap and len(raw) > cap:
+            if nul or (cap and len(raw) > cap):
                 dropped, carry = len(raw), bytes(raw[-4:])
                 raw = bytearray()
         else:
@@ -124,7 +133,7 @@ async def receive(s: Session, limit: int) -> tuple[bytes | None, int]:
             end = window.find(_END)
             if end >= 0:
                 s.buf = bytearray(window[end + 5:])
-                return None, dropped + end + 2 - len(carry)
+                return None, dropped + end + 2 - len(carry), nul
             dropped += len(raw)
             carry = window[-4:]
             raw.clear()

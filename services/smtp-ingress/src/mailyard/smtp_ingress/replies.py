@@ -109,6 +109,9 @@ DATA_SYNTAX = "501 5.5.4 syntax: DATA"
 GO_AHEAD = "354 go ahead"
 BARE_LF_DATA = "451 4.5.2 bare LF or CR in message, see https://cr.yp.to/docs/smtplf.html"
 NOT_ACCEPTED = "451 4.3.0 temporary failure, message not accepted, try again later"
+# RFC 5322 2.3 and 8BITMIME forbid NUL; a "\x00." line is the "nullbefore" smuggling
+# sequence for a next hop that drops NULs
+NUL_IN_DATA = "554 5.6.0 sorry, message contains NUL characters, refused"
 
 
 def queued(queue_id: str) -> str:
