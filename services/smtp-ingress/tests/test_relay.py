@@ -337,3 +337,24 @@ async def test_server_without_the_stream_falls_back_to_unary(
         assert client.streams_opened == 1 and client.unary_checks == 2
     finally:
         await server.stop(0)
+
+
+async def test_bare_postmaster_is_accepted_for_me(make_ingress: MakeIngress, js: Any) -> None:
+    """RFC 5321 4.5.1: RCPT TO:<postmaster> without a domain, any case, must be accepted,
+    even from a client that may not relay; it goes to the postmaster of `me`."""
+    from mailyard.core.spool import Spool
+
+    ingress = await make_ingress()  # relay-auth down: nobody may relay
+    client = await session(ingress.ports["smtp"])
+    for spelling in ("POSTMASTER", "PostMaster", "postmaster"):
+        assert await client.cmd("RSET") == R.FLUSHED
+        assert await client.cmd("MAIL FROM:<a@b.test>") == R.MAIL_OK
+        assert await client.cmd("RCPT TO:<x@elsewhere.test>") == R.RELAY_UNAVAILABLE
+        assert await client.cmd("RCPT TO:<postmaster2>") == R.RELAY_UNAVAILABLE
+        assert await client.cmd(f"RCPT TO:<{spelling}>") == R.RCPT_OK
+    assert await client.cmd("DATA") == R.GO_AHEAD
+    await client.send("Subject: hello postmaster\r\n\r\nx\r\n.\r\n")
+    assert (await client.reply()).startswith("250 ok ")
+    (path,) = committed(ingress)
+    envelope, _ = Spool(ingress.settings.spool_dir).read_sync(path)
+    assert list(envelope.recipients) == ["postmaster@mx.test"]

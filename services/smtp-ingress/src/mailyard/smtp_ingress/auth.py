@@ -116,7 +116,7 @@ async def _exchange(s: Session, mech: str, initial: str) -> ra.AuthenticateRespo
             return bad
         return await relay.authenticate("LOGIN", user, password, s.ip)
     # CRAM-MD5: relay-auth makes the challenge (it keeps the secret side of the exchange)
-    challenge = await relay.cram_challenge(s.ip, s.settings.me)
+    challenge = await relay.cram_challenge(s.ip, s.app.me())
     if challenge is None:
         return None
     reply = _b64(await _answer(s, _enc(challenge.challenge)))

@@ -21,7 +21,7 @@ async def greet(s: Session) -> bool:
     if s.client is not None and not s.client.allow_connect:
         raise Close(replies.CLIENT_DENIED, "client_denied")
     s.dnsbl = s.app.dnsbl.start(s)
-    s.reply(replies.greeting(s.settings.me))
+    s.reply(replies.greeting(s.app.me()))
     return True
 
 
@@ -41,7 +41,7 @@ async def helo(s: Session, arg: str) -> bool:
     name = _helo_name(s, arg, "HELO")
     if name is not None:
         s.helo, s.esmtp, s.tx = name, False, None
-        s.reply(replies.helo_ok(s.settings.me))
+        s.reply(replies.helo_ok(s.app.me()))
     return True
 
 
@@ -60,7 +60,7 @@ async def ehlo(s: Session, arg: str) -> bool:
     if auth_offered(s) and not s.auth_user:
         lines.append("AUTH PLAIN LOGIN CRAM-MD5")
     lines += ["ENHANCEDSTATUSCODES", "SMTPUTF8"]
-    s.reply(replies.ehlo(s.settings.me, lines))
+    s.reply(replies.ehlo(s.app.me(), lines))
     return True
 
 

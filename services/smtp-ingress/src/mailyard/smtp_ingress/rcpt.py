@@ -1,4 +1,9 @@
-"""RCPT TO: one recipient, checked by the rcpt checks (limit, DNSBL, relay, mailbox)."""
+"""RCPT TO: one recipient, checked by the rcpt checks (limit, DNSBL, relay, mailbox).
+
+A bare <postmaster> (no domain, any case) must be accepted from anyone (RFC 5321 4.5.1),
+so a client refused elsewhere, or on a DNSBL, can still reach a human: it becomes the
+postmaster of `me` and passes only the recipient limit.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ from mailyard.smtp_ingress.syntax import SyntaxProblem, parse_address, split_pat
 
 if TYPE_CHECKING:
     from mailyard.smtp_ingress.session import Session
+
+POSTMASTER_CHECKS = ("rcpt_limit",)
 
 
 async def rcpt(s: Session, arg: str) -> bool:
@@ -31,8 +38,12 @@ async def rcpt(s: Session, arg: str) -> bool:
     if not path.ascii and not tx.smtputf8:
         s.reject(replies.NON_ASCII, "non_ascii")
         return True
+    only = None
+    if not path.domain and path.local.lower() == "postmaster":
+        path = parse_address(f"postmaster@{s.app.me()}", allow_empty=False)
+        only = POSTMASTER_CHECKS
     tx.candidate = path
-    verdict = await policy.run("rcpt", s)
+    verdict = await policy.run("rcpt", s, only)
     tx.candidate = None
     if not verdict.accepted:
         s.reject(verdict.reply, verdict.reason)

@@ -41,7 +41,7 @@ def received_line(s: Session, tx: Transaction, queue_id: str) -> bytes:
     lines = [f"Received: from {host} (HELO {_safe(s.helo, utf8)}) ({s.ip})"]
     if s.auth_user:
         lines.append(f"  (authenticated user {_safe(s.auth_user, utf8)})")
-    via = f"  by {s.settings.me} with {protocol(s, tx)}"
+    via = f"  by {s.app.me()} with {protocol(s, tx)}"
     if s.tls:
         via += f" ({s.tls})"
     lines.append(f"{via} id {queue_id};")

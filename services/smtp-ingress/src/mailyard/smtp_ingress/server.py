@@ -54,7 +54,7 @@ class Ingress:
                                      settings.relay_auth_in_flight)
         self.dnsbl = Dns(settings, self.control)
         self.tls_context: ssl.SSLContext | None = server_context(
-            settings.tls_cert, settings.tls_key, settings.tls_dir, settings.me)
+            settings.tls_cert, settings.tls_key, settings.tls_dir, self.me())
         self.limits = ConnectionLimits(settings.max_connections, settings.max_per_ip)
         self.nc: Any = None
         self.js: Any = None
@@ -65,6 +65,11 @@ class Ingress:
         self._rcpthosts: tuple[str, frozenset[str], tuple[str, ...]] = ("", frozenset(), ())
 
     # -- what sessions read ----------------------------------------------------------------
+
+    def me(self) -> str:
+        """qmail's control/me: our name in the greeting, Received: lines and the bare
+        postmaster's domain. Every use asks here, so changing its source is one line."""
+        return self.settings.me
 
     def databytes(self) -> int:
         return self.control.integer("databytes", DEFAULT_DATABYTES)

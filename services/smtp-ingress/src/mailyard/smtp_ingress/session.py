@@ -215,7 +215,7 @@ async def _rset(s: Session, arg: str) -> bool:
 
 
 async def _quit(s: Session, arg: str) -> bool:
-    s.reply(replies.quit_reply(s.settings.me))
+    s.reply(replies.quit_reply(s.app.me()))
     return False
 
 

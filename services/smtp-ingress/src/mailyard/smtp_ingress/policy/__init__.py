@@ -52,8 +52,11 @@ def load(name: str) -> Check:
     return check
 
 
-async def run(phase: str, session: Session) -> Verdict:
+async def run(phase: str, session: Session, only: tuple[str, ...] | None = None) -> Verdict:
+    """The phase's configured checks in order (only those in `only`, if given)."""
     for name in session.settings.checks(phase):
+        if only is not None and name not in only:
+            continue
         verdict = await load(name)(session)
         if not verdict.accepted:
             return verdict
