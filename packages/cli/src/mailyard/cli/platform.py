@@ -151,7 +151,8 @@ class Platform:
             name = "smtp-ingress" if i == 0 else f"smtp-ingress-{i + 1}"
             extra = {"SMTP_PORT": str(p.smtp), "SUBMISSION_PORT": str(p.submission),
                      "SMTPS_PORT": str(p.smtps), "TLS_DIR": str(self.data / "tls"),
-                     "RELAY_AUTH_ADDR": f"127.0.0.1:{p.relayauth_grpc}", "INSTANCE": name}
+                     "RELAY_AUTH_ADDR": f"127.0.0.1:{p.relayauth_grpc}", "INSTANCE": name,
+                     "DKIM_DIR": str(self.data / "dkim")}
             if self.ingress_replicas > 1:
                 extra["REUSE_PORT"] = "true"
             specs.append(ServiceSpec(name, "mailyard.smtp_ingress", "INGRESS",

@@ -20,8 +20,14 @@ from mailyard.core.errors import BusError, SpoolError
 from mailyard.core.ids import new_queue_id
 from mailyard.core.inject import inject
 from mailyard.smtp_ingress import policy, replies
+from mailyard.smtp_ingress.dkim_sign import sign
 from mailyard.smtp_ingress.errors import Close
-from mailyard.smtp_ingress.metrics import ACCEPTED_BYTES, ACCEPTED_ON, COMMIT_SECONDS
+from mailyard.smtp_ingress.metrics import (
+    ACCEPTED_BYTES,
+    ACCEPTED_ON,
+    COMMIT_SECONDS,
+    DKIM_SIGNED,
+)
 from mailyard.smtp_ingress.received import received_line
 
 if TYPE_CHECKING:
@@ -67,7 +73,11 @@ async def commit(s: Session, started: float) -> None:
         s.reject(replies.NOT_ACCEPTED, "unavailable")
         return
     qid = new_queue_id()
-    payload = received_line(s, tx, qid) + tx.message
+    signature = b""
+    if tx.sign_with:
+        signature = sign(tx.message, tx.sign_with)
+        DKIM_SIGNED.labels("signed").inc()
+    payload = received_line(s, tx, qid) + signature + tx.message
     envelope = Envelope(
         queue_id=qid, sender=tx.sender.address, recipients=tx.recipients, client_ip=s.ip,
         helo=s.helo, auth_user=s.auth_user, tls=s.tls, origin=ORIGIN_SMTP,

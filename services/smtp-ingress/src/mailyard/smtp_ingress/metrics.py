@@ -19,6 +19,9 @@ AUTH_ATTEMPTS = Counter("mailyard_smtp_auth_attempts", "SMTP AUTH attempts.",
 DNSBL_HITS = Counter("mailyard_smtp_dnsbl_hits", "Clients found on a DNSBL, by zone.", ["zone"])
 DNSBL_TIMEOUTS = Counter("mailyard_smtp_dnsbl_timeouts",
                          "DNSBL lookups that timed out (the client was let through).")
+DKIM_SIGNED = Counter(
+    "mailyard_smtp_dkim_sign", "Mail of our own users at DKIM signing: signed, no_key (From: "
+    "domain without a signing key), long_line (refused: a line over 998 octets).", ["result"])
 COMMIT_SECONDS = Histogram(
     "mailyard_smtp_commit_seconds", "End of DATA to the 250 reply (spool fsync + JetStream ack).",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5))
@@ -29,7 +32,8 @@ LISTENERS = ("smtp", "submission", "smtps")
 REJECTION_REASONS = (
     "auth", "auth_failed", "auth_required", "auth_throttled", "auth_unavailable",
     "badmailfrom", "bare_lf", "client_denied", "databytes", "dnsbl", "hops",
-    "line_too_long", "non_ascii", "nul", "rcpthosts", "relay_unavailable", "sequence", "syntax",
+    "line_too_long", "long_line", "non_ascii", "nul", "rcpthosts", "relay_unavailable",
+    "sequence", "syntax",
     "timeout", "tls", "tls_required", "too_many_connections", "too_many_recipients",
     "unavailable", "unknown_command", "unknown_user")
 AUTH_MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
@@ -42,6 +46,8 @@ for _listener in LISTENERS:
     SESSIONS_ACTIVE.labels(_listener)
 for _reason in REJECTION_REASONS:
     REJECTIONS.labels(_reason)
+for _result in ("signed", "no_key", "long_line"):
+    DKIM_SIGNED.labels(_result)
 for _mech in AUTH_MECHANISMS:
     for _result in AUTH_RESULTS:
         AUTH_ATTEMPTS.labels(_mech, _result)

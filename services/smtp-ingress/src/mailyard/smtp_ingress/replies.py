@@ -129,6 +129,9 @@ TOO_MANY_RCPTS = "452 4.5.3 too many recipients"
 UNAVAILABLE = "451 4.3.0 temporary failure, try again later"
 RELAY_UNAVAILABLE = "451 4.3.0 cannot check relaying right now, try again later"
 AUTH_REQUIRED = "530 5.7.0 authentication required"
+# a relay on the way would fold such a line and break the DKIM signature
+LINE_TOO_LONG_TO_SIGN = ("554 5.6.0 sorry, a line of this message is longer than 998 "
+                         "octets (RFC 5322 2.1.1), so it cannot be DKIM-signed")
 
 
 def dnsbl(text: str, permanent: bool) -> str:

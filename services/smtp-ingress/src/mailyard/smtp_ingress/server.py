@@ -24,6 +24,7 @@ from mailyard.core.http import HttpServer, make_app
 from mailyard.core.metrics import set_build
 from mailyard.core.spool import Spool
 from mailyard.smtp_ingress import replies
+from mailyard.smtp_ingress.dkim_sign import Signer
 from mailyard.smtp_ingress.dnsbl import Dns
 from mailyard.smtp_ingress.limits import ConnectionLimits
 from mailyard.smtp_ingress.metrics import CONNECTIONS, REJECTIONS, SESSIONS_ACTIVE
@@ -53,6 +54,7 @@ class Ingress:
         self.relay = RelayAuthClient(settings.relay_auth_addr, settings.relay_auth_timeout,
                                      settings.relay_auth_in_flight)
         self.dnsbl = Dns(settings, self.control)
+        self.signer = Signer(settings.dkim_dir) if settings.dkim_dir else None
         self.tls_context: ssl.SSLContext | None = server_context(
             settings.tls_cert, settings.tls_key, settings.tls_dir, self.me())
         self.limits = ConnectionLimits(settings.max_connections, settings.max_per_ip)

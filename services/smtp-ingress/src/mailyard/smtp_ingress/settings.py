@@ -15,7 +15,7 @@ LISTENERS = ("smtp", "submission", "smtps")
 # Policy checks per phase, in the order they run (names of modules in policy/).
 DEFAULT_MAIL_CHECKS = "mail_auth_required,mail_badmailfrom,mail_size"
 DEFAULT_RCPT_CHECKS = "rcpt_limit,rcpt_dnsbl,rcpt_rcpthosts,rcpt_unknown_user"
-DEFAULT_DATA_CHECKS = "data_size,data_hops"
+DEFAULT_DATA_CHECKS = "data_size,data_hops,data_dkim"
 
 
 @functools.cache
@@ -67,6 +67,9 @@ class Settings(ServiceSettings):
     rcpt_checks: str = DEFAULT_RCPT_CHECKS
     data_checks: str = DEFAULT_DATA_CHECKS
     publish_timeout: float = Field(default=5.0, gt=0)
+    # DKIM keys of our domains (mailyard.core.dkimkeys; `mailyard dkim keygen`); only
+    # smtp-ingress reads them. Empty: no signing.
+    dkim_dir: str = "var/dkim"
 
     @field_validator("cleartext_auth")
     @classmethod

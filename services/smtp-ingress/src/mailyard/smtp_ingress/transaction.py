@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from mailyard.smtp_ingress.syntax import Path
+
+if TYPE_CHECKING:
+    from mailyard.core.dkimkeys import DkimKey
 
 
 @dataclass
@@ -17,3 +21,4 @@ class Transaction:
     candidate: Path | None = None   # the RCPT being checked
     message: bytes = b""            # after DATA, without our Received: line
     real_size: int = 0
+    sign_with: list[DkimKey] = field(default_factory=list)  # set by data_dkim

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 CHECKS = {
     "mail": ("mail_auth_required", "mail_badmailfrom", "mail_size"),
     "rcpt": ("rcpt_limit", "rcpt_dnsbl", "rcpt_rcpthosts", "rcpt_unknown_user"),
-    "data": ("data_size", "data_hops"),
+    "data": ("data_size", "data_hops", "data_dkim"),
 }
 
 @dataclass(frozen=True)

@@ -1,0 +1,32 @@
+"""DKIM signing's check: mail our own users send (AUTH, relay clients, lease holders) whose
+From: domain has a signing key is signed at commit; such a message must not contain a line
+over 998 octets (RFC 5322 2.1.1), which a relay on the way would fold, breaking the
+signature. Everything else passes untouched."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mailyard.smtp_ingress.dkim_sign import has_long_line
+from mailyard.smtp_ingress.metrics import DKIM_SIGNED
+from mailyard.smtp_ingress.policy import ACCEPT, Verdict
+from mailyard.smtp_ingress.replies import LINE_TOO_LONG_TO_SIGN
+
+if TYPE_CHECKING:
+    from mailyard.smtp_ingress.session import Session
+
+
+async def check(s: Session) -> Verdict:
+    assert s.tx is not None
+    signer = s.app.signer
+    if signer is None or s.may_relay is not True or not s.tx.message:
+        return ACCEPT
+    keys = signer.keys_for_message(s.tx.message)
+    if not keys:
+        DKIM_SIGNED.labels("no_key").inc()
+        return ACCEPT
+    if has_long_line(s.tx.message):
+        DKIM_SIGNED.labels("long_line").inc()
+        return Verdict(LINE_TOO_LONG_TO_SIGN, "long_line")
+    s.tx.sign_with = keys
+    return ACCEPT
