@@ -4,6 +4,7 @@ watch): real child processes, a real nats-server and an SMTP server on 127.0.0.1
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -156,3 +157,16 @@ def test_other_bad_input(services: Services, capsys: pytest.CaptureFixture[str],
     monkeypatch.setenv("MAILYARD_DIRECTORY_ADDR", f"127.0.0.1:{closed_port()}")
     code, out, err = run(capsys, "route", "list")
     assert (code, out) == (1, "") and "service unavailable" in err
+
+
+def test_control_set_refuses_typos_and_bad_routes(services: Services,
+                                                  capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out, err = run(capsys, "control", "set", "databyte", "20000000")
+    assert (code, out) == (1, "")
+    assert err.startswith("mailyard: INVALID_ARGUMENT: unknown control file 'databyte'")
+    assert err.count("\n") == 1
+    monkeypatch.setattr("sys.stdin", io.StringIO("example.test:relay.example.net:99999\n"))
+    code, out, err = run(capsys, "control", "set", "smtproutes")
+    assert (code, out) == (1, "") and "line 1: not a port (1-65535): '99999'" in err
+    assert run(capsys, "route", "list") == (0, "", "")  # nothing was written

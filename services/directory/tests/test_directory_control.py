@@ -37,10 +37,10 @@ async def test_set_get_list_delete(svc: Replica, reader: ControlView) -> None:
     await stub.Set(pb.SetRequest(name="smtproutes", text=routes))
     got = await stub.Get(pb.GetRequest(name="smtproutes"))
     assert got.text == routes and got.version == control.version_of(routes)
-    await stub.Set(pb.SetRequest(name="x-custom_file.v2", text="anything\n"))
+    await stub.Set(pb.SetRequest(name="badmailfrom", text="anything\n"))
 
     listed = await stub.List(pb.ListRequest())
-    assert [f.name for f in listed.files] == ["databytes", "smtproutes", "x-custom_file.v2"]
+    assert [f.name for f in listed.files] == ["badmailfrom", "databytes", "smtproutes"]
     assert all(f.version and f.HasField("updated_at") for f in listed.files)
 
     deleted = await stub.Delete(pb.GetRequest(name="smtproutes"))
@@ -73,6 +73,36 @@ async def test_invalid_names(svc: Replica, name: str) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as exc:
         await svc.control.Set(pb.SetRequest(name=name, text="x"))
     assert code_of(exc) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize("name", ["databyte", "x-custom_file.v2", "smtproute"])
+async def test_unknown_names_are_refused_not_stored(svc: Replica, name: str) -> None:
+    """A typo would be stored and read by nobody: the operator thinks it applies."""
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await svc.control.Set(pb.SetRequest(name=name, text="1\n"))
+    assert code_of(exc) == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"unknown control file {name!r}; known: " in (exc.value.details() or "")
+    assert "databytes" in (exc.value.details() or "")
+    assert [f.name for f in (await svc.control.List(pb.ListRequest())).files] == []
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    ("example.com:relay.test\nbad line without colon\n", "line 2: no ':'"),
+    ("example.com:relay.test:99999\n", "line 1: not a port"),
+    ("# c\n\nexample.com:relay.test tls=sometimes\n", "line 3: tls= must be one of"),
+    (":smarthost.test auth=mailer:secret\n", "auth= must be USER:/absolute"),
+    ("exa mple.com:relay.test\n", "no ':'"),
+    ("ex!ample.com:relay.test\n", "not a domain"),
+])
+async def test_smtproutes_by_the_grammar_remote_delivery_reads(
+        svc: Replica, text: str, why: str) -> None:
+    """`control set smtproutes` used to store lines remote-delivery then skipped."""
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await svc.control.Set(pb.SetRequest(name="smtproutes", text=text))
+    assert code_of(exc) == grpc.StatusCode.INVALID_ARGUMENT
+    assert why in (exc.value.details() or ""), exc.value.details()
+    good = "# routes\n:smarthost.test:587 tls=must auth=m:/run/pw\n.example.org:[::1]:2525\n"
+    assert (await svc.control.Set(pb.SetRequest(name="smtproutes", text=good))).text == good
 
 
 async def test_rcpthosts_lines_are_domains(svc: Replica) -> None:

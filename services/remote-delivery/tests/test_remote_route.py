@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from mailyard.core.smtproutes import choose, format_line, parse, parse_line
 from mailyard.remote_delivery.lookup import order
-from mailyard.remote_delivery.route import choose, format_line, parse, parse_line
 
 TABLE = """
 # comment

@@ -39,6 +39,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             name = code.name if code else "ERROR"
             print(f"mailyard: {name}: {details}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a file argument that cannot be read (rules import FILE, ...)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"mailyard: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except (UnicodeDecodeError, UnicodeEncodeError) as exc:
+        # a file that is not UTF-8; stdin's undecodable bytes surface only when encoded
+        print(f"mailyard: input is not UTF-8 text ({exc.reason} at {exc.start})",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -15,8 +15,6 @@ remote-delivery rereads it on every delivery. explain asks remote-delivery's Rou
 from __future__ import annotations
 
 import argparse
-import ipaddress
-import re
 import sys
 from typing import Any
 
@@ -25,46 +23,10 @@ import grpc
 from mailyard.api.control.v1 import control_pb2, control_pb2_grpc
 from mailyard.api.routing.v1 import routing_pb2, routing_pb2_grpc
 from mailyard.cli.endpoints import channel
+from mailyard.core import smtproutes
+from mailyard.core.smtproutes import RouteSyntaxError
 
 FILE = "smtproutes"
-_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
-_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\Z")
-
-
-class RouteError(ValueError):
-    """A route remote-delivery could not use (it would skip the line)."""
-
-
-def check_domain(key: str) -> None:
-    """"" (the default route), "example.com" or ".example.com" (every subdomain)."""
-    name = key[1:] if key.startswith(".") else key
-    if key and not _NAME.match(name):
-        raise RouteError(f"not a domain: {key!r}")
-
-
-def check_host(host: str) -> None:
-    """"" (use MX), HOST, HOST:PORT, [ADDRESS] or [ADDRESS]:PORT, as qmail's smtproutes."""
-    if not host:
-        return
-    if host.startswith("["):
-        inner, closed, after = host[1:].partition("]")
-        if not closed:
-            raise RouteError(f"missing ']' in {host!r}")
-        try:
-            ipaddress.ip_address(inner)
-        except ValueError:
-            raise RouteError(f"not an IP address in brackets: {inner!r}") from None
-        if after and not after.startswith(":"):
-            raise RouteError(f"unexpected {after!r} after ']'")
-        port = after[1:]
-    else:
-        name, _, port = host.partition(":")
-        if not _NAME.match(name.rstrip(".")):
-            raise RouteError(f"not a host name: {name!r}")
-    if port and not (port.isdigit() and 0 < int(port) < 65536):
-        raise RouteError(f"not a port (1-65535): {port!r}")
-    if host.endswith(":"):
-        raise RouteError(f"empty port in {host!r}")
 
 
 def register(sub: Any) -> None:
@@ -88,12 +50,10 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_explain)
 
 
-def _key(domain: str) -> str:
-    return "" if domain in (":", "") else domain.strip().lower().rstrip(".")
-
-
 def _line_key(line: str) -> str:
-    return line.split(maxsplit=1)[0].partition(":")[0].strip().lower().rstrip(".")
+    """The key of a stored line; a line the grammar refuses still has the text before ':'."""
+    key = smtproutes.line_key(line)
+    return key if key is not None else line.split(maxsplit=1)[0].partition(":")[0].lower()
 
 
 def _read() -> tuple[control_pb2_grpc.ControlStub, list[str]]:
@@ -127,25 +87,23 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _set(args: argparse.Namespace) -> int:
-    key = _key(args.domain)
     host = args.host.strip()
-    if ":" in host and not host.startswith("[") and host.count(":") > 1:
+    if host.count(":") > 1 and not host.startswith("["):
         host = f"[{host}]"  # a bare IPv6 address
+    user, _, path = (args.auth or "").partition(":")
+    if args.auth and (not user or not path.startswith("/")):
+        print("mailyard: --auth takes USER:/absolute/path/to/passwordfile", file=sys.stderr)
+        return 2
+    domain = "" if args.domain == ":" else args.domain
     try:
-        check_domain(key)
-        check_host(host)
-    except RouteError as exc:
+        key = smtproutes.parse_key(domain)
+        smtproutes.parse_host(host)
+        line = f"{key}:{host}" + (f" tls={args.tls}" if args.tls else "") + \
+            (f" auth={user}:{path}" if args.auth else "")
+        smtproutes.parse_line(line)  # the whole line, by the grammar remote-delivery reads
+    except RouteSyntaxError as exc:
         print(f"mailyard: bad route: {exc}", file=sys.stderr)
         return 2
-    line = f"{key}:{host}"
-    if args.tls:
-        line += f" tls={args.tls}"
-    if args.auth:
-        user, _, path = args.auth.partition(":")
-        if not user or not path.startswith("/"):
-            print("mailyard: --auth takes USER:/absolute/path/to/passwordfile", file=sys.stderr)
-            return 2
-        line += f" auth={user}:{path}"
     stub, lines = _read()
     out, replaced = [], False
     for old in lines:
@@ -163,7 +121,11 @@ def _set(args: argparse.Namespace) -> int:
 
 
 def _del(args: argparse.Namespace) -> int:
-    key = _key(args.domain)
+    try:
+        key = smtproutes.parse_key("" if args.domain == ":" else args.domain)
+    except RouteSyntaxError as exc:
+        print(f"mailyard: bad route: {exc}", file=sys.stderr)
+        return 2
     stub, lines = _read()
     kept = [line for line in lines if not (_meaningful(line) and _line_key(line) == key)]
     if len(kept) == len(lines):

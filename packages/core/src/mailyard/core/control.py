@@ -21,6 +21,8 @@ CONTROL_VERSION = Gauge(
     ["file", "version"],
 )
 
+# Every file some service reads. The directory refuses to store any other name: a typo
+# (`databyte`) would otherwise be kept and silently do nothing. A new control file is added here.
 KNOWN_FILES = (
     "badmailfrom", "concurrencylocal", "concurrencyremote", "databytes", "dnsbl",
     "me", "queuelifetime", "rcpthosts", "smtproutes", "tcp.smtp",

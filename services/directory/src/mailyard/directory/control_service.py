@@ -47,7 +47,7 @@ class ControlService(pb_grpc.ControlServicer):
 
     @rpc
     async def Set(self, request: pb.SetRequest, context: Ctx) -> pb.ControlFile:
-        name = validate.control_name(request.name)
+        name = validate.known_control_name(request.name)
         text = validate.control_text(name, request.text)
         # Last writer wins, as with `echo ... > control/x`; the CAS only keeps the write whole.
         _, revision = await self.store.change(name, lambda _raw: text.encode())

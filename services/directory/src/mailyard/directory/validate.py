@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from mailyard.core import control
+from mailyard.core import control, smtproutes
 from mailyard.core.addresses import split, to_ascii_domain
 from mailyard.core.directory import canonical
 from mailyard.directory.errors import invalid
@@ -93,6 +93,15 @@ def control_name(name: str) -> str:
     return name
 
 
+def known_control_name(name: str) -> str:
+    """A name some service reads: a typo (`databyte`) would otherwise be stored and do
+    nothing, silently."""
+    name = control_name(name)
+    if name not in control.KNOWN_FILES:
+        raise invalid(f"unknown control file {name!r}; known: {', '.join(control.KNOWN_FILES)}")
+    return name
+
+
 def control_text(name: str, text: str) -> str:
     """The text to store: validated where Mailyard knows the file, ending in a newline."""
     if "\x00" in text:
@@ -103,6 +112,11 @@ def control_text(name: str, text: str) -> str:
         values = control.lines(text)
         if len(values) != 1 or not values[0].isdigit() or int(values[0]) <= 0:
             raise invalid(f"control/{name} must be one positive integer, got {text.strip()!r}")
+    elif name == "smtproutes":
+        try:
+            smtproutes.check(text)
+        except smtproutes.RouteSyntaxError as exc:
+            raise invalid(f"control/smtproutes {exc}") from None
     elif name in ("rcpthosts", "me"):
         for line in control.lines(text):
             # rcpthosts may hold ".example.com" (every subdomain), as in qmail

@@ -36,9 +36,9 @@ from mailyard.api.mail.v1.delivery_pb2 import (
     Outcome,
     RecipientResult,
 )
+from mailyard.core import smtproutes as routes
 from mailyard.core.control import ControlView
 from mailyard.remote_delivery import metrics, transaction
-from mailyard.remote_delivery import route as routes
 from mailyard.remote_delivery.lookup import Hop, Lookup, Plan
 from mailyard.remote_delivery.pool import Connection, DestKey, Pool, quit_quietly
 from mailyard.remote_delivery.settings import Settings

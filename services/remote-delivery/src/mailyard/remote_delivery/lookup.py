@@ -18,7 +18,7 @@ import dns.name
 import dns.rdatatype
 import dns.resolver
 
-from mailyard.remote_delivery.route import Route
+from mailyard.core.smtproutes import Route
 from mailyard.remote_delivery.settings import Settings, parse_server
 
 TEMP_DNS = "Sorry, I couldn't find any host by that name. (#4.1.2)"

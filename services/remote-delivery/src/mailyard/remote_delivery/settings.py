@@ -7,8 +7,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 
 from mailyard.core.settings import ServiceSettings, service_config
-
-TLS_POLICIES = ("none", "may", "must", "verify")
+from mailyard.core.smtproutes import TLS_POLICIES
 
 
 class Settings(ServiceSettings):

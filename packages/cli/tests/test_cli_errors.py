@@ -1,0 +1,42 @@
+"""Bad input to the `mailyard` command: one line on stderr, exit 1, no traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mailyard.core.natsserver import free_port
+
+
+def mailyard(*argv: str, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
+    closed = f"127.0.0.1:{free_port()}"  # no service is needed to refuse these
+    env = {**os.environ, "MAILYARD_RELAYAUTH_ADDR": closed, "MAILYARD_DIRECTORY_ADDR": closed}
+    proc = subprocess.run([sys.executable, "-m", "mailyard.cli.main", *argv], input=stdin,
+                          capture_output=True, env=env, timeout=60, check=False)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode(),
+                                       proc.stderr.decode())
+
+
+@pytest.mark.parametrize(("argv", "why"), [
+    (("rules", "import", "/nonexistent/tcp.smtp"),
+     "mailyard: /nonexistent/tcp.smtp: No such file or directory"),
+    (("rules", "import", "/"), "mailyard: /: Is a directory"),
+])
+def test_unreadable_files_are_one_line(argv: tuple[str, ...], why: str) -> None:
+    done = mailyard(*argv)
+    assert (done.returncode, done.stdout, done.stderr) == (1, "", why + "\n")
+
+
+def test_binary_input_is_one_line(tmp_path: Path) -> None:
+    rules = tmp_path / "tcp.smtp"
+    rules.write_bytes(b"127.:allow\n\xff\xfe\n")
+    done = mailyard("rules", "import", str(rules))
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.startswith("mailyard: input is not UTF-8 text") and \
+        done.stderr.count("\n") == 1
+    done = mailyard("control", "set", "badmailfrom", stdin=b"\xff\n")
+    assert done.returncode == 1 and done.stderr.startswith("mailyard: input is not UTF-8")
