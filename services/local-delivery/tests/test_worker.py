@@ -34,6 +34,10 @@ async def _max_ack_pending(env: Env) -> int:
 async def test_concurrencylocal_default_and_live_change(env: Env) -> None:
     await env.start()
     assert await _max_ack_pending(env) == 10
+    # A killed worker's jobs hold their slots until ack_wait passes: at most 10 s by
+    # default (it was 60 s), progress acks every ack_wait / 3 keep a live worker's jobs.
+    info = await env.js.consumer_info(bus.JOBS_STREAM, bus.JOB_CONSUMER["local"])
+    assert info.config.ack_wait == 10
     assert REGISTRY.get_sample_value("mailyard_delivery_concurrency_limit",
                                      {"channel": "local"}) == 10
     await env.control("concurrencylocal", "3\n")

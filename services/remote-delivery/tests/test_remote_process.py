@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,15 @@ MSG = b"Subject: long\r\n\r\nbody\r\n"
 
 def replica(name: str, nats: NatsServer, spool: Spool, dns: DnsServer, logs: Path,
             **extra: str) -> ServiceProcess:
+    """A remote-delivery process; settings as keyword arguments (ack_wait="" keeps the
+    default)."""
     http = free_port()
     env = {"MAILYARD_REMOTE_NATS_URL": nats.url, "MAILYARD_REMOTE_SPOOL_DIR": str(spool.root),
            "MAILYARD_REMOTE_HTTP_PORT": str(http), "MAILYARD_REMOTE_INSTANCE": name,
            "MAILYARD_REMOTE_DNS_SERVER": dns.address, "MAILYARD_REMOTE_ME": "mx.ours.test",
            "MAILYARD_REMOTE_ACK_WAIT": "3", "MAILYARD_REMOTE_GRPC_PORT": "0",
            **{f"MAILYARD_REMOTE_{k.upper()}": v for k, v in extra.items()}}
+    env = {k: v for k, v in env.items() if v}
     return ServiceProcess("mailyard.remote_delivery", env, logs, http_port=http)
 
 
@@ -48,15 +52,20 @@ async def test_replica_killed_mid_transfer(js: Any, nats_server: NatsServer, spo
     smtp_servers.append(server)
     kv = await bus.ensure_kv(js, bus.KV_CONTROL)
     await kv.put("smtproutes", f"kill.test:127.0.0.1:{server.port}".encode())
-    first = replica("first", nats_server, spool, dns_server, tmp_path).start()
+    # Default settings: a dead replica's jobs must run again elsewhere within 15 s (with
+    # a 90 s ack_wait they held the channel's slots for 90 s).
+    first = replica("first", nats_server, spool, dns_server, tmp_path, ack_wait="").start()
     try:
         job = await job_for(spool, ["u@kill.test"])
         await bus.publish(js, bus.JOB_SUBJECT["remote"], job, msg_id=job.job_id)
         assert await asyncio.to_thread(server.in_data.wait, 20), first.logs()
-        second = replica("second", nats_server, spool, dns_server, tmp_path)
+        second = replica("second", nats_server, spool, dns_server, tmp_path, ack_wait="")
         await asyncio.to_thread(second.start)
         first.kill()  # mid-transfer: never acked, never reported
-        [res] = await results(js, 1, timeout=30)
+        killed = time.monotonic()
+        [res] = await results(js, 1, timeout=40)  # generous on a loaded machine; was 90 s
+        print(f"a killed replica's job was delivered again after "
+              f"{time.monotonic() - killed:.1f} s")
         assert res.worker == "second", second.logs()
         assert res.results[0].outcome == OUTCOME_DELIVERED
         assert [m.rcpt_tos for m in server.messages] == [["u@kill.test"]]

@@ -21,7 +21,9 @@ class Settings(ServiceSettings):
     over_quota: Literal["bounce", "defer"] = "bounce"
     # Seconds a job may run without a progress ack before JetStream hands it to another
     # replica (a killed worker's jobs come back after this long).
-    ack_wait: float = Field(default=60.0, gt=0)
+    # 10 s: progress acks every ack_wait / 3 keep a slow delivery; a dead worker's jobs run
+    # again elsewhere after at most this long.
+    ack_wait: float = Field(default=10.0, gt=0)
     # |command delivery is not implemented: running programs as the mail user from
     # directory data is dangerous. The switch exists so enabling it fails loudly.
     program_delivery: bool = False

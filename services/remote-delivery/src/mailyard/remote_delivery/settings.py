@@ -36,7 +36,9 @@ class Settings(ServiceSettings):
     local_names: list[str] = Field(default_factory=list)
     local_addresses: list[str] = Field(default_factory=list)
     # JetStream consumer
-    ack_wait: float = Field(default=90.0, gt=1)
+    # A job with no ack or progress ack for this long goes to another replica: a killed
+    # replica's jobs wait this long (progress acks every ack_wait / 3 keep a live one's).
+    ack_wait: float = Field(default=10.0, gt=1)
     max_deliver: int = Field(default=5, ge=1)
     concurrency_default: int = Field(default=20, ge=1)  # concurrencyremote when the file is empty
     # Jobs one replica runs at once: 0 = up to concurrencyremote (the cluster-wide limit).
