@@ -40,6 +40,7 @@ pytest: install
 test: proto-check lint typecheck pytest
 
 bench: install
+	$(BIN)/python -m bench.field
 	$(BIN)/python -m bench.run
 
 clean:
