@@ -3,12 +3,23 @@ without a restart. Plus the real entry point with /readyz and /metrics."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ingress_helpers import committed, session, todo_count
+import pytest
+from ingress_helpers import (
+    MakeIngress,
+    committed,
+    seed_directory,
+    session,
+    todo_count,
+    wait_for,
+)
 
 from mailyard.core.natsserver import NatsServer, free_port
 from mailyard.core.testing import ServiceProcess
@@ -96,3 +107,41 @@ def test_unsafe_settings_refused(tmp_path: Path) -> None:
     proc.start()
     assert proc.proc is not None and proc.proc.wait(30) == 2
     assert "refusing to start" in proc.logs()
+
+
+@pytest.fixture
+def small_volume(tmp_path: Path) -> Iterator[Path]:
+    """A 20 MB tmpfs of our own: a full disk, for real, without touching the machine's."""
+    mountpoint = tmp_path / "volume"
+    mountpoint.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m,mode=0700", "tmpfs",
+                           str(mountpoint)], check=False, capture_output=True, text=True)
+    if done.returncode != 0:
+        reason = f"cannot mount a tmpfs (needs root): {done.stderr.strip()}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+async def test_full_spool_gets_452_at_mail_and_not_ready(make_ingress: MakeIngress, js: Any,
+                                                         small_volume: Path) -> None:
+    """Below max(SPOOL_MIN_FREE, 1.5 x databytes) free, MAIL gets 452 4.3.1 before any byte
+    of DATA is sent, /readyz says not ready; freeing space is enough to recover."""
+    ingress = await make_ingress(spool_dir=small_volume / "spool")
+    await seed_directory(js, "example.org", ["alice@example.org"])
+    await wait_for(lambda: ingress.directory.accepts("alice@example.org"))
+    assert ingress.databytes() == 10485760 and ingress.ready()  # 15 MB must stay free
+    free = os.statvfs(small_volume).f_bavail * os.statvfs(small_volume).f_frsize
+    filler = small_volume / "filler"
+    filler.write_bytes(b"x" * (free - 12000000))  # 12 MB left: a message would still fit
+    client = await session(ingress.ports["smtp"])
+    assert await client.cmd("MAIL FROM:<a@b.test>") == R.INSUFFICIENT_STORAGE
+    assert not ingress.ready() and ingress.spool_writable()
+    filler.unlink()
+    assert ingress.ready()
+    assert await client.cmd("MAIL FROM:<a@b.test> SIZE=6000000") == R.INSUFFICIENT_STORAGE
+    assert (await _send(ingress)).startswith("250 ok ")

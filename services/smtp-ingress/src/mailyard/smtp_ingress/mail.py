@@ -35,6 +35,9 @@ async def mail(s: Session, arg: str) -> bool:
     if not tx.sender.ascii and not tx.smtputf8:
         s.reject(replies.NON_ASCII, "non_ascii")
         return True
+    if not s.app.spool_has_room(tx.size):  # before DATA, not at its end (a full disk)
+        s.reject(replies.INSUFFICIENT_STORAGE, "storage")
+        return True
     s.tx = tx
     verdict = await policy.run("mail", s)
     if not verdict.accepted:

@@ -33,7 +33,7 @@ REJECTION_REASONS = (
     "auth", "auth_failed", "auth_required", "auth_throttled", "auth_unavailable",
     "badmailfrom", "bare_lf", "client_denied", "databytes", "dnsbl", "hops",
     "line_too_long", "long_line", "non_ascii", "nul", "rcpthosts", "relay_unavailable",
-    "sequence", "syntax",
+    "sequence", "storage", "syntax",
     "timeout", "tls", "tls_required", "too_many_connections", "too_many_recipients",
     "unavailable", "unknown_command", "unknown_user")
 AUTH_MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")

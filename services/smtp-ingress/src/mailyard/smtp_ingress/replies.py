@@ -85,6 +85,7 @@ MAIL_SYNTAX = "501 5.5.4 syntax: MAIL FROM:<address>"
 MAIL_OK = "250 2.1.0 ok"
 PARAMS_NEED_EHLO = "555 5.5.4 parameters need EHLO"
 NON_ASCII = "553 5.6.7 non-ASCII address requires SMTPUTF8"
+INSUFFICIENT_STORAGE = "452 4.3.1 insufficient system storage"  # Postfix's words
 
 
 def unsupported_parameter(key: str) -> str:

@@ -102,8 +102,20 @@ class Ingress:
         except OSError:
             return False
 
+    def spool_has_room(self, size: int = 0) -> bool:
+        """Free space for one more message of `size` bytes above the reserve (see
+        Settings.spool_min_free). Asked at every MAIL: statvfs is one cheap syscall, and
+        the answer follows the disk as it fills and empties, no restart needed."""
+        need = max(self.settings.spool_min_free, self.databytes() * 3 // 2) + size
+        try:
+            st = os.statvfs(self.spool.root)
+        except OSError:
+            return False
+        return st.f_bavail * st.f_frsize >= need
+
     def ready(self) -> bool:
-        return self.bus_ready() and self.views_ready() and self.spool_writable()
+        return self.bus_ready() and self.views_ready() and self.spool_writable() \
+            and self.spool_has_room()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -201,7 +213,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     if settings.http_port:
         http = HttpServer(make_app("smtp-ingress", {
             "nats": ingress.bus_ready, "views": ingress.views_ready,
-            "spool": ingress.spool_writable}), settings.http_host, settings.http_port)
+            "spool": ingress.spool_writable, "spool_space": ingress.spool_has_room}),
+            settings.http_host, settings.http_port)
         await http.start()
     await stop.wait()
     await ingress.stop()

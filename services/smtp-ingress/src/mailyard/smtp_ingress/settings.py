@@ -70,6 +70,10 @@ class Settings(ServiceSettings):
     # DKIM keys of our domains (mailyard.core.dkimkeys; `mailyard dkim keygen`); only
     # smtp-ingress reads them. Empty: no signing.
     dkim_dir: str = "var/dkim"
+    # MAIL gets 452 4.3.1 (and /readyz says not ready) while the spool's file system has
+    # less free than max(SPOOL_MIN_FREE, 1.5 x databytes) + the SIZE= the client declared:
+    # Postfix's queue_minfree rule, so a full disk turns clients away before DATA.
+    spool_min_free: int = Field(default=0, ge=0)
 
     @field_validator("cleartext_auth")
     @classmethod
