@@ -145,3 +145,15 @@ async def test_full_spool_gets_452_at_mail_and_not_ready(make_ingress: MakeIngre
     assert ingress.ready()
     assert await client.cmd("MAIL FROM:<a@b.test> SIZE=6000000") == R.INSUFFICIENT_STORAGE
     assert (await _send(ingress)).startswith("250 ok ")
+
+
+def test_rcpt_checks_without_rcpthosts_refused(tmp_path: Path) -> None:
+    """A check list without the relay decision would make an open relay: no start."""
+    proc = ServiceProcess("mailyard.smtp_ingress", {
+        "MAILYARD_INGRESS_RCPT_CHECKS": "rcpt_limit,rcpt_unknown_user"}, tmp_path)
+    proc.start()
+    assert proc.proc is not None and proc.proc.wait(30) == 2
+    lines = [line for line in proc.logs().splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("mailyard-smtp-ingress: refusing to start: ")
+    assert "MAILYARD_INGRESS_RCPT_CHECKS" in lines[0] and "open relay" in lines[0]

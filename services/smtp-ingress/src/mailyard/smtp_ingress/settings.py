@@ -83,6 +83,15 @@ class Settings(ServiceSettings):
             raise ValueError(f"unknown listener(s) {bad}; use {', '.join(LISTENERS)}")
         return value
 
+    @field_validator("rcpt_checks")
+    @classmethod
+    def _relay_closed(cls, value: str) -> str:
+        # rcpt_rcpthosts is the relay decision: without it every RCPT is accepted
+        if "rcpt_rcpthosts" not in _names(value):
+            raise ValueError("without rcpt_rcpthosts anyone may relay through us "
+                             "(an open relay); keep it in the list")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         if bool(self.tls_cert) != bool(self.tls_key):
