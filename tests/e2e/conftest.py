@@ -19,6 +19,9 @@ from mailyard.cli.platform import Platform, free_ports
 from mailyard.core.testing import SmtpSink
 
 
+E2E_ME = "mx.e2e.test"  # `mailyard up --me`: written to control/me once the directory answers
+
+
 class Mailyard:
     def __init__(self, platform: Platform, sink: SmtpSink) -> None:
         self.platform = platform
@@ -82,7 +85,7 @@ def mailyard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mailyard]:
     # consumers' ack_wait passes (15 s / 30 s by default); shorter here so tests stay quick.
     # Two ingress processes share the SMTP ports (SO_REUSEPORT), as `mailyard up
     # --ingress-replicas 2` runs them, so every test also crosses that path.
-    platform = Platform(data, ports=free_ports(), ingress_replicas=2, env={
+    platform = Platform(data, ports=free_ports(), ingress_replicas=2, me=E2E_ME, env={
         "queue": {"LEADER_TTL": "4", "CONSUME_ACK_WAIT": "8"}})
     try:
         platform.start()

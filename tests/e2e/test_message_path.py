@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from tests.e2e.conftest import Mailyard
+from tests.e2e.conftest import E2E_ME, Mailyard
 
 BODY = (b"From: sender@client.test\r\nTo: postmaster@example.test\r\n"
         b"Subject: first message\r\n\r\n"
@@ -101,6 +101,8 @@ def test_kill_9_of_the_queue_mid_stream_loses_nothing(mailyard: Mailyard) -> Non
 
 def test_smtp_session_survives_a_rejected_command(mailyard: Mailyard) -> None:
     with mailyard.smtp() as client:
+        assert client.ehlo_resp is not None
+        assert client.ehlo_resp.decode().splitlines()[0] == E2E_ME  # control/me via --me
         code, _ = client.docmd("MAIL FROM:<bad address>")
         assert code >= 500
         with pytest.raises(smtplib.SMTPRecipientsRefused):

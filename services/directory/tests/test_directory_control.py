@@ -123,3 +123,28 @@ async def test_store_cas_loses_no_increment(js: Any) -> None:
     await asyncio.gather(*((one if i % 2 else two).change("counter", increment)
                            for i in range(30)))
     assert (await one.get("counter")).value == b"30"
+
+
+@pytest.mark.parametrize(("name", "bad", "why"), [
+    ("me", "localhost", "names this machine only"),
+    ("me", "mx", "not fully qualified"),
+    ("me", "a.example\nb.example", "exactly one host name"),
+    ("me", "10.0.0.1", "not an IP address"),
+    ("me", "not valid.example", "not a valid host name"),
+    ("postmaster", "postmaster", "not an address"),
+    ("postmaster", "pm@mx", "not fully qualified"),
+    ("postmaster", "a@b.example\nc@d.example", "exactly one address"),
+])
+async def test_me_and_postmaster_are_validated(svc: Replica, name: str, bad: str,
+                                               why: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await svc.control.Set(pb.SetRequest(name=name, text=bad))
+    assert code_of(exc) == grpc.StatusCode.INVALID_ARGUMENT
+    assert why in (exc.value.details() or "")
+
+
+async def test_me_and_postmaster_accepted(svc: Replica) -> None:
+    assert (await svc.control.Set(pb.SetRequest(name="me", text="mail.example.net"))).text \
+        == "mail.example.net\n"
+    for good in ("hostmaster@example.net", "postmaster@localhost"):
+        await svc.control.Set(pb.SetRequest(name="postmaster", text=good))

@@ -114,7 +114,8 @@ async def test_failed_bounce_goes_to_postmaster_then_dropped(
 
 async def test_null_sender_failure_is_double_bounce(js: Any, spool: Spool, workers: Any,
                                                    start_queue: Any) -> None:
-    q = start_queue(POSTMASTER="pm@admin.test")
+    await set_control(js, "postmaster", "pm@admin.test\n")
+    q = start_queue()
     env = await send(spool, js, "", ["r@remote.test"])
     job = await workers["remote"].job()
     await workers["remote"].report(job, FAILED, REFUSED)
@@ -136,3 +137,64 @@ async def test_delay_warning_when_enabled(js: Any, spool: Spool, workers: Any,
     assert "Action: delayed" in text and "Status: 4.7.1" in text and "greylisted" in text
     detail = await q.explain(env.queue_id)  # the original stays queued
     assert detail.recipients[0].attempts == 1
+
+
+async def _double_bounce_of_null_sender(js: Any, spool: Spool, workers: Any, q: Any) -> Any:
+    env = await send(spool, js, "", ["r@remote.test"])
+    job = await workers["remote"].job()
+    await workers["remote"].report(job, FAILED, REFUSED)
+    await wait_for(lambda: gone(q, env.queue_id), what="original removed")
+    return env
+
+
+async def test_double_bounce_for_localhost_goes_to_the_postmaster_mailbox(
+        js: Any, spool: Spool, workers: Any, start_queue: Any) -> None:
+    """The reported problem: with me=localhost a double bounce was queued as remote mail for
+    postmaster@localhost and sat deferred. Now the local postmaster mailbox takes it."""
+    q = start_queue(ME="localhost")
+    await _double_bounce_of_null_sender(js, spool, workers, q)
+    new = spool.root / "postmaster" / "Maildir" / "new"
+    files = await wait_for(lambda: _listing(new), what="postmaster mailbox written")
+    text = files[0].read_bytes().decode()
+    assert "To: postmaster@localhost" in text and REFUSED in text
+    assert await workers["remote"].none_within(0.5)  # nothing was queued for an MX
+    assert (await q.stat()).messages == 0
+
+
+async def test_me_and_postmaster_follow_the_control_files(
+        js: Any, spool: Spool, workers: Any, start_queue: Any) -> None:
+    q = start_queue(ME="localhost")
+    await set_control(js, "me", "mail.example.net\n")
+    await set_control(js, "postmaster", "hostmaster@admin.test\n")
+    await wait_for(lambda: _control_seen(q), what="control files applied")
+    await _double_bounce_of_null_sender(js, spool, workers, q)
+    double = await workers["remote"].job()
+    assert list(double.recipients) == ["hostmaster@admin.test"]
+    env, data = await read_spool(spool, double.queue_id)
+    assert env.helo == "mail.example.net"
+    text = data.decode()
+    assert "From: MAILER-DAEMON@mail.example.net" in text
+    assert "@mail.example.net>" in text  # Message-ID
+    assert "Reporting-MTA: dns; mail.example.net" in text
+
+
+async def test_postmaster_at_unhosted_me_goes_to_the_postmaster_mailbox(
+        js: Any, spool: Spool, workers: Any, start_queue: Any) -> None:
+    """postmaster@<me> while `me` is no hosted domain: its MX is ourselves, never deliverable."""
+    await set_control(js, "me", "mail.example.net\n")
+    q = start_queue()
+    await _double_bounce_of_null_sender(js, spool, workers, q)
+    new = spool.root / "postmaster" / "Maildir" / "new"
+    files = await wait_for(lambda: _listing(new), what="postmaster mailbox written")
+    assert b"To: postmaster@mail.example.net" in files[0].read_bytes()
+
+
+async def _listing(folder: Any) -> list[Any]:
+    return sorted(folder.iterdir()) if folder.is_dir() else []
+
+
+async def _control_seen(q: Any) -> bool:
+    with urllib.request.urlopen(f"http://127.0.0.1:{q.http_port}/metrics") as resp:
+        metrics = resp.read().decode()
+    return ('mailyard_control_file_info{file="me"' in metrics
+            and 'mailyard_control_file_info{file="postmaster"' in metrics)

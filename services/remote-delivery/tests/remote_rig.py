@@ -30,6 +30,7 @@ from mailyard.api.mail.v1.delivery_pb2 import CHANNEL_REMOTE, DeliveryJob, Deliv
 from mailyard.api.mail.v1.envelope_pb2 import Envelope
 from mailyard.core import bus
 from mailyard.core.control import ControlView
+from mailyard.core.identity import Identity
 from mailyard.core.natsserver import free_port
 from mailyard.core.spool import Spool
 from mailyard.remote_delivery.deliver import Deliverer
@@ -331,7 +332,7 @@ async def rig(js: Any, spool: Spool, dns_server: DnsServer,
     kv = await bus.ensure_kv(js, bus.KV_CONTROL)
     pool = Pool(settings.per_destination_limit, settings.idle_timeout,
                 settings.max_messages_per_connection)
-    deliverer = Deliverer(settings, control, Lookup(settings), pool)
+    deliverer = Deliverer(settings, control, Lookup(settings, Identity(control, settings.me)), pool)
     yield Rig(js, spool, control, settings, deliverer, pool, kv)
     await pool.close()
     await control.stop()

@@ -20,6 +20,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
+
+from mailyard.api.control.v1 import control_pb2, control_pb2_grpc
 from mailyard.cli.endpoints import Ports
 from mailyard.core.natsserver import NatsServer, free_port
 
@@ -106,8 +109,10 @@ class Platform:
 
     def __init__(self, data_dir: Path | str = "var", ports: Ports | None = None,
                  env: dict[str, dict[str, str]] | None = None, replicas: int = 1,
-                 sync_always: bool = False, ingress_replicas: int = 1) -> None:
+                 sync_always: bool = False, ingress_replicas: int = 1,
+                 me: str | None = None) -> None:
         self.data = Path(data_dir).resolve()
+        self.me = me  # written to control/me once the directory answers
         self.ports = ports or Ports()
         self.extra_env = env or {}
         self.replicas = replicas  # remote-delivery replicas
@@ -211,9 +216,20 @@ class Platform:
                 self.running[spec.name] = Running(spec, self._spawn(spec), time.monotonic())
             for run in self.running.values():
                 self.wait_ready(run.spec, timeout)
+            if self.me:
+                self.set_control("me", self.me + "\n")
         except BaseException:
             self.stop()
             raise
+
+    def set_control(self, name: str, text: str) -> None:
+        """Write a control file through the directory (validated there, seen by all)."""
+        with grpc.insecure_channel(f"127.0.0.1:{self.ports.directory_grpc}") as chan:
+            try:
+                control_pb2_grpc.ControlStub(chan).Set(
+                    control_pb2.SetRequest(name=name, text=text), timeout=10)
+            except grpc.RpcError as exc:
+                raise RuntimeError(f"control/{name}: {exc.details()}") from None
 
     def _spawn(self, spec: ServiceSpec) -> subprocess.Popen[bytes]:
         with open(self.logs / f"{spec.name}.log", "ab") as log:

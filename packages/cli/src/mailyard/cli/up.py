@@ -12,6 +12,7 @@ from typing import Any
 
 from mailyard.cli.endpoints import PORTS, Ports
 from mailyard.cli.platform import Platform
+from mailyard.core.identity import hostname_problem
 
 
 def register(sub: Any) -> None:
@@ -28,6 +29,9 @@ def register(sub: Any) -> None:
                          + ", ".join(f.name for f in dataclasses.fields(Ports)))
     up.add_argument("--nats-sync-always", action="store_true",
                     help="fsync every JetStream write (sync_interval: always)")
+    up.add_argument("--me", metavar="HOSTNAME",
+                    help="this platform's name (control/me: greeting, Received:, bounces); "
+                         "kept in control/me, so later runs remember it")
     up.set_defaults(func=cmd_up)
     status = sub.add_parser("status", help="is every service of `mailyard up` ready?")
     status.set_defaults(func=cmd_status)
@@ -46,9 +50,13 @@ def _ports(text: str) -> Ports:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    problem = hostname_problem(args.me) if args.me is not None else None
+    if problem:
+        print(f"mailyard: --me: {problem}", file=sys.stderr)
+        return 2
     platform = Platform(args.data, ports=args.ports, replicas=args.remote_replicas,
                         sync_always=args.nats_sync_always,
-                        ingress_replicas=args.ingress_replicas)
+                        ingress_replicas=args.ingress_replicas, me=args.me)
     stopping = False
 
     def _stop(signum: int, frame: object) -> None:

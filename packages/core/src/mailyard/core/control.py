@@ -25,7 +25,7 @@ CONTROL_VERSION = Gauge(
 # (`databyte`) would otherwise be kept and silently do nothing. A new control file is added here.
 KNOWN_FILES = (
     "badmailfrom", "concurrencylocal", "concurrencyremote", "databytes", "dnsbl",
-    "me", "queuelifetime", "rcpthosts", "smtproutes", "tcp.smtp",
+    "me", "postmaster", "queuelifetime", "rcpthosts", "smtproutes", "tcp.smtp",
 )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from mailyard.core import control, smtproutes
+from mailyard.core import control, identity, smtproutes
 from mailyard.core.addresses import split, to_ascii_domain
 from mailyard.core.directory import canonical
 from mailyard.directory.errors import invalid
@@ -117,7 +117,13 @@ def control_text(name: str, text: str) -> str:
             smtproutes.check(text)
         except smtproutes.RouteSyntaxError as exc:
             raise invalid(f"control/smtproutes {exc}") from None
-    elif name in ("rcpthosts", "me"):
+    elif name in (identity.ME_FILE, identity.POSTMASTER_FILE):
+        parse = identity.parse_me if name == identity.ME_FILE else identity.parse_postmaster
+        try:
+            parse(text)
+        except ValueError as exc:
+            raise invalid(str(exc)) from None
+    elif name == "rcpthosts":
         for line in control.lines(text):
             # rcpthosts may hold ".example.com" (every subdomain), as in qmail
             domain(line[1:] if name == "rcpthosts" and line.startswith(".") else line)

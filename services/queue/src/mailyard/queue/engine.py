@@ -20,6 +20,7 @@ from mailyard.core import bus
 from mailyard.core.consumer import pull
 from mailyard.core.control import ControlView
 from mailyard.core.directory import DirectoryView
+from mailyard.core.identity import Identity
 from mailyard.core.spool import Spool
 from mailyard.queue.settings import Settings
 from mailyard.queue.state import Store
@@ -45,6 +46,10 @@ class Queue:
     directory: DirectoryView
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # due work may exist now
     not_preprocessed: int = 0
+    identity: Identity = field(init=False)  # me and postmaster, hot from control/
+
+    def __post_init__(self) -> None:
+        self.identity = Identity(self.control, self.settings.me)
 
     def lifetime(self) -> float:
         """queuelifetime, read live from the control KV."""

@@ -32,7 +32,7 @@ from mailyard.core import bus
 from mailyard.core.errors import MailyardError, SpoolError
 from mailyard.core.ids import new_queue_id
 from mailyard.core.inject import inject
-from mailyard.queue import bounce, metrics, schedule
+from mailyard.queue import bounce, metrics, postmaster, schedule
 from mailyard.queue.engine import Queue
 from mailyard.queue.state import (
     DEFERRED,
@@ -187,28 +187,40 @@ async def send_bounce(q: Queue, message: Message, failed: list[Recipient]) -> No
         metrics.BOUNCES.labels(bounce.DROP).inc()
         await store.run(store.mark_bounced, message.queue_id, addresses)
         return
-    s = q.settings
-    to = message.sender if kind == bounce.BOUNCE else s.postmaster_address
+    s, me = q.settings, q.identity.me
+    to = message.sender if kind == bounce.BOUNCE else q.identity.postmaster
+    # A postmaster no MX can reach (postmaster@localhost, @<me> while me is not hosted)
+    # gets the double bounce in the local postmaster mailbox, not a week in the queue.
+    keep_here = (kind == bounce.DOUBLE_BOUNCE
+                 and not q.identity.deliverable(to, q.directory.is_local_domain))
     bounce_id = await store.run(store.reserve_bounce_id, message.queue_id, new_queue_id())
-    if not await q.spool.exists(q.spool.relpath(bounce_id)):
+    if keep_here or not await q.spool.exists(q.spool.relpath(bounce_id)):
         try:
             _, original = await q.spool.read(message.spool_path, verify=False)
         except SpoolError:
             original = b""
         data = bounce.build(
-            fmt=s.bounce_format, me=s.me, to=to, kind=kind, queue_id=message.queue_id,
+            fmt=s.bounce_format, me=me, to=to, kind=kind, queue_id=message.queue_id,
             original_sender=message.sender, arrival=message.received_at, original=original,
             failures=[bounce.Failure(r.address, r.last_reply, r.enhanced_code,
                                      r.route if r.channel == CHANNEL_REMOTE else "")
                       for r in failed])
-        origin = ORIGIN_BOUNCE if kind == bounce.BOUNCE else ORIGIN_DOUBLE_BOUNCE
-        env = Envelope(queue_id=bounce_id, sender="", recipients=[to], origin=origin,
-                       helo=s.me)
-        await inject(q.spool, q.js, env, data)
+        if keep_here:
+            try:
+                path = await postmaster.deliver(q.spool.root, data, bounce_id)
+            except OSError as exc:  # retried by the next sweep, like a failed injection
+                raise MailyardError(f"postmaster mailbox not written: {exc}") from exc
+            to = f"the local postmaster mailbox ({path.name})"
+        else:
+            origin = ORIGIN_BOUNCE if kind == bounce.BOUNCE else ORIGIN_DOUBLE_BOUNCE
+            env = Envelope(queue_id=bounce_id, sender="", recipients=[to], origin=origin,
+                           helo=me)
+            await inject(q.spool, q.js, env, data)
     # else: injected before a crash; if its todo was lost the reconciler republishes it.
     await store.run(store.mark_bounced, message.queue_id, addresses)
     metrics.BOUNCES.labels(kind).inc()
-    await q.event("bounce", message.queue_id, reply=f"{kind} {bounce_id} to <{to}>")
+    await q.event("bounce", message.queue_id,
+                  reply=f"{kind} {bounce_id} to {to if keep_here else f'<{to}>'}")
     log.info("bounced", extra={"queue_id": message.queue_id, "bounce_id": bounce_id,
                                "kind": kind})
 
@@ -216,7 +228,7 @@ async def send_bounce(q: Queue, message: Message, failed: list[Recipient]) -> No
 async def warn_delay(q: Queue, queue_id: str) -> None:
     """Optional (DELAY_WARNINGS): one "still trying" DSN per message, to a real sender,
     once the message is older than DELAY_WARNING_AFTER. Best effort: never retried."""
-    store, s = q.store, q.settings
+    store, s, me = q.store, q.settings, q.identity.me
     message = await store.run(store.message, queue_id)
     if (message is None or bounce.kind_of(message.origin, message.sender) != bounce.BOUNCE
             or time.time() - message.received_at < s.delay_warning_after):
@@ -225,14 +237,14 @@ async def warn_delay(q: Queue, queue_id: str) -> None:
         return
     waiting = [r for r in await store.run(store.recipients, queue_id) if r.state == DEFERRED]
     data = bounce.build(
-        fmt=s.bounce_format, me=s.me, to=message.sender, kind=bounce.DELAY,
+        fmt=s.bounce_format, me=me, to=message.sender, kind=bounce.DELAY,
         queue_id=queue_id, original_sender=message.sender, arrival=message.received_at,
         original=b"", failures=[bounce.Failure(r.address, r.last_reply, r.enhanced_code,
                                                r.route if r.channel == CHANNEL_REMOTE else "")
                                 for r in waiting])
     try:
         await inject(q.spool, q.js, Envelope(sender="", recipients=[message.sender],
-                                             origin=ORIGIN_BOUNCE, helo=s.me), data)
+                                             origin=ORIGIN_BOUNCE, helo=me), data)
         metrics.BOUNCES.labels(bounce.DELAY).inc()
     except MailyardError as exc:
         log.warning("delay warning not sent: %s", exc, extra={"queue_id": queue_id})

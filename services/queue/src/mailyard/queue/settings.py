@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from mailyard.core.settings import ServiceSettings, service_config
 
@@ -18,7 +18,6 @@ class Settings(ServiceSettings):
     state_dir: Path = Path("var/queue")
     # FULL: a todo is acked only after its state reached the disk (survives an OS crash).
     state_sync: Literal["NORMAL", "FULL"] = "FULL"
-    postmaster: str = ""                     # default "postmaster@" + me
     # qmail's chanskip: next attempt = birth + (sqrt(age) + c)^2, in seconds.
     retry_c_remote: float = Field(default=20.0, gt=0)
     retry_c_local: float = Field(default=10.0, gt=0)
@@ -48,14 +47,3 @@ class Settings(ServiceSettings):
     # Leader lock in KV "locks": refreshed every ttl/3; a standby takes over after ttl
     # seconds without a refresh.
     leader_ttl: float = Field(default=15.0, gt=0)
-
-    @field_validator("postmaster")
-    @classmethod
-    def _postmaster(cls, value: str) -> str:
-        if value and "@" not in value:
-            raise ValueError("must be an address (local@domain)")
-        return value
-
-    @property
-    def postmaster_address(self) -> str:
-        return self.postmaster or f"postmaster@{self.me}"

@@ -10,6 +10,7 @@ from mailyard.core import bus
 from mailyard.core.control import ControlView
 from mailyard.core.grpcserver import GrpcServer, service_name
 from mailyard.core.http import HttpServer, make_app
+from mailyard.core.identity import Identity
 from mailyard.core.metrics import set_build
 from mailyard.core.service import run
 from mailyard.core.spool import Spool
@@ -36,7 +37,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     members = Membership(js, settings.instance, ttl=settings.member_ttl,
                          on_change=pool.set_members)
     await members.start()
-    deliverer = Deliverer(settings, control, Lookup(settings), pool)
+    deliverer = Deliverer(settings, control, Lookup(settings, Identity(control, settings.me)), pool)
     worker = Worker(settings, js, control, spool, deliverer)
     grpc_server = GrpcServer(settings.grpc_host, settings.grpc_port, [
         (routing_pb2_grpc.add_RoutingServicer_to_server, RoutingService(deliverer),

@@ -115,6 +115,7 @@ class Deliverer:
         self.settings = settings
         self.control = control
         self.lookup = lookup
+        self.identity = lookup.identity
         self.pool = pool
         self._opportunistic = ssl.create_default_context()
         self._opportunistic.check_hostname = False
@@ -125,6 +126,11 @@ class Deliverer:
         self._routes_raw: bytes | None = None
         self._routes: dict[str, routes.Route] = {}
         self._plans: dict[tuple[str, routes.Route | None], Plan] = {}
+
+    @property
+    def helo_name(self) -> str:
+        """HELO setting if given, else control/me (hot)."""
+        return self.settings.helo or self.identity.me
 
     def routes(self) -> dict[str, routes.Route]:
         """smtproutes as this very moment's control file says (qmail rereads it on every
@@ -204,7 +210,7 @@ class Deliverer:
                     plan: Plan) -> Connection:
         s = self.settings
         smtp = aiosmtplib.SMTP(hostname=address, port=hop.port, timeout=s.command_timeout,
-                               local_hostname=s.helo_name, start_tls=False,
+                               local_hostname=self.helo_name, start_tls=False,
                                validate_certs=False)
         try:
             await smtp.connect(timeout=s.connect_timeout)

@@ -53,7 +53,7 @@ class RoutingService(routing_pb2_grpc.RoutingServicer):
         for address in hop.addresses:
             smtp = aiosmtplib.SMTP(hostname=address, port=hop.port, start_tls=False,
                                    timeout=self.probe_timeout,
-                                   local_hostname=self.deliverer.settings.helo_name)
+                                   local_hostname=self.deliverer.helo_name)
             try:
                 reply = await smtp.connect()
                 out.answers = True

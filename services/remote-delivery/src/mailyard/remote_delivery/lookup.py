@@ -18,6 +18,7 @@ import dns.name
 import dns.rdatatype
 import dns.resolver
 
+from mailyard.core.identity import Identity
 from mailyard.core.smtproutes import Route
 from mailyard.remote_delivery.settings import Settings, parse_server
 
@@ -99,11 +100,11 @@ def is_ip(text: str) -> bool:
 
 
 class Lookup:
-    def __init__(self, settings: Settings,
+    def __init__(self, settings: Settings, identity: Identity,
                  resolver: dns.asyncresolver.Resolver | None = None) -> None:
         self.settings = settings
+        self.identity = identity
         self.resolver = resolver or make_resolver(settings)
-        self.names = settings.our_names()
         self.addresses = {str(ipaddress.ip_address(a)) for a in settings.local_addresses}
 
     async def _query(self, name: str, rdtype: str, plan: Plan | None = None) -> list[str]:
@@ -191,8 +192,9 @@ class Lookup:
     def _drop_self(self, plan: Plan) -> Plan:
         """qmail's rule: if we are one of the MX, only better-preference hosts may take the
         mail; if none is better, the mail would loop back to us."""
+        names = self.settings.our_names(self.identity.me)  # me is hot: read it now
         ours = [h.preference for h in plan.hops
-                if h.host in self.names or self.addresses.intersection(h.addresses)]
+                if h.host in names or self.addresses.intersection(h.addresses)]
         if not ours:
             return plan
         best = min(ours)

@@ -64,12 +64,9 @@ class Settings(ServiceSettings):
             parse_server(value)
         return value
 
-    @property
-    def helo_name(self) -> str:
-        return self.helo or self.me
-
-    def our_names(self) -> set[str]:
-        return {n.lower().rstrip(".") for n in [self.me, *self.local_names] if n}
+    def our_names(self, me: str) -> set[str]:
+        """`me` (control/me, through Identity) and LOCAL_NAMES: the names that are us."""
+        return {n.lower().rstrip(".") for n in [me, *self.local_names] if n}
 
 
 def parse_server(value: str) -> tuple[str, int]:

@@ -21,6 +21,7 @@ from mailyard.core import bus
 from mailyard.core.control import ControlView
 from mailyard.core.directory import DirectoryView
 from mailyard.core.http import HttpServer, make_app
+from mailyard.core.identity import Identity
 from mailyard.core.metrics import set_build
 from mailyard.core.spool import Spool
 from mailyard.smtp_ingress import replies
@@ -50,6 +51,7 @@ class Ingress:
         self.settings = settings
         self.spool = Spool(settings.spool_dir)
         self.control = ControlView()
+        self.identity = Identity(self.control, settings.me)  # control/me, hot
         self.directory = DirectoryView()
         self.relay = RelayAuthClient(settings.relay_auth_addr, settings.relay_auth_timeout,
                                      settings.relay_auth_in_flight)
@@ -70,8 +72,8 @@ class Ingress:
 
     def me(self) -> str:
         """qmail's control/me: our name in the greeting, Received: lines and the bare
-        postmaster's domain. Every use asks here, so changing its source is one line."""
-        return self.settings.me
+        postmaster's domain, from control/me (hot) through mailyard.core.identity."""
+        return self.identity.me
 
     def databytes(self) -> int:
         return self.control.integer("databytes", DEFAULT_DATABYTES)
