@@ -1,0 +1,92 @@
+"""qmail's control/ files as Mailyard control files, routes and rcpthosts.
+
+| qmail file                          | becomes                                                 |
+|-------------------------------------|---------------------------------------------------------|
+| me                                  | control me                                              |
+| rcpthosts, morercpthosts            | control rcpthosts (only names that are not imported     |
+|                                     | domains: those are accepted anyway)                     |
+| locals                              | reported: mail to system users has no equivalent        |
+| badmailfrom                         | control badmailfrom (merged with what is there)         |
+| databytes, queuelifetime,           | control files of the same name (0 = qmail's "no limit"  |
+| concurrencyremote, concurrencylocal | is reported: Mailyard keeps its default instead)        |
+| smtproutes                          | routes (merged by domain, like `mailyard route set`)    |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mailyard.cli.qmail_import import names
+from mailyard.cli.qmail_import.problems import Problems
+from mailyard.core import smtproutes
+
+INTEGER_FILES = ("databytes", "queuelifetime", "concurrencyremote", "concurrencylocal")
+READ = ("me", "rcpthosts", "morercpthosts", "locals", "badmailfrom", "smtproutes",
+        *INTEGER_FILES)
+
+
+@dataclass
+class ControlImport:
+    me: str = ""
+    rcpthosts: list[str] = field(default_factory=list)       # as qmail has them, deduplicated
+    badmailfrom: list[str] = field(default_factory=list)
+    integers: dict[str, int] = field(default_factory=dict)
+    routes: list[str] = field(default_factory=list)          # smtproutes lines (key:host)
+
+
+def _meaningful(lines: list[str]) -> list[tuple[int, str]]:
+    return [(n, line.strip()) for n, line in enumerate(lines, 1)
+            if line.strip() and not line.strip().startswith("#")]
+
+
+def parse(files: dict[str, list[str]], control_dir: Path, problems: Problems
+          ) -> ControlImport:
+    """files: name -> lines, for each control file that exists."""
+    out = ControlImport()
+    for name in ("me",):
+        for number, line in _meaningful(files.get(name, []))[:1]:
+            try:
+                out.me = names.domain(line)
+            except ValueError as exc:
+                problems.error(control_dir / name, number, str(exc))
+    for name in ("rcpthosts", "morercpthosts"):
+        for number, line in _meaningful(files.get(name, [])):
+            host = line.lower().rstrip(".")
+            try:
+                names.domain(host[1:] if host.startswith(".") else host)
+            except ValueError as exc:
+                problems.error(control_dir / name, number, str(exc))
+                continue
+            if host not in out.rcpthosts:
+                out.rcpthosts.append(host)
+    for number, line in _meaningful(files.get("locals", [])):
+        problems.unsupported(control_dir / "locals", number,
+                             f"{line}: delivery to system users has no equivalent (add the "
+                             "domain and its users with `mailyard domain add`)")
+    for number, line in _meaningful(files.get("badmailfrom", [])):
+        if any(c.isspace() for c in line):
+            problems.error(control_dir / "badmailfrom", number, "blank inside an entry")
+        elif line not in out.badmailfrom:
+            out.badmailfrom.append(line)
+    for name in INTEGER_FILES:
+        values = _meaningful(files.get(name, []))
+        if not values:
+            continue
+        number, value = values[0]
+        if not value.isdigit() or len(value) > 18:
+            problems.error(control_dir / name, number, f"{value!r} is not a number")
+        elif int(value) == 0:
+            problems.unsupported(control_dir / name, number, "0 (qmail: no limit): Mailyard "
+                                 "needs a positive value and keeps its default")
+        else:
+            out.integers[name] = int(value)
+    for number, line in _meaningful(files.get("smtproutes", [])):
+        try:
+            smtproutes.parse_line(line)
+        except smtproutes.RouteSyntaxError as exc:
+            problems.error(control_dir / "smtproutes", number, str(exc))
+            continue
+        out.routes.append(line)
+    return out
+

@@ -1,0 +1,199 @@
+"""Copying (or moving) an old Maildir into the platform's mail tree, all or nothing.
+
+A mailbox that has no Maildir on the platform yet is built in a staging directory next to
+where it will live (<mail-dir>/<domain>/<local>/.Maildir.import, same filesystem), then
+renamed into place in one step once every message is there, the data is on disk and the
+maildirsize is recomputed: a reader (local-delivery, Dovecot) sees no Maildir or the whole
+one, never half of it. An interrupted run leaves the staging directory behind and the next
+run carries on from it: a message already there with the source's size is not copied again.
+
+A Maildir that already exists on the platform (a re-run, or mail delivered since the
+mailbox was created) is merged into message by message: each new message is written to
+tmp/, fsynced and linked into cur/ or new/, the way local-delivery delivers, and a message
+already present (same unique name, whatever its flags) is left alone.
+
+File names are kept, so the flags after ":2," survive, and so are the modification times
+(Dovecot takes the received date from them). Maildir++ folders (.Sent, .Folder.Sub) come
+along with their maildirfolder marker; Courier's courierimapsubscribed also becomes the
+"subscriptions" file Dovecot reads. tmp/ contents, index caches and the old maildirsize
+are left behind. Symbolic links in the old tree are never followed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailyard.local_delivery import maildir as ld_maildir
+from mailyard.local_delivery import quota as ld_quota
+
+STAGING = ".Maildir.import"
+KEEP_FILES = ("maildirfolder", "courierimapsubscribed", "courierimapuiddb",
+              "dovecot-uidlist", "dovecot-keywords", "subscriptions")
+SUBS = ("cur", "new")
+
+
+@dataclass
+class Copied:
+    messages: int = 0         # copied or moved by this run
+    present: int = 0          # already there (resumed or re-run)
+    bytes: int = 0
+    folders: int = 0
+
+
+@dataclass(frozen=True)
+class Target:
+    path: Path                          # <mail-dir>/<domain>/<local>/Maildir
+    quota: ld_quota.Quota
+    owner: tuple[int, int] | None       # (uid, gid) to chown to, None: leave as created
+
+
+def base(name: str) -> str:
+    """A message's unique part: the name without its ":2,FLAGS" info."""
+    return name.partition(":")[0]
+
+
+def folders(source: Path) -> list[str]:
+    """"" (INBOX) and each Maildir++ folder (".Sent") of a Maildir, never via a symlink."""
+    found = [""]
+    with contextlib.suppress(OSError), os.scandir(source) as entries:
+        for entry in entries:
+            if (entry.name.startswith(".") and entry.name not in (".", "..")
+                    and entry.is_dir(follow_symlinks=False)
+                    and any(os.path.isdir(os.path.join(entry.path, s)) for s in SUBS)):
+                found.append(entry.name)
+    return sorted(found)
+
+
+def _messages(folder: Path) -> dict[str, tuple[str, str]]:
+    """base name -> (sub, file name) of the messages in a folder's cur/ and new/."""
+    out: dict[str, tuple[str, str]] = {}
+    for sub in SUBS:
+        with contextlib.suppress(FileNotFoundError), os.scandir(folder / sub) as entries:
+            for entry in entries:
+                if not entry.name.startswith(".") and entry.is_file(follow_symlinks=False):
+                    out[base(entry.name)] = (sub, entry.name)
+    return out
+
+
+def _mkdir(path: Path, target: Target) -> None:
+    try:
+        os.mkdir(path, ld_maildir.DIR_MODE)
+    except FileExistsError:
+        return
+    if target.owner:
+        os.chown(path, *target.owner)
+
+
+def _ensure(path: Path, target: Target) -> None:
+    _mkdir(path, target)
+    for sub in ("cur", "new", "tmp"):
+        _mkdir(path / sub, target)
+
+
+def _place(src: Path, tmp: Path, final: Path, target: Target, *, move: bool, link: bool
+           ) -> int:
+    """Put one file at `final` via `tmp`; returns its size."""
+    st = os.stat(src, follow_symlinks=False)
+    if move:
+        try:
+            os.rename(src, tmp)
+        except OSError:
+            move = False   # another filesystem: copy (the source is removed afterwards)
+    if not move:
+        shutil.copyfile(src, tmp, follow_symlinks=False)
+        os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.chmod(tmp, ld_maildir.FILE_MODE)
+    if target.owner:
+        os.chown(tmp, *target.owner)
+    if link:            # a live Maildir: durable before visible, never replacing a file
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, final)
+        finally:
+            os.unlink(tmp)
+    else:
+        os.rename(tmp, final)
+    return st.st_size
+
+
+def _copy_folder(src: Path, dest: Path, target: Target, result: Copied, *, move: bool,
+                 live: bool, moved: list[Path]) -> None:
+    _ensure(dest, target)
+    have = _messages(dest)
+    for key, (sub, name) in sorted(_messages(src).items()):
+        source = src / sub / name
+        if key in have:
+            old_sub, old_name = have[key]
+            if live:
+                result.present += 1
+                continue
+            old = dest / old_sub / old_name
+            if old.stat().st_size == source.stat().st_size:
+                if (old_sub, old_name) != (sub, name):
+                    os.rename(old, dest / sub / name)   # flags changed on the old host
+                result.present += 1
+                continue
+            os.unlink(old)   # cut short by a crash before the data reached the disk
+        size = _place(source, dest / "tmp" / f"{name}.import", dest / sub / name, target,
+                      move=move, link=live)
+        if move and source.exists():
+            moved.append(source)
+        result.messages += 1
+        result.bytes += size
+    for name in KEEP_FILES:
+        path = src / name
+        if path.is_file() and not path.is_symlink() and not (dest / name).exists():
+            _place(path, dest / "tmp" / f"{name}.import", dest / name, target, move=False,
+                   link=False)
+    courier = src / "courierimapsubscribed"
+    if not (dest / "subscriptions").exists() and courier.is_file() and not courier.is_symlink():
+        names = [line.strip().removeprefix("INBOX.") for line in
+                 courier.read_text(errors="replace").splitlines() if line.strip()]
+        tmp = dest / "tmp" / "subscriptions.import"
+        tmp.write_text("".join(f"{n}\n" for n in names if n and n != "INBOX"))
+        _place(tmp, dest / "tmp" / "subscriptions.import2", dest / "subscriptions", target,
+               move=True, link=False)
+
+
+def import_maildir(source: Path, target: Target, *, move: bool = False) -> Copied:
+    """Bring the Maildir at `source` to `target.path`; see the module docstring."""
+    result = Copied()
+    dest = target.path
+    live = dest.exists()
+    build = dest if live else dest.parent / STAGING
+    dest.parents[2].mkdir(parents=True, exist_ok=True)      # the mail root
+    for parent in reversed(build.parents[:2]):              # <domain>/, <domain>/<local>/
+        _mkdir(parent, target)
+    moved: list[Path] = []
+    if source.is_dir() and not source.is_symlink():
+        for folder in folders(source):
+            _copy_folder(source / folder if folder else source,
+                         build / folder if folder else build, target, result, move=move,
+                         live=live, moved=moved)
+            result.folders += 1
+    else:
+        _ensure(build, target)
+    if target.quota.enabled:
+        ld_quota.rebuild(build, target.quota)
+        if target.owner:
+            with contextlib.suppress(FileNotFoundError):
+                os.chown(build / ld_quota.FILE, *target.owner)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(build / ld_quota.FILE)
+    if not live:
+        os.sync()            # every message on disk before the Maildir appears
+        os.rename(build, dest)
+        ld_maildir.fsync_dir(dest.parent)
+    for path in moved:       # --move across filesystems: the copies are safe now
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    return result

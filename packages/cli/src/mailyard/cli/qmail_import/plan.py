@@ -1,0 +1,288 @@
+"""Everything the import will create, worked out from the old host's files and checked in
+full before anything is written.
+
+Paths inside the files (users/assign, vpasswd, .qmail) are the old host's, e.g.
+/home/vpopmail/domains/example.com/joe. The copy being imported may sit elsewhere
+(--vpopmail-dir); such a path is read under the copy by swapping the old vpopmail home
+(--old-vpopmail-dir, /home/vpopmail) for it. Comparisons ("is this Maildir joe's?") use the
+old host's paths, as written.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mailyard.cli.qmail_import import assign, controlfiles, dotqmail, names, tcprules, vpasswd
+from mailyard.cli.qmail_import.problems import Problems
+from mailyard.cli.qmail_import.sourcefile import Unreadable, read_lines
+
+
+@dataclass(frozen=True)
+class Sources:
+    qmail_dir: Path = Path("/var/qmail")
+    vpopmail_dir: Path = Path("/home/vpopmail")
+    old_vpopmail_dir: str = "/home/vpopmail"
+    tcp_smtp: Path | None = Path("/etc/tcp.smtp")
+    open_smtp: Path | None = None          # default: <vpopmail-dir>/etc/open-smtp
+    clear_minutes: int = tcprules.CLEAR_MINUTES
+
+    def local(self, old_path: str) -> Path:
+        """Where an old-host path is in the copy being imported."""
+        old = self.old_vpopmail_dir.rstrip("/")
+        if old_path == old or old_path.startswith(old + "/"):
+            return self.vpopmail_dir / old_path[len(old):].lstrip("/")
+        return Path(old_path)
+
+
+@dataclass
+class MailboxPlan:
+    address: str
+    user: vpasswd.VUser
+    maildir: Path                          # the old Maildir, in the copy
+    source: str                            # vpasswd file:line
+    forward_to: list[str] = field(default_factory=list)
+    keep_copy: bool = False
+
+
+@dataclass
+class AliasPlan:
+    address: str
+    targets: list[str]
+    source: str
+
+
+@dataclass
+class ListPlan:
+    address: str
+    owner: str
+    members: list[str]
+    source: str
+
+
+@dataclass
+class DomainPlan:
+    name: str
+    catch_all: str = "none"                # none, delete or deliver
+    catch_all_target: str = ""
+    source: str = ""
+
+
+@dataclass
+class Plan:
+    domains: list[DomainPlan] = field(default_factory=list)
+    mailboxes: list[MailboxPlan] = field(default_factory=list)
+    aliases: list[AliasPlan] = field(default_factory=list)
+    lists: list[ListPlan] = field(default_factory=list)
+    control: controlfiles.ControlImport = field(default_factory=controlfiles.ControlImport)
+    rules_text: str | None = None          # None: no tcp.smtp to import
+    rules_count: int = 0
+    leases: list[tuple[str, float, str]] = field(default_factory=list)  # ip, seconds, source
+    expired_leases: int = 0
+    problems: Problems = field(default_factory=Problems)
+
+
+def _read(path: Path, problems: Problems) -> list[str] | None:
+    try:
+        return read_lines(path)
+    except Unreadable as exc:
+        problems.error(path, 0, str(exc))
+        return None
+
+
+def build(src: Sources, now: float | None = None) -> Plan:
+    plan = Plan()
+    problems = plan.problems
+    control_dir = src.qmail_dir / "control"
+    files = {}
+    for name in controlfiles.READ:
+        lines = _read(control_dir / name, problems)
+        if lines is not None:
+            files[name] = lines
+    plan.control = controlfiles.parse(files, control_dir, problems)
+
+    assign_path = src.qmail_dir / "users" / "assign"
+    assign_lines = _read(assign_path, problems)
+    if assign_lines is None:
+        problems.error(assign_path, 0, "not found: no vpopmail domains to import")
+        assign_lines = []
+    assigned = assign.parse(assign_lines, assign_path, problems)
+    real = {d.name for d in assigned if d.name == d.real}
+    for d in assigned:
+        if d.name != d.real:
+            problems.unsupported(assign_path, d.line, f"{d.name} is an alias domain of "
+                                 f"{d.real}: Mailyard has no domain aliases; not imported")
+        elif any(p.name == d.name for p in plan.domains):
+            problems.error(assign_path, d.line, f"{d.name} is assigned twice")
+        else:
+            _domain(src, d, plan)
+    skipped = {d.name for d in assigned} - real
+    locals_ = {line.strip().lower() for line in files.get("locals", [])}
+    plan.control.rcpthosts = [h for h in plan.control.rcpthosts
+                              if h not in real and h not in skipped and h not in locals_]
+
+    if src.tcp_smtp is not None:
+        lines = _read(src.tcp_smtp, problems)
+        if lines is not None:
+            plan.rules_text, plan.rules_count = tcprules.rules_text(lines, src.tcp_smtp,
+                                                                    problems)
+    open_smtp = src.open_smtp or src.vpopmail_dir / "etc" / "open-smtp"
+    lines = _read(open_smtp, problems)
+    now = time.time() if now is None else now
+    for entry in tcprules.open_smtp(lines or [], open_smtp, problems):
+        seconds = tcprules.remaining(entry, now, src.clear_minutes)
+        if seconds > 0:
+            plan.leases.append((entry.ip, seconds, f"{open_smtp}:{entry.line}"))
+        else:
+            plan.expired_leases += 1
+    return plan
+
+
+def _domain(src: Sources, assigned: assign.AssignedDomain, plan: Plan) -> None:
+    problems = plan.problems
+    name, home = assigned.name, assigned.home.rstrip("/")
+    local_home = src.local(home)
+    vpasswd_path = local_home / "vpasswd"
+    lines = _read(vpasswd_path, problems)
+    if lines is None:
+        problems.error(vpasswd_path, 0, f"not found: {name}'s users cannot be imported")
+        return
+    domain = DomainPlan(name, source=f"{src.qmail_dir / 'users' / 'assign'}:{assigned.line}")
+    plan.domains.append(domain)
+    mailboxes: dict[str, MailboxPlan] = {}
+    by_maildir: dict[str, str] = {}       # old Maildir path -> address
+    by_home: dict[str, str] = {}
+    for user in vpasswd.parse(lines, name, vpasswd_path, problems):
+        address = f"{user.local}@{name}"
+        old_maildir = posixpath.normpath(user.home + "/Maildir")
+        mailbox = MailboxPlan(address, user, src.local(old_maildir),
+                              f"{vpasswd_path}:{user.line}")
+        mailboxes[user.local] = mailbox
+        by_maildir[old_maildir] = address
+        by_home[posixpath.normpath(user.home)] = address
+    plan.mailboxes.extend(mailboxes.values())
+
+    dots = _dot_files(local_home, problems)
+    for local, path in sorted(dots.items()):
+        lines = _read(path, problems) or []
+        dot = dotqmail.parse(lines, path, home, problems)
+        if local == "default":
+            _catch_all(dot, home, domain, mailboxes, by_home, problems)
+            continue
+        if local.endswith("-default"):
+            problems.unsupported(path, 0, f"{local}@{name} (every address starting with "
+                                 f"{local[:-8]}-): Mailyard has no extension addresses")
+            continue
+        if local in mailboxes:
+            _forward(dot, mailboxes[local], by_maildir, problems)
+            continue
+        targets, _ = _targets(dot, None, by_maildir, problems)
+        if not targets:
+            continue
+        try:
+            address = names.address(local, name)
+        except ValueError as exc:
+            problems.error(path, 0, str(exc))
+            continue
+        if address in targets:
+            problems.error(path, 0, f"{address} forwards to itself")
+            continue
+        if f"{local}-owner" in dots:
+            plan.lists.append(ListPlan(address, f"{local}-owner@{name}", targets, str(path)))
+        else:
+            plan.aliases.append(AliasPlan(address, targets, str(path)))
+    for mailbox in mailboxes.values():
+        user_dot = src.local(mailbox.user.home) / ".qmail"
+        lines = _read(user_dot, problems)
+        if lines is not None:
+            dot = dotqmail.parse(lines, user_dot, mailbox.user.home, problems)
+            _forward(dot, mailbox, by_maildir, problems)
+
+
+def _dot_files(local_home: Path, problems: Problems) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    try:
+        entries = sorted(local_home.iterdir())
+    except OSError as exc:
+        problems.error(local_home, 0, f"cannot list the domain directory: {exc.strerror}")
+        return out
+    for path in entries:
+        local = dotqmail.local_of(path.name)
+        if local is not None and path.is_file():
+            out[local] = path
+    return out
+
+
+def _targets(dot: dotqmail.DotQmail, own_maildir: str | None, by_maildir: dict[str, str],
+             problems: Problems) -> tuple[list[str], bool]:
+    targets: list[str] = []
+    keep_copy = False
+    for address, number in dot.forwards:
+        try:
+            target = names.target(address)
+        except ValueError as exc:
+            problems.error(dot.path, number, str(exc))
+            continue
+        if target not in targets:
+            targets.append(target)
+    for path, number in dot.maildirs:
+        clean = posixpath.normpath(path)
+        if clean == own_maildir:
+            keep_copy = True
+        elif clean in by_maildir:
+            if by_maildir[clean] not in targets:
+                targets.append(by_maildir[clean])
+        else:
+            problems.unsupported(dot.path, number, f"Maildir {path} belongs to no imported "
+                                 "mailbox: not imported")
+    for path, number in dot.mboxes:
+        problems.unsupported(dot.path, number, f"mbox file {path}: Mailyard delivers to "
+                             "Maildirs only; not imported")
+    for program in dot.programs:
+        problems.unsupported(dot.path, program.line, f"{program.describe()}: programs are not "
+                             "run by Mailyard; not imported")
+    return targets, keep_copy
+
+
+def _forward(dot: dotqmail.DotQmail, mailbox: MailboxPlan, by_maildir: dict[str, str],
+             problems: Problems) -> None:
+    own = posixpath.normpath(mailbox.user.home + "/Maildir")
+    targets, keep_copy = _targets(dot, own, by_maildir, problems)
+    if mailbox.address in targets:      # &joe@example.com in joe's own .qmail: a copy
+        targets.remove(mailbox.address)
+        keep_copy = True
+    for target in targets:
+        if target not in mailbox.forward_to:
+            mailbox.forward_to.append(target)
+    mailbox.keep_copy = mailbox.keep_copy or keep_copy
+
+
+def _catch_all(dot: dotqmail.DotQmail, home: str, domain: DomainPlan,
+               mailboxes: dict[str, MailboxPlan], by_home: dict[str, str],
+               problems: Problems) -> None:
+    found = dotqmail.catch_all(dot, home, problems)
+    if found is None:
+        return
+    domain.source = f"{dot.path}:{found.line}"
+    if found.action == "bounce":
+        return   # refused at RCPT (550 5.1.1) instead of accepted and bounced
+    if found.action == "delete":
+        domain.catch_all = "delete"
+        return
+    address = ""
+    if found.action == "address":
+        local, _, dom = found.target.rpartition("@")
+        if dom.lower() == domain.name and local.lower() in mailboxes:
+            address = mailboxes[local.lower()].address
+    else:
+        path = found.target.removesuffix("/Maildir")
+        address = by_home.get(path, "")
+    if not address:
+        problems.unsupported(dot.path, found.line, f"catch-all to {found.target}: Mailyard "
+                             "delivers a catch-all to a mailbox of the domain only; not "
+                             "imported (unknown users are refused)")
+        return
+    domain.catch_all = "deliver"
+    domain.catch_all_target = address

@@ -1,0 +1,87 @@
+"""/etc/tcp.smtp and vpopmail's open-smtp, read line by line with relay-auth's own parser.
+
+tcp.smtp becomes the relay rules as they are (relay-auth reads tcprules syntax), minus the
+lines it cannot use: `=host.name:` rules match the client's reverse DNS, which Mailyard
+does not look up, so they are reported and left out (an import that kept them would fail).
+
+open-smtp (POP-before-SMTP) holds one line per address that logged in recently:
+
+    213.41.188.249:allow,RELAYCLIENT=" ",RBLSMTPD=" " 1029581749
+
+the number being when (Unix time) it last logged in. clearopensmtp removes a line three
+hours later (vpopmail's default --enable-clear-minutes=180), so each becomes a lease ending
+when clearopensmtp would have removed it; lines already past that are expired, not
+imported. open-smtp does not record who logged in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailyard.cli.qmail_import.problems import Problems
+from mailyard.relay_auth.rules import RuleError, parse_ip, parse_line
+
+CLEAR_MINUTES = 180
+
+
+def rules_text(lines: list[str], path: Path | str, problems: Problems) -> tuple[str, int]:
+    """The tcp.smtp text to import (comments kept, unusable lines left out) and its rules."""
+    kept: list[str] = []
+    count = 0
+    for number, raw in enumerate(lines, 1):
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("#"):
+            kept.append(raw)
+            continue
+        if stripped.startswith("="):
+            problems.unsupported(path, number, "host name rule (=host): Mailyard matches "
+                                 "client addresses only; not imported")
+            continue
+        try:
+            parse_line(raw, number)
+        except RuleError as exc:
+            problems.error(path, number, exc.reason)
+            continue
+        kept.append(raw)
+        count += 1
+    return "".join(line + "\n" for line in kept), count
+
+
+@dataclass(frozen=True)
+class OpenSmtpEntry:
+    ip: str
+    last_login: int      # Unix time
+    line: int
+
+
+def open_smtp(lines: list[str], path: Path | str, problems: Problems) -> list[OpenSmtpEntry]:
+    out: list[OpenSmtpEntry] = []
+    for number, raw in enumerate(lines, 1):
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        words = stripped.split()
+        if len(words) < 2 or not words[-1].isdigit():
+            problems.error(path, number, "expected ADDRESS:allow,... TIMESTAMP")
+            continue
+        try:
+            rule = parse_line(stripped, number)
+        except RuleError as exc:
+            problems.error(path, number, exc.reason)
+            continue
+        if rule is None or not rule.allow:
+            problems.error(path, number, "an open-smtp line allows one address")
+            continue
+        try:
+            ip = parse_ip(rule.pattern)
+        except ValueError:
+            problems.error(path, number, f"{rule.pattern!r} is not one address")
+            continue
+        out.append(OpenSmtpEntry(str(ip), int(words[-1]), number))
+    return out
+
+
+def remaining(entry: OpenSmtpEntry, now: float, clear_minutes: int = CLEAR_MINUTES) -> float:
+    """Seconds left before clearopensmtp would have removed the entry (<= 0: expired)."""
+    return entry.last_login + clear_minutes * 60 - now

@@ -1,0 +1,146 @@
+"""vpopmail's per-domain vpasswd: one mailbox per line.
+
+    name:crypted:uid:gid:gecos:dir:quota[:clear]
+    joe:$1$Xy0aBcDe$W0p8rqL8G3vpZ1NY4WUxd.:1:0:Joe User:/home/vpopmail/domains/d/joe:NOQUOTA:secret
+
+uid holds vpopmail's login method (1), gid its flags (NO_POP, NO_SMTP, BOUNCE_MAIL, ...),
+the seventh field ("shell") the quota: NOQUOTA, bytes ("5000000", vpopmail before 5.4),
+"5000000S", "1000C" or "5000000S,1000C". The eighth field, the clear password, is there
+when vpopmail was built with --enable-clear-passwd; it may itself contain ':'.
+
+Passwords are crypt(3) strings imported unchanged: DES (13 characters), MD5-crypt ($1$),
+SHA-256-crypt ($5$) and SHA-512-crypt ($6$).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailyard.cli.qmail_import import names
+from mailyard.cli.qmail_import.problems import Problems
+
+_B64 = r"[./0-9A-Za-z]"
+HASH_KINDS = (
+    ("des", re.compile(rf"{_B64}{{13}}\Z")),
+    ("md5-crypt", re.compile(rf"\$1\${_B64}{{1,8}}\${_B64}{{22}}\Z")),
+    ("sha256-crypt", re.compile(rf"\$5\$(rounds=\d+\$)?{_B64}{{1,16}}\${_B64}{{43}}\Z")),
+    ("sha512-crypt", re.compile(rf"\$6\$(rounds=\d+\$)?{_B64}{{1,16}}\${_B64}{{86}}\Z")),
+)
+
+# vpopmail.h's gid flags that change what a user may do; Mailyard keeps none of them per user
+FLAGS = {
+    0x02: "NO_POP", 0x08: "NO_IMAP", 0x10: "BOUNCE_MAIL", 0x20: "NO_RELAY",
+    0x40: "NO_DIALUP", 0x800: "NO_SMTP",
+}
+_QUOTA_ITEM = re.compile(r"(\d{1,19})([SC]?)\Z")
+
+
+@dataclass(frozen=True)
+class VUser:
+    local: str           # as the directory stores it (lower case)
+    crypted: str         # crypt(3) string, "" = no password
+    hash_kind: str       # one of HASH_KINDS' names, or "" for no password
+    flags: int
+    gecos: str
+    home: str            # the user's directory on the old host (Maildir is home/Maildir)
+    quota_bytes: int
+    quota_messages: int
+    clear: str | None
+    line: int
+
+
+def hash_kind(crypted: str) -> str | None:
+    """The crypt(3) scheme of a vpasswd password field; "" when empty, None if unknown."""
+    if not crypted:
+        return ""
+    for name, pattern in HASH_KINDS:
+        if pattern.match(crypted):
+            return name
+    return None
+
+
+def parse_quota(text: str) -> tuple[int, int]:
+    """(bytes, messages) of a vpasswd quota field; 0 means no limit. ValueError if bad."""
+    text = text.strip()
+    if text in ("", "NOQUOTA"):
+        return 0, 0
+    size = count = 0
+    seen: set[str] = set()
+    for item in text.split(","):
+        m = _QUOTA_ITEM.match(item.strip())
+        if not m:
+            raise ValueError(f"quota {text!r} is not NOQUOTA, BYTES, BYTESS, COUNTC or both")
+        unit = m.group(2) or "S"
+        if unit in seen:
+            raise ValueError(f"quota {text!r} names {unit} twice")
+        seen.add(unit)
+        if unit == "S":
+            size = int(m.group(1))
+        else:
+            count = int(m.group(1))
+    if size >= 2**64 or count >= 2**64:
+        raise ValueError(f"quota {text!r} is too large")
+    return size, count
+
+
+def parse(lines: list[str], domain: str, path: Path | str,
+          problems: Problems) -> list[VUser]:
+    out: list[VUser] = []
+    seen: dict[str, int] = {}
+    for number, raw in enumerate(lines, 1):
+        if not raw.strip() or raw.startswith("#"):
+            continue
+        user = _line(raw, number, domain, path, problems)
+        if user is None:
+            continue
+        if user.local in seen:
+            problems.error(path, number, f"{user.local} already defined on line "
+                           f"{seen[user.local]}")
+            continue
+        seen[user.local] = number
+        out.append(user)
+    return out
+
+
+def _line(raw: str, number: int, domain: str, path: Path | str,
+          problems: Problems) -> VUser | None:
+    fields = raw.split(":")
+    if len(fields) < 7:
+        problems.error(path, number, f"expected name:crypted:uid:gid:gecos:dir:quota[:clear], "
+                       f"got {len(fields)} field(s)")
+        return None
+    name, crypted, uid, gid, gecos, home, quota = fields[:7]
+    clear = ":".join(fields[7:]) if len(fields) > 7 else None
+    try:
+        local = names.address(name, domain).rpartition("@")[0]
+    except ValueError as exc:
+        problems.error(path, number, str(exc))
+        return None
+    kind = hash_kind(crypted)
+    if kind is None:
+        problems.error(path, number, f"{local}: password field is not a crypt(3) hash this "
+                       "platform verifies (DES, $1$, $5$, $6$)")
+        return None
+    if not (uid.isdigit() and gid.isdigit()):
+        problems.error(path, number, f"{local}: uid and gid must be numbers")
+        return None
+    if not home.startswith("/"):
+        problems.error(path, number, f"{local}: directory {home!r} is not an absolute path")
+        return None
+    try:
+        quota_bytes, quota_messages = parse_quota(quota)
+    except ValueError as exc:
+        problems.error(path, number, f"{local}: {exc}")
+        return None
+    flags = int(gid)
+    for bit, flag in FLAGS.items():
+        if flags & bit:
+            problems.unsupported(path, number, f"{local}: vpopmail flag {flag} is not carried "
+                                 "over (Mailyard has no per-user switch for it)")
+    if not crypted:
+        problems.unsupported(path, number, f"{local}: no password: imported as a mailbox "
+                             "that receives mail but cannot log in")
+    return VUser(local, crypted, kind, flags, gecos, home, quota_bytes, quota_messages,
+                 clear or None, number)

@@ -1,0 +1,223 @@
+"""The qmail/vpopmail file parsers: the formats as written on such hosts, and property tests
+(they read legacy, possibly hostile files: any input gives records or reported lines, never
+an exception)."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mailyard.cli.qmail_import import assign, controlfiles, dotqmail, tcprules, vpasswd
+from mailyard.cli.qmail_import.problems import ERROR, UNSUPPORTED, Problems
+from mailyard.cli.qmail_import.sourcefile import lines
+from tests.qmail_tree import crypt
+
+HELP_PAGE_ASSIGN = [
+    "+00-00l0-00l00l-0-0.com-:00-00l0-00l00l-0-0.com:508:503:"
+    "/home/vpopmail/domains/00-00l0-00l00l-0-0.com:-:: +00h01.com-:00h01.com:508:503:"
+    "/home/vpopmail/domains/00h01.com:-::",
+    "+01emarket.com-:01emarket.com:508:503:/home/vpopmail/domains/01emarket.com:-::",
+    ".",
+]
+texts = st.text(st.characters(blacklist_categories=["Cs"]), max_size=200)
+line_lists = st.lists(texts.filter(lambda t: "\n" not in t), max_size=8)
+
+
+def test_help_page_assign_gives_three_domains() -> None:
+    problems = Problems()
+    found = assign.parse(HELP_PAGE_ASSIGN, "assign", problems)
+    assert [d.name for d in found] == ["00-00l0-00l00l-0-0.com", "00h01.com", "01emarket.com"]
+    assert found[2].home == "/home/vpopmail/domains/01emarket.com"
+    assert (found[2].uid, found[2].gid, found[2].line) == (508, 503, 2)
+    assert problems.items == []
+
+
+def test_assign_reports_what_qmail_newu_would_not_take() -> None:
+    problems = Problems()
+    found = assign.parse([
+        "+alias.test-:real.test:89:89:/home/vpopmail/domains/real.test:-::",
+        "+bad.test-:bad.test:x:89:/home/vpopmail/domains/bad.test:-::",
+        "=root:root:0:0:/root:::",
+        "+ex ample-:ex:1:1:/x:-::",
+        ".",
+        "+late.test-:late.test:1:1:/x:-::",
+    ], "assign", problems)
+    assert [(d.name, d.real) for d in found] == [("alias.test", "real.test")]
+    kinds = {(p.line, p.kind) for p in problems.items}
+    assert kinds == {(2, ERROR), (3, UNSUPPORTED), (4, ERROR), (6, UNSUPPORTED)}
+
+
+def test_assign_without_final_dot_is_an_error() -> None:
+    problems = Problems()
+    assign.parse(HELP_PAGE_ASSIGN[:2], "assign", problems)
+    assert [(p.line, p.kind) for p in problems.items] == [(2, ERROR)]
+
+
+def test_vpasswd_each_hash_kind_quota_and_clear_field() -> None:
+    des, md5, sha = crypt("pw", "ab"), crypt("pw", "$1$salt$"), crypt("pw", "$6$salt$")
+    problems = Problems()
+    users = vpasswd.parse([
+        f"joe:{des}:1:0:Joe:/h/joe:NOQUOTA:clear:with:colons",
+        f"ann:{md5}:1:0:Ann:/h/ann:5000000S",
+        f"bob:{sha}:1:0::/h/bob:5000000S,1000C:",
+        f"old:{des}:1:0::/h/old:2000000",
+        f"Cap:{des}:1:2048::/h/cap:1000C",
+    ], "example.test", "vpasswd", problems)
+    assert [(u.local, u.hash_kind, u.quota_bytes, u.quota_messages, u.clear) for u in users] \
+        == [("joe", "des", 0, 0, "clear:with:colons"), ("ann", "md5-crypt", 5000000, 0, None),
+            ("bob", "sha512-crypt", 5000000, 1000, None), ("old", "des", 2000000, 0, None),
+            ("cap", "des", 0, 1000, None)]
+    assert [(p.line, p.kind) for p in problems.items] == [(5, UNSUPPORTED)]  # NO_SMTP flag
+    assert "NO_SMTP" in problems.items[0].reason
+
+
+def test_vpasswd_bad_lines_are_named() -> None:
+    problems = Problems()
+    users = vpasswd.parse([
+        "short:xx:1:0:five",
+        "nohash:not-a-hash:1:0::/h/x:NOQUOTA",
+        "badquota:abcdefghijklm:1:0::/h/x:lots",
+        "rel:abcdefghijklm:1:0::relative:NOQUOTA",
+        "a/b:abcdefghijklm:1:0::/h/x:NOQUOTA",
+        "dup:abcdefghijklm:1:0::/h/x:NOQUOTA",
+        "dup:abcdefghijklm:1:0::/h/y:NOQUOTA",
+    ], "example.test", "vpasswd", problems)
+    assert [u.local for u in users] == ["dup"]
+    assert [(p.line, p.kind) for p in problems.items] == [(n, ERROR) for n in range(1, 6)] + [
+        (7, ERROR)]
+
+
+def test_dotqmail_lines() -> None:
+    problems = Problems()
+    dot = dotqmail.parse(["# c", "&a@x.test", "b@y.test", "./joe/Maildir/", "/abs/mbox",
+                          "| /usr/bin/autorespond 1 2", "&nodomain", "?"],
+                         ".qmail-x", "/home/vpopmail/domains/d", problems)
+    assert dot.forwards == [("a@x.test", 2), ("b@y.test", 3)]
+    assert dot.maildirs == [("/home/vpopmail/domains/d/joe/Maildir", 4)]
+    assert dot.mboxes == [("/abs/mbox", 5)]
+    assert [(p.line, p.describe()) for p in dot.programs] == [(6, "autoresponder (autorespond)")]
+    assert [(p.line, p.kind) for p in problems.items] == [(7, ERROR), (8, ERROR)]
+    assert dotqmail.local_of(".qmail-first:last") == "first.last"
+    assert dotqmail.local_of(".qmail-") is None
+
+
+def test_catch_all_forms() -> None:
+    home = "/home/vpopmail/domains/d"
+    cases = {
+        "bounce-no-mailbox": ("bounce", ""), "delete": ("delete", ""),
+        "joe@d.test": ("address", "joe@d.test"),
+        "/home/vpopmail/domains/d/joe": ("path", "/home/vpopmail/domains/d/joe"),
+        "/home/vpopmail/domains/d/joe/Maildir/": ("path",
+                                                  "/home/vpopmail/domains/d/joe/Maildir"),
+    }
+    for target, expected in cases.items():
+        problems = Problems()
+        dot = dotqmail.parse([f"| /home/vpopmail/bin/vdelivermail '' {target}"], "f", home,
+                             problems)
+        found = dotqmail.catch_all(dot, home, problems)
+        assert found is not None and (found.action, found.target) == expected
+        assert problems.items == []
+
+
+def test_tcp_smtp_keeps_good_lines_and_reports_host_rules() -> None:
+    problems = Problems()
+    text, count = tcprules.rules_text(['127.0.0.:allow,RELAYCLIENT=" "', "=mx.test:allow",
+                                       "1.2.3.300:deny", "# c", ":allow"], "tcp.smtp", problems)
+    assert text == '127.0.0.:allow,RELAYCLIENT=" "\n# c\n:allow\n' and count == 2
+    assert [(p.line, p.kind) for p in problems.items] == [(2, UNSUPPORTED), (3, ERROR)]
+
+
+def test_open_smtp_lines_as_on_the_help_page() -> None:
+    problems = Problems()
+    entries = tcprules.open_smtp([
+        '213.41.188.249:allow,RELAYCLIENT=" ",RBLSMTPD=" " 1029581749',
+        '213.41.184.98:allow,RELAYCLIENT=" ",RBLSMTPD=" "',
+        "10.0.0.:allow 1029581749",
+    ], "open-smtp", problems)
+    assert [(e.ip, e.last_login) for e in entries] == [("213.41.188.249", 1029581749)]
+    assert tcprules.remaining(entries[0], 1029581749 + 600) == 3 * 3600 - 600
+    assert [p.line for p in problems.items] == [2, 3]
+
+
+def test_control_files() -> None:
+    problems = Problems()
+    got = controlfiles.parse({
+        "me": ["mx1.old.test"], "rcpthosts": ["a.test", ".sub.test", "A.TEST"],
+        "databytes": ["0"], "queuelifetime": ["x"], "concurrencyremote": ["120"],
+        "smtproutes": ["beispiel.com:213.186.33.9", ":smarthost.test:2525", "bad route"],
+        "badmailfrom": ["@spam.test"],
+    }, controlfiles.Path("control"), problems)
+    assert got.me == "mx1.old.test" and got.rcpthosts == ["a.test", ".sub.test"]
+    assert got.integers == {"concurrencyremote": 120}
+    assert got.routes == ["beispiel.com:213.186.33.9", ":smarthost.test:2525"]
+    assert sorted((p.path, p.kind) for p in problems.items) == [
+        ("control/databytes", UNSUPPORTED), ("control/queuelifetime", ERROR),
+        ("control/smtproutes", ERROR)]
+
+
+def test_source_lines_mixed_encodings() -> None:
+    assert lines(b"a\r\nJ\xfcrgen\nK\xc3\xa4the\n") == ["a", "Jürgen", "Käthe"]
+
+
+# -- properties: any input is either parsed or reported, never an exception ---------------
+
+@settings(max_examples=100, deadline=None)
+@given(line_lists)
+def test_assign_never_raises(raw: list[str]) -> None:
+    problems = Problems()
+    for domain in assign.parse(raw, "assign", problems):
+        assert domain.home.startswith("/") and domain.name == domain.name.lower()
+
+
+@settings(max_examples=100, deadline=None)
+@given(line_lists)
+def test_vpasswd_never_raises(raw: list[str]) -> None:
+    problems = Problems()
+    for user in vpasswd.parse(raw, "example.test", "vpasswd", problems):
+        assert "/" not in user.local and user.hash_kind is not None
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.sampled_from(["joe", "$1$ab$", "1", "0", "", "NOQUOTA", "5S", "/h",
+                                 "x:y", "1000C", "\x00"]), min_size=6, max_size=9))
+def test_vpasswd_field_mixtures(fields: list[str]) -> None:
+    problems = Problems()
+    users = vpasswd.parse([":".join(fields)], "example.test", "vpasswd", problems)
+    assert len(users) + len([p for p in problems.items if p.kind == ERROR]) >= 1 or \
+        any(p.kind == UNSUPPORTED for p in problems.items)
+
+
+@settings(max_examples=100, deadline=None)
+@given(line_lists)
+def test_dotqmail_never_raises(raw: list[str]) -> None:
+    problems = Problems()
+    dot = dotqmail.parse(raw, "f", "/home/vpopmail/domains/d", problems)
+    dotqmail.catch_all(dot, "/home/vpopmail/domains/d", problems)
+    for address, _ in dot.forwards:
+        assert "@" in address
+
+
+@settings(max_examples=100, deadline=None)
+@given(line_lists)
+def test_tcp_rules_and_open_smtp_never_raise(raw: list[str]) -> None:
+    problems = Problems()
+    tcprules.rules_text(raw, "tcp.smtp", problems)
+    tcprules.open_smtp(raw, "open-smtp", problems)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.dictionaries(st.sampled_from(list(controlfiles.READ)), line_lists))
+def test_control_files_never_raise(files: dict[str, list[str]]) -> None:
+    problems = Problems()
+    got = controlfiles.parse(files, controlfiles.Path("control"), problems)
+    assert all(value > 0 for value in got.integers.values())
+
+
+@settings(max_examples=150, deadline=None)
+@given(texts)
+def test_quota_parses_or_says_why(text: str) -> None:
+    try:
+        size, count = vpasswd.parse_quota(text)
+    except ValueError:
+        return
+    assert 0 <= size < 2**64 and 0 <= count < 2**64

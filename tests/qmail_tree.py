@@ -1,0 +1,184 @@
+"""A qmail + vpopmail server's files, written in their real formats, for the import's tests
+and its benchmark: control/, users/assign (as on the help page: two entries on one line,
+an alias domain, the final "."), vpasswd with DES, MD5-crypt and SHA-512-crypt hashes made
+by the system's libcrypt and a clear-password field, .qmail-* files (aliases, a list with
+an -owner, a forward with a copy, an autoresponder, ezmlm, the catch-all), tcp.smtp and
+open-smtp as on the help page, and Maildirs with cur/new/tmp, flags and Maildir++ folders.
+
+Paths inside the files are the old host's (/home/vpopmail/...); the tree itself lives
+wherever the test puts it (`--vpopmail-dir`, `--qmail-dir`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+OLD_HOME = "/home/vpopmail"
+PASSWORDS = {"joe": "joe-des-pw", "ann": "ann-md5-password", "bob": "bob-sha512-password"}
+
+_libcrypt = ctypes.CDLL(ctypes.util.find_library("crypt") or "libcrypt.so.1")
+_libcrypt.crypt.restype = ctypes.c_char_p
+_libcrypt.crypt.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+
+
+def crypt(password: str, setting: str) -> str:
+    """crypt(3) of the system's libcrypt (libxcrypt): a real DES / $1$ / $6$ hash."""
+    out = _libcrypt.crypt(password.encode(), setting.encode())
+    assert out and not out.startswith(b"*"), f"libcrypt refused {setting!r}"
+    return str(out.decode())
+
+
+def message(subject: str, body: str = "old mail\r\n") -> bytes:
+    return (f"From: someone@old.test\r\nTo: user@example.test\r\nSubject: {subject}\r\n"
+            f"Date: Sat, 11 Oct 2003 13:22:00 +0200\r\n\r\n{body}").encode()
+
+
+@dataclass
+class Tree:
+    root: Path
+    sink_port: int = 2626
+    now: float = field(default_factory=time.time)
+
+    @property
+    def qmail(self) -> Path:
+        return self.root / "var" / "qmail"
+
+    @property
+    def vpopmail(self) -> Path:
+        return self.root / "home" / "vpopmail"
+
+    @property
+    def tcp_smtp(self) -> Path:
+        return self.root / "etc" / "tcp.smtp"
+
+    @property
+    def open_smtp(self) -> Path:
+        return self.root / "etc" / "vpopmail" / "open-smtp"
+
+    def args(self) -> list[str]:
+        return ["--qmail-dir", str(self.qmail), "--vpopmail-dir", str(self.vpopmail),
+                "--tcp-smtp", str(self.tcp_smtp), "--open-smtp", str(self.open_smtp)]
+
+    def write(self, relative: str, text: str | bytes, base: Path | None = None) -> Path:
+        path = (base or self.root) / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(text.encode() if isinstance(text, str) else text)
+        return path
+
+    def domain_dir(self, domain: str) -> Path:
+        return self.vpopmail / "domains" / domain
+
+    def maildir(self, domain: str, user: str) -> Path:
+        return self.domain_dir(domain) / user / "Maildir"
+
+
+def put_message(folder: Path, sub: str, name: str, data: bytes) -> Path:
+    for s in ("cur", "new", "tmp"):
+        (folder / s).mkdir(parents=True, exist_ok=True)
+    path = folder / sub / name
+    path.write_bytes(data)
+    os.utime(path, (1065871320, 1065871320))  # 2003-10-11: the mtime must survive
+    return path
+
+
+def build(root: Path, sink_port: int = 2626, now: float | None = None) -> Tree:
+    tree = Tree(root, sink_port, time.time() if now is None else now)
+    q = tree.qmail
+    control = {
+        "me": "mx1.old.test\n",
+        "rcpthosts": "example.test\nexample.org\n",
+        "morercpthosts": "alias.test\nbackup.test\n",
+        "locals": "localhost\nmx1.old.test\n",
+        "badmailfrom": "spammer@bad.test\n@spam.test\n",
+        "databytes": "10000000\n",
+        "queuelifetime": "604800\n",
+        "smtproutes": f"remote.test:127.0.0.1:{sink_port}\n",
+        "concurrencyremote": "120\n",
+        "concurrencylocal": "15\n",
+    }
+    for name, text in control.items():
+        tree.write(name, text, q / "control")
+    entry = "+{0}-:{1}:89:89:" + OLD_HOME + "/domains/{1}:-::"
+    tree.write("users/assign",
+               entry.format("example.test", "example.test") + " "
+               + entry.format("example.org", "example.org") + "\n"
+               + entry.format("alias.test", "example.test") + "\n.\n", q)
+
+    d = tree.domain_dir("example.test")
+    home = f"{OLD_HOME}/domains/example.test"
+    joe = crypt(PASSWORDS["joe"], "ab")
+    ann = crypt(PASSWORDS["ann"], "$1$annsalt$")
+    bob = crypt(PASSWORDS["bob"], "$6$bobsaltbobsalt$")
+    tree.write("vpasswd", "".join([
+        f"joe:{joe}:1:0:Joe User:{home}/joe:NOQUOTA:{PASSWORDS['joe']}\n",
+        f"ann:{ann}:1:0:Ann Example:{home}/ann:5000000S\n",
+        f"bob:{bob}:1:0:Bob:{home}/bob:5000000S,1000C:{PASSWORDS['bob']}\n",
+    ]), d)
+    tree.write(".qmail-default", f"| {OLD_HOME}/bin/vdelivermail '' joe@example.test\n", d)
+    tree.write(".qmail-info", "&joe@example.test\n&ann@example.test\n", d)
+    tree.write(".qmail-sales", "./ann/Maildir/\n", d)
+    tree.write(".qmail-team", "# the team\n&joe@example.test\nbob@example.test\n"
+               "outside@remote.test\n", d)
+    tree.write(".qmail-team-owner", "&joe@example.test\n", d)
+    tree.write(".qmail-bob", f"&bob@remote.test\n{home}/bob/Maildir/\n", d)
+    tree.write(".qmail-vacation", "| /usr/bin/autorespond 86400 3 msg.txt ./vacation\n", d)
+    tree.write(".qmail-news", "|/usr/bin/ezmlm/ezmlm-reject '<#l#>'\n"
+               f"|/usr/bin/ezmlm/ezmlm-send '{home}/news'\n", d)
+    tree.write(".qmail-news-default", f"|/usr/bin/ezmlm/ezmlm-manage '{home}/news'\n", d)
+
+    joe_md = tree.maildir("example.test", "joe")
+    put_message(joe_md, "cur", "1065871320.M1P100.mx1,S=120:2,S", message("read"))
+    put_message(joe_md, "cur", "1065871321.M2P100.mx1:2,RS", message("answered"))
+    put_message(joe_md, "new", "1065871322.M3P100.mx1", message("unread"))
+    put_message(joe_md, "tmp", "1065871323.M4P100.mx1", b"half a delivery")
+    put_message(joe_md / ".Sent", "cur", "1065871324.M5P100.mx1:2,S", message("sent"))
+    (joe_md / ".Sent" / "maildirfolder").write_bytes(b"")
+    put_message(joe_md / ".Archive.2003", "cur", "1065871325.M6P100.mx1:2,FS",
+                message("flagged"))
+    (joe_md / ".Archive.2003" / "maildirfolder").write_bytes(b"")
+    (joe_md / "courierimapsubscribed").write_text("INBOX.Sent\nINBOX.Archive.2003\n")
+    (joe_md / "maildirsize").write_text("0S\n999999 99\n")  # stale: recomputed
+    put_message(tree.maildir("example.test", "ann"), "new", "1065871326.M7P100.mx1",
+                message("for ann"))
+    put_message(tree.maildir("example.test", "bob"), "cur", "1065871327.M8P100.mx1:2,S",
+                message("for bob"))
+
+    o = tree.domain_dir("example.org")
+    ohome = f"{OLD_HOME}/domains/example.org"
+    carl = crypt("carl-password", "$6$carlsalt$")
+    tree.write("vpasswd", f"carl:{carl}:1:0:Carl:{ohome}/carl:NOQUOTA\n", o)
+    tree.write(".qmail-default", f"| {OLD_HOME}/bin/vdelivermail '' bounce-no-mailbox\n", o)
+    put_message(tree.maildir("example.org", "carl"), "new", "1065871328.M9P100.mx1",
+                message("for carl"))
+    tree.write("carl/.qmail", "&carl@remote.test\n", o)   # qmailadmin's forward, no copy
+
+    tree.write("etc/tcp.smtp", "\n".join([
+        "# as on the help page, plus a deny and a range",
+        '127.0.0.1:allow,RELAYCLIENT=" "',
+        "127.0.0.3:deny",
+        '127.0.1.1-20:allow,RELAYCLIENT=""',
+        '=trusted.old.test:allow,RELAYCLIENT=""',
+        ":allow", ""]))
+    fresh, old = int(tree.now) - 600, int(tree.now) - 4 * 3600
+    tree.write("etc/vpopmail/open-smtp",
+               f'127.0.0.5:allow,RELAYCLIENT=" ",RBLSMTPD=" " {fresh}\n'
+               f'127.0.0.6:allow,RELAYCLIENT=" ",RBLSMTPD=" " {old}\n')
+    return tree
+
+
+def add_bad_lines(tree: Tree) -> dict[str, int]:
+    """Malformed lines in several files; returns {file name: line number} of each."""
+    vpasswd = tree.domain_dir("example.test") / "vpasswd"
+    lines = vpasswd.read_text().splitlines()
+    lines.append("broken:xx:1:0:only five")
+    lines.append("quota:ab01234567890:1:0:Q:/home/vpopmail/domains/example.test/quota:lots")
+    vpasswd.write_text("\n".join(lines) + "\n")
+    rules = tree.tcp_smtp.read_text().splitlines()
+    rules.insert(1, "10.0.0.300:allow")
+    tree.tcp_smtp.write_text("\n".join(rules) + "\n")
+    return {"vpasswd": len(lines) - 1, "vpasswd-quota": len(lines), "tcp.smtp": 2}
