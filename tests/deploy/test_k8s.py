@@ -216,8 +216,11 @@ def test_network_policies(rendered: tuple[str, list[Doc]]) -> None:
     relay = _allowed_sources(docs, "relay-auth", 50051)
     assert relay == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "smtp-ingress"}}},
                      *ADMIN]
-    for admin_api in ("queue", "remote-delivery", "directory"):
+    for admin_api in ("queue", "remote-delivery"):
         assert _allowed_sources(docs, admin_api, 50051) == ADMIN, admin_api
+    # relay-auth hands upgraded password hashes to the directory
+    assert _allowed_sources(docs, "directory", 50051) == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "relay-auth"}}}, *ADMIN]
     for port in (2525, 2587, 2465):
         assert _allowed_sources(docs, "smtp-ingress", port) == [{"anywhere": True}]
     for name in SERVICES:

@@ -157,3 +157,20 @@ async def test_user_add_password_stdin_in_a_real_pipe(directory: str, js: Any) -
     mailbox = pb.Mailbox.FromString((await kv.get(record_key("mailbox", "joe@example.com"))
                                      ).value)
     assert PasswordHasher().verify(mailbox.password_hash, "piped secret")
+
+    # an existing hash (vpasswd's MD5-crypt), then one from stdin; a bad one is one line
+    md5 = "$1$vpop$ajlltFrlq56XIsFxRqI3M0"
+    done = cli("user", "add", "ann@example.com", "--password-hash", md5)
+    assert (done.returncode, done.stdout) == (0, "added user ann@example.com\n"), done.stderr
+    sha = ("$6$vpopmail$n4/pvnWmKWZH0lXl6xUJKQvtZt.CuhJgQ3EkYzCcwCk78mrIl96zsx3Hz029Dd8Lvftc."
+           "tDRCX9MEwpAhHHLU/")
+    done = cli("user", "passwd", "joe@example.com", "--password-hash", "-", stdin=sha + "\n")
+    assert done.returncode == 0, done.stderr
+    for address, expected in (("ann@example.com", md5), ("joe@example.com", sha)):
+        entry = await kv.get(record_key("mailbox", address))
+        assert pb.Mailbox.FromString(entry.value).password_hash == expected
+    done = cli("user", "add", "bob@example.com", "--password-hash", "$1$broken")
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and "password_hash refused" in done.stderr
+    done = cli("user", "add", "bob@example.com", "--password-hash", md5, "--password-stdin")
+    assert done.returncode == 2 and "not allowed with" in done.stderr

@@ -136,3 +136,44 @@ def relay_process(tmp_path: Path) -> Iterator[Callable[..., tuple[ServiceProcess
     yield make
     for proc in made:
         proc.stop()
+
+
+@dataclass
+class Directory:
+    address: str
+    stub: Any
+    view: Any
+
+
+@pytest.fixture
+async def start_directory(nats_server: NatsServer) -> AsyncIterator[Callable[..., Any]]:
+    """start_directory() -> Directory: the real directory service in this event loop (the
+    one writer relay-auth hands upgraded password hashes to)."""
+    from mailyard.api.directory.v1 import directory_pb2_grpc as dgrpc
+    from mailyard.core.directory import DirectoryView
+    from mailyard.directory.__main__ import serve as serve_directory
+    from mailyard.directory.settings import Settings as DirectorySettings
+
+    running: list[tuple[asyncio.Event, asyncio.Task[None], grpc.aio.Channel, Any]] = []
+
+    async def start() -> Directory:
+        settings = DirectorySettings.load(nats_url=nats_server.url, grpc_port=free_port(),
+                                          http_port=0)
+        stop = asyncio.Event()
+        task = asyncio.create_task(serve_directory(settings, stop))
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{settings.grpc_port}")
+        nc = await bus.connect(nats_server.url, "pytest-directory-view")
+        view = DirectoryView()
+        await view.start(nc.jetstream())
+        running.append((stop, task, channel, (nc, view)))
+        await _wait_serving(channel)
+        return Directory(f"127.0.0.1:{settings.grpc_port}", dgrpc.DirectoryStub(channel), view)
+
+    yield start
+    for stop, task, channel, (nc, view) in running:
+        stop.set()
+        await channel.close()
+        await view.stop()
+        await nc.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 15)

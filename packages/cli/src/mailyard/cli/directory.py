@@ -38,13 +38,24 @@ def _fail(message: str) -> int:
 
 
 def _password(args: argparse.Namespace) -> str | None:
-    """One line from stdin (--password-stdin) or a prompt asked twice; None on mismatch."""
+    """One line from stdin (--password-stdin) or a prompt asked twice; None on mismatch.
+    "" with --password-hash (the request then carries the hash instead)."""
+    if args.password_hash is not None:
+        return ""
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\r\n")
     first = getpass.getpass("New password: ")
     if getpass.getpass("Retype new password: ") != first:
         return None
     return first
+
+
+def _password_hash(args: argparse.Namespace) -> str:
+    """--password-hash HASH, or "-": one line from stdin (a hash on the command line is
+    visible to other local users in ps)."""
+    if args.password_hash == "-":  # noqa: S105  (not a password: the stdin marker)
+        return sys.stdin.readline().strip()
+    return str(args.password_hash or "")
 
 
 def _mailbox_line(mailbox: pb.Mailbox) -> str:
@@ -94,8 +105,9 @@ def _user_add(args: argparse.Namespace) -> int:
     if password is None:
         return _fail("passwords do not match")
     mailbox = _stub().AddMailbox(pb.AddMailboxRequest(
-        address=args.address, password=password, enable_cram_md5=args.cram_md5,
-        quota_bytes=args.quota, quota_messages=args.quota_messages))
+        address=args.address, password=password, password_hash=_password_hash(args),
+        enable_cram_md5=args.cram_md5, quota_bytes=args.quota,
+        quota_messages=args.quota_messages))
     print(f"added user {mailbox.address}")
     return 0
 
@@ -111,7 +123,8 @@ def _user_passwd(args: argparse.Namespace) -> int:
     if password is None:
         return _fail("passwords do not match")
     mailbox = _stub().SetPassword(pb.SetPasswordRequest(
-        address=args.address, password=password, enable_cram_md5=args.cram_md5))
+        address=args.address, password=password, password_hash=_password_hash(args),
+        enable_cram_md5=args.cram_md5))
     print(f"changed password of {mailbox.address}")
     return 0
 
@@ -248,8 +261,13 @@ def _add(sub: Any, name: str, func: Any, help_text: str) -> Any:
 
 
 def _password_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--password-stdin", action="store_true",
-                        help="read the password as one line from stdin (no prompt)")
+    way = parser.add_mutually_exclusive_group()
+    way.add_argument("--password-stdin", action="store_true",
+                     help="read the password as one line from stdin (no prompt)")
+    way.add_argument("--password-hash", metavar="HASH",
+                     help="store an existing hash as it is (argon2id, or crypt(3): DES, $1$, "
+                          "$5$, $6$, $2y$; '-' reads it from stdin); the first login "
+                          "replaces it with the platform's argon2id hash")
     parser.add_argument("--cram-md5", action="store_true",
                         help="also store a CRAM-MD5 secret (plaintext-equivalent; opt-in)")
 

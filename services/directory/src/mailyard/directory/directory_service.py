@@ -186,10 +186,12 @@ class DirectoryService(pb_grpc.DirectoryServicer):
     @rpc
     async def AddMailbox(self, request: pb.AddMailboxRequest, context: Ctx) -> pb.Mailbox:
         address = validate.address(request.address)
-        passwords.check(request.password, self.min_password_length)
+        phc = await passwords.requested_hash(request.password, request.password_hash,
+                                             request.enable_cram_md5,
+                                             self.min_password_length)
         local, domain = split(address)
         mailbox = pb.Mailbox(
-            address=address, password_hash=await passwords.hash_password(request.password),
+            address=address, password_hash=phc,
             cram_md5_secret=(passwords.cram_md5_secret(request.password)
                              if request.enable_cram_md5 else ""),
             quota_bytes=request.quota_bytes, quota_messages=request.quota_messages,
@@ -208,10 +210,13 @@ class DirectoryService(pb_grpc.DirectoryServicer):
     @rpc
     async def SetPassword(self, request: pb.SetPasswordRequest, context: Ctx) -> pb.Mailbox:
         address = validate.address(request.address)
-        passwords.check(request.password, self.min_password_length)
+        if not request.password_hash:
+            passwords.check(request.password, self.min_password_length)
         if (await self.store.get(record_key("mailbox", address))).value is None:
             raise not_found(f"no mailbox {address}")  # before paying for the hash
-        phc = await passwords.hash_password(request.password)
+        phc = await passwords.requested_hash(request.password, request.password_hash,
+                                             request.enable_cram_md5,
+                                             self.min_password_length)
         secret = (passwords.cram_md5_secret(request.password) if request.enable_cram_md5
                   else "")
 
@@ -220,6 +225,25 @@ class DirectoryService(pb_grpc.DirectoryServicer):
             mailbox.cram_md5_secret = secret
 
         return redacted(await self._modify("mailbox", pb.Mailbox, address, edit, "mailbox"))
+
+    @rpc
+    async def UpgradePasswordHash(self, request: pb.UpgradePasswordHashRequest, context: Ctx
+                                  ) -> pb.Mailbox:
+        address = validate.address(request.address)
+        new = passwords.upgrade_hash(request.new_hash)
+        if not request.current_hash:
+            raise invalid("current_hash is required (the hash the login matched)")
+
+        def edit(mailbox: pb.Mailbox) -> None:
+            # Runs on a fresh read at every CAS attempt: a password set since the login was
+            # checked is what stays.
+            if mailbox.password_hash != request.current_hash:
+                raise precondition(f"the password of {address} changed since the login")
+            mailbox.password_hash = new
+
+        mailbox = await self._modify("mailbox", pb.Mailbox, address, edit, "mailbox")
+        log.info("password hash upgraded", extra={"address": address})
+        return redacted(mailbox)
 
     @rpc
     async def SetQuota(self, request: pb.SetQuotaRequest, context: Ctx) -> pb.Mailbox:

@@ -1,4 +1,5 @@
-"""Password hashing (argon2id, PHC strings) and the opt-in CRAM-MD5 secret.
+"""Password hashing (the platform's argon2id, mailyard.core.password_hashes), hashes
+brought from elsewhere (validated, stored as they are) and the opt-in CRAM-MD5 secret.
 
 Hashing costs tens of milliseconds of CPU on purpose, so it runs in a worker thread and the
 event loop keeps serving other requests meanwhile.
@@ -8,13 +9,10 @@ from __future__ import annotations
 
 import asyncio
 
-from argon2 import PasswordHasher, Type
-
+from mailyard.core import password_hashes
 from mailyard.directory.errors import invalid
 
 MAX_LENGTH = 1024  # longer "passwords" are a denial-of-service attempt on the hasher
-
-_hasher = PasswordHasher(type=Type.ID)
 
 
 def check(password: str, min_length: int) -> None:
@@ -29,15 +27,40 @@ def check(password: str, min_length: int) -> None:
 
 
 async def hash_password(password: str) -> str:
-    return await asyncio.to_thread(_hasher.hash, password)
+    return await asyncio.to_thread(password_hashes.hash_password, password)
+
+
+def existing_hash(stored: str) -> str:
+    """A hash given instead of a password: stored as it is when Mailyard can check it."""
+    try:
+        return password_hashes.validate(stored.strip())
+    except password_hashes.HashError as exc:
+        raise invalid(f"password_hash refused: {exc}") from None
+
+
+async def requested_hash(password: str, stored: str, cram: bool, min_length: int) -> str:
+    """The hash to store for a request holding either `password` or `stored`."""
+    if password and stored:
+        raise invalid("give a password or a password_hash, not both")
+    if stored:
+        if cram:
+            raise invalid("CRAM-MD5 needs the password itself, not a password_hash")
+        return existing_hash(stored)
+    check(password, min_length)
+    return await hash_password(password)
+
+
+def upgrade_hash(stored: str) -> str:
+    """UpgradePasswordHash's new hash: the platform's own argon2id, nothing else."""
+    new = existing_hash(stored)
+    if password_hashes.scheme(new) != "argon2id" or password_hashes.needs_upgrade(new):
+        raise invalid("new_hash must be argon2id with the platform's parameters")
+    return new
 
 
 def verify(phc: str, password: str) -> bool:
     """For tests and tools; relay-auth verifies logins itself."""
-    try:
-        return _hasher.verify(phc, password)
-    except Exception:
-        return False
+    return password_hashes.verify(phc, password)
 
 
 def cram_md5_secret(password: str) -> str:

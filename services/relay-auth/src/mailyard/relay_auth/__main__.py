@@ -17,9 +17,11 @@ from mailyard.core.metrics import set_build
 from mailyard.core.service import run
 from mailyard.relay_auth.auth import Authenticator
 from mailyard.relay_auth.leases import LeaseStore
+from mailyard.relay_auth.pool import PasswordPool
 from mailyard.relay_auth.server import RelayAuthServicer
 from mailyard.relay_auth.settings import Settings
 from mailyard.relay_auth.throttle import Throttle
+from mailyard.relay_auth.upgrade import HashUpgrader
 
 log = logging.getLogger("mailyard.relay_auth")
 
@@ -38,7 +40,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     leases = LeaseStore(settings.lease_ttl, settings.lease_purge_interval)
     throttle = Throttle(settings.auth_fail_limit_ip, settings.auth_fail_limit_user,
                         settings.auth_fail_window)
-    auth = Authenticator(directory, throttle, settings.cram_ttl)
+    pool = PasswordPool(settings.auth_workers, settings.auth_queue)
+    upgrader = HashUpgrader(settings.directory_addr, settings.directory_timeout, pool)
+    auth = Authenticator(directory, throttle, settings.cram_ttl, pool, upgrader)
     await control.start(js)
     await directory.start(js)
     await throttle.start(js)
@@ -66,6 +70,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         await chores
     if http:
         await http.stop()
+    await upgrader.close()
+    pool.close()
     await leases.stop()
     await throttle.stop()
     await directory.stop()

@@ -1,10 +1,13 @@
-"""SMTP AUTH (vchkpw's job): PLAIN and LOGIN against the directory's argon2id hashes, and
+"""SMTP AUTH (vchkpw's job): PLAIN and LOGIN against the directory's password hashes, and
 CRAM-MD5 with single-use challenges.
 
-Passwords are Mailbox.password_hash (argon2id PHC strings written by the directory). argon2
-is deliberately slow, so verification runs in a worker thread: the event loop keeps
-answering CheckClient meanwhile. An unknown user is verified against a dummy hash so that
-"no such user" and "wrong password" take the same time.
+Passwords are Mailbox.password_hash: the platform's argon2id, or a hash imported as it was
+(crypt(3) DES/$1$/$5$/$6$/bcrypt, argon2i; mailyard.core.password_hashes). Checks run in
+the bounded PasswordPool, so the event loop keeps answering CheckClient and memory stays
+bounded however many logins arrive. A login that matched a hash other than the platform's
+current argon2id has it replaced through the directory (upgrade.HashUpgrader). An unknown
+user is verified against a dummy hash so that "no such user" and "wrong password" take the
+same time.
 
 CRAM-MD5 needs the password itself as the HMAC key, so it only works for mailboxes that opted
 in: Mailbox.cram_md5_secret holds the hex of the password's UTF-8 bytes (see the README for
@@ -14,7 +17,6 @@ deleted by the first CramVerify that names it, on any replica: a replayed answer
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -22,18 +24,18 @@ import logging
 import secrets
 import time
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from mailyard.api.relayauth.v1 import relayauth_pb2 as pb
-from mailyard.core import bus
+from mailyard.core import bus, password_hashes
 from mailyard.core.directory import DirectoryView, canonical
 from mailyard.relay_auth import metrics
+from mailyard.relay_auth.pool import PasswordPool
 from mailyard.relay_auth.rules import IPAddress, parse_ip
 from mailyard.relay_auth.throttle import Throttle
+from mailyard.relay_auth.upgrade import HashUpgrader
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +64,14 @@ def _canonical(username: str) -> str:
 
 
 class Authenticator:
-    def __init__(self, directory: DirectoryView, throttle: Throttle, cram_ttl: float) -> None:
+    def __init__(self, directory: DirectoryView, throttle: Throttle, cram_ttl: float,
+                 pool: PasswordPool, upgrader: HashUpgrader | None) -> None:
         self.directory = directory
         self.throttle = throttle
         self.cram_ttl = cram_ttl
-        self.hasher = PasswordHasher()
-        self._dummy_hash = self.hasher.hash(secrets.token_hex(16))
+        self.pool = pool
+        self.upgrader = upgrader
+        self._dummy_hash = password_hashes.hash_password(secrets.token_hex(16))
         self.cram_kv: KeyValue | None = None
 
     async def start(self, js: JetStreamContext) -> None:
@@ -88,15 +92,10 @@ class Authenticator:
 
     # -- PLAIN / LOGIN ---------------------------------------------------------------------
 
-    def _verify(self, phc: str, password: str) -> bool:
-        try:
-            return bool(self.hasher.verify(phc, password))
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
-            return False
-
     async def password(self, mechanism: str, username: str, password: str,
                        client_ip: str) -> tuple[int, str]:
-        """(AuthResult, canonical user) for PLAIN or LOGIN."""
+        """(AuthResult, canonical user) for PLAIN or LOGIN; pool.Busy when the password
+        pool is full (the caller answers with a temporary failure)."""
         mechanism = mechanism.upper()
         if mechanism not in PASSWORD_MECHANISMS:
             return self._done("other", UNAVAILABLE)
@@ -105,8 +104,10 @@ class Authenticator:
             return self._done(mechanism, THROTTLED)
         mailbox = self.directory.mailbox(user) if user else None
         phc = mailbox.password_hash if mailbox is not None and mailbox.password_hash else ""
-        ok = await asyncio.to_thread(self._verify, phc or self._dummy_hash, password)
+        ok = await self.pool.run(password_hashes.verify, phc or self._dummy_hash, password)
         if ok and phc:
+            if self.upgrader is not None and password_hashes.needs_upgrade(phc):
+                self.upgrader.schedule(user, phc, password)
             return self._done(mechanism, OK, user)
         return await self._fail(mechanism, ip, user)
 

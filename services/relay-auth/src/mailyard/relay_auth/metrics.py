@@ -28,3 +28,17 @@ LEASES_GRANTED = Counter(
     "`mailyard lease grant`), imap or pop3 (a successful mailbox login).",
     ["source"],
 )
+AUTH_PENDING = Gauge(
+    "mailyard_relay_auth_pending",
+    "Password checks running or queued in the bounded pool.",
+)
+AUTH_BUSY = Counter(
+    "mailyard_relay_auth_busy_total",
+    "Password checks refused because the pool's workers and queue were full.",
+)
+AUTH_REHASH = Counter(
+    "mailyard_relay_auth_rehash_total",
+    "Hashes replaced by the platform's argon2id after a login (legacy scheme or old "
+    "parameters), by result: upgraded, superseded (the password changed meanwhile), failed.",
+    ["result"],
+)

@@ -22,6 +22,7 @@ from mailyard.core.control import ControlView
 from mailyard.relay_auth import metrics
 from mailyard.relay_auth.auth import Authenticator
 from mailyard.relay_auth.leases import LeaseStore, lease_key
+from mailyard.relay_auth.pool import Busy
 from mailyard.relay_auth.rules import IPAddress, RuleError, RuleSet, parse_ip
 from mailyard.relay_auth.throttle import Throttle
 
@@ -185,8 +186,14 @@ class RelayAuthServicer(rpc.RelayAuthServicer):
             # The lease is for the client's address: without a valid one there is nothing
             # to grant, so refuse before the password is even checked.
             await _valid_ip(request.client_ip, context)
-        reply = _auth_reply(await self.auth.password(request.mechanism, request.username,
-                                                     request.password, request.client_ip))
+        try:
+            outcome = await self.auth.password(request.mechanism, request.username,
+                                               request.password, request.client_ip)
+        except Busy:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                "too many password checks waiting; try again")
+            raise
+        reply = _auth_reply(outcome)
         if protocol in LOGIN_PROTOCOLS and reply.result == pb.AUTH_RESULT_OK:
             # vpopmail's POP3 server wrote open-smtp at login; this is that write, in the
             # same call as the password check (one round trip for the bridge).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pydantic import Field, field_validator
 
 from mailyard.core.settings import ServiceSettings, service_config
@@ -22,6 +24,14 @@ class Settings(ServiceSettings):
     auth_fail_limit_user: int = Field(default=5, ge=1)
     auth_fail_window: float = Field(default=900.0, gt=0)
     cram_ttl: float = Field(default=300.0, gt=0)              # an unanswered challenge dies
+    # Password checks: this many at once (one per core: each argon2id check takes a core
+    # and 19 MiB), up to AUTH_QUEUE more waiting; beyond that a temporary failure.
+    auth_workers: int = Field(default_factory=lambda: min(4, os.cpu_count() or 1), ge=1,
+                              le=64)
+    auth_queue: int = Field(default=256, ge=0)
+    # The directory, to replace a legacy hash after a login (rehash on login).
+    directory_addr: str = "127.0.0.1:50056"
+    directory_timeout: float = Field(default=10.0, gt=0)
     default_rules: str = DEFAULT_RULES
 
     @field_validator("default_rules")

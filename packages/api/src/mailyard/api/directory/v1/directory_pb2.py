@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%mailyard/directory/v1/directory.proto\x12\x15mailyard.directory.v1\"j\n\x06\x44omain\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x38\n\tcatch_all\x18\x02 \x01(\x0e\x32%.mailyard.directory.v1.CatchAllAction\x12\x18\n\x10\x63\x61tch_all_target\x18\x03 \x01(\t\"\xaf\x01\n\x07Mailbox\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x15\n\rpassword_hash\x18\x02 \x01(\t\x12\x17\n\x0f\x63ram_md5_secret\x18\x03 \x01(\t\x12\x13\n\x0bquota_bytes\x18\x04 \x01(\x04\x12\x16\n\x0equota_messages\x18\x05 \x01(\x04\x12\x12\n\nforward_to\x18\x06 \x03(\t\x12\x11\n\tkeep_copy\x18\x07 \x01(\x08\x12\x0f\n\x07maildir\x18\x08 \x01(\t\")\n\x05\x41lias\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0f\n\x07targets\x18\x02 \x03(\t\">\n\x0bMailingList\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0f\n\x07members\x18\x03 \x03(\t\" \n\x10\x41\x64\x64\x44omainRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"#\n\x13\x44\x65leteDomainRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"!\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"\x14\n\x12ListDomainsRequest\"E\n\x13ListDomainsResponse\x12.\n\x07\x64omains\x18\x01 \x03(\x0b\x32\x1d.mailyard.directory.v1.Domain\"|\n\x11\x41\x64\x64MailboxRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x17\n\x0f\x65nable_cram_md5\x18\x03 \x01(\x08\x12\x13\n\x0bquota_bytes\x18\x04 \x01(\x04\x12\x16\n\x0equota_messages\x18\x05 \x01(\x04\"!\n\x0e\x41\x64\x64ressRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\"P\n\x12SetPasswordRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x17\n\x0f\x65nable_cram_md5\x18\x03 \x01(\x08\"O\n\x0fSetQuotaRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x13\n\x0bquota_bytes\x18\x02 \x01(\x04\x12\x16\n\x0equota_messages\x18\x03 \x01(\x04\"&\n\x14ListMailboxesRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\"J\n\x15ListMailboxesResponse\x12\x31\n\tmailboxes\x18\x01 \x03(\x0b\x32\x1e.mailyard.directory.v1.Mailbox\"3\n\x0f\x41\x64\x64\x41liasRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0f\n\x07targets\x18\x02 \x03(\t\"$\n\x12ListAliasesRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\"D\n\x13ListAliasesResponse\x12-\n\x07\x61liases\x18\x01 \x03(\x0b\x32\x1c.mailyard.directory.v1.Alias\"H\n\x11SetForwardRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0f\n\x07targets\x18\x02 \x03(\t\x12\x11\n\tkeep_copy\x18\x03 \x01(\x08\"k\n\x12SetCatchAllRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x35\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32%.mailyard.directory.v1.CatchAllAction\x12\x0e\n\x06target\x18\x03 \x01(\t\"A\n\x0e\x41\x64\x64ListRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0f\n\x07members\x18\x03 \x03(\t\"1\n\x11ListMemberRequest\x12\x0c\n\x04list\x18\x01 \x01(\t\x12\x0e\n\x06member\x18\x02 \x01(\t\"t\n\nResolution\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x33\n\x04kind\x18\x02 \x01(\x0e\x32%.mailyard.directory.v1.ResolutionKind\x12\x0f\n\x07mailbox\x18\x03 \x01(\t\x12\x0f\n\x07targets\x18\x04 \x03(\t*\x8a\x01\n\x0e\x43\x61tchAllAction\x12 \n\x1c\x43\x41TCH_ALL_ACTION_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43\x41TCH_ALL_ACTION_DELIVER\x10\x01\x12\x1b\n\x17\x43\x41TCH_ALL_ACTION_BOUNCE\x10\x02\x12\x1b\n\x17\x43\x41TCH_ALL_ACTION_DELETE\x10\x03*\x96\x02\n\x0eResolutionKind\x12\x1f\n\x1bRESOLUTION_KIND_UNSPECIFIED\x10\x00\x12\x1d\n\x19RESOLUTION_KIND_NOT_LOCAL\x10\x01\x12\x1b\n\x17RESOLUTION_KIND_UNKNOWN\x10\x02\x12\x1b\n\x17RESOLUTION_KIND_MAILBOX\x10\x03\x12\x19\n\x15RESOLUTION_KIND_ALIAS\x10\x04\x12\x18\n\x14RESOLUTION_KIND_LIST\x10\x05\x12\x1d\n\x19RESOLUTION_KIND_CATCH_ALL\x10\x06\x12\x1a\n\x16RESOLUTION_KIND_BOUNCE\x10\x07\x12\x1a\n\x16RESOLUTION_KIND_DELETE\x10\x08\x32\xdf\r\n\tDirectory\x12S\n\tAddDomain\x12\'.mailyard.directory.v1.AddDomainRequest\x1a\x1d.mailyard.directory.v1.Domain\x12\x61\n\x0c\x44\x65leteDomain\x12*.mailyard.directory.v1.DeleteDomainRequest\x1a%.mailyard.directory.v1.DeleteResponse\x12\x64\n\x0bListDomains\x12).mailyard.directory.v1.ListDomainsRequest\x1a*.mailyard.directory.v1.ListDomainsResponse\x12V\n\nAddMailbox\x12(.mailyard.directory.v1.AddMailboxRequest\x1a\x1e.mailyard.directory.v1.Mailbox\x12]\n\rDeleteMailbox\x12%.mailyard.directory.v1.AddressRequest\x1a%.mailyard.directory.v1.DeleteResponse\x12X\n\x0bSetPassword\x12).mailyard.directory.v1.SetPasswordRequest\x1a\x1e.mailyard.directory.v1.Mailbox\x12R\n\x08SetQuota\x12&.mailyard.directory.v1.SetQuotaRequest\x1a\x1e.mailyard.directory.v1.Mailbox\x12j\n\rListMailboxes\x12+.mailyard.directory.v1.ListMailboxesRequest\x1a,.mailyard.directory.v1.ListMailboxesResponse\x12P\n\x08\x41\x64\x64\x41lias\x12&.mailyard.directory.v1.AddAliasRequest\x1a\x1c.mailyard.directory.v1.Alias\x12[\n\x0b\x44\x65leteAlias\x12%.mailyard.directory.v1.AddressRequest\x1a%.mailyard.directory.v1.DeleteResponse\x12\x64\n\x0bListAliases\x12).mailyard.directory.v1.ListAliasesRequest\x1a*.mailyard.directory.v1.ListAliasesResponse\x12V\n\nSetForward\x12(.mailyard.directory.v1.SetForwardRequest\x1a\x1e.mailyard.directory.v1.Mailbox\x12U\n\x0c\x43learForward\x12%.mailyard.directory.v1.AddressRequest\x1a\x1e.mailyard.directory.v1.Mailbox\x12W\n\x0bSetCatchAll\x12).mailyard.directory.v1.SetCatchAllRequest\x1a\x1d.mailyard.directory.v1.Domain\x12T\n\x07\x41\x64\x64List\x12%.mailyard.directory.v1.AddListRequest\x1a\".mailyard.directory.v1.MailingList\x12Z\n\nDeleteList\x12%.mailyard.directory.v1.AddressRequest\x1a%.mailyard.directory.v1.DeleteResponse\x12]\n\rAddListMember\x12(.mailyard.directory.v1.ListMemberRequest\x1a\".mailyard.directory.v1.MailingList\x12`\n\x10\x44\x65leteListMember\x12(.mailyard.directory.v1.ListMemberRequest\x1a\".mailyard.directory.v1.MailingList\x12S\n\x07Resolve\x12%.mailyard.directory.v1.AddressRequest\x1a!.mailyard.directory.v1.Resolutionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%mailyard/directory/v1/directory.proto\x12\x15mailyard.directory.v1\"j\n\x06\x44omain\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x38\n\tcatch_all\x18\x02 \x01(\x0e\x32%.mailyard.directory.v1.CatchAllAction\x12\x18\n\x10\x63\x61tch_all_target\x18\x03 \x01(\t\"\xaf\x01\n\x07Mailbox\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x15\n\rpassword_hash\x18\x02 \x01(\t\x12\x17\n\x0f\x63ram_md5_secret\x18\x03 \x01(\t\x12\x13\n\x0bquota_bytes\x18\x04 \x01(\x04\x12\x16\n\x0equota_messages\x18\x05 \x01(\x04\x12\x12\n\nforward_to\x18\x06 \x03(\t\x12\x11\n\tkeep_copy\x18\x07 \x01(\x08\x12\x0f\n\x07maildir\x18\x08 \x01(\t\")\n\x05\x41lias\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0f\n\x07targets\x18\x02 \x03(\t\">\n\x0bMailingList\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0f\n\x07members\x18\x03 \x03(\t\" \n\x10\x41\x64\x64\x44omainRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"#\n\x13\x44\x65leteDomainRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"!\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"\x14\n\x12ListDomainsRequest\"E\n\x13ListDomainsResponse\x12.\n\x07\x64omains\x18\x01 \x03(\x0b\x32\x1d.mailyard.directory.v1.Domain\"\x93\x01\n\x11\x41\x64\x64MailboxRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x17\n\x0f\x65nable_cram_md5\x18\x03 \x01(\x08\x12\x13\n\x0bquota_bytes\x18\x04 \x01(\x04\x12\x16\n\x0equota_messages\x18\x05 \x01(\x04\x12\x15\n\rpassword_hash\x18\x06 \x01(\t\"!\n\x0e\x41\x64\x64ressRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\"g\n\x12SetPasswordRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x17\n\x0f\x65nable_cram_md5\x18\x03 \x01(\x08\x12\x15\n\rpassword_hash\x18\x04 \x01(\t\"U\n\x1aUpgradePasswordHashRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x14\n\x0c\x63urrent_hash\x18\x02 \x01(\t\x12\x10\n\x08new_hash\x18\x03 \x01(\t\"O\n\x0fSetQuotaRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x13\n\x0bquota_bytes\x18\x02 \x01(\x04\x12\x16\n\x0equota_messages\x18\x03 \x01(\x04\"&\n\x14ListMailboxesRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\"J\n\x15ListMailboxesResponse\x12\x31\n\tmailboxes\x18\x01 \x03(\x0b\x32\x1e.mailyard.directory.v1.Mailbox\"3\n\x0f\x41\x64\x64\x41liasRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0f\n\x07targets\x18\x02 \x03(\t\"$\n\x12ListAliasesRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\"D\n\x13ListAliasesResponse\x12-\n\x07\x61liases\x18\x01 \x03(\x0b\x32\x1c.mailyard.directory.v1.Alias\"H\n\x11SetForwardRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0f\n\x07targets\x18\x02 \x03(\t\x12\x11\n\tkeep_copy\x18\x03 \x01(\x08\"k\n\x12SetCatchAllRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x35\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32%.mailyard.directory.v1.CatchAllAction\x12\x0e\n\x06target\x18\x03 \x01(\t\"A\n\x0e\x41\x64\x64ListRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0f\n\x07members\x18\x03 \x03(\t\"1\n\x11ListMemberRequest\x12\x0c\n\x04list\x18\x01 \x01(\t\x12\x0e\n\x06member\x18\x02 \x01(\t\"t\n\nResolution\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x33\n\x04kind\x18\x02 \x01(\x0e\x32%.mailyard.directory.v1.ResolutionKind\x12\x0f\n\x07mailbox\x18\x03 \x01(\t\x12\x0f\n\x07targets\x18\x04 \x03(\t*\x8a\x01\n\x0e\x43\x61tchAllAction\x12 \n\x1c\x43\x41TCH_ALL_ACTION_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43\x41TCH_ALL_ACTION_DELIVER\x10\x01\x12\x1b\n\x17\x43\x41TCH_ALL_ACTION_BOUNCE\x10\x02\x12\x1b\n\x17\x43\x41TCH_ALL_ACTION_DELETE\x10\x03*\x96\x02\n\x0eResolutionKind\x12\x1f\n\x1bRESOLUTION_KIND_UNSPECIFIED\x10\x00\x12\x1d\n\x19RESOLUTION_KIND_NOT_LOCAL\x10\x01\x12\x1b\n\x17RESOLUTION_KIND_UNKNOWN\x10\x02\x12\x1b\n\x17RESOLUTION_KIND_MAILBOX\x10\x03\x12\x19\n\x15RESOLUTION_KIND_ALIAS\x10\x04\x12\x18\n\x14RESOLUTION_KIND_LIST\x10\x05\x12\x1d\n\x19RESOLUTION_KIND_CATCH_ALL\x10\x06\x12\x1a\n\x16RESOLUTION_KIND_BOUNCE\x10\x07\x12\x1a\n\x16RESOLUTION_KIND_DELETE\x10\x08\x32\xc9\x0e\n\tDirectory\x12S\n\tAddDomain\x12\'.mailyard.directory.v1.AddDomainRequest\x1a\x1d.mailyard.directory.v1.Domain\x12\x61\n\x0c\x44\x65leteDomain\x12*.mailyard.directory.v1.DeleteDomainRequest\x1a%.mailyard.directory.v1.DeleteResponse\x12\x64\n\x0bListDomains\x12).mailyard.directory.v1.ListDomainsRequest\x1a*.mailyard.directory.v1.ListDomainsResponse\x12V\n\nAddMailbox\x12(.mailyard.directory.v1.AddMailboxRequest\x1a\x1e.mailyard.directory.v1.Mailbox\x12]\n\rDeleteMailbox\x12%.mailyard.directory.v1.AddressRequest\x1a%.mailyard.directory.v1.DeleteResponse\x12X\n\x0bSetPassword\x12).mailyard.directory.v1.SetPasswordRequest\x1a\x1e.mailyard.directory.v1.Mailbox\x12h\n\x13UpgradePasswordHash\x12\x31.mailyard.directory.v1.UpgradePasswordHashRequest\x1a\x1e.mailyard.directory.v1.Mailbox\x12R\n\x08SetQuota\x12&.mailyard.directory.v1.SetQuotaRequest\x1a\x1e.mailyard.directory.v1.Mailbox\x12j\n\rListMailboxes\x12+.mailyard.directory.v1.ListMailboxesRequest\x1a,.mailyard.directory.v1.ListMailboxesResponse\x12P\n\x08\x41\x64\x64\x41lias\x12&.mailyard.directory.v1.AddAliasRequest\x1a\x1c.mailyard.directory.v1.Alias\x12[\n\x0b\x44\x65leteAlias\x12%.mailyard.directory.v1.AddressRequest\x1a%.mailyard.directory.v1.DeleteResponse\x12\x64\n\x0bListAliases\x12).mailyard.directory.v1.ListAliasesRequest\x1a*.mailyard.directory.v1.ListAliasesResponse\x12V\n\nSetForward\x12(.mailyard.directory.v1.SetForwardRequest\x1a\x1e.mailyard.directory.v1.Mailbox\x12U\n\x0c\x43learForward\x12%.mailyard.directory.v1.AddressRequest\x1a\x1e.mailyard.directory.v1.Mailbox\x12W\n\x0bSetCatchAll\x12).mailyard.directory.v1.SetCatchAllRequest\x1a\x1d.mailyard.directory.v1.Domain\x12T\n\x07\x41\x64\x64List\x12%.mailyard.directory.v1.AddListRequest\x1a\".mailyard.directory.v1.MailingList\x12Z\n\nDeleteList\x12%.mailyard.directory.v1.AddressRequest\x1a%.mailyard.directory.v1.DeleteResponse\x12]\n\rAddListMember\x12(.mailyard.directory.v1.ListMemberRequest\x1a\".mailyard.directory.v1.MailingList\x12`\n\x10\x44\x65leteListMember\x12(.mailyard.directory.v1.ListMemberRequest\x1a\".mailyard.directory.v1.MailingList\x12S\n\x07Resolve\x12%.mailyard.directory.v1.AddressRequest\x1a!.mailyard.directory.v1.Resolutionb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mailyard.directory.v1.directory_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CATCHALLACTION']._serialized_start=1677
-  _globals['_CATCHALLACTION']._serialized_end=1815
-  _globals['_RESOLUTIONKIND']._serialized_start=1818
-  _globals['_RESOLUTIONKIND']._serialized_end=2096
+  _globals['_CATCHALLACTION']._serialized_start=1811
+  _globals['_CATCHALLACTION']._serialized_end=1949
+  _globals['_RESOLUTIONKIND']._serialized_start=1952
+  _globals['_RESOLUTIONKIND']._serialized_end=2230
   _globals['_DOMAIN']._serialized_start=64
   _globals['_DOMAIN']._serialized_end=170
   _globals['_MAILBOX']._serialized_start=173
@@ -53,34 +53,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTDOMAINSREQUEST']._serialized_end=583
   _globals['_LISTDOMAINSRESPONSE']._serialized_start=585
   _globals['_LISTDOMAINSRESPONSE']._serialized_end=654
-  _globals['_ADDMAILBOXREQUEST']._serialized_start=656
-  _globals['_ADDMAILBOXREQUEST']._serialized_end=780
-  _globals['_ADDRESSREQUEST']._serialized_start=782
-  _globals['_ADDRESSREQUEST']._serialized_end=815
-  _globals['_SETPASSWORDREQUEST']._serialized_start=817
-  _globals['_SETPASSWORDREQUEST']._serialized_end=897
-  _globals['_SETQUOTAREQUEST']._serialized_start=899
-  _globals['_SETQUOTAREQUEST']._serialized_end=978
-  _globals['_LISTMAILBOXESREQUEST']._serialized_start=980
-  _globals['_LISTMAILBOXESREQUEST']._serialized_end=1018
-  _globals['_LISTMAILBOXESRESPONSE']._serialized_start=1020
-  _globals['_LISTMAILBOXESRESPONSE']._serialized_end=1094
-  _globals['_ADDALIASREQUEST']._serialized_start=1096
-  _globals['_ADDALIASREQUEST']._serialized_end=1147
-  _globals['_LISTALIASESREQUEST']._serialized_start=1149
-  _globals['_LISTALIASESREQUEST']._serialized_end=1185
-  _globals['_LISTALIASESRESPONSE']._serialized_start=1187
-  _globals['_LISTALIASESRESPONSE']._serialized_end=1255
-  _globals['_SETFORWARDREQUEST']._serialized_start=1257
-  _globals['_SETFORWARDREQUEST']._serialized_end=1329
-  _globals['_SETCATCHALLREQUEST']._serialized_start=1331
-  _globals['_SETCATCHALLREQUEST']._serialized_end=1438
-  _globals['_ADDLISTREQUEST']._serialized_start=1440
-  _globals['_ADDLISTREQUEST']._serialized_end=1505
-  _globals['_LISTMEMBERREQUEST']._serialized_start=1507
-  _globals['_LISTMEMBERREQUEST']._serialized_end=1556
-  _globals['_RESOLUTION']._serialized_start=1558
-  _globals['_RESOLUTION']._serialized_end=1674
-  _globals['_DIRECTORY']._serialized_start=2099
-  _globals['_DIRECTORY']._serialized_end=3858
+  _globals['_ADDMAILBOXREQUEST']._serialized_start=657
+  _globals['_ADDMAILBOXREQUEST']._serialized_end=804
+  _globals['_ADDRESSREQUEST']._serialized_start=806
+  _globals['_ADDRESSREQUEST']._serialized_end=839
+  _globals['_SETPASSWORDREQUEST']._serialized_start=841
+  _globals['_SETPASSWORDREQUEST']._serialized_end=944
+  _globals['_UPGRADEPASSWORDHASHREQUEST']._serialized_start=946
+  _globals['_UPGRADEPASSWORDHASHREQUEST']._serialized_end=1031
+  _globals['_SETQUOTAREQUEST']._serialized_start=1033
+  _globals['_SETQUOTAREQUEST']._serialized_end=1112
+  _globals['_LISTMAILBOXESREQUEST']._serialized_start=1114
+  _globals['_LISTMAILBOXESREQUEST']._serialized_end=1152
+  _globals['_LISTMAILBOXESRESPONSE']._serialized_start=1154
+  _globals['_LISTMAILBOXESRESPONSE']._serialized_end=1228
+  _globals['_ADDALIASREQUEST']._serialized_start=1230
+  _globals['_ADDALIASREQUEST']._serialized_end=1281
+  _globals['_LISTALIASESREQUEST']._serialized_start=1283
+  _globals['_LISTALIASESREQUEST']._serialized_end=1319
+  _globals['_LISTALIASESRESPONSE']._serialized_start=1321
+  _globals['_LISTALIASESRESPONSE']._serialized_end=1389
+  _globals['_SETFORWARDREQUEST']._serialized_start=1391
+  _globals['_SETFORWARDREQUEST']._serialized_end=1463
+  _globals['_SETCATCHALLREQUEST']._serialized_start=1465
+  _globals['_SETCATCHALLREQUEST']._serialized_end=1572
+  _globals['_ADDLISTREQUEST']._serialized_start=1574
+  _globals['_ADDLISTREQUEST']._serialized_end=1639
+  _globals['_LISTMEMBERREQUEST']._serialized_start=1641
+  _globals['_LISTMEMBERREQUEST']._serialized_end=1690
+  _globals['_RESOLUTION']._serialized_start=1692
+  _globals['_RESOLUTION']._serialized_end=1808
+  _globals['_DIRECTORY']._serialized_start=2233
+  _globals['_DIRECTORY']._serialized_end=4098
 # @@protoc_insertion_point(module_scope)

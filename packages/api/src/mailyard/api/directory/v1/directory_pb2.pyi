@@ -126,9 +126,12 @@ class Mailbox(_message.Message):
     address: _builtins.str
     """local@domain, domain lower case"""
     password_hash: _builtins.str
-    """argon2id (PHC string); "" means no login"""
+    """argon2id (PHC string), or a hash imported as it was"""
     cram_md5_secret: _builtins.str
-    """opt-in: hex HMAC-MD5 key material, "" = CRAM-MD5 off"""
+    """(argon2i, crypt(3) DES/$1$/$5$/$6$/$2y$) until the
+    first login replaces it; "" means no login
+    opt-in: hex HMAC-MD5 key material, "" = CRAM-MD5 off
+    """
     quota_bytes: _builtins.int
     """0 = no limit"""
     quota_messages: _builtins.int
@@ -310,12 +313,18 @@ class AddMailboxRequest(_message.Message):
     ENABLE_CRAM_MD5_FIELD_NUMBER: _builtins.int
     QUOTA_BYTES_FIELD_NUMBER: _builtins.int
     QUOTA_MESSAGES_FIELD_NUMBER: _builtins.int
+    PASSWORD_HASH_FIELD_NUMBER: _builtins.int
     address: _builtins.str
     password: _builtins.str
     """hashed by the directory; never stored in clear"""
     enable_cram_md5: _builtins.bool
     quota_bytes: _builtins.int
     quota_messages: _builtins.int
+    password_hash: _builtins.str
+    """Instead of password: an existing hash, stored as it is (argon2id/argon2i PHC, or
+    crypt(3): DES, $1$, $5$, $6$, $2a$/$2b$/$2y$); a malformed one is INVALID_ARGUMENT.
+    Not with enable_cram_md5 (the CRAM secret needs the password itself).
+    """
     def __init__(
         self,
         *,
@@ -324,10 +333,11 @@ class AddMailboxRequest(_message.Message):
         enable_cram_md5: _builtins.bool = ...,
         quota_bytes: _builtins.int = ...,
         quota_messages: _builtins.int = ...,
+        password_hash: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "enable_cram_md5", b"enable_cram_md5", "password", b"password", "quota_bytes", b"quota_bytes", "quota_messages", b"quota_messages"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "enable_cram_md5", b"enable_cram_md5", "password", b"password", "password_hash", b"password_hash", "quota_bytes", b"quota_bytes", "quota_messages", b"quota_messages"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -359,23 +369,54 @@ class SetPasswordRequest(_message.Message):
     ADDRESS_FIELD_NUMBER: _builtins.int
     PASSWORD_FIELD_NUMBER: _builtins.int
     ENABLE_CRAM_MD5_FIELD_NUMBER: _builtins.int
+    PASSWORD_HASH_FIELD_NUMBER: _builtins.int
     address: _builtins.str
     password: _builtins.str
     enable_cram_md5: _builtins.bool
+    password_hash: _builtins.str
+    """instead of password, as in AddMailboxRequest"""
     def __init__(
         self,
         *,
         address: _builtins.str = ...,
         password: _builtins.str = ...,
         enable_cram_md5: _builtins.bool = ...,
+        password_hash: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "enable_cram_md5", b"enable_cram_md5", "password", b"password"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "enable_cram_md5", b"enable_cram_md5", "password", b"password", "password_hash", b"password_hash"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetPasswordRequest: _TypeAlias = SetPasswordRequest  # noqa: Y015
+
+@_typing.final
+class UpgradePasswordHashRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    CURRENT_HASH_FIELD_NUMBER: _builtins.int
+    NEW_HASH_FIELD_NUMBER: _builtins.int
+    address: _builtins.str
+    current_hash: _builtins.str
+    """the hash the login was checked against"""
+    new_hash: _builtins.str
+    """argon2id PHC string"""
+    def __init__(
+        self,
+        *,
+        address: _builtins.str = ...,
+        current_hash: _builtins.str = ...,
+        new_hash: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "current_hash", b"current_hash", "new_hash", b"new_hash"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpgradePasswordHashRequest: _TypeAlias = UpgradePasswordHashRequest  # noqa: Y015
 
 @_typing.final
 class SetQuotaRequest(_message.Message):

@@ -64,6 +64,11 @@ class DirectoryStub:
                 request_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.SetPasswordRequest.SerializeToString,
                 response_deserializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.Mailbox.FromString,
                 _registered_method=True)
+        self.UpgradePasswordHash = channel.unary_unary(
+                '/mailyard.directory.v1.Directory/UpgradePasswordHash',
+                request_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.UpgradePasswordHashRequest.SerializeToString,
+                response_deserializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.Mailbox.FromString,
+                _registered_method=True)
         self.SetQuota = channel.unary_unary(
                 '/mailyard.directory.v1.Directory/SetQuota',
                 request_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.SetQuotaRequest.SerializeToString,
@@ -166,6 +171,16 @@ class DirectoryServicer:
 
     def SetPassword(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpgradePasswordHash(self, request, context):
+        """relay-auth, after a login that matched a hash of another scheme or older parameters:
+        store the platform's argon2id hash of the same password. A compare-and-swap: refused
+        with FAILED_PRECONDITION when the mailbox no longer holds `current_hash` (a password
+        changed meanwhile wins). The CRAM-MD5 secret is kept (the password is the same).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -280,6 +295,11 @@ def add_DirectoryServicer_to_server(servicer, server):
             'SetPassword': grpc.unary_unary_rpc_method_handler(
                     servicer.SetPassword,
                     request_deserializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.SetPasswordRequest.FromString,
+                    response_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.Mailbox.SerializeToString,
+            ),
+            'UpgradePasswordHash': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpgradePasswordHash,
+                    request_deserializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.UpgradePasswordHashRequest.FromString,
                     response_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.Mailbox.SerializeToString,
             ),
             'SetQuota': grpc.unary_unary_rpc_method_handler(
@@ -509,6 +529,33 @@ class Directory:
             target,
             '/mailyard.directory.v1.Directory/SetPassword',
             mailyard_dot_directory_dot_v1_dot_directory__pb2.SetPasswordRequest.SerializeToString,
+            mailyard_dot_directory_dot_v1_dot_directory__pb2.Mailbox.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpgradePasswordHash(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mailyard.directory.v1.Directory/UpgradePasswordHash',
+            mailyard_dot_directory_dot_v1_dot_directory__pb2.UpgradePasswordHashRequest.SerializeToString,
             mailyard_dot_directory_dot_v1_dot_directory__pb2.Mailbox.FromString,
             options,
             channel_credentials,

@@ -40,6 +40,12 @@ class DirectoryStub:
     AddMailbox: _grpc.UnaryUnaryMultiCallable[_directory_pb2.AddMailboxRequest, _directory_pb2.Mailbox]
     DeleteMailbox: _grpc.UnaryUnaryMultiCallable[_directory_pb2.AddressRequest, _directory_pb2.DeleteResponse]
     SetPassword: _grpc.UnaryUnaryMultiCallable[_directory_pb2.SetPasswordRequest, _directory_pb2.Mailbox]
+    UpgradePasswordHash: _grpc.UnaryUnaryMultiCallable[_directory_pb2.UpgradePasswordHashRequest, _directory_pb2.Mailbox]
+    """relay-auth, after a login that matched a hash of another scheme or older parameters:
+    store the platform's argon2id hash of the same password. A compare-and-swap: refused
+    with FAILED_PRECONDITION when the mailbox no longer holds `current_hash` (a password
+    changed meanwhile wins). The CRAM-MD5 secret is kept (the password is the same).
+    """
     SetQuota: _grpc.UnaryUnaryMultiCallable[_directory_pb2.SetQuotaRequest, _directory_pb2.Mailbox]
     ListMailboxes: _grpc.UnaryUnaryMultiCallable[_directory_pb2.ListMailboxesRequest, _directory_pb2.ListMailboxesResponse]
     AddAlias: _grpc.UnaryUnaryMultiCallable[_directory_pb2.AddAliasRequest, _directory_pb2.Alias]
@@ -64,6 +70,12 @@ class DirectoryAsyncStub(DirectoryStub):
     AddMailbox: _aio.UnaryUnaryMultiCallable[_directory_pb2.AddMailboxRequest, _directory_pb2.Mailbox]  # type: ignore[assignment]
     DeleteMailbox: _aio.UnaryUnaryMultiCallable[_directory_pb2.AddressRequest, _directory_pb2.DeleteResponse]  # type: ignore[assignment]
     SetPassword: _aio.UnaryUnaryMultiCallable[_directory_pb2.SetPasswordRequest, _directory_pb2.Mailbox]  # type: ignore[assignment]
+    UpgradePasswordHash: _aio.UnaryUnaryMultiCallable[_directory_pb2.UpgradePasswordHashRequest, _directory_pb2.Mailbox]  # type: ignore[assignment]
+    """relay-auth, after a login that matched a hash of another scheme or older parameters:
+    store the platform's argon2id hash of the same password. A compare-and-swap: refused
+    with FAILED_PRECONDITION when the mailbox no longer holds `current_hash` (a password
+    changed meanwhile wins). The CRAM-MD5 secret is kept (the password is the same).
+    """
     SetQuota: _aio.UnaryUnaryMultiCallable[_directory_pb2.SetQuotaRequest, _directory_pb2.Mailbox]  # type: ignore[assignment]
     ListMailboxes: _aio.UnaryUnaryMultiCallable[_directory_pb2.ListMailboxesRequest, _directory_pb2.ListMailboxesResponse]  # type: ignore[assignment]
     AddAlias: _aio.UnaryUnaryMultiCallable[_directory_pb2.AddAliasRequest, _directory_pb2.Alias]  # type: ignore[assignment]
@@ -121,6 +133,18 @@ class DirectoryServicer(metaclass=_abc_1.ABCMeta):
         request: _directory_pb2.SetPasswordRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_directory_pb2.Mailbox, _abc.Awaitable[_directory_pb2.Mailbox]]: ...
+
+    @_abc_1.abstractmethod
+    def UpgradePasswordHash(
+        self,
+        request: _directory_pb2.UpgradePasswordHashRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_directory_pb2.Mailbox, _abc.Awaitable[_directory_pb2.Mailbox]]:
+        """relay-auth, after a login that matched a hash of another scheme or older parameters:
+        store the platform's argon2id hash of the same password. A compare-and-swap: refused
+        with FAILED_PRECONDITION when the mailbox no longer holds `current_hash` (a password
+        changed meanwhile wins). The CRAM-MD5 secret is kept (the password is the same).
+        """
 
     @_abc_1.abstractmethod
     def SetQuota(
