@@ -65,3 +65,11 @@ def test_control_text_checks_known_files() -> None:
             validate.control_text("concurrencyremote", bad)
     with pytest.raises(Refused):
         validate.control_text("rcpthosts", "not a domain\n")
+
+
+def test_sender_check_policies() -> None:
+    assert validate.control_text("spfpolicy", "reject") == "reject\n"
+    assert validate.control_text("dmarcpolicy", "tag\n") == "tag\n"
+    for name, bad in (("spfpolicy", "rejct"), ("dmarcpolicy", ""), ("dmarcpolicy", "tag\nreject")):
+        with pytest.raises(Refused, match=f"control/{name} must be one of"):
+            validate.control_text(name, bad)

@@ -102,6 +102,10 @@ def known_control_name(name: str) -> str:
     return name
 
 
+# smtp-ingress's sender-check policies (the first word is what counts)
+POLICY_WORDS = {"spfpolicy": ("tag", "reject"), "dmarcpolicy": ("reject", "tag")}
+
+
 def control_text(name: str, text: str) -> str:
     """The text to store: validated where Mailyard knows the file, ending in a newline."""
     if "\x00" in text:
@@ -123,6 +127,11 @@ def control_text(name: str, text: str) -> str:
             parse(text)
         except ValueError as exc:
             raise invalid(str(exc)) from None
+    elif name in POLICY_WORDS:
+        values = control.lines(text)
+        if len(values) != 1 or values[0].lower() not in POLICY_WORDS[name]:
+            raise invalid(f"control/{name} must be one of {', '.join(POLICY_WORDS[name])}, "
+                          f"got {text.strip()[:40]!r}")
     elif name == "rcpthosts":
         for line in control.lines(text):
             # rcpthosts may hold ".example.com" (every subdomain), as in qmail

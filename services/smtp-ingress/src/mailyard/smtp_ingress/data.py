@@ -77,7 +77,7 @@ async def commit(s: Session, started: float) -> None:
     if tx.sign_with:
         signature = sign(tx.message, tx.sign_with)
         DKIM_SIGNED.labels("signed").inc()
-    payload = received_line(s, tx, qid) + signature + tx.message
+    payload = received_line(s, tx, qid) + tx.auth_results + signature + tx.message
     envelope = Envelope(
         queue_id=qid, sender=tx.sender.address, recipients=tx.recipients, client_ip=s.ip,
         helo=s.helo, auth_user=s.auth_user, tls=s.tls, origin=ORIGIN_SMTP,

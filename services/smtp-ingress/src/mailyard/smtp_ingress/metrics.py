@@ -22,6 +22,10 @@ DNSBL_TIMEOUTS = Counter("mailyard_smtp_dnsbl_timeouts",
 DKIM_SIGNED = Counter(
     "mailyard_smtp_dkim_sign", "Mail of our own users at DKIM signing: signed, no_key (From: "
     "domain without a signing key), long_line (refused: a line over 998 octets).", ["result"])
+AUTH_VERDICTS = Counter(
+    "mailyard_smtp_sender_auth", "Checks of mail from outside by mechanism (spf, spf_helo, "
+    "dkim, dmarc, nullmx) and result (RFC 8601 results; dmarc also 'rejected').",
+    ["mechanism", "result"])
 COMMIT_SECONDS = Histogram(
     "mailyard_smtp_commit_seconds", "End of DATA to the 250 reply (spool fsync + JetStream ack).",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5))
@@ -32,8 +36,8 @@ LISTENERS = ("smtp", "submission", "smtps")
 REJECTION_REASONS = (
     "auth", "auth_failed", "auth_required", "auth_throttled", "auth_unavailable",
     "badmailfrom", "bare_lf", "client_denied", "databytes", "dnsbl", "hops",
-    "line_too_long", "long_line", "non_ascii", "nul", "rcpthosts", "relay_unavailable",
-    "sequence", "storage", "syntax",
+    "dmarc", "line_too_long", "long_line", "null_mx", "non_ascii", "nul", "rcpthosts",
+    "relay_unavailable", "sequence", "spf", "storage", "syntax",
     "timeout", "tls", "tls_required", "too_many_connections", "too_many_recipients",
     "unavailable", "unknown_command", "unknown_user")
 AUTH_MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
@@ -48,6 +52,16 @@ for _reason in REJECTION_REASONS:
     REJECTIONS.labels(_reason)
 for _result in ("signed", "no_key", "long_line"):
     DKIM_SIGNED.labels(_result)
+SENDER_AUTH_RESULTS = {
+    "spf": ("pass", "fail", "softfail", "neutral", "none", "temperror", "permerror"),
+    "spf_helo": ("pass", "fail", "softfail", "neutral", "none", "temperror", "permerror"),
+    "dkim": ("pass", "fail", "none", "temperror", "permerror"),
+    "dmarc": ("pass", "fail", "none", "temperror", "permerror", "rejected"),
+    "nullmx": ("fail", "temperror"),
+}
+for _mechanism, _results in SENDER_AUTH_RESULTS.items():
+    for _result in _results:
+        AUTH_VERDICTS.labels(_mechanism, _result)
 for _mech in AUTH_MECHANISMS:
     for _result in AUTH_RESULTS:
         AUTH_ATTEMPTS.labels(_mech, _result)

@@ -130,6 +130,19 @@ TOO_MANY_RCPTS = "452 4.5.3 too many recipients"
 UNAVAILABLE = "451 4.3.0 temporary failure, try again later"
 RELAY_UNAVAILABLE = "451 4.3.0 cannot check relaying right now, try again later"
 AUTH_REQUIRED = "530 5.7.0 authentication required"
+NULL_MX = "550 5.7.27 sorry, your envelope sender domain accepts no mail (null MX, RFC 7505)"
+
+
+def spf_fail(domain: str, ip: str) -> str:
+    return (f"550 5.7.23 sorry, SPF of {domain[:100]} does not allow {ip} to send its mail "
+            "(RFC 7208)")
+
+
+def dmarc_reject(domain: str) -> str:
+    return (f"550 5.7.1 sorry, {domain[:100]} asks receivers to reject mail that fails "
+            "its DMARC policy, and this message does")
+
+
 # a relay on the way would fold such a line and break the DKIM signature
 LINE_TOO_LONG_TO_SIGN = ("554 5.6.0 sorry, a line of this message is longer than 998 "
                          "octets (RFC 5322 2.1.1), so it cannot be DKIM-signed")

@@ -25,6 +25,7 @@ from mailyard.core.identity import Identity
 from mailyard.core.metrics import set_build
 from mailyard.core.spool import Spool
 from mailyard.smtp_ingress import replies
+from mailyard.smtp_ingress.authdns import AuthDns
 from mailyard.smtp_ingress.dkim_sign import Signer
 from mailyard.smtp_ingress.dnsbl import Dns
 from mailyard.smtp_ingress.limits import ConnectionLimits
@@ -32,6 +33,7 @@ from mailyard.smtp_ingress.metrics import CONNECTIONS, REJECTIONS, SESSIONS_ACTI
 from mailyard.smtp_ingress.relay import RelayAuthClient
 from mailyard.smtp_ingress.session import Session
 from mailyard.smtp_ingress.settings import Settings
+from mailyard.smtp_ingress.spf_check import SpfChecker
 from mailyard.smtp_ingress.tls import server_context
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,9 @@ class Ingress:
                                      settings.relay_auth_in_flight)
         self.dnsbl = Dns(settings, self.control)
         self.signer = Signer(settings.dkim_dir) if settings.dkim_dir else None
+        self.authdns = AuthDns(settings) if settings.sender_auth else None
+        self.spf = SpfChecker(settings.spf_threads, settings.spf_pending,
+                              settings.auth_dns_timeout) if settings.sender_auth else None
         self.tls_context: ssl.SSLContext | None = server_context(
             settings.tls_cert, settings.tls_key, settings.tls_dir, self.me())
         self.limits = ConnectionLimits(settings.max_connections, settings.max_per_ip)
@@ -74,6 +79,11 @@ class Ingress:
         """qmail's control/me: our name in the greeting, Received: lines and the bare
         postmaster's domain, from control/me (hot) through mailyard.core.identity."""
         return self.identity.me
+
+    def policy_word(self, name: str, default: str) -> str:
+        """The first word of a policy control file (spfpolicy, dmarcpolicy), lower case."""
+        values = self.control.lines(name)
+        return values[0].split()[0].lower() if values else default
 
     def databytes(self) -> int:
         return self.control.integer("databytes", DEFAULT_DATABYTES)
@@ -201,6 +211,8 @@ class Ingress:
         for view in (self.control, self.directory):
             await view.stop()
         await self.relay.close()
+        if self.spf is not None:
+            self.spf.close()
         if self.nc is not None:
             with contextlib.suppress(Exception):
                 await self.nc.close()

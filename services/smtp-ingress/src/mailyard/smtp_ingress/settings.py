@@ -13,9 +13,9 @@ from mailyard.smtp_ingress.policy import known
 LISTENERS = ("smtp", "submission", "smtps")
 
 # Policy checks per phase, in the order they run (names of modules in policy/).
-DEFAULT_MAIL_CHECKS = "mail_auth_required,mail_badmailfrom,mail_size"
+DEFAULT_MAIL_CHECKS = "mail_auth_required,mail_badmailfrom,mail_size,mail_nullmx,mail_spf"
 DEFAULT_RCPT_CHECKS = "rcpt_limit,rcpt_dnsbl,rcpt_rcpthosts,rcpt_unknown_user"
-DEFAULT_DATA_CHECKS = "data_size,data_hops,data_dkim"
+DEFAULT_DATA_CHECKS = "data_size,data_hops,data_dmarc,data_dkim"
 
 
 @functools.cache
@@ -74,6 +74,13 @@ class Settings(ServiceSettings):
     # less free than max(SPOOL_MIN_FREE, 1.5 x databytes) + the SIZE= the client declared:
     # Postfix's queue_minfree rule, so a full disk turns clients away before DATA.
     spool_min_free: int = Field(default=0, ge=0)
+    # SPF, DKIM verification, DMARC and null MX for mail from outside (not AUTH, relay
+    # clients or leases), through DNS_SERVERS. A lookup slower than AUTH_DNS_TIMEOUT counts
+    # as temperror, which is recorded and never rejects.
+    sender_auth: bool = True
+    auth_dns_timeout: float = Field(default=3.0, gt=0)
+    spf_threads: int = Field(default=4, ge=1)      # pyspf is synchronous: its thread pool
+    spf_pending: int = Field(default=256, ge=1)    # evaluations waiting for it, at most
 
     @field_validator("cleartext_auth")
     @classmethod

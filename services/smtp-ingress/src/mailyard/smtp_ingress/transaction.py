@@ -9,6 +9,7 @@ from mailyard.smtp_ingress.syntax import Path
 
 if TYPE_CHECKING:
     from mailyard.core.dkimkeys import DkimKey
+    from mailyard.smtp_ingress.spf_check import SpfResult
 
 
 @dataclass
@@ -22,3 +23,6 @@ class Transaction:
     message: bytes = b""            # after DATA, without our Received: line
     real_size: int = 0
     sign_with: list[DkimKey] = field(default_factory=list)  # set by data_dkim
+    spf: SpfResult | None = None          # mail_spf: MAIL FROM (or HELO for <>)
+    spf_helo: SpfResult | None = None     # mail_spf: the HELO identity
+    auth_results: bytes = b""              # data_dmarc: our Authentication-Results line

@@ -14,9 +14,9 @@ if TYPE_CHECKING:
     from mailyard.smtp_ingress.session import Session
 
 CHECKS = {
-    "mail": ("mail_auth_required", "mail_badmailfrom", "mail_size"),
+    "mail": ("mail_auth_required", "mail_badmailfrom", "mail_size", "mail_nullmx", "mail_spf"),
     "rcpt": ("rcpt_limit", "rcpt_dnsbl", "rcpt_rcpthosts", "rcpt_unknown_user"),
-    "data": ("data_size", "data_hops", "data_dkim"),
+    "data": ("data_size", "data_hops", "data_dmarc", "data_dkim"),
 }
 
 @dataclass(frozen=True)

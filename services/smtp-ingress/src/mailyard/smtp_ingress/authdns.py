@@ -1,0 +1,95 @@
+"""DNS for the sender checks (SPF, DKIM keys, DMARC, null MX): the resolver settings
+(DNS_SERVERS, AUTH_DNS_TIMEOUT) apply to every lookup, including those pyspf makes.
+
+dkimpy and the DMARC and MX lookups use dnspython's async resolver on the event loop.
+pyspf is synchronous (its lookups are recursive: include:, a:, mx:), so it runs in a small
+thread pool with its own synchronous resolver pointed at the same servers; the number of
+SPF evaluations waiting for that pool is bounded.
+"""
+
+from __future__ import annotations
+
+import dns.asyncresolver
+import dns.exception
+import dns.nameserver
+import dns.resolver
+import spf
+
+from mailyard.smtp_ingress.settings import Settings
+
+
+class TempError(Exception):
+    """A DNS timeout or server failure: the answer is unknown (never a reason to reject)."""
+
+
+def _configure(resolver: dns.resolver.BaseResolver, servers: list[tuple[str, int]],
+               timeout: float) -> None:
+    if servers:
+        resolver.nameservers = [dns.nameserver.Do53Nameserver(h, p) for h, p in servers]
+    resolver.lifetime = timeout
+    resolver.timeout = timeout
+
+
+class AuthDns:
+    def __init__(self, settings: Settings) -> None:
+        servers = settings.dns_nameservers()
+        self.timeout = settings.auth_dns_timeout
+        self.resolver = dns.asyncresolver.Resolver(configure=not servers)
+        _configure(self.resolver, servers, self.timeout)
+        self.sync_resolver = dns.resolver.Resolver(configure=not servers)
+        _configure(self.sync_resolver, servers, self.timeout)
+        # pyspf looks names up through its module-level DNSLookup; this process has one
+        # set of resolver settings, so pointing it at ours is process-wide by design.
+        spf.DNSLookup = self.spf_lookup
+
+    async def txt(self, name: str) -> list[bytes]:
+        """TXT strings of a name, each record's strings joined; [] when none.
+        Raises TempError on timeout / SERVFAIL."""
+        try:
+            answer = await self.resolver.resolve(name, "TXT")
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            return []
+        except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
+            raise TempError(type(exc).__name__) from None
+        except dns.exception.DNSException:  # a bad name and friends: no record
+            return []
+        return [b"".join(r.strings) for r in answer]
+
+    async def mx(self, domain: str) -> list[tuple[int, str]]:
+        try:
+            answer = await self.resolver.resolve(domain, "MX")
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            return []
+        except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
+            raise TempError(type(exc).__name__) from None
+        except dns.exception.DNSException:
+            return []
+        return [(r.preference, r.exchange.to_text()) for r in answer]
+
+    async def dkim_key(self, name: bytes, timeout: float = 5) -> bytes | None:
+        """dkimpy's dnsfunc: the key record's text, or None. A timeout raises TempError
+        so the signature counts as temperror, not as a missing key."""
+        records = await self.txt(name.decode("ascii", "replace"))
+        return records[0] if records else None
+
+    def spf_lookup(self, name: str, qtype: str, strict: object = True,
+                   timeout: float = 30) -> list[tuple[tuple[str, str], object]]:
+        """pyspf's DNSLookup driver (same shape as its dnspython one), on our resolver."""
+        out: list[tuple[tuple[str, str], object]] = []
+        try:
+            answer = self.sync_resolver.resolve(name, qtype, lifetime=min(timeout,
+                                                                            self.timeout))
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            return out
+        except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
+            raise spf.TempError(f"DNS {type(exc).__name__}") from None
+        for rdata in answer:
+            if qtype in ("A", "AAAA"):
+                out.append(((name, qtype), rdata.address))
+            elif qtype == "MX":
+                out.append(((name, qtype), (rdata.preference, rdata.exchange)))
+            elif qtype == "PTR":
+                out.append(((name, qtype), rdata.target.to_text(True)))
+            elif qtype in ("TXT", "SPF"):
+                out.append(((name, qtype), rdata.strings))
+        return out

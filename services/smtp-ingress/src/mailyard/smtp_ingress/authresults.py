@@ -1,0 +1,81 @@
+"""The Authentication-Results header (RFC 8601) we add, made with authres, and the removal
+of incoming ones that claim our authserv-id (section 5: a forged "pass" from us)."""
+
+from __future__ import annotations
+
+import re
+
+import authres
+import authres.dmarc
+
+from mailyard.smtp_ingress.dkim_verify import DkimResult
+from mailyard.smtp_ingress.dmarc_eval import DmarcResult
+from mailyard.smtp_ingress.spf_check import SpfResult
+
+_TOKEN = re.compile(r"^[A-Za-z0-9._@+=-]{1,255}$")   # safe as a property value
+_NAME = b"authentication-results:"
+
+
+def _safe(value: str) -> str | None:
+    return value if _TOKEN.match(value) else None
+
+
+def header(authserv_id: str, spf: SpfResult | None, spf_helo: SpfResult | None,
+           dkims: list[DkimResult], dmarc: DmarcResult | None) -> bytes:
+    results: list[authres.AuthenticationResult] = []
+    if spf is not None:
+        if spf.identity == "mailfrom":
+            results.append(authres.SPFAuthenticationResult(
+                result=spf.result, smtp_mailfrom=_safe(spf.domain)))
+        else:
+            results.append(authres.SPFAuthenticationResult(
+                result=spf.result, smtp_helo=_safe(spf.domain)))
+    if spf_helo is not None and (spf is None or spf.identity != "helo"):
+        results.append(authres.SPFAuthenticationResult(
+            result=spf_helo.result, smtp_helo=_safe(spf_helo.domain)))
+    for d in dkims:
+        results.append(authres.DKIMAuthenticationResult(
+            result=d.result, header_d=_safe(d.domain), header_s=_safe(d.selector)))
+    if not dkims:
+        results.append(authres.DKIMAuthenticationResult(result="none"))
+    if dmarc is not None:
+        results.append(authres.dmarc.DMARCAuthenticationResult(
+            result=dmarc.result, header_from=_safe(dmarc.domain),
+            policy=dmarc.policy if dmarc.result == "fail" else None))
+    text = str(authres.AuthenticationResultsHeader(authserv_id=authserv_id,
+                                                   results=results))
+    return text.replace("; ", ";\r\n\t").encode("utf-8", "replace") + b"\r\n"
+
+
+def _authserv_id(value: bytes) -> str:
+    text = value.decode("utf-8", "replace")
+    try:
+        return str(authres.AuthenticationResultsHeader.parse_value(text).authserv_id).lower()
+    except Exception:  # unparsable: its first word is what a reader would take as the id
+        words = text.split(";")[0].split()
+        return words[0].lower() if words else ""
+
+
+def strip_ours(message: bytes, authserv_id: str) -> bytes:
+    """The message without header fields "Authentication-Results: <our id>; ...".
+    Only the header section is touched; other A-R fields stay (they are other hops')."""
+    end = message.find(b"\r\n\r\n")
+    head = message[:end + 2] if end >= 0 else message
+    if _NAME not in head.lower():
+        return message
+    ours = authserv_id.lower()
+    fields: list[list[bytes]] = []
+    for line in head.split(b"\r\n")[:-1] if head.endswith(b"\r\n") else head.split(b"\r\n"):
+        if fields and line[:1] in (b" ", b"\t"):
+            fields[-1].append(line)
+        else:
+            fields.append([line])
+    kept = []
+    for field in fields:
+        first = field[0]
+        if first.lower().startswith(_NAME):
+            value = b" ".join([first[len(_NAME):], *field[1:]])
+            if _authserv_id(value) == ours:
+                continue
+        kept.append(b"\r\n".join(field) + b"\r\n")
+    return b"".join(kept) + (message[end + 2:] if end >= 0 else b"")

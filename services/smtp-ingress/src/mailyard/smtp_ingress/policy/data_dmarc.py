@@ -1,0 +1,41 @@
+"""DKIM verification and DMARC (RFC 7489) for mail from outside, at the end of DATA; the
+result (with SPF's from MAIL) becomes our one Authentication-Results header, and incoming
+ones claiming our authserv-id are removed first. control/dmarcpolicy: "reject" (default)
+refuses a DMARC fail whose policy is p=reject with 550 5.7.1; "tag" only records it.
+temperror (a DNS timeout) never rejects. Mail of our own users gets no checks and no
+header, but a forged A-R with our id is removed from it as well."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mailyard.smtp_ingress import authresults, dkim_verify, dmarc_eval, replies
+from mailyard.smtp_ingress.dkim_sign import from_domain
+from mailyard.smtp_ingress.metrics import AUTH_VERDICTS
+from mailyard.smtp_ingress.policy import ACCEPT, Verdict
+
+if TYPE_CHECKING:
+    from mailyard.smtp_ingress.session import Session
+
+
+async def check(s: Session) -> Verdict:
+    tx = s.tx
+    assert tx is not None
+    resolver = s.app.authdns
+    if resolver is None or not tx.message:
+        return ACCEPT
+    me = s.app.me()
+    tx.message = authresults.strip_ours(tx.message, me)
+    if s.may_relay is True:
+        return ACCEPT
+    dkims = await dkim_verify.verify(tx.message, resolver)
+    for d in dkims or [dkim_verify.DkimResult("none")]:
+        AUTH_VERDICTS.labels("dkim", d.result).inc()
+    dmarc = await dmarc_eval.evaluate(resolver, from_domain(tx.message), tx.spf, dkims)
+    AUTH_VERDICTS.labels("dmarc", dmarc.result).inc()
+    tx.auth_results = authresults.header(me, tx.spf, tx.spf_helo, dkims, dmarc)
+    if dmarc.result == "fail" and dmarc.policy == "reject" and \
+            s.app.policy_word("dmarcpolicy", "reject") == "reject":
+        AUTH_VERDICTS.labels("dmarc", "rejected").inc()
+        return Verdict(replies.dmarc_reject(dmarc.domain), "dmarc")
+    return ACCEPT

@@ -1,0 +1,182 @@
+"""Mail from outside: SPF at MAIL (pass / fail / softfail / none / temperror), DKIM
+verification (valid, broken, missing), DMARC with and without alignment, null MX, the
+policy control files, and the one Authentication-Results header, read back with authres.
+All names are served by a loopback DNS server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import authres
+import authres.dmarc
+import dkim
+import pytest
+from ingress_helpers import DnsServer, MakeIngress, put_control, session, wait_for
+
+from mailyard.core.dkimkeys import KeyDir
+from mailyard.core.spool import Spool
+from mailyard.smtp_ingress.metrics import AUTH_VERDICTS
+from mailyard.smtp_ingress.server import Ingress
+
+ME = "mx.test"
+
+
+@pytest.fixture
+def zone(dns_server: DnsServer, tmp_path: Path) -> tuple[DnsServer, KeyDir]:
+    d = dns_server
+    d.add("pass.test", "TXT", '"v=spf1 ip4:127.0.0.1 -all"')
+    d.add("fail.test", "TXT", '"v=spf1 ip4:192.0.2.1 -all"')
+    d.add("soft.test", "TXT", '"v=spf1 ~all"')
+    d.add("none.test", "A", "192.0.2.7")           # exists, no SPF record
+    d.silent.add("slow.test")                      # never answers: temperror
+    d.add("helo.test", "TXT", '"v=spf1 ip4:127.0.0.1 -all"')
+    d.add("nullmx.test", "MX", "0 .")
+    d.add("_dmarc.victim.test", "TXT", '"v=DMARC1; p=reject"')
+    d.add("_dmarc.pass.test", "TXT", '"v=DMARC1; p=reject"')
+    d.add("_dmarc.signed.test", "TXT", '"v=DMARC1; p=reject; adkim=s"')
+    d.add("signed.test", "TXT", '"v=spf1 ip4:192.0.2.1 -all"')   # SPF fails; DKIM decides
+    keys = KeyDir(tmp_path / "their-keys")
+    keys.create("signed.test", "sel", "rsa")
+    for key in keys.keys()[0]:
+        text = key.public_record
+        d.add(key.record_name, "TXT", " ".join(f'"{text[i:i + 255]}"'
+                                               for i in range(0, len(text), 255)))
+    return d, keys
+
+
+async def _ingress(make_ingress: MakeIngress, js: Any, dns: DnsServer) -> Ingress:
+    await put_control(js, "rcpthosts", "example.org\n")
+    ingress = await make_ingress(sender_auth=True, dns_servers=f"127.0.0.1:{dns.port}",
+                                 auth_dns_timeout=0.5)
+    await wait_for(lambda: ingress.in_rcpthosts("example.org"))
+    return ingress
+
+
+def signed(keys: KeyDir, message: bytes) -> bytes:
+    key = keys.find("signed.test", "sel")
+    return dkim.sign(message, b"sel", b"signed.test", key.private,
+                     canonicalize=(b"relaxed", b"relaxed")) + message
+
+
+def parse_ar(message: bytes) -> authres.AuthenticationResultsHeader:
+    head = message.split(b"\r\n\r\n")[0].decode()
+    fields = [f for f in head.replace("\r\n\t", " ").split("\r\n")
+              if f.lower().startswith("authentication-results:")]
+    assert len(fields) == 1, fields
+    return authres.AuthenticationResultsHeader.parse(fields[0])
+
+
+def results(header: authres.AuthenticationResultsHeader) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for r in header.results:
+        key = r.method
+        if r.method == "spf" and any(p.name == "helo" for p in r.properties):
+            key = "spf_helo"
+        out.setdefault(key, []).append(r.result)
+    return out
+
+
+async def send(ingress: Ingress, sender: str, message: bytes,
+               helo: str = "EHLO helo.test") -> str:
+    client = await session(ingress.ports["smtp"], helo)
+    try:
+        reply = await client.cmd(f"MAIL FROM:<{sender}>")
+        if not reply.startswith("250"):
+            return reply
+        assert await client.cmd("RCPT TO:<bob@example.org>") == "250 2.1.5 ok"
+        assert await client.cmd("DATA") == "354 go ahead"
+        return await client.cmd(message.decode() + ".")
+    finally:
+        await client.close()
+
+
+def last(ingress: Ingress, count: int) -> bytes:
+    spool = Spool(ingress.settings.spool_dir)
+    messages = sorted(spool.iter_committed(), key=lambda p: Path(p).name)  # ULIDs: by time
+    assert len(messages) == count
+    return spool.read_sync(messages[-1])[1]
+
+
+def body(sender_domain: str, extra: str = "") -> bytes:
+    return (f"From: someone@{sender_domain}\r\nTo: bob@example.org\r\nSubject: t\r\n"
+            f"{extra}\r\nhello\r\n").encode()
+
+
+async def test_spf_results_and_the_authentication_results_header(
+        make_ingress: MakeIngress, js: Any, zone: tuple[DnsServer, KeyDir]) -> None:
+    ingress = await _ingress(make_ingress, js, zone[0])
+    before = AUTH_VERDICTS.labels("spf", "temperror")._value.get()
+    expected = {"pass.test": "pass", "fail.test": "fail", "soft.test": "softfail",
+                "none.test": "none", "slow.test": "temperror"}
+    forged = f"Authentication-Results: {ME}; spf=pass smtp.mailfrom=x; dmarc=pass\r\n" \
+             "Authentication-Results: upstream.test; spf=pass smtp.mailfrom=x\r\n"
+    for count, (domain, result) in enumerate(expected.items(), 1):
+        reply = await send(ingress, f"a@{domain}", body(domain, forged))
+        assert reply.startswith("250 ok"), (domain, reply)
+        message = last(ingress, count)
+        # the forged header with our id is gone, the upstream one stays
+        assert b"Authentication-Results: upstream.test;" in message
+        header = parse_ar(message.replace(b"Authentication-Results: upstream.test; spf=pass"
+                                          b" smtp.mailfrom=x\r\n", b""))
+        assert header.authserv_id == ME
+        found = results(header)
+        assert found["spf"] == [result], (domain, str(header))
+        assert found["spf_helo"] == ["pass"]
+        assert found["dkim"] == ["none"]
+        spf = next(r for r in header.results if r.method == "spf")
+        assert [(p.type, p.name, p.value) for p in spf.properties] == \
+            [("smtp", "mailfrom", domain)]
+    assert AUTH_VERDICTS.labels("spf", "temperror")._value.get() - before == 1
+
+
+async def test_spf_policy_reject_and_null_mx(make_ingress: MakeIngress, js: Any,
+                                             zone: tuple[DnsServer, KeyDir]) -> None:
+    ingress = await _ingress(make_ingress, js, zone[0])
+    assert (await send(ingress, "a@nullmx.test", body("nullmx.test"))).startswith(
+        "550 5.7.27 ")
+    await put_control(js, "spfpolicy", "reject\n")
+    await wait_for(lambda: ingress.policy_word("spfpolicy", "tag") == "reject")
+    reply = await send(ingress, "a@fail.test", body("fail.test"))
+    assert reply.startswith("550 5.7.23 ") and "fail.test" in reply
+    # softfail and a DNS timeout are never rejected
+    assert (await send(ingress, "a@soft.test", body("soft.test"))).startswith("250 ok")
+    assert (await send(ingress, "a@slow.test", body("slow.test"))).startswith("250 ok")
+
+
+async def test_dkim_and_dmarc(make_ingress: MakeIngress, js: Any,
+                              zone: tuple[DnsServer, KeyDir]) -> None:
+    ingress = await _ingress(make_ingress, js, zone[0])
+    keys = zone[1]
+    # valid signature, aligned (strict) with From: DMARC passes although SPF fails
+    good = signed(keys, body("signed.test"))
+    assert (await send(ingress, "a@signed.test", good)).startswith("250 ok")
+    found = results(parse_ar(last(ingress, 1)))
+    assert found["spf"] == ["fail"] and found["dkim"] == ["pass"]
+    assert found["dmarc"] == ["pass"]
+    # broken signature (body changed after signing): dkim=fail, DMARC fails, p=reject
+    broken = good.replace(b"hello", b"HELLO")
+    reply = await send(ingress, "a@signed.test", broken)
+    assert reply.startswith("550 5.7.1 ") and "signed.test" in reply
+    # a valid signature by another domain does not align: forged From: is refused
+    forged = signed(keys, body("victim.test"))
+    reply = await send(ingress, "a@fail.test", forged)
+    assert reply.startswith("550 5.7.1 ") and "victim.test" in reply
+    # SPF pass for an aligned MAIL FROM is enough
+    assert (await send(ingress, "a@pass.test", body("pass.test"))).startswith("250 ok")
+    found = results(parse_ar(last(ingress, 2)))
+    assert found["dmarc"] == ["pass"] and found["dkim"] == ["none"]
+    # tag only: the failure is recorded, with the domain's policy
+    await put_control(js, "dmarcpolicy", "tag\n")
+    await wait_for(lambda: ingress.policy_word("dmarcpolicy", "reject") == "tag")
+    assert (await send(ingress, "a@signed.test", broken)).startswith("250 ok")
+    header = parse_ar(last(ingress, 3))
+    assert results(header)["dkim"] == ["fail"]
+    dmarc = next(r for r in header.results if r.method == "dmarc")
+    assert dmarc.result == "fail"
+    assert ("policy", "dmarc", "reject") in [(p.type, p.name, p.value)
+                                             for p in dmarc.properties]
+    # a DMARC record that cannot be read in time: temperror, accepted
+    zone[0].silent.add("_dmarc.soft.test")
+    assert (await send(ingress, "a@soft.test", body("soft.test"))).startswith("250 ok")
+    assert results(parse_ar(last(ingress, 4)))["dmarc"] == ["temperror"]

@@ -1,0 +1,50 @@
+"""Property tests for what reads hostile header bytes in the sender checks: the removal of
+Authentication-Results fields with our authserv-id, From: domain extraction, long lines."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mailyard.smtp_ingress.authresults import strip_ours
+from mailyard.smtp_ingress.dkim_sign import from_domain, has_long_line
+
+ME = "mx.test"
+header_bytes = st.binary(max_size=400).map(lambda b: b.replace(b"\r\n\r\n", b"\r\n"))
+names = st.sampled_from([b"Authentication-Results", b"authentication-results", b"Subject",
+                         b"Received", b"X-A"])
+values = st.one_of(st.binary(max_size=60).map(lambda b: b.replace(b"\r", b"").replace(
+    b"\n", b"")), st.sampled_from([b" mx.test; spf=pass", b" MX.TEST;\r\n\tdkim=pass",
+                                   b" other.test; spf=fail", b" (c) mx.test ; x", b""]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(names, values), max_size=8), st.binary(max_size=200))
+def test_strip_ours_keeps_everything_but_our_fields(fields: list[tuple[bytes, bytes]],
+                                                    body: bytes) -> None:
+    head = b"".join(n + b":" + v + b"\r\n" for n, v in fields)
+    message = head + b"\r\n" + body
+    out = strip_ours(message, ME)
+    assert out.endswith(b"\r\n" + body)                 # the body is never touched
+    out_head = out[:len(out) - len(body) - 2]
+    for line in out_head.split(b"\r\n"):
+        if line.lower().startswith(b"authentication-results:"):
+            first = line.split(b":", 1)[1].split(b";")[0].split()
+            assert not first or first[0].lower() != ME.encode()
+    assert strip_ours(out, ME) == out                    # idempotent
+    kept_others = [n for n, _ in fields if n.lower() != b"authentication-results"]
+    assert len(kept_others) <= out_head.count(b"\r\n")
+
+
+@settings(max_examples=300, deadline=None)
+@given(header_bytes)
+def test_from_domain_never_raises(raw: bytes) -> None:
+    domain = from_domain(b"From: " + raw + b"\r\n\r\nbody")
+    assert domain == domain.lower() and "@" not in domain
+    from_domain(raw)
+
+
+@given(st.lists(st.integers(min_value=0, max_value=1100), max_size=6))
+def test_has_long_line_matches_line_lengths(lengths: list[int]) -> None:
+    message = b"\r\n".join(b"x" * n for n in lengths)
+    assert has_long_line(message) == any(n > 998 for n in lengths)
