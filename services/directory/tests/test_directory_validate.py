@@ -73,3 +73,12 @@ def test_sender_check_policies() -> None:
     for name, bad in (("spfpolicy", "rejct"), ("dmarcpolicy", ""), ("dmarcpolicy", "tag\nreject")):
         with pytest.raises(Refused, match=f"control/{name} must be one of"):
             validate.control_text(name, bad)
+
+
+def test_greylist_files() -> None:
+    assert validate.control_text("greylist", "300") == "300\n"
+    assert validate.control_text("greylistexempt", "192.0.2.0/24\n2001:db8::/32\n")
+    with pytest.raises(Refused, match="positive integer"):
+        validate.control_text("greylist", "soon")
+    with pytest.raises(Refused, match="not a network"):
+        validate.control_text("greylistexempt", "192.0.2.0/24\nmail.example.com\n")

@@ -25,8 +25,8 @@ CONTROL_VERSION = Gauge(
 # (`databyte`) would otherwise be kept and silently do nothing. A new control file is added here.
 KNOWN_FILES = (
     "badmailfrom", "concurrencylocal", "concurrencyremote", "databytes", "dnsbl",
-    "dmarcpolicy", "me", "postmaster", "queuelifetime", "rcpthosts", "smtproutes", "spfpolicy",
-    "tcp.smtp",
+    "dmarcpolicy", "greylist", "greylistexempt", "me", "postmaster", "queuelifetime",
+    "rcpthosts", "smtproutes", "spfpolicy", "tcp.smtp",
 )
 
 

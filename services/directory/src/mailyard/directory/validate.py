@@ -8,6 +8,7 @@ to RFC 5322 dot-atom and never contain "/".
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 from mailyard.core import control, identity, smtproutes
@@ -20,7 +21,8 @@ _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 # welcome (SMTPUTF8).
 _ATEXT = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-=?^_`{|}~")
 
-POSITIVE_INTEGER_FILES = ("databytes", "queuelifetime", "concurrencyremote", "concurrencylocal")
+POSITIVE_INTEGER_FILES = ("databytes", "queuelifetime", "concurrencyremote", "concurrencylocal",
+                          "greylist")
 
 
 def domain(name: str) -> str:
@@ -132,6 +134,12 @@ def control_text(name: str, text: str) -> str:
         if len(values) != 1 or values[0].lower() not in POLICY_WORDS[name]:
             raise invalid(f"control/{name} must be one of {', '.join(POLICY_WORDS[name])}, "
                           f"got {text.strip()[:40]!r}")
+    elif name == "greylistexempt":
+        for line in control.lines(text):
+            try:
+                ipaddress.ip_network(line.split()[0], strict=False)
+            except ValueError:
+                raise invalid(f"control/greylistexempt: not a network: {line[:60]!r}") from None
     elif name == "rcpthosts":
         for line in control.lines(text):
             # rcpthosts may hold ".example.com" (every subdomain), as in qmail

@@ -26,6 +26,10 @@ AUTH_VERDICTS = Counter(
     "mailyard_smtp_sender_auth", "Checks of mail from outside by mechanism (spf, spf_helo, "
     "dkim, dmarc, nullmx) and result (RFC 8601 results; dmarc also 'rejected').",
     ["mechanism", "result"])
+GREYLIST = Counter(
+    "mailyard_smtp_greylist", "Greylisting decisions per RCPT: new and early (451), passed "
+    "(first retry after the delay), known, exempt, error (KV unreachable: let through).",
+    ["outcome"])
 COMMIT_SECONDS = Histogram(
     "mailyard_smtp_commit_seconds", "End of DATA to the 250 reply (spool fsync + JetStream ack).",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5))
@@ -36,7 +40,7 @@ LISTENERS = ("smtp", "submission", "smtps")
 REJECTION_REASONS = (
     "auth", "auth_failed", "auth_required", "auth_throttled", "auth_unavailable",
     "badmailfrom", "bare_lf", "client_denied", "databytes", "dnsbl", "hops",
-    "dmarc", "line_too_long", "long_line", "null_mx", "non_ascii", "nul", "rcpthosts",
+    "dmarc", "greylisted", "line_too_long", "long_line", "null_mx", "non_ascii", "nul", "rcpthosts",
     "relay_unavailable", "sequence", "spf", "storage", "syntax",
     "timeout", "tls", "tls_required", "too_many_connections", "too_many_recipients",
     "unavailable", "unknown_command", "unknown_user")
@@ -62,6 +66,8 @@ SENDER_AUTH_RESULTS = {
 for _mechanism, _results in SENDER_AUTH_RESULTS.items():
     for _result in _results:
         AUTH_VERDICTS.labels(_mechanism, _result)
+for _outcome in ("new", "early", "passed", "known", "exempt", "error"):
+    GREYLIST.labels(_outcome)
 for _mech in AUTH_MECHANISMS:
     for _result in AUTH_RESULTS:
         AUTH_ATTEMPTS.labels(_mech, _result)

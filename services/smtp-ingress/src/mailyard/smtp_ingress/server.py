@@ -28,6 +28,7 @@ from mailyard.smtp_ingress import replies
 from mailyard.smtp_ingress.authdns import AuthDns
 from mailyard.smtp_ingress.dkim_sign import Signer
 from mailyard.smtp_ingress.dnsbl import Dns
+from mailyard.smtp_ingress.greylist import Greylist
 from mailyard.smtp_ingress.limits import ConnectionLimits
 from mailyard.smtp_ingress.metrics import CONNECTIONS, REJECTIONS, SESSIONS_ACTIVE
 from mailyard.smtp_ingress.relay import RelayAuthClient
@@ -60,6 +61,7 @@ class Ingress:
         self.dnsbl = Dns(settings, self.control)
         self.signer = Signer(settings.dkim_dir) if settings.dkim_dir else None
         self.authdns = AuthDns(settings) if settings.sender_auth else None
+        self.greylist = Greylist()
         self.spf = SpfChecker(settings.spf_threads, settings.spf_pending,
                               settings.auth_dns_timeout) if settings.sender_auth else None
         self.tls_context: ssl.SSLContext | None = server_context(
@@ -165,6 +167,8 @@ class Ingress:
                 for view in (self.control, self.directory):
                     if not view.ready:
                         await view.start(js)
+                if self.greylist.kv is None:
+                    await self.greylist.start(js)
                 self.js = js
                 return
             except asyncio.CancelledError:

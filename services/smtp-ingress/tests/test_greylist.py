@@ -1,0 +1,92 @@
+"""Greylisting across two ingress replicas sharing one NATS KV: unknown triplet -> 451 at
+either replica, the retry after the delay passes (at the other one), the triplet is then
+known to both; relay clients and listed networks are exempt. The clock is a test double
+shared by both replicas, so no test waits for the delay to pass."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ingress_helpers import MakeIngress, put_control, session, wait_for
+
+from mailyard.smtp_ingress.greylist import client_network, exempt, triplet_key
+from mailyard.smtp_ingress.metrics import GREYLIST
+from mailyard.smtp_ingress.server import Ingress
+
+GREYLISTED = "451 4.7.1 greylisted, please try again later"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def attempt(ingress: Ingress, sender: str, *recipients: str) -> list[str]:
+    client = await session(ingress.ports["smtp"])
+    try:
+        assert await client.cmd(f"MAIL FROM:<{sender}>") == "250 2.1.0 ok"
+        return [await client.cmd(f"RCPT TO:<{r}>") for r in recipients]
+    finally:
+        await client.close()
+
+
+def count(outcome: str) -> float:
+    return float(GREYLIST.labels(outcome)._value.get())
+
+
+async def test_greylisting_across_two_replicas(make_ingress: MakeIngress, js: Any) -> None:
+    await put_control(js, "rcpthosts", "example.org\n")
+    await put_control(js, "greylist", "300\n")
+    clock = Clock()
+    a, b = await make_ingress(), await make_ingress()
+    for replica in (a, b):
+        replica.greylist.clock = clock
+        await wait_for(lambda r=replica: r.control.integer("greylist", 0) == 300  # type: ignore[misc]
+                       and r.in_rcpthosts("example.org"))
+    new, passed, known = count("new"), count("passed"), count("known")
+    assert await attempt(a, "x@sender.test", "bob@example.org", "carol@example.org") == \
+        [GREYLISTED, GREYLISTED]
+    clock.now += 60                     # too early, at the other replica too
+    assert await attempt(b, "x@sender.test", "bob@example.org") == [GREYLISTED]
+    clock.now += 300                    # past the delay: passes at b, remembered
+    assert await attempt(b, "x@sender.test", "bob@example.org") == ["250 2.1.5 ok"]
+    assert await attempt(a, "x@sender.test", "bob@example.org", "carol@example.org") == \
+        ["250 2.1.5 ok", "250 2.1.5 ok"]
+    # another sender or recipient is another triplet
+    assert await attempt(a, "y@sender.test", "bob@example.org") == [GREYLISTED]
+    assert (count("new"), count("passed"), count("known")) == (new + 3, passed + 2, known + 1)
+    # a pending triplet not retried within a day starts over
+    clock.now += 2 * 86400
+    assert await attempt(b, "y@sender.test", "bob@example.org") == [GREYLISTED]
+    # the listed network is exempt, and greylisting is off without the control file
+    await put_control(js, "greylistexempt", "127.0.0.0/8\n")
+    await wait_for(lambda: bool(b.control.lines("greylistexempt")))
+    assert await attempt(b, "z@sender.test", "bob@example.org") == ["250 2.1.5 ok"]
+    await put_control(js, "greylistexempt", "")
+    await put_control(js, "greylist", "")
+    await wait_for(lambda: a.control.integer("greylist", 0) == 0)
+    assert await attempt(a, "w@sender.test", "bob@example.org") == ["250 2.1.5 ok"]
+
+
+async def test_relay_clients_are_exempt(make_ingress: MakeIngress, js: Any,
+                                        relay_auth: str) -> None:
+    await put_control(js, "tcp.smtp", '127.0.0.1:allow,RELAYCLIENT=""\n')
+    await put_control(js, "greylist", "300\n")
+    ingress = await make_ingress(relay_auth_addr=relay_auth, relay_auth_timeout=2.0)
+    await wait_for(lambda: ingress.control.integer("greylist", 0) == 300)
+    assert await attempt(ingress, "me@ours.test", "someone@remote.test") == ["250 2.1.5 ok"]
+
+
+def test_triplet_keys() -> None:
+    assert client_network("192.0.2.77") == "192.0.2.0/24"
+    assert client_network("2001:db8:1:2:3:4:5:6") == "2001:db8:1:2::/64"
+    # the same farm (/24), the same triplet; no address in the key
+    key = triplet_key("192.0.2.1", "A@x.test", "b@y.test")
+    assert key == triplet_key("192.0.2.200", "a@x.test", "B@y.test")
+    assert key != triplet_key("192.0.3.1", "a@x.test", "b@y.test")
+    assert "@" not in key and len(key) == 40
+    assert exempt("10.1.2.3", ["bogus", "10.0.0.0/8"])
+    assert not exempt("192.0.2.1", ["bogus", "10.0.0.0/8"])
