@@ -77,7 +77,7 @@ def workloads(docs: list[Doc]) -> dict[str, Doc]:
 def test_queue_state_is_a_local_volume(rendered: tuple[str, list[Doc]]) -> None:
     _, docs = rendered
     queue = by(docs, "StatefulSet")["queue"]
-    assert queue["spec"]["replicas"] == 1
+    assert queue["spec"]["replicas"] == 2  # a standby with a state of its own takes over
     (claim,) = queue["spec"]["volumeClaimTemplates"]
     assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
     ctr = pod_spec(queue)["containers"][0]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
+from pathlib import Path
 from typing import Any
 
 from mailyard.core.spool import Spool
@@ -49,10 +51,63 @@ async def test_kill_9_mid_stream_loses_nothing(js: Any, spool: Spool, workers: A
         runner.cancel()
 
 
+async def test_failover_with_the_leaders_state_lost_or_stale_loses_nothing(
+        js: Any, spool: Spool, workers: Any, start_queue: Any, tmp_path: Path) -> None:
+    """Each replica has its own local state. The leader dies and its state is deleted (its
+    node is gone): the standby takes over and rebuilds from the spool. Then the first comes
+    back with its old state, and becomes leader again when the second dies: that state is
+    stale (messages in it were delivered and removed meanwhile), so it is rebuilt too, and
+    nothing is held as a missing file or lost."""
+    overrides = {"STUCK_AFTER": "2", "RECONCILE_INTERVAL": "1", "LEADER_TTL": "1"}
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    a = start_queue(STATE_DIR=str(a_dir), **overrides)
+    b = start_queue(wait=False, STATE_DIR=str(b_dir), **overrides)
+    await wait_for(lambda: standby(b), what="standby answering")
+    seen: dict[str, set[str]] = {}
+    runner = asyncio.create_task(_deliver_everything(workers["remote"], seen))
+    sent = []
+
+    async def send_some(n: int) -> None:
+        for _ in range(n):
+            i = len(sent)
+            sent.append(await send(spool, js, "a@sender.test", [f"r{i}@d{i % 3}.test",
+                                                                f"s{i}@d{i % 3}.test"]))
+
+    try:
+        await send_some(30)
+        await wait_for(lambda: asyncio.sleep(0, len(seen) >= 5), what="some deliveries")
+        a.proc.kill()  # a keeps its state on disk: it will come back stale
+        await send_some(15)
+        b.proc.wait_ready(30)
+        for env in sent:
+            await wait_for(lambda env=env: finished(b, spool, env), timeout=60,
+                           what=f"{env.queue_id} done by b")
+        a_again = QueueProc(a.env, a.proc.log_path.parent).start(wait=False)
+        await wait_for(lambda: standby(a_again), what="a back as a standby")
+        await send_some(15)
+        b.proc.kill()
+        shutil.rmtree(b_dir)  # b's node is lost, with its disk
+        await send_some(15)
+        a_again.proc.wait_ready(30)
+        try:
+            for env in sent:
+                await wait_for(lambda env=env: finished(a_again, spool, env), timeout=60,
+                               what=f"{env.queue_id} done by a")
+            for env in sent:
+                assert seen.get(env.queue_id) == set(env.recipients)  # each delivered
+            stat = await a_again.stat()
+            assert stat.messages == 0 and stat.held_messages == 0
+            assert list(spool.iter_committed()) == []
+        finally:
+            a_again.proc.stop()
+    finally:
+        runner.cancel()
+
+
 async def test_two_replicas_one_leader(js: Any, spool: Spool, workers: Any,
-                                       start_queue: Any) -> None:
-    first = start_queue(LEADER_TTL="1")
-    second = start_queue(wait=False, LEADER_TTL="1")
+                                       start_queue: Any, tmp_path: Path) -> None:
+    first = start_queue(LEADER_TTL="1", STATE_DIR=str(tmp_path / "first"))
+    second = start_queue(wait=False, LEADER_TTL="1", STATE_DIR=str(tmp_path / "second"))
     await wait_for(lambda: standby(second), what="standby answering")
     sent = [await send(spool, js, "a@sender.test", [f"r{i}@remote.test"]) for i in range(10)]
     jobs = [await workers["remote"].job() for _ in sent]

@@ -1,9 +1,11 @@
 """`python -m mailyard.queue`: qmail-send as a service.
 
-Start order: NATS, spool, control and directory views, then the admin plane (gRPC + HTTP)
-at once, so a standby answers health checks. Only after the leader lock is won does the
-process open the state store and start consuming todos and results, dispatching jobs and
-reconciling. Losing the lock ends the process (its supervisor restarts it as a standby).
+Start order: STATE_DIR checked (a local file system) and locked (this process only), NATS,
+spool, control and directory views, then the admin plane (gRPC + HTTP) at once, so a standby
+answers health checks. Only after the leader lock is won does the process open the state
+store and start consuming todos and results, dispatching jobs and reconciling. If another
+state led last, this one is stale: it is discarded and rebuilt from the spool. Losing the
+lock ends the process (its supervisor restarts it as a standby).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from mailyard.queue.reconcile import Reconciler
 from mailyard.queue.results import ResultConsumer
 from mailyard.queue.settings import Settings
 from mailyard.queue.state import STATE_NAMES, Store
+from mailyard.queue.statedir import StateDir
 
 log = logging.getLogger("mailyard.queue")
 
@@ -60,6 +63,15 @@ async def _poll_todo_backlog(q: Queue) -> None:
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     set_build("queue")
+    state_dir = StateDir(settings.state_dir)
+    state_dir.acquire()  # SettingsError: a network file system, or held by another process
+    try:
+        await _serve(settings, stop, state_dir)
+    finally:
+        state_dir.release()
+
+
+async def _serve(settings: Settings, stop: asyncio.Event, state_dir: StateDir) -> None:
     nc = await bus.connect(settings.nats_url, f"queue-{settings.instance}")
     js = nc.jetstream()
     await bus.ensure_mail_streams(js)
@@ -82,7 +94,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         await http.start()
     log.info("admin plane up", extra={"grpc_port": grpc_server.port})
 
-    leader = Leader(js, settings.instance, settings.leader_ttl)
+    leader = Leader(js, settings.instance, settings.leader_ttl, state_dir.state_id)
     tasks: list[asyncio.Task[None]] = []
     store: Store | None = None
     failed = False
@@ -93,19 +105,28 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         if not acquiring.done():
             acquiring.cancel()
         else:
+            rebuild = bool(leader.previous_state) and leader.previous_state != state_dir.state_id
+            if rebuild:
+                # Another replica's state led last: ours may list messages it has delivered
+                # and removed since. Start empty; the reconciler rebuilds from the spool.
+                log.warning("another queue state led last; rebuilding from the spool")
+                state_dir.discard()
+                leader.state_id = state_dir.state_id
             store = Store(settings.state_dir / "queue.db", sync=settings.state_sync)
             await store.aopen()
             q = Queue(settings, nc, js, spool, store, control, directory)
             export_gauges(q)
             reconciler = Reconciler(q)
             runtime.queue, runtime.reconciler = q, reconciler
+            if rebuild:  # before any result is consumed: results must find their messages
+                await reconciler.run(dry_run=False, rebuild=True)
             log.info("leading", extra={"messages": store.messages})
             tasks = [asyncio.create_task(c, name=n) for n, c in (
                 ("leader", leader.hold()),
                 ("todo", TodoConsumer(q).run()),
                 ("results", ResultConsumer(q).run()),
                 ("dispatch", Dispatcher(q).run()),
-                ("reconcile", reconciler.run_forever(settings.reconcile_at_start)),
+                ("reconcile", reconciler.run_forever(settings.reconcile_at_start and not rebuild)),
                 ("backlog", _poll_todo_backlog(q)),
             )]
             done, _ = await asyncio.wait({*tasks, stopping}, return_when=asyncio.FIRST_COMPLETED)

@@ -6,6 +6,9 @@ clock agreement between hosts): when the revision has not moved for `ttl` second
 over with a CAS on that revision, so of two standbys only one wins. A leader whose refresh
 fails (someone else took the lock, or NATS stayed away for ttl) stops leading at once: the
 process exits and its supervisor restarts it as a standby (fencing by suicide).
+
+The key's value names the leader's state (statedir.StateDir.state_id), also after a clean
+release, so the next leader learns whose state was current (`previous_state`).
 """
 
 from __future__ import annotations
@@ -30,16 +33,22 @@ class LeadershipLost(Exception):
 
 
 class Leader:
-    def __init__(self, js: JetStreamContext, instance: str, ttl: float) -> None:
+    def __init__(self, js: JetStreamContext, instance: str, ttl: float,
+                 state_id: str = "") -> None:
         self.js = js
         self.instance = instance
         self.ttl = ttl
+        self.state_id = state_id
+        self.previous_state = ""  # the state of the process that led before this one
         self.revision = 0
         self.is_leader = False
         self.kv: KeyValue | None = None
 
-    def _value(self) -> bytes:
-        return json.dumps({"instance": self.instance, "at": time.time()}).encode()
+    def _value(self, released: bool = False) -> bytes:
+        value = {"instance": self.instance, "state": self.state_id, "at": time.time()}
+        if released:
+            value["released"] = True
+        return json.dumps(value).encode()
 
     async def acquire(self) -> None:
         """Wait until this process holds the lock."""
@@ -51,19 +60,22 @@ class Leader:
                     entry = await kv.get(KEY)
                 except KeyNotFoundError:
                     entry = None
-                if entry is None or entry.value in (None, b""):
-                    if entry is None:
-                        self.revision = await kv.create(KEY, self._value())
-                    else:
-                        self.revision = await kv.update(KEY, self._value(), last=entry.revision)
+                if entry is None:
+                    self.revision = await kv.create(KEY, self._value())
+                    break
+                held = _parse(entry.value)
+                if not held or held.get("released"):
+                    self.revision = await kv.update(KEY, self._value(), last=entry.revision)
+                    self.previous_state = str(held.get("state", ""))
                     break
                 rev = entry.revision or 0
                 if rev != seen_rev:
                     seen_rev, seen_at = rev, time.monotonic()
                 elif time.monotonic() - seen_at >= self.ttl:
-                    holder = json.loads(entry.value or b"{}").get("instance", "?")
-                    log.warning("leader %s silent for %.0fs, taking over", holder, self.ttl)
+                    log.warning("leader %s silent for %.0fs, taking over",
+                                held.get("instance", "?"), self.ttl)
                     self.revision = await kv.update(KEY, self._value(), last=rev)
+                    self.previous_state = str(held.get("state", ""))
                     break
             except KeyWrongLastSequenceError:
                 pass  # another standby won this round
@@ -95,7 +107,16 @@ class Leader:
         """On a clean stop: hand over at once instead of after ttl."""
         if self.kv is not None and self.is_leader:
             try:
-                await self.kv.update(KEY, b"", last=self.revision)
+                await self.kv.update(KEY, self._value(released=True), last=self.revision)
             except Exception as exc:
                 log.debug("leader lock not released: %s", exc)
             self.is_leader = False
+
+
+def _parse(value: bytes | None) -> dict[str, object]:
+    """The lock's value; empty (an older release's clean stop) or unreadable counts as free."""
+    try:
+        held = json.loads(value or b"{}")
+    except ValueError:
+        return {}
+    return held if isinstance(held, dict) else {}

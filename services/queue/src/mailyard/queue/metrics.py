@@ -23,4 +23,5 @@ REPAIRS = Counter("mailyard_queue_reconciler_repairs_total",
                   "Inconsistencies found and repaired (unless dry run): orphan_file, "
                   "orphan_damaged, completed_leftover, missing_file, checksum_mismatch, "
                   "stuck_job, stale_temp, withdrawn (todo notice whose spool file was "
-                  "withdrawn).", ["kind"])
+                  "withdrawn), rebuilt (a message recorded from its spool file when a "
+                  "new state was rebuilt after a failover).", ["kind"])

@@ -12,6 +12,8 @@
 - stuck_job: recipients handed out longer than STUCK_AFTER ago with no result (a worker or
   the stream lost the job, or the queue died between commit and publish) -> due again.
 - stale_temp: uncommitted leftovers in tmp/ older than a day -> removed.
+- rebuilt: after a failover to a new (empty) state, every committed file the state does not
+  know is recorded directly, whatever its age (see _orphans).
 Dry run reports the same findings with action "none".
 """
 
@@ -29,6 +31,7 @@ from mailyard.core import bus
 from mailyard.core.errors import BusError, ChecksumMismatch, SpoolError
 from mailyard.queue import metrics
 from mailyard.queue.engine import Queue
+from mailyard.queue.preprocess import classify, record
 from mailyard.queue.results import sweep
 from mailyard.queue.state import FINAL
 
@@ -74,10 +77,10 @@ class Reconciler:
         except Exception:
             log.exception("reconciler run failed")
 
-    async def run(self, dry_run: bool) -> Report:
+    async def run(self, dry_run: bool, rebuild: bool = False) -> Report:
         async with self._lock:
             report = Report([])
-            await self._orphans(report, dry_run)
+            await self._orphans(report, dry_run, rebuild)
             await self._missing(report, dry_run)
             await self._stuck(report, dry_run)
             await self._temporaries(report, dry_run)
@@ -96,11 +99,15 @@ class Reconciler:
               detail: str = "") -> None:
         report.repairs.append(Repair(kind, qid, "none" if dry_run else action, detail))
 
-    async def _orphans(self, report: Report, dry_run: bool) -> None:
+    async def _orphans(self, report: Report, dry_run: bool, rebuild: bool = False) -> None:
         spool, store = self.q.spool, self.q.store
         paths = await asyncio.to_thread(lambda: list(spool.iter_committed()))
         report.checked_files = len(paths)
-        cutoff = time.time() - self.q.settings.reconcile_grace
+        # Rebuilding a new state (failover): every committed file is recorded at once, young
+        # ones too. Their todos were mostly acked by the previous leader (gone with its
+        # state), and a republished todo would be dropped by JetStream's dedupe within its
+        # window; a todo still on its way finds its queue id known and is skipped.
+        cutoff = time.time() - (0 if rebuild else self.q.settings.reconcile_grace)
         for i in range(0, len(paths), _CHUNK):
             chunk = {p.rsplit("/", 1)[-1]: p for p in paths[i:i + _CHUNK]}
             known = await store.run(store.known, list(chunk))
@@ -126,6 +133,11 @@ class Reconciler:
                 except SpoolError as exc:
                     # Not knowable, not deliverable: leave the file for an operator.
                     self._note(report, "orphan_damaged", qid, "none", dry_run, str(exc))
+                    continue
+                if rebuild and not dry_run:
+                    item = (env, classify(self.q, list(env.recipients)))
+                    await store.run(record, store, spool, [item], time.time())
+                    self._note(report, "rebuilt", qid, "recorded", dry_run, path)
                     continue
                 if not dry_run:
                     try:
