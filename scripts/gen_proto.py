@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTO = ROOT / "proto"
 TARGET = ROOT / "packages" / "api" / "src" / "mailyard" / "api"
 IMPORT = re.compile(r"^(from|import) mailyard\.(?!api\.)", re.MULTILINE)
-DOTTED = re.compile(r"\bmailyard\.(mail|queue|relayauth|directory|control|routing)\.v1\b")
+DOTTED = re.compile(r"\bmailyard\.(mail|queue|relayauth|directory|control|routing|history)\.v1\b")
 
 
 def generate(out: Path) -> None:

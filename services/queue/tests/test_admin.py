@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
+from mailyard.api.mail.v1 import delivery_pb2 as dpb
 from mailyard.api.queue.v1 import queue_pb2 as qpb
 from mailyard.cli.main import main as cli
+from mailyard.core import bus
 from mailyard.core.spool import Spool
 
 from .conftest import DEFERRED, finished, send, wait_for
@@ -57,11 +59,33 @@ async def test_operator_actions(js: Any, spool: Spool, workers: Any, start_queue
     out = capsys.readouterr().out
     assert "deferred" in out and "attempts 1" in out and WAIT in out and "next attempt" in out
 
-    # retry: due now, attempt 2
+    # read --why: each waiting recipient's attempts, next attempt and last reply
+    assert cli(["queue", "read", "--why", "--recipient", "r1@"]) == 0
+    out = capsys.readouterr().out
+    assert f"#{m[1].queue_id}" in out and "1 attempt(s), next " in out and WAIT in out
+    assert "GMT" in out.split("next ", 1)[1]
+
+    # retry: due now, attempt 2; while a worker holds it, the status line counts it
     assert cli(["queue", "retry", m[0].queue_id]) == 0
-    job = await workers["remote"].job()
+    held = (await workers["remote"].sub.fetch(1, timeout=20))[0]  # taken, not yet acked
+    capsys.readouterr()
+    assert cli(["queue", "status"]) == 0
+    assert capsys.readouterr().out == "status: local 0/1000 remote 1/1000\n"
+    await held.ack()
+    job = bus.decode(dpb.DeliveryJob, held.data)
     assert job.queue_id == m[0].queue_id and job.attempt == 2
     await workers["remote"].report(job, DEFERRED, WAIT)
+
+    # an id not in queue: said so, exit 1
+    assert cli(["queue", "hold", "01NOTINQUEUE"]) == 1
+    assert "01NOTINQUEUE: not in queue" in capsys.readouterr().err
+    # --all is the same on every verb; on delete and bounce it needs --yes
+    for verb in ("delete", "bounce"):
+        assert cli(["queue", verb, "--all"]) == 2
+        assert "add --yes" in capsys.readouterr().err
+    assert cli(["queue", "hold", "--all", m[1].queue_id]) == 2
+    assert cli(["queue", "hold"]) == 2
+    capsys.readouterr()
 
     # hold: put aside (retry leaves it alone); release: due now
     assert cli(["queue", "hold", m[1].queue_id]) == 0

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 import grpc
 
-from mailyard.cli import control, directory, dkim, queue, relay, route, up
+from mailyard.cli import control, directory, dkim, history, queue, relay, route, up
 
-AREAS = (up, queue, directory, relay, route, control, dkim)
+AREAS = (up, queue, history, directory, relay, route, control, dkim)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Any
+
+import grpc
 
 from mailyard.api.mail.v1 import delivery_pb2 as dpb
 from mailyard.api.queue.v1 import queue_pb2 as pb
 from mailyard.api.queue.v1 import queue_pb2_grpc
+from mailyard.cli import history
 from mailyard.cli.endpoints import channel
 
 STATES = {"queued": pb.RECIPIENT_STATE_QUEUED, "deferred": pb.RECIPIENT_STATE_DEFERRED,
@@ -49,6 +53,14 @@ def cmd_stat(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """qmail-send's status line, for the whole cluster."""
+    r = _stub().Stat(pb.StatRequest(), timeout=10)
+    print(f"status: local {r.local_in_progress}/{r.local_limit} "
+          f"remote {r.remote_in_progress}/{r.remote_limit}")
+    return 0
+
+
 def cmd_read(args: argparse.Namespace) -> int:
     req = pb.ListRequest(sender=args.sender, recipient=args.recipient, domain=args.domain,
                          state=STATES.get(args.state, 0),  # type: ignore[arg-type]
@@ -62,6 +74,10 @@ def cmd_read(args: argparse.Namespace) -> int:
             for r in m.recipients:
                 print(f"\t{STATE_NAMES.get(r.state, '?'):9s} "
                       f"{CHANNELS.get(r.channel, '?'):6s}  {r.address}")
+                if args.why and r.state in (pb.RECIPIENT_STATE_DEFERRED,
+                                            pb.RECIPIENT_STATE_HELD):
+                    print(f"\t\t{r.attempts} attempt(s), next {_when(r.next_attempt)}: "
+                          f"{r.last_reply or '(no reply yet)'}")
         if not resp.next_page_token:
             return 0
         if not args.all_pages:
@@ -71,7 +87,13 @@ def cmd_read(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    d = _stub().Explain(pb.ExplainRequest(queue_id=args.queue_id), timeout=10)
+    try:
+        d = _stub().Explain(pb.ExplainRequest(queue_id=args.queue_id), timeout=10)
+    except grpc.RpcError as exc:
+        # finished (delivered, bounced, deleted): what the history recorded
+        if exc.code() == grpc.StatusCode.NOT_FOUND and history.show_finished(args.queue_id):
+            return 0
+        raise
     s = d.summary
     print(f"queue id:  {s.queue_id}{'  (held)' if s.held else ''}")
     print(f"sender:    <{s.sender}>")
@@ -90,13 +112,30 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+DESTRUCTIVE = ("Delete", "Bounce")
+
+
 def _action(name: str) -> Any:
     def run(args: argparse.Namespace) -> int:
+        if args.all and args.queue_ids:
+            print(f"mailyard: queue {name.lower()}: name queue ids or --all, not both",
+                  file=sys.stderr)
+            return 2
+        if not args.all and not args.queue_ids:
+            print(f"mailyard: queue {name.lower()}: name queue ids (or --all)",
+                  file=sys.stderr)
+            return 2
+        if args.all and name in DESTRUCTIVE and not args.yes:
+            print(f"mailyard: queue {name.lower()} --all acts on every message in the "
+                  "queue; add --yes if that is meant", file=sys.stderr)
+            return 2
         req = pb.SelectRequest(queue_ids=args.queue_ids, recipient=args.recipient or "",
-                               all=bool(getattr(args, "all", False)))
-        r = getattr(_stub(), name)(req, timeout=60)
+                               all=args.all)
+        r = getattr(_stub(), name)(req, timeout=600)
         print(f"{name.lower()}: {r.messages} message(s), {r.recipients} recipient(s)")
-        return 0
+        for qid in r.unknown_ids:
+            print(f"mailyard: {qid}: not in queue", file=sys.stderr)
+        return 1 if r.unknown_ids else 0
     return run
 
 
@@ -130,6 +169,10 @@ def register(sub: Any) -> None:
     p = qsub.add_parser("stat", help="qmail-qstat: messages in queue, by state, oldest")
     p.set_defaults(func=cmd_stat)
 
+    p = qsub.add_parser("status", help="qmail-send's status line: deliveries in progress "
+                                       "and limits, local and remote, whole cluster")
+    p.set_defaults(func=cmd_status)
+
     p = qsub.add_parser("read", aliases=["list"], help="qmail-qread: list messages")
     p.add_argument("--sender", default="", help="substring of the envelope sender")
     p.add_argument("--recipient", default="", help="substring of a recipient")
@@ -138,24 +181,27 @@ def register(sub: Any) -> None:
     p.add_argument("--limit", type=int, default=100, help="messages per page (max 1000)")
     p.add_argument("--page-token", default="")
     p.add_argument("--all-pages", action="store_true")
+    p.add_argument("--why", action="store_true",
+                   help="each waiting recipient's attempts, next attempt and last reply")
     p.set_defaults(func=cmd_read)
 
     p = qsub.add_parser("explain", help="per recipient: state, attempts, next retry, reply")
     p.add_argument("queue_id")
     p.set_defaults(func=cmd_explain)
 
-    for name, help_text, allow_all in (
-            ("retry", "try deferred recipients now", True),
-            ("hold", "put messages aside (no deliveries)", True),
-            ("release", "release held messages (due now)", True),
-            ("delete", "drop messages without a bounce", False),
-            ("bounce", "fail messages now and bounce them to the sender", False)):
-        p = qsub.add_parser(name, help=help_text)
+    for name, help_text in (
+            ("retry", "try deferred recipients now"),
+            ("hold", "put messages aside (no deliveries)"),
+            ("release", "release held messages (due now)"),
+            ("delete", "drop messages without a bounce"),
+            ("bounce", "fail messages now and bounce them to the sender")):
+        p = qsub.add_parser(name, help=help_text + " (exit 1 if an id is not in queue)")
         p.add_argument("queue_ids", nargs="*", metavar="QUEUE-ID")
         p.add_argument("--recipient", default="", help="only this recipient")
-        if allow_all:
-            p.add_argument("--all", action="store_true", help="every message in queue")
-        p.set_defaults(func=_action(name.capitalize()))
+        p.add_argument("--all", action="store_true", help="every message in queue")
+        if name.capitalize() in DESTRUCTIVE:
+            p.add_argument("--yes", action="store_true", help="confirm --all")
+        p.set_defaults(func=_action(name.capitalize()), yes=False)
 
     p = qsub.add_parser("fsck", help="compare the spool with the queue state and repair")
     p.add_argument("--dry-run", action="store_true", help="report only")

@@ -39,11 +39,18 @@ TODO_SUBJECT = "mailyard.todo"
 JOB_SUBJECT = {"local": "mailyard.job.local", "remote": "mailyard.job.remote"}
 RESULT_SUBJECT = "mailyard.result.{channel}"  # local | remote
 EVENTS_SUBJECT = "mailyard.events"            # core NATS, not persisted: watch / tail -f
+# History (qmail's log, searchable): every step of a message on a subject of its own, and one
+# index record per (address, message) on a subject per address hash. Both literal subjects,
+# so a search reads only its own messages through JetStream's per-subject index.
+HISTORY_MSG_SUBJECT = "mailyard.history.msg.{queue_id}"
+HISTORY_ADDR_SUBJECT = "mailyard.history.addr.{key}"
+HISTORY_SUBJECTS = "mailyard.history.>"
 
 # Streams
 TODO_STREAM = "MAIL_TODO"
 JOBS_STREAM = "MAIL_JOBS"
 RESULTS_STREAM = "MAIL_RESULTS"
+HISTORY_STREAM = "MAIL_HISTORY"                # limits retention, max_age = HISTORY_DAYS
 
 # Durable consumers
 TODO_CONSUMER = "queue-todo"
@@ -110,25 +117,40 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec,
                         replicas: int | None = None) -> None:
     """Create the stream or bring an existing one to this config (an update also changes
     its replica count: JetStream adds or removes copies live)."""
-    config = StreamConfig(
+    await _create_or_update(js, StreamConfig(
         name=spec.name, subjects=spec.subjects, retention=RetentionPolicy.WORK_QUEUE,
         storage=StorageType.FILE, duplicate_window=DUPLICATE_WINDOW,
         num_replicas=replicas or _replicas,
-    )
+    ))
+
+
+async def _create_or_update(js: JetStreamContext, config: StreamConfig) -> None:
+    name = config.name or ""
     try:
-        await js.stream_info(spec.name)
+        await js.stream_info(name)
     except NotFoundError:
         try:
             await js.add_stream(config)
             return
         except Exception:  # another replica created it first
-            await js.stream_info(spec.name)
+            await js.stream_info(name)
     await js.update_stream(config)
 
 
 async def ensure_mail_streams(js: JetStreamContext, replicas: int | None = None) -> None:
     for spec in MAIL_STREAMS:
         await ensure_stream(js, spec, replicas)
+
+
+async def ensure_history_stream(js: JetStreamContext, max_age: float,
+                                replicas: int | None = None) -> None:
+    """The history stream: kept by age (a changed HISTORY_DAYS applies at the next start),
+    not a work queue; its readers are ephemeral consumers."""
+    await _create_or_update(js, StreamConfig(
+        name=HISTORY_STREAM, subjects=[HISTORY_SUBJECTS],
+        retention=RetentionPolicy.LIMITS, storage=StorageType.FILE, max_age=max_age,
+        num_replicas=replicas or _replicas, allow_direct=True,  # reads by subject, any replica
+    ))
 
 
 async def ensure_consumer(js: JetStreamContext, stream: str, durable: str, *,

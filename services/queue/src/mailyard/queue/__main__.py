@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from mailyard.api.history.v1 import history_pb2, history_pb2_grpc
 from mailyard.api.queue.v1 import queue_pb2, queue_pb2_grpc
 from mailyard.core import bus
 from mailyard.core.control import ControlView
@@ -28,6 +29,7 @@ from mailyard.core.spool import Spool
 from mailyard.queue import metrics, web
 from mailyard.queue.admin import QueueAdmin, Runtime
 from mailyard.queue.engine import Queue
+from mailyard.queue.history_search import HistoryService
 from mailyard.queue.leader import Leader
 from mailyard.queue.preprocess import Dispatcher, TodoConsumer
 from mailyard.queue.reconcile import Reconciler
@@ -75,6 +77,7 @@ async def _serve(settings: Settings, stop: asyncio.Event, state_dir: StateDir) -
     nc = await bus.connect(settings.nats_url, f"queue-{settings.instance}")
     js = nc.jetstream()
     await bus.ensure_mail_streams(js)
+    await bus.ensure_history_stream(js, settings.history_days * 86400)
     spool = Spool(settings.spool_dir)
     spool.ensure()
     control, directory = ControlView(), DirectoryView()
@@ -84,11 +87,14 @@ async def _serve(settings: Settings, stop: asyncio.Event, state_dir: StateDir) -
     runtime = Runtime()
     app = make_app("queue", {"nats": lambda: nc.is_connected,
                              "leader": lambda: runtime.queue is not None})
-    web.mount(app, runtime)
+    web.mount(app, runtime, js)
     http = HttpServer(app, settings.http_host, settings.http_port) if settings.http_port else None
     grpc_server = GrpcServer(settings.grpc_host, settings.grpc_port, [
         (queue_pb2_grpc.add_QueueServiceServicer_to_server, QueueAdmin(runtime),
-         service_name(queue_pb2, "QueueService"))])
+         service_name(queue_pb2, "QueueService")),
+        # history is read from JetStream: a standby answers it too
+        (history_pb2_grpc.add_HistoryServicer_to_server, HistoryService(nc, js),
+         service_name(history_pb2, "History"))])
     await grpc_server.start()
     if http:
         await http.start()

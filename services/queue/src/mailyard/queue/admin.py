@@ -46,18 +46,41 @@ async def stat(q: Queue) -> pb.StatResponse:
     store = q.store
     await q.refresh_not_preprocessed()
     oldest = store.oldest
-    return pb.StatResponse(
+    out = pb.StatResponse(
         messages=store.messages, not_preprocessed=q.not_preprocessed,
         recipients_by_state={STATE_NAMES[s]: max(n, 0) for s, n in store.by_state.items()},
         oldest_age_seconds=max(0.0, time.time() - oldest) if oldest is not None else 0.0,
         held_messages=store.held)
+    for channel in ("local", "remote"):
+        busy, limit = await in_progress(q, channel)
+        setattr(out, f"{channel}_in_progress", busy)
+        setattr(out, f"{channel}_limit", limit)
+    return out
+
+
+async def in_progress(q: Queue, channel: str) -> tuple[int, int]:
+    """Jobs the workers of a channel hold, cluster-wide (their shared consumer's
+    ack-pending), and its limit (max_ack_pending = concurrencylocal / concurrencyremote).
+    (0, 0) when the consumer does not exist yet: no worker ever started."""
+    try:
+        info = await q.js.consumer_info(bus.JOBS_STREAM, bus.JOB_CONSUMER[channel],
+                                        timeout=1.0)
+    except Exception as exc:
+        log.debug("job consumer info unavailable: %s", exc)
+        return 0, 0
+    return int(info.num_ack_pending or 0), int(info.config.max_ack_pending or 0)
 
 
 def summary(m: Message, rcpts: list[Recipient]) -> pb.MessageSummary:
-    return pb.MessageSummary(
-        queue_id=m.queue_id, sender=m.sender, size=m.size, received_at=_ts(m.received_at),
-        held=m.held, recipients=[pb.RecipientSummary(address=r.address, state=enum(r.state),
-                                                     channel=enum(r.channel)) for r in rcpts])
+    out = pb.MessageSummary(queue_id=m.queue_id, sender=m.sender, size=m.size,
+                            received_at=_ts(m.received_at), held=m.held)
+    for r in rcpts:
+        rs = out.recipients.add(address=r.address, state=enum(r.state),
+                                channel=enum(r.channel), attempts=r.attempts,
+                                last_reply=r.last_reply)
+        if r.state in (2, 5) and r.next_attempt:  # deferred or held: when it is due
+            rs.next_attempt.CopyFrom(_ts(r.next_attempt))
+    return out
 
 
 async def listing(q: Queue, req: pb.ListRequest) -> pb.ListResponse:
@@ -95,13 +118,17 @@ class QueueAdmin(queue_pb2_grpc.QueueServiceServicer):
         assert self.rt.queue is not None
         return self.rt.queue
 
-    async def _select(self, q: Queue, req: pb.SelectRequest, context: grpc.aio.ServicerContext,
-                      allow_all: bool) -> list[str]:
-        if req.all and not allow_all:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "--all is not allowed here")
+    async def _select(self, q: Queue, req: pb.SelectRequest,
+                      context: grpc.aio.ServicerContext) -> tuple[list[str], list[str]]:
+        """(ids in queue, named ids not in queue). --all is the same for every action."""
+        if req.all and req.queue_ids:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "name queue ids or --all, not both")
         if not req.all and not req.queue_ids:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "name queue ids (or --all)")
-        return await q.store.run(q.store.select_ids, list(req.queue_ids), req.all)
+        ids = await q.store.run(q.store.select_ids, list(req.queue_ids), req.all)
+        found = set(ids)
+        return ids, [i for i in req.queue_ids if i not in found]
 
     async def Stat(self, request: pb.StatRequest,
                    context: grpc.aio.ServicerContext) -> pb.StatResponse:
@@ -122,47 +149,48 @@ class QueueAdmin(queue_pb2_grpc.QueueServiceServicer):
     async def Retry(self, request: pb.SelectRequest,
                     context: grpc.aio.ServicerContext) -> pb.ActionResponse:
         q = await self._queue(context)
-        ids = await self._select(q, request, context, True)
+        ids, unknown = await self._select(q, request, context)
         n = await q.store.run(q.store.retry_now, ids, request.recipient, time.time())
         q.wake.set()
-        return pb.ActionResponse(messages=len(ids), recipients=n)
+        return pb.ActionResponse(messages=len(ids), recipients=n, unknown_ids=unknown)
 
     async def Hold(self, request: pb.SelectRequest,
                    context: grpc.aio.ServicerContext) -> pb.ActionResponse:
         q = await self._queue(context)
-        ids = await self._select(q, request, context, True)
+        ids, unknown = await self._select(q, request, context)
         n = await q.store.run(q.store.set_held, ids, True, time.time())
-        return pb.ActionResponse(messages=len(ids), recipients=n)
+        return pb.ActionResponse(messages=len(ids), recipients=n, unknown_ids=unknown)
 
     async def Release(self, request: pb.SelectRequest,
                       context: grpc.aio.ServicerContext) -> pb.ActionResponse:
         q = await self._queue(context)
-        ids = await self._select(q, request, context, True)
+        ids, unknown = await self._select(q, request, context)
         n = await q.store.run(q.store.set_held, ids, False, time.time())
         q.wake.set()
-        return pb.ActionResponse(messages=len(ids), recipients=n)
+        return pb.ActionResponse(messages=len(ids), recipients=n, unknown_ids=unknown)
 
     async def Delete(self, request: pb.SelectRequest,
                      context: grpc.aio.ServicerContext) -> pb.ActionResponse:
         q = await self._queue(context)
-        ids = await self._select(q, request, context, False)
+        ids, unknown = await self._select(q, request, context)
         n = 0
         for qid in ids:
             m = await q.store.run(q.store.message, qid)
             if m is not None:
                 n += len(await q.store.run(q.store.recipients, qid))
                 log.warning("deleted by the operator", extra={"queue_id": qid})
+                q.history.step(qid, "deleted", "deleted by the operator, no bounce")
                 await complete(q, m)
-        return pb.ActionResponse(messages=len(ids), recipients=n)
+        return pb.ActionResponse(messages=len(ids), recipients=n, unknown_ids=unknown)
 
     async def Bounce(self, request: pb.SelectRequest,
                      context: grpc.aio.ServicerContext) -> pb.ActionResponse:
         q = await self._queue(context)
-        ids = await self._select(q, request, context, False)
+        ids, unknown = await self._select(q, request, context)
         n = await q.store.run(q.store.fail_now, ids, request.recipient, OPERATOR_BOUNCE)
         for qid in ids:
             await settle(q, qid)
-        return pb.ActionResponse(messages=len(ids), recipients=n)
+        return pb.ActionResponse(messages=len(ids), recipients=n, unknown_ids=unknown)
 
     async def Fsck(self, request: pb.FsckRequest,
                    context: grpc.aio.ServicerContext) -> pb.FsckResponse:

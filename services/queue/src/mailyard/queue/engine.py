@@ -22,6 +22,7 @@ from mailyard.core.control import ControlView
 from mailyard.core.directory import DirectoryView
 from mailyard.core.identity import Identity
 from mailyard.core.spool import Spool
+from mailyard.queue.history import Recorder
 from mailyard.queue.settings import Settings
 from mailyard.queue.state import Store
 
@@ -47,9 +48,11 @@ class Queue:
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # due work may exist now
     not_preprocessed: int = 0
     identity: Identity = field(init=False)  # me and postmaster, hot from control/
+    history: Recorder = field(init=False)   # qmail's log, kept in MAIL_HISTORY
 
     def __post_init__(self) -> None:
         self.identity = Identity(self.control, self.settings.me)
+        self.history = Recorder(self.nc)
 
     def lifetime(self) -> float:
         """queuelifetime, read live from the control KV."""

@@ -146,6 +146,11 @@ class TodoConsumer:
             for qid in added:
                 events.add("new", qid)
             await events.send()
+            fresh = set(added)
+            for _, (env, _) in decoded:
+                if env.queue_id in fresh:
+                    q.history.new(env)
+            await q.history.flush()
         if jobs:
             await publish_jobs(q, jobs)
         if added and (not jobs or sum(len(j.recipients) for j in jobs) >= take):

@@ -97,6 +97,7 @@ class ResultConsumer:
                 rows.append((result.job_id, result.queue_id, r.recipient, outcome,
                              r.reply, r.enhanced_code, r.remote_host))
         by_key = {(qid, addr): outcome for _, qid, addr, outcome, *_ in rows}
+        hosts = {(qid, addr): host for _, qid, addr, _, _, _, host in rows}
         applied, snap = await self.q.store.run(self._apply, rows) if rows else ([], {})
         for m in msgs:
             with contextlib.suppress(Exception):
@@ -108,9 +109,12 @@ class ResultConsumer:
             DELIVERIES[channel, RESULT_NAME[reported]].inc()
             if o.state in (DEFERRED, HELD):
                 RETRIES[channel].inc()
-            events.add("delivery", o.queue_id, o.address, o.channel,
-                       OUTCOME_FAILED if o.state == FAILED else reported, o.reply)
+            final = OUTCOME_FAILED if o.state == FAILED else reported
+            events.add("delivery", o.queue_id, o.address, o.channel, final, o.reply)
+            self.q.history.delivery(o.queue_id, o.address, channel, RESULT_NAME[final],
+                                    o.reply, hosts.get((o.queue_id, o.address), ""))
         await events.send()
+        await self.q.history.flush()
         if snap:
             await settle_many(self.q, list(snap), snap)
         if self.q.settings.delay_warnings:
@@ -146,6 +150,7 @@ async def settle_many(q: Queue, queue_ids: list[str],
             done.append(message)
     if done:
         await complete_many(q, done)
+    await q.history.flush()  # bounces of messages that stay queued
 
 
 async def complete(q: Queue, message: Message) -> None:
@@ -172,8 +177,10 @@ async def complete_many(q: Queue, messages: list[Message]) -> None:
     events = q.events()
     for qid in gone:
         events.add("done", qid)
-        log.debug("message done", extra={"queue_id": qid})
+        q.history.step(qid, "done")
+        log.info("message done", extra={"queue_id": qid})
     await events.send()
+    await q.history.flush()
 
 
 async def send_bounce(q: Queue, message: Message, failed: list[Recipient]) -> None:
@@ -186,6 +193,7 @@ async def send_bounce(q: Queue, message: Message, failed: list[Recipient]) -> No
                                                            "recipients": addresses})
         metrics.BOUNCES.labels(bounce.DROP).inc()
         await store.run(store.mark_bounced, message.queue_id, addresses)
+        q.history.step(message.queue_id, "bounce", "double bounce failed: dropped")
         return
     s, me = q.settings, q.identity.me
     to = message.sender if kind == bounce.BOUNCE else q.identity.postmaster
@@ -219,8 +227,9 @@ async def send_bounce(q: Queue, message: Message, failed: list[Recipient]) -> No
     # else: injected before a crash; if its todo was lost the reconciler republishes it.
     await store.run(store.mark_bounced, message.queue_id, addresses)
     metrics.BOUNCES.labels(kind).inc()
-    await q.event("bounce", message.queue_id,
-                  reply=f"{kind} {bounce_id} to {to if keep_here else f'<{to}>'}")
+    detail = f"{kind} {bounce_id} to {to if keep_here else f'<{to}>'}"
+    await q.event("bounce", message.queue_id, reply=detail)
+    q.history.step(message.queue_id, "bounce", detail)  # flushed with the step's done
     log.info("bounced", extra={"queue_id": message.queue_id, "bounce_id": bounce_id,
                                "kind": kind})
 

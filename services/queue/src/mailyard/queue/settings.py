@@ -47,3 +47,5 @@ class Settings(ServiceSettings):
     # Leader lock in KV "locks": refreshed every ttl/3; a standby takes over after ttl
     # seconds without a refresh.
     leader_ttl: float = Field(default=15.0, gt=0)
+    # History (`mailyard log`): every step of every message kept this many days.
+    history_days: float = Field(default=30.0, gt=0, le=3650)

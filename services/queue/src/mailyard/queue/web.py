@@ -3,16 +3,21 @@
     GET /api/stat                      qmail-qstat
     GET /api/messages?sender=&recipient=&domain=&state=&page_size=&page_token=
     GET /api/messages/{queue_id}       explain
+    GET /api/history?id=&address=&since=&until=&limit=     `mailyard log` (ISO 8601 times)
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
 from google.protobuf.json_format import MessageToDict
+from nats.js import JetStreamContext
 
+from mailyard.api.history.v1 import history_pb2 as hpb
 from mailyard.api.queue.v1 import queue_pb2 as pb
+from mailyard.queue import history_search
 from mailyard.queue.admin import Runtime, explain, listing, stat
 from mailyard.queue.engine import Queue
 from mailyard.queue.state import STATE_NAMES
@@ -25,7 +30,7 @@ def _to_dict(message: Any) -> dict[str, Any]:
                          always_print_fields_with_no_presence=True)
 
 
-def mount(app: FastAPI, runtime: Runtime) -> None:
+def mount(app: FastAPI, runtime: Runtime, js: JetStreamContext) -> None:
     def queue() -> Queue:
         if runtime.queue is None:
             raise HTTPException(503, "standby: this queue process is not the leader")
@@ -52,3 +57,16 @@ def mount(app: FastAPI, runtime: Runtime) -> None:
         if detail is None:
             raise HTTPException(404, f"{queue_id} not in queue")
         return _to_dict(detail)
+
+    @app.get("/api/history")
+    async def api_history(id: str = "", address: str = "", since: datetime | None = None,
+                          until: datetime | None = None, limit: int = 0) -> dict[str, Any]:
+        req = hpb.SearchRequest(queue_id=id, address=address, limit=max(0, limit))
+        for field, when in (("since", since), ("until", until)):
+            if when is not None:  # a time without a zone is UTC
+                getattr(req, field).FromDatetime(
+                    when if when.tzinfo else when.replace(tzinfo=UTC))
+        try:
+            return _to_dict(await history_search.search(js, req))
+        except history_search.BadRequest as exc:
+            raise HTTPException(400, str(exc)) from None

@@ -92,12 +92,23 @@ class StatResponse(_message.Message):
     RECIPIENTS_BY_STATE_FIELD_NUMBER: _builtins.int
     OLDEST_AGE_SECONDS_FIELD_NUMBER: _builtins.int
     HELD_MESSAGES_FIELD_NUMBER: _builtins.int
+    LOCAL_IN_PROGRESS_FIELD_NUMBER: _builtins.int
+    LOCAL_LIMIT_FIELD_NUMBER: _builtins.int
+    REMOTE_IN_PROGRESS_FIELD_NUMBER: _builtins.int
+    REMOTE_LIMIT_FIELD_NUMBER: _builtins.int
     messages: _builtins.int
     """messages in queue (qmail-qstat)"""
     not_preprocessed: _builtins.int
     """messages in queue but not yet preprocessed"""
     oldest_age_seconds: _builtins.float
     held_messages: _builtins.int
+    local_in_progress: _builtins.int
+    """qmail-send's "status: local 0/10 remote 1/20" for the whole cluster: jobs handed to
+    the workers and not finished (the job consumers' ack-pending), and the limits.
+    """
+    local_limit: _builtins.int
+    remote_in_progress: _builtins.int
+    remote_limit: _builtins.int
     @_builtins.property
     def recipients_by_state(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
     def __init__(
@@ -108,10 +119,14 @@ class StatResponse(_message.Message):
         recipients_by_state: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         oldest_age_seconds: _builtins.float = ...,
         held_messages: _builtins.int = ...,
+        local_in_progress: _builtins.int = ...,
+        local_limit: _builtins.int = ...,
+        remote_in_progress: _builtins.int = ...,
+        remote_limit: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["held_messages", b"held_messages", "messages", b"messages", "not_preprocessed", b"not_preprocessed", "oldest_age_seconds", b"oldest_age_seconds", "recipients_by_state", b"recipients_by_state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["held_messages", b"held_messages", "local_in_progress", b"local_in_progress", "local_limit", b"local_limit", "messages", b"messages", "not_preprocessed", b"not_preprocessed", "oldest_age_seconds", b"oldest_age_seconds", "recipients_by_state", b"recipients_by_state", "remote_in_progress", b"remote_in_progress", "remote_limit", b"remote_limit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -160,19 +175,30 @@ class RecipientSummary(_message.Message):
     ADDRESS_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     CHANNEL_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    NEXT_ATTEMPT_FIELD_NUMBER: _builtins.int
+    LAST_REPLY_FIELD_NUMBER: _builtins.int
     address: _builtins.str
     state: Global___RecipientState.ValueType
     channel: _delivery_pb2.Channel.ValueType
+    attempts: _builtins.int
+    """`queue read --why`: why it waits and until when"""
+    last_reply: _builtins.str
+    @_builtins.property
+    def next_attempt(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
         address: _builtins.str = ...,
         state: Global___RecipientState.ValueType = ...,
         channel: _delivery_pb2.Channel.ValueType = ...,
+        attempts: _builtins.int = ...,
+        next_attempt: _timestamp_pb2.Timestamp | None = ...,
+        last_reply: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["next_attempt", b"next_attempt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "channel", b"channel", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "attempts", b"attempts", "channel", b"channel", "last_reply", b"last_reply", "next_attempt", b"next_attempt", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -367,17 +393,23 @@ class ActionResponse(_message.Message):
 
     MESSAGES_FIELD_NUMBER: _builtins.int
     RECIPIENTS_FIELD_NUMBER: _builtins.int
+    UNKNOWN_IDS_FIELD_NUMBER: _builtins.int
     messages: _builtins.int
     recipients: _builtins.int
+    @_builtins.property
+    def unknown_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """named ids not in queue (the CLI exits 1)"""
+
     def __init__(
         self,
         *,
         messages: _builtins.int = ...,
         recipients: _builtins.int = ...,
+        unknown_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages", "recipients", b"recipients"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages", "recipients", b"recipients", "unknown_ids", b"unknown_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

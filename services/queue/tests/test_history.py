@@ -1,0 +1,149 @@
+"""History (qmail's log, searchable): recorded by the queue into MAIL_HISTORY, searched over
+gRPC, HTTP and `mailyard log`; `queue explain` of a finished message shows it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+import grpc
+import pytest
+
+from mailyard.api.history.v1 import history_pb2 as hpb
+from mailyard.api.history.v1 import history_pb2_grpc
+from mailyard.cli.main import main
+from mailyard.core import bus
+from mailyard.core.spool import Spool
+
+from .conftest import DEFERRED, DELIVERED, gone, send, wait_for
+
+GREYLISTED = "451 4.7.1 greylisted, come back later"
+ACCEPTED = "250 2.0.0 Ok: queued as 4BC1"
+
+
+def _http(q: Any, path: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{q.http_port}{path}", timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.fixture
+async def delivered(js: Any, spool: Spool, workers: Any, start_queue: Any) -> Any:
+    """One message from Alice, deferred once, then delivered, then done."""
+    q = start_queue(HISTORY_DAYS="2")
+    q.history = history_pb2_grpc.HistoryStub(q.channel)
+    env = await send(spool, js, "Alice@Sender.test", ["bob@remote.test"])
+    job = await workers["remote"].job()
+    await workers["remote"].report(job, DEFERRED, GREYLISTED)
+    job = await workers["remote"].job()
+    await workers["remote"].report(job, DELIVERED, ACCEPTED)
+    await wait_for(lambda: gone(q, env.queue_id), what="message done")
+
+    async def recorded() -> bool:
+        resp = await q.history.Search(hpb.SearchRequest(queue_id=env.queue_id), timeout=10)
+        return [e.kind for e in resp.events][-1:] == ["done"]
+
+    await wait_for(recorded, what="history recorded")
+    return q, env
+
+
+async def test_every_step_is_recorded_and_found_by_id_address_and_time(
+        delivered: Any, js: Any) -> None:
+    q, env = delivered
+    resp = await q.history.Search(hpb.SearchRequest(queue_id=env.queue_id), timeout=10)
+    kinds = [(e.kind, e.result) for e in resp.events]
+    assert kinds == [("new", ""), ("delivery", "deferred"), ("delivery", "delivered"),
+                     ("done", "")]
+    new, deferral, success, _ = resp.events
+    assert new.sender == "Alice@Sender.test" and list(new.recipients) == ["bob@remote.test"]
+    assert new.size == env.size > 0
+    assert deferral.reply == GREYLISTED and success.reply == ACCEPTED
+    assert success.remote_host == "mx.remote.test" and success.recipient == "bob@remote.test"
+
+    for address in ("alice@sender.test", "BOB@remote.test"):  # sender or recipient, any case
+        by_address = await q.history.Search(hpb.SearchRequest(address=address), timeout=10)
+        assert [e.queue_id for e in by_address.events] == [env.queue_id] * 4
+    other = await q.history.Search(hpb.SearchRequest(address="carol@x.test"), timeout=10)
+    assert not other.events
+    since = hpb.SearchRequest()
+    since.since.FromSeconds(int(time.time()) - 600)
+    assert env.queue_id in {e.queue_id for e in
+                            (await q.history.Search(since, timeout=10)).events}
+    later = hpb.SearchRequest(address="alice@sender.test")
+    later.since.FromSeconds(int(time.time()) + 60)
+    assert not (await q.history.Search(later, timeout=10)).events
+    # retention is the HISTORY_DAYS setting
+    info = await js.stream_info(bus.HISTORY_STREAM)
+    assert info.config.max_age == 2 * 86400
+
+
+async def test_http_cli_and_explain_of_a_finished_message(
+        delivered: Any, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    q, env = delivered
+    status, body = _http(q, "/api/history?address=bob@remote.test")
+    assert status == 200 and [e["kind"] for e in body["events"]][-1] == "done"
+    assert body["events"][2]["reply"] == ACCEPTED
+    status, body = _http(q, "/api/history?id=not-an-id!")
+    assert status == 400 and "not a queue id" in body["detail"]
+
+    monkeypatch.setenv("MAILYARD_QUEUE_ADDR", f"127.0.0.1:{q.grpc_port}")
+    assert await asyncio.to_thread(main, ["log", "--id", env.queue_id]) == 0
+    out = capsys.readouterr().out
+    assert f"{env.queue_id} new msg: bytes {env.size} from <Alice@Sender.test>" in out
+    assert f"delivery remote <bob@remote.test>: deferred [mx.remote.test]: {GREYLISTED}" in out
+    assert f"{env.queue_id} done" in out
+    assert await asyncio.to_thread(main, ["queue", "explain", env.queue_id]) == 0
+    out = capsys.readouterr().out
+    assert "no longer queued" in out and ACCEPTED in out
+    assert await asyncio.to_thread(main, ["log", "--address", "nobody@x.test"]) == 1
+    assert await asyncio.to_thread(main, ["log", "--id", "bad id"]) == 1
+    assert "INVALID_ARGUMENT" in capsys.readouterr().err
+
+
+async def test_json_log_carries_addresses_and_replies(delivered: Any) -> None:
+    q, _ = delivered
+    lines = [json.loads(x) for x in q.proc.log_path.read_text().splitlines()
+             if x.startswith("{")]
+    new = next(x for x in lines if x["msg"] == "new message")
+    assert new["sender"] == "Alice@Sender.test" and new["recipients"] == ["bob@remote.test"]
+    replies = [x["reply"] for x in lines if x.get("recipient") == "bob@remote.test"]
+    assert replies == [GREYLISTED, ACCEPTED]
+    with urllib.request.urlopen(f"http://127.0.0.1:{q.http_port}/metrics") as resp:
+        assert "remote.test" not in resp.read().decode()  # metrics stay free of addresses
+
+
+async def test_follow_streams_new_steps_filtered(js: Any, spool: Spool,
+                                                 start_queue: Any) -> None:
+    q = start_queue()
+    stub = history_pb2_grpc.HistoryStub(q.channel)
+    call = stub.Follow(hpb.SearchRequest(address="watched@remote.test"))
+    events = call.__aiter__()
+    first = asyncio.ensure_future(events.__anext__())
+    sent: list[str] = []
+    while not first.done():  # the server subscribes some time after the call starts
+        sent.append((await send(spool, js, "x@y.test", ["watched@remote.test"])).queue_id)
+        await asyncio.wait({first}, timeout=0.5)
+    assert first.result().kind == "new" and first.result().queue_id in sent
+    unwatched = await send(spool, js, "x@y.test", ["someone@remote.test"])
+    watched = await send(spool, js, "x@y.test", ["Watched@remote.test"])
+    seen = []
+    while watched.queue_id not in seen:
+        seen.append((await asyncio.wait_for(events.__anext__(), 30)).queue_id)
+    assert unwatched.queue_id not in seen
+    call.cancel()
+
+
+async def test_bad_search_is_invalid_argument(start_queue: Any) -> None:
+    q = start_queue()
+    stub = history_pb2_grpc.HistoryStub(q.channel)
+    for req in (hpb.SearchRequest(queue_id="../x"), hpb.SearchRequest(limit=10**6)):
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await stub.Search(req, timeout=10)
+        assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
