@@ -65,6 +65,19 @@ class Mailyard:
             time.sleep(0.1)
         raise AssertionError(f"{count} message(s) not delivered to {address} in {timeout}s")
 
+    def wait_cli(self, text: str, *args: str, timeout: float = 30) -> str:
+        """Run `mailyard ARGS` until its output has `text` (the queue learns of a message
+        a moment after the 250)."""
+        deadline = time.monotonic() + timeout
+        out = ""
+        while time.monotonic() < deadline:
+            out = self.cli(*args)
+            if text in out:
+                return out
+            time.sleep(0.2)
+        raise AssertionError(f"{text!r} not in `mailyard {' '.join(args)}` after {timeout}s:"
+                             f"\n{out}")
+
     def queue_empty(self, timeout: float = 30) -> str:
         deadline = time.monotonic() + timeout
         out = ""

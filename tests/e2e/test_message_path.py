@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import smtplib
-import time
 import urllib.request
 
 import pytest
@@ -75,9 +74,7 @@ def test_kill_9_of_the_delivery_worker_loses_nothing(mailyard: Mailyard) -> None
     mailyard.platform.kill("local-delivery")
     with mailyard.smtp() as client:
         client.sendmail("sender@client.test", ["postmaster@example.test"], BODY)
-    time.sleep(0.5)
-    out = mailyard.cli("queue", "stat")
-    assert "messages in queue: 1" in out  # accepted, waiting for a worker
+    mailyard.wait_cli("messages in queue: 1", "queue", "stat")  # accepted, waits for a worker
     already = mailyard.count("postmaster@example.test")
     mailyard.platform.restart("local-delivery")
     mailyard.wait_maildir("postmaster@example.test", already + 1)

@@ -180,6 +180,24 @@ async def wait_for(check: Callable[[], Awaitable[T]], timeout: float = 20.0,
     raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
 
 
+PROBE = "watch-probe"
+
+
+async def watching(js: Any, events: list[qpb.DeliveryEvent], timeout: float = 20.0) -> None:
+    """Return once a Watch stream filling `events` is subscribed: events are core NATS (not
+    persisted), so one sent before the queue's subscription reached the server is not seen.
+    A probe event is sent until it comes back through the stream (no fixed sleep)."""
+    probe = qpb.DeliveryEvents()
+    probe.events.add(kind=PROBE, queue_id=PROBE).at.GetCurrentTime()
+
+    async def seen() -> bool:
+        await js._nc.publish(bus.EVENTS_SUBJECT, probe.SerializeToString())
+        await asyncio.sleep(0.05)
+        return any(e.kind == PROBE for e in events)
+
+    await wait_for(seen, timeout, what="the watch stream subscribed")
+
+
 async def gone(q: QueueProc, queue_id: str) -> bool:
     try:
         await q.explain(queue_id)

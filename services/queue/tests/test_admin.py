@@ -17,7 +17,7 @@ from mailyard.cli.main import main as cli
 from mailyard.core import bus
 from mailyard.core.spool import Spool
 
-from .conftest import DEFERRED, finished, send, wait_for
+from .conftest import DEFERRED, finished, send, wait_for, watching
 
 WAIT = "Sorry, I wasn't able to establish an SMTP connection. (#4.4.1)"
 
@@ -37,7 +37,7 @@ async def test_operator_actions(js: Any, spool: Spool, workers: Any, start_queue
             events.append(ev)
 
     watcher = asyncio.create_task(watch())
-    await asyncio.sleep(0.2)  # let the watch subscribe (events are not persisted)
+    await watching(js, events)
     m = [await send(spool, js, f"s{i}@sender.test", [f"r{i}@remote.test"]) for i in range(3)]
     for _ in m:
         await workers["remote"].report(await workers["remote"].job(), DEFERRED, WAIT)

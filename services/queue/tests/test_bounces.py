@@ -10,6 +10,7 @@ from typing import Any
 
 from mailyard.api.mail.v1 import delivery_pb2 as dpb
 from mailyard.api.mail.v1.envelope_pb2 import ORIGIN_BOUNCE, ORIGIN_DOUBLE_BOUNCE
+from mailyard.core import bus
 from mailyard.core.spool import Spool
 
 from .conftest import (
@@ -198,3 +199,29 @@ async def _control_seen(q: Any) -> bool:
         metrics = resp.read().decode()
     return ('mailyard_control_file_info{file="me"' in metrics
             and 'mailyard_control_file_info{file="postmaster"' in metrics)
+
+
+async def test_bounce_jetstream_refused_is_injected_again_within_seconds(
+        js: Any, spool: Spool, workers: Any, start_queue: Any) -> None:
+    """Under load a bounce's todo publish can miss its ack deadline: the bounce is withdrawn
+    and used to wait for the next reconcile run (5 minutes; an hour in these tests). Here
+    JetStream refuses it outright (a todo larger than the stream takes), then takes it again."""
+    q = start_queue()
+    env = await send(spool, js, "alice@sender.test", ["r@remote.test"])
+    job = await workers["remote"].job()
+    todo = next(s for s in bus.MAIL_STREAMS if s.name == bus.TODO_STREAM)
+    config = (await js.stream_info(bus.TODO_STREAM)).config
+    config.max_msg_size = 16  # every todo notice is larger: the publish fails at once
+    await js.update_stream(config)
+    try:
+        await workers["remote"].report(job, FAILED, REFUSED)
+        await wait_for(lambda: _logged(q, "bounce not injected yet"), what="refused bounce")
+    finally:
+        await bus.ensure_stream(js, todo)  # back to the stream's own config
+    bounce = await workers["remote"].job()
+    assert list(bounce.recipients) == ["alice@sender.test"] and bounce.sender == ""
+    await wait_for(lambda: gone(q, env.queue_id), what="original removed")
+
+
+async def _logged(q: Any, text: str) -> bool:
+    return text in q.proc.logs()

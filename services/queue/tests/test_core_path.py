@@ -17,7 +17,7 @@ from mailyard.core import bus
 from mailyard.core.ids import new_queue_id
 from mailyard.core.spool import Spool
 
-from .conftest import DEFERRED, DELIVERED, add_local_domain, gone, send, wait_for
+from .conftest import DEFERRED, DELIVERED, add_local_domain, gone, send, wait_for, watching
 
 
 async def test_classify_group_deliver_complete(js: Any, spool: Spool, workers: Any,
@@ -147,7 +147,7 @@ async def test_events_batched_on_nats_streamed_one_by_one(js: Any, spool: Spool,
             watched.append(ev)
 
     watcher = asyncio.create_task(watch())
-    await asyncio.sleep(0.3)  # let the watch subscribe (events are not persisted)
+    await watching(js, watched)
     sent = await asyncio.gather(*(send(spool, js, "s@sender.test", [f"r{i}@remote.test"])
                                   for i in range(6)))
     for _ in sent:

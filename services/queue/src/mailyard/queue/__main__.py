@@ -33,7 +33,7 @@ from mailyard.queue.history_search import HistoryService
 from mailyard.queue.leader import Leader
 from mailyard.queue.preprocess import Dispatcher, TodoConsumer
 from mailyard.queue.reconcile import Reconciler
-from mailyard.queue.results import ResultConsumer
+from mailyard.queue.results import ResultConsumer, retry_owed
 from mailyard.queue.settings import Settings
 from mailyard.queue.state import STATE_NAMES, Store
 from mailyard.queue.statedir import StateDir
@@ -133,6 +133,7 @@ async def _serve(settings: Settings, stop: asyncio.Event, state_dir: StateDir) -
                 ("results", ResultConsumer(q).run()),
                 ("dispatch", Dispatcher(q).run()),
                 ("reconcile", reconciler.run_forever(settings.reconcile_at_start and not rebuild)),
+                ("bounce-retry", retry_owed(q)),
                 ("backlog", _poll_todo_backlog(q)),
             )]
             done, _ = await asyncio.wait({*tasks, stopping}, return_when=asyncio.FIRST_COMPLETED)

@@ -46,6 +46,11 @@ class Queue:
     control: ControlView
     directory: DirectoryView
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # due work may exist now
+    owed: asyncio.Event = field(default_factory=asyncio.Event)  # a bounce not injected yet
+    # One settle at a time: two (results and the reconciler's sweep) could both inject the
+    # same bounce id, and when the second publish failed its withdrawal removed the file of
+    # the bounce the first had queued (a lost bounce, seen as a flaky test under load).
+    settling: asyncio.Lock = field(default_factory=asyncio.Lock)
     not_preprocessed: int = 0
     identity: Identity = field(init=False)  # me and postmaster, hot from control/
     history: Recorder = field(init=False)   # qmail's log, kept in MAIL_HISTORY

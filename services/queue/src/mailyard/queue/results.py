@@ -9,6 +9,7 @@ after that finds no file and is dropped, never delivered twice).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -54,6 +55,7 @@ CHANNEL_NAME: dict[int, str] = {CHANNEL_LOCAL: "local", CHANNEL_REMOTE: "remote"
 DELIVERIES = {(c, r): metrics.DELIVERIES.labels(c, r)
               for c in CHANNEL_NAME.values() for r in RESULT_NAME.values()}
 RETRIES = {c: metrics.RETRIES.labels(c) for c in CHANNEL_NAME.values()}
+BOUNCE_RETRY = 2.0  # seconds before a bounce JetStream did not take is tried again
 
 
 class ResultConsumer:
@@ -131,6 +133,14 @@ async def settle_many(q: Queue, queue_ids: list[str],
                       snap: dict[str, tuple[Message, list[Recipient]]] | None = None) -> None:
     """settle() for many messages: one read (unless given), the bounces owed, then every
     completed message removed together (see complete_many)."""
+    if q.settling.locked():
+        snap = None  # another settle runs: what it did is read again once it is done
+    async with q.settling:
+        await _settle_many(q, queue_ids, snap)
+
+
+async def _settle_many(q: Queue, queue_ids: list[str],
+                       snap: dict[str, tuple[Message, list[Recipient]]] | None) -> None:
     store = q.store
     if snap is None:
         snap = await store.run(store.snapshot, queue_ids)
@@ -143,8 +153,9 @@ async def settle_many(q: Queue, queue_ids: list[str],
         if failed and not any(r.state == QUEUED for r in rcpts):
             try:
                 await send_bounce(q, message, failed)
-            except MailyardError as exc:  # retried by the next sweep; nothing is removed before
+            except MailyardError as exc:  # retried soon (retry_owed); nothing is removed before
                 log.warning("bounce not injected yet: %s", exc, extra={"queue_id": qid})
+                q.owed.set()
                 continue
         if rcpts and all(r.state in FINAL for r in rcpts):
             done.append(message)
@@ -223,7 +234,14 @@ async def send_bounce(q: Queue, message: Message, failed: list[Recipient]) -> No
             origin = ORIGIN_BOUNCE if kind == bounce.BOUNCE else ORIGIN_DOUBLE_BOUNCE
             env = Envelope(queue_id=bounce_id, sender="", recipients=[to], origin=origin,
                            helo=me)
-            await inject(q.spool, q.js, env, data)
+            try:
+                await inject(q.spool, q.js, env, data)
+            except MailyardError:
+                # A publish that timed out may still have reached the stream: its todo finds
+                # the file withdrawn and is dropped, and the same id again would be
+                # swallowed as a duplicate. The retry takes a new id.
+                await store.run(store.release_bounce_id, message.queue_id)
+                raise
     # else: injected before a crash; if its todo was lost the reconciler republishes it.
     await store.run(store.mark_bounced, message.queue_id, addresses)
     metrics.BOUNCES.labels(kind).inc()
@@ -257,6 +275,20 @@ async def warn_delay(q: Queue, queue_id: str) -> None:
         metrics.BOUNCES.labels(bounce.DELAY).inc()
     except MailyardError as exc:
         log.warning("delay warning not sent: %s", exc, extra={"queue_id": queue_id})
+
+
+async def retry_owed(q: Queue) -> None:
+    """A bounce JetStream did not take (a slow ack under load, a full disk) is tried again
+    after BOUNCE_RETRY seconds, not at the next reconcile run minutes later."""
+    while True:
+        await q.owed.wait()
+        await asyncio.sleep(BOUNCE_RETRY)
+        q.owed.clear()  # a failure in this sweep sets it again
+        try:
+            await sweep(q)
+        except Exception:
+            log.exception("bounce retry failed")
+            q.owed.set()
 
 
 async def sweep(q: Queue) -> int:

@@ -452,6 +452,12 @@ class Store:
             db.execute("UPDATE messages SET bounce_id = ? WHERE queue_id = ?", (new_id, queue_id))
             return new_id
 
+    def release_bounce_id(self, queue_id: str) -> None:
+        """The inject of the reserved bounce failed: the next try takes a new id (the old
+        one may sit in JetStream's duplicate window, which would swallow its todo)."""
+        with self._tx() as db:
+            db.execute("UPDATE messages SET bounce_id = '' WHERE queue_id = ?", (queue_id,))
+
     def mark_warned(self, queue_id: str) -> bool:
         """True for the one caller that gets to send the delay warning."""
         with self._tx() as db:
