@@ -15,12 +15,6 @@ def domain_of(address: str) -> str:
     return split(address)[1]
 
 
-def normalize(address: str) -> str:
-    """local@domain with the domain lower-cased (local parts stay as given, RFC 5321 2.4)."""
-    local, domain = split(address)
-    return f"{local}@{domain}" if domain else local
-
-
 def to_ascii_domain(domain: str) -> str:
     """IDNA A-label of a domain, for DNS and routing tables."""
     try:

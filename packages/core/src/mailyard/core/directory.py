@@ -27,10 +27,6 @@ def _enc(text: str) -> str:
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
-def _dec(token: str) -> str:
-    return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-
-
 def canonical(address: str) -> str:
     """Directory form of an address: lower case, domain as A-label."""
     local, domain = split(address.strip())
@@ -45,11 +41,6 @@ def record_key(kind: str, address: str) -> str:
     """kind: mailbox, alias or list."""
     local, domain = split(canonical(address))
     return f"{kind}.{_enc(domain)}.{_enc(local)}"
-
-
-def address_of_key(key: str) -> str:
-    _, domain, local = key.split(".", 2)
-    return f"{_dec(local)}@{_dec(domain)}"
 
 
 class DirectoryView(KVView):

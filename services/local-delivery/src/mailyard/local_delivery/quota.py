@@ -53,16 +53,6 @@ class Quota:
                     or (self.messages and used_messages + 1 > self.messages))
 
 
-def parse_definition(line: str) -> Quota:
-    size = count = 0
-    for item in line.strip().split(","):
-        if item.endswith("S") and item[:-1].isdigit():
-            size = int(item[:-1])
-        elif item.endswith("C") and item[:-1].isdigit():
-            count = int(item[:-1])
-    return Quota(size, count)
-
-
 def read(path: Path, quota: Quota) -> tuple[int, int] | None:
     """(bytes, messages) from an up-to-date maildirsize, or None when it must be rebuilt."""
     try:

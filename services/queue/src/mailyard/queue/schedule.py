@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import math
 
-LOCAL, REMOTE = 1, 2  # mailyard.mail.v1.Channel values
-
 
 def next_attempt(birth: float, now: float, c: float) -> float:
     age = max(0.0, now - birth)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mailyard.api.mail.v1.delivery_pb2 import OUTCOME_DELIVERED
 from mailyard.api.mail.v1.envelope_pb2 import Envelope
 
 T = TypeVar("T")
@@ -403,7 +404,7 @@ class Store:
                 if message is None or rcpt is None or rcpt.state in FINAL:
                     continue
                 current = rcpt.state == QUEUED and rcpt.job_id == job_id
-                if not current and outcome != DELIVERED_OUTCOME:
+                if not current and outcome != OUTCOME_DELIVERED:
                     continue
                 state, nxt = decide(rcpt, message, outcome)
                 updates.append((state, nxt, reply, code, route, qid, address))
@@ -656,9 +657,6 @@ class Store:
         messages = [_message(r) for r in rows[:limit]]
         token = messages[-1].queue_id if len(rows) > limit else ""
         return [(m, self.recipients(m.queue_id)) for m in messages], token
-
-
-DELIVERED_OUTCOME, DEFERRED_OUTCOME, FAILED_OUTCOME = 1, 2, 3  # mailyard.mail.v1.Outcome
 
 
 class _Tx:
