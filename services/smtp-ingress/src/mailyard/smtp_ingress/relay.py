@@ -11,7 +11,12 @@ instead of a unary call per check: a message on an open stream costs both proces
 fraction of a unary call's CPU. The stream is opened lazily and again after it breaks; each
 check keeps its own deadline; when the stream breaks every check waiting on it gets None at
 once. A server without CheckClients (UNIMPLEMENTED), or a stream that never opened, falls
-back to the unary CheckClient. AUTH calls stay unary (rare, and slow on the server anyway).
+back to the unary CheckClient.
+
+AUTH calls stay unary, with a deadline and a bound of their own (auth_timeout, AUTH_SLOTS):
+a password check is slow on purpose and waits its turn in relay-auth's bounded pool, so
+50 logins at once need seconds, not the relay check's half second, and must never take the
+slots the per-connection checks need.
 """
 
 from __future__ import annotations
@@ -127,9 +132,13 @@ class RelayAuthClient:
     # this long before trying the stream again (the server may have been upgraded).
     STREAM_RETRY = 60.0
 
+    AUTH_SLOTS = 256  # AUTH calls in flight; relay-auth itself queues up to AUTH_QUEUE
+
     def __init__(self, address: str, timeout: float, max_in_flight: int = 64,
-                 stream: bool = True) -> None:
+                 stream: bool = True, auth_timeout: float = 30.0) -> None:
         self.timeout = timeout
+        self.auth_timeout = auth_timeout
+        self.auth_slots = asyncio.Semaphore(self.AUTH_SLOTS)
         self.channel = grpc.aio.insecure_channel(address)
         self.stub = RelayAuthStub(self.channel)
         self.slots = asyncio.Semaphore(max_in_flight)
@@ -143,9 +152,10 @@ class RelayAuthClient:
         self.unary_checks = 0
 
     async def _call(self, method: str, request: Any) -> Any:
+        """An AUTH call (never a relay check): its own slots and deadline."""
         try:
-            async with self.slots:
-                return await self._unary(method, request, self.timeout)
+            async with self.auth_slots:
+                return await self._unary(method, request, self.auth_timeout)
         except Exception as exc:
             log.warning("relay-auth %s failed: %s", method, type(exc).__name__)
         return None

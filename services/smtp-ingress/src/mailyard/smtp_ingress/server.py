@@ -57,7 +57,8 @@ class Ingress:
         self.identity = Identity(self.control, settings.me)  # control/me, hot
         self.directory = DirectoryView()
         self.relay = RelayAuthClient(settings.relay_auth_addr, settings.relay_auth_timeout,
-                                     settings.relay_auth_in_flight)
+                                     settings.relay_auth_in_flight,
+                                     auth_timeout=settings.relay_auth_auth_timeout)
         self.dnsbl = Dns(settings, self.control)
         self.signer = Signer(settings.dkim_dir) if settings.dkim_dir else None
         self.authdns = AuthDns(settings) if settings.sender_auth else None

@@ -39,6 +39,9 @@ class Settings(ServiceSettings):
     relay_auth_addr: str = "127.0.0.1:50055"
     relay_auth_timeout: float = Field(default=0.5, gt=0)
     relay_auth_in_flight: int = Field(default=64, ge=1)  # calls at once; the rest wait
+    # AUTH's own deadline: password checks are slow on purpose and queue in relay-auth's
+    # pool (50 logins at once take seconds on 2 cores); the client waits, as for any reply.
+    relay_auth_auth_timeout: float = Field(default=30.0, gt=0)
 
     max_connections: int = Field(default=20000, ge=1)   # tcpserver -c
     max_per_ip: int = Field(default=50, ge=1)
