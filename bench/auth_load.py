@@ -140,6 +140,7 @@ async def main(correct: int, memory: int) -> dict[str, Any]:
                 "MAILYARD_INGRESS_MAX_PER_IP": "1000",  # every client is 127.0.0.1
                 "MAILYARD_INGRESS_ME": "mx.bench.test",
             }, base / "logs", http_port=in_http).start())
+            assert relay.proc is not None
             pid = relay.proc.pid
             await _login(sub, USERS[0], PASSWORD)  # warm up: channel, pool, TLS
             out: dict[str, Any] = {"cpus": os.cpu_count(), "load_before": os.getloadavg()[0]}
