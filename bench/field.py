@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mailyard.cli.platform import Platform, free_ports
+from mailyard.cli.platform import Platform, default_ingress_replicas, free_ports
 from mailyard.core.natsserver import free_port, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,7 +124,8 @@ class Mailyard(System):
     def start(self, sink: Sink, tls: bool) -> int:
         DATA.mkdir(parents=True, exist_ok=True)
         self.platform = Platform(Path(tempfile.mkdtemp(prefix="mailyard-", dir=DATA)),
-                                 ports=free_ports())
+                                 ports=free_ports(),
+                                 ingress_replicas=default_ingress_replicas())  # as `up`
         self.platform.start()
         for args in (("route", "set", "remote.test", f"127.0.0.1:{sink.port}"),
                      ("domain", "add", "local.test"),

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from mailyard.cli.platform import free_ports
+from mailyard.cli.platform import default_ingress_replicas, free_ports
 
 
 def children(pid: int) -> dict[int, str]:
@@ -126,7 +126,8 @@ def test_a_killed_nats_server_is_started_again(up: Up) -> None:
 
 def test_kill_9_of_up_ends_every_service_it_started(up: Up) -> None:
     kids = children(up.proc.pid)
-    assert len(kids) == 7  # nats-server and six services
+    # nats-server, five services and one smtp-ingress per core
+    assert len(kids) == 6 + default_ingress_replicas()
     up.proc.kill()
     up.proc.wait()
     wait_for("every child of the killed supervisor ends",

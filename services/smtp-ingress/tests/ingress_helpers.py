@@ -192,6 +192,7 @@ class DnsServer:
     def __init__(self) -> None:
         self.records: dict[tuple[str, str], list[str]] = {}
         self.silent: set[str] = set()  # names never answered (timeouts)
+        self.asked: list[tuple[str, str]] = []  # every question, in order
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
@@ -213,6 +214,7 @@ class DnsServer:
             if name in self.silent:
                 continue
             rtype = dns.rdatatype.to_text(question.rdtype)
+            self.asked.append((name, rtype))
             response = dns.message.make_response(query)
             values = self.records.get((name, rtype))
             if values:

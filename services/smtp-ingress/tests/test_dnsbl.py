@@ -70,3 +70,18 @@ async def test_exempt_by_rule(make_ingress: MakeIngress, js: Any, dns_server: Dn
         if reply != R.RCPT_OK:
             break
     assert reply == R.dnsbl("go away", permanent=True)
+
+
+async def test_answers_are_cached_for_their_ttl(make_ingress: MakeIngress, js: Any,
+                                                dns_server: DnsServer) -> None:
+    """A client that comes back costs no new PTR or DNSBL query while the answers live."""
+    dns_server.add("1.0.0.127.in-addr.arpa", "PTR", "client.example.")
+    ingress = await _listed(make_ingress, js, dns_server, reverse_dns=True)
+    for _ in range(3):
+        client = await session(ingress.ports["smtp"])
+        await client.cmd("MAIL FROM:<a@b.test>")
+        await client.cmd("RCPT TO:<alice@example.org>")
+        await client.close()
+    ptr = [q for q in dns_server.asked if q == ("1.0.0.127.in-addr.arpa", "PTR")]
+    listed = [q for q in dns_server.asked if q == ("1.0.0.127.bl.test", "A")]
+    assert len(ptr) == 1 and len(listed) == 1, dns_server.asked

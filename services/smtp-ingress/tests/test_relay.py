@@ -101,6 +101,26 @@ async def test_connection_burst_waits_for_relay_auth_slots(make_ingress: MakeIng
     assert replies == [R.RCPT_OK] * 100
 
 
+async def test_relay_clients_are_exempt_from_the_per_ip_limit(
+        make_ingress: MakeIngress, js: Any, relay_auth: str) -> None:
+    """As Postfix exempts $mynetworks: a relay client may hold more sessions than the per-IP
+    limit (smtp-source -s 50 reconnects the moment it has sent QUIT); anyone else may not."""
+    ingress = await _ingress(make_ingress, js, relay_auth,
+                             '127.0.0.1:allow,RELAYCLIENT=""\n127.0.0.2:allow\n', max_per_ip=2)
+    relay = [await session(ingress.ports["smtp"]) for _ in range(4)]
+    assert [await c.cmd("NOOP") for c in relay] == [R.OK] * 4
+    others = []
+    for _ in range(3):
+        reader, writer = await asyncio.open_connection("127.0.0.1", ingress.ports["smtp"],
+                                                       local_addr=("127.0.0.2", 0))
+        others.append(Client(reader, writer))
+    greetings = [await c.reply() for c in others]
+    assert greetings[:2] == [R.greeting(ingress.me())] * 2
+    assert greetings[2] == R.TOO_MANY_CONNECTIONS
+    for c in relay + others:
+        await c.close()
+
+
 async def test_auth_plain_login_cram_and_failures(make_ingress: MakeIngress, js: Any,
                                                   relay_auth: str,
                                                   client_tls: ssl.SSLContext) -> None:

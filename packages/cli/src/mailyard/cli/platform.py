@@ -103,6 +103,13 @@ def distinct_free_ports(count: int, taken: set[int] | None = None) -> list[int]:
     return ports
 
 
+def default_ingress_replicas() -> int:
+    """One SMTP process per core (at most 4): a connection costs CPU in one process, and the
+    kernel spreads connections over processes sharing the port (SO_REUSEPORT). On a 2-core
+    host one process was the bottleneck of connection-per-message traffic with a core idle."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 class Platform:
     ORDER = ("directory", "relay-auth", "queue", "local-delivery", "remote-delivery",
              "smtp-ingress")

@@ -11,7 +11,7 @@ import urllib.request
 from typing import Any
 
 from mailyard.cli.endpoints import PORTS, Ports
-from mailyard.cli.platform import Platform
+from mailyard.cli.platform import Platform, default_ingress_replicas
 from mailyard.core.identity import hostname_problem
 
 
@@ -20,9 +20,9 @@ def register(sub: Any) -> None:
     up.add_argument("--data", default="var", help="folder for all data (default ./var)")
     up.add_argument("--remote-replicas", type=int, default=1, metavar="N",
                     help="remote-delivery processes (default 1)")
-    up.add_argument("--ingress-replicas", type=int, default=1, metavar="N",
-                    help="smtp-ingress processes sharing the SMTP ports (default 1; "
-                         "one per core for the highest accept rate)")
+    up.add_argument("--ingress-replicas", type=int, default=default_ingress_replicas(),
+                    metavar="N", help="smtp-ingress processes sharing the SMTP ports "
+                                      "(default: one per core, at most 4)")
     up.add_argument("--ports", type=_ports, default=PORTS, metavar="NAME=PORT,...",
                     help="override default ports, e.g. smtp=2526,nats=4223 (a second "
                          "instance needs every port changed); names: "

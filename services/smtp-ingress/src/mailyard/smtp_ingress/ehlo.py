@@ -20,6 +20,10 @@ async def greet(s: Session) -> bool:
     s.client = await s.app.relay.check_client(s.ip)
     if s.client is not None and not s.client.allow_connect:
         raise Close(replies.CLIENT_DENIED, "client_denied")
+    if not (s.client is not None and s.client.allow_relay):  # relay clients are exempt
+        if not s.app.limits.admit(s.ip):
+            raise Close(replies.TOO_MANY_CONNECTIONS, "too_many_connections")
+        s.admitted = True
     s.dnsbl = s.app.dnsbl.start(s)
     s.reply(replies.greeting(s.app.me()))
     return True

@@ -183,7 +183,7 @@ class Ingress:
         peer = writer.get_extra_info("peername") or ("", 0)
         ip = str(peer[0])
         CONNECTIONS.labels(listener.name).inc()
-        if not self.limits.acquire(ip):
+        if not self.limits.acquire():
             REJECTIONS.labels("too_many_connections").inc()
             with contextlib.suppress(Exception):
                 writer.write(replies.TOO_MANY_CONNECTIONS.encode() + b"\r\n")
@@ -199,8 +199,9 @@ class Ingress:
             await session.run()
         finally:
             SESSIONS_ACTIVE.labels(listener.name).dec()
-            self.limits.release(ip)
+            self.limits.release(ip, session.admitted)
             self.sessions.pop(task, None)
+        await session.wait_closed()
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop accepting, tell idle clients 421, let commits in flight finish."""

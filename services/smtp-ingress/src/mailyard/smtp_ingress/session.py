@@ -48,6 +48,7 @@ class Session:
         self.client: ra.CheckClientResponse | None = None  # None: relay-auth did not answer
         self.dnsbl: asyncio.Task[Listing | None] | None = None
         self.ptr: asyncio.Task[str] | None = None
+        self.admitted = False  # counted against the per-IP limit (limits.py)
         self.tx: Transaction | None = None
         self.committing = False  # a graceful stop waits for these sessions
 
@@ -190,6 +191,11 @@ class Session:
         with contextlib.suppress(Disconnect, Exception):
             await self.flush()
         self.writer.close()
+
+    async def wait_closed(self) -> None:
+        """The transport's last bytes gone. Awaited after the session gave back its
+        connection slots: a client that got its 221 reconnects at once, and must not find
+        its old connection still counted against the per-IP limit."""
         with contextlib.suppress(Exception):
             async with asyncio.timeout(5):
                 await self.writer.wait_closed()
