@@ -11,26 +11,21 @@ wherever the test puts it (`--vpopmail-dir`, `--qmail-dir`).
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mailyard.core import libcrypt
+
 OLD_HOME = "/home/vpopmail"
 PASSWORDS = {"joe": "joe-des-pw", "ann": "ann-md5-password", "bob": "bob-sha512-password"}
 
-_libcrypt = ctypes.CDLL(ctypes.util.find_library("crypt") or "libcrypt.so.1")
-_libcrypt.crypt.restype = ctypes.c_char_p
-_libcrypt.crypt.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
-
-
 def crypt(password: str, setting: str) -> str:
     """crypt(3) of the system's libcrypt (libxcrypt): a real DES / $1$ / $6$ hash."""
-    out = _libcrypt.crypt(password.encode(), setting.encode())
-    assert out and not out.startswith(b"*"), f"libcrypt refused {setting!r}"
-    return str(out.decode())
+    out = libcrypt.crypt(password.encode(), setting)
+    assert out is not None, f"libcrypt refused {setting!r}"
+    return out
 
 
 def message(subject: str, body: str = "old mail\r\n") -> bytes:
@@ -182,3 +177,17 @@ def add_bad_lines(tree: Tree) -> dict[str, int]:
     rules.insert(1, "10.0.0.300:allow")
     tree.tcp_smtp.write_text("\n".join(rules) + "\n")
     return {"vpasswd": len(lines) - 1, "vpasswd-quota": len(lines), "tcp.smtp": 2}
+
+
+def rebrand(tree: Tree, prefix: str) -> None:
+    """Rename the tree's domains to <prefix>example.test / .org (a second, separate host)."""
+    files = [*tree.qmail.rglob("*"), *tree.vpopmail.rglob("vpasswd"),
+             *tree.vpopmail.rglob(".qmail*")]
+    for path in files:
+        if path.is_file():
+            text = path.read_text()
+            for name in ("example.test", "example.org"):
+                text = text.replace(name, prefix + name)
+            path.write_text(text)
+    for name in ("example.test", "example.org"):
+        tree.domain_dir(name).rename(tree.domain_dir(prefix + name))

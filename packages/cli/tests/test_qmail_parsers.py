@@ -174,7 +174,7 @@ def test_assign_never_raises(raw: list[str]) -> None:
 def test_vpasswd_never_raises(raw: list[str]) -> None:
     problems = Problems()
     for user in vpasswd.parse(raw, "example.test", "vpasswd", problems):
-        assert "/" not in user.local and user.hash_kind is not None
+        assert "/" not in user.local and user.hash_kind
 
 
 @settings(max_examples=100, deadline=None)

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 import grpc
 
 from mailyard.cli import control, directory, dkim, history, queue, relay, route, up
+from mailyard.cli.qmail_import import command as qmail_import
 
-AREAS = (up, queue, history, directory, relay, route, control, dkim)
+AREAS = (up, queue, history, directory, relay, route, control, dkim, qmail_import)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,7 +9,9 @@ the seventh field ("shell") the quota: NOQUOTA, bytes ("5000000", vpopmail befor
 when vpopmail was built with --enable-clear-passwd; it may itself contain ':'.
 
 Passwords are crypt(3) strings imported unchanged: DES (13 characters), MD5-crypt ($1$),
-SHA-256-crypt ($5$) and SHA-512-crypt ($6$).
+SHA-256-crypt ($5$), SHA-512-crypt ($6$) or bcrypt, as mailyard.core.password_hashes
+reads them (the directory stores them, relay-auth checks them and replaces them with
+argon2id at the first login).
 """
 
 from __future__ import annotations
@@ -20,14 +22,7 @@ from pathlib import Path
 
 from mailyard.cli.qmail_import import names
 from mailyard.cli.qmail_import.problems import Problems
-
-_B64 = r"[./0-9A-Za-z]"
-HASH_KINDS = (
-    ("des", re.compile(rf"{_B64}{{13}}\Z")),
-    ("md5-crypt", re.compile(rf"\$1\${_B64}{{1,8}}\${_B64}{{22}}\Z")),
-    ("sha256-crypt", re.compile(rf"\$5\$(rounds=\d+\$)?{_B64}{{1,16}}\${_B64}{{43}}\Z")),
-    ("sha512-crypt", re.compile(rf"\$6\$(rounds=\d+\$)?{_B64}{{1,16}}\${_B64}{{86}}\Z")),
-)
+from mailyard.core import password_hashes
 
 # vpopmail.h's gid flags that change what a user may do; Mailyard keeps none of them per user
 FLAGS = {
@@ -40,8 +35,8 @@ _QUOTA_ITEM = re.compile(r"(\d{1,19})([SC]?)\Z")
 @dataclass(frozen=True)
 class VUser:
     local: str           # as the directory stores it (lower case)
-    crypted: str         # crypt(3) string, "" = no password
-    hash_kind: str       # one of HASH_KINDS' names, or "" for no password
+    crypted: str         # crypt(3) string, as it was
+    hash_kind: str       # password_hashes.SCHEMES
     flags: int
     gecos: str
     home: str            # the user's directory on the old host (Maildir is home/Maildir)
@@ -51,14 +46,10 @@ class VUser:
     line: int
 
 
-def hash_kind(crypted: str) -> str | None:
-    """The crypt(3) scheme of a vpasswd password field; "" when empty, None if unknown."""
-    if not crypted:
-        return ""
-    for name, pattern in HASH_KINDS:
-        if pattern.match(crypted):
-            return name
-    return None
+def hash_kind(crypted: str) -> str:
+    """The scheme of a vpasswd password field ("" when empty), by the same rules the
+    directory applies to a hash it is given; HashError when it has none."""
+    return password_hashes.scheme(crypted) if crypted else ""
 
 
 def parse_quota(text: str) -> tuple[int, int]:
@@ -118,10 +109,10 @@ def _line(raw: str, number: int, domain: str, path: Path | str,
     except ValueError as exc:
         problems.error(path, number, str(exc))
         return None
-    kind = hash_kind(crypted)
-    if kind is None:
-        problems.error(path, number, f"{local}: password field is not a crypt(3) hash this "
-                       "platform verifies (DES, $1$, $5$, $6$)")
+    try:
+        kind = hash_kind(crypted)
+    except password_hashes.HashError as exc:
+        problems.error(path, number, f"{local}: password field: {exc}")
         return None
     if not (uid.isdigit() and gid.isdigit()):
         problems.error(path, number, f"{local}: uid and gid must be numbers")
@@ -140,7 +131,8 @@ def _line(raw: str, number: int, domain: str, path: Path | str,
             problems.unsupported(path, number, f"{local}: vpopmail flag {flag} is not carried "
                                  "over (Mailyard has no per-user switch for it)")
     if not crypted:
-        problems.unsupported(path, number, f"{local}: no password: imported as a mailbox "
-                             "that receives mail but cannot log in")
+        problems.error(path, number, f"{local}: no password (a Mailyard mailbox needs one: "
+                       "set it on the old host first)")
+        return None
     return VUser(local, crypted, kind, flags, gecos, home, quota_bytes, quota_messages,
                  clear or None, number)

@@ -1,0 +1,206 @@
+"""`mailyard import qmail` into a running platform, from a qmail + vpopmail tree written in
+the real formats (tests/qmail_tree.py), then the old host's behaviour checked over SMTP:
+old passwords (DES, MD5-crypt, SHA-512-crypt) with swaks, rehashed to argon2id; aliases,
+a list, forwards and catch-alls; tcp.smtp rules and open-smtp leases; the old mail next to
+new deliveries; a re-run that updates; a tree with bad lines that writes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mailyard.api.directory.v1 import directory_pb2 as pb
+from mailyard.core import bus
+from mailyard.core.directory import record_key
+from tests.e2e.conftest import Mailyard
+from tests.qmail_tree import PASSWORDS, Tree, add_bad_lines, build, rebrand
+
+SWAKS = shutil.which("swaks")
+BODY = b"Subject: after the move\r\n\r\nnew mail\r\n"
+
+
+def run_import(mailyard: Mailyard, tree: Tree, *extra: str) -> tuple[int, str]:
+    env = {**__import__("os").environ, **mailyard.platform.cli_env()}
+    proc = subprocess.run(
+        [sys.executable, "-m", "mailyard.cli.main", "import", "qmail", *tree.args(),
+         "--mail-dir", str(mailyard.platform.mail_dir), *extra],
+        capture_output=True, text=True, env=env, timeout=120, check=False)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def tree(mailyard: Mailyard, tmp_path_factory: pytest.TempPathFactory) -> Tree:
+    return build(tmp_path_factory.mktemp("old-host"), sink_port=mailyard.sink.port)
+
+
+@pytest.fixture(scope="module")
+def imported(mailyard: Mailyard, tree: Tree) -> str:
+    code, out = run_import(mailyard, tree)
+    # 1: some lines have no equivalent (the autoresponder, ezmlm, =host, ...): reported
+    assert code == 1, out
+    return out
+
+
+def _stored_hash(mailyard: Mailyard, address: str) -> str:
+    async def read() -> str:
+        nc = await bus.connect(f"nats://127.0.0.1:{mailyard.platform.ports.nats}", "test")
+        try:
+            kv = await nc.jetstream().key_value(bus.KV_DIRECTORY)
+            entry = await kv.get(record_key("mailbox", address))
+            return pb.Mailbox.FromString(entry.value or b"").password_hash
+        finally:
+            await nc.close()
+    return asyncio.run(read())
+
+
+def test_the_report_names_what_stayed_behind(imported: str, tree: Tree) -> None:
+    for line in (f"{tree.domain_dir('example.test')}/.qmail-vacation:1: unsupported: "
+                 "autoresponder (autorespond)",
+                 f"{tree.domain_dir('example.test')}/.qmail-news:2: unsupported: ezmlm",
+                 f"{tree.tcp_smtp}:5: unsupported: host name rule",
+                 f"{tree.qmail}/users/assign:2: unsupported: alias.test is an alias domain"):
+        assert line in imported
+    assert "domain example.test: created" in imported
+    assert "# 0 malformed line(s)" in imported
+
+
+@pytest.mark.skipif(SWAKS is None, reason="swaks is not installed (CI installs it)")
+@pytest.mark.parametrize("user", ["joe", "ann", "bob"])  # DES, $1$, $6$
+def test_old_password_works_over_smtp_auth_and_is_rehashed(mailyard: Mailyard, imported: str,
+                                                           user: str) -> None:
+    address = f"{user}@example.test"
+    assert not _stored_hash(mailyard, address).startswith("$argon2")
+    assert SWAKS is not None
+    bad = subprocess.run([SWAKS, "--server", "127.0.0.1", "--port",
+                          str(mailyard.platform.ports.submission), "--tls", "--timeout", "20",
+                          "--auth", "LOGIN", "--auth-user", address, "--auth-password",
+                          "not the password", "--from", address, "--to", "x@remote.test",
+                          "--quit-after", "AUTH"], capture_output=True, text=True, timeout=60,
+                         check=False)
+    assert "535" in bad.stdout
+    proc = subprocess.run([SWAKS, "--server", "127.0.0.1", "--port",
+                           str(mailyard.platform.ports.submission), "--tls", "--timeout", "20",
+                           "--ehlo", "client.test", "--auth", "PLAIN", "--auth-user", address,
+                           "--auth-password", PASSWORDS[user], "--from", address,
+                           "--to", "someone@remote.test", "--body", "relayed after AUTH"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "235 " in proc.stdout
+    deadline = time.monotonic() + 20
+    while not _stored_hash(mailyard, address).startswith("$argon2id$"):
+        assert time.monotonic() < deadline, "hash not replaced by argon2id after the login"
+        time.sleep(0.1)
+
+
+def test_alias_mail_lands_next_to_the_old_mail(mailyard: Mailyard, imported: str) -> None:
+    joe = mailyard.platform.mail_dir / "example.test" / "joe" / "Maildir"
+    assert (joe / "cur" / "1065871321.M2P100.mx1:2,RS").exists()   # flags survived
+    assert (joe / ".Sent" / "cur" / "1065871324.M5P100.mx1:2,S").exists()
+    before = mailyard.count("joe@example.test")
+    with mailyard.smtp() as client:
+        client.sendmail("someone@client.test", ["info@example.test"], BODY)
+    got = mailyard.wait_maildir("joe@example.test", before + 1)
+    assert any(m.endswith(BODY) for m in got)
+    assert (joe / "cur" / "1065871321.M2P100.mx1:2,RS").exists()
+    assert mailyard.wait_maildir("ann@example.test", 2)  # info@ goes to ann too
+
+
+def test_forwards_and_catch_alls_behave_as_before(mailyard: Mailyard, imported: str) -> None:
+    sent = len(mailyard.sink.messages)
+    bob_before = mailyard.count("bob@example.test")
+    joe_before = mailyard.count("joe@example.test")
+    with mailyard.smtp() as client:
+        client.sendmail("someone@client.test", ["bob@example.test"], BODY)   # & + own Maildir
+        client.sendmail("someone@client.test", ["carl@example.org"], BODY)   # forward only
+        client.sendmail("someone@client.test", ["nobody@example.test"], BODY)  # catch-all joe
+        client.docmd("MAIL FROM:<someone@client.test>")
+        code, reply = client.docmd("RCPT TO:<nobody@example.org>")  # bounce-no-mailbox
+    assert code == 550, reply
+    got = mailyard.sink.wait_for(sent + 2)
+    assert sorted(r for m in got[sent:] for r in m.rcpt_tos) == ["bob@remote.test",
+                                                                 "carl@remote.test"]
+    mailyard.wait_maildir("bob@example.test", bob_before + 1)             # the copy kept
+    mailyard.wait_maildir("joe@example.test", joe_before + 1)
+    mailyard.queue_empty()
+    assert mailyard.count("carl@example.org") == 1                        # the old one only
+
+
+def test_relay_rules_and_leases_decide_as_on_the_old_host(mailyard: Mailyard,
+                                                          imported: str) -> None:
+    def decision(ip: str) -> str:
+        out = mailyard.cli("relay", "check", ip)
+        match = re.search(r"decision=(\w+).*decided_by=(\w+)", out)
+        assert match, out
+        return f"{match.group(1)}/{match.group(2)}"
+
+    assert decision("127.0.0.1") == "relay/rule"
+    assert decision("127.0.0.3") == "deny/rule"
+    assert decision("127.0.1.7") == "relay/rule"       # 127.0.1.1-20
+    assert decision("127.0.0.5") == "relay/lease"      # logged in 10 minutes before
+    assert decision("127.0.0.6") == "allow/rule"       # its open-smtp line had expired
+    leases = mailyard.cli("lease", "list")
+    expires = re.search(r"127\.0\.0\.5\tuser=open-smtp\tgranted=\S+\texpires=(\S+)", leases)
+    assert expires, leases
+    left = time.mktime(time.strptime(expires.group(1), "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    assert abs(left - (time.time() + 3 * 3600 - 600)) < 120
+    with mailyard.smtp(source="127.0.0.5") as client:
+        client.docmd("MAIL FROM:<someone@client.test>")
+        assert client.docmd("RCPT TO:<x@remote.test>")[0] == 250
+    with mailyard.smtp(source="127.0.0.6") as client:
+        client.docmd("MAIL FROM:<someone@client.test>")
+        assert client.docmd("RCPT TO:<x@remote.test>")[0] == 553
+
+
+def test_control_files_came_over(mailyard: Mailyard, imported: str) -> None:
+    assert mailyard.cli("control", "get", "databytes").strip() == "10000000"
+    assert mailyard.cli("control", "get", "concurrencyremote").strip() == "120"
+    assert "backup.test" in mailyard.cli("control", "get", "rcpthosts").split()
+    assert "@spam.test" in mailyard.cli("control", "get", "badmailfrom").split()
+    assert f"remote.test:127.0.0.1:{mailyard.sink.port}" in mailyard.cli("route", "list")
+    team = mailyard.cli("resolve", "team@example.test")
+    assert "\tlist\t" in team and "outside@remote.test" in team
+
+
+def test_a_rerun_updates_instead_of_duplicating(mailyard: Mailyard, tree: Tree,
+                                                imported: str) -> None:
+    counts = {a: mailyard.count(a) for a in ("joe@example.test", "ann@example.test")}
+    (tree.domain_dir("example.test") / ".qmail-sales").write_text("&joe@example.test\n")
+    code, out = run_import(mailyard, tree)
+    assert code == 1, out
+    assert "domain example.test: exists" in out
+    assert "alias info@example.test: unchanged" in out
+    assert "alias sales@example.test -> joe@example.test: replaced" in out
+    assert "mailbox joe@example.test: updated" in out
+    assert {a: mailyard.count(a) for a in counts} == counts
+    assert "sales@example.test\tjoe@example.test" in mailyard.cli("alias", "list",
+                                                                  "example.test")
+
+
+def _snapshot(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_bad_lines_are_named_and_nothing_is_written(mailyard: Mailyard, imported: str,
+                                                    tmp_path: Path) -> None:
+    bad = build(tmp_path / "bad", sink_port=mailyard.sink.port)
+    lines = add_bad_lines(bad)
+    rebrand(bad, "bad-")        # other domains: nothing of them may appear
+    domains = mailyard.cli("domain", "list")
+    mail = _snapshot(mailyard.platform.mail_dir)
+    for extra in (["--dry-run"], []):
+        code, out = run_import(mailyard, bad, *extra)
+        assert code == 1, out
+        vpasswd = bad.domain_dir("bad-example.test") / "vpasswd"
+        assert f"{vpasswd}:{lines['vpasswd']}: error: expected name:crypted" in out
+        assert f"{vpasswd}:{lines['vpasswd-quota']}: error: quota: quota 'lots'" in out
+        assert f"{bad.tcp_smtp}:{lines['tcp.smtp']}: error:" in out
+        assert mailyard.cli("domain", "list") == domains
+        assert _snapshot(mailyard.platform.mail_dir) == mail
+    assert "mailbox joe@bad-example.test" in run_import(mailyard, bad, "--dry-run")[1]
