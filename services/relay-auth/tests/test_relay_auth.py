@@ -84,20 +84,6 @@ async def test_cram_md5_needs_the_opt_in(start_relay: Any, js: Any, seed_mailbox
     assert result.result == pb.AUTH_RESULT_MECHANISM_UNAVAILABLE
 
 
-async def test_user_throttled_after_failures(start_relay: Any, js: Any,
-                                             seed_mailbox: Any) -> None:
-    await seed_mailbox(js, USER, PASSWORD)
-    relay = await start_relay(auth_fail_limit_user=3, auth_fail_limit_ip=100)
-    for i in range(3):  # from different IPs: the per-user counter catches it
-        bad = await relay.stub.Authenticate(auth("PLAIN", USER, "guess", ip=f"192.0.2.{i}"))
-        assert bad.result == pb.AUTH_RESULT_BAD_CREDENTIALS
-    blocked = await relay.stub.Authenticate(auth("PLAIN", USER, PASSWORD, ip="192.0.2.99"))
-    assert blocked.result == pb.AUTH_RESULT_THROTTLED
-    other = await relay.stub.Authenticate(auth("PLAIN", "bob@example.org", "x",
-                                               ip="192.0.2.99"))
-    assert other.result == pb.AUTH_RESULT_BAD_CREDENTIALS
-
-
 async def test_ip_throttled_and_flagged_in_check_client(start_relay: Any, js: Any,
                                                        seed_mailbox: Any) -> None:
     await seed_mailbox(js, USER, PASSWORD)

@@ -39,7 +39,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     control, directory = ControlView(), DirectoryView()
     leases = LeaseStore(settings.lease_ttl, settings.lease_purge_interval)
     throttle = Throttle(settings.auth_fail_limit_ip, settings.auth_fail_limit_user,
-                        settings.auth_fail_window)
+                        settings.auth_fail_window, limit_pair=settings.auth_fail_limit_pair,
+                        delay_base=settings.auth_delay_base, delay_max=settings.auth_delay_max)
     pool = PasswordPool(settings.auth_workers, settings.auth_queue)
     upgrader = HashUpgrader(settings.directory_addr, settings.directory_timeout, pool)
     auth = Authenticator(directory, throttle, settings.cram_ttl, pool, upgrader)

@@ -102,6 +102,7 @@ class Authenticator:
         ip, user = _ip_or_none(client_ip), _canonical(username)
         if self.throttle.throttled(ip, user):
             return self._done(mechanism, THROTTLED)
+        await self.throttle.slow_down(ip, user)
         mailbox = self.directory.mailbox(user) if user else None
         phc = mailbox.password_hash if mailbox is not None and mailbox.password_hash else ""
         ok = await self.pool.run(password_hashes.verify, phc or self._dummy_hash, password)
@@ -148,6 +149,7 @@ class Authenticator:
         ip, user = _ip_or_none(client_ip), _canonical(username)
         if self.throttle.throttled(ip, user):
             return self._done(CRAM, THROTTLED)
+        await self.throttle.slow_down(ip, user)
         record = await self._take_challenge(challenge_id)
         if record is None:
             return await self._fail(CRAM, ip, user)

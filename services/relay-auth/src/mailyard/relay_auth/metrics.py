@@ -20,7 +20,12 @@ AUTH = Counter(
 )
 AUTH_THROTTLED = Counter(
     "mailyard_relay_auth_throttled_total",
-    "AUTH attempts refused because the client IP or the user failed too often.",
+    "Logins refused because the client address failed too often, for any user or for this "
+    "one.",
+)
+AUTH_DELAYED = Counter(
+    "mailyard_relay_auth_delayed_total",
+    "Logins slowed down because their user failed too often from anywhere (never refused).",
 )
 LEASES_GRANTED = Counter(
     "mailyard_relay_leases_granted_total",

@@ -20,9 +20,16 @@ class Settings(ServiceSettings):
     grpc_port: int = Field(default=50055, ge=0, le=65535)
     lease_ttl: float = Field(default=10800.0, gt=0)           # POP-before-SMTP: 3 hours
     lease_purge_interval: float = Field(default=60.0, gt=0)   # background purge of expired
+    # Failed logins (throttle.py): an address stops trying one user after LIMIT_PAIR
+    # failures and stops logging in after LIMIT_IP; a user failing LIMIT_USER times from
+    # anywhere is slowed (a delay doubling from DELAY_BASE to DELAY_MAX), never locked out.
+    # DELAY_MAX stays well under smtp-ingress's AUTH deadline (30 s).
     auth_fail_limit_ip: int = Field(default=10, ge=1)
+    auth_fail_limit_pair: int = Field(default=5, ge=1)
     auth_fail_limit_user: int = Field(default=5, ge=1)
     auth_fail_window: float = Field(default=900.0, gt=0)
+    auth_delay_base: float = Field(default=0.5, ge=0)
+    auth_delay_max: float = Field(default=8.0, ge=0, le=20)
     cram_ttl: float = Field(default=300.0, gt=0)              # an unanswered challenge dies
     # Password checks: this many at once (one per core: each argon2id check takes a core
     # and 19 MiB), up to AUTH_QUEUE more waiting; beyond that a temporary failure.

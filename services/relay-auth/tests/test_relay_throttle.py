@@ -1,0 +1,72 @@
+"""Issue 14 item 3, lockout as a weapon: wrong passwords throttle the (user, address) pair
+and the address, and slow the user down from everywhere, but never lock the right password
+out from an address that has not failed. Before, five wrong passwords from anywhere locked
+the user out from every address for 15 minutes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import REGISTRY
+
+from mailyard.api.relayauth.v1 import relayauth_pb2 as pb
+
+USER, PASSWORD = "alice@example.org", "correct horse battery staple"
+
+
+def login(password: str, ip: str, user: str = USER) -> pb.AuthenticateRequest:
+    return pb.AuthenticateRequest(mechanism="PLAIN", username=user, password=password,
+                                  client_ip=ip)
+
+
+def delayed() -> float:
+    return REGISTRY.get_sample_value("mailyard_relay_auth_delayed_total") or 0.0
+
+
+async def test_a_guessing_address_cannot_lock_the_user_out(start_relay: Any, js: Any,
+                                                           seed_mailbox: Any) -> None:
+    await seed_mailbox(js, USER, PASSWORD)
+    relay = await start_relay(auth_fail_limit_pair=3, auth_fail_limit_user=3,
+                              auth_fail_limit_ip=100, auth_delay_base=0.05,
+                              auth_delay_max=0.1)
+    attacker = "203.0.113.66"
+    for _ in range(6):
+        reply = await relay.stub.Authenticate(login("guess", attacker))
+        assert reply.result in (pb.AUTH_RESULT_BAD_CREDENTIALS, pb.AUTH_RESULT_THROTTLED)
+    # this address may not try this user any more, even with the right password ...
+    blocked = await relay.stub.Authenticate(login(PASSWORD, attacker))
+    assert blocked.result == pb.AUTH_RESULT_THROTTLED
+    # ... but may try another user, and the user logs in from elsewhere
+    other = await relay.stub.Authenticate(login("x", attacker, user="bob@example.org"))
+    assert other.result == pb.AUTH_RESULT_BAD_CREDENTIALS
+    ok = await relay.stub.Authenticate(login(PASSWORD, "198.51.100.7"))
+    assert (ok.result, ok.user) == (pb.AUTH_RESULT_OK, USER)
+    assert not (await relay.stub.CheckClient(pb.CheckClientRequest(ip=attacker))).auth_throttled
+
+
+async def test_distributed_guessing_is_slowed_never_refused(start_relay: Any, js: Any,
+                                                            seed_mailbox: Any) -> None:
+    await seed_mailbox(js, USER, PASSWORD)
+    relay = await start_relay(auth_fail_limit_pair=3, auth_fail_limit_user=4,
+                              auth_fail_limit_ip=100, auth_delay_base=0.05,
+                              auth_delay_max=0.2)
+    before = delayed()
+    for i in range(12):  # a botnet: one guess from each of 12 addresses
+        reply = await relay.stub.Authenticate(login(f"guess {i}", f"192.0.2.{i + 1}"))
+        assert reply.result == pb.AUTH_RESULT_BAD_CREDENTIALS  # slowed, never THROTTLED
+    assert delayed() - before >= 12 - 4  # every check past the limit waited first
+    for ip in ("192.0.2.1", "198.51.100.8"):  # a guessing address and a fresh one
+        ok = await relay.stub.Authenticate(login(PASSWORD, ip))
+        assert (ok.result, ok.user) == (pb.AUTH_RESULT_OK, USER), ip
+
+
+async def test_an_address_failing_for_many_users_is_throttled(start_relay: Any, js: Any,
+                                                              seed_mailbox: Any) -> None:
+    await seed_mailbox(js, USER, PASSWORD)
+    relay = await start_relay(auth_fail_limit_ip=3, auth_fail_limit_pair=100)
+    ip = "203.0.113.9"
+    for i in range(3):
+        await relay.stub.Authenticate(login("x", ip, user=f"u{i}@example.org"))
+    assert (await relay.stub.Authenticate(login(PASSWORD, ip))).result == \
+        pb.AUTH_RESULT_THROTTLED
+    assert (await relay.stub.CheckClient(pb.CheckClientRequest(ip=ip))).auth_throttled
