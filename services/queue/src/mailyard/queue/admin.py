@@ -18,6 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from mailyard.api.queue.v1 import queue_pb2 as pb
 from mailyard.api.queue.v1 import queue_pb2_grpc
 from mailyard.core import bus
+from mailyard.queue import lost
 from mailyard.queue.engine import Queue, enum
 from mailyard.queue.reconcile import Reconciler
 from mailyard.queue.results import complete, settle
@@ -150,6 +151,7 @@ class QueueAdmin(queue_pb2_grpc.QueueServiceServicer):
                     context: grpc.aio.ServicerContext) -> pb.ActionResponse:
         q = await self._queue(context)
         ids, unknown = await self._select(q, request, context)
+        await lost.requeue(q)  # a job purged from JetStream is dispatched again too
         n = await q.store.run(q.store.retry_now, ids, request.recipient, time.time())
         q.wake.set()
         return pb.ActionResponse(messages=len(ids), recipients=n, unknown_ids=unknown)

@@ -22,6 +22,7 @@ RETRIES = Counter("mailyard_queue_retries_scheduled_total",
 REPAIRS = Counter("mailyard_queue_reconciler_repairs_total",
                   "Inconsistencies found and repaired (unless dry run): orphan_file, "
                   "orphan_damaged, completed_leftover, missing_file, checksum_mismatch, "
-                  "stuck_job, stale_temp, withdrawn (todo notice whose spool file was "
+                  "stuck_job, lost_job (its JetStream message is gone), stale_temp, "
+                  "withdrawn (todo notice whose spool file was "
                   "withdrawn), rebuilt (a message recorded from its spool file when a "
                   "new state was rebuilt after a failover).", ["kind"])

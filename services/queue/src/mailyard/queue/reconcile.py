@@ -29,7 +29,7 @@ from pathlib import Path
 
 from mailyard.core import bus
 from mailyard.core.errors import BusError, ChecksumMismatch, SpoolError
-from mailyard.queue import metrics
+from mailyard.queue import lost, metrics
 from mailyard.queue.engine import Queue
 from mailyard.queue.preprocess import classify, record
 from mailyard.queue.results import sweep
@@ -82,6 +82,7 @@ class Reconciler:
             report = Report([])
             await self._orphans(report, dry_run, rebuild)
             await self._missing(report, dry_run)
+            await self._lost(report, dry_run)
             await self._stuck(report, dry_run)
             await self._temporaries(report, dry_run)
             if not dry_run:
@@ -189,6 +190,11 @@ class Reconciler:
                 log.error("queue state without a usable spool file: %s", detail,
                           extra={"queue_id": m.queue_id})
                 self._note(report, kind, m.queue_id, "held", dry_run, detail)
+
+    async def _lost(self, report: Report, dry_run: bool) -> None:
+        for r in await lost.requeue(self.q, dry_run):
+            self._note(report, "lost_job", r.queue_id, "requeued", dry_run,
+                       f"{r.address} job {r.job_id} is gone from JetStream")
 
     async def _stuck(self, report: Report, dry_run: bool) -> None:
         store = self.q.store

@@ -28,8 +28,14 @@ class Settings(ServiceSettings):
     reconcile_at_start: bool = True
     # A committed file younger than this may still have its todo on the way: leave it.
     reconcile_grace: float = Field(default=120.0, ge=0)
-    # A job handed out longer ago than this without a result is re-sent (worker lost it).
-    stuck_after: float = Field(default=3600.0, gt=0)
+    # A job handed out longer ago than this without a result is re-sent (the last resort;
+    # lost.py finds jobs purged from JetStream within LOST_CHECK_INTERVAL, poison.py the ones
+    # JetStream gave up on). A dead worker's job comes back after the workers' ack_wait
+    # (10 s), and JetStream gives up after max_deliver (5) x ack_wait = 50 s; a live
+    # transaction can run minutes (30 s connect, 300 s per command at worst): 10 minutes.
+    stuck_after: float = Field(default=600.0, gt=0)
+    # How often the queue checks whether dispatched jobs are still in JetStream (lost.py).
+    lost_check_interval: float = Field(default=30.0, gt=0)
     dispatch_batch: int = Field(default=500, ge=1)
     consume_batch: int = Field(default=100, ge=1)
     # ack_wait of the queue's own consumers (todo, results): after a crash, what the dead
