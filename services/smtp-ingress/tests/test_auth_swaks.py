@@ -37,7 +37,8 @@ async def _ingress(make_ingress: MakeIngress, js: Any, relay_auth: str) -> Ingre
     await put_control(js, "tcp.smtp", "127.0.0.1:allow\n")
     await seed_directory(js, "example.org", ["alice@example.org"])
     await seed_user(js, "alice@example.org", "s3cret pass")  # CRAM-MD5 secret included
-    ingress = await make_ingress(relay_auth_addr=relay_auth, relay_auth_timeout=2.0)
+    ingress = await make_ingress(relay_auth_addr=relay_auth, relay_auth_timeout=2.0,
+                                 auth_cram_md5=True)  # CRAM-MD5 offered: the operator's choice
     await wait_for(lambda: ingress.directory.accepts("alice@example.org"))
     return ingress
 

@@ -124,7 +124,8 @@ async def test_relay_clients_are_exempt_from_the_per_ip_limit(
 async def test_auth_plain_login_cram_and_failures(make_ingress: MakeIngress, js: Any,
                                                   relay_auth: str,
                                                   client_tls: ssl.SSLContext) -> None:
-    ingress = await _ingress(make_ingress, js, relay_auth, "127.0.0.1:allow\n")
+    ingress = await _ingress(make_ingress, js, relay_auth, "127.0.0.1:allow\n",
+                             auth_cram_md5=True)
     port = ingress.ports["submission"]
 
     async def tls_session() -> Client:

@@ -25,7 +25,7 @@ async def test_starttls_discards_pipelined_cleartext(local: Ingress,
     # The injected MAIL did not survive, and HELO state was reset by the handshake.
     assert await client.cmd("MAIL FROM:<a@b.test>") == R.HELO_FIRST
     ehlo = (await client.cmd("EHLO client.test")).split("\n")
-    assert "250-STARTTLS" not in ehlo and "250-AUTH PLAIN LOGIN CRAM-MD5" in ehlo
+    assert "250-STARTTLS" not in ehlo and "250-AUTH PLAIN LOGIN" in ehlo
     assert await client.cmd("MAIL FROM:<a@b.test>") == R.MAIL_OK
     assert await client.cmd("RCPT TO:<alice@example.org>") == R.RCPT_OK
     assert await client.cmd("DATA") == R.GO_AHEAD
@@ -53,7 +53,7 @@ async def test_cleartext_auth_can_be_enabled_per_listener(make_ingress: MakeIngr
     ingress = await make_ingress(cleartext_auth="smtp")
     client = await Client.connect(ingress.ports["smtp"])
     await client.reply()
-    assert "250-AUTH PLAIN LOGIN CRAM-MD5" in await client.cmd("EHLO client.test")
+    assert "250-AUTH PLAIN LOGIN" in await client.cmd("EHLO client.test")
     client2 = await Client.connect(ingress.ports["submission"])
     await client2.reply()
     assert "AUTH" not in await client2.cmd("EHLO client.test")
@@ -63,7 +63,7 @@ async def test_implicit_tls_listener(local: Ingress, client_tls: ssl.SSLContext)
     client = await Client.connect(local.ports["smtps"], tls=client_tls)
     assert await client.reply() == R.greeting("mx.test")
     ehlo = (await client.cmd("EHLO client.test")).split("\n")
-    assert "250-AUTH PLAIN LOGIN CRAM-MD5" in ehlo and "250-STARTTLS" not in ehlo
+    assert "250-AUTH PLAIN LOGIN" in ehlo and "250-STARTTLS" not in ehlo
     assert await client.cmd("MAIL FROM:<a@b.test>") == R.AUTH_REQUIRED
 
 

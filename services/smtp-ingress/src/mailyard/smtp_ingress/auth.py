@@ -1,4 +1,5 @@
-"""AUTH PLAIN, LOGIN and CRAM-MD5, checked by relay-auth (vchkpw's job).
+"""AUTH PLAIN, LOGIN and (when the operator enables it: AUTH_CRAM_MD5) CRAM-MD5, checked by
+relay-auth (vchkpw's job).
 
 Every failure gets an answer (535 5.7.8; aiosmtpd stays silent on some), the third failure
 on a connection closes it (421), and relay-auth counts failures per IP for every replica.
@@ -21,8 +22,6 @@ from mailyard.smtp_ingress.metrics import AUTH_ATTEMPTS
 if TYPE_CHECKING:
     from mailyard.smtp_ingress.session import Session
 
-MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
-
 
 class _Abort(Exception):
     """The client answered "*" (RFC 4954: cancel the exchange)."""
@@ -40,7 +39,7 @@ async def auth(s: Session, arg: str) -> bool:
     if not auth_offered(s):
         s.reject(replies.STARTTLS_FIRST, "tls_required")
         return True
-    if mech not in MECHANISMS:
+    if mech not in s.settings.auth_mechanisms():
         s.reject(replies.AUTH_MECHANISM, "auth")
         return True
     if s.client is not None and s.client.auth_throttled:
@@ -63,6 +62,11 @@ async def auth(s: Session, arg: str) -> bool:
     elif result.result == ra.AUTH_RESULT_THROTTLED:
         AUTH_ATTEMPTS.labels(mech, "throttled").inc()
         s.reject(replies.AUTH_THROTTLED, "auth_throttled")
+    elif result.result == ra.AUTH_RESULT_MECHANISM_UNAVAILABLE:
+        # CRAM-MD5 for a mailbox without a CRAM secret: the password was never checked, so
+        # this is no failed password (no count, no 535); the client can use PLAIN or LOGIN.
+        AUTH_ATTEMPTS.labels(mech, "mechanism_unavailable").inc()
+        s.reject(replies.AUTH_MECHANISM_UNAVAILABLE, "auth")
     else:
         AUTH_ATTEMPTS.labels(mech, "failed").inc()
         s.auth_failures += 1

@@ -62,7 +62,7 @@ async def ehlo(s: Session, arg: str) -> bool:
     if not s.tls and s.app.tls_context is not None:
         lines.append("STARTTLS")
     if auth_offered(s) and not s.auth_user:
-        lines.append("AUTH PLAIN LOGIN CRAM-MD5")
+        lines.append("AUTH " + " ".join(s.settings.auth_mechanisms()))
     lines += ["ENHANCEDSTATUSCODES", "SMTPUTF8"]
     s.reply(replies.ehlo(s.app.me(), lines))
     return True

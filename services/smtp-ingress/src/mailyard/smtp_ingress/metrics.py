@@ -45,7 +45,7 @@ REJECTION_REASONS = (
     "timeout", "tls", "tls_required", "too_many_connections", "too_many_recipients",
     "unavailable", "unknown_command", "unknown_user")
 AUTH_MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
-AUTH_RESULTS = ("ok", "failed", "throttled", "unavailable", "aborted")
+AUTH_RESULTS = ("ok", "failed", "throttled", "unavailable", "aborted", "mechanism_unavailable")
 
 # children used on every message, looked up once (labels() takes a lock and builds a key)
 ACCEPTED_ON = {name: MESSAGES_ACCEPTED.labels(name) for name in LISTENERS}

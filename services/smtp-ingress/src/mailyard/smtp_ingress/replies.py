@@ -68,6 +68,8 @@ AUTH_ALREADY = "503 5.5.1 already authenticated"
 AUTH_IN_TRANSACTION = "503 5.5.1 AUTH not allowed during a mail transaction"
 STARTTLS_FIRST = "530 5.7.0 must issue a STARTTLS command first"
 AUTH_MECHANISM = "504 5.5.4 unrecognized authentication type"
+AUTH_MECHANISM_UNAVAILABLE = ("534 5.7.9 authentication mechanism not available for this "
+                              "account, use PLAIN or LOGIN")
 AUTH_ABORTED = "501 5.0.0 AUTH aborted"
 AUTH_TOO_MANY_FAILURES = "421 4.7.0 too many AUTH failures, closing connection"
 AUTH_BAD_EXCHANGE = "421 4.7.0 bad AUTH exchange, closing connection"

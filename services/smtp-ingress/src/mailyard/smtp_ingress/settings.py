@@ -60,6 +60,10 @@ class Settings(ServiceSettings):
     max_line: int = Field(default=2048, ge=512)        # command lines (with ESMTP params)
     max_auth_line: int = Field(default=12288, ge=512)  # RFC 4954 section 4
     cleartext_auth: str = ""        # listeners allowing AUTH without TLS, e.g. "smtp"
+    # CRAM-MD5 works only for mailboxes given a CRAM secret (plaintext-equivalent, opt-in per
+    # mailbox), so it is not offered unless the operator says so: a client picking it for
+    # any other mailbox would be refused its correct password.
+    auth_cram_md5: bool = False
 
     dns_servers: str = ""           # "ip[:port],..." for DNSBL/PTR; empty: system resolver
     dnsbl_timeout: float = Field(default=2.0, gt=0)
@@ -114,6 +118,9 @@ class Settings(ServiceSettings):
 
     def checks(self, phase: str) -> tuple[str, ...]:
         return _names(getattr(self, f"{phase}_checks"))
+
+    def auth_mechanisms(self) -> tuple[str, ...]:
+        return ("PLAIN", "LOGIN", "CRAM-MD5") if self.auth_cram_md5 else ("PLAIN", "LOGIN")
 
     def cleartext_auth_on(self, listener: str) -> bool:
         return listener in _names(self.cleartext_auth)
