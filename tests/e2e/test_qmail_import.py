@@ -60,7 +60,8 @@ def _stored_hash(mailyard: Mailyard, address: str) -> str:
     return asyncio.run(read())
 
 
-def test_the_report_names_what_stayed_behind(imported: str, tree: Tree) -> None:
+def test_the_report_names_what_stayed_behind(mailyard: Mailyard, imported: str,
+                                              tree: Tree) -> None:
     for line in (f"{tree.domain_dir('example.test')}/.qmail-vacation:1: unsupported: "
                  "autoresponder (autorespond)",
                  f"{tree.domain_dir('example.test')}/.qmail-news:2: unsupported: ezmlm",
@@ -68,6 +69,8 @@ def test_the_report_names_what_stayed_behind(imported: str, tree: Tree) -> None:
                  f"{tree.qmail}/users/assign:2: unsupported: alias.test is an alias domain"):
         assert line in imported
     assert "domain example.test: created" in imported
+    users = mailyard.cli("user", "list", "example.test")
+    assert re.search(r"ann@example\.test\tquota=5000000\t.*\tgecos=Ann Example", users), users
     assert "# 0 malformed line(s)" in imported
 
 

@@ -81,10 +81,12 @@ def test_vpasswd_bad_lines_are_named() -> None:
         "a/b:abcdefghijklm:1:0::/h/x:NOQUOTA",
         "dup:abcdefghijklm:1:0::/h/x:NOQUOTA",
         "dup:abcdefghijklm:1:0::/h/y:NOQUOTA",
+        "ctl:abcdefghijklm:1:0:bell\x07:/h/x:NOQUOTA",
+        "nopw::1:0::/h/x:NOQUOTA",
     ], "example.test", "vpasswd", problems)
     assert [u.local for u in users] == ["dup"]
     assert [(p.line, p.kind) for p in problems.items] == [(n, ERROR) for n in range(1, 6)] + [
-        (7, ERROR)]
+        (7, ERROR), (8, ERROR), (9, ERROR)]
 
 
 def test_dotqmail_lines() -> None:

@@ -179,6 +179,25 @@ async def test_password_quota_and_delete(example: Any, reader: Any) -> None:
     await add_mailbox(example, "joe@example.com")
 
 
+async def test_gecos_is_kept_and_changed(example: Any, reader: Any) -> None:
+    answer = await add_mailbox(example, "joe@example.com", gecos="  Jürgen Müller ")
+    assert answer.gecos == "Jürgen Müller"
+    answer = await example.SetGecos(pb.SetGecosRequest(address="joe@example.com",
+                                                       gecos="Joe User"))
+    assert answer.gecos == "Joe User"
+    await wait_until(reader, lambda: reader.mailbox("joe@example.com").gecos == "Joe User")
+    for bad in ("line\nbreak", "tab\there", "x" * 257):
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await example.SetGecos(pb.SetGecosRequest(address="joe@example.com", gecos=bad))
+        assert code_of(exc) == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await add_mailbox(example, "ann@example.com", gecos=bad)
+        assert code_of(exc) == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await example.SetGecos(pb.SetGecosRequest(address="nobody@example.com", gecos="x"))
+    assert code_of(exc) == grpc.StatusCode.NOT_FOUND
+
+
 async def test_list_mailboxes(example: Any) -> None:
     await example.AddDomain(pb.AddDomainRequest(name="other.org"))
     for address in ("b@example.com", "a@example.com", "c@other.org"):

@@ -68,6 +68,8 @@ def _mailbox_line(mailbox: pb.Mailbox) -> str:
         fields.append(f"forward={','.join(mailbox.forward_to)}")
         fields.append(f"keep_copy={'yes' if mailbox.keep_copy else 'no'}")
     fields.append(f"maildir={mailbox.maildir}")
+    if mailbox.gecos:
+        fields.append(f"gecos={mailbox.gecos}")
     return "\t".join(fields)
 
 
@@ -107,8 +109,14 @@ def _user_add(args: argparse.Namespace) -> int:
     mailbox = _stub().AddMailbox(pb.AddMailboxRequest(
         address=args.address, password=password, password_hash=_password_hash(args),
         enable_cram_md5=args.cram_md5, quota_bytes=args.quota,
-        quota_messages=args.quota_messages))
+        quota_messages=args.quota_messages, gecos=args.gecos))
     print(f"added user {mailbox.address}")
+    return 0
+
+
+def _user_gecos(args: argparse.Namespace) -> int:
+    print(_mailbox_line(_stub().SetGecos(pb.SetGecosRequest(address=args.address,
+                                                            gecos=args.gecos))))
     return 0
 
 
@@ -286,7 +294,11 @@ def register(sub: Any) -> None:
     parser.add_argument("--quota", type=int, default=0, metavar="BYTES",
                         help="mailbox quota in bytes (0 = none)")
     parser.add_argument("--quota-messages", type=int, default=0, metavar="COUNT")
+    parser.add_argument("--gecos", default="", metavar="NAME", help="the user's name")
     _add(user, "del", _user_del, "delete a mailbox").add_argument("address")
+    parser = _add(user, "gecos", _user_gecos, "set a mailbox's user name (vmoduser -c)")
+    parser.add_argument("address")
+    parser.add_argument("gecos", metavar="NAME")
     parser = _add(user, "passwd", _user_passwd, "set a mailbox's password")
     parser.add_argument("address")
     _password_options(parser)

@@ -186,6 +186,7 @@ class DirectoryService(pb_grpc.DirectoryServicer):
     @rpc
     async def AddMailbox(self, request: pb.AddMailboxRequest, context: Ctx) -> pb.Mailbox:
         address = validate.address(request.address)
+        gecos = validate.gecos(request.gecos)
         phc = await passwords.requested_hash(request.password, request.password_hash,
                                              request.enable_cram_md5,
                                              self.min_password_length)
@@ -195,7 +196,7 @@ class DirectoryService(pb_grpc.DirectoryServicer):
             cram_md5_secret=(passwords.cram_md5_secret(request.password)
                              if request.enable_cram_md5 else ""),
             quota_bytes=request.quota_bytes, quota_messages=request.quota_messages,
-            maildir=f"{domain}/{local}/Maildir")
+            maildir=f"{domain}/{local}/Maildir", gecos=gecos)
         await self._create("mailbox", address, mailbox, "mailbox")
         log.info("mailbox added", extra={"address": address})
         return redacted(mailbox)
@@ -252,6 +253,16 @@ class DirectoryService(pb_grpc.DirectoryServicer):
         def edit(mailbox: pb.Mailbox) -> None:
             mailbox.quota_bytes = request.quota_bytes
             mailbox.quota_messages = request.quota_messages
+
+        return redacted(await self._modify("mailbox", pb.Mailbox, address, edit, "mailbox"))
+
+    @rpc
+    async def SetGecos(self, request: pb.SetGecosRequest, context: Ctx) -> pb.Mailbox:
+        address = validate.address(request.address)
+        gecos = validate.gecos(request.gecos)
+
+        def edit(mailbox: pb.Mailbox) -> None:
+            mailbox.gecos = gecos
 
         return redacted(await self._modify("mailbox", pb.Mailbox, address, edit, "mailbox"))
 

@@ -87,6 +87,19 @@ def targets(texts: list[str] | tuple[str, ...], what: str = "target") -> list[st
     return out
 
 
+MAX_GECOS = 256
+
+
+def gecos(text: str) -> str:
+    """A user's name (vpopmail's gecos): one line of printable text, "" allowed."""
+    text = text.strip()
+    if len(text) > MAX_GECOS:
+        raise invalid(f"gecos longer than {MAX_GECOS} characters")
+    if any(not c.isprintable() for c in text):
+        raise invalid("gecos must be one line without control characters")
+    return text
+
+
 def control_name(name: str) -> str:
     """A control file name that is also a valid KV key."""
     if not (control.valid_name(name) and name.isascii() and ".." not in name

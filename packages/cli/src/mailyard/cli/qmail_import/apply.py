@@ -161,7 +161,7 @@ class Applier:
         existing = self.mailboxes.get(plan.address)
         if existing is None:
             self.directory.AddMailbox(pb.AddMailboxRequest(
-                address=plan.address, password_hash=user.crypted,
+                address=plan.address, password_hash=user.crypted, gecos=user.gecos,
                 quota_bytes=user.quota_bytes, quota_messages=user.quota_messages))
             state = "created"
         else:
@@ -170,6 +170,9 @@ class Applier:
             self.directory.SetQuota(pb.SetQuotaRequest(
                 address=plan.address, quota_bytes=user.quota_bytes,
                 quota_messages=user.quota_messages))
+            if existing.gecos != user.gecos:
+                self.directory.SetGecos(pb.SetGecosRequest(address=plan.address,
+                                                           gecos=user.gecos))
             state = "updated"
         cram = ""
         if self.options.cram_md5_from_clear and user.clear:

@@ -33,3 +33,11 @@ def target(text: str) -> str:
         return validate.target(text)
     except Refused as exc:
         raise ValueError(exc.message) from None
+
+
+def gecos(text: str) -> str:
+    """The user's name as the directory stores it, or ValueError."""
+    try:
+        return validate.gecos(text)
+    except Refused as exc:
+        raise ValueError(exc.message) from None

@@ -106,6 +106,7 @@ def _line(raw: str, number: int, domain: str, path: Path | str,
     clear = ":".join(fields[7:]) if len(fields) > 7 else None
     try:
         local = names.address(name, domain).rpartition("@")[0]
+        gecos = names.gecos(gecos)
     except ValueError as exc:
         problems.error(path, number, str(exc))
         return None

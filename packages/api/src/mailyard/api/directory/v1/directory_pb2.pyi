@@ -123,6 +123,7 @@ class Mailbox(_message.Message):
     FORWARD_TO_FIELD_NUMBER: _builtins.int
     KEEP_COPY_FIELD_NUMBER: _builtins.int
     MAILDIR_FIELD_NUMBER: _builtins.int
+    GECOS_FIELD_NUMBER: _builtins.int
     address: _builtins.str
     """local@domain, domain lower case"""
     password_hash: _builtins.str
@@ -140,6 +141,8 @@ class Mailbox(_message.Message):
     """with forward_to: deliver here too"""
     maildir: _builtins.str
     """relative to the mail root: "<domain>/<local>/Maildir" """
+    gecos: _builtins.str
+    """the user's name, as vpopmail's gecos field held it"""
     @_builtins.property
     def forward_to(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -153,10 +156,11 @@ class Mailbox(_message.Message):
         forward_to: _abc.Iterable[_builtins.str] | None = ...,
         keep_copy: _builtins.bool = ...,
         maildir: _builtins.str = ...,
+        gecos: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "cram_md5_secret", b"cram_md5_secret", "forward_to", b"forward_to", "keep_copy", b"keep_copy", "maildir", b"maildir", "password_hash", b"password_hash", "quota_bytes", b"quota_bytes", "quota_messages", b"quota_messages"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "cram_md5_secret", b"cram_md5_secret", "forward_to", b"forward_to", "gecos", b"gecos", "keep_copy", b"keep_copy", "maildir", b"maildir", "password_hash", b"password_hash", "quota_bytes", b"quota_bytes", "quota_messages", b"quota_messages"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -314,6 +318,7 @@ class AddMailboxRequest(_message.Message):
     QUOTA_BYTES_FIELD_NUMBER: _builtins.int
     QUOTA_MESSAGES_FIELD_NUMBER: _builtins.int
     PASSWORD_HASH_FIELD_NUMBER: _builtins.int
+    GECOS_FIELD_NUMBER: _builtins.int
     address: _builtins.str
     password: _builtins.str
     """hashed by the directory; never stored in clear"""
@@ -325,6 +330,8 @@ class AddMailboxRequest(_message.Message):
     crypt(3): DES, $1$, $5$, $6$, $2a$/$2b$/$2y$); a malformed one is INVALID_ARGUMENT.
     Not with enable_cram_md5 (the CRAM secret needs the password itself).
     """
+    gecos: _builtins.str
+    """free text, one line (no control characters)"""
     def __init__(
         self,
         *,
@@ -334,10 +341,11 @@ class AddMailboxRequest(_message.Message):
         quota_bytes: _builtins.int = ...,
         quota_messages: _builtins.int = ...,
         password_hash: _builtins.str = ...,
+        gecos: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "enable_cram_md5", b"enable_cram_md5", "password", b"password", "password_hash", b"password_hash", "quota_bytes", b"quota_bytes", "quota_messages", b"quota_messages"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "enable_cram_md5", b"enable_cram_md5", "gecos", b"gecos", "password", b"password", "password_hash", b"password_hash", "quota_bytes", b"quota_bytes", "quota_messages", b"quota_messages"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -417,6 +425,28 @@ class UpgradePasswordHashRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpgradePasswordHashRequest: _TypeAlias = UpgradePasswordHashRequest  # noqa: Y015
+
+@_typing.final
+class SetGecosRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    GECOS_FIELD_NUMBER: _builtins.int
+    address: _builtins.str
+    gecos: _builtins.str
+    def __init__(
+        self,
+        *,
+        address: _builtins.str = ...,
+        gecos: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "gecos", b"gecos"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetGecosRequest: _TypeAlias = SetGecosRequest  # noqa: Y015
 
 @_typing.final
 class SetQuotaRequest(_message.Message):

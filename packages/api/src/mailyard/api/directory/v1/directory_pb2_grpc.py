@@ -74,6 +74,11 @@ class DirectoryStub:
                 request_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.SetQuotaRequest.SerializeToString,
                 response_deserializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.Mailbox.FromString,
                 _registered_method=True)
+        self.SetGecos = channel.unary_unary(
+                '/mailyard.directory.v1.Directory/SetGecos',
+                request_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.SetGecosRequest.SerializeToString,
+                response_deserializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.Mailbox.FromString,
+                _registered_method=True)
         self.ListMailboxes = channel.unary_unary(
                 '/mailyard.directory.v1.Directory/ListMailboxes',
                 request_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.ListMailboxesRequest.SerializeToString,
@@ -187,6 +192,13 @@ class DirectoryServicer:
 
     def SetQuota(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetGecos(self, request, context):
+        """vmoduser -c: the user's name
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -305,6 +317,11 @@ def add_DirectoryServicer_to_server(servicer, server):
             'SetQuota': grpc.unary_unary_rpc_method_handler(
                     servicer.SetQuota,
                     request_deserializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.SetQuotaRequest.FromString,
+                    response_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.Mailbox.SerializeToString,
+            ),
+            'SetGecos': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetGecos,
+                    request_deserializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.SetGecosRequest.FromString,
                     response_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.Mailbox.SerializeToString,
             ),
             'ListMailboxes': grpc.unary_unary_rpc_method_handler(
@@ -583,6 +600,33 @@ class Directory:
             target,
             '/mailyard.directory.v1.Directory/SetQuota',
             mailyard_dot_directory_dot_v1_dot_directory__pb2.SetQuotaRequest.SerializeToString,
+            mailyard_dot_directory_dot_v1_dot_directory__pb2.Mailbox.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetGecos(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mailyard.directory.v1.Directory/SetGecos',
+            mailyard_dot_directory_dot_v1_dot_directory__pb2.SetGecosRequest.SerializeToString,
             mailyard_dot_directory_dot_v1_dot_directory__pb2.Mailbox.FromString,
             options,
             channel_credentials,

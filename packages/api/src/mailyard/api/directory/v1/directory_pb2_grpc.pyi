@@ -47,6 +47,8 @@ class DirectoryStub:
     changed meanwhile wins). The CRAM-MD5 secret is kept (the password is the same).
     """
     SetQuota: _grpc.UnaryUnaryMultiCallable[_directory_pb2.SetQuotaRequest, _directory_pb2.Mailbox]
+    SetGecos: _grpc.UnaryUnaryMultiCallable[_directory_pb2.SetGecosRequest, _directory_pb2.Mailbox]
+    """vmoduser -c: the user's name"""
     ListMailboxes: _grpc.UnaryUnaryMultiCallable[_directory_pb2.ListMailboxesRequest, _directory_pb2.ListMailboxesResponse]
     AddAlias: _grpc.UnaryUnaryMultiCallable[_directory_pb2.AddAliasRequest, _directory_pb2.Alias]
     DeleteAlias: _grpc.UnaryUnaryMultiCallable[_directory_pb2.AddressRequest, _directory_pb2.DeleteResponse]
@@ -77,6 +79,8 @@ class DirectoryAsyncStub(DirectoryStub):
     changed meanwhile wins). The CRAM-MD5 secret is kept (the password is the same).
     """
     SetQuota: _aio.UnaryUnaryMultiCallable[_directory_pb2.SetQuotaRequest, _directory_pb2.Mailbox]  # type: ignore[assignment]
+    SetGecos: _aio.UnaryUnaryMultiCallable[_directory_pb2.SetGecosRequest, _directory_pb2.Mailbox]  # type: ignore[assignment]
+    """vmoduser -c: the user's name"""
     ListMailboxes: _aio.UnaryUnaryMultiCallable[_directory_pb2.ListMailboxesRequest, _directory_pb2.ListMailboxesResponse]  # type: ignore[assignment]
     AddAlias: _aio.UnaryUnaryMultiCallable[_directory_pb2.AddAliasRequest, _directory_pb2.Alias]  # type: ignore[assignment]
     DeleteAlias: _aio.UnaryUnaryMultiCallable[_directory_pb2.AddressRequest, _directory_pb2.DeleteResponse]  # type: ignore[assignment]
@@ -152,6 +156,14 @@ class DirectoryServicer(metaclass=_abc_1.ABCMeta):
         request: _directory_pb2.SetQuotaRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_directory_pb2.Mailbox, _abc.Awaitable[_directory_pb2.Mailbox]]: ...
+
+    @_abc_1.abstractmethod
+    def SetGecos(
+        self,
+        request: _directory_pb2.SetGecosRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_directory_pb2.Mailbox, _abc.Awaitable[_directory_pb2.Mailbox]]:
+        """vmoduser -c: the user's name"""
 
     @_abc_1.abstractmethod
     def ListMailboxes(
