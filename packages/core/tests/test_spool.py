@@ -99,3 +99,29 @@ def test_plain_and_tricky_paths(spool: Spool) -> None:
     for bad in ("mess/../../etc/passwd", "mess/ab/../../../x", "/etc/passwd", "tmp/x"):
         with pytest.raises(SpoolError):
             spool.path(bad)
+
+
+async def test_commit_with_a_spill_file_tail(spool: Spool) -> None:
+    """A message streamed into a spill file: committed as data + the file's bytes, with
+    the checksum of both, through the same batch (and recycled files) as any commit."""
+    import os
+
+    fd = await spool.spill_file()
+    try:
+        assert not list(spool.tmp.iterdir())  # unnamed: nothing to clean up after a crash
+        chunks = [os.urandom(300_000) for _ in range(4)]
+        for chunk in chunks:
+            await spool.spill(fd, chunk)
+        await spool.spill(fd, b"not part of the message")
+        size = sum(map(len, chunks))
+        assert await spool.read_spill(fd, size) == b"".join(chunks)
+        prefix = b"Received: by us\r\n"
+        first = await spool.commit(Envelope(queue_id=new_queue_id()), prefix, (fd, 0, size))
+        assert await spool.remove(first.spool_path)  # parked in free/, reused below
+        stored = await spool.commit(Envelope(queue_id=new_queue_id()), prefix, (fd, 7, size - 7))
+    finally:
+        os.close(fd)
+    env, data = await spool.read(stored.spool_path)  # verifies the checksum
+    assert data == prefix + b"".join(chunks)[7:]
+    assert env.size == len(data) == stored.size
+    assert not list(spool.tmp.iterdir())

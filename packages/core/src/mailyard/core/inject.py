@@ -25,8 +25,10 @@ log = logging.getLogger(__name__)
 
 
 async def inject(spool: Spool, js: JetStreamContext, envelope: Envelope, data: bytes,
-                 *, publish_timeout: float = 5.0) -> Envelope:
-    """Commit and announce one message. Returns the stored envelope (with its queue id).
+                 *, publish_timeout: float = 5.0,
+                 tail: tuple[int, int, int] | None = None) -> Envelope:
+    """Commit and announce one message (`data`, then the spill file `tail` if given: see
+    Spool.commit). Returns the stored envelope (with its queue id).
 
     Raises SpoolError or BusError; in both cases nothing stays committed."""
     if not envelope.queue_id:
@@ -35,7 +37,7 @@ async def inject(spool: Spool, js: JetStreamContext, envelope: Envelope, data: b
         now = Timestamp()
         now.GetCurrentTime()
         envelope.received_at.CopyFrom(now)
-    stored = await spool.commit(envelope, data)
+    stored = await spool.commit(envelope, data, tail)
     try:
         await bus.publish(js, bus.TODO_SUBJECT, stored, msg_id=stored.queue_id,
                           timeout=publish_timeout)

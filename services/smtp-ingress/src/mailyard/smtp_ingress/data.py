@@ -1,11 +1,11 @@
-"""DATA: read the message, refuse bare CR/LF, discard what exceeds databytes, then commit
-through mailyard.core.inject (spool fsync + JetStream ack) before answering 250.
+"""DATA: read the message, refuse bare CR/LF and NUL, discard what exceeds databytes, then
+commit through mailyard.core.inject (spool fsync + JetStream ack) before answering 250.
 
-The message is read in chunks, not lines: the terminator and the line endings are checked
-with bytes.find/count over whole lines at a time, so a 10 MB upload costs a few C calls
-per 64 KB. The idle timer restarts on every chunk, and after a grace period the upload
-must keep an average of MIN_DATA_RATE bytes/s, so a slow honest upload finishes while a
-client dribbling a byte now and then loses its slot.
+The message is read in chunks and decoded as it arrives (data_decoder.py), and kept in a
+MessageBody: memory first, then a spill file on the spool, so no upload is held whole.
+The idle timer restarts on every chunk, and after a grace period the upload must keep an
+average of MIN_DATA_RATE bytes/s, so a slow honest upload finishes while a client
+dribbling a byte now and then loses its slot.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from mailyard.core.errors import BusError, SpoolError
 from mailyard.core.ids import new_queue_id
 from mailyard.core.inject import inject
 from mailyard.smtp_ingress import policy, replies
+from mailyard.smtp_ingress.data_decoder import DataDecoder
 from mailyard.smtp_ingress.dkim_sign import sign
 from mailyard.smtp_ingress.errors import Close
+from mailyard.smtp_ingress.message_body import MessageBody
 from mailyard.smtp_ingress.metrics import (
     ACCEPTED_BYTES,
     ACCEPTED_ON,
@@ -34,7 +36,6 @@ if TYPE_CHECKING:
     from mailyard.smtp_ingress.session import Session
 
 log = logging.getLogger(__name__)
-_END = b"\r\n.\r\n"
 
 
 async def data(s: Session, arg: str) -> bool:
@@ -49,24 +50,29 @@ async def data(s: Session, arg: str) -> bool:
         s.reject(replies.DATA_SYNTAX, "syntax")
         return True
     s.reply(replies.GO_AHEAD)
-    message, size, nul = await receive(s, s.app.databytes())
-    started = time.perf_counter()
-    tx.message, tx.real_size = message or b"", size
+    tx.body = MessageBody(s.app.spool, s.app.databytes(), s.settings.data_memory)
     try:
+        nul = await receive(s, tx.body)
+        started = time.perf_counter()
+        tx.real_size = tx.body.size
         if nul:  # refused whole, before any check: nothing of it is kept
             s.reject(replies.NUL_IN_DATA, "nul")
+            return True
+        if tx.body.failed:
+            s.reject(replies.NOT_ACCEPTED, "unavailable")
             return True
         verdict = await policy.run("data", s)
         if not verdict.accepted:
             s.reject(verdict.reply, verdict.reason)
             return True
-        await commit(s, started)
+        await commit(s, tx.body, started)
     finally:
+        tx.body.close()
         s.tx = None
     return True
 
 
-async def commit(s: Session, started: float) -> None:
+async def commit(s: Session, body: MessageBody, started: float) -> None:
     tx = s.tx
     assert tx is not None
     if not s.app.bus_ready():  # fail fast: nothing written when the ack cannot come
@@ -75,9 +81,10 @@ async def commit(s: Session, started: float) -> None:
     qid = new_queue_id()
     signature = b""
     if tx.sign_with:
-        signature = sign(tx.message, tx.sign_with)
+        signature = sign(await body.whole(), tx.sign_with)
         DKIM_SIGNED.labels("signed").inc()
-    payload = received_line(s, tx, qid) + tx.auth_results + signature + tx.message
+    payload = received_line(s, tx, qid) + tx.auth_results + signature + body.in_memory()
+    size = len(payload) + (0 if body.tail is None else body.size)
     envelope = Envelope(
         queue_id=qid, sender=tx.sender.address, recipients=tx.recipients, client_ip=s.ip,
         helo=s.helo, auth_user=s.auth_user, tls=s.tls, origin=ORIGIN_SMTP,
@@ -86,7 +93,7 @@ async def commit(s: Session, started: float) -> None:
     try:
         assert s.app.js is not None
         await inject(s.app.spool, s.app.js, envelope, payload,
-                     publish_timeout=s.settings.publish_timeout)
+                     publish_timeout=s.settings.publish_timeout, tail=body.tail)
     except (SpoolError, BusError) as exc:
         log.warning("message not accepted: %s", exc, extra={"queue_id": qid})
         s.reject(replies.NOT_ACCEPTED, "unavailable")
@@ -95,67 +102,40 @@ async def commit(s: Session, started: float) -> None:
         s.committing = False
     COMMIT_SECONDS.observe(time.perf_counter() - started)
     ACCEPTED_ON[s.listener.name].inc()
-    ACCEPTED_BYTES.inc(len(payload))
-    log.info("accepted", extra={"queue_id": qid, "client_ip": s.ip, "size": len(payload),
+    ACCEPTED_BYTES.inc(size)
+    log.info("accepted", extra={"queue_id": qid, "client_ip": s.ip, "size": size,
                                 "recipients": len(tx.recipients)})
     s.reply(replies.queued(qid))
 
 
-async def receive(s: Session, limit: int) -> tuple[bytes | None, int, bool]:
-    """(message, size, False) with dot-stuffing undone; (None, size, nul) past the limit or
-    after a NUL (the rest is read to the end and discarded; nul says which).
+async def receive(s: Session, body: MessageBody) -> bool:
+    """Read the message into `body` up to the end-of-data line (dot-stuffing undone; past
+    databytes only counted); True if it held a NUL (then nothing of it is kept). Input
+    after the end stays in s.buf for the command loop.
     Raises Close on a bare CR/LF, IdleTimeout when idle or too slow."""
     settings = s.settings
     loop = asyncio.get_running_loop()
     start = loop.time()
-    raw, s.buf = s.buf, bytearray()
-    got = len(raw)
-    checked = 0                     # raw[:checked] is whole, verified lines
-    cap = limit + limit // 64 + 1024 if limit else 0  # room for dot-stuffing
-    dropped, carry = -1, b""        # dropped >= 0: over the limit, only find the end
-    nul = False
+    decoder = DataDecoder()
+    chunk, s.buf = bytes(s.buf), bytearray()
+    got = len(chunk)
     while True:
-        if dropped < 0:
-            whole = raw.rfind(b"\n") + 1
-            if whole > checked:
-                lf = raw.count(b"\n", checked, whole)
-                if raw.count(b"\r\n", checked, whole) != lf or \
-                        raw.count(b"\r", checked, whole) != lf:
-                    raise Close(replies.BARE_LF_DATA, "bare_lf")
-                if checked == 0 and raw.startswith(b".\r\n"):
-                    s.buf = raw[3:]
-                    return b"", 0, False
-                end = raw.find(_END, max(0, checked - 2), whole)
-                if raw.find(b"\0", checked, end + 2 if end >= 0 else whole) >= 0:
-                    nul = True
-                if end >= 0:
-                    s.buf = raw[end + 5:]
-                    if nul:
-                        return None, end + 2, True
-                    message = _unstuff(raw[:end + 2])
-                    return message, len(message), False
-                checked = whole
-            if nul or (cap and len(raw) > cap):
-                dropped, carry = len(raw), bytes(raw[-4:])
-                raw = bytearray()
-        else:
-            window = carry + raw
-            end = window.find(_END)
-            if end >= 0:
-                s.buf = bytearray(window[end + 5:])
-                return None, dropped + end + 2 - len(carry), nul
-            dropped += len(raw)
-            carry = window[-4:]
-            raw.clear()
+        if chunk:
+            data, rest = decoder.feed(chunk)
+            if decoder.bare:
+                raise Close(replies.BARE_LF_DATA, "bare_lf")
+            if decoder.nul:
+                body.close()
+                body.size += len(data)
+            else:
+                await body.add(data)
+            if rest is not None:
+                s.buf = bytearray(rest)
+                await body.finish()
+                return decoder.nul
         wait = settings.idle_timeout
         if settings.min_data_rate:
             wait = min(wait, start + max(settings.data_rate_grace,
                                          got / settings.min_data_rate) - loop.time())
         chunk = await s.read_chunk(max(0.0, wait))
         got += len(chunk)
-        raw += chunk
-
-
-def _unstuff(body: bytearray) -> bytes:
-    out = bytes(body).replace(b"\r\n..", b"\r\n.")
-    return out[1:] if out.startswith(b"..") else out

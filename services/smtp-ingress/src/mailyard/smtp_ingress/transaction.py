@@ -9,6 +9,7 @@ from mailyard.smtp_ingress.syntax import Path
 
 if TYPE_CHECKING:
     from mailyard.core.dkimkeys import DkimKey
+    from mailyard.smtp_ingress.message_body import MessageBody
     from mailyard.smtp_ingress.spf_check import SpfResult
 
 
@@ -20,7 +21,7 @@ class Transaction:
     smtputf8: bool = False
     recipients: list[str] = field(default_factory=list)
     candidate: Path | None = None   # the RCPT being checked
-    message: bytes = b""            # after DATA, without our Received: line
+    body: MessageBody | None = None  # from DATA on: the message, without our Received:
     real_size: int = 0
     sign_with: list[DkimKey] = field(default_factory=list)  # set by data_dkim
     spf: SpfResult | None = None          # mail_spf: MAIL FROM (or HELO for <>)

@@ -17,15 +17,16 @@ if TYPE_CHECKING:
 
 
 async def check(s: Session) -> Verdict:
-    assert s.tx is not None
+    assert s.tx is not None and s.tx.body is not None
     signer = s.app.signer
-    if signer is None or s.may_relay is not True or not s.tx.message:
+    if signer is None or s.may_relay is not True or not s.tx.real_size:
         return ACCEPT
-    keys = signer.keys_for_message(s.tx.message)
+    message = await s.tx.body.whole()  # read back if it went to a spill file
+    keys = signer.keys_for_message(message)
     if not keys:
         DKIM_SIGNED.labels("no_key").inc()
         return ACCEPT
-    if has_long_line(s.tx.message):
+    if has_long_line(message):
         DKIM_SIGNED.labels("long_line").inc()
         return Verdict(LINE_TOO_LONG_TO_SIGN, "long_line")
     s.tx.sign_with = keys

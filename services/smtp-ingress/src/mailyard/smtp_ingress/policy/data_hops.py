@@ -24,7 +24,7 @@ def hops(message: bytes) -> int:
 
 
 async def check(s: Session) -> Verdict:
-    assert s.tx is not None
-    if hops(s.tx.message) > MAX_HOPS:
+    assert s.tx is not None and s.tx.body is not None
+    if hops(s.tx.body.head) > MAX_HOPS:
         return Verdict(replies.HOPS, "hops")
     return ACCEPT

@@ -1,0 +1,128 @@
+"""A message as it is received: held in memory up to DATA_MEMORY bytes, then streamed into
+a spill file on the spool (Spool.spill_file), so 100 uploads of 10 MB cost 100 x
+DATA_MEMORY of RAM, not a gigabyte. The spill file is committed by the kernel's copy; only
+the head (HEAD bytes, what the header checks read) always stays in memory, and the whole
+message is read back only for a check that needs it (DKIM: dkimpy has no streaming API, so
+signing our users' mail and verifying a signed message read it back, once, at the end).
+A header section that ends within the head can be rewritten (edit_header); one longer than
+HEAD is left as it is, its excess counted as body (what Postfix's header_size_limit does).
+
+Past databytes the bytes are counted and dropped (nothing more is kept or written); a spill
+that fails (disk full) drops the message the same way and the client gets a 451 at the end.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from mailyard.core.errors import SpoolError
+
+if TYPE_CHECKING:
+    from mailyard.core.spool import Spool
+
+HEAD = 65536    # bytes of the message kept for header checks (100 Received: lines fit)
+
+
+class MessageBody:
+    def __init__(self, spool: Spool, limit: int, memory: int) -> None:
+        self.spool = spool
+        self.limit = limit          # databytes; 0 = none
+        self.memory = memory        # bytes held before they go to the spill file
+        self.size = 0               # decoded bytes received, also past the limit
+        self.head = b""
+        self.over = False           # past databytes: counted, not kept
+        self.failed = False         # the spill file could not be written: not kept
+        self._parts: list[bytes] = []
+        self._held = 0
+        self._fd = -1
+        self._whole: bytes | None = None
+        self._skip = 0              # spilled: bytes of the file replaced by _header
+        self._header = b""
+
+    @property
+    def kept(self) -> bool:
+        return not (self.over or self.failed)
+
+    async def add(self, data: bytes) -> None:
+        if not data:
+            return
+        self.size += len(data)
+        if not self.kept:
+            return
+        if self.limit and self.size > self.limit:
+            self.over = True
+            self.close()
+            return
+        if len(self.head) < HEAD:
+            self.head += data[:HEAD - len(self.head)]
+        self._parts.append(data)
+        self._held += len(data)
+        if self._held >= self.memory:
+            await self._spill()
+
+    async def _spill(self) -> None:
+        data = b"".join(self._parts)
+        self._parts.clear()
+        self._held = 0
+        try:
+            if self._fd < 0:
+                self._fd = await self.spool.spill_file()
+            await self.spool.spill(self._fd, data)
+        except SpoolError:
+            self.failed = True
+            self.close()
+
+    async def finish(self) -> None:
+        """The end of DATA: the last bytes go where the rest went."""
+        if self.kept and self._fd >= 0 and self._parts:
+            await self._spill()
+
+    @property
+    def tail(self) -> tuple[int, int, int] | None:
+        """(spill file, offset, bytes) for Spool.commit, or None: all in memory."""
+        return (self._fd, self._skip, self.size - self._skip) if self._fd >= 0 else None
+
+    def in_memory(self) -> bytes:
+        """The message when it was not spilled; else what goes before the tail (an edited
+        header section, or nothing)."""
+        return self._header if self._fd >= 0 else b"".join(self._parts)
+
+    def header(self) -> bytes | None:
+        """The header section with the empty line after it, if it ends within the head."""
+        end = self.head.find(b"\r\n\r\n")
+        return None if end < 0 else self.head[:end + 4]
+
+    def edit_header(self, change: Callable[[bytes], bytes]) -> None:
+        """Replace the header section by change(header section); no-op past the head."""
+        if self._fd < 0:
+            message = b"".join(self._parts)
+            if self.header() is not None:
+                edited = change(message)
+                self._parts = [edited]
+                self.head = edited[:HEAD]
+            return
+        header = self.header() if not self._skip else None
+        if header is not None:
+            self._header = change(header)
+            self._skip = len(header)
+            self.head = (self._header + self.head[len(header):])[:HEAD]
+            self._whole = None
+
+    async def whole(self) -> bytes:
+        """The whole message in memory (read back from the spill file once if needed)."""
+        if self._fd < 0:
+            return self.in_memory()
+        if self._whole is None:
+            size = self.size
+            self._whole = self._header + (await self.spool.read_spill(self._fd, size))[
+                self._skip:]
+        return self._whole
+
+    def close(self) -> None:
+        self._parts.clear()
+        self._whole = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

@@ -1,0 +1,76 @@
+"""DATA is streamed: past DATA_MEMORY a message goes into a spill file on the spool as it
+arrives (an unnamed O_TMPFILE, visible only as an open descriptor), never held whole."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ingress_helpers import MakeIngress, committed, put_control, seed_directory, session, wait_for
+
+from mailyard.core.spool import Spool
+from mailyard.smtp_ingress import replies as R
+from mailyard.smtp_ingress.server import Ingress
+
+
+def _spill_files(ingress: Ingress) -> int:
+    """Our open descriptors on unnamed files in the spool's tmp/."""
+    tmp = str(Path(ingress.settings.spool_dir).resolve() / "tmp")
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(tmp) and target.endswith("(deleted)"):
+            count += 1
+    return count
+
+
+async def _streaming(make_ingress: MakeIngress, js: Any) -> Ingress:
+    ingress = await make_ingress(data_memory=65536)
+    await seed_directory(js, "example.org", ["alice@example.org"])
+    await wait_for(lambda: ingress.directory.accepts("alice@example.org"))
+    return ingress
+
+
+async def test_large_message_streams_to_a_spill_file(make_ingress: MakeIngress,
+                                                     js: Any) -> None:
+    ingress = await _streaming(make_ingress, js)
+    client = await session(ingress.ports["smtp"])
+    for line in ("MAIL FROM:<a@b.test>", "RCPT TO:<alice@example.org>"):
+        assert (await client.cmd(line)).startswith("250")
+    assert await client.cmd("DATA") == R.GO_AHEAD
+    lines = [b"Subject: big\r\n", b"\r\n"]
+    lines += [b"..stuffed %d\r\n" % i if i % 7 == 0 else b"line %06d " % i + b"z" * 60 + b"\r\n"
+              for i in range(30000)]  # about 2 MB
+    wire = b"".join(lines)
+    half = len(wire) // 2
+    await client.send(wire[:half])
+    await wait_for(lambda: _spill_files(ingress) == 1)  # on disk before the end of DATA
+    await client.send(wire[half:] + b".\r\nQUIT\r\n")
+    reply = await client.reply()
+    assert reply.startswith("250 ok ")
+    assert await client.reply() == R.quit_reply("mx.test")
+    (path,) = committed(ingress)
+    envelope, data = Spool(ingress.settings.spool_dir).read_sync(path)  # checksum verified
+    expected = wire.replace(b"\r\n..", b"\r\n.")
+    assert data.endswith(b"\r\n" + expected) and data.startswith(b"Received: ")
+    assert envelope.size == len(data)
+    await wait_for(lambda: _spill_files(ingress) == 0)
+
+
+async def test_over_databytes_stops_writing_and_leaves_nothing(make_ingress: MakeIngress,
+                                                               js: Any) -> None:
+    ingress = await _streaming(make_ingress, js)
+    await put_control(js, "databytes", "500000\n")
+    await wait_for(lambda: ingress.databytes() == 500000)
+    client = await session(ingress.ports["smtp"])
+    for line in ("MAIL FROM:<a@b.test>", "RCPT TO:<alice@example.org>", "DATA"):
+        await client.cmd(line)
+    await client.send((b"y" * 98 + b"\r\n") * 10000 + b".\r\n")  # 1 MB
+    assert await client.reply() == R.DATABYTES
+    assert _spill_files(ingress) == 0
+    assert await client.cmd("NOOP") == R.OK
+    assert committed(ingress) == []
