@@ -7,6 +7,8 @@ new deliveries; a re-run that updates; a tree with bad lines that writes nothing
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import re
 import shutil
 import subprocess
@@ -14,9 +16,11 @@ import sys
 import time
 from pathlib import Path
 
+import grpc
 import pytest
 
 from mailyard.api.directory.v1 import directory_pb2 as pb
+from mailyard.api.relayauth.v1 import relayauth_pb2, relayauth_pb2_grpc
 from mailyard.core import bus
 from mailyard.core.directory import record_key
 from tests.e2e.conftest import Mailyard
@@ -184,6 +188,27 @@ def test_a_rerun_updates_instead_of_duplicating(mailyard: Mailyard, tree: Tree,
     assert {a: mailyard.count(a) for a in counts} == counts
     assert "sales@example.test\tjoe@example.test" in mailyard.cli("alias", "list",
                                                                   "example.test")
+
+
+def test_cram_md5_from_the_clear_password_only_when_asked(mailyard: Mailyard, tree: Tree,
+                                                          imported: str) -> None:
+    assert "CRAM-MD5" not in imported
+    code, out = run_import(mailyard, tree, "--cram-md5-from-clear")
+    assert code == 1, out
+    assert "mailbox joe@example.test: updated (des)" in out
+    assert out.count("CRAM-MD5 enabled from the clear password") == 2   # joe and bob
+    relay = relayauth_pb2_grpc.RelayAuthStub(grpc.insecure_channel(
+        f"127.0.0.1:{mailyard.platform.ports.relayauth_grpc}"))
+    for user, expected in (("joe", relayauth_pb2.AUTH_RESULT_OK),
+                           ("ann", relayauth_pb2.AUTH_RESULT_MECHANISM_UNAVAILABLE)):
+        challenge = relay.CramChallenge(relayauth_pb2.CramChallengeRequest(
+            client_ip="127.0.0.9", hostname="mx.test"))
+        digest = hmac.new(PASSWORDS[user].encode(), challenge.challenge.encode(),
+                          hashlib.md5).hexdigest()
+        answer = relay.CramVerify(relayauth_pb2.CramVerifyRequest(
+            challenge_id=challenge.challenge_id, username=f"{user}@example.test",
+            digest=digest, client_ip="127.0.0.9"))
+        assert answer.result == expected, user
 
 
 def _snapshot(root: Path) -> list[str]:
