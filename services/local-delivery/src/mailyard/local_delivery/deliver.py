@@ -81,6 +81,7 @@ class Deliverer:
                  js: JetStreamContext, *, threads: int = 16) -> None:
         self.settings = settings
         self.root = Path(settings.mail_dir).resolve()
+        self.owner = settings.owner()
         self.directory = directory
         self.spool = spool
         self.js = js
@@ -181,13 +182,13 @@ class Deliverer:
                parts: list[bytes]) -> tuple[int, str, str] | None:
         size = sum(len(p) for p in parts)
         if limits.enabled:
-            maildir.ensure(self.root, path)
-            if quota.over(path, limits, size):
+            maildir.ensure(self.root, path, self.owner)
+            if quota.over(path, limits, size, self.owner):
                 metrics.QUOTA_REFUSALS.inc()
                 if self.settings.over_quota == "defer":
                     return Outcome.OUTCOME_DEFERRED, OVER_QUOTA.format(code="4.2.2"), "4.2.2"
                 return Outcome.OUTCOME_FAILED, OVER_QUOTA.format(code="5.2.2"), "5.2.2"
-        _, written = maildir.deliver(self.root, path, parts)
+        _, written = maildir.deliver(self.root, path, parts, self.owner)
         if limits.enabled:
             quota.add(path, written)
         metrics.DELIVERED_BYTES.inc(written)

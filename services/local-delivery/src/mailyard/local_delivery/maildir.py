@@ -5,7 +5,10 @@ hard-linked into new/ (link, not rename, so an existing name is never replaced) 
 fsynced before we report success. A failure anywhere (a full volume included) removes the
 tmp/ file and leaves new/ untouched, so a reader never sees half a message.
 
-Folders are created 0700 and files 0600: mail is private to the mail user.
+Folders are created 0700 and files 0600: mail is private to the mail user. When
+local-delivery runs as root with MAIL_UID / MAIL_GID set (`mailyard up` as root), everything
+it creates is handed to that user (fchown on the open file before it is linked into new/,
+lchown on each folder it made), so Dovecot, running as the same user, can read and expunge.
 
 Test hook: every byte goes through the module attribute `write` (os.write by default).
 Tests replace it to inject ENOSPC / EIO exactly where a full or broken volume would fail;
@@ -30,6 +33,7 @@ SUBDIRS = ("cur", "new", "tmp")
 write: Callable[[int, memoryview], int] = os.write  # test hook, see the module docstring
 
 _counter = itertools.count(1)
+Owner = tuple[int, int] | None  # (uid, gid) to give created files and folders; None = ours
 
 
 def _hostname() -> str:
@@ -52,15 +56,19 @@ def unique_name(size: int) -> str:
     return f"{secs}.M{usecs}P{os.getpid()}Q{next(_counter)}R{rand}.{_HOST},S={size}"
 
 
-def ensure(root: Path, maildir: Path) -> None:
-    """Create `maildir` (and the levels between `root` and it) plus cur/new/tmp, all 0700."""
+def ensure(root: Path, maildir: Path, owner: Owner = None) -> None:
+    """Create `maildir` (and the levels between `root` and it) plus cur/new/tmp, all 0700
+    (and owned by `owner` when given)."""
     path = Path(root)
     levels = [path := path / part for part in maildir.relative_to(root).parts]
     for folder in (*levels, *(maildir / sub for sub in SUBDIRS)):
         try:
             os.mkdir(folder, DIR_MODE)
         except FileExistsError:
-            pass
+            continue
+        if owner is not None:
+            # Not following a symlink: the folder was made by us a moment ago.
+            os.chown(folder, *owner, follow_symlinks=False)
 
 
 def mailbox_path(root: Path, relative: str) -> Path:
@@ -72,11 +80,12 @@ def mailbox_path(root: Path, relative: str) -> Path:
     return path
 
 
-def deliver(root: Path, maildir: Path, parts: list[bytes]) -> tuple[str, int]:
+def deliver(root: Path, maildir: Path, parts: list[bytes],
+            owner: Owner = None) -> tuple[str, int]:
     """Write the concatenation of `parts` as one new message; return (name, size).
 
     Raises OSError (nothing left in tmp/ or new/) on any failure."""
-    ensure(root, maildir)
+    ensure(root, maildir, owner)
     size = sum(len(p) for p in parts)
     for _ in range(5):
         name = unique_name(size)
@@ -87,6 +96,8 @@ def deliver(root: Path, maildir: Path, parts: list[bytes]) -> tuple[str, int]:
             continue
         try:
             try:
+                if owner is not None:
+                    os.fchown(fd, *owner)
                 for part in parts:
                     _write_all(fd, part)
                 os.fsync(fd)

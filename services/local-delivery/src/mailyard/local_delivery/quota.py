@@ -111,13 +111,15 @@ def count(path: Path) -> tuple[int, int]:
     return used_bytes, used_messages
 
 
-def rebuild(path: Path, quota: Quota) -> tuple[int, int]:
+def rebuild(path: Path, quota: Quota, owner: maildir.Owner = None) -> tuple[int, int]:
     used = count(path)
     text = f"{quota.definition()}\n{used[0]} {used[1]}\n".encode()
     tmp = path / "tmp" / f"{maildir.unique_name(len(text))}.maildirsize"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, maildir.FILE_MODE)
         try:
+            if owner is not None:  # Dovecot (the mail user) appends to it too
+                os.fchown(fd, *owner)
             os.write(fd, text)
         finally:
             os.close(fd)
@@ -129,25 +131,25 @@ def rebuild(path: Path, quota: Quota) -> tuple[int, int]:
     return used
 
 
-def usage(path: Path, quota: Quota) -> tuple[int, int]:
+def usage(path: Path, quota: Quota, owner: maildir.Owner = None) -> tuple[int, int]:
     used = read(path, quota)
-    return used if used is not None else rebuild(path, quota)
+    return used if used is not None else rebuild(path, quota, owner)
 
 
-def over(path: Path, quota: Quota, size: int) -> bool:
+def over(path: Path, quota: Quota, size: int, owner: maildir.Owner = None) -> bool:
     """Is the maildir too full for a message of `size` bytes?"""
     if not quota.enabled:
         return False
     used = read(path, quota)
     if used is None:
-        return quota.exceeded(*rebuild(path, quota), size)
+        return quota.exceeded(*rebuild(path, quota, owner), size)
     if not quota.exceeded(*used, size):
         return False
     try:
         stale = time.time() - os.stat(path / FILE).st_mtime > STALE_SECONDS
     except OSError:
         stale = True
-    return quota.exceeded(*rebuild(path, quota), size) if stale else True
+    return quota.exceeded(*rebuild(path, quota, owner), size) if stale else True
 
 
 def add(path: Path, size: int, messages: int = 1) -> None:

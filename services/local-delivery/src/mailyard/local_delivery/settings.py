@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from mailyard.core.settings import ServiceSettings, service_config
 
@@ -27,6 +28,12 @@ class Settings(ServiceSettings):
     # |command delivery is not implemented: running programs as the mail user from
     # directory data is dangerous. The switch exists so enabling it fails loudly.
     program_delivery: bool = False
+    # The mail user (one owner for mail files: Dovecot serves them as this uid/gid). Unset:
+    # files belong to whoever runs local-delivery (containers run it as the mail user).
+    # Set while running as root (`mailyard up` as root): every file and folder written is
+    # given to this uid/gid. Set to another uid while not root: refused at start.
+    mail_uid: int | None = Field(default=None, ge=1)
+    mail_gid: int | None = Field(default=None, ge=1)
 
     @field_validator("program_delivery")
     @classmethod
@@ -34,3 +41,21 @@ class Settings(ServiceSettings):
         if value:
             raise ValueError("program delivery (|command) is not supported by this build")
         return value
+
+    @model_validator(mode="after")
+    def _mail_owner(self) -> Settings:
+        if (self.mail_uid is None) != (self.mail_gid is None):
+            raise ValueError("MAIL_UID and MAIL_GID go together")
+        euid = os.geteuid()
+        if self.mail_uid is not None and euid not in (0, self.mail_uid):
+            raise ValueError(f"MAIL_UID={self.mail_uid} needs root (running as uid {euid}); "
+                             "run local-delivery as the mail user instead")
+        return self
+
+    def owner(self) -> tuple[int, int] | None:
+        """(uid, gid) to chown written files to, or None when they are ours already."""
+        if self.mail_uid is None or self.mail_gid is None:
+            return None
+        if (os.geteuid(), os.getegid()) == (self.mail_uid, self.mail_gid):
+            return None
+        return self.mail_uid, self.mail_gid
