@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # One image for every Mailyard service; the command picks the service:
 #   mailyard-smtp-ingress | mailyard-queue | mailyard-remote-delivery |
-#   mailyard-local-delivery | mailyard-relay-auth | mailyard-directory | mailyard (admin CLI)
+#   mailyard-local-delivery | mailyard-relay-auth | mailyard-directory | mailyard-mail-access |
+#   mailyard-dovecot-conf | mailyard (admin CLI)
 # nats-server is not in here: it runs from the official nats image beside this one.
 
 # ---- builder: a virtualenv with the workspace members installed (not editable) ----------
@@ -18,6 +19,7 @@ RUN /opt/mailyard/bin/pip install --no-cache-dir \
         ./packages/api ./packages/core ./packages/cli \
         ./services/smtp-ingress ./services/queue ./services/remote-delivery \
         ./services/local-delivery ./services/relay-auth ./services/directory \
+        ./services/mail-access \
  && /opt/mailyard/bin/python -m compileall -q /opt/mailyard/lib \
  && /opt/mailyard/bin/pip uninstall --yes pip \
  && rm -f /opt/mailyard/bin/nats-server
@@ -37,6 +39,8 @@ RUN python -m pip uninstall --yes --no-cache-dir pip setuptools wheel \
  && mkdir -p /var/spool/mailyard /var/mail/mailyard /var/lib/mailyard/queue \
  && chown 10001:10001 /var/spool/mailyard /var/mail/mailyard /var/lib/mailyard/queue
 COPY --from=builder /opt/mailyard /opt/mailyard
+# Dovecot's config templates, rendered by mailyard-dovecot-conf in the mail-access pod.
+COPY deploy/dovecot/ /usr/share/mailyard/dovecot/
 ENV PATH=/opt/mailyard/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1

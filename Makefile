@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 MEMBERS := packages/api packages/core packages/cli \
            services/smtp-ingress services/queue services/remote-delivery \
-           services/local-delivery services/relay-auth services/directory
+           services/local-delivery services/relay-auth services/directory \
+           services/mail-access
 PYPROJECTS := $(foreach m,$(MEMBERS),$(m)/pyproject.toml)
 PYTEST_ARGS ?=
 

@@ -118,7 +118,7 @@ class Paused:
 def mailyard_runs(n: int, conc: int, replicas: int, report: dict[str, object]) -> None:
     sink = Sink()
     data = data_dir("mailyard-bench-")
-    platform = Platform(data, ports=free_ports(), ingress_replicas=replicas, env={
+    platform = Platform(data, ports=free_ports(), ingress_replicas=replicas, dovecot=False, env={
         "smtp-ingress": {"MAX_CONNECTIONS": "12000", "MAX_PER_IP": "12000",
                          "LISTEN_BACKLOG": "4096", "LOG_LEVEL": "WARNING"},
         **{s: {"LOG_LEVEL": "WARNING"} for s in ("queue", "local-delivery", "remote-delivery")},
@@ -166,7 +166,7 @@ def mailyard_runs(n: int, conc: int, replicas: int, report: dict[str, object]) -
 def idle_run(count: int) -> dict[str, float]:
     """One ingress process (the target is per process) holding `count` idle sessions."""
     data = data_dir("mailyard-idle-")
-    platform = Platform(data, ports=free_ports(), env={
+    platform = Platform(data, ports=free_ports(), dovecot=False, env={
         "smtp-ingress": {"MAX_CONNECTIONS": str(count + 2000), "MAX_PER_IP": "12000",
                          "LISTEN_BACKLOG": "4096", "LOG_LEVEL": "WARNING"}})
     platform.start()

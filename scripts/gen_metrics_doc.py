@@ -33,6 +33,7 @@ MODULES = [
     ("mailyard.local_delivery.metrics", "local-delivery"),
     ("mailyard.relay_auth.metrics", "relay-auth"),
     ("mailyard.directory.metrics", "directory"),
+    ("mailyard.mail_access.metrics", "mail-access"),
 ]
 SUFFIXES = {"counter": ["_total"], "info": ["_info"], "histogram": ["_bucket", "_sum", "_count"],
             "summary": ["", "_sum", "_count"], "gauge": [""], "enum": [""],

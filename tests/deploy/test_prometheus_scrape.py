@@ -39,7 +39,7 @@ def metrics_targets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scrape
     from mailyard.cli.platform import Platform, free_ports
 
     data: Path = tmp_path_factory.mktemp("platform")
-    platform = Platform(data, ports=free_ports(), replicas=2)
+    platform = Platform(data, ports=free_ports(), replicas=2, dovecot=False)
     try:
         platform.start()
     except BaseException:

@@ -97,8 +97,9 @@ def mailyard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mailyard]:
     # consumers' ack_wait passes (15 s / 30 s by default); shorter here so tests stay quick.
     # Two ingress processes share the SMTP ports (SO_REUSEPORT), as `mailyard up
     # --ingress-replicas 2` runs them, so every test also crosses that path.
-    platform = Platform(data, ports=free_ports(), ingress_replicas=2, me=E2E_ME, env={
-        "queue": {"LEADER_TTL": "4", "CONSUME_ACK_WAIT": "8"}})
+    platform = Platform(data, ports=free_ports(), ingress_replicas=2, me=E2E_ME,
+                        dovecot=False, env={"queue": {"LEADER_TTL": "4",
+                                                      "CONSUME_ACK_WAIT": "8"}})
     try:
         platform.start()
     except BaseException:

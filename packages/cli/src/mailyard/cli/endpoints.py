@@ -31,6 +31,12 @@ class Ports:
     relayauth_grpc: int = 50055
     directory_http: int = 9106
     directory_grpc: int = 50056
+    mailaccess_http: int = 9107       # Dovecot's login bridge
+    imap: int = 2143                  # Dovecot: IMAP with STARTTLS (143 in production)
+    imaps: int = 2993                 # IMAP over TLS (993)
+    pop3: int = 2110                  # POP3 with STLS (110)
+    pop3s: int = 2995                 # POP3 over TLS (995)
+    dovecot_stats: int = 9108         # Dovecot's own OpenMetrics
 
 
 PORTS = Ports()

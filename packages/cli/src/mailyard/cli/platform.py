@@ -24,7 +24,9 @@ import grpc
 
 from mailyard.api.control.v1 import control_pb2, control_pb2_grpc
 from mailyard.cli.endpoints import Ports
+from mailyard.cli.mailuser import MailUser, prepare_mail_dir
 from mailyard.core.natsserver import NatsServer, free_port
+from mailyard.mail_access import dovecot_conf
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,8 @@ class ServiceSpec:
     grpc_port: int = 0
     extra: dict[str, str] = field(default_factory=dict)
     service: str = ""         # the service a replica belongs to (its env group)
+    argv: list[str] = field(default_factory=list)  # not Python: this command (Dovecot)
+    tcp_port: int = 0         # ready when this port accepts (no /readyz), e.g. IMAP
 
     @property
     def group(self) -> str:
@@ -117,7 +121,8 @@ class Platform:
     def __init__(self, data_dir: Path | str = "var", ports: Ports | None = None,
                  env: dict[str, dict[str, str]] | None = None, replicas: int = 1,
                  sync_always: bool = False, ingress_replicas: int = 1,
-                 me: str | None = None) -> None:
+                 me: str | None = None, mail_user: MailUser | None = None,
+                 dovecot: bool = True, tls: tuple[Path, Path] | None = None) -> None:
         self.data = Path(data_dir).resolve()
         self.me = me  # written to control/me once the directory answers
         self.ports = ports or Ports()
@@ -130,6 +135,11 @@ class Platform:
         self.logs = self.data / "log"
         self._given: set[int] = set()
         self._nats_wanted = False  # supervise NATS between start() and stop()
+        self.mail_user = mail_user or MailUser.default()
+        # IMAP/POP3 run when Dovecot is installed (and not turned off); else a note says how.
+        self.dovecot = dovecot_conf.dovecot_binary() if dovecot else None
+        self.notes = [] if self.dovecot or not dovecot else [dovecot_conf.INSTALL_HINT]
+        self.tls = tls  # (cert, key) for SMTP and Dovecot; None: ingress's self-signed pair
 
     # -- what runs where -----------------------------------------------------------------
 
@@ -152,8 +162,16 @@ class Platform:
             ServiceSpec("queue", "mailyard.queue", "QUEUE", p.queue_http, p.queue_grpc,
                         {"STATE_DIR": str(self.data / "queue")}),
             ServiceSpec("local-delivery", "mailyard.local_delivery", "LOCAL", p.local_http,
-                        extra={"MAIL_DIR": str(self.mail_dir)}),
+                        extra={"MAIL_DIR": str(self.mail_dir),
+                               **self.mail_user.local_delivery_env()}),
         ]
+        if self.dovecot:
+            specs.append(ServiceSpec("mail-access", "mailyard.mail_access", "MAILACCESS",
+                                     p.mailaccess_http, extra={
+                                         "AUTH_SOCKET": str(self.auth_socket),
+                                         "AUTH_SOCKET_OWNER": self.mail_user.dovecot_auth_user,
+                                         "RELAY_AUTH_ADDR": f"127.0.0.1:{p.relayauth_grpc}",
+                                         "MAIL_DIR": str(self.mail_dir)}))
         for i in range(self.replicas):
             # extra replicas get their own free ports; they share the durable consumer
             http, grpc_port = (p.remote_http, p.remote_grpc) if i == 0 else self._spare(2)
@@ -168,11 +186,34 @@ class Platform:
                      "DKIM_DIR": str(self.data / "dkim")}
             if self.ingress_replicas > 1:
                 extra["REUSE_PORT"] = "true"
+            if self.tls:
+                extra.update(TLS_CERT=str(self.tls[0]), TLS_KEY=str(self.tls[1]))
             specs.append(ServiceSpec(name, "mailyard.smtp_ingress", "INGRESS",
                                      p.ingress_http if i == 0 else self._spare(1)[0],
                                      extra=extra,
                                      service="smtp-ingress"))
         return specs
+
+    @property
+    def auth_socket(self) -> Path:
+        return self.data / "run" / "mail-access" / "auth.sock"
+
+    def dovecot_spec(self) -> ServiceSpec:
+        """Dovecot, configured from deploy/dovecot/ into <data>/dovecot (rendered at each
+        start, so a moved port or mail user is picked up)."""
+        p = self.ports
+        cert, key = self.tls or (self.data / "tls" / "smtp-cert.pem",
+                                 self.data / "tls" / "smtp-key.pem")
+        conf = dovecot_conf.render(dovecot_conf.DovecotConfig(
+            out_dir=self.data / "dovecot", base_dir=self.data / "run" / "dovecot",
+            state_dir=self.data / "dovecot" / "state", log_path=self.logs / "dovecot.log",
+            auth_socket=self.auth_socket, ssl_cert=cert, ssl_key=key,
+            mail_uid=self.mail_user.uid, mail_gid=self.mail_user.gid,
+            imap_port=p.imap, imaps_port=p.imaps, pop3_port=p.pop3, pop3s_port=p.pop3s,
+            stats_port=p.dovecot_stats))
+        assert self.dovecot is not None
+        return ServiceSpec("dovecot", "", "", p.dovecot_stats,
+                           argv=[self.dovecot, "-F", "-c", str(conf)], tcp_port=p.imap)
 
     def _spare(self, count: int) -> list[int]:
         """Ports for extra replicas, never one of the table's (or one handed out before)."""
@@ -217,6 +258,7 @@ class Platform:
                           "running? stop it, or choose other ports with --ports")
         for folder in (self.data, self.logs, self.spool_dir, self.mail_dir):
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        prepare_mail_dir(self.data, self.mail_dir, self.mail_user)
         self.nats.start(self.logs / "nats.log", spawn=spawn_supervised)
         self._nats_wanted = True
         try:
@@ -226,6 +268,10 @@ class Platform:
                 self.wait_ready(run.spec, timeout)
             if self.me:
                 self.set_control("me", self.me + "\n")
+            if self.dovecot:  # last: it needs the bridge and the TLS pair ingress made
+                spec = self.dovecot_spec()
+                self.running[spec.name] = Running(spec, self._spawn(spec), time.monotonic())
+                self.wait_ready(spec, timeout)
         except BaseException:
             self.stop()
             raise
@@ -241,12 +287,18 @@ class Platform:
 
     def _spawn(self, spec: ServiceSpec) -> subprocess.Popen[bytes]:
         with open(self.logs / f"{spec.name}.log", "ab") as log:
-            return spawn_supervised([sys.executable, "-m", spec.module],
+            return spawn_supervised(spec.argv or [sys.executable, "-m", spec.module],
                                     env=self.env_for(spec), stdout=log,
                                     stderr=subprocess.STDOUT,
                                     start_new_session=True)  # Ctrl-C goes to us, not them
 
     def ready(self, spec: ServiceSpec) -> bool:
+        if spec.tcp_port:
+            try:
+                with socket.create_connection(("127.0.0.1", spec.tcp_port), timeout=1) as s:
+                    return s.recv(64).startswith(b"* OK")  # the IMAP greeting
+            except OSError:
+                return False
         url = f"http://127.0.0.1:{spec.http_port}/readyz"
         try:
             with urllib.request.urlopen(url, timeout=1) as resp:
@@ -325,9 +377,14 @@ class Platform:
             where = f"grpc 127.0.0.1:{s.grpc_port}" if s.grpc_port else ""
             if s.group == "smtp-ingress":
                 where = f"smtp 127.0.0.1:{p.smtp} submission :{p.submission} smtps :{p.smtps}"
+            elif s.name == "dovecot":
+                where = (f"imap 127.0.0.1:{p.imap} imaps :{p.imaps} pop3 :{p.pop3} "
+                         f"pop3s :{p.pop3s}")
             rows.append((s.name, where, f"http://127.0.0.1:{s.http_port}/metrics"))
         width = [max(len(r[i]) for r in rows) for i in range(3)]
         lines = [f"{'service':<{width[0]}}  {'listens':<{width[1]}}  metrics"]
         lines += [f"{a:<{width[0]}}  {b:<{width[1]}}  {c}" for a, b, c in rows]
-        lines.append(f"data: {self.data}   logs: {self.logs}   maildirs: {self.mail_dir}")
+        lines.append(f"data: {self.data}   logs: {self.logs}   maildirs: {self.mail_dir} "
+                     f"(mail user {self.mail_user.describe()})")
+        lines += self.notes
         return "\n".join(lines)

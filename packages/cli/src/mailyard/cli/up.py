@@ -11,8 +11,10 @@ import urllib.request
 from typing import Any
 
 from mailyard.cli.endpoints import PORTS, Ports
+from mailyard.cli.mailuser import MailUser
 from mailyard.cli.platform import Platform, default_ingress_replicas
 from mailyard.core.identity import hostname_problem
+from mailyard.mail_access import dovecot_conf
 
 
 def register(sub: Any) -> None:
@@ -32,6 +34,11 @@ def register(sub: Any) -> None:
     up.add_argument("--me", metavar="HOSTNAME",
                     help="this platform's name (control/me: greeting, Received:, bounces); "
                          "kept in control/me, so later runs remember it")
+    up.add_argument("--mail-user", default="", metavar="USER",
+                    help="owner of mail files, as local-delivery writes them and Dovecot "
+                         "serves them (default: you; as root, the system user 'mail')")
+    up.add_argument("--no-dovecot", action="store_true",
+                    help="do not start Dovecot (IMAP/POP3) even when it is installed")
     up.set_defaults(func=cmd_up)
     status = sub.add_parser("status", help="is every service of `mailyard up` ready?")
     status.set_defaults(func=cmd_status)
@@ -57,6 +64,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     platform = Platform(args.data, ports=args.ports, replicas=args.remote_replicas,
                         sync_always=args.nats_sync_always,
                         ingress_replicas=args.ingress_replicas, me=args.me)
+    try:
+        mail_user = MailUser.named(args.mail_user) if args.mail_user else MailUser.default()
+    except ValueError as exc:
+        print(f"mailyard: --mail-user: {exc}", file=sys.stderr)
+        return 2
+    platform = Platform(args.data, ports=args.ports, replicas=args.remote_replicas,
+                        sync_always=args.nats_sync_always,
+                        ingress_replicas=args.ingress_replicas, mail_user=mail_user,
+                        dovecot=not args.no_dovecot)
     stopping = False
 
     def _stop(signum: int, frame: object) -> None:
@@ -68,7 +84,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     print("mailyard: starting ...", flush=True)
     try:
         platform.start()
-    except (RuntimeError, TimeoutError, OSError) as exc:
+    except (RuntimeError, TimeoutError, OSError, ValueError) as exc:
         print(f"mailyard: {exc}", file=sys.stderr)
         return 1
     print(platform.table(), flush=True)
@@ -91,6 +107,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         "remote-delivery": PORTS.remote_http, "local-delivery": PORTS.local_http,
         "relay-auth": PORTS.relayauth_http, "directory": PORTS.directory_http,
     }
+    if dovecot_conf.dovecot_binary():  # `up` starts the bridge only beside Dovecot
+        services["mail-access"] = PORTS.mailaccess_http
     worst = 0
     for name, port in services.items():
         try:
