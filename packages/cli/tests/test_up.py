@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from mailyard.cli.platform import default_ingress_replicas, free_ports
+from mailyard.mail_access import dovecot_conf
 
 
 def children(pid: int) -> dict[int, str]:
@@ -126,8 +127,10 @@ def test_a_killed_nats_server_is_started_again(up: Up) -> None:
 
 def test_kill_9_of_up_ends_every_service_it_started(up: Up) -> None:
     kids = children(up.proc.pid)
-    # nats-server, five services and one smtp-ingress per core
-    assert len(kids) == 6 + default_ingress_replicas()
+    # nats-server, five services, one smtp-ingress per core, and Dovecot with its login
+    # bridge when Dovecot is installed
+    dovecot = 2 if dovecot_conf.dovecot_binary() else 0
+    assert len(kids) == 6 + default_ingress_replicas() + dovecot
     up.proc.kill()
     up.proc.wait()
     wait_for("every child of the killed supervisor ends",

@@ -19,7 +19,8 @@ class Settings(ServiceSettings):
     # answers "is this password right" and says which mailboxes exist.
     auth_socket_owner: str = ""
     relay_auth_addr: str = "127.0.0.1:50055"
-    relay_auth_timeout: float = Field(default=5.0, gt=0)
+    # A login waits at most this long for the check (argon2 under load takes its time).
+    relay_auth_timeout: float = Field(default=15.0, gt=0)
     # Sent as "authorization: Bearer <token>" on every relay-auth call when set (the admin
     # plane's access control); never logged.
     relay_auth_token: SecretStr | None = None

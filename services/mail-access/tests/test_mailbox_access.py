@@ -1,0 +1,218 @@
+"""Reading mail through Dovecot: what IMAP and POP3 return is byte for byte what
+local-delivery stored; expunges update maildirsize so both quota views agree; IDLE sees a
+new delivery; the directory's changes count at the next login; TLS both ways and no
+plaintext login before it; no mail process runs as root."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import imaplib
+import os
+import poplib
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from mailyard.local_delivery import quota
+
+from .conftest import IMAP, IMAPS, OUTSIDER, POP3, POP3S, Box
+
+EIGHT_BIT = "Subject: 8bit\r\nContent-Type: text/plain; charset=utf-8\r\n" \
+            "Content-Transfer-Encoding: 8bit\r\n\r\nGrüße aus Köln, ½ € – ok\r\n"
+DOTS = b"Subject: dots\r\n\r\n.leading dot\r\n..two dots\r\n.\r\nend\r\n"
+BIG = b"Subject: big\r\n\r\n" + b"".join(b"%05d " % i + b"x" * 70 + b"\r\n"
+                                         for i in range(2000))  # ~150 KB
+
+
+def _pop3_messages(client: poplib.POP3) -> list[bytes]:
+    count, _ = client.stat()
+    return [b"\r\n".join(client.retr(i)[1]) + b"\r\n" for i in range(1, count + 1)]
+
+
+def _imap_messages(client: imaplib.IMAP4) -> list[bytes]:
+    client.select("INBOX", readonly=True)
+    _, data = client.fetch("1:*", "(BODY.PEEK[])")
+    return [part[1] for part in data if isinstance(part, tuple)]
+
+
+def test_imap_and_pop3_return_the_stored_bytes(box: Box) -> None:
+    user = "reader@example.test"
+    box.add_user(user, "pw-reader-1")
+    box.send(user, EIGHT_BIT.encode())
+    box.send(user, DOTS)
+    box.send(user, BIG)
+    stored = sorted(box.stored(user, 3).values())
+    assert any(b"Gr\xc3\xbc\xc3\x9fe" in m for m in stored)
+    assert any(len(m) > 150_000 for m in stored)
+
+    with box.imap(user, "pw-reader-1") as imap:
+        assert sorted(_imap_messages(imap)) == stored
+    pop = box.pop3(user, "pw-reader-1")
+    try:
+        assert sorted(_pop3_messages(pop)) == stored
+    finally:
+        pop.quit()
+
+
+def _quota_root(client: imaplib.IMAP4) -> tuple[int, int]:
+    """(storage used in KiB, messages used) from GETQUOTAROOT INBOX."""
+    _, data = client.getquotaroot("INBOX")
+    text = b" ".join(d for d in data[1] if isinstance(d, bytes)).decode()
+    storage = re.search(r"STORAGE (\d+) \d+", text)
+    messages = re.search(r"MESSAGE (\d+) \d+", text)
+    assert storage and messages, text
+    return int(storage.group(1)), int(messages.group(1))
+
+
+def test_expunge_and_dele_keep_both_quota_views_in_step(box: Box) -> None:
+    user = "quota@example.test"
+    limits = quota.Quota(bytes=500_000, messages=100)  # three BIG fit, four do not
+    box.add_user(user, "pw-quota-1", "--quota", str(limits.bytes), "--quota-messages",
+                 str(limits.messages))
+    for _ in range(3):
+        box.send(user, BIG)
+    box.stored(user, 3)
+    path = box.maildir(user)
+    size = len(BIG) + 200  # with our Received:, Return-Path: and Delivered-To: lines
+    assert quota.over(path, limits, size)  # a fourth would not fit
+
+    with box.imap(user, "pw-quota-1") as imap:
+        used_kib, count = _quota_root(imap)
+        on_disk = quota.usage(path, limits)
+        assert count == on_disk[1] == 3
+        assert used_kib == -(-on_disk[0] // 1024)  # Dovecot rounds bytes up to KiB
+        imap.select("INBOX")
+        imap.store("1", "+FLAGS", "\\Deleted")
+        imap.expunge()
+        used_kib, count = _quota_root(imap)
+    after = quota.read(path, limits)
+    assert after is not None, "maildirsize must stay current, not be rebuilt"
+    assert after[1] == count == 2 and used_kib == -(-after[0] // 1024)
+    assert not quota.over(path, limits, size)  # local-delivery would take one more now
+
+    pop = box.pop3(user, "pw-quota-1")
+    try:
+        pop.dele(1)
+    finally:
+        pop.quit()
+    after_dele = quota.read(path, limits)
+    assert after_dele is not None and after_dele[1] == 1
+    with box.imap(user, "pw-quota-1") as imap:
+        assert _quota_root(imap)[1] == 1
+
+
+def test_idle_sees_a_new_delivery(box: Box) -> None:
+    user = "idler@example.test"
+    box.add_user(user, "pw-idle-1")
+    box.send(user, b"Subject: first\r\n\r\none\r\n")
+    box.stored(user, 1)
+    with box.imap(user, "pw-idle-1") as imap:
+        imap.select("INBOX")
+        tag = imap._new_tag().decode()
+        imap.send(f"{tag} IDLE\r\n".encode())
+        assert imap.readline().startswith(b"+")
+        box.send(user, b"Subject: second\r\n\r\ntwo\r\n")
+        deadline = time.monotonic() + 30
+        seen = b""
+        while b"EXISTS" not in seen and time.monotonic() < deadline:
+            seen = imap.readline()
+        assert seen.strip() == b"* 2 EXISTS"
+        imap.send(b"DONE\r\n")
+        while not (line := imap.readline()).startswith(tag.encode()):
+            pass
+        assert b"OK" in line
+
+
+def test_password_change_and_removal_count_at_the_next_login(box: Box) -> None:
+    user = "mover@example.test"
+    box.add_user(user, "old-secret")
+    box.pop3(user, "old-secret").quit()
+    box.cli("user", "passwd", user, "--password-stdin", stdin="new-secret\n")
+    with pytest.raises(poplib.error_proto):
+        box.pop3(user, "old-secret")
+    box.pop3(user, "new-secret").quit()
+    with box.imap(user, "new-secret"):
+        pass
+    box.cli("user", "del", user)
+    with pytest.raises(poplib.error_proto):
+        box.pop3(user, "new-secret")
+    with pytest.raises(imaplib.IMAP4.error):
+        box.imap(user, "new-secret")
+
+
+def test_tls_both_ways_and_no_plaintext_login_before_it(box: Box) -> None:
+    user = "tls@example.test"
+    box.add_user(user, "pw-tls-12")
+    imap = IMAP(box.ports.imap, OUTSIDER)
+    assert "LOGINDISABLED" in imap.capabilities and "STARTTLS" in imap.capabilities
+    with pytest.raises(imaplib.IMAP4.error):
+        imap.login(user, "pw-tls-12")
+    imap.shutdown()
+    pop = POP3(box.ports.pop3, OUTSIDER)
+    with pytest.raises(poplib.error_proto, match="(?i)plaintext|disallowed|TLS"):
+        pop.user(user)
+        pop.pass_("pw-tls-12")
+    pop.close()
+
+    with box.imap(user, "pw-tls-12") as starttls:  # STARTTLS, then LOGIN
+        assert starttls.sock.version() in ("TLSv1.2", "TLSv1.3")
+    with IMAPS(box.ports.imaps, box.tls, OUTSIDER) as implicit:
+        implicit.login(user, "pw-tls-12")
+    box.pop3(user, "pw-tls-12").quit()  # STLS
+    pop3s = POP3S(box.ports.pop3s, box.tls, OUTSIDER)
+    pop3s.user(user)
+    pop3s.pass_("pw-tls-12")
+    pop3s.quit()
+
+
+def _children(parent: int) -> dict[int, tuple[bytes, int]]:
+    """pid -> (command line, uid) of the processes whose parent is `parent`."""
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        uid = re.search(r"^Uid:\s+(\d+)", status, re.M)
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent and uid:
+            found[int(pid)] = (cmdline, int(uid.group(1)))
+    return found
+
+
+def test_mail_processes_run_as_the_mail_user(box: Box) -> None:
+    user = "owner@example.test"
+    box.add_user(user, "pw-owner-1")
+    box.send(user, b"Subject: mine\r\n\r\nbody\r\n")
+    [name] = box.stored(user, 1)
+    with box.imap(user, "pw-owner-1") as imap:
+        imap.select("INBOX")
+        master = box.platform.running["dovecot"].proc.pid
+        mail = [uid for cmd, uid in _children(master).values()
+                if cmd.split(b"\0")[0] in (b"dovecot/imap", b"dovecot/pop3")]
+        assert mail and all(uid == box.platform.mail_user.uid != 0 for uid in mail), mail
+        imap.store("1", "+FLAGS", "\\Seen")  # Dovecot renames the file: it must own it
+    folder = box.maildir(user)
+    for path in (folder, folder / "cur", *(folder / "cur").iterdir()):
+        assert path.stat().st_uid == box.platform.mail_user.uid, path
+
+
+def test_concurrent_logins_all_succeed(box: Box) -> None:
+    """Logins at once each get their own answer over the bridge's socket (Dovecot runs one
+    auth-worker per lookup). Latency at 20 at once is measured by bench/mail_login.py."""
+    user = "crowd@example.test"
+    box.add_user(user, "pw-crowd-1")
+
+    def login(_: int) -> bytes:
+        client = POP3(box.ports.pop3)  # from 127.0.0.1: Dovecot's own address, no STLS
+        client.user(user)
+        reply = client.pass_("pw-crowd-1")
+        client.quit()
+        return reply
+
+    with concurrent.futures.ThreadPoolExecutor(5) as pool:
+        replies = list(pool.map(login, range(5)))
+    assert all(r.startswith(b"+OK") for r in replies), replies
