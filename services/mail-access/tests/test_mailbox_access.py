@@ -20,7 +20,7 @@ from mailyard.local_delivery import quota
 from .conftest import IMAP, IMAPS, OUTSIDER, POP3, POP3S, Box
 
 EIGHT_BIT = "Subject: 8bit\r\nContent-Type: text/plain; charset=utf-8\r\n" \
-            "Content-Transfer-Encoding: 8bit\r\n\r\nGrüße aus Köln, ½ € – ok\r\n"
+            "Content-Transfer-Encoding: 8bit\r\n\r\nGrüße aus Köln, ½ € \u2013 ok\r\n"
 DOTS = b"Subject: dots\r\n\r\n.leading dot\r\n..two dots\r\n.\r\nend\r\n"
 BIG = b"Subject: big\r\n\r\n" + b"".join(b"%05d " % i + b"x" * 70 + b"\r\n"
                                          for i in range(2000))  # ~150 KB
@@ -151,7 +151,7 @@ def test_tls_both_ways_and_no_plaintext_login_before_it(box: Box) -> None:
         imap.login(user, "pw-tls-12")
     imap.shutdown()
     pop = POP3(box.ports.pop3, OUTSIDER)
-    with pytest.raises(poplib.error_proto, match="(?i)plaintext|disallowed|TLS"):
+    with pytest.raises(poplib.error_proto, match=r"(?i)plaintext|disallowed|TLS"):
         pop.user(user)
         pop.pass_("pw-tls-12")
     pop.close()
@@ -187,7 +187,7 @@ def test_mail_processes_run_as_the_mail_user(box: Box) -> None:
     user = "owner@example.test"
     box.add_user(user, "pw-owner-1")
     box.send(user, b"Subject: mine\r\n\r\nbody\r\n")
-    [name] = box.stored(user, 1)
+    box.stored(user, 1)
     with box.imap(user, "pw-owner-1") as imap:
         imap.select("INBOX")
         master = box.platform.running["dovecot"].proc.pid
