@@ -26,7 +26,7 @@ from mailyard.core.http import HttpServer, make_app
 from mailyard.core.metrics import set_build
 from mailyard.core.service import run
 from mailyard.core.spool import Spool
-from mailyard.queue import lost, metrics, web
+from mailyard.queue import lost, metrics, poison, web
 from mailyard.queue.admin import QueueAdmin, Runtime
 from mailyard.queue.engine import Queue
 from mailyard.queue.history_search import HistoryService
@@ -135,6 +135,7 @@ async def _serve(settings: Settings, stop: asyncio.Event, state_dir: StateDir) -
                 ("reconcile", reconciler.run_forever(settings.reconcile_at_start and not rebuild)),
                 ("bounce-retry", retry_owed(q)),
                 ("lost-jobs", lost.watch(q, settings.lost_check_interval)),
+                ("poison-jobs", poison.watch(q)),
                 ("backlog", _poll_todo_backlog(q)),
             )]
             done, _ = await asyncio.wait({*tasks, stopping}, return_when=asyncio.FIRST_COMPLETED)

@@ -19,6 +19,9 @@ BOUNCES = Counter("mailyard_queue_bounces_total",
                   "delay_warning.", ["kind"])
 RETRIES = Counter("mailyard_queue_retries_scheduled_total",
                   "Deferred recipients given a next attempt.", ["channel"])
+POISON_JOBS = Counter("mailyard_queue_poison_jobs_total",
+                      "Jobs JetStream delivered max_deliver times without an ack; their "
+                      "recipients are held.", ["channel"])
 REPAIRS = Counter("mailyard_queue_reconciler_repairs_total",
                   "Inconsistencies found and repaired (unless dry run): orphan_file, "
                   "orphan_damaged, completed_leftover, missing_file, checksum_mismatch, "
