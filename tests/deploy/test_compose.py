@@ -10,6 +10,7 @@ import yaml
 from tests.deploy.tools import ROOT, SERVICES, tool
 
 COMPOSE = ROOT / "docker-compose.yml"
+NATS_NODES = ("nats-1", "nats-2", "nats-3")
 
 
 def compose() -> dict[str, Any]:
@@ -35,24 +36,36 @@ def test_every_service_runs_hardened_and_healthchecked() -> None:
         assert "no-new-privileges:true" in svc["security_opt"]
         assert "8080/readyz" in " ".join(svc["healthcheck"]["test"])
         deps = svc["depends_on"]
-        assert deps["nats"] == {"condition": "service_healthy"}
+        for node in NATS_NODES:
+            assert deps[node] == {"condition": "service_healthy"}
         for dep in deps.values():
             assert dep["condition"] == "service_healthy"
         assert "build" not in svc or svc["build"]
 
 
-def test_nats_jetstream_on_a_volume_and_prometheus_grafana() -> None:
+def test_nats_is_a_three_node_cluster_with_prometheus_grafana() -> None:
     doc = compose()
-    nats = doc["services"]["nats"]
-    assert any(v.endswith(":/data") for v in nats["volumes"])
     conf = (ROOT / "deploy/nats/nats-compose.conf").read_text()
     assert "jetstream" in conf and "store_dir: /data" in conf and "sync_interval: always" in conf
-    assert "healthcheck" in nats
+    assert all(f"nats://{node}:6222" in conf for node in NATS_NODES)
+    volumes = set()
+    for node in NATS_NODES:
+        nats = doc["services"][node]
+        [data] = [v for v in nats["volumes"] if v.endswith(":/data")]
+        volumes.add(data)
+        assert "healthcheck" in nats
+        assert nats["environment"]["SERVER_NAME"] == node
+        assert "nats" in nats["networks"]["default"]["aliases"]  # services use nats:4222
+    assert len(volumes) == 3  # a store of its own per node
+    for name in SERVICES:
+        prefix = {"smtp-ingress": "INGRESS", "relay-auth": "RELAYAUTH",
+                  "remote-delivery": "REMOTE", "local-delivery": "LOCAL"}.get(name, name.upper())
+        assert doc["services"][name]["environment"][f"MAILYARD_{prefix}_NATS_REPLICAS"] == "3"
     assert {"prometheus", "grafana"} <= set(doc["services"])
     grafana = doc["services"]["grafana"]
     assert any("provisioning" in v for v in grafana["volumes"])
     assert any("dashboards" in v for v in grafana["volumes"])
-    assert {"nats-data", "spool", "mail"} <= set(doc["volumes"])
+    assert {"nats-data-1", "spool", "mail"} <= set(doc["volumes"])
 
 
 def test_spool_and_mail_volumes_are_shared() -> None:
