@@ -94,3 +94,28 @@ async def test_slow_loris_loses_its_slot(make_ingress: MakeIngress, js: Any) -> 
     assert await client.reply() == R.TIMEOUT
     task.cancel()
     assert committed(ingress) == []
+
+
+async def test_pregreet_talker_is_refused_and_counted(make_ingress: MakeIngress) -> None:
+    """GREET_PAUSE on the MX listener: a client that talks before the 220 gets 554 5.5.0;
+    one that waits is greeted. Submission is never paused."""
+    from prometheus_client import REGISTRY
+
+    def refused() -> float:
+        return REGISTRY.get_sample_value("mailyard_smtp_rejections_total",
+                                         {"reason": "pregreet"}) or 0.0
+
+    ingress = await make_ingress(greet_pause=0.5)
+    before = refused()
+    eager = await Client.connect(ingress.ports["smtp"])
+    await eager.send("EHLO spam.test\r\n")  # at once, before any greeting
+    assert await eager.reply() == R.PREGREET
+    assert await eager.eof()
+    assert refused() == before + 1
+    patient = await Client.connect(ingress.ports["smtp"])
+    assert await patient.reply() == R.greeting("mx.test")
+    assert (await patient.cmd("EHLO client.test")).startswith("250")
+    submission = await Client.connect(ingress.ports["submission"])
+    await submission.send("EHLO client.test\r\n")
+    assert await submission.reply() == R.greeting("mx.test")
+    assert refused() == before + 1

@@ -6,7 +6,7 @@ import re
 from typing import TYPE_CHECKING
 
 from mailyard.smtp_ingress import replies
-from mailyard.smtp_ingress.errors import Close, Disconnect
+from mailyard.smtp_ingress.errors import Close, Disconnect, IdleTimeout
 
 if TYPE_CHECKING:
     from mailyard.smtp_ingress.session import Session
@@ -16,7 +16,10 @@ _HOSTNAME = re.compile(r"^[\x21-\x7e\u0080-\U0010ffff]{1,255}$")
 
 async def greet(s: Session) -> bool:
     """tcpserver + rblsmtpd: ask relay-auth about the client once, start the DNSBL lookups
-    in the background (their answers are needed only at RCPT), greet."""
+    in the background (their answers are needed only at RCPT), greet. On the MX listener,
+    with GREET_PAUSE set, wait that long before the 220 (postscreen's greet wait): an SMTP
+    client waits for the greeting (RFC 5321 3.1), a spam engine that talks first is told
+    554 5.5.0 and closed. Relay clients are not made to wait."""
     s.client = await s.app.relay.check_client(s.ip)
     if s.client is not None and not s.client.allow_connect:
         raise Close(replies.CLIENT_DENIED, "client_denied")
@@ -25,6 +28,14 @@ async def greet(s: Session) -> bool:
             raise Close(replies.TOO_MANY_CONNECTIONS, "too_many_connections")
         s.admitted = True
     s.dnsbl = s.app.dnsbl.start(s)
+    pause = s.settings.greet_pause
+    if pause and s.listener.name == "smtp" and not (s.client and s.client.allow_relay):
+        try:
+            await s.fill(pause)
+        except IdleTimeout:
+            pass  # silent for the whole pause: a well-behaved client
+        else:
+            raise Close(replies.PREGREET, "pregreet")
     s.reply(replies.greeting(s.app.me()))
     return True
 

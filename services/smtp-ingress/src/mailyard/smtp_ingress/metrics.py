@@ -40,7 +40,8 @@ LISTENERS = ("smtp", "submission", "smtps")
 REJECTION_REASONS = (
     "auth", "auth_failed", "auth_required", "auth_throttled", "auth_unavailable",
     "badmailfrom", "bare_lf", "client_denied", "databytes", "dnsbl", "hops",
-    "dmarc", "greylisted", "line_too_long", "long_line", "null_mx", "non_ascii", "nul", "rcpthosts",
+    "dmarc", "greylisted", "line_too_long", "long_line", "null_mx", "non_ascii", "nul",
+    "pregreet", "rcpthosts",
     "relay_unavailable", "sequence", "spf", "storage", "syntax",
     "timeout", "tls", "tls_required", "too_many_connections", "too_many_recipients",
     "unavailable", "unknown_command", "unknown_user")

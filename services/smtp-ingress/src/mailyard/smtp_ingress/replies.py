@@ -14,6 +14,7 @@ def greeting(me: str) -> str:
     return f"220 {me} ESMTP mailyard"
 
 
+PREGREET = "554 5.5.0 sorry, you talked before my greeting"   # RFC 5321 3.1
 CLIENT_DENIED = "553 5.7.1 sorry, your IP address is not allowed to connect"
 TOO_MANY_CONNECTIONS = "421 4.3.2 too many connections, try again later"
 SHUTTING_DOWN = "421 4.3.2 service shutting down, try again later"

@@ -50,6 +50,9 @@ class Settings(ServiceSettings):
     # kernel spreads connections over them (one process per core, like Postfix's smtpd
     # processes). Off by default so a second instance started by mistake fails loudly.
     reuse_port: bool = False
+    # Seconds the MX listener waits before its 220 (0 = off); a client talking in that
+    # time gets 554 5.5.0 (reason pregreet). Off by default: every connection waits it.
+    greet_pause: float = Field(default=0.0, ge=0, le=30)
     idle_timeout: float = Field(default=1200.0, gt=0)  # qmail's control/timeoutsmtpd
     # DATA must average at least this many bytes/s once the grace period is over, so a
     # slow-loris client loses its slot while a slow honest upload keeps going.
