@@ -82,3 +82,10 @@ def test_greylist_files() -> None:
         validate.control_text("greylist", "soon")
     with pytest.raises(Refused, match="not a network"):
         validate.control_text("greylistexempt", "192.0.2.0/24\nmail.example.com\n")
+
+
+def test_rspamd_url() -> None:
+    assert validate.control_text("rspamd", "http://127.0.0.1:11333") == "http://127.0.0.1:11333\n"
+    for bad in ("127.0.0.1:11333", "http://a b", "ftp://x", "http://x/\nhttp://y/"):
+        with pytest.raises(Refused, match="control/rspamd must be one URL"):
+            validate.control_text("rspamd", bad)

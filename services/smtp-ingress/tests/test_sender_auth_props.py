@@ -48,3 +48,19 @@ def test_from_domain_never_raises(raw: bytes) -> None:
 def test_has_long_line_matches_line_lengths(lengths: list[int]) -> None:
     message = b"\r\n".join(b"x" * n for n in lengths)
     assert has_long_line(message) == any(n > 998 for n in lengths)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(names | st.just(b"Subject"), values), max_size=8),
+       st.binary(max_size=100), st.text(max_size=40).map(lambda t: "".join(
+           c for c in t if c.isprintable())))
+def test_rewrite_subject_leaves_one_subject(fields: list[tuple[bytes, bytes]], body: bytes,
+                                            subject: str) -> None:
+    from mailyard.smtp_ingress.rspamd import rewrite_subject
+
+    message = b"".join(n + b":" + v + b"\r\n" for n, v in fields) + b"\r\n" + body
+    out = rewrite_subject(message, subject)
+    assert out.startswith(b"Subject: " + subject.encode() + b"\r\n")
+    assert out.endswith(b"\r\n" + body)
+    head = out[:len(out) - len(body) - 2]
+    assert sum(line.lower().startswith(b"subject:") for line in head.split(b"\r\n")) == 1

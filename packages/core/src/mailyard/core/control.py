@@ -26,7 +26,7 @@ CONTROL_VERSION = Gauge(
 KNOWN_FILES = (
     "badmailfrom", "concurrencylocal", "concurrencyremote", "databytes", "dnsbl",
     "dmarcpolicy", "greylist", "greylistexempt", "me", "postmaster", "queuelifetime",
-    "rcpthosts", "smtproutes", "spfpolicy", "tcp.smtp",
+    "rcpthosts", "rspamd", "smtproutes", "spfpolicy", "tcp.smtp",
 )
 
 

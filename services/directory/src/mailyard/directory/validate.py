@@ -147,6 +147,11 @@ def control_text(name: str, text: str) -> str:
         if len(values) != 1 or values[0].lower() not in POLICY_WORDS[name]:
             raise invalid(f"control/{name} must be one of {', '.join(POLICY_WORDS[name])}, "
                           f"got {text.strip()[:40]!r}")
+    elif name == "rspamd":
+        values = control.lines(text)
+        if len(values) != 1 or not re.match(r"^https?://[A-Za-z0-9.\[\]:_-]+/?$", values[0]):
+            raise invalid(f"control/rspamd must be one URL like http://127.0.0.1:11333, "
+                          f"got {text.strip()[:60]!r}")
     elif name == "greylistexempt":
         for line in control.lines(text):
             try:

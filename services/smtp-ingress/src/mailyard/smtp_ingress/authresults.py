@@ -8,6 +8,7 @@ import re
 import authres
 import authres.dmarc
 
+from mailyard.smtp_ingress import headers
 from mailyard.smtp_ingress.dkim_verify import DkimResult
 from mailyard.smtp_ingress.dmarc_eval import DmarcResult
 from mailyard.smtp_ingress.spf_check import SpfResult
@@ -59,23 +60,16 @@ def _authserv_id(value: bytes) -> str:
 def strip_ours(message: bytes, authserv_id: str) -> bytes:
     """The message without header fields "Authentication-Results: <our id>; ...".
     Only the header section is touched; other A-R fields stay (they are other hops')."""
-    end = message.find(b"\r\n\r\n")
-    head = message[:end + 2] if end >= 0 else message
+    head, rest = headers.split(message)
     if _NAME not in head.lower():
         return message
     ours = authserv_id.lower()
-    fields: list[list[bytes]] = []
-    for line in head.split(b"\r\n")[:-1] if head.endswith(b"\r\n") else head.split(b"\r\n"):
-        if fields and line[:1] in (b" ", b"\t"):
-            fields[-1].append(line)
-        else:
-            fields.append([line])
     kept = []
-    for field in fields:
+    for field in headers.fields(head):
         first = field[0]
         if first.lower().startswith(_NAME):
             value = b" ".join([first[len(_NAME):], *field[1:]])
             if _authserv_id(value) == ours:
                 continue
         kept.append(b"\r\n".join(field) + b"\r\n")
-    return b"".join(kept) + (message[end + 2:] if end >= 0 else b"")
+    return b"".join(kept) + rest

@@ -83,7 +83,8 @@ async def commit(s: Session, body: MessageBody, started: float) -> None:
     if tx.sign_with:
         signature = sign(await body.whole(), tx.sign_with)
         DKIM_SIGNED.labels("signed").inc()
-    payload = received_line(s, tx, qid) + tx.auth_results + signature + body.in_memory()
+    payload = (received_line(s, tx, qid) + tx.auth_results + tx.scan_headers +
+               signature + body.in_memory())
     size = len(payload) + (0 if body.tail is None else body.size)
     envelope = Envelope(
         queue_id=qid, sender=tx.sender.address, recipients=tx.recipients, client_ip=s.ip,

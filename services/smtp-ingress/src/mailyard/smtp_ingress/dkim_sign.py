@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from mailyard.core.dkimkeys import DkimKey, KeyDir
+from mailyard.smtp_ingress import headers
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,7 @@ MAX_LINE = 998
 
 
 def header_block(message: bytes) -> bytes:
-    end = message.find(b"\r\n\r\n")
-    return message if end < 0 else message[:end + 2]
+    return headers.split(message)[0]
 
 
 def from_domain(message: bytes) -> str:

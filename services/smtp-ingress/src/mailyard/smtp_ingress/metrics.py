@@ -30,6 +30,9 @@ GREYLIST = Counter(
     "mailyard_smtp_greylist", "Greylisting decisions per RCPT: new and early (451), passed "
     "(first retry after the delay), known, exempt, error (KV unreachable: let through).",
     ["outcome"])
+SCANNER = Counter(
+    "mailyard_smtp_scanner", "Content scanner (rspamd) verdicts by action; timeout and error "
+    "mean the message was accepted unscanned.", ["action"])
 COMMIT_SECONDS = Histogram(
     "mailyard_smtp_commit_seconds", "End of DATA to the 250 reply (spool fsync + JetStream ack).",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5))
@@ -41,8 +44,8 @@ REJECTION_REASONS = (
     "auth", "auth_failed", "auth_required", "auth_throttled", "auth_unavailable",
     "badmailfrom", "bare_lf", "client_denied", "databytes", "dnsbl", "hops",
     "dmarc", "greylisted", "line_too_long", "long_line", "null_mx", "non_ascii", "nul",
-    "pregreet", "rcpthosts",
-    "relay_unavailable", "sequence", "spf", "storage", "syntax",
+    "pregreet", "rcpthosts", "relay_unavailable", "sequence", "spam", "spf", "storage",
+    "syntax",
     "timeout", "tls", "tls_required", "too_many_connections", "too_many_recipients",
     "unavailable", "unknown_command", "unknown_user")
 AUTH_MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
@@ -69,6 +72,9 @@ for _mechanism, _results in SENDER_AUTH_RESULTS.items():
         AUTH_VERDICTS.labels(_mechanism, _result)
 for _outcome in ("new", "early", "passed", "known", "exempt", "error"):
     GREYLIST.labels(_outcome)
+for _action in ("no_action", "add_header", "rewrite_subject", "soft_reject", "reject",
+                "greylist", "timeout", "error"):
+    SCANNER.labels(_action)
 for _mech in AUTH_MECHANISMS:
     for _result in AUTH_RESULTS:
         AUTH_ATTEMPTS.labels(_mech, _result)

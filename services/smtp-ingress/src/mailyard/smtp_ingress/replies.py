@@ -133,6 +133,9 @@ TOO_MANY_RCPTS = "452 4.5.3 too many recipients"
 UNAVAILABLE = "451 4.3.0 temporary failure, try again later"
 RELAY_UNAVAILABLE = "451 4.3.0 cannot check relaying right now, try again later"
 AUTH_REQUIRED = "530 5.7.0 authentication required"
+# the content scanner's verdicts, in simscan's words
+SPAM = "554 5.7.1 sorry, this message looks like spam"
+SPAM_LATER = "451 4.7.1 sorry, this message looks like spam, try again later"
 GREYLISTED = "451 4.7.1 greylisted, please try again later"
 NULL_MX = "550 5.7.27 sorry, your envelope sender domain accepts no mail (null MX, RFC 7505)"
 

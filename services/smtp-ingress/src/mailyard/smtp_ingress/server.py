@@ -32,6 +32,7 @@ from mailyard.smtp_ingress.greylist import Greylist
 from mailyard.smtp_ingress.limits import ConnectionLimits
 from mailyard.smtp_ingress.metrics import CONNECTIONS, REJECTIONS, SESSIONS_ACTIVE
 from mailyard.smtp_ingress.relay import RelayAuthClient
+from mailyard.smtp_ingress.rspamd import RspamdClient
 from mailyard.smtp_ingress.session import Session
 from mailyard.smtp_ingress.settings import Settings
 from mailyard.smtp_ingress.spf_check import SpfChecker
@@ -63,6 +64,7 @@ class Ingress:
         self.signer = Signer(settings.dkim_dir) if settings.dkim_dir else None
         self.authdns = AuthDns(settings) if settings.sender_auth else None
         self.greylist = Greylist()
+        self.rspamd = RspamdClient(settings.rspamd_timeout)
         self.spf = SpfChecker(settings.spf_threads, settings.spf_pending,
                               settings.auth_dns_timeout) if settings.sender_auth else None
         self.tls_context: ssl.SSLContext | None = server_context(
@@ -219,6 +221,7 @@ class Ingress:
         await self.relay.close()
         if self.spf is not None:
             self.spf.close()
+        await self.rspamd.close()
         if self.nc is not None:
             with contextlib.suppress(Exception):
                 await self.nc.close()

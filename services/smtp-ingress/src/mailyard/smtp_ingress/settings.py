@@ -15,7 +15,7 @@ LISTENERS = ("smtp", "submission", "smtps")
 # Policy checks per phase, in the order they run (names of modules in policy/).
 DEFAULT_MAIL_CHECKS = "mail_auth_required,mail_badmailfrom,mail_size,mail_nullmx,mail_spf"
 DEFAULT_RCPT_CHECKS = "rcpt_limit,rcpt_dnsbl,rcpt_rcpthosts,rcpt_unknown_user,rcpt_greylist"
-DEFAULT_DATA_CHECKS = "data_size,data_hops,data_dmarc,data_dkim"
+DEFAULT_DATA_CHECKS = "data_size,data_hops,data_dmarc,data_rspamd,data_dkim"
 
 
 @functools.cache
@@ -94,6 +94,8 @@ class Settings(ServiceSettings):
     # Bytes of one message held in memory during DATA; the rest streams into a spill file
     # on the spool (message_body.py), so RAM does not grow with databytes x connections.
     data_memory: int = Field(default=262144, ge=0)
+    # control/rspamd (the scanner's URL) turns scanning on; slower than this: accepted
+    rspamd_timeout: float = Field(default=10.0, gt=0)
 
     @field_validator("cleartext_auth")
     @classmethod

@@ -26,4 +26,5 @@ class Transaction:
     sign_with: list[DkimKey] = field(default_factory=list)  # set by data_dkim
     spf: SpfResult | None = None          # mail_spf: MAIL FROM (or HELO for <>)
     spf_helo: SpfResult | None = None     # mail_spf: the HELO identity
+    scan_headers: bytes = b""              # data_rspamd: X-Spamd-Result, X-Spam
     auth_results: bytes = b""              # data_dmarc: our Authentication-Results line
