@@ -45,7 +45,9 @@ RUN if python -m pip --version >/dev/null 2>&1; then \
  && useradd --system --uid 10001 --gid 10001 --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin mailyard \
  && mkdir -p /var/spool/mailyard /var/mail/mailyard /var/lib/mailyard/queue \
- && chown 10001:10001 /var/spool/mailyard /var/mail/mailyard /var/lib/mailyard/queue
+        /run/mail-access /etc/dovecot-mailyard \
+ && chown 10001:10001 /var/spool/mailyard /var/mail/mailyard /var/lib/mailyard/queue \
+        /run/mail-access /etc/dovecot-mailyard
 COPY --from=builder /opt/mailyard /opt/mailyard
 # Dovecot's config templates, rendered by mailyard-dovecot-conf in the mail-access pod.
 COPY deploy/dovecot/ /usr/share/mailyard/dovecot/

@@ -90,7 +90,8 @@ def test_deployments_probes_resources_security(rendered: tuple[str, list[Doc]]) 
     _, docs = rendered
     deployments = workloads(docs)
     assert set(deployments) == set(SERVICES)
-    assert set(by(docs, "Deployment")) == set(SERVICES) - {"queue"}
+    # mail-access (Dovecot + its login bridge) is checked by its own test below
+    assert set(by(docs, "Deployment")) == set(SERVICES) - {"queue"} | {"mail-access"}
     for name, dep in deployments.items():
         spec = pod_spec(dep)
         assert spec["automountServiceAccountToken"] is False
@@ -215,7 +216,10 @@ def test_network_policies(rendered: tuple[str, list[Doc]]) -> None:
     assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}
     relay = _allowed_sources(docs, "relay-auth", 50051)
     assert relay == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "smtp-ingress"}}},
+                     {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "mail-access"}}},
                      *ADMIN]
+    for port in (1143, 1993, 1110, 1995):  # IMAP / POP3 for everyone
+        assert _allowed_sources(docs, "mail-access", port) == [{"anywhere": True}]
     for admin_api in ("queue", "remote-delivery"):
         assert _allowed_sources(docs, admin_api, 50051) == ADMIN, admin_api
     # relay-auth hands upgraded password hashes to the directory
@@ -227,3 +231,35 @@ def test_network_policies(rendered: tuple[str, list[Doc]]) -> None:
         metrics = _allowed_sources(docs, name, 8080)
         assert metrics == [{"namespaceSelector": {"matchLabels": {
             "kubernetes.io/metadata.name": "monitoring"}}}], name
+
+
+def test_mail_access_serves_the_mail_volume_as_the_mail_user(
+        rendered: tuple[str, list[Doc]]) -> None:
+    """Dovecot and its login bridge: the mail volume local-delivery writes, the uid it
+    writes as (one owner for mail files), probes, and the IMAP/POP3 ports."""
+    _, docs = rendered
+    pod = by(docs, "Deployment")["mail-access"]["spec"]["template"]["spec"]
+    local = by(docs, "Deployment")["local-delivery"]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsUser"] == local["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    [conf] = pod["initContainers"]
+    assert conf["command"][0] == "mailyard-dovecot-conf"
+    uid = str(local["securityContext"]["runAsUser"])
+    assert f"--mail-uid={uid}" in conf["command"]
+    containers = {c["name"]: c for c in pod["containers"]}
+    assert set(containers) == {"mail-access", "dovecot"}
+    assert containers["mail-access"]["command"] == ["mailyard-mail-access"]
+    assert containers["dovecot"]["command"][:2] == ["dovecot", "-F"]
+    for ctr in containers.values():
+        assert {"startupProbe", "livenessProbe", "readinessProbe"} <= set(ctr)
+        assert ctr["securityContext"]["allowPrivilegeEscalation"] is False
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"]
+              for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    assert claims == {"mail": "mailyard-mail"}
+    mounts = {m["name"]: m["mountPath"] for m in containers["dovecot"]["volumeMounts"]}
+    env = {e["name"]: e.get("value") for e in local["containers"][0]["env"]}
+    assert mounts["mail"] == env["MAILYARD_LOCAL_MAIL_DIR"]
+    service = by(docs, "Service")["mail-access"]["spec"]
+    ports = {p["port"]: p["targetPort"] for p in service["ports"]}
+    assert {143: "imap", 993: "imaps", 110: "pop3", 995: "pop3s"}.items() <= ports.items()
+    assert service["externalTrafficPolicy"] == "Local"  # the lease is for the client's IP

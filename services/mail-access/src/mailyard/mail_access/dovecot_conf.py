@@ -100,13 +100,15 @@ def fill(template: str, values: dict[str, str]) -> str:
     return _FIELD.sub(lambda m: values[m.group(1)], template)
 
 
-def render(config: DovecotConfig, templates: Path | None = None) -> Path:
+def render(config: DovecotConfig, templates: Path | None = None,
+           make_dirs: bool = True) -> Path:
     """Write dovecot.conf and auth-dict.conf.ext into out_dir; returns dovecot.conf's path.
-    Also makes base_dir and state_dir (Dovecot's runtime and state folders)."""
+    With make_dirs, also base_dir and state_dir (in containers they are Dovecot's own
+    volumes, not the renderer's)."""
     source = templates or template_dir()
     values = config.fields()
     config.out_dir.mkdir(parents=True, exist_ok=True)
-    for folder in (config.base_dir, config.state_dir):
+    for folder in (config.base_dir, config.state_dir) if make_dirs else ():
         folder.mkdir(mode=0o755, parents=True, exist_ok=True)
     for template, target in TEMPLATES.items():
         text = fill((source / template).read_text(), values)
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                            args.cert, args.key, args.mail_uid, args.mail_gid, imap, imaps,
                            pop3, pop3s, stats, args.listen, args.allow_plaintext)
     try:
-        print(render(config))
+        print(render(config, make_dirs=False))
     except (ConfigError, OSError) as exc:
         print(f"mailyard-dovecot-conf: {exc}", file=sys.stderr)
         return 2
