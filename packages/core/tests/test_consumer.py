@@ -195,7 +195,10 @@ async def test_progress_acks_keep_a_long_job(js: Any, stoppers: list[JobConsumer
 async def test_unpublishable_result_is_not_acked(js: Any, stoppers: list[JobConsumer],
                                                  nak_delay: float | None) -> None:
     await consumer_config(js, ack_wait=60)
-    await js.delete_stream(bus.RESULTS_STREAM)  # nobody takes results: publish fails
+    # JetStream refuses every result (a deleted stream would be created again by publish)
+    config = (await js.stream_info(bus.RESULTS_STREAM)).config
+    config.max_msg_size = 8
+    await js.update_stream(config)
     handler = Handler()
     consumer = JobConsumer(js, CHANNEL, handler, limit=lambda: 5, ack_wait=60,
                            nak_delay=nak_delay)
@@ -233,3 +236,28 @@ async def _equals(value: Any, expected: Any) -> bool:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_deleted_stream_and_consumer_are_created_again(
+        js: Any, stoppers: list[JobConsumer]) -> None:
+    """After MAIL_JOBS was deleted the workers failed every fetch until restarted, and said
+    ready throughout. Now the publisher creates the stream again, the consumer loop its
+    consumer, and `ready` is False in between."""
+    await consumer_config(js)
+
+    async def recreate() -> None:
+        await bus.ensure_mail_streams(js)
+        await consumer_config(js)
+
+    handler = Handler()
+    consumer = JobConsumer(js, CHANNEL, handler, limit=lambda: 5, ack_wait=30,
+                           recreate=recreate, fetch_wait=0.2)
+    stoppers.append(consumer)
+    await consumer.start()
+    await publish_jobs(js, job(1))
+    assert [r.job_id for r in await results(js, 1)] == ["Q1.1"]
+    await js.delete_stream(bus.JOBS_STREAM)  # the stream and its consumer are gone
+    await eventually(lambda: asyncio.sleep(0, not consumer.ready or "Q2.1" in handler.seen))
+    await publish_jobs(js, job(2))  # bus.publish creates the stream again
+    assert [r.job_id for r in await results(js, 1)] == ["Q2.1"]
+    assert consumer.ready

@@ -3,9 +3,12 @@ the queue's own check dispatch them again, instead of leaving them "queued" for 
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
 from typing import Any
 
 import pytest
+from nats.js.errors import NotFoundError
 
 from mailyard.api.mail.v1 import delivery_pb2 as dpb
 from mailyard.cli.main import main as cli
@@ -65,3 +68,37 @@ async def test_the_queue_finds_lost_jobs_by_itself(
     assert job.attempt == 2
     await workers["remote"].report(job, DELIVERED)
     await wait_for(lambda: gone(q, env.queue_id), what="delivered and removed")
+
+
+async def _exists(js: Any, stream: str) -> bool:
+    try:
+        await js.stream_info(stream)
+    except NotFoundError:
+        return False
+    return True
+
+
+async def _ready(q: Any) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{q.http_port}/readyz", timeout=2) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+async def test_deleted_streams_heal_without_a_restart(
+        js: Any, spool: Spool, workers: Any, start_queue: Any) -> None:
+    """Every stream deleted while the queue runs: it used to say ready and move nothing
+    until restarted. The next message creates them again (the publisher), the queue's
+    consumers come back, and the mail is delivered."""
+    q = start_queue()
+    for stream in (bus.TODO_STREAM, bus.JOBS_STREAM, bus.RESULTS_STREAM):
+        await js.delete_stream(stream)
+    env = await send(spool, js, "s@sender.test", ["r@remote.test"])  # heals MAIL_TODO
+    await wait_for(lambda: _exists(js, bus.JOBS_STREAM), what="MAIL_JOBS made again")
+    await workers["remote"].start()  # the test's worker makes its consumer again
+    job = await workers["remote"].job(timeout=40)
+    assert job.queue_id == env.queue_id
+    await workers["remote"].report(job, DELIVERED)
+    await wait_for(lambda: gone(q, env.queue_id), what="delivered and removed")
+    assert await _ready(q) == 200

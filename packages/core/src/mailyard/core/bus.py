@@ -27,7 +27,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.errors import BucketNotFoundError, NoStreamResponseError, NotFoundError
 from nats.js.kv import KeyValue
 
 from mailyard.core.errors import BusError
@@ -99,6 +99,17 @@ MAIL_STREAMS = (
     StreamSpec(JOBS_STREAM, list(JOB_SUBJECT.values())),
     StreamSpec(RESULTS_STREAM, [RESULT_SUBJECT.format(channel="*")]),
 )
+
+
+def stream_for(subject: str) -> StreamSpec | None:
+    """The mail stream that takes `subject` (None for any other subject)."""
+    for spec in MAIL_STREAMS:
+        for pattern in spec.subjects:
+            if pattern == subject or (pattern.endswith(".*") and
+                                      subject.startswith(pattern[:-1]) and
+                                      "." not in subject[len(pattern) - 1:]):
+                return spec
+    return None
 
 
 async def connect(url: str, name: str, *, connect_timeout: float = 5.0) -> NATS:
@@ -196,10 +207,20 @@ async def _kv_replicas(js: JetStreamContext, bucket: str, want: int) -> None:
 
 async def publish(js: JetStreamContext, subject: str, message: Message, *, msg_id: str,
                   timeout: float = 5.0, headers: dict[str, str] | None = None) -> None:
-    """Publish a protobuf and wait for the stream's ack (deduplicated on msg_id)."""
+    """Publish a protobuf and wait for the stream's ack (deduplicated on msg_id). A mail
+    stream found missing (deleted by an operator or a disaster) is created again and the
+    publish tried once more: every publisher heals it, rather than 451 for ever."""
+    data, all_headers = message.SerializeToString(), {"Nats-Msg-Id": msg_id, **(headers or {})}
     try:
-        await js.publish(subject, message.SerializeToString(), timeout=timeout,
-                         headers={"Nats-Msg-Id": msg_id, **(headers or {})})
+        try:
+            await js.publish(subject, data, timeout=timeout, headers=all_headers)
+        except NoStreamResponseError:
+            spec = stream_for(subject)
+            if spec is None:
+                raise
+            log.warning("stream %s is missing: creating it again", spec.name)
+            await ensure_stream(js, spec)
+            await js.publish(subject, data, timeout=timeout, headers=all_headers)
     except TimeoutError as exc:
         raise BusError(f"no ack from JetStream for {subject} within {timeout}s") from exc
     except Exception as exc:

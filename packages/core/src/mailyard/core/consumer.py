@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nats.js import JetStreamContext
+from nats.js.errors import ServiceUnavailableError
 
 from mailyard.api.mail.v1.delivery_pb2 import DeliveryJob, DeliveryResult
 from mailyard.core import bus
@@ -79,13 +80,17 @@ class JobConsumer:
     sync_ack: wait for JetStream to confirm the ack (logs a failed ack).
     on_in_flight: told the number of jobs in flight whenever it changes (a gauge).
     on_settled: called with (job, result, seconds) after the job is acked (metrics, logs).
+    recreate: creates the stream and the durable consumer again. Called when a fetch finds
+        them gone (an operator deleted them): the loop binds the new consumer and goes on,
+        instead of failing every fetch until a restart. `ready` is False meanwhile.
     """
 
     def __init__(self, js: JetStreamContext, channel: str, handle: Handler, *,
                  limit: Callable[[], int], ack_wait: float, fetch_wait: float = 1.0,
                  nak_delay: float | None = None, sync_ack: bool = False,
                  on_in_flight: Callable[[int], None] | None = None,
-                 on_settled: Settled | None = None) -> None:
+                 on_settled: Settled | None = None,
+                 recreate: Callable[[], Awaitable[None]] | None = None) -> None:
         self.js = js
         self.channel = channel
         self.durable = bus.JOB_CONSUMER[channel]
@@ -98,6 +103,8 @@ class JobConsumer:
         self.sync_ack = sync_ack
         self.on_in_flight = on_in_flight
         self.on_settled = on_settled
+        self.recreate = recreate
+        self.ready = True  # False while the consumer is gone and not created again yet
         self.tasks: dict[asyncio.Task[None], _InFlight] = {}
         self.handled = 0
         self._sub: Any = None
@@ -169,10 +176,15 @@ class JobConsumer:
                 continue
             except asyncio.CancelledError:
                 raise
+            except ServiceUnavailableError:  # nobody answers for the consumer: it is gone
+                self.ready = False
+                await self._recreate()
+                continue
             except Exception as exc:  # NATS reconnecting: a pause, not a crash
                 log.warning("fetch failed: %s", exc)
                 await asyncio.sleep(0.5)
                 continue
+            self.ready = True
             busy = bool(msgs)
             for msg in msgs:
                 task = asyncio.create_task(self._run(msg))
@@ -180,6 +192,22 @@ class JobConsumer:
                 task.add_done_callback(self._done)
             if self.on_in_flight:
                 self.on_in_flight(len(self.tasks))
+
+    async def _recreate(self) -> None:
+        if self.recreate is None:
+            log.warning("consumer %s is gone", self.durable)
+            await asyncio.sleep(0.5)
+            return
+        try:
+            await self.recreate()
+            old, self._sub = self._sub, await self.js.pull_subscribe_bind(
+                self.durable, stream=bus.JOBS_STREAM)
+            with contextlib.suppress(Exception):
+                await old.unsubscribe()
+            log.warning("consumer %s was gone: created again", self.durable)
+        except Exception as exc:
+            log.warning("consumer %s is gone and not created again yet: %s", self.durable, exc)
+            await asyncio.sleep(0.5)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self.tasks.pop(task, None)

@@ -56,12 +56,18 @@ class Worker:
         self.consumer = JobConsumer(
             js, CHANNEL, deliverer.run, limit=lambda: self.limit, ack_wait=settings.ack_wait,
             fetch_wait=FETCH_WAIT, nak_delay=5.0, sync_ack=True,
-            on_in_flight=CONCURRENCY_IN_USE.labels(CHANNEL).set)
+            on_in_flight=CONCURRENCY_IN_USE.labels(CHANNEL).set, recreate=self._recreate)
         self._applied = -1
         self._background: set[asyncio.Task[None]] = set()  # limit updates, not jobs
         control.on_change(self._control_changed)
 
     async def start(self) -> None:
+        await self._apply_limit()
+
+    async def _recreate(self) -> None:
+        """The stream or the consumer was deleted: both again, with the current limit."""
+        await bus.ensure_mail_streams(self.js)
+        self._applied = -1
         await self._apply_limit()
 
     async def _apply_limit(self) -> None:
@@ -121,6 +127,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                 "nats": lambda: nc.is_connected,
                 "mail_dir": lambda: _writable(settings.mail_dir),
                 "directory": lambda: directory.ready,
+                "jobs": lambda: worker.consumer.ready,  # its consumer exists
             }
             http = HttpServer(make_app("local-delivery", checks), settings.http_host,
                               settings.http_port)

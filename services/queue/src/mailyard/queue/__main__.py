@@ -86,7 +86,10 @@ async def _serve(settings: Settings, stop: asyncio.Event, state_dir: StateDir) -
 
     runtime = Runtime()
     app = make_app("queue", {"nats": lambda: nc.is_connected,
-                             "leader": lambda: runtime.queue is not None})
+                             "leader": lambda: runtime.queue is not None,
+                             # todo and result consumers work (false while one is re-created)
+                             "consumers": lambda: runtime.queue is not None
+                             and all(runtime.queue.consuming.values())})
     web.mount(app, runtime, js)
     http = HttpServer(app, settings.http_host, settings.http_port) if settings.http_port else None
     grpc_server = GrpcServer(settings.grpc_host, settings.grpc_port, [

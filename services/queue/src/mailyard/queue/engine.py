@@ -14,6 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.errors import ServiceUnavailableError
 
 from mailyard.api.queue.v1 import queue_pb2
 from mailyard.core import bus
@@ -52,6 +53,7 @@ class Queue:
     # the bounce the first had queued (a lost bounce, seen as a flaky test under load).
     settling: asyncio.Lock = field(default_factory=asyncio.Lock)
     not_preprocessed: int = 0
+    consuming: dict[str, bool] = field(default_factory=dict)  # durable -> its consumer works
     identity: Identity = field(init=False)  # me and postmaster, hot from control/
     history: Recorder = field(init=False)   # qmail's log, kept in MAIL_HISTORY
 
@@ -70,10 +72,14 @@ class Queue:
         for CONSUME_BATCH_WAIT under load, CONSUME_LINGER after a batch that was not full
         so the next one is bigger. NATS away is a pause, not a crash."""
         s = self.settings
-        await bus.ensure_consumer(self.js, stream, durable, filter_subject=subject,
-                                  ack_wait=s.consume_ack_wait, max_deliver=-1,
-                                  max_ack_pending=10_000)
-        sub = await self.js.pull_subscribe(subject, durable=durable, stream=stream)
+
+        async def bind() -> Any:
+            await bus.ensure_consumer(self.js, stream, durable, filter_subject=subject,
+                                      ack_wait=s.consume_ack_wait, max_deliver=-1,
+                                      max_ack_pending=10_000)
+            return await self.js.pull_subscribe(subject, durable=durable, stream=stream)
+
+        sub = await bind()
         busy = False  # the last pull brought something (see consumer.pull)
         while True:
             try:
@@ -81,12 +87,26 @@ class Queue:
                                   busy_wait=s.consume_batch_wait)
             except (TimeoutError, nats.errors.TimeoutError):
                 busy = False
+                self.consuming[durable] = True
+                continue
+            except ServiceUnavailableError:
+                # Nobody answers for the consumer: it (or its stream) was deleted. Both
+                # again, or every fetch fails until a restart; not ready meanwhile.
+                self.consuming[durable] = False
+                try:
+                    await bus.ensure_mail_streams(self.js)
+                    sub = await bind()
+                    log.warning("%s was gone: created again", durable)
+                except Exception as exc:
+                    log.warning("%s is gone and not created again yet: %s", durable, exc)
+                    await asyncio.sleep(0.5)
                 continue
             except Exception as exc:
                 log.warning("%s fetch failed: %s", durable, exc)
                 await asyncio.sleep(0.5)
                 continue
             busy = bool(msgs)
+            self.consuming[durable] = True
             await handle(msgs)
             if len(msgs) < s.consume_batch and s.consume_linger:
                 await asyncio.sleep(s.consume_linger)

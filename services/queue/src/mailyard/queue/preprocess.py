@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from nats.aio.msg import Msg
+from nats.js.errors import NoStreamResponseError
 
 from mailyard.api.mail.v1.delivery_pb2 import CHANNEL_LOCAL, CHANNEL_REMOTE, DeliveryJob
 from mailyard.api.mail.v1.envelope_pb2 import Envelope
@@ -215,6 +216,7 @@ async def publish_jobs(q: Queue, jobs: list[Job]) -> None:
     js = q.js
     pending: list[tuple[Job, asyncio.Future[Any]]] = []
     failed: list[tuple[Job, str]] = []
+    gone = False
     for job in jobs:
         subject = bus.JOB_SUBJECT[CHANNEL_NAME[job.channel]]
         try:
@@ -235,6 +237,11 @@ async def publish_jobs(q: Queue, jobs: list[Job]) -> None:
             failed.append((job, "publish cancelled"))
         elif (error := fut.exception()) is not None:
             failed.append((job, f"publish to JetStream failed: {error}"))
+            gone = gone or isinstance(error, NoStreamResponseError)
+    if gone:  # MAIL_JOBS was deleted: create it again, the retry in 5 s then goes through
+        log.warning("stream %s is missing: creating it again", bus.JOBS_STREAM)
+        with contextlib.suppress(Exception):
+            await bus.ensure_mail_streams(js)
     if failed:
         for job, why in failed:
             log.warning("job not published, retried shortly: %s", why,

@@ -46,7 +46,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     if settings.http_port:
         app = make_app("remote-delivery", {
             "nats": lambda: nc.is_connected, "control": lambda: control.ready,
-            "spool": spool.mess.is_dir})
+            "spool": spool.mess.is_dir, "jobs": lambda: worker.consumer.ready})
         http = HttpServer(app, settings.http_host, settings.http_port)
     await grpc_server.start()
     await worker.start()

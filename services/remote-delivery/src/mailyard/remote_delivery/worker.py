@@ -58,7 +58,7 @@ class Worker:
         self.consumer = JobConsumer(
             js, "remote", self._handle, limit=lambda: self.local_limit,
             ack_wait=settings.ack_wait, on_in_flight=metrics.IN_USE.set,
-            on_settled=self._settled)
+            on_settled=self._settled, recreate=self._recreate)
         self._background: set[asyncio.Task[None]] = set()  # limit updates, not jobs
 
     def _configured_limit(self) -> int:
@@ -74,6 +74,11 @@ class Worker:
             max_deliver=self.settings.max_deliver)
         metrics.LIMIT.set(self.limit)
         self.consumer.wake()
+
+    async def _recreate(self) -> None:
+        """The stream or the consumer was deleted: both again, with the current limit."""
+        await bus.ensure_mail_streams(self.js)
+        await self.apply_limit()
 
     @property
     def local_limit(self) -> int:
