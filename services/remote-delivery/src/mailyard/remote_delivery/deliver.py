@@ -10,7 +10,7 @@ aiosmtplib holds the session (connect, EHLO, STARTTLS, AUTH, RSET, QUIT); the tr
 itself (MAIL, RCPT..., DATA in one write when the server offers PIPELINING) is
 transaction.py. `normalise` turns every bare CR and bare LF into CRLF before the SIZE we
 announce and the dot-stuffing, so a stored "\\r.\\r\\n" can never end the DATA early
-(SMTP smuggling).
+(SMTP smuggling); `linelength.fold` then breaks lines over 998 octets as Postfix does.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from mailyard.api.mail.v1.delivery_pb2 import (
 )
 from mailyard.core import smtproutes as routes
 from mailyard.core.control import ControlView
-from mailyard.remote_delivery import metrics, transaction
+from mailyard.remote_delivery import linelength, metrics, transaction
 from mailyard.remote_delivery.lookup import Hop, Lookup, Plan
 from mailyard.remote_delivery.pool import Connection, DestKey, Pool, quit_quietly
 from mailyard.remote_delivery.settings import Settings
@@ -292,7 +292,7 @@ class Deliverer:
                            data: bytes) -> list[RecipientResult]:
         smtp, host = conn.smtp, conn.host
         fresh = conn.uses == 0
-        message = normalise(data)
+        message = linelength.fold(normalise(data))  # no line over 998 octets on the wire
         options = b""
         size_limit = smtp.esmtp_extensions.get("size", "")
         if size_limit.isdigit() and 0 < int(size_limit) < len(message):
