@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.queue_scale [N]        (N deferred recipients, default 1,000,000)
     .venv/bin/python -m bench.queue_scale --cycle [K]   (queue CPU per message, default 3,000)
+    .venv/bin/python -m bench.queue_scale --ceiling [K] (the one leader's ceiling, see below)
 
 1. empty queue: inject K messages and time until the queue has preprocessed them all
    (accept + preprocess rate);
@@ -17,6 +18,12 @@ Targets (from issue 6): rate >= 90% of the empty-queue rate, stat < 100 ms, RSS 
 queue process's CPU time (user + system, from /proc) is divided by K. The other processes
 of a real run (smtp-ingress, remote-delivery) are not there, so the figure is the queue's
 own cost per message, less disturbed by what else shares the box.
+
+`--ceiling` runs the same cycle with more and more injections in flight (50, 200, 800) and
+prints, per level, the rate, the queue process's CPU share (CPU seconds / wall seconds: 1.0 =
+one core busy) and 1 / (CPU per message): the most one queue leader can carry on one core,
+whatever the rest of the cluster has. Every message of the cluster passes through that one
+process; docs/architecture.md, "Beyond one queue leader", uses these figures.
 Figures only: nothing here asserts.
 """
 
@@ -150,7 +157,7 @@ async def rig(prefix: str, settings: dict[str, str]) -> tuple[
     return tmp, server, spool, env, nc, js, stub
 
 
-async def cycle(count: int) -> None:
+async def cycle(count: int, levels: tuple[int, ...] = (CONCURRENCY,)) -> None:
     """The queue's CPU per message over the whole path (see the module doc)."""
     tmp, server, spool, env, nc, js, stub = await rig("queue-cycle-", {
         "LOG_LEVEL": "WARNING",
@@ -161,9 +168,9 @@ async def cycle(count: int) -> None:
     queue = None
     body = b"Subject: bench\r\n\r\n" + b"x" * 1000 + b"\r\n"
 
-    async def run(n: int) -> tuple[float, float]:
+    async def run(n: int, in_flight: int = CONCURRENCY) -> tuple[float, float]:
         assert queue is not None and queue.proc is not None
-        sem = asyncio.Semaphore(CONCURRENCY)
+        sem = asyncio.Semaphore(in_flight)
 
         async def one(i: int) -> None:
             async with sem:
@@ -183,9 +190,12 @@ async def cycle(count: int) -> None:
     try:
         queue = start_queue(env, tmp)
         await run(count // 10)  # warm-up: streams, consumers, caches
-        cpu, wall = await run(count)
-        print(f"queue cycle: {count:,} messages in {wall:.1f}s ({count / wall:,.0f} msg/s),"
-              f" queue CPU {cpu / count * 1e6:,.0f} us/msg")
+        for level in levels:
+            cpu, wall = await run(count, level)
+            print(f"queue cycle, {level} in flight: {count:,} messages in {wall:.1f}s "
+                  f"({count / wall:,.0f} msg/s), queue CPU {cpu / count * 1e6:,.0f} us/msg, "
+                  f"queue CPU share {cpu / wall:.2f}, one-core ceiling "
+                  f"{count / cpu:,.0f} msg/s", flush=True)
     finally:
         stop.set()
         await worker
@@ -248,7 +258,9 @@ async def main(n: int) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--cycle"]:
+    if sys.argv[1:2] == ["--ceiling"]:
+        asyncio.run(cycle(int(sys.argv[2]) if len(sys.argv) > 2 else 5000, (50, 200, 800)))
+    elif sys.argv[1:2] == ["--cycle"]:
         asyncio.run(cycle(int(sys.argv[2]) if len(sys.argv) > 2 else 3000))
     else:
         asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000))

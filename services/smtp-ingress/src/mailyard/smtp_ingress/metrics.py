@@ -44,8 +44,8 @@ REJECTION_REASONS = (
     "auth", "auth_failed", "auth_required", "auth_throttled", "auth_unavailable",
     "badmailfrom", "bare_lf", "client_denied", "databytes", "dnsbl", "hops",
     "dmarc", "greylisted", "line_too_long", "long_line", "null_mx", "non_ascii", "nul",
-    "pregreet", "rcpthosts", "relay_unavailable", "sequence", "spam", "spf", "storage",
-    "syntax",
+    "pregreet", "proxy_protocol", "rcpthosts", "relay_unavailable", "sequence", "spam", "spf",
+    "storage", "syntax",
     "timeout", "tls", "tls_required", "too_many_connections", "too_many_recipients",
     "unavailable", "unknown_command", "unknown_user")
 AUTH_MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")

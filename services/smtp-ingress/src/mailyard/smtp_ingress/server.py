@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import ipaddress
 import logging
 import os
 import ssl
@@ -24,7 +25,7 @@ from mailyard.core.http import HttpServer, make_app
 from mailyard.core.identity import Identity
 from mailyard.core.metrics import set_build
 from mailyard.core.spool import Spool
-from mailyard.smtp_ingress import replies
+from mailyard.smtp_ingress import proxy_protocol, replies
 from mailyard.smtp_ingress.authdns import AuthDns
 from mailyard.smtp_ingress.dkim_sign import Signer
 from mailyard.smtp_ingress.dnsbl import Dns
@@ -48,11 +49,13 @@ class Listener:
     port: int
     implicit_tls: bool = False
     require_auth: bool = False
+    proxy: bool = False     # PROXY protocol from PROXY_FROM (proxy_protocol.py)
 
 
 class Ingress:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.proxy_networks = settings.proxy_networks()
         self.spool = Spool(settings.spool_dir)
         self.control = ControlView()
         self.identity = Identity(self.control, settings.me)  # control/me, hot
@@ -138,8 +141,10 @@ class Ingress:
 
     def listeners(self) -> list[Listener]:
         st = self.settings
-        wanted = [Listener("smtp", st.smtp_port),
-                  Listener("submission", st.submission_port, require_auth=True),
+        proxied = set(st.proxy_protocol.replace(" ", "").split(",")) - {""}
+        wanted = [Listener("smtp", st.smtp_port, proxy="smtp" in proxied),
+                  Listener("submission", st.submission_port, require_auth=True,
+                           proxy="submission" in proxied),
                   Listener("smtps", st.smtps_port, implicit_tls=True, require_auth=True)]
         return [x for x in wanted if x.port]
 
@@ -185,6 +190,22 @@ class Ingress:
         peer = writer.get_extra_info("peername") or ("", 0)
         ip = str(peer[0])
         CONNECTIONS.labels(listener.name).inc()
+        client: tuple[str, int] | None = None
+        early = b""
+        if listener.proxy and self._from_proxy(ip):
+            try:
+                header, early = await proxy_protocol.read_header(
+                    reader, self.settings.proxy_timeout)
+            except (proxy_protocol.ProxyError, TimeoutError) as exc:
+                # the spec: a receiver closes a connection without a valid header, unanswered
+                REJECTIONS.labels("proxy_protocol").inc()
+                log.warning("connection from a proxy without a valid PROXY header: %s", exc,
+                            extra={"client_ip": ip})
+                writer.close()
+                return
+            if header.client is not None:
+                client = header.client
+                ip = client[0]
         if not self.limits.acquire():
             REJECTIONS.labels("too_many_connections").inc()
             with contextlib.suppress(Exception):
@@ -194,7 +215,7 @@ class Ingress:
             return
         task = asyncio.current_task()
         assert task is not None
-        session = Session(self, listener, reader, writer)
+        session = Session(self, listener, reader, writer, client, early)
         self.sessions[task] = session
         SESSIONS_ACTIVE.labels(listener.name).inc()
         try:
@@ -204,6 +225,14 @@ class Ingress:
             self.limits.release(ip, session.admitted)
             self.sessions.pop(task, None)
         await session.wait_closed()
+
+    def _from_proxy(self, ip: str) -> bool:
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        address = getattr(address, "ipv4_mapped", None) or address
+        return any(address in net for net in self.proxy_networks)
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop accepting, tell idle clients 421, let commits in flight finish."""

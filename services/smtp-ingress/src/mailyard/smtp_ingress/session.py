@@ -30,15 +30,17 @@ CRLF = b"\r\n"
 
 class Session:
     def __init__(self, app: Ingress, listener: Listener, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter) -> None:
+                 writer: asyncio.StreamWriter, client: tuple[str, int] | None = None,
+                 early: bytes = b"") -> None:
         self.app = app
         self.settings = app.settings
         self.listener = listener
         self.reader = reader
         self.writer = writer
-        self.buf = bytearray()
+        self.buf = bytearray(early)  # bytes a proxy sent after its PROXY header
         self.out = bytearray()
-        peer = writer.get_extra_info("peername") or ("", 0)
+        # the client: from the PROXY header when a proxy in front sent one, else the peer
+        peer = client or writer.get_extra_info("peername") or ("", 0)
         self.ip: str = peer[0]
         self.tls = tls_description(writer)
         self.helo = ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import ipaddress
 from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
@@ -53,6 +54,12 @@ class Settings(ServiceSettings):
     # Seconds the MX listener waits before its 220 (0 = off); a client talking in that
     # time gets 554 5.5.0 (reason pregreet). Off by default: every connection waits it.
     greet_pause: float = Field(default=0.0, ge=0, le=30)
+    # PROXY protocol v1/v2 (proxy_protocol.py) on these listeners (smtp, submission): a TCP
+    # load balancer in front sends the client's address first. Only connections from
+    # PROXY_FROM (addresses or networks, comma-separated) are read for it, and must send it.
+    proxy_protocol: str = ""
+    proxy_from: str = ""
+    proxy_timeout: float = Field(default=5.0, gt=0)
     idle_timeout: float = Field(default=1200.0, gt=0)  # qmail's control/timeoutsmtpd
     # DATA must average at least this many bytes/s once the grace period is over, so a
     # slow-loris client loses its slot while a slow honest upload keeps going.
@@ -118,11 +125,24 @@ class Settings(ServiceSettings):
     def _consistent(self) -> Settings:
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("TLS_CERT and TLS_KEY must be set together")
+        proxied = set(_names(self.proxy_protocol))
+        if proxied - {"smtp", "submission"}:
+            raise ValueError("PROXY_PROTOCOL: only smtp and submission (the header would "
+                             "have to come before smtps's TLS handshake)")
+        if proxied and not self.proxy_networks():
+            raise ValueError("PROXY_PROTOCOL needs PROXY_FROM (the proxies' addresses): "
+                             "a header from anyone else would let clients choose their IP")
         for phase in ("mail", "rcpt", "data"):
             for name in _names(getattr(self, f"{phase}_checks")):
                 if name not in known(phase):
                     raise ValueError(f"{phase}_checks: unknown check {name!r}")
         return self
+
+    def proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        try:
+            return [ipaddress.ip_network(n, strict=False) for n in _names(self.proxy_from)]
+        except ValueError as exc:
+            raise ValueError(f"PROXY_FROM: {exc}") from None
 
     def checks(self, phase: str) -> tuple[str, ...]:
         return _names(getattr(self, f"{phase}_checks"))
