@@ -1,10 +1,9 @@
 """One SMTP connection: buffered input, ordered replies, the command loop.
 
-The protocol is written on asyncio streams rather than aiosmtpd because the things
-aiosmtpd 1.4.6 gets wrong all live here: replies are queued and written in one go when the
-input runs dry (real PIPELINING, replies always in command order), every line must end in
-CRLF, lines are bounded, an idle client is told 451 4.4.2 (timeout) before we close, and
-input buffered before STARTTLS is thrown away.
+Replies are queued and written in one go when the input runs dry (real PIPELINING, replies
+always in command order), every command line must end in CRLF, lines are bounded, an idle
+client is told 451 4.4.2 (timeout) before we close, and input buffered before STARTTLS is
+thrown away. Why this engine rather than aiosmtpd: docs/architecture.md.
 """
 
 from __future__ import annotations
