@@ -211,10 +211,10 @@ class DnsServer:
             query = dns.message.from_wire(wire)
             question = query.question[0]
             name = question.name.to_text().lower().rstrip(".")
-            if name in self.silent:
-                continue
             rtype = dns.rdatatype.to_text(question.rdtype)
             self.asked.append((name, rtype))
+            if name in self.silent:
+                continue
             response = dns.message.make_response(query)
             values = self.records.get((name, rtype))
             if values:

@@ -85,3 +85,18 @@ async def test_answers_are_cached_for_their_ttl(make_ingress: MakeIngress, js: A
     ptr = [q for q in dns_server.asked if q == ("1.0.0.127.in-addr.arpa", "PTR")]
     listed = [q for q in dns_server.asked if q == ("1.0.0.127.bl.test", "A")]
     assert len(ptr) == 1 and len(listed) == 1, dns_server.asked
+
+
+async def test_a_reverse_lookup_without_answer_is_not_repeated_at_once(
+        make_ingress: MakeIngress, js: Any, dns_server: DnsServer) -> None:
+    dns_server.silent.add("1.0.0.127.in-addr.arpa")
+    ingress = await make_ingress(dns_servers=f"127.0.0.1:{dns_server.port}", dnsbl_timeout=0.3,
+                                 reverse_dns=True)
+    first = await session(ingress.ports["smtp"])  # EHLO starts the lookup
+    await wait_for(lambda: "127.0.0.1" in ingress.dnsbl._ptr_failed)  # it timed out
+    for _ in range(2):
+        client = await session(ingress.ports["smtp"])
+        assert await client.cmd("NOOP") == R.OK  # the lookup (if any) has been started
+        await client.close()
+    await first.close()
+    assert dns_server.asked.count(("1.0.0.127.in-addr.arpa", "PTR")) == 1

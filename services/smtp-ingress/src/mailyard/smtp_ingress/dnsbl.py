@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 CACHE_ENTRIES = 20_000
+PTR_FAILURE_TTL = 60.0  # seconds a PTR lookup that got no answer is not repeated
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class Dns:
         # the same senders, and a PTR or DNSBL query per connection was a visible share of
         # a connection's CPU. Bounded, least recently used first out.
         self.resolver.cache = dns.resolver.LRUCache(CACHE_ENTRIES)
+        self._ptr_failed: dict[str, float] = {}  # ip -> monotonic time to ask again
 
     def start(self, s: Session) -> asyncio.Task[Listing | None] | None:
         env = dict(s.client.env) if s.client is not None else {}
@@ -113,11 +116,20 @@ class Dns:
         return asyncio.create_task(self._ptr(ip))
 
     async def _ptr(self, ip: str) -> str:
+        if self._ptr_failed.get(ip, 0.0) > time.monotonic():
+            return ""
         try:
             answer = await self.resolver.resolve(dns.reversename.from_address(ip), "PTR",
                                                  lifetime=self.settings.dnsbl_timeout)
             return str(answer[0].target).rstrip(".")
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            return ""  # an answer: the resolver's cache keeps it for its TTL
         except Exception:
+            # no answer at all (timeout, SERVFAIL, no server): the cache keeps nothing, so
+            # remember the failure for a while rather than ask again at every connection
+            if len(self._ptr_failed) >= CACHE_ENTRIES:
+                self._ptr_failed.clear()
+            self._ptr_failed[ip] = time.monotonic() + PTR_FAILURE_TTL
             return ""
 
 
