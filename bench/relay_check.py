@@ -125,8 +125,8 @@ async def drive(address: str, rate: float, seconds: float, path: str = "stream"
 
 async def _load_leases(url: str, count: int, ttl: float = 10800.0) -> float:
     """Write `count` leases straight into the shared bucket (as many replicas would)."""
+    from mailyard.core.tcprules import parse_ip
     from mailyard.relay_auth.leases import ActiveLease, lease_key
-    from mailyard.relay_auth.rules import parse_ip
 
     nc = await bus.connect(url, "bench-leases")
     js = nc.jetstream()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
+from mailyard.core.tcprules import parse_ip
 from mailyard.relay_auth.leases import ActiveLease, LeaseStore, lease_key
-from mailyard.relay_auth.rules import parse_ip
 
 
 def _put(store: LeaseStore, ip: str, expires_at: float) -> str:

@@ -11,8 +11,8 @@ from mailyard.api.relayauth.v1 import relayauth_pb2 as pb
 from mailyard.api.relayauth.v1 import relayauth_pb2_grpc as rpc
 from mailyard.core import bus
 from mailyard.core.natsserver import NatsServer
+from mailyard.core.tcprules import parse_ip
 from mailyard.relay_auth.leases import lease_key
-from mailyard.relay_auth.rules import parse_ip
 
 
 def grant(ip: str, user: str = "alice@example.org", ttl: float | None = None

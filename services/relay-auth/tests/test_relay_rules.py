@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailyard.relay_auth.rules import RuleError, RuleSet, parse, parse_ip
+from mailyard.core.tcprules import RuleError, RuleSet, parse, parse_ip
 from mailyard.relay_auth.settings import DEFAULT_RULES, Settings
 
 HELP_PAGE_TCP_SMTP = '127.0.0.:allow,RELAYCLIENT=" "\n:allow\n'

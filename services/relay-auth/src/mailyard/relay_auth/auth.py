@@ -31,9 +31,9 @@ from nats.js.kv import KeyValue
 from mailyard.api.relayauth.v1 import relayauth_pb2 as pb
 from mailyard.core import bus, password_hashes
 from mailyard.core.directory import DirectoryView, canonical
+from mailyard.core.tcprules import IPAddress, parse_ip
 from mailyard.relay_auth import metrics
 from mailyard.relay_auth.pool import PasswordPool
-from mailyard.relay_auth.rules import IPAddress, parse_ip
 from mailyard.relay_auth.throttle import Throttle
 from mailyard.relay_auth.upgrade import HashUpgrader
 

@@ -26,19 +26,14 @@ from nats.js import JetStreamContext
 from mailyard.api.relayauth.v1 import relayauth_pb2 as pb
 from mailyard.core import bus
 from mailyard.core.kvview import KVView
+from mailyard.core.relaypolicy import lease_key
+from mailyard.core.tcprules import IPAddress, parse_ip
 from mailyard.relay_auth import metrics
-from mailyard.relay_auth.rules import IPAddress, parse_ip
 
 log = logging.getLogger(__name__)
 
 MANUAL = "manual"
 SOURCES = (MANUAL, "imap", "pop3")  # bounded: the label values of LEASES_GRANTED
-
-
-def lease_key(ip: IPAddress) -> str:
-    if ip.version == 4:
-        return f"v4.{ip}"
-    return "v6." + ip.exploded.replace(":", "-")
 
 
 @dataclass(frozen=True)

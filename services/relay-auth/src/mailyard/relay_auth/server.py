@@ -8,7 +8,6 @@ on an open stream costs the two processes far less CPU than a unary call).
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator
@@ -19,29 +18,21 @@ from google.protobuf.message import Message
 from mailyard.api.relayauth.v1 import relayauth_pb2 as pb
 from mailyard.api.relayauth.v1 import relayauth_pb2_grpc as rpc
 from mailyard.core.control import ControlView
+from mailyard.core.relaypolicy import RULES_FILE, ActiveRules, client_address, decide, lease_key
+from mailyard.core.tcprules import IPAddress, RuleError, RuleSet
 from mailyard.relay_auth import metrics
 from mailyard.relay_auth.auth import Authenticator
-from mailyard.relay_auth.leases import LeaseStore, lease_key
+from mailyard.relay_auth.leases import LeaseStore
 from mailyard.relay_auth.pool import Busy
-from mailyard.relay_auth.rules import IPAddress, RuleError, RuleSet, parse_ip
 from mailyard.relay_auth.throttle import Throttle
 
 log = logging.getLogger(__name__)
-RULES_FILE = "tcp.smtp"
 
 _DECISIONS = ("deny", "relay", "lease", "allow")
 # AuthenticateRequest.protocol: SMTP AUTH, or a mailbox login (which grants a lease).
 SMTP_PROTOCOLS = ("", "smtp")
 LOGIN_PROTOCOLS = ("imap", "pop3")
 Context = grpc.aio.ServicerContext[Message, Message]
-
-
-@functools.lru_cache(maxsize=16384)
-def client_address(text: str) -> tuple[IPAddress, str]:
-    """A client address and its KV key (leases, AUTH failures), cached: the same clients
-    connect again and again, and parsing costs more than the rest of a check."""
-    ip = parse_ip(text)
-    return ip, lease_key(ip)
 
 
 async def _invalid(context: Context, details: str) -> None:
@@ -74,35 +65,16 @@ def rules_to_pb(rules: RuleSet) -> pb.RuleSet:
 class RelayAuthServicer(rpc.RelayAuthServicer):
     def __init__(self, default_rules: str, control: ControlView, leases: LeaseStore,
                  throttle: Throttle, auth: Authenticator) -> None:
-        self.default = RuleSet(default_rules)
-        self.rules = self.default
+        self.active = ActiveRules(control, default_rules)  # follows tcp.smtp in KV
         self.control = control
         self.leases = leases
         self.throttle = throttle
         self.auth = auth
         self._checks = {d: metrics.CHECKS.labels(d) for d in _DECISIONS}
-        if RULES_FILE in control.data:
-            self._on_control(RULES_FILE, control.data[RULES_FILE])
-        control.on_change(self._on_control)
 
-    # -- hot rules -------------------------------------------------------------------------
-
-    def _on_control(self, key: str, value: bytes | None) -> None:
-        if key != RULES_FILE:
-            return
-        if value is None:
-            self.rules = self.default
-            log.info("tcp.smtp removed; default rules active",
-                     extra={"version": self.default.version})
-            return
-        try:
-            self.rules = RuleSet(value.decode())
-        except (RuleError, UnicodeDecodeError) as exc:
-            # Someone wrote a bad file past ImportRules: keep the last good rules.
-            log.error("tcp.smtp rejected, keeping version %s: %s", self.rules.version, exc)
-            return
-        log.info("tcp.smtp loaded", extra={"version": self.rules.version,
-                                           "rules": len(self.rules.rules)})
+    @property
+    def rules(self) -> RuleSet:
+        return self.active.rules
 
     # -- CheckClient -----------------------------------------------------------------------
 
@@ -142,36 +114,12 @@ class RelayAuthServicer(rpc.RelayAuthServicer):
         if key is None:
             key = lease_key(ip)
         now = time.time()
-        rules = self.rules
-        rule = rules.match(ip)
         if resp is None:
             resp = pb.CheckClientResponse()
-        resp.rule_version = rules.version
         resp.auth_throttled = self.throttle.key_throttled(key, now)
-        if rule is None:
-            resp.decided_by = pb.DECIDER_DEFAULT  # tcpserver allows when nothing matches
-        else:
-            resp.decided_by = pb.DECIDER_RULE
-            resp.rule = rule.pattern
-            if rule.env:
-                resp.env.update(rule.env)
-            if not rule.allow:
-                # An operator's deny beats a lease: the address may not even connect.
-                self._checks["deny"].inc()
-                return resp
-        resp.allow_connect = True
-        relay = rule is not None and "RELAYCLIENT" in rule.env
-        decision = "relay" if relay else "allow"
-        if not relay and (lease := self.leases.lookup_key(key, now)) is not None:
-            relay, decision = True, "lease"
-            resp.decided_by = pb.DECIDER_LEASE
-            resp.lease_user = lease.user
-            resp.env.setdefault("RELAYCLIENT", "")
-        resp.allow_relay = relay
-        rbl = resp.env.get("RBLSMTPD")
-        # RBLSMTPD="" (or blank, as on the help page's open-smtp lines) exempts from DNSBL;
-        # RBLSMTPD with text means reject with that text (smtp-ingress reads it from env).
-        resp.dnsbl_exempt = (rbl is not None and not rbl.strip()) or (relay and rbl is None)
+        lease = self.leases.lookup_key(key, now)
+        decision = decide(self.active.rules, ip, lease.user if lease is not None else None,
+                          resp)
         self._checks[decision].inc()
         return resp
 
@@ -254,7 +202,7 @@ class RelayAuthServicer(rpc.RelayAuthServicer):
                                     "an open relay")
         assert self.control.kv is not None
         await self.control.kv.put(RULES_FILE, request.text.encode())
-        self.rules = rules  # the watch confirms it here and brings it to the other replicas
+        self.active.rules = rules  # the watch confirms it here, and brings it to the others
         log.info("tcp.smtp imported", extra={"version": rules.version, "rules": len(rules.rules)})
         return rules_to_pb(rules)
 

@@ -6,11 +6,8 @@ import os
 
 from pydantic import Field, field_validator
 
+from mailyard.core.relaypolicy import DEFAULT_RULES
 from mailyard.core.settings import ServiceSettings, service_config
-
-# qmail's out-of-the-box rule set: relay for loopback only, everybody else may connect and
-# deliver to local domains. Used while the "control" bucket holds no "tcp.smtp".
-DEFAULT_RULES = '127.:allow,RELAYCLIENT=""\n:allow\n'
 
 
 class Settings(ServiceSettings):
@@ -45,7 +42,7 @@ class Settings(ServiceSettings):
     @classmethod
     def _no_open_relay(cls, value: str) -> str:
         # Refuse an insecure default: a catch-all rule that sets RELAYCLIENT is an open relay.
-        from mailyard.relay_auth.rules import RuleError, parse
+        from mailyard.core.tcprules import RuleError, parse
 
         try:
             rules = parse(value)

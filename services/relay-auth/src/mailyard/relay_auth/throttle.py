@@ -37,9 +37,9 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from mailyard.core import bus
 from mailyard.core.kvview import KVView
+from mailyard.core.tcprules import IPAddress
 from mailyard.relay_auth import metrics
 from mailyard.relay_auth.leases import lease_key
-from mailyard.relay_auth.rules import IPAddress
 
 log = logging.getLogger(__name__)
 _CAS_ATTEMPTS = 10

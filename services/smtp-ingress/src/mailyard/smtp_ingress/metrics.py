@@ -14,6 +14,12 @@ ACCEPTED_BYTES = Counter("mailyard_smtp_accepted_bytes",
                          "Bytes of accepted messages, as spooled (with our Received: line).")
 REJECTIONS = Counter("mailyard_smtp_rejections", "Refused commands and connections by reason.",
                      ["reason"])
+_RELAY_DECISIONS = Counter(
+    "mailyard_smtp_relay_decisions",
+    "Connections' relay decisions by source: local (the ingress's own view of rules and "
+    "leases), relay_auth (asked over gRPC: view not ready), failed (no answer: fail closed).",
+    ["source"])
+RELAY_DECISIONS = {s: _RELAY_DECISIONS.labels(s) for s in ("local", "relay_auth", "failed")}
 AUTH_ATTEMPTS = Counter("mailyard_smtp_auth_attempts", "SMTP AUTH attempts.",
                         ["mechanism", "result"])
 DNSBL_HITS = Counter("mailyard_smtp_dnsbl_hits", "Clients found on a DNSBL, by zone.", ["zone"])

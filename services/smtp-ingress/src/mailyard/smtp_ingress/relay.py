@@ -1,4 +1,7 @@
-"""Client of relay-auth (tcp.smtp rules, leases, passwords). Every call has a deadline;
+"""Client of relay-auth (tcp.smtp rules, leases, passwords). A connection's relay decision
+comes from the ingress's own live view of rules and leases (relay_view.RelayView, same code
+as relay-auth) whenever that view can decide; otherwise it is asked of relay-auth as below.
+Every call has a deadline;
 an error or a missed deadline returns None and callers fail safe (no relaying, 454 on AUTH),
 never open.
 
@@ -31,6 +34,8 @@ import grpc
 
 from mailyard.api.relayauth.v1 import relayauth_pb2 as ra
 from mailyard.api.relayauth.v1.relayauth_pb2_grpc import RelayAuthStub
+from mailyard.smtp_ingress.metrics import RELAY_DECISIONS
+from mailyard.smtp_ingress.relay_view import RelayView
 
 if TYPE_CHECKING:
     from mailyard.api.relayauth.v1.relayauth_pb2_grpc import RelayAuthAsyncStub
@@ -135,7 +140,9 @@ class RelayAuthClient:
     AUTH_SLOTS = 256  # AUTH calls in flight; relay-auth itself queues up to AUTH_QUEUE
 
     def __init__(self, address: str, timeout: float, max_in_flight: int = 64,
-                 stream: bool = True, auth_timeout: float = 30.0) -> None:
+                 stream: bool = True, auth_timeout: float = 30.0,
+                 view: RelayView | None = None) -> None:
+        self.view = view  # decides from memory when it can; gRPC otherwise
         self.timeout = timeout
         self.auth_timeout = auth_timeout
         self.auth_slots = asyncio.Semaphore(self.AUTH_SLOTS)
@@ -168,6 +175,31 @@ class RelayAuthClient:
         return None
 
     async def check_client(self, ip: str) -> ra.CheckClientResponse | None:
+        if self.view is not None:
+            local = self.view.decide(ip)
+            if local is not None:
+                RELAY_DECISIONS["local"].inc()
+                return local
+        answer = await self._check_remote(ip)
+        RELAY_DECISIONS["relay_auth" if answer is not None else "failed"].inc()
+        if answer is not None and self.view is not None:
+            self.view.confirm(answer)
+        return answer
+
+    async def confirm_view(self, every: float = 1.0) -> None:
+        """Until the view may decide on relay-auth's default rules, ask relay-auth once a
+        second (in the background, so the first clients after a start or an idle spell do
+        not pay for it). Ends when the view needs no confirmation."""
+        assert self.view is not None
+        while not self.view.default_confirmed:
+            if not self.view.active.imported:
+                answer = await self._check_remote("127.0.0.1")
+                if answer is not None:
+                    self.view.confirm(answer)
+                    continue
+            await asyncio.sleep(every)
+
+    async def _check_remote(self, ip: str) -> ra.CheckClientResponse | None:
         try:
             async with self.slots:
                 loop = asyncio.get_running_loop()

@@ -33,6 +33,7 @@ from mailyard.smtp_ingress.greylist import Greylist
 from mailyard.smtp_ingress.limits import ConnectionLimits
 from mailyard.smtp_ingress.metrics import CONNECTIONS, REJECTIONS, SESSIONS_ACTIVE
 from mailyard.smtp_ingress.relay import RelayAuthClient
+from mailyard.smtp_ingress.relay_view import RelayView
 from mailyard.smtp_ingress.rspamd import RspamdClient
 from mailyard.smtp_ingress.session import Session
 from mailyard.smtp_ingress.settings import Settings
@@ -60,9 +61,11 @@ class Ingress:
         self.control = ControlView()
         self.identity = Identity(self.control, settings.me)  # control/me, hot
         self.directory = DirectoryView()
+        self.relay_view = RelayView(self.control)  # tcp.smtp + leases: decisions from memory
         self.relay = RelayAuthClient(settings.relay_auth_addr, settings.relay_auth_timeout,
                                      settings.relay_auth_in_flight,
-                                     auth_timeout=settings.relay_auth_auth_timeout)
+                                     auth_timeout=settings.relay_auth_auth_timeout,
+                                     view=self.relay_view)
         self.dnsbl = Dns(settings, self.control)
         self.signer = Signer(settings.dkim_dir) if settings.dkim_dir else None
         self.authdns = AuthDns(settings) if settings.sender_auth else None
@@ -79,6 +82,7 @@ class Ingress:
         self.servers: list[asyncio.Server] = []
         self.sessions: dict[asyncio.Task[Any], Session | None] = {}
         self._connector: asyncio.Task[None] | None = None
+        self._confirmer: asyncio.Task[None] | None = None
         self._rcpthosts: tuple[str, frozenset[str], tuple[str, ...]] = ("", frozenset(), ())
 
     # -- what sessions read ----------------------------------------------------------------
@@ -175,6 +179,10 @@ class Ingress:
                 for view in (self.control, self.directory):
                     if not view.ready:
                         await view.start(js)
+                if not self.relay_view.leases.ready:
+                    await self.relay_view.start(js)
+                    self._confirmer = asyncio.create_task(self.relay.confirm_view(),
+                                                          name="relay-view-confirm")
                 if self.greylist.kv is None:
                     await self.greylist.start(js)
                 self.js = js
@@ -247,6 +255,9 @@ class Ingress:
             self._connector.cancel()
         for view in (self.control, self.directory):
             await view.stop()
+        if self._confirmer is not None:
+            self._confirmer.cancel()
+        await self.relay_view.stop()
         await self.relay.close()
         if self.spf is not None:
             self.spf.close()

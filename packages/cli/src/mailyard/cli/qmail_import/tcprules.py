@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailyard.cli.qmail_import.problems import Problems
-from mailyard.relay_auth.rules import RuleError, parse_ip, parse_line
+from mailyard.core.tcprules import RuleError, parse_ip, parse_line
 
 CLEAR_MINUTES = 180
 
