@@ -133,3 +133,22 @@ async def test_view_not_ready_fails_closed_then_learns(
     await wait_for(lambda: view.ready, timeout=30)  # relay-auth answered the background ask
     with paused(proc):
         assert await relay_attempt(ingress.ports["smtp"]) == R.RCPT_OK
+
+
+async def test_the_view_decides_exactly_as_relay_auth(
+        make_ingress: MakeIngress, js: Any, relay_proc: Any) -> None:
+    _, address, stub = relay_proc
+    rules = ('127.:allow,RELAYCLIENT=""\n192.0.2.:allow,RELAYCLIENT=""\n198.51.100.:deny\n'
+             '203.0.113.:allow,RBLSMTPD=""\n203.0.114.:allow,RBLSMTPD="-you are listed"\n'
+             '10.9.:deny\n:allow\n')
+    await stub.ImportRules(ra.ImportRulesRequest(text=rules))
+    await stub.GrantLease(ra.GrantLeaseRequest(ip="10.1.2.3", user="alice@example.org"))
+    await stub.GrantLease(ra.GrantLeaseRequest(ip="10.9.0.1", user="bob@example.org"))
+    ingress = await make_ingress(relay_auth_addr=address)
+    view = ingress.relay_view
+    await wait_for(lambda: view.ready and view.active.rules.version == version_of(rules)
+                   and view.decide("10.9.0.1") is not None
+                   and view.decide("10.1.2.3").lease_user != "")
+    for ip in ("127.0.0.1", "192.0.2.9", "198.51.100.1", "203.0.113.1", "203.0.114.1",
+               "10.1.2.3", "10.9.0.1", "192.0.3.1", "2001:db8::1", "::ffff:192.0.2.7"):
+        assert view.decide(ip) == await stub.CheckClient(ra.CheckClientRequest(ip=ip)), ip
