@@ -74,3 +74,28 @@ async def test_over_databytes_stops_writing_and_leaves_nothing(make_ingress: Mak
     assert _spill_files(ingress) == 0
     assert await client.cmd("NOOP") == R.OK
     assert committed(ingress) == []
+
+
+async def test_header_edits_of_a_spilled_message(tmp_path: Path) -> None:
+    """Two checks rewriting the header (A-R stripping, a subject tag) of a message that
+    went to a spill file: both edits reach what is committed; the body is not touched."""
+    from mailyard.api.mail.v1.envelope_pb2 import Envelope
+    from mailyard.core.ids import new_queue_id
+    from mailyard.smtp_ingress.message_body import MessageBody
+
+    spool = Spool(tmp_path / "spool")
+    spool.ensure()
+    body = MessageBody(spool, limit=0, memory=1024)
+    message = b"Subject: hi\r\nX-Old: 1\r\n\r\n" + b"body line\r\n" * 500
+    for at in range(0, len(message), 700):
+        await body.add(message[at:at + 700])
+    await body.finish()
+    assert body.tail is not None
+    body.edit_header(lambda h: h.replace(b"X-Old: 1\r\n", b""))
+    body.edit_header(lambda h: h.replace(b"Subject: hi", b"Subject: [SPAM] hi"))
+    expected = b"Subject: [SPAM] hi\r\n\r\n" + b"body line\r\n" * 500
+    assert await body.whole() == expected and body.head.startswith(b"Subject: [SPAM]")
+    stored = await spool.commit(Envelope(queue_id=new_queue_id()), body.in_memory(), body.tail)
+    body.close()
+    assert (await spool.read(stored.spool_path))[1] == expected
+    spool.close()

@@ -103,7 +103,12 @@ class MessageBody:
                 self._parts = [edited]
                 self.head = edited[:HEAD]
             return
-        header = self.header() if not self._skip else None
+        if self._skip:  # edited before: edit the edited header section again
+            old, self._header = self._header, change(self._header)
+            self.head = (self._header + self.head[len(old):])[:HEAD]
+            self._whole = None
+            return
+        header = self.header()
         if header is not None:
             self._header = change(header)
             self._skip = len(header)
