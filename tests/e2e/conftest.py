@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import mailbox
 import os
+import shutil
 import smtplib
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,23 +92,35 @@ class Mailyard:
 
 
 @pytest.fixture(scope="module")
-def mailyard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mailyard]:
-    data: Path = tmp_path_factory.mktemp("mailyard")
+def mailyard(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+             ) -> Iterator[Mailyard]:
+    # Dovecot only for modules that say DOVECOT = True (it adds seconds to the start); its
+    # unprivileged processes must reach the data dir, which pytest's 0700 tree forbids.
+    dovecot = bool(getattr(request.module, "DOVECOT", False))
+    if dovecot:
+        data = Path(tempfile.mkdtemp(prefix="mailyard-e2e-"))
+        data.chmod(0o711)
+    else:
+        data = tmp_path_factory.mktemp("mailyard")
     sink = SmtpSink().start()
     # A killed queue's in-flight work comes back after the leader lock expires and the
     # consumers' ack_wait passes (15 s / 30 s by default); shorter here so tests stay quick.
     # Two ingress processes share the SMTP ports (SO_REUSEPORT), as `mailyard up
     # --ingress-replicas 2` runs them, so every test also crosses that path.
     platform = Platform(data, ports=free_ports(), ingress_replicas=2, me=E2E_ME,
-                        dovecot=False, env={"queue": {"LEADER_TTL": "4",
-                                                      "CONSUME_ACK_WAIT": "8"}})
+                        dovecot=dovecot, env={"queue": {"LEADER_TTL": "4",
+                                                        "CONSUME_ACK_WAIT": "8"}})
     try:
         platform.start()
     except BaseException:
         sink.stop()
         for log in sorted((data / "log").glob("*.log")):
             print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
+        if dovecot:
+            shutil.rmtree(data, ignore_errors=True)
         raise
     yield Mailyard(platform, sink)
     platform.stop()
     sink.stop()
+    if dovecot:
+        shutil.rmtree(data, ignore_errors=True)

@@ -9,8 +9,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import imaplib
+import os
+import poplib
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -27,11 +31,12 @@ from tests.e2e.conftest import Mailyard
 from tests.qmail_tree import PASSWORDS, Tree, add_bad_lines, build, rebrand
 
 SWAKS = shutil.which("swaks")
+DOVECOT = True   # the platform fixture runs Dovecot for this module (IMAP/POP3 logins)
 BODY = b"Subject: after the move\r\n\r\nnew mail\r\n"
 
 
 def run_import(mailyard: Mailyard, tree: Tree, *extra: str) -> tuple[int, str]:
-    env = {**__import__("os").environ, **mailyard.platform.cli_env()}
+    env = {**os.environ, **mailyard.platform.cli_env()}
     proc = subprocess.run(
         [sys.executable, "-m", "mailyard.cli.main", "import", "qmail", *tree.args(),
          "--mail-dir", str(mailyard.platform.mail_dir), *extra],
@@ -106,9 +111,53 @@ def test_old_password_works_over_smtp_auth_and_is_rehashed(mailyard: Mailyard, i
         time.sleep(0.1)
 
 
+def _no_verify() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the platform's own self-signed pair; login only
+    return context
+
+
+def test_old_password_opens_the_old_mail_over_imap_and_pop3(mailyard: Mailyard,
+                                                           imported: str) -> None:
+    if mailyard.platform.dovecot is None:
+        if os.environ.get("CI"):
+            pytest.fail("Dovecot is not installed (CI installs it)")
+        pytest.skip("Dovecot is not installed (apt-get install dovecot-imapd dovecot-pop3d)")
+    # carl's $6$ hash was never used before: Dovecot's login goes through the legacy check
+    assert _stored_hash(mailyard, "carl@example.org").startswith("$6$")
+    pop = poplib.POP3("127.0.0.1", mailyard.platform.ports.pop3, timeout=15)
+    try:
+        pop.stls(_no_verify())
+        pop.user("carl@example.org")
+        pop.pass_("carl-password")
+        assert pop.stat()[0] == 1
+        assert b"Subject: for carl" in b"\r\n".join(pop.retr(1)[1])
+    finally:
+        pop.quit()
+    imap = imaplib.IMAP4("127.0.0.1", mailyard.platform.ports.imap, timeout=15)
+    try:
+        imap.starttls(_no_verify())
+        imap.login("joe@example.test", PASSWORDS["joe"])
+        _, folders = imap.list()
+        names = b" ".join(f for f in folders if isinstance(f, bytes))
+        assert b"Sent" in names and b"Archive" in names
+        imap.select("INBOX", readonly=True)
+        _, found = imap.search(None, "ANSWERED")
+        assert len(found[0].split()) == 1            # :2,RS survived as \Answered
+        imap.select("Sent", readonly=True)
+        _, data = imap.fetch("1", "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        assert b"\\Seen" in data[0][0] and b"Subject: sent" in data[0][1]
+    finally:
+        imap.logout()
+
+
 def test_alias_mail_lands_next_to_the_old_mail(mailyard: Mailyard, imported: str) -> None:
     joe = mailyard.platform.mail_dir / "example.test" / "joe" / "Maildir"
     assert (joe / "cur" / "1065871321.M2P100.mx1:2,RS").exists()   # flags survived
+    owner = mailyard.platform.mail_user          # the one mail user, as local-delivery's
+    for path in (joe, joe / "cur" / "1065871321.M2P100.mx1:2,RS", joe / ".Sent"):
+        assert (path.stat().st_uid, path.stat().st_gid) == (owner.uid, owner.gid)
     assert (joe / ".Sent" / "cur" / "1065871324.M5P100.mx1:2,S").exists()
     before = mailyard.count("joe@example.test")
     with mailyard.smtp() as client:

@@ -17,29 +17,36 @@ the platform refused a write; 2 for bad arguments. A real run with malformed lin
 from __future__ import annotations
 
 import argparse
-import grp
 import os
-import pwd
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from mailyard.cli.mailuser import MailUser
 from mailyard.cli.qmail_import import maildirs
 from mailyard.cli.qmail_import.plan import Plan, Sources, build
 from mailyard.cli.qmail_import.problems import Problems
 
 
-def _owner(text: str | None) -> tuple[int, int] | None:
-    if not text:
+def _owner(name: str | None) -> tuple[int, int] | None:
+    """Who the copied mail belongs to: the mail user local-delivery writes as and Dovecot
+    serves as. --mail-user names it; else local-delivery's own MAIL_UID/MAIL_GID
+    (MAILYARD_LOCAL_*, as set in a deployment); else `mailyard up`'s rule (root: the system
+    user "mail", anyone else: themselves). None when the files are ours already."""
+    if name:
+        user = MailUser.named(name)
+    else:
+        uid, gid = (os.environ.get(f"MAILYARD_LOCAL_MAIL_{k}") for k in ("UID", "GID"))
+        if uid and gid:
+            if not (uid.isdigit() and gid.isdigit()):
+                raise ValueError("MAILYARD_LOCAL_MAIL_UID/GID must be numbers")
+            user = MailUser("", int(uid), int(gid))
+        else:
+            user = MailUser.default()
+    if (os.geteuid(), os.getegid()) == (user.uid, user.gid):
         return None
-    user, _, group = text.partition(":")
-    try:
-        entry = pwd.getpwnam(user)
-        gid = grp.getgrnam(group).gr_gid if group else entry.pw_gid
-    except KeyError:
-        raise ValueError(f"no such user or group: {text!r}") from None
-    return entry.pw_uid, gid
+    return user.uid, user.gid
 
 
 def _count(maildir: Path) -> tuple[int, int]:
@@ -112,7 +119,7 @@ def report(problems: Problems, out: Any = sys.stderr) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     try:
-        owner = _owner(args.mail_owner)
+        owner = _owner(args.mail_user)
     except ValueError as exc:
         print(f"mailyard: {exc}", file=sys.stderr)
         return 2
@@ -172,9 +179,9 @@ def register(sub: Any) -> None:
                    default=Path(os.environ.get("MAILYARD_LOCAL_MAIL_DIR", "var/mail")),
                    help="the platform's mail tree (local-delivery's MAIL_DIR; default "
                         "$MAILYARD_LOCAL_MAIL_DIR or var/mail)")
-    q.add_argument("--mail-owner", default=None, metavar="USER[:GROUP]",
-                   help="owner of the copied mail (default: whoever runs the import, as "
-                        "for local-delivery)")
+    q.add_argument("--mail-user", default=None, metavar="USER",
+                   help="owner of the copied mail (default: local-delivery's MAIL_UID/"
+                        "MAIL_GID, else as `mailyard up`: root gives it to 'mail')")
     q.add_argument("--move", action="store_true",
                    help="move the message files instead of copying them")
     q.add_argument("--cram-md5-from-clear", action="store_true",

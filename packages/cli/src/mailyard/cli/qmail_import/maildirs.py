@@ -197,7 +197,10 @@ def import_maildir(source: Path, target: Target, *, move: bool = False) -> Copie
     dest = target.path
     live = dest.exists()
     build = dest if live else dest.parent / STAGING
-    dest.parents[2].mkdir(parents=True, exist_ok=True)      # the mail root
+    if not dest.parents[2].exists():                        # the mail root
+        dest.parents[2].mkdir(parents=True)
+        if target.owner:
+            os.chown(dest.parents[2], *target.owner)
     for parent in reversed(build.parents[:2]):              # <domain>/, <domain>/<local>/
         _mkdir(parent, target)
     moved: list[Path] = []
@@ -210,10 +213,7 @@ def import_maildir(source: Path, target: Target, *, move: bool = False) -> Copie
     else:
         _ensure(build, target)
     if target.quota.enabled:
-        ld_quota.rebuild(build, target.quota)
-        if target.owner:
-            with contextlib.suppress(FileNotFoundError):
-                os.chown(build / ld_quota.FILE, *target.owner)
+        ld_quota.rebuild(build, target.quota, target.owner)
     else:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(build / ld_quota.FILE)
