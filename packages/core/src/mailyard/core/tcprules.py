@@ -150,8 +150,11 @@ def parse_line(raw: str, lineno: int = 0) -> Rule | None:
 def parse(text: str) -> list[Rule]:
     """Every rule of a tcp.smtp text, or RuleError naming the first bad line."""
     rules = []
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        rule = parse_line(raw, lineno)
+    # Lines end at LF (CRLF tolerated), as tcprules reads them: str.splitlines() also breaks
+    # at \x1c-\x1e, \x85 and U+2028, numbering lines the operator cannot see (found by the
+    # property test).
+    for lineno, raw in enumerate(text.split("\n"), 1):
+        rule = parse_line(raw.removesuffix("\r"), lineno)
         if rule is not None:
             rules.append(rule)
     return rules
