@@ -51,10 +51,17 @@ def tree(mailyard: Mailyard, tmp_path_factory: pytest.TempPathFactory) -> Tree:
 
 @pytest.fixture(scope="module")
 def imported(mailyard: Mailyard, tree: Tree) -> str:
+    before = _files(tree.root)
     code, out = run_import(mailyard, tree)
+    assert _files(tree.root) == before  # nothing on the old host changed
     # 1: some lines have no equivalent (the autoresponder, ezmlm, =host, ...): reported
     assert code == 1, out
     return out
+
+
+def _files(root: Path) -> dict[str, tuple[int, int, int]]:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns, p.stat().st_mode)
+            for p in root.rglob("*")}
 
 
 def _stored_hash(mailyard: Mailyard, address: str) -> str:
