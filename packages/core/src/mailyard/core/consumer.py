@@ -43,6 +43,7 @@ from mailyard.core.errors import BusError
 from mailyard.core.logs import queue_id_var
 
 log = logging.getLogger(__name__)
+RESULT_RETRY_MAX = 10.0  # seconds between tries to publish a kept result, at most
 BUSY_WAIT = 0.02  # seconds a multi-message pull may wait when nothing was waiting after all
 
 
@@ -75,8 +76,6 @@ class JobConsumer:
     channel: "local" or "remote" (subjects and consumer names from `mailyard.core.bus`).
     limit: jobs this replica runs at once, asked again whenever a slot frees (so a changed
         concurrency file applies at once; call `wake()` after raising it).
-    nak_delay: when the result cannot be published, NAK the job with this delay (seconds);
-        None leaves it unacked, so it comes back after ack_wait.
     sync_ack: wait for JetStream to confirm the ack (logs a failed ack).
     on_in_flight: told the number of jobs in flight whenever it changes (a gauge).
     on_settled: called with (job, result, seconds) after the job is acked (metrics, logs).
@@ -87,7 +86,7 @@ class JobConsumer:
 
     def __init__(self, js: JetStreamContext, channel: str, handle: Handler, *,
                  limit: Callable[[], int], ack_wait: float, fetch_wait: float = 1.0,
-                 nak_delay: float | None = None, sync_ack: bool = False,
+                 sync_ack: bool = False,
                  on_in_flight: Callable[[int], None] | None = None,
                  on_settled: Settled | None = None,
                  recreate: Callable[[], Awaitable[None]] | None = None) -> None:
@@ -99,7 +98,6 @@ class JobConsumer:
         self.limit = limit
         self.ack_wait = ack_wait
         self.fetch_wait = fetch_wait
-        self.nak_delay = nak_delay
         self.sync_ack = sync_ack
         self.on_in_flight = on_in_flight
         self.on_settled = on_settled
@@ -227,6 +225,24 @@ class JobConsumer:
                     with contextlib.suppress(Exception):
                         await entry.msg.in_progress()
 
+    async def _publish(self, job: DeliveryJob, result: DeliveryResult) -> bool:
+        """Publish the result, retrying until JetStream takes it (a full disk, a stream
+        refusing writes): the job stays in flight, kept by progress acks, so it is not
+        delivered again meanwhile (a full volume once redelivered the same messages every
+        90 s). False only when stopping first."""
+        wait = 1.0
+        while True:
+            try:
+                await bus.publish(self.js, self.result_subject, result, msg_id=job.job_id)
+                return True
+            except BusError as exc:
+                log.warning("result not published, kept and tried again in %.0f s: %s",
+                            wait, exc, extra={"job_id": job.job_id})
+            if self._stopping.is_set():
+                return False
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, RESULT_RETRY_MAX)
+
     async def _run(self, msg: Any) -> None:
         started = time.monotonic()
         try:
@@ -246,15 +262,8 @@ class JobConsumer:
                 # Not acked: the job comes back after ack_wait (max_deliver bounds it).
                 log.exception("delivery job crashed")
                 return
-            try:
-                await bus.publish(self.js, self.result_subject, result, msg_id=job.job_id)
-            except BusError as exc:
-                # Not acked: delivered again later (a rare duplicate, nothing lost).
-                log.warning("result not published: %s", exc)
-                if self.nak_delay is not None:
-                    with contextlib.suppress(Exception):
-                        await msg.nak(delay=self.nak_delay)
-                return
+            if not await self._publish(job, result):
+                return  # stopping: unacked, so it runs again elsewhere (a rare duplicate)
             try:
                 if self.sync_ack:
                     await msg.ack_sync()

@@ -55,7 +55,7 @@ class Worker:
         self.limit = concurrency(control)
         self.consumer = JobConsumer(
             js, CHANNEL, deliverer.run, limit=lambda: self.limit, ack_wait=settings.ack_wait,
-            fetch_wait=FETCH_WAIT, nak_delay=5.0, sync_ack=True,
+            fetch_wait=FETCH_WAIT, sync_ack=True,
             on_in_flight=CONCURRENCY_IN_USE.labels(CHANNEL).set, recreate=self._recreate)
         self._applied = -1
         self._background: set[asyncio.Task[None]] = set()  # limit updates, not jobs
