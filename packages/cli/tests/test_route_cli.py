@@ -81,7 +81,7 @@ def test_set_list_explain_and_del(services: Services, smtp_sink: SmtpSink,
     assert out.splitlines()[1] == "example.test:[127.0.0.1]:1 tls=none"
     assert run(capsys, "route", "set", ".example.test", "relay.example.net:2525")[0] == 0
     code, out, _ = run(capsys, "route", "set", ":", "smarthost.example.net:587", "--tls", "must",
-                       "--auth", "mailer:/run/secrets/smarthost")
+                       "--auth", "mailer:/run/secrets/smarthost", "--remote-file")
     assert code == 0 and out.splitlines()[1] == (
         ":smarthost.example.net:587 tls=must auth=mailer:/run/secrets/smarthost")
     # the same key again replaces its line, in place
@@ -170,3 +170,27 @@ def test_control_set_refuses_typos_and_bad_routes(services: Services,
     code, out, err = run(capsys, "control", "set", "smtproutes")
     assert (code, out) == (1, "") and "line 1: not a port (1-65535): '99999'" in err
     assert run(capsys, "route", "list") == (0, "", "")  # nothing was written
+
+
+def test_local_domain_unreadable_auth_file_and_silent_probe(
+        services: Services, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # a hosted domain is delivered locally, whatever DNS says
+    assert run(capsys, "domain", "add", "hosted.test")[0] == 0
+    code, out, _ = run(capsys, "route", "explain", "nobody@Hosted.test")
+    assert code == 0 and out.splitlines() == [
+        "domain: hosted.test", "route:  local (a hosted domain: local-delivery, never MX)",
+        "        no such user here (refused at RCPT with 550 5.1.1)"]
+    # a password file that is not there is refused (unless it lives on remote-delivery)
+    code, out, err = run(capsys, "route", "set", "x.test", "relay.test", "--auth",
+                         f"mailer:{tmp_path}/missing")
+    assert (code, out) == (2, "") and "cannot read" in err and "--remote-file" in err
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret\n")
+    assert run(capsys, "route", "set", "x.test", "relay.test", "--auth",
+               f"mailer:{secret}")[0] == 0
+    # --probe with nobody listening: exit 1
+    port = closed_port()
+    assert run(capsys, "route", "set", "quiet.test", f"[127.0.0.1]:{port}")[0] == 0
+    wanted = f"route:  smtproutes (quiet.test:[127.0.0.1]:{port})"
+    code, out = explain_until(capsys, wanted, "a@quiet.test", "--probe")
+    assert code == 1 and "does NOT answer" in out

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
+
+from mailyard.core import auth
 
 
 @dataclass(frozen=True)
@@ -53,5 +56,20 @@ def address(name: str) -> str:
     return os.environ.get(f"MAILYARD_{name}_ADDR", GRPC_DEFAULTS[name])
 
 
+# Where `mailyard up` (default --data var) leaves its token table; see token().
+UP_TOKENS = Path("var") / "auth" / "tokens"
+
+
+def token() -> str | None:
+    """The CLI's credential: MAILYARD_TOKEN_FILE (one token, or a table whose MAILYARD_ROLE
+    line, admin by default, is used), else the table `mailyard up` wrote under ./var, else
+    none (a platform without tokens on loopback)."""
+    role = os.environ.get("MAILYARD_ROLE", "admin")
+    given = os.environ.get("MAILYARD_TOKEN_FILE")
+    if given:
+        return auth.read_token(Path(given), role)
+    return auth.read_token(UP_TOKENS, role) if UP_TOKENS.is_file() else None
+
+
 def channel(name: str) -> grpc.Channel:
-    return grpc.insecure_channel(address(name))
+    return auth.channel(address(name), token())

@@ -12,10 +12,11 @@ from collections.abc import Sequence
 
 import grpc
 
-from mailyard.cli import control, directory, dkim, history, queue, relay, route, up
+from mailyard.cli import control, directory, dkim, history, queue, relay, route, tokens, up
 from mailyard.cli.qmail_import import command as qmail_import
+from mailyard.core.errors import MailyardError
 
-AREAS = (up, queue, history, directory, relay, route, control, dkim, qmail_import)
+AREAS = (up, queue, history, directory, relay, route, control, dkim, qmail_import, tokens)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # a file that is not UTF-8; stdin's undecodable bytes surface only when encoded
         print(f"mailyard: input is not UTF-8 text ({exc.reason} at {exc.start})",
               file=sys.stderr)
+        return 1
+    except MailyardError as exc:  # e.g. an unreadable token file
+        print(f"mailyard: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

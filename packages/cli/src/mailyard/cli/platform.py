@@ -25,6 +25,7 @@ import grpc
 from mailyard.api.control.v1 import control_pb2, control_pb2_grpc
 from mailyard.cli.endpoints import Ports
 from mailyard.cli.mailuser import MailUser, prepare_mail_dir
+from mailyard.core import auth
 from mailyard.core.natsserver import NatsServer, free_port
 from mailyard.mail_access import dovecot_conf
 
@@ -221,6 +222,12 @@ class Platform:
         self._given.update(ports)
         return ports
 
+    @property
+    def tokens_file(self) -> Path:
+        """The admin plane's token table, made at the first start (owner-only) and kept:
+        every service enforces it, the CLI finds it (cli_env, or ./var/auth/tokens)."""
+        return self.data / "auth" / "tokens"
+
     def env_for(self, spec: ServiceSpec) -> dict[str, str]:
         pre = f"MAILYARD_{spec.prefix}_"
         env = {
@@ -228,6 +235,10 @@ class Platform:
             f"{pre}SPOOL_DIR": str(self.spool_dir),
             f"{pre}HTTP_HOST": "127.0.0.1",
             f"{pre}HTTP_PORT": str(spec.http_port),
+            f"{pre}TOKENS_FILE": str(self.tokens_file),
+            # outgoing calls (ingress -> relay-auth, relay-auth -> directory) take their
+            # role's line of the same table
+            f"{pre}TOKEN_FILE": str(self.tokens_file),
         }
         if spec.grpc_port:
             env[f"{pre}GRPC_HOST"] = "127.0.0.1"
@@ -244,6 +255,7 @@ class Platform:
             "MAILYARD_REMOTE_ADDR": f"127.0.0.1:{p.remote_grpc}",
             "MAILYARD_RELAYAUTH_ADDR": f"127.0.0.1:{p.relayauth_grpc}",
             "MAILYARD_DIRECTORY_ADDR": f"127.0.0.1:{p.directory_grpc}",
+            "MAILYARD_TOKEN_FILE": str(self.tokens_file),
         }
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -259,6 +271,8 @@ class Platform:
         for folder in (self.data, self.logs, self.spool_dir, self.mail_dir):
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         prepare_mail_dir(self.data, self.mail_dir, self.mail_user)
+        if not self.tokens_file.exists():
+            auth.write_table(self.tokens_file)
         self.nats.start(self.logs / "nats.log", spawn=spawn_supervised)
         self._nats_wanted = True
         try:
@@ -278,7 +292,8 @@ class Platform:
 
     def set_control(self, name: str, text: str) -> None:
         """Write a control file through the directory (validated there, seen by all)."""
-        with grpc.insecure_channel(f"127.0.0.1:{self.ports.directory_grpc}") as chan:
+        token = auth.read_token(self.tokens_file, "admin")
+        with auth.channel(f"127.0.0.1:{self.ports.directory_grpc}", token) as chan:
             try:
                 control_pb2_grpc.ControlStub(chan).Set(
                     control_pb2.SetRequest(name=name, text=text), timeout=10)
@@ -387,4 +402,6 @@ class Platform:
         lines.append(f"data: {self.data}   logs: {self.logs}   maildirs: {self.mail_dir} "
                      f"(mail user {self.mail_user.describe()})")
         lines += self.notes
+        lines.append(f"admin tokens: {self.tokens_file} (the CLI finds ./var/auth/tokens; "
+                     f"from elsewhere: export MAILYARD_TOKEN_FILE={self.tokens_file})")
         return "\n".join(lines)

@@ -15,12 +15,15 @@ remote-delivery rereads it on every delivery. explain asks remote-delivery's Rou
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
 import grpc
 
 from mailyard.api.control.v1 import control_pb2, control_pb2_grpc
+from mailyard.api.directory.v1 import directory_pb2 as dpb
+from mailyard.api.directory.v1 import directory_pb2_grpc
 from mailyard.api.routing.v1 import routing_pb2, routing_pb2_grpc
 from mailyard.cli.endpoints import channel
 from mailyard.core import smtproutes
@@ -40,13 +43,16 @@ def register(sub: Any) -> None:
     p.add_argument("--tls", choices=("none", "may", "must", "verify"))
     p.add_argument("--auth", metavar="USER:/PASSWORD/FILE",
                    help="AUTH to this host; the password stays in that file")
+    p.add_argument("--remote-file", action="store_true",
+                   help="the password file is on remote-delivery's host, not this one")
     p.set_defaults(func=_set)
     p = cmds.add_parser("del", help="remove the route of DOMAIN")
     p.add_argument("domain")
     p.set_defaults(func=_del)
     p = cmds.add_parser("explain", help="how mail for ADDRESS is routed right now")
     p.add_argument("address")
-    p.add_argument("--probe", action="store_true", help="connect to each host's SMTP port")
+    p.add_argument("--probe", action="store_true",
+                   help="connect to each host's SMTP port (exit 1 when none answers)")
     p.set_defaults(func=_explain)
 
 
@@ -94,6 +100,11 @@ def _set(args: argparse.Namespace) -> int:
     if args.auth and (not user or not path.startswith("/")):
         print("mailyard: --auth takes USER:/absolute/path/to/passwordfile", file=sys.stderr)
         return 2
+    if args.auth and not args.remote_file and not os.access(path, os.R_OK):
+        print(f"mailyard: --auth: cannot read {path} here (remote-delivery reads it at "
+              "each delivery; if it exists only on remote-delivery's host, add "
+              "--remote-file)", file=sys.stderr)
+        return 2
     domain = "" if args.domain == ":" else args.domain
     try:
         key = smtproutes.parse_key(domain)
@@ -135,7 +146,35 @@ def _del(args: argparse.Namespace) -> int:
     return 0
 
 
+_LOCAL_KINDS = {
+    dpb.RESOLUTION_KIND_UNKNOWN: "no such user here (refused at RCPT with 550 5.1.1)",
+    dpb.RESOLUTION_KIND_MAILBOX: "mailbox {mailbox}",
+    dpb.RESOLUTION_KIND_ALIAS: "alias for {targets}",
+    dpb.RESOLUTION_KIND_LIST: "mailing list to {targets}",
+    dpb.RESOLUTION_KIND_CATCH_ALL: "catch-all: mailbox {mailbox}",
+    dpb.RESOLUTION_KIND_BOUNCE: "catch-all bounces it",
+    dpb.RESOLUTION_KIND_DELETE: "catch-all deletes it",
+}
+
+
+def _local(address: str) -> bool:
+    """A hosted domain never goes out by MX: say what local delivery does instead."""
+    if not address.rpartition("@")[2]:
+        return False  # remote-delivery explains what is wrong with it
+    res = directory_pb2_grpc.DirectoryStub(channel("DIRECTORY")).Resolve(
+        dpb.AddressRequest(address=address), timeout=10)
+    if res.kind == dpb.RESOLUTION_KIND_NOT_LOCAL:
+        return False
+    what = _LOCAL_KINDS.get(res.kind, "local")
+    print(f"domain: {address.rpartition('@')[2].lower()}")
+    print("route:  local (a hosted domain: local-delivery, never MX)")
+    print("        " + what.format(mailbox=res.mailbox, targets=", ".join(res.targets)))
+    return True
+
+
 def _explain(args: argparse.Namespace) -> int:
+    if _local(args.address):
+        return 0
     stub = routing_pb2_grpc.RoutingStub(channel("REMOTE"))
     out = stub.Explain(routing_pb2.ExplainRequest(address=args.address, probe=args.probe))
     print(f"domain: {out.domain}")
@@ -149,4 +188,9 @@ def _explain(args: argparse.Namespace) -> int:
         if hop.probed:
             state = "answers" if hop.answers else "does NOT answer"
             print(f"   {state} in {hop.probe_seconds:.2f}s: {hop.greeting}")
-    return 0 if not out.error else 1
+    if out.error:
+        return 1
+    if args.probe and not any(hop.answers for hop in out.hops):
+        print("mailyard: no host answered", file=sys.stderr)
+        return 1
+    return 0

@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from mailyard.core import auth
+
 Registration = tuple[Callable[[Any, grpc.aio.Server], None], Any, str]  # add_fn, servicer, name
 
 
 class GrpcServer:
-    def __init__(self, host: str, port: int, services: Sequence[Registration]) -> None:
-        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    def __init__(self, host: str, port: int, services: Sequence[Registration],
+                 tokens_file: Path | None = None) -> None:
+        """tokens_file: the admin plane's token table (mailyard.core.auth); without one
+        the server may only listen on loopback."""
+        tokens = auth.server_tokens(tokens_file, host, f"gRPC {host}:{port}")
+        self.server = grpc.aio.server(
+            options=[("grpc.so_reuseport", 0)],
+            interceptors=[auth.AuthInterceptor(tokens)] if tokens else None)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,

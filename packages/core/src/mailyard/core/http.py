@@ -11,19 +11,47 @@ import contextlib
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 
 import uvicorn
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+
+from mailyard.core import auth
+from mailyard.core.settings import is_loopback
 
 ReadinessCheck = Callable[[], Awaitable[bool] | bool]
 log = logging.getLogger(__name__)
 
 
 def make_app(service: str, checks: dict[str, ReadinessCheck] | None = None,
-             registry: CollectorRegistry = REGISTRY) -> FastAPI:
-    app = FastAPI(title=f"mailyard {service}", docs_url=None, redoc_url=None)
+             registry: CollectorRegistry = REGISTRY, *, tokens_file: Path | None = None,
+             host: str = "127.0.0.1") -> FastAPI:
+    """/healthz /readyz /metrics open; the admin API under /api/ needs a token (GET: role
+    read or admin, anything else: admin) once TOKENS_FILE is set, and without one is served
+    on loopback only. The OpenAPI page is /docs."""
+    app = FastAPI(title=f"mailyard {service}", docs_url="/docs", redoc_url=None)
     checks = checks or {}
+    tokens = auth.Tokens.load(tokens_file) if tokens_file is not None else None
+    local_only = tokens is None and not is_loopback(host)
+
+    @app.middleware("http")
+    async def admin_api(request: Request,
+                        call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if not request.url.path.startswith("/api/"):
+            return await call_next(request)
+        if local_only:
+            return JSONResponse({"detail": "no TOKENS_FILE: the admin API is off on "
+                                           f"{host}"}, status_code=403)
+        if tokens is not None:
+            method = "GET" if request.method in ("GET", "HEAD") else "POST"
+            refusal = tokens.check_http(request.headers.get("authorization", ""), method)
+            if refusal is not None:
+                status, detail = refusal
+                headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+                return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+        return await call_next(request)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -37,6 +37,12 @@ class ServiceSettings(BaseSettings):
     instance: str = Field(default_factory=socket.gethostname)
     # qmail's control/me: the name in greetings, Received: lines and bounces.
     me: str = Field(default_factory=socket.getfqdn)
+    # The admin plane's token table ("ROLE TOKEN" lines, mailyard.core.auth), from a Secret.
+    # Unset: gRPC and /api/ serve only on loopback, open to local users.
+    tokens_file: Path | None = None
+    # This service's own token for the calls it makes (ingress -> relay-auth, relay-auth ->
+    # directory): a file holding the token, or a table whose line for its role is used.
+    token_file: Path | None = None
     # Copies JetStream keeps of every stream and KV bucket this service creates or opens:
     # 1 for one nats-server (`mailyard up`), 3 on a 3-node cluster (the manifests).
     nats_replicas: int = Field(default=1, ge=1, le=5)

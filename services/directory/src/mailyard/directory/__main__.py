@@ -19,7 +19,6 @@ from mailyard.core.directory import DirectoryView
 from mailyard.core.grpcserver import GrpcServer, service_name
 from mailyard.core.http import HttpServer, make_app
 from mailyard.core.service import run
-from mailyard.core.settings import is_loopback
 from mailyard.directory.control_service import ControlService
 from mailyard.directory.directory_service import DirectoryService
 from mailyard.directory.settings import Settings
@@ -30,9 +29,6 @@ log = logging.getLogger(__name__)
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     metrics.set_build("directory")
-    if not is_loopback(settings.grpc_host):
-        log.warning("admin gRPC listens on %s: it has no authentication of its own; "
-                    "restrict who can reach it", settings.grpc_host)
     nc: NATS = await bus.connect(settings.nats_url, f"directory-{settings.instance}")
     js = nc.jetstream()
     directory_view, control_view = DirectoryView(), ControlView()
@@ -47,7 +43,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
          service_name(directory_pb2, "Directory")),
         (control_pb2_grpc.add_ControlServicer_to_server, control,
          service_name(control_pb2, "Control")),
-    ])
+    ], tokens_file=settings.tokens_file)
     await grpc_server.start()
 
     http = None

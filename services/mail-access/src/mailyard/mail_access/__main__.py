@@ -10,7 +10,7 @@ import logging
 import grpc
 
 from mailyard.api.relayauth.v1 import relayauth_pb2_grpc as rpc
-from mailyard.core import bus
+from mailyard.core import auth, bus
 from mailyard.core.directory import DirectoryView
 from mailyard.core.http import HttpServer, make_app
 from mailyard.core.metrics import set_build
@@ -27,7 +27,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     nc = await bus.connect(settings.nats_url, f"mail-access-{settings.instance}")
     directory = DirectoryView()
     await directory.start(nc.jetstream())
-    channel = grpc.aio.insecure_channel(settings.relay_auth_addr)
+    # role bridge: Authenticate and GrantLease (mailyard.core.auth)
+    channel = auth.aio_channel(settings.relay_auth_addr,
+                               auth.client_token(settings.token_file, "bridge"))
     token = settings.relay_auth_token.get_secret_value() if settings.relay_auth_token else None
     bridge = Bridge(directory, rpc.RelayAuthStub(channel),
                     settings.mail_dir, settings.relay_auth_timeout, token)

@@ -89,7 +89,8 @@ async def _serve(settings: Settings, stop: asyncio.Event, state_dir: StateDir) -
                              "leader": lambda: runtime.queue is not None,
                              # todo and result consumers work (false while one is re-created)
                              "consumers": lambda: runtime.queue is not None
-                             and all(runtime.queue.consuming.values())})
+                             and all(runtime.queue.consuming.values())},
+                   tokens_file=settings.tokens_file, host=settings.http_host)
     web.mount(app, runtime, js)
     http = HttpServer(app, settings.http_host, settings.http_port) if settings.http_port else None
     grpc_server = GrpcServer(settings.grpc_host, settings.grpc_port, [
@@ -97,7 +98,7 @@ async def _serve(settings: Settings, stop: asyncio.Event, state_dir: StateDir) -
          service_name(queue_pb2, "QueueService")),
         # history is read from JetStream: a standby answers it too
         (history_pb2_grpc.add_HistoryServicer_to_server, HistoryService(nc, js),
-         service_name(history_pb2, "History"))])
+         service_name(history_pb2, "History"))], tokens_file=settings.tokens_file)
     await grpc_server.start()
     if http:
         await http.start()

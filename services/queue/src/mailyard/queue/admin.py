@@ -108,6 +108,49 @@ async def explain(q: Queue, queue_id: str) -> pb.MessageDetail | None:
     return detail
 
 
+class BadSelection(ValueError):
+    """An action request naming nothing, or ids and --all at once."""
+
+
+ACTIONS = ("retry", "hold", "release", "delete", "bounce")
+
+
+async def act(q: Queue, action: str, req: pb.SelectRequest) -> pb.ActionResponse:
+    """One operator action (gRPC and HTTP): on the named ids in queue, or on all; named ids
+    not in queue are reported back. --all is the same for every action."""
+    if req.all and req.queue_ids:
+        raise BadSelection("name queue ids or --all, not both")
+    if not req.all and not req.queue_ids:
+        raise BadSelection("name queue ids (or --all)")
+    store, now = q.store, time.time()
+    ids = await store.run(store.select_ids, list(req.queue_ids), req.all)
+    found = set(ids)
+    unknown = [i for i in req.queue_ids if i not in found]
+    n = 0
+    if action == "retry":
+        await lost.requeue(q)  # a job purged from JetStream is dispatched again too
+        n = await store.run(store.retry_now, ids, req.recipient, now)
+        q.wake.set()
+    elif action in ("hold", "release"):
+        n = await store.run(store.set_held, ids, action == "hold", now)
+        q.wake.set()
+    elif action == "delete":
+        for qid in ids:
+            m = await store.run(store.message, qid)
+            if m is not None:
+                n += len(await store.run(store.recipients, qid))
+                log.warning("deleted by the operator", extra={"queue_id": qid})
+                q.history.step(qid, "deleted", "deleted by the operator, no bounce")
+                await complete(q, m)
+    elif action == "bounce":
+        n = await store.run(store.fail_now, ids, req.recipient, OPERATOR_BOUNCE)
+        for qid in ids:
+            await settle(q, qid)
+    else:
+        raise BadSelection(f"unknown action {action!r}")
+    return pb.ActionResponse(messages=len(ids), recipients=n, unknown_ids=unknown)
+
+
 class QueueAdmin(queue_pb2_grpc.QueueServiceServicer):
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
@@ -118,18 +161,6 @@ class QueueAdmin(queue_pb2_grpc.QueueServiceServicer):
                                 "standby: this queue process is not the leader")
         assert self.rt.queue is not None
         return self.rt.queue
-
-    async def _select(self, q: Queue, req: pb.SelectRequest,
-                      context: grpc.aio.ServicerContext) -> tuple[list[str], list[str]]:
-        """(ids in queue, named ids not in queue). --all is the same for every action."""
-        if req.all and req.queue_ids:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                "name queue ids or --all, not both")
-        if not req.all and not req.queue_ids:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "name queue ids (or --all)")
-        ids = await q.store.run(q.store.select_ids, list(req.queue_ids), req.all)
-        found = set(ids)
-        return ids, [i for i in req.queue_ids if i not in found]
 
     async def Stat(self, request: pb.StatRequest,
                    context: grpc.aio.ServicerContext) -> pb.StatResponse:
@@ -147,52 +178,34 @@ class QueueAdmin(queue_pb2_grpc.QueueServiceServicer):
         assert detail is not None
         return detail
 
+    async def _act(self, action: str, request: pb.SelectRequest,
+                   context: grpc.aio.ServicerContext) -> pb.ActionResponse:
+        q = await self._queue(context)
+        try:
+            return await act(q, action, request)
+        except BadSelection as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise
+
     async def Retry(self, request: pb.SelectRequest,
                     context: grpc.aio.ServicerContext) -> pb.ActionResponse:
-        q = await self._queue(context)
-        ids, unknown = await self._select(q, request, context)
-        await lost.requeue(q)  # a job purged from JetStream is dispatched again too
-        n = await q.store.run(q.store.retry_now, ids, request.recipient, time.time())
-        q.wake.set()
-        return pb.ActionResponse(messages=len(ids), recipients=n, unknown_ids=unknown)
+        return await self._act("retry", request, context)
 
     async def Hold(self, request: pb.SelectRequest,
                    context: grpc.aio.ServicerContext) -> pb.ActionResponse:
-        q = await self._queue(context)
-        ids, unknown = await self._select(q, request, context)
-        n = await q.store.run(q.store.set_held, ids, True, time.time())
-        return pb.ActionResponse(messages=len(ids), recipients=n, unknown_ids=unknown)
+        return await self._act("hold", request, context)
 
     async def Release(self, request: pb.SelectRequest,
                       context: grpc.aio.ServicerContext) -> pb.ActionResponse:
-        q = await self._queue(context)
-        ids, unknown = await self._select(q, request, context)
-        n = await q.store.run(q.store.set_held, ids, False, time.time())
-        q.wake.set()
-        return pb.ActionResponse(messages=len(ids), recipients=n, unknown_ids=unknown)
+        return await self._act("release", request, context)
 
     async def Delete(self, request: pb.SelectRequest,
                      context: grpc.aio.ServicerContext) -> pb.ActionResponse:
-        q = await self._queue(context)
-        ids, unknown = await self._select(q, request, context)
-        n = 0
-        for qid in ids:
-            m = await q.store.run(q.store.message, qid)
-            if m is not None:
-                n += len(await q.store.run(q.store.recipients, qid))
-                log.warning("deleted by the operator", extra={"queue_id": qid})
-                q.history.step(qid, "deleted", "deleted by the operator, no bounce")
-                await complete(q, m)
-        return pb.ActionResponse(messages=len(ids), recipients=n, unknown_ids=unknown)
+        return await self._act("delete", request, context)
 
     async def Bounce(self, request: pb.SelectRequest,
                      context: grpc.aio.ServicerContext) -> pb.ActionResponse:
-        q = await self._queue(context)
-        ids, unknown = await self._select(q, request, context)
-        n = await q.store.run(q.store.fail_now, ids, request.recipient, OPERATOR_BOUNCE)
-        for qid in ids:
-            await settle(q, qid)
-        return pb.ActionResponse(messages=len(ids), recipients=n, unknown_ids=unknown)
+        return await self._act("bounce", request, context)
 
     async def Fsck(self, request: pb.FsckRequest,
                    context: grpc.aio.ServicerContext) -> pb.FsckResponse:

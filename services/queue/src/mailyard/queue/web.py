@@ -3,7 +3,10 @@
     GET /api/stat                      qmail-qstat
     GET /api/messages?sender=&recipient=&domain=&state=&page_size=&page_token=
     GET /api/messages/{queue_id}       explain
+    GET /api/status                    qmail-send's status line (cluster-wide)
     GET /api/history?id=&address=&since=&until=&limit=     `mailyard log` (ISO 8601 times)
+    POST /api/actions/{retry|hold|release|delete|bounce}   {"queue_ids": [...]} or {"all": true}
+Reads need role read (or admin), actions admin (mailyard.core.auth); OpenAPI at /docs.
 """
 
 from __future__ import annotations
@@ -14,15 +17,32 @@ from typing import Any
 from fastapi import FastAPI, HTTPException
 from google.protobuf.json_format import MessageToDict
 from nats.js import JetStreamContext
+from pydantic import BaseModel, Field
 
 from mailyard.api.history.v1 import history_pb2 as hpb
 from mailyard.api.queue.v1 import queue_pb2 as pb
 from mailyard.queue import history_search
-from mailyard.queue.admin import Runtime, explain, listing, stat
+from mailyard.queue.admin import (
+    ACTIONS,
+    BadSelection,
+    Runtime,
+    act,
+    explain,
+    listing,
+    stat,
+)
 from mailyard.queue.engine import Queue
 from mailyard.queue.state import STATE_NAMES
 
 _STATE_BY_NAME = {name: value for value, name in STATE_NAMES.items()}
+
+
+class Selection(BaseModel):
+    """Which messages an action applies to: named ids, or all (then no ids)."""
+
+    queue_ids: list[str] = Field(default_factory=list, max_length=10_000)
+    all: bool = False
+    recipient: str = ""
 
 
 def _to_dict(message: Any) -> dict[str, Any]:
@@ -57,6 +77,25 @@ def mount(app: FastAPI, runtime: Runtime, js: JetStreamContext) -> None:
         if detail is None:
             raise HTTPException(404, f"{queue_id} not in queue")
         return _to_dict(detail)
+
+    @app.get("/api/status")
+    async def api_status() -> dict[str, Any]:
+        r = await stat(queue())
+        return {"local": {"in_progress": r.local_in_progress, "limit": r.local_limit},
+                "remote": {"in_progress": r.remote_in_progress, "limit": r.remote_limit},
+                "line": f"status: local {r.local_in_progress}/{r.local_limit} "
+                        f"remote {r.remote_in_progress}/{r.remote_limit}"}
+
+    @app.post("/api/actions/{action}")
+    async def api_action(action: str, body: Selection) -> dict[str, Any]:
+        if action not in ACTIONS:
+            raise HTTPException(404, f"no action {action!r}; one of {', '.join(ACTIONS)}")
+        req = pb.SelectRequest(queue_ids=body.queue_ids, recipient=body.recipient,
+                               all=body.all)
+        try:
+            return _to_dict(await act(queue(), action, req))
+        except BadSelection as exc:
+            raise HTTPException(400, str(exc)) from None
 
     @app.get("/api/history")
     async def api_history(id: str = "", address: str = "", since: datetime | None = None,

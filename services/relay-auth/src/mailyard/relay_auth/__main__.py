@@ -9,6 +9,7 @@ import logging
 from mailyard.api.relayauth.v1 import relayauth_pb2 as pb
 from mailyard.api.relayauth.v1 import relayauth_pb2_grpc as rpc
 from mailyard.core import bus
+from mailyard.core.auth import client_token
 from mailyard.core.control import ControlView
 from mailyard.core.directory import DirectoryView
 from mailyard.core.grpcserver import GrpcServer, service_name
@@ -42,7 +43,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                         settings.auth_fail_window, limit_pair=settings.auth_fail_limit_pair,
                         delay_base=settings.auth_delay_base, delay_max=settings.auth_delay_max)
     pool = PasswordPool(settings.auth_workers, settings.auth_queue)
-    upgrader = HashUpgrader(settings.directory_addr, settings.directory_timeout, pool)
+    upgrader = HashUpgrader(settings.directory_addr, settings.directory_timeout, pool,
+                            client_token(settings.token_file, "relayauth"))
     auth = Authenticator(directory, throttle, settings.cram_ttl, pool, upgrader)
     await control.start(js)
     await directory.start(js)
@@ -51,7 +53,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     await leases.start(js)
     servicer = RelayAuthServicer(settings.default_rules, control, leases, throttle, auth)
     grpc_server = GrpcServer(settings.grpc_host, settings.grpc_port, [
-        (rpc.add_RelayAuthServicer_to_server, servicer, service_name(pb, "RelayAuth"))])
+        (rpc.add_RelayAuthServicer_to_server, servicer, service_name(pb, "RelayAuth"))],
+        tokens_file=settings.tokens_file)
     await grpc_server.start()
     http: HttpServer | None = None
     if settings.http_port:

@@ -17,7 +17,7 @@ import grpc
 
 from mailyard.api.directory.v1 import directory_pb2 as dpb
 from mailyard.api.directory.v1 import directory_pb2_grpc as dgrpc
-from mailyard.core import password_hashes
+from mailyard.core import auth, password_hashes
 from mailyard.relay_auth import metrics
 from mailyard.relay_auth.pool import PasswordPool
 
@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 
 
 class HashUpgrader:
-    def __init__(self, directory_addr: str, timeout: float, pool: PasswordPool) -> None:
-        self.channel = grpc.aio.insecure_channel(directory_addr)
+    def __init__(self, directory_addr: str, timeout: float, pool: PasswordPool,
+                 token: str | None = None) -> None:
+        self.channel = auth.aio_channel(directory_addr, token)  # role relayauth
         self.stub = dgrpc.DirectoryStub(self.channel)
         self.timeout = timeout
         self.pool = pool

@@ -41,7 +41,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     worker = Worker(settings, js, control, spool, deliverer)
     grpc_server = GrpcServer(settings.grpc_host, settings.grpc_port, [
         (routing_pb2_grpc.add_RoutingServicer_to_server, RoutingService(deliverer),
-         service_name(routing_pb2, "Routing"))])
+         service_name(routing_pb2, "Routing"))], tokens_file=settings.tokens_file)
     http = None
     if settings.http_port:
         app = make_app("remote-delivery", {

@@ -36,6 +36,7 @@ from mailyard.api.relayauth.v1 import relayauth_pb2 as ra
 from mailyard.api.relayauth.v1.relayauth_pb2_grpc import RelayAuthStub
 from mailyard.smtp_ingress.metrics import RELAY_DECISIONS
 from mailyard.smtp_ingress.relay_view import RelayView
+from mailyard.core import auth
 
 if TYPE_CHECKING:
     from mailyard.api.relayauth.v1.relayauth_pb2_grpc import RelayAuthAsyncStub
@@ -141,12 +142,12 @@ class RelayAuthClient:
 
     def __init__(self, address: str, timeout: float, max_in_flight: int = 64,
                  stream: bool = True, auth_timeout: float = 30.0,
-                 view: RelayView | None = None) -> None:
+                 view: RelayView | None = None, token: str | None = None) -> None:
         self.view = view  # decides from memory when it can; gRPC otherwise
         self.timeout = timeout
         self.auth_timeout = auth_timeout
         self.auth_slots = asyncio.Semaphore(self.AUTH_SLOTS)
-        self.channel = grpc.aio.insecure_channel(address)
+        self.channel = auth.aio_channel(address, token)  # role ingress
         self.stub = RelayAuthStub(self.channel)
         self.slots = asyncio.Semaphore(max_in_flight)
         self.use_stream = stream        # False: unary CheckClient only (bench comparison)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailyard.core import bus
+from mailyard.core.auth import client_token
 from mailyard.core.control import ControlView
 from mailyard.core.directory import DirectoryView
 from mailyard.core.http import HttpServer, make_app
@@ -65,7 +66,8 @@ class Ingress:
         self.relay = RelayAuthClient(settings.relay_auth_addr, settings.relay_auth_timeout,
                                      settings.relay_auth_in_flight,
                                      auth_timeout=settings.relay_auth_auth_timeout,
-                                     view=self.relay_view)
+                                     view=self.relay_view,
+                                     token=client_token(settings.token_file, "ingress"))
         self.dnsbl = Dns(settings, self.control)
         self.signer = Signer(settings.dkim_dir) if settings.dkim_dir else None
         self.authdns = AuthDns(settings) if settings.sender_auth else None

@@ -1,0 +1,118 @@
+"""The queue's admin plane with a token table: gRPC (UNAUTHENTICATED / PERMISSION_DENIED)
+and the HTTP API (401 / 403), the CLI with and without its token, /docs and /metrics open."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from mailyard.api.history.v1 import history_pb2 as hpb
+from mailyard.api.history.v1 import history_pb2_grpc
+from mailyard.api.queue.v1 import queue_pb2 as qpb
+from mailyard.api.queue.v1 import queue_pb2_grpc
+from mailyard.cli.main import main
+from mailyard.core import auth
+
+
+def _http(port: int, path: str, token: str | None = None,
+          body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}",
+                                 data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Content-Type": "application/json",
+                                          **({"Authorization": f"Bearer {token}"}
+                                             if token else {})})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 (http:// only)
+            raw = resp.read()
+            return resp.status, json.loads(raw) if raw.startswith(b"{") else raw
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.fixture
+async def guarded(start_queue: Any, tmp_path: Path) -> tuple[Any, dict[str, str]]:
+    tokens = auth.write_table(tmp_path / "tokens")
+    return start_queue(TOKENS_FILE=str(tmp_path / "tokens")), tokens
+
+
+async def _code(call: Any) -> grpc.StatusCode:
+    try:
+        await call
+    except grpc.aio.AioRpcError as exc:
+        return exc.code()
+    return grpc.StatusCode.OK
+
+
+async def test_grpc_needs_a_token_and_the_role(guarded: Any) -> None:
+    q, tokens = guarded
+    addr = f"127.0.0.1:{q.grpc_port}"
+
+    channels: dict[str | None, Any] = {}  # kept: a channel nobody holds is closed
+
+    def stub(token: str | None) -> queue_pb2_grpc.QueueServiceStub:
+        chan = channels.setdefault(token, auth.aio_channel(addr, token))
+        return queue_pb2_grpc.QueueServiceStub(chan)
+
+    hold = qpb.SelectRequest(queue_ids=["01NOTINQUEUE"])
+    assert await _code(stub(None).Stat(qpb.StatRequest(), timeout=10)) == \
+        grpc.StatusCode.UNAUTHENTICATED
+    assert await _code(stub(tokens["read"]).Stat(qpb.StatRequest(), timeout=10)) == \
+        grpc.StatusCode.OK
+    assert await _code(stub(tokens["read"]).Hold(hold, timeout=10)) == \
+        grpc.StatusCode.PERMISSION_DENIED
+    assert await _code(stub(tokens["ingress"]).Stat(qpb.StatRequest(), timeout=10)) == \
+        grpc.StatusCode.PERMISSION_DENIED
+    assert await _code(stub(tokens["admin"]).Hold(hold, timeout=10)) == grpc.StatusCode.OK
+    history = history_pb2_grpc.HistoryStub(channels[tokens["read"]])
+    assert await _code(history.Search(hpb.SearchRequest(), timeout=10)) == grpc.StatusCode.OK
+    history = history_pb2_grpc.HistoryStub(channels[None])
+    assert await _code(history.Search(hpb.SearchRequest(), timeout=10)) == \
+        grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_http_api_401_403(guarded: Any) -> None:
+    q, tokens = guarded
+    port = q.http_port
+    status, body = _http(port, "/api/stat")
+    assert status == 401 and "Bearer" in body["detail"]
+    assert _http(port, "/api/stat", "x" * 40)[0] == 401
+    assert _http(port, "/api/stat", tokens["read"])[0] == 200
+    assert _http(port, "/api/status", tokens["read"])[1]["line"].startswith("status: local ")
+    action = {"queue_ids": ["01NOTINQUEUE"]}
+    assert _http(port, "/api/actions/hold", tokens["read"], action)[0] == 403
+    assert _http(port, "/api/actions/hold", None, action)[0] == 401
+    status, body = _http(port, "/api/actions/hold", tokens["admin"], action)
+    assert status == 200 and body["unknown_ids"] == ["01NOTINQUEUE"]
+    assert _http(port, "/api/actions/hold", tokens["admin"], {})[0] == 400
+    assert _http(port, "/api/actions/explode", tokens["admin"], action)[0] == 404
+    # open: probes, metrics and the API's description
+    assert _http(port, "/docs")[0] == 200 and _http(port, "/openapi.json")[0] == 200
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        assert resp.status == 200
+
+
+async def test_cli_uses_its_token_file(guarded: Any, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    q, _ = guarded
+    monkeypatch.setenv("MAILYARD_QUEUE_ADDR", f"127.0.0.1:{q.grpc_port}")
+    monkeypatch.chdir(tmp_path)  # no ./var/auth/tokens here
+    assert await asyncio.to_thread(main, ["queue", "stat"]) == 1
+    assert "UNAUTHENTICATED" in capsys.readouterr().err
+    monkeypatch.setenv("MAILYARD_TOKEN_FILE", str(tmp_path / "tokens"))
+    assert await asyncio.to_thread(main, ["queue", "stat"]) == 0
+    assert "messages in queue: 0" in capsys.readouterr().out
+    monkeypatch.setenv("MAILYARD_ROLE", "read")
+    assert await asyncio.to_thread(main, ["queue", "hold", "--all"]) == 1
+    assert "PERMISSION_DENIED" in capsys.readouterr().err
+    monkeypatch.setenv("MAILYARD_TOKEN_FILE", str(tmp_path / "nowhere"))
+    assert await asyncio.to_thread(main, ["queue", "stat"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mailyard: token file") and "Traceback" not in err

@@ -1,0 +1,97 @@
+"""Access control on relay-auth's admin plane (mailyard.core.auth), over real gRPC: no token
+is UNAUTHENTICATED, a role without the call is PERMISSION_DENIED; Authenticate (a password
+oracle) only for ingress and the mailbox-access bridge, not even admin."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from mailyard.api.relayauth.v1 import relayauth_pb2 as pb
+from mailyard.api.relayauth.v1 import relayauth_pb2_grpc as rpc
+from mailyard.core import auth
+from mailyard.core.errors import SettingsError
+from mailyard.core.grpcserver import GrpcServer
+
+
+@pytest.fixture
+async def guarded(start_relay: Any, tmp_path: Path) -> tuple[Any, dict[str, str]]:
+    tokens = auth.write_table(tmp_path / "tokens")
+    return await start_relay(tokens_file=tmp_path / "tokens"), tokens
+
+
+def _stub(relay: Any, token: str | None) -> rpc.RelayAuthStub:
+    return rpc.RelayAuthStub(auth.aio_channel(relay.address, token))
+
+
+async def _code(call: Any) -> grpc.StatusCode:
+    try:
+        await call
+    except grpc.aio.AioRpcError as exc:
+        return exc.code()
+    return grpc.StatusCode.OK
+
+
+AUTHN = pb.AuthenticateRequest(mechanism="PLAIN", username="u@x.test", password="pw",  # noqa: S106
+                               client_ip="192.0.2.1")
+
+
+async def test_no_token_is_unauthenticated(guarded: Any) -> None:
+    relay, _ = guarded
+    for token in (None, "not-a-known-token-but-long-enough-to-look-real-000"):
+        stub = _stub(relay, token)
+        assert await _code(stub.Authenticate(AUTHN, timeout=10)) == \
+            grpc.StatusCode.UNAUTHENTICATED
+        assert await _code(stub.ListLeases(pb.ListLeasesRequest(), timeout=10)) == \
+            grpc.StatusCode.UNAUTHENTICATED
+        assert await _code(stub.ImportRules(pb.ImportRulesRequest(text="127.:allow\n"),
+                                            timeout=10)) == grpc.StatusCode.UNAUTHENTICATED
+    # health stays open (probes, load balancers)
+    health = health_pb2_grpc.HealthStub(grpc.aio.insecure_channel(relay.address))
+    assert (await health.Check(health_pb2.HealthCheckRequest(), timeout=10)).status == \
+        health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_roles(guarded: Any) -> None:
+    relay, tokens = guarded
+    denied = grpc.StatusCode.PERMISSION_DENIED
+    admin, read = _stub(relay, tokens["admin"]), _stub(relay, tokens["read"])
+    ingress, bridge = _stub(relay, tokens["ingress"]), _stub(relay, tokens["bridge"])
+    # the password oracle: only the services that log users in
+    assert await _code(admin.Authenticate(AUTHN, timeout=10)) == denied
+    assert await _code(read.Authenticate(AUTHN, timeout=10)) == denied
+    for allowed in (ingress, bridge):
+        assert await _code(allowed.Authenticate(AUTHN, timeout=10)) == grpc.StatusCode.OK
+    # relay checks: ingress only
+    assert await _code(ingress.CheckClient(pb.CheckClientRequest(ip="127.0.0.1"),
+                                           timeout=10)) == grpc.StatusCode.OK
+    assert await _code(read.CheckClient(pb.CheckClientRequest(ip="127.0.0.1"),
+                                        timeout=10)) == denied
+    # read-only: may look, may not change
+    assert await _code(read.ListLeases(pb.ListLeasesRequest(), timeout=10)) == \
+        grpc.StatusCode.OK
+    assert await _code(read.ImportRules(pb.ImportRulesRequest(text="127.:allow\n"),
+                                        timeout=10)) == denied
+    assert await _code(admin.ImportRules(pb.ImportRulesRequest(text="127.:allow\n"),
+                                         timeout=10)) == grpc.StatusCode.OK
+    # lease grants: the operator and the bridge, not ingress or read
+    grant = pb.GrantLeaseRequest(ip="192.0.2.9")
+    for role, stub in (("ingress", ingress), ("read", read)):
+        assert await _code(stub.GrantLease(grant, timeout=10)) == denied, role
+    # past the check, the service itself answers (here: a lease needs its user)
+    assert await _code(bridge.GrantLease(grant, timeout=10)) == \
+        grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_no_tokens_only_on_loopback(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="without TOKENS_FILE"):
+        GrpcServer("0.0.0.0", 0, [])
+    (tmp_path / "bad").write_text("admin short\n")
+    with pytest.raises(SettingsError, match="line 1: token shorter"):
+        GrpcServer("0.0.0.0", 0, [], tokens_file=tmp_path / "bad")
+    with pytest.raises(SettingsError, match="tokens file"):
+        GrpcServer("127.0.0.1", 0, [], tokens_file=tmp_path / "missing")
