@@ -20,12 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-import grpc
 import pytest
 
 from mailyard.api.directory.v1 import directory_pb2 as pb
 from mailyard.api.relayauth.v1 import relayauth_pb2, relayauth_pb2_grpc
-from mailyard.core import bus
+from mailyard.core import auth, bus
 from mailyard.core.directory import record_key
 from tests.e2e.conftest import Mailyard
 from tests.qmail_tree import PASSWORDS, Tree, add_bad_lines, build, rebrand
@@ -253,8 +252,9 @@ def test_cram_md5_from_the_clear_password_only_when_asked(mailyard: Mailyard, tr
     assert code == 1, out
     assert "mailbox joe@example.test: updated (des)" in out
     assert out.count("CRAM-MD5 enabled from the clear password") == 2   # joe and bob
-    relay = relayauth_pb2_grpc.RelayAuthStub(grpc.insecure_channel(
-        f"127.0.0.1:{mailyard.platform.ports.relayauth_grpc}"))
+    relay = relayauth_pb2_grpc.RelayAuthStub(auth.channel(  # CRAM as smtp-ingress does it
+        f"127.0.0.1:{mailyard.platform.ports.relayauth_grpc}",
+        auth.read_token(mailyard.platform.tokens_file, "ingress")))
     for user, expected in (("joe", relayauth_pb2.AUTH_RESULT_OK),
                            ("ann", relayauth_pb2.AUTH_RESULT_MECHANISM_UNAVAILABLE)):
         challenge = relay.CramChallenge(relayauth_pb2.CramChallengeRequest(

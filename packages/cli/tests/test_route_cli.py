@@ -5,7 +5,10 @@ watch): real child processes, a real nats-server and an SMTP server on 127.0.0.1
 from __future__ import annotations
 
 import io
+import json
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,3 +197,13 @@ def test_local_domain_unreadable_auth_file_and_silent_probe(
     wanted = f"route:  smtproutes (quiet.test:[127.0.0.1]:{port})"
     code, out = explain_until(capsys, wanted, "a@quiet.test", "--probe")
     assert code == 1 and "does NOT answer" in out
+    # the same over remote-delivery's HTTP API
+    base = f"http://127.0.0.1:{services.remote.http_port}/api/routes"
+    with urllib.request.urlopen(f"{base}/explain?address=a@quiet.test&probe=true") as resp:  # noqa: S310
+        body = json.load(resp)
+    assert body["source"] == "smtproutes" and body["hops"][0]["answers"] is False
+    with urllib.request.urlopen(base) as resp:
+        assert f"quiet.test:[127.0.0.1]:{port}" in json.load(resp)["routes"]
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"{base}/explain?address=")  # noqa: S310
+    assert err.value.code == 400

@@ -21,13 +21,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 import trustme
 
 from mailyard.api.relayauth.v1 import relayauth_pb2 as ra
 from mailyard.api.relayauth.v1 import relayauth_pb2_grpc as ra_rpc
 from mailyard.cli.platform import Platform, free_ports
+from mailyard.core import auth
 from mailyard.mail_access import dovecot_conf
 
 RULES = '127.0.0.1:allow,RELAYCLIENT=""\n:allow\n'  # 127.0.0.2 may connect, not relay
@@ -171,7 +171,8 @@ class Box:
         return 0.0
 
     def set_rules(self, text: str) -> None:
-        with grpc.insecure_channel(f"127.0.0.1:{self.ports.relayauth_grpc}") as channel:
+        token = auth.read_token(self.platform.tokens_file, "admin")
+        with auth.channel(f"127.0.0.1:{self.ports.relayauth_grpc}", token) as channel:
             ra_rpc.RelayAuthStub(channel).ImportRules(ra.ImportRulesRequest(text=text))
 
 

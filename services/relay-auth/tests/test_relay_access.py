@@ -4,6 +4,9 @@ oracle) only for ingress and the mailbox-access bridge, not even admin."""
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -66,11 +69,12 @@ async def test_roles(guarded: Any) -> None:
     assert await _code(read.Authenticate(AUTHN, timeout=10)) == denied
     for allowed in (ingress, bridge):
         assert await _code(allowed.Authenticate(AUTHN, timeout=10)) == grpc.StatusCode.OK
-    # relay checks: ingress only
-    assert await _code(ingress.CheckClient(pb.CheckClientRequest(ip="127.0.0.1"),
-                                           timeout=10)) == grpc.StatusCode.OK
-    assert await _code(read.CheckClient(pb.CheckClientRequest(ip="127.0.0.1"),
-                                        timeout=10)) == denied
+    # relay checks: ingress, and operators (`mailyard relay check`), not the bridge
+    for allowed in (ingress, read):
+        assert await _code(allowed.CheckClient(pb.CheckClientRequest(ip="127.0.0.1"),
+                                               timeout=10)) == grpc.StatusCode.OK
+    assert await _code(bridge.CheckClient(pb.CheckClientRequest(ip="127.0.0.1"),
+                                          timeout=10)) == denied
     # read-only: may look, may not change
     assert await _code(read.ListLeases(pb.ListLeasesRequest(), timeout=10)) == \
         grpc.StatusCode.OK
@@ -95,3 +99,26 @@ def test_no_tokens_only_on_loopback(tmp_path: Path) -> None:
         GrpcServer("0.0.0.0", 0, [], tokens_file=tmp_path / "bad")
     with pytest.raises(SettingsError, match="tokens file"):
         GrpcServer("127.0.0.1", 0, [], tokens_file=tmp_path / "missing")
+
+
+async def test_http_leases_and_rules(nats_server: Any, relay_process: Any,
+                                     tmp_path: Path) -> None:
+    tokens = auth.write_table(tmp_path / "tokens")
+    proc, _ = relay_process(nats_server.url, tokens_file=str(tmp_path / "tokens"))
+    proc.start()
+    base = f"http://127.0.0.1:{proc.http_port}/api"
+
+    def get(path: str, token: str | None) -> tuple[int, Any]:
+        req = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}"}  # noqa: S310 (http:// only)
+                                     if token else {})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 (http://)
+                return resp.status, json.load(resp)
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.load(exc)
+
+    assert get("/leases", None)[0] == 401
+    assert get("/leases", tokens["ingress"])[0] == 403
+    assert get("/leases", tokens["read"]) == (200, {"leases": []})
+    status, rules = get("/rules", tokens["admin"])
+    assert status == 200 and rules["rules"]

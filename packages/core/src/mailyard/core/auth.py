@@ -4,7 +4,7 @@ interceptor) and HTTP (a middleware), and attached by every client (one helper).
 Roles:
     admin      every admin call (queue actions, directory and control writes, routes, ...)
     read       read-only calls (stat, list, explain, history, leases, routes, ...): dashboards
-    ingress    smtp-ingress: relay checks, Authenticate, CRAM
+    ingress    smtp-ingress: relay checks, Authenticate, CRAM (relay checks also admin/read)
     bridge     the mailbox-access (IMAP/POP3) login bridge: Authenticate, CRAM, lease grants
     relayauth  relay-auth: the directory's UpgradePasswordHash after a login
 Authenticate is a password oracle, so not even admin may call it.
@@ -49,7 +49,8 @@ POLICY: dict[str, frozenset[str]] = {
     f"{_P}directory.v1.Directory/Resolve": READ | {"bridge"},
     f"{_P}directory.v1.Directory/UpgradePasswordHash": frozenset({"relayauth"}),
     **{f"{_P}relayauth.v1.RelayAuth/{m}": READ for m in ("ListLeases", "ShowRules")},
-    **{f"{_P}relayauth.v1.RelayAuth/{m}": frozenset({"ingress"}) for m in (
+    # relay decisions: ingress, and operators asking "who may relay?" (`relay check`)
+    **{f"{_P}relayauth.v1.RelayAuth/{m}": READ | {"ingress"} for m in (
         "CheckClient", "CheckClients")},
     **{f"{_P}relayauth.v1.RelayAuth/{m}": frozenset({"ingress", "bridge"}) for m in (
         "Authenticate", "CramChallenge", "CramVerify")},

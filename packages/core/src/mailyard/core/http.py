@@ -12,10 +12,13 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import grpc
 import uvicorn
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
+from google.protobuf.json_format import MessageToDict
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 from mailyard.core import auth
@@ -76,6 +79,30 @@ def make_app(service: str, checks: dict[str, ReadinessCheck] | None = None,
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+_HTTP_STATUS = {grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.NOT_FOUND: 404,
+                grpc.StatusCode.FAILED_PRECONDITION: 409, grpc.StatusCode.UNAVAILABLE: 503,
+                grpc.StatusCode.PERMISSION_DENIED: 403, grpc.StatusCode.UNAUTHENTICATED: 401}
+
+
+class HttpContext:
+    """Lets a gRPC servicer method answer an HTTP request of the same service (one code
+    path for both): its context.abort() becomes the matching HTTP error."""
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise HTTPException(_HTTP_STATUS.get(code, 500), details)
+
+
+def http_context() -> Any:
+    """An HttpContext where a servicer method expects its gRPC context (duck-typed)."""
+    return HttpContext()
+
+
+def to_json(message: Any) -> dict[str, Any]:
+    """A protobuf answer as the JSON the HTTP API returns (field names as in the .proto)."""
+    return dict(MessageToDict(message, preserving_proto_field_name=True,
+                              always_print_fields_with_no_presence=True))
 
 
 class _QuietServer(uvicorn.Server):

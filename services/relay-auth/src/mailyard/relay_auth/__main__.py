@@ -16,6 +16,7 @@ from mailyard.core.grpcserver import GrpcServer, service_name
 from mailyard.core.http import HttpServer, make_app
 from mailyard.core.metrics import set_build
 from mailyard.core.service import run
+from mailyard.relay_auth import web
 from mailyard.relay_auth.auth import Authenticator
 from mailyard.relay_auth.leases import LeaseStore
 from mailyard.relay_auth.pool import PasswordPool
@@ -61,7 +62,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         app = make_app("relay-auth", {
             "nats": lambda: nc.is_connected,
             "views": lambda: control.ready and directory.ready and leases.view.ready,
-        })
+        }, tokens_file=settings.tokens_file, host=settings.http_host)
+        web.mount(app, servicer)
         http = HttpServer(app, settings.http_host, settings.http_port)
         await http.start()
     chores = asyncio.create_task(_housekeeping(throttle, min(60.0, settings.auth_fail_window)))

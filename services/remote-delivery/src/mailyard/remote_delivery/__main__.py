@@ -14,6 +14,7 @@ from mailyard.core.identity import Identity
 from mailyard.core.metrics import set_build
 from mailyard.core.service import run
 from mailyard.core.spool import Spool
+from mailyard.remote_delivery import web
 from mailyard.remote_delivery.deliver import Deliverer
 from mailyard.remote_delivery.explain import RoutingService
 from mailyard.remote_delivery.lookup import Lookup
@@ -39,14 +40,17 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     await members.start()
     deliverer = Deliverer(settings, control, Lookup(settings, Identity(control, settings.me)), pool)
     worker = Worker(settings, js, control, spool, deliverer)
+    routing = RoutingService(deliverer)
     grpc_server = GrpcServer(settings.grpc_host, settings.grpc_port, [
-        (routing_pb2_grpc.add_RoutingServicer_to_server, RoutingService(deliverer),
+        (routing_pb2_grpc.add_RoutingServicer_to_server, routing,
          service_name(routing_pb2, "Routing"))], tokens_file=settings.tokens_file)
     http = None
     if settings.http_port:
         app = make_app("remote-delivery", {
             "nats": lambda: nc.is_connected, "control": lambda: control.ready,
-            "spool": spool.mess.is_dir, "jobs": lambda: worker.consumer.ready})
+            "spool": spool.mess.is_dir, "jobs": lambda: worker.consumer.ready},
+            tokens_file=settings.tokens_file, host=settings.http_host)
+        web.mount(app, routing, control)
         http = HttpServer(app, settings.http_host, settings.http_port)
     await grpc_server.start()
     await worker.start()
