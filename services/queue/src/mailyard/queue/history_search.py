@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 import nats.errors
@@ -36,9 +36,11 @@ class BadRequest(ValueError):
 
 
 async def read_subject(js: JetStreamContext, subject: str, since: float = 0.0,
-                       max_msgs: int = 0) -> list[bytes]:
+                       max_msgs: int = 0,
+                       enough: Callable[[list[bytes]], bool] | None = None) -> list[bytes]:
     """Payloads stored on `subject` (from `since`, a Unix time), oldest first; at most
-    `max_msgs` (0 = all) of the newest when more are stored."""
+    `max_msgs` (0 = all) of the newest when more are stored. `enough(read so far)` ends
+    the read early (checked after each fetch of up to FETCH messages)."""
     config = ConsumerConfig(
         ack_policy=AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True,
         num_replicas=1, deliver_policy=DeliverPolicy.ALL, max_waiting=1)
@@ -58,6 +60,8 @@ async def read_subject(js: JetStreamContext, subject: str, since: float = 0.0,
             except (TimeoutError, nats.errors.TimeoutError):
                 break
             out.extend(m.data for m in msgs)
+            if enough is not None and enough(out):
+                break
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
@@ -132,7 +136,11 @@ async def search(js: JetStreamContext, req: pb.SearchRequest) -> pb.SearchRespon
         return pb.SearchResponse(events=events, truncated=len(ids) > len(chosen))
     # By time: every message's steps from `since` (default: the last hour).
     start = since or (datetime.datetime.now(datetime.UTC).timestamp() - 3600)
-    raw = await read_subject(js, msg_subject("*"), start)
+
+    def enough(read: list[bytes]) -> bool:  # more than `limit` messages seen: stop reading
+        return len({e.queue_id for e in map(_decode, read) if e}) > limit
+
+    raw = await read_subject(js, msg_subject("*"), start, enough=enough)
     seen: dict[str, None] = {}
     out: list[pb.HistoryEvent] = []
     truncated = False
