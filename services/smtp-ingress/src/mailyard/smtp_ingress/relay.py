@@ -34,9 +34,9 @@ import grpc
 
 from mailyard.api.relayauth.v1 import relayauth_pb2 as ra
 from mailyard.api.relayauth.v1.relayauth_pb2_grpc import RelayAuthStub
+from mailyard.core import auth
 from mailyard.smtp_ingress.metrics import RELAY_DECISIONS
 from mailyard.smtp_ingress.relay_view import RelayView
-from mailyard.core import auth
 
 if TYPE_CHECKING:
     from mailyard.api.relayauth.v1.relayauth_pb2_grpc import RelayAuthAsyncStub
