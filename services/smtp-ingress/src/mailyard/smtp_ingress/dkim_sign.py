@@ -147,6 +147,9 @@ class Signer:
 
     def keys_for_message(self, message: bytes) -> list[DkimKey]:
         """The keys that sign this message: those of its From: domain (or a parent)."""
+        self.reload()
+        if not self.by_domain:  # no key at all: no need to parse the header
+            return []
         domain = from_domain(message)
         return self.keys_for(domain) if domain else []
 

@@ -26,7 +26,7 @@ from mailyard.core.http import HttpServer, make_app
 from mailyard.core.identity import Identity
 from mailyard.core.metrics import set_build
 from mailyard.core.spool import Spool
-from mailyard.smtp_ingress import proxy_protocol, replies
+from mailyard.smtp_ingress import policy, proxy_protocol, replies
 from mailyard.smtp_ingress.authdns import AuthDns
 from mailyard.smtp_ingress.dkim_sign import Signer
 from mailyard.smtp_ingress.dnsbl import Dns
@@ -157,6 +157,9 @@ class Ingress:
     async def start(self) -> None:
         with contextlib.suppress(OSError):
             self.spool.ensure()
+        for phase in ("mail", "rcpt", "data"):  # imported now, not by the first message:
+            for name in self.settings.checks(phase):  # DMARC's public suffix list alone
+                policy.load(name)                      # takes ~100 ms to build
         for listener in self.listeners():
             server = await asyncio.start_server(
                 functools.partial(self._handle, listener),
