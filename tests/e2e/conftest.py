@@ -8,19 +8,49 @@ import mailbox
 import os
 import shutil
 import smtplib
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import dns.message
+import dns.rcode
 import pytest
 
 from mailyard.cli.platform import Platform, free_ports
 from mailyard.core.testing import SmtpSink
 
 E2E_ME = "mx.e2e.test"  # `mailyard up --me`: written to control/me once the directory answers
+
+
+class NoSuchDomain:
+    """A DNS server on loopback that answers NXDOMAIN to everything: the platform's lookups
+    (PTR, SPF, DMARC, MX) stay on this machine instead of going to the system resolver."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                wire, peer = self.sock.recvfrom(4096)
+                response = dns.message.make_response(dns.message.from_wire(wire))
+            except OSError:
+                return
+            except Exception:  # noqa: S112 - not a DNS query: ignore it
+                continue
+            response.set_rcode(dns.rcode.NXDOMAIN)
+            self.sock.sendto(response.to_wire(), peer)
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 class Mailyard:
@@ -107,9 +137,13 @@ def mailyard(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRe
     # consumers' ack_wait passes (15 s / 30 s by default); shorter here so tests stay quick.
     # Two ingress processes share the SMTP ports (SO_REUSEPORT), as `mailyard up
     # --ingress-replicas 2` runs them, so every test also crosses that path.
+    dns_server = NoSuchDomain()
     platform = Platform(data, ports=free_ports(), ingress_replicas=2, me=E2E_ME,
                         dovecot=dovecot, env={"queue": {"LEADER_TTL": "4",
-                                                        "CONSUME_ACK_WAIT": "8"}})
+                                                        "CONSUME_ACK_WAIT": "8"},
+                                              "smtp-ingress": {"DNS_SERVERS": dns_server.address},
+                                              "remote-delivery": {
+                                                  "DNS_SERVER": dns_server.address}})
     try:
         platform.start()
     except BaseException:
@@ -122,5 +156,6 @@ def mailyard(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRe
     yield Mailyard(platform, sink)
     platform.stop()
     sink.stop()
+    dns_server.close()
     if dovecot:
         shutil.rmtree(data, ignore_errors=True)
