@@ -9,6 +9,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import nats.errors
+import nats.js.errors
 import pytest
 
 from mailyard.api.mail.v1.envelope_pb2 import Envelope
@@ -67,8 +69,19 @@ async def test_streams_and_buckets_get_the_setting_and_survive_a_node(
             info = await js.stream_info(stream)
             assert info.config.num_replicas == 3, stream
         cluster[2].stop(kill=True)
-        ack = await js.publish(bus.TODO_SUBJECT, Envelope(queue_id="x").SerializeToString(),
-                               timeout=10)
+        # If the killed node led the stream, the other two elect a new leader first (a few
+        # seconds on a busy machine); until then a publish finds no responder.
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                ack = await js.publish(bus.TODO_SUBJECT,
+                                       Envelope(queue_id="x").SerializeToString(), timeout=10)
+                break
+            except (nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError,
+                    nats.errors.TimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
         assert ack.stream == bus.TODO_STREAM
     finally:
         bus.set_replicas(1)
