@@ -46,7 +46,8 @@ class Platform:
                     "CONTAINERS_CONF": str(ROOT / "deploy/podman/containers.conf"),
                     "MAILYARD_TLS_CERT_FILE": str(workdir / "cert.pem"),
                     "MAILYARD_TLS_KEY_FILE": str(workdir / "key.pem"),
-                    "MAILYARD_GRAFANA_PASSWORD_FILE": str(workdir / "grafana-password")}
+                    "MAILYARD_GRAFANA_PASSWORD_FILE": str(workdir / "grafana-password"),
+                    "MAILYARD_TOKENS_FILE": str(workdir / "tokens")}
         compose = Path(sys.executable).parent / "podman-compose"
         self.compose = [str(compose), "-p", project, "-f", str(ROOT / "docker-compose.yml")]
 
@@ -90,6 +91,7 @@ class Platform:
         deadline = time.monotonic() + timeout
         while True:
             proc = self.podman("exec", "-i", "-e", "MAILYARD_DIRECTORY_ADDR=127.0.0.1:50051",
+                               "-e", "MAILYARD_TOKEN_FILE=/run/secrets/mailyard_tokens",
                                "-e", "MAILYARD_QUEUE_ADDR=queue:50051", directory,
                                "mailyard", *args, check=False, stdin=stdin)
             if proc.returncode == 0:
@@ -139,6 +141,11 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     for pem in ("key.pem", "cert.pem"):  # read by uid 10001 inside the container
         (workdir / pem).chmod(0o644)
     (workdir / "grafana-password").write_text("not-started-here\n")
+    # the admin plane's token table, made as the compose file tells a user to make it
+    tokens = subprocess.run([sys.executable, "-m", "mailyard.cli.main", "auth", "tokens"],
+                            capture_output=True, text=True, check=True).stdout
+    (workdir / "tokens").write_text(tokens)
+    (workdir / "tokens").chmod(0o644)  # a test's own secret, read by uid 10001 inside
     p = Platform(f"mailyard-ci-{os.getpid()}", workdir)
     p.out.mkdir()
     p.out.chmod(0o777)  # the sink writes as the image's uid 10001
