@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -25,6 +27,17 @@ from mailyard.core.settings import ServiceSettings
 
 S = TypeVar("S", bound=ServiceSettings)
 log = logging.getLogger(__name__)
+# A graceful stop may take this long; then the process ends anyway. A stop waiting forever
+# on something that is gone (nats-server killed with its supervisor) left services running
+# unsupervised after `mailyard up` was killed. Ending here loses nothing: every state is
+# safe against kill -9.
+STOP_GRACE = float(os.environ.get("MAILYARD_STOP_GRACE", "30"))
+
+
+def _overdue() -> None:
+    log.error("graceful stop took more than %.0f s; exiting now", STOP_GRACE)
+    logging.shutdown()
+    os._exit(1)
 
 
 def run(service: str, settings_cls: type[S],
@@ -47,8 +60,16 @@ async def _main(service: str, settings: S,
                 serve: Callable[[S, asyncio.Event], Awaitable[None]]) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def stop_requested() -> None:
+        if not stop.is_set():
+            stop.set()
+            watchdog = threading.Timer(STOP_GRACE, _overdue)  # a thread: fires even if
+            watchdog.daemon = True                            # the event loop is stuck
+            watchdog.start()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stop_requested)
     log.info("starting", extra={"instance": settings.instance})
     try:
         await serve(settings, stop)
