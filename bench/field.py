@@ -39,7 +39,7 @@ from mailyard.cli.platform import Platform, default_ingress_replicas, free_ports
 from mailyard.core.natsserver import free_port, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
-PEERS = ROOT.parent / "shared" / "peers"
+PEERS = Path(os.environ.get("MAILYARD_PEERS", ROOT.parent / "shared" / "peers"))  # steering repo
 RESULTS = ROOT / ".bench"
 DATA = RESULTS / "field"  # a tree of its own: see DATA in bench/run.py for why
 SESSIONS = 50
@@ -298,7 +298,12 @@ def main() -> int:
         print("bench.field needs root and Debian's postfix (smtp-source, smtp-sink)")
         return 2
     systems: list[System] = [Mailyard()]
-    systems += [Peer(p) for p in args.peers.split(",") if p and (PEERS / f"{p}-peer").exists()]
+    for name in filter(None, args.peers.split(",")):
+        if (PEERS / f"{name}-peer").exists():
+            systems.append(Peer(name))
+        else:
+            print(f"bench.field: no {PEERS / (name + '-peer')}: {name} left out "
+                  "(MAILYARD_PEERS names the folder)", flush=True)
     runs: list[Run] = []
     for mode in args.modes.split(","):
         for number in range(1, args.rounds + 1):
