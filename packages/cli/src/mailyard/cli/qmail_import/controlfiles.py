@@ -74,7 +74,7 @@ def parse(files: dict[str, list[str]], control_dir: Path, problems: Problems
         if not values:
             continue
         number, value = values[0]
-        if not value.isdigit() or len(value) > 18:
+        if not (value.isascii() and value.isdigit()) or len(value) > 18:  # not "¹"
             problems.error(control_dir / name, number, f"{value!r} is not a number")
         elif int(value) == 0:
             problems.unsupported(control_dir / name, number, "0 (qmail: no limit): Mailyard "
