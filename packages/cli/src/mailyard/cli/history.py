@@ -35,7 +35,7 @@ def parse_time(text: str, now: float | None = None) -> float:
     span = _SPAN.match(text)
     if span:
         return now - int(span.group(1)) * _UNIT[span.group(2)]
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return float(text)
     try:
         when = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -74,7 +74,7 @@ def _ipv4_networks(addr: str) -> list[IPNetwork]:
     first, _, last = parts[-1].partition("-")
     values = [first, last or first]
     for p in [*parts[:-1], *values]:
-        if not p.isdigit() or int(p) > 255:
+        if not (p.isascii() and p.isdigit()) or int(p) > 255:
             raise ValueError(f"bad octet {p!r}")
     lo, hi = int(values[0]), int(values[1])
     if lo > hi:

@@ -77,7 +77,7 @@ def _entry(entry: str, number: int, path: Path | str,
         problems.unsupported(path, number, f"prefix {prefix!r} does not end in '-': not a "
                              "vpopmail domain")
         return None
-    if not (uid.isdigit() and gid.isdigit()):
+    if not (uid.isascii() and gid.isascii() and uid.isdigit() and gid.isdigit()):
         problems.error(path, number, f"uid and gid must be numbers in {entry!r}")
         return None
     if not home.startswith("/"):

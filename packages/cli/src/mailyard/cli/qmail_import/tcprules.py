@@ -62,7 +62,7 @@ def open_smtp(lines: list[str], path: Path | str, problems: Problems) -> list[Op
         if not stripped or stripped.startswith("#"):
             continue
         words = stripped.split()
-        if len(words) < 2 or not words[-1].isdigit():
+        if len(words) < 2 or not (words[-1].isascii() and words[-1].isdigit()):
             problems.error(path, number, "expected ADDRESS:allow,... TIMESTAMP")
             continue
         try:

@@ -115,7 +115,7 @@ def _line(raw: str, number: int, domain: str, path: Path | str,
     except password_hashes.HashError as exc:
         problems.error(path, number, f"{local}: password field: {exc}")
         return None
-    if not (uid.isdigit() and gid.isdigit()):
+    if not (uid.isascii() and gid.isascii() and uid.isdigit() and gid.isdigit()):
         problems.error(path, number, f"{local}: uid and gid must be numbers")
         return None
     if not home.startswith("/"):
