@@ -118,6 +118,17 @@ def test_alias_forward_catchall_list_commands(directory: str, capsys: Any,
         "members=a@x.org,b@x.org,c@x.org\n")
     assert run(capsys, "list", "member", "del", "team@example.com", "a@x.org")[1].endswith(
         "members=b@x.org,c@x.org\n")
+    run(capsys, "list", "add", "empty@example.com", "--owner", "joe@example.com")
+    assert run(capsys, "list", "list", "example.com")[1].splitlines() == [
+        "empty@example.com\towner=joe@example.com\tmembers=",
+        "team@example.com\towner=joe@example.com\tmembers=b@x.org,c@x.org"]
+    code, out, err = run(capsys, "list", "show", "Team@Example.com")
+    assert (code, out) == (0, "b@x.org\nc@x.org\n")
+    assert "owner=joe@example.com members=2" in err
+    code, out, err = run(capsys, "list", "show", "nobody@example.com")
+    assert (code, out) == (1, "") and "NOT_FOUND" in err and "no list" in err
+    code, _, err = run(capsys, "list", "list", "nowhere.org")
+    assert code == 1 and "NOT_FOUND" in err
     assert run(capsys, "list", "del", "team@example.com")[0] == 0
     assert run(capsys, "resolve", "team@example.com")[1] == "team@example.com\tunknown\n"
 

@@ -314,7 +314,25 @@ async def test_mailing_lists(example: Any) -> None:
     resolution = await example.Resolve(pb.AddressRequest(address="team@example.com"))
     assert resolution.kind == pb.RESOLUTION_KIND_LIST
     assert list(resolution.targets) == ["b@x.org"]
+    got = await example.GetList(pb.AddressRequest(address="TEAM@example.com"))
+    assert (got.address, got.owner, list(got.members)) == (
+        "team@example.com", "owner@example.com", ["b@x.org"])
+    listed = await example.ListLists(pb.ListListsRequest(domain="example.com"))
+    assert [m.address for m in listed.lists] == ["team@example.com"]
+    assert list(listed.lists[0].members) == ["b@x.org"]
+    assert [m.address for m in (await example.ListLists(pb.ListListsRequest())).lists] == [
+        "team@example.com"]
+    for call, code in ((example.GetList(pb.AddressRequest(address="none@example.com")),
+                        grpc.StatusCode.NOT_FOUND),
+                       (example.GetList(pb.AddressRequest(address="no at sign")),
+                        grpc.StatusCode.INVALID_ARGUMENT),
+                       (example.ListLists(pb.ListListsRequest(domain="nowhere.org")),
+                        grpc.StatusCode.NOT_FOUND)):
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await call
+        assert code_of(exc) == code
     assert (await example.DeleteList(pb.AddressRequest(address="team@example.com"))).deleted
+    assert not (await example.ListLists(pb.ListListsRequest())).lists
     with pytest.raises(grpc.aio.AioRpcError) as exc:
         await example.AddListMember(pb.ListMemberRequest(list="team@example.com",
                                                          member="c@x.org"))

@@ -7,6 +7,8 @@ Each command is one Directory RPC; output is plain text, one record per line:
     mailyard user list example.com
     mailyard alias add info@example.com joe@example.com ann@example.com
     mailyard catchall set example.com joe@example.com
+    mailyard list list example.com           # lists with owner and members
+    mailyard list show news@example.com      # one member per line
 """
 
 from __future__ import annotations
@@ -227,6 +229,22 @@ def _member_del(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lists(args: argparse.Namespace) -> int:
+    for mlist in _stub().ListLists(pb.ListListsRequest(domain=args.domain)).lists:
+        print(_list_line(mlist))
+    return 0
+
+
+def _list_show(args: argparse.Namespace) -> int:
+    """One member per line (owner on stderr), so `| wc -l` counts members."""
+    mlist = _stub().GetList(pb.AddressRequest(address=args.address))
+    print(f"# {mlist.address} owner={mlist.owner} members={len(mlist.members)}",
+          file=sys.stderr)
+    for member in mlist.members:
+        print(member)
+    return 0
+
+
 def _resolve(args: argparse.Namespace) -> int:
     res = _stub().Resolve(pb.AddressRequest(address=args.address))
     kind = pb.ResolutionKind.Name(res.kind).removeprefix("RESOLUTION_KIND_").lower()
@@ -335,6 +353,9 @@ def register(sub: Any) -> None:
     parser.add_argument("--owner", required=True, help="envelope sender; bounces go there")
     parser.add_argument("members", nargs="*", metavar="MEMBER")
     _add(mlist, "del", _list_del, "delete a mailing list").add_argument("address")
+    _add(mlist, "list", _lists, "list mailing lists with owner and members"
+         ).add_argument("domain", nargs="?", default="")
+    _add(mlist, "show", _list_show, "a list's members, one per line").add_argument("address")
     member = mlist.add_parser("member", help="members of a list")
     members = member.add_subparsers(dest="member_command", required=True, metavar="ACTION")
     for name, func in (("add", _member_add), ("del", _member_del)):

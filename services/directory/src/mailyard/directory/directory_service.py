@@ -368,6 +368,21 @@ class DirectoryService(pb_grpc.DirectoryServicer):
 
         return await self._modify("list", pb.MailingList, address, edit, "list")
 
+    @rpc
+    async def ListLists(self, request: pb.ListListsRequest, context: Ctx
+                        ) -> pb.ListListsResponse:
+        domain = self._listed_domain(request.domain)
+        return pb.ListListsResponse(lists=[
+            pb.MailingList.FromString(raw) for raw in self.view.records("list", domain)])
+
+    @rpc
+    async def GetList(self, request: pb.AddressRequest, context: Ctx) -> pb.MailingList:
+        address = validate.address(request.address)
+        mlist = self.view.mailing_list(address)
+        if mlist is None:
+            raise not_found(f"no list {address}")
+        return mlist
+
     # -- resolution ----------------------------------------------------------------------
 
     @rpc

@@ -674,6 +674,45 @@ class ListMemberRequest(_message.Message):
 Global___ListMemberRequest: _TypeAlias = ListMemberRequest  # noqa: Y015
 
 @_typing.final
+class ListListsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOMAIN_FIELD_NUMBER: _builtins.int
+    domain: _builtins.str
+    def __init__(
+        self,
+        *,
+        domain: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["domain", b"domain"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListListsRequest: _TypeAlias = ListListsRequest  # noqa: Y015
+
+@_typing.final
+class ListListsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LISTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def lists(self) -> _containers.RepeatedCompositeFieldContainer[Global___MailingList]: ...
+    def __init__(
+        self,
+        *,
+        lists: _abc.Iterable[Global___MailingList] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lists", b"lists"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListListsResponse: _TypeAlias = ListListsResponse  # noqa: Y015
+
+@_typing.final
 class Resolution(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -134,6 +134,16 @@ class DirectoryStub:
                 request_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.ListMemberRequest.SerializeToString,
                 response_deserializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.MailingList.FromString,
                 _registered_method=True)
+        self.ListLists = channel.unary_unary(
+                '/mailyard.directory.v1.Directory/ListLists',
+                request_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.ListListsRequest.SerializeToString,
+                response_deserializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.ListListsResponse.FromString,
+                _registered_method=True)
+        self.GetList = channel.unary_unary(
+                '/mailyard.directory.v1.Directory/GetList',
+                request_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.AddressRequest.SerializeToString,
+                response_deserializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.MailingList.FromString,
+                _registered_method=True)
         self.Resolve = channel.unary_unary(
                 '/mailyard.directory.v1.Directory/Resolve',
                 request_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.AddressRequest.SerializeToString,
@@ -269,6 +279,20 @@ class DirectoryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListLists(self, request, context):
+        """with their members
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetList(self, request, context):
+        """NOT_FOUND: no such list
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Resolve(self, request, context):
         """what a delivery to this address does
         """
@@ -377,6 +401,16 @@ def add_DirectoryServicer_to_server(servicer, server):
             'DeleteListMember': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteListMember,
                     request_deserializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.ListMemberRequest.FromString,
+                    response_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.MailingList.SerializeToString,
+            ),
+            'ListLists': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLists,
+                    request_deserializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.ListListsRequest.FromString,
+                    response_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.ListListsResponse.SerializeToString,
+            ),
+            'GetList': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetList,
+                    request_deserializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.AddressRequest.FromString,
                     response_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.MailingList.SerializeToString,
             ),
             'Resolve': grpc.unary_unary_rpc_method_handler(
@@ -924,6 +958,60 @@ class Directory:
             target,
             '/mailyard.directory.v1.Directory/DeleteListMember',
             mailyard_dot_directory_dot_v1_dot_directory__pb2.ListMemberRequest.SerializeToString,
+            mailyard_dot_directory_dot_v1_dot_directory__pb2.MailingList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLists(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mailyard.directory.v1.Directory/ListLists',
+            mailyard_dot_directory_dot_v1_dot_directory__pb2.ListListsRequest.SerializeToString,
+            mailyard_dot_directory_dot_v1_dot_directory__pb2.ListListsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mailyard.directory.v1.Directory/GetList',
+            mailyard_dot_directory_dot_v1_dot_directory__pb2.AddressRequest.SerializeToString,
             mailyard_dot_directory_dot_v1_dot_directory__pb2.MailingList.FromString,
             options,
             channel_credentials,

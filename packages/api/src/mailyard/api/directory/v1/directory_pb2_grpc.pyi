@@ -60,6 +60,10 @@ class DirectoryStub:
     DeleteList: _grpc.UnaryUnaryMultiCallable[_directory_pb2.AddressRequest, _directory_pb2.DeleteResponse]
     AddListMember: _grpc.UnaryUnaryMultiCallable[_directory_pb2.ListMemberRequest, _directory_pb2.MailingList]
     DeleteListMember: _grpc.UnaryUnaryMultiCallable[_directory_pb2.ListMemberRequest, _directory_pb2.MailingList]
+    ListLists: _grpc.UnaryUnaryMultiCallable[_directory_pb2.ListListsRequest, _directory_pb2.ListListsResponse]
+    """with their members"""
+    GetList: _grpc.UnaryUnaryMultiCallable[_directory_pb2.AddressRequest, _directory_pb2.MailingList]
+    """NOT_FOUND: no such list"""
     Resolve: _grpc.UnaryUnaryMultiCallable[_directory_pb2.AddressRequest, _directory_pb2.Resolution]
     """what a delivery to this address does"""
 
@@ -92,6 +96,10 @@ class DirectoryAsyncStub(DirectoryStub):
     DeleteList: _aio.UnaryUnaryMultiCallable[_directory_pb2.AddressRequest, _directory_pb2.DeleteResponse]  # type: ignore[assignment]
     AddListMember: _aio.UnaryUnaryMultiCallable[_directory_pb2.ListMemberRequest, _directory_pb2.MailingList]  # type: ignore[assignment]
     DeleteListMember: _aio.UnaryUnaryMultiCallable[_directory_pb2.ListMemberRequest, _directory_pb2.MailingList]  # type: ignore[assignment]
+    ListLists: _aio.UnaryUnaryMultiCallable[_directory_pb2.ListListsRequest, _directory_pb2.ListListsResponse]  # type: ignore[assignment]
+    """with their members"""
+    GetList: _aio.UnaryUnaryMultiCallable[_directory_pb2.AddressRequest, _directory_pb2.MailingList]  # type: ignore[assignment]
+    """NOT_FOUND: no such list"""
     Resolve: _aio.UnaryUnaryMultiCallable[_directory_pb2.AddressRequest, _directory_pb2.Resolution]  # type: ignore[assignment]
     """what a delivery to this address does"""
 
@@ -241,6 +249,22 @@ class DirectoryServicer(metaclass=_abc_1.ABCMeta):
         request: _directory_pb2.ListMemberRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_directory_pb2.MailingList, _abc.Awaitable[_directory_pb2.MailingList]]: ...
+
+    @_abc_1.abstractmethod
+    def ListLists(
+        self,
+        request: _directory_pb2.ListListsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_directory_pb2.ListListsResponse, _abc.Awaitable[_directory_pb2.ListListsResponse]]:
+        """with their members"""
+
+    @_abc_1.abstractmethod
+    def GetList(
+        self,
+        request: _directory_pb2.AddressRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_directory_pb2.MailingList, _abc.Awaitable[_directory_pb2.MailingList]]:
+        """NOT_FOUND: no such list"""
 
     @_abc_1.abstractmethod
     def Resolve(

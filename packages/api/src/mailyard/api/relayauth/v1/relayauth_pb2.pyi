@@ -361,7 +361,7 @@ class Lease(_message.Message):
     ip: _builtins.str
     user: _builtins.str
     source: _builtins.str
-    """"manual" (GrantLease), "imap", "pop3" (a login)"""
+    """"manual" (GrantLease), "import" (open-smtp),"""
     @_builtins.property
     def granted_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -390,8 +390,14 @@ class GrantLeaseRequest(_message.Message):
     IP_FIELD_NUMBER: _builtins.int
     USER_FIELD_NUMBER: _builtins.int
     TTL_FIELD_NUMBER: _builtins.int
+    IMPORTED_FIELD_NUMBER: _builtins.int
     ip: _builtins.str
     user: _builtins.str
+    imported: _builtins.bool
+    """false (a grant by an operator): `user` must be a mailbox of the directory, else
+    NOT_FOUND. true: a lease carried over from vpopmail's open-smtp file, which names no
+    user (`mailyard import qmail`); `user` is then a label, not checked; source "import".
+    """
     @_builtins.property
     def ttl(self) -> _duration_pb2.Duration:
         """default 3 hours"""
@@ -402,10 +408,11 @@ class GrantLeaseRequest(_message.Message):
         ip: _builtins.str = ...,
         user: _builtins.str = ...,
         ttl: _duration_pb2.Duration | None = ...,
+        imported: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ttl", b"ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ip", b"ip", "ttl", b"ttl", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["imported", b"imported", "ip", b"ip", "ttl", b"ttl", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
