@@ -1,6 +1,7 @@
 """`python -m mailyard.directory`: the one writer of the "directory" and "control" buckets.
 
-gRPC (Directory + Control) on GRPC_HOST:GRPC_PORT, /healthz /readyz /metrics on HTTP_PORT.
+gRPC (Directory + Control) on GRPC_HOST:GRPC_PORT; /healthz /readyz /metrics and the same
+admin calls over HTTP (web.py, /api/..., OpenAPI at /docs) on HTTP_PORT.
 Several replicas may run: every write is a CAS on the record's revision.
 """
 
@@ -19,6 +20,7 @@ from mailyard.core.directory import DirectoryView
 from mailyard.core.grpcserver import GrpcServer, service_name
 from mailyard.core.http import HttpServer, make_app
 from mailyard.core.service import run
+from mailyard.directory import web
 from mailyard.directory.control_service import ControlService
 from mailyard.directory.directory_service import DirectoryService
 from mailyard.directory.settings import Settings
@@ -48,11 +50,13 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 
     http = None
     if settings.http_port:
-        http = HttpServer(make_app("directory", {
+        app = make_app("directory", {
             "nats": lambda: nc.is_connected,
             "directory_view": lambda: directory_view.ready,
             "control_view": lambda: control_view.ready,
-        }), settings.http_host, settings.http_port)
+        }, tokens_file=settings.tokens_file, host=settings.http_host)
+        web.mount(app, directory, control)
+        http = HttpServer(app, settings.http_host, settings.http_port)
         await http.start()
     log.info("serving", extra={"grpc_port": grpc_server.port, "http_port": settings.http_port})
 

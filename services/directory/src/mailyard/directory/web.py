@@ -1,0 +1,227 @@
+"""The directory's HTTP admin API, beside gRPC: each route calls the gRPC servicer method
+the CLI's command calls (one code path, one set of checks); OpenAPI at /docs.
+
+    GET    /api/domains                   POST   /api/domains {name}
+    DELETE /api/domains/{name}            PUT    /api/domains/{name}/catchall {action, target}
+    GET    /api/users?domain=             POST   /api/users {address, password, ...}
+    DELETE /api/users/{address}           PUT    /api/users/{address}/password|quota|gecos
+    PUT    /api/users/{address}/forward   DELETE /api/users/{address}/forward
+    GET    /api/aliases?domain=           POST   /api/aliases {address, targets}
+    DELETE /api/aliases/{address}
+    GET    /api/lists?domain=             GET    /api/lists/{address}   (with members)
+    POST   /api/lists {address, owner, members}      DELETE /api/lists/{address}
+    POST   /api/lists/{address}/members {member}
+    DELETE /api/lists/{address}/members/{member}
+    GET    /api/resolve/{address}
+    GET    /api/control                   GET    /api/control/{name}
+    PUT    /api/control/{name} {text}     DELETE /api/control/{name}
+
+GET needs role read (or admin), every other method admin (mailyard.core.http). Refusals
+come back as {"detail": "..."}: 400 bad value, 404 absent, 409 exists / precondition; a body
+that is not the documented JSON (unknown field, wrong type) is FastAPI's 422.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import FastAPI
+from pydantic import BaseModel, ConfigDict, Field
+
+from mailyard.api.control.v1 import control_pb2 as cpb
+from mailyard.api.directory.v1 import directory_pb2 as pb
+from mailyard.core.http import http_context, to_json
+from mailyard.directory.control_service import ControlService
+from mailyard.directory.directory_service import DirectoryService
+
+Text = Field(default="", max_length=1024)
+Addresses = Field(min_length=1, max_length=10_000)
+Count = Field(default=0, ge=0, lt=2**64)
+_ACTIONS = {"deliver": pb.CATCH_ALL_ACTION_DELIVER, "bounce": pb.CATCH_ALL_ACTION_BOUNCE,
+            "delete": pb.CATCH_ALL_ACTION_DELETE, "none": pb.CATCH_ALL_ACTION_UNSPECIFIED}
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is a 422, not ignored
+
+
+class NewDomain(_Body):
+    name: str = Field(max_length=255)
+
+
+class CatchAll(_Body):
+    action: Literal["deliver", "bounce", "delete", "none"]
+    target: str = Text
+
+
+class Password(_Body):
+    password: str = Text
+    password_hash: str = Text
+    cram_md5: bool = False
+
+
+class NewUser(Password):
+    address: str = Field(max_length=1024)
+    quota_bytes: int = Count
+    quota_messages: int = Count
+    gecos: str = Text
+
+
+class Quota(_Body):
+    bytes: int = Count
+    messages: int = Count
+
+
+class Gecos(_Body):
+    gecos: str = Field(max_length=1024)
+
+
+class Forward(_Body):
+    targets: list[str] = Addresses
+    keep_copy: bool = False
+
+
+class NewAlias(_Body):
+    address: str = Field(max_length=1024)
+    targets: list[str] = Addresses
+
+
+class NewList(_Body):
+    address: str = Field(max_length=1024)
+    owner: str = Field(max_length=1024)
+    members: list[str] = Field(default_factory=list, max_length=100_000)
+
+
+class Member(_Body):
+    member: str = Field(max_length=1024)
+
+
+class ControlText(_Body):
+    text: str = Field(max_length=1_000_000)
+
+
+def mount(app: FastAPI, directory: DirectoryService, control: ControlService) -> None:
+    ctx = http_context
+    d = directory
+
+    # -- domains ---------------------------------------------------------------------------
+    @app.get("/api/domains")
+    async def list_domains() -> dict[str, Any]:
+        return to_json(await d.ListDomains(pb.ListDomainsRequest(), ctx()))
+
+    @app.post("/api/domains", status_code=201)
+    async def add_domain(body: NewDomain) -> dict[str, Any]:
+        return to_json(await d.AddDomain(pb.AddDomainRequest(name=body.name), ctx()))
+
+    @app.delete("/api/domains/{name}")
+    async def delete_domain(name: str) -> dict[str, Any]:
+        return to_json(await d.DeleteDomain(pb.DeleteDomainRequest(name=name), ctx()))
+
+    @app.put("/api/domains/{name}/catchall")
+    async def set_catch_all(name: str, body: CatchAll) -> dict[str, Any]:
+        return to_json(await d.SetCatchAll(pb.SetCatchAllRequest(
+            domain=name, action=_ACTIONS[body.action], target=body.target), ctx()))
+
+    # -- users (mailboxes) -----------------------------------------------------------------
+    @app.get("/api/users")
+    async def list_users(domain: str = "") -> dict[str, Any]:
+        return to_json(await d.ListMailboxes(pb.ListMailboxesRequest(domain=domain), ctx()))
+
+    @app.post("/api/users", status_code=201)
+    async def add_user(body: NewUser) -> dict[str, Any]:
+        return to_json(await d.AddMailbox(pb.AddMailboxRequest(
+            address=body.address, password=body.password, password_hash=body.password_hash,
+            enable_cram_md5=body.cram_md5, quota_bytes=body.quota_bytes,
+            quota_messages=body.quota_messages, gecos=body.gecos), ctx()))
+
+    @app.delete("/api/users/{address}")
+    async def delete_user(address: str) -> dict[str, Any]:
+        return to_json(await d.DeleteMailbox(pb.AddressRequest(address=address), ctx()))
+
+    @app.put("/api/users/{address}/password")
+    async def set_password(address: str, body: Password) -> dict[str, Any]:
+        return to_json(await d.SetPassword(pb.SetPasswordRequest(
+            address=address, password=body.password, password_hash=body.password_hash,
+            enable_cram_md5=body.cram_md5), ctx()))
+
+    @app.put("/api/users/{address}/quota")
+    async def set_quota(address: str, body: Quota) -> dict[str, Any]:
+        return to_json(await d.SetQuota(pb.SetQuotaRequest(
+            address=address, quota_bytes=body.bytes, quota_messages=body.messages), ctx()))
+
+    @app.put("/api/users/{address}/gecos")
+    async def set_gecos(address: str, body: Gecos) -> dict[str, Any]:
+        return to_json(await d.SetGecos(pb.SetGecosRequest(address=address, gecos=body.gecos),
+                                        ctx()))
+
+    @app.put("/api/users/{address}/forward")
+    async def set_forward(address: str, body: Forward) -> dict[str, Any]:
+        return to_json(await d.SetForward(pb.SetForwardRequest(
+            address=address, targets=body.targets, keep_copy=body.keep_copy), ctx()))
+
+    @app.delete("/api/users/{address}/forward")
+    async def clear_forward(address: str) -> dict[str, Any]:
+        return to_json(await d.ClearForward(pb.AddressRequest(address=address), ctx()))
+
+    # -- aliases ---------------------------------------------------------------------------
+    @app.get("/api/aliases")
+    async def list_aliases(domain: str = "") -> dict[str, Any]:
+        return to_json(await d.ListAliases(pb.ListAliasesRequest(domain=domain), ctx()))
+
+    @app.post("/api/aliases", status_code=201)
+    async def add_alias(body: NewAlias) -> dict[str, Any]:
+        return to_json(await d.AddAlias(pb.AddAliasRequest(address=body.address,
+                                                           targets=body.targets), ctx()))
+
+    @app.delete("/api/aliases/{address}")
+    async def delete_alias(address: str) -> dict[str, Any]:
+        return to_json(await d.DeleteAlias(pb.AddressRequest(address=address), ctx()))
+
+    # -- mailing lists ---------------------------------------------------------------------
+    @app.get("/api/lists")
+    async def list_lists(domain: str = "") -> dict[str, Any]:
+        return to_json(await d.ListLists(pb.ListListsRequest(domain=domain), ctx()))
+
+    @app.get("/api/lists/{address}")
+    async def get_list(address: str) -> dict[str, Any]:
+        return to_json(await d.GetList(pb.AddressRequest(address=address), ctx()))
+
+    @app.post("/api/lists", status_code=201)
+    async def add_list(body: NewList) -> dict[str, Any]:
+        return to_json(await d.AddList(pb.AddListRequest(
+            address=body.address, owner=body.owner, members=body.members), ctx()))
+
+    @app.delete("/api/lists/{address}")
+    async def delete_list(address: str) -> dict[str, Any]:
+        return to_json(await d.DeleteList(pb.AddressRequest(address=address), ctx()))
+
+    @app.post("/api/lists/{address}/members")
+    async def add_member(address: str, body: Member) -> dict[str, Any]:
+        return to_json(await d.AddListMember(pb.ListMemberRequest(list=address,
+                                                                  member=body.member), ctx()))
+
+    @app.delete("/api/lists/{address}/members/{member}")
+    async def delete_member(address: str, member: str) -> dict[str, Any]:
+        return to_json(await d.DeleteListMember(pb.ListMemberRequest(list=address,
+                                                                     member=member), ctx()))
+
+    @app.get("/api/resolve/{address}")
+    async def resolve(address: str) -> dict[str, Any]:
+        return to_json(await d.Resolve(pb.AddressRequest(address=address), ctx()))
+
+    # -- control files ---------------------------------------------------------------------
+    @app.get("/api/control")
+    async def list_control() -> dict[str, Any]:
+        return to_json(await control.List(cpb.ListRequest(), ctx()))
+
+    @app.get("/api/control/{name}")
+    async def get_control(name: str) -> dict[str, Any]:
+        return to_json(await control.Get(cpb.GetRequest(name=name), ctx()))
+
+    @app.put("/api/control/{name}")
+    async def set_control(name: str, body: ControlText) -> dict[str, Any]:
+        return to_json(await control.Set(cpb.SetRequest(name=name, text=body.text), ctx()))
+
+    @app.delete("/api/control/{name}")
+    async def delete_control(name: str) -> dict[str, Any]:
+        return to_json(await control.Delete(cpb.GetRequest(name=name), ctx()))
