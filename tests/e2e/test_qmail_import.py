@@ -208,7 +208,8 @@ def test_relay_rules_and_leases_decide_as_on_the_old_host(mailyard: Mailyard,
     assert decision("127.0.0.5") == "relay/lease"      # logged in 10 minutes before
     assert decision("127.0.0.6") == "allow/rule"       # its open-smtp line had expired
     leases = mailyard.cli("lease", "list")
-    expires = re.search(r"127\.0\.0\.5\tuser=open-smtp\tgranted=\S+\texpires=(\S+)", leases)
+    expires = re.search(r"127\.0\.0\.5\tuser=open-smtp\tgranted=\S+\texpires=(\S+)"
+                        r"\tsource=import", leases)
     assert expires, leases
     left = time.mktime(time.strptime(expires.group(1), "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
     assert abs(left - (time.time() + 3 * 3600 - 600)) < 120

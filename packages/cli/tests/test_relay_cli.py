@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from mailyard.api.directory.v1 import directory_pb2 as pb
 from mailyard.cli.main import main
+from mailyard.core import bus
+from mailyard.core.directory import record_key
 from mailyard.core.natsserver import NatsServer, free_port
 from mailyard.core.testing import ServiceProcess
 
@@ -24,8 +28,17 @@ def relay_auth(nats_server: NatsServer, tmp_path: Path,
     }, tmp_path, http_port=http_port).start()
     address = f"127.0.0.1:{grpc_port}"
     monkeypatch.setenv("MAILYARD_RELAYAUTH_ADDR", address)
+    asyncio.run(_add_mailbox(nats_server.url, "alice@example.org"))
     yield address
     proc.stop()
+
+
+async def _add_mailbox(nats_url: str, address: str) -> None:
+    """What `mailyard user add` writes (a lease must name a mailbox)."""
+    nc = await bus.connect(nats_url, "test")
+    kv = await bus.ensure_kv(nc.jetstream(), bus.KV_DIRECTORY)
+    await kv.put(record_key("mailbox", address), pb.Mailbox(address=address).SerializeToString())
+    await nc.close()
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -80,3 +93,12 @@ def test_errors_are_one_line(relay_auth: str, tmp_path: Path,
     assert "INVALID_ARGUMENT" in err and "line 1" in err
     assert main(["relay", "check", "not-an-ip"]) == 1
     assert "INVALID_ARGUMENT" in capsys.readouterr().err
+
+
+def test_lease_of_an_unknown_user_is_refused(relay_auth: str,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["lease", "grant", "192.0.2.8", "--user", "ghost@example.org"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == "mailyard: NOT_FOUND: no mailbox ghost@example.org\n"
+    assert run(capsys, "lease", "list")[1] == ""

@@ -34,6 +34,30 @@ async def _seed_mailbox(js: Any, address: str, password: str, *, cram: bool = Fa
     await kv.put(record_key("mailbox", address), mailbox.SerializeToString())
 
 
+LEASE_USERS = ("alice@example.org", "bob@example.org", "carol@example.org",
+               "dave@example.org", "a@example.org")
+
+
+async def _seed_users(js: Any, *addresses: str) -> None:
+    """Mailboxes without a password: what a lease may name (GrantLease refuses others)."""
+    kv = await bus.ensure_kv(js, bus.KV_DIRECTORY)
+    for address in addresses:
+        await kv.put(record_key("mailbox", address),
+                     dpb.Mailbox(address=address).SerializeToString())
+
+
+@pytest.fixture
+def seed_users() -> Callable[..., Any]:
+    """await seed_users(js, *addresses)."""
+    return _seed_users
+
+
+@pytest.fixture
+async def lease_users(js: Any) -> tuple[str, ...]:
+    await _seed_users(js, *LEASE_USERS)
+    return LEASE_USERS
+
+
 @pytest.fixture
 def seed_mailbox() -> Callable[..., Any]:
     """await seed_mailbox(js, address, password, cram=False): what the directory writes."""

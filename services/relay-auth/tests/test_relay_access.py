@@ -101,24 +101,64 @@ def test_no_tokens_only_on_loopback(tmp_path: Path) -> None:
         GrpcServer("127.0.0.1", 0, [], tokens_file=tmp_path / "missing")
 
 
-async def test_http_leases_and_rules(nats_server: Any, relay_process: Any,
-                                     tmp_path: Path) -> None:
+async def test_http_leases_and_rules(nats_server: Any, relay_process: Any, tmp_path: Path,
+                                     js: Any, seed_users: Any) -> None:
+    await seed_users(js, "alice@example.org")
     tokens = auth.write_table(tmp_path / "tokens")
     proc, _ = relay_process(nats_server.url, tokens_file=str(tmp_path / "tokens"))
     proc.start()
     base = f"http://127.0.0.1:{proc.http_port}/api"
 
-    def get(path: str, token: str | None) -> tuple[int, Any]:
-        req = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}"}  # noqa: S310 (http:// only)
-                                     if token else {})
+    def call(method: str, path: str, token: str | None, body: Any = None) -> tuple[int, Any]:
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(base + path, data=data, method=method, headers=headers)  # noqa: S310 (http:// only)
         try:
             with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 (http://)
                 return resp.status, json.load(resp)
         except urllib.error.HTTPError as exc:
             return exc.code, json.load(exc)
 
-    assert get("/leases", None)[0] == 401
-    assert get("/leases", tokens["ingress"])[0] == 403
-    assert get("/leases", tokens["read"]) == (200, {"leases": []})
-    status, rules = get("/rules", tokens["admin"])
+    admin, read = tokens["admin"], tokens["read"]
+    assert call("GET", "/leases", None)[0] == 401
+    assert call("GET", "/leases", tokens["ingress"])[0] == 403
+    assert call("GET", "/leases", read) == (200, {"leases": []})
+    status, rules = call("GET", "/rules", admin)
     assert status == 200 and rules["rules"]
+
+    lease = {"ip": "192.0.2.7", "user": "alice@example.org", "ttl": 600}
+    assert call("POST", "/leases", None, lease)[0] == 401
+    assert call("POST", "/leases", read, lease)[0] == 403  # read may look, not grant
+    status, granted = call("POST", "/leases", admin, lease)
+    assert status == 201 and (granted["ip"], granted["user"], granted["source"]) == (
+        "192.0.2.7", "alice@example.org", "manual")
+    listed = call("GET", "/leases", read)[1]["leases"]
+    assert [(x["ip"], x["user"]) for x in listed] == [("192.0.2.7", "alice@example.org")]
+    # refusals, as JSON: the same checks as the gRPC call
+    for body, status, words in (
+            ({"ip": "192.0.2.8", "user": "ghost@example.org"}, 404, "no mailbox"),
+            ({"ip": "nope", "user": "alice@example.org"}, 400, "not an IP address"),
+            ({"ip": "192.0.2.8", "user": ""}, 400, "needs a user"),
+            ({"ip": "192.0.2.8", "user": "alice@example.org", "ttl": 0}, 422, ""),
+            ({"ip": "192.0.2.8", "user": "alice@example.org", "ttl": "soon"}, 422, ""),
+            ({"ip": "192.0.2.8"}, 422, ""),
+            ({"ip": "192.0.2.8", "user": "alice@example.org", "imported": True}, 422, "")):
+        got, answer = call("POST", "/leases", admin, body)
+        assert got == status and words in str(answer["detail"]), (body, answer)
+    assert len(call("GET", "/leases", read)[1]["leases"]) == 1  # nothing else granted
+
+    assert call("DELETE", "/leases/192.0.2.7", read)[0] == 403
+    assert call("DELETE", "/leases/192.0.2.7", admin) == (200, {"revoked": True})
+    assert call("DELETE", "/leases/192.0.2.7", admin) == (404, {"detail":
+                                                                "no lease for 192.0.2.7"})
+    assert call("DELETE", "/leases/not-an-ip", admin)[0] == 400
+
+    text = '127.:allow,RELAYCLIENT=""\n:allow\n'
+    assert call("PUT", "/rules", read, {"text": text})[0] == 403
+    status, imported = call("PUT", "/rules", admin, {"text": text})
+    assert status == 200 and len(imported["rules"]) == 2
+    status, refused = call("PUT", "/rules", admin, {"text": ':allow,RELAYCLIENT=""\n'})
+    assert status == 400 and "open relay" in refused["detail"]
+    assert call("GET", "/rules", read)[1]["version"] == imported["version"]

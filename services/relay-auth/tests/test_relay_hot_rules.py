@@ -84,7 +84,7 @@ async def test_a_write_by_the_control_service_is_picked_up(start_relay: Any, js:
     await eventually(defaults)
 
 
-async def test_deny_rule_beats_a_lease(start_relay: Any) -> None:
+async def test_deny_rule_beats_a_lease(start_relay: Any, lease_users: Any) -> None:
     relay = await start_relay()
     await relay.stub.ImportRules(pb.ImportRulesRequest(text="192.0.2.:deny\n:allow\n"))
     await relay.stub.GrantLease(pb.GrantLeaseRequest(ip="192.0.2.3", user="a@example.org"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+import pytest
 from google.protobuf.duration_pb2 import Duration
 
 from mailyard.api.relayauth.v1 import relayauth_pb2 as pb
@@ -13,6 +14,8 @@ from mailyard.core import bus
 from mailyard.core.natsserver import NatsServer
 from mailyard.core.tcprules import parse_ip
 from mailyard.relay_auth.leases import lease_key
+
+pytestmark = pytest.mark.usefixtures("lease_users")  # the mailboxes grants name
 
 
 def grant(ip: str, user: str = "alice@example.org", ttl: float | None = None
@@ -138,3 +141,34 @@ async def test_leases_survive_a_restart_and_are_shared_by_replicas(
         check = await stub1.CheckClient(pb.CheckClientRequest(ip="192.0.2.45"))
         assert check.allow_relay and check.lease_user == "dave@example.org"
         assert not (await stub1.CheckClient(pb.CheckClientRequest(ip="192.0.2.44"))).allow_relay
+
+
+async def test_a_lease_names_an_existing_mailbox(start_relay: Any, js: Any,
+                                                seed_users: Any) -> None:
+    """`lease grant --user` of a mailbox that does not exist is refused (NOT_FOUND) and
+    grants nothing; one added a moment ago is found even before the view has it."""
+    relay = await start_relay()
+    for user in ("ghost@example.org", "alice", "ALICE@example.org.invalid"):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await relay.stub.GrantLease(grant("192.0.2.60", user=user))
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        assert f"no mailbox {user}" in (err.value.details() or "")
+    assert not (await relay.stub.ListLeases(pb.ListLeasesRequest())).leases
+    assert not (await relay.stub.CheckClient(pb.CheckClientRequest(ip="192.0.2.60"))
+                ).allow_relay
+    # any case of an existing mailbox is that mailbox
+    lease = await relay.stub.GrantLease(grant("192.0.2.61", user="Alice@Example.ORG"))
+    assert lease.source == "manual"
+    # a mailbox written a moment ago (the view may not have it yet: the bucket is asked)
+    await seed_users(js, "new@example.org")
+    assert (await relay.stub.GrantLease(grant("192.0.2.62", user="new@example.org"))).user == \
+        "new@example.org"
+
+
+async def test_imported_open_smtp_leases_name_no_mailbox(start_relay: Any) -> None:
+    relay = await start_relay()
+    req = grant("192.0.2.63", user="open-smtp")
+    req.imported = True
+    lease = await relay.stub.GrantLease(req)
+    assert (lease.user, lease.source) == ("open-smtp", "import")
+    assert (await relay.stub.CheckClient(pb.CheckClientRequest(ip="192.0.2.63"))).allow_relay

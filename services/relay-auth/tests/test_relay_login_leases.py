@@ -59,7 +59,8 @@ async def test_smtp_auth_and_manual_grants_keep_their_source(start_relay: Any, j
     smtp = await relay.stub.Authenticate(login("bob@example.org", "pw", "198.51.100.10", ""))
     assert smtp.result == pb.AUTH_RESULT_OK and not smtp.HasField("lease")
     assert not (await relay.stub.ListLeases(pb.ListLeasesRequest())).leases
-    lease = await relay.stub.GrantLease(pb.GrantLeaseRequest(ip="198.51.100.11", user="bob"))
+    lease = await relay.stub.GrantLease(pb.GrantLeaseRequest(ip="198.51.100.11",
+                                                             user="bob@example.org"))
     assert lease.source == "manual" and granted("manual") == manual_before + 1
 
 

@@ -239,8 +239,10 @@ async def _unary_check(stub: Any, ip: str) -> ra.CheckClientResponse:
 
 
 async def test_stream_answers_match_unary(relay_proc: tuple[ServiceProcess, str], unary: Any,
-                                          make_client: Callable[..., RelayAuthClient]) -> None:
+                                          make_client: Callable[..., RelayAuthClient],
+                                          js: Any) -> None:
     await unary.ImportRules(ra.ImportRulesRequest(text=RULES))
+    await seed_directory(js, "example.org", ["alice@example.org", "bob@example.org"])
     await unary.GrantLease(ra.GrantLeaseRequest(ip="10.1.2.3", user="alice@example.org"))
     await unary.GrantLease(ra.GrantLeaseRequest(ip="10.9.0.1", user="bob@example.org"))
     client = make_client(relay_proc[1])
@@ -268,8 +270,9 @@ async def test_stream_answers_match_unary(relay_proc: tuple[ServiceProcess, str]
 
 async def test_many_concurrent_checks_share_one_stream(
         relay_proc: tuple[ServiceProcess, str], unary: Any,
-        make_client: Callable[..., RelayAuthClient]) -> None:
+        make_client: Callable[..., RelayAuthClient], js: Any) -> None:
     await unary.ImportRules(ra.ImportRulesRequest(text=RULES))
+    await seed_directory(js, "x.test", [f"user{i}@x.test" for i in range(100)])
     for i in range(100):
         await unary.GrantLease(ra.GrantLeaseRequest(ip=f"10.2.0.{i}", user=f"user{i}@x.test"))
     client = make_client(relay_proc[1], max_in_flight=1000)

@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 import pytest
-from ingress_helpers import Client, MakeIngress, put_control, wait_for
+from ingress_helpers import Client, MakeIngress, put_control, seed_directory, wait_for
 from prometheus_client import REGISTRY
 
 from mailyard.api.relayauth.v1 import relayauth_pb2 as ra
@@ -84,6 +84,7 @@ async def test_paused_relay_auth_is_invisible_to_known_clients(
     ingress = await make_ingress(relay_auth_addr=address, max_per_ip=100)
     await wait_for(lambda: ingress.relay_view.ready
                    and ingress.relay_view.active.rules.version == version_of(RULES))
+    await seed_directory(js, "example.org", ["ann@example.org"])
     await stub.GrantLease(ra.GrantLeaseRequest(ip="127.0.0.2", user="ann@example.org"))
     await wait_for(lambda: ingress.relay_view.decide("127.0.0.2").allow_relay)
     before = local_decisions()
@@ -105,6 +106,7 @@ async def test_rule_change_and_lease_apply_to_the_next_connection(
     port = ingress.ports["smtp"]
     assert await relay_attempt(port, "127.0.0.2") == R.RCPTHOSTS
     # a lease granted through relay-auth: the next connection relays once the watch has it
+    await seed_directory(js, "example.org", ["ann@example.org"])
     await stub.GrantLease(ra.GrantLeaseRequest(ip="127.0.0.2", user="ann@example.org"))
     await wait_for(lambda: view.decide("127.0.0.2").lease_user == "ann@example.org")
     assert await relay_attempt(port, "127.0.0.2") == R.RCPT_OK
@@ -142,6 +144,7 @@ async def test_the_view_decides_exactly_as_relay_auth(
              '203.0.113.:allow,RBLSMTPD=""\n203.0.114.:allow,RBLSMTPD="-you are listed"\n'
              '10.9.:deny\n:allow\n')
     await stub.ImportRules(ra.ImportRulesRequest(text=rules))
+    await seed_directory(js, "example.org", ["alice@example.org", "bob@example.org"])
     await stub.GrantLease(ra.GrantLeaseRequest(ip="10.1.2.3", user="alice@example.org"))
     await stub.GrantLease(ra.GrantLeaseRequest(ip="10.9.0.1", user="bob@example.org"))
     ingress = await make_ingress(relay_auth_addr=address)

@@ -52,7 +52,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     await throttle.start(js)
     await auth.start(js)
     await leases.start(js)
-    servicer = RelayAuthServicer(settings.default_rules, control, leases, throttle, auth)
+    servicer = RelayAuthServicer(settings.default_rules, control, leases, throttle, auth,
+                                 directory)
     grpc_server = GrpcServer(settings.grpc_host, settings.grpc_port, [
         (rpc.add_RelayAuthServicer_to_server, servicer, service_name(pb, "RelayAuth"))],
         tokens_file=settings.tokens_file)

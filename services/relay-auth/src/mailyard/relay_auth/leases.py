@@ -3,7 +3,8 @@
 
 Key: the client address (IPv4 dotted, IPv6 exploded with '-' for ':' since KV keys allow
 only [-/_=.a-zA-Z0-9]). Value: a relayauth.v1.Lease protobuf (ip, user, granted_at,
-expires_at, source: "manual" for GrantLease, "imap" / "pop3" for a mailbox login).
+expires_at, source: "manual" for GrantLease, "import" for one carried over from open-smtp,
+"imap" / "pop3" for a mailbox login).
 Expiry needs no cron: a lease past expires_at is ignored on read, and a
 background task deletes expired keys (with the revision it saw, so a concurrent refresh by
 another replica is never lost). No bucket TTL: a grant may carry its own TTL.
@@ -33,7 +34,8 @@ from mailyard.relay_auth import metrics
 log = logging.getLogger(__name__)
 
 MANUAL = "manual"
-SOURCES = (MANUAL, "imap", "pop3")  # bounded: the label values of LEASES_GRANTED
+IMPORT = "import"  # carried over from vpopmail's open-smtp, which names no user
+SOURCES = (MANUAL, IMPORT, "imap", "pop3")  # bounded: the label values of LEASES_GRANTED
 
 
 @dataclass(frozen=True)

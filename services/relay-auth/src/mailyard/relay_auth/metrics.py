@@ -30,7 +30,8 @@ AUTH_DELAYED = Counter(
 LEASES_GRANTED = Counter(
     "mailyard_relay_leases_granted_total",
     "POP-before-SMTP leases granted or refreshed, by source: manual (GrantLease, "
-    "`mailyard lease grant`), imap or pop3 (a successful mailbox login).",
+    "`mailyard lease grant`), import (open-smtp, `mailyard import qmail`), imap or pop3 "
+    "(a successful mailbox login).",
     ["source"],
 )
 AUTH_PENDING = Gauge(

@@ -13,16 +13,18 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator
 
 import grpc
+import nats.js.errors
 from google.protobuf.message import Message
 
 from mailyard.api.relayauth.v1 import relayauth_pb2 as pb
 from mailyard.api.relayauth.v1 import relayauth_pb2_grpc as rpc
 from mailyard.core.control import ControlView
+from mailyard.core.directory import DirectoryView, record_key
 from mailyard.core.relaypolicy import RULES_FILE, ActiveRules, client_address, decide, lease_key
 from mailyard.core.tcprules import IPAddress, RuleError, RuleSet
 from mailyard.relay_auth import metrics
 from mailyard.relay_auth.auth import Authenticator
-from mailyard.relay_auth.leases import LeaseStore
+from mailyard.relay_auth.leases import IMPORT, MANUAL, LeaseStore
 from mailyard.relay_auth.pool import Busy
 from mailyard.relay_auth.throttle import Throttle
 
@@ -64,9 +66,10 @@ def rules_to_pb(rules: RuleSet) -> pb.RuleSet:
 
 class RelayAuthServicer(rpc.RelayAuthServicer):
     def __init__(self, default_rules: str, control: ControlView, leases: LeaseStore,
-                 throttle: Throttle, auth: Authenticator) -> None:
+                 throttle: Throttle, auth: Authenticator, directory: DirectoryView) -> None:
         self.active = ActiveRules(control, default_rules)  # follows tcp.smtp in KV
         self.control = control
+        self.directory = directory
         self.leases = leases
         self.throttle = throttle
         self.auth = auth
@@ -172,10 +175,30 @@ class RelayAuthServicer(rpc.RelayAuthServicer):
         ttl = request.ttl.ToTimedelta().total_seconds() if request.HasField("ttl") else 0.0
         if ttl < 0:
             await _invalid(context, "ttl must be positive")
-        lease = await self.leases.grant(request.ip, request.user, ttl or None)
+        # A lease names who logged in from the address; a name that is no mailbox is a typo
+        # that would open relaying for nobody's sake. open-smtp imports name no one.
+        if not request.imported and not await self._is_mailbox(request.user):
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no mailbox {request.user}")
+        lease = await self.leases.grant(request.ip, request.user, ttl or None,
+                                        source=IMPORT if request.imported else MANUAL)
         log.info("lease granted", extra={"ip": lease.ip, "user": lease.user,
+                                         "source": lease.source,
                                          "expires_at": lease.expires_at})
         return lease.to_pb()
+
+    async def _is_mailbox(self, user: str) -> bool:
+        if "@" not in user or len(user) > 1024:
+            return False
+        key = record_key("mailbox", user)
+        if key in self.directory.data:
+            return True
+        # The live view may trail a `user add` made a moment ago: ask the bucket itself.
+        if self.directory.kv is None:
+            return False
+        try:
+            return (await self.directory.kv.get(key)).value is not None
+        except nats.js.errors.KeyNotFoundError:
+            return False
 
     async def RevokeLease(self, request: pb.RevokeLeaseRequest,
                           context: Context) -> pb.RevokeLeaseResponse:

@@ -287,7 +287,7 @@ class Applier:
                 text=self.plan.rules_text))
             self.say(f"tcp.smtp: {len(rules.rules)} rule(s) active, version {rules.version}")
         for ip, seconds, _source in self.plan.leases:
-            request = relayauth_pb2.GrantLeaseRequest(ip=ip, user=LEASE_USER)
+            request = relayauth_pb2.GrantLeaseRequest(ip=ip, user=LEASE_USER, imported=True)
             request.ttl.CopyFrom(Duration(seconds=max(1, math.ceil(seconds))))
             self.relay.GrantLease(request)
         if self.plan.leases or self.plan.expired_leases:
