@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from remote_rig import Rig, Smtp, results
 
 from mailyard.api.mail.v1.delivery_pb2 import (
@@ -88,3 +90,25 @@ async def test_several_jobs_share_one_connection(rig: Rig, worker: Worker,  # ty
     assert sorted(r.job_id for r in out) == sorted(j.job_id for j in jobs)
     assert all(r.results[0].outcome == OUTCOME_DELIVERED for r in out)
     assert len(server.messages) == 10
+
+
+@pytest.mark.settings(ack_wait=4.0)
+async def test_a_large_message_goes_out_once_and_the_job_is_never_redelivered(  # type: ignore[no-untyped-def]
+        rig: Rig, worker: Worker, smtp_servers) -> None:
+    """Issue 20: a message of a few MB with long (but legal) lines. Preparing it for the
+    wire used to scan it with a regex tried at every offset, seconds of CPU on the event
+    loop: no progress ack went out, JetStream handed the job out again after ack_wait and
+    the message was sent twice (in the mixed bench, jobs were redelivered, spool files
+    read after they were removed, and rounds took minutes)."""
+    server = Smtp().start()
+    smtp_servers.append(server)
+    await rig.routes(f"big.test:127.0.0.1:{server.port}")
+    line = b"x" * 998 + b"\r\n"  # the longest line RFC 5321 allows: nothing to fold
+    data = b"Subject: large\r\n\r\n" + line * 4000  # 4 MB
+    job = await rig.message(data, ["u@big.test"])
+    await publish(rig, job)
+    [res] = await results(rig.js, 1, timeout=120)
+    assert res.results[0].outcome == OUTCOME_DELIVERED
+    info = await rig.js.consumer_info(bus.JOBS_STREAM, bus.JOB_CONSUMER["remote"])
+    assert info.num_redelivered == 0
+    assert len(server.messages) == 1 and server.messages[0].data == data

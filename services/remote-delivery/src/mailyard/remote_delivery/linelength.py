@@ -11,21 +11,25 @@ relays.
 
 from __future__ import annotations
 
-import re
-
 LIMIT = 998  # octets per line, without CRLF
-_TOO_LONG = re.compile(rb"[^\r\n]{%d}[^\r\n]" % LIMIT)
 
 
 def fold(message: bytes) -> bytes:
     """`message` (CRLF line endings, as normalise() makes it) with every line longer than
     LIMIT octets broken by CRLF SPACE; returned unchanged (the same object) when no line
-    is too long, the common case, found by one regex scan."""
-    if _TOO_LONG.search(message) is None:
-        return message
+    is too long, the common case.
+
+    The lines are found by one split, in C and linear in the size. A regular expression
+    for "999 octets without CR or LF" was tried at every offset, each try running up to
+    the next line end: 0.9 s of CPU for a 2 MB message of 80-octet lines and 18 s for one
+    of 998-octet lines, all of it on the event loop, so every other delivery and the
+    progress acks of the jobs in flight stood still (jobs went out twice, issue 20)."""
+    lines = message.split(b"\r\n")
     limit = LIMIT
+    if max(map(len, lines)) <= limit:
+        return message
     out = []
-    for line in message.split(b"\r\n"):
+    for line in lines:
         if len(line) <= limit:
             out.append(line)
             continue
