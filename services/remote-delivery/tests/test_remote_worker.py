@@ -6,7 +6,6 @@ import asyncio
 from typing import Any
 
 import pytest
-
 from remote_rig import Rig, Smtp, results
 
 from mailyard.api.mail.v1.delivery_pb2 import (

@@ -192,24 +192,38 @@ class Pool:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     async def _sweep(self) -> None:
-        """Say QUIT to connections idle too long; stop when nothing is kept."""
+        """Say QUIT to connections idle too long; stop when nothing is kept.
+
+        The stale ones leave the idle lists before the first QUIT is awaited. The lists
+        used to be rebuilt after the QUITs, which put back a connection a job had taken
+        meanwhile: the next job for that destination got the same session while the
+        first was still in its transaction, took the first one's replies as its own and
+        left it waiting for replies that had gone elsewhere (issue 20: in the mixed bench
+        a job sat in its transaction with no connection open, and a message never reached
+        the next hop). A connection given back meanwhile was dropped without a QUIT."""
         while any(self._idle.values()):
             await asyncio.sleep(min(1.0, self.idle_timeout))
             now = time.monotonic()
+            stale: list[Connection] = []
             for key, conns in list(self._idle.items()):
-                keep = [c for c in conns if c.alive and now - c.idle_since < self.idle_timeout]
+                keep: list[Connection] = []
                 for conn in conns:
-                    if conn not in keep:
-                        await quit_quietly(conn)
-                self._idle[key] = keep
+                    fresh = conn.alive and now - conn.idle_since < self.idle_timeout
+                    (keep if fresh else stale).append(conn)
+                if keep:
+                    conns[:] = keep
+                else:
+                    del self._idle[key]
+            for conn in stale:
+                await quit_quietly(conn)
 
     async def close(self) -> None:
         if self._sweeper:
             self._sweeper.cancel()
-        for conns in self._idle.values():
-            for conn in conns:
-                await quit_quietly(conn)
-        self._idle.clear()
+        kept = [conn for conns in self._idle.values() for conn in conns]
+        self._idle.clear()  # first, for the same reason as in _sweep
+        for conn in kept:
+            await quit_quietly(conn)
 
     @property
     def idle_count(self) -> int:
