@@ -7,7 +7,10 @@ MEMBERS := packages/api packages/core packages/cli \
            services/smtp-ingress services/queue services/remote-delivery \
            services/local-delivery services/relay-auth services/directory \
            services/mail-access
-PYPROJECTS := $(foreach m,$(MEMBERS),$(m)/pyproject.toml)
+# Test support (the pytest plugin, test rigs): installed for make test / make bench only,
+# never into an image (the Dockerfile installs MEMBERS).
+DEV_MEMBERS := packages/testing
+PYPROJECTS := $(foreach m,$(MEMBERS) $(DEV_MEMBERS),$(m)/pyproject.toml)
 PYTEST_ARGS ?=
 
 .PHONY: install run test lint typecheck proto proto-check pytest bench clean image test-containers
@@ -15,7 +18,8 @@ PYTEST_ARGS ?=
 $(STAMP): $(PYPROJECTS) requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements-dev.txt $(foreach m,$(MEMBERS),-e $(m))
+	$(BIN)/python -m pip install -q -r requirements-dev.txt \
+		$(foreach m,$(MEMBERS) $(DEV_MEMBERS),-e $(m))
 	touch $(STAMP)
 
 install: $(STAMP)

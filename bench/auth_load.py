@@ -31,7 +31,7 @@ from mailyard.api.directory.v1 import directory_pb2 as dpb
 from mailyard.core import bus, password_hashes
 from mailyard.core.directory import domain_key, record_key
 from mailyard.core.natsserver import NatsServer, free_port
-from mailyard.core.testing import ServiceProcess
+from mailyard.testing import ServiceProcess
 
 PASSWORD = "a correct password"  # noqa: S105
 USERS = [f"user{i}@example.org" for i in range(20)]

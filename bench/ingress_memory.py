@@ -25,7 +25,7 @@ from mailyard.api.directory.v1 import directory_pb2 as dpb
 from mailyard.core import bus
 from mailyard.core.directory import domain_key, record_key
 from mailyard.core.natsserver import NatsServer, free_port
-from mailyard.core.testing import ServiceProcess
+from mailyard.testing import ServiceProcess
 
 
 def _status_kb(pid: int, field: str) -> int:

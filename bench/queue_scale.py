@@ -50,8 +50,8 @@ from mailyard.core.ids import new_queue_id
 from mailyard.core.inject import inject
 from mailyard.core.natsserver import NatsServer, free_port
 from mailyard.core.spool import Spool
-from mailyard.core.testing import ServiceProcess
 from mailyard.queue.state import Store
+from mailyard.testing import ServiceProcess
 
 K = 2000           # messages injected per rate measurement
 CONCURRENCY = 50   # injections in flight (like 50 SMTP sessions)

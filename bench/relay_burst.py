@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from mailyard.core.natsserver import NatsServer, free_port
-from mailyard.core.testing import ServiceProcess
+from mailyard.testing import ServiceProcess
 
 
 def _decisions(http_port: int) -> dict[str, float]:

@@ -43,7 +43,7 @@ from typing import Any
 
 from mailyard.core import bus
 from mailyard.core.natsserver import NatsServer, free_port
-from mailyard.core.testing import ServiceProcess
+from mailyard.testing import ServiceProcess
 
 
 def _ip(i: int) -> str:

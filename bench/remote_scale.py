@@ -32,7 +32,7 @@ from mailyard.core import bus
 from mailyard.core.ids import new_queue_id
 from mailyard.core.natsserver import NatsServer, free_port
 from mailyard.core.spool import Spool
-from mailyard.core.testing import ServiceProcess
+from mailyard.testing import ServiceProcess
 
 TICK = os.sysconf("SC_CLK_TCK")
 

@@ -36,5 +36,9 @@ else
 fi
 # The image must start every service's command as the non-root user.
 podman run --rm "$image" mailyard --help >/dev/null
+# ... and must not carry the test support (mailyard.testing: pytest plugin, test rigs).
+if podman run --rm "$image" python -c 'import mailyard.testing' >/dev/null 2>&1; then
+  echo "image: $image ships mailyard.testing (test support)" >&2; exit 1
+fi
 printf 'MAILYARD_IMAGE=%s\nMAILYARD_NATS_IMAGE=%s\n' "$image" "$nats" >"$env_file"
 echo "image: $image on $base, nats $nats ($(( $(date +%s) - start ))s)" >&2

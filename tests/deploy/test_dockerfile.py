@@ -75,3 +75,11 @@ def test_dockerignore_keeps_the_context_small() -> None:
     lines = (ROOT / ".dockerignore").read_text().split()
     assert lines[lines.index("**")] == "**"
     assert "!packages/**" in lines and "!services/**" in lines
+
+
+def test_image_leaves_out_the_test_support() -> None:
+    """mailyard.testing (the pytest plugin, test rigs) is installed by `make install` only:
+    not in the build context, not installed (scripts/image.sh also asks the built image)."""
+    assert "packages/testing" not in " ".join(stages()[0])
+    lines = (ROOT / ".dockerignore").read_text().split()
+    assert lines.index("packages/testing") > lines.index("!packages/**")

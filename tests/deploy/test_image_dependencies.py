@@ -43,12 +43,9 @@ def closure(names: list[str]) -> set[str]:
 
 
 def imported_modules(src: Path) -> set[str]:
-    """Top-level modules the runtime code imports (testing.py, the pytest plugin, is not
-    runtime code: it may use test-only tools)."""
+    """Top-level modules a member's code imports."""
     found: set[str] = set()
     for path in src.rglob("*.py"):
-        if path.name == "testing.py":
-            continue
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 found |= {a.name.split(".")[0] for a in node.names}
@@ -69,3 +66,26 @@ def test_imports_are_declared_dependencies(pyproject: Path) -> None:
             missing[module] = sorted(providers)
     assert not missing, (f"{project['name']} imports modules its dependencies do not bring "
                          f"(the image would fail to start): {missing}")
+
+
+def runtime_members() -> list[Path]:
+    """The members the image installs: the Makefile's MEMBERS (the Dockerfile installs each,
+    test_dockerfile checks); DEV_MEMBERS (the test support) are not among them."""
+    makefile = (ROOT / "Makefile").read_text()
+    members = re.search(r"^MEMBERS := (.*?)(?:\n\S|\Z)", makefile, re.S | re.M)
+    assert members
+    return [ROOT / m / "pyproject.toml" for m in members.group(1).replace("\\", " ").split()]
+
+
+def test_runtime_members_never_bring_the_test_support() -> None:
+    runtime = runtime_members()
+    assert ROOT / "packages/testing/pyproject.toml" not in runtime
+    for pyproject in runtime:
+        project = tomllib.loads(pyproject.read_text())["project"]
+        brought = closure([project["name"], *project.get("dependencies", [])])
+        assert not brought & {"mailyard-testing", "pytest"}, project["name"]
+        for path in (pyproject.parent / "src").rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                         [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                assert not any(n.startswith("mailyard.testing") for n in names), path

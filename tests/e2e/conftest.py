@@ -22,7 +22,7 @@ import dns.rcode
 import pytest
 
 from mailyard.cli.platform import Platform, free_ports
-from mailyard.core.testing import SmtpSink
+from mailyard.testing import SmtpSink
 
 E2E_ME = "mx.e2e.test"  # `mailyard up --me`: written to control/me once the directory answers
 

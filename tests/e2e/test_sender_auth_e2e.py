@@ -19,8 +19,8 @@ import pytest
 
 from mailyard.cli.platform import Platform, free_ports
 from mailyard.core.dkimkeys import KeyDir
-from mailyard.core.rspamdrig import Rspamd
-from mailyard.core.testing import SmtpSink
+from mailyard.testing import SmtpSink
+from mailyard.testing.rspamd import Rspamd
 from tests.e2e.conftest import E2E_ME, Mailyard
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "services" / "smtp-ingress" / "tests"))

@@ -14,7 +14,7 @@ from mailyard.cli.main import main
 from mailyard.core import bus
 from mailyard.core.directory import record_key
 from mailyard.core.natsserver import NatsServer, free_port
-from mailyard.core.testing import ServiceProcess
+from mailyard.testing import ServiceProcess
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 
 from mailyard.cli.main import main
 from mailyard.core.natsserver import NatsServer, free_port
-from mailyard.core.testing import ServiceProcess, SmtpSink
+from mailyard.testing import ServiceProcess, SmtpSink
 
 
 @dataclass

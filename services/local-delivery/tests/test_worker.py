@@ -18,8 +18,8 @@ from mailyard.api.mail.v1.delivery_pb2 import OUTCOME_DELIVERED
 from mailyard.core import bus
 from mailyard.core.errors import SettingsError
 from mailyard.core.natsserver import NatsServer
-from mailyard.core.testing import ServiceProcess, free_port
 from mailyard.local_delivery.settings import Settings
+from mailyard.testing import ServiceProcess, free_port
 
 from .conftest import Env
 

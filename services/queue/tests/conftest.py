@@ -25,7 +25,7 @@ from mailyard.core.directory import domain_key
 from mailyard.core.inject import inject
 from mailyard.core.natsserver import NatsServer
 from mailyard.core.spool import Spool
-from mailyard.core.testing import ServiceProcess, free_port
+from mailyard.testing import ServiceProcess, free_port
 
 T = TypeVar("T")
 LOCAL_DOMAIN = "local.test"

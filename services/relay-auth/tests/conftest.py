@@ -19,9 +19,9 @@ from mailyard.api.relayauth.v1 import relayauth_pb2_grpc as rpc
 from mailyard.core import bus
 from mailyard.core.directory import record_key
 from mailyard.core.natsserver import NatsServer, free_port
-from mailyard.core.testing import ServiceProcess
 from mailyard.relay_auth.__main__ import serve
 from mailyard.relay_auth.settings import Settings
+from mailyard.testing import ServiceProcess
 
 # Cheap argon2id parameters: the service verifies with whatever the PHC string says.
 HASHER = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1)

@@ -17,7 +17,7 @@ from mailyard.api.routing.v1 import routing_pb2, routing_pb2_grpc
 from mailyard.core import bus
 from mailyard.core.natsserver import NatsServer, free_port
 from mailyard.core.spool import Spool
-from mailyard.core.testing import ServiceProcess
+from mailyard.testing import ServiceProcess
 
 MSG = b"Subject: long\r\n\r\nbody\r\n"
 

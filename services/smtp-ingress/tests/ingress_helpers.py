@@ -25,6 +25,7 @@ from mailyard.core.natsserver import NatsServer, free_port
 from mailyard.core.spool import Spool
 from mailyard.smtp_ingress.server import Ingress
 from mailyard.smtp_ingress.settings import Settings
+from mailyard.testing import ServiceProcess
 
 
 class Client:
@@ -240,8 +241,6 @@ def dns_server() -> Iterator[DnsServer]:
 @pytest.fixture
 def relay_auth(nats_server: NatsServer, tmp_path: Path) -> Iterator[str]:
     """The real relay-auth service; yields its gRPC address."""
-    from mailyard.core.testing import ServiceProcess
-
     grpc_port, http_port = free_port(), free_port()
     proc = ServiceProcess("mailyard.relay_auth", {
         "MAILYARD_RELAYAUTH_NATS_URL": nats_server.url,

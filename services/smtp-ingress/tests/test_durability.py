@@ -22,9 +22,9 @@ from ingress_helpers import (
 )
 
 from mailyard.core.natsserver import NatsServer, free_port
-from mailyard.core.testing import ServiceProcess
 from mailyard.smtp_ingress import replies as R
 from mailyard.smtp_ingress.server import Ingress
+from mailyard.testing import ServiceProcess
 
 
 async def _send(ingress: Ingress) -> str:

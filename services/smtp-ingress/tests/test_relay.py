@@ -30,10 +30,10 @@ from mailyard.api.relayauth.v1 import relayauth_pb2 as ra
 from mailyard.api.relayauth.v1.relayauth_pb2_grpc import RelayAuthStub
 from mailyard.core.grpcserver import GrpcServer
 from mailyard.core.natsserver import NatsServer, free_port
-from mailyard.core.testing import ServiceProcess
 from mailyard.smtp_ingress import replies as R
 from mailyard.smtp_ingress.relay import RelayAuthClient
 from mailyard.smtp_ingress.server import Ingress
+from mailyard.testing import ServiceProcess
 
 
 async def _ingress(make_ingress: MakeIngress, js: Any, relay_auth: str, rules: str,

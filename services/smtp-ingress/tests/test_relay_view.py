@@ -24,8 +24,8 @@ from mailyard.api.relayauth.v1 import relayauth_pb2 as ra
 from mailyard.api.relayauth.v1 import relayauth_pb2_grpc as ra_grpc
 from mailyard.core.control import version_of
 from mailyard.core.natsserver import NatsServer, free_port
-from mailyard.core.testing import ServiceProcess
 from mailyard.smtp_ingress import replies as R
+from mailyard.testing import ServiceProcess
 
 RULES = '127.0.0.1:allow,RELAYCLIENT=""\n127.0.0.2:allow\n'
 

@@ -15,11 +15,11 @@ import pytest
 from ingress_helpers import DnsServer, MakeIngress, put_control, session, wait_for
 
 from mailyard.core.dkimkeys import KeyDir
-from mailyard.core.rspamdrig import Rspamd
 from mailyard.core.spool import Spool
 from mailyard.smtp_ingress.dkim_sign import Signer, sign
 from mailyard.smtp_ingress.metrics import SCANNER
 from mailyard.smtp_ingress.server import Ingress
+from mailyard.testing.rspamd import Rspamd
 
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 

@@ -1,0 +1,75 @@
+"""One Mailyard service as a real child process (`python -m mailyard.<service>`), ready when
+its /readyz says so; kill() is the kill -9 every durability promise is about."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+
+class ServiceProcess:
+    """`python -m mailyard.<module>` with the given environment, logs in a file."""
+
+    def __init__(self, module: str, env: dict[str, str], log_dir: Path,
+                 http_port: int | None = None) -> None:
+        self.module = module
+        self.env = {**os.environ, **env}
+        self.log_path = log_dir / f"{module.rsplit('.', 1)[-1]}-{time.time_ns()}.log"
+        self.http_port = http_port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait: float = 30.0) -> ServiceProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen([sys.executable, "-m", self.module], env=self.env,
+                                     stdout=log, stderr=subprocess.STDOUT)
+        if self.http_port:
+            try:
+                self.wait_ready(wait)
+            except BaseException:
+                self.kill()  # the caller never gets a handle to stop it: leave nothing running
+                raise
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        url = f"http://127.0.0.1:{self.http_port}/readyz"
+        while time.monotonic() < deadline:
+            if self.proc and self.proc.poll() is not None:
+                raise RuntimeError(f"{self.module} exited {self.proc.returncode}:\n{self.logs()}")
+            try:
+                with urllib.request.urlopen(url, timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            except (OSError, http.client.HTTPException):  # not up yet (or not ours)
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.module} not ready after {timeout}s:\n{self.logs()}")
+
+    def logs(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        """kill -9: the crash every durability promise is about."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode if self.proc else None
