@@ -30,11 +30,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import grpc
-
 from mailyard.api.relayauth.v1 import relayauth_pb2 as ra
 from mailyard.api.relayauth.v1 import relayauth_pb2_grpc as ra_rpc
 from mailyard.cli.platform import Platform, free_ports
+from mailyard.core import auth
 
 OUTSIDER = "127.0.0.2"
 
@@ -87,7 +86,10 @@ def main() -> int:
         return 2
     platform.start()
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{platform.ports.relayauth_grpc}") as channel:
+        # The admin plane wants the platform's admin token (mailyard.core.auth).
+        token = auth.read_token(platform.tokens_file, "admin")
+        relay_auth = f"127.0.0.1:{platform.ports.relayauth_grpc}"
+        with auth.channel(relay_auth, token) as channel:
             ra_rpc.RelayAuthStub(channel).ImportRules(ra.ImportRulesRequest(
                 text='127.0.0.1:allow,RELAYCLIENT=""\n:allow\n'))
         _cli(platform, "domain", "add", "bench.test")
@@ -118,7 +120,7 @@ def main() -> int:
                   f"then relaying from {OUTSIDER}: {relayed} after "
                   f"{(done - logged_in) * 1000:.0f} ms (new SMTP connection to RCPT)",
                   flush=True)
-            with grpc.insecure_channel(f"127.0.0.1:{platform.ports.relayauth_grpc}") as ch:
+            with auth.channel(relay_auth, token) as ch:
                 ra_rpc.RelayAuthStub(ch).RevokeLease(ra.RevokeLeaseRequest(ip=OUTSIDER))
     finally:
         platform.stop()

@@ -19,6 +19,7 @@ from mailyard.core.service import run
 from mailyard.relay_auth import web
 from mailyard.relay_auth.auth import Authenticator
 from mailyard.relay_auth.leases import LeaseStore
+from mailyard.relay_auth.login_cache import LoginCache
 from mailyard.relay_auth.pool import PasswordPool
 from mailyard.relay_auth.server import RelayAuthServicer
 from mailyard.relay_auth.settings import Settings
@@ -46,7 +47,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     pool = PasswordPool(settings.auth_workers, settings.auth_queue)
     upgrader = HashUpgrader(settings.directory_addr, settings.directory_timeout, pool,
                             client_token(settings.token_file, "relayauth"))
-    auth = Authenticator(directory, throttle, settings.cram_ttl, pool, upgrader)
+    auth = Authenticator(directory, throttle, settings.cram_ttl, pool, upgrader,
+                         LoginCache(settings.auth_cache_ttl, settings.auth_cache_size))
     await control.start(js)
     await directory.start(js)
     await throttle.start(js)

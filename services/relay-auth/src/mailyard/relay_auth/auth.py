@@ -33,6 +33,7 @@ from mailyard.core import bus, password_hashes
 from mailyard.core.directory import DirectoryView, canonical
 from mailyard.core.tcprules import IPAddress, parse_ip
 from mailyard.relay_auth import metrics
+from mailyard.relay_auth.login_cache import LoginCache
 from mailyard.relay_auth.pool import PasswordPool
 from mailyard.relay_auth.throttle import Throttle
 from mailyard.relay_auth.upgrade import HashUpgrader
@@ -65,12 +66,14 @@ def _canonical(username: str) -> str:
 
 class Authenticator:
     def __init__(self, directory: DirectoryView, throttle: Throttle, cram_ttl: float,
-                 pool: PasswordPool, upgrader: HashUpgrader | None) -> None:
+                 pool: PasswordPool, upgrader: HashUpgrader | None,
+                 cache: LoginCache | None = None) -> None:
         self.directory = directory
         self.throttle = throttle
         self.cram_ttl = cram_ttl
         self.pool = pool
         self.upgrader = upgrader
+        self.cache = cache if cache is not None else LoginCache(0, 0)
         self._dummy_hash = password_hashes.hash_password(secrets.token_hex(16))
         self.cram_kv: KeyValue | None = None
 
@@ -105,12 +108,16 @@ class Authenticator:
         await self.throttle.slow_down(ip, user)
         mailbox = self.directory.mailbox(user) if user else None
         phc = mailbox.password_hash if mailbox is not None and mailbox.password_hash else ""
-        ok = await self.pool.run(password_hashes.verify, phc or self._dummy_hash, password)
-        if ok and phc:
-            if self.upgrader is not None and password_hashes.needs_upgrade(phc):
-                self.upgrader.schedule(user, phc, password)
-            return self._done(mechanism, OK, user)
-        return await self._fail(mechanism, ip, user)
+        if not phc:  # no such mailbox: the same cost as a wrong password, never remembered
+            await self.pool.run(password_hashes.verify, self._dummy_hash, password)
+            return await self._fail(mechanism, ip, user)
+        ok, remembered = await self.cache.verify(
+            user, phc, password, lambda: self.pool.run(password_hashes.verify, phc, password))
+        if not ok:
+            return await self._fail(mechanism, ip, user)
+        if not remembered and self.upgrader is not None and password_hashes.needs_upgrade(phc):
+            self.upgrader.schedule(user, phc, password)
+        return self._done(mechanism, OK, user)
 
     # -- CRAM-MD5 --------------------------------------------------------------------------
 

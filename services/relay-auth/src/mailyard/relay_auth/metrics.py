@@ -48,3 +48,12 @@ AUTH_REHASH = Counter(
     "parameters), by result: upgraded, superseded (the password changed meanwhile), failed.",
     ["result"],
 )
+CACHE_RESULTS = ("hit", "shared", "miss")
+AUTH_CACHE = Counter(
+    "mailyard_relay_auth_cache_total",
+    "Password logins by how they were answered: hit (the same user, stored hash and "
+    "password verified within AUTH_CACHE_TTL), shared (waited for the same check already "
+    "running), miss (a check of its own). Unknown users and other mechanisms are not "
+    "counted.",
+    ["result"],
+)

@@ -33,6 +33,11 @@ class Settings(ServiceSettings):
     auth_workers: int = Field(default_factory=lambda: min(4, os.cpu_count() or 1), ge=1,
                               le=64)
     auth_queue: int = Field(default=256, ge=0)
+    # A correct login is remembered this long (a keyed digest of user, stored hash and
+    # password; login_cache.py), so a client's next connections skip argon2id; 0: off.
+    # Short on purpose: the digest is worth something to whoever dumps the process.
+    auth_cache_ttl: float = Field(default=300.0, ge=0, le=3600)
+    auth_cache_size: int = Field(default=10000, ge=0)
     # The directory, to replace a legacy hash after a login (rehash on login).
     directory_addr: str = "127.0.0.1:50056"
     directory_timeout: float = Field(default=10.0, gt=0)
