@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import grp
 import os
 import pwd
 import re
@@ -48,13 +49,28 @@ def template_dir() -> Path:
                       "set MAILYARD_DOVECOT_TEMPLATES")
 
 
-def service_users() -> tuple[str, str]:
-    """(default_internal_user, default_login_user): Dovecot's own unprivileged users when
-    its master runs as root, else the invoking user (Dovecot then runs every process as it)."""
-    if os.geteuid() == 0:
+def service_users(uid: int | None = None) -> tuple[str, str]:
+    """(default_internal_user, default_login_user) for a Dovecot started by `uid` (default:
+    this process): Dovecot's own unprivileged users when its master runs as root, else that
+    user (Dovecot then runs every process as it)."""
+    uid = os.geteuid() if uid is None else uid
+    if uid == 0:
         return "dovecot", "dovenull"
-    name = pwd.getpwuid(os.geteuid()).pw_name
+    name = pwd.getpwuid(uid).pw_name
     return name, name
+
+
+def service_group(uid: int | None = None) -> str:
+    """default_internal_group: Dovecot's own group as root, else the user's group. Dovecot
+    gives its internal sockets (stats-writer, dict, ...) to this group; a master not running
+    as root cannot chown them to "dovecot" and stops ("Failed to start listeners")."""
+    if (os.geteuid() if uid is None else uid) == 0:
+        return "dovecot"
+    gid = os.getegid() if uid is None else pwd.getpwuid(uid).pw_gid
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:  # a group with no name (containers): Dovecot takes the number
+        return str(gid)
 
 
 @dataclass
@@ -77,14 +93,23 @@ class DovecotConfig:
     allow_plaintext: bool = False   # operator's choice: login before TLS
     internal_user: str = ""
     login_user: str = ""
+    # Who starts Dovecot (None: this process's user, as under `mailyard up` and in the
+    # containers, where the renderer runs as the user Dovecot runs as).
+    run_uid: int | None = None
 
     def fields(self) -> dict[str, str]:
         if self.mail_uid <= 0 or self.mail_gid <= 0:
             raise ConfigError("the mail user must not be root (mail_uid and mail_gid > 0)")
-        internal, login = service_users()
+        internal, login = service_users(self.run_uid)
+        as_root = (os.geteuid() if self.run_uid is None else self.run_uid) == 0
         values = {k.upper(): str(v) for k, v in dataclasses.asdict(self).items()}
         values.update(
             INTERNAL_USER=self.internal_user or internal, LOGIN_USER=self.login_user or login,
+            INTERNAL_GROUP=service_group(self.run_uid),
+            # chroot needs root; a non-root Dovecot keeps its login processes unchrooted
+            # (they still run as the unprivileged login user and hold no mail access)
+            LOGIN_CHROOT="login" if as_root else "",
+            EMPTY_CHROOT="empty" if as_root else "",
             DISABLE_PLAINTEXT_AUTH="no" if self.allow_plaintext else "yes",
             AUTH_DICT_CONF=str(self.out_dir / TEMPLATES["auth-dict.conf.ext.in"]))
         for name, value in values.items():
