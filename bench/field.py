@@ -12,9 +12,10 @@ the private peers ../shared/peers/postfix-peer (Postfix 3.7) and ../shared/peers
             smtp-source processes at once, one per (size, recipients, local) bucket
 
 Each figure is end to end: from the first connection to the last message at the sink. A 4xx
-or 5xx stops smtp-source (that is itself a finding, reported as the client's exit status). For
-Mailyard the CPU each process spent per message is reported too, so the next bottleneck is
-named. Figures only: nothing here asserts a speed.
+or 5xx stops smtp-source (that is itself a finding, reported as the client's exit status).
+Messages the sink got beyond those sent are reported as duplicates: counted alone, a message
+sent twice would hide one never sent. For Mailyard the CPU each process spent per message is
+reported too, so the next bottleneck is named. Figures only: nothing here asserts a speed.
 
     python -m bench.field [--modes conn,reuse,starttls,mixed] [--rounds 3] [--messages 5000]
 """
@@ -210,6 +211,7 @@ class Run:
     delivered: int = 0
     seconds: float = 0.0
     client_status: list[int] = field(default_factory=list)
+    extra: int = 0  # messages the sink got beyond those sent: duplicates, which can hide a loss
     cpu_us_per_msg: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -250,6 +252,7 @@ def clients(mode: str, port: int, n: int) -> tuple[list[subprocess.Popen[bytes]]
 def measure(system: System, mode: str, n: int) -> Run:
     sink = Sink()
     run = Run(system.name, mode)
+    target = 0
     try:
         port = system.start(sink, tls=mode == "starttls")
         before = system.cpu()
@@ -276,7 +279,8 @@ def measure(system: System, mode: str, n: int) -> Run:
         run.cpu_us_per_msg = {k: (after[k] - before.get(k, 0.0)) * 1e6 / max(1, run.messages)
                               for k in after}
     finally:
-        system.stop()
+        system.stop()  # what was still on its way reaches the sink meanwhile
+        run.extra = max(0, sink.messages - target) if target else 0
         sink.stop()
     return run
 
@@ -317,7 +321,9 @@ def main() -> int:
                 runs.append(run)
                 print(f"{mode:<9} round {number}  {system.name:<9} {run.delivered:>6}/"
                       f"{run.messages} in {run.seconds:7.2f} s  {run.rate:8.1f} msg/s  "
-                      f"client exit {run.client_status}", flush=True)
+                      f"client exit {run.client_status}"
+                      + (f"  {run.extra} DUPLICATES at the sink" if run.extra else ""),
+                      flush=True)
     report = summarize(runs)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "field.json").write_text(json.dumps(
