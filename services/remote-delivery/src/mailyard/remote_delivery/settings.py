@@ -25,7 +25,9 @@ class Settings(ServiceSettings):
     tls_ca_file: Path | None = None                      # extra CA for "verify" (None = system)
     # Transactions at once per MX address:port, cluster-wide: each replica takes
     # max(1, ceil(limit / replicas)), replicas counted in KV bucket remote_members.
-    per_destination_limit: int = Field(default=10, ge=1)
+    # 20 as Postfix's default_destination_concurrency_limit: with 10, one busy destination
+    # got half of concurrencyremote and its jobs queued behind each other (issue 20).
+    per_destination_limit: int = Field(default=20, ge=1)
     # A replica that stops heartbeating (every member_ttl / 3) stops counting after this.
     member_ttl: float = Field(default=30.0, ge=1)
     connect_timeout: float = Field(default=30.0, gt=0)
