@@ -95,6 +95,7 @@ def test_killing_a_nats_node_under_load_loses_no_accepted_message(configured: Pl
     p = configured
     leader = _todo_leader(p)
     accepted: list[str] = []
+    queue_ids: dict[str, str] = {}  # token -> queue id from the 250 reply
     refused: list[tuple[str, int]] = []
     killed_at: list[float] = []
     after_kill: list[float] = []
@@ -106,11 +107,12 @@ def test_killing_a_nats_node_under_load_loses_no_accepted_message(configured: Pl
         while not done.is_set() and i < 1000:
             token = f"load-{worker}-{i}"
             try:
-                code, _ = p.send(INGRESS_PORTS[worker % 2], f"r{i}@remote.test", token)
+                code, reply = p.send(INGRESS_PORTS[worker % 2], f"r{i}@remote.test", token)
             except OSError:  # a connection cut while NATS fails over: not accepted
-                code = 0
+                code, reply = 0, b""
             if code == 250:
                 accepted.append(token)
+                queue_ids[token] = reply.decode().split()[-1]
                 if killed_at:
                     after_kill.append(time.monotonic() - killed_at[0])
             else:
@@ -139,5 +141,25 @@ def test_killing_a_nats_node_under_load_loses_no_accepted_message(configured: Pl
               timeout=300)
     except AssertionError:
         missing = sorted(set(accepted) - p.sink_tokens())
-        print(p.logs())
+        print(_what_became_of(p, [queue_ids[token] for token in missing[:5]]))
         raise AssertionError(f"{len(missing)} accepted but not delivered: {missing[:10]}") from None
+
+
+def _what_became_of(p: Platform, queue_ids: list[str]) -> str:
+    """For a failure report: each lost message's history, queue entry and log lines, then
+    the warnings and errors of every container (CI shows only part of a long output)."""
+    parts = []
+    for qid in queue_ids:
+        for args in (("log", "--id", qid), ("queue", "explain", qid)):
+            try:
+                parts.append(f"$ mailyard {' '.join(args)}\n{p.cli(*args, timeout=10)}")
+            except AssertionError as exc:
+                parts.append(str(exc))
+    for name in p.containers():
+        out = p.podman("logs", name, check=False)
+        lines = (out.stdout + out.stderr).splitlines()
+        keep = [line for line in lines if any(qid in line for qid in queue_ids)
+                or '"level": "warning"' in line or '"level": "error"' in line]
+        parts.append(f"--- {name}: {len(keep)} of {len(lines)} lines\n" + "\n".join(
+            line[:300] for line in keep[-60:]))
+    return "\n".join(parts)
