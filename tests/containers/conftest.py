@@ -57,7 +57,7 @@ class Platform:
                               timeout=timeout, input=stdin, check=False)
         if check and proc.returncode != 0:
             raise AssertionError(f"{' '.join(args)} -> {proc.returncode}\n"
-                                 f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+                                 f"{_errors(proc.stdout + proc.stderr)}")
         return proc
 
     def podman(self, *args: str, **kw: object) -> subprocess.CompletedProcess[str]:
@@ -125,6 +125,18 @@ class Platform:
             out = self.podman("logs", "--tail", "40", name, check=False)
             parts.append(f"--- {name}\n{out.stdout[-4000:]}{out.stderr[-4000:]}")
         return "\n".join(parts)
+
+
+# podman 4.3 without systemd says these on every start; they hide the line that matters
+_NOISE = ("unable to get systemd connection", "doesn't support healthy")
+
+
+def _errors(output: str) -> str:
+    """The lines of a failed command's output that say what failed (podman-compose prints a
+    long run of container ids and warnings first), then its tail."""
+    lines = [line for line in output.splitlines() if not any(n in line for n in _NOISE)]
+    said = [line for line in lines if "rror" in line or "exit code" in line]
+    return "\n".join(said[-20:] + ["..."] + lines[-15:])[-4000:]
 
 
 @pytest.fixture(scope="session")

@@ -11,11 +11,15 @@ Deferred work never waits on these consumers: the queue keeps its own retry sche
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import nats
+import nats.errors
 from google.protobuf.message import Message
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -27,12 +31,18 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BucketNotFoundError, NoStreamResponseError, NotFoundError
+from nats.js.errors import (
+    BucketNotFoundError,
+    NoStreamResponseError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
 from nats.js.kv import KeyValue
 
 from mailyard.core.errors import BusError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Subjects
 TODO_SUBJECT = "mailyard.todo"
@@ -113,29 +123,71 @@ def stream_for(subject: str) -> StreamSpec | None:
 
 
 async def connect(url: str, name: str, *, connect_timeout: float = 5.0) -> NATS:
-    """A client that reconnects forever: a NATS outage is a pause, not a crash."""
+    """A client that reconnects forever: a NATS outage is a pause, not a crash. Started
+    before NATS (containers start in any order) it waits for the server, then for
+    JetStream (a cluster without a quorum answers "temporarily unavailable")."""
+    connected = False
 
     async def _error(exc: Exception) -> None:
-        log.warning("nats error: %s", exc)
+        if connected:
+            log.warning("nats error: %s", exc)
+        else:
+            log.warning("waiting for NATS at %s: %s", url, exc)
 
-    return await nats.connect(
+    nc = await nats.connect(
         url, name=name, connect_timeout=connect_timeout, max_reconnect_attempts=-1,
         reconnect_time_wait=0.5, error_cb=_error, allow_reconnect=True,
     )
+    connected = True
+    await patiently("JetStream", nc.jetstream().account_info)
+    return nc
+
+
+# Errors that mean "JetStream is not there yet" (no quorum, a leader being elected, a node
+# restarting), not "this is wrong": worth waiting for at start.
+_TRANSIENT = (nats.errors.TimeoutError, TimeoutError, nats.errors.NoRespondersError,
+              ServiceUnavailableError, NoStreamResponseError)
+START_PATIENCE = 300.0  # seconds a service waits for JetStream before it gives up
+
+
+async def patiently(what: str, step: Callable[[], Awaitable[T]],
+                    patience: float = START_PATIENCE) -> T:
+    """Run `step` until it stops failing with a transient JetStream error (logged once
+    every few seconds), for at most `patience` seconds; then its error is raised."""
+    deadline = time.monotonic() + patience
+    said = 0.0
+    while True:
+        try:
+            return await step()
+        except _TRANSIENT as exc:
+            now = time.monotonic()
+            if now >= deadline:
+                raise
+            if now - said >= 5:
+                log.warning("waiting for %s: %s", what, exc or type(exc).__name__)
+                said = now
+            await asyncio.sleep(0.5)
 
 
 async def ensure_stream(js: JetStreamContext, spec: StreamSpec,
-                        replicas: int | None = None) -> None:
+                        replicas: int | None = None, *,
+                        patience: float = START_PATIENCE) -> None:
     """Create the stream or bring an existing one to this config (an update also changes
     its replica count: JetStream adds or removes copies live)."""
     await _create_or_update(js, StreamConfig(
         name=spec.name, subjects=spec.subjects, retention=RetentionPolicy.WORK_QUEUE,
         storage=StorageType.FILE, duplicate_window=DUPLICATE_WINDOW,
         num_replicas=replicas or _replicas,
-    ))
+    ), patience)
 
 
-async def _create_or_update(js: JetStreamContext, config: StreamConfig) -> None:
+async def _create_or_update(js: JetStreamContext, config: StreamConfig,
+                            patience: float = START_PATIENCE) -> None:
+    await patiently(f"JetStream (stream {config.name})", lambda: _apply_stream(js, config),
+                    patience)
+
+
+async def _apply_stream(js: JetStreamContext, config: StreamConfig) -> None:
     name = config.name or ""
     try:
         await js.stream_info(name)
@@ -148,9 +200,12 @@ async def _create_or_update(js: JetStreamContext, config: StreamConfig) -> None:
     await js.update_stream(config)
 
 
-async def ensure_mail_streams(js: JetStreamContext, replicas: int | None = None) -> None:
+async def ensure_mail_streams(js: JetStreamContext, replicas: int | None = None, *,
+                              patience: float = START_PATIENCE) -> None:
+    """The three mail streams. `patience`: seconds to wait out a JetStream that is not
+    there yet (long at start; a caller holding a client's reply passes its own deadline)."""
     for spec in MAIL_STREAMS:
-        await ensure_stream(js, spec, replicas)
+        await ensure_stream(js, spec, replicas, patience=patience)
 
 
 async def ensure_history_stream(js: JetStreamContext, max_age: float,
@@ -173,7 +228,7 @@ async def ensure_consumer(js: JetStreamContext, stream: str, durable: str, *,
         max_ack_pending=max_ack_pending, ack_wait=ack_wait, max_deliver=max_deliver,
         max_waiting=512,
     )
-    await js.add_consumer(stream, config)
+    await patiently(f"JetStream (consumer {durable})", lambda: js.add_consumer(stream, config))
 
 
 async def ensure_kv(js: JetStreamContext, bucket: str, *, history: int = 1,
@@ -181,17 +236,23 @@ async def ensure_kv(js: JetStreamContext, bucket: str, *, history: int = 1,
     """Open the bucket, creating it if needed; an existing bucket with another replica
     count is brought to this one (a bucket made by an R1 release grows to R3)."""
     want = replicas or _replicas
-    try:
-        kv = await js.key_value(bucket)
-    except BucketNotFoundError:
+
+    async def open_bucket() -> KeyValue:
         try:
-            return await js.create_key_value(KeyValueConfig(
-                bucket=bucket, history=history, ttl=ttl, storage=StorageType.FILE,
-                replicas=want))
-        except Exception:  # lost a creation race with another replica
             kv = await js.key_value(bucket)
-    await _kv_replicas(js, bucket, want)
-    return kv
+        except BucketNotFoundError:
+            try:
+                return await js.create_key_value(KeyValueConfig(
+                    bucket=bucket, history=history, ttl=ttl, storage=StorageType.FILE,
+                    replicas=want))
+            except _TRANSIENT:
+                raise
+            except Exception:  # lost a creation race with another replica
+                kv = await js.key_value(bucket)
+        await _kv_replicas(js, bucket, want)
+        return kv
+
+    return await patiently(f"JetStream (bucket {bucket})", open_bucket)
 
 
 async def _kv_replicas(js: JetStreamContext, bucket: str, want: int) -> None:
@@ -219,7 +280,7 @@ async def publish(js: JetStreamContext, subject: str, message: Message, *, msg_i
             if spec is None:
                 raise
             log.warning("stream %s is missing: creating it again", spec.name)
-            await ensure_stream(js, spec)
+            await ensure_stream(js, spec, patience=timeout)
             await js.publish(subject, data, timeout=timeout, headers=all_headers)
     except TimeoutError as exc:
         raise BusError(f"no ack from JetStream for {subject} within {timeout}s") from exc

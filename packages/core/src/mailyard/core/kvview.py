@@ -37,7 +37,9 @@ class KVView:
     async def start(self, js: JetStreamContext, *, timeout: float = 10.0) -> None:
         self.kv = await bus.ensure_kv(js, self.bucket)
         self._task = asyncio.create_task(self._watch(), name=f"kv-watch-{self.bucket}")
-        await asyncio.wait_for(self._loaded.wait(), timeout)
+        # a cluster still electing the bucket's leader: wait, as for the bucket itself
+        await bus.patiently(f"the {self.bucket} bucket's contents",
+                            lambda: asyncio.wait_for(self._loaded.wait(), timeout))
 
     async def stop(self) -> None:
         if self._task:

@@ -241,7 +241,7 @@ async def publish_jobs(q: Queue, jobs: list[Job]) -> None:
     if gone:  # MAIL_JOBS was deleted: create it again, the retry in 5 s then goes through
         log.warning("stream %s is missing: creating it again", bus.JOBS_STREAM)
         with contextlib.suppress(Exception):
-            await bus.ensure_mail_streams(js)
+            await bus.ensure_mail_streams(js, patience=PUBLISH_TIMEOUT)
     if failed:
         for job, why in failed:
             log.warning("job not published, retried shortly: %s", why,
