@@ -136,7 +136,7 @@ def _errors(output: str) -> str:
     long run of container ids and warnings first), then its tail."""
     lines = [line for line in output.splitlines() if not any(n in line for n in _NOISE)]
     said = [line for line in lines if "rror" in line or "exit code" in line]
-    return "\n".join(said[-20:] + ["..."] + lines[-15:])[-4000:]
+    return "\n".join([*said[-20:], "...", *lines[-15:]])[-4000:]
 
 
 @pytest.fixture(scope="session")
