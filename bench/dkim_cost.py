@@ -29,16 +29,11 @@ from mailyard.smtp_ingress.dkim_verify import DkimResult
 from mailyard.smtp_ingress.spf_check import SpfResult
 
 RESPONDER = """
-import socket, dns.message, dns.rrset
-sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); sock.bind(("127.0.0.1", 0))
-print(sock.getsockname()[1], flush=True)
-while True:
-    wire, addr = sock.recvfrom(4096)
-    query = dns.message.from_wire(wire)
-    response = dns.message.make_response(query)
-    response.answer.append(dns.rrset.from_text(query.question[0].name, 60, "IN", "TXT",
-                                               '"v=spf1 ip4:192.0.2.0/24 -all"'))
-    sock.sendto(response.to_wire(), addr)
+import threading
+from mailyard.testing import DnsServer
+server = DnsServer({"example.com": {"TXT": ['"v=spf1 ip4:192.0.2.0/24 -all"']}}).start()
+print(server.port, flush=True)
+threading.Event().wait()
 """
 
 MESSAGE = (b"From: Alice <alice@example.com>\r\nTo: bob@example.net\r\n"

@@ -5,52 +5,20 @@ start); tests that kill a service start it again."""
 from __future__ import annotations
 
 import mailbox
-import os
 import shutil
 import smtplib
-import socket
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import dns.message
-import dns.rcode
 import pytest
 
 from mailyard.cli.platform import Platform, free_ports
-from mailyard.testing import SmtpSink
+from mailyard.testing import DnsServer, SmtpSink
+from mailyard.testing.cli import run_mailyard
 
 E2E_ME = "mx.e2e.test"  # `mailyard up --me`: written to control/me once the directory answers
-
-
-class NoSuchDomain:
-    """A DNS server on loopback that answers NXDOMAIN to everything: the platform's lookups
-    (PTR, SPF, DMARC, MX) stay on this machine instead of going to the system resolver."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                wire, peer = self.sock.recvfrom(4096)
-                response = dns.message.make_response(dns.message.from_wire(wire))
-            except OSError:
-                return
-            except Exception:  # noqa: S112 - not a DNS query: ignore it
-                continue
-            response.set_rcode(dns.rcode.NXDOMAIN)
-            self.sock.sendto(response.to_wire(), peer)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 class Mailyard:
@@ -59,13 +27,7 @@ class Mailyard:
         self.sink = sink
 
     def cli(self, *args: str, stdin: str = "", check: bool = True) -> str:
-        env = {**os.environ, **self.platform.cli_env()}
-        proc = subprocess.run([sys.executable, "-m", "mailyard.cli.main", *args], input=stdin,
-                              capture_output=True, text=True, env=env, timeout=30, check=False)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"mailyard {' '.join(args)} -> {proc.returncode}\n"
-                                 f"{proc.stdout}{proc.stderr}")
-        return proc.stdout + proc.stderr
+        return run_mailyard(self.platform.cli_env(), *args, stdin=stdin, check=check)
 
     def smtp(self, source: str = "127.0.0.1") -> smtplib.SMTP:
         client = smtplib.SMTP("127.0.0.1", self.platform.ports.smtp, timeout=15,
@@ -137,7 +99,9 @@ def mailyard(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRe
     # consumers' ack_wait passes (15 s / 30 s by default); shorter here so tests stay quick.
     # Two ingress processes share the SMTP ports (SO_REUSEPORT), as `mailyard up
     # --ingress-replicas 2` runs them, so every test also crosses that path.
-    dns_server = NoSuchDomain()
+    # The platform's lookups (PTR, SPF, DMARC, MX) stay on this machine: an empty zone
+    # answers NXDOMAIN to everything, instead of the system resolver.
+    dns_server = DnsServer().start()
     platform = Platform(data, ports=free_ports(), ingress_replicas=2, me=E2E_ME,
                         dovecot=dovecot, env={"queue": {"LEADER_TTL": "4",
                                                         "CONSUME_ACK_WAIT": "8"},
@@ -156,6 +120,6 @@ def mailyard(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRe
     yield Mailyard(platform, sink)
     platform.stop()
     sink.stop()
-    dns_server.close()
+    dns_server.stop()
     if dovecot:
         shutil.rmtree(data, ignore_errors=True)

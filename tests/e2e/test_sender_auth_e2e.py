@@ -7,33 +7,27 @@ from __future__ import annotations
 
 import os
 import smtplib
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import dkim
-import dns.resolver
 import httpx
 import pytest
 
 from mailyard.cli.platform import Platform, free_ports
 from mailyard.core.dkimkeys import KeyDir
-from mailyard.testing import SmtpSink
+from mailyard.testing import DnsServer, SmtpSink
 from mailyard.testing.rspamd import Rspamd
 from tests.e2e.conftest import E2E_ME, Mailyard
-
-sys.path.insert(0, str(Path(__file__).parents[2] / "services" / "smtp-ingress" / "tests"))
-from ingress_helpers import DnsServer
 
 
 @pytest.fixture(scope="module")
 def dns_zone() -> Iterator[DnsServer]:
-    server = DnsServer()
+    server = DnsServer().start()
     server.add("victim.test", "TXT", '"v=spf1 -all"')
     server.add("_dmarc.victim.test", "TXT", '"v=DMARC1; p=reject"')
     yield server
-    server.close()
+    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +37,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory,
     keys = KeyDir(data / "dkim")
     keys.create("example.com", "rsa2026", "rsa")
     keys.create("example.com", "ed2026", "ed25519")
-    for key in keys.keys()[0]:
-        text = key.public_record
-        dns_zone.add(key.record_name, "TXT", " ".join(
-            f'"{text[i:i + 255]}"' for i in range(0, len(text), 255)))
+    dns_zone.publish_dkim(keys)
     sink = SmtpSink().start()
     running = Platform(data, ports=free_ports(), me=E2E_ME, dovecot=False, env={
         "smtp-ingress": {"DNS_SERVERS": f"127.0.0.1:{dns_zone.port}",
@@ -66,19 +57,6 @@ def platform(tmp_path_factory: pytest.TempPathFactory,
     sink.stop()
 
 
-def lookup(dns_zone: DnsServer) -> Any:
-    resolver = dns.resolver.Resolver(configure=False)
-    resolver.nameservers = ["127.0.0.1"]
-    resolver.port = dns_zone.port
-
-    def txt(name: bytes, timeout: float = 5) -> bytes | None:
-        try:
-            return b"".join(resolver.resolve(name.decode(), "TXT", lifetime=timeout)[0].strings)
-        except dns.exception.DNSException:
-            return None
-    return txt
-
-
 def test_our_mail_verifies_at_the_receiving_side(platform: Mailyard, dns_zone: DnsServer,
                                                 tmp_path: Path) -> None:
     body = (b"From: Alice <alice@example.com>\r\nTo: bob@remote.test\r\n"
@@ -90,7 +68,7 @@ def test_our_mail_verifies_at_the_receiving_side(platform: Mailyard, dns_zone: D
     message = received.data.replace(b"\n", b"\r\n") if b"\r\n" not in received.data \
         else received.data
     assert message.count(b"DKIM-Signature:") == 2
-    txt = lookup(dns_zone)
+    txt = dns_zone.txt
     verifier = dkim.DKIM(message)
     assert verifier.verify(idx=0, dnsfunc=txt) and verifier.verify(idx=1, dnsfunc=txt)
 

@@ -13,20 +13,15 @@ from mailyard.api.directory.v1 import directory_pb2 as pb
 from mailyard.cli.main import main
 from mailyard.core import bus
 from mailyard.core.directory import record_key
-from mailyard.core.natsserver import NatsServer, free_port
-from mailyard.testing import ServiceProcess
+from mailyard.core.natsserver import NatsServer
+from mailyard.testing import grpc_service
 
 
 @pytest.fixture
 def relay_auth(nats_server: NatsServer, tmp_path: Path,
                monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    grpc_port, http_port = free_port(), free_port()
-    proc = ServiceProcess("mailyard.relay_auth", {
-        "MAILYARD_RELAYAUTH_NATS_URL": nats_server.url,
-        "MAILYARD_RELAYAUTH_GRPC_PORT": str(grpc_port),
-        "MAILYARD_RELAYAUTH_HTTP_PORT": str(http_port),
-    }, tmp_path, http_port=http_port).start()
-    address = f"127.0.0.1:{grpc_port}"
+    proc, address = grpc_service("mailyard.relay_auth", "RELAYAUTH", nats_server.url, tmp_path)
+    proc.start()
     monkeypatch.setenv("MAILYARD_RELAYAUTH_ADDR", address)
     asyncio.run(_add_mailbox(nats_server.url, "alice@example.org"))
     yield address

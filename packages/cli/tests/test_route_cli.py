@@ -17,7 +17,7 @@ import pytest
 
 from mailyard.cli.main import main
 from mailyard.core.natsserver import NatsServer, free_port
-from mailyard.testing import ServiceProcess, SmtpSink
+from mailyard.testing import ServiceProcess, SmtpSink, grpc_service
 
 
 @dataclass
@@ -33,25 +33,17 @@ def closed_port() -> int:
 @pytest.fixture
 def services(nats_server: NatsServer, tmp_path: Path,
              monkeypatch: pytest.MonkeyPatch) -> Iterator[Services]:
-    dir_grpc, dir_http, rem_grpc, rem_http = (free_port() for _ in range(4))
-    directory = ServiceProcess("mailyard.directory", {
-        "MAILYARD_DIRECTORY_NATS_URL": nats_server.url,
-        "MAILYARD_DIRECTORY_GRPC_PORT": str(dir_grpc),
-        "MAILYARD_DIRECTORY_HTTP_PORT": str(dir_http),
-    }, tmp_path / "logs", http_port=dir_http).start()
-    remote = ServiceProcess("mailyard.remote_delivery", {
-        "MAILYARD_REMOTE_NATS_URL": nats_server.url,
-        "MAILYARD_REMOTE_SPOOL_DIR": str(tmp_path / "spool"),
-        "MAILYARD_REMOTE_GRPC_PORT": str(rem_grpc),
-        "MAILYARD_REMOTE_HTTP_PORT": str(rem_http),
-        "MAILYARD_REMOTE_ME": "mx.ours.test",
-        "MAILYARD_REMOTE_DNS_SERVER": f"127.0.0.1:{closed_port()}",
-        "MAILYARD_REMOTE_DNS_TIMEOUT": "2",
-    }, tmp_path / "logs", http_port=rem_http)
+    directory, directory_addr = grpc_service("mailyard.directory", "DIRECTORY", nats_server.url,
+                                             tmp_path / "logs")
+    directory.start()
+    remote, remote_addr = grpc_service(
+        "mailyard.remote_delivery", "REMOTE", nats_server.url, tmp_path / "logs",
+        spool_dir=str(tmp_path / "spool"), me="mx.ours.test",
+        dns_server=f"127.0.0.1:{closed_port()}", dns_timeout="2")
     (tmp_path / "spool" / "mess").mkdir(parents=True)
     remote.start()
-    monkeypatch.setenv("MAILYARD_DIRECTORY_ADDR", f"127.0.0.1:{dir_grpc}")
-    monkeypatch.setenv("MAILYARD_REMOTE_ADDR", f"127.0.0.1:{rem_grpc}")
+    monkeypatch.setenv("MAILYARD_DIRECTORY_ADDR", directory_addr)
+    monkeypatch.setenv("MAILYARD_REMOTE_ADDR", remote_addr)
     yield Services(directory, remote)
     assert remote.stop() == 0, remote.logs()
     assert directory.stop() == 0, directory.logs()

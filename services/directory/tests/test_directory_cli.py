@@ -18,20 +18,16 @@ from mailyard.api.directory.v1 import directory_pb2 as pb
 from mailyard.cli.main import main
 from mailyard.core import bus
 from mailyard.core.directory import record_key
-from mailyard.core.natsserver import NatsServer, free_port
-from mailyard.testing import ServiceProcess
+from mailyard.core.natsserver import NatsServer
+from mailyard.testing import grpc_service
 
 
 @pytest.fixture
 def directory(nats_server: NatsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
               ) -> Iterator[str]:
-    grpc_port, http_port = free_port(), free_port()
-    process = ServiceProcess("mailyard.directory", {
-        "MAILYARD_DIRECTORY_NATS_URL": nats_server.url,
-        "MAILYARD_DIRECTORY_GRPC_PORT": str(grpc_port),
-        "MAILYARD_DIRECTORY_HTTP_PORT": str(http_port),
-    }, tmp_path / "logs", http_port=http_port).start()
-    address = f"127.0.0.1:{grpc_port}"
+    process, address = grpc_service("mailyard.directory", "DIRECTORY", nats_server.url,
+                                    tmp_path / "logs")
+    process.start()
     monkeypatch.setenv("MAILYARD_DIRECTORY_ADDR", address)
     yield address
     assert process.stop() == 0, process.logs()

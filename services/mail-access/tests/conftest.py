@@ -12,8 +12,6 @@ import shutil
 import smtplib
 import socket
 import ssl
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -29,6 +27,7 @@ from mailyard.api.relayauth.v1 import relayauth_pb2_grpc as ra_rpc
 from mailyard.cli.platform import Platform, free_ports
 from mailyard.core import auth
 from mailyard.mail_access import dovecot_conf
+from mailyard.testing.cli import run_mailyard
 
 RULES = '127.0.0.1:allow,RELAYCLIENT=""\n:allow\n'  # 127.0.0.2 may connect, not relay
 OUTSIDER = "127.0.0.2"
@@ -94,13 +93,7 @@ class Box:
         self.ports = platform.ports
 
     def cli(self, *args: str, stdin: str = "", check: bool = True) -> str:
-        env = {**os.environ, **self.platform.cli_env()}
-        proc = subprocess.run([sys.executable, "-m", "mailyard.cli.main", *args], input=stdin,
-                              capture_output=True, text=True, env=env, timeout=30, check=False)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"mailyard {' '.join(args)} -> {proc.returncode}\n"
-                                 f"{proc.stdout}{proc.stderr}")
-        return proc.stdout + proc.stderr
+        return run_mailyard(self.platform.cli_env(), *args, stdin=stdin, check=check)
 
     def add_user(self, address: str, password: str, *extra: str) -> None:
         self.cli("user", "add", address, "--password-stdin", *extra, stdin=password + "\n")

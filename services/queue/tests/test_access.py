@@ -19,6 +19,7 @@ from mailyard.api.queue.v1 import queue_pb2 as qpb
 from mailyard.api.queue.v1 import queue_pb2_grpc
 from mailyard.cli.main import main
 from mailyard.core import auth
+from mailyard.testing.grpccalls import status_of
 
 
 def _http(port: int, path: str, token: str | None = None,
@@ -42,14 +43,6 @@ async def guarded(start_queue: Any, tmp_path: Path) -> tuple[Any, dict[str, str]
     return start_queue(TOKENS_FILE=str(tmp_path / "tokens")), tokens
 
 
-async def _code(call: Any) -> grpc.StatusCode:
-    try:
-        await call
-    except grpc.aio.AioRpcError as exc:
-        return exc.code()
-    return grpc.StatusCode.OK
-
-
 async def test_grpc_needs_a_token_and_the_role(guarded: Any) -> None:
     q, tokens = guarded
     addr = f"127.0.0.1:{q.grpc_port}"
@@ -61,19 +54,19 @@ async def test_grpc_needs_a_token_and_the_role(guarded: Any) -> None:
         return queue_pb2_grpc.QueueServiceStub(chan)
 
     hold = qpb.SelectRequest(queue_ids=["01NOTINQUEUE"])
-    assert await _code(stub(None).Stat(qpb.StatRequest(), timeout=10)) == \
+    assert await status_of(stub(None).Stat(qpb.StatRequest(), timeout=10)) == \
         grpc.StatusCode.UNAUTHENTICATED
-    assert await _code(stub(tokens["read"]).Stat(qpb.StatRequest(), timeout=10)) == \
+    assert await status_of(stub(tokens["read"]).Stat(qpb.StatRequest(), timeout=10)) == \
         grpc.StatusCode.OK
-    assert await _code(stub(tokens["read"]).Hold(hold, timeout=10)) == \
+    assert await status_of(stub(tokens["read"]).Hold(hold, timeout=10)) == \
         grpc.StatusCode.PERMISSION_DENIED
-    assert await _code(stub(tokens["ingress"]).Stat(qpb.StatRequest(), timeout=10)) == \
+    assert await status_of(stub(tokens["ingress"]).Stat(qpb.StatRequest(), timeout=10)) == \
         grpc.StatusCode.PERMISSION_DENIED
-    assert await _code(stub(tokens["admin"]).Hold(hold, timeout=10)) == grpc.StatusCode.OK
+    assert await status_of(stub(tokens["admin"]).Hold(hold, timeout=10)) == grpc.StatusCode.OK
     history = history_pb2_grpc.HistoryStub(channels[tokens["read"]])
-    assert await _code(history.Search(hpb.SearchRequest(), timeout=10)) == grpc.StatusCode.OK
+    assert await status_of(history.Search(hpb.SearchRequest(), timeout=10)) == grpc.StatusCode.OK
     history = history_pb2_grpc.HistoryStub(channels[None])
-    assert await _code(history.Search(hpb.SearchRequest(), timeout=10)) == \
+    assert await status_of(history.Search(hpb.SearchRequest(), timeout=10)) == \
         grpc.StatusCode.UNAUTHENTICATED
 
 

@@ -21,7 +21,7 @@ from mailyard.core.directory import record_key
 from mailyard.core.natsserver import NatsServer, free_port
 from mailyard.relay_auth.__main__ import serve
 from mailyard.relay_auth.settings import Settings
-from mailyard.testing import ServiceProcess
+from mailyard.testing import ServiceProcess, grpc_service
 
 # Cheap argon2id parameters: the service verifies with whatever the PHC string says.
 HASHER = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1)
@@ -136,24 +136,14 @@ async def start_relay(nats_server: NatsServer) -> AsyncIterator[Callable[..., An
             await asyncio.wait_for(relay.task, 15)
 
 
-def _relay_process(nats_url: str, log_dir: Path, **env: str) -> tuple[ServiceProcess, str]:
-    grpc_port, http_port = free_port(), free_port()
-    proc = ServiceProcess("mailyard.relay_auth", {
-        "MAILYARD_RELAYAUTH_NATS_URL": nats_url,
-        "MAILYARD_RELAYAUTH_GRPC_PORT": str(grpc_port),
-        "MAILYARD_RELAYAUTH_HTTP_PORT": str(http_port),
-        **{f"MAILYARD_RELAYAUTH_{k.upper()}": v for k, v in env.items()},
-    }, log_dir, http_port=http_port)
-    return proc, f"127.0.0.1:{grpc_port}"
-
-
 @pytest.fixture
 def relay_process(tmp_path: Path) -> Iterator[Callable[..., tuple[ServiceProcess, str]]]:
     """relay_process(nats_url, **env) -> (ServiceProcess not yet started, gRPC address)."""
     made: list[ServiceProcess] = []
 
     def make(nats_url: str, **env: str) -> tuple[ServiceProcess, str]:
-        proc, address = _relay_process(nats_url, tmp_path / "logs", **env)
+        proc, address = grpc_service("mailyard.relay_auth", "RELAYAUTH", nats_url,
+                                     tmp_path / "logs", **env)
         made.append(proc)
         return proc, address
 

@@ -19,6 +19,7 @@ from mailyard.api.relayauth.v1 import relayauth_pb2_grpc as rpc
 from mailyard.core import auth
 from mailyard.core.errors import SettingsError
 from mailyard.core.grpcserver import GrpcServer
+from mailyard.testing.grpccalls import status_of
 
 
 @pytest.fixture
@@ -31,14 +32,6 @@ def _stub(relay: Any, token: str | None) -> rpc.RelayAuthStub:
     return rpc.RelayAuthStub(auth.aio_channel(relay.address, token))
 
 
-async def _code(call: Any) -> grpc.StatusCode:
-    try:
-        await call
-    except grpc.aio.AioRpcError as exc:
-        return exc.code()
-    return grpc.StatusCode.OK
-
-
 AUTHN = pb.AuthenticateRequest(mechanism="PLAIN", username="u@x.test", password="pw",  # noqa: S106
                                client_ip="192.0.2.1")
 
@@ -47,11 +40,11 @@ async def test_no_token_is_unauthenticated(guarded: Any) -> None:
     relay, _ = guarded
     for token in (None, "not-a-known-token-but-long-enough-to-look-real-000"):
         stub = _stub(relay, token)
-        assert await _code(stub.Authenticate(AUTHN, timeout=10)) == \
+        assert await status_of(stub.Authenticate(AUTHN, timeout=10)) == \
             grpc.StatusCode.UNAUTHENTICATED
-        assert await _code(stub.ListLeases(pb.ListLeasesRequest(), timeout=10)) == \
+        assert await status_of(stub.ListLeases(pb.ListLeasesRequest(), timeout=10)) == \
             grpc.StatusCode.UNAUTHENTICATED
-        assert await _code(stub.ImportRules(pb.ImportRulesRequest(text="127.:allow\n"),
+        assert await status_of(stub.ImportRules(pb.ImportRulesRequest(text="127.:allow\n"),
                                             timeout=10)) == grpc.StatusCode.UNAUTHENTICATED
     # health stays open (probes, load balancers)
     health = health_pb2_grpc.HealthStub(grpc.aio.insecure_channel(relay.address))
@@ -65,29 +58,29 @@ async def test_roles(guarded: Any) -> None:
     admin, read = _stub(relay, tokens["admin"]), _stub(relay, tokens["read"])
     ingress, bridge = _stub(relay, tokens["ingress"]), _stub(relay, tokens["bridge"])
     # the password oracle: only the services that log users in
-    assert await _code(admin.Authenticate(AUTHN, timeout=10)) == denied
-    assert await _code(read.Authenticate(AUTHN, timeout=10)) == denied
+    assert await status_of(admin.Authenticate(AUTHN, timeout=10)) == denied
+    assert await status_of(read.Authenticate(AUTHN, timeout=10)) == denied
     for allowed in (ingress, bridge):
-        assert await _code(allowed.Authenticate(AUTHN, timeout=10)) == grpc.StatusCode.OK
+        assert await status_of(allowed.Authenticate(AUTHN, timeout=10)) == grpc.StatusCode.OK
     # relay checks: ingress, and operators (`mailyard relay check`), not the bridge
     for allowed in (ingress, read):
-        assert await _code(allowed.CheckClient(pb.CheckClientRequest(ip="127.0.0.1"),
+        assert await status_of(allowed.CheckClient(pb.CheckClientRequest(ip="127.0.0.1"),
                                                timeout=10)) == grpc.StatusCode.OK
-    assert await _code(bridge.CheckClient(pb.CheckClientRequest(ip="127.0.0.1"),
+    assert await status_of(bridge.CheckClient(pb.CheckClientRequest(ip="127.0.0.1"),
                                           timeout=10)) == denied
     # read-only: may look, may not change
-    assert await _code(read.ListLeases(pb.ListLeasesRequest(), timeout=10)) == \
+    assert await status_of(read.ListLeases(pb.ListLeasesRequest(), timeout=10)) == \
         grpc.StatusCode.OK
-    assert await _code(read.ImportRules(pb.ImportRulesRequest(text="127.:allow\n"),
+    assert await status_of(read.ImportRules(pb.ImportRulesRequest(text="127.:allow\n"),
                                         timeout=10)) == denied
-    assert await _code(admin.ImportRules(pb.ImportRulesRequest(text="127.:allow\n"),
+    assert await status_of(admin.ImportRules(pb.ImportRulesRequest(text="127.:allow\n"),
                                          timeout=10)) == grpc.StatusCode.OK
     # lease grants: the operator and the bridge, not ingress or read
     grant = pb.GrantLeaseRequest(ip="192.0.2.9")
     for role, stub in (("ingress", ingress), ("read", read)):
-        assert await _code(stub.GrantLease(grant, timeout=10)) == denied, role
+        assert await status_of(stub.GrantLease(grant, timeout=10)) == denied, role
     # past the check, the service itself answers (here: a lease needs its user)
-    assert await _code(bridge.GrantLease(grant, timeout=10)) == \
+    assert await status_of(bridge.GrantLease(grant, timeout=10)) == \
         grpc.StatusCode.INVALID_ARGUMENT
 
 

@@ -9,9 +9,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from remote_rig import ca, dns_server, rig, smtp_servers, worker
+from remote_rig import ca, rig, smtp_servers, worker
 
-__all__ = ["ca", "dns_server", "rig", "smtp_servers", "worker"]
+__all__ = ["ca", "rig", "smtp_servers", "worker"]
 
 
 def pytest_configure(config: pytest.Config) -> None:

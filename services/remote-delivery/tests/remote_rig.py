@@ -1,6 +1,6 @@
-"""Real parts for remote-delivery tests (imported by conftest and the tests): a loopback
-DNS server answering from a zone dict (UDP and TCP), SMTP servers that misbehave in the
-ways remote hosts do, and a worker running in-process against the test's nats-server."""
+"""Real parts for remote-delivery tests (imported by conftest and the tests): SMTP servers
+that misbehave in the ways remote hosts do, and a worker running in-process against the
+test's nats-server. DNS is mailyard.testing's loopback server (the `dns_server` fixture)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import dns.flags
-import dns.message
-import dns.rcode
-import dns.rdataclass
-import dns.rdatatype
-import dns.rrset
 import pytest
 import trustme
 from aiosmtpd.controller import Controller
@@ -38,91 +32,7 @@ from mailyard.remote_delivery.lookup import Lookup
 from mailyard.remote_delivery.pool import Pool
 from mailyard.remote_delivery.settings import Settings
 from mailyard.remote_delivery.worker import Worker
-
-# -- DNS -------------------------------------------------------------------------------
-
-
-class DnsServer:
-    """zone: {"example.test": {"MX": ["10 mx1.example.test."], "A": ["127.0.0.1"]}}.
-    Names in `servfail` answer SERVFAIL; unknown names NXDOMAIN."""
-
-    def __init__(self, zone: dict[str, dict[str, list[str]]]) -> None:
-        self.zone = zone
-        self.servfail: set[str] = set()
-        self.ttl = 60
-        self.queries: list[tuple[str, str]] = []  # (name, type) in the order asked
-        self.port = 0
-        self._servers: list[socketserver.BaseServer] = []
-
-    def answer(self, wire: bytes) -> bytes:
-        query = dns.message.from_wire(wire)
-        response = dns.message.make_response(query)
-        response.flags |= dns.flags.AA
-        question = query.question[0]
-        name = question.name.to_text().rstrip(".").lower()
-        rdtype = dns.rdatatype.to_text(question.rdtype)
-        self.queries.append((name, rdtype))
-        if name in self.servfail:
-            response.set_rcode(dns.rcode.SERVFAIL)
-        elif name not in self.zone:
-            response.set_rcode(dns.rcode.NXDOMAIN)
-        elif self.zone[name].get(rdtype):
-            response.answer.append(dns.rrset.from_text_list(
-                question.name, self.ttl, dns.rdataclass.IN, question.rdtype,
-                self.zone[name][rdtype]))
-        return response.to_wire()
-
-    def start(self) -> DnsServer:
-        dns_server = self
-
-        class Udp(socketserver.BaseRequestHandler):
-            def handle(self) -> None:
-                data, sock = self.request
-                sock.sendto(dns_server.answer(data), self.client_address)
-
-        class Tcp(socketserver.BaseRequestHandler):
-            def handle(self) -> None:
-                length = int.from_bytes(self.request.recv(2), "big")
-                data = b""
-                while len(data) < length:
-                    data += self.request.recv(length - len(data))
-                out = dns_server.answer(data)
-                self.request.sendall(len(out).to_bytes(2, "big") + out)
-
-        for _ in range(20):  # the same port free for both TCP and UDP
-            port = free_port()
-            try:
-                tcp = socketserver.ThreadingTCPServer(("127.0.0.1", port), Tcp)
-            except OSError:
-                continue
-            try:
-                udp = socketserver.ThreadingUDPServer(("127.0.0.1", port), Udp)
-            except OSError:
-                tcp.server_close()
-                continue
-            break
-        self.port = port
-        self._servers = [tcp, udp]
-        for server in self._servers:
-            threading.Thread(target=server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        for server in self._servers:
-            server.shutdown()
-            server.server_close()
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-
-@pytest.fixture
-def dns_server() -> Iterator[DnsServer]:
-    server = DnsServer({}).start()
-    yield server
-    server.stop()
-
+from mailyard.testing import DnsServer
 
 # -- SMTP ------------------------------------------------------------------------------
 

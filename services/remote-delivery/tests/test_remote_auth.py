@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from remote_rig import DnsServer, Rig, Smtp, results, server_tls
+from remote_rig import Rig, Smtp, results, server_tls
 
 from mailyard.api.mail.v1.delivery_pb2 import OUTCOME_DEFERRED, OUTCOME_DELIVERED
 from mailyard.core import bus
 from mailyard.remote_delivery import metrics
 from mailyard.remote_delivery.worker import Worker
+from mailyard.testing import DnsServer
 
 MSG = b"Subject: via the smarthost\r\n\r\nhello\r\n"
 PASSWORD = "c0rrect horse"  # noqa: S105 - a test server's password

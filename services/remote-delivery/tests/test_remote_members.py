@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from nats.js.errors import NoKeysError
-from remote_rig import DnsServer, Smtp, results
+from remote_rig import Smtp, results
 from test_remote_process import replica
 
 from mailyard.api.mail.v1.delivery_pb2 import CHANNEL_REMOTE, OUTCOME_DELIVERED, DeliveryJob
@@ -23,6 +23,7 @@ from mailyard.core.natsserver import NatsServer
 from mailyard.core.spool import Spool
 from mailyard.remote_delivery.membership import Membership, member_key
 from mailyard.remote_delivery.pool import Limiter, Pool, allowance
+from mailyard.testing import DnsServer
 
 
 async def settle() -> None:

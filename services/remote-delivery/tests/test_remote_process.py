@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from remote_rig import DnsServer, Smtp, closed_port, results
+from remote_rig import Smtp, closed_port, results
 
 from mailyard.api.mail.v1.delivery_pb2 import CHANNEL_REMOTE, OUTCOME_DELIVERED, DeliveryJob
 from mailyard.api.mail.v1.envelope_pb2 import Envelope
@@ -17,7 +17,7 @@ from mailyard.api.routing.v1 import routing_pb2, routing_pb2_grpc
 from mailyard.core import bus
 from mailyard.core.natsserver import NatsServer, free_port
 from mailyard.core.spool import Spool
-from mailyard.testing import ServiceProcess
+from mailyard.testing import DnsServer, ServiceProcess
 
 MSG = b"Subject: long\r\n\r\nbody\r\n"
 

@@ -10,7 +10,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from ingress_helpers import (
     ca,
     client_tls,
-    dns_server,
     ingress,
     local,
     make_ingress,
@@ -18,5 +17,5 @@ from ingress_helpers import (
     tls_files,
 )
 
-__all__ = ["ca", "client_tls", "dns_server", "ingress", "local", "make_ingress", "relay_auth",
+__all__ = ["ca", "client_tls", "ingress", "local", "make_ingress", "relay_auth",
            "tls_files"]

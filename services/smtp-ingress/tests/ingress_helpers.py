@@ -1,20 +1,16 @@
 """Helpers and fixtures for smtp-ingress tests: an in-process ingress on loopback ports,
-the real relay-auth, a raw SMTP client (exact replies), a tiny DNS server, trustme certs."""
+the real relay-auth, a raw SMTP client (exact replies), trustme certs (DNS: mailyard.testing's
+loopback server, the `dns_server` fixture)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import socket
 import ssl
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import dns.message
-import dns.rcode
-import dns.rrset
 import pytest
 import trustme
 
@@ -25,7 +21,7 @@ from mailyard.core.natsserver import NatsServer, free_port
 from mailyard.core.spool import Spool
 from mailyard.smtp_ingress.server import Ingress
 from mailyard.smtp_ingress.settings import Settings
-from mailyard.testing import ServiceProcess
+from mailyard.testing import grpc_service
 
 
 class Client:
@@ -187,67 +183,15 @@ async def session(port: int, helo: str = "EHLO client.test") -> Client:
     return client
 
 
-# -- a tiny authoritative DNS server for DNSBL and PTR tests -------------------------------
-
-class DnsServer:
-    def __init__(self) -> None:
-        self.records: dict[tuple[str, str], list[str]] = {}
-        self.silent: set[str] = set()  # names never answered (timeouts)
-        self.asked: list[tuple[str, str]] = []  # every question, in order
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def add(self, name: str, rtype: str, *values: str) -> None:
-        self.records[(name.lower().rstrip("."), rtype)] = list(values)
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                wire, addr = self.sock.recvfrom(4096)
-            except OSError:
-                return
-            query = dns.message.from_wire(wire)
-            question = query.question[0]
-            name = question.name.to_text().lower().rstrip(".")
-            rtype = dns.rdatatype.to_text(question.rdtype)
-            self.asked.append((name, rtype))
-            if name in self.silent:
-                continue
-            response = dns.message.make_response(query)
-            values = self.records.get((name, rtype))
-            if values:
-                response.answer.append(dns.rrset.from_text(question.name, 60, "IN", rtype,
-                                                           *values))
-            elif not any(key[0] == name for key in self.records):
-                response.set_rcode(dns.rcode.NXDOMAIN)
-            self.sock.sendto(response.to_wire(), addr)
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-@pytest.fixture
-def dns_server() -> Iterator[DnsServer]:
-    server = DnsServer()
-    yield server
-    server.close()
-
-
 # -- relay-auth as a real child process ----------------------------------------------------
 
 @pytest.fixture
 def relay_auth(nats_server: NatsServer, tmp_path: Path) -> Iterator[str]:
     """The real relay-auth service; yields its gRPC address."""
-    grpc_port, http_port = free_port(), free_port()
-    proc = ServiceProcess("mailyard.relay_auth", {
-        "MAILYARD_RELAYAUTH_NATS_URL": nats_server.url,
-        "MAILYARD_RELAYAUTH_GRPC_PORT": str(grpc_port),
-        "MAILYARD_RELAYAUTH_HTTP_PORT": str(http_port),
-    }, tmp_path / "logs", http_port=http_port).start()
-    yield f"127.0.0.1:{grpc_port}"
+    proc, address = grpc_service("mailyard.relay_auth", "RELAYAUTH", nats_server.url,
+                                 tmp_path / "logs")
+    proc.start()
+    yield address
     proc.stop()
 
 

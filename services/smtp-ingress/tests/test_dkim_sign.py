@@ -8,34 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import dkim
-import dns.resolver
-from ingress_helpers import DnsServer, MakeIngress, put_control, session, wait_for
+from ingress_helpers import MakeIngress, put_control, session, wait_for
 
 from mailyard.core.dkimkeys import KeyDir
 from mailyard.core.spool import Spool
 from mailyard.smtp_ingress.dkim_sign import from_domain, has_long_line
 from mailyard.smtp_ingress.metrics import DKIM_SIGNED
-
-
-def publish(folder: KeyDir, dns_server: DnsServer) -> None:
-    for key in folder.keys()[0]:
-        text = key.public_record
-        strings = " ".join(f'"{text[i:i + 255]}"' for i in range(0, len(text), 255))
-        dns_server.add(key.record_name, "TXT", strings)
-
-
-def dnsfunc(dns_server: DnsServer) -> Any:
-    resolver = dns.resolver.Resolver(configure=False)
-    resolver.nameservers = ["127.0.0.1"]
-    resolver.port = dns_server.port
-
-    def lookup(name: bytes, timeout: float = 5) -> bytes | None:
-        try:
-            answer = resolver.resolve(name.decode(), "TXT", lifetime=timeout)
-        except dns.exception.DNSException:
-            return None
-        return b"".join(answer[0].strings)
-    return lookup
+from mailyard.testing import DnsServer
 
 
 def spooled(ingress: Any) -> list[bytes]:
@@ -50,7 +29,7 @@ async def test_relay_client_mail_is_signed_and_verifies(
     folder.create("example.com", "rsa1", "rsa")
     folder.create("example.com", "ed1", "ed25519")
     folder.create("example.com", "next", "rsa")       # published, not signing yet
-    publish(folder, dns_server)
+    dns_server.publish_dkim(folder)
     await put_control(js, "tcp.smtp", '127.0.0.1:allow,RELAYCLIENT=""\n')
     ingress = await make_ingress(relay_auth_addr=relay_auth, relay_auth_timeout=2.0,
                                  dkim_dir=str(folder.path))
@@ -66,7 +45,7 @@ async def test_relay_client_mail_is_signed_and_verifies(
             "Message-ID: <1@example.com>\r\n\r\nHello  \r\n\r\n.")
         assert reply.startswith("250 ok ")
     await wait_for(lambda: len(spooled(ingress)) == 2)
-    lookup = dnsfunc(dns_server)
+    lookup = dns_server.txt
     for message in spooled(ingress):
         # our Received: line on top is outside the signature, as any later hop's would be
         assert message.startswith(b"Received: ")

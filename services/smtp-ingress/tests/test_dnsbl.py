@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ingress_helpers import DnsServer, MakeIngress, put_control, seed_directory, session, wait_for
+from ingress_helpers import MakeIngress, put_control, seed_directory, session, wait_for
 from prometheus_client import REGISTRY
 
 from mailyard.smtp_ingress import replies as R
 from mailyard.smtp_ingress.server import Ingress
+from mailyard.testing import DnsServer
 
 
 async def _listed(make_ingress: MakeIngress, js: Any, dns_server: DnsServer,
@@ -82,9 +83,9 @@ async def test_answers_are_cached_for_their_ttl(make_ingress: MakeIngress, js: A
         await client.cmd("MAIL FROM:<a@b.test>")
         await client.cmd("RCPT TO:<alice@example.org>")
         await client.close()
-    ptr = [q for q in dns_server.asked if q == ("1.0.0.127.in-addr.arpa", "PTR")]
-    listed = [q for q in dns_server.asked if q == ("1.0.0.127.bl.test", "A")]
-    assert len(ptr) == 1 and len(listed) == 1, dns_server.asked
+    ptr = [q for q in dns_server.queries if q == ("1.0.0.127.in-addr.arpa", "PTR")]
+    listed = [q for q in dns_server.queries if q == ("1.0.0.127.bl.test", "A")]
+    assert len(ptr) == 1 and len(listed) == 1, dns_server.queries
 
 
 async def test_a_reverse_lookup_without_answer_is_not_repeated_at_once(
@@ -99,4 +100,4 @@ async def test_a_reverse_lookup_without_answer_is_not_repeated_at_once(
         assert await client.cmd("NOOP") == R.OK  # the lookup (if any) has been started
         await client.close()
     await first.close()
-    assert dns_server.asked.count(("1.0.0.127.in-addr.arpa", "PTR")) == 1
+    assert dns_server.queries.count(("1.0.0.127.in-addr.arpa", "PTR")) == 1

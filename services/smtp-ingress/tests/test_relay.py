@@ -29,11 +29,11 @@ from ingress_helpers import (
 from mailyard.api.relayauth.v1 import relayauth_pb2 as ra
 from mailyard.api.relayauth.v1.relayauth_pb2_grpc import RelayAuthStub
 from mailyard.core.grpcserver import GrpcServer
-from mailyard.core.natsserver import NatsServer, free_port
+from mailyard.core.natsserver import NatsServer
 from mailyard.smtp_ingress import replies as R
 from mailyard.smtp_ingress.relay import RelayAuthClient
 from mailyard.smtp_ingress.server import Ingress
-from mailyard.testing import ServiceProcess
+from mailyard.testing import ServiceProcess, grpc_service
 
 
 async def _ingress(make_ingress: MakeIngress, js: Any, relay_auth: str, rules: str,
@@ -196,13 +196,10 @@ async def test_auth_with_relay_auth_down_is_temporary(make_ingress: MakeIngress,
 @pytest.fixture
 def relay_proc(nats_server: NatsServer, tmp_path: Path) -> Iterator[tuple[ServiceProcess, str]]:
     """The real relay-auth as a child process the test may freeze, kill and start again."""
-    grpc_port, http_port = free_port(), free_port()
-    proc = ServiceProcess("mailyard.relay_auth", {
-        "MAILYARD_RELAYAUTH_NATS_URL": nats_server.url,
-        "MAILYARD_RELAYAUTH_GRPC_PORT": str(grpc_port),
-        "MAILYARD_RELAYAUTH_HTTP_PORT": str(http_port),
-    }, tmp_path / "logs", http_port=http_port).start()
-    yield proc, f"127.0.0.1:{grpc_port}"
+    proc, address = grpc_service("mailyard.relay_auth", "RELAYAUTH", nats_server.url,
+                                 tmp_path / "logs")
+    proc.start()
+    yield proc, address
     if proc.proc and proc.proc.poll() is None:
         proc.proc.send_signal(signal.SIGCONT)
     proc.stop()

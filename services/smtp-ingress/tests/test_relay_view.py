@@ -23,9 +23,9 @@ from prometheus_client import REGISTRY
 from mailyard.api.relayauth.v1 import relayauth_pb2 as ra
 from mailyard.api.relayauth.v1 import relayauth_pb2_grpc as ra_grpc
 from mailyard.core.control import version_of
-from mailyard.core.natsserver import NatsServer, free_port
+from mailyard.core.natsserver import NatsServer
 from mailyard.smtp_ingress import replies as R
-from mailyard.testing import ServiceProcess
+from mailyard.testing import ServiceProcess, grpc_service
 
 RULES = '127.0.0.1:allow,RELAYCLIENT=""\n127.0.0.2:allow\n'
 
@@ -33,14 +33,11 @@ RULES = '127.0.0.1:allow,RELAYCLIENT=""\n127.0.0.2:allow\n'
 @pytest.fixture
 async def relay_proc(nats_server: NatsServer, tmp_path: Path
                      ) -> AsyncIterator[tuple[ServiceProcess, str, Any]]:
-    grpc_port, http_port = free_port(), free_port()
-    proc = ServiceProcess("mailyard.relay_auth", {
-        "MAILYARD_RELAYAUTH_NATS_URL": nats_server.url,
-        "MAILYARD_RELAYAUTH_GRPC_PORT": str(grpc_port),
-        "MAILYARD_RELAYAUTH_HTTP_PORT": str(http_port),
-    }, tmp_path / "logs", http_port=http_port).start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}")
-    yield proc, f"127.0.0.1:{grpc_port}", ra_grpc.RelayAuthStub(channel)
+    proc, address = grpc_service("mailyard.relay_auth", "RELAYAUTH", nats_server.url,
+                                 tmp_path / "logs")
+    proc.start()
+    channel = grpc.aio.insecure_channel(address)
+    yield proc, address, ra_grpc.RelayAuthStub(channel)
     await channel.close()
     assert proc.proc is not None
     os.kill(proc.proc.pid, signal.SIGCONT)

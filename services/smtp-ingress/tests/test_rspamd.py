@@ -12,13 +12,14 @@ from typing import Any
 
 import httpx
 import pytest
-from ingress_helpers import DnsServer, MakeIngress, put_control, session, wait_for
+from ingress_helpers import MakeIngress, put_control, session, wait_for
 
 from mailyard.core.dkimkeys import KeyDir
 from mailyard.core.spool import Spool
 from mailyard.smtp_ingress.dkim_sign import Signer, sign
 from mailyard.smtp_ingress.metrics import SCANNER
 from mailyard.smtp_ingress.server import Ingress
+from mailyard.testing import DnsServer
 from mailyard.testing.rspamd import Rspamd
 
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
@@ -26,9 +27,9 @@ GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 
 @pytest.fixture(scope="module")
 def rspamd_dns() -> Iterator[DnsServer]:
-    server = DnsServer()
+    server = DnsServer().start()
     yield server
-    server.close()
+    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -118,10 +119,7 @@ async def test_rspamd_verifies_our_signatures(rspamd: Rspamd, rspamd_dns: DnsSer
     folder = KeyDir(tmp_path / "dkim")
     folder.create("example.com", "rsa1", "rsa")
     folder.create("example.com", "ed1", "ed25519")
-    for key in folder.keys()[0]:
-        text = key.public_record
-        rspamd_dns.add(key.record_name, "TXT", " ".join(
-            f'"{text[i:i + 255]}"' for i in range(0, len(text), 255)))
+    rspamd_dns.publish_dkim(folder)
     message = (b"From: Alice <alice@example.com>\r\nTo: bob@example.net\r\n"
                b"Subject: signed\r\nDate: Thu, 03 Dec 2026 18:00:00 +0000\r\n"
                b"Message-ID: <2@example.com>\r\n\r\nHello  there\r\n\r\n")

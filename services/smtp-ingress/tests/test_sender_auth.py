@@ -12,12 +12,13 @@ import authres
 import authres.dmarc
 import dkim
 import pytest
-from ingress_helpers import DnsServer, MakeIngress, put_control, session, wait_for
+from ingress_helpers import MakeIngress, put_control, session, wait_for
 
 from mailyard.core.dkimkeys import KeyDir
 from mailyard.core.spool import Spool
 from mailyard.smtp_ingress.metrics import AUTH_VERDICTS
 from mailyard.smtp_ingress.server import Ingress
+from mailyard.testing import DnsServer
 
 ME = "mx.test"
 
@@ -38,10 +39,7 @@ def zone(dns_server: DnsServer, tmp_path: Path) -> tuple[DnsServer, KeyDir]:
     d.add("signed.test", "TXT", '"v=spf1 ip4:192.0.2.1 -all"')   # SPF fails; DKIM decides
     keys = KeyDir(tmp_path / "their-keys")
     keys.create("signed.test", "sel", "rsa")
-    for key in keys.keys()[0]:
-        text = key.public_record
-        d.add(key.record_name, "TXT", " ".join(f'"{text[i:i + 255]}"'
-                                               for i in range(0, len(text), 255)))
+    d.publish_dkim(keys)
     return d, keys
 
 

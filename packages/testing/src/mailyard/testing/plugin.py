@@ -5,6 +5,7 @@ the real parts tests run against:
 - `js`: a connected JetStream context on it, mail streams created.
 - `spool`: a Spool in the test's tmp dir.
 - `smtp_sink`: an aiosmtpd server on 127.0.0.1 that stores what it receives.
+- `dns_server`: a DNS server on 127.0.0.1 with an empty zone for the test to fill.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 from mailyard.core import bus
 from mailyard.core.natsserver import NatsServer
 from mailyard.core.spool import Spool
+from mailyard.testing.dnsserver import DnsServer
 from mailyard.testing.smtpsink import SmtpSink
 
 
@@ -51,3 +53,10 @@ def smtp_sink() -> Iterator[SmtpSink]:
     sink = SmtpSink().start()
     yield sink
     sink.stop()
+
+
+@pytest.fixture
+def dns_server() -> Iterator[DnsServer]:
+    server = DnsServer().start()
+    yield server
+    server.stop()

@@ -12,6 +12,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from mailyard.core.natsserver import free_port
+
 
 class ServiceProcess:
     """`python -m mailyard.<module>` with the given environment, logs in a file."""
@@ -73,3 +75,19 @@ class ServiceProcess:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode if self.proc else None
+
+
+def grpc_service(module: str, prefix: str, nats_url: str, log_dir: Path,
+                 **settings: str) -> tuple[ServiceProcess, str]:
+    """A service with a gRPC and an HTTP port (relay-auth, directory, queue, remote-delivery)
+    on free loopback ports, not started yet: the process and its gRPC address. `settings` are
+    the service's own, by name: grpc_service(..., "RELAYAUTH", ..., auth_workers="1") sets
+    MAILYARD_RELAYAUTH_AUTH_WORKERS=1."""
+    grpc_port, http_port = free_port(), free_port()
+    proc = ServiceProcess(module, {
+        f"MAILYARD_{prefix}_NATS_URL": nats_url,
+        f"MAILYARD_{prefix}_GRPC_PORT": str(grpc_port),
+        f"MAILYARD_{prefix}_HTTP_PORT": str(http_port),
+        **{f"MAILYARD_{prefix}_{name.upper()}": value for name, value in settings.items()},
+    }, log_dir, http_port=http_port)
+    return proc, f"127.0.0.1:{grpc_port}"
