@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from mailyard.core.natsserver import NatsServer, free_port
-from mailyard.core.testing import ServiceProcess
+from mailyard.testing import ServiceProcess
 
 
 def _directory(nats_url: str, logs: Path, http: int) -> ServiceProcess:

@@ -16,7 +16,7 @@ import pytest
 
 from mailyard.core import auth
 from mailyard.core.natsserver import NatsServer, free_port
-from mailyard.core.testing import ServiceProcess
+from mailyard.testing import ServiceProcess
 
 Call = Callable[..., tuple[int, Any]]
 
