@@ -147,3 +147,21 @@ async def test_bad_search_is_invalid_argument(start_queue: Any) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as exc:
             await stub.Search(req, timeout=10)
         assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_batched_reads_page_through_a_long_subject_and_start_by_time(js: Any) -> None:
+    """read_batch: more records than one batch (FETCH) come back whole and in order; a start
+    time skips what was stored before it; an unknown subject is empty."""
+    from mailyard.queue import history_search
+
+    await bus.ensure_history_stream(js, 86400)
+    subject = "mailyard.history.addr.test"
+    total = history_search.FETCH * 2 + 7
+    for i in range(total):
+        await js.publish(subject, str(i).encode())
+    assert [int(d) for d in await history_search.read_batch(js, subject)] == list(range(total))
+    assert len(await history_search.read_batch(js, subject, max_msgs=5)) == 5
+    middle = time.time()  # after the acks above, before the next store (one machine's clock)
+    await js.publish(subject, b"after")
+    assert await history_search.read_batch(js, subject, since=middle) == [b"after"]
+    assert await history_search.read_batch(js, "mailyard.history.addr.none") == []

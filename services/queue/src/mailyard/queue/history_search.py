@@ -1,10 +1,14 @@
 """Searching the history (mailyard.history.v1.History, `mailyard log`, GET /api/history).
 
 By id: the message's own subject. By address: its index subject gives the queue ids (newest
-`limit`), then each message's subject, read concurrently. By time only: the messages'
-subjects from `since` on (JetStream finds the start by time). Every read is an ephemeral,
-ack-less, in-memory consumer on one literal subject, so the server reads only the blocks
-holding that subject, whatever the stream's size. Any queue process answers (leader or not).
+`limit`), then each message's subject, read concurrently. Both are batched direct gets
+(`$JS.API.DIRECT.GET`, nats-server >= 2.11): one request answers every record of one subject
+(the server jumps to it through its per-subject index), so an address search costs one
+request for the index plus one per message, with no consumer to create and delete; it
+used to be a consumer for the index and one direct get per step of each message.
+By time only: the messages' subjects from `since` on, through an ephemeral, ack-less,
+in-memory consumer (JetStream finds the start by time). Any queue process answers (leader
+or not).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import json
 from collections.abc import AsyncIterator, Callable
 
 import grpc
@@ -29,6 +34,7 @@ MAX_LIMIT = 10_000
 READERS = 32          # messages read at once for an address search
 FETCH = 1000
 MAX_STEPS = 1000     # of one message (a message retried for 30 days has ~100)
+MAX_REFS = 1_000_000  # index records of one address read for a search (oldest first)
 
 
 class BadRequest(ValueError):
@@ -92,23 +98,53 @@ def check(req: pb.SearchRequest) -> int:
     return req.limit or DEFAULT_LIMIT
 
 
-async def _message(js: JetStreamContext, queue_id: str) -> list[pb.HistoryEvent]:
-    """One message's steps: direct gets, each "the next message on this subject from
-    sequence n" (the server jumps there through its per-subject index); a handful of
-    requests, cheaper than setting up a consumer."""
-    subject, seq = msg_subject(queue_id), 1
-    out: list[pb.HistoryEvent] = []
-    while len(out) < MAX_STEPS:
-        try:
-            raw = await js.get_msg(bus.HISTORY_STREAM, seq=seq, subject=subject, direct=True,
-                                   next=True)
-        except nats.js.errors.NotFoundError:
-            break
-        event = _decode(raw.data or b"")
-        if event is not None:
-            out.append(event)
-        seq = int(raw.seq or seq) + 1
+async def read_batch(js: JetStreamContext, subject: str, since: float = 0.0,
+                     max_msgs: int = MAX_STEPS * 10) -> list[bytes]:
+    """Payloads stored on the literal `subject` (from `since`, a Unix time), oldest first,
+    at most `max_msgs`, by batched direct gets of FETCH records each."""
+    nc = js._nc  # the direct-get API answers a batch as several messages to one inbox
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    out: list[bytes] = []
+    request: dict[str, object] = {"next_by_subj": subject}
+    if since > 0:
+        request["start_time"] = datetime.datetime.fromtimestamp(
+            since, datetime.UTC).isoformat().replace("+00:00", "Z")
+    else:
+        request["seq"] = 1
+    try:
+        while len(out) < max_msgs:
+            request["batch"] = min(FETCH, max_msgs - len(out))
+            await nc.publish(f"$JS.API.DIRECT.GET.{bus.HISTORY_STREAM}",
+                             json.dumps(request).encode(), reply=inbox)
+            last, pending = 0, 0
+            while True:
+                msg = await sub.next_msg(timeout=5)
+                headers = msg.headers or {}
+                status = headers.get("Status")
+                if status is None:
+                    out.append(msg.data)
+                    last = int(headers.get("Nats-Sequence", last))
+                    continue
+                if status == "204":  # end of this batch
+                    pending = int(headers.get("Nats-Num-Pending", 0) or 0)
+                break  # 404: nothing (more) stored; 503: no stream yet
+            if not pending or not last:
+                break
+            request.pop("start_time", None)
+            request["seq"] = last + 1
+    except nats.errors.TimeoutError:
+        pass  # an answer cut short: what arrived is what we know
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
     return out
+
+
+async def _message(js: JetStreamContext, queue_id: str) -> list[pb.HistoryEvent]:
+    """One message's steps (one batched direct get)."""
+    decoded = map(_decode, await read_batch(js, msg_subject(queue_id), max_msgs=MAX_STEPS))
+    return [e for e in decoded if e is not None]
 
 
 async def search(js: JetStreamContext, req: pb.SearchRequest) -> pb.SearchResponse:
@@ -121,7 +157,8 @@ async def search(js: JetStreamContext, req: pb.SearchRequest) -> pb.SearchRespon
         return pb.SearchResponse(events=events)
     if req.address:
         ids: dict[str, None] = {}
-        for data in await read_subject(js, addr_subject(req.address), since):
+        for data in await read_batch(js, addr_subject(req.address), since,
+                                     max_msgs=MAX_REFS):
             ref = pb.AddressRef.FromString(data)
             if not until or _seconds(ref.at) <= until:
                 ids[ref.queue_id] = None
