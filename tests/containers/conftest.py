@@ -25,13 +25,14 @@ INGRESS_PORTS = (2525, 2526)  # the two smtp-ingress containers, as published on
 
 
 def _images() -> dict[str, str]:
-    found = {k: os.environ[k] for k in ("MAILYARD_IMAGE", "MAILYARD_NATS_IMAGE") if k in os.environ}
+    names = ("MAILYARD_IMAGE", "MAILYARD_NATS_IMAGE", "MAILYARD_DOVECOT_IMAGE")
+    found = {k: os.environ[k] for k in names if k in os.environ}
     env_file = ROOT / ".images.env"
-    if len(found) < 2 and env_file.exists():
+    if len(found) < len(names) and env_file.exists():
         for line in env_file.read_text().splitlines():
             key, _, value = line.partition("=")
             found.setdefault(key, value)
-    if len(found) < 2:
+    if not set(names) <= found.keys():
         pytest.fail("no images: run `make image` first (make test-containers does)")
     return found
 
@@ -92,7 +93,8 @@ class Platform:
         while True:
             proc = self.podman("exec", "-i", "-e", "MAILYARD_DIRECTORY_ADDR=127.0.0.1:50051",
                                "-e", "MAILYARD_TOKEN_FILE=/run/secrets/mailyard_tokens",
-                               "-e", "MAILYARD_QUEUE_ADDR=queue:50051", directory,
+                               "-e", "MAILYARD_QUEUE_ADDR=queue:50051",
+                               "-e", "MAILYARD_RELAYAUTH_ADDR=relay-auth:50051", directory,
                                "mailyard", *args, check=False, stdin=stdin)
             if proc.returncode == 0:
                 return proc.stdout
@@ -150,6 +152,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     cert = ca.issue_cert("mail.localhost")
     cert.private_key_pem.write_to_path(str(workdir / "key.pem"))
     cert.cert_chain_pems[0].write_to_path(str(workdir / "cert.pem"))
+    ca.cert_pem.write_to_path(str(workdir / "ca.pem"))  # clients verify the TLS services
     for pem in ("key.pem", "cert.pem"):  # read by uid 10001 inside the container
         (workdir / pem).chmod(0o644)
     (workdir / "grafana-password").write_text("not-started-here\n")
