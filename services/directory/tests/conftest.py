@@ -101,3 +101,19 @@ async def wait_until(view: KVView, predicate: Callable[[], bool], timeout: float
 
 def code_of(exc_info: pytest.ExceptionInfo[grpc.aio.AioRpcError]) -> grpc.StatusCode:
     return exc_info.value.code()
+
+
+@pytest.fixture
+async def reader(js: Any) -> AsyncIterator[DirectoryView]:
+    """What every service reads: a DirectoryView of the test's KV."""
+    view = DirectoryView()
+    await view.start(js)
+    yield view
+    await view.stop()
+
+
+@pytest.fixture
+async def example(dirstub: directory_pb2_grpc.DirectoryStub) -> directory_pb2_grpc.DirectoryStub:
+    """The directory with the domain example.com."""
+    await dirstub.AddDomain(directory_pb2.AddDomainRequest(name="example.com"))
+    return dirstub

@@ -30,20 +30,6 @@ HASHES = {
 }
 
 
-@pytest.fixture
-async def reader(js: Any) -> Any:
-    view = DirectoryView()
-    await view.start(js)
-    yield view
-    await view.stop()
-
-
-@pytest.fixture
-async def example(dirstub: Any) -> Any:
-    await dirstub.AddDomain(pb.AddDomainRequest(name="example.com"))
-    return dirstub
-
-
 async def stored_hash(reader: DirectoryView, address: str, expect: str | None = None) -> str:
     def ready() -> bool:
         box = reader.mailbox(address)

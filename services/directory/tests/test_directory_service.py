@@ -12,7 +12,6 @@ from argon2 import PasswordHasher
 
 from mailyard.api.directory.v1 import directory_pb2 as pb
 from mailyard.api.directory.v1 import directory_pb2_grpc as pb_grpc
-from mailyard.core.directory import DirectoryView
 
 from .conftest import Replica, code_of, wait_until
 
@@ -21,20 +20,6 @@ PASSWORD = "correct horse"
 
 async def add_mailbox(stub: pb_grpc.DirectoryStub, address: str, **kw: Any) -> pb.Mailbox:
     return await stub.AddMailbox(pb.AddMailboxRequest(address=address, password=PASSWORD, **kw))
-
-
-@pytest.fixture
-async def reader(js: Any) -> Any:
-    view = DirectoryView()
-    await view.start(js)
-    yield view
-    await view.stop()
-
-
-@pytest.fixture
-async def example(dirstub: pb_grpc.DirectoryStub) -> pb_grpc.DirectoryStub:
-    await dirstub.AddDomain(pb.AddDomainRequest(name="example.com"))
-    return dirstub
 
 
 # -- domains ----------------------------------------------------------------------------------
