@@ -105,12 +105,12 @@ class Env:
         await bus.publish(self.js, bus.JOB_SUBJECT["local"], job, msg_id=job.job_id)
         return job
 
-    async def result(self) -> DeliveryResult:
+    async def result(self, timeout: float = 30) -> DeliveryResult:
         if self._results is None:
             self._results = await self.js.pull_subscribe(
                 bus.RESULT_SUBJECT.format(channel="local"), durable="test-results",
                 stream=bus.RESULTS_STREAM)
-        msgs = await self._results.fetch(1, timeout=30)
+        msgs = await self._results.fetch(1, timeout=timeout)
         await msgs[0].ack()
         return DeliveryResult.FromString(msgs[0].data)
 

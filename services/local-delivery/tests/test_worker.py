@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import signal
 import time
 import urllib.error
@@ -151,3 +153,55 @@ async def test_kill_9_loses_nothing(env: Env) -> None:
             assert 1 <= len(env.messages(f"u{n}@example.org")) <= 2
     finally:
         proc.stop()
+
+
+def _in_flight(port: int) -> float:
+    _, text = _get(port, "/metrics")
+    found = re.search(r'^mailyard_delivery_concurrency_in_use\{channel="local"\} (\S+)$', text,
+                      re.MULTILINE)
+    return float(found.group(1)) if found else -1.0
+
+
+async def test_replica_killed_holding_a_job(env: Env) -> None:
+    """Issue 14, item 14: a killed worker's job runs again elsewhere within seconds (the
+    default ack_wait, 10 s; it was 60 s), and is delivered once."""
+    await env.domain("example.org")
+    await env.mailbox("alice@example.org")
+    stored = await env.commit("s@sender.test", ["alice@example.org"], BODY)
+    # The message file becomes a FIFO for a while: the first replica's read blocks, as on a
+    # hung disk, with the job fetched and kept by progress acks (its event loop runs on).
+    path = env.spool.path(stored.spool_path)
+    kept = path.with_name(path.name + ".kept")
+    path.rename(kept)
+    os.mkfifo(path)
+    first_port, second_port = free_port(), free_port()
+    first = _process(env, first_port, MAILYARD_LOCAL_INSTANCE="first").start()
+    second: ServiceProcess | None = None
+    try:
+        await env.job("s@sender.test", ["alice@example.org"], BODY, stored=stored)
+        deadline = time.monotonic() + 30
+        while _in_flight(first_port) != 1.0:  # it holds the job
+            assert time.monotonic() < deadline, first.logs()
+            await asyncio.sleep(0.05)
+        second = await asyncio.to_thread(_process(env, second_port,
+                                                  MAILYARD_LOCAL_INSTANCE="second").start)
+        os.replace(kept, path)  # the file is back; the first stays blocked on the FIFO
+        first.kill()
+        killed = time.monotonic()
+        result = await env.result(timeout=60)  # generous on a loaded machine
+        print(f"\na killed local-delivery replica's job was delivered by another "
+              f"{time.monotonic() - killed:.1f} s after the kill")
+        assert result.worker == "second", second.logs()
+        assert result.results[0].outcome == OUTCOME_DELIVERED
+        assert env.messages("alice@example.org") == [
+            b"Return-Path: <s@sender.test>\r\nDelivered-To: alice@example.org\r\n" + BODY]
+        while True:  # and acked: nothing left for a third run
+            info = await env.js.consumer_info(bus.JOBS_STREAM, bus.JOB_CONSUMER["local"])
+            if info.num_ack_pending == 0 and info.num_pending == 0:
+                break
+            assert time.monotonic() < deadline + 60, info
+            await asyncio.sleep(0.05)
+    finally:
+        first.kill()
+        if second:
+            second.stop()
