@@ -25,6 +25,7 @@ import grpc
 from mailyard.api.control.v1 import control_pb2, control_pb2_grpc
 from mailyard.cli.endpoints import Ports
 from mailyard.cli.mailuser import MailUser, prepare_mail_dir
+from mailyard.cli.natshealth import StorageWatch
 from mailyard.core import auth
 from mailyard.core.natsserver import NatsServer, free_port
 from mailyard.mail_access import dovecot_conf
@@ -136,6 +137,8 @@ class Platform:
         self.logs = self.data / "log"
         self._given: set[int] = set()
         self._nats_wanted = False  # supervise NATS between start() and stop()
+        self.nats_watch = (StorageWatch(self.ports.nats_monitor, self.data / "nats")
+                           if self.ports.nats_monitor else None)
         self.mail_user = mail_user or MailUser.default()
         # IMAP/POP3 run when Dovecot is installed (and not turned off); else a note says how.
         self.dovecot = dovecot_conf.dovecot_binary() if dovecot else None
@@ -335,23 +338,36 @@ class Platform:
                            f"see {self.logs / (spec.name + '.log')}")
 
     def supervise_once(self) -> list[str]:
-        """Restart NATS and services that died (services at most once every 2 s each).
-        Returns their names. The services reconnect to the restarted NATS by themselves
-        (bus.connect reconnects forever); JetStream's store on disk brings the streams back."""
-        restarted = []
+        """Restart NATS and services that died (services at most once every 2 s each), and
+        nats-server when it is stuck on a storage write error after its volume has space
+        again (natshealth). Returns one line per restart, saying what and why. The
+        services reconnect to the restarted NATS by themselves (bus.connect reconnects
+        forever); JetStream's store on disk brings the streams back."""
+        events = []
         if self._nats_wanted and (self.nats.proc is None or self.nats.proc.poll() is not None):
-            try:
-                self.nats.start(self.logs / "nats.log", spawn=spawn_supervised)
-                restarted.append("nats-server")
-            except (OSError, TimeoutError) as exc:  # tried again on the next round
-                log.warning("nats-server did not start again: %s", exc)
+            if self._start_nats():
+                events.append("nats-server died; started again")
+        elif self._nats_wanted and self.nats_watch and (stuck := self.nats_watch.due()):
+            # SIGTERM (JetStream flushes and shuts down cleanly), then a new process
+            self.nats.stop()
+            if self._start_nats():
+                events.append(f"nats-server restarted: {stuck} (the volume has space again;"
+                              " a write error stays until nats-server restarts)")
         for name, run in self.running.items():
             if run.proc.poll() is not None and time.monotonic() - run.started > 2:
                 run.proc = self._spawn(run.spec)
                 run.started = time.monotonic()
                 run.restarts += 1
-                restarted.append(name)
-        return restarted
+                events.append(f"{name} died; started again")
+        return events
+
+    def _start_nats(self) -> bool:
+        try:
+            self.nats.start(self.logs / "nats.log", spawn=spawn_supervised)
+            return True
+        except (OSError, TimeoutError) as exc:  # tried again on the next round
+            log.warning("nats-server did not start again: %s", exc)
+            return False
 
     def kill(self, name: str) -> None:
         """kill -9 one service (tests of the durability promise)."""

@@ -91,8 +91,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     print("mailyard: up. Ctrl-C stops everything.", flush=True)
     try:
         while not stopping:
-            for name in platform.supervise_once():
-                print(f"mailyard: {name} died; started again", flush=True)
+            for event in platform.supervise_once():
+                print(f"mailyard: {event}", flush=True)
             time.sleep(0.5)
     finally:
         print("mailyard: stopping ...", flush=True)
