@@ -21,6 +21,8 @@ from mailyard.cli.main import main
 from mailyard.core import auth
 from mailyard.testing.grpccalls import status_of
 
+from .conftest import watching
+
 
 def _http(port: int, path: str, token: str | None = None,
           body: dict[str, Any] | None = None) -> tuple[int, Any]:
@@ -109,3 +111,52 @@ async def test_cli_uses_its_token_file(guarded: Any, tmp_path: Path,
     assert await asyncio.to_thread(main, ["queue", "stat"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("mailyard: token file") and "Traceback" not in err
+
+
+async def test_streams_carry_the_token(guarded: Any, js: Any) -> None:
+    """Watch and Follow (server streams) with the token like unary calls: the services'
+    asyncio channel once sent it with unary calls only, and the CLI's blocking one too."""
+    q, tokens = guarded
+    addr = f"127.0.0.1:{q.grpc_port}"
+    read, none, ingress = (auth.aio_channel(addr, t) for t in (tokens["read"], None,
+                                                               tokens["ingress"]))
+    # Follow: past the token check the service itself answers (a bad search)
+    bad = hpb.SearchRequest(queue_id="../x")
+    for chan, code in ((read, grpc.StatusCode.INVALID_ARGUMENT),
+                       (none, grpc.StatusCode.UNAUTHENTICATED),
+                       (ingress, grpc.StatusCode.PERMISSION_DENIED)):
+        assert await _end_code(history_pb2_grpc.HistoryStub(chan).Follow(bad)) == code
+    events: list[qpb.DeliveryEvent] = []
+
+    async def watch() -> None:
+        async for ev in queue_pb2_grpc.QueueServiceStub(read).Watch(qpb.WatchRequest()):
+            events.append(ev)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await watching(js, events)  # events come through: the stream was accepted
+    finally:
+        watcher.cancel()
+    assert await _end_code(queue_pb2_grpc.QueueServiceStub(none).Watch(qpb.WatchRequest())) == \
+        grpc.StatusCode.UNAUTHENTICATED
+    assert await _end_code(queue_pb2_grpc.QueueServiceStub(ingress).Watch(
+        qpb.WatchRequest())) == grpc.StatusCode.PERMISSION_DENIED
+    for chan in (read, none, ingress):
+        await chan.close()
+
+    def follow_blocking(token: str | None) -> grpc.StatusCode:  # as `mailyard history follow`
+        with auth.channel(addr, token) as chan:
+            try:
+                list(history_pb2_grpc.HistoryStub(chan).Follow(bad, timeout=10))
+            except grpc.RpcError as exc:
+                return exc.code()  # type: ignore[no-any-return]
+        return grpc.StatusCode.OK
+
+    assert await asyncio.to_thread(follow_blocking, tokens["read"]) == \
+        grpc.StatusCode.INVALID_ARGUMENT
+    assert await asyncio.to_thread(follow_blocking, None) == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def _end_code(call: Any) -> grpc.StatusCode:
+    """The code a server stream ends with (one that is refused ends at once)."""
+    return await call.code()  # type: ignore[no-any-return]

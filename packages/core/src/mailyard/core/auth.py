@@ -232,8 +232,7 @@ def channel(address: str, token: str | None) -> grpc.Channel:
     return grpc.intercept_channel(chan, _Sync(token)) if token else chan
 
 
-class _Aio(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor,
-           grpc.aio.StreamUnaryClientInterceptor, grpc.aio.StreamStreamClientInterceptor):
+class _AioToken:
     def __init__(self, token: str) -> None:
         self.extra = metadata(token)
 
@@ -241,28 +240,48 @@ class _Aio(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInter
         return details._replace(metadata=grpc.aio.Metadata(*(details.metadata or ()),
                                                            *self.extra))
 
+
+# One class per kind of call, not one class for all four: grpc.aio's Channel files each
+# interceptor under the FIRST kind it is an instance of (an if/elif chain), so a single
+# class implementing all four only ever saw unary-unary calls, and every streaming call
+# (CheckClients, Follow, Watch) went out without the token and was refused UNAUTHENTICATED.
+class _AioUnaryUnary(_AioToken, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation: Any, details: Any,
                                     request: Any) -> Any:
         return await continuation(self._details(details), request)
 
+
+class _AioUnaryStream(_AioToken, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation: Any, details: Any,
                                      request: Any) -> Any:
         return await continuation(self._details(details), request)
 
+
+class _AioStreamUnary(_AioToken, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation: Any, details: Any,
                                      requests: Any) -> Any:
         return await continuation(self._details(details), requests)
 
+
+class _AioStreamStream(_AioToken, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(self, continuation: Any, details: Any,
                                       requests: Any) -> Any:
         return await continuation(self._details(details), requests)
+
+
+def aio_interceptors(token: str | None) -> list[grpc.aio.ClientInterceptor] | None:
+    """The interceptors that send `token` with every kind of call, or None without one."""
+    if not token:
+        return None
+    return [kind(token) for kind in (_AioUnaryUnary, _AioUnaryStream, _AioStreamUnary,
+                                     _AioStreamStream)]
 
 
 def aio_channel(address: str, token: str | None,
                 options: Iterable[tuple[str, Any]] = ()) -> grpc.aio.Channel:
     """An asyncio client channel that sends the token with every call (services)."""
     return grpc.aio.insecure_channel(address, options=list(options),
-                                     interceptors=[_Aio(token)] if token else None)
+                                     interceptors=aio_interceptors(token))
 
 
 def write_table(path: Path, roles: Iterable[str] = ROLES) -> dict[str, str]:
