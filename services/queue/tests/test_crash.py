@@ -162,3 +162,26 @@ async def test_a_hand_out_the_dead_leader_never_published_goes_out_once(
         await workers["remote"].report(job, DELIVERED)
     for env in (lost, sent):
         await wait_for(lambda env=env: finished(q, spool, env))  # type: ignore[misc]
+
+
+async def test_a_leader_cut_off_from_nats_past_its_lock_stands_by_and_leads_again(
+        js: Any, spool: Spool, workers: Any, start_queue: Any, nats_server: Any) -> None:
+    """NATS gone for longer than the lock's ttl (a node killed, an election under load):
+    the leader stops leading, as fencing requires, but the process lives on as a standby and
+    takes its own term back when NATS returns. It used to exit and wait for a supervisor
+    to restart it: podman without systemd never did, and all delivery stopped."""
+    q = start_queue(LEADER_TTL="1")
+    nats_server.stop(kill=True)
+    await wait_for(lambda: asyncio.sleep(0, "standing by" in q.proc.logs()
+                                         or q.proc.proc.poll() is not None),
+                   what="the leader giving up its term")
+    nats_server.start()
+    q.proc.wait_ready(60)  # raises if the process exited
+    env = await send(spool, js, "a@sender.test", ["after@remote.test"])
+    job = await workers["remote"].job(timeout=60)
+    assert job.queue_id == env.queue_id
+    await workers["remote"].report(job, DELIVERED)
+    await wait_for(lambda: finished(q, spool, env), timeout=60, what="delivered after")
+    logs = q.proc.log_path.read_text()
+    assert q.proc.proc.poll() is None and logs.count('"msg": "starting"') == 1, q.proc.logs()
+    assert "rebuilding" not in logs  # its own state, taken back

@@ -5,7 +5,8 @@ spool, control and directory views, then the admin plane (gRPC + HTTP) at once, 
 answers health checks. Only after the leader lock is won does the process open the state
 store and start consuming todos and results, dispatching jobs and reconciling. If another
 state led last, this one is stale: it is discarded and rebuilt from the spool. Losing the
-lock ends the process (its supervisor restarts it as a standby).
+lock ends this term (every task of it stops, the store closes) and the process stands by
+again; a task that fails ends the process.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
 
 from mailyard.api.history.v1 import history_pb2, history_pb2_grpc
 from mailyard.api.queue.v1 import queue_pb2, queue_pb2_grpc
@@ -30,7 +34,7 @@ from mailyard.queue import lost, metrics, poison, web
 from mailyard.queue.admin import QueueAdmin, Runtime
 from mailyard.queue.engine import Queue
 from mailyard.queue.history_search import HistoryService
-from mailyard.queue.leader import Leader
+from mailyard.queue.leader import Leader, LeadershipLost
 from mailyard.queue.preprocess import Dispatcher, TodoConsumer
 from mailyard.queue.reconcile import Reconciler
 from mailyard.queue.results import ResultConsumer, retry_owed
@@ -105,61 +109,21 @@ async def _serve(settings: Settings, stop: asyncio.Event, state_dir: StateDir) -
     log.info("admin plane up", extra={"grpc_port": grpc_server.port})
 
     leader = Leader(js, settings.instance, settings.leader_ttl, state_dir.state_id)
-    tasks: list[asyncio.Task[None]] = []
-    store: Store | None = None
+    stopping = asyncio.create_task(stop.wait())
     failed = False
     try:
-        acquiring = asyncio.create_task(leader.acquire())
-        stopping = asyncio.create_task(stop.wait())
-        await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if not acquiring.done():
-            acquiring.cancel()
-        else:
-            rebuild = bool(leader.previous_state) and leader.previous_state != state_dir.state_id
-            if rebuild:
-                # Another replica's state led last: ours may list messages it has delivered
-                # and removed since. Start empty; the reconciler rebuilds from the spool.
-                log.warning("another queue state led last; rebuilding from the spool")
-                state_dir.discard()
-                leader.state_id = state_dir.state_id
-            store = Store(settings.state_dir / "queue.db", sync=settings.state_sync)
-            await store.aopen()
-            q = Queue(settings, nc, js, spool, store, control, directory)
-            export_gauges(q)
-            reconciler = Reconciler(q)
-            runtime.queue, runtime.reconciler = q, reconciler
-            if rebuild:  # before any result is consumed: results must find their messages
-                await reconciler.run(dry_run=False, rebuild=True)
-            log.info("leading", extra={"messages": store.messages})
-            tasks = [asyncio.create_task(c, name=n) for n, c in (
-                ("leader", leader.hold()),
-                ("todo", TodoConsumer(q).run()),
-                ("results", ResultConsumer(q).run()),
-                ("dispatch", Dispatcher(q).run()),
-                ("reconcile", reconciler.run_forever(settings.reconcile_at_start and not rebuild)),
-                ("bounce-retry", retry_owed(q)),
-                ("lost-jobs", lost.watch(q, settings.lost_check_interval)),
-                ("poison-jobs", poison.watch(q)),
-                ("backlog", _poll_todo_backlog(q)),
-            )]
-            done, _ = await asyncio.wait({*tasks, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if task is not stopping and not task.cancelled() and task.exception():
-                    log.error("%s stopped: %s", task.get_name(), task.exception())
-                    failed = True
-        stopping.cancel()
+        # Leading until the lock is lost, then standing by again in the same process: a
+        # NATS outage longer than the lock's ttl must not need a supervisor to restart the
+        # queue (podman without systemd never did, and all delivery stopped).
+        while not stopping.done() and not failed:
+            failed = await _lead(settings, nc, js, spool, control, directory, runtime,
+                                 leader, state_dir, stopping)
     finally:
+        stopping.cancel()
         runtime.queue = None
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
         await grpc_server.stop(2.0)
         if http:
             await http.stop()
-        if store is not None:
-            await store.aclose()
         if not failed:
             await leader.release()
         await control.stop()
@@ -168,6 +132,70 @@ async def _serve(settings: Settings, stop: asyncio.Event, state_dir: StateDir) -
         await nc.close()
     if failed:
         raise SystemExit(1)
+
+
+async def _lead(settings: Settings, nc: NATS, js: JetStreamContext, spool: Spool,
+                control: ControlView, directory: DirectoryView, runtime: Runtime,
+                leader: Leader, state_dir: StateDir, stopping: asyncio.Task[bool]) -> bool:
+    """Wait for the leader lock, then lead until stopped or the lock is lost (False: stand
+    by again) or a task fails (True: the process exits)."""
+    acquiring = asyncio.create_task(leader.acquire())
+    await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not acquiring.done():
+        acquiring.cancel()
+        with contextlib.suppress(BaseException):
+            await acquiring
+        return False
+    rebuild = bool(leader.previous_state) and leader.previous_state != state_dir.state_id
+    if rebuild:
+        # Another replica's state led last: ours may list messages it has delivered
+        # and removed since. Start empty; the reconciler rebuilds from the spool.
+        log.warning("another queue state led last; rebuilding from the spool")
+        state_dir.discard()
+        leader.state_id = state_dir.state_id
+    store = Store(settings.state_dir / "queue.db", sync=settings.state_sync)
+    await store.aopen()
+    tasks: list[asyncio.Task[None]] = []
+    failed = False
+    try:
+        q = Queue(settings, nc, js, spool, store, control, directory)
+        export_gauges(q)
+        reconciler = Reconciler(q)
+        runtime.queue, runtime.reconciler = q, reconciler
+        if rebuild:  # before any result is consumed: results must find their messages
+            await reconciler.run(dry_run=False, rebuild=True)
+        log.info("leading", extra={"messages": store.messages})
+        tasks = [asyncio.create_task(c, name=n) for n, c in (
+            ("leader", leader.hold()),
+            ("todo", TodoConsumer(q).run()),
+            ("results", ResultConsumer(q).run()),
+            ("dispatch", Dispatcher(q).run()),
+            ("reconcile", reconciler.run_forever(settings.reconcile_at_start and not rebuild)),
+            ("bounce-retry", retry_owed(q)),
+            ("lost-jobs", lost.watch(q, settings.lost_check_interval)),
+            ("poison-jobs", poison.watch(q)),
+            ("backlog", _poll_todo_backlog(q)),
+        )]
+        done, _ = await asyncio.wait({*tasks, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is stopping or task.cancelled() or task.exception() is None:
+                continue
+            if isinstance(task.exception(), LeadershipLost):
+                log.warning("not leading any more (%s): standing by", task.exception())
+            else:
+                log.error("%s stopped: %s", task.get_name(), task.exception())
+                failed = True
+    finally:
+        # Everything of this term ends before the next: no old task touches the state or
+        # hands out a job once another process may lead.
+        runtime.queue = None
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        await store.aclose()
+    return failed
 
 
 def main() -> None:

@@ -4,8 +4,10 @@ The leader writes key `queue-leader` every ttl/3 with a compare-and-set on the r
 last wrote. A standby watches the key's revision with its own monotonic clock (no trust in
 clock agreement between hosts): when the revision has not moved for `ttl` seconds, it takes
 over with a CAS on that revision, so of two standbys only one wins. A leader whose refresh
-fails (someone else took the lock, or NATS stayed away for ttl) stops leading at once: the
-process exits and its supervisor restarts it as a standby (fencing by suicide).
+fails (someone else took the lock, or NATS stayed away for 2/3 of ttl) stops leading at
+once: its tasks end before it stands by again (fencing), in the same process. A process
+that finds its own term still in the key (nobody took over while NATS was away, or it was
+restarted at once) takes it back at once instead of waiting ttl.
 
 The key's value names the leader's state (statedir.StateDir.state_id), also after a clean
 release, so the next leader learns whose state was current (`previous_state`).
@@ -64,6 +66,12 @@ class Leader:
                     self.revision = await kv.create(KEY, self._value())
                     break
                 held = _parse(entry.value)
+                if (held.get("instance") == self.instance and self.state_id
+                        and held.get("state") == self.state_id and not held.get("released")):
+                    # our own term: the compare-and-set fails if a standby won it meanwhile
+                    self.revision = await kv.update(KEY, self._value(), last=entry.revision)
+                    self.previous_state = self.state_id
+                    break
                 if not held or held.get("released"):
                     self.revision = await kv.update(KEY, self._value(), last=entry.revision)
                     self.previous_state = str(held.get("state", ""))
