@@ -264,3 +264,23 @@ async def test_deleted_stream_and_consumer_are_created_again(
     await publish_jobs(js, job(2))  # bus.publish creates the stream again
     assert [r.job_id for r in await results(js, 1)] == ["Q2.1"]
     assert consumer.ready
+
+
+async def test_ready_again_after_recreation_with_no_jobs_waiting(
+        js: Any, stoppers: list[JobConsumer]) -> None:
+    """A consumer created again on an idle system: fetches then time out (nothing to do),
+    which proves the consumer answers. `ready` stayed False until a job came, and an idle
+    remote-delivery container stayed unready for five minutes in the container suite."""
+    await consumer_config(js)
+
+    async def recreate() -> None:
+        await bus.ensure_mail_streams(js)
+        await consumer_config(js)
+
+    consumer = JobConsumer(js, CHANNEL, Handler(), limit=lambda: 5, ack_wait=30,
+                           recreate=recreate, fetch_wait=0.2)
+    stoppers.append(consumer)
+    await consumer.start()
+    await js.delete_stream(bus.JOBS_STREAM)
+    await eventually(lambda: asyncio.sleep(0, not consumer.ready))
+    await eventually(lambda: asyncio.sleep(0, consumer.ready))  # no job published

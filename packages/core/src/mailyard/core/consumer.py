@@ -169,8 +169,9 @@ class JobConsumer:
                 continue
             try:
                 msgs = await pull(self._sub, free, busy=busy, idle_wait=self.fetch_wait)
-            except TimeoutError:
+            except TimeoutError:  # nothing to do: the consumer answered, so it is there
                 busy = False
+                self.ready = True
                 continue
             except asyncio.CancelledError:
                 raise
