@@ -8,6 +8,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from mailyard.core.spool import Spool
 
 from .conftest import DELIVERED, QueueProc, Worker, finished, send, standby, wait_for
@@ -109,12 +111,16 @@ async def test_two_replicas_one_leader(js: Any, spool: Spool, workers: Any,
     first = start_queue(LEADER_TTL="1", STATE_DIR=str(tmp_path / "first"))
     second = start_queue(wait=False, LEADER_TTL="1", STATE_DIR=str(tmp_path / "second"))
     await wait_for(lambda: standby(second), what="standby answering")
+    # gRPC health per service: only the leader serves QueueService; both serve History
+    assert [await _health(q, "QueueService") for q in (first, second)] == [True, False]
+    assert [await _health(q, "History") for q in (first, second)] == [True, True]
     sent = [await send(spool, js, "a@sender.test", [f"r{i}@remote.test"]) for i in range(10)]
     jobs = [await workers["remote"].job() for _ in sent]
     assert sorted(j.queue_id for j in jobs) == sorted(e.queue_id for e in sent)
     assert await workers["remote"].none_within(0.5)  # nothing was handed out twice
     first.proc.kill()
     second.proc.wait_ready(30)  # the standby took over
+    await wait_for(lambda: _health(second, "QueueService"), what="QueueService serving")
     for job in jobs:
         await workers["remote"].report(job, DELIVERED)
     late = await send(spool, js, "a@sender.test", ["late@remote.test"])
@@ -185,3 +191,11 @@ async def test_a_leader_cut_off_from_nats_past_its_lock_stands_by_and_leads_agai
     logs = q.proc.log_path.read_text()
     assert q.proc.proc.poll() is None and logs.count('"msg": "starting"') == 1, q.proc.logs()
     assert "rebuilding" not in logs  # its own state, taken back
+
+
+async def _health(q: QueueProc, service: str) -> bool:
+    names = {"QueueService": "mailyard.queue.v1.QueueService",
+             "History": "mailyard.history.v1.History"}
+    stub = health_pb2_grpc.HealthStub(q.channel)
+    reply = await stub.Check(health_pb2.HealthCheckRequest(service=names[service]), timeout=5)
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)

@@ -48,6 +48,11 @@ class GrpcServer:
         for name in self.names:
             await self.health.set(name, status)
 
+    async def set_service_serving(self, name: str, serving: bool) -> None:
+        """One service's health alone (a queue standby answers History, not QueueService)."""
+        await self.health.set(name, health_pb2.HealthCheckResponse.SERVING if serving
+                              else health_pb2.HealthCheckResponse.NOT_SERVING)
+
     async def stop(self, grace: float = 5.0) -> None:
         await self.set_serving(False)
         await self.server.stop(grace)

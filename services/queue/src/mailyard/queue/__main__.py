@@ -43,6 +43,7 @@ from mailyard.queue.state import STATE_NAMES, Store
 from mailyard.queue.statedir import StateDir
 
 log = logging.getLogger("mailyard.queue")
+QUEUE_SERVICE = service_name(queue_pb2, "QueueService")
 
 
 def export_gauges(q: Queue) -> None:
@@ -99,11 +100,13 @@ async def _serve(settings: Settings, stop: asyncio.Event, state_dir: StateDir) -
     http = HttpServer(app, settings.http_host, settings.http_port) if settings.http_port else None
     grpc_server = GrpcServer(settings.grpc_host, settings.grpc_port, [
         (queue_pb2_grpc.add_QueueServiceServicer_to_server, QueueAdmin(runtime),
-         service_name(queue_pb2, "QueueService")),
+         QUEUE_SERVICE),
         # history is read from JetStream: a standby answers it too
         (history_pb2_grpc.add_HistoryServicer_to_server, HistoryService(nc, js),
          service_name(history_pb2, "History"))], tokens_file=settings.tokens_file)
     await grpc_server.start()
+    # a standby answers History but not QueueService: health says so per service
+    await grpc_server.set_service_serving(QUEUE_SERVICE, False)
     if http:
         await http.start()
     log.info("admin plane up", extra={"grpc_port": grpc_server.port})
@@ -117,7 +120,7 @@ async def _serve(settings: Settings, stop: asyncio.Event, state_dir: StateDir) -
         # queue (podman without systemd never did, and all delivery stopped).
         while not stopping.done() and not failed:
             failed = await _lead(settings, nc, js, spool, control, directory, runtime,
-                                 leader, state_dir, stopping)
+                                 leader, state_dir, stopping, grpc_server)
     finally:
         stopping.cancel()
         runtime.queue = None
@@ -136,7 +139,8 @@ async def _serve(settings: Settings, stop: asyncio.Event, state_dir: StateDir) -
 
 async def _lead(settings: Settings, nc: NATS, js: JetStreamContext, spool: Spool,
                 control: ControlView, directory: DirectoryView, runtime: Runtime,
-                leader: Leader, state_dir: StateDir, stopping: asyncio.Task[bool]) -> bool:
+                leader: Leader, state_dir: StateDir, stopping: asyncio.Task[bool],
+                grpc_server: GrpcServer) -> bool:
     """Wait for the leader lock, then lead until stopped or the lock is lost (False: stand
     by again) or a task fails (True: the process exits)."""
     acquiring = asyncio.create_task(leader.acquire())
@@ -162,6 +166,7 @@ async def _lead(settings: Settings, nc: NATS, js: JetStreamContext, spool: Spool
         export_gauges(q)
         reconciler = Reconciler(q)
         runtime.queue, runtime.reconciler = q, reconciler
+        await grpc_server.set_service_serving(QUEUE_SERVICE, True)
         if rebuild:  # before any result is consumed: results must find their messages
             await reconciler.run(dry_run=False, rebuild=True)
         log.info("leading", extra={"messages": store.messages})
@@ -189,6 +194,7 @@ async def _lead(settings: Settings, nc: NATS, js: JetStreamContext, spool: Spool
         # Everything of this term ends before the next: no old task touches the state or
         # hands out a job once another process may lead.
         runtime.queue = None
+        await grpc_server.set_service_serving(QUEUE_SERVICE, False)
         for task in tasks:
             task.cancel()
         for task in tasks:
