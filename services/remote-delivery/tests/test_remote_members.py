@@ -135,6 +135,7 @@ async def test_two_members_split_a_limit_of_four(connections: list[Any]) -> None
         await settle()
         assert not third.done()
         await b.stop()  # a clean stop deletes b's key
+        assert await a.beat() and a.members == 2  # a lower count is applied when seen twice
         assert await a.beat()
         assert a.members == 1 and pool_a.allowance == 4
         await settle()
@@ -162,6 +163,25 @@ async def test_member_that_stops_heartbeating_expires(connections: list[Any]) ->
         if a.members == 1:
             break
     assert a.members == 1
+
+
+async def test_a_late_heartbeat_does_not_hand_its_share_away(
+        connections: list[Any]) -> None:
+    """A live replica's key lapses for a moment (its put came late on an overloaded host):
+    the other must not take its share at once, or one MX sees more sessions than its
+    limit (3 against 2, seen under load). Only a count seen lower twice is applied."""
+    [make] = connections
+    a = Membership(await make(), "a", ttl=30)
+    b = Membership(await make(), "b", ttl=30)
+    assert await b.beat() and await a.beat() and a.members == 2
+    assert b._kv is not None
+    await b._kv.delete(b.key)  # b's key gone for a moment
+    assert await a.beat() and a.members == 2
+    assert await b.beat()  # b's late heartbeat
+    assert await a.beat() and a.members == 2
+    await b._kv.delete(b.key)  # now b is gone for good
+    assert await a.beat() and a.members == 2
+    assert await a.beat() and a.members == 1
 
 
 async def test_kv_unreachable_keeps_the_last_count(connections: list[Any],

@@ -12,6 +12,12 @@ after a crash counts twice until its old key expires, which only lowers allowanc
 
 If NATS or the bucket is unreachable the last count is kept (1 before the first success:
 the full limit, as one replica had it) and the next heartbeat tries again.
+
+A higher count applies at once (smaller shares: never over the limit); a lower one only when
+two heartbeats in a row see it. A live replica whose put came late (a stalled, overloaded
+host) makes its key lapse for a moment: taking its share at once put one MX over the limit
+(3 sessions against 2 in the test, under load). A crashed replica's share comes back one
+heartbeat later (TTL / 3).
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ class Membership:
         self.timeout = min(timeout, self.interval)
         self.on_change = on_change
         self.members = 1
+        self._fewer: int | None = None  # a lower count seen once, applied when seen again
         self._kv: KeyValue | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -113,6 +120,10 @@ class Membership:
             return []
 
     def _count(self, members: int) -> None:
+        if members < self.members and self._fewer != members:
+            self._fewer = members  # maybe a late heartbeat: wait for the next one
+            return
+        self._fewer = None
         if members == self.members:
             return
         log.info("remote-delivery members changed", extra={"members": members,
