@@ -53,6 +53,7 @@ async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ou
 
 
 async def main(port: int, out: str) -> None:
+    # all interfaces of its container: remote-delivery reaches it over the compose network
     server = await asyncio.start_server(lambda r, w: session(r, w, out), "0.0.0.0", port)
     async with server:
         await server.serve_forever()

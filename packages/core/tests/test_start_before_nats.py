@@ -15,13 +15,14 @@ from mailyard.core.natsserver import NatsServer, free_port
 from mailyard.testing import ServiceProcess
 
 
-def _directory(nats_url: str, logs: Path, http: int) -> ServiceProcess:
+def _directory(nats_url: str, logs: Path) -> ServiceProcess:
+    http = free_port()
     return ServiceProcess("mailyard.directory", {
         "MAILYARD_DIRECTORY_NATS_URL": nats_url,
         "MAILYARD_DIRECTORY_NATS_REPLICAS": "3",
         "MAILYARD_DIRECTORY_GRPC_PORT": str(free_port()),
         "MAILYARD_DIRECTORY_HTTP_PORT": str(http),
-    }, logs)  # started without waiting for ready: NATS is not there yet
+    }, logs, http_port=http)
 
 
 def _wait_for_line(process: ServiceProcess, text: str, timeout: float = 60) -> None:
@@ -37,9 +38,8 @@ def test_a_service_waits_for_nats_and_for_a_jetstream_quorum(tmp_path: Path) -> 
     routes = tuple(free_port() for _ in range(3))
     nodes = [NatsServer(tmp_path / f"n{i}", cluster_port=routes[i], routes=routes, name=f"n{i}")
              for i in range(3)]
-    http = free_port()
-    directory = _directory(nodes[0].url, tmp_path / "logs", http).start()
-    directory.http_port = http
+    # started without waiting for ready: nothing listens on the NATS port yet
+    directory = _directory(nodes[0].url, tmp_path / "logs").start(wait=None)
     try:
         _wait_for_line(directory, "waiting for NATS")
         nodes[0].start(tmp_path / "n0.log")  # one node of three: no JetStream quorum

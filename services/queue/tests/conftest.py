@@ -45,12 +45,7 @@ class QueueProc:
         self.stub = queue_pb2_grpc.QueueServiceStub(self.channel)
 
     def start(self, wait: bool = True) -> QueueProc:
-        if wait:
-            self.proc.start()
-        else:
-            self.proc.http_port = None
-            self.proc.start()
-            self.proc.http_port = self.http_port
+        self.proc.start(30.0 if wait else None)
         return self
 
     async def stat(self) -> qpb.StatResponse:

@@ -26,12 +26,14 @@ class ServiceProcess:
         self.http_port = http_port
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, wait: float = 30.0) -> ServiceProcess:
+    def start(self, wait: float | None = 30.0) -> ServiceProcess:
+        """Start it; with an http_port, wait up to `wait` seconds for /readyz (None: return
+        at once, for a process expected to wait for something first)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen([sys.executable, "-m", self.module], env=self.env,
                                      stdout=log, stderr=subprocess.STDOUT)
-        if self.http_port:
+        if self.http_port and wait is not None:
             try:
                 self.wait_ready(wait)
             except BaseException:
