@@ -7,7 +7,8 @@
 3. the same two runs through ../shared/peers/postfix-peer (hold mode for accept), if
    Postfix can be installed; ratios printed;
 4. idle connections: 10,000 open sessions held, ingress RSS;
-5. the per-service benchmarks in bench/ (relay_check, queue_scale, remote_scale) if present.
+5. the per-service benchmarks in bench/ (relay_check, queue_scale, remote_scale, sender_auth)
+   if present.
 
 Each figure is the median of --rounds alternating Mailyard / Postfix rounds (default 3),
 every round on a fresh platform. Figures only: nothing here asserts a speed.
@@ -290,7 +291,7 @@ def main() -> int:
         print(f"ratio accept   mailyard/postfix: {my['accept_rate'] / pf['accept_rate']:.2f}x")
         print(f"ratio e2e      mailyard/postfix: {my['e2e_rate'] / pf['e2e_rate']:.2f}x")
     if not args.only_core:
-        for name in ("relay_check", "remote_scale", "queue_scale"):
+        for name in ("relay_check", "remote_scale", "queue_scale", "sender_auth"):
             if (ROOT / "bench" / f"{name}.py").exists():
                 print(f"--- bench.{name}", flush=True)
                 subprocess.run([sys.executable, "-m", f"bench.{name}"], cwd=ROOT, check=False)

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+# what one message is: (envelope sender, the message) for its index
+Messages = Callable[[int], tuple[str, bytes]]
 
 
 @dataclass
@@ -49,11 +53,13 @@ async def _reply(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 
 async def _session(host: str, port: int, jobs: asyncio.Queue[int], result: LoadResult,
-                   size: int, recipient: str, rate_gate: asyncio.Semaphore | None) -> None:
-    reader, writer = await asyncio.open_connection(host, port)
+                   size: int, recipient: str, rate_gate: asyncio.Semaphore | None,
+                   messages: Messages | None, source: str, helo: str) -> None:
+    reader, writer = await asyncio.open_connection(
+        host, port, local_addr=(source, 0) if source else None)
     try:
         await _reply(reader)
-        writer.write(b"EHLO load.test\r\n")
+        writer.write(f"EHLO {helo}\r\n".encode())
         await _reply(reader)
         while True:
             try:
@@ -62,8 +68,9 @@ async def _session(host: str, port: int, jobs: asyncio.Queue[int], result: LoadR
                 break
             if rate_gate is not None:
                 await rate_gate.acquire()
-            body = make_body(size, index)
-            writer.write(f"MAIL FROM:<load@client.test>\r\nRCPT TO:<{recipient}>\r\nDATA\r\n"
+            sender, body = (messages(index) if messages is not None
+                            else ("load@client.test", make_body(size, index)))
+            writer.write(f"MAIL FROM:<{sender}>\r\nRCPT TO:<{recipient}>\r\nDATA\r\n"
                          .encode())
             codes = [(await _reply(reader))[0] for _ in range(3)]
             if codes != [250, 250, 354]:
@@ -89,8 +96,11 @@ async def _session(host: str, port: int, jobs: asyncio.Queue[int], result: LoadR
 
 async def run_load(host: str, port: int, messages: int, concurrency: int = 50,
                    size: int = 1024, recipient: str = "sink@remote.test",
-                   rate: float = 0.0) -> LoadResult:
-    """Send `messages` over `concurrency` sessions; `rate` > 0 caps messages per second."""
+                   rate: float = 0.0, given: Messages | None = None, source: str = "",
+                   helo: str = "load.test") -> LoadResult:
+    """Send `messages` over `concurrency` sessions; `rate` > 0 caps messages per second.
+    `given` makes each message (sender and bytes, dot-stuffed, CRLF-terminated) instead of
+    make_body's; `source` is the client address to connect from (e.g. 127.0.0.2)."""
     jobs: asyncio.Queue[int] = asyncio.Queue()
     for i in range(messages):
         jobs.put_nowait(i)
@@ -112,7 +122,7 @@ async def run_load(host: str, port: int, messages: int, concurrency: int = 50,
         feeder = asyncio.create_task(feed())
     start = time.perf_counter()
     outcomes = await asyncio.gather(
-        *(_session(host, port, jobs, result, size, recipient, gate)
+        *(_session(host, port, jobs, result, size, recipient, gate, given, source, helo)
           for _ in range(concurrency)), return_exceptions=True)
     result.seconds = time.perf_counter() - start
     if feeder:
