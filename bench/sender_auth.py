@@ -27,7 +27,7 @@ the ratio to the baseline of the same round and the CPU per message of the ingre
 processes (/proc utime + stime, as bench.field), the DNS server and the client.
 Figures only: nothing here asserts a speed.
 
-    python -m bench.sender_auth [--rounds 3] [--messages 2000] [--modes baseline,...]
+    python -m bench.sender_auth [--rounds 3] [--messages 1000] [--modes baseline,...]
 """
 
 from __future__ import annotations
@@ -347,8 +347,8 @@ def summarize(runs: list[Measured], modes: list[str]) -> dict[str, dict[str, flo
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--messages", type=int, default=2000, help="per mode and round")
-    parser.add_argument("--warmup", type=int, default=200, help="unmeasured, before each mode")
+    parser.add_argument("--messages", type=int, default=1000, help="per mode and round")
+    parser.add_argument("--warmup", type=int, default=100, help="unmeasured, before each mode")
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--size", type=int, default=4096, help="bytes per message (unsigned)")
     parser.add_argument("--pause", type=float, default=2.0,
