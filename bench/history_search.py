@@ -7,13 +7,22 @@ mix a queue writes: per message `new` (with its index records: sender + recipien
 deferral, one delivery, `done` (4 events). Senders come from 2,000 addresses, recipients
 from 40,000, so a sender has ~125 messages and a recipient ~6. Then, each query 20 times
 through mailyard.queue.history_search (what the gRPC and HTTP answers call):
-by id (random message), by busy sender, by rare recipient, by time (last 10 min, limit 100).
-Prints p50 / max per query. The target (issue 18) is under 2 s each; nothing asserts.
+by id (random message), by busy sender, by rare recipient, by time (last 10 min, limit 100),
+each answered by the stream and by the queue's history index (history_index.py).
+
+Also measured: the index filled from nothing (time, rate, CPU per record) and its live
+cost (this process's CPU while records arrive at a steady rate, with and without a feed).
+Before the first query of each kind, nats-server is restarted (its caches empty), the index
+reopened, and the OS page cache dropped (root only; said if not), so "first" is a cold
+query. Prints first / p50 / max per query and the load. The target (issue 18) is under
+2 s each; nothing asserts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import random
 import statistics
 import sys
@@ -30,12 +39,20 @@ from mailyard.core import bus
 from mailyard.core.ids import new_queue_id
 from mailyard.core.natsserver import NatsServer
 from mailyard.queue.history import Recorder
+from mailyard.queue.history_feed import HistoryFeed, stream_id
+from mailyard.queue.history_index import FILE_NAME, HistoryIndex
 from mailyard.queue.history_search import search
 
 SENDERS, RECIPIENTS, ROUNDS = 2_000, 40_000, 20
+LIVE_EVENTS, LIVE_RATE = 40_000, 2_000  # the live-cost run: 10,000 messages, 500 a second
 
 
-async def record(nc: object, js: object, events: int) -> list[tuple[str, str, str]]:
+async def record(nc: object, js: object, events: int,
+                 pace: int = 0) -> list[tuple[str, str, str]]:
+    """`events` events (and their index records) through the queue's Recorder; `pace`:
+    at most that many events a second (0: as fast as it goes). Returns once stored."""
+    before = (await js.stream_info(bus.HISTORY_STREAM)).state.messages  # type: ignore[attr-defined]
+    started = time.monotonic()
     rec = Recorder(nc)  # type: ignore[arg-type]
     rng = random.Random(18)
     made: list[tuple[str, str, str]] = []
@@ -54,15 +71,78 @@ async def record(nc: object, js: object, events: int) -> list[tuple[str, str, st
         if i % 500 == 499:
             await rec.flush()
             await nc.flush()  # type: ignore[attr-defined]
+        if pace and i % 25 == 24:  # a queue's flushes: every few messages
+            await rec.flush()
+            await asyncio.sleep(max(0.0, started + (i + 1) * 4 / pace - time.monotonic()))
     await rec.flush()
     await nc.flush()  # type: ignore[attr-defined]
+    # wait until the stream holds everything (core publishes are stored async)
+    while (await js.stream_info(bus.HISTORY_STREAM)  # type: ignore[attr-defined]
+           ).state.messages < before + len(made) * 6:
+        await asyncio.sleep(0.2)
     return made
 
 
-async def timed(js: object, req: pb.SearchRequest) -> tuple[float, int]:
+async def timed(js: object, req: pb.SearchRequest,
+                feed: HistoryFeed | None) -> tuple[float, int]:
     start = time.perf_counter()
-    resp = await search(js, req)  # type: ignore[arg-type]
+    resp = await search(js, req, feed)  # type: ignore[arg-type]
     return time.perf_counter() - start, len(resp.events)
+
+
+def drop_caches() -> str:
+    """Empty the OS page cache (root only): the stream's blocks and the index's pages are
+    read from disk again, as after a quiet spell or a reboot."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return "OS page cache dropped"
+    except OSError as exc:
+        return f"OS page cache NOT dropped ({exc.strerror}: run as root for a cold test)"
+
+
+def load() -> str:
+    return "load " + " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+async def start_feed(js: object, path: Path) -> tuple[HistoryFeed, asyncio.Task[None]]:
+    feed = HistoryFeed(js, HistoryIndex(path), days=30)  # type: ignore[arg-type]
+    return feed, asyncio.create_task(feed.run())
+
+
+async def stop_feed(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def caught_up(js: object, feed: HistoryFeed) -> None:
+    info = await js.stream_info(bus.HISTORY_STREAM)  # type: ignore[attr-defined]
+    while not await feed.caught_up(stream_id(info), info.state.last_seq, 600):
+        pass
+
+
+async def live_cost(nc: object, js: object, index_path: Path) -> str:
+    """CPU of this process while the queue's Recorder records at a steady rate, without
+    and with a feed running (the difference is the feed's cost per record, live: small
+    batches, as in a queue process)."""
+    cpu = []
+    for with_feed in (False, True):
+        task = None
+        if with_feed:
+            feed, task = await start_feed(js, index_path)
+            await caught_up(js, feed)
+        before = time.process_time()
+        await record(nc, js, LIVE_EVENTS, pace=LIVE_RATE)
+        if task:
+            await caught_up(js, feed)
+            await stop_feed(task)
+        cpu.append(time.process_time() - before)
+    records = LIVE_EVENTS // 4 * 6
+    per = (cpu[1] - cpu[0]) / records * 1e6
+    return (f"live: {records:,} records at ~{LIVE_RATE // 4 * 6:,}/s: process CPU "
+            f"{cpu[0]:.2f} s without the feed, {cpu[1]:.2f} s with it: {per:.1f} us per "
+            f"record, {per * 6:.0f} us per message of 6 records")
 
 
 async def main(events: int) -> None:
@@ -72,19 +152,33 @@ async def main(events: int) -> None:
                                      .is_dir() else None) as tmp:
         server = NatsServer(Path(tmp) / "nats")
         server.start(Path(tmp) / "nats.log")
+        index_path = Path(tmp) / "queue" / FILE_NAME
         try:
+            print(f"start: {load()}")
             nc = await bus.connect(server.url, "bench-history")
             js = nc.jetstream()
             await bus.ensure_history_stream(js, 30 * 86400)
             start = time.perf_counter()
             made = await record(nc, js, events)
-            # wait until the stream holds everything (core publishes are stored async)
-            while (await js.stream_info(bus.HISTORY_STREAM)).state.messages < len(made) * 6:
-                await asyncio.sleep(0.2)
             took = time.perf_counter() - start
             info = await js.stream_info(bus.HISTORY_STREAM)
             print(f"recorded {len(made) * 4:,} events + {len(made) * 2:,} index records "
-                  f"({info.state.bytes / 1e6:.0f} MB) in {took:.1f} s")
+                  f"({info.state.bytes / 1e6:.0f} MB) in {took:.1f} s; {load()}")
+
+            # The index from nothing (a new replica, a rebuild): time and CPU.
+            cpu, start = time.process_time(), time.perf_counter()
+            filling, fill = await start_feed(js, index_path)
+            await caught_up(js, filling)
+            took, cpu = time.perf_counter() - start, time.process_time() - cpu
+            records = info.state.messages
+            await stop_feed(fill)
+            size = sum(p.stat().st_size for p in index_path.parent.iterdir())
+            print(f"index caught up from nothing: {records:,} records in {took:.1f} s "
+                  f"({records / took:,.0f}/s), process CPU {cpu:.1f} s "
+                  f"({cpu / records * 1e6:.1f} us per record), file {size / 1e6:.0f} MB; "
+                  f"{load()}")
+            print(await live_cost(nc, js, index_path))
+
             rng = random.Random(7)
             since = Timestamp()
             since.FromSeconds(int(time.time() - 600))
@@ -95,11 +189,31 @@ async def main(events: int) -> None:
                 "by recipient": lambda: pb.SearchRequest(address=rng.choice(made)[2]),
                 "by time, last 10 min (limit 100)": lambda: pb.SearchRequest(since=since),
             }
-            for name, make in queries.items():
-                runs = [await timed(js, make()) for _ in range(ROUNDS)]
-                secs = [r[0] for r in runs]
-                print(f"{name:34s} p50 {statistics.median(secs) * 1000:7.1f} ms   "
-                      f"max {max(secs) * 1000:7.1f} ms   events {runs[-1][1]}")
+            # Cold first: before the first query of each kind nats-server is restarted (its
+            # block caches empty), the index reopened, and the OS page cache dropped.
+            for source in ("stream", "index"):
+                for name, make in queries.items():
+                    await nc.close()
+                    server.stop()
+                    server.start(Path(tmp) / "nats.log")
+                    nc = await bus.connect(server.url, "bench-history")
+                    js = nc.jetstream()
+                    feed: HistoryFeed | None = None
+                    task = None
+                    if source == "index":
+                        feed, task = await start_feed(js, index_path)
+                        await caught_up(js, feed)
+                    dropped = drop_caches()
+                    first = await timed(js, make(), feed)
+                    runs = [await timed(js, make(), feed) for _ in range(ROUNDS)]
+                    secs = [r[0] for r in runs]
+                    print(f"{source:6s} {name:34s} first {first[0] * 1000:7.1f} ms   "
+                          f"p50 {statistics.median(secs) * 1000:7.1f} ms   "
+                          f"max {max(secs) * 1000:7.1f} ms   events {runs[-1][1]}   "
+                          f"{load()}")
+                    if task:
+                        await stop_feed(task)
+            print(f"({dropped}; nats-server restarted before each first query)")
             await nc.close()
         finally:
             server.stop()

@@ -165,3 +165,36 @@ async def test_batched_reads_page_through_a_long_subject_and_start_by_time(js: A
     await js.publish(subject, b"after")
     assert await history_search.read_batch(js, subject, since=middle) == [b"after"]
     assert await history_search.read_batch(js, "mailyard.history.addr.none") == []
+
+
+def _metric(q: Any, line_start: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{q.http_port}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(line_start):
+                return float(line.split()[-1])
+    return 0.0
+
+
+async def test_leader_and_standby_answer_from_their_own_index(
+        delivered: Any, start_queue: Any, tmp_path: Any) -> None:
+    """Each queue process keeps its own history index (a file in its STATE_DIR) and
+    answers from it: the standby too, with the same answer as the leader."""
+    q, env = delivered
+    standby = start_queue(wait=False, STATE_DIR=str(tmp_path / "standby"), HISTORY_DAYS="2")
+    stub = history_pb2_grpc.HistoryStub(standby.channel)
+    req = hpb.SearchRequest(address="bob@remote.test")
+    want = await q.history.Search(req, timeout=10)
+    assert [e.kind for e in want.events] == ["new", "delivery", "delivery", "done"]
+
+    async def same() -> bool:
+        return await stub.Search(req, timeout=10) == want
+
+    await wait_for(same, what="the standby's answer")
+    status, body = _http(standby, f"/api/history?id={env.queue_id}")
+    assert status == 200 and len(body["events"]) == 4
+    searches = 'mailyard_queue_history_searches_total{source="index"}'
+    for proc in (q, standby):
+        assert _metric(proc, searches) >= 1
+        assert _metric(proc, "mailyard_queue_history_index_lag_events") == 0
+    assert (tmp_path / "standby" / "history-index.db").is_file()
+    assert (tmp_path / "state" / "history-index.db").is_file()

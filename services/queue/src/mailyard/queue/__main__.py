@@ -33,6 +33,9 @@ from mailyard.core.spool import Spool
 from mailyard.queue import lost, metrics, poison, web
 from mailyard.queue.admin import QueueAdmin, Runtime
 from mailyard.queue.engine import Queue
+from mailyard.queue.history_feed import HistoryFeed
+from mailyard.queue.history_index import FILE_NAME as HISTORY_INDEX_FILE
+from mailyard.queue.history_index import HistoryIndex
 from mailyard.queue.history_search import HistoryService
 from mailyard.queue.leader import Leader, LeadershipLost
 from mailyard.queue.preprocess import Dispatcher, TodoConsumer
@@ -89,6 +92,13 @@ async def _serve(settings: Settings, stop: asyncio.Event, state_dir: StateDir) -
     await control.start(js)
     await directory.start(js)
 
+    # The history index is fed in every process, leader or standby: both answer History.
+    feed = HistoryFeed(js, HistoryIndex(settings.state_dir / HISTORY_INDEX_FILE),
+                       days=settings.history_days, batch=settings.history_index_batch,
+                       expire_every=settings.history_index_expire_interval) \
+        if settings.history_index else None
+    feeding = asyncio.create_task(feed.run(), name="history-index") if feed else None
+
     runtime = Runtime()
     app = make_app("queue", {"nats": lambda: nc.is_connected,
                              "leader": lambda: runtime.queue is not None,
@@ -96,13 +106,14 @@ async def _serve(settings: Settings, stop: asyncio.Event, state_dir: StateDir) -
                              "consumers": lambda: runtime.queue is not None
                              and all(runtime.queue.consuming.values())},
                    tokens_file=settings.tokens_file, host=settings.http_host)
-    web.mount(app, runtime, js)
+    web.mount(app, runtime, js, feed, settings.history_index_wait)
     http = HttpServer(app, settings.http_host, settings.http_port) if settings.http_port else None
     grpc_server = GrpcServer(settings.grpc_host, settings.grpc_port, [
         (queue_pb2_grpc.add_QueueServiceServicer_to_server, QueueAdmin(runtime),
          QUEUE_SERVICE),
         # history is read from JetStream: a standby answers it too
-        (history_pb2_grpc.add_HistoryServicer_to_server, HistoryService(nc, js),
+        (history_pb2_grpc.add_HistoryServicer_to_server, HistoryService(nc, js, feed,
+                                                                  settings.history_index_wait),
          service_name(history_pb2, "History"))], tokens_file=settings.tokens_file)
     await grpc_server.start()
     # a standby answers History but not QueueService: health says so per service
@@ -129,6 +140,10 @@ async def _serve(settings: Settings, stop: asyncio.Event, state_dir: StateDir) -
             await http.stop()
         if not failed:
             await leader.release()
+        if feeding:
+            feeding.cancel()
+            with contextlib.suppress(BaseException):
+                await feeding
         await control.stop()
         await directory.stop()
         spool.close()

@@ -9,6 +9,12 @@ used to be a consumer for the index and one direct get per step of each message.
 By time only: the messages' subjects from `since` on, through an ephemeral, ack-less,
 in-memory consumer (JetStream finds the start by time). Any queue process answers (leader
 or not).
+
+Those are the stream's reads (StreamSource). Each queue process also keeps the same records
+in a local index clustered for these queries (history_index.py, fed by history_feed.py),
+which answers (IndexSource) whenever it holds what the stream holds at the time of the
+query: a cold stream makes a busy sender's first search load every block of the stream.
+Both sources go through the same `answer`, so the reply does not depend on which one did.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import asyncio
 import contextlib
 import datetime
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import grpc
 import nats.errors
@@ -27,7 +33,10 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from mailyard.api.history.v1 import history_pb2 as pb
 from mailyard.api.history.v1 import history_pb2_grpc
 from mailyard.core import bus
+from mailyard.queue import metrics
 from mailyard.queue.history import NULL_SENDER, addr_subject, address_key, msg_subject
+from mailyard.queue.history_feed import HistoryFeed, decode_ref, stream_id
+from mailyard.queue.history_index import HistoryIndex
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
@@ -35,18 +44,18 @@ READERS = 32          # messages read at once for an address search
 FETCH = 1000
 MAX_STEPS = 1000     # of one message (a message retried for 30 days has ~100)
 MAX_REFS = 1_000_000  # index records of one address read for a search (oldest first)
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 
 class BadRequest(ValueError):
     """A search that cannot be answered (INVALID_ARGUMENT / HTTP 400)."""
 
 
-async def read_subject(js: JetStreamContext, subject: str, since: float = 0.0,
-                       max_msgs: int = 0,
-                       enough: Callable[[list[bytes]], bool] | None = None) -> list[bytes]:
-    """Payloads stored on `subject` (from `since`, a Unix time), oldest first; at most
-    `max_msgs` (0 = all) of the newest when more are stored. `enough(read so far)` ends
-    the read early (checked after each fetch of up to FETCH messages)."""
+async def read_chunks(js: JetStreamContext, subject: str,
+                      since: float = 0.0) -> AsyncGenerator[list[bytes]]:
+    """Payloads stored on `subject` (a wildcard may be in it) from `since` (a Unix time),
+    oldest first, a fetch of up to FETCH at a time, through an ephemeral ack-less consumer
+    (deleted when the caller stops reading)."""
     config = ConsumerConfig(
         ack_policy=AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True,
         num_replicas=1, deliver_policy=DeliverPolicy.ALL, max_waiting=1)
@@ -56,24 +65,21 @@ async def read_subject(js: JetStreamContext, subject: str, since: float = 0.0,
     try:
         sub = await js.pull_subscribe(subject, stream=bus.HISTORY_STREAM, config=config)
     except nats.js.errors.NotFoundError:
-        return []  # no stream yet: nothing recorded
-    out: list[bytes] = []
+        return  # no stream yet: nothing recorded
     try:
         pending = int((await sub.consumer_info()).num_pending or 0)
-        while len(out) < pending:
+        while pending > 0:
             try:
-                msgs = await sub.fetch(min(FETCH, pending - len(out)), timeout=5)
+                msgs = await sub.fetch(min(FETCH, pending), timeout=5)
             except (TimeoutError, nats.errors.TimeoutError):
                 break
-            out.extend(m.data for m in msgs)
-            if enough is not None and enough(out):
-                break
+            pending -= len(msgs)
+            yield [m.data for m in msgs]
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
         with contextlib.suppress(Exception):
             await js.delete_consumer(bus.HISTORY_STREAM, config.name or "")
-    return out[-max_msgs:] if max_msgs else out
 
 
 def _decode(data: bytes) -> pb.HistoryEvent | None:
@@ -141,56 +147,139 @@ async def read_batch(js: JetStreamContext, subject: str, since: float = 0.0,
     return out
 
 
-async def _message(js: JetStreamContext, queue_id: str) -> list[pb.HistoryEvent]:
-    """One message's steps (one batched direct get)."""
-    decoded = map(_decode, await read_batch(js, msg_subject(queue_id), max_msgs=MAX_STEPS))
+class StreamSource:
+    """The records as MAIL_HISTORY serves them (always complete; slow when cold)."""
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self.js = js
+
+    async def message(self, queue_id: str) -> list[bytes]:
+        """One message's steps (one batched direct get)."""
+        return await read_batch(self.js, msg_subject(queue_id), max_msgs=MAX_STEPS)
+
+    async def refs(self, address: str, since: float) -> list[tuple[str, float]]:
+        """(queue id, time) of the address's references stored from `since` on."""
+        out = []
+        for data in await read_batch(self.js, addr_subject(address), since,
+                                     max_msgs=MAX_REFS):
+            ref = decode_ref(data)
+            if ref is not None:
+                out.append((ref.queue_id, _seconds(ref.at)))
+        return out
+
+    async def steps(self, since: float) -> AsyncGenerator[list[bytes]]:
+        """Every message's steps stored from `since` on, in stream order, a fetch at a
+        time (the caller stops reading when it has enough)."""
+        async with contextlib.aclosing(read_chunks(self.js, msg_subject("*"), since)) as it:
+            async for chunk in it:
+                yield chunk
+
+
+class IndexSource:
+    """The same records from the local index (history_index.py), bounded to the stream's
+    seqs [first, last] at the time of the query: what the stream held then."""
+
+    def __init__(self, index: HistoryIndex, first: int, last: int) -> None:
+        self.index, self.first, self.last = index, first, last
+
+    async def message(self, queue_id: str) -> list[bytes]:
+        return await self.index.run(self.index.message, queue_id, self.first, self.last,
+                                    MAX_STEPS)
+
+    async def refs(self, address: str, since: float) -> list[tuple[str, float]]:
+        rows = await self.index.run(self.index.refs, address_key(address), _ns(since),
+                                    self.first, self.last, MAX_REFS)
+        return [(qid, at / 1e9) for qid, at in rows]
+
+    async def steps(self, since: float) -> AsyncGenerator[list[bytes]]:
+        after = (_ns(since), -1)
+        while True:
+            rows = await self.index.run(self.index.by_time, after, self.first, self.last,
+                                        FETCH)
+            if not rows:
+                return
+            yield [r[2] for r in rows]
+            after = (rows[-1][0], rows[-1][1])
+
+
+Source = StreamSource | IndexSource
+
+
+def _ns(since: float) -> int:
+    """A start time as JetStream compares it: to the microsecond, as read_batch and
+    read_chunks send it (the same rounding, so both sources start at the same record)."""
+    if since <= 0:
+        return 0
+    when = datetime.datetime.fromtimestamp(since, datetime.UTC)
+    return (when - EPOCH) // datetime.timedelta(microseconds=1) * 1000
+
+
+async def _message(source: Source, queue_id: str) -> list[pb.HistoryEvent]:
+    decoded = map(_decode, await source.message(queue_id))
     return [e for e in decoded if e is not None]
 
 
-async def search(js: JetStreamContext, req: pb.SearchRequest) -> pb.SearchResponse:
+async def choose(js: JetStreamContext, feed: HistoryFeed | None, wait: float) -> Source:
+    """The index when it holds everything the stream holds now (waiting up to `wait` for
+    it to get there), else the stream itself."""
+    if feed is not None:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            info = await js.stream_info(bus.HISTORY_STREAM)
+            if await feed.caught_up(stream_id(info), info.state.last_seq, wait):
+                metrics.HISTORY_SEARCHES.labels("index").inc()
+                return IndexSource(feed.index, info.state.first_seq, info.state.last_seq)
+    metrics.HISTORY_SEARCHES.labels("stream").inc()
+    return StreamSource(js)
+
+
+async def search(js: JetStreamContext, req: pb.SearchRequest, feed: HistoryFeed | None = None,
+                 wait: float = 1.0) -> pb.SearchResponse:
+    """Answer a search from the index if it has caught up, else from the stream; the
+    answer is the same either way (tests/test_history_index.py compares them)."""
     limit = check(req)
+    return await answer(await choose(js, feed, wait), req, limit)
+
+
+async def answer(source: Source, req: pb.SearchRequest, limit: int) -> pb.SearchResponse:
     since, until = _seconds(req.since), _seconds(req.until)
     if req.queue_id:
-        events = await _message(js, req.queue_id)
+        events = await _message(source, req.queue_id)
         if req.address and not any(_concerns(e, req.address) for e in events):
             events = []
         return pb.SearchResponse(events=events)
     if req.address:
         ids: dict[str, None] = {}
-        for data in await read_batch(js, addr_subject(req.address), since,
-                                     max_msgs=MAX_REFS):
-            ref = pb.AddressRef.FromString(data)
-            if not until or _seconds(ref.at) <= until:
-                ids[ref.queue_id] = None
+        for queue_id, at in await source.refs(req.address, since):
+            if not until or at <= until:
+                ids[queue_id] = None
         chosen = list(ids)[-limit:]
         gate = asyncio.Semaphore(READERS)
 
         async def one(qid: str) -> list[pb.HistoryEvent]:
             async with gate:
-                return await _message(js, qid)
+                return await _message(source, qid)
 
         events = [e for batch in await asyncio.gather(*map(one, chosen)) for e in batch]
         return pb.SearchResponse(events=events, truncated=len(ids) > len(chosen))
-    # By time: every message's steps from `since` (default: the last hour).
+    # By time: the log from `since` (default: the last hour) in stream order, until a step
+    # recorded after `until` or the first step of the (limit+1)-th message: a window that
+    # does not depend on how the records were fetched, so both sources give the same one.
     start = since or (datetime.datetime.now(datetime.UTC).timestamp() - 3600)
-
-    def enough(read: list[bytes]) -> bool:  # more than `limit` messages seen: stop reading
-        return len({e.queue_id for e in map(_decode, read) if e}) > limit
-
-    raw = await read_subject(js, msg_subject("*"), start, enough=enough)
     seen: dict[str, None] = {}
     out: list[pb.HistoryEvent] = []
-    truncated = False
-    for event in map(_decode, raw):
-        if event is None or (until and _seconds(event.at) > until):
-            continue
-        if event.queue_id not in seen:
-            if len(seen) >= limit:
-                truncated = True
-                continue
-            seen[event.queue_id] = None
-        out.append(event)
-    return pb.SearchResponse(events=out, truncated=truncated)
+    async with contextlib.aclosing(source.steps(start)) as chunks:
+        async for chunk in chunks:
+            for event in map(_decode, chunk):
+                if event is None:
+                    continue
+                if until and _seconds(event.at) > until:
+                    return pb.SearchResponse(events=out)
+                if event.queue_id not in seen:
+                    if len(seen) >= limit:
+                        return pb.SearchResponse(events=out, truncated=True)
+                    seen[event.queue_id] = None
+                out.append(event)
+    return pb.SearchResponse(events=out)
 
 
 def _concerns(event: pb.HistoryEvent, address: str) -> bool:
@@ -215,14 +304,17 @@ def matches(event: pb.HistoryEvent, req: pb.SearchRequest,
 
 
 class HistoryService(history_pb2_grpc.HistoryServicer):
-    def __init__(self, nc: object, js: JetStreamContext) -> None:
+    def __init__(self, nc: object, js: JetStreamContext, feed: HistoryFeed | None = None,
+                 wait: float = 1.0) -> None:
         self.nc = nc
         self.js = js
+        self.feed = feed
+        self.wait = wait
 
     async def Search(self, request: pb.SearchRequest,
                      context: grpc.aio.ServicerContext) -> pb.SearchResponse:
         try:
-            return await search(self.js, request)
+            return await search(self.js, request, self.feed, self.wait)
         except BadRequest as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             raise

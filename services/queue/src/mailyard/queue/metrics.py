@@ -29,3 +29,14 @@ REPAIRS = Counter("mailyard_queue_reconciler_repairs_total",
                   "withdrawn (todo notice whose spool file was "
                   "withdrawn), rebuilt (a message recorded from its spool file when a "
                   "new state was rebuilt after a failover).", ["kind"])
+HISTORY_INDEX_LAG = Gauge("mailyard_queue_history_index_lag_events",
+                          "Records of MAIL_HISTORY not yet in this process's history index "
+                          "(searches read the stream until it has caught up).")
+HISTORY_INDEX_REBUILDS = Counter("mailyard_queue_history_index_rebuilds_total",
+                                 "Times the history index started over from the stream: "
+                                 "damaged (file unusable), recreated (stream re-created), "
+                                 "purged (the stream holds nothing the index held).",
+                                 ["reason"])
+HISTORY_SEARCHES = Counter("mailyard_queue_history_searches_total",
+                           "History searches by what answered them: index, or stream (the "
+                           "index not caught up, or off).", ["source"])

@@ -55,3 +55,11 @@ class Settings(ServiceSettings):
     leader_ttl: float = Field(default=15.0, gt=0)
     # History (`mailyard log`): every step of every message kept this many days.
     history_days: float = Field(default=30.0, gt=0, le=3650)
+    # The local history index (history_index.py, a file in STATE_DIR): searches read it once
+    # it has caught up with MAIL_HISTORY. A search waits up to HISTORY_INDEX_WAIT seconds
+    # for it to reach the stream's last record, else reads the stream (as while it fills).
+    history_index: bool = True
+    history_index_wait: float = Field(default=1.0, ge=0, le=30)
+    history_index_batch: int = Field(default=1000, ge=1, le=10_000)  # records per transaction
+    # Rows older than HISTORY_DAYS are deleted this often, a bounded batch at a time.
+    history_index_expire_interval: float = Field(default=600.0, gt=0)

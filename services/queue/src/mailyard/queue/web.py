@@ -32,6 +32,7 @@ from mailyard.queue.admin import (
     stat,
 )
 from mailyard.queue.engine import Queue
+from mailyard.queue.history_feed import HistoryFeed
 from mailyard.queue.state import STATE_NAMES
 
 _STATE_BY_NAME = {name: value for value, name in STATE_NAMES.items()}
@@ -50,7 +51,8 @@ def _to_dict(message: Any) -> dict[str, Any]:
                          always_print_fields_with_no_presence=True)
 
 
-def mount(app: FastAPI, runtime: Runtime, js: JetStreamContext) -> None:
+def mount(app: FastAPI, runtime: Runtime, js: JetStreamContext,
+          feed: HistoryFeed | None = None, wait: float = 1.0) -> None:
     def queue() -> Queue:
         if runtime.queue is None:
             raise HTTPException(503, "standby: this queue process is not the leader")
@@ -106,6 +108,6 @@ def mount(app: FastAPI, runtime: Runtime, js: JetStreamContext) -> None:
                 getattr(req, field).FromDatetime(
                     when if when.tzinfo else when.replace(tzinfo=UTC))
         try:
-            return _to_dict(await history_search.search(js, req))
+            return _to_dict(await history_search.search(js, req, feed, wait))
         except history_search.BadRequest as exc:
             raise HTTPException(400, str(exc)) from None
