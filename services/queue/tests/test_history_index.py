@@ -273,3 +273,30 @@ async def _wait(cond: Callable[[], bool], what: str, timeout: float = 30.0) -> N
 async def _caught_up(js: Any, feed: HistoryFeed) -> None:
     info = await js.stream_info(bus.HISTORY_STREAM)
     assert await feed.caught_up(stream_id(info), info.state.last_seq, 30)
+
+
+async def test_the_feed_carries_on_after_nats_server_restarts(js: Any, running: Any,
+                                                              nats_server: Any) -> None:
+    """The feed's consumer lives in nats-server's memory: after a restart it is gone, and
+    the feed makes a new one from the last stored seq."""
+    await record(js, 5, tag="before")
+    feed = await running().caught_up()
+    nats_server.stop()
+    nats_server.start()
+    await _wait_async(lambda: js.stream_info(bus.HISTORY_STREAM), "the client reconnected")
+    after = await record(js, 5, tag="after")
+    await _caught_up(js, feed)
+    assert feed.read == 10 * 6  # nothing read twice
+    resp = await both(js, feed, hpb.SearchRequest(address=BUSY))
+    assert {e.queue_id for e in resp.events} >= set(after)
+
+
+async def _wait_async(step: Callable[[], Any], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await step()
+            return
+        except Exception:
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.1)

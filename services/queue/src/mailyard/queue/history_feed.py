@@ -211,9 +211,14 @@ class HistoryFeed:
         try:
             while True:
                 now = time.monotonic()
-                if outstanding <= 0 or now - asked > EXPIRES + 2:  # done, or lost
+                if outstanding <= 0:
                     await nc.publish(next_subject, request, reply=inbox)
                     outstanding, asked = self.batch, now
+                elif now - asked > EXPIRES + 2 and not arrived and not statuses:
+                    # a request always ends in records or a status by EXPIRES: silence
+                    # means the consumer is gone (nats-server restarted): start again
+                    log.warning("history index feed: no answer from the stream; again")
+                    return
                 if not arrived and not statuses:
                     wake.clear()
                     with contextlib.suppress(TimeoutError):
