@@ -27,6 +27,7 @@ from mailyard.queue.history_search import (
     answer,
     check,
     choose,
+    search,
 )
 
 BUSY = "Busy@Sender.test"
@@ -300,3 +301,33 @@ async def _wait_async(step: Callable[[], Any], what: str, timeout: float = 30.0)
         except Exception:
             assert time.monotonic() < deadline, f"timed out waiting for {what}"
             await asyncio.sleep(0.1)
+
+
+async def test_a_file_damaged_under_an_open_index_falls_back_and_is_rebuilt(
+        js: Any, running: Any, tmp_path: Path) -> None:
+    """Pages damaged on disk that opening does not read: the search that meets them is
+    answered from the stream, and the feed starts the index over."""
+    ids = await record(js, 300)
+    first = running()
+    await first.caught_up()
+    await first.stop()  # closed: everything is in the main file (no WAL left)
+    path = tmp_path / "state" / FILE_NAME
+    size = path.stat().st_size
+    with open(path, "r+b") as f:  # the second half: leaves of the tables, not their roots
+        f.seek(size // 2)
+        f.write(b"\xa5" * (size - size // 2))
+    damaged, from_stream = _rebuilds("damaged"), _searches("stream")
+    feed = await running().caught_up()  # opening reads the schema and meta pages only
+    req = hpb.SearchRequest(address=BUSY, limit=1000)
+    resp = await search(js, req, feed)
+    assert resp == await answer(StreamSource(js), req, 1000)
+    assert {e.queue_id for e in resp.events} == set(ids)
+    assert _searches("stream") == from_stream + 1  # the index failed; the stream answered
+    await _wait(lambda: _rebuilds("damaged") == damaged + 1, "the index started over")
+    await _caught_up(js, feed)
+    assert await search(js, req, feed) == resp
+    assert _searches("stream") == from_stream + 1  # the rebuilt index answered
+
+
+def _searches(source: str) -> float:
+    return metrics.HISTORY_SEARCHES.labels(source)._value.get()

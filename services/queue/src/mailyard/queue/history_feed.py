@@ -97,6 +97,7 @@ class HistoryFeed:
         self.opened = False
         self.first_seq = 0  # the stream's, at the last look
         self.read = 0  # records read from the stream by this feed
+        self.broken: Exception | None = None  # what a search found wrong with the file
 
     # -- what searches ask -----------------------------------------------------------------
 
@@ -104,7 +105,7 @@ class HistoryFeed:
         """True once the index holds the stream `stream` up to `last_seq`; False if that
         takes longer than `wait` seconds (the search then reads the stream)."""
         deadline = time.monotonic() + wait
-        while not (self.opened and self.index.stream == stream
+        while not (self.opened and self.broken is None and self.index.stream == stream
                    and self.index.last_seq >= last_seq):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -112,6 +113,14 @@ class HistoryFeed:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._progress.wait(), remaining)
         return True
+
+    def damaged(self, exc: Exception) -> None:
+        """A search could not read the index: the feed starts it over (searches read the
+        stream until it has caught up again)."""
+        if self.broken is None:
+            log.warning("history index unreadable: %s", exc)
+            self.broken = exc
+            self._advanced()
 
     def _advanced(self) -> None:
         self._progress.set()
@@ -150,7 +159,7 @@ class HistoryFeed:
         metrics.HISTORY_INDEX_REBUILDS.labels(reason).inc()
         self.opened = False
         await self.index.run(self.index.reset)
-        self.opened = True
+        self.opened, self.broken = True, None
         self._advanced()
 
     async def _mismatch(self, info: StreamInfo) -> str:
@@ -235,6 +244,8 @@ class HistoryFeed:
                 if any(code in ("404", "408") for code in ended):
                     outstanding = 0  # that request is over
                 self.read += len(msgs)
+                if self.broken is not None:
+                    raise sqlite3.DatabaseError(f"a search failed: {self.broken}")
                 if msgs:
                     rows, last, consumer_seq, pending, gap = rows_of(msgs, consumer_seq)
                     if last:

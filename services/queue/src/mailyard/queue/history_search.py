@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import datetime
 import json
+import sqlite3
 from collections.abc import AsyncGenerator, AsyncIterator
 
 import grpc
@@ -237,7 +238,15 @@ async def search(js: JetStreamContext, req: pb.SearchRequest, feed: HistoryFeed 
     """Answer a search from the index if it has caught up, else from the stream; the
     answer is the same either way (tests/test_history_index.py compares them)."""
     limit = check(req)
-    return await answer(await choose(js, feed, wait), req, limit)
+    source = await choose(js, feed, wait)
+    if feed is None or isinstance(source, StreamSource):
+        return await answer(source, req, limit)
+    try:
+        return await answer(source, req, limit)
+    except sqlite3.DatabaseError as exc:  # a page damaged under the open file
+        feed.damaged(exc)  # the feed starts the index over; meanwhile, the stream
+        metrics.HISTORY_SEARCHES.labels("stream").inc()
+        return await answer(StreamSource(js), req, limit)
 
 
 async def answer(source: Source, req: pb.SearchRequest, limit: int) -> pb.SearchResponse:
