@@ -59,8 +59,10 @@ def signed(keys: KeyDir, message: bytes) -> bytes:
 
 def parse_ar(message: bytes) -> authres.AuthenticationResultsHeader:
     head = message.split(b"\r\n\r\n")[0].decode()
-    fields = [f for f in head.replace("\r\n\t", " ").split("\r\n")
-              if f.lower().startswith("authentication-results:")]
+    fields = [f for f in head.replace("\r\n\t", " ").split("\r\n")  # ours, not a hop's
+              if f.lower().startswith("authentication-results:")
+              and not f.lower().startswith(("authentication-results: fwd.test;",
+                                            "authentication-results: slowkey.test;"))]
     assert len(fields) == 1, fields
     return authres.AuthenticationResultsHeader.parse(fields[0])
 
@@ -178,3 +180,53 @@ async def test_dkim_and_dmarc(make_ingress: MakeIngress, js: Any,
     zone[0].silent.add("_dmarc.soft.test")
     assert (await send(ingress, "a@soft.test", body("soft.test"))).startswith("250 ok")
     assert results(parse_ar(last(ingress, 4)))["dmarc"] == ["temperror"]
+
+
+def sealed(keys: KeyDir, message: bytes, domain: str = "fwd.test") -> bytes:
+    """`message` as a forwarder would pass it on: its own A-R, then an ARC set over it."""
+    key = keys.find(domain, "arc")
+    message = f"Authentication-Results: {domain}; dkim=pass header.d=signed.test\r\n" \
+        .encode() + message
+    return b"".join(dkim.arc_sign(message, b"arc", domain.encode(), key.private,
+                                  domain.encode())) + message
+
+
+async def test_arc_chain_recorded(make_ingress: MakeIngress, js: Any,
+                                  zone: tuple[DnsServer, KeyDir]) -> None:
+    dns, keys = zone
+    keys.create("fwd.test", "arc", "rsa")
+    keys.create("slowkey.test", "arc", "rsa")
+    dns.publish_dkim(keys)
+    dns.silent.add("arc._domainkey.slowkey.test")
+    ingress = await _ingress(make_ingress, js, dns)
+    before = {r: AUTH_VERDICTS.labels("arc", r)._value.get()
+              for r in ("pass", "fail", "temperror")}
+    # a list changed the subject (the author's DKIM breaks) and sealed what it saw
+    message = sealed(keys, signed(keys, body("none.test")).replace(b"Subject: t",
+                                                                  b"Subject: [list] t"))
+    assert (await send(ingress, "a@pass.test", message)).startswith("250 ok")
+    header = parse_ar(last(ingress, 1))
+    assert results(header)["dkim"] == ["fail"] and results(header)["arc"] == ["pass"]
+    arc = next(r for r in header.results if r.method == "arc")
+    assert {(p.type, p.name, p.value) for p in arc.properties} >= {
+        ("header", "ams-d", "fwd.test"), ("header", "as-d", "fwd.test")}
+    # changed after the seal: the chain fails
+    assert (await send(ingress, "a@pass.test", message.replace(b"hello", b"HELLO"))
+            ).startswith("250 ok")
+    assert results(parse_ar(last(ingress, 2)))["arc"] == ["fail"]
+    # no ARC set: nothing is said about ARC
+    assert (await send(ingress, "a@pass.test", body("none.test"))).startswith("250 ok")
+    assert "arc" not in results(parse_ar(last(ingress, 3)))
+    # the sealer's key cannot be read in time: temperror, accepted
+    assert (await send(ingress, "a@pass.test", sealed(keys, body("none.test"),
+                                                      "slowkey.test"))).startswith("250 ok")
+    assert results(parse_ar(last(ingress, 4)))["arc"] == ["temperror"]
+    # a message stuffed with ARC sets fails without a lookup per set
+    asked = len(dns.queries)
+    stuffed = b"".join(b"ARC-Seal: i=%d; a=rsa-sha256; cv=pass; d=x%d.test; s=s; b=AAAA\r\n"
+                       % (i, i) for i in range(20, 0, -1)) + body("none.test")
+    assert (await send(ingress, "a@pass.test", stuffed)).startswith("250 ok")
+    assert results(parse_ar(last(ingress, 5)))["arc"] == ["fail"]
+    assert not any("_domainkey.x" in str(q) for q in dns.queries[asked:])
+    after = {r: AUTH_VERDICTS.labels("arc", r)._value.get() - before[r] for r in before}
+    assert after == {"pass": 1, "fail": 2, "temperror": 1}

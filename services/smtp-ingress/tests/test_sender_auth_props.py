@@ -64,3 +64,39 @@ def test_rewrite_subject_leaves_one_subject(fields: list[tuple[bytes, bytes]], b
     assert out.endswith(b"\r\n" + body)
     head = out[:len(out) - len(body) - 2]
     assert sum(line.lower().startswith(b"subject:") for line in head.split(b"\r\n")) == 1
+
+
+class _NoKeys:
+    """DNS that knows no key: what the ARC verifier may ask while it reads hostile sets."""
+    timeout = 1.0
+
+    def dkim_key_sync(self, name: bytes, timeout: float = 5) -> bytes | None:
+        return None
+
+
+arc_names = st.sampled_from([b"ARC-Seal", b"ARC-Message-Signature",
+                             b"ARC-Authentication-Results", b"arc-seal", b"Subject"])
+arc_values = st.one_of(values, st.builds(
+    lambda i, cv, rest: b" i=%d; a=rsa-sha256; cv=%s; d=x.test; s=s; %s" % (i, cv, rest),
+    st.integers(min_value=-2, max_value=60), st.sampled_from([b"none", b"pass", b"fail", b""]),
+    st.binary(max_size=40).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(arc_names, arc_values), max_size=8), st.binary(max_size=100))
+def test_arc_validation_of_hostile_sets_always_has_a_result(
+        fields: list[tuple[bytes, bytes]], body: bytes) -> None:
+    import asyncio
+
+    from mailyard.smtp_ingress.arc_verify import RESULTS, ArcVerifier, seals
+    head = b"".join(n + b":" + v + b"\r\n" for n, v in fields)
+    verifier = ArcVerifier(_NoKeys())  # type: ignore[arg-type]
+    try:
+        result = asyncio.run(verifier.verify(head + b"\r\n" + body, seals(head.lower())))
+    finally:
+        verifier.close()
+    if seals(head.lower()) == 0:
+        assert result is None
+    else:
+        assert result is not None and result.result in RESULTS
+        assert result.result != "pass"        # nothing here is validly sealed

@@ -78,6 +78,20 @@ class AuthDns:
         records = await self.txt(name.decode("ascii", "replace"))
         return records[0] if records else None
 
+    def dkim_key_sync(self, name: bytes, timeout: float = 5) -> bytes | None:
+        """dkim_key for dkimpy's synchronous verifiers (ARC), in a worker thread."""
+        try:
+            answer = self.sync_resolver.resolve(name.decode("ascii", "replace"), "TXT",
+                                                lifetime=min(timeout, self.timeout))
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            return None
+        except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
+            raise TempError(type(exc).__name__) from None
+        except dns.exception.DNSException:
+            return None
+        records = [b"".join(r.strings) for r in answer]
+        return records[0] if records else None
+
     def spf_lookup(self, name: str, qtype: str, strict: object = True,
                    timeout: float = 30) -> list[tuple[tuple[str, str], object]]:
         """pyspf's DNSLookup driver (same shape as its dnspython one), on our resolver."""

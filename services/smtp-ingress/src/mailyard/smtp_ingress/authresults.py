@@ -6,9 +6,11 @@ from __future__ import annotations
 import re
 
 import authres
+import authres.arc
 import authres.dmarc
 
 from mailyard.smtp_ingress import headers
+from mailyard.smtp_ingress.arc_verify import ArcResult
 from mailyard.smtp_ingress.dkim_verify import DkimResult
 from mailyard.smtp_ingress.dmarc_eval import DmarcResult
 from mailyard.smtp_ingress.spf_check import SpfResult
@@ -22,7 +24,8 @@ def _safe(value: str) -> str | None:
 
 
 def header(authserv_id: str, spf: SpfResult | None, spf_helo: SpfResult | None,
-           dkims: list[DkimResult], dmarc: DmarcResult | None) -> bytes:
+           dkims: list[DkimResult], dmarc: DmarcResult | None,
+           arc: ArcResult | None = None) -> bytes:
     results: list[authres.AuthenticationResult] = []
     if spf is not None:
         if spf.identity == "mailfrom":
@@ -43,6 +46,12 @@ def header(authserv_id: str, spf: SpfResult | None, spf_helo: SpfResult | None,
         results.append(authres.dmarc.DMARCAuthenticationResult(
             result=dmarc.result, header_from=_safe(dmarc.domain),
             policy=dmarc.policy if dmarc.result == "fail" else None))
+    if arc is not None:
+        results.append(authres.arc.ARCAuthenticationResult(
+            result=arc.result, header_ams_d=_safe(arc.ams_domain),
+            header_ams_s=_safe(arc.ams_selector), header_as_d=_safe(arc.seal_domain),
+            header_as_s=_safe(arc.seal_selector),
+            header_oldest_pass=str(arc.oldest_pass) if arc.oldest_pass else None))
     text = str(authres.AuthenticationResultsHeader(authserv_id=authserv_id,
                                                    results=results))
     return text.replace("; ", ";\r\n\t").encode("utf-8", "replace") + b"\r\n"

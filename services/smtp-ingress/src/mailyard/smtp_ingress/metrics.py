@@ -30,7 +30,7 @@ DKIM_SIGNED = Counter(
     "domain without a signing key), long_line (refused: a line over 998 octets).", ["result"])
 AUTH_VERDICTS = Counter(
     "mailyard_smtp_sender_auth", "Checks of mail from outside by mechanism (spf, spf_helo, "
-    "dkim, dmarc, nullmx) and result (RFC 8601 results; dmarc also 'rejected').",
+    "dkim, dmarc, arc, nullmx) and result (RFC 8601 results; dmarc also 'rejected').",
     ["mechanism", "result"])
 GREYLIST = Counter(
     "mailyard_smtp_greylist", "Greylisting decisions per RCPT: new and early (451), passed "
@@ -71,6 +71,7 @@ SENDER_AUTH_RESULTS = {
     "spf_helo": ("pass", "fail", "softfail", "neutral", "none", "temperror", "permerror"),
     "dkim": ("pass", "fail", "none", "temperror", "permerror"),
     "dmarc": ("pass", "fail", "none", "temperror", "permerror", "rejected"),
+    "arc": ("pass", "fail", "temperror"),   # counted only for mail that carries ARC
     "nullmx": ("fail", "temperror"),
 }
 for _mechanism, _results in SENDER_AUTH_RESULTS.items():

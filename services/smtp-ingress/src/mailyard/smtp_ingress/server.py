@@ -27,6 +27,7 @@ from mailyard.core.identity import Identity
 from mailyard.core.metrics import set_build
 from mailyard.core.spool import Spool
 from mailyard.smtp_ingress import policy, proxy_protocol, replies
+from mailyard.smtp_ingress.arc_verify import ArcVerifier
 from mailyard.smtp_ingress.authdns import AuthDns
 from mailyard.smtp_ingress.dkim_sign import Signer
 from mailyard.smtp_ingress.dnsbl import Dns
@@ -71,6 +72,7 @@ class Ingress:
         self.dnsbl = Dns(settings, self.control)
         self.signer = Signer(settings.dkim_dir) if settings.dkim_dir else None
         self.authdns = AuthDns(settings) if settings.sender_auth else None
+        self.arc = ArcVerifier(self.authdns) if self.authdns else None
         self.greylist = Greylist()
         self.rspamd = RspamdClient(settings.rspamd_timeout)
         self.spf = SpfChecker(settings.spf_threads, settings.spf_pending,
@@ -266,6 +268,8 @@ class Ingress:
         await self.relay.close()
         if self.spf is not None:
             self.spf.close()
+        if self.arc is not None:
+            self.arc.close()
         await self.rspamd.close()
         if self.nc is not None:
             with contextlib.suppress(Exception):

@@ -3,13 +3,14 @@ result (with SPF's from MAIL) becomes our one Authentication-Results header, and
 ones claiming our authserv-id are removed first. control/dmarcpolicy: "reject" (default)
 refuses a DMARC fail whose policy is p=reject with 550 5.7.1; "tag" only records it.
 temperror (a DNS timeout) never rejects. Mail of our own users gets no checks and no
-header, but a forged A-R with our id is removed from it as well."""
+header, but a forged A-R with our id is removed from it as well. An ARC chain, when the
+message has one, is validated and recorded (arc_verify), never acted on."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mailyard.smtp_ingress import authresults, dkim_verify, dmarc_eval, replies
+from mailyard.smtp_ingress import arc_verify, authresults, dkim_verify, dmarc_eval, replies
 from mailyard.smtp_ingress.dkim_sign import from_domain
 from mailyard.smtp_ingress.metrics import AUTH_VERDICTS
 from mailyard.smtp_ingress.policy import ACCEPT, Verdict
@@ -30,14 +31,23 @@ async def check(s: Session) -> Verdict:
         return ACCEPT
     # a message streamed to a spill file is read back only if it carries a signature
     header = tx.body.header()
-    signed = header is None or b"dkim-signature" in header.lower()
+    lower = header.lower() if header is not None else b""
+    sets = arc_verify.seals(lower)
+    signed = header is None or b"dkim-signature" in lower or sets > 0
     message = await tx.body.whole() if signed or header is None else header
     dkims = await dkim_verify.verify(message, resolver)
     for d in dkims or [dkim_verify.DkimResult("none")]:
         AUTH_VERDICTS.labels("dkim", d.result).inc()
     dmarc = await dmarc_eval.evaluate(resolver, from_domain(message), tx.spf, dkims)
     AUTH_VERDICTS.labels("dmarc", dmarc.result).inc()
-    tx.auth_results = authresults.header(me, tx.spf, tx.spf_helo, dkims, dmarc)
+    arc = None
+    if s.app.arc is not None:
+        if header is None:   # a header section past the head: count its seals in full
+            sets = arc_verify.seals(message.split(b"\r\n\r\n", 1)[0].lower())
+        arc = await s.app.arc.verify(message, sets)
+        if arc is not None:
+            AUTH_VERDICTS.labels("arc", arc.result).inc()
+    tx.auth_results = authresults.header(me, tx.spf, tx.spf_helo, dkims, dmarc, arc)
     if dmarc.result == "fail" and dmarc.policy == "reject" and \
             s.app.policy_word("dmarcpolicy", "reject") == "reject":
         AUTH_VERDICTS.labels("dmarc", "rejected").inc()
