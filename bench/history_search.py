@@ -125,24 +125,32 @@ async def caught_up(js: object, feed: HistoryFeed) -> None:
 async def live_cost(nc: object, js: object, index_path: Path) -> str:
     """CPU of this process while the queue's Recorder records at a steady rate, without
     and with a feed running (the difference is the feed's cost per record, live: small
-    batches, as in a queue process)."""
-    cpu = []
+    batches, as in a queue process). Also the event loop's thread alone: the SQLite work
+    runs on the index's own thread, mostly outside the GIL, so it does not take from the
+    one core a queue leader's loop is limited to (docs/architecture.md, "Beyond one queue
+    leader")."""
+    cpu, loop = [], []
     for with_feed in (False, True):
         task = None
         if with_feed:
             feed, task = await start_feed(js, index_path)
             await caught_up(js, feed)
-        before = time.process_time()
+        before, before_loop = time.process_time(), time.thread_time()
         await record(nc, js, LIVE_EVENTS, pace=LIVE_RATE)
         if task:
             await caught_up(js, feed)
-            await stop_feed(task)
         cpu.append(time.process_time() - before)
+        loop.append(time.thread_time() - before_loop)
+        if task:
+            await stop_feed(task)
     records = LIVE_EVENTS // 4 * 6
     per = (cpu[1] - cpu[0]) / records * 1e6
+    per_loop = (loop[1] - loop[0]) / records * 1e6
     return (f"live: {records:,} records at ~{LIVE_RATE // 4 * 6:,}/s: process CPU "
             f"{cpu[0]:.2f} s without the feed, {cpu[1]:.2f} s with it: {per:.1f} us per "
-            f"record, {per * 6:.0f} us per message of 6 records")
+            f"record, {per * 6:.0f} us per message of 6 records; on the event loop's thread "
+            f"{loop[0]:.2f} -> {loop[1]:.2f} s: {per_loop:.1f} us per record, "
+            f"{per_loop * 6:.0f} us per message")
 
 
 async def main(events: int) -> None:
