@@ -329,3 +329,21 @@ async def test_a_file_damaged_under_an_open_index_falls_back_and_is_rebuilt(
 
 def _searches(source: str) -> float:
     return metrics.HISTORY_SEARCHES.labels(source)._value.get()
+
+
+async def test_an_index_that_cannot_be_opened_leaves_searches_to_the_stream(
+        js: Any, running: Any, tmp_path: Path) -> None:
+    """No room, no permission (here: a directory where the file goes) is no damage: nothing
+    is deleted, searches read the stream, and the feed opens the file once it can."""
+    ids = await record(js, 3)
+    path = tmp_path / "state" / FILE_NAME
+    path.mkdir(parents=True)
+    damaged = _rebuilds("damaged")
+    r = running()
+    await asyncio.sleep(0.5)
+    assert isinstance(await choose(js, r.feed, wait=0.5), StreamSource)
+    assert path.is_dir() and not r.task.done() and _rebuilds("damaged") == damaged
+    path.rmdir()
+    feed = await r.caught_up()
+    resp = await both(js, feed, hpb.SearchRequest(address=BUSY))
+    assert {e.queue_id for e in resp.events} == set(ids)

@@ -130,14 +130,16 @@ class HistoryFeed:
 
     async def run(self) -> None:
         """For the life of the process; never raises but CancelledError."""
-        if await self.index.run(self.index.open):
-            metrics.HISTORY_INDEX_REBUILDS.labels("damaged").inc()
-        self.opened = True
+        with contextlib.suppress(Exception):  # no room, no permission: _follow again
+            await self._open()
         expiring = asyncio.create_task(self._expire_forever(), name="history-expire")
         try:
             while True:
                 try:
                     await self._follow()
+                except sqlite3.OperationalError as exc:  # disk full, I/O error: not damage
+                    log.warning("history index: %s; again in 2 s", exc)
+                    await asyncio.sleep(2.0)
                 except sqlite3.DatabaseError as exc:  # damaged while open
                     with contextlib.suppress(sqlite3.Error, OSError):
                         await self._start_over("damaged", exc)
@@ -153,6 +155,17 @@ class HistoryFeed:
             with contextlib.suppress(BaseException):
                 await expiring
             await self.index.aclose()
+
+    async def _open(self) -> None:
+        """Open the file (a damaged one is replaced by an empty one, counted)."""
+        try:
+            if await self.index.run(self.index.open):
+                metrics.HISTORY_INDEX_REBUILDS.labels("damaged").inc()
+        except Exception as exc:
+            log.warning("history index %s cannot be opened: %s", self.index.path, exc)
+            raise
+        self.opened, self.broken = True, None
+        self._advanced()
 
     async def _start_over(self, reason: str, why: object) -> None:
         log.warning("history index starts over (%s: %s)", reason, why)
@@ -173,8 +186,8 @@ class HistoryFeed:
 
     async def _follow(self) -> None:
         """Read from the index's last seq on until something needs a new start."""
-        if not self.opened:  # a start over that failed (disk full?): try it again
-            await self._start_over("damaged", "not open")
+        if not self.opened:  # an open or start over that failed (disk full?): again
+            await self._open()
         info = await self.js.stream_info(bus.HISTORY_STREAM)
         self.first_seq = info.state.first_seq
         reason = await self._mismatch(info)

@@ -66,10 +66,14 @@ class HistoryIndex:
     # -- opening, and starting over ---------------------------------------------------
 
     def open(self) -> bool:
-        """Open the file; a damaged or foreign one is replaced by an empty one (True)."""
+        """Open the file; a damaged or foreign one is replaced by an empty one (True).
+        OperationalError (no room, no permission, an I/O error) is no damage: raised."""
+        self.close()
         try:
             self._connect()
             return False
+        except sqlite3.OperationalError:
+            raise
         except sqlite3.DatabaseError as exc:
             log.warning("history index %s unusable (%s): starting it over", self.path, exc)
             self.reset()

@@ -243,8 +243,9 @@ async def search(js: JetStreamContext, req: pb.SearchRequest, feed: HistoryFeed 
         return await answer(source, req, limit)
     try:
         return await answer(source, req, limit)
-    except sqlite3.DatabaseError as exc:  # a page damaged under the open file
-        feed.damaged(exc)  # the feed starts the index over; meanwhile, the stream
+    except sqlite3.Error as exc:  # a page damaged under the open file, an I/O error
+        if not isinstance(exc, sqlite3.OperationalError):
+            feed.damaged(exc)  # damage: the feed starts the index over
         metrics.HISTORY_SEARCHES.labels("stream").inc()
         return await answer(StreamSource(js), req, limit)
 
