@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -14,7 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.errors import ServiceUnavailableError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from mailyard.api.queue.v1 import queue_pb2
 from mailyard.core import bus
@@ -79,7 +80,17 @@ class Queue:
                                       max_ack_pending=10_000)
             return await self.js.pull_subscribe(subject, durable=durable, stream=stream)
 
-        sub = await bind()
+        self.consuming[durable] = False  # readiness: not before the consumer is bound
+        while True:
+            try:
+                sub = await bind()
+                break
+            except NotFoundError as exc:  # its stream deleted between start and bind
+                log.warning("%s not bound (%s): creating the mail streams again", durable, exc)
+                with contextlib.suppress(Exception):
+                    await bus.ensure_mail_streams(self.js)
+                await asyncio.sleep(0.5)
+        self.consuming[durable] = True
         busy = False  # the last pull brought something (see consumer.pull)
         while True:
             try:
