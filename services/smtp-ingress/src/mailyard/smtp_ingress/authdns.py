@@ -9,6 +9,10 @@ SPF evaluations waiting for that pool is bounded.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import dns.asyncresolver
 import dns.exception
 import dns.nameserver
@@ -22,6 +26,11 @@ CACHE_ENTRIES = 20000
 
 class TempError(Exception):
     """A DNS timeout or server failure: the answer is unknown (never a reason to reject)."""
+
+
+class CacheMiss(Exception):
+    """An SPF lookup not answered from the cache while pyspf runs on the event loop
+    (spf_check tries there first): the evaluation goes to the thread pool instead."""
 
 
 def _configure(resolver: dns.resolver.BaseResolver, servers: list[tuple[str, int]],
@@ -47,6 +56,23 @@ class AuthDns:
         # pyspf looks names up through its module-level DNSLookup; this process has one
         # set of resolver settings, so pointing it at ours is process-wide by design.
         spf.DNSLookup = self.spf_lookup
+        # An SPF evaluation whose answers are all cached needs no thread: spf_check runs it
+        # on the event loop first, with lookups answered by this resolver, which shares the
+        # cache and has no server, so a miss raises at once instead of blocking the loop.
+        self.cache_only = dns.resolver.Resolver(configure=False)
+        self.cache_only.nameservers = []
+        self.cache_only.cache = self.sync_resolver.cache
+        self._here = threading.local()
+
+    @contextmanager
+    def from_cache(self) -> Iterator[None]:
+        """pyspf's lookups in this thread, while in the block, come from the cache only
+        (a miss raises CacheMiss)."""
+        self._here.cache_only = True
+        try:
+            yield
+        finally:
+            self._here.cache_only = False
 
     async def txt(self, name: str) -> list[bytes]:
         """TXT strings of a name, each record's strings joined; [] when none.
@@ -96,12 +122,15 @@ class AuthDns:
                    timeout: float = 30) -> list[tuple[tuple[str, str], object]]:
         """pyspf's DNSLookup driver (same shape as its dnspython one), on our resolver."""
         out: list[tuple[tuple[str, str], object]] = []
+        cache_only = getattr(self._here, "cache_only", False)
+        resolver = self.cache_only if cache_only else self.sync_resolver
         try:
-            answer = self.sync_resolver.resolve(name, qtype, lifetime=min(timeout,
-                                                                            self.timeout))
+            answer = resolver.resolve(name, qtype, lifetime=min(timeout, self.timeout))
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             return out
         except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
+            if cache_only:  # the cache-only resolver has no server to fail
+                raise CacheMiss(name) from None
             raise spf.TempError(f"DNS {type(exc).__name__}") from None
         for rdata in answer:
             if qtype in ("A", "AAAA"):

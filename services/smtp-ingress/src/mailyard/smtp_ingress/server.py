@@ -76,7 +76,8 @@ class Ingress:
         self.greylist = Greylist()
         self.rspamd = RspamdClient(settings.rspamd_timeout)
         self.spf = SpfChecker(settings.spf_threads, settings.spf_pending,
-                              settings.auth_dns_timeout) if settings.sender_auth else None
+                              settings.auth_dns_timeout, self.authdns.from_cache
+                              ) if self.authdns is not None else None
         self.tls_context: ssl.SSLContext | None = server_context(
             settings.tls_cert, settings.tls_key, settings.tls_dir, self.me())
         self.limits = ConnectionLimits(settings.max_connections, settings.max_per_ip)

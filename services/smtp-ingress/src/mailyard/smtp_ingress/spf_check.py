@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import spf
+
+from mailyard.smtp_ingress.authdns import CacheMiss
 
 log = logging.getLogger(__name__)
 RESULTS = ("pass", "fail", "softfail", "neutral", "none", "temperror", "permerror")
@@ -28,10 +32,16 @@ class SpfResult:
 
 
 class SpfChecker:
-    def __init__(self, threads: int, pending: int, timeout: float) -> None:
+    def __init__(self, threads: int, pending: int, timeout: float,
+                 from_cache: Callable[[], AbstractContextManager[None]] | None = None) -> None:
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="spf")
         self.slots = asyncio.Semaphore(pending)
         self.timeout = timeout
+        # AuthDns.from_cache: an evaluation whose lookups are all in the resolver's cache
+        # (repeat senders, the HELO of a known client) runs on the event loop; handing it
+        # to the pool and back cost more CPU than the evaluation itself (bench.sender_auth:
+        # two evaluations 0.2 ms inline, 0.65-0.9 ms through the pool)
+        self.from_cache = from_cache
 
     async def check(self, ip: str, sender: str, helo: str) -> SpfResult:
         """SPF for MAIL FROM (postmaster@HELO for the null sender, RFC 7208 2.4)."""
@@ -48,6 +58,17 @@ class SpfChecker:
 
     async def _run(self, ip: str, sender: str, helo: str, identity: str,
                    domain: str) -> SpfResult:
+        if self.from_cache is not None:
+            try:
+                with self.from_cache():
+                    result, explanation = self._evaluate(ip, sender, helo)
+                return SpfResult(result if result in RESULTS else "permerror", domain,
+                                 identity, explanation)
+            except CacheMiss:
+                pass  # a lookup needs the network: in the pool, off the event loop
+            except Exception as exc:  # a pyspf bug must not fail the session
+                log.warning("spf evaluation failed: %s", type(exc).__name__)
+                return SpfResult("temperror", domain, identity, "SPF evaluation failed")
         if self.slots.locked():
             return SpfResult("temperror", domain, identity, "too many SPF checks waiting")
         async with self.slots:
