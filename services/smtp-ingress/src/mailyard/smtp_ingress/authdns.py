@@ -15,7 +15,10 @@ from contextlib import contextmanager
 
 import dns.asyncresolver
 import dns.exception
+import dns.name
 import dns.nameserver
+import dns.rdataclass
+import dns.rdatatype
 import dns.resolver
 import spf
 
@@ -118,11 +121,25 @@ class AuthDns:
         records = [b"".join(r.strings) for r in answer]
         return records[0] if records else None
 
+    def _in_cache(self, name: str, qtype: str) -> bool:
+        """An answer, or a cached NXDOMAIN (dnspython keeps those under ANY), is there."""
+        cache = self.sync_resolver.cache
+        try:
+            qname = dns.name.from_text(name)
+            rdtype = dns.rdatatype.from_text(qtype)
+        except dns.exception.DNSException:
+            return True  # a bad name: resolve() says so, without the network
+        return cache is not None and any(
+            cache.get((qname, t, dns.rdataclass.IN)) is not None
+            for t in (rdtype, dns.rdatatype.ANY))
+
     def spf_lookup(self, name: str, qtype: str, strict: object = True,
                    timeout: float = 30) -> list[tuple[tuple[str, str], object]]:
         """pyspf's DNSLookup driver (same shape as its dnspython one), on our resolver."""
         out: list[tuple[tuple[str, str], object]] = []
         cache_only = getattr(self._here, "cache_only", False)
+        if cache_only and not self._in_cache(name, qtype):
+            raise CacheMiss(name)  # before dnspython builds a query it cannot send
         resolver = self.cache_only if cache_only else self.sync_resolver
         try:
             answer = resolver.resolve(name, qtype, lifetime=min(timeout, self.timeout))
