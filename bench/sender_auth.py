@@ -50,7 +50,7 @@ from pathlib import Path
 
 from bench.run import Paused
 from bench.smtpload import run_load
-from mailyard.cli.platform import Platform, default_ingress_replicas, free_ports
+from mailyard.cli.platform import Platform, default_ingress_replicas, free_ports, spawn_supervised
 from mailyard.core.dkimkeys import DkimKey, KeyDir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,7 +126,8 @@ class DnsChild:
     def __init__(self, zone: dict[str, dict[str, list[str]]], folder: Path) -> None:
         path = folder / "zone.json"
         path.write_text(json.dumps(zone))
-        self.proc = subprocess.Popen([sys.executable, "-c", DNS_CHILD, str(path)],
+        # supervised: it gets SIGTERM if this process dies (a crashed run left it behind)
+        self.proc = spawn_supervised([sys.executable, "-c", DNS_CHILD, str(path)],
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      cwd=ROOT)
         assert self.proc.stdout is not None
