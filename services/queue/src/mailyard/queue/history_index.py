@@ -15,16 +15,15 @@ the file costs a refill, never history. Every method runs on the index's own thr
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-T = TypeVar("T")
+from mailyard.queue.sqlite_thread import SqliteOnThread
+
 log = logging.getLogger(__name__)
 FILE_NAME = "history-index.db"
 VERSION = 1  # of the layout below; another version in the file means a rebuild
@@ -50,18 +49,13 @@ CREATE INDEX IF NOT EXISTS refs_by_time ON refs (ts);
 Row = tuple[Any, ...]
 
 
-class HistoryIndex:
+class HistoryIndex(SqliteOnThread):
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history-index")
-        self._db: sqlite3.Connection | None = None
+        super().__init__(path, "history-index")
         # What the file holds: stream records up to last_seq of the stream created at
         # `stream` (its creation time, so a re-created stream is told apart).
         self.last_seq = 0
         self.stream = ""
-
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     # -- opening, and starting over ---------------------------------------------------
 
@@ -80,14 +74,10 @@ class HistoryIndex:
             return True
 
     def _connect(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # synchronous=NORMAL: no fsync per batch; an OS crash may lose the last batches,
+        # which the feeder reads again (it resumes after the last seq that reached the file)
+        db = self.connect("synchronous=NORMAL", "cache_size=-32768")  # 32 MB
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL: no fsync per batch; an OS crash may lose the last batches, which the
-            # feeder reads again (it resumes after the last seq that reached the file).
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA cache_size=-32768")  # 32 MB
             db.executescript(SCHEMA)
             meta = dict(db.execute("SELECT name, value FROM meta").fetchall())
             if meta and meta.get("version") != VERSION:
@@ -109,19 +99,20 @@ class HistoryIndex:
         self._connect()
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        super().close()
         self.last_seq, self.stream = 0, ""
 
-    async def aclose(self) -> None:
-        await self.run(self.close)
-        self._pool.shutdown(wait=True)
-
-    @property
-    def db(self) -> sqlite3.Connection:
-        assert self._db is not None, "history index not open"
-        return self._db
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN ... COMMIT, rolled back on error."""
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     # -- writing ------------------------------------------------------------------------
 
@@ -129,18 +120,12 @@ class HistoryIndex:
         """One fetched batch in one transaction, with the seq it brings the index to."""
         events = [r[1:] for r in rows if r[0] == "e"]
         refs = [r[1:] for r in rows if r[0] == "r"]
-        db = self.db
-        db.execute("BEGIN")
-        try:
+        with self._tx() as db:
             # OR REPLACE: a batch read again after a crash writes the same rows again
             db.executemany("INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?)", events)
             db.executemany("INSERT OR REPLACE INTO refs VALUES (?, ?, ?, ?, ?)", refs)
             db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                            (("last_seq", last_seq), ("stream", stream)))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         self.last_seq, self.stream = last_seq, stream
 
     def expire(self, first_seq: int, before_ns: int, batch: int) -> int:
@@ -148,9 +133,7 @@ class HistoryIndex:
         holds (seq below its first) or stored before `before_ns` (older than HISTORY_DAYS);
         one short transaction, so the feeder's batches go on between two. The number gone:
         0 once the oldest rows are all kept."""
-        db = self.db
-        db.execute("BEGIN")
-        try:
+        with self._tx() as db:
             gone = db.execute(
                 "DELETE FROM events WHERE (qid, seq) IN (SELECT qid, seq FROM events"
                 " INDEXED BY events_by_time ORDER BY ts LIMIT ?) AND (seq < ? OR ts < ?)",
@@ -159,10 +142,6 @@ class HistoryIndex:
                 "DELETE FROM refs WHERE (akey, ts, seq) IN (SELECT akey, ts, seq FROM refs"
                 " INDEXED BY refs_by_time ORDER BY ts LIMIT ?) AND (seq < ? OR ts < ?)",
                 (batch, first_seq, before_ns)).rowcount
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         return gone
 
     # -- reading (history_search's index source) -----------------------------------------

@@ -4,13 +4,11 @@ other part shares (messages and their recipients by id)."""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TypeVar
 
+from mailyard.queue.sqlite_thread import SqliteOnThread
 from mailyard.queue.state.rows import (
     SCHEMA,
     STATE_NAMES,
@@ -22,52 +20,26 @@ from mailyard.queue.state.rows import (
     recipient_of,
 )
 
-T = TypeVar("T")
 
-
-class StoreBase:
+class StoreBase(SqliteOnThread):
     def __init__(self, path: Path | str, *, sync: str = "FULL") -> None:
-        self.path = Path(path)
+        super().__init__(path, "state")
         self.sync = sync
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state")
-        self._db: sqlite3.Connection | None = None
         self.messages = 0
         self.held = 0
         self.by_state: dict[int, int] = dict.fromkeys(STATE_NAMES, 0)
         self.oldest: float | None = None
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a store method on the store's own thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-
     def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # 64 MB page cache, whatever the queue size
+        db = self.connect(f"synchronous={self.sync}", "temp_store=MEMORY", "cache_size=-65536")
         db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(f"PRAGMA synchronous={self.sync}")
-        db.execute("PRAGMA temp_store=MEMORY")
-        db.execute("PRAGMA cache_size=-65536")  # 64 MB page cache, whatever the queue size
         db.executescript(SCHEMA)
         self._db = db
         self.recount()
 
     async def aopen(self) -> None:
         await self.run(self.open)
-
-    def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-
-    async def aclose(self) -> None:
-        await self.run(self.close)
-        self._pool.shutdown(wait=True)
-
-    @property
-    def db(self) -> sqlite3.Connection:
-        assert self._db is not None, "store not open"
-        return self._db
 
     def _tx(self, durable: bool = True) -> _Tx:
         """A write transaction. durable=False commits without syncing the WAL even under
