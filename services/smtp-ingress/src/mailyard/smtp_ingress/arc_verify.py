@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import dkim
 
 from mailyard.smtp_ingress.authdns import AuthDns, TempError
+from mailyard.smtp_ingress.dkim_verify import ascii_text
 
 log = logging.getLogger(__name__)
 MAX_SETS = 10       # RFC 8617 allows 50; a real chain has a few hops
@@ -31,7 +32,6 @@ RESULTS = ("pass", "fail", "none", "temperror")
 @dataclass(frozen=True)
 class ArcResult:
     result: str            # pass | fail | none | temperror (a key lookup timed out)
-    sets: int = 0          # ARC sets on the message (i= of the newest)
     ams_domain: str = ""   # the newest set's AMS d= and s=, and its seal's
     ams_selector: str = ""
     seal_domain: str = ""
@@ -39,13 +39,9 @@ class ArcResult:
     oldest_pass: int = 0   # RFC 8617 header.oldest-pass (0: every AMS verified)
 
 
-def _text(value: object) -> str:
-    return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value or "")
-
-
-def seals(header: bytes) -> int:
-    """How many ARC-Seal fields a header section holds."""
-    return sum(1 for line in header.lower().split(b"\n") if line.startswith(b"arc-seal:"))
+def seals(lower_header: bytes) -> int:
+    """How many ARC-Seal fields a lower-cased header section holds."""
+    return lower_header.count(b"\narc-seal:") + lower_header.startswith(b"arc-seal:")
 
 
 class ArcVerifier:
@@ -60,7 +56,7 @@ class ArcVerifier:
         if sets == 0:
             return None
         if sets > MAX_SETS:
-            return ArcResult("fail", sets)
+            return ArcResult("fail")
         if self.slots.locked():
             return None
         async with self.slots:
@@ -69,15 +65,15 @@ class ArcVerifier:
                 return await asyncio.wait_for(loop.run_in_executor(
                     self.pool, self._validate, message), self.resolver.timeout * 4)
             except (TempError, TimeoutError):
-                return ArcResult("temperror", sets)
+                return ArcResult("temperror")
             except Exception as exc:  # a dkimpy bug must not fail the session
                 log.warning("arc validation failed: %s", type(exc).__name__)
-                return ArcResult("fail", sets)
+                return ArcResult("fail")
 
     def _validate(self, message: bytes) -> ArcResult:
         cv, sets, _reason = dkim.arc_verify(message, dnsfunc=self.resolver.dkim_key_sync,
                                             timeout=self.resolver.timeout)
-        result = _text(cv).lower()
+        result = ascii_text(cv).lower()
         if result not in RESULTS:
             result = "fail"
         newest = sets[0] if sets else {}
@@ -88,9 +84,10 @@ class ArcVerifier:
             if not s.get("ams-valid"):
                 oldest_pass = int(s.get("instance") or 0) + 1
                 break
-        return ArcResult(result, len(sets), _text(newest.get("ams-domain")).lower(),
-                         _text(newest.get("ams-selector")), _text(newest.get("as-domain")).lower(),
-                         _text(newest.get("as-selector")), oldest_pass)
+        return ArcResult(result, ascii_text(newest.get("ams-domain")).lower(),
+                         ascii_text(newest.get("ams-selector")),
+                         ascii_text(newest.get("as-domain")).lower(),
+                         ascii_text(newest.get("as-selector")), oldest_pass)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)

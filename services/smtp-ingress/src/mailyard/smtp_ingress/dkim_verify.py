@@ -60,7 +60,8 @@ class DkimResult:
     b: str = ""        # the first 8 characters of b= (RFC 6008), to tell signatures apart
 
 
-def _text(value: object) -> str:
+def ascii_text(value: object) -> str:
+    """A dkimpy field (bytes, or None when absent) as text."""
     return value.decode("ascii", "replace") if isinstance(value, bytes) else ""
 
 
@@ -88,7 +89,7 @@ async def verify(message: bytes, resolver: AuthDns) -> list[DkimResult]:
         except dkim.DKIMException as exc:   # no key, a bad key, a malformed message
             log.debug("dkim signature %d: %s", idx, exc)
             result = "permerror"
-        b = "".join(_text(verifier.signature_fields.get(b"b")).split())[:8]
-        results.append(DkimResult(result, _text(verifier.domain).lower(),
-                                  _text(verifier.selector), b))
+        b = "".join(ascii_text(verifier.signature_fields.get(b"b")).split())[:8]
+        results.append(DkimResult(result, ascii_text(verifier.domain).lower(),
+                                  ascii_text(verifier.selector), b))
     return results
