@@ -168,12 +168,10 @@ class StreamSource:
                 out.append((ref.queue_id, _seconds(ref.at)))
         return out
 
-    async def steps(self, since: float) -> AsyncGenerator[list[bytes]]:
+    def steps(self, since: float) -> AsyncGenerator[list[bytes]]:
         """Every message's steps stored from `since` on, in stream order, a fetch at a
         time (the caller stops reading when it has enough)."""
-        async with contextlib.aclosing(read_chunks(self.js, msg_subject("*"), since)) as it:
-            async for chunk in it:
-                yield chunk
+        return read_chunks(self.js, msg_subject("*"), since)
 
 
 class IndexSource:
