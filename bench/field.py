@@ -36,6 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.proc import cpu_seconds
 from mailyard.cli.platform import Platform, default_ingress_replicas, free_ports
 from mailyard.core.natsserver import free_port, wait_port
 
@@ -44,7 +45,6 @@ PEERS = Path(os.environ.get("MAILYARD_PEERS", ROOT.parent / "shared" / "peers"))
 RESULTS = ROOT / ".bench"
 DATA = RESULTS / "field"  # a tree of its own: see DATA in bench/run.py for why
 SESSIONS = 50
-TICK = os.sysconf("SC_CLK_TCK")
 # mixed: (size in bytes, recipients, local, share of the messages); median 30 KB
 MIXED = [(2_000, 1, False, 0.10), (8_000, 2, False, 0.15), (20_000, 1, False, 0.15),
          (30_000, 3, False, 0.15), (30_000, 1, True, 0.10), (60_000, 5, False, 0.15),
@@ -151,10 +151,9 @@ class Mailyard(System):
         seconds = {}
         for name, pid in self.pids().items():
             try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                seconds[name] = cpu_seconds(pid)
             except OSError:
                 continue
-            seconds[name] = (int(fields[11]) + int(fields[12])) / TICK
         return seconds
 
     def local_count(self) -> int:

@@ -42,6 +42,7 @@ from typing import Any
 import grpc
 import nats.errors
 
+from bench.proc import cpu_seconds
 from mailyard.api.mail.v1 import delivery_pb2 as dpb
 from mailyard.api.mail.v1.envelope_pb2 import Envelope
 from mailyard.api.queue.v1 import queue_pb2, queue_pb2_grpc
@@ -62,11 +63,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rows(n: int) -> Iterator[tuple[str, str, str, float, float]]:

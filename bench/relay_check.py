@@ -41,6 +41,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from bench.proc import cpu_seconds
 from mailyard.core import bus
 from mailyard.core.natsserver import NatsServer, free_port
 from mailyard.testing import ServiceProcess
@@ -155,11 +156,6 @@ def _leases_active(http_port: int) -> int:
     return 0
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
 def _uptime() -> str:
     out = subprocess.run(["uptime"], capture_output=True, text=True, check=False)
     return out.stdout.strip()
@@ -169,13 +165,13 @@ def _run_generator(address: str, rate: float, seconds: float, server_pid: int, p
                    ) -> dict[str, Any]:
     uptime_before = _uptime()
     load_before = os.getloadavg()[0]
-    cpu0 = _cpu_seconds(server_pid)
+    cpu0 = cpu_seconds(server_pid)
     out = subprocess.run(
         [sys.executable, "-m", "bench.relay_check", "--drive", address, "--rate", str(rate),
          "--seconds", str(seconds), "--path", path], check=True, capture_output=True,
         text=True, cwd=Path(__file__).resolve().parent.parent)
     result: dict[str, Any] = json.loads(out.stdout)
-    server_cpu = _cpu_seconds(server_pid) - cpu0  # includes the generator's 500 warm-up calls
+    server_cpu = cpu_seconds(server_pid) - cpu0  # includes the generator's 500 warm-up calls
     result["server_cpu_s"] = round(server_cpu, 2)
     result["server_us_per_check"] = round(server_cpu / (result["checks"] + 500) * 1e6, 1)
     result["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
+from bench.proc import cpu_seconds
 from mailyard.api.mail.v1.delivery_pb2 import CHANNEL_REMOTE, DeliveryJob, DeliveryResult
 from mailyard.api.mail.v1.envelope_pb2 import Envelope
 from mailyard.core import bus
@@ -33,15 +33,6 @@ from mailyard.core.ids import new_queue_id
 from mailyard.core.natsserver import NatsServer, free_port
 from mailyard.core.spool import Spool
 from mailyard.testing import ServiceProcess
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
 
 MESSAGE = b"From: bench@ours.test\r\nSubject: bench\r\n\r\n" + (b"x" * 76 + b"\r\n") * 26
 

@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench import proc
 from bench.run import Paused
 from bench.smtpload import run_load
 from mailyard.cli.platform import Platform, default_ingress_replicas, free_ports, spawn_supervised
@@ -56,7 +57,6 @@ from mailyard.core.dkimkeys import DkimKey, KeyDir
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / ".bench"
 DATA = RESULTS / "sender-auth"  # a tree of its own: see DATA in bench/run.py for why
-TICK = os.sysconf("SC_CLK_TCK")
 OURS, OUTSIDE = "127.0.0.1", "127.0.0.2"
 RECIPIENT = "box@local.test"
 SELECTOR = "s2048"  # the senders' key (one RSA 2048 key, published for every sender domain)
@@ -139,11 +139,11 @@ class DnsChild:
 
 
 def cpu_seconds(pid: int) -> float:
+    """As bench.proc's, 0 for a process that is gone."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return proc.cpu_seconds(pid)
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def counters(platform: Platform) -> dict[str, float]:
