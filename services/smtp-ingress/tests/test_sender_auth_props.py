@@ -70,7 +70,7 @@ class _NoKeys:
     """DNS that knows no key: what the ARC verifier may ask while it reads hostile sets."""
     timeout = 1.0
 
-    def dkim_key_sync(self, name: bytes, timeout: float = 5) -> bytes | None:
+    async def dkim_key(self, name: bytes, timeout: float = 5) -> bytes | None:
         return None
 
 

@@ -2,8 +2,9 @@
 Authentication-Results header: a forwarder or list that broke DKIM can vouch for what it saw.
 
 dkimpy's ARC verifier is synchronous and looks up keys itself, so it runs in a small thread
-pool of its own with the synchronous resolver (authdns), like pyspf; at most ARC_PENDING
-validations wait, beyond that none is done. Only messages that carry an ARC-Seal pay for
+pool of its own; its key lookups are made on the event loop by the process's resolver
+(authdns) and waited for in that thread. At most ARC_PENDING validations wait, beyond that
+none is done. Only messages that carry an ARC-Seal pay for
 it. A chain longer than MAX_SETS is "fail" without a lookup, so a message stuffed with ARC
 sets costs a bounded number of lookups. The result is recorded, never acted on: DMARC's
 verdict stays as RFC 7489 computes it (local ARC overrides of DMARC are a policy decision
@@ -63,16 +64,19 @@ class ArcVerifier:
             loop = asyncio.get_running_loop()
             try:
                 return await asyncio.wait_for(loop.run_in_executor(
-                    self.pool, self._validate, message), self.resolver.timeout * 4)
+                    self.pool, self._validate, message, loop), self.resolver.timeout * 4)
             except (TempError, TimeoutError):
                 return ArcResult("temperror")
             except Exception as exc:  # a dkimpy bug must not fail the session
                 log.warning("arc validation failed: %s", type(exc).__name__)
                 return ArcResult("fail")
 
-    def _validate(self, message: bytes) -> ArcResult:
-        cv, sets, _reason = dkim.arc_verify(message, dnsfunc=self.resolver.dkim_key_sync,
-                                            timeout=self.resolver.timeout)
+    def _validate(self, message: bytes, loop: asyncio.AbstractEventLoop) -> ArcResult:
+        def key(name: bytes, timeout: float = 5) -> bytes | None:
+            return asyncio.run_coroutine_threadsafe(self.resolver.dkim_key(name), loop) \
+                .result(self.resolver.timeout * 2)
+
+        cv, sets, _reason = dkim.arc_verify(message, dnsfunc=key, timeout=self.resolver.timeout)
         result = ascii_text(cv).lower()
         if result not in RESULTS:
             result = "fail"

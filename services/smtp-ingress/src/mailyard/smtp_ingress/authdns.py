@@ -1,105 +1,61 @@
-"""DNS for the sender checks (SPF, DKIM keys, DMARC, null MX): the resolver settings
-(DNS_SERVERS, AUTH_DNS_TIMEOUT) apply to every lookup, including those pyspf makes.
+"""DNS for the sender checks (SPF, DKIM keys, DMARC, null MX), on the process's c-ares
+resolver (resolver.py) with AUTH_DNS_TIMEOUT for every lookup, including those pyspf makes.
 
-dkimpy and the DMARC and MX lookups use dnspython's async resolver on the event loop.
-pyspf is synchronous (its lookups are recursive: include:, a:, mx:), so it runs in a small
-thread pool with its own synchronous resolver pointed at the same servers; the number of
-SPF evaluations waiting for that pool is bounded.
+pyspf is synchronous and its lookups are recursive (include:, a:, mx:), so it never asks the
+network itself: spf_lookup answers it from the answers of this evaluation (`answering`) and
+the resolver's cache, and raises Missing for anything else. spf_check then makes that one
+lookup asynchronously and runs the evaluation again; a repeat sender's evaluation needs no
+lookup at all. No thread, no blocking of the event loop.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import dns.asyncresolver
-import dns.exception
-import dns.name
-import dns.nameserver
-import dns.rdataclass
-import dns.rdatatype
-import dns.resolver
 import spf
 
-from mailyard.smtp_ingress.settings import Settings
+from mailyard.smtp_ingress.resolver import Resolver, TempError, Value
 
-CACHE_ENTRIES = 20000
+__all__ = ["AuthDns", "Missing", "TempError"]
 
-
-class TempError(Exception):
-    """A DNS timeout or server failure: the answer is unknown (never a reason to reject)."""
-
-
-class CacheMiss(Exception):
-    """An SPF lookup not answered from the cache while pyspf runs on the event loop
-    (spf_check tries there first): the evaluation goes to the thread pool instead."""
+# pyspf's record types that map onto ours; it asks nothing else today (SPF RR is gone)
+SPF_TYPES = ("A", "AAAA", "MX", "PTR", "TXT")
 
 
-def _configure(resolver: dns.resolver.BaseResolver, servers: list[tuple[str, int]],
-               timeout: float) -> None:
-    if servers:
-        resolver.nameservers = [dns.nameserver.Do53Nameserver(h, p) for h, p in servers]
-    resolver.lifetime = timeout
-    resolver.timeout = timeout
-    # answers are kept for their TTL: most mail comes from a few big senders, whose SPF,
-    # DMARC and key records then cost a dictionary lookup instead of a query (a query
-    # costs ~0.6-1.2 ms of CPU in dnspython; bench/dkim_cost.py)
-    resolver.cache = dns.resolver.LRUCache(CACHE_ENTRIES)
+class Missing(Exception):
+    """A lookup pyspf needs that this evaluation has not made yet."""
+
+    def __init__(self, name: str, qtype: str) -> None:
+        super().__init__(name, qtype)
+        self.name, self.qtype = name, qtype
+
+
+# an answer of this evaluation: the values, or the TempError the lookup ended with
+Fetched = dict[tuple[str, str], list[Value] | TempError]
 
 
 class AuthDns:
-    def __init__(self, settings: Settings) -> None:
-        servers = settings.dns_nameservers()
-        self.timeout = settings.auth_dns_timeout
-        self.resolver = dns.asyncresolver.Resolver(configure=not servers)
-        _configure(self.resolver, servers, self.timeout)
-        self.sync_resolver = dns.resolver.Resolver(configure=not servers)
-        _configure(self.sync_resolver, servers, self.timeout)
+    def __init__(self, resolver: Resolver, timeout: float) -> None:
+        self.resolver = resolver
+        self.timeout = timeout
+        self._answers: Fetched | None = None
+        self._missed: list[tuple[str, str]] = []
         # pyspf looks names up through its module-level DNSLookup; this process has one
-        # set of resolver settings, so pointing it at ours is process-wide by design.
+        # resolver, so pointing it at ours is process-wide by design.
         spf.DNSLookup = self.spf_lookup
-        # An SPF evaluation whose answers are all cached needs no thread: spf_check runs it
-        # on the event loop first, with lookups answered by this resolver, which shares the
-        # cache and has no server, so a miss raises at once instead of blocking the loop.
-        self.cache_only = dns.resolver.Resolver(configure=False)
-        self.cache_only.nameservers = []
-        self.cache_only.cache = self.sync_resolver.cache
-        self._here = threading.local()
 
-    @contextmanager
-    def from_cache(self) -> Iterator[None]:
-        """pyspf's lookups in this thread, while in the block, come from the cache only
-        (a miss raises CacheMiss)."""
-        self._here.cache_only = True
-        try:
-            yield
-        finally:
-            self._here.cache_only = False
+    async def lookup(self, name: str, qtype: str) -> list[Value]:
+        return await self.resolver.lookup(name, qtype, self.timeout)
 
     async def txt(self, name: str) -> list[bytes]:
         """TXT strings of a name, each record's strings joined; [] when none.
         Raises TempError on timeout / SERVFAIL."""
-        try:
-            answer = await self.resolver.resolve(name, "TXT")
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-            return []
-        except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
-            raise TempError(type(exc).__name__) from None
-        except dns.exception.DNSException:  # a bad name and friends: no record
-            return []
-        return [b"".join(r.strings) for r in answer]
+        return list(await self.lookup(name, "TXT"))
 
     async def mx(self, domain: str) -> list[tuple[int, str]]:
-        try:
-            answer = await self.resolver.resolve(domain, "MX")
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-            return []
-        except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
-            raise TempError(type(exc).__name__) from None
-        except dns.exception.DNSException:
-            return []
-        return [(r.preference, r.exchange.to_text()) for r in answer]
+        """(preference, exchange) pairs; the exchange of a null MX (RFC 7505) is ""."""
+        return list(await self.lookup(domain, "MX"))
 
     async def dkim_key(self, name: bytes, timeout: float = 5) -> bytes | None:
         """dkimpy's dnsfunc: the key record's text, or None. A timeout raises TempError
@@ -107,55 +63,40 @@ class AuthDns:
         records = await self.txt(name.decode("ascii", "replace"))
         return records[0] if records else None
 
-    def dkim_key_sync(self, name: bytes, timeout: float = 5) -> bytes | None:
-        """dkim_key for dkimpy's synchronous verifiers (ARC), in a worker thread."""
+    async def fetch(self, answers: Fetched, name: str, qtype: str) -> None:
+        """Make the lookup an evaluation missed, keeping its answer (or failure) in answers."""
         try:
-            answer = self.sync_resolver.resolve(name.decode("ascii", "replace"), "TXT",
-                                                lifetime=min(timeout, self.timeout))
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-            return None
-        except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
-            raise TempError(type(exc).__name__) from None
-        except dns.exception.DNSException:
-            return None
-        records = [b"".join(r.strings) for r in answer]
-        return records[0] if records else None
+            answers[(name, qtype)] = await self.lookup(name, qtype)
+        except TempError as exc:
+            answers[(name, qtype)] = exc
 
-    def _in_cache(self, name: str, qtype: str) -> bool:
-        """An answer, or a cached NXDOMAIN (dnspython keeps those under ANY), is there."""
-        cache = self.sync_resolver.cache
+    @contextmanager
+    def answering(self, answers: Fetched, missed: list[tuple[str, str]]) -> Iterator[None]:
+        """pyspf's lookups, while in the block (synchronous, on this thread), are answered
+        from `answers` and the cache; anything else is added to `missed` and raises
+        Missing."""
+        self._answers, self._missed = answers, missed
         try:
-            qname = dns.name.from_text(name)
-            rdtype = dns.rdatatype.from_text(qtype)
-        except dns.exception.DNSException:
-            return True  # a bad name: resolve() says so, without the network
-        return cache is not None and any(
-            cache.get((qname, t, dns.rdataclass.IN)) is not None
-            for t in (rdtype, dns.rdatatype.ANY))
+            yield
+        finally:
+            self._answers = None
 
     def spf_lookup(self, name: str, qtype: str, strict: object = True,
                    timeout: float = 30) -> list[tuple[tuple[str, str], object]]:
-        """pyspf's DNSLookup driver (same shape as its dnspython one), on our resolver."""
-        out: list[tuple[tuple[str, str], object]] = []
-        cache_only = getattr(self._here, "cache_only", False)
-        if cache_only and not self._in_cache(name, qtype):
-            raise CacheMiss(name)  # before dnspython builds a query it cannot send
-        resolver = self.cache_only if cache_only else self.sync_resolver
-        try:
-            answer = resolver.resolve(name, qtype, lifetime=min(timeout, self.timeout))
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-            return out
-        except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
-            if cache_only:  # the cache-only resolver has no server to fail
-                raise CacheMiss(name) from None
-            raise spf.TempError(f"DNS {type(exc).__name__}") from None
-        for rdata in answer:
-            if qtype in ("A", "AAAA"):
-                out.append(((name, qtype), rdata.address))
-            elif qtype == "MX":
-                out.append(((name, qtype), (rdata.preference, rdata.exchange)))
-            elif qtype == "PTR":
-                out.append(((name, qtype), rdata.target.to_text(True)))
-            elif qtype in ("TXT", "SPF"):
-                out.append(((name, qtype), rdata.strings))
-        return out
+        """pyspf's DNSLookup driver (same shape as its dnspython one)."""
+        if qtype not in SPF_TYPES:
+            return []
+        answers = self._answers
+        if answers is None:  # pyspf used outside an evaluation of ours
+            raise spf.TempError("DNS lookup outside an evaluation")
+        found = answers.get((name, qtype))
+        if found is None:
+            found = self.resolver.cached(name, qtype)
+        if found is None:
+            self._missed.append((name, qtype))
+            raise Missing(name, qtype)
+        if isinstance(found, TempError):
+            raise spf.TempError(f"DNS {found}")
+        if qtype == "TXT":
+            return [((name, qtype), (value,)) for value in found]
+        return [((name, qtype), value) for value in found]

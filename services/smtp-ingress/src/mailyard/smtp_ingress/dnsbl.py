@@ -16,14 +16,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import dns.asyncresolver
-import dns.exception
-import dns.nameserver
-import dns.resolver
-import dns.reversename
-
 from mailyard.smtp_ingress import replies
 from mailyard.smtp_ingress.metrics import DNSBL_HITS, DNSBL_TIMEOUTS
+from mailyard.smtp_ingress.resolver import Resolver, TempError, reverse_name
 
 if TYPE_CHECKING:
     from mailyard.core.control import ControlView
@@ -31,7 +26,7 @@ if TYPE_CHECKING:
     from mailyard.smtp_ingress.settings import Settings
 
 log = logging.getLogger(__name__)
-CACHE_ENTRIES = 20_000
+PTR_FAILURE_LIMIT = 20_000
 PTR_FAILURE_TTL = 60.0  # seconds a PTR lookup that got no answer is not repeated
 
 
@@ -50,17 +45,13 @@ def query_name(ip: str, zone: str) -> str:
 
 
 class Dns:
-    def __init__(self, settings: Settings, control: ControlView) -> None:
+    def __init__(self, settings: Settings, control: ControlView, resolver: Resolver) -> None:
         self.settings = settings
         self.control = control
-        servers = settings.dns_nameservers()
-        self.resolver = dns.asyncresolver.Resolver(configure=not servers)
-        if servers:
-            self.resolver.nameservers = [dns.nameserver.Do53Nameserver(h, p) for h, p in servers]
-        # Answers (NXDOMAIN too) kept for their TTL: MX traffic comes again and again from
-        # the same senders, and a PTR or DNSBL query per connection was a visible share of
-        # a connection's CPU. Bounded, least recently used first out.
-        self.resolver.cache = dns.resolver.LRUCache(CACHE_ENTRIES)
+        # the process's resolver: answers (NXDOMAIN too) are kept for their TTL, as MX
+        # traffic comes again and again from the same senders, and a PTR or DNSBL query per
+        # connection was a visible share of a connection's CPU
+        self.resolver = resolver
         self._ptr_failed: dict[str, float] = {}  # ip -> monotonic time to ask again
 
     def start(self, s: Session) -> asyncio.Task[Listing | None] | None:
@@ -94,21 +85,21 @@ class Dns:
     async def _one(self, name: str, zone: str) -> Listing | None:
         timeout = self.settings.dnsbl_timeout
         try:
-            await self.resolver.resolve(name, "A", lifetime=timeout)
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            listed = await self.resolver.lookup(name, "A", timeout)
+        except TempError as exc:  # SERVFAIL and friends: not listed, like rblsmtpd
+            if exc.timeout:
+                DNSBL_TIMEOUTS.inc()
+            else:
+                log.info("dnsbl lookup in %s failed: %s", zone, exc)
             return None
-        except dns.exception.Timeout:
-            DNSBL_TIMEOUTS.inc()
-            return None
-        except Exception as exc:  # SERVFAIL and friends: treat as not listed, like rblsmtpd
-            log.info("dnsbl lookup in %s failed: %s", zone, type(exc).__name__)
+        if not listed:
             return None
         text = f"listed in {zone}"
         try:
-            answer = await self.resolver.resolve(name, "TXT", lifetime=timeout)
-            strings = [b"".join(r.strings).decode("utf-8", "replace") for r in answer]
+            strings = [t.decode("utf-8", "replace")
+                       for t in await self.resolver.lookup(name, "TXT", timeout)]
             text = " ".join(strings) or text
-        except Exception:
+        except TempError:
             pass
         return Listing(zone, replies.dnsbl(text, self.settings.dnsbl_permanent))
 
@@ -119,18 +110,18 @@ class Dns:
         if self._ptr_failed.get(ip, 0.0) > time.monotonic():
             return ""
         try:
-            answer = await self.resolver.resolve(dns.reversename.from_address(ip), "PTR",
-                                                 lifetime=self.settings.dnsbl_timeout)
-            return str(answer[0].target).rstrip(".")
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-            return ""  # an answer: the resolver's cache keeps it for its TTL
-        except Exception:
-            # no answer at all (timeout, SERVFAIL, no server): the cache keeps nothing, so
+            names = await self.resolver.lookup(reverse_name(ip), "PTR",
+                                               self.settings.dnsbl_timeout)
+        except ValueError:
+            return ""
+        except TempError:
+            # no answer at all (timeout, SERVFAIL, no server): nothing is cached, so
             # remember the failure for a while rather than ask again at every connection
-            if len(self._ptr_failed) >= CACHE_ENTRIES:
+            if len(self._ptr_failed) >= PTR_FAILURE_LIMIT:
                 self._ptr_failed.clear()
             self._ptr_failed[ip] = time.monotonic() + PTR_FAILURE_TTL
             return ""
+        return str(names[0]) if names else ""
 
 
 async def _const(listing: Listing) -> Listing:

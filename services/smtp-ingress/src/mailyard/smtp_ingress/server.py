@@ -36,6 +36,7 @@ from mailyard.smtp_ingress.limits import ConnectionLimits
 from mailyard.smtp_ingress.metrics import CONNECTIONS, REJECTIONS, SESSIONS_ACTIVE
 from mailyard.smtp_ingress.relay import RelayAuthClient
 from mailyard.smtp_ingress.relay_view import RelayView
+from mailyard.smtp_ingress.resolver import Resolver
 from mailyard.smtp_ingress.rspamd import RspamdClient
 from mailyard.smtp_ingress.session import Session
 from mailyard.smtp_ingress.settings import Settings
@@ -69,15 +70,16 @@ class Ingress:
                                      auth_timeout=settings.relay_auth_auth_timeout,
                                      view=self.relay_view,
                                      token=client_token(settings.token_file, "ingress"))
-        self.dnsbl = Dns(settings, self.control)
+        # one DNS resolver and its cache for the PTR, DNSBL and sender-check lookups
+        self.resolver = Resolver(settings.dns_nameservers(), settings.auth_dns_timeout)
+        self.dnsbl = Dns(settings, self.control, self.resolver)
         self.signer = Signer(settings.dkim_dir) if settings.dkim_dir else None
-        self.authdns = AuthDns(settings) if settings.sender_auth else None
+        self.authdns = AuthDns(self.resolver, settings.auth_dns_timeout) \
+            if settings.sender_auth else None
         self.arc = ArcVerifier(self.authdns) if self.authdns else None
         self.greylist = Greylist()
         self.rspamd = RspamdClient(settings.rspamd_timeout)
-        self.spf = SpfChecker(settings.spf_threads, settings.spf_pending,
-                              settings.auth_dns_timeout, self.authdns.from_cache
-                              ) if self.authdns is not None else None
+        self.spf = SpfChecker(self.authdns) if self.authdns is not None else None
         self.tls_context: ssl.SSLContext | None = server_context(
             settings.tls_cert, settings.tls_key, settings.tls_dir, self.me())
         self.limits = ConnectionLimits(settings.max_connections, settings.max_per_ip)
@@ -267,11 +269,10 @@ class Ingress:
             self._confirmer.cancel()
         await self.relay_view.stop()
         await self.relay.close()
-        if self.spf is not None:
-            self.spf.close()
         if self.arc is not None:
             self.arc.close()
         await self.rspamd.close()
+        await self.resolver.close()
         if self.nc is not None:
             with contextlib.suppress(Exception):
                 await self.nc.close()

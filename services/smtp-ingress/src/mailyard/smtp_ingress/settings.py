@@ -96,8 +96,6 @@ class Settings(ServiceSettings):
     # as temperror, which is recorded and never rejects.
     sender_auth: bool = True
     auth_dns_timeout: float = Field(default=3.0, gt=0)
-    spf_threads: int = Field(default=4, ge=1)      # pyspf is synchronous: its thread pool
-    spf_pending: int = Field(default=256, ge=1)    # evaluations waiting for it, at most
     # Bytes of one message held in memory during DATA; the rest streams into a spill file
     # on the spool (message_body.py), so RAM does not grow with databytes x connections.
     data_memory: int = Field(default=262144, ge=0)

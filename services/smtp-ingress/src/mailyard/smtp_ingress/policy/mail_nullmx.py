@@ -26,7 +26,7 @@ async def check(s: Session) -> Verdict:
     except TempError:
         AUTH_VERDICTS.labels("nullmx", "temperror").inc()
         return ACCEPT
-    if len(mxs) == 1 and mxs[0][1] == ".":
+    if len(mxs) == 1 and mxs[0][1] == "":
         AUTH_VERDICTS.labels("nullmx", "fail").inc()
         return Verdict(replies.NULL_MX, "null_mx")
     return ACCEPT
