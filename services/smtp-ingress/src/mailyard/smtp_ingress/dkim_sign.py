@@ -31,7 +31,10 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from mailyard.core.dkimkeys import DkimKey, KeyDir
-from mailyard.smtp_ingress import headers
+from mailyard.smtp_ingress import (
+    dkim_canon,  # noqa: F401  (installs the fast canonicalisation)
+    headers,
+)
 
 log = logging.getLogger(__name__)
 
