@@ -1,7 +1,8 @@
 """`make bench`: what DKIM signing and the inbound sender checks cost smtp-ingress's accept rate.
 
 The platform as `make run` starts it (one ingress process per core), its DNS pointed at a
-loopback DNS server (mailyard.testing.DnsServer, in a child process) and its queue and
+loopback DNS server (NSD when installed, as .ci/run does: bench/nsd.py; else
+mailyard.testing.DnsServer in a child process) and its queue and
 delivery workers paused (bench.run.Paused: the durable accept path alone). Each mode sends
 --messages messages of --size bytes to a local mailbox over --concurrency sessions with the
 Python load generator (bench.smtpload; smtp-source cannot send a given message), the same
@@ -48,7 +49,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import proc
+from bench import nsd, proc
+from bench.nsd import NsdServer
 from bench.run import Paused
 from bench.smtpload import run_load
 from mailyard.cli.platform import Platform, default_ingress_replicas, free_ports, spawn_supervised
@@ -70,7 +72,9 @@ SIGNING = {"baseline": ("plain.test", ()), "sign-rsa+ed": ("both.test", ("rsa", 
 DNS_CHILD = """
 import json, sys, threading
 from mailyard.testing import DnsServer
-server = DnsServer(json.load(open(sys.argv[1]))).start()
+server = DnsServer(json.load(open(sys.argv[1])))
+server.negative_ttl = 300  # a real zone's "no such name" is kept by the resolver
+server.start()
 print(server.port, flush=True)
 threading.Event().wait()
 """
@@ -120,8 +124,8 @@ def sender_zone(domains: list[str], key: SenderKey) -> dict[str, dict[str, list[
 
 
 class DnsChild:
-    """The loopback DNS server in a process of its own, so its CPU is neither the client's
-    nor hidden in it (its CPU per message is reported)."""
+    """The Python loopback DNS server in a process of its own, so its CPU is neither the
+    client's nor hidden in it (its CPU per message is reported); NSD when installed."""
 
     def __init__(self, zone: dict[str, dict[str, list[str]]], folder: Path) -> None:
         path = folder / "zone.json"
@@ -133,9 +137,17 @@ class DnsChild:
         assert self.proc.stdout is not None
         self.port = int(self.proc.stdout.readline())
 
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.proc.pid)
+
     def stop(self) -> None:
         self.proc.kill()
         self.proc.wait()
+
+
+def dns_server(zone: dict[str, dict[str, list[str]]], folder: Path) -> DnsChild | NsdServer:
+    """NSD when installed (as a mail server asks a resolver in C), else the Python server."""
+    return NsdServer(zone, folder) if nsd.available() else DnsChild(zone, folder)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -209,7 +221,7 @@ class Round:
         if self.signed:
             print(f"  round {number}: {sum(map(len, self.signed.values()))} messages "
                   f"pre-signed in {time.perf_counter() - started:.1f} s", flush=True)
-        self.dns = DnsChild(sender_zone(self.repeat + self.distinct, key), self.folder)
+        self.dns = dns_server(sender_zone(self.repeat + self.distinct, key), self.folder)
         self.platform = Platform(self.folder / "data", ports=free_ports(),
                                  ingress_replicas=default_ingress_replicas(), dovecot=False,
                                  env={"smtp-ingress": {"DNS_SERVERS": f"127.0.0.1:{self.dns.port}",
@@ -269,11 +281,11 @@ class Round:
         ingress = [r.proc.pid for r in self.platform.running.values()
                    if r.spec.group == "smtp-ingress"]
         before = counters(self.platform)
-        cpu0 = sum(cpu_seconds(p) for p in ingress), cpu_seconds(self.dns.proc.pid), \
+        cpu0 = sum(cpu_seconds(p) for p in ingress), self.dns.cpu_seconds(), \
             time.process_time()
         result = asyncio.run(run_load("127.0.0.1", port, args.messages, args.concurrency,
                                       recipient=RECIPIENT, given=make, source=source))
-        cpu1 = sum(cpu_seconds(p) for p in ingress), cpu_seconds(self.dns.proc.pid), \
+        cpu1 = sum(cpu_seconds(p) for p in ingress), self.dns.cpu_seconds(), \
             time.process_time()
         after = counters(self.platform)
         per = 1000 / max(1, result.sent)
@@ -365,8 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     DATA.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()
     print(f"bench.sender_auth: {args.messages} messages of {args.size} bytes per mode, "
-          f"{args.concurrency} sessions, {default_ingress_replicas()} ingress process(es); "
-          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
+          f"{args.concurrency} sessions, {default_ingress_replicas()} ingress process(es), "
+          f"DNS: {'NSD' if nsd.available() else 'the Python test server'}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
     try:
         key = SenderKey(Path(tempfile.mkdtemp(prefix="sender-key-", dir=DATA)))
         runs = list(rounds(args, key))

@@ -10,6 +10,7 @@ import threading
 import dns.exception
 import dns.flags
 import dns.message
+import dns.name
 import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
@@ -33,6 +34,9 @@ class DnsServer:
         self.servfail: set[str] = set()
         self.silent: set[str] = set()
         self.ttl = 60
+        # seconds a resolver may keep "no such name" / "no such record" (RFC 2308: the SOA
+        # in the authority section, as a real zone's server sends it); 0 keeps nothing
+        self.negative_ttl = 0
         self.queries: list[tuple[str, str]] = []
         self.port = 0
         self._servers: list[socketserver.BaseServer] = []
@@ -87,6 +91,11 @@ class DnsServer:
             response.answer.append(dns.rrset.from_text_list(
                 question.name, self.ttl, dns.rdataclass.IN, question.rdtype,
                 self.zone[name][rtype]))
+        if not response.answer and name not in self.servfail:
+            apex = dns.name.from_text(name.rsplit(".", 1)[-1] or ".")
+            response.authority.append(dns.rrset.from_text(
+                apex, self.negative_ttl, dns.rdataclass.IN, dns.rdatatype.SOA,
+                f"ns.{apex} hostmaster.{apex} 1 3600 600 86400 {self.negative_ttl}"))
         return response.to_wire()
 
     def start(self) -> DnsServer:
