@@ -94,9 +94,9 @@ class NsdServer:
         raise RuntimeError("nsd did not answer within 30 s")
 
     def cpu_seconds(self) -> float:
-        """CPU of nsd and the processes it forked (its server and xfrd)."""
+        """CPU of nsd and the processes it forked (xfrd, and the server that answers)."""
         total = 0.0
-        for pid in [self.proc.pid, *_children(self.proc.pid)]:
+        for pid in [self.proc.pid, *_descendants(self.proc.pid)]:
             try:
                 total += proc.cpu_seconds(pid)
             except OSError:
@@ -112,13 +112,17 @@ class NsdServer:
             self.proc.wait()
 
 
-def _children(pid: int) -> list[int]:
-    out = []
+def _descendants(pid: int) -> list[int]:
+    parents: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
             continue
-        if int(fields[1]) == pid:
-            out.append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        kids = [child for child, ppid in parents.items() if ppid == parent]
+        out.extend(kids)
+        todo.extend(kids)
     return out

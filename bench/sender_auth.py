@@ -378,7 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()
     print(f"bench.sender_auth: {args.messages} messages of {args.size} bytes per mode, "
           f"{args.concurrency} sessions, {default_ingress_replicas()} ingress process(es), "
-          f"DNS: {'NSD' if nsd.available() else 'the Python test server'}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
+          f"DNS: {'NSD' if nsd.available() else 'the Python test server'}; "
+          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
     try:
         key = SenderKey(Path(tempfile.mkdtemp(prefix="sender-key-", dir=DATA)))
         runs = list(rounds(args, key))
