@@ -4,11 +4,10 @@ Authentication-Results header: a forwarder or list that broke DKIM can vouch for
 dkimpy's ARC verifier is synchronous and looks up keys itself, so it runs in a small thread
 pool of its own; its key lookups are made on the event loop by the process's resolver
 (authdns) and waited for in that thread. At most ARC_PENDING validations wait, beyond that
-none is done. Only messages that carry an ARC-Seal pay for
-it. A chain longer than MAX_SETS is "fail" without a lookup, so a message stuffed with ARC
-sets costs a bounded number of lookups. The result is recorded, never acted on: DMARC's
-verdict stays as RFC 7489 computes it (local ARC overrides of DMARC are a policy decision
-for trusted sealers, not a default).
+none is done. Only messages that carry an ARC-Seal pay for it. A chain longer than MAX_SETS
+is "fail" without a lookup, so a message stuffed with ARC sets costs a bounded number of
+lookups. The result is recorded, never acted on: DMARC's verdict stays as RFC 7489 computes
+it (local ARC overrides of DMARC are a policy decision for trusted sealers, not a default).
 """
 
 from __future__ import annotations
