@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench import proc
 from mailyard.cli.platform import spawn_supervised
-from mailyard.core.natsserver import free_port
+from mailyard.core.natsserver import free_port, stop_process
 
 ORIGIN = "test"
 NEGATIVE_TTL = 300   # the SOA minimum: how long resolvers keep "no such name"
@@ -104,12 +104,7 @@ class NsdServer:
         return total
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
 
 
 def _descendants(pid: int) -> list[int]:

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mailyard.core.natsserver import free_port
+from mailyard.core.natsserver import free_port, stop_process
 from tests.deploy.tools import DEPLOY, tool
 
 pytestmark = pytest.mark.slow
@@ -82,12 +82,7 @@ class Prometheus:
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_process(self.proc)
 
     def get(self, path: str, raw: bool = False, **params: str) -> Any:
         url = f"http://127.0.0.1:{self.port}{path}"

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def binary() -> str:
@@ -28,6 +29,16 @@ def binary() -> str:
 
 PORT_RANGE_ENV = "MAILYARD_PORT_RANGE"  # "lo-hi": pick ports there (each test worker its own)
 _given: set[int] = set()  # never hand the same port out twice from one process
+
+
+def stop_process(proc: subprocess.Popen[Any], grace: float = 10.0) -> None:
+    """SIGTERM, and SIGKILL if it has not exited within `grace` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -123,11 +134,5 @@ class NatsServer:
         if self.proc and self.proc.poll() is None:
             if kill:
                 self.proc.kill()
-            else:
-                self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_process(self.proc)
         self.proc = None
