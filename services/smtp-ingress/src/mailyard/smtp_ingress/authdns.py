@@ -51,11 +51,11 @@ class AuthDns:
     async def txt(self, name: str) -> list[bytes]:
         """TXT strings of a name, each record's strings joined; [] when none.
         Raises TempError on timeout / SERVFAIL."""
-        return list(await self.lookup(name, "TXT"))
+        return await self.lookup(name, "TXT")
 
     async def mx(self, domain: str) -> list[tuple[int, str]]:
         """(preference, exchange) pairs; the exchange of a null MX (RFC 7505) is ""."""
-        return list(await self.lookup(domain, "MX"))
+        return await self.lookup(domain, "MX")
 
     async def dkim_key(self, name: bytes, timeout: float = 5) -> bytes | None:
         """dkimpy's dnsfunc: the key record's text, or None. A timeout raises TempError

@@ -32,8 +32,9 @@ MAX_SIGNATURES = 5
 _PURE_PYTHON_VERIFY = dkim.RSASSA_PKCS1_v1_5_verify
 MIN_OPENSSL_BITS = 1024
 # Key records parsed once, not at every message (dkimpy decodes the base64 and walks the
-# ASN.1 in Python, ~3 % of the busy time on mail from outside): keyed by the record's text,
-# so a changed record is simply another entry; a record dkimpy refuses raises again each time.
+# ASN.1 in Python, ~3 % of the busy time on mail from outside): keyed by the key's name and
+# the record's text, so a changed record is simply another entry; a record dkimpy refuses
+# raises again each time. OpenSSL's key objects likewise, by exponent and modulus.
 KEY_CACHE = 4096
 
 

@@ -10,7 +10,6 @@ its TXT record is the reply text. A lookup that times out lets the client throug
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import time
 from dataclasses import dataclass
@@ -37,11 +36,9 @@ class Listing:
 
 
 def query_name(ip: str, zone: str) -> str:
-    """1.2.3.4 -> 4.3.2.1.<zone>; IPv6 in nibbles."""
-    addr = ipaddress.ip_address(ip)
-    if addr.version == 4:
-        return ".".join(reversed(ip.split("."))) + "." + zone
-    return ".".join(reversed(addr.exploded.replace(":", ""))) + "." + zone
+    """1.2.3.4 -> 4.3.2.1.<zone>; IPv6 in nibbles: the PTR name with the zone for the
+    in-addr.arpa / ip6.arpa suffix."""
+    return reverse_name(ip).rsplit(".", 2)[0] + "." + zone
 
 
 class Dns:

@@ -162,7 +162,9 @@ class Resolver:
 
     def cached(self, name: str, qtype: str) -> list[Value] | None:
         """The answer kept for (name, type), or None."""
-        key = (name.lower().rstrip("."), qtype)
+        return self._kept((name.lower().rstrip("."), qtype))
+
+    def _kept(self, key: tuple[str, str]) -> list[Value] | None:
         hit = self.cache.get(key)
         if hit is None:
             return None
@@ -172,7 +174,9 @@ class Resolver:
         return hit[1]
 
     async def lookup(self, name: str, qtype: str, timeout: float | None = None) -> list[Value]:
-        found = self.cached(name, qtype)
+        """The values (a list the cache shares: not to be changed), or [] / TempError."""
+        key = (name.lower().rstrip("."), qtype)
+        found = self._kept(key)
         if found is not None:
             return found
         rtype = RECORD_TYPES[qtype]
@@ -194,7 +198,7 @@ class Resolver:
         if ttl > 0:
             if len(self.cache) >= self.entries:
                 self.cache.pop(next(iter(self.cache)))
-            self.cache[(name.lower().rstrip("."), qtype)] = (time.monotonic() + ttl, values)
+            self.cache[key] = (time.monotonic() + ttl, values)
         return values
 
     async def close(self) -> None:
