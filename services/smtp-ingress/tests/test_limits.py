@@ -47,6 +47,20 @@ async def test_idle_client_gets_451_timeout(make_ingress: MakeIngress) -> None:
     assert await client.eof()
 
 
+async def test_a_client_that_keeps_talking_outlives_idle_timeout(
+        make_ingress: MakeIngress) -> None:
+    """The idle timeout counts from the last read, not from the first: a session's one timer
+    fires at the first deadline, finds it moved by the commands since, and waits again."""
+    ingress = await make_ingress(idle_timeout=0.6)
+    client = await session(ingress.ports["smtp"])
+    for _ in range(8):  # ~1.6 s in all, well past the first deadline
+        assert (await client.cmd("NOOP")).startswith("250")
+        await asyncio.sleep(0.2)
+    await client.send("NOOP")  # half a command, then silence: the timeout still fires
+    assert await client.reply() == R.TIMEOUT
+    assert await client.eof()
+
+
 async def _data_session(ingress: Ingress) -> Client:
     client = await session(ingress.ports["smtp"])
     for line in ("MAIL FROM:<a@b.test>", "RCPT TO:<alice@example.org>"):

@@ -52,6 +52,12 @@ class Session:
         self.admitted = False  # counted against the per-IP limit (limits.py)
         self.tx: Transaction | None = None
         self.committing = False  # a graceful stop waits for these sessions
+        # the read timeout (see read_chunk): one timer per session, not one per read
+        self.loop = asyncio.get_running_loop()
+        self.deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._reader_task: asyncio.Task[object] | None = None  # set while a read waits
+        self._expired = False
 
     # -- output ----------------------------------------------------------------------------
 
@@ -70,18 +76,55 @@ class Session:
     # -- input -----------------------------------------------------------------------------
 
     async def read_chunk(self, timeout: float) -> bytes:
-        """Read more input; replies queued so far go out first (the pipelining flush)."""
+        """Read more input; replies queued so far go out first (the pipelining flush).
+        IdleTimeout if nothing came within `timeout` seconds."""
         await self.flush()
+        self._arm(timeout)
+        self._reader_task = asyncio.current_task()
         try:
-            async with asyncio.timeout(timeout):
-                chunk = await self.reader.read(65536)
-        except TimeoutError:
+            chunk = await self.reader.read(65536)
+        except asyncio.CancelledError:
+            if not self._expired:
+                raise
+            self._expired = False
+            assert self._reader_task is not None
+            if self._reader_task.uncancel() > 0:  # a graceful stop as well: that wins
+                raise
             raise IdleTimeout from None
         except (ConnectionError, OSError) as exc:
             raise Disconnect from exc
+        finally:
+            self._reader_task = None
         if not chunk:
             raise Disconnect
         return chunk
+
+    def _arm(self, timeout: float) -> None:
+        """asyncio.timeout() around every read was an eighth of a connection's cost (a
+        Timeout object, a timer made and cancelled, per read). Instead every read moves
+        the session's deadline, and its one timer, when it fires early, re-arms itself at
+        the deadline as it is then; a new timer is made only for a deadline earlier than
+        the armed one, or after the timer has run."""
+        self.deadline = self.loop.time() + timeout
+        timer = self._timer
+        if timer is None or timer.when() > self.deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self.loop.call_at(self.deadline, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        task = self._reader_task
+        if task is None:
+            return  # not reading now: the next read arms the timer again
+        if self.deadline - self.loop.time() > 0.001:  # a read since moved the deadline
+            self._timer = self.loop.call_at(self.deadline, self._expire)
+            return
+        # as asyncio.timeout does: cancel the waiting read, read_chunk turns it into
+        # IdleTimeout. The task is suspended in that read (it would have cleared
+        # _reader_task otherwise), so the cancellation lands there and nowhere else.
+        self._expired = True
+        task.cancel()
 
     async def fill(self, timeout: float) -> None:
         self.buf += await self.read_chunk(timeout)
@@ -186,6 +229,9 @@ class Session:
         return await handler(self, arg)
 
     async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for task in (self.dnsbl, self.ptr):
             if task is not None and not task.done():
                 task.cancel()
@@ -198,6 +244,9 @@ class Session:
         connection slots: a client that got its 221 reconnects at once, and must not find
         its old connection still counted against the per-IP limit."""
         with contextlib.suppress(Exception):
+            if not self.tls and not self.writer.transport.get_write_buffer_size():
+                await self.writer.wait_closed()  # plain TCP, nothing left to send: the
+                return                           # loop's next turn closes it
             async with asyncio.timeout(5):
                 await self.writer.wait_closed()
 
