@@ -54,6 +54,7 @@ test-containers: install image
 
 bench: install
 	$(BIN)/python -m bench.field
+	$(BIN)/python -m bench.sessions
 	$(BIN)/python -m bench.run
 
 clean:
