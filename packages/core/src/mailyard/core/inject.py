@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js import JetStreamContext
 
 from mailyard.api.mail.v1.envelope_pb2 import Envelope
@@ -33,10 +33,8 @@ async def inject(spool: Spool, js: JetStreamContext, envelope: Envelope, data: b
     Raises SpoolError or BusError; in both cases nothing stays committed."""
     if not envelope.queue_id:
         envelope.queue_id = new_queue_id()
-    if not envelope.HasField("received_at"):
-        now = Timestamp()
-        now.GetCurrentTime()
-        envelope.received_at.CopyFrom(now)
+    if not envelope.HasField("received_at"):  # (GetCurrentTime goes through datetime)
+        envelope.received_at.FromNanoseconds(time.time_ns())
     stored = await spool.commit(envelope, data, tail)
     try:
         await bus.publish(js, bus.TODO_SUBJECT, stored, msg_id=stored.queue_id,

@@ -41,7 +41,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -71,7 +71,7 @@ class _Pending:
     waiter: asyncio.Future[None]
     tail: tuple[int, int, int] = (-1, 0, 0)  # (spill file fd, offset, bytes) after data
     error: SpoolError | None = None
-    tmp: Path = field(default_factory=Path)
+    tmp: str = ""
     fd: int = -1
 
 
@@ -87,9 +87,14 @@ class Spool:
         self.mess = self.root / "mess"
         self.free = self.root / "free"
         self.recycle = recycle
+        # the commit path joins strings: pathlib's joins and conversions were 5 % of
+        # smtp-ingress's busy time
+        self._root = str(self.root)
+        self._tmp = str(self.tmp)
+        self._free = str(self.free)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="spool")
         self._syncers = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fsync")
-        self._made: set[Path] = set()
+        self._made: set[str] = set()  # bucket folders known to exist
         self._queued: list[_Pending] = []   # commits waiting for the next batch
         self._writing = False               # a batch is in the writer thread
         self._spare: list[str] = []         # names last seen in free/ (writer thread only)
@@ -109,11 +114,11 @@ class Spool:
         made = False
         for bucket in (a + b for a in ALPHABET for b in ALPHABET):
             folder = self.mess / bucket
-            if folder not in self._made:
+            if str(folder) not in self._made:
                 if not folder.is_dir():
                     folder.mkdir(mode=_DIR_MODE, exist_ok=True)
                     made = True
-                self._made.add(folder)
+                self._made.add(str(folder))
         if made:
             _fsync_dir(self.mess)
             _fsync_dir(self.root)
@@ -128,6 +133,12 @@ class Spool:
         if self.mess.resolve() not in resolved.parents:
             raise SpoolError(f"spool path outside the spool: {spool_path!r}")
         return resolved
+
+    def _file(self, spool_path: str) -> str:
+        """path() as a string, joined without pathlib for what relpath() makes."""
+        if _PLAIN_PATH.fullmatch(spool_path):
+            return f"{self._root}/{spool_path}"
+        return str(self.path(spool_path))
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -231,10 +242,10 @@ class Spool:
             live = [item for item in batch if self._write_tmp(item)]
             # fsyncs at once, not one after another: the journal folds them together
             self._each(lambda it: self._step(it, _fsync_file), live)
-            folders: dict[Path, list[_Pending]] = {}
+            folders: dict[str, list[_Pending]] = {}
             for item in live:
                 if item.error is None and self._step(item, self._rename):
-                    folders.setdefault(self._final(item).parent, []).append(item)
+                    folders.setdefault(os.path.dirname(self._final(item)), []).append(item)
             self._each(self._sync_folder, list(folders.items()))
         except BaseException as exc:  # a bug must not leave callers waiting forever
             for item in batch:
@@ -254,7 +265,7 @@ class Spool:
         elif items:
             list(self._syncers.map(action, items))
 
-    def _sync_folder(self, entry: tuple[Path, list[_Pending]]) -> None:
+    def _sync_folder(self, entry: tuple[str, list[_Pending]]) -> None:
         folder, items = entry
         try:
             _fsync_dir(folder)
@@ -266,7 +277,7 @@ class Spool:
 
     def _write_tmp(self, item: _Pending) -> bool:
         envelope = item.envelope
-        item.tmp = self.tmp / f"{envelope.queue_id}.{os.getpid()}"
+        item.tmp = f"{self._tmp}/{envelope.queue_id}.{os.getpid()}"
         if self._claim(item.tmp):
             try:
                 item.fd = os.open(item.tmp, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
@@ -281,7 +292,7 @@ class Spool:
                 return False
         return self._step(item, _write_file)
 
-    def _claim(self, tmp: Path) -> bool:
+    def _claim(self, tmp: str) -> bool:
         """Writer thread: rename a parked file to `tmp`. Other processes take from free/
         too; rename is the arbiter (the loser gets ENOENT and tries the next name).
         A listing reads the whole folder (its size is that of its fullest day), so while
@@ -302,7 +313,7 @@ class Spool:
                 return False
         while self._spare:
             try:
-                os.rename(self.free / self._spare.pop(), tmp)
+                os.rename(f"{self._free}/{self._spare.pop()}", tmp)
                 return True
             except FileNotFoundError:
                 continue
@@ -319,15 +330,15 @@ class Spool:
             self._fail(item, exc)
             return False
 
-    def _final(self, item: _Pending) -> Path:
-        return self.root / item.envelope.spool_path
+    def _final(self, item: _Pending) -> str:
+        return f"{self._root}/{item.envelope.spool_path}"
 
     def _rename(self, item: _Pending) -> None:
         final = self._final(item)
-        folder = final.parent
+        folder = os.path.dirname(final)
         if folder not in self._made:  # a bucket ensure() did not make (an unusual id)
-            folder.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
-            _fsync_dir(folder.parent)
+            os.makedirs(folder, mode=_DIR_MODE, exist_ok=True)
+            _fsync_dir(os.path.dirname(folder))
             self._made.add(folder)
         os.rename(item.tmp, final)
 
@@ -374,10 +385,10 @@ class Spool:
     def _remove_batch(self, spool_paths: list[str],
                       durable: bool = True) -> list[bool | SpoolError]:
         out: list[bool | SpoolError] = []
-        folders: dict[Path, list[int]] = {}
+        folders: dict[str, list[int]] = {}
         for spool_path in spool_paths:
             try:
-                path = self.path(spool_path)
+                path = self._file(spool_path)
                 gone = self._take_out(path)
             except SpoolError as exc:
                 out.append(exc)
@@ -386,10 +397,10 @@ class Spool:
                 out.append(SpoolError(f"cannot remove {spool_path}: {exc.strerror or exc}"))
                 continue
             if gone:
-                folders.setdefault(path.parent, []).append(len(out))
+                folders.setdefault(os.path.dirname(path), []).append(len(out))
             out.append(gone)
 
-        def sync(entry: tuple[Path, list[int]]) -> None:
+        def sync(entry: tuple[str, list[int]]) -> None:
             folder, indexes = entry
             try:
                 _fsync_dir(folder)
@@ -401,12 +412,13 @@ class Spool:
             self._each(sync, list(folders.items()))
         return out
 
-    def _take_out(self, path: Path) -> bool:
+    def _take_out(self, path: str) -> bool:
         """Take a committed file out of mess/: parked in free/ (emptied first, under a dot
         name nobody claims, so no writer can get it half-emptied) or unlinked. False if it
         was gone already."""
         if self._room():
-            staging = self.free / f".{path.name}"
+            name = os.path.basename(path)
+            staging = f"{self._free}/.{name}"
             try:
                 os.rename(path, staging)
             except FileNotFoundError:
@@ -416,7 +428,7 @@ class Spool:
             else:
                 try:
                     os.truncate(staging, 0)
-                    os.rename(staging, self.free / path.name)
+                    os.rename(staging, f"{self._free}/{name}")
                     with self._parking:
                         self._parked += 1
                     self._scarce_at = 0.0  # our own writer may look in free/ again at once
@@ -554,7 +566,7 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[written:]
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
