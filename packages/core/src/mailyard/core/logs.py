@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 queue_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("queue_id", default="")
+_ENCODER = json.JSONEncoder(default=str, ensure_ascii=False)  # made once, not per line
 _STD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 
@@ -45,7 +46,7 @@ class JsonFormatter(logging.Formatter):
                 event[key] = value
         if record.exc_info:
             event["exc"] = self.formatException(record.exc_info)
-        return json.dumps(event, default=str, ensure_ascii=False)
+        return _ENCODER.encode(event)
 
 
 def setup(service: str, level: str = "INFO") -> None:

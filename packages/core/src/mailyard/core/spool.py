@@ -134,8 +134,9 @@ class Spool:
             raise SpoolError(f"spool path outside the spool: {spool_path!r}")
         return resolved
 
-    def _file(self, spool_path: str) -> str:
-        """path() as a string, joined without pathlib for what relpath() makes."""
+    def file(self, spool_path: str) -> str:
+        """path() as a string, joined without pathlib for what relpath() makes (the
+        commit, removal and lookup paths: pathlib's joins cost more than the syscalls)."""
         if _PLAIN_PATH.fullmatch(spool_path):
             return f"{self._root}/{spool_path}"
         return str(self.path(spool_path))
@@ -388,7 +389,7 @@ class Spool:
         folders: dict[str, list[int]] = {}
         for spool_path in spool_paths:
             try:
-                path = self._file(spool_path)
+                path = self.file(spool_path)
                 gone = self._take_out(path)
             except SpoolError as exc:
                 out.append(exc)
