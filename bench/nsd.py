@@ -67,19 +67,29 @@ class NsdServer:
         folder = folder / "nsd"
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{ORIGIN}.zone").write_text(zone_text(zone))
-        self.port = free_port()
-        conf = folder / "nsd.conf"
-        conf.write_text(CONF.format(port=self.port, folder=folder, origin=ORIGIN))
-        self.proc = spawn_supervised(["nsd", "-d", "-c", str(conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self._wait_ready(folder)
+        for attempt in range(3):
+            # free_port() finds a TCP port; nsd also binds UDP on it, and a test running
+            # beside this one may take either before nsd does: then try another port
+            self.port = free_port()
+            conf = folder / "nsd.conf"
+            conf.write_text(CONF.format(port=self.port, folder=folder, origin=ORIGIN))
+            self.proc = spawn_supervised(["nsd", "-d", "-c", str(conf)],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            try:
+                self._wait_ready(folder)
+                return
+            except RuntimeError:
+                if attempt == 2:
+                    raise
 
     def _wait_ready(self, folder: Path) -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 log = (folder / "nsd.log").read_text() if (folder / "nsd.log").exists() else ""
-                raise RuntimeError(f"nsd exited: {log.strip()[-500:]}")
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr \
+                    else ""
+                raise RuntimeError(f"nsd exited: {(log + err).strip()[-500:]}")
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
                 sock.settimeout(0.2)
                 # a query for the SOA of the origin (id 1, RD off)
