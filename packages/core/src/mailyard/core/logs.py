@@ -52,7 +52,8 @@ class JsonFormatter(logging.Formatter):
 def setup(service: str, level: str = "INFO") -> None:
     # A line carries none of these, and each costs per record: findCaller walks the stack
     # for the file and line, the others ask for the thread, process and multiprocessing
-    # names. Off, a line costs a fifth less (see docs/architecture.md).
+    # names. Off, a line costs about a sixth less (docs/architecture.md, "Where the time
+    # goes").
     logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
