@@ -66,17 +66,14 @@ def measure(mode: str, platform: Platform, sink: Sink, count: int) -> float:
             raise SystemExit(f"bench.sessions: smtp-source exit {proc.returncode}: "
                              f"{err.decode(errors='replace').strip()[:200]}")
         sink.wait(arrived + count, 300, stall=60)  # the queue drained: the next round is clean
+        if sink.messages < arrived + count:
+            raise SystemExit(f"bench.sessions: {sink.messages - arrived} of {count} messages "
+                             "reached the sink")
     return (cpu_seconds(pid) - before) * 1e6 / count
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--count", type=int, default=5000)
-    args = parser.parse_args()
-    if not shutil.which("smtp-source"):
-        print("bench.sessions needs Debian's postfix (smtp-source, smtp-sink)")
-        return 2
+def run(rounds: int, count: int) -> dict[str, list[float]]:
+    """µs of smtp-ingress CPU per connection (bare) or message (conn, reuse), per round."""
     DATA.mkdir(parents=True, exist_ok=True)
     sink = Sink()
     platform = Platform(Path(tempfile.mkdtemp(prefix="sessions-", dir=DATA)),
@@ -87,16 +84,28 @@ def main() -> int:
         subprocess.run([sys.executable, "-m", "mailyard.cli.main", "route", "set",
                         "remote.test", f"127.0.0.1:{sink.port}"], check=True,
                        capture_output=True, env={**os.environ, **platform.cli_env()})
-        measure("conn", platform, sink, 500)  # warm: first connections, caches, imports
-        for number in range(1, args.rounds + 1):
+        measure("conn", platform, sink, min(500, count))  # warm: caches, imports
+        for number in range(1, rounds + 1):
             for mode in (figures if number % 2 else list(figures)[::-1]):
-                figures[mode].append(measure(mode, platform, sink, args.count))
+                figures[mode].append(measure(mode, platform, sink, count))
                 print(f"round {number}  {mode:<5} smtp-ingress {figures[mode][-1]:6.0f} µs "
                       f"per {'connection' if mode == 'bare' else 'message'}", flush=True)
     finally:
         platform.stop()
         sink.stop()
         shutil.rmtree(DATA, ignore_errors=True)
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--count", type=int, default=5000)
+    args = parser.parse_args(argv)
+    if not shutil.which("smtp-source"):
+        print("bench.sessions needs Debian's postfix (smtp-source, smtp-sink)")
+        return 2
+    figures = run(args.rounds, args.count)
     med = {mode: statistics.median(values) for mode, values in figures.items()}
     print(f"--- smtp-ingress CPU, medians of {args.rounds} rounds: a connection with no message "
           f"{med['bare']:.0f} µs; a message on its own connection {med['conn']:.0f} µs; "
