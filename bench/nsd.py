@@ -69,7 +69,9 @@ class NsdServer:
         (folder / f"{ORIGIN}.zone").write_text(zone_text(zone))
         for attempt in range(3):
             # free_port() finds a TCP port; nsd also binds UDP on it, and a test running
-            # beside this one may take either before nsd does: then try another port
+            # beside this one may take either before nsd does: then try another port.
+            # (The exit with an empty log once seen here was gRPC aborting the child before
+            # its exec; spawn_supervised no longer lets that happen.)
             self.port = free_port()
             conf = folder / "nsd.conf"
             conf.write_text(CONF.format(port=self.port, folder=folder, origin=ORIGIN))
