@@ -99,9 +99,11 @@ def test_dovecot_started_by_a_non_root_user_serves(tmp_path: Path) -> None:
             os.chown(path, user.pw_uid, user.pw_gid)
         binary = dovecot_conf.dovecot_binary()
         assert binary is not None
-        proc = subprocess.Popen([binary, "-F", "-c", str(conf)], user=user.pw_uid,
-                                group=user.pw_gid, extra_groups=[], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        # setpriv changes the user, not Popen(user=...): that makes Python fork and run
+        # gRPC's fork handlers, which can abort the child (see cli.platform.spawn_supervised)
+        proc = subprocess.Popen(["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
+                                 "--clear-groups", "--", binary, "-F", "-c", str(conf)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             greeting = _greeting(ports.imap, proc)
             assert greeting.startswith(b"* OK"), greeting
