@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.proc import tree_cpu_seconds
 from mailyard.api.relayauth.v1 import relayauth_pb2 as ra
 from mailyard.api.relayauth.v1 import relayauth_pb2_grpc as ra_rpc
 from mailyard.cli.platform import Platform, free_ports
@@ -67,20 +68,8 @@ def _login(port: int, user: str, password: str) -> float:
     return took
 
 
-def _cpu_seconds(pid: int) -> float:
-    """CPU of pid and of everything below it (live children, and reaped ones' totals)."""
-    total = 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total = sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return total
-    return total + sum(_cpu_seconds(int(c)) for c in children)
-
-
 def _cpu(platform: Platform) -> dict[str, float]:
-    return {name: _cpu_seconds(svc.proc.pid) for name, svc in platform.running.items()}
+    return {name: tree_cpu_seconds(svc.proc.pid) for name, svc in platform.running.items()}
 
 
 def _relays(port: int) -> bool:

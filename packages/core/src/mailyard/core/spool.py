@@ -114,11 +114,11 @@ class Spool:
         made = False
         for bucket in (a + b for a in ALPHABET for b in ALPHABET):
             folder = self.mess / bucket
-            if str(folder) not in self._made:
+            if (name := str(folder)) not in self._made:
                 if not folder.is_dir():
                     folder.mkdir(mode=_DIR_MODE, exist_ok=True)
                     made = True
-                self._made.add(str(folder))
+                self._made.add(name)
         if made:
             _fsync_dir(self.mess)
             _fsync_dir(self.root)
@@ -363,7 +363,11 @@ class Spool:
         return decode(raw, spool_path, verify=verify)
 
     async def exists(self, spool_path: str) -> bool:
-        return await self._run(lambda: self.path(spool_path).exists())
+        return bool(await self._run(self.exists_sync, spool_path))
+
+    def exists_sync(self, spool_path: str) -> bool:
+        """Whether the committed file is there; SpoolError for a path outside the spool."""
+        return os.path.exists(self.file(spool_path))
 
     # -- remove ------------------------------------------------------------------------
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from typing import Any
 
@@ -62,7 +61,7 @@ Item = tuple[Envelope, list[tuple[str, int, str]]]
 
 def _file_present(spool: Spool, spool_path: str) -> bool:
     try:
-        return os.path.exists(spool.file(spool_path))
+        return spool.exists_sync(spool_path)
     except Exception:  # outside the spool, unreadable: not a committed file
         return False
 
