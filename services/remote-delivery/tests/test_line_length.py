@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 from remote_rig import Rig, Smtp
 
 from mailyard.api.mail.v1.delivery_pb2 import OUTCOME_DELIVERED
-from mailyard.remote_delivery.deliver import normalise
 from mailyard.remote_delivery.linelength import LIMIT, fold
+from mailyard.remote_delivery.wire import normalise
 
 
 def longest(message: bytes) -> int:

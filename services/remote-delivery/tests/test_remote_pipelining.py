@@ -20,7 +20,7 @@ from mailyard.api.mail.v1.delivery_pb2 import (
     OUTCOME_FAILED,
 )
 from mailyard.remote_delivery.deliver import CONNECTION_DIED
-from mailyard.remote_delivery.transaction import stuffed
+from mailyard.remote_delivery.wire import stuffed
 
 MSG = b"Subject: hi\r\n\r\nhello\r\n"
 

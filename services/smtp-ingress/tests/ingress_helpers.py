@@ -15,10 +15,12 @@ import pytest
 import trustme
 
 from mailyard.api.directory.v1 import directory_pb2 as dpb
+from mailyard.api.mail.v1.envelope_pb2 import Envelope
 from mailyard.core import bus
 from mailyard.core.directory import domain_key, record_key
 from mailyard.core.natsserver import NatsServer, free_port
 from mailyard.core.spool import Spool
+from mailyard.smtp_ingress.data_decoder import line_facts
 from mailyard.smtp_ingress.server import Ingress
 from mailyard.smtp_ingress.settings import Settings
 from mailyard.testing import grpc_service
@@ -203,3 +205,15 @@ async def seed_user(js: Any, address: str, password: str) -> None:
     await kv.put(record_key("mailbox", address), dpb.Mailbox(
         address=address, password_hash=hasher.hash(password),
         cram_md5_secret=password.encode().hex()).SerializeToString())
+
+
+def lines_hold(envelope: Envelope, data: bytes) -> tuple[int, bool]:
+    """Asserts that the Lines facts ingress spooled hold for the spooled bytes (what lets
+    remote-delivery skip its passes over them); returns the facts of the bytes. `longest`
+    may be too high (an edited header section lost its longest line), never too low."""
+    facts = line_facts(data)
+    assert facts is not None, "ingress spooled a bare CR or LF"
+    assert envelope.HasField("lines")
+    assert envelope.lines.longest >= facts[0]
+    assert envelope.lines.leading_dot or not facts[1]
+    return facts

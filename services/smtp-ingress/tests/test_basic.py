@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ingress_helpers import Client, committed, session, todo_count
+from ingress_helpers import Client, committed, lines_hold, session, todo_count
 
 from mailyard.core.spool import Spool
 from mailyard.smtp_ingress import replies as R
@@ -44,7 +44,26 @@ async def test_pipelined_transaction_replies_in_order(local: Ingress, js: Any) -
     assert data.startswith(b"Received: from unknown (HELO client.test) (127.0.0.1)\r\n"
                            b"  by mx.test with ESMTP id " + qid.encode() + b";\r\n")
     assert data.endswith(b"Subject: hi\r\n\r\n.dot\r\nbody \xe4\r\n")
+    assert lines_hold(envelope, data) == (envelope.lines.longest, True)  # exact
     assert await todo_count(js) == 1
+    await client.close()
+
+
+async def test_lines_facts_of_a_line_sent_in_pieces(local: Ingress) -> None:
+    """A line longer than the decoder holds (PARTIAL_MAX) is passed on in pieces; its
+    length is still counted whole, so remote-delivery knows to fold it."""
+    client = await session(local.ports["smtp"])
+    for line in ("MAIL FROM:<sender@remote.test>", "RCPT TO:<alice@example.org>"):
+        assert (await client.cmd(line)).startswith("250")
+    assert await client.cmd("DATA") == R.GO_AHEAD
+    long = b"y" * 20000
+    await client.send(b"Subject: long\r\n\r\n" + long[:7000])
+    await client.send(long[7000:] + b"\r\nshort\r\n.\r\n")
+    assert (await client.reply()).startswith("250 ok ")
+    [path] = committed(local)
+    envelope, data = Spool(local.settings.spool_dir).read_sync(path)
+    assert lines_hold(envelope, data) == (20000, False)
+    assert (envelope.lines.longest, envelope.lines.leading_dot) == (20000, False)
     await client.close()
 
 

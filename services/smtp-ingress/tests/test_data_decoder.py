@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailyard.smtp_ingress.data_decoder import DataDecoder, decode_whole
+from mailyard.smtp_ingress.data_decoder import DataDecoder, decode_whole, line_facts
 
 SMALL = 6
 
@@ -22,6 +22,11 @@ _LINE = st.one_of(
 
 
 def _feed(stream: bytes, cuts: list[int]) -> tuple[bytes, bytes | None, bool, bool]:
+    return _decode(stream, cuts)[0]
+
+
+def _decode(stream: bytes, cuts: list[int]
+            ) -> tuple[tuple[bytes, bytes | None, bool, bool], DataDecoder]:
     decoder = DataDecoder(SMALL)
     out, rest, start = b"", None, 0
     for cut in [*sorted(c % (len(stream) + 1) for c in cuts), len(stream)]:
@@ -33,7 +38,7 @@ def _feed(stream: bytes, cuts: list[int]) -> tuple[bytes, bytes | None, bool, bo
         if rest is not None or decoder.bare:
             rest = None if rest is None else rest + stream[start:]
             break
-    return out, rest, decoder.bare, decoder.nul
+    return (out, rest, decoder.bare, decoder.nul), decoder
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -43,10 +48,12 @@ def test_any_chunking_decodes_like_the_whole(lines: list[bytes], after: bytes,
                                              cuts: list[int]) -> None:
     stream = b"".join(line + b"\r\n" for line in lines) + b".\r\n" + after
     message, rest, bare, nul = decode_whole(stream)
-    got, got_rest, got_bare, got_nul = _feed(stream, cuts)
+    (got, got_rest, got_bare, got_nul), decoder = _decode(stream, cuts)
     assert got_bare == bare
     if not bare:
         assert (got, got_rest, got_nul) == (message, rest, nul)
+        # what delivery relies on to skip its own passes over the message (Lines)
+        assert (decoder.longest, decoder.leading_dot) == line_facts(message)
 
 
 @settings(max_examples=200, deadline=None)
@@ -64,3 +71,19 @@ def test_known_cases() -> None:
     assert decode_whole(b"\0.\r\n.\r\n")[3]   # the nullbefore line
     assert _feed(b"x\r\n.", [1, 2, 3, 4]) == (b"x\r\n", None, False, False)
     assert _feed(b"x\r\n.\r", [4])[1] is None
+
+
+def test_known_facts() -> None:
+    """The longest line counts the pieces of a line passed on before its end; a dot
+    that ends the data, or stuffs a line, is told apart from a dot beginning a line."""
+    for stream, cuts, facts in [
+        (b"abc\r\n.\r\n", [], (3, False)),
+        (b".\r\n", [], (0, False)),
+        (b"..x\r\n.\r\n", [2], (2, True)),
+        (b"a\r\n.b\r\n.\r\n", [], (2, True)),
+        (b"a\r\n" + b"y" * 40 + b"\r\n.\r\n", [10, 20, 30], (40, False)),
+        (b"." + b"y" * 40 + b"\r\n.\r\n", [10, 20], (41, True)),
+    ]:
+        (out, rest, bare, _), decoder = _decode(stream, cuts)
+        assert rest == b"" and not bare, stream
+        assert (decoder.longest, decoder.leading_dot) == facts == line_facts(out), stream

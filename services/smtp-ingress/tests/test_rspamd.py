@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from ingress_helpers import MakeIngress, put_control, session, wait_for
+from ingress_helpers import MakeIngress, lines_hold, put_control, session, wait_for
 
 from mailyard.core.dkimkeys import KeyDir
 from mailyard.core.spool import Spool
@@ -45,7 +45,10 @@ def rspamd(tmp_path_factory: pytest.TempPathFactory, rspamd_dns: DnsServer) -> I
 
 def spooled(ingress: Ingress) -> list[bytes]:
     spool = Spool(ingress.settings.spool_dir)
-    return [spool.read_sync(p)[1] for p in spool.iter_committed()]
+    stored = [spool.read_sync(p) for p in spool.iter_committed()]
+    for envelope, data in stored:  # also after the scanner's Subject: rewrite
+        lines_hold(envelope, data)
+    return [data for _, data in stored]
 
 
 async def send(ingress: Ingress, message: str) -> str:

@@ -7,7 +7,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ingress_helpers import MakeIngress, committed, put_control, seed_directory, session, wait_for
+from ingress_helpers import (
+    MakeIngress,
+    committed,
+    lines_hold,
+    put_control,
+    seed_directory,
+    session,
+    wait_for,
+)
 
 from mailyard.core.spool import Spool
 from mailyard.smtp_ingress import replies as R
@@ -58,6 +66,7 @@ async def test_large_message_streams_to_a_spill_file(make_ingress: MakeIngress,
     expected = wire.replace(b"\r\n..", b"\r\n.")
     assert data.endswith(b"\r\n" + expected) and data.startswith(b"Received: ")
     assert envelope.size == len(data)
+    assert lines_hold(envelope, data) == (envelope.lines.longest, True)  # exact
     await wait_for(lambda: _spill_files(ingress) == 0)
 
 

@@ -8,9 +8,8 @@ on to the next. Once a server answered MAIL, its replies are final for this atte
 
 aiosmtplib holds the session (connect, EHLO, STARTTLS, AUTH, RSET, QUIT); the transaction
 itself (MAIL, RCPT..., DATA in one write when the server offers PIPELINING) is
-transaction.py. `normalise` turns every bare CR and bare LF into CRLF before the SIZE we
-announce and the dot-stuffing, so a stored "\\r.\\r\\n" can never end the DATA early
-(SMTP smuggling); `linelength.fold` then breaks lines over 998 octets as Postfix does.
+transaction.py; what follows the 354 (CRLF everywhere, lines folded, dots stuffed) is
+made once per job by wire.py.
 """
 
 from __future__ import annotations
@@ -36,12 +35,14 @@ from mailyard.api.mail.v1.delivery_pb2 import (
     Outcome,
     RecipientResult,
 )
+from mailyard.api.mail.v1.envelope_pb2 import Lines
 from mailyard.core import smtproutes as routes
 from mailyard.core.control import ControlView
-from mailyard.remote_delivery import linelength, metrics, transaction
+from mailyard.remote_delivery import metrics, transaction
 from mailyard.remote_delivery.lookup import Hop, Lookup, Plan
 from mailyard.remote_delivery.pool import Connection, DestKey, Pool, quit_quietly
 from mailyard.remote_delivery.settings import Settings
+from mailyard.remote_delivery.wire import Wire, wire
 
 log = logging.getLogger(__name__)
 
@@ -53,19 +54,10 @@ AUTH_FAILED = "Connected to {host} but authentication failed. Remote host said: 
 _ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\b")
 _QMAIL_CODE = re.compile(r"\(#([245]\.\d{1,3}\.\d{1,3})\)")
 _DEFAULT_CODE = {int(OUTCOME_DELIVERED): "2.0.0", int(OUTCOME_DEFERRED): "4.0.0"}
-_LINE_ENDINGS = re.compile(rb"\r\n|\n|\r")
 # An address that needs no parsing to be quoted on a MAIL/RCPT line; anything else goes
 # through aiosmtplib's own (email.utils) parsing.
 _PLAIN_ADDRESS = re.compile(r'[^\x00-\x20\x7f<>()\[\]\\,;:"@]+@[^\x00-\x20\x7f<>()\[\]\\,;:"@]+\Z')
 PLAN_CACHE_SIZE = 10_000   # (domain, route) plans kept; the oldest goes first
-
-
-def normalise(data: bytes) -> bytes:
-    """CRLF everywhere, ending in CRLF: what goes on the wire (before dot-stuffing)."""
-    crlf = data.count(b"\r\n")
-    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:  # a bare CR or LF somewhere
-        data = _LINE_ENDINGS.sub(b"\r\n", data)
-    return data if data.endswith(b"\r\n") else data + b"\r\n"
 
 
 def enhanced_code(code: int, text: str) -> str:
@@ -160,17 +152,20 @@ class Deliverer:
             self._plans[key] = plan
         return plan
 
-    async def deliver(self, job: DeliveryJob, data: bytes) -> list[RecipientResult]:
+    async def deliver(self, job: DeliveryJob, data: bytes,
+                      lines: Lines | None = None) -> list[RecipientResult]:
+        """Deliver the spooled message `data`; `lines`: its envelope's Lines, if set."""
         plan = await self.plan(job.domain)
         if not plan.ok:
             if plan.permanent:
                 return all_recipients(job, OUTCOME_FAILED, plan.error)
             return all_recipients(job, OUTCOME_DEFERRED, plan.error, reason="dns")
         last = TryNext(NO_CONNECTION, "connect")
+        message = wire(data, lines)
         for hop in plan.hops:
             for address in hop.addresses:
                 try:
-                    return await self._on(hop, address, plan, job, data)
+                    return await self._on(hop, address, plan, job, message)
                 except TryNext as failure:
                     log.info("next hop", extra={"queue_id": job.queue_id, "host": hop.host,
                                                 "address": address, "why": failure.reply})
@@ -186,7 +181,7 @@ class Deliverer:
         return self.settings.tls_policy
 
     async def _on(self, hop: Hop, address: str, plan: Plan, job: DeliveryJob,
-                  data: bytes) -> list[RecipientResult]:
+                  message: Wire) -> list[RecipientResult]:
         policy = self._policy(plan)
         user = plan.route.auth_user if plan.route else ""
         key: DestKey = (address, hop.port, policy, user, hop.host)
@@ -194,7 +189,7 @@ class Deliverer:
             conn = self.pool.take(key)
             if conn is not None:
                 try:
-                    return await self._transaction(conn, job, data)
+                    return await self._transaction(conn, job, message)
                 except _Stale:
                     await quit_quietly(conn)  # the server dropped the idle session
             try:
@@ -204,7 +199,7 @@ class Deliverer:
                     raise
                 # "may": a broken handshake is no reason to hold mail; go again in clear.
                 conn = await self._open(hop, address, key, "none", plan)
-            return await self._transaction(conn, job, data)
+            return await self._transaction(conn, job, message)
 
     async def _open(self, hop: Hop, address: str, key: DestKey, policy: str,
                     plan: Plan) -> Connection:
@@ -289,18 +284,17 @@ class Deliverer:
     # -- the transaction ---------------------------------------------------------------
 
     async def _transaction(self, conn: Connection, job: DeliveryJob,
-                           data: bytes) -> list[RecipientResult]:
+                           message: Wire) -> list[RecipientResult]:
         smtp, host = conn.smtp, conn.host
         fresh = conn.uses == 0
-        message = linelength.fold(normalise(data))  # no line over 998 octets on the wire
         options = b""
         size_limit = smtp.esmtp_extensions.get("size", "")
-        if size_limit.isdigit() and 0 < int(size_limit) < len(message):
+        if size_limit.isdigit() and 0 < int(size_limit) < message.size:
             self.pool.give_back(conn)
-            return all_recipients(job, OUTCOME_FAILED, f"552 5.3.4 Message is {len(message)} "
+            return all_recipients(job, OUTCOME_FAILED, f"552 5.3.4 Message is {message.size} "
                                   f"bytes; {host} takes at most {size_limit}.", host=host)
         if smtp.supports_extension("size"):
-            options += b" SIZE=%d" % len(message)
+            options += b" SIZE=%d" % message.size
         if job.body_8bit and smtp.supports_extension("8bitmime"):
             options += b" BODY=8BITMIME"  # without it we still send (qmail does too)
         encoding = "ascii"
@@ -329,7 +323,7 @@ class Deliverer:
         if not sent:
             self.pool.give_back(conn)
             return self._ordered(job, results, host, "recipient")
-        replies = await transaction.run(smtp, mail, lines, message,
+        replies = await transaction.run(smtp, mail, lines, message.data,
                                         pipelining=smtp.supports_extension("pipelining"),
                                         timeout=self.settings.command_timeout)
         if not smtp.is_connected:

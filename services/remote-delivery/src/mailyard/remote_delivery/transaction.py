@@ -17,7 +17,6 @@ is ended with a lone "." at once.
 from __future__ import annotations
 
 import asyncio
-import re
 from dataclasses import dataclass, field
 
 import aiosmtplib
@@ -25,16 +24,6 @@ from aiosmtplib.response import SMTPResponse
 
 ACCEPTED_RCPT = (250, 251)
 MAX_PENDING = 32 * 1024  # an unfinished reply longer than this is garbage (aiosmtplib's bound)
-_LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
-
-
-def stuffed(message: bytes) -> bytes:
-    """A normalised message (CRLF everywhere, ends in CRLF) as DATA sends it: dot-stuffed
-    and terminated, so no line of it can end the DATA early."""
-    if message.startswith(b".") or b"\n." in message:
-        message = _LEADING_DOT.sub(b"..", message)
-    return message + b".\r\n"
-
 
 @dataclass
 class Replies:
@@ -137,7 +126,7 @@ class _Replies(asyncio.Protocol):
 async def run(smtp: aiosmtplib.SMTP, mail: bytes, rcpts: list[bytes], message: bytes, *,
               pipelining: bool, timeout: float) -> Replies:
     """Send one transaction: `mail` and `rcpts` are whole command lines (CRLF included),
-    `message` is normalised (see deliver.normalise). At least one RCPT."""
+    `message` what follows the 354, stuffed and terminated (wire.py). At least one RCPT."""
     out = Replies()
     transport = smtp.transport
     if transport is None or transport.is_closing():
@@ -173,7 +162,7 @@ async def run(smtp: aiosmtplib.SMTP, mail: bytes, rcpts: list[bytes], message: b
         if out.data is not None and out.data.code == 354 and not closing:
             out.sent_message = _may_send(out)
             # Nothing may go out to nobody: a 354 without an accepted recipient gets "."
-            out.final = await _ask(transport, replies, stuffed(message) if out.sent_message
+            out.final = await _ask(transport, replies, message if out.sent_message
                                    else b".\r\n")
         out.lost = replies.failed
         in_step = not replies.failed and not closing

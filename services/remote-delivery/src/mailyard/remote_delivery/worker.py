@@ -149,7 +149,8 @@ class Worker:
             return all_recipients(job, OUTCOME_DEFERRED, SPOOL_TROUBLE.format(why=exc),
                                   reason="spool")
         try:
-            return await self.deliverer.deliver(job, data)
+            lines = envelope.lines if envelope.HasField("lines") else None
+            return await self.deliverer.deliver(job, data, lines)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

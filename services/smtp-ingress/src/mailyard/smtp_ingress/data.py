@@ -15,12 +15,12 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from mailyard.api.mail.v1.envelope_pb2 import ORIGIN_SMTP, Envelope
+from mailyard.api.mail.v1.envelope_pb2 import ORIGIN_SMTP, Envelope, Lines
 from mailyard.core.errors import BusError, SpoolError
 from mailyard.core.ids import new_queue_id
 from mailyard.core.inject import inject
 from mailyard.smtp_ingress import policy, replies
-from mailyard.smtp_ingress.data_decoder import DataDecoder
+from mailyard.smtp_ingress.data_decoder import DataDecoder, line_facts
 from mailyard.smtp_ingress.dkim_sign import sign
 from mailyard.smtp_ingress.errors import Close
 from mailyard.smtp_ingress.message_body import MessageBody
@@ -52,10 +52,10 @@ async def data(s: Session, arg: str) -> bool:
     s.reply(replies.GO_AHEAD)
     tx.body = MessageBody(s.app.spool, s.app.databytes(), s.settings.data_memory)
     try:
-        nul = await receive(s, tx.body)
+        decoder = await receive(s, tx.body)
         started = time.perf_counter()
         tx.real_size = tx.body.size
-        if nul:  # refused whole, before any check: nothing of it is kept
+        if decoder.nul:  # refused whole, before any check: nothing of it is kept
             s.reject(replies.NUL_IN_DATA, "nul")
             return True
         if tx.body.failed:
@@ -65,14 +65,15 @@ async def data(s: Session, arg: str) -> bool:
         if not verdict.accepted:
             s.reject(verdict.reply, verdict.reason)
             return True
-        await commit(s, tx.body, started)
+        await commit(s, tx.body, started, decoder)
     finally:
         tx.body.close()
         s.tx = None
     return True
 
 
-async def commit(s: Session, body: MessageBody, started: float) -> None:
+async def commit(s: Session, body: MessageBody, started: float,
+                 decoder: DataDecoder) -> None:
     tx = s.tx
     assert tx is not None
     if not s.app.bus_ready():  # fail fast: nothing written when the ack cannot come
@@ -83,13 +84,13 @@ async def commit(s: Session, body: MessageBody, started: float) -> None:
     if tx.sign_with:
         signature = sign(await body.whole(), tx.sign_with)
         DKIM_SIGNED.labels("signed").inc()
-    payload = (received_line(s, tx, qid) + tx.auth_results + tx.scan_headers +
-               signature + body.in_memory())
+    ours = received_line(s, tx, qid) + tx.auth_results + tx.scan_headers + signature
+    payload = ours + body.in_memory()
     size = len(payload) + (0 if body.tail is None else body.size)
     envelope = Envelope(
         queue_id=qid, sender=tx.sender.address, recipients=tx.recipients, client_ip=s.ip,
         helo=s.helo, auth_user=s.auth_user, tls=s.tls, origin=ORIGIN_SMTP,
-        smtputf8=tx.smtputf8, body_8bit=tx.body_8bit)
+        smtputf8=tx.smtputf8, body_8bit=tx.body_8bit, lines=lines_of(decoder, ours, body))
     s.committing = True
     try:
         assert s.app.js is not None
@@ -109,10 +110,28 @@ async def commit(s: Session, body: MessageBody, started: float) -> None:
     s.reply(replies.queued(qid))
 
 
-async def receive(s: Session, body: MessageBody) -> bool:
+def lines_of(decoder: DataDecoder, ours: bytes, body: MessageBody) -> Lines | None:
+    """The Lines facts of the spooled message: the decoder's of what the client sent, with
+    our headers' and, if a check edited the header section, the edited section's (what it
+    took out may leave `longest` too high: delivery then looks, and finds nothing to fold).
+    None when not known."""
+    facts = [line_facts(ours)]
+    if body.edited:
+        header = body.header()
+        facts.append(None if header is None else line_facts(header))
+    if None in facts:
+        return None
+    longest, dot = decoder.longest, decoder.leading_dot
+    for most, starts in filter(None, facts):
+        longest, dot = max(longest, most), dot or starts
+    return Lines(longest=longest, leading_dot=dot)
+
+
+async def receive(s: Session, body: MessageBody) -> DataDecoder:
     """Read the message into `body` up to the end-of-data line (dot-stuffing undone; past
-    databytes only counted); True if it held a NUL (then nothing of it is kept). Input
-    after the end stays in s.buf for the command loop.
+    databytes only counted); the decoder, with what it found: `nul` if it held a NUL (then
+    nothing of it is kept), the Lines facts. Input after the end stays in s.buf for the
+    command loop.
     Raises Close on a bare CR/LF, IdleTimeout when idle or too slow."""
     settings = s.settings
     loop = asyncio.get_running_loop()
@@ -133,7 +152,7 @@ async def receive(s: Session, body: MessageBody) -> bool:
             if rest is not None:
                 s.buf = bytearray(rest)
                 await body.finish()
-                return decoder.nul
+                return decoder
         wait = settings.idle_timeout
         if settings.min_data_rate:
             wait = min(wait, start + max(settings.data_rate_grace,

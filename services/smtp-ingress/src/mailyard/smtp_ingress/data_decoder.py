@@ -1,10 +1,17 @@
 """The DATA byte stream decoded incrementally: the end-of-data line, dot-unstuffing, bare
-CR/LF and NUL found, chunk by chunk, so a message never has to be held whole.
+CR/LF and NUL found, chunk by chunk, so a message never has to be held whole. On the way
+it learns two facts of the message's lines that delivery would otherwise pass over every
+byte again to find (the longest line, whether a line starts with a dot): see Lines in
+envelope.proto.
 
-Work is done on whole lines at a time with bytes.find/count/replace (a few C passes per
-64 KB chunk). Only a partial last line is carried to the next chunk; a line longer than
-PARTIAL_MAX is passed on in pieces (its first bytes decide the unstuffing; a trailing CR is
-kept back until we see whether an LF follows), so no line, however long, piles up.
+Work is done on whole lines at a time, in C: per 64 KB chunk one find for "CRLF ." (no
+hit, the common case: no end and nothing to unstuff), one splitlines, and a sum and a max
+of the lines' lengths (every break is a CRLF exactly when the lengths and two octets per
+break add up to the whole, so bare CR and LF need no passes of their own). That is half
+the cost of counting CRLF, CR and LF and searching for the end and for stuffed dots
+separately. Only a partial last line is carried to the next chunk; a line longer than
+PARTIAL_MAX is passed on in pieces (its first bytes decide the unstuffing; a trailing CR
+is kept back until we see whether an LF follows), so no line, however long, piles up.
 
 Dot-unstuffing is what it always was here: a line starting with ".." loses one dot.
 """
@@ -18,9 +25,12 @@ class DataDecoder:
     def __init__(self, partial_max: int = PARTIAL_MAX) -> None:
         self.partial_max = partial_max
         self.bol = True         # the next byte starts a line
+        self.run = 0            # octets of the current line already passed on (bol False)
         self.carry = b""        # a partial line (or a lone trailing CR) not yet decoded
         self.bare = False       # a CR or LF outside CRLF was seen: the message is refused
         self.nul = False        # a NUL was seen: the message is refused
+        self.longest = 0        # octets of the longest line decoded (CRLF not counted)
+        self.leading_dot = False  # a decoded line starts with "."
 
     def feed(self, chunk: bytes) -> tuple[bytes, bytes | None]:
         """Decode `chunk`: (message bytes, None) while the message goes on; at its end
@@ -32,16 +42,21 @@ class DataDecoder:
         last = data.rfind(b"\n")
         if last >= 0:
             whole = data[:last + 1]
-            if self.bol and whole.startswith(b".\r\n"):
+            first_dot = self.bol and whole.startswith(b".")
+            end = dot = -1
+            if first_dot and whole.startswith(b".\r\n"):
                 end = 0
             else:
-                found = whole.find(b"\r\n.\r\n")
-                end = found + 2 if found >= 0 else -1
+                if not first_dot:
+                    dot = whole.find(b"\r\n.")
+                if first_dot or dot >= 0:  # the end, or a line starting with a dot
+                    found = whole.find(b"\r\n.\r\n", max(dot, 0))
+                    end = found + 2 if found >= 0 else -1
             body = whole if end < 0 else whole[:end]
-            out = self._lines(body)
+            out = self._lines(body, bool(body) and (first_dot or 0 <= dot < len(body) - 2))
             if end >= 0:
                 return out, data[end + 3:]
-            self.bol = True
+            self.bol, self.run = True, 0
             rest = data[last + 1:]
         else:
             rest = data
@@ -52,23 +67,36 @@ class DataDecoder:
                 self.bare = True
             if b"\0" in piece:
                 self.nul = True
-            if self.bol and piece.startswith(b".."):
-                piece = piece[1:]
+            if self.bol and piece.startswith(b"."):
+                self.leading_dot = True
+                if piece.startswith(b".."):
+                    piece = piece[1:]
+            self.run += len(piece)
+            self.longest = max(self.longest, self.run)
             out += piece
             self.bol = False
         self.carry = rest
         return out, None
 
-    def _lines(self, body: bytes) -> bytes:
-        """Whole lines (body ends with LF, or is empty): checked and unstuffed."""
-        lf = body.count(b"\n")
-        if body.count(b"\r\n") != lf or body.count(b"\r") != lf:
-            self.bare = True
-        if b"\0" in body:
+    def _lines(self, body: bytes, dots: bool) -> bytes:
+        """Whole lines (body ends with LF, or is empty): unstuffed, checked and measured.
+        `dots`: a line of body may start with a dot."""
+        out = body
+        if dots:  # unstuffing takes a dot, never a line break: the checks below still hold
+            self.leading_dot = True
+            out = body.replace(b"\r\n..", b"\r\n.")
+            if self.bol and out.startswith(b".."):
+                out = out[1:]
+        lines = out.splitlines()  # at CRLF, and at a bare CR or LF
+        if sum(map(len, lines)) + 2 * len(lines) != len(out):
+            self.bare = True  # some break was one octet: a bare CR or LF
+        if b"\0" in out:
             self.nul = True
-        out = body.replace(b"\r\n..", b"\r\n.")
-        if self.bol and out.startswith(b".."):
-            out = out[1:]
+        if lines:
+            longest = max(map(len, lines))
+            if not self.bol:  # the first line goes on from pieces passed on before
+                longest = max(longest, self.run + len(lines[0]))
+            self.longest = max(self.longest, longest)
         return out
 
 
@@ -89,3 +117,13 @@ def decode_whole(stream: bytes) -> tuple[bytes, bytes | None, bool, bool]:
     nul = b"\0" in raw
     message = b"\r\n".join(line[1:] if line.startswith(b"..") else line for line in lines)
     return message, rest, bare, nul
+
+
+def line_facts(block: bytes) -> tuple[int, bool] | None:
+    """(the longest line's octets, whether a line starts with a dot) of `block`, whole
+    lines each ending in CRLF; None if not (a bare CR or LF, no CRLF at the end). For
+    the headers we add or edit, and the tests' reference for the decoder's facts."""
+    lines = block.splitlines()
+    if sum(map(len, lines)) + 2 * len(lines) != len(block):
+        return None
+    return max(map(len, lines), default=0), any(line.startswith(b".") for line in lines)

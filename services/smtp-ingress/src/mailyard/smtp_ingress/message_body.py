@@ -40,6 +40,7 @@ class MessageBody:
         self._whole: bytes | None = None
         self._skip = 0              # spilled: bytes of the file replaced by _header
         self._header = b""
+        self.edited = False         # edit_header changed the header section
 
     @property
     def kept(self) -> bool:
@@ -96,6 +97,7 @@ class MessageBody:
 
     def edit_header(self, change: Callable[[bytes], bytes]) -> None:
         """Replace the header section by change(header section); no-op past the head."""
+        self.edited = True
         if self._fd < 0:
             message = b"".join(self._parts)
             if self.header() is not None:

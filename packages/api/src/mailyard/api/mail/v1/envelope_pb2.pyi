@@ -67,6 +67,7 @@ class Envelope(_message.Message):
     ORIGIN_FIELD_NUMBER: _builtins.int
     SMTPUTF8_FIELD_NUMBER: _builtins.int
     BODY_8BIT_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
     queue_id: _builtins.str
     """sortable, unique; also the Nats-Msg-Id of the todo notice"""
     sender: _builtins.str
@@ -92,6 +93,14 @@ class Envelope(_message.Message):
     def recipients(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def received_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def lines(self) -> Global___Lines:
+        """Set by smtp-ingress, which passes over every byte of DATA anyway: every line of the
+        spooled message ends in CRLF, and these facts hold for all of it (our headers too), so
+        remote-delivery need not pass over the bytes again to normalise, fold and stuff them.
+        Unset (bounces, forwards, lists, older files): not known, delivery checks.
+        """
+
     def __init__(
         self,
         *,
@@ -109,11 +118,36 @@ class Envelope(_message.Message):
         origin: Global___Origin.ValueType = ...,
         smtputf8: _builtins.bool = ...,
         body_8bit: _builtins.bool = ...,
+        lines: Global___Lines | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["received_at", b"received_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lines", b"lines", "received_at", b"received_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_user", b"auth_user", "body_8bit", b"body_8bit", "client_ip", b"client_ip", "helo", b"helo", "origin", b"origin", "queue_id", b"queue_id", "received_at", b"received_at", "recipients", b"recipients", "sender", b"sender", "sha256", b"sha256", "size", b"size", "smtputf8", b"smtputf8", "spool_path", b"spool_path", "tls", b"tls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_user", b"auth_user", "body_8bit", b"body_8bit", "client_ip", b"client_ip", "helo", b"helo", "lines", b"lines", "origin", b"origin", "queue_id", b"queue_id", "received_at", b"received_at", "recipients", b"recipients", "sender", b"sender", "sha256", b"sha256", "size", b"size", "smtputf8", b"smtputf8", "spool_path", b"spool_path", "tls", b"tls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Envelope: _TypeAlias = Envelope  # noqa: Y015
+
+@_typing.final
+class Lines(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LONGEST_FIELD_NUMBER: _builtins.int
+    LEADING_DOT_FIELD_NUMBER: _builtins.int
+    longest: _builtins.int
+    """octets of the longest line, CRLF not counted"""
+    leading_dot: _builtins.bool
+    """some line starts with "." (DATA must stuff it)"""
+    def __init__(
+        self,
+        *,
+        longest: _builtins.int = ...,
+        leading_dot: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["leading_dot", b"leading_dot", "longest", b"longest"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Lines: _TypeAlias = Lines  # noqa: Y015
