@@ -43,15 +43,14 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 from mailyard.api.mail.v1.envelope_pb2 import Envelope
 from mailyard.core.errors import ChecksumMismatch, SpoolError
+from mailyard.core.fanout import Fanout
 from mailyard.core.ids import ALPHABET
 
 MAGIC = b"MYSPOOL1"
 _HEADER = struct.Struct(">8sI")  # magic, envelope length
-T = TypeVar("T")
 _PLAIN_PATH = re.compile(r"mess/[0-9A-Za-z]{2}/[0-9A-Za-z]{1,64}")
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
@@ -93,7 +92,7 @@ class Spool:
         self._tmp = str(self.tmp)
         self._free = str(self.free)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="spool")
-        self._syncers = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fsync")
+        self._syncers = Fanout(threads, "fsync")
         self._made: set[str] = set()  # bucket folders known to exist
         self._queued: list[_Pending] = []   # commits waiting for the next batch
         self._writing = False               # a batch is in the writer thread
@@ -143,7 +142,7 @@ class Spool:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
-        self._syncers.shutdown(wait=True)
+        self._syncers.close()
 
     async def _run(self, fn, *args):  # type: ignore[no-untyped-def]
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -242,12 +241,12 @@ class Spool:
         try:
             live = [item for item in batch if self._write_tmp(item)]
             # fsyncs at once, not one after another: the journal folds them together
-            self._each(lambda it: self._step(it, _fsync_file), live)
+            self._syncers.each(lambda it: self._step(it, _fsync_file), live)
             folders: dict[str, list[_Pending]] = {}
             for item in live:
                 if item.error is None and self._step(item, self._rename):
                     folders.setdefault(os.path.dirname(self._final(item)), []).append(item)
-            self._each(self._sync_folder, list(folders.items()))
+            self._syncers.each(self._sync_folder, list(folders.items()))
         except BaseException as exc:  # a bug must not leave callers waiting forever
             for item in batch:
                 if item.error is None:
@@ -258,13 +257,6 @@ class Spool:
                 if item.fd >= 0:
                     with contextlib.suppress(OSError):
                         os.close(item.fd)
-
-    def _each(self, action: Callable[[T], object], items: list[T]) -> None:
-        """`action` on every item at once (threads); a single item needs no hand-off."""
-        if len(items) == 1:
-            action(items[0])
-        elif items:
-            list(self._syncers.map(action, items))
 
     def _sync_folder(self, entry: tuple[str, list[_Pending]]) -> None:
         folder, items = entry
@@ -414,7 +406,7 @@ class Spool:
                     out[i] = SpoolError(f"removal of {spool_paths[i]} not durable: {exc}")
 
         if durable:
-            self._each(sync, list(folders.items()))
+            self._syncers.each(sync, list(folders.items()))
         return out
 
     def _take_out(self, path: str) -> bool:

@@ -96,26 +96,28 @@ class MessageBody:
         return None if end < 0 else self.head[:end + 4]
 
     def edit_header(self, change: Callable[[bytes], bytes]) -> None:
-        """Replace the header section by change(header section); no-op past the head."""
-        self.edited = True
+        """Replace the header section by change(header section); no-op past the head.
+        `edited` is set only when change gave other bytes (not the very object it got:
+        a check that finds nothing to take out hands back what it was given)."""
+        header = self.header()
+        if header is None:
+            return
         if self._fd < 0:
             message = b"".join(self._parts)
-            if self.header() is not None:
-                edited = change(message)
+            edited = change(message)
+            if edited is not message:
                 self._parts = [edited]
                 self.head = edited[:HEAD]
+                self.edited = True
             return
-        if self._skip:  # edited before: edit the edited header section again
-            old, self._header = self._header, change(self._header)
-            self.head = (self._header + self.head[len(old):])[:HEAD]
-            self._whole = None
+        old = self._header if self._skip else header  # edited before: edit that again
+        new = change(old)
+        if new is old:
             return
-        header = self.header()
-        if header is not None:
-            self._header = change(header)
+        if not self._skip:
             self._skip = len(header)
-            self.head = (self._header + self.head[len(header):])[:HEAD]
-            self._whole = None
+        self._header, self.edited, self._whole = new, True, None
+        self.head = (new + self.head[len(old):])[:HEAD]
 
     async def whole(self) -> bytes:
         """The whole message in memory (read back from the spill file once if needed)."""

@@ -14,6 +14,7 @@ from mailyard.smtp_ingress import replies
 _DOMAIN = re.compile(r"^(?:[A-Za-z0-9\u0080-\U0010ffff](?:[A-Za-z0-9\u0080-\U0010ffff-]{0,62})?"
                      r"\.?)+$")
 _LITERAL = re.compile(r"^\[(?:[0-9.]{7,15}|IPv6:[0-9A-Fa-f:.]{2,45})\]$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ATEXT = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\u0080-\U0010ffff-]+$")
 ROUTING_CHARS = ("%", "!", "@", '"')
 
@@ -62,7 +63,7 @@ def parse_address(raw: str, *, allow_empty: bool) -> Path:
         if allow_empty:
             return Path("", "", "", True)
         raise SyntaxProblem(replies.BAD_RECIPIENT)
-    if any(ord(c) < 32 or ord(c) == 127 for c in raw):
+    if _CONTROL.search(raw):
         raise SyntaxProblem(replies.BAD_ADDRESS)
     if len(raw.encode()) > 320:
         raise SyntaxProblem(replies.ADDRESS_TOO_LONG)
