@@ -21,7 +21,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from mailyard.core import bus, logs
+from mailyard.core import bus, logs, tls_buffers
 from mailyard.core.errors import SettingsError
 from mailyard.core.settings import ServiceSettings
 
@@ -49,6 +49,7 @@ def run(service: str, settings_cls: type[S],
         raise SystemExit(2) from None
     logs.setup(service, settings.log_level)
     bus.set_replicas(settings.nats_replicas)
+    tls_buffers.lean()
     # Everything imported so far (grpc, protobuf, pydantic, fastapi: a few hundred thousand
     # objects) lives as long as the process; frozen, a full collection no longer walks it,
     # which is what shows up as the tail of request latencies.
