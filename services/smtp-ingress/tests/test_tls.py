@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import ssl
 from pathlib import Path
 from typing import Any
@@ -65,6 +67,23 @@ async def test_implicit_tls_listener(local: Ingress, client_tls: ssl.SSLContext)
     ehlo = (await client.cmd("EHLO client.test")).split("\n")
     assert "250-AUTH PLAIN LOGIN" in ehlo and "250-STARTTLS" not in ehlo
     assert await client.cmd("MAIL FROM:<a@b.test>") == R.AUTH_REQUIRED
+
+
+async def test_a_returning_client_resumes_its_session(local: Ingress,
+                                                     client_tls: ssl.SSLContext) -> None:
+    """One session ticket per connection is enough for a sender that comes back."""
+    port = local.ports["smtps"]
+
+    def connect(session: ssl.SSLSession | None = None) -> tuple[ssl.SSLSession | None, bool]:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+                client_tls.wrap_socket(raw, server_hostname="localhost",
+                                       session=session) as tls:
+            assert tls.recv(1024).startswith(b"220 ")  # the ticket came before it
+            return tls.session, tls.session_reused
+
+    session, first = await asyncio.to_thread(connect)
+    _, again = await asyncio.to_thread(connect, session)
+    assert session is not None and not first and again
 
 
 async def test_self_signed_pair_generated_once(tmp_path: Path, make_ingress: MakeIngress,
