@@ -115,15 +115,12 @@ def lines_of(decoder: DataDecoder, ours: bytes, body: MessageBody) -> Lines | No
     our headers' and, if a check edited the header section, the edited section's (what it
     took out may leave `longest` too high: delivery then looks, and finds nothing to fold).
     None when not known."""
-    facts = [line_facts(ours)]
-    if body.edited:
-        header = body.header()
-        facts.append(None if header is None else line_facts(header))
-    if None in facts:
-        return None
     longest, dot = decoder.longest, decoder.leading_dot
-    for most, starts in filter(None, facts):
-        longest, dot = max(longest, most), dot or starts
+    for block in (ours, body.header()) if body.edited else (ours,):
+        facts = None if block is None else line_facts(block)
+        if facts is None:
+            return None
+        longest, dot = max(longest, facts[0]), dot or facts[1]
     return Lines(longest=longest, leading_dot=dot)
 
 

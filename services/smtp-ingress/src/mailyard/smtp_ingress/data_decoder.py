@@ -87,9 +87,10 @@ class DataDecoder:
             out = body.replace(b"\r\n..", b"\r\n.")
             if self.bol and out.startswith(b".."):
                 out = out[1:]
-        lines = out.splitlines()  # at CRLF, and at a bare CR or LF
-        if sum(map(len, lines)) + 2 * len(lines) != len(out):
-            self.bare = True  # some break was one octet: a bare CR or LF
+        lines = crlf_lines(out)
+        if lines is None:
+            self.bare = True  # the output means nothing now: the caller stops
+            return out
         if b"\0" in out:
             self.nul = True
         if lines:
@@ -119,11 +120,19 @@ def decode_whole(stream: bytes) -> tuple[bytes, bytes | None, bool, bool]:
     return message, rest, bare, nul
 
 
+def crlf_lines(block: bytes) -> list[bytes] | None:
+    """The lines of `block` if every one ends in CRLF; None if a break is a bare CR or LF
+    or the last line has none. splitlines() breaks at all three; every break is a CRLF
+    exactly when the lines' lengths and two octets per break add up to the whole."""
+    lines = block.splitlines()
+    return lines if sum(map(len, lines)) + 2 * len(lines) == len(block) else None
+
+
 def line_facts(block: bytes) -> tuple[int, bool] | None:
     """(the longest line's octets, whether a line starts with a dot) of `block`, whole
-    lines each ending in CRLF; None if not (a bare CR or LF, no CRLF at the end). For
-    the headers we add or edit, and the tests' reference for the decoder's facts."""
-    lines = block.splitlines()
-    if sum(map(len, lines)) + 2 * len(lines) != len(block):
+    lines each ending in CRLF; None if not. For the headers we add or edit, and the tests'
+    reference for the decoder's facts."""
+    lines = crlf_lines(block)
+    if lines is None:
         return None
     return max(map(len, lines), default=0), any(line.startswith(b".") for line in lines)
