@@ -21,6 +21,8 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import uvloop
+
 from mailyard.core import bus, logs, tls_buffers
 from mailyard.core.errors import SettingsError
 from mailyard.core.settings import ServiceSettings
@@ -54,7 +56,11 @@ def run(service: str, settings_cls: type[S],
     # objects) lives as long as the process; frozen, a full collection no longer walks it,
     # which is what shows up as the tail of request latencies.
     gc.freeze()
-    asyncio.run(_main(service, settings, serve))
+    main = _main(service, settings, serve)
+    if settings.event_loop == "uvloop":
+        uvloop.run(main)
+    else:
+        asyncio.run(main)
 
 
 async def _main(service: str, settings: S,
@@ -71,7 +77,8 @@ async def _main(service: str, settings: S,
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_requested)
-    log.info("starting", extra={"instance": settings.instance})
+    log.info("starting", extra={"instance": settings.instance,
+                                 "event_loop": type(loop).__module__.split(".")[0]})
     try:
         await serve(settings, stop)
     except SettingsError as exc:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import cast
 
 import aiosmtplib
 from aiosmtplib.response import SMTPResponse
@@ -132,7 +133,8 @@ async def run(smtp: aiosmtplib.SMTP, mail: bytes, rcpts: list[bytes], message: b
     if transport is None or transport.is_closing():
         out.lost = True
         return out
-    assert isinstance(transport, asyncio.WriteTransport)
+    # aiosmtplib types it BaseTransport; uvloop's transports are not asyncio's subclasses
+    transport = cast(asyncio.Transport, transport)
     owner = transport.get_protocol()
     replies = _Replies(owner, timeout)
     transport.set_protocol(replies)
