@@ -7,6 +7,9 @@ object cost 127 us of CPU to create here, against 38 us at 64 KiB (in smtp-ingre
 profile of a message per STARTTLS connection: 5.1 % of the samples, 1.6 % now). A TLS record
 carries at most 16 KiB, so 64 KiB (what a plain session reads at a time) still takes
 several records per read.
+
+This is asyncio's loop only (EVENT_LOOP=asyncio; bench.tlsload runs on it). uvloop, the
+services' default, has a TLS layer of its own that mallocs its 256 KiB without filling it.
 """
 
 from __future__ import annotations
