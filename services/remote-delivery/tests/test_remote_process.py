@@ -1,4 +1,5 @@
-"""remote-delivery as real processes: a replica killed mid-transfer, and Routing.Explain."""
+"""remote-delivery as real processes: a replica killed mid-transfer, Routing.Explain, and
+STARTTLS to the next hop on each event loop a process can run on."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from remote_rig import Smtp, closed_port, results
+import pytest
+import trustme
+from remote_rig import Smtp, closed_port, results, server_tls
 
 from mailyard.api.mail.v1.delivery_pb2 import CHANNEL_REMOTE, OUTCOME_DELIVERED, DeliveryJob
 from mailyard.api.mail.v1.envelope_pb2 import Envelope
@@ -36,13 +39,14 @@ def replica(name: str, nats: NatsServer, spool: Spool, dns: DnsServer, logs: Pat
     return ServiceProcess("mailyard.remote_delivery", env, logs, http_port=http)
 
 
-async def job_for(spool: Spool, recipients: list[str]) -> DeliveryJob:
-    stored = await spool.commit(Envelope(queue_id="01KILLTEST0000000000000001",
-                                         sender="a@ours.test", recipients=recipients), MSG)
-    return DeliveryJob(job_id="01KILLTEST0000000000000001.1", queue_id=stored.queue_id,
+async def job_for(spool: Spool, recipients: list[str],
+                  queue_id: str = "01KILLTEST0000000000000001") -> DeliveryJob:
+    stored = await spool.commit(Envelope(queue_id=queue_id, sender="a@ours.test",
+                                         recipients=recipients), MSG)
+    return DeliveryJob(job_id=f"{queue_id}.1", queue_id=stored.queue_id,
                        channel=CHANNEL_REMOTE, sender="a@ours.test", recipients=recipients,
-                       domain="kill.test", spool_path=stored.spool_path, sha256=stored.sha256,
-                       size=stored.size, attempt=1)
+                       domain=recipients[0].rpartition("@")[2], spool_path=stored.spool_path,
+                       sha256=stored.sha256, size=stored.size, attempt=1)
 
 
 async def test_replica_killed_mid_transfer(js: Any, nats_server: NatsServer, spool: Spool,  # type: ignore[no-untyped-def]
@@ -100,5 +104,37 @@ async def test_explain_over_grpc(js: Any, nats_server: NatsServer, spool: Spool,
             out = await stub.Explain(routing_pb2.ExplainRequest(address="nobody.test"))
             assert out.permanent and "5.1.2" in out.error
         assert down
+    finally:
+        proc.stop()
+
+
+@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
+async def test_starttls_to_the_next_hop_in_a_process(js: Any, nats_server: NatsServer,  # type: ignore[no-untyped-def]
+                                                     spool: Spool, dns_server: DnsServer,
+                                                     smtp_servers, ca: trustme.CA,
+                                                     tmp_path: Path, event_loop: str) -> None:
+    """tls=verify against a trustme CA, twice: the second message goes over the same TLS
+    session. The in-process tests run on asyncio's loop; a process runs on uvloop unless
+    told otherwise, and its transports are not asyncio's classes."""
+    server = Smtp(tls_context=server_tls(ca, "mx.tls.test")).start()
+    smtp_servers.append(server)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    dns_server.zone.update({"tls.test": {"MX": ["10 mx.tls.test."]},
+                            "mx.tls.test": {"A": ["127.0.0.1"]}})
+    kv = await bus.ensure_kv(js, bus.KV_CONTROL)
+    await kv.put("smtproutes", b"tls.test: tls=verify")
+    proc = replica("tls", nats_server, spool, dns_server, tmp_path, smtp_port=str(server.port),
+                   tls_ca_file=str(ca_file), event_loop=event_loop).start()
+    try:
+        for i in range(2):
+            job = await job_for(spool, ["u@tls.test"], f"01TLSPROCESS{event_loop[:1].upper()}"
+                                                       f"00000000000{i}")
+            await bus.publish(js, bus.JOB_SUBJECT["remote"], job, msg_id=job.job_id)
+            [res] = await results(js, 1, timeout=30)
+            assert res.results[0].outcome == OUTCOME_DELIVERED, (res.results[0].reply,
+                                                                 proc.logs())
+        assert [m.tls for m in server.messages] == [True, True]
+        assert f'"event_loop": "{event_loop}"' in proc.logs()
     finally:
         proc.stop()

@@ -8,11 +8,14 @@ import ssl
 from pathlib import Path
 from typing import Any
 
+import pytest
 from ingress_helpers import Client, MakeIngress, committed
 
 from mailyard.smtp_ingress import replies as R
 from mailyard.smtp_ingress.server import Ingress
 from mailyard.smtp_ingress.tls import self_signed
+
+pytestmark = pytest.mark.both_loops
 
 
 async def test_starttls_discards_pipelined_cleartext(local: Ingress,
