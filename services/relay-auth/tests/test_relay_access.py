@@ -85,6 +85,7 @@ async def test_roles(guarded: Any) -> None:
 
 
 def test_no_tokens_only_on_loopback(tmp_path: Path) -> None:
+    # 0.0.0.0 is the address refused: each of these fails before anything is bound
     with pytest.raises(SettingsError, match="without TOKENS_FILE"):
         GrpcServer("0.0.0.0", 0, [])
     (tmp_path / "bad").write_text("admin short\n")

@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import dkim
+import pytest
 from ingress_helpers import MakeIngress, put_control, session, wait_for
 
 from mailyard.core.dkimkeys import KeyDir
 from mailyard.core.spool import Spool
 from mailyard.smtp_ingress.dkim_sign import from_domain, has_long_line
 from mailyard.smtp_ingress.metrics import DKIM_SIGNED
+from mailyard.smtp_ingress.policy import data_dkim
 from mailyard.testing import DnsServer
 
 
@@ -24,7 +26,14 @@ def spooled(ingress: Any) -> list[bytes]:
 
 async def test_relay_client_mail_is_signed_and_verifies(
         make_ingress: MakeIngress, js: Any, relay_auth: str, tmp_path: Path,
-        dns_server: DnsServer) -> None:
+        dns_server: DnsServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    scans: list[int] = []  # the long-line scan runs only where the decoder saw one
+
+    def counted(message: bytes) -> bool:
+        scans.append(len(message))
+        return has_long_line(message)
+
+    monkeypatch.setattr(data_dkim, "has_long_line", counted)
     folder = KeyDir(tmp_path / "dkim")
     folder.create("example.com", "rsa1", "rsa")
     folder.create("example.com", "ed1", "ed25519")
@@ -60,6 +69,7 @@ async def test_relay_client_mail_is_signed_and_verifies(
         forged = message.replace(b"Subject: signed", b"From: eve@evil.test\r\nSubject: signed")
         assert not dkim.verify(forged, dnsfunc=lookup)
     assert DKIM_SIGNED.labels("signed")._value.get() - signed_before == 2
+    assert scans == []
 
     # a line over 998 octets would be folded on the way out: refused, nothing spooled
     assert await client.cmd("MAIL FROM:<alice@example.com>") == "250 2.1.0 ok"
@@ -67,6 +77,7 @@ async def test_relay_client_mail_is_signed_and_verifies(
     assert await client.cmd("DATA") == "354 go ahead"
     reply = await client.cmd("From: alice@example.com\r\n\r\n" + "x" * 999 + "\r\n.")
     assert reply.startswith("554 5.6.0 ")
+    assert len(scans) == 1
     # mail from a domain without a key passes unsigned
     assert await client.cmd("MAIL FROM:<carol@other.test>") == "250 2.1.0 ok"
     assert await client.cmd("RCPT TO:<bob@remote.test>") == "250 2.1.5 ok"

@@ -51,7 +51,6 @@ def run(service: str, settings_cls: type[S],
         raise SystemExit(2) from None
     logs.setup(service, settings.log_level)
     bus.set_replicas(settings.nats_replicas)
-    tls_buffers.lean()
     # Everything imported so far (grpc, protobuf, pydantic, fastapi: a few hundred thousand
     # objects) lives as long as the process; frozen, a full collection no longer walks it,
     # which is what shows up as the tail of request latencies.
@@ -60,6 +59,7 @@ def run(service: str, settings_cls: type[S],
     if settings.event_loop == "uvloop":
         uvloop.run(main)
     else:
+        tls_buffers.lean()  # asyncio's TLS layer only; uvloop's has its own buffers
         asyncio.run(main)
 
 

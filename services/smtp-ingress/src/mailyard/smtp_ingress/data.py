@@ -52,10 +52,10 @@ async def data(s: Session, arg: str) -> bool:
     s.reply(replies.GO_AHEAD)
     tx.body = MessageBody(s.app.spool, s.app.databytes(), s.settings.data_memory)
     try:
-        decoder = await receive(s, tx.body)
+        tx.decoder = await receive(s, tx.body)
         started = time.perf_counter()
         tx.real_size = tx.body.size
-        if decoder.nul:  # refused whole, before any check: nothing of it is kept
+        if tx.decoder.nul:  # refused whole, before any check: nothing of it is kept
             s.reject(replies.NUL_IN_DATA, "nul")
             return True
         if tx.body.failed:
@@ -65,17 +65,16 @@ async def data(s: Session, arg: str) -> bool:
         if not verdict.accepted:
             s.reject(verdict.reply, verdict.reason)
             return True
-        await commit(s, tx.body, started, decoder)
+        await commit(s, tx.body, started)
     finally:
         tx.body.close()
         s.tx = None
     return True
 
 
-async def commit(s: Session, body: MessageBody, started: float,
-                 decoder: DataDecoder) -> None:
+async def commit(s: Session, body: MessageBody, started: float) -> None:
     tx = s.tx
-    assert tx is not None
+    assert tx is not None and tx.decoder is not None
     if not s.app.bus_ready():  # fail fast: nothing written when the ack cannot come
         s.reject(replies.NOT_ACCEPTED, "unavailable")
         return
@@ -90,7 +89,7 @@ async def commit(s: Session, body: MessageBody, started: float,
     envelope = Envelope(
         queue_id=qid, sender=tx.sender.address, recipients=tx.recipients, client_ip=s.ip,
         helo=s.helo, auth_user=s.auth_user, tls=s.tls, origin=ORIGIN_SMTP,
-        smtputf8=tx.smtputf8, body_8bit=tx.body_8bit, lines=lines_of(decoder, ours, body))
+        smtputf8=tx.smtputf8, body_8bit=tx.body_8bit, lines=lines_of(tx.decoder, ours, body))
     s.committing = True
     try:
         assert s.app.js is not None

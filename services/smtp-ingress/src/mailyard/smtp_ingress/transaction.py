@@ -9,6 +9,7 @@ from mailyard.smtp_ingress.syntax import Path
 
 if TYPE_CHECKING:
     from mailyard.core.dkimkeys import DkimKey
+    from mailyard.smtp_ingress.data_decoder import DataDecoder
     from mailyard.smtp_ingress.message_body import MessageBody
     from mailyard.smtp_ingress.spf_check import SpfResult
 
@@ -23,6 +24,7 @@ class Transaction:
     candidate: Path | None = None   # the RCPT being checked
     body: MessageBody | None = None  # from DATA on: the message, without our Received:
     real_size: int = 0
+    decoder: DataDecoder | None = None  # from the end of DATA: what it found (Lines facts)
     sign_with: list[DkimKey] = field(default_factory=list)  # set by data_dkim
     spf: SpfResult | None = None          # mail_spf: MAIL FROM (or HELO for <>)
     spf_helo: SpfResult | None = None     # mail_spf: the HELO identity

@@ -1,13 +1,16 @@
 """DKIM signing's check: mail our own users send (AUTH, relay clients, lease holders) whose
 From: domain has a signing key is signed at commit; such a message must not contain a line
 over 998 octets (RFC 5322 2.1.1), which a relay on the way would fold, breaking the
-signature. Everything else passes untouched."""
+signature. Everything else passes untouched.
+
+The DATA decoder has measured every line already: the message is scanned again only when
+it says a line is too long, or a check edited the header section since."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mailyard.smtp_ingress.dkim_sign import has_long_line
+from mailyard.smtp_ingress.dkim_sign import MAX_LINE, has_long_line
 from mailyard.smtp_ingress.metrics import DKIM_SIGNED
 from mailyard.smtp_ingress.policy import ACCEPT, Verdict
 from mailyard.smtp_ingress.replies import LINE_TOO_LONG_TO_SIGN
@@ -30,7 +33,9 @@ async def check(s: Session) -> Verdict:
     if not keys:
         DKIM_SIGNED.labels("no_key").inc()
         return ACCEPT
-    if has_long_line(message):
+    decoder, body = s.tx.decoder, s.tx.body
+    measured = decoder is not None and decoder.longest <= MAX_LINE and not body.edited
+    if not measured and has_long_line(message):
         DKIM_SIGNED.labels("long_line").inc()
         return Verdict(LINE_TOO_LONG_TO_SIGN, "long_line")
     s.tx.sign_with = keys
