@@ -184,6 +184,30 @@ async def test_a_late_heartbeat_does_not_hand_its_share_away(
     assert await a.beat() and a.members == 1
 
 
+async def test_a_listing_without_our_own_key_is_taken_again(
+        connections: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """nats-py's keys() can end before its first entry when the consumer-info reply
+    overtakes the deliveries (seen under load: a count of 1 with two members). Such a
+    listing lacks the key we just put, so it is not believed."""
+    [make] = connections
+    a = Membership(await make(), "a", ttl=30)
+    b = Membership(await make(), "b", ttl=30)
+    assert await b.beat() and await a.beat() and a.members == 2
+    assert a._kv is not None
+    kv = a._kv
+    real_keys, listings = kv.keys, []
+
+    async def ended_early() -> list[str]:
+        listings.append(1)
+        if len(listings) == 1:
+            raise NoKeysError  # what keys() raises when its watcher ends at once
+        return await real_keys()
+
+    monkeypatch.setattr(kv, "keys", ended_early)
+    assert await a.beat() and a.members == 2 and len(listings) == 2
+    assert await a.beat() and a.members == 2  # a one-off count of 1 would show here
+
+
 async def test_kv_unreachable_keeps_the_last_count(connections: list[Any],
                                                    nats_server: NatsServer,
                                                    tmp_path: Path) -> None:

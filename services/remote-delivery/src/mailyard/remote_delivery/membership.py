@@ -37,6 +37,7 @@ from mailyard.core import bus
 
 log = logging.getLogger(__name__)
 _UNSAFE = re.compile(r"[^-_=a-zA-Z0-9]")
+LISTING_TRIES = 3  # listings per heartbeat until one holds our own key
 
 
 def member_key(instance: str) -> str:
@@ -90,7 +91,7 @@ class Membership:
                 self._kv = kv
             await asyncio.wait_for(self._kv.put(self.key, self.instance.encode()),
                                    self.timeout)
-            keys = set(await asyncio.wait_for(self._keys(self._kv), self.timeout))
+            keys = await asyncio.wait_for(self._listing(self._kv), self.timeout)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -111,6 +112,18 @@ class Membership:
                         "for it", self.bucket, bucket_ttl)
             self.ttl, self.interval = bucket_ttl, bucket_ttl / 3
             self.timeout = min(self.timeout, self.interval)
+
+    async def _listing(self, kv: KeyValue) -> set[str]:
+        """The bucket's keys. A listing without our own key, put and acked just before, is
+        incomplete: nats-py's keys() ends at once when the consumer-info reply overtakes
+        the first deliveries (the server sends both from different goroutines; seen under
+        load as a count of 1 with two members). Such a listing is taken again."""
+        keys: set[str] = set()
+        for _ in range(LISTING_TRIES):
+            keys = set(await self._keys(kv))
+            if self.key in keys:
+                break
+        return keys
 
     @staticmethod
     async def _keys(kv: KeyValue) -> list[str]:
