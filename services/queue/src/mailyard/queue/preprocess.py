@@ -32,6 +32,8 @@ from mailyard.queue.state import Job, Store
 log = logging.getLogger(__name__)
 CHANNEL_NAME: dict[int, str] = {CHANNEL_LOCAL: "local", CHANNEL_REMOTE: "remote"}
 PUBLISH_TIMEOUT = 5.0  # seconds for a batch of job publishes to be acked (as bus.publish)
+# nats-py's bound on publishes awaiting their ack (JetStreamContext publish_async_max_pending)
+ASYNC_PENDING_MAX = 4000
 WITHDRAWN = metrics.REPAIRS.labels("withdrawn")
 
 
@@ -219,9 +221,13 @@ async def publish_jobs(q: Queue, jobs: list[Job]) -> None:
     gone = False
     for job in jobs:
         subject = bus.JOB_SUBJECT[CHANNEL_NAME[job.channel]]
+        # A wait for room under a timeout is a Task per job (asyncio.wait_for: 8 us of
+        # the queue's ~450 per message); only needed when the bound is reached, since a
+        # free slot is taken without waiting.
+        stall = PUBLISH_TIMEOUT if js.publish_async_pending() >= ASYNC_PENDING_MAX else None
         try:
             fut = await js.publish_async(subject, job_message(job).SerializeToString(),
-                                         wait_stall=PUBLISH_TIMEOUT,
+                                         wait_stall=stall,
                                          headers={"Nats-Msg-Id": job.job_id})
         except Exception as exc:
             failed.append((job, f"publish to {subject} failed: {exc}"))
