@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from mailyard.cli.platform import default_ingress_replicas, free_ports
+from mailyard.cli.platform import default_ingress_replicas, free_ports, nats_procs
 from mailyard.mail_access import dovecot_conf
 
 
@@ -37,6 +37,13 @@ def children(pid: int) -> dict[int, str]:
         if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
             found[int(entry.name)] = cmdline
     return found
+
+
+def gomaxprocs(pid: int) -> str | None:
+    for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+        if item.startswith(b"GOMAXPROCS="):
+            return item.split(b"=", 1)[1].decode()
+    return None
 
 
 def alive(pid: int) -> bool:
@@ -114,15 +121,22 @@ def test_a_second_up_on_taken_ports_is_refused_in_one_line(
 def test_a_killed_nats_server_is_started_again(up: Up) -> None:
     nats = [pid for pid, cmd in children(up.proc.pid).items() if "nats-server" in cmd]
     assert len(nats) == 1
+    procs = os.environ.get("GOMAXPROCS", str(nats_procs()))  # the operator's, else ours
+    assert gomaxprocs(nats[0]) == procs
     os.kill(nats[0], signal.SIGKILL)
     wait_for("supervisor restarts nats-server",
              lambda: up.said("nats-server died; started again"))
     restarted = [pid for pid, cmd in children(up.proc.pid).items() if "nats-server" in cmd]
     assert restarted and restarted != nats
+    assert gomaxprocs(restarted[0]) == procs
     # the services reconnect to it and are ready again
     for port in (up.ports.queue_http, up.ports.remote_http, up.ports.local_http,
                  up.ports.ingress_http):
         wait_for(f"service on {port} ready again", lambda port=port: ready(port))
+
+
+def test_nats_procs_is_one_per_four_cores() -> None:
+    assert [nats_procs(cpus) for cpus in (1, 2, 4, 7, 8, 16)] == [1, 1, 1, 1, 2, 4]
 
 
 def test_kill_9_of_up_ends_every_service_it_started(up: Up) -> None:

@@ -128,6 +128,15 @@ def default_ingress_replicas() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+def nats_procs(cpus: int | None = None) -> int:
+    """GOMAXPROCS for the platform's nats-server: one per four cores, at least one. It
+    shares the host with the Python services and needs about a tenth of the CPU; with one
+    Go processor per core, the idle ones spin looking for work. On 2 cores, 1 instead of 2
+    took nats-server's CPU per message down by 15-22 % and the whole platform's rate up a
+    few percent (bench.field A/Bs, docs/architecture.md, "Where the time goes")."""
+    return max(1, (os.cpu_count() or 1) // 4 if cpus is None else cpus // 4)
+
+
 class Platform:
     ORDER = ("directory", "relay-auth", "queue", "local-delivery", "remote-delivery",
              "smtp-ingress")
@@ -144,7 +153,8 @@ class Platform:
         self.replicas = replicas  # remote-delivery replicas
         self.ingress_replicas = ingress_replicas  # share the SMTP ports (SO_REUSEPORT)
         self.nats = NatsServer(self.data / "nats", port=self.ports.nats,
-                               monitor_port=self.ports.nats_monitor, sync_always=sync_always)
+                               monitor_port=self.ports.nats_monitor, sync_always=sync_always,
+                               procs=nats_procs())
         self.running: dict[str, Running] = {}
         self.logs = self.data / "log"
         self._given: set[int] = set()

@@ -82,8 +82,12 @@ def wait_port(host: str, port: int, timeout: float = 10.0) -> None:
 class NatsServer:
     def __init__(self, store_dir: Path, *, port: int = 0, monitor_port: int = 0,
                  host: str = "127.0.0.1", sync_always: bool = False,
-                 cluster_port: int = 0, routes: tuple[int, ...] = (), name: str = "") -> None:
+                 cluster_port: int = 0, routes: tuple[int, ...] = (), name: str = "",
+                 procs: int | None = None) -> None:
         self.store_dir = Path(store_dir)
+        # GOMAXPROCS of the server; None: Go's default (one per core). An operator's own
+        # GOMAXPROCS in the environment wins either way.
+        self.procs = procs
         # A cluster member: its route port and the route ports of all members (itself too).
         self.cluster_port = cluster_port
         self.routes = routes
@@ -110,6 +114,13 @@ class NatsServer:
         return (f"listen: {self.host}:{self.port}\n{monitor}{cluster}"
                 f"jetstream {{\n  store_dir: \"{self.store_dir}\"{sync}\n}}\n")
 
+    def env(self) -> dict[str, str] | None:
+        """The server's environment: ours, with GOMAXPROCS when `procs` is set and the
+        environment has none (None: inherited as it is)."""
+        if self.procs is None or "GOMAXPROCS" in os.environ:
+            return None
+        return {**os.environ, "GOMAXPROCS": str(self.procs)}
+
     def start(self, log_file: Path | None = None,
               spawn: Callable[..., subprocess.Popen[bytes]] = subprocess.Popen) -> None:
         """`spawn` starts the process (the platform's supervisor passes one that ties the
@@ -120,10 +131,10 @@ class NatsServer:
         if log_file:
             with open(log_file, "ab") as out:
                 self.proc = spawn([binary(), "-c", str(conf)], stdout=out,
-                                  stderr=subprocess.STDOUT)
+                                  stderr=subprocess.STDOUT, env=self.env())
         else:
             self.proc = spawn([binary(), "-c", str(conf)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.STDOUT)
+                              stderr=subprocess.STDOUT, env=self.env())
         try:
             wait_port(self.host, self.port)
         except TimeoutError:
