@@ -9,9 +9,11 @@ hit, the common case: no end and nothing to unstuff), one splitlines, and a sum 
 of the lines' lengths (every break is a CRLF exactly when the lengths and two octets per
 break add up to the whole, so bare CR and LF need no passes of their own). That is half
 the cost of counting CRLF, CR and LF and searching for the end and for stuffed dots
-separately. Only a partial last line is carried to the next chunk; a line longer than
-PARTIAL_MAX is passed on in pieces (its first bytes decide the unstuffing; a trailing CR
-is kept back until we see whether an LF follows), so no line, however long, piles up.
+separately. A chunk without any dot (base64 attachments, the bulk of large mail) skips the
+find too: a memchr for "." costs 1 us per 59 KB, the find 48 (the decoder: 133 -> 77 us).
+Only a partial last line is carried to the next chunk; a line longer than PARTIAL_MAX is
+passed on in pieces (its first bytes decide the unstuffing; a trailing CR is kept back
+until we see whether an LF follows), so no line, however long, piles up.
 
 Dot-unstuffing is what it always was here: a line starting with ".." loses one dot.
 """
@@ -46,7 +48,7 @@ class DataDecoder:
             end = dot = -1
             if first_dot and whole.startswith(b".\r\n"):
                 end = 0
-            else:
+            elif b"." in whole:  # (memchr) no dot at all: no end and nothing to unstuff
                 if not first_dot:
                     dot = whole.find(b"\r\n.")
                 if first_dot or dot >= 0:  # the end, or a line starting with a dot
@@ -87,16 +89,16 @@ class DataDecoder:
             out = body.replace(b"\r\n..", b"\r\n.")
             if self.bol and out.startswith(b".."):
                 out = out[1:]
-        lines = crlf_lines(out)
-        if lines is None:
+        lengths = [*map(len, out.splitlines())]
+        if not crlf_only(out, lengths):
             self.bare = True  # the output means nothing now: the caller stops
             return out
         if b"\0" in out:
             self.nul = True
-        if lines:
-            longest = max(map(len, lines))
+        if lengths:
+            longest = max(lengths)
             if not self.bol:  # the first line goes on from pieces passed on before
-                longest = max(longest, self.run + len(lines[0]))
+                longest = max(longest, self.run + lengths[0])
             self.longest = max(self.longest, longest)
         return out
 
@@ -120,12 +122,18 @@ def decode_whole(stream: bytes) -> tuple[bytes, bytes | None, bool, bool]:
     return message, rest, bare, nul
 
 
+def crlf_only(block: bytes, lengths: list[int]) -> bool:
+    """Whether every line of `block` ends in CRLF, given the lengths of its splitlines():
+    splitlines() breaks at CRLF, CR and LF alike, and every break is a CRLF (and the last
+    line has one) exactly when the lengths and two octets per break add up to the whole."""
+    return sum(lengths) + 2 * len(lengths) == len(block)
+
+
 def crlf_lines(block: bytes) -> list[bytes] | None:
     """The lines of `block` if every one ends in CRLF; None if a break is a bare CR or LF
-    or the last line has none. splitlines() breaks at all three; every break is a CRLF
-    exactly when the lines' lengths and two octets per break add up to the whole."""
+    or the last line has none."""
     lines = block.splitlines()
-    return lines if sum(map(len, lines)) + 2 * len(lines) == len(block) else None
+    return lines if crlf_only(block, [*map(len, lines)]) else None
 
 
 def line_facts(block: bytes) -> tuple[int, bool] | None:
