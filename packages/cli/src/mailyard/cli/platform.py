@@ -134,7 +134,7 @@ def nats_procs(cpus: int | None = None) -> int:
     Go processor per core, the idle ones spin looking for work. On 2 cores, 1 instead of 2
     took nats-server's CPU per message down by 15-22 % and the whole platform's rate up a
     few percent (bench.field A/Bs, docs/architecture.md, "Where the time goes")."""
-    return max(1, (os.cpu_count() or 1) // 4 if cpus is None else cpus // 4)
+    return max(1, (cpus or os.cpu_count() or 1) // 4)
 
 
 class Platform:

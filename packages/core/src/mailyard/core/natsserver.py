@@ -5,6 +5,7 @@ Used by `mailyard up` and by the tests: loopback only, its own store directory.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -128,12 +129,9 @@ class NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         conf = self.store_dir / "nats.conf"
         conf.write_text(self.config_text())
-        if log_file:
-            with open(log_file, "ab") as out:
-                self.proc = spawn([binary(), "-c", str(conf)], stdout=out,
-                                  stderr=subprocess.STDOUT, env=self.env())
-        else:
-            self.proc = spawn([binary(), "-c", str(conf)], stdout=subprocess.DEVNULL,
+        with (open(log_file, "ab") if log_file
+              else contextlib.nullcontext(subprocess.DEVNULL)) as out:
+            self.proc = spawn([binary(), "-c", str(conf)], stdout=out,
                               stderr=subprocess.STDOUT, env=self.env())
         try:
             wait_port(self.host, self.port)

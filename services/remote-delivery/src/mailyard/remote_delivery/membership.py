@@ -120,17 +120,13 @@ class Membership:
         load as a count of 1 with two members). Such a listing is taken again."""
         keys: set[str] = set()
         for _ in range(LISTING_TRIES):
-            keys = set(await self._keys(kv))
+            try:
+                keys = set(await kv.keys())
+            except NoKeysError:  # what keys() raises for an empty listing
+                keys = set()
             if self.key in keys:
                 break
         return keys
-
-    @staticmethod
-    async def _keys(kv: KeyValue) -> list[str]:
-        try:
-            return await kv.keys()
-        except NoKeysError:
-            return []
 
     def _count(self, members: int) -> None:
         if members < self.members and self._fewer != members:
