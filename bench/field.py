@@ -15,7 +15,10 @@ Each figure is end to end: from the first connection to the last message at the 
 or 5xx stops smtp-source (that is itself a finding, reported as the client's exit status).
 Messages the sink got beyond those sent are reported as duplicates: counted alone, a message
 sent twice would hide one never sent. For Mailyard the CPU each process spent per message is
-reported too, so the next bottleneck is named. Figures only: nothing here asserts a speed.
+reported too, so the next bottleneck is named; for every system, the whole machine's CPU per
+message split into user, system (kernel), softirq and idle, so that what a system costs is
+seen where it is spent (Postfix's is mostly kernel, Mailyard's mostly Python). Figures only:
+nothing here asserts a speed.
 
     python -m bench.field [--modes conn,reuse,starttls,mixed] [--rounds 3] [--messages 5000]
 """
@@ -36,7 +39,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.proc import cpu_seconds
+from bench.proc import cpu_seconds, machine_split, machine_ticks
 from mailyard.cli.platform import Platform, default_ingress_replicas, free_ports
 from mailyard.core.natsserver import free_port, wait_port
 
@@ -216,6 +219,9 @@ class Run:
     client_status: list[int] = field(default_factory=list)
     extra: int = 0  # messages the sink got beyond those sent: duplicates, which can hide a loss
     cpu_us_per_msg: dict[str, float] = field(default_factory=dict)
+    # the whole machine's CPU per message by kind (bench.proc.machine_split): where a
+    # system spends what it costs, for Mailyard and the peers alike
+    machine_us_per_msg: dict[str, float] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -258,7 +264,7 @@ def measure(system: System, mode: str, n: int) -> Run:
     target = 0
     try:
         port = system.start(sink, tls=mode == "starttls")
-        before = system.cpu()
+        before, machine = system.cpu(), machine_ticks()
         start = time.perf_counter()
         procs, remote, local = clients(mode, port, n)
         run.messages = remote + local
@@ -279,6 +285,7 @@ def measure(system: System, mode: str, n: int) -> Run:
         run.seconds = end - start
         run.delivered = min(sink.messages, target) + min(system.local_count(), stays)
         after = system.cpu()
+        run.machine_us_per_msg = machine_split(machine, machine_ticks(), run.messages)
         run.cpu_us_per_msg = {k: (after[k] - before.get(k, 0.0)) * 1e6 / max(1, run.messages)
                               for k in after}
     finally:
@@ -355,6 +362,15 @@ def summarize(runs: list[Run]) -> dict[str, dict[str, float]]:
                    for k in mine[0].cpu_us_per_msg}
             print(f"{mode:<9} mailyard CPU us/msg: " + ", ".join(
                 f"{k} {v:.0f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])))
+    print("--- the machine's CPU per message by kind (us/msg, medians; every process in it)")
+    for mode in medians:
+        for who in sorted({r.system for r in runs if r.mode == mode}):
+            splits = [r.machine_us_per_msg for r in runs
+                      if r.mode == mode and r.system == who and r.machine_us_per_msg]
+            if splits:
+                print(f"{mode:<9} {who:<9} " + "  ".join(
+                    f"{kind} {statistics.median(m[kind] for m in splits):.0f}"
+                    for kind in splits[0]))
     return medians
 
 

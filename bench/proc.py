@@ -24,3 +24,22 @@ def tree_cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return total + sum(tree_cpu_seconds(int(c)) for c in children)
+
+
+# /proc/stat's first line, in this order: the machine's time so far by kind, in ticks
+_STAT_KINDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq")
+
+
+def machine_ticks() -> dict[str, int]:
+    """The machine's CPU time by kind (all cores; not per namespace), in clock ticks."""
+    values = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:1 + len(_STAT_KINDS)]
+    return dict(zip(_STAT_KINDS, map(int, values), strict=True))
+
+
+def machine_split(before: dict[str, int], after: dict[str, int], per: int) -> dict[str, float]:
+    """Microseconds per `per` (a message) between two machine_ticks(): user (with nice),
+    system, softirq (with irq: loopback TCP's receive side is mostly here) and idle (with
+    iowait). Whose time it was is not known: every process of the machine is in it."""
+    d = {k: (after[k] - before[k]) * 1e6 / TICK / max(1, per) for k in _STAT_KINDS}
+    return {"user": d["user"] + d["nice"], "system": d["system"],
+            "softirq": d["softirq"] + d["irq"], "idle": d["idle"] + d["iowait"]}
