@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl
 from pathlib import Path
@@ -10,10 +11,11 @@ from typing import Any
 
 import pytest
 from ingress_helpers import Client, MakeIngress, committed
+from prometheus_client import REGISTRY
 
 from mailyard.smtp_ingress import replies as R
 from mailyard.smtp_ingress.server import Ingress
-from mailyard.smtp_ingress.tls import self_signed
+from mailyard.smtp_ingress.tls import handshake_failure, self_signed
 
 pytestmark = pytest.mark.both_loops
 
@@ -117,3 +119,83 @@ def test_replicas_starting_together_share_one_self_signed_pair(tmp_path: Path) -
     assert sorted(p.name for p in folder.iterdir()) == [".lock", "smtp-cert.pem",
                                                         "smtp-key.pem"]
     server_context("", "", folder, "mx.test")  # loads: the key matches the certificate
+
+
+def _tls_failures(reason: str) -> float:
+    return REGISTRY.get_sample_value("mailyard_smtp_tls_failures_total", {"reason": reason}) or 0
+
+
+async def _starttls_then(local: Ingress, handshake: Any) -> None:
+    """Greeting, EHLO, STARTTLS; then `handshake(client)` does the client's side."""
+    client = await Client.connect(local.ports["smtp"])
+    await client.reply()
+    await client.cmd("EHLO client.test")
+    assert await client.cmd("STARTTLS") == R.STARTTLS_READY
+    await handshake(client)
+
+
+async def _wait_for(reason: str, before: float) -> None:
+    for _ in range(200):  # the server's side ends a moment after the client's
+        if _tls_failures(reason) > before:
+            return
+        await asyncio.sleep(0.02)
+
+
+async def test_a_client_offering_no_cipher_we_accept_is_counted_and_logged(
+        local: Ingress, caplog: pytest.LogCaptureFixture) -> None:
+    """A TLS 1.2 client that offers only anonymous suites (as postal, a benchmark, does):
+    the handshake fails on our side with OpenSSL's NO_SHARED_CIPHER. Before, that was a
+    silent disconnect; a postmaster now sees it in the log and in the metric."""
+    anonymous = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    anonymous.check_hostname, anonymous.verify_mode = False, ssl.CERT_NONE
+    anonymous.maximum_version = ssl.TLSVersion.TLSv1_2
+    anonymous.set_ciphers("aNULL:@SECLEVEL=0")
+    before = _tls_failures("no_shared_cipher")
+
+    async def handshake(client: Client) -> None:
+        with pytest.raises((ssl.SSLError, OSError)):
+            await client.writer.start_tls(anonymous)
+
+    with caplog.at_level(logging.INFO, logger="mailyard.smtp_ingress.ehlo"):
+        await _starttls_then(local, handshake)
+        await _wait_for("no_shared_cipher", before)
+    assert _tls_failures("no_shared_cipher") == before + 1
+    (line,) = [r for r in caplog.records if r.getMessage() == "TLS handshake failed"]
+    assert line.reason == "no_shared_cipher"  # type: ignore[attr-defined]
+    assert line.client_ip == "127.0.0.1"  # type: ignore[attr-defined]
+    assert "NO_SHARED_CIPHER" in line.detail  # type: ignore[attr-defined]
+
+
+async def test_a_client_that_speaks_smtp_instead_of_tls_is_counted(local: Ingress) -> None:
+    before = _tls_failures("not_tls")
+
+    async def handshake(client: Client) -> None:
+        await asyncio.sleep(0.2)  # after the server's switch: earlier input is discarded
+        await client.send("EHLO client.test\r\n")
+        assert await client.reply() == ""  # closed, no SMTP reply in the clear
+
+    await _starttls_then(local, handshake)
+    await _wait_for("not_tls", before)
+    assert _tls_failures("not_tls") == before + 1
+
+
+async def test_a_client_that_hangs_up_in_the_handshake_is_counted_as_closed(
+        local: Ingress) -> None:
+    before = _tls_failures("closed")
+
+    async def handshake(client: Client) -> None:
+        client.writer.close()
+
+    await _starttls_then(local, handshake)
+    await _wait_for("closed", before)
+    assert _tls_failures("closed") == before + 1
+
+
+@pytest.mark.parametrize(("exc", "reason"), [
+    (TimeoutError(), "timeout"),
+    (ConnectionResetError(), "closed"),
+    (ssl.SSLEOFError(), "closed"),
+    (ValueError("odd"), "other"),
+])
+def test_handshake_failures_without_an_openssl_reason(exc: BaseException, reason: str) -> None:
+    assert handshake_failure(exc) == reason

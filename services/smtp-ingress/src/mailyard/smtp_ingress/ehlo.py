@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import TYPE_CHECKING
 
 from mailyard.smtp_ingress import replies
 from mailyard.smtp_ingress.errors import Close, Disconnect, IdleTimeout
+from mailyard.smtp_ingress.metrics import TLS_FAILURES
+from mailyard.smtp_ingress.tls import HANDSHAKE_TIMEOUT, handshake_failure
 
 if TYPE_CHECKING:
     from mailyard.smtp_ingress.session import Session
 
+log = logging.getLogger(__name__)
 _HOSTNAME = re.compile(r"^[\x21-\x7e\u0080-\U0010ffff]{1,255}$")
 
 
@@ -90,8 +94,14 @@ async def starttls(s: Session, arg: str) -> bool:
     await s.flush()
     s.discard_input()
     try:
-        await s.writer.start_tls(s.app.tls_context, ssl_handshake_timeout=30.0)
+        await s.writer.start_tls(s.app.tls_context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
     except Exception as exc:  # failed handshake: the connection is unusable
+        # Postfix logs "SSL_accept error" with OpenSSL's reason: a sender whose TLS we
+        # refuse may go on in the clear or not at all, so it is counted and said.
+        why = handshake_failure(exc)
+        TLS_FAILURES.labels(why).inc()
+        log.info("TLS handshake failed", extra={"client_ip": s.ip, "reason": why,
+                                                "detail": str(exc)[:200]})
         raise Disconnect from exc
     s.reset_after_tls()  # RFC 3207: forget everything learnt before TLS
     return True

@@ -41,7 +41,7 @@ from mailyard.smtp_ingress.rspamd import RspamdClient
 from mailyard.smtp_ingress.session import Session
 from mailyard.smtp_ingress.settings import Settings
 from mailyard.smtp_ingress.spf_check import SpfChecker
-from mailyard.smtp_ingress.tls import server_context
+from mailyard.smtp_ingress.tls import HANDSHAKE_TIMEOUT, server_context
 
 log = logging.getLogger(__name__)
 DEFAULT_DATABYTES = 10485760
@@ -176,7 +176,7 @@ class Ingress:
                 self.settings.smtp_host, listener.port, backlog=self.settings.listen_backlog,
                 reuse_port=self.settings.reuse_port or None,
                 ssl=self.tls_context if listener.implicit_tls else None,
-                ssl_handshake_timeout=30.0 if listener.implicit_tls else None)
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT if listener.implicit_tls else None)
             self.servers.append(server)
             self.ports[listener.name] = server.sockets[0].getsockname()[1]
         self._connector = asyncio.create_task(self._connect(), name="nats-connect")

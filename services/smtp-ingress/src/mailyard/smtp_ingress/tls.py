@@ -14,6 +14,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+HANDSHAKE_TIMEOUT = 30.0  # seconds for a client's side of the TLS handshake (STARTTLS, 465)
+
 
 def self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
     """The pair in `directory`, made on first use. Replicas starting together share the
@@ -65,3 +67,29 @@ def server_context(cert: str, key: str, tls_dir: Path, hostname: str) -> ssl.SSL
     # clients that never come back.
     context.num_tickets = 1
     return context
+
+
+# OpenSSL's reasons, by what a postmaster can do about them
+_PROTOCOL_VERSION = frozenset({"UNSUPPORTED_PROTOCOL", "VERSION_TOO_LOW", "WRONG_SSL_VERSION",
+                               "TLSV1_ALERT_PROTOCOL_VERSION", "NO_PROTOCOLS_AVAILABLE"})
+_NOT_TLS = frozenset({"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "HTTPS_PROXY_REQUEST",
+                      "UNKNOWN_PROTOCOL", "PACKET_LENGTH_TOO_LONG", "RECORD_LENGTH_MISMATCH"})
+
+
+def handshake_failure(exc: BaseException) -> str:
+    """Why a server-side handshake failed, as a label of TLS_FAILURES: a client offering only
+    what this context refuses (old protocol versions, no cipher in common: it may then send
+    in the clear, or not at all) is worth a look; one that hung up or timed out less so."""
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionError, EOFError)):
+        return "closed"
+    if isinstance(exc, ssl.SSLError):
+        reason = exc.reason or ""
+        if reason == "NO_SHARED_CIPHER":
+            return "no_shared_cipher"
+        if reason in _PROTOCOL_VERSION:
+            return "protocol_version"
+        if reason in _NOT_TLS:
+            return "not_tls"
+    return "other"
