@@ -121,8 +121,9 @@ def test_replicas_starting_together_share_one_self_signed_pair(tmp_path: Path) -
     server_context("", "", folder, "mx.test")  # loads: the key matches the certificate
 
 
-def _tls_failures(reason: str) -> float:
-    return REGISTRY.get_sample_value("mailyard_smtp_tls_failures_total", {"reason": reason}) or 0
+def _tls_failures(reason: str, listener: str = "smtp") -> float:
+    return REGISTRY.get_sample_value("mailyard_smtp_tls_failures_total",
+                                     {"listener": listener, "reason": reason}) or 0
 
 
 async def _starttls_then(local: Ingress, handshake: Any) -> None:
@@ -134,11 +135,20 @@ async def _starttls_then(local: Ingress, handshake: Any) -> None:
     await handshake(client)
 
 
-async def _wait_for(reason: str, before: float) -> None:
+async def _wait_for(reason: str, before: float, listener: str = "smtp") -> None:
     for _ in range(200):  # the server's side ends a moment after the client's
-        if _tls_failures(reason) > before:
+        if _tls_failures(reason, listener) > before:
             return
         await asyncio.sleep(0.02)
+
+
+def _anonymous_only() -> ssl.SSLContext:
+    """A TLS 1.2 client context that offers nothing but anonymous suites."""
+    anonymous = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    anonymous.check_hostname, anonymous.verify_mode = False, ssl.CERT_NONE
+    anonymous.maximum_version = ssl.TLSVersion.TLSv1_2
+    anonymous.set_ciphers("aNULL:@SECLEVEL=0")
+    return anonymous
 
 
 async def test_a_client_offering_no_cipher_we_accept_is_counted_and_logged(
@@ -146,10 +156,7 @@ async def test_a_client_offering_no_cipher_we_accept_is_counted_and_logged(
     """A TLS 1.2 client that offers only anonymous suites (as postal, a benchmark, does):
     the handshake fails on our side with OpenSSL's NO_SHARED_CIPHER. Before, that was a
     silent disconnect; a postmaster now sees it in the log and in the metric."""
-    anonymous = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    anonymous.check_hostname, anonymous.verify_mode = False, ssl.CERT_NONE
-    anonymous.maximum_version = ssl.TLSVersion.TLSv1_2
-    anonymous.set_ciphers("aNULL:@SECLEVEL=0")
+    anonymous = _anonymous_only()
     before = _tls_failures("no_shared_cipher")
 
     async def handshake(client: Client) -> None:
@@ -162,6 +169,7 @@ async def test_a_client_offering_no_cipher_we_accept_is_counted_and_logged(
     assert _tls_failures("no_shared_cipher") == before + 1
     (line,) = [r for r in caplog.records if r.getMessage() == "TLS handshake failed"]
     assert line.reason == "no_shared_cipher"  # type: ignore[attr-defined]
+    assert line.listener == "smtp"  # type: ignore[attr-defined]
     assert line.client_ip == "127.0.0.1"  # type: ignore[attr-defined]
     assert "NO_SHARED_CIPHER" in line.detail  # type: ignore[attr-defined]
 
@@ -189,6 +197,21 @@ async def test_a_client_that_hangs_up_in_the_handshake_is_counted_as_closed(
     await _starttls_then(local, handshake)
     await _wait_for("closed", before)
     assert _tls_failures("closed") == before + 1
+
+
+async def test_a_refused_handshake_on_submission_is_counted_under_submission(
+        local: Ingress) -> None:
+    before, smtp = _tls_failures("no_shared_cipher", "submission"), _tls_failures(
+        "no_shared_cipher", "smtp")
+    client = await Client.connect(local.ports["submission"])
+    await client.reply()
+    await client.cmd("EHLO client.test")
+    assert await client.cmd("STARTTLS") == R.STARTTLS_READY
+    with pytest.raises((ssl.SSLError, OSError)):
+        await client.writer.start_tls(_anonymous_only())
+    await _wait_for("no_shared_cipher", before, "submission")
+    assert _tls_failures("no_shared_cipher", "submission") == before + 1
+    assert _tls_failures("no_shared_cipher", "smtp") == smtp
 
 
 @pytest.mark.parametrize(("exc", "reason"), [

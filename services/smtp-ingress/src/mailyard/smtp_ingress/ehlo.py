@@ -99,9 +99,9 @@ async def starttls(s: Session, arg: str) -> bool:
         # Postfix logs "SSL_accept error" with OpenSSL's reason: a sender whose TLS we
         # refuse may go on in the clear or not at all, so it is counted and said.
         why = handshake_failure(exc)
-        TLS_FAILURES.labels(why).inc()
-        log.info("TLS handshake failed", extra={"client_ip": s.ip, "reason": why,
-                                                "detail": str(exc)[:200]})
+        TLS_FAILURES.labels(s.listener.name, why).inc()
+        log.info("TLS handshake failed", extra={"client_ip": s.ip, "listener": s.listener.name,
+                                                "reason": why, "detail": str(exc)[:200]})
         raise Disconnect from exc
     s.reset_after_tls()  # RFC 3207: forget everything learnt before TLS
     return True

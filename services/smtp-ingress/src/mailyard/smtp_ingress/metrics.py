@@ -41,8 +41,9 @@ SCANNER = Counter(
     "mean the message was accepted unscanned.", ["action"])
 TLS_FAILURES = Counter(
     "mailyard_smtp_tls_failures", "STARTTLS handshakes that failed, by why: no_shared_cipher, "
-    "protocol_version, not_tls (the client did not speak TLS), closed, timeout, other.",
-    ["reason"])
+    "protocol_version, not_tls (the client did not speak TLS), closed, timeout, other; by "
+    "listener (smtp, submission: 465's handshakes happen in the event loop's TLS layer, "
+    "which reports no failure).", ["listener", "reason"])
 COMMIT_SECONDS = Histogram(
     "mailyard_smtp_commit_seconds", "End of DATA to the 250 reply (spool fsync + JetStream ack).",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5))
@@ -70,8 +71,9 @@ for _reason in REJECTION_REASONS:
     REJECTIONS.labels(_reason)
 TLS_FAILURE_REASONS = ("no_shared_cipher", "protocol_version", "not_tls", "closed", "timeout",
                        "other")
-for _reason in TLS_FAILURE_REASONS:
-    TLS_FAILURES.labels(_reason)
+for _listener in ("smtp", "submission"):  # the listeners with STARTTLS
+    for _reason in TLS_FAILURE_REASONS:
+        TLS_FAILURES.labels(_listener, _reason)
 for _result in ("signed", "no_key", "long_line"):
     DKIM_SIGNED.labels(_result)
 SENDER_AUTH_RESULTS = {

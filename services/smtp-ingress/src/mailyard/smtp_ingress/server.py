@@ -175,6 +175,9 @@ class Ingress:
                 functools.partial(self._handle, listener),
                 self.settings.smtp_host, listener.port, backlog=self.settings.listen_backlog,
                 reuse_port=self.settings.reuse_port or None,
+                # 465's handshake stays the listener's (its failures go unreported, unlike
+                # STARTTLS's): a handler starting TLS itself would be too late on uvloop,
+                # whose first read can take the ClientHello into the plain stream's buffer
                 ssl=self.tls_context if listener.implicit_tls else None,
                 ssl_handshake_timeout=HANDSHAKE_TIMEOUT if listener.implicit_tls else None)
             self.servers.append(server)
