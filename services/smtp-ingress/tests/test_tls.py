@@ -13,6 +13,7 @@ import pytest
 from ingress_helpers import Client, MakeIngress, committed
 from prometheus_client import REGISTRY
 
+from mailyard.smtp_ingress import ehlo
 from mailyard.smtp_ingress import replies as R
 from mailyard.smtp_ingress.server import Ingress
 from mailyard.smtp_ingress.tls import handshake_failure, self_signed
@@ -214,8 +215,26 @@ async def test_a_refused_handshake_on_submission_is_counted_under_submission(
     assert _tls_failures("no_shared_cipher", "smtp") == smtp
 
 
+async def test_a_client_that_never_starts_the_handshake_is_counted_as_a_timeout(
+        local: Ingress, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the event loop really raises when the handshake takes too long (asyncio and
+    uvloop abort the connection with a ConnectionAbortedError, not a TimeoutError)."""
+    monkeypatch.setattr(ehlo, "HANDSHAKE_TIMEOUT", 0.3)
+    before = _tls_failures("timeout")
+
+    async def handshake(client: Client) -> None:
+        assert await client.reply(timeout=10) == ""  # silent: the server gives up and closes
+
+    await _starttls_then(local, handshake)
+    await _wait_for("timeout", before)
+    assert _tls_failures("timeout") == before + 1
+
+
 @pytest.mark.parametrize(("exc", "reason"), [
     (TimeoutError(), "timeout"),
+    (ConnectionAbortedError("SSL handshake is taking longer than 30.0 seconds: aborting the "
+                            "connection"), "timeout"),
+    (ConnectionAbortedError(), "closed"),
     (ConnectionResetError(), "closed"),
     (ssl.SSLEOFError(), "closed"),
     (ValueError("odd"), "other"),

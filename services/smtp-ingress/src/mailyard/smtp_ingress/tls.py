@@ -80,8 +80,9 @@ def handshake_failure(exc: BaseException) -> str:
     """Why a server-side handshake failed, as a label of TLS_FAILURES: a client offering only
     what this context refuses (old protocol versions, no cipher in common: it may then send
     in the clear, or not at all) is worth a look; one that hung up or timed out less so."""
-    if isinstance(exc, TimeoutError):
-        return "timeout"
+    if isinstance(exc, TimeoutError) or (isinstance(exc, ConnectionAbortedError)
+                                         and "taking longer than" in str(exc)):
+        return "timeout"  # asyncio and uvloop alike abort a slow handshake with this text
     if isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionError, EOFError)):
         return "closed"
     if isinstance(exc, ssl.SSLError):
