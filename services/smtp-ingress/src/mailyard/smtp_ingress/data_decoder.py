@@ -129,18 +129,12 @@ def crlf_only(block: bytes, lengths: list[int]) -> bool:
     return sum(lengths) + 2 * len(lengths) == len(block)
 
 
-def crlf_lines(block: bytes) -> list[bytes] | None:
-    """The lines of `block` if every one ends in CRLF; None if a break is a bare CR or LF
-    or the last line has none."""
-    lines = block.splitlines()
-    return lines if crlf_only(block, [*map(len, lines)]) else None
-
-
 def line_facts(block: bytes) -> tuple[int, bool] | None:
     """(the longest line's octets, whether a line starts with a dot) of `block`, whole
-    lines each ending in CRLF; None if not. For the headers we add or edit, and the tests'
-    reference for the decoder's facts."""
-    lines = crlf_lines(block)
-    if lines is None:
+    lines each ending in CRLF; None if a break is a bare CR or LF or the last line has none.
+    For the headers we add or edit, and the tests' reference for the decoder's facts."""
+    lines = block.splitlines()
+    lengths = [*map(len, lines)]
+    if not crlf_only(block, lengths):
         return None
-    return max(map(len, lines), default=0), any(line.startswith(b".") for line in lines)
+    return max(lengths, default=0), any(line.startswith(b".") for line in lines)
