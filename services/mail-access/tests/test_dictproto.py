@@ -24,6 +24,23 @@ def test_any_line_parses_or_is_refused(line: bytes) -> None:
     assert isinstance(request, dictproto.Hello | dictproto.Lookup)
 
 
+# Lines shaped like requests (a command letter, tab-separated fields), so the field checks are
+# reached: ASCII digits, other scripts' digits and superscripts (str.isdigit() is true for
+# each), escapes.
+_field = st.text(st.sampled_from("0123456789\u0663\u00b2\u00b3\u2460\x01t"))
+_request = st.tuples(st.sampled_from("HLX"), st.lists(_field, max_size=6)).map(
+    lambda t: (t[0] + "\t".join(t[1])).encode())
+
+
+@given(_request)
+def test_any_request_shaped_line_parses_or_is_refused(line: bytes) -> None:
+    try:
+        request = dictproto.parse(line)
+    except dictproto.ProtocolError:
+        return
+    assert isinstance(request, dictproto.Hello | dictproto.Lookup)
+
+
 @given(st.text())
 def test_escape_round_trips_and_leaves_no_separator(text: str) -> None:
     escaped = dictproto.escape(text)

@@ -75,7 +75,8 @@ def parse(line: bytes) -> Hello | Lookup:
     command, rest = text[0], text[1:]
     fields = [unescape(f) for f in rest.split("\t")]
     if command == "H":
-        if len(fields) < 2 or not fields[0].isdigit() or not fields[1].isdigit():
+        # isascii: str.isdigit() is also true for "²" and other digits int() refuses
+        if len(fields) < 2 or not all(f.isascii() and f.isdigit() for f in fields[:2]):
             raise ProtocolError("bad hello")
         major = int(fields[0])
         if major not in SUPPORTED_MAJOR:
