@@ -53,7 +53,9 @@ def test_what_dovecot_2_3_sends() -> None:
     key = "shared/passdb/pop3/127.0.0.1/a@b.test/pa\tss"
     lookup = dictproto.parse(b"L" + dictproto.escape(key).encode() + b"\ta@b.test")
     assert lookup == dictproto.Lookup(key, "a@b.test")
-    for bad in (b"", b"H9\t0", b"Hx\t0", b"L", b"Ifoo", b"L\x01z", b"L\xff",
+    # A Latin-1 password: answered (by the bridge: not found), not a reason to hang up.
+    assert dictproto.parse(b"Lk/p\xe4ss\tu") == dictproto.Lookup("k/p\udce4ss", "u")
+    for bad in (b"", b"H9\t0", b"Hx\t0", b"L", b"Ifoo", b"L\x01z",
                 b"L" + b"k" * (dictproto.MAX_LINE + 1)):
         with pytest.raises(dictproto.ProtocolError):
             dictproto.parse(bad)

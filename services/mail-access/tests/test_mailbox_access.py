@@ -216,3 +216,24 @@ def test_concurrent_logins_all_succeed(box: Box) -> None:
     with concurrent.futures.ThreadPoolExecutor(5) as pool:
         replies = list(pool.map(login, range(5)))
     assert all(r.startswith(b"+OK") for r in replies), replies
+
+
+def test_a_password_that_is_not_utf8_fails_like_a_wrong_one(box: Box) -> None:
+    """A client sending its password in Latin-1: Dovecot passes the bytes through. It is a
+    failed login (nothing can match it), not a temporary failure, and Dovecot does not
+    write it into its log (it logs the whole key of a lookup that fails)."""
+    user = "latin@example.test"
+    box.add_user(user, "p\u00e4sswort")
+    bad = box.metric(box.ports.mailaccess_http, "mailyard_mailbox_logins_total",
+                     protocol="pop3", result="bad_credentials")
+    client = POP3(box.ports.pop3, OUTSIDER)
+    client.stls(box.tls)
+    client.user(user)
+    client.encoding = "latin-1"  # what an old client sends: b"p\xe4sswort"
+    with pytest.raises(poplib.error_proto, match=r"^b'-ERR \[AUTH\] Authentication failed"):
+        client.pass_("p\u00e4sswort")
+    client.close()
+    assert box.metric(box.ports.mailaccess_http, "mailyard_mailbox_logins_total",
+                      protocol="pop3", result="bad_credentials") == bad + 1
+    assert b"p\xe4sswort" not in (box.platform.logs / "dovecot.log").read_bytes()
+    box.pop3(user, "p\u00e4sswort").quit()  # the same password in UTF-8 logs in

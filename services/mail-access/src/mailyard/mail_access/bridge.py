@@ -52,6 +52,14 @@ def maildir_of(root: Path, address: str, relative: str) -> Path | None:
     return path
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class Bridge:
     def __init__(self, directory: DirectoryView, stub: RelayAuthAsyncStub, mail_dir: Path,
                  timeout: float, token: str | None = None) -> None:
@@ -81,6 +89,13 @@ class Bridge:
             # Only IMAP and POP3 logins are ours to check (and to grant leases for).
             self._logins[protocol, "bad_credentials"].inc()
             return dictproto.NOT_FOUND
+        if not (_utf8(login) and _utf8(password)):
+            # Not UTF-8 (dictproto keeps such bytes as surrogates): no stored hash can match,
+            # so a failed login as with Dovecot's own passdbs. Answering "failed" (or closing
+            # the socket) made it a temporary failure, and Dovecot logged the key, password
+            # included.
+            self._logins[protocol, "bad_credentials"].inc()
+            return dictproto.NOT_FOUND
         request = ra.AuthenticateRequest(mechanism="PLAIN", username=login, password=password,
                                          client_ip=ip, protocol=protocol)
         started = time.perf_counter()
@@ -106,9 +121,9 @@ class Bridge:
     def userdb(self, user: str) -> bytes:
         try:
             address = canonical(user)
-        except Exception:
-            address = ""
-        mailbox = self.directory.mailbox(address) if address else None
+            mailbox = self.directory.mailbox(address) if address else None
+        except Exception:  # no directory key can be made of it (not UTF-8, ...)
+            address, mailbox = "", None
         path = maildir_of(self.root, mailbox.address, mailbox.maildir) if mailbox else None
         if mailbox is None or path is None:
             if mailbox is not None:

@@ -64,12 +64,10 @@ def parse(line: bytes) -> Hello | Lookup:
     """One request line (without its newline). Raises ProtocolError."""
     if len(line) > MAX_LINE:
         raise ProtocolError("line too long")
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError:
-        # Dovecot passes the client's password bytes through; they must be UTF-8 for the
-        # directory's hashes anyway, so a non-UTF-8 request can only fail.
-        raise ProtocolError("request is not UTF-8") from None
+    # Dovecot passes the client's bytes through (a password sent in Latin-1): bytes that are
+    # not UTF-8 stay as surrogates, so that lookup is answered (nothing matches it) instead
+    # of the connection being dropped.
+    text = line.decode("utf-8", "surrogateescape")
     if not text:
         raise ProtocolError("empty request")
     command, rest = text[0], text[1:]
