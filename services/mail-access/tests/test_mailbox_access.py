@@ -237,3 +237,21 @@ def test_a_password_that_is_not_utf8_fails_like_a_wrong_one(box: Box) -> None:
                       protocol="pop3", result="bad_credentials") == bad + 1
     assert b"p\xe4sswort" not in (box.platform.logs / "dovecot.log").read_bytes()
     box.pop3(user, "p\u00e4sswort").quit()  # the same password in UTF-8 logs in
+
+
+def test_a_temporary_failure_leaves_the_password_out_of_dovecots_log(box: Box) -> None:
+    """relay-auth away: the login fails temporarily (clients keep the password and try
+    later), and the password, here the right one, is not in Dovecot's log: Dovecot logs the
+    whole key of a dict lookup that fails, and the key holds the password."""
+    user = "away@example.test"
+    box.add_user(user, "pw-away-secret")
+    box.platform.kill("relay-auth")
+    try:
+        with pytest.raises(poplib.error_proto, match=r"^b'-ERR \[SYS/TEMP\] "):
+            box.pop3(user, "pw-away-secret")
+        with pytest.raises(imaplib.IMAP4.error, match=r"\[UNAVAILABLE\]"):
+            box.imap(user, "pw-away-secret")
+    finally:
+        box.platform.restart("relay-auth")
+    assert b"pw-away-secret" not in (box.platform.logs / "dovecot.log").read_bytes()
+    box.pop3(user, "pw-away-secret").quit()

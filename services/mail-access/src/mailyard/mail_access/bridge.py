@@ -5,8 +5,9 @@ Dovecot's auth_username_chars keep "/" out of the login, so everything after the
 "/" is the password): relay-auth's Authenticate with protocol = service, the same check,
 hashes and failure throttling as SMTP AUTH; a success grants the client's
 POP-before-SMTP lease in the same call. Answers: found `{"nopassword": "y", "user":
-<canonical>}` (Dovecot trusts the check), not found for a wrong password or unknown user, failed
-(Dovecot's "temporary authentication failure") when throttled or relay-auth is away.
+<canonical>}` (Dovecot trusts the check), not found for a wrong password or unknown user, a
+temporary failure (Dovecot's "Temporary authentication failure", see _temporary_failure) when
+throttled or relay-auth is away.
 
 userdb key `shared/userdb/<user>`: the mailbox's maildir and quota from the directory
 (watched, so a change counts at the next login): home, mail=maildir:<path>, quota_rule.
@@ -60,6 +61,18 @@ def _utf8(text: str) -> bool:
     return True
 
 
+def _temporary_failure(reason: str) -> bytes:
+    """Dovecot's "Temporary authentication failure", without the password in its log.
+
+    The dict's "failed" answer means the same, but Dovecot logs the whole key of a failed
+    lookup at Error level, and a passdb key holds the password (seen: every attempt of a
+    throttled client, and every user's right password while relay-auth was away). A found
+    answer Dovecot cannot take as fields (a nested object) is an internal passdb failure as
+    well; Dovecot logs it as "Nested objects not supported", without the key. Why is in the
+    bridge's log (and in the answer, for auth_debug)."""
+    return dictproto.found(json.dumps({"temporary_failure": {"reason": reason}}))
+
+
 class Bridge:
     def __init__(self, directory: DirectoryView, stub: RelayAuthAsyncStub, mail_dir: Path,
                  timeout: float, token: str | None = None) -> None:
@@ -106,7 +119,7 @@ class Bridge:
             self._logins[protocol, "unavailable"].inc()
             log.warning("relay-auth did not check a %s login: %s %s", protocol,
                         exc.code().name, exc.details())
-            return dictproto.failed("authentication service unavailable")
+            return _temporary_failure("authentication service unavailable")
         finally:
             metrics.LOGIN_SECONDS.observe(time.perf_counter() - started)
         result = _RESULT.get(reply.result, "bad_credentials")
@@ -115,7 +128,7 @@ class Bridge:
             log.info("login", extra={"protocol": protocol, "user": reply.user, "ip": ip})
             return dictproto.found(json.dumps({"nopassword": "y", "user": reply.user}))
         if result == "throttled":
-            return dictproto.failed("too many failed logins, try again later")
+            return _temporary_failure("too many failed logins, try again later")
         return dictproto.NOT_FOUND
 
     def userdb(self, user: str) -> bytes:

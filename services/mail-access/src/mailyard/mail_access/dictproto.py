@@ -5,12 +5,13 @@ One request per line, answered in order on the same connection:
 
     H<major>\t<minor>\t<value type>\t<user>\t<dict name>    hello, no answer
     L<key>[\t<user>]                                         lookup
-      -> O<value>   found      N   not found      F<reason>   failed (temporary)
+      -> O<value>   found      N   not found
 
 Fields are tab-separated; a tab, CR, LF or \\x01 inside a field is escaped as \\x01 followed
 by t, r, n or 1 (Dovecot's str_tabescape). Everything else Dovecot's dict can send
 (iterate, transactions) is refused: the bridge is read-only, and the config disables
-iteration.
+iteration. The failure answer (F<reason>) is never sent: Dovecot logs the key of a failed
+lookup, and a passdb key holds the password (bridge._temporary_failure).
 """
 
 from __future__ import annotations
@@ -93,6 +94,3 @@ def found(value: str) -> bytes:
 
 NOT_FOUND = b"N\n"
 
-
-def failed(reason: str) -> bytes:
-    return b"F" + escape(reason).encode() + b"\n"
