@@ -63,6 +63,24 @@ async def test_over_quota_defers_when_configured(env: Env) -> None:
     assert (rr.outcome, rr.enhanced_code) == (OUTCOME_DEFERRED, "4.2.2")
 
 
+async def test_a_message_larger_than_the_whole_quota_bounces_even_when_deferring(
+        env: Env) -> None:
+    """No expunge can make room for it: deferring would retry it for queuelifetime (7 days)
+    before the sender hears. Dovecot's quota-status tells it apart the same way (toolarge)."""
+    await env.domain("example.org")
+    await env.mailbox("small@example.org", quota_bytes=800)
+    await env.start(over_quota="defer")
+    await env.job(SENDER, ["small@example.org"], BODY * 2)  # ~900 bytes into an empty box
+    [rr] = (await env.result()).results
+    assert (rr.outcome, rr.enhanced_code) == (OUTCOME_FAILED, "5.2.2")
+    assert "over quota" in rr.reply
+    await env.job(SENDER, ["small@example.org"], BODY)  # fits: delivered
+    assert (await env.result()).results[0].outcome == OUTCOME_DELIVERED
+    await env.job(SENDER, ["small@example.org"], BODY)  # would fit an emptier box: deferred
+    [rr] = (await env.result()).results
+    assert (rr.outcome, rr.enhanced_code) == (OUTCOME_DEFERRED, "4.2.2")
+
+
 def _maildir(tmp_path: Path) -> Path:
     path = tmp_path / "Maildir"
     maildir.ensure(tmp_path, path)

@@ -185,7 +185,9 @@ class Deliverer:
             maildir.ensure(self.root, path, self.owner)
             if quota.over(path, limits, size, self.owner):
                 metrics.QUOTA_REFUSALS.inc()
-                if self.settings.over_quota == "defer":
+                # Deferring waits for room; one larger than the quota would wait in vain for
+                # queuelifetime before its sender heard.
+                if self.settings.over_quota == "defer" and not limits.never_fits(size):
                     return Outcome.OUTCOME_DEFERRED, OVER_QUOTA.format(code="4.2.2"), "4.2.2"
                 return Outcome.OUTCOME_FAILED, OVER_QUOTA.format(code="5.2.2"), "5.2.2"
         _, written = maildir.deliver(self.root, path, parts, self.owner)

@@ -52,6 +52,11 @@ class Quota:
         return bool((self.bytes and used_bytes + size > self.bytes)
                     or (self.messages and used_messages + 1 > self.messages))
 
+    def never_fits(self, size: int) -> bool:
+        """Is a message of `size` bytes larger than the whole quota (no expunge can make
+        room: Dovecot's quota-status answers "toolarge")?"""
+        return bool(self.bytes and size > self.bytes)
+
 
 def read(path: Path, quota: Quota) -> tuple[int, int] | None:
     """(bytes, messages) from an up-to-date maildirsize, or None when it must be rebuilt."""
