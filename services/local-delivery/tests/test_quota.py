@@ -109,6 +109,18 @@ def test_maildirsize_rebuilt_on_new_quota_and_counts_subfolders(tmp_path: Path) 
     assert os.listdir(path / "tmp") == []
 
 
+def test_negative_usage_is_a_damaged_file_and_recounted(tmp_path: Path) -> None:
+    """A maildirsize summing below zero would switch the quota off until it grew past 5120
+    bytes; Dovecot takes it as corrupted and counts again, and so do we."""
+    path = _maildir(tmp_path)
+    (path / "cur" / "1.M1P1.host,S=900:2,S").write_bytes(b"a" * 900)
+    (path / "maildirsize").write_text("1000S,10C\n900 1\n-100000 -5\n")
+    q = quota.Quota(1000, 10)
+    assert quota.read(path, q) is None
+    assert quota.over(path, q, 200)
+    assert (path / "maildirsize").read_text() == "1000S,10C\n900 1\n"
+
+
 def test_stale_over_quota_file_is_recounted(tmp_path: Path) -> None:
     path = _maildir(tmp_path)
     (path / "maildirsize").write_text("1000S\n900 1\n")  # user deleted mail via a raw client

@@ -6,11 +6,11 @@ further line is `<bytes> <messages>` to add (negative on removal). Usage is the 
 lines. Writers append one line with a single O_APPEND write (atomic, no lock), and anyone
 may rebuild the file by counting the folders, writing it under tmp/ and renaming it in.
 
-We rebuild, as Courier and Dovecot do, when the file is missing or unreadable, when its
-quota line differs from the mailbox's quota (an operator changed it), when it grew past
-5120 bytes, and when it says "over quota" but is older than 15 minutes (mail removed by a
-client that does not update maildirsize). Every folder counts, Trash included (Dovecot's
-default); message sizes come from ",S=<size>" in the file name, else from stat().
+We rebuild, as Courier and Dovecot do, when the file is missing, unreadable or sums below
+zero, when its quota line differs from the mailbox's quota (an operator changed it), when it
+grew past 5120 bytes, and when it says "over quota" but is older than 15 minutes (mail
+removed by a client that does not update maildirsize). Every folder counts, Trash included
+(Dovecot's default); message sizes come from ",S=<size>" in the file name, else from stat().
 """
 
 from __future__ import annotations
@@ -80,6 +80,8 @@ def read(path: Path, quota: Quota) -> tuple[int, int] | None:
             used_messages += int(fields[1]) if len(fields) > 1 else 0
         except ValueError:
             return None  # a torn line: count again
+    if used_bytes < 0 or used_messages < 0:
+        return None  # damaged (it would switch the quota off): count again, as Dovecot does
     return used_bytes, used_messages
 
 
