@@ -93,9 +93,21 @@ def test_maildirsize_written_by_dovecot_is_honoured(tmp_path: Path) -> None:
     q = quota.Quota(5000, 10)
     assert quota.read(path, q) == (4000, 3)
     assert not quota.over(path, q, 1000)
-    assert quota.over(path, q, 1001)  # fresh file: trusted, no recount
     quota.add(path, 700)
     assert (path / "maildirsize").read_text().endswith("3000 1\n700 1\n")
+
+
+def test_over_quota_by_appended_lines_is_recounted(tmp_path: Path) -> None:
+    """A delivery racing a rebuild can count its message twice (in the count, then in its
+    appended line): Courier and Dovecot trust "over quota" only from a file that is one
+    fresh summary line, and so do we, instead of bouncing until the file goes stale."""
+    path = _maildir(tmp_path)
+    (path / "cur" / "1.M1P1.host,S=500:2,S").write_bytes(b"a" * 500)
+    (path / "maildirsize").write_text("1000S\n500 1\n500 1\n")  # the same message twice
+    q = quota.Quota(1000)
+    assert not quota.over(path, q, 400)
+    assert (path / "maildirsize").read_text() == "1000S\n500 1\n"
+    assert quota.over(path, q, 501)  # one fresh summary line: trusted
 
 
 def test_maildirsize_rebuilt_on_new_quota_and_counts_subfolders(tmp_path: Path) -> None:

@@ -8,8 +8,9 @@ may rebuild the file by counting the folders, writing it under tmp/ and renaming
 
 We rebuild, as Courier and Dovecot do, when the file is missing, unreadable or sums below
 zero, when its quota line differs from the mailbox's quota (an operator changed it), when it
-grew past 5120 bytes, and when it says "over quota" but is older than 15 minutes (mail
-removed by a client that does not update maildirsize). Every folder counts, Trash included
+grew past 5120 bytes, and when it says "over quota" but has more than one usage line or is
+older than 15 minutes (a message counted twice by a delivery racing a rebuild, mail removed
+by a client that does not update maildirsize). Every folder counts, Trash included
 (Dovecot's default); message sizes come from ",S=<size>" in the file name, else from stat().
 """
 
@@ -60,6 +61,12 @@ class Quota:
 
 def read(path: Path, quota: Quota) -> tuple[int, int] | None:
     """(bytes, messages) from an up-to-date maildirsize, or None when it must be rebuilt."""
+    got = _read(path, quota)
+    return got[:2] if got is not None else None
+
+
+def _read(path: Path, quota: Quota) -> tuple[int, int, int] | None:
+    """read(), plus the number of usage lines."""
     try:
         with open(path / FILE, "rb") as f:
             raw = f.read(MAX_FILE_SIZE + 1)
@@ -70,10 +77,11 @@ def read(path: Path, quota: Quota) -> tuple[int, int] | None:
     lines = raw.decode("ascii", "replace").split("\n")
     if lines[0].strip() != quota.definition():
         return None
-    used_bytes = used_messages = 0
+    used_bytes = used_messages = count = 0
     for line in lines[1:]:
         if not line.strip():
             continue
+        count += 1
         fields = line.split()
         try:
             used_bytes += int(fields[0])
@@ -82,7 +90,7 @@ def read(path: Path, quota: Quota) -> tuple[int, int] | None:
             return None  # a torn line: count again
     if used_bytes < 0 or used_messages < 0:
         return None  # damaged (it would switch the quota off): count again, as Dovecot does
-    return used_bytes, used_messages
+    return used_bytes, used_messages, count
 
 
 def _folders(path: Path) -> list[Path]:
@@ -147,16 +155,22 @@ def over(path: Path, quota: Quota, size: int, owner: maildir.Owner = None) -> bo
     """Is the maildir too full for a message of `size` bytes?"""
     if not quota.enabled:
         return False
-    used = read(path, quota)
-    if used is None:
+    got = _read(path, quota)
+    if got is None:
         return quota.exceeded(*rebuild(path, quota, owner), size)
-    if not quota.exceeded(*used, size):
+    used_bytes, used_messages, lines = got
+    if not quota.exceeded(used_bytes, used_messages, size):
         return False
+    # "Over quota" is trusted only from one fresh summary line (Courier, Dovecot): appended
+    # lines may count a message twice (a delivery that raced a rebuild), and an old file may
+    # miss removals by a client that does not update it.
     try:
         stale = time.time() - os.stat(path / FILE).st_mtime > STALE_SECONDS
     except OSError:
         stale = True
-    return quota.exceeded(*rebuild(path, quota, owner), size) if stale else True
+    if stale or lines > 1:
+        return quota.exceeded(*rebuild(path, quota, owner), size)
+    return True
 
 
 def add(path: Path, size: int, messages: int = 1) -> None:
