@@ -257,3 +257,18 @@ def test_a_temporary_failure_leaves_the_password_out_of_dovecots_log(box: Box) -
         box.platform.restart("relay-auth")
     assert b"pw-away-secret" not in (box.platform.logs / "dovecot.log").read_bytes()
     box.pop3(user, "pw-away-secret").quit()
+
+
+@pytest.mark.parametrize("local", ["o'brien", "a&b", "x!y", "t~z", "{c}", "h#1", "o*o"])
+def test_every_local_part_the_directory_takes_can_log_in(box: Box, local: str) -> None:
+    """The directory takes RFC 5322 atext in local parts (without "/"); Dovecot refuses a
+    login name with a character outside auth_username_chars before asking the bridge."""
+    user = f"{local}@example.test"
+    box.add_user(user, "pw-atext-1")
+    box.send(user, b"Subject: for you\r\n\r\nbody\r\n")
+    box.stored(user, 1)
+    pop = box.pop3(user, "pw-atext-1")
+    try:
+        assert pop.stat()[0] == 1
+    finally:
+        pop.quit()
