@@ -141,6 +141,18 @@ def test_open_smtp_lines_as_on_the_help_page() -> None:
     assert [p.line for p in problems.items] == [2, 3]
 
 
+def test_numbers_too_long_for_int_are_reported() -> None:
+    digits = "9" * 5000   # int() refuses more than 4300 digits: a ValueError, not a report
+    problems = Problems()
+    assert vpasswd.parse([f"joe:abcdefghijklm:1:{digits}::/h/joe:NOQUOTA"], "example.test",
+                         "vpasswd", problems) == []
+    assert assign.parse([f"+a.test-:a.test:{digits}:89:/h/a.test:-::", "."], "assign",
+                        problems) == []
+    assert tcprules.open_smtp([f"10.0.0.1:allow {digits}"], "open-smtp", problems) == []
+    assert [(p.path, p.line, p.kind) for p in problems.items] == [
+        ("vpasswd", 1, ERROR), ("assign", 1, ERROR), ("open-smtp", 1, ERROR)]
+
+
 def test_control_files() -> None:
     problems = Problems()
     got = controlfiles.parse({

@@ -77,7 +77,8 @@ def _entry(entry: str, number: int, path: Path | str,
         problems.unsupported(path, number, f"prefix {prefix!r} does not end in '-': not a "
                              "vpopmail domain")
         return None
-    if not (uid.isascii() and gid.isascii() and uid.isdigit() and gid.isdigit()):
+    # at most 10 digits: qmail keeps them in C ints, and int() refuses 4301 or more
+    if not all(f.isascii() and f.isdigit() and len(f) <= 10 for f in (uid, gid)):
         problems.error(path, number, f"uid and gid must be numbers in {entry!r}")
         return None
     if not home.startswith("/"):

@@ -62,7 +62,8 @@ def open_smtp(lines: list[str], path: Path | str, problems: Problems) -> list[Op
         if not stripped or stripped.startswith("#"):
             continue
         words = stripped.split()
-        if len(words) < 2 or not (words[-1].isascii() and words[-1].isdigit()):
+        stamp = words[-1]
+        if len(words) < 2 or not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 18):
             problems.error(path, number, "expected ADDRESS:allow,... TIMESTAMP")
             continue
         try:
@@ -78,7 +79,7 @@ def open_smtp(lines: list[str], path: Path | str, problems: Problems) -> list[Op
         except ValueError:
             problems.error(path, number, f"{rule.pattern!r} is not one address")
             continue
-        out.append(OpenSmtpEntry(str(ip), int(words[-1]), number))
+        out.append(OpenSmtpEntry(str(ip), int(stamp), number))
     return out
 
 

@@ -115,7 +115,8 @@ def _line(raw: str, number: int, domain: str, path: Path | str,
     except password_hashes.HashError as exc:
         problems.error(path, number, f"{local}: password field: {exc}")
         return None
-    if not (uid.isascii() and gid.isascii() and uid.isdigit() and gid.isdigit()):
+    # at most 10 digits: vpopmail keeps them in C ints, and int() refuses 4301 or more
+    if not all(f.isascii() and f.isdigit() and len(f) <= 10 for f in (uid, gid)):
         problems.error(path, number, f"{local}: uid and gid must be numbers")
         return None
     if not home.startswith("/"):
