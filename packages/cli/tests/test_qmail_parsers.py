@@ -153,6 +153,13 @@ def test_numbers_too_long_for_int_are_reported() -> None:
         ("vpasswd", 1, ERROR), ("assign", 1, ERROR), ("open-smtp", 1, ERROR)]
 
 
+def test_open_smtp_login_in_the_future_is_a_lease_of_a_fresh_login() -> None:
+    now = 1029581749
+    for stamp in (now + 60, now + 10 * 365 * 86400, 10**18 - 1):   # skew, typo, garbage
+        entry = tcprules.OpenSmtpEntry("10.0.0.1", stamp, 1)
+        assert tcprules.remaining(entry, now) == tcprules.CLEAR_MINUTES * 60
+
+
 def test_control_files() -> None:
     problems = Problems()
     got = controlfiles.parse({

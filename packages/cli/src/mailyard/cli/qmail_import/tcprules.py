@@ -84,5 +84,8 @@ def open_smtp(lines: list[str], path: Path | str, problems: Problems) -> list[Op
 
 
 def remaining(entry: OpenSmtpEntry, now: float, clear_minutes: int = CLEAR_MINUTES) -> float:
-    """Seconds left before clearopensmtp would have removed the entry (<= 0: expired)."""
-    return entry.last_login + clear_minutes * 60 - now
+    """Seconds left before clearopensmtp would have removed the entry (<= 0: expired).
+
+    A login stamped later than now (the old host's clock ahead of ours, or a garbled line)
+    counts as one made now: no imported lease outlives a fresh login's."""
+    return min(entry.last_login - now, 0) + clear_minutes * 60
