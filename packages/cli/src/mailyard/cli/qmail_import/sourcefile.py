@@ -7,6 +7,8 @@ rather than refused. Nothing here ever opens a file for writing.
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 MAX_FILE_BYTES = 64 * 1024 * 1024  # larger than any real control file; a guard, not a limit
@@ -33,16 +35,32 @@ def lines(raw: bytes) -> list[str]:
 
 
 def read_lines(path: Path) -> list[str] | None:
-    """The file's lines, None when it does not exist; Unreadable when it cannot be read."""
+    """The file's lines, None when it does not exist; Unreadable when it cannot be read.
+
+    Opened without blocking and checked to be a regular file before reading: a FIFO would
+    wait for a writer forever, and a device (a symlink to /dev/zero) says 0 bytes and
+    never ends. At most MAX_FILE_BYTES are read, whatever stat() said."""
     try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise Unreadable(f"{path}: larger than {MAX_FILE_BYTES} bytes")
-        with open(path, "rb") as fh:
-            raw = fh.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
-    except IsADirectoryError as exc:
-        raise Unreadable(f"{path}: is a directory") from exc
     except PermissionError as exc:
         raise Unreadable(f"{path}: permission denied") from exc
+    except OSError as exc:       # a symlink loop, a path through a file, ...
+        raise Unreadable(f"{path}: {exc.strerror}") from exc
+    st = os.fstat(fd)
+    problem = ("is a directory" if stat.S_ISDIR(st.st_mode)
+               else "not a regular file" if not stat.S_ISREG(st.st_mode)
+               else f"larger than {MAX_FILE_BYTES} bytes" if st.st_size > MAX_FILE_BYTES
+               else "")
+    if problem:
+        os.close(fd)
+        raise Unreadable(f"{path}: {problem}")
+    with open(fd, "rb") as fh:
+        try:
+            raw = fh.read(MAX_FILE_BYTES + 1)
+        except OSError as exc:   # EIO on a failing disk
+            raise Unreadable(f"{path}: {exc.strerror}") from exc
+    if len(raw) > MAX_FILE_BYTES:   # grew since fstat()
+        raise Unreadable(f"{path}: larger than {MAX_FILE_BYTES} bytes")
     return lines(raw)
