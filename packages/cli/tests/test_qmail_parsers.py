@@ -103,6 +103,17 @@ def test_dotqmail_lines() -> None:
     assert dotqmail.local_of(".qmail-") is None
 
 
+def test_dotqmail_forward_may_start_with_any_character() -> None:
+    # qmail-local: a line that is not #, ., /, | (or blank) is a forward; & only lets the
+    # address start with one of those
+    problems = Problems()
+    dot = dotqmail.parse(["_abuse@x.test", "-desk@x.test", "+tag@x.test", '"j s"@x.test',
+                          "&#hash@x.test", "?"], ".qmail-x", "/h", problems)
+    assert dot.forwards == [("_abuse@x.test", 1), ("-desk@x.test", 2), ("+tag@x.test", 3),
+                            ('"j s"@x.test', 4), ("#hash@x.test", 5)]
+    assert [(p.line, p.kind) for p in problems.items] == [(6, ERROR)]   # no domain
+
+
 def test_catch_all_forms() -> None:
     home = "/home/vpopmail/domains/d"
     cases = {

@@ -1,7 +1,7 @@
 """.qmail files (dot-qmail(5)): what qmail-local does with a message, one line each.
 
     # comment
-    &joe@example.com            forward (also a bare line starting with a letter or digit)
+    &joe@example.com            forward (also a bare address: any other first character)
     ./joe/Maildir/              deliver to a Maildir (a path ending in "/")
     /home/vpopmail/domains/example.com/joe/Maildir/
     ./mbox                      append to an mbox file (a path not ending in "/")
@@ -88,15 +88,13 @@ def parse(lines: list[str], path: Path | str, home: str, problems: Problems) -> 
                 out.maildirs.append((resolved, number))
             else:
                 out.mboxes.append((resolved, number))
-        elif first == "&" or first.isalnum():
+        else:   # qmail-local forwards any other line; "&" lets it start with #, ., / or |
             address = line[1:].strip() if first == "&" else line
             if "@" not in address or address.startswith("@") or address.endswith("@"):
                 problems.error(path, number, f"forward {address!r} has no domain (qmail "
                                "would add control/defaulthost; write the full address)")
                 continue
             out.forwards.append((address, number))
-        else:
-            problems.error(path, number, f"not a dot-qmail line: {line!r}")
     return out
 
 
