@@ -114,6 +114,12 @@ def test_dotqmail_forward_may_start_with_any_character() -> None:
     assert [(p.line, p.kind) for p in problems.items] == [(6, ERROR)]   # no domain
 
 
+def test_assign_ends_at_any_line_starting_with_a_dot() -> None:
+    problems = Problems()       # qmail-newu stops at the first line that starts with "."
+    found = assign.parse([HELP_PAGE_ASSIGN[1], ". "], "assign", problems)
+    assert [d.name for d in found] == ["01emarket.com"] and problems.items == []
+
+
 def test_catch_all_forms() -> None:
     home = "/home/vpopmail/domains/d"
     cases = {

@@ -42,7 +42,7 @@ def parse(lines: list[str], path: Path | str, problems: Problems) -> list[Assign
                 problems.unsupported(path, number, "after the final '.' line: qmail-newu "
                                      "ignores it, so it is not imported")
             continue
-        if raw == ".":
+        if raw.startswith("."):     # qmail-newu's test: what follows the dot is ignored
             ended = True
             continue
         if not raw.strip():
