@@ -4,14 +4,18 @@ path, and the rest of the tree is still planned."""
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from mailyard.cli.qmail_import import maildirs
+from mailyard.cli.qmail_import.command import describe
 from mailyard.cli.qmail_import.plan import Sources, build
 from mailyard.cli.qmail_import.problems import ERROR
+from mailyard.local_delivery.quota import Quota
 from tests.qmail_tree import Tree
 from tests.qmail_tree import build as build_tree
 
@@ -60,3 +64,21 @@ def test_what_is_no_file_is_reported_and_the_rest_planned(tmp_path: Path,
         == [(str(bad), 0, ERROR)]
     assert [m.address for m in plan.mailboxes] == [
         "joe@example.test", "ann@example.test", "bob@example.test", "carl@example.org"]
+
+
+def test_a_maildir_that_is_a_symlink_is_reported_as_its_mail_stays_behind(tmp_path: Path
+                                                                         ) -> None:
+    tree = build_tree(tmp_path / "old")
+    joe = tree.maildir("example.test", "joe")
+    joe.rename(tmp_path / "moved")
+    joe.symlink_to(tmp_path / "moved")
+    plan = build(Sources(qmail_dir=tree.qmail, vpopmail_dir=tree.vpopmail,
+                         tcp_smtp=tree.tcp_smtp, open_smtp=tree.open_smtp), now=tree.now)
+    assert [(p.path, p.line) for p in plan.problems.errors] == [(str(joe), 0)]
+    out = io.StringIO()
+    describe(plan, out)
+    dest = tmp_path / "mail" / "example.test" / "joe" / "Maildir"
+    copied = maildirs.import_maildir(joe, maildirs.Target(dest, Quota(0, 0), None))
+    # the dry run tells what the import does: symbolic links are never followed
+    assert f"mailbox joe@example.test\tpassword=des\tquota=none\tmessages=" \
+        f"{copied.messages}\tfolders={copied.folders}\t" in out.getvalue()

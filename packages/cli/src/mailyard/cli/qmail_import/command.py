@@ -51,7 +51,7 @@ def _owner(name: str | None) -> tuple[int, int] | None:
 
 def _count(maildir: Path) -> tuple[int, int]:
     """(messages, folders) of an old Maildir, for the dry run."""
-    if not maildir.is_dir():
+    if not maildir.is_dir() or maildir.is_symlink():   # as maildirs.import_maildir
         return 0, 0
     found = maildirs.folders(maildir)
     total = 0

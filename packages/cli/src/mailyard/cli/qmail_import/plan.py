@@ -159,6 +159,9 @@ def _domain(src: Sources, assigned: assign.AssignedDomain, plan: Plan) -> None:
         old_maildir = posixpath.normpath(user.home + "/Maildir")
         mailbox = MailboxPlan(address, user, src.local(old_maildir),
                               f"{vpasswd_path}:{user.line}")
+        if mailbox.maildir.is_symlink():    # maildirs never follows one: said here, not lost
+            problems.error(mailbox.maildir, 0, f"{address}'s Maildir is a symbolic link: "
+                           "its mail would stay behind (put the Maildir itself there)")
         mailboxes[user.local] = mailbox
         by_maildir[old_maildir] = address
         by_home[posixpath.normpath(user.home)] = address
