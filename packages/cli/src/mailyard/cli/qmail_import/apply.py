@@ -58,6 +58,20 @@ class Conflicts(Exception):
         self.problems = problems
 
 
+def merged(current: str, new: list[str], key: Callable[[str], str] = str) -> list[str]:
+    """The lines of a control file's text with `new` replacing lines of the same key, the
+    rest appended."""
+    replace = {key(line): line for line in new}
+    out: dict[str, None] = {}       # ordered and deduplicated without a quadratic lookup
+    for raw in current.splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#") and key(line) in replace:
+            line = replace.pop(key(line))
+        out[line] = None
+    left = set(replace.values())
+    return [*out, *(line for line in new if line in left)]
+
+
 class Applier:
     def __init__(self, plan: Plan, options: Options, out: TextIO = sys.stdout,
                  verify_clear: Callable[[str, str], bool] | None = None) -> None:
@@ -254,16 +268,7 @@ class Applier:
         self.say(f"control {name}: set ({len(lines)} line(s))")
 
     def _merged(self, name: str, new: list[str], key: Callable[[str], str] = str) -> list[str]:
-        """The file's lines with `new` replacing lines of the same key, the rest appended."""
-        replace = {key(line): line for line in new}
-        out: list[str] = []
-        for raw in self._get_control(name).splitlines():
-            line = raw.strip()
-            if line and not line.startswith("#") and key(line) in replace:
-                line = replace.pop(key(line))
-            if line not in out:
-                out.append(line)
-        return out + [line for line in new if line in replace.values()]
+        return merged(self._get_control(name), new, key)
 
     def _control(self) -> None:
         control = self.plan.control

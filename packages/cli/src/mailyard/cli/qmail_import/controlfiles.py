@@ -58,8 +58,9 @@ def parse(files: dict[str, list[str]], control_dir: Path, problems: Problems
             except ValueError as exc:
                 problems.error(control_dir / name, number, str(exc))
                 continue
-            if host not in out.rcpthosts:
-                out.rcpthosts.append(host)
+            out.rcpthosts.append(host)
+    # deduplicated once, the first kept: a lookup in the list per line was quadratic
+    out.rcpthosts = list(dict.fromkeys(out.rcpthosts))
     for number, line in _meaningful(files.get("locals", [])):
         problems.unsupported(control_dir / "locals", number,
                              f"{line}: delivery to system users has no equivalent (add the "
@@ -67,8 +68,9 @@ def parse(files: dict[str, list[str]], control_dir: Path, problems: Problems
     for number, line in _meaningful(files.get("badmailfrom", [])):
         if any(c.isspace() for c in line):
             problems.error(control_dir / "badmailfrom", number, "blank inside an entry")
-        elif line not in out.badmailfrom:
+        else:
             out.badmailfrom.append(line)
+    out.badmailfrom = list(dict.fromkeys(out.badmailfrom))
     for name in INTEGER_FILES:
         values = _meaningful(files.get(name, []))
         if not values:
