@@ -220,23 +220,19 @@ def _dot_files(local_home: Path, problems: Problems) -> dict[str, Path]:
 
 def _targets(dot: dotqmail.DotQmail, own_maildir: str | None, by_maildir: dict[str, str],
              problems: Problems) -> tuple[list[str], bool]:
-    targets: list[str] = []
+    targets: dict[str, None] = {}     # ordered, and no lookup in a list per line
     keep_copy = False
     for address, number in dot.forwards:
         try:
-            target = names.target(address)
+            targets[names.target(address)] = None
         except ValueError as exc:
             problems.error(dot.path, number, str(exc))
-            continue
-        if target not in targets:
-            targets.append(target)
     for path, number in dot.maildirs:
         clean = posixpath.normpath(path)
         if clean == own_maildir:
             keep_copy = True
         elif clean in by_maildir:
-            if by_maildir[clean] not in targets:
-                targets.append(by_maildir[clean])
+            targets[by_maildir[clean]] = None
         else:
             problems.unsupported(dot.path, number, f"Maildir {path} belongs to no imported "
                                  "mailbox: not imported")
@@ -246,7 +242,7 @@ def _targets(dot: dotqmail.DotQmail, own_maildir: str | None, by_maildir: dict[s
     for program in dot.programs:
         problems.unsupported(dot.path, program.line, f"{program.describe()}: programs are not "
                              "run by Mailyard; not imported")
-    return targets, keep_copy
+    return list(targets), keep_copy
 
 
 def _forward(dot: dotqmail.DotQmail, mailbox: MailboxPlan, by_maildir: dict[str, str],
@@ -256,9 +252,7 @@ def _forward(dot: dotqmail.DotQmail, mailbox: MailboxPlan, by_maildir: dict[str,
     if mailbox.address in targets:      # &joe@example.com in joe's own .qmail: a copy
         targets.remove(mailbox.address)
         keep_copy = True
-    for target in targets:
-        if target not in mailbox.forward_to:
-            mailbox.forward_to.append(target)
+    mailbox.forward_to = list(dict.fromkeys([*mailbox.forward_to, *targets]))
     mailbox.keep_copy = mailbox.keep_copy or keep_copy
 
 
