@@ -4,6 +4,7 @@ an exception)."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -70,6 +71,13 @@ def test_vpasswd_each_hash_kind_quota_and_clear_field() -> None:
             ("cap", "des", 0, 1000, None)]
     assert [(p.line, p.kind) for p in problems.items] == [(5, UNSUPPORTED)]  # NO_SMTP flag
     assert "NO_SMTP" in problems.items[0].reason
+
+
+def test_quota_digits_are_ascii() -> None:
+    # vpopmail reads the field with atol(): "\u0661\u0660\u0660" (Arabic-Indic 100) is no number
+    for text in ("\u0661\u0660\u0660S", "5\u0660S,1000C", "\uff15S"):
+        with pytest.raises(ValueError):
+            vpasswd.parse_quota(text)
 
 
 def test_vpasswd_bad_lines_are_named() -> None:

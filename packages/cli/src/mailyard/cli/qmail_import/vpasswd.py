@@ -29,7 +29,7 @@ FLAGS = {
     0x02: "NO_POP", 0x08: "NO_IMAP", 0x10: "BOUNCE_MAIL", 0x20: "NO_RELAY",
     0x40: "NO_DIALUP", 0x800: "NO_SMTP",
 }
-_QUOTA_ITEM = re.compile(r"(\d{1,19})([SC]?)\Z")
+_QUOTA_ITEM = re.compile(r"([0-9]{1,19})([SC]?)\Z")   # not \d: it takes Arabic digits
 
 
 @dataclass(frozen=True)
