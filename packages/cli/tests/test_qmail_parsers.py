@@ -80,6 +80,15 @@ def test_quota_digits_are_ascii() -> None:
             vpasswd.parse_quota(text)
 
 
+def test_quota_in_kilobytes_or_megabytes_as_vdelivermail_reads_it() -> None:
+    # vsetuserquota before 5.4 stored "5M" as typed; vdelivermail and Dovecot's vpopmail
+    # userdb pass the field through format_maildirquota(), which multiplies it out
+    assert [vpasswd.parse_quota(q) for q in ("5M", "5m", "2048k", "10K")] == [
+        (5 * 2**20, 0), (5 * 2**20, 0), (2 * 2**20, 0), (10 * 2**10, 0)]
+    with pytest.raises(ValueError):
+        vpasswd.parse_quota("5M,1000C")       # left alone by format_maildirquota
+
+
 def test_vpasswd_bad_lines_are_named() -> None:
     problems = Problems()
     users = vpasswd.parse([

@@ -5,8 +5,10 @@
 
 uid holds vpopmail's login method (1), gid its flags (NO_POP, NO_SMTP, BOUNCE_MAIL, ...),
 the seventh field ("shell") the quota: NOQUOTA, bytes ("5000000", vpopmail before 5.4),
-"5000000S", "1000C" or "5000000S,1000C". The eighth field, the clear password, is there
-when vpopmail was built with --enable-clear-passwd; it may itself contain ':'.
+"5000000S", "1000C" or "5000000S,1000C", or kilobytes and megabytes ("2048k", "5M") as
+vsetuserquota before 5.4 stored them (vdelivermail multiplies them out when it reads them).
+The eighth field, the clear password, is there when vpopmail was built with
+--enable-clear-passwd; it may itself contain ':'.
 
 Passwords are crypt(3) strings imported unchanged: DES (13 characters), MD5-crypt ($1$),
 SHA-256-crypt ($5$), SHA-512-crypt ($6$) or bcrypt, as mailyard.core.password_hashes
@@ -30,6 +32,8 @@ FLAGS = {
     0x40: "NO_DIALUP", 0x800: "NO_SMTP",
 }
 _QUOTA_ITEM = re.compile(r"([0-9]{1,19})([SC]?)\Z")   # not \d: it takes Arabic digits
+_QUOTA_UNITS = {"k": 2**10, "m": 2**20}
+_QUOTA_KM = re.compile(r"([0-9]{1,16})([kKmM])\Z")   # format_maildirquota's, alone only
 
 
 @dataclass(frozen=True)
@@ -59,10 +63,13 @@ def parse_quota(text: str) -> tuple[int, int]:
         return 0, 0
     size = count = 0
     seen: set[str] = set()
-    for item in text.split(","):
+    if m := _QUOTA_KM.match(text):
+        size = int(m.group(1)) * _QUOTA_UNITS[m.group(2).lower()]
+    for item in [] if m else text.split(","):
         m = _QUOTA_ITEM.match(item.strip())
         if not m:
-            raise ValueError(f"quota {text!r} is not NOQUOTA, BYTES, BYTESS, COUNTC or both")
+            raise ValueError(f"quota {text!r} is not NOQUOTA, BYTES, BYTESS, COUNTC, both, "
+                             "KILOBYTESk or MEGABYTESM")
         unit = m.group(2) or "S"
         if unit in seen:
             raise ValueError(f"quota {text!r} names {unit} twice")
