@@ -195,6 +195,18 @@ def test_open_smtp_login_in_the_future_is_a_lease_of_a_fresh_login() -> None:
         assert tcprules.remaining(entry, now) == tcprules.CLEAR_MINUTES * 60
 
 
+def test_a_nul_byte_makes_a_line_malformed() -> None:
+    # qmail-newu refuses an assign line with NUL; a NUL in a home path reached os.open()
+    # (ValueError: embedded null byte) when the plan looked for the user's .qmail
+    problems = Problems()
+    assert vpasswd.parse(["joe:abcdefghijklm:1:0::/h/jo\x00e:NOQUOTA"], "example.test",
+                         "vpasswd", problems) == []
+    assert assign.parse(["+a.test-:a.test:89:89:/h/a.\x00test:-::", "."], "assign",
+                        problems) == []
+    assert [(p.path, p.line, p.kind) for p in problems.items] == [
+        ("vpasswd", 1, ERROR), ("assign", 1, ERROR)]
+
+
 def test_control_files() -> None:
     problems = Problems()
     got = controlfiles.parse({
@@ -239,6 +251,7 @@ def test_assign_never_raises(raw: list[str]) -> None:
     problems = Problems()
     for domain in assign.parse(raw, "assign", problems):
         assert domain.home.startswith("/") and domain.name == domain.name.lower()
+        assert "\x00" not in domain.home
 
 
 @settings(max_examples=100, deadline=None)
@@ -246,7 +259,7 @@ def test_assign_never_raises(raw: list[str]) -> None:
 def test_vpasswd_never_raises(raw: list[str]) -> None:
     problems = Problems()
     for user in vpasswd.parse(raw, "example.test", "vpasswd", problems):
-        assert "/" not in user.local and user.hash_kind
+        assert "/" not in user.local and user.hash_kind and "\x00" not in user.home
 
 
 @settings(max_examples=100, deadline=None)

@@ -49,6 +49,9 @@ def parse(lines: list[str], path: Path | str, problems: Problems) -> list[Assign
             problems.error(path, number, "empty line before the final '.' (qmail-newu "
                            "refuses the file)")
             continue
+        if "\x00" in raw:
+            problems.error(path, number, "NUL byte in the line (qmail-newu refuses the file)")
+            continue
         for entry in raw.split():
             domain = _entry(entry, number, path, problems)
             if domain is not None:

@@ -90,6 +90,9 @@ def parse(lines: list[str], domain: str, path: Path | str,
     for number, raw in enumerate(lines, 1):
         if not raw.strip() or raw.startswith("#"):
             continue
+        if "\x00" in raw:       # no C string holds one; a path with it fails os.open()
+            problems.error(path, number, "NUL byte in the line")
+            continue
         user = _line(raw, number, domain, path, problems)
         if user is None:
             continue
