@@ -14,7 +14,7 @@ import pytest
 from mailyard.cli.qmail_import import maildirs
 from mailyard.cli.qmail_import.command import describe
 from mailyard.cli.qmail_import.plan import Sources, build
-from mailyard.cli.qmail_import.problems import ERROR
+from mailyard.cli.qmail_import.problems import ERROR, UNSUPPORTED
 from mailyard.local_delivery.quota import Quota
 from tests.qmail_tree import Tree
 from tests.qmail_tree import build as build_tree
@@ -98,3 +98,22 @@ def test_a_dot_qmail_of_any_length_is_planned_in_one_pass(tmp_path: Path) -> Non
         == [everyone]
     assert [m.forward_to for m in plan.mailboxes if m.address == "ann@example.test"] \
         == [everyone]
+
+
+def test_a_dot_qmail_name_with_capitals_is_reported_as_qmail_never_read_it(tmp_path: Path
+                                                                         ) -> None:
+    # qmail-local lowercases the address before it looks for .qmail-<ext>: .qmail-Sales
+    # never served sales@ on the old host, and must not start to here (nor replace
+    # .qmail-info because it sorts first)
+    tree = build_tree(tmp_path / "old")
+    domain = tree.domain_dir("example.test")
+    tree.write(".qmail-Sales2", "&joe@example.test\n", domain)
+    tree.write(".qmail-INFO", "&bob@example.test\n", domain)
+    plan = build(Sources(qmail_dir=tree.qmail, vpopmail_dir=tree.vpopmail,
+                         tcp_smtp=tree.tcp_smtp, open_smtp=tree.open_smtp), now=tree.now)
+    aliases = {a.address: a.targets for a in plan.aliases}
+    assert "sales2@example.test" not in aliases
+    assert aliases["info@example.test"] == ["joe@example.test", "ann@example.test"]
+    assert {(p.path, p.kind) for p in plan.problems.items
+            if p.path.endswith(("Sales2", "INFO"))} == {
+        (str(domain / ".qmail-Sales2"), UNSUPPORTED), (str(domain / ".qmail-INFO"), UNSUPPORTED)}

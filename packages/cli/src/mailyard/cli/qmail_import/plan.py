@@ -213,8 +213,13 @@ def _dot_files(local_home: Path, problems: Problems) -> dict[str, Path]:
         return out
     for path in entries:
         local = dotqmail.local_of(path.name)
-        if local is not None and path.is_file():
-            out[local] = path
+        if local is None or not path.is_file():
+            continue
+        if any("A" <= c <= "Z" for c in path.name):
+            problems.unsupported(path, 0, "qmail-local never read it (it looks for the "
+                                 "address in lower case): not imported")
+            continue
+        out[local] = path
     return out
 
 
