@@ -164,6 +164,17 @@ def test_tcp_smtp_keeps_good_lines_and_reports_host_rules() -> None:
     assert [(p.line, p.kind) for p in problems.items] == [(2, UNSUPPORTED), (3, ERROR)]
 
 
+def test_tcp_smtp_catch_all_relay_is_reported_not_sent_to_be_refused() -> None:
+    # relay-auth's ImportRules refuses a text with one (an open relay): sent as it was, the
+    # dry run passed and the real run failed at its last step, everything else written
+    problems = Problems()
+    text, count = tcprules.rules_text(['127.:allow,RELAYCLIENT=""', ':allow,RELAYCLIENT=""'],
+                                      "tcp.smtp", problems)
+    assert (text, count) == ('127.:allow,RELAYCLIENT=""\n', 1)
+    assert [(p.line, p.kind) for p in problems.items] == [(2, UNSUPPORTED)]
+    assert "open relay" in problems.items[0].reason
+
+
 def test_open_smtp_lines_as_on_the_help_page() -> None:
     problems = Problems()
     entries = tcprules.open_smtp([

@@ -2,7 +2,8 @@
 
 tcp.smtp becomes the relay rules as they are (relay-auth reads tcprules syntax), minus the
 lines it cannot use: `=host.name:` rules match the client's reverse DNS, which Mailyard
-does not look up, so they are reported and left out (an import that kept them would fail).
+does not look up, and a catch-all `:allow,RELAYCLIENT=""` is an open relay, which
+relay-auth refuses; both are reported and left out (an import that kept them would fail).
 
 open-smtp (POP-before-SMTP) holds one line per address that logged in recently:
 
@@ -39,9 +40,15 @@ def rules_text(lines: list[str], path: Path | str, problems: Problems) -> tuple[
                                  "client addresses only; not imported")
             continue
         try:
-            parse_line(raw, number)
+            rule = parse_line(raw, number)
         except RuleError as exc:
             problems.error(path, number, exc.reason)
+            continue
+        if rule is not None and rule.pattern == "" and rule.allow and "RELAYCLIENT" in rule.env:
+            # relay-auth's ImportRules refuses the whole text for it: say so in the dry run
+            problems.unsupported(path, number, "catch-all rule with RELAYCLIENT: an open "
+                                 "relay, which Mailyard refuses; not imported (list the "
+                                 "networks that may relay)")
             continue
         kept.append(raw)
         count += 1
