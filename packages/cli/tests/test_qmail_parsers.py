@@ -250,6 +250,18 @@ def test_control_lists_of_any_length_are_deduplicated_in_one_pass() -> None:
                                     *senders[1::2]]
 
 
+def test_control_me_that_the_platform_refuses_is_reported() -> None:
+    # the Control service takes only a fully qualified name that is not this machine's: a
+    # dry run passed "localhost.localdomain" and the real run failed at Set with
+    # INVALID_ARGUMENT, after the domains, mailboxes and mail were written
+    for me in ("localhost.localdomain", "mx1", "localhost"):
+        problems = Problems()
+        got = controlfiles.parse({"me": [me]}, controlfiles.Path("control"), problems)
+        assert got.me == ""
+        assert [(p.path, p.line, p.kind) for p in problems.items] == [
+            ("control/me", 1, UNSUPPORTED)]
+
+
 def test_source_lines_mixed_encodings() -> None:
     assert lines(b"a\r\nJ\xfcrgen\nK\xc3\xa4the\n") == ["a", "Jürgen", "Käthe"]
 

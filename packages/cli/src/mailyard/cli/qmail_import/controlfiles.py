@@ -19,7 +19,7 @@ from pathlib import Path
 
 from mailyard.cli.qmail_import import names
 from mailyard.cli.qmail_import.problems import Problems
-from mailyard.core import smtproutes
+from mailyard.core import identity, smtproutes
 
 INTEGER_FILES = ("databytes", "queuelifetime", "concurrencyremote", "concurrencylocal")
 READ = ("me", "rcpthosts", "morercpthosts", "locals", "badmailfrom", "smtproutes",
@@ -44,12 +44,14 @@ def parse(files: dict[str, list[str]], control_dir: Path, problems: Problems
           ) -> ControlImport:
     """files: name -> lines, for each control file that exists."""
     out = ControlImport()
-    for name in ("me",):
-        for number, line in _meaningful(files.get(name, []))[:1]:
-            try:
-                out.me = names.domain(line)
-            except ValueError as exc:
-                problems.error(control_dir / name, number, str(exc))
+    for number, line in _meaningful(files.get("me", []))[:1]:
+        # the Control service's own test: qmail took "localhost.localdomain" or "mx1" too
+        problem = identity.hostname_problem(line)
+        if problem:
+            problems.unsupported(control_dir / "me", number, f"{problem}: Mailyard keeps "
+                                 "its own (set it with `mailyard control set me`)")
+        else:
+            out.me = identity.parse_me(line)
     for name in ("rcpthosts", "morercpthosts"):
         for number, line in _meaningful(files.get(name, [])):
             host = line.lower().rstrip(".")
