@@ -330,3 +330,11 @@ def test_quota_parses_or_says_why(text: str) -> None:
     except ValueError:
         return
     assert 0 <= size < 2**64 and 0 <= count < 2**64
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_source_lines_take_any_bytes(raw: bytes) -> None:
+    got = lines(raw)
+    assert len(got) == raw.count(b"\n") + (0 if raw.endswith(b"\n") or not raw else 1)
+    assert not any("\n" in line for line in got)
