@@ -289,3 +289,25 @@ def test_bad_lines_are_named_and_nothing_is_written(mailyard: Mailyard, imported
         assert mailyard.cli("domain", "list") == domains
         assert _snapshot(mailyard.platform.mail_dir) == mail
     assert "mailbox joe@bad-example.test" in run_import(mailyard, bad, "--dry-run")[1]
+
+
+def test_a_list_where_the_old_host_has_an_alias_is_a_conflict_before_any_write(
+        mailyard: Mailyard, tree: Tree, imported: str) -> None:
+    # the platform's lists were read only at the addresses the old host has lists at: the
+    # clash surfaced as ALREADY_EXISTS from AddAlias, after the mailboxes were written
+    mailyard.cli("alias", "del", "info@example.test")
+    mailyard.cli("list", "add", "--owner", "joe@example.test", "info@example.test",
+                 "ann@example.test")
+    (tree.domain_dir("example.test") / ".qmail-vacation").write_text("&ann@example.test\n")
+    try:
+        code, out = run_import(mailyard, tree)
+        assert code == 1, out
+        assert (f"{tree.domain_dir('example.test')}/.qmail-info: error: info@example.test "
+                "is list on the platform, the old host has it as alias") in out
+        assert "mailyard: nothing imported" in out
+        assert "vacation@" not in mailyard.cli("alias", "list", "example.test")
+    finally:
+        (tree.domain_dir("example.test") / ".qmail-vacation").write_text(
+            "| /usr/bin/autorespond 86400 3 msg.txt ./vacation\n")
+        mailyard.cli("list", "del", "info@example.test")
+        assert run_import(mailyard, tree)[0] == 1      # info@ is an alias again

@@ -104,11 +104,8 @@ class Applier:
             for a in self.directory.ListAliases(
                     pb.ListAliasesRequest(domain=domain.name)).aliases:
                 self.aliases[a.address] = a
-        for mlist in self.plan.lists:
-            try:
-                self.lists[mlist.address] = self._get_list(mlist.address)
-            except LookupError:
-                pass
+            for ml in self.directory.ListLists(pb.ListListsRequest(domain=domain.name)).lists:
+                self.lists[ml.address] = ml
         conflicts = Problems()
         kinds: dict[str, Mapping[str, object]] = {
             "mailbox": self.mailboxes, "alias": self.aliases, "list": self.lists}
@@ -126,14 +123,6 @@ class Applier:
         if conflicts.items:
             raise Conflicts(conflicts)
         self.domains = domains
-
-    def _get_list(self, address: str) -> pb.MailingList:
-        # There is no GetList: Resolve tells whether it is a list; its members come back
-        # from a no-op edit (adding an existing member changes nothing).
-        res = self.directory.Resolve(pb.AddressRequest(address=address))
-        if res.kind != pb.RESOLUTION_KIND_LIST:
-            raise LookupError(address)
-        return pb.MailingList(address=address, members=list(res.targets))
 
     # -- writing -------------------------------------------------------------------------
 
