@@ -131,6 +131,7 @@ def test_http_refusals(api: tuple[Call, dict[str, str]]) -> None:
         # the service's own refusals, as the gRPC side gives them
         ("POST", "/domains", {"name": "example.com"}, 409, "already exists"),
         ("POST", "/domains", {"name": "not a domain"}, 400, ""),
+        ("POST", "/domains", {"name": "example\n.org"}, 400, "not a valid domain"),
         ("POST", "/users", {"address": "ann@example.com", "password": "short"}, 400,
          "too short"),
         ("POST", "/users", {"address": "ann@nowhere.org", "password": "a long secret"}, 409,

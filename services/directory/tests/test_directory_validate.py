@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import string
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailyard.directory import validate
 from mailyard.directory.errors import Refused
@@ -19,10 +23,29 @@ def test_domains_become_lowercase_a_labels(raw: str, expected: str) -> None:
 
 
 @pytest.mark.parametrize("raw", ["", "-bad.com", "bad-.com", "a..b", "a b.com", "1.2.3.4",
-                                 "x" * 64 + ".com", "under_score.com", "a/b.com"])
+                                 "x" * 64 + ".com", "under_score.com", "a/b.com",
+                                 "example\n.com", "a\n.b\n.com"])
 def test_bad_domains_are_refused(raw: str) -> None:
     with pytest.raises(Refused):
         validate.domain(raw)
+
+
+# A domain becomes a KV key, a folder on the mail volume and part of Delivered-To: lines and
+# RCPT commands, so whatever is accepted is letters, digits, hyphens and dots only.
+_LABELISH = st.text(alphabet=string.ascii_letters + string.digits + "-", min_size=1,
+                   max_size=8)
+_DOMAINISH = st.lists(st.tuples(_LABELISH, st.sampled_from(["", "", "\n", "\r", " ", "_"])
+                                ).map("".join), min_size=1, max_size=4).map(".".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(_DOMAINISH, st.text(max_size=40)))
+def test_an_accepted_domain_is_a_plain_host_name(raw: str) -> None:
+    try:
+        name = validate.domain(raw)
+    except Refused:
+        return
+    assert name and set(name) <= set(string.ascii_lowercase + string.digits + "-."), name
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
@@ -36,7 +59,8 @@ def test_addresses_are_canonical(raw: str, expected: str) -> None:
 
 @pytest.mark.parametrize("raw", ["joe", "@example.com", "a/b@example.com", "../x@example.com",
                                  ".joe@example.com", "jo..e@example.com", "jo e@example.com",
-                                 "joe@bad_domain", "x" * 65 + "@example.com"])
+                                 "joe@bad_domain", "x" * 65 + "@example.com",
+                                 "joe@example\n.com"])
 def test_bad_addresses_are_refused(raw: str) -> None:
     with pytest.raises(Refused):
         validate.address(raw)

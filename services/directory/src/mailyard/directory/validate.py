@@ -16,7 +16,9 @@ from mailyard.core.addresses import split, to_ascii_domain
 from mailyard.core.directory import canonical
 from mailyard.directory.errors import invalid
 
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+# fullmatch, not match with "$": "$" also matches before a final "\n", which let
+# "example\n.com" through (a line break in a KV key, a Maildir path, a Delivered-To line).
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 # RFC 5322 atext without "/" (a path separator on the mail volume); non-ASCII letters are
 # welcome (SMTPUTF8).
 _ATEXT = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-=?^_`{|}~")
@@ -34,7 +36,7 @@ def domain(name: str) -> str:
     if len(ascii_name) > 253:
         raise invalid(f"domain name too long: {name!r}")
     labels = ascii_name.split(".")
-    if not all(_LABEL.match(label) for label in labels):
+    if not all(_LABEL.fullmatch(label) for label in labels):
         raise invalid(f"not a valid domain name: {name!r}")
     if labels[-1].isdigit():
         raise invalid(f"not a domain name (an IP address?): {name!r}")
