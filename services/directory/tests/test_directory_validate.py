@@ -48,10 +48,23 @@ def test_an_accepted_domain_is_a_plain_host_name(raw: str) -> None:
     assert name and set(name) <= set(string.ascii_lowercase + string.digits + "-."), name
 
 
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=string.ascii_letters + "\n\r\t .@<>", max_size=30))
+def test_an_accepted_address_or_target_has_no_space_or_line_break(raw: str) -> None:
+    for check in (validate.address, validate.target):
+        try:
+            value = check(raw)
+        except Refused:
+            continue
+        assert not any(c.isspace() or c in "<>" for c in value), value
+
+
 @pytest.mark.parametrize(("raw", "expected"), [
     ("Joe@Example.com", "joe@example.com"),
     ("joe.smith+tag@example.com", "joe.smith+tag@example.com"),
     ("jörg@Bücher.example", "jörg@xn--bcher-kva.example"),
+    ("joe@ Example.com", "joe@example.com"),
+    ("joe@\texample.com.", "joe@example.com"),
 ])
 def test_addresses_are_canonical(raw: str, expected: str) -> None:
     assert validate.address(raw) == expected

@@ -64,8 +64,9 @@ def address(text: str) -> str:
     if not dom:
         raise invalid(f"not an address (local@domain): {text!r}")
     local_part(local, text)
-    domain(dom)
-    return canonical(text)
+    # the checked domain, not the text's: "joe@ example.com" is joe@example.com (as in
+    # target()), not a key under " example.com" that no domain record matches
+    return canonical(f"{local}@{domain(dom)}")
 
 
 def target(text: str) -> str:
