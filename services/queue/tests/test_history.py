@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from mailyard.api.history.v1 import history_pb2 as hpb
 from mailyard.api.history.v1 import history_pb2_grpc
@@ -143,10 +144,19 @@ async def test_follow_streams_new_steps_filtered(js: Any, spool: Spool,
 async def test_bad_search_is_invalid_argument(start_queue: Any) -> None:
     q = start_queue()
     stub = history_pb2_grpc.HistoryStub(q.channel)
-    for req in (hpb.SearchRequest(queue_id="../x"), hpb.SearchRequest(limit=10**6)):
+    beyond_9999 = Timestamp(seconds=10**15)  # on the wire, nothing checks a Timestamp
+    for req in (hpb.SearchRequest(queue_id="../x"), hpb.SearchRequest(limit=10**6),
+                hpb.SearchRequest(since=beyond_9999),
+                hpb.SearchRequest(address="a@b.test", until=Timestamp(nanos=-1))):
         with pytest.raises(grpc.aio.AioRpcError) as exc:
             await stub.Search(req, timeout=10)
-        assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT, exc.value.details()
+    # the same over HTTP: a 4xx naming the problem, not a 500
+    for query, what in (("limit=4294967296", "limit"), ("limit=-1", "limit"),
+                        ("since=9999-12-31T23:59:59-14:00", "since"),
+                        ("until=0001-01-01T00:00:00%2B14:00", "until")):
+        status, body = _http(q, f"/api/history?{query}")
+        assert status in (400, 422) and what in json.dumps(body), (query, status, body)
 
 
 async def test_batched_reads_page_through_a_long_subject_and_start_by_time(js: Any) -> None:

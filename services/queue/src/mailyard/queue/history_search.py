@@ -102,6 +102,11 @@ def check(req: pb.SearchRequest) -> int:
         raise BadRequest("address too long")
     if req.limit > MAX_LIMIT:
         raise BadRequest(f"limit is at most {MAX_LIMIT}")
+    for name in ("since", "until"):
+        try:  # a Timestamp off the wire is unchecked; reading one past 9999 raises
+            getattr(req, name).ToNanoseconds()
+        except ValueError:
+            raise BadRequest(f"{name} is outside the years 1 to 9999") from None
     return req.limit or DEFAULT_LIMIT
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Query
 from google.protobuf.json_format import MessageToDict
 from nats.js import JetStreamContext
 from pydantic import BaseModel, Field
@@ -101,12 +101,18 @@ def mount(app: FastAPI, runtime: Runtime, js: JetStreamContext,
 
     @app.get("/api/history")
     async def api_history(id: str = "", address: str = "", since: datetime | None = None,
-                          until: datetime | None = None, limit: int = 0) -> dict[str, Any]:
-        req = hpb.SearchRequest(queue_id=id, address=address, limit=max(0, limit))
+                          until: datetime | None = None,
+                          limit: int = Query(0, ge=0, le=history_search.MAX_LIMIT)
+                          ) -> dict[str, Any]:
+        req = hpb.SearchRequest(queue_id=id, address=address, limit=limit)
         for field, when in (("since", since), ("until", until)):
             if when is not None:  # a time without a zone is UTC
-                getattr(req, field).FromDatetime(
-                    when if when.tzinfo else when.replace(tzinfo=UTC))
+                try:
+                    getattr(req, field).FromDatetime(
+                        when if when.tzinfo else when.replace(tzinfo=UTC))
+                except OverflowError:  # 9999-12-31T23:59-01:00 is past 9999 in UTC
+                    raise HTTPException(400, f"{field} is outside the years 1 to 9999 in "
+                                             "UTC") from None
         try:
             return _to_dict(await history_search.search(js, req, feed, wait))
         except history_search.BadRequest as exc:
