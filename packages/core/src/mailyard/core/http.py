@@ -56,6 +56,16 @@ def make_app(service: str, checks: dict[str, ReadinessCheck] | None = None,
                 return JSONResponse({"detail": detail}, status_code=status, headers=headers)
         return await call_next(request)
 
+    @app.exception_handler(UnicodeEncodeError)
+    async def lone_surrogate(request: Request, exc: UnicodeEncodeError) -> Response:
+        # JSON may escape a lone surrogate ("\ud800"), which no UTF-8 text holds: the route
+        # fails making its protobuf request; that is the body's fault, not a 500
+        if exc.reason != "surrogates not allowed":
+            raise exc
+        return JSONResponse({"detail": "a string holds a lone surrogate "
+                                       f"{exc.object[exc.start:exc.end]!r}, not Unicode text"},
+                            status_code=422)
+
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "service": service}
