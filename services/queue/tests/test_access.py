@@ -87,6 +87,10 @@ async def test_http_api_401_403(guarded: Any) -> None:
     assert status == 200 and body["unknown_ids"] == ["01NOTINQUEUE"]
     assert _http(port, "/api/actions/hold", tokens["admin"], {})[0] == 400
     assert _http(port, "/api/actions/explode", tokens["admin"], action)[0] == 404
+    # a misspelt field is refused, not ignored: "recipent" would bounce every recipient
+    status, body = _http(port, "/api/actions/bounce", tokens["admin"],
+                         {**action, "recipent": "one@remote.test"})
+    assert status == 422 and "recipent" in json.dumps(body), body
     # open: probes, metrics and the API's description
     assert _http(port, "/docs")[0] == 200 and _http(port, "/openapi.json")[0] == 200
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:

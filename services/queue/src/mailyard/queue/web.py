@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Query
 from google.protobuf.json_format import MessageToDict
 from nats.js import JetStreamContext
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from mailyard.api.history.v1 import history_pb2 as hpb
 from mailyard.api.queue.v1 import queue_pb2 as pb
@@ -41,6 +41,8 @@ _STATE_BY_NAME = {name: value for value, name in STATE_NAMES.items()}
 class Selection(BaseModel):
     """Which messages an action applies to: named ids, or all (then no ids)."""
 
+    # a misspelt field is a 422: an ignored "recipent" would act on every recipient
+    model_config = ConfigDict(extra="forbid")
     queue_ids: list[str] = Field(default_factory=list, max_length=10_000)
     all: bool = False
     recipient: str = ""
