@@ -40,3 +40,11 @@ def test_binary_input_is_one_line(tmp_path: Path) -> None:
         done.stderr.count("\n") == 1
     done = mailyard("control", "set", "badmailfrom", stdin=b"\xff\n")
     assert done.returncode == 1 and done.stderr.startswith("mailyard: input is not UTF-8")
+
+
+@pytest.mark.parametrize("ttl", ["0", "-5", str(367 * 86400), str(10**20)])
+def test_a_lease_ttl_out_of_range_is_one_line(ttl: str) -> None:
+    done = mailyard("lease", "grant", "192.0.2.7", "--user", "a@example.org", "--ttl", ttl)
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    assert done.stderr.startswith("mailyard: --ttl must be") and \
+        done.stderr.count("\n") == 1, done.stderr

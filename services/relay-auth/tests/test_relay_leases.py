@@ -60,13 +60,16 @@ async def test_ipv6_lease_and_bad_addresses(start_relay: Any) -> None:
     listed = await relay.stub.ListLeases(pb.ListLeasesRequest())
     assert [x.ip for x in listed.leases] == ["2001:db8::1"]
     for bad in (pb.GrantLeaseRequest(ip="nope", user="a@b.c"),
-                pb.GrantLeaseRequest(ip="1.2.3.4", user="")):
+                pb.GrantLeaseRequest(ip="1.2.3.4", user=""),
+                # past timedelta's range, past Timestamp's (year 9999), past HTTP's 366 days
+                grant("1.2.3.4", ttl=10**15), grant("1.2.3.4", ttl=315_576_000_000),
+                grant("1.2.3.4", ttl=367 * 86400), grant("1.2.3.4", ttl=-1)):
         try:
             await relay.stub.GrantLease(bad)
         except grpc.aio.AioRpcError as exc:
-            assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT, (bad, exc.details())
         else:
-            raise AssertionError("accepted a bad lease")
+            raise AssertionError(f"accepted a bad lease: {bad}")
 
 
 async def test_lease_expires_without_cron_and_is_purged(start_relay: Any, js: Any,

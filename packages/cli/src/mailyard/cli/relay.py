@@ -23,6 +23,9 @@ from mailyard.api.relayauth.v1 import relayauth_pb2 as pb
 from mailyard.api.relayauth.v1 import relayauth_pb2_grpc as pb_grpc
 from mailyard.cli.endpoints import channel
 
+# relay-auth's bound on a grant's --ttl (mailyard.relay_auth.leases.MAX_TTL), checked here
+# first so the command says so in one line
+MAX_LEASE_TTL = 366 * 86400
 _DECIDER = {pb.DECIDER_RULE: "rule", pb.DECIDER_LEASE: "lease",
             pb.DECIDER_DEFAULT: "default", pb.DECIDER_UNSPECIFIED: "-"}
 
@@ -53,8 +56,9 @@ def _lease_line(lease: pb.Lease) -> str:
 def _grant(args: argparse.Namespace) -> int:
     req = pb.GrantLeaseRequest(ip=args.ip, user=args.user)
     if args.ttl is not None:
-        if args.ttl <= 0:
-            print("mailyard: --ttl must be positive", file=sys.stderr)
+        if not 0 < args.ttl <= MAX_LEASE_TTL:  # a number past int64 could not even be sent
+            print(f"mailyard: --ttl must be between 1 and {MAX_LEASE_TTL} seconds (366 days)",
+                  file=sys.stderr)
             return 2
         req.ttl.CopyFrom(Duration(seconds=args.ttl))
     print("granted " + _lease_line(_stub().GrantLease(req)))

@@ -24,7 +24,7 @@ from mailyard.core.relaypolicy import RULES_FILE, ActiveRules, client_address, d
 from mailyard.core.tcprules import IPAddress, RuleError, RuleSet
 from mailyard.relay_auth import metrics
 from mailyard.relay_auth.auth import Authenticator
-from mailyard.relay_auth.leases import IMPORT, MANUAL, LeaseStore
+from mailyard.relay_auth.leases import IMPORT, MANUAL, MAX_TTL, LeaseStore
 from mailyard.relay_auth.pool import Busy
 from mailyard.relay_auth.throttle import Throttle
 
@@ -172,9 +172,11 @@ class RelayAuthServicer(rpc.RelayAuthServicer):
         await _valid_ip(request.ip, context)
         if not request.user:
             await _invalid(context, "a lease needs a user")
-        ttl = request.ttl.ToTimedelta().total_seconds() if request.HasField("ttl") else 0.0
-        if ttl < 0:
-            await _invalid(context, "ttl must be positive")
+        # seconds and nanos as sent: ToTimedelta() overflows on a Duration past its range
+        ttl = request.ttl.seconds + request.ttl.nanos / 1e9 if request.HasField("ttl") else 0.0
+        if not 0 <= ttl <= MAX_TTL:
+            await _invalid(context, f"ttl must be positive and at most {MAX_TTL} seconds "
+                                    "(366 days)")
         # A lease names who logged in from the address; a name that is no mailbox is a typo
         # that would open relaying for nobody's sake. open-smtp imports name no one.
         if not request.imported and not await self._is_mailbox(request.user):
