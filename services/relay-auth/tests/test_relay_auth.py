@@ -62,6 +62,11 @@ async def test_cram_md5_and_replay(start_relay: Any, js: Any, seed_mailbox: Any)
         challenge_id=three.challenge_id, username=USER,
         digest=cram_digest(one.challenge, PASSWORD)))
     assert moved.result == pb.AUTH_RESULT_BAD_CREDENTIALS
+    # the digest is what an SMTP client sent (base64 of any UTF-8): not hex is a wrong answer
+    four = await relay.stub.CramChallenge(pb.CramChallengeRequest(hostname="mx"))
+    odd = await relay.stub.CramVerify(pb.CramVerifyRequest(
+        challenge_id=four.challenge_id, username=USER, digest="é" * 32))
+    assert odd.result == pb.AUTH_RESULT_BAD_CREDENTIALS
 
 
 async def test_concurrent_answers_to_one_challenge_succeed_once(

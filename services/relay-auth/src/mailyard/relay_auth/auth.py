@@ -170,6 +170,8 @@ class Authenticator:
             log.warning("mailbox has an unreadable cram_md5_secret")
             return await self._fail(CRAM, ip, user)
         expected = hmac.new(key, str(record["challenge"]).encode(), hashlib.md5).hexdigest()
-        if mailbox is not None and hmac.compare_digest(expected, digest.strip().lower()):
+        # as bytes: compare_digest refuses str with non-ASCII, and the digest is the client's
+        answer = digest.strip().lower().encode()
+        if mailbox is not None and hmac.compare_digest(expected.encode(), answer):
             return self._done(CRAM, OK, user)
         return await self._fail(CRAM, ip, user)
