@@ -148,3 +148,14 @@ async def test_me_and_postmaster_accepted(svc: Replica) -> None:
         == "mail.example.net\n"
     for good in ("hostmaster@example.net", "postmaster@localhost"):
         await svc.control.Set(pb.SetRequest(name="postmaster", text=good))
+
+
+async def test_a_file_larger_than_a_bus_record_is_refused(svc: Replica) -> None:
+    """nats-server takes at most max_payload (1 MiB by default) in one message: a larger
+    file (a long badmailfrom) is refused by name and size, and nothing is stored."""
+    text = "".join(f"spammer{n}@example.com\n" for n in range(60_000))  # ~1.5 MB
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await svc.control.Set(pb.SetRequest(name="badmailfrom", text=text))
+    assert code_of(exc) == grpc.StatusCode.INVALID_ARGUMENT, exc.value.details()
+    assert "badmailfrom" in (exc.value.details() or "")
+    assert [f.name for f in (await svc.control.List(pb.ListRequest())).files] == []

@@ -15,11 +15,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from nats.errors import MaxPayloadError
 from nats.js import JetStreamContext
 from nats.js.errors import APIError, NotFoundError
 
 from mailyard.core.errors import BusError
 from mailyard.core.kvview import KVView
+from mailyard.directory.errors import invalid
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,10 @@ class KVStore:
             if exc.err_code in _WRONG_LAST:
                 raise Conflict(key) from exc
             raise BusError(f"writing {self.bucket}/{key} failed: {exc}") from exc
+        except MaxPayloadError:  # the request's fault (a huge list or control file)
+            raise invalid(f"{self.bucket}/{key} would be {len(value)} bytes; one record holds "
+                          f"at most {self.js._nc.max_payload} (nats-server max_payload)"
+                          ) from None
         except Exception as exc:
             raise BusError(f"writing {self.bucket}/{key} failed: {exc}") from exc
         return int(ack.seq)
