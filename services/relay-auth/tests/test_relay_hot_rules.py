@@ -99,3 +99,17 @@ async def test_import_refuses_bad_text_and_open_relays(start_relay: Any, text: s
         await relay.stub.ImportRules(pb.ImportRulesRequest(text=text))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert (await relay.stub.ShowRules(pb.ShowRulesRequest())).text == DEFAULT_RULES
+
+
+async def test_import_larger_than_a_bus_record_is_refused(start_relay: Any) -> None:
+    """nats-server takes at most max_payload (1 MiB by default) in one message: a longer
+    tcp.smtp (a big blocklist) is refused by size, and the rules in force stay."""
+    relay = await start_relay()
+    before = await relay.stub.ShowRules(pb.ShowRulesRequest())
+    text = "".join(f"10.{n // 65536}.{n // 256 % 256}.{n % 256}:deny\n"
+                   for n in range(80_000)) + "127.:allow,RELAYCLIENT=\"\"\n:allow\n"
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await relay.stub.ImportRules(pb.ImportRulesRequest(text=text))
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT, exc.value.details()
+    assert "max_payload" in (exc.value.details() or "")
+    assert (await relay.stub.ShowRules(pb.ShowRulesRequest())).version == before.version

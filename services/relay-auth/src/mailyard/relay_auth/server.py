@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator
 
 import grpc
+import nats.errors
 import nats.js.errors
 from google.protobuf.message import Message
 
@@ -226,7 +227,14 @@ class RelayAuthServicer(rpc.RelayAuthServicer):
             await _invalid(context, "tcp.smtp refused: a catch-all rule with RELAYCLIENT is "
                                     "an open relay")
         assert self.control.kv is not None
-        await self.control.kv.put(RULES_FILE, request.text.encode())
+        data = request.text.encode()
+        try:
+            await self.control.kv.put(RULES_FILE, data)
+        except nats.errors.MaxPayloadError:  # refused by nats-py before anything is sent
+            await _invalid(context, f"tcp.smtp is {len(data)} bytes; the control bucket "
+                                    "takes one message of at most nats-server's max_payload "
+                                    "(1 MiB by default)")
+            raise
         self.active.rules = rules  # the watch confirms it here, and brings it to the others
         log.info("tcp.smtp imported", extra={"version": rules.version, "rules": len(rules.rules)})
         return rules_to_pb(rules)
