@@ -14,7 +14,8 @@ from mailyard.core.natsserver import free_port
 
 def mailyard(*argv: str, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
     closed = f"127.0.0.1:{free_port()}"  # no service is needed to refuse these
-    env = {**os.environ, "MAILYARD_RELAYAUTH_ADDR": closed, "MAILYARD_DIRECTORY_ADDR": closed}
+    env = {**os.environ, "MAILYARD_RELAYAUTH_ADDR": closed, "MAILYARD_DIRECTORY_ADDR": closed,
+           "MAILYARD_QUEUE_ADDR": closed}
     proc = subprocess.run([sys.executable, "-m", "mailyard.cli.main", *argv], input=stdin,
                           capture_output=True, env=env, timeout=60, check=False)
     return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode(),
@@ -48,3 +49,22 @@ def test_a_lease_ttl_out_of_range_is_one_line(ttl: str) -> None:
     assert done.returncode == 2 and done.stdout == "", done.stderr
     assert done.stderr.startswith("mailyard: --ttl must be") and \
         done.stderr.count("\n") == 1, done.stderr
+
+
+@pytest.mark.parametrize(("argv", "why"), [
+    # numbers a protobuf field cannot hold (uint32, uint64) and times outside 1..9999
+    (("user", "quota", "joe@example.com", "--", "-1"), "argument bytes"),
+    (("user", "quota", "joe@example.com", "1", "--messages", str(2**64)), "--messages"),
+    (("user", "add", "joe@example.com", "--password-hash", "x", "--quota", "-5"), "--quota"),
+    (("log", "--limit", "-1"), "--limit"),
+    (("log", "--limit", str(2**32)), "--limit"),
+    (("queue", "list", "--limit", "-1"), "--limit"),
+    (("log", "--since", "99999999999999"), "--since"),
+    (("log", "--since", "0001-01-01T00:00:00+14:00"), "--since"),
+    (("log", "--until", "9999-12-31T23:59:59-14:00"), "--until"),
+    (("log", "--since", "99999999999w"), "--since"),
+])
+def test_numbers_out_of_range_are_a_usage_error(argv: tuple[str, ...], why: str) -> None:
+    done = mailyard(*argv)
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    assert "Traceback" not in done.stderr and why in done.stderr.splitlines()[-1], done.stderr

@@ -20,6 +20,7 @@ from typing import Any
 
 from mailyard.api.directory.v1 import directory_pb2 as pb
 from mailyard.api.directory.v1 import directory_pb2_grpc as pb_grpc
+from mailyard.cli.argtypes import UINT64, integer
 from mailyard.cli.endpoints import channel
 
 _CATCH_ALL_NAMES = {
@@ -309,9 +310,10 @@ def register(sub: Any) -> None:
     parser = _add(user, "add", _user_add, "add a mailbox")
     parser.add_argument("address")
     _password_options(parser)
-    parser.add_argument("--quota", type=int, default=0, metavar="BYTES",
+    parser.add_argument("--quota", type=integer(0, UINT64), default=0, metavar="BYTES",
                         help="mailbox quota in bytes (0 = none)")
-    parser.add_argument("--quota-messages", type=int, default=0, metavar="COUNT")
+    parser.add_argument("--quota-messages", type=integer(0, UINT64), default=0,
+                        metavar="COUNT")
     parser.add_argument("--gecos", default="", metavar="NAME", help="the user's name")
     _add(user, "del", _user_del, "delete a mailbox").add_argument("address")
     parser = _add(user, "gecos", _user_gecos, "set a mailbox's user name (vmoduser -c)")
@@ -322,8 +324,8 @@ def register(sub: Any) -> None:
     _password_options(parser)
     parser = _add(user, "quota", _user_quota, "set a mailbox's quota")
     parser.add_argument("address")
-    parser.add_argument("bytes", type=int, help="quota in bytes (0 = none)")
-    parser.add_argument("--messages", type=int, default=0, metavar="COUNT")
+    parser.add_argument("bytes", type=integer(0, UINT64), help="quota in bytes (0 = none)")
+    parser.add_argument("--messages", type=integer(0, UINT64), default=0, metavar="COUNT")
     _add(user, "list", _user_list, "list mailboxes").add_argument("domain", nargs="?",
                                                                   default="")
 

@@ -18,6 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from mailyard.api.history.v1 import history_pb2 as pb
 from mailyard.api.history.v1 import history_pb2_grpc
+from mailyard.cli.argtypes import UINT32, integer, timestamp
 from mailyard.cli.endpoints import channel
 
 _SPAN = re.compile(r"^(\d+)([smhdw])$")
@@ -34,9 +35,9 @@ def parse_time(text: str, now: float | None = None) -> float:
     now = time.time() if now is None else now
     span = _SPAN.match(text)
     if span:
-        return now - int(span.group(1)) * _UNIT[span.group(2)]
+        return timestamp(now - int(span.group(1)) * _UNIT[span.group(2)])
     if text.isascii() and text.isdigit():
-        return float(text)
+        return timestamp(float(text))
     try:
         when = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
@@ -44,7 +45,7 @@ def parse_time(text: str, now: float | None = None) -> float:
             f"{text!r}: give 30m, 2h, 1d, 2w, an ISO date (UTC) or a Unix time") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=datetime.UTC)
-    return when.timestamp()
+    return timestamp(when.timestamp())
 
 
 def _ts(seconds: float) -> Timestamp:
@@ -119,7 +120,7 @@ def register(sub: Any) -> None:
                      help="30m, 2h, 1d, an ISO date (UTC); default: the last hour when "
                           "neither --id nor --address is given")
     log.add_argument("--until", type=parse_time, metavar="WHEN")
-    log.add_argument("--limit", type=int, default=100, metavar="N",
+    log.add_argument("--limit", type=integer(0, UINT32), default=100, metavar="N",
                      help="messages shown, newest kept (default 100, at most 10000)")
     log.add_argument("--follow", "-f", action="store_true",
                      help="print new steps as they happen (Ctrl-C stops)")

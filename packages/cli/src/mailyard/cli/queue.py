@@ -13,6 +13,7 @@ from mailyard.api.mail.v1 import delivery_pb2 as dpb
 from mailyard.api.queue.v1 import queue_pb2 as pb
 from mailyard.api.queue.v1 import queue_pb2_grpc
 from mailyard.cli import history
+from mailyard.cli.argtypes import UINT32, integer
 from mailyard.cli.endpoints import channel
 
 STATES = {"queued": pb.RECIPIENT_STATE_QUEUED, "deferred": pb.RECIPIENT_STATE_DEFERRED,
@@ -178,7 +179,8 @@ def register(sub: Any) -> None:
     p.add_argument("--recipient", default="", help="substring of a recipient")
     p.add_argument("--domain", default="", help="a recipient's domain (exact)")
     p.add_argument("--state", default="", choices=["", *STATES])
-    p.add_argument("--limit", type=int, default=100, help="messages per page (max 1000)")
+    p.add_argument("--limit", type=integer(0, UINT32), default=100,
+                   help="messages per page (max 1000)")
     p.add_argument("--page-token", default="")
     p.add_argument("--all-pages", action="store_true")
     p.add_argument("--why", action="store_true",
