@@ -376,3 +376,23 @@ async def test_changes_are_counted_by_kind(example: Any) -> None:
         await add_mailbox(example, "joe@example.com")
     assert {kind: count(kind) - value for kind, value in before.items()} == {
         "mailbox": 1, "forward": 1, "catchall": 1}
+
+
+async def test_a_write_without_nats_is_unavailable(dirstub: Any, nats_server: Any,
+                                                   tmp_path: Any) -> None:
+    """The bus gone: a retryable UNAVAILABLE (HTTP 503) saying so, not UNKNOWN (500)."""
+    nats_server.stop()
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await dirstub.AddDomain(pb.AddDomainRequest(name="example.com"), timeout=30)
+        assert code_of(exc) == grpc.StatusCode.UNAVAILABLE, exc.value.details()
+        assert "directory" in (exc.value.details() or "")
+    finally:
+        nats_server.start(tmp_path / "nats2.log")  # back, same port and store
+    for _ in range(30):  # the retry the status invites succeeds once the client is back
+        try:
+            added = await dirstub.AddDomain(pb.AddDomainRequest(name="example.com"), timeout=30)
+            break
+        except grpc.aio.AioRpcError as again:
+            assert again.code() == grpc.StatusCode.UNAVAILABLE, again.details()
+    assert added.name == "example.com"

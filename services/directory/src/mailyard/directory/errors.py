@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from mailyard.core.errors import MailyardError
+from mailyard.core.errors import BusError, MailyardError
 
 T = TypeVar("T")
 
@@ -48,5 +48,8 @@ def rpc(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
         except Refused as exc:
             await context.abort(exc.code, exc.message)
             raise  # abort raises; this line keeps type checkers content
+        except BusError as exc:  # NATS unreachable or slow: the caller may try again
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+            raise
 
     return wrapper
