@@ -86,8 +86,9 @@ async def test_roles(guarded: Any) -> None:
 
 def test_no_tokens_only_on_loopback(tmp_path: Path) -> None:
     # 0.0.0.0 is the address refused: each of these fails before anything is bound
-    with pytest.raises(SettingsError, match="without TOKENS_FILE"):
-        GrpcServer("0.0.0.0", 0, [])
+    for host in ("0.0.0.0", "localhost.example.net", "::1:5"):  # loopback by prefix only
+        with pytest.raises(SettingsError, match="without TOKENS_FILE"):
+            GrpcServer(host, 0, [])
     (tmp_path / "bad").write_text("admin short\n")
     with pytest.raises(SettingsError, match="line 1: token shorter"):
         GrpcServer("0.0.0.0", 0, [], tokens_file=tmp_path / "bad")

@@ -29,6 +29,7 @@ from typing import Any
 import grpc
 
 from mailyard.core.errors import SettingsError
+from mailyard.core.settings import is_loopback
 
 log = logging.getLogger(__name__)
 ROLES = ("admin", "read", "ingress", "bridge", "relayauth")
@@ -132,7 +133,7 @@ def server_tokens(path: Path | None, host: str, what: str) -> Tokens | None:
     listener may be."""
     if path is not None:
         return Tokens.load(path)
-    if not host.startswith(("127.", "::1", "localhost")):
+    if not is_loopback(host):
         raise SettingsError(f"{what} listens on {host} without TOKENS_FILE: refusing to serve "
                             "the admin plane to anyone who can reach it")
     log.warning("%s: no TOKENS_FILE, admin calls are open to local users", what)

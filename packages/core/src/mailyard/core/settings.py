@@ -7,6 +7,7 @@ instead of a traceback deep inside a handler.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from pathlib import Path
 from typing import Any, Literal, Self, TypeVar
@@ -15,8 +16,6 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mailyard.core.errors import SettingsError
-
-_Loopback = ("127.", "::1", "localhost")
 
 
 def service_config(prefix: str) -> SettingsConfigDict:
@@ -83,4 +82,11 @@ S = TypeVar("S", bound=ServiceSettings)
 
 
 def is_loopback(host: str) -> bool:
-    return host.startswith(_Loopback)
+    """127.0.0.0/8, ::1 or the name localhost, exactly: a prefix took "localhost.example.net"
+    (whatever DNS says) or "::1:5" for loopback, and opened the admin plane there."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
