@@ -141,6 +141,23 @@ async def test_follow_streams_new_steps_filtered(js: Any, spool: Spool,
     call.cancel()
 
 
+async def test_a_huge_queue_id_is_refused_and_mail_keeps_flowing(
+        js: Any, spool: Spool, workers: Any, start_queue: Any) -> None:
+    """Follow subscribes to the id's subject on the queue's own NATS connection: a SUB line
+    past nats-server's max_control_line (4 KiB) made the server close that connection, and
+    the leader dispatched nothing more. A queue id is 26 characters; a long one is refused."""
+    q = start_queue()
+    stub = history_pb2_grpc.HistoryStub(q.channel)
+    huge = hpb.SearchRequest(queue_id="A" * 5000)
+    follow = stub.Follow(huge)
+    assert await asyncio.wait_for(follow.code(), 30) == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await stub.Search(huge, timeout=10)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    env = await send(spool, js, "x@y.test", ["someone@remote.test"])
+    assert (await workers["remote"].job()).queue_id == env.queue_id
+
+
 async def test_bad_search_is_invalid_argument(start_queue: Any) -> None:
     q = start_queue()
     stub = history_pb2_grpc.HistoryStub(q.channel)

@@ -45,6 +45,9 @@ READERS = 32          # messages read at once for an address search
 FETCH = 1000
 MAX_STEPS = 1000     # of one message (a message retried for 30 days has ~100)
 MAX_REFS = 1_000_000  # index records of one address read for a search (oldest first)
+# A queue id is 26 characters. Follow subscribes to its subject on the queue's own NATS
+# connection: a SUB line past nats-server's max_control_line (4 KiB) closes that connection.
+MAX_QUEUE_ID = 64
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 
@@ -96,8 +99,9 @@ def _seconds(ts: object) -> float:
 
 def check(req: pb.SearchRequest) -> int:
     """The effective message limit, or BadRequest."""
-    if req.queue_id and not all(c.isalnum() for c in req.queue_id):
-        raise BadRequest(f"not a queue id: {req.queue_id!r}")
+    if req.queue_id and (len(req.queue_id) > MAX_QUEUE_ID
+                         or not all(c.isalnum() for c in req.queue_id)):
+        raise BadRequest(f"not a queue id: {req.queue_id[:MAX_QUEUE_ID]!r}")
     if len(req.address) > 1000:
         raise BadRequest("address too long")
     if req.limit > MAX_LIMIT:
