@@ -70,6 +70,18 @@ async def test_ipv6_lease_and_bad_addresses(start_relay: Any) -> None:
             assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT, (bad, exc.details())
         else:
             raise AssertionError(f"accepted a bad lease: {bad}")
+    # refusals quoting 20,000 characters still arrive whole (gRPC drops details past 16 KiB)
+    long = "7" * 20_000
+    for call, code in ((relay.stub.GrantLease(grant(long)), grpc.StatusCode.INVALID_ARGUMENT),
+                       (relay.stub.GrantLease(grant("1.2.3.4", user=long + "@b.c")),
+                        grpc.StatusCode.NOT_FOUND),
+                       (relay.stub.CheckClient(pb.CheckClientRequest(ip=long)),
+                        grpc.StatusCode.INVALID_ARGUMENT),
+                       (relay.stub.ImportRules(pb.ImportRulesRequest(text=f"{long}:allow\n")),
+                        grpc.StatusCode.INVALID_ARGUMENT)):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await call
+        assert refused.value.code() == code, refused.value.details()
 
 
 async def test_lease_expires_without_cron_and_is_purged(start_relay: Any, js: Any,
