@@ -81,6 +81,9 @@ def test_rotation_two_selectors_live(tmp_path: Path) -> None:
 @pytest.mark.parametrize("args, message", [
     (("keygen", "bad domain"), "invalid domain"),
     (("keygen", "example.com", "--selector=a_b"), "invalid selector"),
+    # a line break before the final dot ends up in the key's file name and in `signing`
+    (("keygen", "example.com\n."), "invalid domain"),
+    (("keygen", "example.com", "--selector=s1\n."), "invalid selector"),
     (("activate", "example.com", "nope"), "no key nope for example.com"),
     (("retire", "example.com", "nope"), "no key nope for example.com"),
 ])

@@ -31,7 +31,8 @@ KEY_TYPES = ("ed25519", "rsa")
 RSA_BITS = 2048
 # RFC 6376 section 3.1: a selector is dot-separated sub-domain labels.
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_NAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
+# fullmatch: "$" also matches before a final "\n" ("example.com\n." became a file name)
+_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 
 
 class DkimKeyError(ValueError):
@@ -58,7 +59,7 @@ class DkimKey:
 
 def check_name(kind: str, value: str) -> str:
     value = value.strip().lower().rstrip(".")
-    if len(value) > 253 or not _NAME.match(value):
+    if len(value) > 253 or not _NAME.fullmatch(value):
         raise DkimKeyError(f"invalid {kind} {value!r}")
     return value
 
