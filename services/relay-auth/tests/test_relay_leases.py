@@ -187,3 +187,23 @@ async def test_imported_open_smtp_leases_name_no_mailbox(start_relay: Any) -> No
     lease = await relay.stub.GrantLease(req)
     assert (lease.user, lease.source) == ("open-smtp", "import")
     assert (await relay.stub.CheckClient(pb.CheckClientRequest(ip="192.0.2.63"))).allow_relay
+
+
+async def test_writes_without_nats_are_unavailable(start_relay: Any, nats_server: NatsServer,
+                                                   tmp_path: Any) -> None:
+    """The bus gone: UNAVAILABLE (retryable; the CLI says the service is unavailable), not
+    UNKNOWN with a traceback; the hot path (CheckClient, from memory) still answers."""
+    relay = await start_relay()
+    nats_server.stop()
+    try:
+        for call in (relay.stub.GrantLease(grant("192.0.2.9"), timeout=30),
+                     relay.stub.ImportRules(pb.ImportRulesRequest(text="127.:allow\n"),
+                                            timeout=30),
+                     relay.stub.CramChallenge(pb.CramChallengeRequest(hostname="mx"),
+                                              timeout=30)):
+            with pytest.raises(grpc.aio.AioRpcError) as exc:
+                await call
+            assert exc.value.code() == grpc.StatusCode.UNAVAILABLE, exc.value.details()
+        assert (await relay.stub.CheckClient(pb.CheckClientRequest(ip="127.0.0.1"))).allow_relay
+    finally:
+        nats_server.start(tmp_path / "nats2.log")  # back, same port and store

@@ -8,9 +8,11 @@ on an open stream costs the two processes far less CPU than a unary call).
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
 import nats.errors
@@ -36,6 +38,7 @@ _DECISIONS = ("deny", "relay", "lease", "allow")
 SMTP_PROTOCOLS = ("", "smtp")
 LOGIN_PROTOCOLS = ("imap", "pop3")
 Context = grpc.aio.ServicerContext[Message, Message]
+T = TypeVar("T")
 
 
 # Refusals quote what was sent; a gRPC client drops a status whose details pass 16 KiB (it
@@ -58,6 +61,21 @@ async def _valid_ip(text: str, context: Context) -> None:
     except ValueError:
         await _invalid(context, f"not an IP address: {text!r}")
         raise  # abort raises; this keeps type checkers honest
+
+
+def _needs_nats(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """For the calls that read or write a KV bucket: NATS unreachable or slow is
+    UNAVAILABLE, which clients retry, not UNKNOWN with a traceback."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: Context) -> T:
+        try:
+            return await method(self, request, context)
+        except (nats.errors.Error, TimeoutError) as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"NATS: {exc}")
+            raise
+
+    return wrapper
 
 
 def _auth_reply(outcome: tuple[int, str]) -> pb.AuthenticateResponse:
@@ -138,6 +156,7 @@ class RelayAuthServicer(rpc.RelayAuthServicer):
 
     # -- AUTH ------------------------------------------------------------------------------
 
+    @_needs_nats
     async def Authenticate(self, request: pb.AuthenticateRequest,
                            context: Context) -> pb.AuthenticateResponse:
         protocol = request.protocol.lower()
@@ -165,12 +184,14 @@ class RelayAuthServicer(rpc.RelayAuthServicer):
             reply.lease.CopyFrom(lease.to_pb())
         return reply
 
+    @_needs_nats
     async def CramChallenge(self, request: pb.CramChallengeRequest,
                             context: Context) -> pb.CramChallengeResponse:
         challenge_id, challenge = await self.auth.cram_challenge(request.client_ip,
                                                                  request.hostname)
         return pb.CramChallengeResponse(challenge_id=challenge_id, challenge=challenge)
 
+    @_needs_nats
     async def CramVerify(self, request: pb.CramVerifyRequest,
                          context: Context) -> pb.AuthenticateResponse:
         return _auth_reply(await self.auth.cram_verify(request.challenge_id, request.username,
@@ -178,6 +199,7 @@ class RelayAuthServicer(rpc.RelayAuthServicer):
 
     # -- leases ----------------------------------------------------------------------------
 
+    @_needs_nats
     async def GrantLease(self, request: pb.GrantLeaseRequest, context: Context) -> pb.Lease:
         await _valid_ip(request.ip, context)
         if not request.user:
@@ -212,6 +234,7 @@ class RelayAuthServicer(rpc.RelayAuthServicer):
         except nats.js.errors.KeyNotFoundError:
             return False
 
+    @_needs_nats
     async def RevokeLease(self, request: pb.RevokeLeaseRequest,
                           context: Context) -> pb.RevokeLeaseResponse:
         await _valid_ip(request.ip, context)
@@ -226,6 +249,7 @@ class RelayAuthServicer(rpc.RelayAuthServicer):
 
     # -- rules -----------------------------------------------------------------------------
 
+    @_needs_nats
     async def ImportRules(self, request: pb.ImportRulesRequest, context: Context) -> pb.RuleSet:
         try:
             rules = RuleSet(request.text)
