@@ -154,6 +154,9 @@ async def test_a_huge_queue_id_is_refused_and_mail_keeps_flowing(
     with pytest.raises(grpc.aio.AioRpcError) as exc:
         await stub.Search(huge, timeout=10)
     assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.aio.AioRpcError) as exc:  # not quoted whole: past 16 KiB of
+        await q.explain("A" * 20_000)                 # details the client drops the status
+    assert exc.value.code() == grpc.StatusCode.NOT_FOUND, exc.value.details()
     env = await send(spool, js, "x@y.test", ["someone@remote.test"])
     assert (await workers["remote"].job()).queue_id == env.queue_id
 

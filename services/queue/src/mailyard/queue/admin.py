@@ -20,6 +20,7 @@ from mailyard.api.queue.v1 import queue_pb2_grpc
 from mailyard.core import bus
 from mailyard.queue import lost
 from mailyard.queue.engine import Queue, enum
+from mailyard.queue.history_search import MAX_QUEUE_ID
 from mailyard.queue.reconcile import Reconciler
 from mailyard.queue.results import complete, settle
 from mailyard.queue.state import STATE_NAMES, Message, Recipient
@@ -174,7 +175,9 @@ class QueueAdmin(queue_pb2_grpc.QueueServiceServicer):
                       context: grpc.aio.ServicerContext) -> pb.MessageDetail:
         detail = await explain(await self._queue(context), request.queue_id)
         if detail is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"{request.queue_id} not in queue")
+            # cut: a client drops a status with more than 16 KiB of details
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                f"{request.queue_id[:MAX_QUEUE_ID]} not in queue")
         assert detail is not None
         return detail
 
