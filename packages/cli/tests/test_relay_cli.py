@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -97,3 +98,43 @@ def test_lease_of_an_unknown_user_is_refused(relay_auth: str,
     assert captured.out == ""
     assert captured.err == "mailyard: NOT_FOUND: no mailbox ghost@example.org\n"
     assert run(capsys, "lease", "list")[1] == ""
+
+
+def test_lease_list_at_the_design_scale(relay_auth: str, nats_server: NatsServer,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """relay-auth is built for 100,000 leases; their listing (~7 MB) is past gRPC's default
+    4 MiB a client takes in one answer, which made `lease list` fail with RESOURCE_EXHAUSTED.
+    100,000 here."""
+    count = 100_000
+    asyncio.run(_grant_directly(nats_server.url, count))
+    for _ in range(100):  # until relay-auth's watch has mirrored the last of them
+        code = main(["lease", "list"])
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        if len(captured.out.splitlines()) == count:
+            break
+        time.sleep(0.1)
+    assert len(captured.out.splitlines()) == count
+
+
+async def _grant_directly(nats_url: str, count: int) -> None:
+    """What relay-auth writes for a grant, `count` times (its watch mirrors them)."""
+    import ipaddress
+
+    from mailyard.api.relayauth.v1 import relayauth_pb2 as rpb
+    from mailyard.core.relaypolicy import lease_key
+
+    nc = await bus.connect(nats_url, "test")
+    kv = await bus.ensure_kv(nc.jetstream(), bus.KV_LEASES)
+    now = int(time.time())
+    first = int(ipaddress.ip_address("10.0.0.1"))
+    for start in range(0, count, 1000):
+        batch = []
+        for n in range(start, min(start + 1000, count)):
+            ip = ipaddress.ip_address(first + n)
+            lease = rpb.Lease(ip=str(ip), user="alice@example.org", source="imap")
+            lease.granted_at.FromSeconds(now)
+            lease.expires_at.FromSeconds(now + 3 * 3600)
+            batch.append(kv.put(lease_key(ip), lease.SerializeToString()))
+        await asyncio.gather(*batch)
+    await nc.close()

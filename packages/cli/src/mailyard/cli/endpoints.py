@@ -71,5 +71,11 @@ def token() -> str | None:
     return auth.read_token(UP_TOKENS, role) if UP_TOKENS.is_file() else None
 
 
+# A listing comes whole in one answer: 100,000 leases (relay-auth's design scale) are ~6 MB,
+# past the 4 MiB a gRPC client takes by default (RESOURCE_EXHAUSTED). The CLI talks to its
+# own services, so it takes what they send.
+_OPTIONS = [("grpc.max_receive_message_length", -1)]
+
+
 def channel(name: str) -> grpc.Channel:
-    return auth.channel(address(name), token())
+    return auth.channel(address(name), token(), _OPTIONS)

@@ -227,9 +227,10 @@ class _Sync(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
         return continuation(self._details(details), requests)
 
 
-def channel(address: str, token: str | None) -> grpc.Channel:
+def channel(address: str, token: str | None,
+            options: Iterable[tuple[str, Any]] = ()) -> grpc.Channel:
     """A blocking client channel that sends the token with every call (the CLI)."""
-    chan = grpc.insecure_channel(address)
+    chan = grpc.insecure_channel(address, options=list(options))
     return grpc.intercept_channel(chan, _Sync(token)) if token else chan
 
 
