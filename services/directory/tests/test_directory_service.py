@@ -4,6 +4,7 @@ DirectoryView (what smtp-ingress, relay-auth and local-delivery read)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import grpc
@@ -12,6 +13,8 @@ from argon2 import PasswordHasher
 
 from mailyard.api.directory.v1 import directory_pb2 as pb
 from mailyard.api.directory.v1 import directory_pb2_grpc as pb_grpc
+from mailyard.core import bus
+from mailyard.core.directory import domain_key, record_key
 
 from .conftest import Replica, code_of, wait_until
 
@@ -380,6 +383,28 @@ async def test_changes_are_counted_by_kind(example: Any) -> None:
     assert {kind: count(kind) - value for kind, value in before.items()} == {
         "mailbox": 1, "forward": 1, "catchall": 1}
 
+
+async def test_delete_domain_finishes_when_the_caller_goes_away(
+        example: Any, reader: Any, js: Any) -> None:
+    """`mailyard domain del` interrupted (Ctrl-C, a deadline) cancels the call: the sweep of
+    the domain's records went with it, and a later `domain add` brought the rest back."""
+    kv = await js.key_value(bus.KV_DIRECTORY)
+    count = 2000
+    for start in range(0, count, 500):
+        await asyncio.gather(*(kv.put(record_key("mailbox", f"u{n}@example.com"), pb.Mailbox(
+            address=f"u{n}@example.com").SerializeToString())
+            for n in range(start, start + 500)))
+    await wait_until(reader, lambda: len(reader.records("mailbox", "example.com")) == count)
+    gone = asyncio.Event()
+    reader.on_change(lambda key, value: gone.set() if key == domain_key("example.com")
+                     and value is None else None)
+    call = example.DeleteDomain(pb.DeleteDomainRequest(name="example.com"))
+    await asyncio.wait_for(gone.wait(), 30)  # the domain record goes first, then the sweep
+    call.cancel()
+    await wait_until(reader, lambda: not reader.records("mailbox", "example.com"), 60)
+    await example.AddDomain(pb.AddDomainRequest(name="example.com"))
+    assert not (await example.ListMailboxes(pb.ListMailboxesRequest(domain="example.com"))
+                ).mailboxes
 
 async def test_a_write_without_nats_is_unavailable(dirstub: Any, nats_server: Any,
                                                    tmp_path: Any) -> None:

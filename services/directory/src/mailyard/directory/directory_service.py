@@ -10,6 +10,7 @@ The API never hands out secrets: password_hash and cram_md5_secret come back as 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import TypeVar
@@ -49,6 +50,7 @@ class DirectoryService(pb_grpc.DirectoryServicer):
         self.view = view
         self.sync = ViewSync(view)
         self.min_password_length = min_password_length
+        self._sweeps: set[asyncio.Task[None]] = set()  # DeleteDomain's, kept to their end
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -146,13 +148,21 @@ class DirectoryService(pb_grpc.DirectoryServicer):
         # The domain record goes first: from then on AddMailbox & co refuse the domain, so
         # the sweep below cannot race with new records appearing in it.
         response = await self._delete(domain_key(name), f"domain {name}", "domain")
+        # The sweep runs to its end even when the call is cancelled (Ctrl-C, a deadline):
+        # cut short, it left records that a later `domain add` brought back.
+        sweep = asyncio.create_task(self._sweep(name))
+        self._sweeps.add(sweep)
+        sweep.add_done_callback(self._sweeps.discard)
+        await asyncio.shield(sweep)
+        return response
+
+    async def _sweep(self, name: str) -> None:
         for kind in KINDS:
             prefix = record_prefix(kind, name)
             for key in [k for k in list(self.view.data) if k.startswith(prefix)]:
                 _, revision = await self.store.change(key, lambda _raw: None)
                 await self._committed(kind, revision)
         log.info("domain deleted", extra={"domain": name})
-        return response
 
     @rpc
     async def ListDomains(self, request: pb.ListDomainsRequest, context: Ctx
