@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mailyard.core.control import ControlView
-from mailyard.core.identity import Identity, parse_me, parse_postmaster
+from mailyard.core.identity import Identity, hostname_problem, parse_me, parse_postmaster
 
 
 def _view(**files: str) -> ControlView:
@@ -25,6 +25,12 @@ def test_parsers_never_raise_anything_but_value_error(text: str) -> None:
         except ValueError:
             continue
         assert value == value.strip() and value.isascii() and "\n" not in value
+
+
+@pytest.mark.parametrize("name", ["mail.example\n.net", "mail\n.example.net", "a.b-\n.net"])
+def test_a_label_ending_in_a_line_break_is_no_host_name(name: str) -> None:
+    # `mailyard up --me` takes one value, not lines: re.match with "$" let a label end in "\n"
+    assert hostname_problem(name) == f"not a valid host name: {name!r}"
 
 
 @pytest.mark.parametrize("text", ["Mail.Example.NET.\n", "# ours\nmail.example.net\n",

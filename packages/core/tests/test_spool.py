@@ -14,6 +14,7 @@ from mailyard.core.spool import Spool, bucket_of
 def test_queue_ids_sort_by_time_and_are_unique() -> None:
     a, b = new_queue_id(1000.0), new_queue_id(2000.0)
     assert is_queue_id(a) and is_queue_id(b)
+    assert not is_queue_id(a + "\n") and not is_queue_id(a[:-1])
     assert a < b
     assert queue_id_time(a) == 1000.0
     assert len({new_queue_id() for _ in range(10_000)}) == 10_000

@@ -1,13 +1,17 @@
 """Property tests for what reads hostile header bytes in the sender checks: the removal of
-Authentication-Results fields with our authserv-id, From: domain extraction, long lines."""
+Authentication-Results fields with our authserv-id, the one we add from values read out of
+the message (DKIM d= and s=, the From: domain), From: domain extraction, long lines."""
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from mailyard.smtp_ingress.authresults import strip_ours
+from mailyard.smtp_ingress.authresults import header, strip_ours
 from mailyard.smtp_ingress.dkim_sign import from_domain, has_long_line
+from mailyard.smtp_ingress.dkim_verify import DkimResult
+from mailyard.smtp_ingress.dmarc_eval import DmarcResult
+from mailyard.smtp_ingress.spf_check import SpfResult
 
 ME = "mx.test"
 header_bytes = st.binary(max_size=400).map(lambda b: b.replace(b"\r\n\r\n", b"\r\n"))
@@ -100,3 +104,18 @@ def test_arc_validation_of_hostile_sets_always_has_a_result(
     else:
         assert result is not None and result.result in RESULTS
         assert result.result != "pass"        # nothing here is validly sealed
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40), st.text(max_size=40), st.text(max_size=40))
+@example("example.com\n", "sel\n", "from.test\n")
+def test_our_authentication_results_is_one_field_whatever_the_message_says(
+        d: str, s: str, from_domain: str) -> None:
+    # a value ending in a line break ("example.com\n") once passed the property-value
+    # check (re.match with "$" matches before a final "\n") and split our field in two
+    field = header(ME, SpfResult("pass", "a.test", "mailfrom"), None,
+                   [DkimResult("fail", d, s)], DmarcResult("fail", from_domain, "reject"))
+    lines = field.split(b"\r\n")
+    assert lines[-1] == b"" and lines[0].startswith(b"Authentication-Results: mx.test;")
+    assert all(line.startswith(b"\t") for line in lines[1:-1])
+    assert b"\r" not in field.replace(b"\r\n", b"") and b"\n" not in field.replace(b"\r\n", b"")

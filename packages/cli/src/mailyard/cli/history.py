@@ -21,7 +21,7 @@ from mailyard.api.history.v1 import history_pb2_grpc
 from mailyard.cli.argtypes import UINT32, integer, timestamp
 from mailyard.cli.endpoints import channel
 
-_SPAN = re.compile(r"^(\d+)([smhdw])$")
+_SPAN = re.compile(r"(\d+)([smhdw])")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -33,7 +33,7 @@ def parse_time(text: str, now: float | None = None) -> float:
     """'2h' / '3d' (ago), '2026-12-03', '2026-12-03T10:00' (UTC), or a Unix time."""
     text = text.strip()
     now = time.time() if now is None else now
-    span = _SPAN.match(text)
+    span = _SPAN.fullmatch(text)
     if span:
         return timestamp(now - int(span.group(1)) * _UNIT[span.group(2)])
     if text.isascii() and text.isdigit():

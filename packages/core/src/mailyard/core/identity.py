@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 ME_FILE = "me"
 POSTMASTER_FILE = "postmaster"
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 # Names that can never be reached from elsewhere: mail to postmaster@<one of these> goes to
 # the local postmaster mailbox rather than out by MX (where it would sit deferred for days).
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "localdomain"})
@@ -32,7 +32,7 @@ def hostname_problem(name: str) -> str | None:
     """Why `name` cannot be `me` (None when it can): a fully qualified, reachable name."""
     ascii_name = to_ascii_domain(name.strip().rstrip("."))
     labels = ascii_name.split(".")
-    if not ascii_name or len(ascii_name) > 253 or not all(_LABEL.match(x) for x in labels):
+    if not ascii_name or len(ascii_name) > 253 or not all(_LABEL.fullmatch(x) for x in labels):
         return f"not a valid host name: {name!r}"
     if labels[-1].isdigit():
         return f"a host name, not an IP address: {name!r}"

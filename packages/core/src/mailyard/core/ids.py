@@ -7,7 +7,7 @@ import re
 import time
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32, no I L O U
-QUEUE_ID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+QUEUE_ID_RE = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
 
 
 def _b32(value: int, length: int) -> str:
@@ -25,7 +25,7 @@ def new_queue_id(now: float | None = None) -> str:
 
 
 def is_queue_id(value: str) -> bool:
-    return bool(QUEUE_ID_RE.match(value))
+    return bool(QUEUE_ID_RE.fullmatch(value))
 
 
 def queue_id_time(queue_id: str) -> float:

@@ -152,7 +152,7 @@ def control_text(name: str, text: str) -> str:
                           f"got {text.strip()[:40]!r}")
     elif name == "rspamd":
         values = control.lines(text)
-        if len(values) != 1 or not re.match(r"^https?://[A-Za-z0-9.\[\]:_-]+/?$", values[0]):
+        if len(values) != 1 or not re.fullmatch(r"https?://[A-Za-z0-9.\[\]:_-]+/?", values[0]):
             raise invalid(f"control/rspamd must be one URL like http://127.0.0.1:11333, "
                           f"got {text.strip()[:60]!r}")
     elif name == "greylistexempt":

@@ -15,12 +15,12 @@ from mailyard.smtp_ingress.dkim_verify import DkimResult
 from mailyard.smtp_ingress.dmarc_eval import DmarcResult
 from mailyard.smtp_ingress.spf_check import SpfResult
 
-_TOKEN = re.compile(r"^[A-Za-z0-9._@+=-]{1,255}$")   # safe as a property value
+_TOKEN = re.compile(r"[A-Za-z0-9._@+=-]{1,255}")   # safe as a property value
 _NAME = b"authentication-results:"
 
 
 def _safe(value: str) -> str | None:
-    return value if _TOKEN.match(value) else None
+    return value if _TOKEN.fullmatch(value) else None
 
 
 def header(authserv_id: str, spf: SpfResult | None, spf_helo: SpfResult | None,

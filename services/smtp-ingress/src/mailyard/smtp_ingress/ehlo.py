@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from mailyard.smtp_ingress.session import Session
 
 log = logging.getLogger(__name__)
-_HOSTNAME = re.compile(r"^[\x21-\x7e\u0080-\U0010ffff]{1,255}$")
+_HOSTNAME = re.compile(r"[\x21-\x7e\u0080-\U0010ffff]{1,255}")
 
 
 async def greet(s: Session) -> bool:
@@ -46,7 +46,7 @@ async def greet(s: Session) -> bool:
 
 def _helo_name(s: Session, arg: str, verb: str) -> str | None:
     name = arg.strip()
-    if not _HOSTNAME.match(name):
+    if not _HOSTNAME.fullmatch(name):
         s.reject(replies.helo_syntax(verb), "syntax")
         return None
     if s.ptr is None and s.settings.reverse_dns:
