@@ -43,7 +43,10 @@ class _Replies(asyncio.Protocol):
     """Holds the transport for one transaction: collects replies, wakes the reader once
     the number it waits for is there (one wakeup per pipelined group, not per reply).
     One timer per transaction, not per read: it fires `timeout` after the last sign of
-    life (a read begun, a reply come) and only then counts the server as gone."""
+    life (a read begun, a reply come) and only then counts the server as gone. A line of
+    an unfinished reply is no sign of life: a server trickling "250-" lines would otherwise
+    hold the transaction for ever. What an unfinished reply holds is counted in octets as
+    they came, so empty continuation lines count too."""
 
     def __init__(self, owner: asyncio.BaseProtocol, timeout: float) -> None:
         self._owner = owner
@@ -56,26 +59,32 @@ class _Replies(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._heard = 0.0
+        self._held = 0  # octets of the whole lines of the reply being read
         self.failed = False
 
     def data_received(self, data: bytes) -> None:
+        if self.failed:
+            return  # given up on; the transport is being closed
         if self._partial:
             data = self._partial + data
         lines = data.split(b"\n")
         self._partial = lines.pop()  # b"" when the data ended with a whole line
+        replies = len(self._replies)
         for line in lines:
             code = line[:3]
             if not code.isdigit():
                 self._fail()
                 return
+            self._held += len(line) + 1
             self._lines.append(line[4:].strip(b" \t\r"))
             if line[3:4] != b"-":
                 text = b"\n".join(self._lines).decode("utf-8", "surrogateescape")
                 self._replies.append(SMTPResponse(int(code), text))
                 self._lines.clear()
-        if len(self._partial) + sum(map(len, self._lines)) > MAX_PENDING:
+                self._held = 0
+        if self._held + len(self._partial) > MAX_PENDING:
             self._fail()
-        elif lines:
+        elif len(self._replies) > replies:
             self._heard = self._loop.time()
             if len(self._replies) >= self._want:
                 self._wake()

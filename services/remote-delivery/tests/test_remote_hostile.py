@@ -1,0 +1,176 @@
+"""Next hops that misbehave on purpose: replies that never end, that trickle in, that are
+not replies at all, that say "yes" in an unusual way or come once too often. Whatever the
+server does, every recipient gets a result, deferred unless the server really took the
+message, in bounded time and memory, and a session out of step is never used again.
+
+`Hostile` is a raw asyncio server on 127.0.0.1 that answers each command by its verb from
+a script; a callable in the script streams whatever it likes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from remote_rig import Rig
+
+from mailyard.api.mail.v1.delivery_pb2 import (
+    OUTCOME_DEFERRED,
+    RecipientResult,
+)
+
+MSG = b"Subject: hi\r\n\r\nhello\r\n"
+Stream = Callable[["Hostile", asyncio.StreamWriter], Awaitable[None]]
+
+NORMAL: dict[str, bytes] = {
+    "greet": b"220 hostile ESMTP\r\n",
+    "EHLO": b"250-hostile\r\n250-SIZE 1000000\r\n250 PIPELINING\r\n",
+    "HELO": b"250 hostile\r\n",
+    "MAIL": b"250 2.1.0 ok\r\n",
+    "RCPT": b"250 2.1.5 ok\r\n",
+    "DATA": b"354 go ahead\r\n",
+    ".": b"250 2.0.0 ok queued\r\n",
+    "RSET": b"250 ok\r\n",
+    "QUIT": b"221 bye\r\n",
+}
+
+
+@dataclass
+class Hostile:
+    script: dict[str, bytes | Stream] = field(default_factory=dict)
+    port: int = 0
+    sessions: int = 0
+    hung_up: int = 0  # sessions the client closed while the server was still talking
+    stored: list[bytes] = field(default_factory=list)  # bodies answered with the "." reply
+    stopped: bool = False
+    _server: asyncio.Server | None = None
+
+    async def start(self) -> Hostile:
+        self._server = await asyncio.start_server(self._session, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        self.stopped = True
+        assert self._server is not None
+        self._server.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    async def _answer(self, step: str, writer: asyncio.StreamWriter) -> None:
+        reply = self.script.get(step, NORMAL.get(step, b"250 ok\r\n"))
+        if isinstance(reply, bytes):
+            writer.write(reply)
+            await writer.drain()
+        else:
+            await reply(self, writer)
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                       ) -> None:
+        self.sessions += 1
+        body: list[bytes] | None = None
+        try:
+            await self._answer("greet", writer)
+            while line := await reader.readline():
+                if body is not None:
+                    if line != b".\r\n":
+                        body.append(line)
+                        continue
+                    self.stored.append(b"".join(body))
+                    body = None
+                    await self._answer(".", writer)
+                    continue
+                verb = line[:4].decode("ascii", "replace").upper()
+                await self._answer(verb, writer)
+                if verb == "DATA" and self.script.get("DATA", NORMAL["DATA"]) == NORMAL["DATA"]:
+                    body = []
+                if verb == "QUIT":
+                    break
+        except ConnectionError:
+            self.hung_up += 1
+        finally:
+            writer.close()
+
+
+def endless(line: bytes, pause: float = 0.0) -> Stream:
+    """Sends `line` again and again (every `pause` seconds) until the client hangs up."""
+    async def stream(server: Hostile, writer: asyncio.StreamWriter) -> None:
+        while not server.stopped:
+            writer.write(line)
+            await writer.drain()
+            await asyncio.sleep(pause)
+    return stream
+
+
+def trickle(reply: bytes, pause: float) -> Stream:
+    """Sends `reply` one byte every `pause` seconds."""
+    async def stream(server: Hostile, writer: asyncio.StreamWriter) -> None:
+        for i in range(len(reply)):
+            if server.stopped:
+                return
+            writer.write(reply[i:i + 1])
+            await writer.drain()
+            await asyncio.sleep(pause)
+    return stream
+
+
+@pytest.fixture
+async def hostile() -> AsyncIterator[Callable[..., Awaitable[Hostile]]]:
+    started: list[Hostile] = []
+
+    async def start(**script: Any) -> Hostile:
+        server = await Hostile(script).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        await server.stop()
+
+
+async def deliver(rig: Rig, server: Hostile, rcpts: list[str] | None = None,
+                  data: bytes = MSG) -> list[RecipientResult]:
+    """One job to `server`; a hang is a failure, not a stuck test (the bound is far above
+    any timeout the tests set)."""
+    await rig.routes(f"h.test:127.0.0.1:{server.port}")
+    job = await rig.message(data, rcpts or ["a@h.test", "b@h.test"])
+    return await asyncio.wait_for(rig.deliverer.deliver(job, data), 60)
+
+
+async def hung_up(server: Hostile) -> bool:
+    for _ in range(200):
+        if server.hung_up:
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+STEPS = ["greet", "EHLO", "MAIL", "RCPT", "DATA", "."]
+
+
+@pytest.mark.parametrize("step", STEPS)
+@pytest.mark.parametrize("line", [b"250-\r\n", b"250-" + b"x" * 500 + b"\r\n", b"y" * 65536],
+                         ids=["empty", "text", "no-crlf"])
+async def test_a_reply_that_never_ends_is_cut_off(rig: Rig, hostile, step: str,  # type: ignore[no-untyped-def]
+                                                  line: bytes) -> None:
+    """An endless continuation (empty lines too) or megabytes without a line end: the reply
+    is given up after a bounded length, the connection closed, nobody counted delivered."""
+    server = await hostile(**{step: endless(line)})
+    out = await deliver(rig, server)
+    assert [r.outcome for r in out] == [OUTCOME_DEFERRED] * 2, out[0].reply
+    assert await hung_up(server) and rig.pool.idle_count == 0
+
+
+@pytest.mark.parametrize("step", STEPS)
+@pytest.mark.settings(command_timeout=1.0, connect_timeout=1.0)
+async def test_a_reply_that_trickles_forever_times_out(rig: Rig, hostile, step: str) -> None:  # type: ignore[no-untyped-def]
+    """Continuation lines at a slow pace are no sign of life: the command's timeout runs
+    from the command, not from the last line (qmail-remote's timeoutremote, Postfix's
+    smtp_*_timeout with a deadline)."""
+    server = await hostile(**{step: endless(b"250-x\r\n", pause=0.05)})
+    out = await deliver(rig, server)
+    assert [r.outcome for r in out] == [OUTCOME_DEFERRED] * 2, out[0].reply
+    assert await hung_up(server) and len(server.stored) == (step == ".")
