@@ -19,6 +19,7 @@ from remote_rig import Rig
 
 from mailyard.api.mail.v1.delivery_pb2 import (
     OUTCOME_DEFERRED,
+    OUTCOME_DELIVERED,
     RecipientResult,
 )
 
@@ -174,3 +175,19 @@ async def test_a_reply_that_trickles_forever_times_out(rig: Rig, hostile, step: 
     out = await deliver(rig, server)
     assert [r.outcome for r in out] == [OUTCOME_DEFERRED] * 2, out[0].reply
     assert await hung_up(server) and len(server.stored) == (step == ".")
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+@pytest.mark.parametrize(("step", "reply"), [("MAIL", b"251 2.1.0 sure\r\n"),
+                                             ("RCPT", b"252 2.1.5 will try\r\n")])
+async def test_any_2xx_to_mail_or_rcpt_is_a_yes(rig: Rig, hostile, step: str,  # type: ignore[no-untyped-def]
+                                                reply: bytes, pipelining: bool) -> None:
+    """As Postfix reads them: the message goes out and only the reply to it decides.
+    Taking such a 2xx for the final answer counted recipients delivered that were never
+    sent the message."""
+    ehlo = NORMAL["EHLO"] if pipelining else b"250 hostile\r\n"
+    server = await hostile(EHLO=ehlo, **{step: reply})
+    out = await deliver(rig, server)
+    assert [(r.outcome, r.reply) for r in out] == [(OUTCOME_DELIVERED,
+                                                    "250 2.0.0 ok queued")] * 2
+    assert server.stored == [MSG]

@@ -338,13 +338,13 @@ class Deliverer:
             if not fresh:
                 raise _Stale  # an idle session the server closed: open a new one
             return self._ordered(job, results | died(sent), host, "lost")
-        if replies.mail.code != 250:
+        if not transaction.accepted(replies.mail):
             await self._reset(conn, replies.mail.code)
             return all_recipients(job, outcome_of(replies.mail.code), reply_text(replies.mail),
                                   host, reason="sender")
         accepted: list[str] = []
         for rcpt, reply in zip(sent, replies.rcpts, strict=False):  # shorter when lost
-            if reply.code in transaction.ACCEPTED_RCPT:
+            if transaction.accepted(reply):
                 accepted.append(rcpt)
             else:
                 results[rcpt] = _result(rcpt, reply, host)
@@ -364,7 +364,7 @@ class Deliverer:
             return self._ordered(job, results | died(accepted), host, "lost")
         for rcpt in accepted:
             results[rcpt] = _result(rcpt, final, host)
-        if final.code == 250:
+        if transaction.accepted(final):
             self.pool.give_back(conn)
             return self._ordered(job, results, host, "recipient")
         await self._reset(conn, final.code)

@@ -9,7 +9,7 @@ did not end in step (lost, timed out, a garbled reply, cancelled) is closed, sin
 server makes of the commands still in flight is unknowable.
 
 What the replies mean (delivered, deferred, failed) is deliver.py's business; this module
-only decides what may be sent next: the message only after a 250 to MAIL, at least one
+only decides what may be sent next: the message only after a 2xx to MAIL, at least one
 accepted RCPT, no 421 and a 354 to DATA; a 354 nobody should get (no accepted recipient)
 is ended with a lone "." at once.
 """
@@ -23,7 +23,6 @@ from typing import cast
 import aiosmtplib
 from aiosmtplib.response import SMTPResponse
 
-ACCEPTED_RCPT = (250, 251)
 MAX_PENDING = 32 * 1024  # an unfinished reply longer than this is garbage (aiosmtplib's bound)
 
 @dataclass
@@ -159,7 +158,7 @@ async def run(smtp: aiosmtplib.SMTP, mail: bytes, rcpts: list[bytes], message: b
                 out.data = got[-1]
         else:
             out.mail = await _ask(transport, replies, mail)
-            if out.mail is not None and out.mail.code == 250:
+            if out.mail is not None and accepted(out.mail):
                 for line in rcpts:
                     reply = await _ask(transport, replies, line)
                     if reply is None:
@@ -185,9 +184,15 @@ async def run(smtp: aiosmtplib.SMTP, mail: bytes, rcpts: list[bytes], message: b
     return out
 
 
+def accepted(reply: SMTPResponse) -> bool:
+    """A yes to MAIL, RCPT or the message: any 2xx, as Postfix reads it (250 and 251 are
+    the usual ones; a 252 taken for a final answer left a recipient "delivered" unsent)."""
+    return 200 <= reply.code < 300
+
+
 def _may_send(out: Replies) -> bool:
-    return (out.mail is not None and out.mail.code == 250
-            and any(r.code in ACCEPTED_RCPT for r in out.rcpts)
+    return (out.mail is not None and accepted(out.mail)
+            and any(accepted(r) for r in out.rcpts)
             and not any(r.code == 421 for r in out.rcpts))
 
 
