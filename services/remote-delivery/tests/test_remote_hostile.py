@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from remote_rig import Rig
 
 from mailyard.api.mail.v1.delivery_pb2 import (
@@ -22,6 +25,7 @@ from mailyard.api.mail.v1.delivery_pb2 import (
     OUTCOME_DELIVERED,
     RecipientResult,
 )
+from mailyard.remote_delivery.transaction import MAX_PENDING, _Replies
 
 MSG = b"Subject: hi\r\n\r\nhello\r\n"
 Stream = Callable[["Hostile", asyncio.StreamWriter], Awaitable[None]]
@@ -44,7 +48,7 @@ class Hostile:
     script: dict[str, bytes | Stream] = field(default_factory=dict)
     port: int = 0
     sessions: int = 0
-    hung_up: int = 0  # sessions the client closed while the server was still talking
+    hung_up: int = 0  # sessions the client closed without a QUIT
     stored: list[bytes] = field(default_factory=list)  # bodies answered with the "." reply
     stopped: bool = False
     _server: asyncio.Server | None = None
@@ -89,7 +93,8 @@ class Hostile:
                 if verb == "DATA" and self.script.get("DATA", NORMAL["DATA"]) == NORMAL["DATA"]:
                     body = []
                 if verb == "QUIT":
-                    break
+                    return
+            self.hung_up += 1  # closed without a QUIT
         except ConnectionError:
             self.hung_up += 1
         finally:
@@ -191,3 +196,62 @@ async def test_any_2xx_to_mail_or_rcpt_is_a_yes(rig: Rig, hostile, step: str,  #
     assert [(r.outcome, r.reply) for r in out] == [(OUTCOME_DELIVERED,
                                                     "250 2.0.0 ok queued")] * 2
     assert server.stored == [MSG]
+
+
+@pytest.mark.parametrize("step", ["MAIL", "RCPT", "DATA", "."])
+@pytest.mark.parametrize("garbage", [b"abc\r\n", b"99\n", b"99 ok\r\n", b"2500 ok\r\n",
+                                     b"250ok\r\n", b"\n", b"\r\n"])
+async def test_a_reply_that_is_not_a_reply_defers(rig: Rig, hostile, step: str,  # type: ignore[no-untyped-def]
+                                                  garbage: bytes) -> None:
+    """A reply line is three digits and then a space, a hyphen or its end (RFC 5321 4.2).
+    Anything else means the session is out of step: deferred, never delivered on a "2500",
+    never bounced on a "99", and the session is closed."""
+    server = await hostile(**{step: garbage})
+    out = await deliver(rig, server)
+    assert [r.outcome for r in out] == [OUTCOME_DEFERRED] * 2, out[0].reply
+    assert await hung_up(server) and rig.pool.idle_count == 0
+
+
+# -- the reply parser alone ----------------------------------------------------------
+
+_TEXT = st.text("abz 09.-", max_size=20).map(str.strip)
+_REPLY = st.tuples(st.integers(200, 599), st.lists(_TEXT, min_size=1, max_size=4))
+
+
+def cut(data: bytes, points: list[int]) -> list[bytes]:
+    edges = sorted({0, len(data), *(p % (len(data) + 1) for p in points)})
+    return [data[a:b] for a, b in itertools.pairwise(edges)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(replies=st.lists(_REPLY, min_size=1, max_size=5), points=st.lists(st.integers(0, 10**6)),
+       eol=st.sampled_from([b"\r\n", b"\n"]))
+async def test_replies_read_the_same_however_they_are_cut(
+        replies: list[tuple[int, list[str]]], points: list[int], eol: bytes) -> None:
+    wire = b"".join(b"".join(b"%d%s%s%s" % (code, b"-" if i < len(lines) - 1 else b" ",
+                                            line.encode(), eol)
+                             for i, line in enumerate(lines))
+                    for code, lines in replies)
+    parser = _Replies(asyncio.Protocol(), 10.0)
+    for chunk in cut(wire, points):
+        parser.data_received(chunk)
+    got = await parser.read(len(replies))
+    parser.done()
+    assert not parser.failed
+    assert [(r.code, r.message) for r in got] == [(c, "\n".join(t)) for c, t in replies]
+
+
+@settings(max_examples=300, deadline=None)
+@given(chunks=st.lists(st.one_of(st.binary(max_size=300),
+                                 st.sampled_from([b"250-", b"\r\n", b"\n", b"250 ", b"x" * 9000,
+                                                  b"250-\r\n" * 40000])),
+                       max_size=40))
+async def test_any_bytes_give_replies_or_a_failure_never_more(chunks: list[bytes]) -> None:
+    """Whatever comes, no exception, and a reply that has not ended never holds more than
+    MAX_PENDING octets (its lines counted at one octet at least: empty ones too)."""
+    parser = _Replies(asyncio.Protocol(), 10.0)
+    for chunk in chunks:
+        parser.data_received(chunk)
+        held = len(parser._lines) + sum(map(len, parser._lines)) + len(parser._partial)
+        assert parser.failed or held <= MAX_PENDING
+    parser.done()

@@ -71,7 +71,9 @@ class _Replies(asyncio.Protocol):
         replies = len(self._replies)
         for line in lines:
             code = line[:3]
-            if not code.isdigit():
+            # Three digits, then a space, a hyphen or the end (RFC 5321 4.2); a "2500" or
+            # a "99" is no reply: the session is out of step, not delivered nor bounced.
+            if len(code) < 3 or not code.isdigit() or line[3:4] not in b" -\r":
                 self._fail()
                 return
             self._held += len(line) + 1
