@@ -28,7 +28,7 @@ from mailyard.api.mail.v1.delivery_pb2 import (
 from mailyard.remote_delivery.transaction import MAX_PENDING, _Replies
 
 MSG = b"Subject: hi\r\n\r\nhello\r\n"
-Stream = Callable[["Hostile", asyncio.StreamWriter], Awaitable[None]]
+Stream = Callable[["Hostile", asyncio.StreamWriter], Awaitable[bytes | None]]  # what it sent
 
 NORMAL: dict[str, bytes] = {
     "greet": b"220 hostile ESMTP\r\n",
@@ -65,13 +65,13 @@ class Hostile:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._server.wait_closed(), 2)
 
-    async def _answer(self, step: str, writer: asyncio.StreamWriter) -> None:
+    async def _answer(self, step: str, writer: asyncio.StreamWriter) -> bytes | None:
         reply = self.script.get(step, NORMAL.get(step, b"250 ok\r\n"))
-        if isinstance(reply, bytes):
-            writer.write(reply)
-            await writer.drain()
-        else:
-            await reply(self, writer)
+        if not isinstance(reply, bytes):
+            return await reply(self, writer)
+        writer.write(reply)
+        await writer.drain()
+        return reply
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                        ) -> None:
@@ -89,8 +89,8 @@ class Hostile:
                     await self._answer(".", writer)
                     continue
                 verb = line[:4].decode("ascii", "replace").upper()
-                await self._answer(verb, writer)
-                if verb == "DATA" and self.script.get("DATA", NORMAL["DATA"]) == NORMAL["DATA"]:
+                sent = await self._answer(verb, writer)
+                if verb == "DATA" and sent is not None and sent.startswith(b"354"):
                     body = []
                 if verb == "QUIT":
                     return
@@ -106,18 +106,6 @@ def endless(line: bytes, pause: float = 0.0) -> Stream:
     async def stream(server: Hostile, writer: asyncio.StreamWriter) -> None:
         while not server.stopped:
             writer.write(line)
-            await writer.drain()
-            await asyncio.sleep(pause)
-    return stream
-
-
-def trickle(reply: bytes, pause: float) -> Stream:
-    """Sends `reply` one byte every `pause` seconds."""
-    async def stream(server: Hostile, writer: asyncio.StreamWriter) -> None:
-        for i in range(len(reply)):
-            if server.stopped:
-                return
-            writer.write(reply[i:i + 1])
             await writer.drain()
             await asyncio.sleep(pause)
     return stream
@@ -210,6 +198,38 @@ async def test_a_reply_that_is_not_a_reply_defers(rig: Rig, hostile, step: str, 
     out = await deliver(rig, server)
     assert [r.outcome for r in out] == [OUTCOME_DEFERRED] * 2, out[0].reply
     assert await hung_up(server) and rig.pool.idle_count == 0
+
+
+
+def first_session(reply: bytes, then: bytes) -> Stream:
+    """`reply` in the server's first session, `then` in later ones."""
+    async def stream(server: Hostile, writer: asyncio.StreamWriter) -> bytes:
+        sent = reply if server.sessions == 1 else then
+        writer.write(sent)
+        await writer.drain()
+        return sent
+    return stream
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+@pytest.mark.parametrize(("step", "reply"), [
+    ("MAIL", b"250 2.1.0 ok\r\n250 2.1.0 ok again\r\n"),  # one reply too many
+    ("DATA", b"250 ok\r\n"),  # neither 354 nor a refusal: is it reading a message now?
+])
+@pytest.mark.settings(command_timeout=2.0)
+async def test_a_session_out_of_step_is_not_used_again(rig: Rig, hostile, step: str,  # type: ignore[no-untyped-def]
+                                                       reply: bytes, pipelining: bool) -> None:
+    """The first session's replies do not pair with the commands: its job is deferred and
+    the session closed, so the next job opens a new one instead of talking into a server
+    that reads its commands as message text (and waiting COMMAND_TIMEOUT for nothing)."""
+    ehlo = NORMAL["EHLO"] if pipelining else b"250 hostile\r\n"
+    server = await hostile(EHLO=ehlo, **{step: first_session(reply, NORMAL[step])})
+    out = await deliver(rig, server)
+    assert [r.outcome for r in out] == [OUTCOME_DEFERRED] * 2, out[0].reply
+    assert rig.pool.idle_count == 0
+    out = await deliver(rig, server, data=MSG + b"2")
+    assert [r.outcome for r in out] == [OUTCOME_DELIVERED] * 2, out[0].reply
+    assert server.sessions == 2 and server.stored[-1] == MSG + b"2\r\n"
 
 
 # -- the reply parser alone ----------------------------------------------------------

@@ -5,8 +5,9 @@ aiosmtplib keeps the session (connect, EHLO, STARTTLS, AUTH, RSET, QUIT), but it
 takes one reply per read and drops whatever follows it, so for the transaction the
 transport is lent to `_Replies`, which parses every reply a read brings and hands them out
 in order. The transport goes back to aiosmtplib's protocol in every path; a session that
-did not end in step (lost, timed out, a garbled reply, cancelled) is closed, since what the
-server makes of the commands still in flight is unknowable.
+did not end in step (lost, timed out, a garbled reply, a reply too many, a DATA answered
+with neither 354 nor a refusal, cancelled) is closed, since what the server makes of the
+commands still in flight is unknowable.
 
 What the replies mean (delivered, deferred, failed) is deliver.py's business; this module
 only decides what may be sent next: the message only after a 2xx to MAIL, at least one
@@ -129,6 +130,11 @@ class _Replies(asyncio.Protocol):
         del self._replies[:count]
         return got
 
+    @property
+    def drained(self) -> bool:
+        """Nothing came that was not asked for (so far)."""
+        return not (self._replies or self._lines or self._partial)
+
     def done(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -177,7 +183,11 @@ async def run(smtp: aiosmtplib.SMTP, mail: bytes, rcpts: list[bytes], message: b
             out.final = await _ask(transport, replies, message if out.sent_message
                                    else b".\r\n")
         out.lost = replies.failed
-        in_step = not replies.failed and not closing
+        # In step: nothing left over (one reply too many shifts every later one) and a
+        # DATA answered with 354 or refused; after any other answer the server may be
+        # reading our next commands as a message.
+        in_step = (not replies.failed and not closing and replies.drained
+                   and (out.data is None or out.data.code == 354 or out.data.code >= 400))
     finally:
         replies.done()
         transport.set_protocol(owner)
