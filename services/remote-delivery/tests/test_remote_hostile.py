@@ -23,6 +23,7 @@ from remote_rig import Rig
 from mailyard.api.mail.v1.delivery_pb2 import (
     OUTCOME_DEFERRED,
     OUTCOME_DELIVERED,
+    OUTCOME_FAILED,
     RecipientResult,
 )
 from mailyard.remote_delivery.transaction import MAX_PENDING, _Replies
@@ -230,6 +231,55 @@ async def test_a_session_out_of_step_is_not_used_again(rig: Rig, hostile, step: 
     out = await deliver(rig, server, data=MSG + b"2")
     assert [r.outcome for r in out] == [OUTCOME_DELIVERED] * 2, out[0].reply
     assert server.sessions == 2 and server.stored[-1] == MSG + b"2\r\n"
+
+
+
+@pytest.mark.parametrize(("script", "outcomes", "text"), [
+    ({"greet": b"554 5.7.1 go away\r\n"}, [OUTCOME_DEFERRED] * 2, "554 5.7.1 go away"),
+    ({"EHLO": b"502 no\r\n", "HELO": b"550 5.7.1 not you\r\n"}, [OUTCOME_DEFERRED] * 2,
+     "550 5.7.1 not you"),
+    ({"MAIL": b"451 4.3.0 later\r\n"}, [OUTCOME_DEFERRED] * 2, "451 4.3.0 later"),
+    ({"MAIL": b"553 5.7.1 not from you\r\n"}, [OUTCOME_FAILED] * 2, "553 5.7.1 not from you"),
+    ({"DATA": b"451 4.3.0 no room\r\n"}, [OUTCOME_DEFERRED] * 2, "451 4.3.0 no room"),
+    ({"DATA": b"554 5.5.1 no\r\n"}, [OUTCOME_FAILED] * 2, "554 5.5.1 no"),
+    ({".": b"452 4.3.1 full\r\n"}, [OUTCOME_DEFERRED] * 2, "452 4.3.1 full"),
+    ({".": b"550-5.7.1 spam\r\n550 5.7.1 really\r\n"}, [OUTCOME_FAILED] * 2,
+     "550 5.7.1 spam 5.7.1 really"),
+], ids=["greet-5xx", "helo-5xx", "mail-4xx", "mail-5xx", "data-4xx", "data-5xx", "dot-4xx",
+        "dot-5xx"])
+async def test_a_refusal_at_each_step_carries_the_remote_text(  # type: ignore[no-untyped-def]
+        rig: Rig, hostile, script: dict[str, bytes], outcomes: list[int], text: str) -> None:
+    """Before MAIL a refusal only moves on to the next host (qmail-remote and Postfix's
+    smtp_skip_5xx_greeting: deferred); from MAIL on 4xx defers and 5xx bounces, with the
+    remote's words in the result."""
+    server = await hostile(**script)
+    out = await deliver(rig, server)
+    assert [r.outcome for r in out] == outcomes
+    assert all(text in r.reply for r in out), out[0].reply
+
+
+@pytest.mark.parametrize("policy", ["may", "must"])
+@pytest.mark.parametrize("after", [b"", b"garbage, not a TLS record\r\n"], ids=["close", "junk"])
+async def test_starttls_offered_but_the_handshake_fails(rig: Rig, hostile, policy: str,  # type: ignore[no-untyped-def]
+                                                        after: bytes) -> None:
+    """"may" goes again in clear (the broken handshake is no reason to hold mail), "must"
+    defers with why."""
+    async def broken(server: Hostile, writer: asyncio.StreamWriter) -> bytes:
+        writer.write(b"220 2.0.0 go ahead\r\n" + after)
+        await writer.drain()
+        writer.close()
+        return b""
+
+    server = await hostile(EHLO=b"250-hostile\r\n250 STARTTLS\r\n", STAR=broken)
+    await rig.routes(f"h.test:127.0.0.1:{server.port} tls={policy}")
+    job = await rig.message(MSG, ["a@h.test"])
+    [res] = await asyncio.wait_for(rig.deliverer.deliver(job, MSG), 60)
+    if policy == "may":
+        assert res.outcome == OUTCOME_DELIVERED, res.reply
+        assert server.stored == [MSG] and server.sessions == 2
+    else:
+        assert res.outcome == OUTCOME_DEFERRED and "STARTTLS failed" in res.reply, res.reply
+        assert server.stored == []
 
 
 # -- the reply parser alone ----------------------------------------------------------
