@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +34,7 @@ Stream = Callable[["Hostile", asyncio.StreamWriter], Awaitable[bytes | None]]  #
 
 NORMAL: dict[str, bytes] = {
     "greet": b"220 hostile ESMTP\r\n",
-    "EHLO": b"250-hostile\r\n250-SIZE 1000000\r\n250 PIPELINING\r\n",
+    "EHLO": b"250-hostile\r\n250-SIZE 100000000\r\n250 PIPELINING\r\n",
     "HELO": b"250 hostile\r\n",
     "MAIL": b"250 2.1.0 ok\r\n",
     "RCPT": b"250 2.1.5 ok\r\n",
@@ -52,10 +53,14 @@ class Hostile:
     hung_up: int = 0  # sessions the client closed without a QUIT
     stored: list[bytes] = field(default_factory=list)  # bodies answered with the "." reply
     stopped: bool = False
+    slow_body: float = 0.0  # a pause after every 64 KB of message read (a slow link)
     _server: asyncio.Server | None = None
 
     async def start(self) -> Hostile:
-        self._server = await asyncio.start_server(self._session, "127.0.0.1", 0)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)  # a slow body shows
+        sock.bind(("127.0.0.1", 0))
+        self._server = await asyncio.start_server(self._session, sock=sock)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -78,12 +83,17 @@ class Hostile:
                        ) -> None:
         self.sessions += 1
         body: list[bytes] | None = None
+        read = 0
         try:
             await self._answer("greet", writer)
             while line := await reader.readline():
                 if body is not None:
                     if line != b".\r\n":
                         body.append(line)
+                        read += len(line)
+                        if self.slow_body and read >= 65536:
+                            read = 0
+                            await asyncio.sleep(self.slow_body)
                         continue
                     self.stored.append(b"".join(body))
                     body = None
@@ -280,6 +290,20 @@ async def test_starttls_offered_but_the_handshake_fails(rig: Rig, hostile, polic
     else:
         assert res.outcome == OUTCOME_DEFERRED and "STARTTLS failed" in res.reply, res.reply
         assert server.stored == []
+
+
+
+@pytest.mark.settings(command_timeout=1.0)
+async def test_a_slow_but_steady_upload_is_not_cut_off(rig: Rig, hostile) -> None:
+    """A server that takes the message slower than COMMAND_TIMEOUT in all but keeps taking
+    it is alive (RFC 5321 4.5.3.2.5: the data timeout is per send; Postfix's
+    smtp_data_xfer_timeout): a large message to a slow link must not fail on every try."""
+    server = await hostile()
+    server.slow_body = 0.03  # about 2 MB/s: 12 MB in some 6 s
+    data = (b"x" * 76 + b"\r\n") * (12 * 1024 * 1024 // 78)
+    out = await deliver(rig, server, data=data)
+    assert [r.outcome for r in out] == [OUTCOME_DELIVERED] * 2, out[0].reply
+    assert server.stored == [data]
 
 
 # -- the reply parser alone ----------------------------------------------------------

@@ -18,6 +18,10 @@ is ended with a lone "." at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import sys
+import termios
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -46,11 +50,17 @@ class _Replies(asyncio.Protocol):
     life (a read begun, a reply come) and only then counts the server as gone. A line of
     an unfinished reply is no sign of life: a server trickling "250-" lines would otherwise
     hold the transaction for ever. What an unfinished reply holds is counted in octets as
-    they came, so empty continuation lines count too."""
+    they came, so empty continuation lines count too. The server taking what we send is a
+    sign of life too (what `transport` holds unsent or unacknowledged shrank since the last
+    look): a message over a slow link may take longer than `timeout` in all (RFC 5321
+    4.5.3.2.5 times each send, as Postfix's smtp_data_xfer_timeout)."""
 
-    def __init__(self, owner: asyncio.BaseProtocol, timeout: float) -> None:
+    def __init__(self, owner: asyncio.BaseProtocol, timeout: float,
+                 transport: asyncio.WriteTransport | None = None) -> None:
         self._owner = owner
         self._timeout = timeout
+        self._transport = transport
+        self._unsent = 0  # the write buffer when last looked at
         self._loop = asyncio.get_running_loop()
         self._partial = b""  # an unfinished line
         self._lines: list[bytes] = []  # the reply being read, line by line
@@ -108,7 +118,13 @@ class _Replies(asyncio.Protocol):
             self._waiter.set_result(None)
 
     def _check_time(self) -> None:
-        left = self._heard + self._timeout - self._loop.time()
+        now = self._loop.time()
+        if self._transport is not None:
+            unsent = _unsent(self._transport)
+            if unsent < self._unsent:
+                self._heard = now
+            self._unsent = unsent
+        left = self._heard + self._timeout - now
         if left > 0 or self._waiter is None:  # alive, or not waiting for anything now
             self._timer = self._loop.call_later(max(left, 0.1), self._check_time)
         else:
@@ -119,6 +135,8 @@ class _Replies(asyncio.Protocol):
         if len(self._replies) < count and not self.failed:
             self._want = count
             self._heard = self._loop.time()
+            if self._transport is not None:
+                self._unsent = _unsent(self._transport)
             if self._timer is None:
                 self._timer = self._loop.call_later(self._timeout, self._check_time)
             self._waiter = self._loop.create_future()
@@ -152,7 +170,7 @@ async def run(smtp: aiosmtplib.SMTP, mail: bytes, rcpts: list[bytes], message: b
     # aiosmtplib types it BaseTransport; uvloop's transports are not asyncio's subclasses
     transport = cast(asyncio.Transport, transport)
     owner = transport.get_protocol()
-    replies = _Replies(owner, timeout)
+    replies = _Replies(owner, timeout, transport)
     transport.set_protocol(replies)
     in_step = False
     try:
@@ -194,6 +212,19 @@ async def run(smtp: aiosmtplib.SMTP, mail: bytes, rcpts: list[bytes], message: b
         if not in_step:
             transport.close()  # aiosmtplib's protocol hears connection_lost and cleans up
     return out
+
+
+def _unsent(transport: asyncio.WriteTransport) -> int:
+    """Octets written that the server has not taken yet: the transport's buffer and the
+    socket's send queue (Linux TIOCOUTQ: not sent or not acknowledged; some MB on a fast
+    host, so the buffer alone would miss the end of a slow transfer)."""
+    size = transport.get_write_buffer_size()
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError, ValueError):
+            queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+            size += int.from_bytes(queued, sys.byteorder, signed=True)
+    return size
 
 
 def accepted(reply: SMTPResponse) -> bool:
