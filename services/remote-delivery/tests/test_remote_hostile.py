@@ -29,6 +29,8 @@ from mailyard.api.mail.v1.delivery_pb2 import (
 )
 from mailyard.remote_delivery.transaction import MAX_PENDING, _Replies
 
+pytestmark = pytest.mark.both_loops  # uvloop is the service's default; asyncio selectable
+
 MSG = b"Subject: hi\r\n\r\nhello\r\n"
 Stream = Callable[["Hostile", asyncio.StreamWriter], Awaitable[bytes | None]]  # what it sent
 
