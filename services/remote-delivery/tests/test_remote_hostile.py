@@ -27,6 +27,8 @@ from mailyard.api.mail.v1.delivery_pb2 import (
     OUTCOME_FAILED,
     RecipientResult,
 )
+from mailyard.api.routing.v1 import routing_pb2
+from mailyard.remote_delivery.explain import RoutingService
 from mailyard.remote_delivery.transaction import MAX_PENDING, _Replies
 
 pytestmark = pytest.mark.both_loops  # uvloop is the service's default; asyncio selectable
@@ -306,6 +308,36 @@ async def test_a_slow_but_steady_upload_is_not_cut_off(rig: Rig, hostile) -> Non
     out = await deliver(rig, server, data=data)
     assert [r.outcome for r in out] == [OUTCOME_DELIVERED] * 2, out[0].reply
     assert server.stored == [data]
+
+
+
+@pytest.mark.parametrize(("script", "outcomes"), [
+    ({".": b"250 2.0.0 Nachricht angenommen, sch\xf6n\r\n"}, [OUTCOME_DELIVERED] * 2),
+    ({"RCPT": b"550 5.1.1 Empf\xe4nger unbekannt\r\n"}, [OUTCOME_FAILED] * 2),
+    ({"greet": b"554 5.7.1 Zugriff verweigert \xfc\r\n"}, [OUTCOME_DEFERRED] * 2),
+], ids=["dot", "rcpt", "greet"])
+async def test_a_reply_in_latin_1_is_kept_with_a_mark(rig: Rig, hostile,  # type: ignore[no-untyped-def]
+                                                      script: dict[str, bytes],
+                                                      outcomes: list[int]) -> None:
+    """Many servers answer in Latin-1. The result carries the text with a "?" where a byte
+    is not UTF-8 (qmail-remote and Postfix print "?" too); a protobuf string refuses the
+    undecodable bytes, and the whole job was deferred as an internal error after the
+    server had taken the message (so it went out again on every retry)."""
+    server = await hostile(**script)
+    out = await deliver(rig, server)
+    assert [r.outcome for r in out] == outcomes, out[0].reply
+    assert all("?" in r.reply and "\ufffd" not in r.reply for r in out), out[0].reply
+
+
+
+async def test_explain_shows_a_latin_1_greeting(rig: Rig, hostile) -> None:  # type: ignore[no-untyped-def]
+    """`mailyard route explain --probe` answers, with "?" for what is not UTF-8 (the
+    gRPC reply is protobuf too)."""
+    server = await hostile(greet=b"220 Gr\xfc\xdf Gott ESMTP\r\n")
+    await rig.routes(f"h.test:127.0.0.1:{server.port}")
+    request = routing_pb2.ExplainRequest(address="a@h.test", probe=True)
+    out = await RoutingService(rig.deliverer).Explain(request, None)
+    assert out.hops[0].answers and out.hops[0].greeting == "127.0.0.1: 220 Gr?? Gott ESMTP"
 
 
 # -- the reply parser alone ----------------------------------------------------------

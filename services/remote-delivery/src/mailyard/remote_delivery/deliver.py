@@ -89,7 +89,11 @@ def all_recipients(job: DeliveryJob, outcome: Outcome.ValueType, reply: str, hos
 
 
 def reply_text(reply: aiosmtplib.SMTPResponseException | SMTPResponse) -> str:
-    return f"{reply.code} {' '.join(reply.message.split())}"
+    """The remote's reply on one line. Bytes that are not UTF-8 (many servers answer in
+    Latin-1) become "?" as in qmail-remote and Postfix: the results are protobuf strings,
+    which refuse them."""
+    text = f"{reply.code} {' '.join(reply.message.split())}"
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 @dataclass

@@ -14,7 +14,7 @@ import aiosmtplib
 import grpc
 
 from mailyard.api.routing.v1 import routing_pb2, routing_pb2_grpc
-from mailyard.remote_delivery.deliver import Deliverer
+from mailyard.remote_delivery.deliver import Deliverer, reply_text
 from mailyard.remote_delivery.lookup import Hop
 
 
@@ -57,14 +57,14 @@ class RoutingService(routing_pb2_grpc.RoutingServicer):
             try:
                 reply = await smtp.connect()
                 out.answers = True
-                out.greeting = f"{address}: {reply.code} {reply.message}"
+                out.greeting = f"{address}: {reply_text(reply)}"
                 try:
                     await asyncio.wait_for(smtp.quit(), self.probe_timeout)
                 except Exception:
                     smtp.close()
                 break
             except aiosmtplib.SMTPConnectResponseError as exc:
-                out.greeting = f"{address}: {exc.code} {exc.message}"
+                out.greeting = f"{address}: {reply_text(exc)}"
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
                 out.greeting = f"{address}: {exc}"
             finally:
