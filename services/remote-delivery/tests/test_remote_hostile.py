@@ -340,6 +340,19 @@ async def test_explain_shows_a_latin_1_greeting(rig: Rig, hostile) -> None:  # t
     assert out.hops[0].answers and out.hops[0].greeting == "127.0.0.1: 220 Gr?? Gott ESMTP"
 
 
+
+@pytest.mark.parametrize("step", ["MAIL", "RCPT", "."])
+@pytest.mark.parametrize("reply", [b"354 go on\r\n", b"199 hm\r\n", b"999 what\r\n"])
+async def test_a_code_outside_2xx_4xx_5xx_defers(rig: Rig, hostile, step: str,  # type: ignore[no-untyped-def]
+                                                 reply: bytes) -> None:
+    """A 354 to MAIL (replies out of order), a 1xx, a 9xx: no server said no, so nothing
+    bounces (RFC 5321 4.2.1: terminate the transaction); it is tried again later."""
+    server = await hostile(**{step: reply})
+    out = await deliver(rig, server)
+    assert [(r.outcome, r.enhanced_code) for r in out] == [(OUTCOME_DEFERRED, "4.0.0")] * 2, \
+        out[0].reply
+
+
 # -- the reply parser alone ----------------------------------------------------------
 
 _TEXT = st.text("abz 09.-", max_size=20).map(str.strip)

@@ -62,13 +62,15 @@ PLAN_CACHE_SIZE = 10_000   # (domain, route) plans kept; the oldest goes first
 
 def enhanced_code(code: int, text: str) -> str:
     found = _ENHANCED.match(text) or _QMAIL_CODE.search(text)
-    return found.group(1) if found else f"{str(code)[0]}.0.0"
+    return found.group(1) if found else _DEFAULT_CODE.get(int(outcome_of(code)), "5.0.0")
 
 
 def outcome_of(code: int) -> Outcome.ValueType:
+    """2xx delivered, 5xx failed; 4xx deferred, and so is a code no server should send
+    here (a 354 to MAIL, a 1xx, a 9xx): nobody refused, so nothing bounces."""
     if 200 <= code < 300:
         return OUTCOME_DELIVERED
-    return OUTCOME_DEFERRED if 400 <= code < 500 else OUTCOME_FAILED
+    return OUTCOME_FAILED if 500 <= code < 600 else OUTCOME_DEFERRED
 
 
 def result(recipient: str, outcome: Outcome.ValueType, reply: str, code: str = "", host: str = "",
