@@ -150,7 +150,9 @@ async def deliver(rig: Rig, server: Hostile, rcpts: list[str] | None = None,
 
 
 async def hung_up(server: Hostile) -> bool:
-    for _ in range(200):
+    """Whether the client closed a session without QUIT; waits for it (on a loaded machine
+    the server may take seconds to notice)."""
+    for _ in range(1000):
         if server.hung_up:
             return True
         await asyncio.sleep(0.02)
