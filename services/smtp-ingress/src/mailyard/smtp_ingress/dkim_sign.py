@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from mailyard.core.dkimkeys import DkimKey, KeyDir
 from mailyard.smtp_ingress import (
     dkim_canon,  # noqa: F401  (installs the fast canonicalisation)
+    dkim_parse,  # noqa: F401  (installs the linear header parsing)
     headers,
 )
 

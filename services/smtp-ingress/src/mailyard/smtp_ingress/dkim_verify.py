@@ -15,7 +15,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
-from mailyard.smtp_ingress import dkim_canon  # noqa: F401  (installs the fast canonicalisation)
+from mailyard.smtp_ingress import (  # noqa: F401  (installed into dkimpy when imported)
+    dkim_canon,
+    dkim_parse,
+)
 from mailyard.smtp_ingress.authdns import AuthDns, TempError
 
 log = logging.getLogger(__name__)
