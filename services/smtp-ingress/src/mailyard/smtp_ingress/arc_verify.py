@@ -6,27 +6,32 @@ pool of its own; its key lookups are made on the event loop by the process's res
 (authdns) and waited for in that thread. At most ARC_PENDING validations wait, beyond that
 none is done. Only messages that carry an ARC-Seal pay for it. A chain longer than MAX_SETS
 is "fail" without a lookup, so a message stuffed with ARC sets costs a bounded number of
-lookups. The result is recorded, never acted on: DMARC's verdict stays as RFC 7489 computes
-it (local ARC overrides of DMARC are a policy decision for trusted sealers, not a default).
+lookups, and so is one with an ARC field dkimpy would not check in bounded time
+(dkim_verify.checkable: its thread would hold the GIL, and the event loop with it). The
+result is recorded, never acted on: DMARC's verdict stays as RFC 7489 computes it (local
+ARC overrides of DMARC are a policy decision for trusted sealers, not a default).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import dkim
 
 from mailyard.smtp_ingress.authdns import AuthDns, TempError
-from mailyard.smtp_ingress.dkim_verify import ascii_text
+from mailyard.smtp_ingress.dkim_verify import ascii_text, checkable
 
 log = logging.getLogger(__name__)
 MAX_SETS = 10       # RFC 8617 allows 50; a real chain has a few hops
 THREADS = 2
 ARC_PENDING = 64
 RESULTS = ("pass", "fail", "none", "temperror")
+_FIELDS = re.compile(rb"^arc-(?:seal|message-signature|authentication-results):"
+                     rb"[^\n]*(?:\n[ \t][^\n]*)*", re.IGNORECASE | re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,12 @@ def seals(lower_header: bytes) -> int:
     return lower_header.count(b"\narc-seal:") + lower_header.startswith(b"arc-seal:")
 
 
+def fields(message: bytes) -> list[bytes]:
+    """The ARC header fields of a message, whole (name, value, continuation lines)."""
+    end = message.find(b"\r\n\r\n")
+    return _FIELDS.findall(message, 0, end if end >= 0 else len(message))
+
+
 class ArcVerifier:
     def __init__(self, resolver: AuthDns) -> None:
         self.resolver = resolver
@@ -55,7 +66,7 @@ class ArcVerifier:
         validations are waiting (nothing is then said about ARC)."""
         if sets == 0:
             return None
-        if sets > MAX_SETS:
+        if sets > MAX_SETS or not all(map(checkable, fields(message))):
             return ArcResult("fail")
         if self.slots.locked():
             return None
