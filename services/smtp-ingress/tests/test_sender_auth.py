@@ -300,3 +300,14 @@ async def test_hostile_white_space_in_signature_fields(make_ingress: MakeIngress
     good = signed(zone[1], body("signed.test"))
     assert (await send(ingress, "a@signed.test", good)).startswith("250 ok")
     assert results(parse_ar(last(ingress, 5)))["dkim"] == ["pass"]
+
+
+async def test_a_from_nested_past_the_recursion_limit(make_ingress: MakeIngress, js: Any,
+                                                      zone: tuple[DnsServer, KeyDir]) -> None:
+    # the email package reads comments and phrases recursively: 1,000 "(" in From: was a
+    # RecursionError, and the session ended with 421 internal error (the sender retried)
+    ingress = await _ingress(make_ingress, js, zone[0])
+    for count, value in enumerate((b"(" * 1000 + b"a@pass.test", b"a:" * 1000), 1):
+        message = body("pass.test").replace(b"From: someone@pass.test", b"From: " + value)
+        assert (await send(ingress, "a@pass.test", message)).startswith("250 ok")
+        assert results(parse_ar(last(ingress, count)))["dmarc"] == ["none"]

@@ -95,7 +95,10 @@ def from_domain(message: bytes) -> str:
     values = headers.get_all("From") or []
     if len(values) != 1:
         return ""
-    addresses = [a for _, a in getaddresses([str(values[0])]) if a]
+    try:
+        addresses = [a for _, a in getaddresses([str(values[0])]) if a]
+    except RecursionError:  # it reads nested comments and phrases recursively: "((((..."
+        return ""
     if len(addresses) != 1 or "@" not in addresses[0]:
         return ""
     return addresses[0].rpartition("@")[2].lower().rstrip(".")
