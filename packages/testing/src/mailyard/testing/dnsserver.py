@@ -20,6 +20,8 @@ import dns.rrset
 from mailyard.core.dkimkeys import KeyDir
 from mailyard.core.natsserver import free_port
 
+UDP_MAX = 1232  # octets of an answer over UDP (the common EDNS size); past it: TC, use TCP
+
 
 class DnsServer:
     """Answers from `zone`: {"example.test": {"MX": ["10 mx1.example.test."], "A":
@@ -96,7 +98,7 @@ class DnsServer:
             response.authority.append(dns.rrset.from_text(
                 apex, self.negative_ttl, dns.rdataclass.IN, dns.rdatatype.SOA,
                 f"ns.{apex} hostmaster.{apex} 1 3600 600 86400 {self.negative_ttl}"))
-        return response.to_wire()
+        return response.to_wire(max_size=65535)  # whole: UDP truncates it (_truncated)
 
     def start(self) -> DnsServer:
         server = self
@@ -106,7 +108,8 @@ class DnsServer:
                 data, sock = self.request
                 out = server.answer(data)
                 if out is not None:
-                    sock.sendto(out, self.client_address)
+                    sock.sendto(out if len(out) <= UDP_MAX else _truncated(out),
+                                self.client_address)
 
         class Tcp(socketserver.BaseRequestHandler):
             def handle(self) -> None:
@@ -147,3 +150,12 @@ class DnsServer:
             each.server_close()
         self._servers = []
 
+
+def _truncated(wire: bytes) -> bytes:
+    """An answer too large for UDP as a real server sends it: no records, the TC flag set,
+    so the asker asks again over TCP (where a record of up to 64 KB comes whole)."""
+    response = dns.message.from_wire(wire)
+    for section in (response.answer, response.authority, response.additional):
+        section.clear()
+    response.flags |= dns.flags.TC
+    return response.to_wire()
