@@ -17,6 +17,7 @@ from ingress_helpers import MakeIngress, put_control, session, wait_for
 
 from mailyard.core.dkimkeys import KeyDir
 from mailyard.core.spool import Spool
+from mailyard.smtp_ingress import replies as R
 from mailyard.smtp_ingress.metrics import AUTH_VERDICTS
 from mailyard.smtp_ingress.server import Ingress
 from mailyard.testing import DnsServer
@@ -255,29 +256,26 @@ async def test_hostile_header_sections(make_ingress: MakeIngress, js: Any,
     assert (await send(ingress, "a@pass.test", b" x\r\n" + body("pass.test"))
             ).startswith("250 ok")
     assert results(parse_ar(last(ingress, 1)))["dkim"] == ["permerror"]
-    # a field folded over 4 MB of short lines (a header section past the head is verified
-    # whole): dkimpy copied the field at every line, for minutes
-    folded = b"X-Fold: a\r\n" + b" a\r\n" * 1_000_000 + body("pass.test")
-    assert (await send(ingress, "a@pass.test", folded)).startswith("250 ok")
-    # a signature whose h= names 2,000 fields the message lacks, over 500,000 unsigned
-    # fields: dkimpy searched all of them for each name
+    # a signature whose h= names 2,000 fields the message lacks, over 7,000 unsigned
+    # fields: dkimpy searched all of them for each name (1 s of the event loop here, 2 s
+    # per signature at most within the head; test_dkim_parse has larger sizes)
     absent = [b"n%d" % i for i in range(2000)]
     message = body("signed.test")
     key = zone[1].find("signed.test", "sel")
     signature = dkim.sign(message, b"sel", b"signed.test", key.private,
                           include_headers=[b"from", b"to", b"subject", *absent])
-    stuffed = signature + b"X-A:\r\n" * 500_000 + message
+    stuffed = signature + b"X-A:\r\n" * 7_000 + message
     assert (await send(ingress, "a@signed.test", stuffed)).startswith("250 ok")
-    assert results(parse_ar(last(ingress, 3)))["dkim"] == ["pass"]
+    assert results(parse_ar(last(ingress, 2)))["dkim"] == ["pass"]
 
 
 async def test_hostile_white_space_in_signature_fields(make_ingress: MakeIngress, js: Any,
                                                        zone: tuple[DnsServer, KeyDir]) -> None:
     # dkimpy checks b= and h= (and cuts b= out before hashing) with patterns that scan a
     # run of white space again from each of its octets: 40,000 spaces in b= held the
-    # event loop 6 s, before any key lookup; these runs are 200,000 long
+    # event loop 6 s, before any key lookup; these runs of 60,000 about 14 s and 5 s
     ingress = await _ingress(make_ingress, js, zone[0])
-    run = b" " * 200_000
+    run = b" " * 60_000
     fields = b"v=1; a=rsa-sha256; d=signed.test; s=sel; bh=AAAA; "
     for hostile in (fields + b"h=from; b=A" + run + b"!", fields + b"h=from" + run + b"x; b=A"):
         message = b"DKIM-Signature: " + hostile + b"\r\n" + body("pass.test")
@@ -293,7 +291,7 @@ async def test_hostile_white_space_in_signature_fields(make_ingress: MakeIngress
     assert results(parse_ar(last(ingress, 3)))["arc"] == ["pass"]
     start = message.index(b"ARC-Message-Signature:")
     end = re.compile(rb"\r\n(?![ \t])").search(message, start).end()  # b= ends the field
-    hostile = message[:end] + b" \r\n" * 100_000 + message[end:]
+    hostile = message[:end] + b" \r\n" * 20_000 + message[end:]
     assert (await send(ingress, "a@pass.test", hostile)).startswith("250 ok")
     assert results(parse_ar(last(ingress, 4)))["arc"] == ["fail"]
     # a signature over a message with ordinary folding still verifies
@@ -325,3 +323,23 @@ async def test_a_hostile_spf_record(make_ingress: MakeIngress, js: Any,
     for _ in range(3):
         assert (await send(ingress, "a@evil.test", body("evil.test"))).startswith("250 ok")
     assert results(parse_ar(last(ingress, 3)))["spf"] == ["permerror"]
+
+
+async def test_a_header_section_past_the_head_is_refused(make_ingress: MakeIngress, js: Any,
+                                                         zone: tuple[DnsServer, KeyDir]
+                                                         ) -> None:
+    # past the head (64 KB) nothing edits the header section, so a forged Authentication-
+    # Results with our id behind 64 KB of padding reached the mailbox; and it was parsed
+    # whole, field by field: 2.5 million fields in 10 MB held the event loop ~8 s
+    ingress = await _ingress(make_ingress, js, zone[0])
+    forged = f"Authentication-Results: {ME}; dmarc=pass header.from=victim.test\r\n".encode()
+    for padding in (b"X-A: " + b"a" * 70 + b"\r\n") * 1000, b"a:\r\n" * 2_500_000:
+        message = padding + forged + body("pass.test")
+        assert await send(ingress, "a@pass.test", message) == R.HEADER_TOO_LARGE
+    # within the head, and a message that is one long body, as before
+    assert (await send(ingress, "a@pass.test", (b"X-A: b\r\n") * 5000 + body("pass.test"))
+            ).startswith("250 ok")
+    assert (await send(ingress, "a@pass.test", body("pass.test") + b"b" * 200_000 + b"\r\n")
+            ).startswith("250 ok")
+    assert (await send(ingress, "a@pass.test", b"\r\n" + b"b\r\n" * 100_000)
+            ).startswith("250 ok")

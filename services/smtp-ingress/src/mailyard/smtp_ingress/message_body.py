@@ -4,8 +4,8 @@ DATA_MEMORY of RAM, not a gigabyte. The spill file is committed by the kernel's 
 the head (HEAD bytes, what the header checks read) always stays in memory, and the whole
 message is read back only for a check that needs it (DKIM: dkimpy has no streaming API, so
 signing our users' mail and verifying a signed message read it back, once, at the end).
-A header section that ends within the head can be rewritten (edit_header); one longer than
-HEAD is left as it is, its excess counted as body (what Postfix's header_size_limit does).
+A header section that ends within the head can be rewritten (edit_header); a longer one is
+refused by the data_header_size check.
 
 Past databytes the bytes are counted and dropped (nothing more is kept or written); a spill
 that fails (disk full) drops the message the same way and the client gets a 451 at the end.
@@ -89,6 +89,12 @@ class MessageBody:
         """The message when it was not spilled; else what goes before the tail (an edited
         header section, or nothing)."""
         return self._header if self._fd >= 0 else b"".join(self._parts)
+
+    @property
+    def header_in_head(self) -> bool:
+        """Whether the header section ends within the head (data_header_size)."""
+        return self.size <= len(self.head) or self.head.startswith(b"\r\n") \
+            or b"\r\n\r\n" in self.head
 
     def header(self) -> bytes | None:
         """The header section with the empty line after it, if it ends within the head."""

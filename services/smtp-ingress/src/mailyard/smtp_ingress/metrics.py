@@ -53,7 +53,7 @@ COMMIT_SECONDS = Histogram(
 LISTENERS = ("smtp", "submission", "smtps")
 REJECTION_REASONS = (
     "auth", "auth_failed", "auth_required", "auth_throttled", "auth_unavailable",
-    "badmailfrom", "bare_lf", "client_denied", "databytes", "dnsbl", "hops",
+    "badmailfrom", "bare_lf", "client_denied", "databytes", "dnsbl", "header_size", "hops",
     "dmarc", "greylisted", "line_too_long", "long_line", "null_mx", "non_ascii", "nul",
     "pregreet", "proxy_protocol", "rcpthosts", "relay_unavailable", "sequence", "spam", "spf",
     "storage", "syntax",

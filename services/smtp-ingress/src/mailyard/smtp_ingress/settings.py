@@ -16,7 +16,7 @@ LISTENERS = ("smtp", "submission", "smtps")
 # Policy checks per phase, in the order they run (names of modules in policy/).
 DEFAULT_MAIL_CHECKS = "mail_auth_required,mail_badmailfrom,mail_size,mail_nullmx,mail_spf"
 DEFAULT_RCPT_CHECKS = "rcpt_limit,rcpt_dnsbl,rcpt_rcpthosts,rcpt_unknown_user,rcpt_greylist"
-DEFAULT_DATA_CHECKS = "data_size,data_hops,data_dmarc,data_rspamd,data_dkim"
+DEFAULT_DATA_CHECKS = "data_size,data_header_size,data_hops,data_dmarc,data_rspamd,data_dkim"
 
 
 @functools.cache

@@ -17,7 +17,8 @@ CHECKS = {
     "mail": ("mail_auth_required", "mail_badmailfrom", "mail_size", "mail_nullmx", "mail_spf"),
     "rcpt": ("rcpt_limit", "rcpt_dnsbl", "rcpt_rcpthosts", "rcpt_unknown_user",
              "rcpt_greylist"),
-    "data": ("data_size", "data_hops", "data_dmarc", "data_rspamd", "data_dkim"),
+    "data": ("data_size", "data_header_size", "data_hops", "data_dmarc", "data_rspamd",
+             "data_dkim"),
 }
 
 @dataclass(frozen=True)
