@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from mailyard.smtp_ingress import dkim_canon
 
 pieces = st.sampled_from([b" ", b"  ", b"\t", b" \t", b"\r", b"\n", b"\r\n", b"a", b"word",
-                          b"\x00", b"\xff"])
+                          b"\x00", b"\xff", b"\r\n\r\n", b"\n\r"])
 texts = st.lists(pieces, max_size=60).map(b"".join)
 
 
