@@ -17,6 +17,8 @@ from mailyard.smtp_ingress.spf_check import SpfResult
 
 _TOKEN = re.compile(r"[A-Za-z0-9._@+=-]{1,255}")   # safe as a property value
 _NAME = b"authentication-results:"
+# an RFC 2045 token: no white space, controls or tspecials ("" when none starts there)
+_TOKEN_START = re.compile(r'[^\x00-\x20\x7f()<>@,;:\\"/\[\]?=]*')
 
 
 def _safe(value: str) -> str | None:
@@ -58,12 +60,33 @@ def header(authserv_id: str, spf: SpfResult | None, spf_helo: SpfResult | None,
 
 
 def _authserv_id(value: bytes) -> str:
+    """The authserv-id a field value starts with (RFC 8601 2.2: CFWS, then a token or a
+    quoted string), lower case; whatever follows is not read. authres parsed the whole
+    value: results it could not read made it fall back to the first word, so a forged
+    "(c) mx.test; dmarc=pass (x" kept our id, and 16,000 results cost the event loop 0.7 s."""
     text = value.decode("utf-8", "replace")
-    try:
-        return str(authres.AuthenticationResultsHeader.parse_value(text).authserv_id).lower()
-    except Exception:  # unparsable: its first word is what a reader would take as the id
-        words = text.split(";")[0].split()
-        return words[0].lower() if words else ""
+    i, depth = 0, 0
+    while i < len(text):   # CFWS: white space and comments, which nest and quote pairs
+        ch = text[i]
+        if depth and ch == "\\":
+            i += 1
+        elif ch == "(":
+            depth += 1
+        elif depth and ch == ")":
+            depth -= 1
+        elif not depth and not ch.isspace():
+            break
+        i += 1
+    if text[i:i + 1] == '"':
+        out, i = [], i + 1
+        while i < len(text) and text[i] != '"':
+            if text[i] == "\\":
+                i += 1
+            out.append(text[i:i + 1])
+            i += 1
+        return "".join(out).lower()
+    token = _TOKEN_START.match(text, i)
+    return token.group().lower() if token else ""
 
 
 def strip_ours(message: bytes, authserv_id: str) -> bytes:
