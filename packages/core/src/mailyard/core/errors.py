@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+# Refusals quote what was sent; a gRPC client drops a status whose details pass 16 KiB (it
+# reports RESOURCE_EXHAUSTED, the reason lost), so a longer text is cut.
+MAX_STATUS_DETAILS = 1000
+
+
+def status_details(text: str) -> str:
+    """`text` as a gRPC status's details: cut at MAX_STATUS_DETAILS characters."""
+    return text if len(text) <= MAX_STATUS_DETAILS else text[:MAX_STATUS_DETAILS] + "..."
+
 
 class MailyardError(Exception):
     """Base of every error Mailyard raises on purpose."""

@@ -8,20 +8,16 @@ from typing import Any, TypeVar
 
 import grpc
 
-from mailyard.core.errors import BusError, MailyardError
+from mailyard.core.errors import BusError, MailyardError, status_details
 
 T = TypeVar("T")
-# Refusals quote what was sent; a gRPC client drops a status whose details pass 16 KiB (it
-# reports RESOURCE_EXHAUSTED, the reason lost), so a longer message is cut.
-MAX_MESSAGE = 1000
 
 
 class Refused(MailyardError):
     """A request the directory will not carry out, with the status code to answer."""
 
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        if len(message) > MAX_MESSAGE:
-            message = message[:MAX_MESSAGE] + "..."
+        message = status_details(message)  # it quotes what was sent
         super().__init__(message)
         self.code = code
         self.message = message

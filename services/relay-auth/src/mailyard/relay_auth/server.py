@@ -23,6 +23,7 @@ from mailyard.api.relayauth.v1 import relayauth_pb2 as pb
 from mailyard.api.relayauth.v1 import relayauth_pb2_grpc as rpc
 from mailyard.core.control import ControlView
 from mailyard.core.directory import DirectoryView, record_key
+from mailyard.core.errors import status_details
 from mailyard.core.relaypolicy import RULES_FILE, ActiveRules, client_address, decide, lease_key
 from mailyard.core.tcprules import IPAddress, RuleError, RuleSet
 from mailyard.relay_auth import metrics
@@ -41,18 +42,9 @@ Context = grpc.aio.ServicerContext[Message, Message]
 T = TypeVar("T")
 
 
-# Refusals quote what was sent; a gRPC client drops a status whose details pass 16 KiB (it
-# reports RESOURCE_EXHAUSTED, the reason lost), so a longer text is cut.
-MAX_DETAILS = 1000
-
-
-def _cut(details: str) -> str:
-    return details if len(details) <= MAX_DETAILS else details[:MAX_DETAILS] + "..."
-
-
 async def _invalid(context: Context, details: str) -> None:
     """INVALID_ARGUMENT (context.abort raises, so the handler ends here)."""
-    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _cut(details))
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, status_details(details))
 
 
 async def _valid_ip(text: str, context: Context) -> None:
@@ -212,7 +204,8 @@ class RelayAuthServicer(rpc.RelayAuthServicer):
         # A lease names who logged in from the address; a name that is no mailbox is a typo
         # that would open relaying for nobody's sake. open-smtp imports name no one.
         if not request.imported and not await self._is_mailbox(request.user):
-            await context.abort(grpc.StatusCode.NOT_FOUND, _cut(f"no mailbox {request.user}"))
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                status_details(f"no mailbox {request.user}"))
         lease = await self.leases.grant(request.ip, request.user, ttl or None,
                                         source=IMPORT if request.imported else MANUAL)
         log.info("lease granted", extra={"ip": lease.ip, "user": lease.user,
