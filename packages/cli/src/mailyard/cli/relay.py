@@ -22,10 +22,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from mailyard.api.relayauth.v1 import relayauth_pb2 as pb
 from mailyard.api.relayauth.v1 import relayauth_pb2_grpc as pb_grpc
 from mailyard.cli.endpoints import channel
+from mailyard.core.relaypolicy import MAX_LEASE_TTL
 
-# relay-auth's bound on a grant's --ttl (mailyard.relay_auth.leases.MAX_TTL), checked here
-# first so the command says so in one line
-MAX_LEASE_TTL = 366 * 86400
 _DECIDER = {pb.DECIDER_RULE: "rule", pb.DECIDER_LEASE: "lease",
             pb.DECIDER_DEFAULT: "default", pb.DECIDER_UNSPECIFIED: "-"}
 

@@ -22,6 +22,9 @@ RULES_FILE = "tcp.smtp"
 # qmail's out-of-the-box rule set: relay for loopback only, everybody else may connect and
 # deliver to local domains. Used while the "control" bucket holds no "tcp.smtp".
 DEFAULT_RULES = '127.:allow,RELAYCLIENT=""\n:allow\n'
+# a lease's own TTL at most, seconds (relay-auth's GrantLease and HTTP API, the CLI's
+# --ttl): a lease is for days, not for ever
+MAX_LEASE_TTL = 366 * 86400
 
 
 def lease_key(ip: IPAddress) -> str:

@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 MANUAL = "manual"
 IMPORT = "import"  # carried over from vpopmail's open-smtp, which names no user
 SOURCES = (MANUAL, IMPORT, "imap", "pop3")  # bounded: the label values of LEASES_GRANTED
-MAX_TTL = 366 * 86400  # a grant's own TTL, seconds: a lease is for days, not for ever
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,18 @@ from mailyard.api.relayauth.v1 import relayauth_pb2_grpc as rpc
 from mailyard.core.control import ControlView
 from mailyard.core.directory import DirectoryView, record_key
 from mailyard.core.errors import status_details
-from mailyard.core.relaypolicy import RULES_FILE, ActiveRules, client_address, decide, lease_key
+from mailyard.core.relaypolicy import (
+    MAX_LEASE_TTL,
+    RULES_FILE,
+    ActiveRules,
+    client_address,
+    decide,
+    lease_key,
+)
 from mailyard.core.tcprules import IPAddress, RuleError, RuleSet
 from mailyard.relay_auth import metrics
 from mailyard.relay_auth.auth import Authenticator
-from mailyard.relay_auth.leases import IMPORT, MANUAL, MAX_TTL, LeaseStore
+from mailyard.relay_auth.leases import IMPORT, MANUAL, LeaseStore
 from mailyard.relay_auth.pool import Busy
 from mailyard.relay_auth.throttle import Throttle
 
@@ -198,8 +205,8 @@ class RelayAuthServicer(rpc.RelayAuthServicer):
             await _invalid(context, "a lease needs a user")
         # seconds and nanos as sent: ToTimedelta() overflows on a Duration past its range
         ttl = request.ttl.seconds + request.ttl.nanos / 1e9 if request.HasField("ttl") else 0.0
-        if not 0 <= ttl <= MAX_TTL:
-            await _invalid(context, f"ttl must be positive and at most {MAX_TTL} seconds "
+        if not 0 <= ttl <= MAX_LEASE_TTL:
+            await _invalid(context, f"ttl must be positive and at most {MAX_LEASE_TTL} seconds "
                                     "(366 days)")
         # A lease names who logged in from the address; a name that is no mailbox is a typo
         # that would open relaying for nobody's sake. open-smtp imports name no one.

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mailyard.api.relayauth.v1 import relayauth_pb2 as pb
 from mailyard.core.http import http_context, to_json
-from mailyard.relay_auth.leases import MAX_TTL
+from mailyard.core.relaypolicy import MAX_LEASE_TTL
 from mailyard.relay_auth.server import RelayAuthServicer
 
 
@@ -29,7 +29,7 @@ class NewLease(BaseModel):
 
     ip: str = Field(max_length=64)
     user: str = Field(max_length=1024)
-    ttl: int | None = Field(default=None, gt=0, le=MAX_TTL, description="seconds")
+    ttl: int | None = Field(default=None, gt=0, le=MAX_LEASE_TTL, description="seconds")
 
 
 class Rules(BaseModel):
