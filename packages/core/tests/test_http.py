@@ -1,4 +1,5 @@
-"""The admin HTTP server: a taken port is an error at start, not a half-started process."""
+"""The admin HTTP server: a taken port is an error at start, not a half-started process;
+what one client may send (a body's size) is bounded."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ import urllib.error
 import urllib.request
 
 import pytest
+from fastapi import FastAPI
+from pydantic import BaseModel
 
 from mailyard.core.http import HttpServer, make_app
+from mailyard.core.limits import MAX_BODY
 
 
 async def test_a_taken_port_fails_the_start() -> None:
@@ -52,5 +56,90 @@ async def test_without_tokens_the_api_is_off_unless_on_loopback(host: str) -> No
         with pytest.raises(urllib.error.HTTPError) as refused:
             await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
         assert refused.value.code == 403
+    finally:
+        await server.stop()
+
+
+class Text(BaseModel):
+    text: str
+
+
+def _echo_app() -> FastAPI:
+    app = make_app("test", {})
+
+    @app.put("/api/echo")
+    async def echo(body: Text) -> dict[str, int]:
+        return {"length": len(body.text)}
+
+    return app
+
+
+async def _response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 response read off a raw connection: status, headers, body."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")[:-2]
+    headers = {name.lower(): value.strip() for name, _, value in
+               (line.partition(":") for line in lines)}
+    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return int(status_line.split()[1]), headers, body
+
+
+async def test_a_declared_body_past_the_limit_is_refused_before_it_is_read() -> None:
+    """Content-Length past MAX_BODY: 413 with a JSON reason at once, without waiting for
+    (or holding) a byte of the body. It was read whole into memory first (200 MB of JSON
+    took the process to 485 MB before the route refused it)."""
+    server = HttpServer(_echo_app(), "127.0.0.1", 0)
+    await server.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"PUT /api/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n" % (2 ** 30))
+        status, headers, body = await asyncio.wait_for(_response(reader), 10)
+        writer.close()
+        assert status == 413
+        assert headers["content-type"] == "application/json"
+        assert str(MAX_BODY) in json.loads(body)["detail"]
+    finally:
+        await server.stop()
+
+
+async def test_a_chunked_body_past_the_limit_is_refused_while_it_streams() -> None:
+    """Without a Content-Length the body is counted as it arrives: 413 once it passes
+    MAX_BODY, while the client may still be sending (it was read to the end, then parsed:
+    422 here, after 16 MB held in memory)."""
+    server = HttpServer(_echo_app(), "127.0.0.1", 0)
+    await server.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"PUT /api/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n")
+        answer = asyncio.create_task(_response(reader))
+        chunk = b"x" * 65536
+        sent = 0
+        while not answer.done() and sent < 4 * MAX_BODY:
+            writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            await writer.drain()
+            sent += len(chunk)
+        if not answer.done():
+            writer.write(b"0\r\n\r\n")
+        status, _, body = await asyncio.wait_for(answer, 10)
+        writer.close()
+        assert status == 413
+        assert str(MAX_BODY) in json.loads(body)["detail"]
+    finally:
+        await server.stop()
+
+
+async def test_a_body_within_the_limit_is_served() -> None:
+    server = HttpServer(_echo_app(), "127.0.0.1", 0)
+    await server.start()
+    try:
+        text = "x" * (MAX_BODY - 100)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{server.port}/api/echo", method="PUT",
+            data=json.dumps({"text": text}).encode(), headers={"Content-Type": "application/json"})
+        body = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(request, timeout=10).read())  # noqa: S310 (http://)
+        assert json.loads(body) == {"length": len(text)}
     finally:
         await server.stop()

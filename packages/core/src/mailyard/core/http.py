@@ -22,6 +22,7 @@ from google.protobuf.json_format import MessageToDict
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 from mailyard.core import auth
+from mailyard.core.limits import BodyLimit
 from mailyard.core.settings import is_loopback
 
 ReadinessCheck = Callable[[], Awaitable[bool] | bool]
@@ -38,6 +39,7 @@ def make_app(service: str, checks: dict[str, ReadinessCheck] | None = None,
     checks = checks or {}
     tokens = auth.Tokens.load(tokens_file) if tokens_file is not None else None
     local_only = tokens is None and not is_loopback(host)
+    app.add_middleware(BodyLimit)  # inside admin_api: a client without a token gets 401
 
     @app.middleware("http")
     async def admin_api(request: Request,
