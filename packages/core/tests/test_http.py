@@ -143,3 +143,75 @@ async def test_a_body_within_the_limit_is_served() -> None:
         assert json.loads(body) == {"length": len(text)}
     finally:
         await server.stop()
+
+
+async def _closed_with_408(reader: asyncio.StreamReader) -> bool:
+    status, _, body = await _response(reader)
+    return (status == 408 and "0.5 s" in json.loads(body)["detail"]
+            and await reader.read() == b"")
+
+
+@pytest.mark.parametrize("sent", [
+    b"",
+    b"GET /healthz HTTP/1.1\r\nHost: t\r\n",
+    b"PUT /api/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 100\r\n\r\n{\"text\": \"",
+], ids=["nothing", "half-headers", "half-body"])
+async def test_a_request_that_does_not_arrive_in_time_is_closed(sent: bytes) -> None:
+    """A client must send its request, headers and body, within request_timeout: uvicorn
+    timed only a kept-alive connection that sent nothing more, so a client sending a
+    header line (or a byte of body) now and then held its connection, and its share of
+    max_connections, for ever (slowloris)."""
+    server = HttpServer(_echo_app(), "127.0.0.1", 0, request_timeout=0.5)
+    await server.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(sent)
+        assert await asyncio.wait_for(_closed_with_408(reader), 10)
+        writer.close()
+    finally:
+        await server.stop()
+
+
+async def test_the_next_request_on_a_kept_connection_is_timed_too() -> None:
+    server = HttpServer(_echo_app(), "127.0.0.1", 0, request_timeout=0.5)
+    await server.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        status, _, _ = await asyncio.wait_for(_response(reader), 10)
+        assert status == 200
+        writer.write(b"GET /healthz HTTP/1.1\r\n")  # within uvicorn's keep-alive timeout
+        assert await asyncio.wait_for(_closed_with_408(reader), 10)
+        writer.close()
+    finally:
+        await server.stop()
+
+
+async def _status(port: int) -> int:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    status, _, _ = await asyncio.wait_for(_response(reader), 10)
+    writer.close()
+    return status
+
+
+async def test_past_max_connections_a_request_gets_503() -> None:
+    """Open connections are bounded (uvicorn's limit_concurrency): past max_connections a
+    request is answered 503 and its connection closed; there was no bound at all."""
+    server = HttpServer(_echo_app(), "127.0.0.1", 0, max_connections=3)
+    await server.start()
+    try:
+        idle = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(3)]
+        statuses = [await _status(server.port) for _ in range(20)]
+        assert 503 in statuses  # the server may see the idle ones after the first request
+        for _, writer in idle:
+            writer.close()
+        for _ in range(100):  # until the server has seen them go
+            if await _status(server.port) == 200:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("still 503 after the idle connections closed")
+    finally:
+        await server.stop()

@@ -22,7 +22,7 @@ from google.protobuf.json_format import MessageToDict
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 from mailyard.core import auth
-from mailyard.core.limits import BodyLimit
+from mailyard.core.limits import MAX_CONNECTIONS, REQUEST_TIMEOUT, BodyLimit, TimedH11
 from mailyard.core.settings import is_loopback
 
 ReadinessCheck = Callable[[], Awaitable[bool] | bool]
@@ -129,9 +129,13 @@ class _QuietServer(uvicorn.Server):
 class HttpServer:
     """uvicorn inside the service's own event loop, stopped with the service."""
 
-    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+    def __init__(self, app: FastAPI, host: str, port: int, *,
+                 max_connections: int = MAX_CONNECTIONS,
+                 request_timeout: float = REQUEST_TIMEOUT) -> None:
+        protocol = type("TimedH11", (TimedH11,), {"request_timeout": request_timeout})
         config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
-                                lifespan="off")
+                                lifespan="off", http=protocol,
+                                limit_concurrency=max_connections)
         self.server = _QuietServer(config)
         self._task: asyncio.Task[None] | None = None
 

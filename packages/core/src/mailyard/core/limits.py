@@ -3,16 +3,29 @@
 The largest request either plane takes is a control file or a tcp.smtp (one KV message,
 at most nats-server's max_payload: 1 MiB by default) or a list's members, so a request
 body may be as large as a gRPC message by default (4 MiB), and no larger.
+
+uvicorn bounds neither the number of connections nor the time a client takes to send its
+request (it times only a kept-alive connection on which nothing more arrives): here past
+MAX_CONNECTIONS a request gets 503, and a request (headers and body) that has not arrived
+within REQUEST_TIMEOUT gets 408 and its connection is closed. Prometheus, the probes and
+an operator's scripts need a handful of connections and send a request at once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+
+import h11
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 MAX_BODY = 4 * 1024 * 1024
+MAX_CONNECTIONS = 100  # uvicorn's limit_concurrency: connections (or requests) at once
+REQUEST_TIMEOUT = 30.0  # seconds from a connection or the last response to a whole request
 
 
 class BodyLimit:
@@ -44,3 +57,44 @@ class BodyLimit:
             return message
 
         await self.app(scope, counted, send)
+
+
+class TimedH11(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with REQUEST_TIMEOUT: a client sending a header line (or
+    a byte of body) now and then held its connection, and a share of MAX_CONNECTIONS, for
+    ever (slowloris). HttpServer makes a subclass with its own request_timeout."""
+
+    request_timeout = REQUEST_TIMEOUT
+    _late: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._time_request()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._time_request()  # the next request on a kept connection has the same time
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self._late is not None:
+            self._late.cancel()
+
+    def _time_request(self) -> None:
+        if self._late is not None:
+            self._late.cancel()
+        if not self.transport.is_closing():
+            self._late = self.loop.call_later(self.request_timeout, self._request_late)
+
+    def _request_late(self) -> None:
+        # Only a request still arriving is late: one being answered is the app's business.
+        if self.transport.is_closing() or self.conn.their_state not in (h11.IDLE,
+                                                                          h11.SEND_BODY):
+            return
+        if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):  # nothing answered yet
+            body = json.dumps({"detail": "the request did not arrive within "
+                                         f"{self.request_timeout:g} s"}).encode()
+            self.transport.write(b"HTTP/1.1 408 Request Timeout\r\n"
+                                 b"content-type: application/json\r\nconnection: close\r\n"
+                                 b"content-length: %d\r\n\r\n%s" % (len(body), body))
+        self.transport.close()
