@@ -11,18 +11,25 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from mailyard.core import auth
+from mailyard.core.limits import MAX_BODY, MAX_IDLE, MAX_RPCS
 
 Registration = tuple[Callable[[Any, grpc.aio.Server], None], Any, str]  # add_fn, servicer, name
 
 
 class GrpcServer:
     def __init__(self, host: str, port: int, services: Sequence[Registration],
-                 tokens_file: Path | None = None) -> None:
+                 tokens_file: Path | None = None, *, max_rpcs: int = MAX_RPCS,
+                 max_idle: float = MAX_IDLE) -> None:
         """tokens_file: the admin plane's token table (mailyard.core.auth); without one
-        the server may only listen on loopback."""
+        the server may only listen on loopback. Past max_rpcs calls at once a call fails
+        RESOURCE_EXHAUSTED; a connection without a call for max_idle seconds is closed
+        (core.limits)."""
         tokens = auth.server_tokens(tokens_file, host, f"gRPC {host}:{port}")
         self.server = grpc.aio.server(
-            options=[("grpc.so_reuseport", 0)],
+            options=[("grpc.so_reuseport", 0),
+                     ("grpc.max_receive_message_length", MAX_BODY),
+                     ("grpc.max_connection_idle_ms", int(max_idle * 1000))],
+            maximum_concurrent_rpcs=max_rpcs,
             interceptors=[auth.AuthInterceptor(tokens)] if tokens else None)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

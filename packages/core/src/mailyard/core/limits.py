@@ -26,6 +26,14 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 MAX_BODY = 4 * 1024 * 1024
 MAX_CONNECTIONS = 100  # uvicorn's limit_concurrency: connections (or requests) at once
 REQUEST_TIMEOUT = 30.0  # seconds from a connection or the last response to a whole request
+# gRPC calls at once, per server: grpc.aio held every call of a flood (a task and its
+# buffers, ~20 KB; a queue Watch also a NATS subscription and up to 10,000 events). An
+# ingress holds at most 64 relay checks and 256 AUTH calls (relay-auth refuses AUTH past
+# its pool's queue at once), so even dozens of replicas stay far below.
+MAX_RPCS = 10_000
+# Seconds a gRPC connection with no call stays open (the client connects again on its next
+# call): an idle HTTP/2 connection costs ~14 KB and a descriptor, and was kept for ever.
+MAX_IDLE = 300.0
 
 
 class BodyLimit:
