@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from pydantic import BaseModel
 
 from mailyard.core.http import HttpServer, make_app
@@ -213,5 +213,36 @@ async def test_past_max_connections_a_request_gets_503() -> None:
             await asyncio.sleep(0.05)
         else:
             raise AssertionError("still 503 after the idle connections closed")
+    finally:
+        await server.stop()
+
+
+async def test_a_client_that_does_not_take_its_answer_is_cut_off() -> None:
+    """A client that asks for a large answer and then reads nothing: the answer's rest
+    waited in the server's buffer for as long as the client kept its window shut, and held
+    the connection, its request and its share of max_connections. Now a connection on which
+    nothing could be sent for request_timeout is aborted."""
+    app = _echo_app()
+
+    @app.get("/api/big")
+    async def big() -> Response:
+        return Response(b"x" * 32 * 1024 * 1024)
+
+    server = HttpServer(app, "127.0.0.1", 0, max_connections=2, request_timeout=0.5)
+    await server.start()
+    try:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", server.port))
+        sock.sendall(b"GET /api/big HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert await asyncio.to_thread(sock.recv, 15) == b"HTTP/1.1 200 OK"  # then no more
+        for _ in range(200):  # until the server has given up on it
+            if await _status(server.port) == 200:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("503 while the silent reader is connected")
+        sock.close()
     finally:
         await server.stop()

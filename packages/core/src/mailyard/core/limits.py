@@ -6,9 +6,10 @@ body may be as large as a gRPC message by default (4 MiB), and no larger.
 
 uvicorn bounds neither the number of connections nor the time a client takes to send its
 request (it times only a kept-alive connection on which nothing more arrives): here past
-MAX_CONNECTIONS a request gets 503, and a request (headers and body) that has not arrived
-within REQUEST_TIMEOUT gets 408 and its connection is closed. Prometheus, the probes and
-an operator's scripts need a handful of connections and send a request at once.
+MAX_CONNECTIONS a request gets 503, a request (headers and body) that has not arrived
+within REQUEST_TIMEOUT gets 408 and its connection is closed, and a connection on which
+nothing could be sent for REQUEST_TIMEOUT is aborted. Prometheus, the probes and an
+operator's scripts need a handful of connections, send a request at once and read.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 MAX_BODY = 4 * 1024 * 1024
 MAX_CONNECTIONS = 100  # uvicorn's limit_concurrency: connections (or requests) at once
-REQUEST_TIMEOUT = 30.0  # seconds from a connection or the last response to a whole request
+REQUEST_TIMEOUT = 30.0  # seconds to send a whole request, and to take a part of an answer
 # gRPC calls at once, per server: grpc.aio held every call of a flood (a task and its
 # buffers, ~20 KB; a queue Watch also a NATS subscription and up to 10,000 events). An
 # ingress holds at most 64 relay checks and 256 AUTH calls (relay-auth refuses AUTH past
@@ -74,6 +75,7 @@ class TimedH11(H11Protocol):
 
     request_timeout = REQUEST_TIMEOUT
     _late: asyncio.TimerHandle | None = None
+    _stalled: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -85,8 +87,23 @@ class TimedH11(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
-        if self._late is not None:
-            self._late.cancel()
+        for timer in (self._late, self._stalled):
+            if timer is not None:
+                timer.cancel()
+
+    # A client that takes none of its answer for request_timeout is cut off: the rest
+    # waited in our buffer for as long as it kept its window shut (closing waits for it
+    # too), holding the connection, the request's task and the answer.
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._stalled is None:
+            self._stalled = self.loop.call_later(self.request_timeout, self.transport.abort)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
 
     def _time_request(self) -> None:
         if self._late is not None:
