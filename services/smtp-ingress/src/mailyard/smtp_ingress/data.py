@@ -107,6 +107,7 @@ async def commit(s: Session, body: MessageBody, started: float) -> None:
     log.info("accepted", extra={"queue_id": qid, "client_ip": s.ip, "size": size,
                                 "recipients": len(tx.recipients)})
     s.reply(replies.queued(qid))
+    s.errors = s.junk = 0  # Postfix forgives a client's errors once it delivered a message
 
 
 def lines_of(decoder: DataDecoder, ours: bytes, body: MessageBody) -> Lines | None:

@@ -46,7 +46,14 @@ async def rcpt(s: Session, arg: str) -> bool:
     verdict = await policy.run("rcpt", s, only)
     tx.candidate = None
     if not verdict.accepted:
-        s.reject(verdict.reply, verdict.reason)
+        # recipients past MAX_RECIPIENTS are sent again in another transaction (RFC 5321
+        # 4.5.3.1.10): no error, or a big mailing would be cut with its accepted
+        # recipients, unless the client goes on far past it (Postfix's overshoot limit)
+        over = verdict.reason == "too_many_recipients"
+        if over:
+            tx.overshoot += 1
+        s.reject(verdict.reply, verdict.reason,
+                 error=not over or tx.overshoot > s.settings.rcpt_overshoot_limit)
         return True
     tx.recipients.append(path.address)
     s.reply(replies.RCPT_OK)

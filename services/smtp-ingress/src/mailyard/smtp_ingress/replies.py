@@ -21,6 +21,12 @@ SHUTTING_DOWN = "421 4.3.2 service shutting down, try again later"
 INTERNAL_ERROR = "421 4.3.0 internal error, closing connection"
 TIMEOUT = "451 4.4.2 timeout"
 
+
+def too_many_errors(me: str) -> str:
+    """HARD_ERROR_LIMIT reached (Postfix's smtpd_hard_error_limit, in its words)."""
+    return f"421 4.7.0 {me} Error: too many errors"
+
+
 # -- command lines -------------------------------------------------------------------------
 
 BARE_LF_COMMAND = "500 5.5.2 bare LF or CR in command, see https://cr.yp.to/docs/smtplf.html"

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 CRLF = b"\r\n"
+# Postfix's junk commands: harmless once, but a client sending nothing else would hold its
+# slot until IDLE_TIMEOUT; past JUNK_COMMAND_LIMIT each counts as an error
+JUNK = frozenset({"HELO", "EHLO", "NOOP", "RSET", "VRFY", "HELP"})
 
 
 class Session:
@@ -46,6 +49,8 @@ class Session:
         self.esmtp = False
         self.auth_user = ""
         self.auth_failures = 0
+        self.errors = 0  # refused commands and recipients since the last accepted message
+        self.junk = 0    # JUNK commands, as long
         self.client: ra.CheckClientResponse | None = None  # None: relay-auth did not answer
         self.dnsbl: asyncio.Task[Listing | None] | None = None
         self.ptr: asyncio.Task[str] | None = None
@@ -169,9 +174,11 @@ class Session:
             self.reject(replies.BAD_UTF8, "syntax")
             return None
 
-    def reject(self, reply: str, reason: str) -> None:
+    def reject(self, reply: str, reason: str, error: bool = True) -> None:
         REJECTIONS.labels(reason).inc()
         self.reply(reply)
+        if error:
+            self.errors += 1
 
     def discard_input(self) -> None:
         """STARTTLS: whatever the client sent in clear after the command must not survive
@@ -200,9 +207,11 @@ class Session:
         try:
             if await ehlo.greet(self):
                 while True:
+                    slow = self.errors >= self.settings.soft_error_limit
                     text = await self.text_line(self.settings.max_line)
                     if text is not None and not await self.command(text):
                         break
+                    await self.error_limits(slow)
         except IdleTimeout:
             self.reject(replies.TIMEOUT, "timeout")
         except Close as close:
@@ -222,11 +231,29 @@ class Session:
     async def command(self, text: str) -> bool:
         """Handle one command; False ends the session."""
         verb, _, arg = text.partition(" ")
-        handler = COMMANDS.get(verb.upper())
+        verb = verb.upper()
+        handler = COMMANDS.get(verb)
         if handler is None:
             self.reject(replies.UNIMPLEMENTED, "unknown_command")
             return True
+        if verb in JUNK:
+            self.junk += 1
+            if self.junk > self.settings.junk_command_limit:
+                self.errors += 1
         return await handler(self, arg)
+
+    async def error_limits(self, slow: bool) -> None:
+        """Postfix's smtpd_hard_error_limit and smtpd_soft_error_limit, after a command:
+        at the hard limit, 421 and close (a dictionary attack ends there too); `slow` (the
+        soft limit was reached before it) holds its reply back ERROR_SLEEP_TIME, as
+        Postfix's sleep before each reply."""
+        if self.errors >= self.settings.hard_error_limit:
+            log.info("too many errors, session closed",
+                     extra={"client_ip": self.ip, "listener": self.listener.name,
+                            "errors": self.errors, "helo": self.helo[:100]})
+            raise Close(replies.too_many_errors(self.app.me()), "too_many_errors")
+        if slow and self.settings.error_sleep_time:
+            await asyncio.sleep(self.settings.error_sleep_time)
 
     async def close(self) -> None:
         if self._timer is not None:

@@ -66,6 +66,18 @@ class Settings(ServiceSettings):
     min_data_rate: float = Field(default=512.0, ge=0)
     data_rate_grace: float = Field(default=30.0, ge=0)
     max_recipients: int = Field(default=100, ge=100)
+    # Postfix's error limits. A client's errors (refused commands and recipients) count
+    # until it gets a message accepted; from SOFT_ERROR_LIMIT on each reply waits
+    # ERROR_SLEEP_TIME, at HARD_ERROR_LIMIT it gets 421 and is cut, relay clients and AUTH
+    # users alike. NOOP, RSET, VRFY, HELP, HELO and EHLO past JUNK_COMMAND_LIMIT count as
+    # errors, so a flood of them cannot hold a slot until IDLE_TIMEOUT. A 452 for a
+    # recipient past MAX_RECIPIENTS is no error (the client sends it again later) unless a
+    # transaction has more than RCPT_OVERSHOOT_LIMIT of them.
+    soft_error_limit: int = Field(default=10, ge=0)
+    hard_error_limit: int = Field(default=20, ge=1)
+    error_sleep_time: float = Field(default=1.0, ge=0, le=10)
+    junk_command_limit: int = Field(default=100, ge=0)
+    rcpt_overshoot_limit: int = Field(default=1000, ge=0)
     max_auth_failures: int = Field(default=3, ge=1)
     max_line: int = Field(default=2048, ge=512)        # command lines (with ESMTP params)
     max_auth_line: int = Field(default=12288, ge=512)  # RFC 4954 section 4

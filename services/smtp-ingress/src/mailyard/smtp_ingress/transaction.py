@@ -21,6 +21,7 @@ class Transaction:
     body_8bit: bool = False
     smtputf8: bool = False
     recipients: list[str] = field(default_factory=list)
+    overshoot: int = 0             # RCPTs refused past MAX_RECIPIENTS
     candidate: Path | None = None   # the RCPT being checked
     body: MessageBody | None = None  # from DATA on: the message, without our Received:
     real_size: int = 0
