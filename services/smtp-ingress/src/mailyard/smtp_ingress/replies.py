@@ -7,6 +7,8 @@ names, so changing a text here changes it everywhere it is sent and checked.
 
 from __future__ import annotations
 
+from mailyard.smtp_ingress.message_body import HEAD
+
 # -- connection ----------------------------------------------------------------------------
 
 
@@ -134,7 +136,7 @@ RCPTHOSTS = "553 5.7.1 sorry, that domain isn't in my list of allowed rcpthosts"
 BADMAILFROM = "553 5.7.1 sorry, your envelope sender is in my badmailfrom list"
 DATABYTES = "552 5.3.4 sorry, that message size exceeds my databytes limit"
 HOPS = "554 5.4.6 too many hops, this message is looping"
-HEADER_TOO_LARGE = "552 5.6.0 sorry, the header of this message is larger than 65536 octets"
+HEADER_TOO_LARGE = f"552 5.6.0 sorry, the header of this message is larger than {HEAD} octets"
 UNKNOWN_USER = "550 5.1.1 sorry, no mailbox here by that name"
 TOO_MANY_RCPTS = "452 4.5.3 too many recipients"
 UNAVAILABLE = "451 4.3.0 temporary failure, try again later"
