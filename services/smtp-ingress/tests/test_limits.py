@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
-from ingress_helpers import Client, MakeIngress, committed, session
+from ingress_helpers import Client, MakeIngress, committed, session, wait_for
 
 from mailyard.smtp_ingress import replies as R
 from mailyard.smtp_ingress.server import Ingress
+from mailyard.smtp_ingress.session import Session
 
 
 async def test_per_ip_and_total_connection_limits(make_ingress: MakeIngress) -> None:
@@ -133,3 +135,49 @@ async def test_pregreet_talker_is_refused_and_counted(make_ingress: MakeIngress)
     await submission.send("EHLO client.test\r\n")
     assert await submission.reply() == R.greeting("mx.test")
     assert refused() == before + 1
+
+
+async def _deaf_session(ingress: Ingress) -> tuple[asyncio.StreamWriter, Session]:
+    """A client that reads nothing (a small window, and its transport reads nothing: asyncio
+    would take 128 KB into memory first), and its session. The kernel's part of the
+    server side fixed small: its own tuning gives it megabytes."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: the window
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", ingress.ports["smtp"]))
+    _, writer = await asyncio.open_connection(sock=sock)
+    writer.transport.pause_reading()
+    writer.write(b"EHLO client.test\r\n")
+    await wait_for(lambda: len(ingress.sessions) == 1)
+    session = next(iter(ingress.sessions.values()))
+    assert session is not None
+    session.writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF,
+                                                       8192)
+    return writer, session
+
+
+async def test_a_client_that_reads_no_replies_loses_its_slot(make_ingress: MakeIngress) -> None:
+    """Replies go out before each read. A client that pipelines commands and reads none of
+    their replies (its window shut) held its session in that write for ever: the idle
+    timeout watched only reads, so not even the 451 timeout ended it. Writes wait at most
+    IDLE_TIMEOUT too, then the connection is dropped (nothing more can reach the client)."""
+    ingress = await make_ingress(idle_timeout=0.5, junk_command_limit=10**6)
+    writer, session = await _deaf_session(ingress)
+    writer.write(b"HELP\r\n" * 4000)  # 184 KB of replies: past the buffers
+    await wait_for(lambda: not ingress.sessions)  # gone, and its connection slot with it
+    assert ingress.limits.total == 0
+    await wait_for(lambda: session.writer.get_extra_info("socket").fileno() == -1)
+    writer.transport.abort()
+
+
+async def test_last_replies_a_client_never_reads_do_not_keep_the_socket(
+        make_ingress: MakeIngress) -> None:
+    """Replies left in the transport at the end (QUIT after pipelined commands, the client
+    reading nothing) kept the socket open for ever after the session: the close waited
+    for them without a bound. It now waits as long as a write may, then drops them."""
+    ingress = await make_ingress(idle_timeout=0.5, junk_command_limit=10**6)
+    writer, session = await _deaf_session(ingress)
+    writer.write(b"HELP\r\n" * 1000 + b"QUIT\r\n")  # 46 KB of replies: the write does
+    await wait_for(lambda: not ingress.sessions)        # not wait (the mark is 64 KB)
+    await wait_for(lambda: session.writer.get_extra_info("socket").fileno() == -1)
+    writer.transport.abort()

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, TypeVar
 
 from mailyard.api.relayauth.v1 import relayauth_pb2 as ra
 from mailyard.smtp_ingress import auth, data, ehlo, mail, rcpt, replies
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 CRLF = b"\r\n"
+T = TypeVar("T")
 # Postfix's junk commands: harmless once, but a client sending nothing else would hold its
 # slot until IDLE_TIMEOUT; past JUNK_COMMAND_LIMIT each counts as an error
 JUNK = frozenset({"HELO", "EHLO", "NOOP", "RSET", "VRFY", "HELP"})
@@ -57,11 +59,11 @@ class Session:
         self.admitted = False  # counted against the per-IP limit (limits.py)
         self.tx: Transaction | None = None
         self.committing = False  # a graceful stop waits for these sessions
-        # the read timeout (see read_chunk): one timer per session, not one per read
+        # the read and write timeout (see _timed): one timer per session, not one per read
         self.loop = asyncio.get_running_loop()
         self.deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
-        self._reader_task: asyncio.Task[object] | None = None  # set while a read waits
+        self._waiter: asyncio.Task[object] | None = None  # set while a read or write waits
         self._expired = False
 
     # -- output ----------------------------------------------------------------------------
@@ -70,11 +72,18 @@ class Session:
         self.out += text.encode("utf-8", "replace") + CRLF
 
     async def flush(self) -> None:
+        """Send the queued replies. The write waits at most IDLE_TIMEOUT, as qmail-smtpd's
+        writes do: a client that pipelines commands and reads no reply (its window shut)
+        held the session in drain() for ever. Then the connection is dropped (aborted:
+        nothing more reaches such a client, not even a 451)."""
         if self.out:
             self.writer.write(bytes(self.out))
             self.out.clear()
             try:
-                await self.writer.drain()
+                await self._timed(self.writer.drain(), self.settings.idle_timeout)
+            except IdleTimeout:
+                self.writer.transport.abort()
+                raise Disconnect from None
             except (ConnectionError, RuntimeError) as exc:
                 raise Disconnect from exc
 
@@ -84,25 +93,31 @@ class Session:
         """Read more input; replies queued so far go out first (the pipelining flush).
         IdleTimeout if nothing came within `timeout` seconds."""
         await self.flush()
-        self._arm(timeout)
-        self._reader_task = asyncio.current_task()
         try:
-            chunk = await self.reader.read(65536)
+            chunk = await self._timed(self.reader.read(65536), timeout)
+        except (ConnectionError, OSError) as exc:
+            raise Disconnect from exc
+        if not chunk:
+            raise Disconnect
+        return chunk
+
+    async def _timed(self, waiting: Awaitable[T], timeout: float) -> T:
+        """Await a read or a write under the session's timer; IdleTimeout if it is not
+        done within `timeout` seconds."""
+        self._arm(timeout)
+        self._waiter = asyncio.current_task()
+        try:
+            return await waiting
         except asyncio.CancelledError:
             if not self._expired:
                 raise
             self._expired = False
-            assert self._reader_task is not None
-            if self._reader_task.uncancel() > 0:  # a graceful stop as well: that wins
+            assert self._waiter is not None
+            if self._waiter.uncancel() > 0:  # a graceful stop as well: that wins
                 raise
             raise IdleTimeout from None
-        except (ConnectionError, OSError) as exc:
-            raise Disconnect from exc
         finally:
-            self._reader_task = None
-        if not chunk:
-            raise Disconnect
-        return chunk
+            self._waiter = None
 
     def _arm(self, timeout: float) -> None:
         """asyncio.timeout() around every read was an eighth of a connection's cost (a
@@ -119,15 +134,15 @@ class Session:
 
     def _expire(self) -> None:
         self._timer = None
-        task = self._reader_task
+        task = self._waiter
         if task is None:
-            return  # not reading now: the next read arms the timer again
+            return  # not reading or writing now: the next read arms the timer again
         if self.deadline - self.loop.time() > 0.001:  # a read since moved the deadline
             self._timer = self.loop.call_at(self.deadline, self._expire)
             return
-        # as asyncio.timeout does: cancel the waiting read, read_chunk turns it into
+        # as asyncio.timeout does: cancel the waiting read, _timed turns it into
         # IdleTimeout. The task is suspended in that read (it would have cleared
-        # _reader_task otherwise), so the cancellation lands there and nowhere else.
+        # _waiter otherwise), so the cancellation lands there and nowhere else.
         self._expired = True
         task.cancel()
 
@@ -256,26 +271,34 @@ class Session:
             await asyncio.sleep(self.settings.error_sleep_time)
 
     async def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         for task in (self.dnsbl, self.ptr):
             if task is not None and not task.done():
                 task.cancel()
-        with contextlib.suppress(Disconnect, Exception):
-            await self.flush()
-        self.writer.close()
+        try:
+            with contextlib.suppress(Disconnect, Exception):
+                await self.flush()
+        finally:
+            if self._timer is not None:  # armed by that flush as well
+                self._timer.cancel()
+                self._timer = None
+            self.writer.close()
 
     async def wait_closed(self) -> None:
         """The transport's last bytes gone. Awaited after the session gave back its
         connection slots: a client that got its 221 reconnects at once, and must not find
-        its old connection still counted against the per-IP limit."""
-        with contextlib.suppress(Exception):
+        its old connection still counted against the per-IP limit. Bytes a client does not
+        read within 5 s (IDLE_TIMEOUT if shorter) are dropped: the transport would keep
+        the socket open for them for ever."""
+        try:
             if not self.tls and not self.writer.transport.get_write_buffer_size():
                 await self.writer.wait_closed()  # plain TCP, nothing left to send: the
                 return                           # loop's next turn closes it
-            async with asyncio.timeout(5):
+            async with asyncio.timeout(min(5.0, self.settings.idle_timeout)):
                 await self.writer.wait_closed()
+        except TimeoutError:
+            self.writer.transport.abort()
+        except Exception:
+            pass
 
 
 def tls_description(writer: asyncio.StreamWriter) -> str:
