@@ -6,6 +6,7 @@ import asyncio
 import socket
 from typing import Any
 
+import pytest
 from ingress_helpers import Client, MakeIngress, committed, session, wait_for
 
 from mailyard.smtp_ingress import replies as R
@@ -156,6 +157,7 @@ async def _deaf_session(ingress: Ingress) -> tuple[asyncio.StreamWriter, Session
     return writer, session
 
 
+@pytest.mark.both_loops
 async def test_a_client_that_reads_no_replies_loses_its_slot(make_ingress: MakeIngress) -> None:
     """Replies go out before each read. A client that pipelines commands and reads none of
     their replies (its window shut) held its session in that write for ever: the idle
@@ -170,6 +172,7 @@ async def test_a_client_that_reads_no_replies_loses_its_slot(make_ingress: MakeI
     writer.transport.abort()
 
 
+@pytest.mark.both_loops
 async def test_last_replies_a_client_never_reads_do_not_keep_the_socket(
         make_ingress: MakeIngress) -> None:
     """Replies left in the transport at the end (QUIT after pipelined commands, the client
