@@ -79,6 +79,8 @@ class Session:
         if self.out:
             self.writer.write(bytes(self.out))
             self.out.clear()
+            if not self.writer.transport.get_write_buffer_size():
+                return  # the socket took it all (the usual case): nothing to wait for
             try:
                 await self._timed(self.writer.drain(), self.settings.idle_timeout)
             except IdleTimeout:
@@ -226,7 +228,8 @@ class Session:
                     text = await self.text_line(self.settings.max_line)
                     if text is not None and not await self.command(text):
                         break
-                    await self.error_limits(slow)
+                    if slow or self.errors:  # nothing to do for a client without errors
+                        await self.error_limits(slow)
         except IdleTimeout:
             self.reject(replies.TIMEOUT, "timeout")
         except Close as close:
