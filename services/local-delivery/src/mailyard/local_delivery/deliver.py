@@ -11,6 +11,7 @@ Replies keep qmail's wording with the enhanced code in "(#x.y.z)", since people 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import re
 import time
@@ -41,6 +42,7 @@ MAX_HOPS = 100
 LOOPING = "This message is looping: it already has my Delivered-To line. (#5.4.6)"
 TOO_MANY_HOPS = "too many hops, this message is looping (#5.4.6)"
 OVER_QUOTA = "The user you are trying to reach is over quota. (#{code})"
+SYMLINK = "Unable to deliver: the mailbox holds a symbolic link; not followed. (#4.3.0)"
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _HOP_LINE = re.compile(rb"^(received|delivered-to):", re.IGNORECASE | re.MULTILINE)
 _DELIVERED_TO = re.compile(rb"^delivered-to:[ \t]*(.*?)\r?$", re.IGNORECASE | re.MULTILINE)
@@ -172,6 +174,12 @@ class Deliverer:
         try:
             return await loop.run_in_executor(self._pool, self._write, path, limits, parts)
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                # Someone who can write into the maildir put a symbolic link where a folder
+                # or maildirsize belongs (to have root write there): kept in the queue.
+                log.error("symbolic link in the maildir, not followed: %s (%s)", path,
+                          exc.filename, extra={"queue_id": job.queue_id})
+                return Outcome.OUTCOME_DEFERRED, SYMLINK, "4.3.0"
             # A full or broken volume is temporary, as for qmail-local: nothing is in new/.
             log.warning("maildir write failed: %s", exc, extra={"queue_id": job.queue_id})
             return (Outcome.OUTCOME_DEFERRED,
@@ -181,17 +189,16 @@ class Deliverer:
     def _write(self, path: Path, limits: quota.Quota,
                parts: list[bytes]) -> tuple[int, str, str] | None:
         size = sum(len(p) for p in parts)
-        if limits.enabled:
-            maildir.ensure(self.root, path, self.owner)
-            if quota.over(path, limits, size, self.owner):
+        with maildir.opened(self.root, path, self.owner) as box:
+            if limits.enabled and quota.over(box, limits, size, self.owner):
                 metrics.QUOTA_REFUSALS.inc()
                 # Deferring waits for room; one larger than the quota would wait in vain for
                 # queuelifetime before its sender heard.
                 if self.settings.over_quota == "defer" and not limits.never_fits(size):
                     return Outcome.OUTCOME_DEFERRED, OVER_QUOTA.format(code="4.2.2"), "4.2.2"
                 return Outcome.OUTCOME_FAILED, OVER_QUOTA.format(code="5.2.2"), "5.2.2"
-        _, written = maildir.deliver(self.root, path, parts, self.owner)
-        if limits.enabled:
-            quota.add(path, written)
+            _, written = maildir.deliver(box, parts, self.owner)
+            if limits.enabled:
+                quota.add(box, written)
         metrics.DELIVERED_BYTES.inc(written)
         return None

@@ -12,14 +12,21 @@ grew past 5120 bytes, and when it says "over quota" but has more than one usage 
 older than 15 minutes (a message counted twice by a delivery racing a rebuild, mail removed
 by a client that does not update maildirsize). Every folder counts, Trash included
 (Dovecot's default); message sizes come from ",S=<size>" in the file name, else from stat().
+
+Each function takes the maildir as a path or as a descriptor from maildir.opened() (as
+local-delivery does); either way no symbolic link inside it is followed: a maildirsize or a
+tmp/ that is one fails with ELOOP (read() answers None only for a file it could read), and a
+folder that is one is not counted.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +36,7 @@ FILE = "maildirsize"
 MAX_FILE_SIZE = 5120
 STALE_SECONDS = 15 * 60
 _SIZE_RE = re.compile(r",S=(\d+)")
+Maildir = Path | int  # a maildir's path, or a descriptor of it from maildir.opened()
 
 
 @dataclass(frozen=True)
@@ -59,19 +67,39 @@ class Quota:
         return bool(self.bytes and size > self.bytes)
 
 
-def read(path: Path, quota: Quota) -> tuple[int, int] | None:
+@contextlib.contextmanager
+def _folder(where: Maildir) -> Iterator[int]:
+    """A descriptor of the maildir (the caller's own when given one)."""
+    if isinstance(where, int):
+        yield where
+        return
+    fd = os.open(where, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def read(where: Maildir, quota: Quota) -> tuple[int, int] | None:
     """(bytes, messages) from an up-to-date maildirsize, or None when it must be rebuilt."""
-    got = _read(path, quota)
+    with _folder(where) as fd:
+        got = _read(fd, quota)
     return got[:2] if got is not None else None
 
 
-def _read(path: Path, quota: Quota) -> tuple[int, int, int] | None:
+def _read(box: int, quota: Quota) -> tuple[int, int, int] | None:
     """read(), plus the number of usage lines."""
     try:
-        with open(path / FILE, "rb") as f:
-            raw = f.read(MAX_FILE_SIZE + 1)
-    except OSError:
+        fd = os.open(FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=box)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise  # a symbolic link: rebuilding would only replace it, and hide who did
         return None
+    with open(fd, "rb") as f:
+        try:
+            raw = f.read(MAX_FILE_SIZE + 1)
+        except OSError:
+            return None
     if len(raw) > MAX_FILE_SIZE:
         return None
     lines = raw.decode("ascii", "replace").split("\n")
@@ -93,71 +121,101 @@ def _read(path: Path, quota: Quota) -> tuple[int, int, int] | None:
     return used_bytes, used_messages, count
 
 
-def _folders(path: Path) -> list[Path]:
-    found = [path]
-    with contextlib.suppress(OSError), os.scandir(path) as entries:
-        found += [Path(e.path) for e in entries
-                  if e.name.startswith(".") and e.name not in (".", "..") and e.is_dir()]
+def _folders(box: int) -> list[str]:
+    """The maildir's own folder (".") and its Maildir++ subfolders, not symbolic links."""
+    found = ["."]
+    with contextlib.suppress(OSError), os.scandir(box) as entries:
+        found += [e.name for e in entries if e.name.startswith(".")
+                  and e.name not in (".", "..") and e.is_dir(follow_symlinks=False)]
     return found
 
 
-def count(path: Path) -> tuple[int, int]:
+def _sizes(box: int, folder: str, sub: str) -> Iterator[int]:
+    try:
+        fd = os.open(f"{folder}/{sub}", maildir.FOLDER, dir_fd=box)
+    except OSError:
+        return
+    try:
+        with os.scandir(fd) as scan:
+            entries = list(scan)
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            match = _SIZE_RE.search(entry.name)
+            if match:
+                yield int(match.group(1))
+                continue
+            try:
+                yield entry.stat(follow_symlinks=False).st_size
+            except OSError:
+                continue  # removed while we looked
+    finally:
+        os.close(fd)
+
+
+def count(where: Maildir) -> tuple[int, int]:
     """Scan cur/ and new/ of the maildir and of every Maildir++ subfolder."""
     used_bytes = used_messages = 0
-    for folder in _folders(path):
-        for sub in ("cur", "new"):
-            try:
-                entries = list(os.scandir(folder / sub))
-            except OSError:
-                continue
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
-                match = _SIZE_RE.search(entry.name)
-                if match:
-                    size = int(match.group(1))
-                else:
-                    try:
-                        size = entry.stat().st_size
-                    except OSError:
-                        continue  # removed while we looked
-                used_bytes += size
-                used_messages += 1
+    with _folder(where) as box:
+        for folder in _folders(box):
+            for sub in ("cur", "new"):
+                for size in _sizes(box, folder, sub):
+                    used_bytes += size
+                    used_messages += 1
     return used_bytes, used_messages
 
 
-def rebuild(path: Path, quota: Quota, owner: maildir.Owner = None) -> tuple[int, int]:
-    used = count(path)
-    text = f"{quota.definition()}\n{used[0]} {used[1]}\n".encode()
-    tmp = path / "tmp" / f"{maildir.unique_name(len(text))}.maildirsize"
+def rebuild(where: Maildir, quota: Quota, owner: maildir.Owner = None) -> tuple[int, int]:
+    with _folder(where) as box:
+        used = count(box)
+        _write_summary(box, f"{quota.definition()}\n{used[0]} {used[1]}\n".encode(), owner)
+    return used
+
+
+def _write_summary(box: int, text: bytes, owner: maildir.Owner) -> None:
+    """Write maildirsize anew (under tmp/, renamed in). Only the cache is lost when this
+    fails, the count is still right; but a symbolic link as tmp/ fails with ELOOP."""
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, maildir.FILE_MODE)
+        tmp = maildir.folder("tmp", box)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise
+        return
+    name = f"{maildir.unique_name(len(text))}.maildirsize"
+    try:
+        fd = os.open(name, maildir.NEW_FILE, maildir.FILE_MODE, dir_fd=tmp)
         try:
             if owner is not None:  # Dovecot (the mail user) appends to it too
                 os.fchown(fd, *owner)
             os.write(fd, text)
         finally:
             os.close(fd)
-        os.rename(tmp, path / FILE)
+        # rename replaces a symbolic link named maildirsize; it never writes through one
+        os.rename(name, FILE, src_dir_fd=tmp, dst_dir_fd=box)
     except OSError:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        # The count is still right; only the cache could not be written.
-    return used
+            os.unlink(name, dir_fd=tmp)
+    finally:
+        os.close(tmp)
 
 
-def usage(path: Path, quota: Quota, owner: maildir.Owner = None) -> tuple[int, int]:
-    used = read(path, quota)
-    return used if used is not None else rebuild(path, quota, owner)
+def usage(where: Maildir, quota: Quota, owner: maildir.Owner = None) -> tuple[int, int]:
+    used = read(where, quota)
+    return used if used is not None else rebuild(where, quota, owner)
 
 
-def over(path: Path, quota: Quota, size: int, owner: maildir.Owner = None) -> bool:
+def over(where: Maildir, quota: Quota, size: int, owner: maildir.Owner = None) -> bool:
     """Is the maildir too full for a message of `size` bytes?"""
     if not quota.enabled:
         return False
-    got = _read(path, quota)
+    with _folder(where) as box:
+        return _over(box, quota, size, owner)
+
+
+def _over(box: int, quota: Quota, size: int, owner: maildir.Owner) -> bool:
+    got = _read(box, quota)
     if got is None:
-        return quota.exceeded(*rebuild(path, quota, owner), size)
+        return quota.exceeded(*rebuild(box, quota, owner), size)
     used_bytes, used_messages, lines = got
     if not quota.exceeded(used_bytes, used_messages, size):
         return False
@@ -165,19 +223,23 @@ def over(path: Path, quota: Quota, size: int, owner: maildir.Owner = None) -> bo
     # lines may count a message twice (a delivery that raced a rebuild), and an old file may
     # miss removals by a client that does not update it.
     try:
-        stale = time.time() - os.stat(path / FILE).st_mtime > STALE_SECONDS
+        mtime = os.stat(FILE, dir_fd=box, follow_symlinks=False).st_mtime
+        stale = time.time() - mtime > STALE_SECONDS
     except OSError:
         stale = True
     if stale or lines > 1:
-        return quota.exceeded(*rebuild(path, quota, owner), size)
+        return quota.exceeded(*rebuild(box, quota, owner), size)
     return True
 
 
-def add(path: Path, size: int, messages: int = 1) -> None:
-    """Account one delivered message: one appended line (never creates the file; a missing
-    file is rebuilt by the next check, which counts the new message anyway)."""
+def add(where: Maildir, size: int, messages: int = 1) -> None:
+    """Account one delivered message: one appended line (never creates the file, and never
+    writes through a symbolic link; a missing file is rebuilt by the next check, which
+    counts the new message anyway)."""
     try:
-        fd = os.open(path / FILE, os.O_WRONLY | os.O_APPEND)
+        with _folder(where) as box:
+            fd = os.open(FILE, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         dir_fd=box)
     except OSError:
         return
     try:

@@ -1,0 +1,70 @@
+"""A maildir is writable by its user (a shell account, Dovecot): local-delivery, which may run
+as root, never follows a symbolic link put in it. The message is deferred (kept in the
+queue), and delivered once the link is gone."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from mailyard.api.mail.v1.delivery_pb2 import OUTCOME_DEFERRED, OUTCOME_DELIVERED
+from mailyard.local_delivery import maildir
+from mailyard.local_delivery.deliver import SYMLINK
+
+from .conftest import Env
+
+BODY = b"Subject: s\r\n\r\nbody\r\n"
+SENDER = "s@sender.test"
+USER = "alice@example.org"
+PRECIOUS = b"root:x:0:0:root:/root:/bin/sh\n"
+
+
+def _outside(tmp: Path) -> tuple[Path, Path]:
+    """A folder and a file outside the mail root, standing for /etc and /etc/passwd."""
+    folder = tmp / "outside"
+    for sub in ("", *maildir.SUBDIRS):
+        (folder / sub).mkdir(exist_ok=True)
+    (folder / "passwd").write_bytes(PRECIOUS)
+    return folder, folder / "passwd"
+
+
+def _untouched(folder: Path) -> None:
+    assert sorted(p.name for p in folder.rglob("*")) == ["cur", "new", "passwd", "tmp"]
+    assert (folder / "passwd").read_bytes() == PRECIOUS
+
+
+@pytest.mark.parametrize("link", ["new", "tmp", "cur", "maildirsize", ".", "..", "../.."])
+async def test_a_symbolic_link_in_the_maildir_is_not_followed(
+        env: Env, link: str, caplog: pytest.LogCaptureFixture) -> None:
+    """new/, tmp/ or cur/ pointing at a folder outside, maildirsize at a file outside, or the
+    maildir itself, the user's folder or the domain's folder replaced by a link."""
+    await env.domain("example.org")
+    await env.mailbox(USER, quota_bytes=10_000_000)
+    await env.start()
+    path = env.maildir_path(USER)
+    maildir.ensure(env.mail_dir, path)
+    (path / "maildirsize").write_text("10000000S\n0 0\n")
+    folder, passwd = _outside(env.tmp)
+    victim = Path(os.path.normpath(path / link))
+    kept = victim.with_name(victim.name + ".kept")
+    victim.rename(kept)
+    victim.symlink_to(passwd if link == "maildirsize" else folder)
+
+    stored = await env.commit(SENDER, [USER], BODY)
+    await env.job(SENDER, [USER], BODY, stored=stored)
+    [rr] = (await env.result()).results
+    assert (rr.outcome, rr.reply, rr.enhanced_code) == (OUTCOME_DEFERRED, SYMLINK, "4.3.0")
+    assert f"symbolic link in the maildir, not followed: {path}" in caplog.text
+    _untouched(folder)
+
+    victim.unlink()  # the postmaster removes the link; the queue tries again
+    kept.rename(victim)
+    await env.job(SENDER, [USER], BODY, stored=stored)
+    [rr] = (await env.result()).results
+    assert rr.outcome == OUTCOME_DELIVERED
+    assert env.messages(USER) == [
+        b"Return-Path: <s@sender.test>\r\nDelivered-To: alice@example.org\r\n" + BODY]
+    _untouched(folder)
+
