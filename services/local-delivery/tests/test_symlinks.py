@@ -1,6 +1,6 @@
 """A maildir is writable by its user (a shell account, Dovecot): local-delivery, which may run
-as root, never follows a symbolic link put in it. The message is deferred (kept in the
-queue), and delivered once the link is gone."""
+as root, never follows a symbolic link put in it, and a FIFO put as maildirsize does not hold
+a delivery. The message is deferred (kept in the queue), and delivered once the link is gone."""
 
 from __future__ import annotations
 
@@ -68,3 +68,22 @@ async def test_a_symbolic_link_in_the_maildir_is_not_followed(
         b"Return-Path: <s@sender.test>\r\nDelivered-To: alice@example.org\r\n" + BODY]
     _untouched(folder)
 
+
+async def test_a_fifo_as_maildirsize_does_not_hold_the_delivery(env: Env) -> None:
+    """Opening a FIFO waits for a writer: every delivery thread could be held that way."""
+    await env.domain("example.org")
+    await env.mailbox(USER, quota_bytes=10_000_000)
+    await env.start()
+    path = env.maildir_path(USER)
+    maildir.ensure(env.mail_dir, path)
+    os.mkfifo(path / "maildirsize")
+    await env.job(SENDER, [USER], BODY)
+    try:
+        [rr] = (await env.result()).results
+    except Exception:
+        os.close(os.open(path / "maildirsize", os.O_WRONLY))  # let the held thread go
+        raise
+    assert rr.outcome == OUTCOME_DELIVERED
+    [message] = env.messages(USER)
+    # counted again and written in its place as a file
+    assert (path / "maildirsize").read_text() == f"10000000S\n0 0\n{len(message)} 1\n"

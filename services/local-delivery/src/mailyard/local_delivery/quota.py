@@ -25,6 +25,7 @@ import contextlib
 import errno
 import os
 import re
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -90,13 +91,17 @@ def read(where: Maildir, quota: Quota) -> tuple[int, int] | None:
 def _read(box: int, quota: Quota) -> tuple[int, int, int] | None:
     """read(), plus the number of usage lines."""
     try:
-        fd = os.open(FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=box)
+        # O_NONBLOCK: a FIFO put there would hold the delivery thread for good
+        fd = os.open(FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=box)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise  # a symbolic link: rebuilding would only replace it, and hide who did
         return None
     with open(fd, "rb") as f:
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None  # rebuilt: the new file is renamed over it
             raw = f.read(MAX_FILE_SIZE + 1)
         except OSError:
             return None
@@ -238,8 +243,8 @@ def add(where: Maildir, size: int, messages: int = 1) -> None:
     counts the new message anyway)."""
     try:
         with _folder(where) as box:
-            fd = os.open(FILE, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         dir_fd=box)
+            fd = os.open(FILE, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK
+                         | os.O_CLOEXEC, dir_fd=box)
     except OSError:
         return
     try:
