@@ -129,7 +129,8 @@ class Box:
 
     def send(self, to: str, data: bytes) -> None:
         with self.smtp() as client:
-            client.sendmail("sender@client.test", [to], data, mail_options=["BODY=8BITMIME"])
+            options = ["BODY=8BITMIME"] + ([] if to.isascii() else ["SMTPUTF8"])
+            client.sendmail("sender@client.test", [to], data, mail_options=options)
 
     # -- what is on disk ------------------------------------------------------------------
 

@@ -26,6 +26,22 @@ _FIELD = re.compile(r"@@([A-Z0-9_]+)@@")
 _UNSAFE = re.compile(r"[\r\n\x00]")
 
 
+def _utf8_octets() -> str:
+    """A few characters that, in UTF-8, hold every octet a non-ASCII character can be made of
+    (leads C2-F4, continuations 80-BF): Dovecot's auth_username_chars is a set of octets, and
+    a login name passes when each of its octets is in it."""
+    chars: dict[int, str] = {}
+    for code in range(0x80, 0x110000, 0x40):  # 0x40 apart: every continuation value occurs
+        if not 0xD800 <= code <= 0xDFFF:  # surrogates are not characters
+            for octet in chr(code).encode():
+                chars.setdefault(octet, chr(code))
+    return "".join(dict.fromkeys(chars.values()))
+
+
+# The non-ASCII part of auth_username_chars: the directory takes local parts in UTF-8.
+UTF8_USERNAME_CHARS = _utf8_octets()
+
+
 class ConfigError(ValueError):
     """A value Dovecot must not get (root as mail user, a newline in a path, ...)."""
 
@@ -111,6 +127,7 @@ class DovecotConfig:
             LOGIN_CHROOT="login" if as_root else "",
             EMPTY_CHROOT="empty" if as_root else "",
             DISABLE_PLAINTEXT_AUTH="no" if self.allow_plaintext else "yes",
+            UTF8_USERNAME_CHARS=UTF8_USERNAME_CHARS,
             AUTH_DICT_CONF=str(self.out_dir / TEMPLATES["auth-dict.conf.ext.in"]))
         for name, value in values.items():
             if _UNSAFE.search(value):
@@ -136,8 +153,8 @@ def render(config: DovecotConfig, templates: Path | None = None,
     for folder in (config.base_dir, config.state_dir) if make_dirs else ():
         folder.mkdir(mode=0o755, parents=True, exist_ok=True)
     for template, target in TEMPLATES.items():
-        text = fill((source / template).read_text(), values)
-        (config.out_dir / target).write_text(text)
+        text = fill((source / template).read_text(encoding="utf-8"), values)
+        (config.out_dir / target).write_text(text, encoding="utf-8")
     return config.out_dir / TEMPLATES["dovecot.conf.in"]
 
 
