@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mailyard.api.mail.v1.delivery_pb2 import OUTCOME_DEFERRED, OUTCOME_DELIVERED
-from mailyard.local_delivery import maildir
+from mailyard.local_delivery import maildir, quota
 from mailyard.local_delivery.deliver import SYMLINK
 
 from .conftest import Env
@@ -87,3 +87,20 @@ async def test_a_fifo_as_maildirsize_does_not_hold_the_delivery(env: Env) -> Non
     [message] = env.messages(USER)
     # counted again and written in its place as a file
     assert (path / "maildirsize").read_text() == f"10000000S\n0 0\n{len(message)} 1\n"
+
+
+def test_a_hard_link_as_maildirsize_is_not_appended_to(tmp_path: Path) -> None:
+    """A hard link to a file outside (where protected_hardlinks is off, or made between the
+    quota check and the append) is not written to (Postfix's local refuses a mailbox file
+    with more than one link)."""
+    path = tmp_path / "Maildir"
+    maildir.ensure(tmp_path, path)
+    folder, passwd = _outside(tmp_path)
+    os.link(passwd, path / "maildirsize")
+    quota.add(path, 100)
+    _untouched(folder)
+    limits = quota.Quota(10_000)
+    assert quota.read(path, limits) is None  # counted again, and replaced
+    assert not quota.over(path, limits, 100)
+    assert (path / "maildirsize").read_text() == "10000S\n0 0\n"
+    _untouched(folder)

@@ -100,8 +100,9 @@ def _read(box: int, quota: Quota) -> tuple[int, int, int] | None:
         return None
     with open(fd, "rb") as f:
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return None  # rebuilt: the new file is renamed over it
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+                return None  # rebuilt: the new file is renamed over it (add() refuses it)
             raw = f.read(MAX_FILE_SIZE + 1)
         except OSError:
             return None
@@ -239,8 +240,8 @@ def _over(box: int, quota: Quota, size: int, owner: maildir.Owner) -> bool:
 
 def add(where: Maildir, size: int, messages: int = 1) -> None:
     """Account one delivered message: one appended line (never creates the file, and never
-    writes through a symbolic link; a missing file is rebuilt by the next check, which
-    counts the new message anyway)."""
+    writes through a symbolic link or into a file linked elsewhere too; a missing or
+    refused file is rebuilt by the next check, which counts the new message anyway)."""
     try:
         with _folder(where) as box:
             fd = os.open(FILE, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK
@@ -248,7 +249,10 @@ def add(where: Maildir, size: int, messages: int = 1) -> None:
     except OSError:
         return
     try:
-        os.write(fd, f"{size} {messages}\n".encode())
+        info = os.fstat(fd)
+        # a hard link to a file outside the maildir (Postfix's local checks the same)
+        if stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
+            os.write(fd, f"{size} {messages}\n".encode())
     except OSError:
         pass
     finally:
