@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mailyard.core.errors import SettingsError
 from mailyard.mail_access import dictproto
 from mailyard.mail_access.dictserver import DictServer
 
@@ -86,3 +87,27 @@ async def test_server_answers_in_order_and_drops_bad_clients(tmp_path: Path) -> 
     finally:
         await server.stop()
     assert not (tmp_path / "auth.sock").exists()
+
+
+async def test_a_file_where_the_socket_goes_is_not_removed(tmp_path: Path) -> None:
+    """A stale socket of a killed bridge is replaced; anything else at AUTH_SOCKET (a typo
+    naming a real file) is not deleted: the bridge refuses to start and says why."""
+    async def answer(key: str) -> bytes:
+        return dictproto.NOT_FOUND
+
+    path = tmp_path / "auth.sock"
+    path.write_bytes(b"precious")
+    with pytest.raises(SettingsError, match="exists and is not a socket"):
+        await DictServer(path, answer).start()
+    assert path.read_bytes() == b"precious"
+
+    path.unlink()
+    stale = DictServer(path, answer)
+    await stale.start()
+    assert stale.server is not None
+    stale.server.close()  # killed: its socket stays behind
+    await stale.server.wait_closed()
+    assert path.exists()
+    server = DictServer(path, answer)
+    await server.start()
+    await server.stop()

@@ -8,9 +8,11 @@ import contextlib
 import logging
 import os
 import pwd
+import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from mailyard.core.errors import SettingsError
 from mailyard.mail_access import dictproto
 
 log = logging.getLogger(__name__)
@@ -28,7 +30,11 @@ class DictServer:
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()  # a socket left by a killed bridge
+            # a socket left by a killed bridge; anything else is someone's file (a typo)
+            if not stat.S_ISSOCK(self.path.lstat().st_mode):
+                raise SettingsError(f"auth_socket {self.path} exists and is not a socket; "
+                                    "not removing it")
+            self.path.unlink()
         old = os.umask(0o177)  # 0600 from the start: no window where others may connect
         try:
             self.server = await asyncio.start_unix_server(
