@@ -24,6 +24,7 @@ from mailyard.core.addresses import split
 from mailyard.core.directory import DirectoryView, domain_key, record_key, record_prefix
 from mailyard.directory import passwords, validate
 from mailyard.directory.errors import Refused, exists, invalid, not_found, precondition, rpc
+from mailyard.directory.listing import Listings
 from mailyard.directory.metrics import changed
 from mailyard.directory.store import Conflict, KVStore, ViewSync
 
@@ -49,6 +50,7 @@ class DirectoryService(pb_grpc.DirectoryServicer):
         self.store = store
         self.view = view
         self.sync = ViewSync(view)
+        self.listings = Listings(view)
         self.min_password_length = min_password_length
         self._sweeps: set[asyncio.Task[None]] = set()  # DeleteDomain's, kept to their end
 
@@ -167,7 +169,8 @@ class DirectoryService(pb_grpc.DirectoryServicer):
     @rpc
     async def ListDomains(self, request: pb.ListDomainsRequest, context: Ctx
                           ) -> pb.ListDomainsResponse:
-        return pb.ListDomainsResponse(domains=self.view.domains())
+        domains, token = self.listings.domains(request.page_size, request.page_token)
+        return pb.ListDomainsResponse(domains=domains, next_page_token=token)
 
     @rpc
     async def SetCatchAll(self, request: pb.SetCatchAllRequest, context: Ctx) -> pb.Domain:
@@ -279,9 +282,10 @@ class DirectoryService(pb_grpc.DirectoryServicer):
     @rpc
     async def ListMailboxes(self, request: pb.ListMailboxesRequest, context: Ctx
                             ) -> pb.ListMailboxesResponse:
-        domain = self._listed_domain(request.domain)
-        return pb.ListMailboxesResponse(mailboxes=[
-            redacted(pb.Mailbox.FromString(raw)) for raw in self.view.records("mailbox", domain)])
+        mailboxes, token = self.listings.records(
+            "mailbox", pb.Mailbox, self._listed_domain(request.domain), request.page_size,
+            request.page_token, redacted)
+        return pb.ListMailboxesResponse(mailboxes=mailboxes, next_page_token=token)
 
     @rpc
     async def SetForward(self, request: pb.SetForwardRequest, context: Ctx) -> pb.Mailbox:
@@ -327,9 +331,10 @@ class DirectoryService(pb_grpc.DirectoryServicer):
     @rpc
     async def ListAliases(self, request: pb.ListAliasesRequest, context: Ctx
                           ) -> pb.ListAliasesResponse:
-        domain = self._listed_domain(request.domain)
-        return pb.ListAliasesResponse(aliases=[
-            pb.Alias.FromString(raw) for raw in self.view.records("alias", domain)])
+        aliases, token = self.listings.records(
+            "alias", pb.Alias, self._listed_domain(request.domain), request.page_size,
+            request.page_token)
+        return pb.ListAliasesResponse(aliases=aliases, next_page_token=token)
 
     # -- mailing lists -------------------------------------------------------------------
 
@@ -381,9 +386,10 @@ class DirectoryService(pb_grpc.DirectoryServicer):
     @rpc
     async def ListLists(self, request: pb.ListListsRequest, context: Ctx
                         ) -> pb.ListListsResponse:
-        domain = self._listed_domain(request.domain)
-        return pb.ListListsResponse(lists=[
-            pb.MailingList.FromString(raw) for raw in self.view.records("list", domain)])
+        lists, token = self.listings.records(
+            "list", pb.MailingList, self._listed_domain(request.domain), request.page_size,
+            request.page_token)
+        return pb.ListListsResponse(lists=lists, next_page_token=token)
 
     @rpc
     async def GetList(self, request: pb.AddressRequest, context: Ctx) -> pb.MailingList:
