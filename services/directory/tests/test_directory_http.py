@@ -5,6 +5,7 @@ roles (401 without a token, 403 for read on a write), and the refusals as JSON (
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.error
 import urllib.request
@@ -14,11 +15,14 @@ from typing import Any
 
 import pytest
 
-from mailyard.core import auth
+from mailyard.api.directory.v1 import directory_pb2 as pb
+from mailyard.core import auth, bus
+from mailyard.core.directory import record_key
 from mailyard.core.natsserver import NatsServer, free_port
 from mailyard.testing import ServiceProcess
 
 Call = Callable[..., tuple[int, Any]]
+LAST_PAGE = {"next_page_token": "", "next": None}  # what a listing's last page adds
 
 
 @pytest.fixture
@@ -78,7 +82,8 @@ def test_directory_and_control_over_http(api: tuple[Call, dict[str, str]]) -> No
     assert call("POST", "/aliases", {"address": "info@example.com",
                                      "targets": ["joe@example.com"]})[0] == 201
     assert call("GET", "/aliases", token=read)[1] == {
-        "aliases": [{"address": "info@example.com", "targets": ["joe@example.com"]}]}
+        "aliases": [{"address": "info@example.com", "targets": ["joe@example.com"]}],
+        **LAST_PAGE}
     assert call("GET", "/resolve/info@example.com", token=read)[1]["kind"] == \
         "RESOLUTION_KIND_ALIAS"
     assert call("DELETE", "/aliases/info@example.com") == (200, {"deleted": True})
@@ -98,7 +103,8 @@ def test_directory_and_control_over_http(api: tuple[Call, dict[str, str]]) -> No
     assert call("DELETE", "/lists/team@example.com/members/a@x.org")[1]["members"] == [
         "b@x.org"]
     team = {"address": "team@example.com", "owner": "joe@example.com", "members": ["b@x.org"]}
-    assert call("GET", "/lists?domain=example.com", token=read) == (200, {"lists": [team]})
+    assert call("GET", "/lists?domain=example.com", token=read) == (
+        200, {"lists": [team], **LAST_PAGE})
     assert call("GET", "/lists/team@example.com", token=read) == (200, team)
     assert call("DELETE", "/lists/team@example.com") == (200, {"deleted": True})
 
@@ -112,7 +118,7 @@ def test_directory_and_control_over_http(api: tuple[Call, dict[str, str]]) -> No
 
     assert call("DELETE", "/users/joe@example.com") == (200, {"deleted": True})
     assert call("DELETE", "/domains/example.com") == (200, {"deleted": True})
-    assert call("GET", "/domains", token=read) == (200, {"domains": []})
+    assert call("GET", "/domains", token=read) == (200, {"domains": [], **LAST_PAGE})
 
 
 def test_http_refusals(api: tuple[Call, dict[str, str]]) -> None:
@@ -124,7 +130,7 @@ def test_http_refusals(api: tuple[Call, dict[str, str]]) -> None:
     assert status == 403 and "read" in body["detail"]
     assert call("GET", "/lists", token=tokens["ingress"])[0] == 403
     assert call("DELETE", "/control/databytes", token=tokens["read"])[0] == 403
-    assert call("GET", "/domains")[1] == {"domains": []}  # nothing was written
+    assert call("GET", "/domains")[1] == {"domains": [], **LAST_PAGE}  # nothing was written
 
     assert call("POST", "/domains", {"name": "example.com"})[0] == 201
     cases: list[tuple[str, str, Any, int, str]] = [
@@ -164,5 +170,51 @@ def test_http_refusals(api: tuple[Call, dict[str, str]]) -> None:
         assert "detail" in answer, answer
         if words:
             assert words in answer["detail"], (path, answer)
-    assert call("GET", "/users")[1] == {"mailboxes": []}  # no refusal wrote anything
+    assert call("GET", "/users")[1] == {"mailboxes": [], **LAST_PAGE}  # none was written
     assert call("GET", "/control")[1] == {"files": []}
+
+
+def test_listings_in_pages_over_http(api: tuple[Call, dict[str, str]],
+                                     nats_server: NatsServer) -> None:
+    """?limit= and ?page_token=, the next page's link in "next" (null on the last page):
+    following it gives every mailbox once, in order; a bad token is 400, a bad limit 422."""
+    call, tokens = api
+    assert call("POST", "/domains", {"name": "example.com"})[0] == 201
+    addresses = [f"user{n}@example.com" for n in range(250)]
+    asyncio.run(_put_mailboxes(nats_server.url, addresses))
+    # a write through the API: the service's view has then caught up with the ones above
+    assert call("POST", "/aliases", {"address": "info@example.com",
+                                     "targets": ["user0@example.com"]})[0] == 201
+    seen: list[str] = []
+    path: str | None = "/users?domain=example.com&limit=100"
+    pages = 0
+    while path is not None:
+        status, body = call("GET", path.removeprefix("/api"), token=tokens["read"])
+        assert status == 200, body
+        assert len(body["mailboxes"]) <= 100
+        seen.extend(m["address"] for m in body["mailboxes"])
+        assert bool(body["next_page_token"]) == (body["next"] is not None)
+        path = body["next"]
+        pages += 1
+    assert pages == 3
+    assert seen == sorted(addresses, key=lambda a: record_key("mailbox", a))
+    status, body = call("GET", "/users?page_token=bogus")
+    assert status == 400 and "page_token" in body["detail"]
+    assert call("GET", "/users?limit=-1")[0] == 422
+    assert call("GET", "/users?limit=lots")[0] == 422
+    # past the maximum is the maximum, as over gRPC
+    assert len(call("GET", "/users?limit=100000")[1]["mailboxes"]) == 250
+    assert call("GET", f"/users?limit={2**31}")[0] == 422  # no int32: protobuf has no room
+    assert call("GET", "/domains?limit=1")[1] == {
+        "domains": [{"name": "example.com", "catch_all": "CATCH_ALL_ACTION_UNSPECIFIED",
+                     "catch_all_target": ""}], **LAST_PAGE}
+
+
+async def _put_mailboxes(nats_url: str, addresses: list[str]) -> None:
+    """What the directory writes for each, straight into the bucket."""
+    nc = await bus.connect(nats_url, "test")
+    kv = await bus.ensure_kv(nc.jetstream(), bus.KV_DIRECTORY)
+    await asyncio.gather(*(kv.put(record_key("mailbox", a),
+                                  pb.Mailbox(address=a).SerializeToString())
+                           for a in addresses))
+    await nc.close()

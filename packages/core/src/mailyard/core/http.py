@@ -12,11 +12,11 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import grpc
 import uvicorn
-from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from google.protobuf.json_format import MessageToDict
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
@@ -116,6 +116,23 @@ def to_json(message: Any) -> dict[str, Any]:
     """A protobuf answer as the JSON the HTTP API returns (field names as in the .proto)."""
     return dict(MessageToDict(message, preserving_proto_field_name=True,
                               always_print_fields_with_no_presence=True))
+
+
+# A listing's query parameters (mailyard.core.paging): ?limit= records a page (0 or none:
+# 1,000, past 1,000: 1,000; past int32 FastAPI's 422, as protobuf could not hold it) and
+# ?page_token= from the previous page.
+Limit = Annotated[int, Query(ge=0, le=2**31 - 1, description="records a page (at most 1000)")]
+PageToken = Annotated[str, Query(description="next_page_token of the previous page")]
+
+
+def to_json_page(message: Any, request: Request) -> dict[str, Any]:
+    """A page of a listing as JSON, with "next": the path of the next page (null after the
+    last), so a client follows links instead of building them."""
+    page = to_json(message)
+    token = page.get("next_page_token")
+    url = request.url.include_query_params(page_token=token)
+    page["next"] = f"{url.path}?{url.query}" if token else None
+    return page
 
 
 class _QuietServer(uvicorn.Server):

@@ -16,7 +16,9 @@ the CLI's command calls (one code path, one set of checks); OpenAPI at /docs.
     GET    /api/control                   GET    /api/control/{name}
     PUT    /api/control/{name} {text}     DELETE /api/control/{name}
 
-GET needs role read (or admin), every other method admin (mailyard.core.http). Refusals
+The four listings come in pages: ?limit= (0 or none: 1,000, at most 1,000) and ?page_token=;
+each answer holds next_page_token and "next", the path of the next page (null after the
+last). GET needs role read (or admin), every other method admin (mailyard.core.http). Refusals
 come back as {"detail": "..."}: 400 bad value, 404 absent, 409 exists / precondition; a body
 that is not the documented JSON (unknown field, wrong type) is FastAPI's 422.
 """
@@ -25,12 +27,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from mailyard.api.control.v1 import control_pb2 as cpb
 from mailyard.api.directory.v1 import directory_pb2 as pb
-from mailyard.core.http import http_context, to_json
+from mailyard.core.http import Limit, PageToken, http_context, to_json, to_json_page
 from mailyard.directory.control_service import ControlService
 from mailyard.directory.directory_service import DirectoryService
 
@@ -106,8 +108,10 @@ def mount(app: FastAPI, directory: DirectoryService, control: ControlService) ->
 
     # -- domains ---------------------------------------------------------------------------
     @app.get("/api/domains")
-    async def list_domains() -> dict[str, Any]:
-        return to_json(await d.ListDomains(pb.ListDomainsRequest(), ctx()))
+    async def list_domains(request: Request, limit: Limit = 0, page_token: PageToken = ""
+                           ) -> dict[str, Any]:
+        return to_json_page(await d.ListDomains(pb.ListDomainsRequest(
+            page_size=limit, page_token=page_token), ctx()), request)
 
     @app.post("/api/domains", status_code=201)
     async def add_domain(body: NewDomain) -> dict[str, Any]:
@@ -124,8 +128,10 @@ def mount(app: FastAPI, directory: DirectoryService, control: ControlService) ->
 
     # -- users (mailboxes) -----------------------------------------------------------------
     @app.get("/api/users")
-    async def list_users(domain: str = "") -> dict[str, Any]:
-        return to_json(await d.ListMailboxes(pb.ListMailboxesRequest(domain=domain), ctx()))
+    async def list_users(request: Request, domain: str = "", limit: Limit = 0,
+                   page_token: PageToken = "") -> dict[str, Any]:
+        return to_json_page(await d.ListMailboxes(pb.ListMailboxesRequest(
+            domain=domain, page_size=limit, page_token=page_token), ctx()), request)
 
     @app.post("/api/users", status_code=201)
     async def add_user(body: NewUser) -> dict[str, Any]:
@@ -165,8 +171,10 @@ def mount(app: FastAPI, directory: DirectoryService, control: ControlService) ->
 
     # -- aliases ---------------------------------------------------------------------------
     @app.get("/api/aliases")
-    async def list_aliases(domain: str = "") -> dict[str, Any]:
-        return to_json(await d.ListAliases(pb.ListAliasesRequest(domain=domain), ctx()))
+    async def list_aliases(request: Request, domain: str = "", limit: Limit = 0,
+                   page_token: PageToken = "") -> dict[str, Any]:
+        return to_json_page(await d.ListAliases(pb.ListAliasesRequest(
+            domain=domain, page_size=limit, page_token=page_token), ctx()), request)
 
     @app.post("/api/aliases", status_code=201)
     async def add_alias(body: NewAlias) -> dict[str, Any]:
@@ -179,8 +187,10 @@ def mount(app: FastAPI, directory: DirectoryService, control: ControlService) ->
 
     # -- mailing lists ---------------------------------------------------------------------
     @app.get("/api/lists")
-    async def list_lists(domain: str = "") -> dict[str, Any]:
-        return to_json(await d.ListLists(pb.ListListsRequest(domain=domain), ctx()))
+    async def list_lists(request: Request, domain: str = "", limit: Limit = 0,
+                   page_token: PageToken = "") -> dict[str, Any]:
+        return to_json_page(await d.ListLists(pb.ListListsRequest(
+            domain=domain, page_size=limit, page_token=page_token), ctx()), request)
 
     @app.get("/api/lists/{address}")
     async def get_list(address: str) -> dict[str, Any]:
