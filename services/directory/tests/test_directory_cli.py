@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import subprocess
@@ -16,8 +17,10 @@ from argon2 import PasswordHasher
 
 from mailyard.api.directory.v1 import directory_pb2 as pb
 from mailyard.cli.main import main
+from mailyard.cli.qmail_import.apply import Applier, Conflicts, Options
+from mailyard.cli.qmail_import.plan import AliasPlan, DomainPlan, Plan
 from mailyard.core import bus
-from mailyard.core.directory import record_key
+from mailyard.core.directory import domain_key, record_key
 from mailyard.core.natsserver import NatsServer
 from mailyard.testing import grpc_service
 
@@ -181,3 +184,53 @@ async def test_user_add_password_stdin_in_a_real_pipe(directory: str, js: Any) -
     assert done.stderr.count("\n") == 1 and "password_hash refused" in done.stderr
     done = cli("user", "add", "bob@example.com", "--password-hash", md5, "--password-stdin")
     assert done.returncode == 2 and "not allowed with" in done.stderr
+
+
+def test_listings_past_one_page(directory: str, nats_server: NatsServer, capsys: Any,
+                                tmp_path: Path) -> None:
+    """The listings come in pages of at most 1,000: each command follows them to the end,
+    every record once, in the service's order."""
+    domains = [f"d{n:04d}.example" for n in range(1200)]
+    mailboxes = [f"user{n}@d0000.example" for n in range(2500)]
+    aliases = [f"alias{n}@d0001.example" for n in range(1100)]
+    lists = [f"list{n}@d0002.example" for n in range(1100)]
+    records = {domain_key(d): pb.Domain(name=d) for d in domains}
+    records.update({record_key("mailbox", a): pb.Mailbox(address=a) for a in mailboxes})
+    records.update({record_key("alias", a): pb.Alias(address=a, targets=["x@y.org"])
+                    for a in aliases})
+    records.update({record_key("list", a): pb.MailingList(address=a, owner="o@y.org")
+                    for a in lists})
+    asyncio.run(_put_all(nats_server.url, records))
+    # a write of its own: the service's view has then caught up with the records above
+    assert run(capsys, "domain", "add", "zz.example")[0] == 0
+
+    code, out, err = run(capsys, "user", "list")
+    assert code == 0, err
+    assert [line.split("\t")[0] for line in out.splitlines()] == sorted(
+        mailboxes, key=lambda a: record_key("mailbox", a))
+    out = run(capsys, "domain", "list")[1]
+    assert [line.split("\t")[0] for line in out.splitlines()] == [*domains, "zz.example"]
+    out = run(capsys, "alias", "list", "d0001.example")[1]
+    assert sorted(line.split("\t")[0] for line in out.splitlines()) == sorted(aliases)
+    out = run(capsys, "list", "list")[1]
+    assert len(out.splitlines()) == len(lists)
+
+    # `import qmail` reads what the platform has the same way, before its first write: a
+    # mailbox past the first page that the old host has as an alias is a conflict
+    plan = Plan(domains=[DomainPlan("d0000.example")],
+                aliases=[AliasPlan("user2400@d0000.example", ["x@y.org"], "valias:7")])
+    with pytest.raises(Conflicts) as conflicts:
+        Applier(plan, Options(mail_dir=tmp_path)).read_platform()
+    assert "user2400@d0000.example is mailbox on the platform" in str(
+        conflicts.value.problems.items)
+
+
+async def _put_all(nats_url: str, records: dict[str, Any]) -> None:
+    """What the directory writes, straight into the bucket (thousands in a second)."""
+    nc = await bus.connect(nats_url, "test")
+    kv = await bus.ensure_kv(nc.jetstream(), bus.KV_DIRECTORY)
+    items = list(records.items())
+    for start in range(0, len(items), 500):
+        await asyncio.gather(*(kv.put(k, v.SerializeToString())
+                               for k, v in items[start:start + 500]))
+    await nc.close()

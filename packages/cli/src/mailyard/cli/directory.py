@@ -1,6 +1,7 @@
 """`mailyard domain|user|alias|forward|catchall|list`: vadddomain, vadduser, valias & co.
 
-Each command is one Directory RPC; output is plain text, one record per line:
+Each command is one Directory RPC (a listing one per page); output is plain text, one record
+per line:
 
     mailyard domain add example.com
     mailyard user add joe@example.com --password-stdin < secret
@@ -20,6 +21,7 @@ from typing import Any
 
 from mailyard.api.directory.v1 import directory_pb2 as pb
 from mailyard.api.directory.v1 import directory_pb2_grpc as pb_grpc
+from mailyard.cli import pages
 from mailyard.cli.argtypes import UINT64, integer
 from mailyard.cli.endpoints import channel
 
@@ -98,7 +100,7 @@ def _domain_del(args: argparse.Namespace) -> int:
 
 
 def _domain_list(args: argparse.Namespace) -> int:
-    for domain in _stub().ListDomains(pb.ListDomainsRequest()).domains:
+    for domain in pages.records(_stub().ListDomains, pb.ListDomainsRequest(), "domains"):
         print(_domain_line(domain))
     return 0
 
@@ -148,7 +150,8 @@ def _user_quota(args: argparse.Namespace) -> int:
 
 
 def _user_list(args: argparse.Namespace) -> int:
-    for mailbox in _stub().ListMailboxes(pb.ListMailboxesRequest(domain=args.domain)).mailboxes:
+    for mailbox in pages.records(_stub().ListMailboxes,
+                                 pb.ListMailboxesRequest(domain=args.domain), "mailboxes"):
         print(_mailbox_line(mailbox))
     return 0
 
@@ -168,7 +171,8 @@ def _alias_del(args: argparse.Namespace) -> int:
 
 
 def _alias_list(args: argparse.Namespace) -> int:
-    for alias in _stub().ListAliases(pb.ListAliasesRequest(domain=args.domain)).aliases:
+    for alias in pages.records(_stub().ListAliases, pb.ListAliasesRequest(domain=args.domain),
+                               "aliases"):
         print(f"{alias.address}\t{','.join(alias.targets)}")
     return 0
 
@@ -231,7 +235,8 @@ def _member_del(args: argparse.Namespace) -> int:
 
 
 def _lists(args: argparse.Namespace) -> int:
-    for mlist in _stub().ListLists(pb.ListListsRequest(domain=args.domain)).lists:
+    for mlist in pages.records(_stub().ListLists, pb.ListListsRequest(domain=args.domain),
+                               "lists"):
         print(_list_line(mlist))
     return 0
 

@@ -31,6 +31,7 @@ from mailyard.api.control.v1 import control_pb2, control_pb2_grpc
 from mailyard.api.directory.v1 import directory_pb2 as pb
 from mailyard.api.directory.v1 import directory_pb2_grpc as pb_grpc
 from mailyard.api.relayauth.v1 import relayauth_pb2, relayauth_pb2_grpc
+from mailyard.cli import pages
 from mailyard.cli.endpoints import channel
 from mailyard.cli.qmail_import import maildirs
 from mailyard.cli.qmail_import.plan import MailboxPlan, Plan
@@ -94,17 +95,20 @@ class Applier:
 
     def read_platform(self) -> None:
         """Everything the import touches, read once; raises Conflicts before any write."""
-        domains = {d.name for d in self.directory.ListDomains(pb.ListDomainsRequest()).domains}
+        d = self.directory
+        domains = {x.name for x in pages.records(d.ListDomains, pb.ListDomainsRequest(),
+                                                 "domains")}
         for domain in self.plan.domains:
             if domain.name not in domains:
                 continue
-            for m in self.directory.ListMailboxes(
-                    pb.ListMailboxesRequest(domain=domain.name)).mailboxes:
+            for m in pages.records(d.ListMailboxes,
+                                   pb.ListMailboxesRequest(domain=domain.name), "mailboxes"):
                 self.mailboxes[m.address] = m
-            for a in self.directory.ListAliases(
-                    pb.ListAliasesRequest(domain=domain.name)).aliases:
+            for a in pages.records(d.ListAliases, pb.ListAliasesRequest(domain=domain.name),
+                                   "aliases"):
                 self.aliases[a.address] = a
-            for ml in self.directory.ListLists(pb.ListListsRequest(domain=domain.name)).lists:
+            for ml in pages.records(d.ListLists, pb.ListListsRequest(domain=domain.name),
+                                    "lists"):
                 self.lists[ml.address] = ml
         conflicts = Problems()
         kinds: dict[str, Mapping[str, object]] = {
