@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import ipaddress
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,7 +105,7 @@ def test_lease_list_at_the_design_scale(relay_auth: str, nats_server: NatsServer
                                         capsys: pytest.CaptureFixture[str]) -> None:
     """relay-auth is built for 100,000 leases; their listing (~7 MB) is past gRPC's default
     4 MiB a client takes in one answer, which made `lease list` fail with RESOURCE_EXHAUSTED.
-    100,000 here."""
+    100,000 here, in pages of 1,000 that the command follows: each lease once, in order."""
     count = 100_000
     asyncio.run(_grant_directly(nats_server.url, count))
     for _ in range(100):  # until relay-auth's watch has mirrored the last of them
@@ -114,13 +115,16 @@ def test_lease_list_at_the_design_scale(relay_auth: str, nats_server: NatsServer
         if len(captured.out.splitlines()) == count:
             break
         time.sleep(0.1)
-    assert len(captured.out.splitlines()) == count
+    lines = captured.out.splitlines()
+    assert len(lines) == count
+    assert [line.split("\t")[0] for line in lines] == [
+        str(ipaddress.ip_address(int(ipaddress.ip_address("10.0.0.1")) + n))
+        for n in range(count)]
+    assert captured.err == f"# {count} active lease(s)\n"
 
 
 async def _grant_directly(nats_url: str, count: int) -> None:
     """What relay-auth writes for a grant, `count` times (its watch mirrors them)."""
-    import ipaddress
-
     from mailyard.api.relayauth.v1 import relayauth_pb2 as rpb
     from mailyard.core.relaypolicy import lease_key
 

@@ -119,7 +119,8 @@ async def test_http_leases_and_rules(nats_server: Any, relay_process: Any, tmp_p
     admin, read = tokens["admin"], tokens["read"]
     assert call("GET", "/leases", None)[0] == 401
     assert call("GET", "/leases", tokens["ingress"])[0] == 403
-    assert call("GET", "/leases", read) == (200, {"leases": []})
+    assert call("GET", "/leases", read) == (
+        200, {"leases": [], "next_page_token": "", "next": None})
     status, rules = call("GET", "/rules", admin)
     assert status == 200 and rules["rules"]
 
@@ -143,6 +144,20 @@ async def test_http_leases_and_rules(nats_server: Any, relay_process: Any, tmp_p
         got, answer = call("POST", "/leases", admin, body)
         assert got == status and words in str(answer["detail"]), (body, answer)
     assert len(call("GET", "/leases", read)[1]["leases"]) == 1  # nothing else granted
+
+    # in pages: ?limit= and ?page_token=, "next" the next page's path, null after the last
+    for ip in ("192.0.2.10", "192.0.2.9"):
+        assert call("POST", "/leases", admin, {**lease, "ip": ip})[0] == 201
+    status, page = call("GET", "/leases?limit=2", read)
+    assert status == 200 and [x["ip"] for x in page["leases"]] == ["192.0.2.7", "192.0.2.9"]
+    assert page["next"] == f"/api/leases?limit=2&page_token={page['next_page_token']}"
+    status, page = call("GET", page["next"].removeprefix("/api"), read)
+    assert [x["ip"] for x in page["leases"]] == ["192.0.2.10"] and page["next"] is None
+    status, page = call("GET", "/leases?page_token=nonsense", read)
+    assert status == 400 and "page_token" in page["detail"]
+    assert call("GET", "/leases?limit=-5", read)[0] == 422
+    for ip in ("192.0.2.10", "192.0.2.9"):
+        assert call("DELETE", f"/leases/{ip}", admin)[0] == 200
 
     assert call("DELETE", "/leases/192.0.2.7", read)[0] == 403
     assert call("DELETE", "/leases/192.0.2.7", admin) == (200, {"revoked": True})

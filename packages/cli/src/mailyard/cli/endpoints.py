@@ -71,9 +71,10 @@ def token() -> str | None:
     return auth.read_token(UP_TOKENS, role) if UP_TOKENS.is_file() else None
 
 
-# A listing comes whole in one answer: 100,000 leases (relay-auth's design scale) are ~6 MB,
-# past the 4 MiB a gRPC client takes by default (RESOURCE_EXHAUSTED). The CLI talks to its
-# own services, so it takes what they send.
+# The directory's and relay-auth's listings come in pages (cli.pages), but some answers are
+# still whole and may pass the 4 MiB a gRPC client takes by default (RESOURCE_EXHAUSTED): a
+# history search, a mailing list of many members (GetList). The CLI talks to its own
+# services, so it takes what they send.
 _OPTIONS = [("grpc.max_receive_message_length", -1)]
 
 

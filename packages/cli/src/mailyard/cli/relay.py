@@ -21,6 +21,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from mailyard.api.relayauth.v1 import relayauth_pb2 as pb
 from mailyard.api.relayauth.v1 import relayauth_pb2_grpc as pb_grpc
+from mailyard.cli import pages
 from mailyard.cli.endpoints import channel
 from mailyard.core.relaypolicy import MAX_LEASE_TTL
 
@@ -72,10 +73,11 @@ def _revoke(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    leases = _stub().ListLeases(pb.ListLeasesRequest()).leases
-    for lease in leases:
+    count = 0
+    for lease in pages.records(_stub().ListLeases, pb.ListLeasesRequest(), "leases"):
         print(_lease_line(lease))
-    print(f"# {len(leases)} active lease(s)", file=sys.stderr)
+        count += 1
+    print(f"# {count} active lease(s)", file=sys.stderr)
     return 0
 
 

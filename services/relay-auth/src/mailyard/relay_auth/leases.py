@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import ipaddress
 import logging
 import time
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js import JetStreamContext
 
 from mailyard.api.relayauth.v1 import relayauth_pb2 as pb
-from mailyard.core import bus
+from mailyard.core import bus, paging
 from mailyard.core.kvview import KVView
 from mailyard.core.relaypolicy import lease_key
 from mailyard.core.tcprules import IPAddress, parse_ip
@@ -57,6 +58,15 @@ def _seconds(ts: Timestamp) -> float:
     return float(ts.seconds) + ts.nanos / 1e9
 
 
+def _order(key: str) -> str:
+    """Sort key of a lease key: IPv4 before IPv6, each in numeric order. An IPv6 key is the
+    exploded address (fixed width) already; an IPv4 key's dotted quad is not."""
+    if key.startswith("v4."):
+        with contextlib.suppress(ValueError):
+            return f"v4.{int(ipaddress.IPv4Address(key[3:])):08x}"
+    return key
+
+
 class LeaseStore:
     def __init__(self, default_ttl: float, purge_interval: float = 60.0) -> None:
         self.default_ttl = default_ttl
@@ -64,6 +74,7 @@ class LeaseStore:
         self.view = KVView(bus.KV_LEASES)
         self.view.on_change(self._apply)
         self._mirror: dict[str, ActiveLease] = {}
+        self._keys = paging.SortedKeys(lambda: list(self._mirror), _order)  # for pages
         # Expiry bookkeeping so neither /metrics nor the purge scans 100,000 leases: a heap of
         # (expires_at, key) (stale entries skipped) and the keys seen expired so far.
         self._expiries: list[tuple[float, str]] = []
@@ -89,6 +100,7 @@ class LeaseStore:
         self._expired.discard(key)
         if value is None:
             self._mirror.pop(key, None)
+            self._keys.discard(key)
             return
         try:
             lease = pb.Lease.FromString(value)
@@ -98,6 +110,7 @@ class LeaseStore:
         active = ActiveLease(lease.ip, lease.user, _seconds(lease.granted_at),
                              _seconds(lease.expires_at), lease.source or MANUAL)
         self._mirror[key] = active
+        self._keys.add(key)
         heapq.heappush(self._expiries, (active.expires_at, key))
 
     def lookup(self, ip: IPAddress, now: float | None = None) -> ActiveLease | None:
@@ -111,10 +124,18 @@ class LeaseStore:
             return None
         return lease
 
-    def active(self) -> list[ActiveLease]:
+    def page(self, size: int, token: str) -> tuple[list[pb.Lease], str]:
+        """One page of the active leases and its next_page_token (paging.BadPage)."""
         now = time.time()
-        return sorted((x for x in self._mirror.values() if x.expires_at > now),
-                      key=lambda x: (x.ip.count(":"), x.ip))
+
+        def fetch(key: str) -> tuple[pb.Lease, int] | None:
+            lease = self.lookup_key(key, now)
+            if lease is None:
+                return None
+            record = lease.to_pb()
+            return record, record.ByteSize()
+
+        return paging.page(self._keys, "v", size, token, fetch)
 
     def active_count(self) -> int:
         return len(self._mirror) - len(self._expired_now())

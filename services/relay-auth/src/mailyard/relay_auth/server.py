@@ -24,6 +24,7 @@ from mailyard.api.relayauth.v1 import relayauth_pb2_grpc as rpc
 from mailyard.core.control import ControlView
 from mailyard.core.directory import DirectoryView, record_key
 from mailyard.core.errors import status_details
+from mailyard.core.paging import BadPage
 from mailyard.core.relaypolicy import (
     MAX_LEASE_TTL,
     RULES_FILE,
@@ -245,7 +246,12 @@ class RelayAuthServicer(rpc.RelayAuthServicer):
 
     async def ListLeases(self, request: pb.ListLeasesRequest,
                          context: Context) -> pb.ListLeasesResponse:
-        return pb.ListLeasesResponse(leases=[x.to_pb() for x in self.leases.active()])
+        try:
+            leases, token = self.leases.page(request.page_size, request.page_token)
+        except BadPage as exc:
+            await _invalid(context, str(exc))
+            raise
+        return pb.ListLeasesResponse(leases=leases, next_page_token=token)
 
     # -- rules -----------------------------------------------------------------------------
 

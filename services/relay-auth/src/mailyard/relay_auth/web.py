@@ -1,6 +1,8 @@
 """relay-auth's HTTP admin API (beside gRPC, the same servicer methods; OpenAPI at /docs):
 
-    GET    /api/leases        active POP/IMAP-before-SMTP leases (`mailyard lease list`)
+    GET    /api/leases        active POP/IMAP-before-SMTP leases (`mailyard lease list`), in
+                              pages: ?limit= (at most 1,000) and ?page_token=; "next" is the
+                              next page's path, null after the last
     POST   /api/leases        {"ip", "user", "ttl"?}: grant or refresh (`lease grant`); the
                               user must be a mailbox (404 otherwise)
     DELETE /api/leases/{ip}   end a lease now (`lease revoke`); 404 when there is none
@@ -14,12 +16,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
 from google.protobuf.duration_pb2 import Duration
 from pydantic import BaseModel, ConfigDict, Field
 
 from mailyard.api.relayauth.v1 import relayauth_pb2 as pb
-from mailyard.core.http import http_context, to_json
+from mailyard.core.http import Limit, PageToken, http_context, to_json, to_json_page
 from mailyard.core.relaypolicy import MAX_LEASE_TTL
 from mailyard.relay_auth.server import RelayAuthServicer
 
@@ -40,8 +42,10 @@ class Rules(BaseModel):
 
 def mount(app: FastAPI, servicer: RelayAuthServicer) -> None:
     @app.get("/api/leases")
-    async def api_leases() -> dict[str, Any]:
-        return to_json(await servicer.ListLeases(pb.ListLeasesRequest(), http_context()))
+    async def api_leases(request: Request, limit: Limit = 0, page_token: PageToken = ""
+                         ) -> dict[str, Any]:
+        return to_json_page(await servicer.ListLeases(pb.ListLeasesRequest(
+            page_size=limit, page_token=page_token), http_context()), request)
 
     @app.post("/api/leases", status_code=201)
     async def api_grant(body: NewLease) -> dict[str, Any]:
