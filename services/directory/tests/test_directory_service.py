@@ -247,6 +247,26 @@ async def test_a_huge_target_list_is_checked_in_one_pass(example: Any) -> None:
         assert "max_payload" in (exc.value.details() or "")
 
 
+async def test_a_record_just_under_max_payload_is_refused_and_nats_stays(
+        example: Any) -> None:
+    """nats-py checks a message's value against max_payload, nats-server the value and its
+    headers: a list of 1 MiB less 20 bytes passed the first, and the server closed the
+    directory's connection (UNAVAILABLE, then "connection closed" for the next call)."""
+    mlist = pb.MailingList(address="big@example.com", owner="o@example.com")
+    n = 0
+    while mlist.ByteSize() <= 1_048_576 - 20:
+        mlist.members.append(f"m{n:07d}@example.org")
+        n += 1
+    mlist.members.pop()
+    assert 1_048_576 - 60 < mlist.ByteSize() <= 1_048_576 - 20
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await example.AddList(pb.AddListRequest(address=mlist.address, owner=mlist.owner,
+                                                members=mlist.members), timeout=30)
+    assert code_of(exc) == grpc.StatusCode.INVALID_ARGUMENT
+    assert "max_payload" in (exc.value.details() or "")
+    await example.AddDomain(pb.AddDomainRequest(name="after.example"), timeout=30)
+
+
 async def test_forwards(example: Any) -> None:
     await add_mailbox(example, "joe@example.com")
     mailbox = await example.SetForward(pb.SetForwardRequest(

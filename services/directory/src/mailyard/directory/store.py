@@ -15,7 +15,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from nats.errors import MaxPayloadError
 from nats.js import JetStreamContext
 from nats.js.errors import APIError, NotFoundError
 
@@ -29,6 +28,11 @@ _OP = "KV-Operation"
 _EXPECT = "Nats-Expected-Last-Subject-Sequence"
 _WRONG_LAST = (10071, 10164)  # JSStreamWrongLastSequence(Constant)Err
 ATTEMPTS = 50
+
+
+def _header_size(headers: dict[str, str]) -> int:
+    """Bytes of the header block nats-py sends: NATS/1.0, "key: value" lines, a blank line."""
+    return len("NATS/1.0\r\n") + sum(len(k) + len(v) + 4 for k, v in headers.items()) + 2
 
 
 class Conflict(Exception):
@@ -70,6 +74,14 @@ class KVStore:
                        msg.time)
 
     async def _publish(self, key: str, value: bytes, headers: dict[str, str]) -> int:
+        # The request's fault (a huge list or control file). nats-server takes a message whose
+        # headers and value together fit max_payload and closes the connection for a larger
+        # one; nats-py checks the value alone, so a record a few bytes short of the limit cost
+        # the directory its connection (UNAVAILABLE).
+        size = len(value) + _header_size(headers)
+        if size > self.js._nc.max_payload:
+            raise invalid(f"{self.bucket}/{key} would be {size} bytes; one record holds at "
+                          f"most {self.js._nc.max_payload} (nats-server max_payload)")
         try:
             ack = await self.js.publish(self.subject(key), value, timeout=self.timeout,
                                         headers=headers)
@@ -77,10 +89,6 @@ class KVStore:
             if exc.err_code in _WRONG_LAST:
                 raise Conflict(key) from exc
             raise BusError(f"writing {self.bucket}/{key} failed: {exc}") from exc
-        except MaxPayloadError:  # the request's fault (a huge list or control file)
-            raise invalid(f"{self.bucket}/{key} would be {len(value)} bytes; one record holds "
-                          f"at most {self.js._nc.max_payload} (nats-server max_payload)"
-                          ) from None
         except Exception as exc:
             raise BusError(f"writing {self.bucket}/{key} failed: {exc}") from exc
         return int(ack.seq)
