@@ -15,9 +15,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from google.protobuf.message import Message
+
+from mailyard.api.directory.v1 import directory_pb2 as pb
 from mailyard.cli.qmail_import import assign, controlfiles, dotqmail, names, tcprules, vpasswd
 from mailyard.cli.qmail_import.problems import Problems
 from mailyard.cli.qmail_import.sourcefile import Unreadable, read_lines
+
+# A directory record is one NATS message: nats-server's max_payload (1 MiB unless set
+# otherwise) holds the record and the headers the directory writes it with. An alias, list
+# or forward past it fails at its write, after what came before it was written.
+RECORD_BYTES = 1_048_576 - 128
 
 
 @dataclass(frozen=True)
@@ -192,8 +200,14 @@ def _domain(src: Sources, assigned: assign.AssignedDomain, plan: Plan) -> None:
         if address in targets:
             problems.error(path, 0, f"{address} forwards to itself")
             continue
-        if f"{local}-owner" in dots:
-            plan.lists.append(ListPlan(address, f"{local}-owner@{name}", targets, str(path)))
+        owner = f"{local}-owner@{name}"
+        is_list = f"{local}-owner" in dots
+        record = (pb.MailingList(address=address, owner=owner, members=targets) if is_list
+                  else pb.Alias(address=address, targets=targets))
+        if _too_large(record, address, len(targets), path, problems):
+            continue
+        if is_list:
+            plan.lists.append(ListPlan(address, owner, targets, str(path)))
         else:
             plan.aliases.append(AliasPlan(address, targets, str(path)))
     for mailbox in mailboxes.values():
@@ -257,8 +271,26 @@ def _forward(dot: dotqmail.DotQmail, mailbox: MailboxPlan, by_maildir: dict[str,
     if mailbox.address in targets:      # &joe@example.com in joe's own .qmail: a copy
         targets.remove(mailbox.address)
         keep_copy = True
-    mailbox.forward_to = list(dict.fromkeys([*mailbox.forward_to, *targets]))
+    forward_to = list(dict.fromkeys([*mailbox.forward_to, *targets]))
+    user = mailbox.user
+    record = pb.Mailbox(address=mailbox.address, password_hash=user.crypted, gecos=user.gecos,
+                        forward_to=forward_to, maildir=f"{mailbox.address}/Maildir")
+    if _too_large(record, f"{mailbox.address}'s forward", len(forward_to), dot.path,
+                  problems):
+        return                          # the mailbox itself comes over, without this forward
+    mailbox.forward_to = forward_to
     mailbox.keep_copy = mailbox.keep_copy or keep_copy
+
+
+def _too_large(record: Message, what: str, count: int, path: Path | str, problems: Problems
+               ) -> bool:
+    size = record.ByteSize()
+    if size <= RECORD_BYTES:
+        return False
+    problems.error(path, 0, f"{what} has {count} targets ({size} bytes): a directory record "
+                   f"holds at most {RECORD_BYTES} (nats-server's max_payload, 1 MiB); not "
+                   "imported")
+    return True
 
 
 def _catch_all(dot: dotqmail.DotQmail, home: str, domain: DomainPlan,
