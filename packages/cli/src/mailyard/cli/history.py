@@ -85,6 +85,11 @@ def cmd_log(args: argparse.Namespace) -> int:
     stub = _stub()
     if args.follow:
         for event in stub.Follow(req):
+            if event.kind == "dropped":  # we read too slowly; the history has them all
+                since = f"{event.at.ToDatetime():%Y-%m-%dT%H:%M:%S}"
+                print(f"mailyard: {since}Z {event.detail} (`mailyard log --since {since}` "
+                      "shows them)", file=sys.stderr, flush=True)
+                continue
             print(line(event), flush=True)
         return 0
     resp = stub.Search(req, timeout=60)

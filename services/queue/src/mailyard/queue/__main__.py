@@ -112,8 +112,8 @@ async def _serve(settings: Settings, stop: asyncio.Event, state_dir: StateDir) -
         (queue_pb2_grpc.add_QueueServiceServicer_to_server, QueueAdmin(runtime),
          QUEUE_SERVICE),
         # history is read from JetStream: a standby answers it too
-        (history_pb2_grpc.add_HistoryServicer_to_server, HistoryService(nc, js, feed,
-                                                                  settings.history_index_wait),
+        (history_pb2_grpc.add_HistoryServicer_to_server, HistoryService(
+            nc, js, settings.live_stream_buffer, feed, settings.history_index_wait),
          service_name(history_pb2, "History"))], tokens_file=settings.tokens_file)
     await grpc_server.start()
     # a standby answers History but not QueueService: health says so per service

@@ -6,7 +6,6 @@ UNAVAILABLE, so clients and load balancers go to the active process.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -18,7 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from mailyard.api.queue.v1 import queue_pb2 as pb
 from mailyard.api.queue.v1 import queue_pb2_grpc
 from mailyard.core import bus
-from mailyard.queue import lost
+from mailyard.queue import live, lost
 from mailyard.queue.engine import Queue, enum
 from mailyard.queue.history_search import MAX_QUEUE_ID
 from mailyard.queue.reconcile import Reconciler
@@ -223,16 +222,13 @@ class QueueAdmin(queue_pb2_grpc.QueueServiceServicer):
     async def Watch(self, request: pb.WatchRequest,
                     context: grpc.aio.ServicerContext) -> AsyncIterator[pb.DeliveryEvent]:
         q = await self._queue(context)
-        inbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=10_000)  # of DeliveryEvents
-
-        async def on_event(msg: object) -> None:
-            if not inbox.full():  # a slow watcher misses events rather than grow memory
-                inbox.put_nowait(msg.data)  # type: ignore[attr-defined]
-
-        sub = await q.nc.subscribe(bus.EVENTS_SUBJECT, cb=on_event)
-        try:
+        async with live.Subscription(q.nc, bus.EVENTS_SUBJECT,
+                                     q.settings.live_stream_buffer) as sub:
             while True:
-                for ev in pb.DeliveryEvents.FromString(await inbox.get()).events:
+                data = await sub.get()
+                if isinstance(data, live.Gap):
+                    yield pb.DeliveryEvent(at=_ts(data.at), kind=live.DROPPED,
+                                           reply=live.DROPPED_TEXT)
+                    continue
+                for ev in pb.DeliveryEvents.FromString(data).events:
                     yield ev
-        finally:
-            await sub.unsubscribe()

@@ -34,7 +34,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from mailyard.api.history.v1 import history_pb2 as pb
 from mailyard.api.history.v1 import history_pb2_grpc
 from mailyard.core import bus
-from mailyard.queue import metrics
+from mailyard.queue import live, metrics
 from mailyard.queue.history import NULL_SENDER, addr_subject, address_key, msg_subject
 from mailyard.queue.history_feed import HistoryFeed, decode_ref, stream_id
 from mailyard.queue.history_index import HistoryIndex
@@ -321,12 +321,13 @@ def matches(event: pb.HistoryEvent, req: pb.SearchRequest,
 
 
 class HistoryService(history_pb2_grpc.HistoryServicer):
-    def __init__(self, nc: object, js: JetStreamContext, feed: HistoryFeed | None = None,
-                 wait: float = 1.0) -> None:
+    def __init__(self, nc: object, js: JetStreamContext, live_buffer: int,
+                 feed: HistoryFeed | None = None, wait: float = 1.0) -> None:
         self.nc = nc
         self.js = js
         self.feed = feed
         self.wait = wait
+        self.live_buffer = live_buffer  # LIVE_STREAM_BUFFER: bytes of Follow unread
 
     async def Search(self, request: pb.SearchRequest,
                      context: grpc.aio.ServicerContext) -> pb.SearchResponse:
@@ -342,25 +343,23 @@ class HistoryService(history_pb2_grpc.HistoryServicer):
             check(request)
         except BadRequest as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        async for event in follow(self.nc, request):
+        async for event in follow(self.nc, request, self.live_buffer):
             yield event
 
 
-async def follow(nc: object, req: pb.SearchRequest) -> AsyncIterator[pb.HistoryEvent]:
-    """New events as the queue records them (the stream's subjects, on core NATS)."""
-    inbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=10_000)
-
-    async def on_msg(msg: object) -> None:
-        if not inbox.full():  # a slow reader misses events rather than grow memory
-            inbox.put_nowait(msg.data)  # type: ignore[attr-defined]
-
-    subject = msg_subject(req.queue_id or "*")
-    sub = await nc.subscribe(subject, cb=on_msg)  # type: ignore[attr-defined]
+async def follow(nc: object, req: pb.SearchRequest,
+                 max_bytes: int) -> AsyncIterator[pb.HistoryEvent]:
+    """New events as the queue records them (the stream's subjects, on core NATS), and a
+    `dropped` event where some were missed (live.py)."""
     followed: set[str] = set()
-    try:
+    async with live.Subscription(nc, msg_subject(req.queue_id or "*"), max_bytes) as sub:
         while True:
-            event = _decode(await inbox.get())
+            data = await sub.get()
+            if isinstance(data, live.Gap):
+                gap = pb.HistoryEvent(kind=live.DROPPED, detail=live.DROPPED_TEXT)
+                gap.at.FromNanoseconds(int(data.at * 1e9))
+                yield gap
+                continue
+            event = _decode(data)
             if event is not None and matches(event, req, followed):
                 yield event
-    finally:
-        await sub.unsubscribe()

@@ -63,3 +63,7 @@ class Settings(ServiceSettings):
     history_index_batch: int = Field(default=1000, ge=1, le=10_000)  # records per transaction
     # Rows older than HISTORY_DAYS are deleted this often, a bounded batch at a time.
     history_index_expire_interval: float = Field(default=600.0, gt=0)
+    # Live streams (Watch, Follow): bytes one client may leave unread in the queue (live.py);
+    # past them it misses events and is told so. A message of events may be nats-server's
+    # max_payload (1 MiB): a smaller bound drops every such message.
+    live_stream_buffer: int = Field(default=2 * 1024 * 1024, ge=1024)

@@ -42,7 +42,7 @@ class HistoryEvent(_message.Message):
     DETAIL_FIELD_NUMBER: _builtins.int
     queue_id: _builtins.str
     kind: _builtins.str
-    """new | delivery | bounce | done"""
+    """new | delivery | bounce | done | dropped (Follow)"""
     sender: _builtins.str
     """new: qmail's "new msg" + "info msg": bytes, from, and whom to"""
     size: _builtins.int

@@ -57,7 +57,8 @@ class HistoryServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Follow(self, request, context):
-        """New events as they are recorded (tail -f), filtered the same way (since is ignored).
+        """New events as they are recorded (tail -f), filtered the same way (since is ignored);
+        an event of kind "dropped" where this client read too slowly and missed some.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

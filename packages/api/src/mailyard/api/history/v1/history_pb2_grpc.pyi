@@ -37,7 +37,9 @@ class HistoryStub:
     Search: _grpc.UnaryUnaryMultiCallable[_history_pb2.SearchRequest, _history_pb2.SearchResponse]
     """Events matching the request, oldest first; at most `limit` messages' worth."""
     Follow: _grpc.UnaryStreamMultiCallable[_history_pb2.SearchRequest, _history_pb2.HistoryEvent]
-    """New events as they are recorded (tail -f), filtered the same way (since is ignored)."""
+    """New events as they are recorded (tail -f), filtered the same way (since is ignored);
+    an event of kind "dropped" where this client read too slowly and missed some.
+    """
 
 @_typing.type_check_only
 class HistoryAsyncStub(HistoryStub):
@@ -45,7 +47,9 @@ class HistoryAsyncStub(HistoryStub):
     Search: _aio.UnaryUnaryMultiCallable[_history_pb2.SearchRequest, _history_pb2.SearchResponse]  # type: ignore[assignment]
     """Events matching the request, oldest first; at most `limit` messages' worth."""
     Follow: _aio.UnaryStreamMultiCallable[_history_pb2.SearchRequest, _history_pb2.HistoryEvent]  # type: ignore[assignment]
-    """New events as they are recorded (tail -f), filtered the same way (since is ignored)."""
+    """New events as they are recorded (tail -f), filtered the same way (since is ignored);
+    an event of kind "dropped" where this client read too slowly and missed some.
+    """
 
 class HistoryServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -62,6 +66,8 @@ class HistoryServicer(metaclass=_abc_1.ABCMeta):
         request: _history_pb2.SearchRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_history_pb2.HistoryEvent], _abc.AsyncIterator[_history_pb2.HistoryEvent]]:
-        """New events as they are recorded (tail -f), filtered the same way (since is ignored)."""
+        """New events as they are recorded (tail -f), filtered the same way (since is ignored);
+        an event of kind "dropped" where this client read too slowly and missed some.
+        """
 
 def add_HistoryServicer_to_server(servicer: HistoryServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -522,7 +522,10 @@ class DeliveryEvent(_message.Message):
     outcome: _delivery_pb2.Outcome.ValueType
     reply: _builtins.str
     kind: _builtins.str
-    """"delivery", "new", "bounce", "done", ..."""
+    """"delivery", "new", "bounce", "done", ...; Watch sends "dropped" where this client read
+    too slowly and missed events (LIVE_STREAM_BUFFER bytes were waiting for it): `at` is
+    when the first was missed, `reply` says so.
+    """
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
