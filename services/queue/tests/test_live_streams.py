@@ -159,3 +159,18 @@ async def test_the_cli_says_where_events_were_dropped(js: Any, start_queue: Any,
             assert "events were dropped here: the client read too slowly" in text, text
         if args[0] == "log":
             assert "mailyard log --since 20" in lines[0]
+
+
+async def test_a_watch_outlives_a_message_it_cannot_read(js: Any, start_queue: Any) -> None:
+    """mailyard.events is core NATS, open to every client of the bus: a message that is not
+    DeliveryEvents is skipped, as Follow skips one that is not a HistoryEvent."""
+    q = start_queue()
+    call = q.stub.Watch(qpb.WatchRequest())
+
+    async def publish(name: str) -> None:
+        await js._nc.publish(bus.EVENTS_SUBJECT, _watch_message(name))
+
+    await _until_read(js._nc, call, publish, "ready", [])
+    await js._nc.publish(bus.EVENTS_SUBJECT, b"\xff not protobuf")
+    await _until_read(js._nc, call, publish, "after", [])
+    call.cancel()

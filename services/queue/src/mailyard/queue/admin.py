@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import grpc
+from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from mailyard.api.queue.v1 import queue_pb2 as pb
@@ -230,5 +231,9 @@ class QueueAdmin(queue_pb2_grpc.QueueServiceServicer):
                     yield pb.DeliveryEvent(at=_ts(data.at), kind=live.DROPPED,
                                            reply=live.DROPPED_TEXT)
                     continue
-                for ev in pb.DeliveryEvents.FromString(data).events:
+                try:
+                    batch = pb.DeliveryEvents.FromString(data)
+                except DecodeError:  # not ours: the subject is open to every bus client
+                    continue
+                for ev in batch.events:
                     yield ev
