@@ -174,3 +174,49 @@ async def test_a_watch_outlives_a_message_it_cannot_read(js: Any, start_queue: A
     await js._nc.publish(bus.EVENTS_SUBJECT, b"\xff not protobuf")
     await _until_read(js._nc, call, publish, "after", [])
     call.cancel()
+
+
+async def test_past_live_streams_a_stream_gets_resource_exhausted(
+        js: Any, start_queue: Any) -> None:
+    """Each live stream is a NATS subscription of the queue's own connection that gets every
+    event: 2,000 Watch calls (one client, under MAX_RPCS) made nats-server close that
+    connection as a slow consumer at the first burst of events. LIVE_STREAMS bounds them,
+    Watch and Follow together."""
+    q = start_queue(LIVE_STREAMS="2")
+    nc = js._nc
+    history = history_pb2_grpc.HistoryStub(q.channel)
+
+    async def watch_event(name: str) -> None:
+        await nc.publish(bus.EVENTS_SUBJECT, _watch_message(name))
+
+    async def follow_event(name: str) -> None:
+        await nc.publish(msg_subject(name), _follow_message(name))
+
+    watch = q.stub.Watch(qpb.WatchRequest())
+    await _until_read(nc, watch, watch_event, "ready", [])
+    follow = history.Follow(hpb.SearchRequest())
+    await _until_read(nc, follow, follow_event, "ready", [])
+    for third in (q.stub.Watch(qpb.WatchRequest()), history.Follow(hpb.SearchRequest())):
+        assert await asyncio.wait_for(third.code(), 10) == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "too many live streams" in (await third.details() or "")
+    watch.cancel()  # its place is free once the queue has seen it go
+
+    async def admitted() -> bool:
+        again = q.stub.Watch(qpb.WatchRequest())
+        try:
+            await _until_read(nc, again, watch_event, "again", [], timeout=5)
+        except AssertionError:  # refused: the stream ended
+            assert await again.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            return False
+        again.cancel()
+        return True
+
+    async with asyncio.timeout(30):
+        while not await admitted():
+            await asyncio.sleep(0.1)
+        follow.cancel()  # and a Follow's place too
+        watch = q.stub.Watch(qpb.WatchRequest())
+        await _until_read(nc, watch, watch_event, "ready3", [])
+        while not await admitted():
+            await asyncio.sleep(0.1)
+    watch.cancel()

@@ -30,7 +30,7 @@ from mailyard.core.http import HttpServer, make_app
 from mailyard.core.metrics import set_build
 from mailyard.core.service import run
 from mailyard.core.spool import Spool
-from mailyard.queue import lost, metrics, poison, web
+from mailyard.queue import live, lost, metrics, poison, web
 from mailyard.queue.admin import QueueAdmin, Runtime
 from mailyard.queue.engine import Queue
 from mailyard.queue.history_feed import HistoryFeed
@@ -107,13 +107,14 @@ async def _serve(settings: Settings, stop: asyncio.Event, state_dir: StateDir) -
                              and all(runtime.queue.consuming.values())},
                    tokens_file=settings.tokens_file, host=settings.http_host)
     web.mount(app, runtime, js, feed, settings.history_index_wait)
+    streams = live.Streams(settings.live_streams, settings.live_stream_buffer)  # Watch, Follow
     http = HttpServer(app, settings.http_host, settings.http_port) if settings.http_port else None
     grpc_server = GrpcServer(settings.grpc_host, settings.grpc_port, [
-        (queue_pb2_grpc.add_QueueServiceServicer_to_server, QueueAdmin(runtime),
+        (queue_pb2_grpc.add_QueueServiceServicer_to_server, QueueAdmin(runtime, streams),
          QUEUE_SERVICE),
         # history is read from JetStream: a standby answers it too
         (history_pb2_grpc.add_HistoryServicer_to_server, HistoryService(
-            nc, js, settings.live_stream_buffer, feed, settings.history_index_wait),
+            nc, js, streams, feed, settings.history_index_wait),
          service_name(history_pb2, "History"))], tokens_file=settings.tokens_file)
     await grpc_server.start()
     # a standby answers History but not QueueService: health says so per service

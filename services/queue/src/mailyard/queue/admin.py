@@ -153,8 +153,9 @@ async def act(q: Queue, action: str, req: pb.SelectRequest) -> pb.ActionResponse
 
 
 class QueueAdmin(queue_pb2_grpc.QueueServiceServicer):
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, streams: live.Streams) -> None:
         self.rt = runtime
+        self.streams = streams  # Watch's, shared with history's Follow
 
     async def _queue(self, context: grpc.aio.ServicerContext) -> Queue:
         if self.rt.queue is None:
@@ -223,8 +224,12 @@ class QueueAdmin(queue_pb2_grpc.QueueServiceServicer):
     async def Watch(self, request: pb.WatchRequest,
                     context: grpc.aio.ServicerContext) -> AsyncIterator[pb.DeliveryEvent]:
         q = await self._queue(context)
-        async with live.Subscription(q.nc, bus.EVENTS_SUBJECT,
-                                     q.settings.live_stream_buffer) as sub:
+        try:
+            subscription = self.streams.subscribe(q.nc, bus.EVENTS_SUBJECT)
+        except live.TooMany as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+            raise
+        async with subscription as sub:
             while True:
                 data = await sub.get()
                 if isinstance(data, live.Gap):

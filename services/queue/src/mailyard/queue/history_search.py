@@ -321,13 +321,13 @@ def matches(event: pb.HistoryEvent, req: pb.SearchRequest,
 
 
 class HistoryService(history_pb2_grpc.HistoryServicer):
-    def __init__(self, nc: object, js: JetStreamContext, live_buffer: int,
+    def __init__(self, nc: object, js: JetStreamContext, streams: live.Streams,
                  feed: HistoryFeed | None = None, wait: float = 1.0) -> None:
         self.nc = nc
         self.js = js
+        self.streams = streams  # Follow's, shared with the queue's Watch
         self.feed = feed
         self.wait = wait
-        self.live_buffer = live_buffer  # LIVE_STREAM_BUFFER: bytes of Follow unread
 
     async def Search(self, request: pb.SearchRequest,
                      context: grpc.aio.ServicerContext) -> pb.SearchResponse:
@@ -343,16 +343,24 @@ class HistoryService(history_pb2_grpc.HistoryServicer):
             check(request)
         except BadRequest as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        async for event in follow(self.nc, request, self.live_buffer):
-            yield event
+        try:
+            subscription = self.streams.subscribe(self.nc, msg_subject(request.queue_id
+                                                                       or "*"))
+        except live.TooMany as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+            raise
+        # closed with this call, not when collected: the subscription holds a stream's place
+        async with contextlib.aclosing(follow(subscription, request)) as events:
+            async for event in events:
+                yield event
 
 
-async def follow(nc: object, req: pb.SearchRequest,
-                 max_bytes: int) -> AsyncIterator[pb.HistoryEvent]:
+async def follow(subscription: live.Subscription,
+                 req: pb.SearchRequest) -> AsyncGenerator[pb.HistoryEvent]:
     """New events as the queue records them (the stream's subjects, on core NATS), and a
     `dropped` event where some were missed (live.py)."""
     followed: set[str] = set()
-    async with live.Subscription(nc, msg_subject(req.queue_id or "*"), max_bytes) as sub:
+    async with subscription as sub:
         while True:
             data = await sub.get()
             if isinstance(data, live.Gap):

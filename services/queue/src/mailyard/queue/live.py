@@ -18,7 +18,31 @@ from typing import Any
 
 DROPPED = "dropped"  # the kind of the event a stream sends where it dropped some
 DROPPED_TEXT = "events were dropped here: the client read too slowly"
+TOO_MANY_TEXT = "too many live streams on this queue process ({limit}, LIVE_STREAMS)"
 MAX_MESSAGES = 10_000  # empty messages weigh nothing in bytes, but each is an object
+
+
+class TooMany(Exception):
+    """LIVE_STREAMS streams are open already (RESOURCE_EXHAUSTED)."""
+
+
+class Streams:
+    """This process's live streams: at most `limit` at once, each with at most `max_bytes`
+    unread. Each is a subscription of the queue's own NATS connection that gets every event,
+    so nats-server sends that connection each event once per stream: 2,000 Watch calls (one
+    client, under MAX_RPCS) made it close the connection as a slow consumer at the first
+    burst of events, and with it the leader's work."""
+
+    def __init__(self, limit: int, max_bytes: int) -> None:
+        self.limit, self.max_bytes = limit, max_bytes
+        self.open = 0
+
+    def subscribe(self, nc: Any, subject: str) -> Subscription:
+        """A stream's subscription (`async with` it), or TooMany."""
+        if self.open >= self.limit:
+            raise TooMany(TOO_MANY_TEXT.format(limit=self.limit))
+        self.open += 1  # given back when the subscription ends
+        return Subscription(nc, subject, self.max_bytes, self)
 
 
 @dataclass(frozen=True)
@@ -29,21 +53,26 @@ class Gap:
 
 
 class Subscription:
-    """`async with Subscription(nc, subject, max_bytes) as sub:` then `await sub.get()`."""
+    """`async with streams.subscribe(nc, subject) as sub:` then `await sub.get()`."""
 
-    def __init__(self, nc: Any, subject: str, max_bytes: int) -> None:
-        self.nc, self.subject, self.max_bytes = nc, subject, max_bytes
+    def __init__(self, nc: Any, subject: str, max_bytes: int, streams: Streams) -> None:
+        self.nc, self.subject, self.max_bytes, self.streams = nc, subject, max_bytes, streams
         self.inbox: asyncio.Queue[bytes | Gap] = asyncio.Queue()
         self.size = 0        # bytes in the inbox
         self.gap = False     # the inbox ends with a Gap: a drop now is part of it
         self.sub: Any = None
 
     async def __aenter__(self) -> Subscription:
-        self.sub = await self.nc.subscribe(self.subject, cb=self._arrived)
+        try:
+            self.sub = await self.nc.subscribe(self.subject, cb=self._arrived)
+        except BaseException:
+            self.streams.open -= 1
+            raise
         return self
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
+        self.streams.open -= 1
         await self.sub.unsubscribe()
 
     async def _arrived(self, msg: Any) -> None:

@@ -67,3 +67,6 @@ class Settings(ServiceSettings):
     # past them it misses events and is told so. A message of events may be nats-server's
     # max_payload (1 MiB): a smaller bound drops every such message.
     live_stream_buffer: int = Field(default=2 * 1024 * 1024, ge=1024)
+    # Live streams open at once (Watch and Follow together); past them RESOURCE_EXHAUSTED.
+    # nats-server sends the queue's connection every event once per stream.
+    live_streams: int = Field(default=16, ge=1, le=1000)
