@@ -145,3 +145,22 @@ def test_store_delete_many(tmp_path: Path) -> None:
     store.open()
     assert store.messages == 2 and store.by_state[DEFERRED] == 4
     store.close()
+
+
+def test_follow_forgets_a_message_once_it_is_done() -> None:
+    """`log -f --address` follows each message concerning the address from its `new` on:
+    the ids it follows were kept for the life of the stream (one per message ever, a
+    stream open for weeks on a busy address grew without bound); `done` is its last step."""
+    from mailyard.api.history.v1 import history_pb2 as hpb
+    from mailyard.queue.history_search import matches
+
+    req = hpb.SearchRequest(address="Bob@x.test")
+    followed: set[str] = set()
+    steps = [hpb.HistoryEvent(queue_id="Q1", kind="new", sender="a@y.test",
+                              recipients=["bob@x.test"]),
+             hpb.HistoryEvent(queue_id="Q2", kind="new", recipients=["carol@x.test"]),
+             hpb.HistoryEvent(queue_id="Q1", kind="bounce", detail="to <a@y.test>"),
+             hpb.HistoryEvent(queue_id="Q2", kind="done"),
+             hpb.HistoryEvent(queue_id="Q1", kind="done")]
+    assert [matches(e, req, followed) for e in steps] == [True, False, True, False, True]
+    assert followed == set()

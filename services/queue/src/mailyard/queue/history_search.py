@@ -309,13 +309,17 @@ def _concerns(event: pb.HistoryEvent, address: str) -> bool:
 def matches(event: pb.HistoryEvent, req: pb.SearchRequest,
             followed: set[str]) -> bool:
     """Follow's filter: a message is followed from its `new` event on when it concerns the
-    address; steps of followed messages pass."""
+    address, until its `done` (its last step: forgotten then, or `followed` grew for as
+    long as the stream was open); steps of followed messages pass."""
     if req.queue_id:
         return event.queue_id == req.queue_id
     if not req.address:
         return True
     if event.queue_id in followed or _concerns(event, req.address):
-        followed.add(event.queue_id)
+        if event.kind == "done":
+            followed.discard(event.queue_id)
+        else:
+            followed.add(event.queue_id)
         return True
     return False
 
