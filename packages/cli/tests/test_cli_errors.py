@@ -68,3 +68,18 @@ def test_numbers_out_of_range_are_a_usage_error(argv: tuple[str, ...], why: str)
     done = mailyard(*argv)
     assert done.returncode == 2 and done.stdout == "", done.stderr
     assert "Traceback" not in done.stderr and why in done.stderr.splitlines()[-1], done.stderr
+
+
+def test_a_reader_that_went_away_ends_the_command_quietly() -> None:
+    """`mailyard ... | head`: once the reader has gone, the command stops as cat does (no
+    message, the shell's 141 for SIGPIPE), not "mailyard: Broken pipe" or Python's
+    "Exception ignored ... BrokenPipeError" at exit."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written
+    try:
+        proc = subprocess.run([sys.executable, "-m", "mailyard.cli.main", "auth", "tokens"],
+                              stdout=write, stderr=subprocess.PIPE, timeout=60, check=False)
+    finally:
+        os.close(write)
+    assert proc.stderr.decode() == ""
+    assert proc.returncode == 141
