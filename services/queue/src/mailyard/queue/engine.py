@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -63,8 +64,13 @@ class Queue:
         self.history = Recorder(self.nc)
 
     def lifetime(self) -> float:
-        """queuelifetime, read live from the control KV."""
-        return float(self.control.integer("queuelifetime", DEFAULT_LIFETIME))
+        """queuelifetime, read live from the control KV. The directory takes any positive
+        integer: one past a float's range means never, not an OverflowError in every
+        deferral (the results task, and with it the process, ended on each)."""
+        try:
+            return float(self.control.integer("queuelifetime", DEFAULT_LIFETIME))
+        except OverflowError:
+            return math.inf
 
     async def consume(self, stream: str, durable: str, subject: str,
                       handle: Callable[[list[Msg]], Awaitable[None]]) -> None:
