@@ -8,15 +8,19 @@ import email.policy
 import urllib.request
 from typing import Any
 
+from mailyard.api.directory.v1 import directory_pb2
 from mailyard.api.mail.v1 import delivery_pb2 as dpb
 from mailyard.api.mail.v1.envelope_pb2 import ORIGIN_BOUNCE, ORIGIN_DOUBLE_BOUNCE
 from mailyard.core import bus
+from mailyard.core.directory import record_key
 from mailyard.core.spool import Spool
+from mailyard.testing import ServiceProcess, free_port
 
 from .conftest import (
     DEFERRED,
     DELIVERED,
     FAILED,
+    Worker,
     add_local_domain,
     gone,
     read_spool,
@@ -225,3 +229,44 @@ async def test_bounce_jetstream_refused_is_injected_again_within_seconds(
 
 async def _logged(q: Any, text: str) -> bool:
     return text in q.proc.logs()
+
+
+async def test_a_forwarded_double_bounce_that_fails_is_dropped(
+        js: Any, spool: Spool, start_queue: Any, tmp_path: Any) -> None:
+    """The postmaster forwards elsewhere (an alias) and that address refuses: the forwarded
+    copy keeps the null sender (qmail-local does too) but is queued as a forward, so its
+    failure made another double bounce to the postmaster, forwarded and refused again, for
+    ever. qmail drops it: the copy keeps the double bounce's sender #@[]. Here the copy
+    keeps the double bounce's header. Real local-delivery makes the forward."""
+    await add_local_domain(js, "mx.test")
+    kv = await bus.ensure_kv(js, bus.KV_DIRECTORY)
+    await kv.put(record_key("alias", "postmaster@mx.test"), directory_pb2.Alias(
+        address="postmaster@mx.test", targets=["boss@remote.test"]).SerializeToString())
+    port = free_port()
+    local = ServiceProcess("mailyard.local_delivery", {
+        "MAILYARD_LOCAL_NATS_URL": js._nc.connected_url.geturl(),
+        "MAILYARD_LOCAL_SPOOL_DIR": str(spool.root),
+        "MAILYARD_LOCAL_MAIL_DIR": str(tmp_path / "mail"),
+        "MAILYARD_LOCAL_HTTP_PORT": str(port), "MAILYARD_LOCAL_ME": "mx.test"},
+        tmp_path / "logs", port).start()
+    try:
+        q = start_queue()
+        remote = await Worker(js, "remote").start()
+        env = await send(spool, js, "", ["r@remote.test"])
+        await remote.report(await remote.job(), FAILED, REFUSED)
+        forwarded = await remote.job()  # the double bounce, forwarded by the alias
+        assert list(forwarded.recipients) == ["boss@remote.test"] and forwarded.sender == ""
+        assert b"double bounce" in (await read_spool(spool, forwarded.queue_id))[1]
+        await remote.report(forwarded, FAILED, "550 5.1.1 boss left the company")
+        await wait_for(lambda: _counted(q, 'kind="dropped"} 1.0'), what="dropped")
+        for qid in (env.queue_id, forwarded.queue_id):
+            await wait_for(lambda qid=qid: gone(q, qid), what=f"{qid} removed")
+        assert await remote.none_within(1.0)  # no second double bounce came round
+        assert (await q.stat()).messages == 0
+    finally:
+        local.stop()
+
+
+async def _counted(q: Any, sample: str) -> bool:
+    with urllib.request.urlopen(f"http://127.0.0.1:{q.http_port}/metrics") as resp:
+        return sample in resp.read().decode()

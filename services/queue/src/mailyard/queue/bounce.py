@@ -3,7 +3,7 @@
 One bounce per message lists every failed recipient with the reply that failed it. Who gets
 it follows qmail-send: the envelope sender gets a bounce; a failure of a message from <>
 (a bounce itself) goes to the postmaster as a double bounce; a failed double bounce is
-dropped (and counted by the caller).
+dropped (and counted by the caller), also once forwarded: see DOUBLE_BOUNCE_FIELD.
 """
 
 from __future__ import annotations
@@ -22,6 +22,12 @@ BOUNCE, DOUBLE_BOUNCE, DROP = "bounce", "double_bounce", "dropped"
 DELAY = "delay_warning"  # RFC 3464 Action: delayed; the message stays queued
 _HEADER_LIMIT = 64 * 1024  # returned headers at most (the whole body is never echoed in DSN)
 _QSBMF_LIMIT = 50_000      # qmail's bouncemaxbytes default
+# A double bounce carries this field. The postmaster's alias may forward it: the copy keeps
+# the null sender but is queued as a forward, so its origin no longer says double bounce,
+# and its failure made another double bounce to the postmaster, forwarded and refused again
+# for ever. qmail's copy keeps the double bounce's sender #@[]; ours keeps this field.
+DOUBLE_BOUNCE_FIELD = "X-Mailyard-Double-Bounce"
+_DOUBLE_BOUNCE_MARK = DOUBLE_BOUNCE_FIELD.lower().encode() + b":"
 
 
 @dataclass(frozen=True)
@@ -32,9 +38,10 @@ class Failure:
     remote_host: str = ""
 
 
-def kind_of(origin: int, sender: str) -> str:
-    """Where a failure goes: bounce to the sender, double bounce, or nowhere."""
-    if origin == ORIGIN_DOUBLE_BOUNCE:
+def kind_of(origin: int, sender: str, original: bytes = b"") -> str:
+    """Where a failure goes: bounce to the sender, double bounce, or nowhere. `original`,
+    the failed message, tells a forwarded double bounce (see DOUBLE_BOUNCE_FIELD)."""
+    if origin == ORIGIN_DOUBLE_BOUNCE or (not sender and _is_double_bounce(original)):
         return DROP
     if origin == ORIGIN_BOUNCE or not sender:
         return DOUBLE_BOUNCE
@@ -62,6 +69,11 @@ def _headers_of(original: bytes) -> bytes:
         end, sep = original.find(b"\n\n"), 2
     head = original[:end + sep // 2] if end >= 0 else original
     return head[:_HEADER_LIMIT]
+
+
+def _is_double_bounce(original: bytes) -> bool:
+    head = _headers_of(original).lower()
+    return head.startswith(_DOUBLE_BOUNCE_MARK) or b"\n" + _DOUBLE_BOUNCE_MARK in head
 
 
 def _intro(me: str, double: bool, failures: list[Failure], original_sender: str,
@@ -103,13 +115,16 @@ def build(*, fmt: str, me: str, to: str, kind: str, queue_id: str, original_send
     subject = ("warning: delayed mail" if delayed else
                "double bounce: failure notice" if double else "failure notice")
     intro = _intro(me, double, failures, original_sender, delayed)
+    common = _common_headers(me, to, subject)
+    if double:
+        common.append(f"{DOUBLE_BOUNCE_FIELD}: {queue_id}")
     if fmt == "qsbmf":
-        head = [*_common_headers(me, to, subject), "Content-Type: text/plain; charset=utf-8"]
+        head = [*common, "Content-Type: text/plain; charset=utf-8"]
         body = intro + "--- Below this line is a copy of the message.\r\n\r\n"
         text = "\r\n".join(head) + "\r\n\r\n" + body
         return text.encode() + original[:_QSBMF_LIMIT]
     boundary = f"=_mailyard_{os.urandom(8).hex()}"
-    head = [*_common_headers(me, to, subject),
+    head = [*common,
             f'Content-Type: multipart/report; report-type=delivery-status;'
             f' boundary="{boundary}"']
     status = [f"Reporting-MTA: dns; {me}",

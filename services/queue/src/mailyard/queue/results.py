@@ -194,8 +194,17 @@ async def complete_many(q: Queue, messages: list[Message]) -> None:
     await q.history.flush()
 
 
+async def _original(q: Queue, message: Message) -> bytes:
+    try:
+        _, original = await q.spool.read(message.spool_path, verify=False)
+    except SpoolError:
+        original = b""
+    return original
+
+
 async def send_bounce(q: Queue, message: Message, failed: list[Recipient]) -> None:
-    kind = bounce.kind_of(message.origin, message.sender)
+    original = b"" if message.origin == ORIGIN_DOUBLE_BOUNCE else await _original(q, message)
+    kind = bounce.kind_of(message.origin, message.sender, original)
     store = q.store
     addresses = [r.address for r in failed]
     if kind == bounce.DROP:
@@ -214,10 +223,6 @@ async def send_bounce(q: Queue, message: Message, failed: list[Recipient]) -> No
                  and not q.identity.deliverable(to, q.directory.is_local_domain))
     bounce_id = await store.run(store.reserve_bounce_id, message.queue_id, new_queue_id())
     if keep_here or not await q.spool.exists(q.spool.relpath(bounce_id)):
-        try:
-            _, original = await q.spool.read(message.spool_path, verify=False)
-        except SpoolError:
-            original = b""
         data = bounce.build(
             fmt=s.bounce_format, me=me, to=to, kind=kind, queue_id=message.queue_id,
             original_sender=message.sender, arrival=message.received_at, original=original,
