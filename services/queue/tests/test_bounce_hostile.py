@@ -3,12 +3,14 @@ say, what a remote server answers, what the message and its envelope hold."""
 
 from __future__ import annotations
 
+import email
+import email.policy
 from typing import Any
 
 from mailyard.api.queue.v1 import queue_pb2 as qpb
 from mailyard.core.spool import Spool
 
-from .conftest import DEFERRED, send, set_control, wait_for
+from .conftest import DEFERRED, FAILED, read_spool, send, set_control, wait_for
 
 
 async def test_a_queuelifetime_past_a_float_means_never(
@@ -28,3 +30,34 @@ async def test_a_queuelifetime_past_a_float_means_never(
 
     await wait_for(deferred, what="the deferral recorded")
     assert q.proc.proc.poll() is None
+
+
+async def test_a_hostile_remote_reply_is_one_bounded_line_in_the_dsn(
+        js: Any, spool: Spool, workers: Any, start_queue: Any) -> None:
+    """A remote's reply is its own text: CR/LF, control characters and any length. Line
+    breaks were folded into spaces, but NUL, BEL and ESC went into the DSN and 100 KB of
+    reply made a 100 KB Diagnostic-Code line (and the same in the text part, per recipient:
+    1,000 such recipients were a 200 MB bounce)."""
+    start_queue()
+    await send(spool, js, "alice@sender.test", ["r@remote.test"])
+    job = await workers["remote"].job()
+    reply = ("550 5.1.1 no\r\nX-Injected: yes\r\n\r\n--=_mailyard_0\r\n"
+             "Content-Type: text/html\r\n\r\n\x00\x07\x1b[31m\x7f\x85" + "y" * 100_000)
+    await workers["remote"].report(job, FAILED, reply)
+    bjob = await workers["remote"].job()
+    data = (await read_spool(spool, bjob.queue_id))[1]
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    assert msg["X-Injected"] is None
+    assert msg.get_content_type() == "multipart/report"
+    assert [p.get_content_type() for p in msg.iter_parts()] == [
+        "text/plain", "message/delivery-status", "text/rfc822-headers"]
+    status = next(p for p in msg.walk() if p.get_content_type() == "message/delivery-status")
+    per_recipient = status.get_payload()[1]
+    assert per_recipient["Final-Recipient"] == "rfc822; r@remote.test"
+    assert per_recipient["X-Injected"] is None
+    diagnostic = per_recipient["Diagnostic-Code"]
+    assert diagnostic.startswith("smtp; 550 5.1.1 no X-Injected: yes --=_mailyard_0")
+    assert not any(c in data for c in b"\x00\x07\x1b\x7f")
+    assert "\x85" not in data.decode()
+    assert max(len(line) for line in data.split(b"\r\n")) <= 998
+    assert len(data) < 5000

@@ -6,6 +6,9 @@ import email
 import email.policy
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from mailyard.api.mail.v1.envelope_pb2 import Envelope
 from mailyard.queue import bounce, schedule
 from mailyard.queue.state import DEFERRED, DELIVERED, FAILED, QUEUED, Store
@@ -34,6 +37,28 @@ def test_dsn_is_rfc3464() -> None:
     assert "Diagnostic-Code: smtp; 550 5.1.1 no such" in text
     assert "Remote-MTA: dns; mx.r.test" in text and "Subject: hi" in text
     assert "body secret" not in text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=3000), st.text(max_size=300), st.binary(max_size=3000))
+def test_dsn_holds_any_reply_on_one_bounded_line(reply: str, host: str,
+                                                 original: bytes) -> None:
+    """Whatever a remote server answers and whatever the message holds, the DSN has its
+    three parts and one field per line: nothing a reply carries becomes a field or a part."""
+    data = bounce.build(fmt="dsn", me="mx.test", to="a@s.test", kind=bounce.BOUNCE,
+                        queue_id="Q", original_sender="a@s.test", arrival=0.0,
+                        failures=[bounce.Failure("b@r.test", reply, "5.1.1", host)],
+                        original=original)
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    types = [p.get_content_type() for p in msg.iter_parts()]
+    assert types == ["text/plain", "message/delivery-status", "text/rfc822-headers"]
+    blocks = list(msg.iter_parts())[1].get_payload()
+    assert len(blocks) == 2
+    assert set(blocks[1].keys()) <= {"Final-Recipient", "Action", "Status", "Remote-MTA",
+                                     "Diagnostic-Code"}
+    ours = data[:data.rindex(b"Content-Type: text/rfc822-headers")]  # the rest is theirs
+    assert max(len(line) for line in ours.split(b"\r\n")) <= 998
+    assert not any((c < 32 and c not in b"\r\n") or c == 127 for c in ours)
 
 
 def test_bounce_kinds() -> None:

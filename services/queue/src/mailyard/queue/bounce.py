@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.utils
 import os
+import re
 import time
 from dataclasses import dataclass
 
@@ -22,6 +23,10 @@ BOUNCE, DOUBLE_BOUNCE, DROP = "bounce", "double_bounce", "dropped"
 DELAY = "delay_warning"  # RFC 3464 Action: delayed; the message stays queued
 _HEADER_LIMIT = 64 * 1024  # returned headers at most (the whole body is never echoed in DSN)
 _QSBMF_LIMIT = 50_000      # qmail's bouncemaxbytes default
+# Octets of a reply or host name in the DSN: with its field name ("Diagnostic-Code: smtp; ")
+# the line stays within RFC 5322's 998, and 1,000 failed recipients make no more than 2 MB.
+_TEXT_LIMIT = 900
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0 (CR, LF, NUL, ESC...), DEL, C1
 # A double bounce carries this field. The postmaster's alias may forward it: the copy keeps
 # the null sender but is queued as a forward, so its origin no longer says double bounce,
 # and its failure made another double bounce to the postmaster, forwarded and refused again
@@ -49,8 +54,13 @@ def kind_of(origin: int, sender: str, original: bytes = b"") -> str:
 
 
 def _clean(text: str) -> str:
-    """One header-safe line (replies may carry CR/LF from a remote server)."""
-    return " ".join(text.replace("\r", " ").replace("\n", " ").split())
+    """One header-safe line of at most _TEXT_LIMIT octets: a remote server's reply is its
+    own text, with CR/LF, other control characters and any length."""
+    line = " ".join(_CONTROLS.sub(" ", text).split())
+    encoded = line.encode()
+    if len(encoded) > _TEXT_LIMIT:
+        line = encoded[:_TEXT_LIMIT - 3].decode("utf-8", "ignore") + "..."
+    return line
 
 
 def _status(code: str) -> str:
