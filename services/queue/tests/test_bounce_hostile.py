@@ -7,7 +7,9 @@ import email
 import email.policy
 from typing import Any
 
+from mailyard.api.mail.v1.envelope_pb2 import Envelope
 from mailyard.api.queue.v1 import queue_pb2 as qpb
+from mailyard.core.inject import inject
 from mailyard.core.spool import Spool
 
 from .conftest import DEFERRED, FAILED, read_spool, send, set_control, wait_for
@@ -61,3 +63,30 @@ async def test_a_hostile_remote_reply_is_one_bounded_line_in_the_dsn(
     assert "\x85" not in data.decode()
     assert max(len(line) for line in data.split(b"\r\n")) <= 998
     assert len(data) < 5000
+
+
+async def test_a_bounce_is_flagged_for_what_its_address_and_bytes_need(
+        js: Any, spool: Spool, workers: Any, start_queue: Any) -> None:
+    """A bounce to a sender whose address is not ASCII (SMTPUTF8) went out without the
+    SMTPUTF8 flag: remote-delivery cannot name such a recipient without it (553 5.1.3 address
+    not usable in SMTP), so the sender never heard and the postmaster got a double bounce.
+    8-bit returned headers went without BODY=8BITMIME."""
+    start_queue()
+    utf8 = await inject(spool, js, Envelope(sender="jösé@sender.test", recipients=[
+        "r@remote.test"], smtputf8=True, body_8bit=True), "Subject: ü\r\n\r\nhi\r\n".encode())
+    plain = await send(spool, js, "alice@sender.test", ["r@remote.test"],
+                       b"Subject: caf\xc3\xa9\r\n\r\nhi\r\n")
+    for _ in range(2):
+        job = await workers["remote"].job()
+        await workers["remote"].report(job, FAILED, "550 5.1.1 no")
+    bounces = {}
+    for _ in range(2):
+        bjob = await workers["remote"].job()
+        bounces[bjob.recipients[0]] = bjob
+    to_utf8 = bounces[utf8.sender]
+    assert to_utf8.smtputf8 and to_utf8.body_8bit
+    to_plain = bounces[plain.sender]
+    assert not to_plain.smtputf8 and to_plain.body_8bit
+    data = (await read_spool(spool, to_plain.queue_id))[1]
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    assert msg["To"] == "alice@sender.test"

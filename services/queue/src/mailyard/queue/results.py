@@ -28,6 +28,7 @@ from mailyard.api.mail.v1.envelope_pb2 import (
     ORIGIN_BOUNCE,
     ORIGIN_DOUBLE_BOUNCE,
     Envelope,
+    Origin,
 )
 from mailyard.core import bus
 from mailyard.core.errors import MailyardError, SpoolError
@@ -202,6 +203,16 @@ async def _original(q: Queue, message: Message) -> bytes:
     return original
 
 
+def _envelope(queue_id: str, to: str, origin: Origin.ValueType, me: str,
+              data: bytes) -> Envelope:
+    """A bounce's envelope, flagged for what its address and bytes need (as smtp-ingress
+    flags a client's message): without SMTPUTF8 remote-delivery cannot name a sender whose
+    address is not ASCII (553 5.1.3, and the bounce became a double bounce), and 8-bit text
+    (a returned header, a UTF-8 address) goes out with BODY=8BITMIME."""
+    return Envelope(queue_id=queue_id, sender="", recipients=[to], origin=origin, helo=me,
+                    smtputf8=not to.isascii(), body_8bit=not data.isascii())
+
+
 async def send_bounce(q: Queue, message: Message, failed: list[Recipient]) -> None:
     original = b"" if message.origin == ORIGIN_DOUBLE_BOUNCE else await _original(q, message)
     kind = bounce.kind_of(message.origin, message.sender, original)
@@ -237,10 +248,8 @@ async def send_bounce(q: Queue, message: Message, failed: list[Recipient]) -> No
             to = f"the local postmaster mailbox ({path.name})"
         else:
             origin = ORIGIN_BOUNCE if kind == bounce.BOUNCE else ORIGIN_DOUBLE_BOUNCE
-            env = Envelope(queue_id=bounce_id, sender="", recipients=[to], origin=origin,
-                           helo=me)
             try:
-                await inject(q.spool, q.js, env, data)
+                await inject(q.spool, q.js, _envelope(bounce_id, to, origin, me, data), data)
             except MailyardError:
                 # A publish that timed out may still have reached the stream: its todo finds
                 # the file withdrawn and is dropped, and the same id again would be
@@ -275,8 +284,8 @@ async def warn_delay(q: Queue, queue_id: str) -> None:
                                                r.route if r.channel == CHANNEL_REMOTE else "")
                                 for r in waiting])
     try:
-        await inject(q.spool, q.js, Envelope(sender="", recipients=[message.sender],
-                                             origin=ORIGIN_BOUNCE, helo=me), data)
+        await inject(q.spool, q.js, _envelope("", message.sender, ORIGIN_BOUNCE, me, data),
+                     data)
         metrics.BOUNCES.labels(bounce.DELAY).inc()
     except MailyardError as exc:
         log.warning("delay warning not sent: %s", exc, extra={"queue_id": queue_id})
