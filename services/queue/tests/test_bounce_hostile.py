@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import time
 from typing import Any
 
 from mailyard.api.mail.v1.envelope_pb2 import Envelope
@@ -90,3 +91,27 @@ async def test_a_bounce_is_flagged_for_what_its_address_and_bytes_need(
     data = (await read_spool(spool, to_plain.queue_id))[1]
     msg = email.message_from_bytes(data, policy=email.policy.default)
     assert msg["To"] == "alice@sender.test"
+
+
+async def test_an_arrival_time_in_the_future_or_absurd_is_now(
+        js: Any, spool: Spool, workers: Any, start_queue: Any) -> None:
+    """received_at comes from the injecting host's clock. One a day ahead of the queue's put
+    the first retry a day off (birth + c^2) and the expiry a day later; one past the year
+    9999 failed every job it went into ('job not published, retried shortly' for ever)."""
+    q = start_queue()
+    ahead = Envelope(sender="alice@sender.test", recipients=["r@remote.test"])
+    ahead.received_at.FromSeconds(int(time.time()) + 86400)
+    ahead = await inject(spool, js, ahead, b"Subject: x\r\n\r\nhi\r\n")
+    job = await workers["remote"].job()
+    await workers["remote"].report(job, DEFERRED, "451 4.7.1 greylisted, try later")
+    absurd = Envelope(sender="alice@sender.test", recipients=["s@remote.test"])
+    absurd.received_at.seconds = 2 ** 40
+    absurd = await inject(spool, js, absurd, b"Subject: x\r\n\r\nhi\r\n")
+    job = await workers["remote"].job()
+    assert job.queue_id in (ahead.queue_id, absurd.queue_id)
+    if job.queue_id == ahead.queue_id:  # retried already: due again soon, not in a day
+        job = await workers["remote"].job()
+    assert job.queue_id == absurd.queue_id
+    assert job.received_at.seconds <= time.time()
+    detail = await q.explain(ahead.queue_id)
+    assert detail.summary.received_at.seconds <= time.time()

@@ -39,6 +39,11 @@ class Intake(Dispatch):
             # UTC datetime, and .timestamp() would read it as local time).
             received = (env.received_at.seconds + env.received_at.nanos / 1e9
                         if env.HasField("received_at") else now)
+            # The injecting host's clock: one ahead of ours put the first retry (birth + c^2)
+            # and the expiry that far off, and a Timestamp past the year 9999 failed every
+            # job it went into. The queue's own clock decides then, as qmail's did.
+            if not 0 < received <= now:
+                received = now
             messages.append((qid, env.sender, env.size, received, env.spool_path, env.sha256,
                              int(env.origin), env.client_ip, env.auth_user, int(env.smtputf8),
                              int(env.body_8bit)))
