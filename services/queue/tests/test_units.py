@@ -6,11 +6,14 @@ import email
 import email.policy
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailyard.api.mail.v1.envelope_pb2 import Envelope
+from mailyard.core.errors import SettingsError
 from mailyard.queue import bounce, schedule
+from mailyard.queue.settings import Settings
 from mailyard.queue.state import DEFERRED, DELIVERED, FAILED, QUEUED, Store
 
 
@@ -189,3 +192,15 @@ def test_follow_forgets_a_message_once_it_is_done() -> None:
              hpb.HistoryEvent(queue_id="Q1", kind="done")]
     assert [matches(e, req, followed) for e in steps] == [True, False, True, False, True]
     assert followed == set()
+
+
+def test_retry_c_past_any_schedule_is_refused() -> None:
+    """A c of 1e300 passed gt=0, and (sqrt(age) + c) ** 2 raised OverflowError in the
+    first deferral (the results task ended, and with it the process); inf made every next
+    attempt inf, a recipient never tried again nor expired."""
+    for value in ("1e300", "inf", "3601"):
+        for name in ("retry_c_remote", "retry_c_local"):
+            with pytest.raises(SettingsError):
+                Settings.load(**{name: value})
+    assert Settings.load(retry_c_remote="3600").retry_c_remote == 3600
+    assert schedule.next_attempt(0.0, 10 * 604800.0, 3600) < 10 * 604800.0 + 10 ** 8

@@ -18,9 +18,11 @@ class Settings(ServiceSettings):
     state_dir: Path = Path("var/queue")
     # FULL: a todo is acked only after its state reached the disk (survives an OS crash).
     state_sync: Literal["NORMAL", "FULL"] = "FULL"
-    # qmail's chanskip: next attempt = birth + (sqrt(age) + c)^2, in seconds.
-    retry_c_remote: float = Field(default=20.0, gt=0)
-    retry_c_local: float = Field(default=10.0, gt=0)
+    # qmail's chanskip: next attempt = birth + (sqrt(age) + c)^2, in seconds. At most an
+    # hour (the first retry 150 days off already): 1e300 overflowed in every deferral,
+    # ending the process, and inf put every next attempt at inf.
+    retry_c_remote: float = Field(default=20.0, gt=0, le=3600)
+    retry_c_local: float = Field(default=10.0, gt=0, le=3600)
     bounce_format: Literal["dsn", "qsbmf"] = "dsn"
     delay_warnings: bool = False
     delay_warning_after: float = Field(default=4 * 3600.0, gt=0)  # message age, seconds
