@@ -58,6 +58,7 @@ class Hostile:
     stored: list[bytes] = field(default_factory=list)  # bodies answered with the "." reply
     stopped: bool = False
     slow_body: float = 0.0  # a pause after every 64 KB of message read (a slow link)
+    stall_body: float = 0.0  # one pause after the first 64 KB (a link that stops a while)
     _server: asyncio.Server | None = None
 
     async def start(self) -> Hostile:
@@ -98,6 +99,9 @@ class Hostile:
                         if self.slow_body and read >= 65536:
                             read = 0
                             await asyncio.sleep(self.slow_body)
+                        if self.stall_body and read >= 65536:
+                            await asyncio.sleep(self.stall_body)
+                            self.stall_body = 0
                         continue
                     self.stored.append(b"".join(body))
                     body = None
@@ -311,6 +315,21 @@ async def test_a_slow_but_steady_upload_is_not_cut_off(rig: Rig, hostile) -> Non
     assert [r.outcome for r in out] == [OUTCOME_DELIVERED] * 2, out[0].reply
     assert server.stored == [data]
 
+
+
+@pytest.mark.settings(command_timeout=1.0)
+async def test_a_message_given_up_on_is_not_finished_later(rig: Rig, hostile) -> None:  # type: ignore[no-untyped-def]
+    """A server that stops taking the message is left after COMMAND_TIMEOUT, and what was
+    still unsent is dropped, ours and the kernel's: the transport's close() went on sending
+    it, the final "." too, so a server that read on later stored the message we had
+    counted deferred (delivered twice), and the socket and the buffer stayed for as long
+    as the server kept reading."""
+    server = await hostile()
+    server.stall_body = 2.5  # then reads on: the rest at once
+    data = (b"x" * 76 + b"\r\n") * (256 * 1024 // 78)
+    out = await deliver(rig, server, data=data)
+    assert [(r.outcome, r.enhanced_code) for r in out] == [(OUTCOME_DEFERRED, "4.4.2")] * 2
+    assert await hung_up(server) and server.stored == [], out[0].reply
 
 
 @pytest.mark.parametrize(("script", "outcomes"), [

@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import socket
+import struct
 import sys
 import termios
 from dataclasses import dataclass, field
@@ -209,9 +211,23 @@ async def run(smtp: aiosmtplib.SMTP, mail: bytes, rcpts: list[bytes], message: b
     finally:
         replies.done()
         transport.set_protocol(owner)
-        if not in_step:
+        if replies.failed and _unsent(transport):
+            _abort(transport)  # given up with some of it unsent: none of the rest goes out
+        elif not in_step:
             transport.close()  # aiosmtplib's protocol hears connection_lost and cleans up
     return out
+
+
+def _abort(transport: asyncio.Transport) -> None:
+    """Close at once, dropping what is still unsent: close() goes on sending the buffer
+    and the kernel its queue, the final "." too, so a server that took the rest after we
+    gave up would have the message we count deferred (sent again: delivered twice).
+    SO_LINGER 0 makes the kernel drop its queue and reset the connection."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError, ValueError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 def _unsent(transport: asyncio.WriteTransport) -> int:
