@@ -59,13 +59,16 @@ class Hostile:
     stopped: bool = False
     slow_body: float = 0.0  # a pause after every 64 KB of message read (a slow link)
     stall_body: float = 0.0  # one pause after the first 64 KB (a link that stops a while)
+    body_rate: int = 0  # octets of message read per second (a tar-pit); 0: as they come
     _server: asyncio.Server | None = None
 
     async def start(self) -> Hostile:
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)  # a slow body shows
         sock.bind(("127.0.0.1", 0))
-        self._server = await asyncio.start_server(self._session, sock=sock)
+        # A tar-pit reads through a small buffer, or the reader would take 128 KB at once.
+        limit = 1024 if self.body_rate else 2**16
+        self._server = await asyncio.start_server(self._session, sock=sock, limit=limit)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -96,6 +99,8 @@ class Hostile:
                     if line != b".\r\n":
                         body.append(line)
                         read += len(line)
+                        if self.body_rate:
+                            await asyncio.sleep(len(line) / self.body_rate)
                         if self.slow_body and read >= 65536:
                             read = 0
                             await asyncio.sleep(self.slow_body)
@@ -134,8 +139,8 @@ def endless(line: bytes, pause: float = 0.0) -> Stream:
 async def hostile() -> AsyncIterator[Callable[..., Awaitable[Hostile]]]:
     started: list[Hostile] = []
 
-    async def start(**script: Any) -> Hostile:
-        server = await Hostile(script).start()
+    async def start(body_rate: int = 0, **script: Any) -> Hostile:
+        server = await Hostile(script, body_rate=body_rate).start()
         started.append(server)
         return server
 
@@ -330,6 +335,22 @@ async def test_a_message_given_up_on_is_not_finished_later(rig: Rig, hostile) ->
     out = await deliver(rig, server, data=data)
     assert [(r.outcome, r.enhanced_code) for r in out] == [(OUTCOME_DEFERRED, "4.4.2")] * 2
     assert await hung_up(server) and server.stored == [], out[0].reply
+
+
+@pytest.mark.settings(command_timeout=1.0, min_data_rate=200_000)
+async def test_a_tar_pit_that_takes_the_message_too_slowly_is_left(rig: Rig, hostile) -> None:  # type: ignore[no-untyped-def]
+    """A server that takes a little of the message in every COMMAND_TIMEOUT never lets the
+    idle timeout fire, and held the job and a worker slot for as long as it liked (300 s
+    windows: a few KB each). Below MIN_DATA_RATE, once COMMAND_TIMEOUT's grace is spent,
+    the transfer is given up and deferred, as Postfix's smtp_min_data_rate does. Scaled
+    down: a 1 s timeout, 256 KB read at 50 KB/s (delivered after some 6 s before), a
+    minimum of 200 KB/s."""
+    server = await hostile(body_rate=50_000)
+    data = (b"x" * 76 + b"\r\n") * (256 * 1024 // 78)
+    out = await deliver(rig, server, data=data)
+    assert [(r.outcome, r.enhanced_code) for r in out] == [(OUTCOME_DEFERRED, "4.4.2")] * 2
+    assert "200000 bytes/s" in out[0].reply, out[0].reply
+    assert await hung_up(server) and server.stored == [] and rig.pool.idle_count == 0
 
 
 @pytest.mark.parametrize(("script", "outcomes"), [

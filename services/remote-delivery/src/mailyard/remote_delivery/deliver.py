@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 NO_CONNECTION = "Sorry, I wasn't able to establish an SMTP connection. (#4.4.1)"
 CONNECTION_DIED = "Connected to {host} but connection died. (#4.4.2)"
+TOO_SLOW = "Connected to {host} but it took the message slower than {rate:.0f} bytes/s. (#4.4.2)"
 GREETING_FAILED = "Connected to {host} but greeting failed. Remote host said: {reply}"
 TLS_REQUIRED = "Connected to {host} but STARTTLS {why}; the route requires TLS. (#4.7.5)"
 AUTH_FAILED = "Connected to {host} but authentication failed. Remote host said: {reply}"
@@ -331,13 +332,14 @@ class Deliverer:
             return self._ordered(job, results, host, "recipient")
         replies = await transaction.run(smtp, mail, lines, message.data,
                                         pipelining=smtp.supports_extension("pipelining"),
-                                        timeout=self.settings.command_timeout)
+                                        timeout=self.settings.command_timeout,
+                                        min_rate=self.settings.min_data_rate)
         if not smtp.is_connected:
             conn.broken = True  # closed already (lost, or out of step): the pool drops it
 
-        def died(recipients: list[str]) -> dict[str, RecipientResult]:
-            return {r: result(r, OUTCOME_DEFERRED, CONNECTION_DIED.format(host=host), "4.4.2",
-                              host) for r in recipients}
+        def died(recipients: list[str], why: str = CONNECTION_DIED.format(host=host),
+                 ) -> dict[str, RecipientResult]:
+            return {r: result(r, OUTCOME_DEFERRED, why, "4.4.2", host) for r in recipients}
 
         if replies.mail is None:  # the connection was gone before MAIL was answered
             self.pool.give_back(conn)
@@ -361,6 +363,12 @@ class Deliverer:
         if replies.sent_message:
             if replies.final is None:
                 self.pool.give_back(conn)
+                if replies.too_slow:
+                    log.warning("next hop took the message too slowly", extra={
+                        "queue_id": job.queue_id, "host": host, "size": message.size,
+                        "min_data_rate": self.settings.min_data_rate})
+                    why = TOO_SLOW.format(host=host, rate=self.settings.min_data_rate)
+                    return self._ordered(job, results | died(accepted, why), host, "lost")
                 return self._ordered(job, results | died(accepted), host, "lost")
             final = replies.final
         elif replies.data is not None and replies.data.code >= 400:

@@ -32,6 +32,10 @@ class Settings(ServiceSettings):
     member_ttl: float = Field(default=30.0, ge=1)
     connect_timeout: float = Field(default=30.0, gt=0)
     command_timeout: float = Field(default=300.0, gt=0)  # RFC 5321 4.5.3.2 suggests minutes
+    # Octets per second a server must take the message at, once COMMAND_TIMEOUT has passed
+    # (Postfix's smtp_min_data_rate and default): progress restarts COMMAND_TIMEOUT, so a
+    # tar-pit taking a little in each window would hold the job for ever. 0: no minimum.
+    min_data_rate: float = Field(default=500.0, ge=0)
     idle_timeout: float = Field(default=5.0, ge=0)       # keep a used connection this long
     max_messages_per_connection: int = Field(default=100, ge=1)
     # Loop detection: our names (me is always one) and addresses an MX must not point to.

@@ -43,6 +43,7 @@ class Replies:
     final: SMTPResponse | None = None  # to the message (or to the lone "."), after a 354
     sent_message: bool = False
     lost: bool = False
+    too_slow: bool = False  # given up: the server took the message below the minimum rate
 
 
 class _Replies(asyncio.Protocol):
@@ -55,13 +56,20 @@ class _Replies(asyncio.Protocol):
     they came, so empty continuation lines count too. The server taking what we send is a
     sign of life too (what `transport` holds unsent or unacknowledged shrank since the last
     look): a message over a slow link may take longer than `timeout` in all (RFC 5321
-    4.5.3.2.5 times each send, as Postfix's smtp_data_xfer_timeout)."""
+    4.5.3.2.5 times each send, as Postfix's smtp_data_xfer_timeout). But a server taking a
+    little in each `timeout` would then hold the transaction for ever, so from `sending` on
+    it must also keep a minimum rate: the message gets `timeout` plus one second for every
+    `min_rate` octets the server took (Postfix's smtp_min_data_rate with its
+    smtp_per_request_deadline)."""
 
     def __init__(self, owner: asyncio.BaseProtocol, timeout: float,
-                 transport: asyncio.WriteTransport | None = None) -> None:
+                 transport: asyncio.WriteTransport | None = None, min_rate: float = 0.0,
+                 ) -> None:
         self._owner = owner
         self._timeout = timeout
         self._transport = transport
+        self._min_rate = min_rate
+        self._sending: tuple[float, int] | None = None  # since when, octets to be taken
         self._unsent = 0  # the write buffer when last looked at
         self._loop = asyncio.get_running_loop()
         self._partial = b""  # an unfinished line
@@ -73,6 +81,7 @@ class _Replies(asyncio.Protocol):
         self._heard = 0.0
         self._held = 0  # octets of the whole lines of the reply being read
         self.failed = False
+        self.too_slow = False
 
     def data_received(self, data: bytes) -> None:
         if self.failed:
@@ -127,10 +136,22 @@ class _Replies(asyncio.Protocol):
                 self._heard = now
             self._unsent = unsent
         left = self._heard + self._timeout - now
+        if self._sending is not None and self._min_rate and self._waiter is not None:
+            since, octets = self._sending
+            taken = max(0, octets - self._unsent)
+            behind = since + self._timeout + taken / self._min_rate - now
+            if behind <= 0:
+                self.too_slow = True
+            left = min(left, behind)
         if left > 0 or self._waiter is None:  # alive, or not waiting for anything now
             self._timer = self._loop.call_later(max(left, 0.1), self._check_time)
         else:
             self._fail()
+
+    def sending(self, octets: int) -> None:
+        """`octets` go out now (the message): from here the minimum rate holds."""
+        unsent = _unsent(self._transport) if self._transport is not None else 0
+        self._sending = (self._loop.time(), octets + unsent)
 
     async def read(self, count: int) -> list[SMTPResponse]:
         """The next `count` replies, or fewer once the connection has failed."""
@@ -161,9 +182,11 @@ class _Replies(asyncio.Protocol):
 
 
 async def run(smtp: aiosmtplib.SMTP, mail: bytes, rcpts: list[bytes], message: bytes, *,
-              pipelining: bool, timeout: float) -> Replies:
+              pipelining: bool, timeout: float, min_rate: float = 0.0) -> Replies:
     """Send one transaction: `mail` and `rcpts` are whole command lines (CRLF included),
-    `message` what follows the 354, stuffed and terminated (wire.py). At least one RCPT."""
+    `message` what follows the 354, stuffed and terminated (wire.py). At least one RCPT.
+    `min_rate`: octets per second the server must take the message at after `timeout`
+    (0: none)."""
     out = Replies()
     transport = smtp.transport
     if transport is None or transport.is_closing():
@@ -172,7 +195,7 @@ async def run(smtp: aiosmtplib.SMTP, mail: bytes, rcpts: list[bytes], message: b
     # aiosmtplib types it BaseTransport; uvloop's transports are not asyncio's subclasses
     transport = cast(asyncio.Transport, transport)
     owner = transport.get_protocol()
-    replies = _Replies(owner, timeout, transport)
+    replies = _Replies(owner, timeout, transport, min_rate)
     transport.set_protocol(replies)
     in_step = False
     try:
@@ -199,10 +222,13 @@ async def run(smtp: aiosmtplib.SMTP, mail: bytes, rcpts: list[bytes], message: b
         closing = any(r is not None and r.code == 421 for r in (out.mail, *out.rcpts, out.data))
         if out.data is not None and out.data.code == 354 and not closing:
             out.sent_message = _may_send(out)
+            if out.sent_message:
+                replies.sending(len(message))
             # Nothing may go out to nobody: a 354 without an accepted recipient gets "."
             out.final = await _ask(transport, replies, message if out.sent_message
                                    else b".\r\n")
         out.lost = replies.failed
+        out.too_slow = replies.too_slow
         # In step: nothing left over (one reply too many shifts every later one) and a
         # DATA answered with 354 or refused; after any other answer the server may be
         # reading our next commands as a message.
