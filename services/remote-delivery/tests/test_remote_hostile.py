@@ -395,6 +395,19 @@ async def test_a_code_outside_2xx_4xx_5xx_defers(rig: Rig, hostile, step: str,  
         out[0].reply
 
 
+@pytest.mark.parametrize("size", [b"1" + b"0" * 5000, "\u00b2".encode(), b"12x"],
+                         ids=["5000-digits", "superscript", "not-a-number"])
+async def test_a_size_that_is_no_number_is_no_limit(rig: Rig, hostile, size: bytes) -> None:  # type: ignore[no-untyped-def]
+    """An EHLO SIZE that is not a plain number is read as no limit, as Postfix reads it
+    ("bad EHLO SIZE limit"): int() refuses 4,300 digits and a superscript "2", which
+    isdigit() lets through, and the ValueError ended every job for that server as an
+    internal error with a traceback."""
+    server = await hostile(EHLO=b"250-hostile\r\n250 SIZE " + size + b"\r\n")
+    out = await deliver(rig, server)
+    assert [r.outcome for r in out] == [OUTCOME_DELIVERED] * 2, out[0].reply
+    assert server.stored == [MSG]
+
+
 # -- the reply parser alone ----------------------------------------------------------
 
 _TEXT = st.text("abz 09.-", max_size=20).map(str.strip)

@@ -296,7 +296,10 @@ class Deliverer:
         fresh = conn.uses == 0
         options = b""
         size_limit = smtp.esmtp_extensions.get("size", "")
-        if size_limit.isdigit() and 0 < int(size_limit) < message.size:
+        # A plain number, else no limit (Postfix: "bad EHLO SIZE limit"): int() refuses a
+        # superscript, which isdigit() takes, and 4,300 digits; 19 and more are no limit.
+        if (size_limit.isascii() and size_limit.isdigit() and len(size_limit) < 19
+                and 0 < int(size_limit) < message.size):
             self.pool.give_back(conn)
             return all_recipients(job, OUTCOME_FAILED, f"552 5.3.4 Message is {message.size} "
                                   f"bytes; {host} takes at most {size_limit}.", host=host)
