@@ -38,7 +38,11 @@ from mailyard.api.mail.v1.delivery_pb2 import (
 from mailyard.api.mail.v1.envelope_pb2 import Lines
 from mailyard.core import smtproutes as routes
 from mailyard.core.control import ControlView
-from mailyard.remote_delivery import metrics, transaction
+from mailyard.remote_delivery import (
+    metrics,
+    smtp_protocol,  # noqa: F401 (aiosmtplib reads a reply once)
+    transaction,
+)
 from mailyard.remote_delivery.lookup import Hop, Lookup, Plan
 from mailyard.remote_delivery.pool import Connection, DestKey, Pool, quit_quietly
 from mailyard.remote_delivery.settings import Settings
