@@ -322,6 +322,31 @@ async def test_catch_all(example: Any) -> None:
     assert (await resolve("a@nowhere.org")).kind == pb.RESOLUTION_KIND_NOT_LOCAL
 
 
+async def test_a_self_reference_in_another_case_is_refused(example: Any) -> None:
+    """Local parts are matched lower-cased (vpopmail), but targets keep the case they are
+    given: "info@ -> Info@", "joe@ forwards to JOE@" and "team@ has the member Team@" were
+    stored, and every message to them was then accepted at RCPT and bounced as a loop."""
+    await add_mailbox(example, "joe@example.com")
+    await example.AddList(pb.AddListRequest(address="team@example.com",
+                                            owner="joe@example.com"))
+    for call in (example.AddAlias(pb.AddAliasRequest(address="info@example.com",
+                                                     targets=["Info@example.com"])),
+                 example.SetForward(pb.SetForwardRequest(address="joe@example.com",
+                                                         targets=["JOE@example.com."])),
+                 example.AddList(pb.AddListRequest(address="all@example.com",
+                                                   owner="joe@example.com",
+                                                   members=["ALL@Example.com"])),
+                 example.AddListMember(pb.ListMemberRequest(list="team@example.com",
+                                                            member="Team@example.com"))):
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await call
+        assert code_of(exc) == grpc.StatusCode.INVALID_ARGUMENT
+    assert not (await example.ListAliases(pb.ListAliasesRequest())).aliases
+    resolution = await example.Resolve(pb.AddressRequest(address="joe@example.com"))
+    assert not resolution.targets
+    assert not (await example.GetList(pb.AddressRequest(address="team@example.com"))).members
+
+
 async def test_mailing_lists(example: Any) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as exc:
         await example.AddList(pb.AddListRequest(address="team@example.com"))

@@ -21,7 +21,13 @@ from google.protobuf.message import Message
 from mailyard.api.directory.v1 import directory_pb2 as pb
 from mailyard.api.directory.v1 import directory_pb2_grpc as pb_grpc
 from mailyard.core.addresses import split
-from mailyard.core.directory import DirectoryView, domain_key, record_key, record_prefix
+from mailyard.core.directory import (
+    DirectoryView,
+    canonical,
+    domain_key,
+    record_key,
+    record_prefix,
+)
 from mailyard.directory import passwords, validate
 from mailyard.directory.errors import Refused, exists, invalid, not_found, precondition, rpc
 from mailyard.directory.listing import Listings
@@ -34,6 +40,12 @@ Ctx = grpc.aio.ServicerContext
 
 KINDS = ("mailbox", "alias", "list")
 _KIND_NAMES = {"mailbox": "a mailbox", "alias": "an alias", "list": "a mailing list"}
+
+
+def _names(address: str, targets: list[str]) -> bool:
+    """Does one of the targets (local part as given) name this canonical address? Local
+    parts are matched lower-cased, so "Info@" is info@ itself: a loop on every message."""
+    return any(canonical(target) == address for target in targets)
 
 
 def redacted(mailbox: pb.Mailbox) -> pb.Mailbox:
@@ -291,7 +303,7 @@ class DirectoryService(pb_grpc.DirectoryServicer):
     async def SetForward(self, request: pb.SetForwardRequest, context: Ctx) -> pb.Mailbox:
         address = validate.address(request.address)
         targets = validate.targets(list(request.targets))
-        if address in targets:
+        if _names(address, targets):
             raise invalid(f"{address} cannot forward to itself (use --keep-copy)")
 
         def edit(mailbox: pb.Mailbox) -> None:
@@ -317,7 +329,7 @@ class DirectoryService(pb_grpc.DirectoryServicer):
     async def AddAlias(self, request: pb.AddAliasRequest, context: Ctx) -> pb.Alias:
         address = validate.address(request.address)
         targets = validate.targets(list(request.targets))
-        if address in targets:
+        if _names(address, targets):
             raise invalid(f"alias {address} cannot point to itself")
         alias = pb.Alias(address=address, targets=targets)
         await self._create("alias", address, alias, "alias")
@@ -345,7 +357,7 @@ class DirectoryService(pb_grpc.DirectoryServicer):
             raise invalid("a mailing list needs an owner (bounces go there)")
         owner = validate.target(request.owner)
         members = validate.targets(list(request.members), "member") if request.members else []
-        if address in members:
+        if _names(address, members):
             raise invalid(f"list {address} cannot be its own member")
         mlist = pb.MailingList(address=address, owner=owner, members=members)
         await self._create("list", address, mlist, "list")
@@ -361,7 +373,7 @@ class DirectoryService(pb_grpc.DirectoryServicer):
                             ) -> pb.MailingList:
         address = validate.address(request.list)
         member = validate.target(request.member)
-        if member == address:
+        if _names(address, [member]):
             raise invalid(f"list {address} cannot be its own member")
 
         def edit(mlist: pb.MailingList) -> None:
