@@ -347,6 +347,41 @@ async def test_a_self_reference_in_another_case_is_refused(example: Any) -> None
     assert not (await example.GetList(pb.AddressRequest(address="team@example.com"))).members
 
 
+async def test_a_catch_all_mailbox_is_not_deleted_from_under_its_domain(
+        example: Any, reader: Any) -> None:
+    """A catch-all delivering to a mailbox that no longer exists made every address of the
+    domain pass RCPT (accepts() saw the catch-all) and then bounce 5.1.1 at delivery:
+    backscatter for all the spam a catch-all domain gets. The mailbox, or the domain
+    holding it, is refused while it is some domain's catch-all."""
+    await example.AddDomain(pb.AddDomainRequest(name="other.org"))
+    await add_mailbox(example, "joe@example.com")
+    await add_mailbox(example, "ann@other.org")
+    await example.SetCatchAll(pb.SetCatchAllRequest(
+        domain="example.com", action=pb.CATCH_ALL_ACTION_DELIVER, target="joe@example.com"))
+    await example.SetCatchAll(pb.SetCatchAllRequest(
+        domain="other.org", action=pb.CATCH_ALL_ACTION_DELIVER, target="Joe@example.com"))
+    for call in (example.DeleteMailbox(pb.AddressRequest(address="JOE@example.com")),
+                 example.DeleteDomain(pb.DeleteDomainRequest(name="example.com"))):
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await call
+        assert code_of(exc) == grpc.StatusCode.FAILED_PRECONDITION
+        assert "other.org" in (exc.value.details() or "")
+    await wait_until(reader, lambda: reader.accepts("nobody@other.org"))
+    assert reader.mailbox("joe@example.com") and reader.is_local_domain("example.com")
+    await example.SetCatchAll(pb.SetCatchAllRequest(domain="other.org",
+                                                    action=pb.CATCH_ALL_ACTION_BOUNCE))
+    with pytest.raises(grpc.aio.AioRpcError) as exc:  # its own domain's catch-all
+        await example.DeleteMailbox(pb.AddressRequest(address="joe@example.com"))
+    assert code_of(exc) == grpc.StatusCode.FAILED_PRECONDITION
+    # a domain deleted with its own catch-all mailbox goes as a whole
+    assert (await example.DeleteDomain(pb.DeleteDomainRequest(name="example.com"))).deleted
+    await example.SetCatchAll(pb.SetCatchAllRequest(
+        domain="other.org", action=pb.CATCH_ALL_ACTION_DELIVER, target="ann@other.org"))
+    await example.SetCatchAll(pb.SetCatchAllRequest(domain="other.org",
+                                                    action=pb.CATCH_ALL_ACTION_UNSPECIFIED))
+    assert (await example.DeleteMailbox(pb.AddressRequest(address="ann@other.org"))).deleted
+
+
 async def test_mailing_lists(example: Any) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as exc:
         await example.AddList(pb.AddListRequest(address="team@example.com"))

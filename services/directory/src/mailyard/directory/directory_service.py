@@ -128,6 +128,15 @@ class DirectoryService(pb_grpc.DirectoryServicer):
         await self._committed(metric, revision)
         return pb.DeleteResponse(deleted=True)
 
+    def _catch_alls_to(self, picked: Callable[[str], bool]) -> list[str]:
+        """The domains whose catch-all delivers to a mailbox `picked` names. Such a
+        catch-all without its mailbox accepts every address at RCPT and bounces it at
+        delivery (backscatter), so that mailbox stays while it is one. Read from the view,
+        caught up with our own writes; a catch-all set on another replica in the same
+        moment is the known limit of checks across keys."""
+        return [d.name for d in self.view.domains()
+                if d.catch_all == pb.CATCH_ALL_ACTION_DELIVER and picked(d.catch_all_target)]
+
     def _listed_domain(self, name: str) -> str:
         if not name:
             return ""
@@ -159,6 +168,11 @@ class DirectoryService(pb_grpc.DirectoryServicer):
     async def DeleteDomain(self, request: pb.DeleteDomainRequest, context: Ctx
                            ) -> pb.DeleteResponse:
         name = validate.domain(request.name)
+        others = [d for d in self._catch_alls_to(lambda target: split(target)[1] == name)
+                  if d != name]
+        if others:
+            raise precondition(f"a mailbox of {name} is the catch-all of {', '.join(others)}"
+                               f" (change it first: mailyard catchall set {others[0]} ...)")
         # The domain record goes first: from then on AddMailbox & co refuse the domain, so
         # the sweep below cannot race with new records appearing in it.
         response = await self._delete(domain_key(name), f"domain {name}", "domain")
@@ -230,6 +244,9 @@ class DirectoryService(pb_grpc.DirectoryServicer):
     async def DeleteMailbox(self, request: pb.AddressRequest, context: Ctx
                             ) -> pb.DeleteResponse:
         address = validate.address(request.address)
+        if domains := self._catch_alls_to(lambda target: target == address):
+            raise precondition(f"{address} is the catch-all of {', '.join(domains)}"
+                               f" (change it first: mailyard catchall set {domains[0]} ...)")
         return await self._delete(record_key("mailbox", address), f"mailbox {address}",
                                   "mailbox")
 
