@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import string
 
+import idna
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -57,6 +58,38 @@ def test_an_accepted_address_or_target_has_no_space_or_line_break(raw: str) -> N
         except Refused:
             continue
         assert not any(c.isspace() or c in "<>" for c in value), value
+
+
+# IDNA 2003 (Python's codec, what every reader computes) maps four characters away that
+# IDNA 2008 keeps: "straße.de" became strasse.de, another registered domain than the
+# xn--strae-oqa.de the world sends its mail to, so that mail never matched.
+@pytest.mark.parametrize(("raw", "ace"), [("straße.de", "xn--strae-oqa.de"),
+                                          ("STRAẞE.de", "xn--strae-oqa.de"),
+                                          ("ευχαριστώς.gr", "xn--mxahn5agfhds9e.gr"),
+                                          ("a\u200db.example", ""), ("a\u200cb.example", "")])
+def test_a_domain_idna_2003_and_2008_name_differently_is_refused(raw: str, ace: str) -> None:
+    with pytest.raises(Refused, match="A-label"):
+        validate.domain(raw)
+    with pytest.raises(Refused, match="A-label"):
+        validate.target(f"joe@{raw}")
+    if ace:  # the name the world sends to is taken as written
+        assert validate.domain(ace) == ace == idna.encode(raw, uts46=True,
+                                                          transitional=False).decode()
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.text(alphabet="abcü-ßẞςσΣé\u200c\u200d", min_size=1, max_size=6),
+                min_size=1, max_size=3).map(".".join))
+def test_an_accepted_unicode_domain_is_the_idna_2008_name(raw: str) -> None:
+    try:
+        name = validate.domain(raw)
+    except Refused:
+        return
+    try:
+        idna_2008 = idna.encode(raw, uts46=True, transitional=False).decode()
+    except idna.IDNAError:  # stricter about hyphens ("ab--c"): no name to compare with
+        return
+    assert name == idna_2008
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
