@@ -127,3 +127,24 @@ async def test_program_delivery_is_refused(env: Env) -> None:
     await env.job(SENDER, ["prog@example.org"], BODY)
     [rr] = (await env.result()).results
     assert (rr.outcome, rr.enhanced_code) == (OUTCOME_FAILED, "5.7.1")
+
+
+async def test_a_target_elsewhere_keeps_the_case_of_its_local_part(env: Env) -> None:
+    """Only our own local parts are matched lower-cased (vpopmail); a remote host's may be
+    case-sensitive (RFC 5321 2.4), and the directory keeps them as given. Forwards, alias
+    targets and list members went out lower-cased: John.Smith@ became john.smith@."""
+    await env.domain("example.org")
+    await env.mailbox("alice@example.org")
+    await env.alias("info@example.org", "John.Smith@remote.test", "Alice@example.org",
+                    "john.smith@remote.test")  # one copy, as before
+    await env.mailbox("keep@example.org", forward_to=["Ann.Lee@remote.test"])
+    await env.mailing_list("team@example.org", "owner@example.org", "Bob.Ray@remote.test")
+    await env.start()
+    for address, expected in (("INFO@example.org", ["John.Smith@remote.test"]),
+                              ("keep@example.org", ["Ann.Lee@remote.test"]),
+                              ("team@example.org", ["Bob.Ray@remote.test"])):
+        await env.job(SENDER, [address], BODY)
+        assert (await env.result()).results[0].outcome == OUTCOME_DELIVERED
+        envelope, _ = await env.todo()
+        assert list(envelope.recipients) == expected
+    assert len(env.messages("alice@example.org")) == 1  # Alice@ is alice@, here

@@ -40,9 +40,12 @@ class Expansion:
     deleted: bool = False       # a catch-all "delete" swallowed it
     failure: tuple[str, str] | None = None   # permanent (reply, enhanced code)
     deferral: tuple[str, str] | None = None  # temporary
+    # canonical forms of `forwards`: one copy per address, found without a scan of the list
+    forwarded: set[str] = field(default_factory=set)
 
     def add_forward(self, target: str) -> None:
-        if target not in self.forwards:
+        if (key := canonical(target)) not in self.forwarded:
+            self.forwarded.add(key)
             self.forwards.append(target)
 
 
@@ -58,7 +61,9 @@ def _walk(view: DirectoryView, address: str, path: tuple[str, ...], exp: Expansi
     if address.startswith("|"):
         exp.failure = NO_PROGRAMS
         return
-    address = canonical(address)
+    # Our own local parts are matched lower-cased (vpopmail); one elsewhere goes out as
+    # written, since that host may tell John.Smith@ from john.smith@ (RFC 5321 2.4).
+    written, address = address, canonical(address)
     if address in path:
         exp.failure = ALIAS_LOOP
         return
@@ -70,7 +75,7 @@ def _walk(view: DirectoryView, address: str, path: tuple[str, ...], exp: Expansi
     kind = res.kind
     if kind == pb.RESOLUTION_KIND_NOT_LOCAL:
         if path:
-            exp.add_forward(address)  # an alias pointing elsewhere: the queue routes it
+            exp.add_forward(written)  # an alias pointing elsewhere: the queue routes it
         else:
             exp.deferral = NOT_LOCAL  # the queue thought it local; let it look again
     elif kind == pb.RESOLUTION_KIND_MAILBOX:
@@ -82,7 +87,7 @@ def _walk(view: DirectoryView, address: str, path: tuple[str, ...], exp: Expansi
             if target.startswith("|"):
                 exp.failure = NO_PROGRAMS
                 return
-            exp.add_forward(canonical(target))
+            exp.add_forward(target)
         if not res.targets or mailbox.keep_copy:
             exp.mailboxes.setdefault(mailbox.address or address, mailbox)
     elif kind == pb.RESOLUTION_KIND_ALIAS:
@@ -92,7 +97,7 @@ def _walk(view: DirectoryView, address: str, path: tuple[str, ...], exp: Expansi
         mlist = view.mailing_list(address)
         owner = mlist.owner if mlist is not None else ""
         if not any(ls.address == address for ls in exp.lists):
-            exp.lists.append(ListSend(address, owner, [canonical(m) for m in res.targets]))
+            exp.lists.append(ListSend(address, owner, list(res.targets)))
     elif kind == pb.RESOLUTION_KIND_CATCH_ALL:
         if not res.mailbox:
             exp.failure = NO_MAILBOX
