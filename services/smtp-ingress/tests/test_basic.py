@@ -49,6 +49,24 @@ async def test_pipelined_transaction_replies_in_order(local: Ingress, js: Any) -
     await client.close()
 
 
+async def test_a_quoted_local_part_that_needs_no_quotes_is_the_plain_one(local: Ingress
+                                                                        ) -> None:
+    """A quoted "alice"@ is alice@ (RFC 5321 4.1.2; qmail-smtpd's addrparse drops the
+    quotes): it was looked up as the local part '"alice"' and refused 550 no mailbox (or
+    handed to the domain's catch-all) while alice@ exists."""
+    client = await session(local.ports["smtp"])
+    assert await client.cmd("MAIL FROM:<sender@remote.test>") == R.MAIL_OK
+    for rcpt, reply in (('"alice"@example.org', R.RCPT_OK), ('"b\\ob"@example.org', R.RCPT_OK),
+                        ('"alice smith"@example.org', R.UNKNOWN_USER)):
+        assert await client.cmd(f"RCPT TO:<{rcpt}>") == reply, rcpt
+    assert await client.cmd("DATA") == R.GO_AHEAD
+    assert (await client.cmd("Subject: hi\r\n\r\nbody\r\n.")).startswith("250 ok ")
+    [path] = committed(local)
+    envelope, _ = Spool(local.settings.spool_dir).read_sync(path)
+    assert envelope.recipients == ["alice@example.org", "bob@example.org"]
+    await client.close()
+
+
 async def test_lines_facts_of_a_line_sent_in_pieces(local: Ingress) -> None:
     """A line longer than the decoder holds (PARTIAL_MAX) is passed on in pieces; its
     length is still counted whole, so remote-delivery knows to fold it."""

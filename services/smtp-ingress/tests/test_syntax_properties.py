@@ -52,6 +52,15 @@ def test_plain_addresses_round_trip(local: str, domain: str) -> None:
                                                       domain.lower())
 
 
+@given(local=_LOCAL, domain=_DOMAIN, escaped=st.booleans())
+def test_a_quoted_dot_atom_is_the_plain_address(local: str, domain: str, escaped: bool
+                                                 ) -> None:
+    """A quoted "joe"@ or "j\\oe"@ is joe@ (RFC 5321 4.1.2): one form for the directory."""
+    quoted = "".join(f"\\{c}" for c in local) if escaped else local
+    assert parse_address(f'"{quoted}"@{domain}', allow_empty=False) == parse_address(
+        f"{local}@{domain}", allow_empty=False)
+
+
 @given(local=_LOCAL, domain=_DOMAIN, trick=st.sampled_from(["%", "!", "@"]),
        other=_DOMAIN)
 def test_routing_tricks_never_move_the_domain(local: str, domain: str, trick: str,

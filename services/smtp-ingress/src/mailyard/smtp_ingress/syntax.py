@@ -20,6 +20,7 @@ _DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
 _LITERAL = re.compile(r"\[(?:[0-9.]{7,15}|IPv6:[0-9A-Fa-f:.]{2,45})\]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ATEXT = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\u0080-\U0010ffff-]+")
+_QUOTED_PAIR = re.compile(r"\\(.)")
 ROUTING_CHARS = ("%", "!", "@", '"')
 
 
@@ -77,18 +78,26 @@ def parse_address(raw: str, *, allow_empty: bool) -> Path:
         if not rest.startswith("@"):
             raise SyntaxProblem(replies.BAD_ADDRESS)
         domain = rest[1:]
+        # "joe"@ is joe@ (RFC 5321 4.1.2), as qmail-smtpd's addrparse reads it: with the
+        # quotes kept, the directory looked up '"joe"' and refused a mailbox that exists
+        if _is_dot_atom(bare := _QUOTED_PAIR.sub(r"\1", local[1:-1])):
+            local = bare
     else:
         local, at, domain = raw.rpartition("@")
         if not at:
             local, domain = raw, ""
-        if not _ATEXT.fullmatch(local) or local.startswith(".") or local.endswith(".") \
-                or ".." in local:
+        if not _is_dot_atom(local):
             raise SyntaxProblem(replies.BAD_ADDRESS)
     if domain and not (_LITERAL.fullmatch(domain) or (_DOMAIN.fullmatch(domain) and
                                                    len(domain) <= 255)):
         raise SyntaxProblem(replies.BAD_ADDRESS)
     address = f"{local}@{domain}" if domain else local
     return Path(address, local, domain.lower().rstrip("."), address.isascii())
+
+
+def _is_dot_atom(local: str) -> bool:
+    return bool(_ATEXT.fullmatch(local)) and not (local.startswith(".") or local.endswith(".")
+                                                  or ".." in local)
 
 
 def _closing_quote(raw: str) -> int:
