@@ -148,3 +148,30 @@ async def test_a_target_elsewhere_keeps_the_case_of_its_local_part(env: Env) -> 
         envelope, _ = await env.todo()
         assert list(envelope.recipients) == expected
     assert len(env.messages("alice@example.org")) == 1  # Alice@ is alice@, here
+
+
+async def test_an_address_reached_through_an_alias_is_checked_for_my_delivered_to(
+        env: Env) -> None:
+    """qmail checks Delivered-To at each address a message is delivered to; aliases are
+    expanded here in one step, so the list or mailbox an alias leads to was never checked:
+    a list with a member aliased back to it, or a mailbox keeping a copy of what it forwards
+    to an alias of itself, went round once more and each mailbox got the message twice."""
+    await env.domain("example.org")
+    await env.mailbox("alice@example.org")
+    await env.mailing_list("team@example.org", "owner@example.org",
+                           "alice@example.org", "back@example.org")
+    await env.alias("back@example.org", "team@example.org")
+    await env.mailbox("bob@example.org", forward_to=["info@example.org"], keep_copy=True)
+    await env.alias("info@example.org", "bob@example.org")
+    await env.start()
+    for first in ("team@example.org", "bob@example.org"):
+        await env.job(SENDER, [first], BODY)
+        assert (await env.result()).results[0].outcome == OUTCOME_DELIVERED
+        again, _ = await env.todo()  # the list mail or the forward, played by the queue
+        await env.job(again.sender, list(again.recipients), b"", stored=again)
+        res = {r.recipient: r for r in (await env.result()).results}
+        assert (res["back@example.org" if first.startswith("team") else "info@example.org"]
+                .reply) == LOOPING
+        assert await env.todo_count() == 0
+    assert len(env.messages("alice@example.org")) == 1
+    assert len(env.messages("bob@example.org")) == 1

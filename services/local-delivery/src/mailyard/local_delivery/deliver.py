@@ -39,7 +39,7 @@ from mailyard.local_delivery.settings import Settings
 log = logging.getLogger(__name__)
 
 MAX_HOPS = 100
-LOOPING = "This message is looping: it already has my Delivered-To line. (#5.4.6)"
+LOOPING = resolve.LOOPING[0]
 TOO_MANY_HOPS = "too many hops, this message is looping (#5.4.6)"
 OVER_QUOTA = "The user you are trying to reach is over quota. (#{code})"
 SYMLINK = "Unable to deliver: the mailbox holds a symbolic link; not followed. (#4.3.0)"
@@ -121,7 +121,7 @@ class Deliverer:
             return _result(recipient, Outcome.OUTCOME_FAILED, LOOPING, "5.4.6")
         if message.hops > MAX_HOPS:
             return _result(recipient, Outcome.OUTCOME_FAILED, TOO_MANY_HOPS, "5.4.6")
-        exp = resolve.expand(self.directory, address)
+        exp = resolve.expand(self.directory, address, message.delivered_to)
         if exp.failure:
             return _result(recipient, Outcome.OUTCOME_FAILED, *exp.failure)
         if exp.deferral:

@@ -18,6 +18,7 @@ from mailyard.core.directory import DirectoryView, canonical
 MAX_DEPTH = 20
 
 NO_MAILBOX = ("Sorry, no mailbox here by that name. (#5.1.1)", "5.1.1")
+LOOPING = ("This message is looping: it already has my Delivered-To line. (#5.4.6)", "5.4.6")
 ALIAS_LOOP = ("Sorry, this address is part of an alias loop. (#5.4.6)", "5.4.6")
 TOO_DEEP = ("Sorry, aliases nest too deep. (#5.4.6)", "5.4.6")
 NOT_LOCAL = ("Sorry, that domain is no longer local here. (#4.3.5)", "4.3.5")
@@ -49,13 +50,18 @@ class Expansion:
             self.forwards.append(target)
 
 
-def expand(view: DirectoryView, address: str) -> Expansion:
+def expand(view: DirectoryView, address: str,
+           delivered_to: frozenset[str] = frozenset()) -> Expansion:
+    """`delivered_to`: the message's Delivered-To addresses. Each address an alias leads to
+    is checked against them, as qmail checks every address it delivers to: unchecked, a
+    list reached again through an alias of one of its members went round once more."""
     exp = Expansion(canonical(address))
-    _walk(view, exp.address, (), exp)
+    _walk(view, exp.address, (), exp, delivered_to)
     return exp
 
 
-def _walk(view: DirectoryView, address: str, path: tuple[str, ...], exp: Expansion) -> None:
+def _walk(view: DirectoryView, address: str, path: tuple[str, ...], exp: Expansion,
+          delivered_to: frozenset[str]) -> None:
     if exp.failure or exp.deferral:
         return
     if address.startswith("|"):
@@ -66,6 +72,9 @@ def _walk(view: DirectoryView, address: str, path: tuple[str, ...], exp: Expansi
     written, address = address, canonical(address)
     if address in path:
         exp.failure = ALIAS_LOOP
+        return
+    if address in delivered_to:
+        exp.failure = LOOPING
         return
     if len(path) >= MAX_DEPTH:
         exp.failure = TOO_DEEP
@@ -92,7 +101,7 @@ def _walk(view: DirectoryView, address: str, path: tuple[str, ...], exp: Expansi
             exp.mailboxes.setdefault(mailbox.address or address, mailbox)
     elif kind == pb.RESOLUTION_KIND_ALIAS:
         for target in res.targets:
-            _walk(view, target, here, exp)
+            _walk(view, target, here, exp, delivered_to)
     elif kind == pb.RESOLUTION_KIND_LIST:
         mlist = view.mailing_list(address)
         owner = mlist.owner if mlist is not None else ""
@@ -102,7 +111,7 @@ def _walk(view: DirectoryView, address: str, path: tuple[str, ...], exp: Expansi
         if not res.mailbox:
             exp.failure = NO_MAILBOX
             return
-        _walk(view, res.mailbox, here, exp)
+        _walk(view, res.mailbox, here, exp, delivered_to)
     elif kind == pb.RESOLUTION_KIND_DELETE:
         exp.deleted = True
     else:  # BOUNCE, UNKNOWN
