@@ -95,6 +95,18 @@ def _b64(text: str) -> str | None:
         return None
 
 
+def plain_credentials(raw: str) -> tuple[str, str] | None:
+    """RFC 4616's message, base64 of [authzid] NUL authcid NUL passwd, as (authcid,
+    passwd); None when it is no such message, or when it asks to act for an authzid other
+    than the authcid: we offer no proxy authorization, and the client must not be told it
+    acts for someone while it is logged in as itself (RFC 4616 2: the exchange fails)."""
+    decoded = _b64(raw)
+    parts = decoded.split("\0") if decoded is not None else []
+    if len(parts) != 3 or not parts[1] or parts[0] not in ("", parts[1]):
+        return None
+    return parts[1], parts[2]
+
+
 def _enc(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
@@ -106,11 +118,10 @@ async def _exchange(s: Session, mech: str, initial: str) -> ra.AuthenticateRespo
     relay = s.app.relay
     if mech == "PLAIN":
         raw = initial if initial and initial != "=" else await _answer(s, "")
-        decoded = _b64(raw)
-        parts = decoded.split("\0") if decoded is not None else []
-        if len(parts) != 3 or not parts[1]:
+        credentials = plain_credentials(raw)
+        if credentials is None:
             return bad
-        return await relay.authenticate("PLAIN", parts[1], parts[2], s.ip)
+        return await relay.authenticate("PLAIN", *credentials, s.ip)
     if mech == "LOGIN":
         user = _b64(initial) if initial else _b64(await _answer(s, _enc("Username:")))
         if not user:

@@ -1,0 +1,93 @@
+"""AUTH's exchange and its place in the session, against RFC 4954 and RFC 4616, over real
+SMTP with the real relay-auth: PLAIN acts for nobody but the user who logged in (no proxy
+authorization)."""
+
+from __future__ import annotations
+
+import base64
+import ssl
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from ingress_helpers import (
+    Client,
+    MakeIngress,
+    plain,
+    put_control,
+    seed_directory,
+    seed_user,
+    session,
+    wait_for,
+)
+
+from mailyard.smtp_ingress import replies as R
+from mailyard.smtp_ingress.auth import plain_credentials
+from mailyard.smtp_ingress.server import Ingress
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+async def _ingress(make_ingress: MakeIngress, js: Any, relay_auth: str,
+                   **kw: Any) -> Ingress:
+    await put_control(js, "tcp.smtp", "127.0.0.1:allow\n")
+    await seed_directory(js, "example.org", ["alice@example.org", "bob@example.org"])
+    await seed_user(js, "alice@example.org", "secret")
+    ingress = await make_ingress(relay_auth_addr=relay_auth, relay_auth_timeout=2.0, **kw)
+    await wait_for(lambda: ingress.directory.accepts("alice@example.org"))
+    return ingress
+
+
+async def _tls_session(port: int, context: ssl.SSLContext) -> Client:
+    client = await session(port)
+    await client.starttls(context)
+    assert (await client.cmd("EHLO client.test")).startswith("250")
+    return client
+
+
+async def test_plain_acts_for_nobody_but_the_user(make_ingress: MakeIngress, js: Any,
+                                                 relay_auth: str,
+                                                 client_tls: ssl.SSLContext) -> None:
+    """RFC 4616: an authzid the authcid may not act for fails the exchange. Alice's right
+    password with authzid bob@example.org was a 235, the session Alice's."""
+    ingress = await _ingress(make_ingress, js, relay_auth)
+    port = ingress.ports["submission"]
+    client = await _tls_session(port, client_tls)
+    as_bob = b64("bob@example.org\0alice@example.org\0secret")
+    assert await client.cmd(f"AUTH PLAIN {as_bob}") == R.AUTH_FAILED
+    assert await client.cmd("AUTH PLAIN") == R.auth_challenge("")
+    assert await client.cmd(as_bob) == R.AUTH_FAILED
+    assert await client.cmd("MAIL FROM:<bob@example.org>") == R.AUTH_REQUIRED
+    # the authcid itself as authzid, and none at all, are the user's own login
+    own = b64("alice@example.org\0alice@example.org\0secret")
+    assert await client.cmd(f"AUTH PLAIN {own}") == R.AUTH_OK
+    client = await _tls_session(port, client_tls)
+    assert await client.cmd(f"AUTH PLAIN {plain('alice@example.org', 'secret')}") == \
+        R.AUTH_OK
+
+
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"),
+                max_size=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(authzid=_TEXT, authcid=_TEXT, password=_TEXT)
+def test_plain_credentials_are_the_users_own(authzid: str, authcid: str,
+                                             password: str) -> None:
+    raw = b64(f"{authzid}\0{authcid}\0{password}")
+    own = bool(authcid) and authzid in ("", authcid)
+    assert plain_credentials(raw) == ((authcid, password) if own else None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=st.one_of(st.text(max_size=60), st.binary(max_size=60).map(
+    lambda b: base64.b64encode(b).decode()), st.text(st.sampled_from("AB=+/ \t\0"),
+                                                      max_size=30)))
+def test_any_response_is_credentials_or_none(raw: str) -> None:
+    """Whatever a client sends (no NULs around the authcid, extra NULs, padding or
+    whitespace inside the base64, bytes that are no UTF-8): a pair or None, no exception."""
+    found = plain_credentials(raw)
+    if found is not None:
+        assert found[0] and "\0" not in found[0] + found[1]
