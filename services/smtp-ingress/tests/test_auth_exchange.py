@@ -1,6 +1,6 @@
 """AUTH's exchange and its place in the session, against RFC 4954 and RFC 4616, over real
 SMTP with the real relay-auth: PLAIN acts for nobody but the user who logged in (no proxy
-authorization)."""
+authorization), and "=" is an empty initial response."""
 
 from __future__ import annotations
 
@@ -64,6 +64,20 @@ async def test_plain_acts_for_nobody_but_the_user(make_ingress: MakeIngress, js:
     own = b64("alice@example.org\0alice@example.org\0secret")
     assert await client.cmd(f"AUTH PLAIN {own}") == R.AUTH_OK
     client = await _tls_session(port, client_tls)
+    assert await client.cmd(f"AUTH PLAIN {plain('alice@example.org', 'secret')}") == \
+        R.AUTH_OK
+
+
+async def test_an_initial_response_of_equals_is_empty(make_ingress: MakeIngress, js: Any,
+                                                     relay_auth: str,
+                                                     client_tls: ssl.SSLContext) -> None:
+    """RFC 4954 4: "=" is the initial response of zero length. PLAIN took it for no
+    initial response and sent a 334, which the client (waiting for 235 or 535) never
+    answers: both sides waited until IDLE_TIMEOUT."""
+    ingress = await _ingress(make_ingress, js, relay_auth)
+    client = await _tls_session(ingress.ports["submission"], client_tls)
+    assert await client.cmd("AUTH PLAIN =") == R.AUTH_FAILED
+    assert await client.cmd("AUTH LOGIN =") == R.AUTH_FAILED
     assert await client.cmd(f"AUTH PLAIN {plain('alice@example.org', 'secret')}") == \
         R.AUTH_OK
 

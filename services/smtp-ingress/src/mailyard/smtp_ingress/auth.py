@@ -117,8 +117,9 @@ async def _exchange(s: Session, mech: str, initial: str) -> ra.AuthenticateRespo
     bad = ra.AuthenticateResponse(result=ra.AUTH_RESULT_BAD_CREDENTIALS)
     relay = s.app.relay
     if mech == "PLAIN":
-        raw = initial if initial and initial != "=" else await _answer(s, "")
-        credentials = plain_credentials(raw)
+        # "=" is an initial response of zero length (RFC 4954 4), not the lack of one:
+        # no PLAIN message, 535 (a 334 for it was a challenge the client never answers)
+        credentials = plain_credentials(initial or await _answer(s, ""))
         if credentials is None:
             return bad
         return await relay.authenticate("PLAIN", *credentials, s.ip)
