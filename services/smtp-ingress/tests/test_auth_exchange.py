@@ -1,6 +1,7 @@
 """AUTH's exchange and its place in the session, against RFC 4954 and RFC 4616, over real
 SMTP with the real relay-auth: PLAIN acts for nobody but the user who logged in (no proxy
-authorization), and "=" is an empty initial response."""
+authorization), "=" is an empty initial response, and AUTH comes after EHLO (again after
+STARTTLS)."""
 
 from __future__ import annotations
 
@@ -80,6 +81,35 @@ async def test_an_initial_response_of_equals_is_empty(make_ingress: MakeIngress,
     assert await client.cmd("AUTH LOGIN =") == R.AUTH_FAILED
     assert await client.cmd(f"AUTH PLAIN {plain('alice@example.org', 'secret')}") == \
         R.AUTH_OK
+
+
+async def test_auth_comes_after_ehlo(make_ingress: MakeIngress, js: Any, relay_auth: str,
+                                     client_tls: ssl.SSLContext) -> None:
+    """AUTH is an EHLO extension (RFC 4954 3): before EHLO, after HELO, and after STARTTLS
+    until the client says EHLO again (RFC 3207 4.2: all it knew is forgotten) it is 503.
+    Each of these logged in before."""
+    ingress = await _ingress(make_ingress, js, relay_auth, cleartext_auth="smtp")
+    login = f"AUTH PLAIN {plain('alice@example.org', 'secret')}"
+    client = await Client.connect(ingress.ports["smtp"])
+    assert (await client.reply()).startswith("220 ")
+    assert await client.cmd(login) == R.AUTH_EHLO_FIRST
+    assert await client.cmd("HELO client.test") == R.helo_ok("mx.test")
+    assert await client.cmd(login) == R.AUTH_EHLO_FIRST
+    assert (await client.cmd("EHLO client.test")).startswith("250")
+    assert await client.cmd("MAIL FROM:<a@b.test>") == R.MAIL_OK
+    assert await client.cmd(login) == R.AUTH_IN_TRANSACTION
+    assert await client.cmd("RSET") == R.FLUSHED
+    assert await client.cmd(login) == R.AUTH_OK
+    assert await client.cmd(login) == R.AUTH_ALREADY
+
+    client = await session(ingress.ports["submission"])
+    await client.starttls(client_tls)
+    assert await client.cmd(login) == R.AUTH_EHLO_FIRST
+    assert (await client.cmd("EHLO client.test")).startswith("250")
+    assert await client.cmd("MAIL FROM:<alice@example.org>") == R.AUTH_REQUIRED
+    assert await client.cmd(login) == R.AUTH_OK
+    assert await client.cmd("MAIL FROM:<alice@example.org>") == R.MAIL_OK
+    assert await client.cmd(login) == R.AUTH_ALREADY
 
 
 _TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"),

@@ -30,6 +30,9 @@ class _Abort(Exception):
 async def auth(s: Session, arg: str) -> bool:
     mech, _, initial = arg.strip().partition(" ")
     mech = mech.upper()
+    if not s.esmtp:  # an EHLO extension (RFC 4954 3): so again after STARTTLS's reset
+        s.reject(replies.AUTH_EHLO_FIRST, "sequence")
+        return True
     if s.auth_user:
         s.reject(replies.AUTH_ALREADY, "sequence")
         return True
