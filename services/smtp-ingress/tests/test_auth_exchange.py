@@ -1,7 +1,7 @@
 """AUTH's exchange and its place in the session, against RFC 4954 and RFC 4616, over real
 SMTP with the real relay-auth: PLAIN acts for nobody but the user who logged in (no proxy
-authorization), "=" is an empty initial response, and AUTH comes after EHLO (again after
-STARTTLS)."""
+authorization), "=" is an empty initial response, AUTH comes after EHLO (again after
+STARTTLS), and the Received: line names the protocol as RFC 3848 and RFC 6531 do."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from ingress_helpers import (
     Client,
     MakeIngress,
+    committed,
     plain,
     put_control,
     seed_directory,
@@ -22,6 +23,7 @@ from ingress_helpers import (
     wait_for,
 )
 
+from mailyard.core.spool import Spool
 from mailyard.smtp_ingress import replies as R
 from mailyard.smtp_ingress.auth import plain_credentials
 from mailyard.smtp_ingress.server import Ingress
@@ -110,6 +112,37 @@ async def test_auth_comes_after_ehlo(make_ingress: MakeIngress, js: Any, relay_a
     assert await client.cmd(login) == R.AUTH_OK
     assert await client.cmd("MAIL FROM:<alice@example.org>") == R.MAIL_OK
     assert await client.cmd(login) == R.AUTH_ALREADY
+
+
+async def _send_utf8(client: Client, recipient: str) -> None:
+    assert await client.cmd("MAIL FROM:<j\u00f6rg@example.org> SMTPUTF8") == R.MAIL_OK
+    assert await client.cmd(f"RCPT TO:<{recipient}>") == R.RCPT_OK
+    assert await client.cmd("DATA") == R.GO_AHEAD
+    await client.send(f"Subject: {recipient}\r\n\r\nx\r\n.\r\n")
+    assert (await client.reply()).startswith("250 ok ")
+
+
+async def test_received_names_the_protocol_as_rfc_6531_does(
+        make_ingress: MakeIngress, js: Any, relay_auth: str,
+        client_tls: ssl.SSLContext) -> None:
+    """With SMTPUTF8 the names are UTF8SMTP, UTF8SMTPS, UTF8SMTPA and UTF8SMTPSA (RFC 6531
+    3.7.3, Postfix and Gmail write them): ours said UTF8ESMTPSA, which no registry knows
+    and no reader of Received: lines (SpamAssassin's trusted-relay logic) takes for an
+    authenticated submission."""
+    ingress = await _ingress(make_ingress, js, relay_auth)
+    client = await session(ingress.ports["smtp"])
+    await _send_utf8(client, "bob@example.org")
+    client = await _tls_session(ingress.ports["submission"], client_tls)
+    assert await client.cmd(f"AUTH PLAIN {plain('alice@example.org', 'secret')}") == \
+        R.AUTH_OK
+    await _send_utf8(client, "x@elsewhere.test")
+    spool = Spool(ingress.settings.spool_dir)
+    withs = {}
+    for queue_id in committed(ingress):
+        _, data = spool.read_sync(queue_id)
+        head = data.split(b"\r\n\r\n")[0].decode()
+        withs[head.split("Subject: ")[1]] = head.split(" with ")[1].split()[0]
+    assert withs == {"bob@example.org": "UTF8SMTP", "x@elsewhere.test": "UTF8SMTPSA"}
 
 
 _TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"),

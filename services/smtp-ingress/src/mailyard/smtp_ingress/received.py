@@ -44,9 +44,13 @@ def reverse_name(s: Session) -> str:
 
 
 def protocol(s: Session, tx: Transaction) -> str:
-    name = ("ESMTP" if s.esmtp else "SMTP") + ("S" if s.tls else "") + \
-        ("A" if s.auth_user else "")
-    return ("UTF8" + name) if tx.smtputf8 else name
+    """RFC 3848's ESMTP, ESMTPS, ESMTPA, ESMTPSA; with SMTPUTF8 RFC 6531's UTF8SMTP,
+    UTF8SMTPS, UTF8SMTPA, UTF8SMTPSA (no E: SMTPUTF8 implies EHLO), which readers of
+    Received: lines match to tell an authenticated submission."""
+    how = ("S" if s.tls else "") + ("A" if s.auth_user else "")
+    if tx.smtputf8:
+        return "UTF8SMTP" + how
+    return ("ESMTP" if s.esmtp else "SMTP") + how
 
 
 def received_line(s: Session, tx: Transaction, queue_id: str) -> bytes:
