@@ -85,6 +85,25 @@ async def test_an_initial_response_of_equals_is_empty(make_ingress: MakeIngress,
         R.AUTH_OK
 
 
+async def test_a_bad_line_in_the_exchange_gets_one_reply(make_ingress: MakeIngress, js: Any,
+                                                        relay_auth: str,
+                                                        client_tls: ssl.SSLContext) -> None:
+    """An answer to a 334 that is no line we read (past MAX_AUTH_LINE, a NUL, a bare LF)
+    gets the reply any such line gets, which ends the exchange: it got a second one as well,
+    '421 4.7.0 bad AUTH exchange', which the client read as the reply to its next command,
+    and lost the connection. The line is consumed whole, so the session goes on."""
+    ingress = await _ingress(make_ingress, js, relay_auth)
+    client = await _tls_session(ingress.ports["submission"], client_tls)
+    assert await client.cmd("AUTH PLAIN") == R.auth_challenge("")
+    assert await client.cmd("A" * (ingress.settings.max_auth_line + 1)) == R.LINE_TOO_LONG
+    assert await client.cmd("NOOP") == R.OK
+    assert await client.cmd("AUTH LOGIN") == R.auth_challenge("VXNlcm5hbWU6")
+    assert await client.cmd(b64("alice@example.org")) == R.auth_challenge("UGFzc3dvcmQ6")
+    assert await client.cmd("c2Vj\0cmV0") == R.NUL_IN_COMMAND
+    assert await client.cmd(f"AUTH PLAIN {plain('alice@example.org', 'secret')}") == \
+        R.AUTH_OK
+
+
 async def test_auth_comes_after_ehlo(make_ingress: MakeIngress, js: Any, relay_auth: str,
                                      client_tls: ssl.SSLContext) -> None:
     """AUTH is an EHLO extension (RFC 4954 3): before EHLO, after HELO, and after STARTTLS

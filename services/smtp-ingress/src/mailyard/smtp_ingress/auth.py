@@ -24,7 +24,12 @@ if TYPE_CHECKING:
 
 
 class _Abort(Exception):
-    """The client answered "*" (RFC 4954: cancel the exchange)."""
+    """The client answered "*" (RFC 4954: cancel the exchange), or a line that is no
+    answer (`replied`: text_line has told it why, and that reply ends the exchange)."""
+
+    def __init__(self, replied: bool = False) -> None:
+        super().__init__()
+        self.replied = replied
 
 
 async def auth(s: Session, arg: str) -> bool:
@@ -51,9 +56,10 @@ async def auth(s: Session, arg: str) -> bool:
         return True
     try:
         result = await _exchange(s, mech, initial.strip())
-    except _Abort:
+    except _Abort as abort:
         AUTH_ATTEMPTS.labels(mech, "aborted").inc()
-        s.reject(replies.AUTH_ABORTED, "auth")
+        if not abort.replied:  # one reply per line: a second was read as the next one's
+            s.reject(replies.AUTH_ABORTED, "auth")
         return True
     if result is None:
         AUTH_ATTEMPTS.labels(mech, "unavailable").inc()
@@ -84,8 +90,8 @@ async def _answer(s: Session, challenge: str) -> str:
     """Send a 334 challenge and read the client's line; "" when it cannot be decoded."""
     s.reply(replies.auth_challenge(challenge))
     text = await s.text_line(s.settings.max_auth_line)
-    if text is None:  # bad line: text_line already answered; end the exchange there
-        raise Close(replies.AUTH_BAD_EXCHANGE, "auth")
+    if text is None:  # consumed whole and answered: the session goes on in step
+        raise _Abort(replied=True)
     if text.strip() == "*":
         raise _Abort
     return text.strip()

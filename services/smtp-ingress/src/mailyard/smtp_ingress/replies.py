@@ -82,7 +82,6 @@ AUTH_MECHANISM_UNAVAILABLE = ("534 5.7.9 authentication mechanism not available 
                               "account, use PLAIN or LOGIN")
 AUTH_ABORTED = "501 5.0.0 AUTH aborted"
 AUTH_TOO_MANY_FAILURES = "421 4.7.0 too many AUTH failures, closing connection"
-AUTH_BAD_EXCHANGE = "421 4.7.0 bad AUTH exchange, closing connection"
 
 
 def auth_challenge(challenge: str) -> str:
