@@ -22,6 +22,7 @@ from ingress_helpers import (
     session,
     wait_for,
 )
+from prometheus_client import REGISTRY
 
 from mailyard.core.spool import Spool
 from mailyard.smtp_ingress import replies as R
@@ -102,6 +103,31 @@ async def test_a_bad_line_in_the_exchange_gets_one_reply(make_ingress: MakeIngre
     assert await client.cmd("c2Vj\0cmV0") == R.NUL_IN_COMMAND
     assert await client.cmd(f"AUTH PLAIN {plain('alice@example.org', 'secret')}") == \
         R.AUTH_OK
+
+
+def _rejections(reason: str) -> float:
+    return REGISTRY.get_sample_value("mailyard_smtp_rejections_total",
+                                     {"reason": reason}) or 0.0
+
+
+async def test_the_session_cut_for_auth_failures_is_counted_apart(
+        make_ingress: MakeIngress, js: Any, relay_auth: str,
+        client_tls: ssl.SSLContext) -> None:
+    """MAX_AUTH_FAILURES wrong passwords: that many auth_failed rejections and one
+    too_many_auth_failures, the cut, as too_many_errors counts HARD_ERROR_LIMIT's. The cut
+    was counted auth_failed too, so three wrong passwords counted four."""
+    ingress = await _ingress(make_ingress, js, relay_auth)
+    failed, cut = _rejections("auth_failed"), _rejections("too_many_auth_failures")
+    client = await _tls_session(ingress.ports["submission"], client_tls)
+    wrong = f"AUTH PLAIN {plain('alice@example.org', 'wrong')}"
+    for _ in range(ingress.settings.max_auth_failures - 1):
+        assert await client.cmd(wrong) == R.AUTH_FAILED
+    await client.send(wrong + "\r\n")
+    assert await client.reply() == R.AUTH_FAILED
+    assert await client.reply() == R.AUTH_TOO_MANY_FAILURES
+    assert await client.eof()
+    assert _rejections("auth_failed") == failed + ingress.settings.max_auth_failures
+    assert _rejections("too_many_auth_failures") == cut + 1
 
 
 async def test_auth_comes_after_ehlo(make_ingress: MakeIngress, js: Any, relay_auth: str,

@@ -81,7 +81,7 @@ async def auth(s: Session, arg: str) -> bool:
         s.auth_failures += 1
         if s.auth_failures >= s.settings.max_auth_failures:
             s.reject(replies.AUTH_FAILED, "auth_failed")
-            raise Close(replies.AUTH_TOO_MANY_FAILURES, "auth_failed")
+            raise Close(replies.AUTH_TOO_MANY_FAILURES, "too_many_auth_failures")
         s.reject(replies.AUTH_FAILED, "auth_failed")
     return True
 

@@ -57,7 +57,8 @@ REJECTION_REASONS = (
     "dmarc", "greylisted", "line_too_long", "long_line", "null_mx", "non_ascii", "nul",
     "pregreet", "proxy_protocol", "rcpthosts", "relay_unavailable", "sequence", "spam", "spf",
     "storage", "syntax",
-    "timeout", "tls", "tls_required", "too_many_connections", "too_many_errors",
+    "timeout", "tls", "tls_required", "too_many_auth_failures", "too_many_connections",
+    "too_many_errors",
     "too_many_recipients",
     "unavailable", "unknown_command", "unknown_user")
 AUTH_MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
