@@ -114,6 +114,9 @@ def test_set_list_explain_and_del(services: Services, smtp_sink: SmtpSink,
         f"example.test:127.0.0.1:{smtp_sink.port}", ".example.test:relay.example.net:2525"]
     code, out = explain_until(capsys, "route:  mx", "someone@elsewhere.test")
     assert code == 1 and "route:  mx" in out and "[temporary]" in out
+    # the name the world resolves (IDNA 2008), not strasse.test (IDNA 2003: another domain)
+    code, out, _ = run(capsys, "route", "explain", "someone@Straße.test")
+    assert out.splitlines()[:2] == ["domain: xn--strae-oqa.test", "route:  mx"]
     # every line the CLI wrote is one remote-delivery can use
     assert "skipping line" not in services.remote.logs()
 

@@ -23,11 +23,6 @@ _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 # welcome (SMTPUTF8).
 _ATEXT = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-=?^_`{|}~")
 
-# IDNA 2003 (Python's codec, and so mailyard.core.addresses.to_ascii_domain) maps these
-# away where IDNA 2008 and the registries keep them: "straße.de" became strasse.de, not the
-# xn--strae-oqa.de the world sends to, and that mail never matched. The A-label is taken.
-_IDNA_DEVIATIONS = frozenset("\u00df\u03c2\u200c\u200d")  # ß (and ẞ), final ς, ZWNJ, ZWJ
-
 POSITIVE_INTEGER_FILES = ("databytes", "queuelifetime", "concurrencyremote", "concurrencylocal",
                           "greylist")
 
@@ -37,9 +32,6 @@ def domain(name: str) -> str:
     raw = name.strip().rstrip(".")
     if not raw:
         raise invalid("a domain name is required")
-    if _IDNA_DEVIATIONS.intersection(raw.lower()):
-        raise invalid(f"{name!r} has a different name under IDNA 2003 and 2008: "
-                      f"give its A-label (xn--...)")
     ascii_name = to_ascii_domain(raw)
     if len(ascii_name) > 253:
         raise invalid(f"domain name too long: {name!r}")

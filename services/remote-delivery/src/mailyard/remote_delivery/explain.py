@@ -14,16 +14,14 @@ import aiosmtplib
 import grpc
 
 from mailyard.api.routing.v1 import routing_pb2, routing_pb2_grpc
+from mailyard.core.addresses import to_ascii_domain
 from mailyard.remote_delivery.deliver import Deliverer, reply_text
 from mailyard.remote_delivery.lookup import Hop
 
 
 def domain_of(address: str) -> str:
-    domain = address.strip().rpartition("@")[2].strip("<>").rstrip(".").lower()
-    try:
-        return domain.encode("idna").decode("ascii")
-    except UnicodeError:
-        return domain
+    """The A-label the queue routes the address by (core.addresses.to_ascii_domain)."""
+    return to_ascii_domain(address.strip().rpartition("@")[2].strip("<>").rstrip("."))
 
 
 class RoutingService(routing_pb2_grpc.RoutingServicer):
