@@ -75,3 +75,27 @@ async def test_bad_protocol_or_address_is_invalid_argument(start_relay: Any, js:
         await relay.stub.Authenticate(login("carol@example.org", "pw", ip, protocol))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert not (await relay.stub.ListLeases(pb.ListLeasesRequest())).leases
+
+
+async def test_a_link_local_client_is_its_address_without_the_zone(start_relay: Any, js: Any,
+                                                                   seed_mailbox: Any) -> None:
+    """A client on a link-local IPv6 address is named with its zone by the socket API
+    (getpeername: 'fe80::1%eth0'), and smtp-ingress and the bridge pass that on. It is the
+    address tcpserver puts in TCPREMOTEIP (the zone names our interface, not the client):
+    Authenticate answered UNKNOWN with a traceback (ipaddress cannot write a scoped address
+    out in full, the lease and throttle key), CheckClient and GrantLease 'not an IP address'."""
+    relay = await start_relay()
+    await seed_mailbox(js, "dave@example.org", "pw")
+    await relay.stub.ImportRules(pb.ImportRulesRequest(
+        text='fe80::7/128:deny\n127.:allow,RELAYCLIENT=""\n:allow\n'))
+    smtp = await relay.stub.Authenticate(login("dave@example.org", "pw", "fe80::1%eth0", ""))
+    assert (smtp.result, smtp.user) == (pb.AUTH_RESULT_OK, "dave@example.org")
+    wrong = await relay.stub.Authenticate(login("dave@example.org", "x", "fe80::1%eth0", ""))
+    assert wrong.result == pb.AUTH_RESULT_BAD_CREDENTIALS
+    imap = await relay.stub.Authenticate(login("dave@example.org", "pw", "fe80::1%eth0", "imap"))
+    assert imap.result == pb.AUTH_RESULT_OK and imap.lease.ip == "fe80::1"
+    check = await relay.stub.CheckClient(pb.CheckClientRequest(ip="fe80::1%eth1"))
+    assert check.allow_relay and check.lease_user == "dave@example.org"
+    denied = await relay.stub.CheckClient(pb.CheckClientRequest(ip="fe80::7%eth0"))
+    assert not denied.allow_connect
+    assert (await relay.stub.RevokeLease(pb.RevokeLeaseRequest(ip="fe80::1%2"))).revoked

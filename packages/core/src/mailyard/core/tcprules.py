@@ -55,10 +55,16 @@ class Rule:
 
 
 def parse_ip(text: str) -> IPAddress:
-    """A client address; IPv4-mapped IPv6 is treated as the IPv4 address it carries."""
+    """A client address; IPv4-mapped IPv6 is treated as the IPv4 address it carries, and an
+    IPv6 zone is dropped: the socket API names a link-local peer 'fe80::1%eth0', where the
+    zone is our interface, not the client (tcpserver's TCPREMOTEIP has none), and ipaddress
+    cannot even write a scoped address out in full (exploded raises)."""
     ip = ipaddress.ip_address(text.strip().strip("[]"))
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return ip.ipv4_mapped
+        if ip.scope_id is not None:
+            return ipaddress.IPv6Address(int(ip))
     return ip
 
 
