@@ -70,3 +70,30 @@ async def test_an_address_failing_for_many_users_is_throttled(start_relay: Any, 
     assert (await relay.stub.Authenticate(login(PASSWORD, ip))).result == \
         pb.AUTH_RESULT_THROTTLED
     assert (await relay.stub.CheckClient(pb.CheckClientRequest(ip=ip))).auth_throttled
+
+
+async def test_addresses_of_one_ipv6_network_are_one_client(start_relay: Any, js: Any,
+                                                            seed_mailbox: Any) -> None:
+    """A client on IPv6 holds a /64 at least (one LAN, one customer: 2**64 addresses to take
+    a new one from for each guess), so its failures are counted for the /64, as Dovecot's
+    auth penalty counts a network and not an address: each new address started afresh, so
+    the per-address and per-(user, address) limits held nobody on IPv6."""
+    await seed_mailbox(js, USER, PASSWORD)
+    relay = await start_relay(auth_fail_limit_ip=4, auth_fail_limit_pair=2,
+                              auth_fail_limit_user=100)
+    for i in range(2):  # guesses at one user from two addresses of one /64
+        reply = await relay.stub.Authenticate(login("guess", f"2001:db8:1:2::{i + 1:x}"))
+        assert reply.result == pb.AUTH_RESULT_BAD_CREDENTIALS
+    pair = await relay.stub.Authenticate(login(PASSWORD, "2001:db8:1:2:ffff::9"))
+    assert pair.result == pb.AUTH_RESULT_THROTTLED
+    for i in range(2):  # and at other users, from yet other addresses of it
+        await relay.stub.Authenticate(login("x", f"2001:db8:1:2::a:{i}", user=f"u{i}@example.org"))
+    anyone = await relay.stub.Authenticate(login("x", "2001:db8:1:2::b", user="bob@example.org"))
+    assert anyone.result == pb.AUTH_RESULT_THROTTLED
+    assert (await relay.stub.CheckClient(pb.CheckClientRequest(ip="2001:db8:1:2::c"))
+            ).auth_throttled
+    # the next /64 is another client
+    assert not (await relay.stub.CheckClient(pb.CheckClientRequest(ip="2001:db8:1:3::c"))
+                ).auth_throttled
+    ok = await relay.stub.Authenticate(login(PASSWORD, "2001:db8:1:3::1"))
+    assert (ok.result, ok.user) == (pb.AUTH_RESULT_OK, USER)

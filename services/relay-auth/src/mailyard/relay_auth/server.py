@@ -38,7 +38,7 @@ from mailyard.relay_auth import metrics
 from mailyard.relay_auth.auth import Authenticator
 from mailyard.relay_auth.leases import IMPORT, MANUAL, LeaseStore
 from mailyard.relay_auth.pool import Busy
-from mailyard.relay_auth.throttle import Throttle
+from mailyard.relay_auth.throttle import Throttle, address_key
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,8 @@ class RelayAuthServicer(rpc.RelayAuthServicer):
         now = time.time()
         if resp is None:
             resp = pb.CheckClientResponse()
-        resp.auth_throttled = self.throttle.key_throttled(key, now)
+        resp.auth_throttled = self.throttle.key_throttled(
+            key if ip.version == 4 else address_key(ip), now)  # IPv6: by its /64
         lease = self.leases.lookup_key(key, now)
         decision = decide(self.active.rules, ip, lease.user if lease is not None else None,
                           resp)

@@ -16,6 +16,9 @@ real user out (five wrong passwords from anywhere used to lock the user out ever
   botnet's guesses against one user are slowed to about one per delay, while the right
   password from an address with no failures is answered after the delay alone.
 
+An IPv6 client address is counted as its /64 (address_key): the address part of a key is
+an IPv4 address or the first address of an IPv6 /64.
+
 KV bucket "auth_failures": value JSON {"n": failures, "start": window start}. A window is
 fixed (AUTH_FAIL_WINDOW seconds from the first failure). Updates are compare-and-set on the
 key's revision, so failures counted by two replicas at once are both kept. Reads (every
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import json
 import logging
 import time
@@ -45,8 +49,17 @@ log = logging.getLogger(__name__)
 _CAS_ATTEMPTS = 10
 
 
+def address_key(ip: IPAddress) -> str:
+    """Whose failures an address counts with: its own for IPv4, its /64's for IPv6. A LAN
+    or a customer holds a /64 at least and may take any of its 2**64 addresses for each
+    guess (Dovecot's auth penalty counts IPv6 by network too)."""
+    if ip.version == 6:
+        ip = ipaddress.IPv6Address(int(ip) >> 64 << 64)
+    return lease_key(ip)
+
+
 def ip_key(ip: IPAddress) -> str:
-    return "ip." + lease_key(ip)
+    return "ip." + address_key(ip)
 
 
 def _user_token(user: str) -> str:
@@ -58,7 +71,7 @@ def user_key(user: str) -> str:
 
 
 def pair_key(user: str, ip: IPAddress) -> str:
-    return f"pair.{_user_token(user)}.{lease_key(ip)}"
+    return f"pair.{_user_token(user)}.{address_key(ip)}"
 
 
 class Throttle:
@@ -95,12 +108,12 @@ class Throttle:
             return 0
 
     def ip_throttled(self, ip: IPAddress, now: float | None = None) -> bool:
-        return self.key_throttled(lease_key(ip), now)
+        return self.key_throttled(address_key(ip), now)
 
-    def key_throttled(self, address_key: str, now: float | None = None) -> bool:
-        """ip_throttled() by lease_key(ip). No failures recorded (the usual case) costs one
+    def key_throttled(self, address: str, now: float | None = None) -> bool:
+        """ip_throttled() by address_key(ip). No failures recorded (the usual case) costs one
         dict lookup."""
-        key = "ip." + address_key
+        key = "ip." + address
         if key not in self.view.data:
             return False
         return self._count(key, now or time.time()) >= self.limit_ip
