@@ -5,11 +5,15 @@ the user out from every address for 15 minutes."""
 
 from __future__ import annotations
 
+import json
+import logging
 from typing import Any
 
+import pytest
 from prometheus_client import REGISTRY
 
 from mailyard.api.relayauth.v1 import relayauth_pb2 as pb
+from mailyard.core import bus
 
 USER, PASSWORD = "alice@example.org", "correct horse battery staple"
 
@@ -97,3 +101,28 @@ async def test_addresses_of_one_ipv6_network_are_one_client(start_relay: Any, js
                 ).auth_throttled
     ok = await relay.stub.Authenticate(login(PASSWORD, "2001:db8:1:3::1"))
     assert (ok.result, ok.user) == (pb.AUTH_RESULT_OK, USER)
+
+
+async def test_a_name_too_long_for_any_mailbox_is_counted_under_a_short_key(
+        start_relay: Any, js: Any, seed_mailbox: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """The counters' keys are NATS subjects. A 9,000-character user name (AUTH PLAIN fits it
+    in smtp-ingress's 12,288-octet line) made a 12,000-character key, past nats-server's
+    max_control_line (4 KiB): nats-server closed relay-auth's connection at every such
+    guess (Maximum Control Line Exceeded), failing the calls in flight, and the name and
+    (name, address) failures were never counted."""
+    await seed_mailbox(js, USER, PASSWORD)
+    relay = await start_relay(auth_fail_limit_ip=100, auth_fail_limit_pair=100,
+                              auth_fail_limit_user=100)
+    name = "x" * 9000 + "@example.org"
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            reply = await relay.stub.Authenticate(login("guess", "192.0.2.50", user=name))
+            assert reply.result == pb.AUTH_RESULT_BAD_CREDENTIALS
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [m for m in said if "nats" in m or "not recorded" in m], said
+    kv = await js.key_value(bus.KV_AUTH_FAILURES)
+    counts = {key: json.loads((await kv.get(key)).value)["n"] for key in await kv.keys()}
+    assert sorted(counts.values()) == [3, 3, 3], counts  # address, name, (name, address)
+    assert max(len(key) for key in counts) < 200, counts
+    ok = await relay.stub.Authenticate(login(PASSWORD, "192.0.2.50"))
+    assert ok.result == pb.AUTH_RESULT_OK

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import ipaddress
 import json
 import logging
@@ -47,6 +48,11 @@ from mailyard.relay_auth.leases import lease_key
 
 log = logging.getLogger(__name__)
 _CAS_ATTEMPTS = 10
+# A key is a NATS subject, which nats-server takes up to max_control_line (4 KiB) of, and
+# closes the connection past it. A user name is the client's text: past the longest name a
+# mailbox can have (the directory takes a 64-octet local part and a 253-octet domain) it
+# goes into the key as a digest.
+_MAX_MAILBOX_NAME = 64 + 1 + 253
 
 
 def address_key(ip: IPAddress) -> str:
@@ -63,7 +69,10 @@ def ip_key(ip: IPAddress) -> str:
 
 
 def _user_token(user: str) -> str:
-    return base64.urlsafe_b64encode(user.lower().encode()).decode().rstrip("=")
+    name = user.lower().encode()
+    if len(name) > _MAX_MAILBOX_NAME:  # no mailbox's: counted by digest, the key stays short
+        name = hashlib.sha256(name).digest()
+    return base64.urlsafe_b64encode(name).decode().rstrip("=")
 
 
 def user_key(user: str) -> str:
