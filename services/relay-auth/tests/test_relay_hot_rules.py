@@ -92,7 +92,13 @@ async def test_deny_rule_beats_a_lease(start_relay: Any, lease_users: Any) -> No
     assert not result.allow_connect and not result.allow_relay
 
 
-@pytest.mark.parametrize("text", ["1.2.3:allow\n", ':allow,RELAYCLIENT=""\n'])
+@pytest.mark.parametrize("text", [
+    "1.2.3:allow\n", ':allow,RELAYCLIENT=""\n',
+    # the catch-all spelt as networks: every IPv4 or every IPv6 address relays just the same
+    # (these were imported as written)
+    '127.:allow,RELAYCLIENT=""\n0.0.0.0/0:allow,RELAYCLIENT=""\n',
+    '::/0:allow,RELAYCLIENT=""\n:allow\n',
+    '0-127.:allow,RELAYCLIENT=""\n128.0.0.0/1:allow,RELAYCLIENT="",RBLSMTPD=""\n'])
 async def test_import_refuses_bad_text_and_open_relays(start_relay: Any, text: str) -> None:
     relay = await start_relay()
     with pytest.raises(grpc.aio.AioRpcError) as err:

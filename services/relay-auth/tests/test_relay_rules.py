@@ -108,6 +108,10 @@ def test_defaults_relay_only_loopback() -> None:
 def test_settings_refuse_an_open_relay_default() -> None:
     from mailyard.core.errors import SettingsError
 
-    with pytest.raises(SettingsError):
-        Settings.load(default_rules=':allow,RELAYCLIENT=""\n')
+    for open_relay in (':allow,RELAYCLIENT=""\n', '0.0.0.0/0:allow,RELAYCLIENT=""\n:allow\n',
+                       '::/0:allow,RELAYCLIENT=""\n'):
+        with pytest.raises(SettingsError):
+            Settings.load(default_rules=open_relay)
+    # relaying for many networks, not for everyone, is no open relay
+    Settings.load(default_rules='0-126.:allow,RELAYCLIENT=""\n2000::/3:allow,RELAYCLIENT=""\n')
     assert Settings.load().grpc_port == 50055

@@ -37,6 +37,7 @@ from mailyard.core.tcprules import IPAddress, RuleError, RuleSet
 from mailyard.relay_auth import metrics
 from mailyard.relay_auth.auth import Authenticator
 from mailyard.relay_auth.leases import IMPORT, MANUAL, LeaseStore
+from mailyard.relay_auth.openrelay import open_relay
 from mailyard.relay_auth.pool import Busy
 from mailyard.relay_auth.throttle import Throttle, address_key
 
@@ -81,10 +82,6 @@ def _needs_nats(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[
 def _auth_reply(outcome: tuple[int, str]) -> pb.AuthenticateResponse:
     result, user = outcome
     return pb.AuthenticateResponse(result=result, user=user)  # type: ignore[arg-type]
-
-
-def open_relay(rules: RuleSet) -> bool:
-    return any(r.pattern == "" and r.allow and "RELAYCLIENT" in r.env for r in rules.rules)
 
 
 def rules_to_pb(rules: RuleSet) -> pb.RuleSet:
@@ -263,9 +260,9 @@ class RelayAuthServicer(rpc.RelayAuthServicer):
         except RuleError as exc:
             await _invalid(context, f"tcp.smtp {exc}")
             raise
-        if open_relay(rules):
-            await _invalid(context, "tcp.smtp refused: a catch-all rule with RELAYCLIENT is "
-                                    "an open relay")
+        if open_relay(rules.rules):
+            await _invalid(context, "tcp.smtp refused: RELAYCLIENT for every address (a "
+                                    "catch-all, 0.0.0.0/0 or ::/0) is an open relay")
         assert self.control.kv is not None
         data = request.text.encode()
         try:

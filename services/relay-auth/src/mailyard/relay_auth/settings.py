@@ -46,14 +46,15 @@ class Settings(ServiceSettings):
     @field_validator("default_rules")
     @classmethod
     def _no_open_relay(cls, value: str) -> str:
-        # Refuse an insecure default: a catch-all rule that sets RELAYCLIENT is an open relay.
+        # Refuse an insecure default: RELAYCLIENT for every address is an open relay.
         from mailyard.core.tcprules import RuleError, parse
+        from mailyard.relay_auth.openrelay import open_relay
 
         try:
             rules = parse(value)
         except RuleError as exc:
             raise ValueError(str(exc)) from None
-        for rule in rules:
-            if rule.pattern == "" and rule.allow and "RELAYCLIENT" in rule.env:
-                raise ValueError("a catch-all rule with RELAYCLIENT makes an open relay")
+        if open_relay(rules):
+            raise ValueError("RELAYCLIENT for every address (a catch-all, 0.0.0.0/0 or ::/0) "
+                             "makes an open relay")
         return value
