@@ -115,3 +115,20 @@ def test_settings_refuse_an_open_relay_default() -> None:
     # relaying for many networks, not for everyone, is no open relay
     Settings.load(default_rules='0-126.:allow,RELAYCLIENT=""\n2000::/3:allow,RELAYCLIENT=""\n')
     assert Settings.load().grpc_port == 50055
+
+
+def test_a_mapped_network_is_the_ipv4_network_it_carries() -> None:
+    """A host whose tcpserver listened on a dual-stack socket saw IPv4 clients as
+    ::ffff:a.b.c.d and may write its rules so; clients are looked up as IPv4 here (a mapped
+    address is the IPv4 one, as for a single-address rule), so '::ffff:192.0.2.0/120' was an
+    IPv6 network no client is looked up in: its deny let 192.0.2.7 in, and '::ffff:0:0/96'
+    with RELAYCLIENT passed the open relay check."""
+    from mailyard.relay_auth.openrelay import open_relay
+
+    rules = RuleSet('::ffff:192.0.2.0/120:deny\n[::ffff:198.0.0.0/104]:allow,RELAYCLIENT=""\n'
+                    ':allow\n')
+    assert match(rules, "192.0.2.7") == ("::ffff:192.0.2.0/120", False, {})
+    assert match(rules, "::ffff:192.0.2.7")[1] is False  # type: ignore[index]
+    assert match(rules, "198.51.100.1")[0] == "[::ffff:198.0.0.0/104]"  # type: ignore[index]
+    assert match(rules, "2001:db8::1")[0] == ""  # type: ignore[index]
+    assert open_relay(parse('::ffff:0:0/96:allow,RELAYCLIENT=""\n'))

@@ -36,6 +36,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _ACTION = re.compile(r":(allow|deny)(?=$|[,\s])")
 _VAR = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=")
 _MAX_RANGE_EXPANSION = 256
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")  # IPv4-mapped IPv6 addresses
 
 
 class RuleError(ValueError):
@@ -100,9 +101,14 @@ def networks_of(addr: str) -> list[IPNetwork]:
     addr = addr.strip("[]")
     if "/" in addr:
         try:
-            return [ipaddress.ip_network(addr, strict=True)]
+            net = ipaddress.ip_network(addr, strict=True)
         except ValueError as exc:
             raise ValueError(f"bad network {addr!r}: {exc}") from None
+        if isinstance(net, ipaddress.IPv6Network) and net.subnet_of(_MAPPED):
+            # clients are looked up as the IPv4 address a mapped one carries (parse_ip)
+            return [ipaddress.IPv4Network((int(net.network_address) & 0xFFFFFFFF,
+                                           net.prefixlen - 96))]
+        return [net]
     if ":" in addr:
         ip = parse_ip(addr)
         return [ipaddress.ip_network(ip)]
