@@ -5,9 +5,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 from typing import Any
 
+import pytest
+
+from mailyard.api.directory.v1 import directory_pb2 as dpb
 from mailyard.api.relayauth.v1 import relayauth_pb2 as pb
+from mailyard.core import bus
+from mailyard.core.directory import record_key
 
 USER, PASSWORD = "alice@example.org", "correct horse battery staple"
 
@@ -115,3 +121,21 @@ async def test_throttle_window_ends(start_relay: Any, js: Any, seed_mailbox: Any
         return reply.result == pb.AUTH_RESULT_OK
 
     await eventually(allowed_again)
+
+
+async def test_a_stored_hash_that_cannot_be_checked_refuses_and_says_why(
+        start_relay: Any, js: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A mailbox record whose password_hash is nothing Mailyard can check (written past the
+    directory's validation: vpopmail's clear password put there by a script, a scheme from
+    elsewhere) fails closed, the right password too, and the log says why: every login was
+    a wrong password, with nothing to tell the postmaster the mailbox could never log in."""
+    kv = await bus.ensure_kv(js, bus.KV_DIRECTORY)
+    await kv.put(record_key("mailbox", USER),
+                 dpb.Mailbox(address=USER, password_hash=PASSWORD).SerializeToString())
+    relay = await start_relay()
+    with caplog.at_level(logging.WARNING, logger="mailyard.relay_auth"):
+        reply = await relay.stub.Authenticate(auth("PLAIN", USER, PASSWORD))
+    assert reply.result == pb.AUTH_RESULT_BAD_CREDENTIALS and reply.user == ""
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("mailyard.relay_auth")]
+    assert any(USER in m and "not a supported password hash" in m for m in said), said
+    assert not any(PASSWORD in m for m in said)

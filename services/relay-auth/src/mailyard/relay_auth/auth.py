@@ -111,6 +111,11 @@ class Authenticator:
         if not phc:  # no such mailbox: the same cost as a wrong password, never remembered
             await self.pool.run(password_hashes.verify, self._dummy_hash, password)
             return await self._fail(mechanism, ip, user)
+        try:
+            password_hashes.scheme(phc)
+        except password_hashes.HashError as exc:
+            # verify() fails closed; without this line the postmaster saw wrong passwords only
+            log.warning("password hash of %s cannot be checked, login refused: %s", user, exc)
         ok, remembered = await self.cache.verify(
             user, phc, password, lambda: self.pool.run(password_hashes.verify, phc, password))
         if not ok:
