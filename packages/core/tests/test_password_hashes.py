@@ -30,6 +30,12 @@ MALFORMED = [
     "$6$vpopmail$" + "a" * 85,
     "$2y$03$" + "a" * 53,                                # bcrypt cost below 4
     "$2x$05$" + "a" * 52,
+    # accepted, and one check took a core for minutes or hours (a guess per worker stopped
+    # every login): 999,999,999 rounds of SHA-512-crypt at 0.3 us each, bcrypt's 2**31
+    "$6$rounds=999999999$vpopmail$" + "a" * 86,
+    "$5$rounds=20000000$vpopmail$" + "a" * 43,
+    "$2b$31$" + "a" * 53,
+    "$2y$17$" + "a" * 53,
     "$argon2id$v=19$m=9999999,t=1,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA",  # 9.5 GiB
     "$argon2id$v=19$m=19456,t=2,p=1$!!!$aGFzaGhhc2hoYXNo",
     "$argon2d$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA",
