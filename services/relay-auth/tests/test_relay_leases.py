@@ -108,6 +108,25 @@ async def test_lease_expires_without_cron_and_is_purged(start_relay: Any, js: An
     await eventually(purged)
 
 
+async def test_a_lease_overwritten_with_what_is_no_lease_grants_nothing(
+        start_relay: Any, js: Any, eventually: Any) -> None:
+    """The bucket is open to every client of the bus with JetStream rights: a value that is
+    no Lease was logged 'ignored' while the lease it replaced went on relaying on every
+    replica that had seen it (until its own expiry, days for a manual grant), and on none
+    that started after."""
+    relay = await start_relay()
+    await relay.stub.GrantLease(grant("203.0.113.20"))
+    kv = await js.key_value(bus.KV_LEASES)
+    await kv.put(lease_key(parse_ip("203.0.113.20")), b"not a lease")
+
+    async def ended() -> bool:
+        check = await relay.stub.CheckClient(pb.CheckClientRequest(ip="203.0.113.20"))
+        return not check.allow_relay and check.decided_by == pb.DECIDER_RULE
+
+    await eventually(ended)
+    assert not (await relay.stub.ListLeases(pb.ListLeasesRequest())).leases
+
+
 async def test_a_new_grant_refreshes(start_relay: Any, js: Any) -> None:
     relay = await start_relay()
     first = await relay.stub.GrantLease(grant("203.0.113.9", ttl=60))

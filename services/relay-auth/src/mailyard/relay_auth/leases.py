@@ -98,14 +98,14 @@ class LeaseStore:
 
     def _apply(self, key: str, value: bytes | None) -> None:
         self._expired.discard(key)
-        if value is None:
+        try:
+            lease = pb.Lease.FromString(value) if value is not None else None
+        except Exception:  # it replaced whatever lease was there: that one is gone too
+            log.warning("unreadable lease %s ignored", key)
+            lease = None
+        if lease is None:
             self._mirror.pop(key, None)
             self._keys.discard(key)
-            return
-        try:
-            lease = pb.Lease.FromString(value)
-        except Exception:
-            log.warning("unreadable lease %s ignored", key)
             return
         active = ActiveLease(lease.ip, lease.user, _seconds(lease.granted_at),
                              _seconds(lease.expires_at), lease.source or MANUAL)
