@@ -92,6 +92,26 @@ async def test_deny_rule_beats_a_lease(start_relay: Any, lease_users: Any) -> No
     assert not result.allow_connect and not result.allow_relay
 
 
+async def test_a_lease_is_exempt_from_its_range_s_rblsmtpd_text(start_relay: Any,
+                                                                 lease_users: Any) -> None:
+    """A lease is vpopmail's open-smtp line for the address, 'IP:allow,RELAYCLIENT="",
+    RBLSMTPD=""': more specific than a range's rule, so a range blocked with an RBLSMTPD
+    text (dial-up and dynamic ranges, the customers POP-before-SMTP is for) does not block
+    a client that logged in. The range's text stayed in env with the lease's relay, and
+    smtp-ingress answered every RCPT of that customer with it."""
+    relay = await start_relay()
+    await relay.stub.ImportRules(pb.ImportRulesRequest(
+        text='192.0.2.:allow,RBLSMTPD="-dynamic address, use your provider\'s relay"\n'
+             '127.:allow,RELAYCLIENT=""\n:allow\n'))
+    blocked = await check(relay, "192.0.2.3")
+    assert blocked.env["RBLSMTPD"].startswith("-dynamic") and not blocked.dnsbl_exempt
+    await relay.stub.GrantLease(pb.GrantLeaseRequest(ip="192.0.2.3", user="a@example.org"))
+    leased = await check(relay, "192.0.2.3")
+    assert leased.allow_relay and leased.decided_by == pb.DECIDER_LEASE
+    assert dict(leased.env) == {"RELAYCLIENT": "", "RBLSMTPD": ""} and leased.dnsbl_exempt
+    assert (await check(relay, "192.0.2.4")).env["RBLSMTPD"].startswith("-dynamic")
+
+
 @pytest.mark.parametrize("text", [
     "1.2.3:allow\n", ':allow,RELAYCLIENT=""\n',
     # the catch-all spelt as networks: every IPv4 or every IPv6 address relays just the same

@@ -74,7 +74,10 @@ def decide(rules: RuleSet, ip: IPAddress, lease_user: str | None,
         relay, decision = True, "lease"
         resp.decided_by = pb.DECIDER_LEASE
         resp.lease_user = lease_user
-        resp.env.setdefault("RELAYCLIENT", "")
+        # vpopmail's open-smtp line for the address, 'IP:allow,RELAYCLIENT="",RBLSMTPD=""',
+        # more specific than a range's rule: a range's RBLSMTPD text does not block it
+        resp.env["RELAYCLIENT"] = ""
+        resp.env["RBLSMTPD"] = ""
     resp.allow_relay = relay
     rbl = resp.env.get("RBLSMTPD")
     # RBLSMTPD="" (or blank, as on the help page's open-smtp lines) exempts from DNSBL;
