@@ -132,3 +132,19 @@ def test_a_mapped_network_is_the_ipv4_network_it_carries() -> None:
     assert match(rules, "198.51.100.1")[0] == "[::ffff:198.0.0.0/104]"  # type: ignore[index]
     assert match(rules, "2001:db8::1")[0] == ""  # type: ignore[index]
     assert open_relay(parse('::ffff:0:0/96:allow,RELAYCLIENT=""\n'))
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("lease_ttl", 1e12), ("lease_ttl", float("inf")), ("auth_fail_window", 1e300),
+    ("cram_ttl", 1e300), ("lease_purge_interval", float("inf"))])
+def test_settings_refuse_times_past_their_use(field: str, value: float) -> None:
+    """Times that cannot work are refused at start, naming the setting: LEASE_TTL past a
+    Timestamp's range (1e12 s: year 33,700) loaded, and every lease grant, a mailbox login's
+    too, answered UNKNOWN (ValueError making the Timestamp); AUTH_FAIL_WINDOW or CRAM_TTL
+    of 1e300 s made a bucket TTL nats-server cannot hold, and relay-auth stopped at start
+    with 'BucketNotFoundError'."""
+    from mailyard.core.errors import SettingsError
+
+    with pytest.raises(SettingsError) as err:
+        Settings.load(**{field: value})
+    assert field.upper() in str(err.value)

@@ -6,7 +6,7 @@ import os
 
 from pydantic import Field, field_validator
 
-from mailyard.core.relaypolicy import DEFAULT_RULES
+from mailyard.core.relaypolicy import DEFAULT_RULES, MAX_LEASE_TTL
 from mailyard.core.settings import ServiceSettings, service_config
 
 
@@ -15,8 +15,10 @@ class Settings(ServiceSettings):
 
     grpc_host: str = "127.0.0.1"
     grpc_port: int = Field(default=50055, ge=0, le=65535)
-    lease_ttl: float = Field(default=10800.0, gt=0)           # POP-before-SMTP: 3 hours
-    lease_purge_interval: float = Field(default=60.0, gt=0)   # background purge of expired
+    # Times are bounded where they stop making sense, and so below what a Timestamp or a
+    # bucket TTL can hold (a lease past the year 9999 failed every grant).
+    lease_ttl: float = Field(default=10800.0, gt=0, le=MAX_LEASE_TTL)  # POP-before-SMTP: 3 h
+    lease_purge_interval: float = Field(default=60.0, gt=0, le=86400)  # purge of expired
     # Failed logins (throttle.py): an address stops trying one user after LIMIT_PAIR
     # failures and stops logging in after LIMIT_IP; a user failing LIMIT_USER times from
     # anywhere is slowed (a delay doubling from DELAY_BASE to DELAY_MAX), never locked out.
@@ -24,10 +26,10 @@ class Settings(ServiceSettings):
     auth_fail_limit_ip: int = Field(default=10, ge=1)
     auth_fail_limit_pair: int = Field(default=5, ge=1)
     auth_fail_limit_user: int = Field(default=5, ge=1)
-    auth_fail_window: float = Field(default=900.0, gt=0)
+    auth_fail_window: float = Field(default=900.0, gt=0, le=7 * 86400)
     auth_delay_base: float = Field(default=0.5, ge=0)
     auth_delay_max: float = Field(default=8.0, ge=0, le=20)
-    cram_ttl: float = Field(default=300.0, gt=0)              # an unanswered challenge dies
+    cram_ttl: float = Field(default=300.0, gt=0, le=3600)     # an unanswered challenge dies
     # Password checks: this many at once (one per core: each argon2id check takes a core
     # and 19 MiB), up to AUTH_QUEUE more waiting; beyond that a temporary failure.
     auth_workers: int = Field(default_factory=lambda: min(4, os.cpu_count() or 1), ge=1,
