@@ -8,10 +8,16 @@ import ipaddress
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailyard.core.tcprules import RuleError, RuleSet, parse
+from mailyard.core.relaypolicy import client_address, lease_key
+from mailyard.core.tcprules import RuleError, RuleSet, parse, parse_ip
 
 octet = st.integers(0, 255).map(str)
 prefix = st.lists(octet, min_size=0, max_size=3).map(lambda p: ".".join(p) + "." if p else "")
+# what a socket, a bridge or an API client may name a client with
+client_text = (st.ip_addresses().map(str) | st.ip_addresses(v=4).map(lambda a: f"::ffff:{a}")
+               | st.tuples(st.ip_addresses(v=6), st.text(min_size=1, max_size=12)).map(
+                   lambda p: f"{p[0]}%{p[1]}")
+               | st.text("0123456789abcdef:.%[] ", max_size=60) | st.text(max_size=40))
 hostile = st.text(st.characters(codec="utf-8"), max_size=120) | st.text(
     "0123456789.:-,=/\"' \tallowdenyRELAYCLIENT#\n", max_size=80)
 
@@ -57,3 +63,17 @@ def test_found_lines_end_only_at_lf() -> None:
     else:
         raise AssertionError("a line without :allow / :deny was accepted")
     assert len(parse("127.:allow\r\n:deny\r\n")) == 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(client_text)
+def test_every_client_address_parse_ip_takes_has_its_keys(text: str) -> None:
+    """An IPv6 zone ('fe80::1%eth0', how getpeername names a link-local peer) was taken by
+    parse_ip, and its key raised (ipaddress cannot write a scoped address out in full):
+    AUTH from such a client ended in a traceback (bda7682)."""
+    try:
+        ip = parse_ip(text)
+    except ValueError:
+        return
+    assert client_address(text) == (ip, lease_key(ip)) and parse_ip(str(ip)) == ip
+    assert RuleSet(f"{ip}:deny\n:allow\n").match(ip) is not None
