@@ -175,6 +175,27 @@ def test_tcp_smtp_catch_all_relay_is_reported_not_sent_to_be_refused() -> None:
     assert "open relay" in problems.items[0].reason
 
 
+@pytest.mark.parametrize("line", ['0.0.0.0/0:allow,RELAYCLIENT=""', '0-255.:allow,RELAYCLIENT=""',
+                                  '::/0:allow,RELAYCLIENT=""'])
+def test_tcp_smtp_rule_relaying_for_every_address_is_reported(line: str) -> None:
+    # relay-auth refuses any text whose RELAYCLIENT rules cover every address, not only
+    # the empty pattern: the dry run must find what the real run would fail on
+    problems = Problems()
+    text, count = tcprules.rules_text(["127.:allow,RELAYCLIENT=\"\"", line], "tcp.smtp",
+                                      problems)
+    assert (text, count) == ('127.:allow,RELAYCLIENT=""\n', 1)
+    assert [(p.line, p.kind) for p in problems.items] == [(2, UNSUPPORTED)]
+    assert "open relay" in problems.items[0].reason
+
+
+def test_tcp_smtp_rules_relaying_for_every_address_together_are_an_error() -> None:
+    problems = Problems()
+    tcprules.rules_text(['0-127.:allow,RELAYCLIENT=""', "10.:deny",
+                         '128.0.0.0/1:allow,RELAYCLIENT=""'], "tcp.smtp", problems)
+    assert [(p.line, p.kind) for p in problems.items] == [(3, ERROR)]
+    assert "open relay" in problems.items[0].reason
+
+
 def test_open_smtp_lines_as_on_the_help_page() -> None:
     problems = Problems()
     entries = tcprules.open_smtp([

@@ -123,7 +123,7 @@ def test_a_mapped_network_is_the_ipv4_network_it_carries() -> None:
     address is the IPv4 one, as for a single-address rule), so '::ffff:192.0.2.0/120' was an
     IPv6 network no client is looked up in: its deny let 192.0.2.7 in, and '::ffff:0:0/96'
     with RELAYCLIENT passed the open relay check."""
-    from mailyard.relay_auth.openrelay import open_relay
+    from mailyard.core.openrelay import open_relay
 
     rules = RuleSet('::ffff:192.0.2.0/120:deny\n[::ffff:198.0.0.0/104]:allow,RELAYCLIENT=""\n'
                     ':allow\n')

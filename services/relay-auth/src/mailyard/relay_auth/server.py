@@ -24,6 +24,7 @@ from mailyard.api.relayauth.v1 import relayauth_pb2_grpc as rpc
 from mailyard.core.control import ControlView
 from mailyard.core.directory import DirectoryView, record_key
 from mailyard.core.errors import status_details
+from mailyard.core.openrelay import open_relay
 from mailyard.core.paging import BadPage
 from mailyard.core.relaypolicy import (
     MAX_LEASE_TTL,
@@ -37,7 +38,6 @@ from mailyard.core.tcprules import IPAddress, RuleError, RuleSet
 from mailyard.relay_auth import metrics
 from mailyard.relay_auth.auth import Authenticator
 from mailyard.relay_auth.leases import IMPORT, MANUAL, LeaseStore
-from mailyard.relay_auth.openrelay import open_relay
 from mailyard.relay_auth.pool import Busy
 from mailyard.relay_auth.throttle import Throttle, address_key
 

@@ -49,8 +49,8 @@ class Settings(ServiceSettings):
     @classmethod
     def _no_open_relay(cls, value: str) -> str:
         # Refuse an insecure default: RELAYCLIENT for every address is an open relay.
+        from mailyard.core.openrelay import open_relay
         from mailyard.core.tcprules import RuleError, parse
-        from mailyard.relay_auth.openrelay import open_relay
 
         try:
             rules = parse(value)

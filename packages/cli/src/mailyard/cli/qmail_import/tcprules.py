@@ -2,8 +2,9 @@
 
 tcp.smtp becomes the relay rules as they are (relay-auth reads tcprules syntax), minus the
 lines it cannot use: `=host.name:` rules match the client's reverse DNS, which Mailyard
-does not look up, and a catch-all `:allow,RELAYCLIENT=""` is an open relay, which
-relay-auth refuses; both are reported and left out (an import that kept them would fail).
+does not look up, and RELAYCLIENT rules covering every address (a catch-all
+`:allow,RELAYCLIENT=""`, `0.0.0.0/0`, `0-255.`) are an open relay, which relay-auth
+refuses; both are reported and left out (an import that kept them would fail).
 
 open-smtp (POP-before-SMTP) holds one line per address that logged in recently:
 
@@ -21,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailyard.cli.qmail_import.problems import Problems
-from mailyard.core.tcprules import RuleError, parse_ip, parse_line
+from mailyard.core.openrelay import open_relay
+from mailyard.core.tcprules import Rule, RuleError, parse_ip, parse_line
 
 CLEAR_MINUTES = 180
 
@@ -29,6 +31,7 @@ CLEAR_MINUTES = 180
 def rules_text(lines: list[str], path: Path | str, problems: Problems) -> tuple[str, int]:
     """The tcp.smtp text to import (comments kept, unusable lines left out) and its rules."""
     kept: list[str] = []
+    rules: list[Rule] = []
     count = 0
     for number, raw in enumerate(lines, 1):
         stripped = raw.strip()
@@ -44,12 +47,20 @@ def rules_text(lines: list[str], path: Path | str, problems: Problems) -> tuple[
         except RuleError as exc:
             problems.error(path, number, exc.reason)
             continue
-        if rule is not None and rule.pattern == "" and rule.allow and "RELAYCLIENT" in rule.env:
+        if rule is not None and open_relay([rule]):
             # relay-auth's ImportRules refuses the whole text for it: say so in the dry run
-            problems.unsupported(path, number, "catch-all rule with RELAYCLIENT: an open "
-                                 "relay, which Mailyard refuses; not imported (list the "
-                                 "networks that may relay)")
+            problems.unsupported(path, number, "a rule letting every address relay "
+                                 "(RELAYCLIENT): an open relay, which Mailyard refuses; not "
+                                 "imported (list the networks that may relay)")
             continue
+        if rule is not None:
+            rules.append(rule)
+            if open_relay(rules):  # several rules that cover every address together
+                problems.error(path, number, "with this rule the RELAYCLIENT rules let "
+                               "every address relay: an open relay, which Mailyard refuses "
+                               "(list the networks that may relay)")
+                rules.pop()
+                continue
         kept.append(raw)
         count += 1
     return "".join(line + "\n" for line in kept), count

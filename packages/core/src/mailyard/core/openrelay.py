@@ -1,4 +1,5 @@
-"""Is a tcp.smtp an open relay? ImportRules and the DEFAULT_RULES setting refuse one.
+"""Is a tcp.smtp an open relay? relay-auth's ImportRules and DEFAULT_RULES refuse one, and
+`mailyard import qmail` finds one in its dry run.
 
 An open relay is a tcp.smtp whose RELAYCLIENT rules together cover every IPv4 or every IPv6
 address: the catch-all `:allow,RELAYCLIENT=""`, but also `0.0.0.0/0`, `::/0` or `0-255.`
