@@ -214,8 +214,11 @@ def _envelope(queue_id: str, to: str, origin: Origin.ValueType, me: str,
 
 
 async def send_bounce(q: Queue, message: Message, failed: list[Recipient]) -> None:
-    original = b"" if message.origin == ORIGIN_DOUBLE_BOUNCE else await _original(q, message)
-    kind = bounce.kind_of(message.origin, message.sender, original)
+    # Only a null sender's message is read to tell where it goes (a forwarded double bounce
+    # carries bounce.DOUBLE_BOUNCE_FIELD); any other is read once a bounce is built from it.
+    original = (await _original(q, message)
+                if not message.sender and message.origin != ORIGIN_DOUBLE_BOUNCE else None)
+    kind = bounce.kind_of(message.origin, message.sender, original or b"")
     store = q.store
     addresses = [r.address for r in failed]
     if kind == bounce.DROP:
@@ -234,6 +237,8 @@ async def send_bounce(q: Queue, message: Message, failed: list[Recipient]) -> No
                  and not q.identity.deliverable(to, q.directory.is_local_domain))
     bounce_id = await store.run(store.reserve_bounce_id, message.queue_id, new_queue_id())
     if keep_here or not await q.spool.exists(q.spool.relpath(bounce_id)):
+        if original is None:
+            original = await _original(q, message)
         data = bounce.build(
             fmt=s.bounce_format, me=me, to=to, kind=kind, queue_id=message.queue_id,
             original_sender=message.sender, arrival=message.received_at, original=original,
