@@ -255,6 +255,8 @@ def test_a_temporary_failure_leaves_the_password_out_of_dovecots_log(box: Box) -
             box.imap(user, "pw-away-secret")
     finally:
         box.platform.restart("relay-auth")
+        # mail-access's /readyz: its channel to relay-auth is connected again
+        box.platform.wait_ready(box.platform.running["mail-access"].spec, 10)
     assert b"pw-away-secret" not in (box.platform.logs / "dovecot.log").read_bytes()
     box.pop3(user, "pw-away-secret").quit()
 

@@ -279,10 +279,18 @@ def aio_interceptors(token: str | None) -> list[grpc.aio.ClientInterceptor] | No
                                      _AioStreamStream)]
 
 
+# Between services a reconnect is a TCP connect to a peer nearby, so try again at least once
+# a second. gRPC's default backoff grows to 120 s, and a call on a channel waiting it out
+# fails at once without trying: after relay-auth was away a few minutes, logins and relay
+# checks kept failing for up to two minutes after it was back (test_grpc_reconnect.py).
+RECONNECT = (("grpc.initial_reconnect_backoff_ms", 250), ("grpc.min_reconnect_backoff_ms", 250),
+             ("grpc.max_reconnect_backoff_ms", 1000))
+
+
 def aio_channel(address: str, token: str | None,
                 options: Iterable[tuple[str, Any]] = ()) -> grpc.aio.Channel:
     """An asyncio client channel that sends the token with every call (services)."""
-    return grpc.aio.insecure_channel(address, options=list(options),
+    return grpc.aio.insecure_channel(address, options=[*RECONNECT, *options],
                                      interceptors=aio_interceptors(token))
 
 
