@@ -149,6 +149,12 @@ GREYLISTED = "451 4.7.1 greylisted, please try again later"
 NULL_MX = "550 5.7.27 sorry, your envelope sender domain accepts no mail (null MX, RFC 7505)"
 
 
+def sender_not_owned(address: str, user: str) -> str:
+    """mail_sender_login: an AUTH user's MAIL FROM that is not its own, in Postfix's words
+    (reject_sender_login_mismatch), which postmasters and users search for."""
+    return f"553 5.7.1 <{address}>: Sender address rejected: not owned by user {user}"
+
+
 def spf_fail(domain: str, ip: str) -> str:
     return (f"550 5.7.23 sorry, SPF of {domain[:100]} does not allow {ip} to send its mail "
             "(RFC 7208)")

@@ -13,7 +13,9 @@ from mailyard.smtp_ingress.policy import known
 
 LISTENERS = ("smtp", "submission", "smtps")
 
-# Policy checks per phase, in the order they run (names of modules in policy/).
+# Policy checks per phase, in the order they run (names of modules in policy/). Not in the
+# defaults: mail_sender_login (AUTH users send only as their own addresses), as Postfix and
+# qmail leave it off; existing users sending as their other domains would be refused.
 DEFAULT_MAIL_CHECKS = "mail_auth_required,mail_badmailfrom,mail_size,mail_nullmx,mail_spf"
 DEFAULT_RCPT_CHECKS = "rcpt_limit,rcpt_dnsbl,rcpt_rcpthosts,rcpt_unknown_user,rcpt_greylist"
 DEFAULT_DATA_CHECKS = "data_size,data_header_size,data_hops,data_dmarc,data_rspamd,data_dkim"

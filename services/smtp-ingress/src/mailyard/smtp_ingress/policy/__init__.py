@@ -14,7 +14,8 @@ if TYPE_CHECKING:
     from mailyard.smtp_ingress.session import Session
 
 CHECKS = {
-    "mail": ("mail_auth_required", "mail_badmailfrom", "mail_size", "mail_nullmx", "mail_spf"),
+    "mail": ("mail_auth_required", "mail_badmailfrom", "mail_size", "mail_nullmx", "mail_spf",
+             "mail_sender_login"),
     "rcpt": ("rcpt_limit", "rcpt_dnsbl", "rcpt_rcpthosts", "rcpt_unknown_user",
              "rcpt_greylist"),
     "data": ("data_size", "data_header_size", "data_hops", "data_dmarc", "data_rspamd",
