@@ -130,3 +130,40 @@ def test_ingress_replicas_share_the_smtp_port(mailyard: Mailyard) -> None:
     assert sum(gained.values()) == sent
     assert all(n > 0 for n in gained.values()), gained  # 2**-23 chance of a false failure
     mailyard.queue_empty()
+
+
+def _postmaster_box(mailyard: Mailyard) -> list[bytes]:
+    new = mailyard.platform.spool_dir / "postmaster" / "Maildir" / "new"
+    return [p.read_bytes() for p in sorted(new.iterdir())] if new.is_dir() else []
+
+
+def test_the_postmaster_of_this_host_gets_mail_here(mailyard: Mailyard) -> None:
+    """qmail's control/locals (me and localhost) with ~alias's .qmail-postmaster, -root and
+    -mailer-daemon: mail to those names of this host, when `me` is no hosted domain, lands
+    in the local postmaster mailbox, where double bounces go. It was queued as remote mail
+    to a host name no MX serves, deferred for a week, then bounced: a bare <postmaster>
+    (RFC 5321 4.5.1: accepted from anyone) never reached anybody."""
+    before = len(_postmaster_box(mailyard))
+    rcpts = ["postmaster", f"root@{E2E_ME}", "MAILER-DAEMON@localhost"]
+    with mailyard.smtp() as client:
+        for rcpt in rcpts:
+            client.sendmail("sender@client.test", [rcpt], BODY + rcpt.encode() + b"\r\n")
+    mailyard.queue_empty()
+    got = _postmaster_box(mailyard)[before:]
+    # the messages themselves, each with its recipient's line: not double bounces of them
+    assert sorted(m.rsplit(b"\r\n", 2)[-2] for m in got) == sorted(r.encode() for r in rcpts)
+    assert all(m.startswith(b"Return-Path: <sender@client.test>\r\n") for m in got)
+
+
+def test_other_names_of_this_host_bounce_at_once(mailyard: Mailyard) -> None:
+    """Any other name of this host has no mailbox: qmail-local's 5.1.1, a bounce now, not a
+    week of deferrals."""
+    box = "postmaster@example.test"
+    before = mailyard.count(box)
+    with mailyard.smtp() as client:
+        client.sendmail(box, [f"nobody@{E2E_ME}"], BODY)
+    mailyard.wait_maildir(box, before + 1)
+    mailyard.queue_empty()
+    [bounce] = [m for m in mailyard.wait_maildir(box, before + 1)
+                if f"nobody@{E2E_ME}".encode() in m]
+    assert b"Status: 5.1.1" in bounce and b"no mailbox here by that name" in bounce

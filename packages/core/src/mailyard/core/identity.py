@@ -26,6 +26,9 @@ _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 # Names that can never be reached from elsewhere: mail to postmaster@<one of these> goes to
 # the local postmaster mailbox rather than out by MX (where it would sit deferred for days).
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "localdomain"})
+# qmail's ~alias (.qmail-postmaster, .qmail-root, .qmail-mailer-daemon): the names of this
+# host that reach its postmaster; any other name of it has no mailbox (is_local_name)
+POSTMASTER_NAMES = frozenset({"postmaster", "root", "mailer-daemon"})
 
 
 def hostname_problem(name: str) -> str | None:
@@ -115,6 +118,14 @@ class Identity:
         if "." not in domain:
             return False
         return domain != self.me
+
+    def is_local_name(self, domain: str) -> bool:
+        """Is `domain` (as to_ascii_domain gives it) a name of this host itself, qmail's
+        control/locals: `me` or a loopback name? Mail to such a name that no hosted domain
+        takes is local-delivery's: POSTMASTER_NAMES go to the local postmaster mailbox, any
+        other name bounces. Out by MX it sat deferred for a week (a loopback name, or `me`
+        where DNS had no answer) or bounced as looping (MX back to us)."""
+        return domain == self.me or domain in LOOPBACK_NAMES or domain.endswith(".localhost")
 
     def _refresh(self, key: str, value: bytes | None) -> None:
         if key not in (ME_FILE, POSTMASTER_FILE):

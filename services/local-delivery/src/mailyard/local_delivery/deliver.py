@@ -30,8 +30,10 @@ from mailyard.api.mail.v1.delivery_pb2 import (
     Outcome,
     RecipientResult,
 )
+from mailyard.core import postmaster
 from mailyard.core.directory import DirectoryView, canonical
 from mailyard.core.errors import MailyardError, SpoolError
+from mailyard.core.identity import POSTMASTER_NAMES, Identity
 from mailyard.core.spool import Spool
 from mailyard.local_delivery import maildir, metrics, quota, reinject, resolve
 from mailyard.local_delivery.settings import Settings
@@ -43,6 +45,7 @@ LOOPING = resolve.LOOPING[0]
 TOO_MANY_HOPS = "too many hops, this message is looping (#5.4.6)"
 OVER_QUOTA = "The user you are trying to reach is over quota. (#{code})"
 SYMLINK = "Unable to deliver: the mailbox holds a symbolic link; not followed. (#4.3.0)"
+TO_POSTMASTER = "delivered to the local postmaster mailbox"
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _HOP_LINE = re.compile(rb"^(received|delivered-to):", re.IGNORECASE | re.MULTILINE)
 _DELIVERED_TO = re.compile(rb"^delivered-to:[ \t]*(.*?)\r?$", re.IGNORECASE | re.MULTILINE)
@@ -79,12 +82,13 @@ def _result(recipient: str, outcome: int, reply: str, code: str) -> RecipientRes
 
 
 class Deliverer:
-    def __init__(self, settings: Settings, directory: DirectoryView, spool: Spool,
-                 js: JetStreamContext, *, threads: int = 16) -> None:
+    def __init__(self, settings: Settings, directory: DirectoryView, identity: Identity,
+                 spool: Spool, js: JetStreamContext, *, threads: int = 16) -> None:
         self.settings = settings
         self.root = Path(settings.mail_dir).resolve()
         self.owner = settings.owner()
         self.directory = directory
+        self.identity = identity
         self.spool = spool
         self.js = js
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="maildir")
@@ -121,15 +125,30 @@ class Deliverer:
             return _result(recipient, Outcome.OUTCOME_FAILED, LOOPING, "5.4.6")
         if message.hops > MAX_HOPS:
             return _result(recipient, Outcome.OUTCOME_FAILED, TOO_MANY_HOPS, "5.4.6")
+        # qmail-local: one Delivered-To line for this address on every copy it makes.
+        delivered_to = b"Delivered-To: " + address.encode() + message.eol
+        return_path = b"Return-Path: <" + job.sender.encode() + b">" + message.eol
+        local, _, domain = address.rpartition("@")
+        if self.identity.is_local_name(domain) and not self.directory.is_local_domain(domain):
+            # this host's own name (qmail's control/locals): only ~alias's names have a box
+            if local not in POSTMASTER_NAMES:
+                return _result(recipient, Outcome.OUTCOME_FAILED, *resolve.NO_MAILBOX)
+            try:
+                await postmaster.deliver(self.spool.root, return_path + delivered_to
+                                         + message.data, job.queue_id)
+            except OSError as exc:
+                log.warning("postmaster mailbox not written: %s", exc,
+                            extra={"queue_id": job.queue_id})
+                return _result(recipient, Outcome.OUTCOME_DEFERRED,
+                               f"Unable to write the message to the postmaster mailbox: "
+                               f"{exc.strerror or exc}. (#4.3.0)", "4.3.0")
+            return _result(recipient, Outcome.OUTCOME_DELIVERED, TO_POSTMASTER, "2.0.0")
         exp = resolve.expand(self.directory, address, message.delivered_to)
         if exp.failure:
             return _result(recipient, Outcome.OUTCOME_FAILED, *exp.failure)
         if exp.deferral:
             return _result(recipient, Outcome.OUTCOME_DEFERRED, *exp.deferral)
 
-        # qmail-local: one Delivered-To line for this address on every copy it makes.
-        delivered_to = b"Delivered-To: " + address.encode() + message.eol
-        return_path = b"Return-Path: <" + job.sender.encode() + b">" + message.eol
         for mailbox in exp.mailboxes.values():
             refused = await self._to_mailbox(job, mailbox, [return_path, delivered_to,
                                                            message.data])

@@ -27,6 +27,7 @@ from mailyard.core.consumer import JobConsumer
 from mailyard.core.control import ControlView
 from mailyard.core.directory import DirectoryView
 from mailyard.core.http import HttpServer, ReadinessCheck, make_app
+from mailyard.core.identity import Identity
 from mailyard.core.metrics import CONCURRENCY_IN_USE, CONCURRENCY_LIMIT, set_build
 from mailyard.core.spool import Spool
 from mailyard.local_delivery.deliver import Deliverer
@@ -113,7 +114,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     nc: NATS = await bus.connect(settings.nats_url, f"local-delivery-{settings.instance}")
     js = nc.jetstream()
     directory, control = DirectoryView(), ControlView()
-    deliverer = Deliverer(settings, directory, spool, js)
+    deliverer = Deliverer(settings, directory, Identity(control, settings.me), spool, js)
     http: HttpServer | None = None
     try:
         await bus.ensure_mail_streams(js)

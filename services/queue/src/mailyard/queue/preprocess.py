@@ -1,12 +1,13 @@
 """qmail-send's preprocessing and hand-out: todo notices in, delivery jobs out.
 
 TodoConsumer classifies each new message's recipients (local if the domain is a directory
-domain, remote otherwise), records them as due now and hands them out in the same
-transaction (one commit and one store hop per fetched batch), acks the todos only after that
-commit, then publishes the jobs. Dispatcher is the retry scheduler: it polls the store's
-(state, next_attempt) index in small batches, so a million waiting deferrals cost nothing
-until they are due and never hold a delivery concurrency slot on the job consumers; it also
-hands out what the todo step could not (a full batch, a batch recorded one by one).
+domain or a name of this host itself, remote otherwise), records them as due now and hands
+them out in the same transaction (one commit and one store hop per fetched batch), acks the
+todos only after that commit, then publishes the jobs. Dispatcher is the retry scheduler:
+it polls the store's (state, next_attempt) index in small batches, so a million waiting
+deferrals cost nothing until they are due and never hold a delivery concurrency slot on the
+job consumers; it also hands out what the todo step could not (a full batch, a batch
+recorded one by one).
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ def classify(queue: Queue, recipients: list[str],
         known = cache.get(raw)
         if known is None:
             domain = to_ascii_domain(raw)
-            channel = CHANNEL_LOCAL if queue.directory.is_local_domain(domain) else CHANNEL_REMOTE
+            local = queue.directory.is_local_domain(domain) or queue.identity.is_local_name(domain)
+            channel = CHANNEL_LOCAL if local else CHANNEL_REMOTE
             known = cache[raw] = (channel, domain)
         out.append((address, known[0], known[1]))
     return out

@@ -30,11 +30,11 @@ from mailyard.api.mail.v1.envelope_pb2 import (
     Envelope,
     Origin,
 )
-from mailyard.core import bus
+from mailyard.core import bus, postmaster
 from mailyard.core.errors import MailyardError, SpoolError
 from mailyard.core.ids import new_queue_id
 from mailyard.core.inject import inject
-from mailyard.queue import bounce, metrics, postmaster, schedule
+from mailyard.queue import bounce, metrics, schedule
 from mailyard.queue.engine import Queue
 from mailyard.queue.state import (
     DEFERRED,

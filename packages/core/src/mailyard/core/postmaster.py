@@ -1,10 +1,11 @@
-"""The local postmaster mailbox: where a double bounce goes when the postmaster address
-cannot be delivered (postmaster@localhost, or postmaster@<me> while `me` is no hosted
-domain). qmail delivered those to the local ~alias mailbox; queued as remote mail they sat
-deferred for a week and were then dropped.
+"""The local postmaster mailbox, qmail's ~alias: where a double bounce goes when the
+postmaster address cannot be delivered (postmaster@localhost, or postmaster@<me> while `me`
+is no hosted domain; the queue writes it), and mail to this host's own postmaster, root and
+mailer-daemon (local-delivery writes it; see Identity.is_local_name). Queued as remote mail
+they sat deferred for a week and were then dropped.
 
-It is a Maildir on the spool volume (every queue replica mounts it): <spool>/postmaster/
-Maildir, read with any mail reader (`mutt -f`) or listed by the runbook's commands.
+It is a Maildir on the spool volume (the queue and local-delivery mount it): <spool>/
+postmaster/Maildir, read with any mail reader (`mutt -f`) or listed by the runbook's commands.
 """
 
 from __future__ import annotations
