@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 from argon2 import PasswordHasher
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailyard.core import password_hashes as ph
@@ -96,3 +96,43 @@ def test_hash_like_garbage_is_refused_or_checkable(text: str) -> None:
     except ph.HashError:
         return
     assert ph.verify(text, PASSWORD) in (True, False)
+
+
+def test_reads_all_knows_what_each_scheme_truncates() -> None:
+    from mailyard.core import libcrypt
+    des = libcrypt.crypt(b"secret12", "ab")
+    assert des is not None and ph.verify(des, "secret12XYZ")  # DES reads 8 characters
+    assert not ph.reads_all(des, "secret12XYZ") and not ph.reads_all(des, "secret12")
+    short = libcrypt.crypt(b"C)pass", "ab")
+    assert short is not None and ph.verify(short, "\u00e9pass")  # and 7 bits of each
+    assert ph.reads_all(short, "C)pass") and not ph.reads_all(short, "\u00e9pass")
+    bcrypt = libcrypt.crypt(b"b" * 72, "$2b$05$abcdefghijklmnopqrstuu")
+    assert bcrypt is not None and ph.verify(bcrypt, "b" * 80)  # bcrypt reads 72 bytes
+    assert not ph.reads_all(bcrypt, "b" * 72) and ph.reads_all(bcrypt, "b" * 71)
+    assert not ph.reads_all(bcrypt, "\u00e9" * 36) and ph.reads_all(bcrypt, "\u00e9" * 35)
+    for kind in ("md5-crypt", "sha256-crypt", "sha512-crypt"):
+        assert ph.reads_all(LEGACY[kind], "x" * 500 + "\u00e9"), kind
+    other = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=2).hash(PASSWORD)
+    assert ph.reads_all(other, "x" * 1000)
+    assert not ph.reads_all("bad$", PASSWORD)
+
+
+@settings(deadline=2000, max_examples=60)
+@given(st.text(st.characters(min_codepoint=32, max_codepoint=0x2FF), min_size=1,
+               max_size=12),
+       st.text(st.characters(min_codepoint=32, max_codepoint=0x2FF), max_size=4),
+       st.sampled_from(["ab", "$2b$04$abcdefghijklmnopqrstuu", "$1$salt$"]))
+def test_a_password_read_in_full_is_the_only_one_that_matches(
+        base: str, tail: str, setting: str) -> None:
+    """Whatever password q matches a hash of p (p itself, p with more after it),
+    reads_all(hash, q) only when q is p: an upgrade never picks another one. (p's 7-bit
+    alias, "C)" for "é", is read in full as itself: no client sends the stripped form of
+    the password its user set; test_reads_all_knows_what_each_scheme_truncates.)"""
+    from mailyard.core import libcrypt
+    if setting.startswith("$2b$"):
+        base = base * 8  # around bcrypt's 72 bytes
+    stored = libcrypt.crypt(base.encode(), setting)
+    assert stored is not None
+    for q in {base, base + tail}:
+        if ph.verify(stored, q) and ph.reads_all(stored, q):
+            assert q == base, (stored, q)

@@ -14,8 +14,11 @@ from mailyard.api.relayauth.v1 import relayauth_pb2 as pb
 from mailyard.core import password_hashes
 
 OLD = "old pass 1"
+# DES reads 8 characters: a login with the 10 of OLD matches but is not upgraded
+# (test_login_with_more_than_the_legacy_hash_read_keeps_the_hash); this is "old pas".
+OLD_DES = "old pas"
 HASHES = {
-    "des": "xyEh67oWezXc6",
+    "des": "xyrUd2rj39RF6",
     "md5-crypt": "$1$vpop$ajlltFrlq56XIsFxRqI3M0",
     "sha256-crypt": "$5$vpopmail$vvgGtHxY4uVtS0nWjOKABsnBG0j/nMybQh6k2bR6r27",
     "sha512-crypt": "$6$vpopmail$n4/pvnWmKWZH0lXl6xUJKQvtZt.CuhJgQ3EkYzCcwCk78mrIl96zsx3Hz0"
@@ -47,11 +50,12 @@ async def test_legacy_hashes_log_in_and_are_upgraded(platform: tuple[Any, Any],
     directory, relay = platform
     for kind, stored in HASHES.items():
         user = f"{kind}@example.org"
+        old = OLD_DES if kind == "des" else OLD
         wrong = await relay.stub.Authenticate(login("PLAIN", user, "not it at all"))
         assert wrong.result == pb.AUTH_RESULT_BAD_CREDENTIALS, kind
         assert directory.view.mailbox(user).password_hash == stored  # a failure changes nothing
         ok = await relay.stub.Authenticate(login("LOGIN" if kind == "des" else "PLAIN",
-                                                 user, OLD))
+                                                 user, old))
         assert (ok.result, ok.user) == (pb.AUTH_RESULT_OK, user), kind
 
         async def upgraded(user: str = user, stored: str = stored) -> str:
@@ -60,9 +64,76 @@ async def test_legacy_hashes_log_in_and_are_upgraded(platform: tuple[Any, Any],
 
         new = await eventually(upgraded)
         assert password_hashes.scheme(new) == "argon2id" and not password_hashes.needs_upgrade(new)
-        assert password_hashes.verify(new, OLD)
-        again = await relay.stub.Authenticate(login("PLAIN", user, OLD))
+        assert password_hashes.verify(new, old)
+        again = await relay.stub.Authenticate(login("PLAIN", user, old))
         assert again.result == pb.AUTH_RESULT_OK, kind
         still = await relay.stub.Authenticate(login("PLAIN", user, "not it at all"))
         assert still.result == pb.AUTH_RESULT_BAD_CREDENTIALS, kind
 
+
+
+def _rehashes(result: str) -> float:
+    from prometheus_client import REGISTRY
+    return REGISTRY.get_sample_value("mailyard_relay_auth_rehash_total",
+                                     {"result": result}) or 0.0
+
+
+async def test_login_with_more_than_the_legacy_hash_read_keeps_the_hash(
+        start_directory: Any, start_relay: Any, eventually: Any) -> None:
+    """DES reads the low 7 bits of the first 8 bytes, bcrypt the first 72 bytes: a longer
+    (or 8-bit) password that matches must not become the only accepted one, or the password
+    the user set (and their other clients send) stops working."""
+    from mailyard.core import libcrypt
+    real = {"des8@example.org": "secret12", "des-alias@example.org": "C)pass",
+            "bcrypt72@example.org": "b" * 72}
+    sent = {"des8@example.org": "secret12XYZ", "des-alias@example.org": "\u00e9pass",
+            "bcrypt72@example.org": "b" * 72 + "tail"}
+    settings = {"des8@example.org": "ab", "des-alias@example.org": "cd",
+                "bcrypt72@example.org": "$2b$05$abcdefghijklmnopqrstuu"}
+    directory = await start_directory()
+    await directory.stub.AddDomain(dpb.AddDomainRequest(name="example.org"))
+    stored = {}
+    for user, password in real.items():
+        stored[user] = libcrypt.crypt(password.encode(), settings[user])
+        assert stored[user] is not None
+        await directory.stub.AddMailbox(dpb.AddMailboxRequest(address=user,
+                                                              password_hash=stored[user]))
+    relay = await start_relay(directory_addr=directory.address, auth_fail_limit_ip=100)
+    for user, password_set in real.items():
+        before = sum(map(_rehashes, ("upgraded", "superseded", "failed", "kept")))
+        ok = await relay.stub.Authenticate(login("PLAIN", user, sent[user]))
+        assert ok.result == pb.AUTH_RESULT_OK, user  # it matched on the old host too
+
+        async def decided(before: float = before) -> bool:
+            return sum(map(_rehashes, ("upgraded", "superseded", "failed", "kept"))) > before
+
+        await eventually(decided)
+        assert directory.view.mailbox(user).password_hash == stored[user], user
+        for password in (password_set, sent[user]):
+            again = await relay.stub.Authenticate(login("PLAIN", user, password))
+            assert again.result == pb.AUTH_RESULT_OK, (user, password)
+
+
+async def test_login_with_what_the_legacy_hash_read_is_upgraded(
+        start_directory: Any, start_relay: Any, eventually: Any) -> None:
+    """The password a DES hash read in full (ASCII, under 8 bytes: the hash shows it ended
+    there) or a bcrypt hash did (under 72 bytes) is upgraded as before."""
+    from mailyard.core import libcrypt
+    real = {"des7@example.org": ("secret1", "ab"),
+            "bcrypt71@example.org": ("b" * 71, "$2b$05$abcdefghijklmnopqrstuu")}
+    directory = await start_directory()
+    await directory.stub.AddDomain(dpb.AddDomainRequest(name="example.org"))
+    for user, (password, setting) in real.items():
+        await directory.stub.AddMailbox(dpb.AddMailboxRequest(
+            address=user, password_hash=libcrypt.crypt(password.encode(), setting)))
+    relay = await start_relay(directory_addr=directory.address, auth_fail_limit_ip=100)
+    for user, (password, _setting) in real.items():
+        ok = await relay.stub.Authenticate(login("PLAIN", user, password))
+        assert ok.result == pb.AUTH_RESULT_OK, user
+
+        async def upgraded(user: str = user) -> bool:
+            return password_hashes.scheme(directory.view.mailbox(user).password_hash) \
+                == "argon2id"
+
+        await eventually(upgraded)
+        assert password_hashes.verify(directory.view.mailbox(user).password_hash, password)

@@ -6,7 +6,7 @@ crypt(3) hash from vpopmail's vpasswd or /etc/shadow: DES (13 characters), MD5-c
 `$1$`, SHA-256-crypt `$5$`, SHA-512-crypt `$6$`, bcrypt `$2a$`/`$2b$`/`$2y$`. Such a hash
 is checked with the same algorithm (libxcrypt) and replaced by the platform's argon2id
 hash at the first successful login (`needs_upgrade`), as is an argon2id hash made with
-other parameters.
+other parameters, when the login's password is all the legacy scheme read (`reads_all`).
 
 Parameters (RFC 9106 / OWASP's "m=19 MiB, t=2, p=1" line), for a 2-core host serving
 bursts of logins: one hash uses one core (p=1) and 19 MiB, so the relay-auth pool (one
@@ -131,3 +131,31 @@ def needs_upgrade(stored: str) -> bool:
     except HashError:
         return False
     return kind != "argon2id" or HASHER.check_needs_rehash(stored)
+
+
+# What crypt(3) reads of a password (libxcrypt, as glibc on the old host): traditional DES
+# the low 7 bits of the first 8 bytes (a shorter password is padded with NULs, so a hash of
+# 7 bytes or fewer read it all), bcrypt the first 72 bytes including the terminating NUL
+# (71 bytes read it all). MD5- and SHA-crypt read every byte; argon2 too. A NUL never gets
+# this far: libcrypt.crypt refuses it, so such a password matches no crypt(3) hash.
+_DES_READS = 7
+_BCRYPT_READS = 71
+
+
+def reads_all(stored: str, password: str) -> bool:
+    """Did the scheme of `stored` read every bit of `password`? Only then may a login that
+    matched replace `stored` with a hash of `password`: a DES hash of "secret12" also
+    matches "secret12XYZ" (and "é" matches "C)"), and cannot tell which of them the user
+    set; a hash of the one a login sent would refuse the others from then on. (An ASCII
+    password is taken as read in full even though an 8-bit one may share its 7 bits: no
+    client sends the stripped form of the password its user set.)"""
+    try:
+        kind = scheme(stored)
+    except HashError:
+        return False
+    data = password.encode("utf-8", "surrogatepass")
+    if kind == "des":
+        return len(data) <= _DES_READS and data.isascii()
+    if kind == "bcrypt":
+        return len(data) <= _BCRYPT_READS
+    return True

@@ -45,7 +45,9 @@ AUTH_BUSY = Counter(
 AUTH_REHASH = Counter(
     "mailyard_relay_auth_rehash_total",
     "Hashes replaced by the platform's argon2id after a login (legacy scheme or old "
-    "parameters), by result: upgraded, superseded (the password changed meanwhile), failed.",
+    "parameters), by result: upgraded, superseded (the password changed meanwhile), failed, "
+    "kept (the login's password was longer than the legacy scheme reads: DES 8 characters, "
+    "bcrypt 72 bytes).",
     ["result"],
 )
 CACHE_RESULTS = ("hit", "shared", "miss")

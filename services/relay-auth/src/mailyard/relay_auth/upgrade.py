@@ -6,6 +6,12 @@ The directory's UpgradePasswordHash is a compare-and-swap on the hash the login 
 password changed in between wins, and the upgrade is dropped (FAILED_PRECONDITION). It
 runs after the login was answered (the client never waits for it), at most once at a time
 per mailbox; a failure is logged and retried by the next login.
+
+A login whose password is longer than what the legacy hash read (DES: 8 characters of 7
+bits, bcrypt: 72 bytes) is not upgraded: the hash matched it, but it also matches the
+password the user set, which the hash cannot tell from this one. Upgrading with it made the
+user's real password (and their other clients) fail from then on. Such a hash stays until
+the password is changed (metric result "kept", logged with the reason).
 """
 
 from __future__ import annotations
@@ -34,6 +40,12 @@ class HashUpgrader:
         self._running: dict[str, asyncio.Task[None]] = {}
 
     def schedule(self, user: str, current_hash: str, password: str) -> None:
+        if not password_hashes.reads_all(current_hash, password):
+            metrics.AUTH_REHASH.labels("kept").inc()
+            log.info("password hash not upgraded: the legacy scheme read only part of the "
+                     "password; a new password replaces it", extra={
+                         "user": user, "from": password_hashes.scheme(current_hash)})
+            return
         if user in self._running:
             return
         task = asyncio.create_task(self._upgrade(user, current_hash, password),
