@@ -124,6 +124,15 @@ def verify(stored: str, password: str) -> bool:
     return computed is not None and hmac.compare_digest(computed, stored)
 
 
+def is_platform(stored: str) -> bool:
+    """Is `stored` the platform's own argon2id (what one check of an unknown user costs)?"""
+    try:
+        kind = scheme(stored)
+    except HashError:
+        return False
+    return kind == "argon2id" and not HASHER.check_needs_rehash(stored)
+
+
 def needs_upgrade(stored: str) -> bool:
     """Should a login that matched `stored` replace it with the platform's hash?"""
     try:

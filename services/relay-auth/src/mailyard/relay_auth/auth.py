@@ -5,9 +5,16 @@ Passwords are Mailbox.password_hash: the platform's argon2id, or a hash imported
 (crypt(3) DES/$1$/$5$/$6$/bcrypt, argon2i; mailyard.core.password_hashes). Checks run in
 the bounded PasswordPool, so the event loop keeps answering CheckClient and memory stays
 bounded however many logins arrive. A login that matched a hash other than the platform's
-current argon2id has it replaced through the directory (upgrade.HashUpgrader). An unknown
-user is verified against a dummy hash so that "no such user" and "wrong password" take the
-same time.
+current argon2id has it replaced through the directory (upgrade.HashUpgrader).
+
+No user enumeration by the work a wrong login costs: an unknown user (or a mailbox without
+a password) is checked against a dummy hash with the platform's parameters, through the
+same shared checks as a known user (a burst of one guess costs one check either way; it
+filled the pool only for names that do not exist), and a wrong password against any other
+hash (DES answers in microseconds, an unreadable hash at once) also pays that dummy check,
+so it costs at least what an unknown user costs. What remains is the legacy hash's own
+cost: a millisecond or two for MD5/SHA-crypt, more only for an expensive bcrypt or argon2
+hash brought from elsewhere. A right password is not padded (only its owner sees it).
 
 CRAM-MD5 needs the password itself as the HMAC key, so it only works for mailboxes that opted
 in: Mailbox.cram_md5_secret holds the hex of the password's UTF-8 bytes (see the README for
@@ -64,6 +71,16 @@ def _canonical(username: str) -> str:
         return ""
 
 
+def _counted_verify(stored: str, password: str) -> bool:
+    """password_hashes.verify, counted by scheme (in the pool's thread)."""
+    try:
+        kind = password_hashes.scheme(stored)
+    except password_hashes.HashError:
+        kind = "invalid"
+    metrics.AUTH_HASH_CHECKS.labels(kind).inc()
+    return password_hashes.verify(stored, password)
+
+
 class Authenticator:
     def __init__(self, directory: DirectoryView, throttle: Throttle, cram_ttl: float,
                  pool: PasswordPool, upgrader: HashUpgrader | None,
@@ -108,21 +125,31 @@ class Authenticator:
         await self.throttle.slow_down(ip, user)
         mailbox = self.directory.mailbox(user) if user else None
         phc = mailbox.password_hash if mailbox is not None and mailbox.password_hash else ""
-        if not phc:  # no such mailbox: the same cost as a wrong password, never remembered
-            await self.pool.run(password_hashes.verify, self._dummy_hash, password)
-            return await self._fail(mechanism, ip, user)
-        try:
-            password_hashes.scheme(phc)
-        except password_hashes.HashError as exc:
-            # verify() fails closed; without this line the postmaster saw wrong passwords only
-            log.warning("password hash of %s cannot be checked, login refused: %s", user, exc)
+        if not phc:  # no such mailbox: a random password's hash, which nothing matches
+            phc = self._dummy_hash
+        else:
+            try:
+                password_hashes.scheme(phc)
+            except password_hashes.HashError as exc:
+                # verify() fails closed; without this the postmaster saw wrong passwords only
+                log.warning("password hash of %s cannot be checked, login refused: %s",
+                            user, exc)
         ok, remembered = await self.cache.verify(
-            user, phc, password, lambda: self.pool.run(password_hashes.verify, phc, password))
+            user, phc, password, lambda: self.pool.run(self._check, phc, password))
         if not ok:
             return await self._fail(mechanism, ip, user)
         if not remembered and self.upgrader is not None and password_hashes.needs_upgrade(phc):
             self.upgrader.schedule(user, phc, password)
         return self._done(mechanism, OK, user)
+
+    def _check(self, stored: str, password: str) -> bool:
+        """In the pool: does `password` match `stored`? A miss against a hash that is not
+        the platform's also runs the dummy check (see the module's docstring)."""
+        if _counted_verify(stored, password):
+            return True
+        if not password_hashes.is_platform(stored):
+            _counted_verify(self._dummy_hash, password)
+        return False
 
     # -- CRAM-MD5 --------------------------------------------------------------------------
 

@@ -50,12 +50,21 @@ AUTH_REHASH = Counter(
     "bcrypt 72 bytes).",
     ["result"],
 )
+HASH_SCHEMES = ("argon2id", "argon2i", "des", "md5-crypt", "sha256-crypt", "sha512-crypt",
+                "bcrypt", "invalid")
+AUTH_HASH_CHECKS = Counter(
+    "mailyard_relay_auth_hash_checks_total",
+    "Password hash checks run in the pool, by the scheme of the hash checked (argon2id: "
+    "the platform's, also the dummy check of an unknown user or of a wrong password "
+    "against a cheaper hash; invalid: a stored hash that cannot be checked).",
+    ["scheme"],
+)
 CACHE_RESULTS = ("hit", "shared", "miss")
 AUTH_CACHE = Counter(
     "mailyard_relay_auth_cache_total",
     "Password logins by how they were answered: hit (the same user, stored hash and "
     "password verified within AUTH_CACHE_TTL), shared (waited for the same check already "
-    "running), miss (a check of its own). Unknown users and other mechanisms are not "
-    "counted.",
+    "running), miss (a check of its own). Unknown users count too (their dummy check); "
+    "other mechanisms are not counted.",
     ["result"],
 )
