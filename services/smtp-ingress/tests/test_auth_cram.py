@@ -65,3 +65,21 @@ async def test_cram_for_a_mailbox_without_secret_is_no_failure(
         answer = base64.b64encode(f"ann@example.org {digest}".encode()).decode()
         assert await client.cmd(answer) == R.AUTH_MECHANISM_UNAVAILABLE
     assert await client.cmd(f"AUTH PLAIN {plain('ann@example.org', PASSWORD)}") == R.AUTH_OK
+
+
+async def test_cram_answers_an_unknown_user_as_a_mailbox_without_secret(
+        make_ingress: MakeIngress, js: Any, relay_auth: str,
+        client_tls: ssl.SSLContext) -> None:
+    """A mailbox without a secret got 534 and a name that is no mailbox 535: one CRAM
+    attempt, with no password and no failure counted, told whether any name exists. Now
+    the answer depends only on whether the name has CRAM-MD5 (opt-in), not on whether it
+    exists."""
+    await _seed(js)
+    ingress = await make_ingress(relay_auth_addr=relay_auth, relay_auth_timeout=2.0,
+                                 auth_cram_md5=True)
+    client, _ehlo = await _tls(ingress.ports["submission"], client_tls)
+    for user in ("ann@example.org", "nobody@example.org", "ann@example.org"):
+        challenge = base64.b64decode((await client.cmd("AUTH CRAM-MD5"))[4:])
+        digest = hmac.new(b"a guess", challenge, hashlib.md5).hexdigest()
+        answer = base64.b64encode(f"{user} {digest}".encode()).decode()
+        assert await client.cmd(answer) == R.AUTH_MECHANISM_UNAVAILABLE, user

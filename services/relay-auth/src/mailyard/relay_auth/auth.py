@@ -18,8 +18,9 @@ hash brought from elsewhere. A right password is not padded (only its owner sees
 
 CRAM-MD5 needs the password itself as the HMAC key, so it only works for mailboxes that opted
 in: Mailbox.cram_md5_secret holds the hex of the password's UTF-8 bytes (see the README for
-the trade-off). A challenge lives in the KV bucket "cram_challenges" (short TTL) and is
-deleted by the first CramVerify that names it, on any replica: a replayed answer fails.
+the trade-off). Any other name, a mailbox or not, is answered MECHANISM_UNAVAILABLE. A
+challenge lives in the KV bucket "cram_challenges" (short TTL) and is deleted by the first
+CramVerify that names it, on any replica: a replayed answer fails.
 """
 
 from __future__ import annotations
@@ -193,17 +194,18 @@ class Authenticator:
         if record is None:
             return await self._fail(CRAM, ip, user)
         mailbox = self.directory.mailbox(user) if user else None
-        if mailbox is not None and not mailbox.cram_md5_secret:
+        if mailbox is None or not mailbox.cram_md5_secret:
+            # A name that is no mailbox gets what a mailbox without CRAM-MD5 gets (534, no
+            # failure counted): answering it 535 told whether any name exists, at no cost.
             return self._done(CRAM, UNAVAILABLE)
-        secret = mailbox.cram_md5_secret if mailbox is not None else ""
         try:
-            key = bytes.fromhex(secret) if secret else secrets.token_bytes(16)
+            key = bytes.fromhex(mailbox.cram_md5_secret)
         except ValueError:
             log.warning("mailbox has an unreadable cram_md5_secret")
             return await self._fail(CRAM, ip, user)
         expected = hmac.new(key, str(record["challenge"]).encode(), hashlib.md5).hexdigest()
         # as bytes: compare_digest refuses str with non-ASCII, and the digest is the client's
         answer = digest.strip().lower().encode()
-        if mailbox is not None and hmac.compare_digest(expected.encode(), answer):
+        if hmac.compare_digest(expected.encode(), answer):
             return self._done(CRAM, OK, user)
         return await self._fail(CRAM, ip, user)
