@@ -27,6 +27,10 @@ MALFORMED = [
     "$1$vpop$ajlltFrlq56XIsFxRqI3M",                    # hash one character short
     "$1$toolongsalt$ajlltFrlq56XIsFxRqI3M0",            # MD5 salt > 8
     "$6$rounds=10$vpopmail$" + "a" * 86,                 # rounds below 1000
+    # rounds with a leading zero: libxcrypt refuses the setting (glibc read 5000 and wrote
+    # "rounds=5000"), so no password could ever match; it was stored all the same
+    "$6$rounds=05000$vpopmail$" + "a" * 86,
+    "$5$rounds=0001000$vpopmail$" + "a" * 43,
     "$6$vpopmail$" + "a" * 85,
     "$2y$03$" + "a" * 53,                                # bcrypt cost below 4
     "$2x$05$" + "a" * 52,

@@ -80,6 +80,10 @@ def scheme(stored: str) -> str:
         rounds = m.group(2) if name.startswith("sha") else None
         if rounds is not None and not 1000 <= int(rounds) <= MAX_SHA_CRYPT_ROUNDS:
             raise HashError(f"{name} rounds out of range (1000..{MAX_SHA_CRYPT_ROUNDS})")
+        if rounds is not None and rounds.startswith("0"):
+            # libxcrypt refuses the setting (glibc read the number and wrote it without the
+            # zero), so no password would ever match a hash stored as it is
+            raise HashError(f"{name} rounds with a leading zero (no password can match)")
         return name
     raise HashError("not a supported password hash (argon2id PHC, or crypt(3): DES, "
                     "$1$, $5$, $6$, $2a$/$2b$/$2y$)")
