@@ -126,3 +126,29 @@ async def test_a_name_too_long_for_any_mailbox_is_counted_under_a_short_key(
     assert max(len(key) for key in counts) < 200, counts
     ok = await relay.stub.Authenticate(login(PASSWORD, "192.0.2.50"))
     assert ok.result == pb.AUTH_RESULT_OK
+
+
+async def test_a_longer_window_keeps_failures_for_its_whole_length(
+        start_relay: Any, js: Any, seed_mailbox: Any) -> None:
+    """The auth_failures bucket forgets a counter after twice AUTH_FAIL_WINDOW, but only
+    the window the bucket was made with counted: raised later (0.5 s to 15 min here), the
+    bucket still dropped failures after a second, and an address throttled for 15 minutes
+    could try again after one (seen by a replica started meanwhile)."""
+    import asyncio
+
+    await seed_mailbox(js, USER, PASSWORD)
+    first = await start_relay(auth_fail_window=0.5)  # the bucket as it was first made
+    first.stop.set()
+    await first.task
+    relay = await start_relay(auth_fail_window=900, auth_fail_limit_pair=2,
+                              auth_fail_limit_ip=100)
+    attacker = "203.0.113.77"
+    for _ in range(2):
+        await relay.stub.Authenticate(login("guess", attacker))
+    assert (await relay.stub.Authenticate(login(PASSWORD, attacker))).result \
+        == pb.AUTH_RESULT_THROTTLED
+    await asyncio.sleep(1.5)  # past the first bucket's TTL (2 x 0.5 s)
+    replica = await start_relay(auth_fail_window=900, auth_fail_limit_pair=2,
+                                auth_fail_limit_ip=100)
+    assert (await replica.stub.Authenticate(login(PASSWORD, attacker))).result \
+        == pb.AUTH_RESULT_THROTTLED

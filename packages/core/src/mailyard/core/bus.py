@@ -232,9 +232,13 @@ async def ensure_consumer(js: JetStreamContext, stream: str, durable: str, *,
 
 
 async def ensure_kv(js: JetStreamContext, bucket: str, *, history: int = 1,
-                    ttl: float | None = None, replicas: int | None = None) -> KeyValue:
+                    ttl: float | None = None, replicas: int | None = None,
+                    set_ttl: bool = False) -> KeyValue:
     """Open the bucket, creating it if needed; an existing bucket with another replica
-    count is brought to this one (a bucket made by an R1 release grows to R3)."""
+    count is brought to this one (a bucket made by an R1 release grows to R3). An existing
+    bucket keeps the TTL it was made with (remote_members' replicas follow it), unless
+    `set_ttl`: then it is brought to `ttl` (relay-auth's AUTH_FAIL_WINDOW raised after the
+    first start still lost its failure counters at twice the old window)."""
     want = replicas or _replicas
 
     async def open_bucket() -> KeyValue:
@@ -249,21 +253,29 @@ async def ensure_kv(js: JetStreamContext, bucket: str, *, history: int = 1,
                 raise
             except Exception:  # lost a creation race with another replica
                 kv = await js.key_value(bucket)
-        await _kv_replicas(js, bucket, want)
+        await _kv_settle(js, bucket, want, ttl if set_ttl else None)
         return kv
 
     return await patiently(f"JetStream (bucket {bucket})", open_bucket)
 
 
-async def _kv_replicas(js: JetStreamContext, bucket: str, want: int) -> None:
+async def _kv_settle(js: JetStreamContext, bucket: str, want: int,
+                    ttl: float | None) -> None:
     info = await js.stream_info(f"KV_{bucket}")
-    if info.config.num_replicas == want:
+    config = info.config
+    changes: dict[str, Any] = {}
+    if config.num_replicas != want:
+        changes["num_replicas"] = want
+    if ttl and abs((config.max_age or 0.0) - ttl) > 1e-3:
+        # as create_key_value sets them: the dedupe window may not exceed the TTL
+        changes.update(max_age=ttl, duplicate_window=min(120.0, ttl))
+    if not changes:
         return
     try:
-        await js.update_stream(replace(info.config, num_replicas=want))
+        await js.update_stream(replace(config, **changes))
     except Exception as exc:  # e.g. fewer servers than replicas: keep working with what is
-        log.warning("KV bucket %s keeps %s replicas, not %s: %s", bucket,
-                    info.config.num_replicas, want, exc)
+        log.warning("KV bucket %s keeps %s replicas and a TTL of %s s, not %s and %s: %s",
+                    bucket, config.num_replicas, config.max_age, want, ttl, exc)
 
 
 async def publish(js: JetStreamContext, subject: str, message: Message, *, msg_id: str,

@@ -97,8 +97,9 @@ class Throttle:
         self._turns: dict[str, asyncio.Lock] = {}
 
     async def start(self, js: JetStreamContext) -> None:
-        # Create the bucket with its TTL before the view opens it (ensure_kv is idempotent).
-        await bus.ensure_kv(js, bus.KV_AUTH_FAILURES, ttl=2 * self.window)
+        # Create the bucket with its TTL before the view opens it (ensure_kv is idempotent),
+        # or bring its TTL to this window: counters must outlive the window they count.
+        await bus.ensure_kv(js, bus.KV_AUTH_FAILURES, ttl=2 * self.window, set_ttl=True)
         await self.view.start(js)
 
     async def stop(self) -> None:
