@@ -77,3 +77,21 @@ async def test_a_burst_of_one_guess_costs_the_same_for_unknown_and_known_users(
                                          for _ in range(8)))
         assert all(r.result == pb.AUTH_RESULT_BAD_CREDENTIALS for r in replies), user
         assert delta(before) == {"argon2id": 1}, user
+
+
+def test_the_dummy_check_has_the_platform_parameters() -> None:
+    """What an unknown user costs is one argon2id check with the platform's parameters,
+    the same as a known user's wrong password (the counts above cannot tell parameters)."""
+    from mailyard.core import password_hashes
+    from mailyard.core.directory import DirectoryView
+    from mailyard.relay_auth.auth import Authenticator
+    from mailyard.relay_auth.pool import PasswordPool
+    from mailyard.relay_auth.throttle import Throttle
+
+    pool = PasswordPool(1, 0)
+    try:
+        auth = Authenticator(DirectoryView(), Throttle(10, 5, 900), 300, pool, None)
+        assert password_hashes.is_platform(auth._dummy_hash)
+        assert not password_hashes.needs_upgrade(auth._dummy_hash)
+    finally:
+        pool.close()
