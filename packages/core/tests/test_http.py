@@ -15,7 +15,7 @@ from fastapi import FastAPI, Response
 from pydantic import BaseModel
 
 from mailyard.core.http import HttpServer, make_app
-from mailyard.core.limits import MAX_BODY
+from mailyard.core.limits import MAX_BODY, MAX_CONNECTIONS
 
 
 async def test_a_taken_port_fails_the_start() -> None:
@@ -214,6 +214,34 @@ async def test_past_max_connections_a_request_gets_503() -> None:
         else:
             raise AssertionError("still 503 after the idle connections closed")
     finally:
+        await server.stop()
+
+
+async def test_past_max_connections_the_503_is_json_like_every_other_error() -> None:
+    """MAX_CONNECTIONS connections opened for real, then one request more: its 503 has the
+    admin API's error shape ({"detail": ...}, application/json). uvicorn answered it as
+    text/plain "Service Unavailable", which a client parsing the API's errors choked on."""
+    server = HttpServer(_echo_app(), "127.0.0.1", 0)
+    await server.start()
+    idle: list[asyncio.StreamWriter] = []
+    try:
+        for _ in range(MAX_CONNECTIONS):
+            idle.append((await asyncio.open_connection("127.0.0.1", server.port))[1])
+        for _ in range(100):  # until the server has accepted every idle one
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"GET /api/nothing HTTP/1.1\r\nHost: t\r\n\r\n")
+            status, headers, body = await asyncio.wait_for(_response(reader), 10)
+            writer.close()
+            if status == 503:
+                break
+            await asyncio.sleep(0.05)
+        assert status == 503
+        assert headers["content-type"] == "application/json"
+        assert headers["connection"] == "close"
+        assert str(MAX_CONNECTIONS) in json.loads(body)["detail"]
+    finally:
+        for writer in idle:
+            writer.close()
         await server.stop()
 
 

@@ -149,10 +149,11 @@ class HttpServer:
     def __init__(self, app: FastAPI, host: str, port: int, *,
                  max_connections: int = MAX_CONNECTIONS,
                  request_timeout: float = REQUEST_TIMEOUT) -> None:
-        protocol = type("TimedH11", (TimedH11,), {"request_timeout": request_timeout})
+        protocol = type("TimedH11", (TimedH11,), {"request_timeout": request_timeout,
+                                                   "max_connections": max_connections})
+        # no limit_concurrency: TimedH11 applies max_connections (its 503 is JSON)
         config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
-                                lifespan="off", http=protocol,
-                                limit_concurrency=max_connections)
+                                lifespan="off", http=protocol)
         self.server = _QuietServer(config)
         self._task: asyncio.Task[None] | None = None
 

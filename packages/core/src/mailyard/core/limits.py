@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+from typing import Any
 
 import h11
 from fastapi import HTTPException
@@ -23,6 +25,8 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+log = logging.getLogger(__name__)
 
 MAX_BODY = 4 * 1024 * 1024
 MAX_CONNECTIONS = 100  # uvicorn's limit_concurrency: connections (or requests) at once
@@ -71,11 +75,36 @@ class BodyLimit:
 class TimedH11(H11Protocol):
     """uvicorn's HTTP/1.1 protocol with REQUEST_TIMEOUT: a client sending a header line (or
     a byte of body) now and then held its connection, and a share of MAX_CONNECTIONS, for
-    ever (slowloris). HttpServer makes a subclass with its own request_timeout."""
+    ever (slowloris). And MAX_CONNECTIONS itself, in place of uvicorn's limit_concurrency
+    (left unset): the same test, but the 503 past it is JSON like every other error of the
+    admin API (uvicorn's is text/plain, from a function it names in its own module).
+    HttpServer makes a subclass with its own request_timeout and max_connections."""
 
     request_timeout = REQUEST_TIMEOUT
+    max_connections = MAX_CONNECTIONS
     _late: asyncio.TimerHandle | None = None
     _stalled: asyncio.TimerHandle | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._app = self.app
+
+    def handle_events(self) -> None:
+        # uvicorn's limit_concurrency test, made once per read instead of per request: the
+        # requests of one read (pipelined) are answered alike, as they were by uvicorn when
+        # a task ended between them (it counts the connections and the requests running)
+        limit = self.max_connections
+        busy = len(self.connections) >= limit or len(self.tasks) >= limit
+        self.app = self._over_limit if busy else self._app
+        super().handle_events()
+
+    async def _over_limit(self, scope: Scope, receive: Receive, send: Send) -> None:
+        log.warning("HTTP: %d connections at once, the most allowed; answered 503",
+                    self.max_connections)
+        detail = (f"this service serves at most {self.max_connections} HTTP connections at "
+                  "once; try again shortly")
+        await JSONResponse({"detail": detail}, status_code=503,
+                           headers={"connection": "close"})(scope, receive, send)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
