@@ -12,6 +12,7 @@ from grpc_reflection.v1alpha import reflection
 
 from mailyard.core import auth
 from mailyard.core.limits import MAX_BODY, MAX_IDLE, MAX_RPCS
+from mailyard.core.settings import ServiceSettings
 
 Registration = tuple[Callable[[Any, grpc.aio.Server], None], Any, str]  # add_fn, servicer, name
 
@@ -19,15 +20,16 @@ Registration = tuple[Callable[[Any, grpc.aio.Server], None], Any, str]  # add_fn
 class GrpcServer:
     def __init__(self, host: str, port: int, services: Sequence[Registration],
                  tokens_file: Path | None = None, *, max_rpcs: int = MAX_RPCS,
-                 max_idle: float = MAX_IDLE) -> None:
+                 max_idle: float = MAX_IDLE, max_body: int = MAX_BODY) -> None:
         """tokens_file: the admin plane's token table (mailyard.core.auth); without one
         the server may only listen on loopback. Past max_rpcs calls at once a call fails
-        RESOURCE_EXHAUSTED; a connection without a call for max_idle seconds is closed
-        (core.limits)."""
+        RESOURCE_EXHAUSTED, as does a request past max_body bytes; a connection without a
+        call for max_idle seconds is closed (core.limits; a service passes its settings'
+        values, grpc_limits())."""
         tokens = auth.server_tokens(tokens_file, host, f"gRPC {host}:{port}")
         self.server = grpc.aio.server(
             options=[("grpc.so_reuseport", 0),
-                     ("grpc.max_receive_message_length", MAX_BODY),
+                     ("grpc.max_receive_message_length", max_body),
                      ("grpc.max_connection_idle_ms", int(max_idle * 1000))],
             maximum_concurrent_rpcs=max_rpcs,
             interceptors=[auth.AuthInterceptor(tokens)] if tokens else None)
@@ -63,6 +65,12 @@ class GrpcServer:
     async def stop(self, grace: float = 5.0) -> None:
         await self.set_serving(False)
         await self.server.stop(grace)
+
+
+def grpc_limits(settings: ServiceSettings) -> dict[str, Any]:
+    """GrpcServer's bounds as a service's settings have them (ADMIN_MAX_BODY, ...)."""
+    return {"max_rpcs": settings.grpc_max_rpcs, "max_idle": settings.grpc_max_idle,
+            "max_body": settings.admin_max_body}
 
 
 def service_name(pb2_module: Any, service: str) -> str:

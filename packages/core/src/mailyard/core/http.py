@@ -22,8 +22,14 @@ from google.protobuf.json_format import MessageToDict
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 from mailyard.core import auth
-from mailyard.core.limits import MAX_CONNECTIONS, REQUEST_TIMEOUT, BodyLimit, TimedH11
-from mailyard.core.settings import is_loopback
+from mailyard.core.limits import (
+    MAX_BODY,
+    MAX_CONNECTIONS,
+    REQUEST_TIMEOUT,
+    BodyLimit,
+    TimedH11,
+)
+from mailyard.core.settings import ServiceSettings, is_loopback
 
 ReadinessCheck = Callable[[], Awaitable[bool] | bool]
 log = logging.getLogger(__name__)
@@ -31,7 +37,7 @@ log = logging.getLogger(__name__)
 
 def make_app(service: str, checks: dict[str, ReadinessCheck] | None = None,
              registry: CollectorRegistry = REGISTRY, *, tokens_file: Path | None = None,
-             host: str = "127.0.0.1") -> FastAPI:
+             host: str = "127.0.0.1", max_body: int = MAX_BODY) -> FastAPI:
     """/healthz /readyz /metrics open; the admin API under /api/ needs a token (GET: role
     read or admin, anything else: admin) once TOKENS_FILE is set, and without one is served
     on loopback only. The OpenAPI page is /docs."""
@@ -39,7 +45,8 @@ def make_app(service: str, checks: dict[str, ReadinessCheck] | None = None,
     checks = checks or {}
     tokens = auth.Tokens.load(tokens_file) if tokens_file is not None else None
     local_only = tokens is None and not is_loopback(host)
-    app.add_middleware(BodyLimit)  # inside admin_api: a client without a token gets 401
+    # inside admin_api: a client without a token gets 401
+    app.add_middleware(BodyLimit, limit=max_body)
 
     @app.middleware("http")
     async def admin_api(request: Request,
@@ -133,6 +140,17 @@ def to_json_page(message: Any, request: Request) -> dict[str, Any]:
     url = request.url.include_query_params(page_token=token)
     page["next"] = f"{url.path}?{url.query}" if token else None
     return page
+
+
+def app_limits(settings: ServiceSettings) -> dict[str, Any]:
+    """make_app's bounds as a service's settings have them (ADMIN_MAX_BODY)."""
+    return {"max_body": settings.admin_max_body}
+
+
+def http_limits(settings: ServiceSettings) -> dict[str, Any]:
+    """HttpServer's bounds as a service's settings have them (HTTP_MAX_CONNECTIONS, ...)."""
+    return {"max_connections": settings.http_max_connections,
+            "request_timeout": settings.http_request_timeout}
 
 
 class _QuietServer(uvicorn.Server):

@@ -10,6 +10,9 @@ MAX_CONNECTIONS a request gets 503, a request (headers and body) that has not ar
 within REQUEST_TIMEOUT gets 408 and its connection is closed, and a connection on which
 nothing could be sent for REQUEST_TIMEOUT is aborted. Prometheus, the probes and an
 operator's scripts need a handful of connections, send a request at once and read.
+
+These are the defaults: every service takes its own from its settings (ADMIN_MAX_BODY,
+HTTP_MAX_CONNECTIONS, HTTP_REQUEST_TIMEOUT, GRPC_MAX_RPCS, GRPC_MAX_IDLE; core.settings).
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ from mailyard.api.directory.v1 import directory_pb2, directory_pb2_grpc
 from mailyard.core import bus, metrics
 from mailyard.core.control import ControlView
 from mailyard.core.directory import DirectoryView
-from mailyard.core.grpcserver import GrpcServer, service_name
-from mailyard.core.http import HttpServer, make_app
+from mailyard.core.grpcserver import GrpcServer, grpc_limits, service_name
+from mailyard.core.http import HttpServer, app_limits, http_limits, make_app
 from mailyard.core.service import run
 from mailyard.directory import web
 from mailyard.directory.control_service import ControlService
@@ -45,7 +45,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
          service_name(directory_pb2, "Directory")),
         (control_pb2_grpc.add_ControlServicer_to_server, control,
          service_name(control_pb2, "Control")),
-    ], tokens_file=settings.tokens_file)
+    ], tokens_file=settings.tokens_file, **grpc_limits(settings))
     await grpc_server.start()
 
     http = None
@@ -54,9 +54,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             "nats": lambda: nc.is_connected,
             "directory_view": lambda: directory_view.ready,
             "control_view": lambda: control_view.ready,
-        }, tokens_file=settings.tokens_file, host=settings.http_host)
+        }, tokens_file=settings.tokens_file, host=settings.http_host, **app_limits(settings))
         web.mount(app, directory, control)
-        http = HttpServer(app, settings.http_host, settings.http_port)
+        http = HttpServer(app, settings.http_host, settings.http_port, **http_limits(settings))
         await http.start()
     log.info("serving", extra={"grpc_port": grpc_server.port, "http_port": settings.http_port})
 

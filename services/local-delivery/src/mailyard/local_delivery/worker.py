@@ -26,7 +26,7 @@ from mailyard.core import bus
 from mailyard.core.consumer import JobConsumer
 from mailyard.core.control import ControlView
 from mailyard.core.directory import DirectoryView
-from mailyard.core.http import HttpServer, ReadinessCheck, make_app
+from mailyard.core.http import HttpServer, ReadinessCheck, app_limits, http_limits, make_app
 from mailyard.core.identity import Identity
 from mailyard.core.metrics import CONCURRENCY_IN_USE, CONCURRENCY_LIMIT, set_build
 from mailyard.core.spool import Spool
@@ -130,8 +130,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                 "directory": lambda: directory.ready,
                 "jobs": lambda: worker.consumer.ready,  # its consumer exists
             }
-            http = HttpServer(make_app("local-delivery", checks), settings.http_host,
-                              settings.http_port)
+            http = HttpServer(make_app("local-delivery", checks, **app_limits(settings)),
+                              settings.http_host, settings.http_port, **http_limits(settings))
             await http.start()
         log.info("local delivery ready", extra={"mail_dir": str(settings.mail_dir),
                                                 "concurrency": worker.limit})

@@ -12,7 +12,7 @@ import grpc
 from mailyard.api.relayauth.v1 import relayauth_pb2_grpc as rpc
 from mailyard.core import auth, bus
 from mailyard.core.directory import DirectoryView
-from mailyard.core.http import HttpServer, make_app
+from mailyard.core.http import HttpServer, app_limits, http_limits, make_app
 from mailyard.core.metrics import set_build
 from mailyard.core.service import run
 from mailyard.mail_access.bridge import Bridge
@@ -43,8 +43,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             # Connected to relay-auth (asking connects it): without it no login can succeed.
             "relay-auth": lambda: channel.get_state(try_to_connect=True)
             == grpc.ChannelConnectivity.READY,
-        })
-        http = HttpServer(app, settings.http_host, settings.http_port)
+        }, **app_limits(settings))
+        http = HttpServer(app, settings.http_host, settings.http_port, **http_limits(settings))
         await http.start()
     log.info("listening", extra={"socket": str(settings.auth_socket)})
     await stop.wait()

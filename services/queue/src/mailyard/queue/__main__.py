@@ -25,8 +25,8 @@ from mailyard.api.queue.v1 import queue_pb2, queue_pb2_grpc
 from mailyard.core import bus
 from mailyard.core.control import ControlView
 from mailyard.core.directory import DirectoryView
-from mailyard.core.grpcserver import GrpcServer, service_name
-from mailyard.core.http import HttpServer, make_app
+from mailyard.core.grpcserver import GrpcServer, grpc_limits, service_name
+from mailyard.core.http import HttpServer, app_limits, http_limits, make_app
 from mailyard.core.metrics import set_build
 from mailyard.core.service import run
 from mailyard.core.spool import Spool
@@ -105,17 +105,20 @@ async def _serve(settings: Settings, stop: asyncio.Event, state_dir: StateDir) -
                              # todo and result consumers work (false while one is re-created)
                              "consumers": lambda: runtime.queue is not None
                              and all(runtime.queue.consuming.values())},
-                   tokens_file=settings.tokens_file, host=settings.http_host)
+                   tokens_file=settings.tokens_file, host=settings.http_host,
+                   **app_limits(settings))
     web.mount(app, runtime, js, feed, settings.history_index_wait)
     streams = live.Streams(settings.live_streams, settings.live_stream_buffer)  # Watch, Follow
-    http = HttpServer(app, settings.http_host, settings.http_port) if settings.http_port else None
+    http = (HttpServer(app, settings.http_host, settings.http_port, **http_limits(settings))
+            if settings.http_port else None)
     grpc_server = GrpcServer(settings.grpc_host, settings.grpc_port, [
         (queue_pb2_grpc.add_QueueServiceServicer_to_server, QueueAdmin(runtime, streams),
          QUEUE_SERVICE),
         # history is read from JetStream: a standby answers it too
         (history_pb2_grpc.add_HistoryServicer_to_server, HistoryService(
             nc, js, streams, feed, settings.history_index_wait),
-         service_name(history_pb2, "History"))], tokens_file=settings.tokens_file)
+         service_name(history_pb2, "History"))], tokens_file=settings.tokens_file,
+        **grpc_limits(settings))
     await grpc_server.start()
     # a standby answers History but not QueueService: health says so per service
     await grpc_server.set_service_serving(QUEUE_SERVICE, False)

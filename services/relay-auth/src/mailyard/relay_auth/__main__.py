@@ -12,8 +12,8 @@ from mailyard.core import bus
 from mailyard.core.auth import client_token
 from mailyard.core.control import ControlView
 from mailyard.core.directory import DirectoryView
-from mailyard.core.grpcserver import GrpcServer, service_name
-from mailyard.core.http import HttpServer, make_app
+from mailyard.core.grpcserver import GrpcServer, grpc_limits, service_name
+from mailyard.core.http import HttpServer, app_limits, http_limits, make_app
 from mailyard.core.metrics import set_build
 from mailyard.core.service import run
 from mailyard.relay_auth import web
@@ -58,16 +58,16 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                                  directory)
     grpc_server = GrpcServer(settings.grpc_host, settings.grpc_port, [
         (rpc.add_RelayAuthServicer_to_server, servicer, service_name(pb, "RelayAuth"))],
-        tokens_file=settings.tokens_file)
+        tokens_file=settings.tokens_file, **grpc_limits(settings))
     await grpc_server.start()
     http: HttpServer | None = None
     if settings.http_port:
         app = make_app("relay-auth", {
             "nats": lambda: nc.is_connected,
             "views": lambda: control.ready and directory.ready and leases.view.ready,
-        }, tokens_file=settings.tokens_file, host=settings.http_host)
+        }, tokens_file=settings.tokens_file, host=settings.http_host, **app_limits(settings))
         web.mount(app, servicer)
-        http = HttpServer(app, settings.http_host, settings.http_port)
+        http = HttpServer(app, settings.http_host, settings.http_port, **http_limits(settings))
         await http.start()
     chores = asyncio.create_task(_housekeeping(throttle, min(60.0, settings.auth_fail_window)))
     log.info("listening", extra={"grpc_port": grpc_server.port, "rules": servicer.rules.version,

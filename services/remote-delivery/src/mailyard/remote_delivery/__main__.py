@@ -8,8 +8,8 @@ import asyncio
 from mailyard.api.routing.v1 import routing_pb2, routing_pb2_grpc
 from mailyard.core import bus
 from mailyard.core.control import ControlView
-from mailyard.core.grpcserver import GrpcServer, service_name
-from mailyard.core.http import HttpServer, make_app
+from mailyard.core.grpcserver import GrpcServer, grpc_limits, service_name
+from mailyard.core.http import HttpServer, app_limits, http_limits, make_app
 from mailyard.core.identity import Identity
 from mailyard.core.metrics import set_build
 from mailyard.core.service import run
@@ -43,15 +43,16 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     routing = RoutingService(deliverer)
     grpc_server = GrpcServer(settings.grpc_host, settings.grpc_port, [
         (routing_pb2_grpc.add_RoutingServicer_to_server, routing,
-         service_name(routing_pb2, "Routing"))], tokens_file=settings.tokens_file)
+         service_name(routing_pb2, "Routing"))], tokens_file=settings.tokens_file,
+        **grpc_limits(settings))
     http = None
     if settings.http_port:
         app = make_app("remote-delivery", {
             "nats": lambda: nc.is_connected, "control": lambda: control.ready,
             "spool": spool.mess.is_dir, "jobs": lambda: worker.consumer.ready},
-            tokens_file=settings.tokens_file, host=settings.http_host)
+            tokens_file=settings.tokens_file, host=settings.http_host, **app_limits(settings))
         web.mount(app, routing, control)
-        http = HttpServer(app, settings.http_host, settings.http_port)
+        http = HttpServer(app, settings.http_host, settings.http_port, **http_limits(settings))
     await grpc_server.start()
     await worker.start()
     if http:

@@ -22,7 +22,7 @@ from mailyard.core import bus
 from mailyard.core.auth import client_token
 from mailyard.core.control import ControlView
 from mailyard.core.directory import DirectoryView
-from mailyard.core.http import HttpServer, make_app
+from mailyard.core.http import HttpServer, app_limits, http_limits, make_app
 from mailyard.core.identity import Identity
 from mailyard.core.metrics import set_build
 from mailyard.core.spool import Spool
@@ -296,8 +296,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     if settings.http_port:
         http = HttpServer(make_app("smtp-ingress", {
             "nats": ingress.bus_ready, "views": ingress.views_ready,
-            "spool": ingress.spool_writable, "spool_space": ingress.spool_has_room}),
-            settings.http_host, settings.http_port)
+            "spool": ingress.spool_writable, "spool_space": ingress.spool_has_room},
+            **app_limits(settings)), settings.http_host, settings.http_port,
+            **http_limits(settings))
         await http.start()
     await stop.wait()
     await ingress.stop()
