@@ -110,6 +110,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
             print(f"      last reply:   {r.last_reply}")
         if r.route:
             print(f"      route:        {r.route}")
+    if d.recipients_left_out:  # the answer is bounded (queue.answer_bound)
+        print(f"  ... and {d.recipients_left_out} recipient(s) more, not shown: "
+              f"mailyard queue read --recipient ADDRESS --why")
     return 0
 
 

@@ -18,7 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from mailyard.api.queue.v1 import queue_pb2 as pb
 from mailyard.api.queue.v1 import queue_pb2_grpc
 from mailyard.core import bus
-from mailyard.queue import live, lost
+from mailyard.queue import answer_bound, live, lost
 from mailyard.queue.engine import Queue, enum
 from mailyard.queue.history_search import MAX_QUEUE_ID
 from mailyard.queue.reconcile import Reconciler
@@ -106,6 +106,7 @@ async def explain(q: Queue, queue_id: str) -> pb.MessageDetail | None:
         if r.state in (2, 5) and r.next_attempt:  # deferred or held: when it is due
             d.next_attempt.CopyFrom(_ts(r.next_attempt))
         detail.recipients.append(d)
+    answer_bound.bound(detail)
     return detail
 
 

@@ -333,9 +333,17 @@ class MessageDetail(_message.Message):
     SPOOL_PATH_FIELD_NUMBER: _builtins.int
     CLIENT_IP_FIELD_NUMBER: _builtins.int
     AUTH_USER_FIELD_NUMBER: _builtins.int
+    REPLIES_CUT_FIELD_NUMBER: _builtins.int
+    RECIPIENTS_LEFT_OUT_FIELD_NUMBER: _builtins.int
     spool_path: _builtins.str
     client_ip: _builtins.str
     auth_user: _builtins.str
+    replies_cut: _builtins.int
+    """The answer is bounded (1 MiB, far below gRPC's 4 MiB; a remote's reply may be 32 KB):
+    past it each long last_reply keeps its head and ends " [shown of total characters]",
+    and if that is not enough the last recipients are left out of both lists.
+    """
+    recipients_left_out: _builtins.int
     @_builtins.property
     def summary(self) -> Global___MessageSummary: ...
     @_builtins.property
@@ -348,10 +356,12 @@ class MessageDetail(_message.Message):
         spool_path: _builtins.str = ...,
         client_ip: _builtins.str = ...,
         auth_user: _builtins.str = ...,
+        replies_cut: _builtins.int = ...,
+        recipients_left_out: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["summary", b"summary"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_user", b"auth_user", "client_ip", b"client_ip", "recipients", b"recipients", "spool_path", b"spool_path", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_user", b"auth_user", "client_ip", b"client_ip", "recipients", b"recipients", "recipients_left_out", b"recipients_left_out", "replies_cut", b"replies_cut", "spool_path", b"spool_path", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,96 @@
+"""Explain of one message is bounded: every recipient's last reply is in it (twice: the
+summary and the details), and a remote may answer 32 KB; 100 recipients deferred that way
+made an answer past gRPC's 4 MiB, and the operator got RESOURCE_EXHAUSTED and nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+from typing import Any
+
+import grpc
+import pytest
+
+from mailyard.api.mail.v1 import delivery_pb2 as dpb
+from mailyard.api.queue.v1 import queue_pb2 as qpb
+from mailyard.cli.main import main as cli
+from mailyard.core import bus
+from mailyard.core.spool import Spool
+from mailyard.queue.answer_bound import EXPLAIN_BYTES
+
+from .conftest import DEFERRED, send, wait_for
+
+
+def _reply(i: int) -> str:
+    """A 32 KB reply, as aiosmtplib takes one (MAX_RESPONSE_LENGTH), each its own."""
+    return f"451 4.7.1 r{i} " + " ".join(f"word{n}" for n in range(32_000 // 9))[:32_000]
+
+
+async def _report(js: Any, job: dpb.DeliveryJob, reply: str) -> None:
+    result = dpb.DeliveryResult(job_id=job.job_id, queue_id=job.queue_id,
+                                channel=job.channel, worker="pytest")
+    for rcpt in job.recipients:
+        result.results.append(dpb.RecipientResult(recipient=rcpt, outcome=DEFERRED,
+                                                  reply=reply, enhanced_code="4.7.1"))
+    await bus.publish(js, bus.RESULT_SUBJECT.format(channel="remote"), result,
+                      msg_id=f"result-{job.job_id}")
+
+
+async def test_explain_of_a_message_with_100_long_replies_fits(
+        js: Any, spool: Spool, workers: Any, start_queue: Any) -> None:
+    q = start_queue(RETRY_C_REMOTE="600")
+    n = 100
+    env = await send(spool, js, "s@sender.test", [f"r{i}@d{i}.remote.test" for i in range(n)])
+    replies = {}
+    for _ in range(n):  # one job per domain
+        job = await workers["remote"].job()
+        i = int(job.recipients[0].split("@")[0][1:])
+        replies[job.recipients[0]] = _reply(i)
+        await _report(js, job, replies[job.recipients[0]])
+
+    async def all_deferred() -> bool:
+        page = await q.stub.List(qpb.ListRequest(state=qpb.RECIPIENT_STATE_DEFERRED))
+        return bool(page.messages) and all(
+            r.state == qpb.RECIPIENT_STATE_DEFERRED for r in page.messages[0].recipients)
+
+    await wait_for(all_deferred, 60, what="every recipient deferred")
+    try:
+        detail = await q.explain(env.queue_id)
+    except grpc.aio.AioRpcError as exc:
+        raise AssertionError(f"{exc.code()}: {exc.details()}") from None
+    assert detail.ByteSize() <= EXPLAIN_BYTES
+    assert len(detail.recipients) == len(detail.summary.recipients) == n
+    assert detail.recipients_left_out == 0 and detail.replies_cut == n
+    for r in [*detail.recipients, *detail.summary.recipients]:  # the head of each, and why
+        full = replies[r.address]
+        head, _, note = r.last_reply.partition(" [")
+        assert full.startswith(head) and len(head) >= 1000
+        assert note == f"{len(head)} of {len(full)} characters]"
+
+    # the HTTP twin answers the same
+    url = f"http://127.0.0.1:{q.http_port}/api/messages/{env.queue_id}"
+    body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=30).read())
+    assert len(body) <= 2 * EXPLAIN_BYTES
+    answer = json.loads(body)
+    assert (len(answer["recipients"]), answer["replies_cut"]) == (n, n)
+
+
+async def test_explain_of_a_message_with_thousands_of_recipients_says_how_many_are_left_out(
+        js: Any, spool: Spool, start_queue: Any, capsys: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    q = start_queue(RETRY_C_REMOTE="600")
+    monkeypatch.setenv("MAILYARD_QUEUE_ADDR", f"127.0.0.1:{q.grpc_port}")
+    n = 3000
+    rcpts = [f"{'x' * 200}{i:05d}@example.test" for i in range(n)]
+    env = await send(spool, js, "s@sender.test", rcpts)
+    await wait_for(lambda: q.explain(env.queue_id), 30, what="the message in queue")
+    detail = await q.explain(env.queue_id)
+    assert detail.ByteSize() <= EXPLAIN_BYTES
+    kept = len(detail.recipients)
+    assert 1000 < kept < n and len(detail.summary.recipients) == kept
+    assert detail.recipients_left_out == n - kept
+    assert [r.address for r in detail.recipients] == rcpts[:kept]  # in order, the first
+    assert cli(["queue", "explain", env.queue_id]) == 0
+    out = capsys.readouterr().out
+    assert "recipient(s) more, not shown" in out  # its state may have moved on
