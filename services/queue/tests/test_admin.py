@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -120,3 +121,42 @@ async def test_operator_actions(js: Any, spool: Spool, workers: Any, start_queue
 
 async def _is(q: Any, qid: str, state: int) -> bool:
     return await _state(q, qid) == state
+
+
+def _get(url: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 (http://)
+            return resp.status, json.load(resp)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+async def test_list_page_sizes_alike_on_every_plane(js: Any, spool: Spool, start_queue: Any,
+                                                    capsys: Any,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A negative page size is refused (HTTP 422 naming it, as every other listing's
+    ?limit=; the CLI's usage error; gRPC's uint32 cannot carry one), 0 is the default and
+    a huge one the maximum. ?page_size=-5 answered one message, as if asked for 1."""
+    q = start_queue(RETRY_C_REMOTE="600")
+    monkeypatch.setenv("MAILYARD_QUEUE_ADDR", f"127.0.0.1:{q.grpc_port}")
+    m = [await send(spool, js, f"s{i}@sender.test", [f"r{i}@remote.test"]) for i in range(3)]
+    ids = [e.queue_id for e in m]
+
+    async def listed() -> bool:
+        return len((await q.stub.List(qpb.ListRequest())).messages) == 3
+
+    await wait_for(listed, what="three messages listed")
+    for size in (0, 2**32 - 1):
+        page = await q.stub.List(qpb.ListRequest(page_size=size))
+        assert [x.queue_id for x in page.messages] == ids and not page.next_page_token
+    base = f"http://127.0.0.1:{q.http_port}/api/messages"
+    for query in ("page_size=-5", "page_size=-1", f"page_size={-2**40}", f"page_size={2**31}"):
+        status, answer = await asyncio.to_thread(_get, f"{base}?{query}")
+        assert status == 422 and "page_size" in json.dumps(answer["detail"]), (query, answer)
+    for query, count in (("page_size=0", 3), ("", 3), (f"page_size={2**31 - 1}", 3),
+                         ("page_size=2", 2)):
+        status, answer = await asyncio.to_thread(_get, f"{base}?{query}")
+        assert status == 200 and len(answer["messages"]) == count, (query, answer)
+    with pytest.raises(SystemExit) as usage:
+        cli(["queue", "read", "--limit", "-1"])
+    assert usage.value.code == 2 and "--limit: -1 is not between" in capsys.readouterr().err

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mailyard.api.history.v1 import history_pb2 as hpb
 from mailyard.api.queue.v1 import queue_pb2 as pb
+from mailyard.core.http import Limit
 from mailyard.queue import history_search
 from mailyard.queue.admin import (
     ACTIONS,
@@ -66,13 +67,15 @@ def mount(app: FastAPI, runtime: Runtime, js: JetStreamContext,
 
     @app.get("/api/messages")
     async def api_list(sender: str = "", recipient: str = "", domain: str = "",
-                       state: str = "", page_size: int = 100,
+                       state: str = "", page_size: Limit = 0,
                        page_token: str = "") -> dict[str, Any]:
+        # page_size as every listing's ?limit= (core.http.Limit): negative or past int32
+        # 422; 0 the default (100 here), past 1,000 1,000
         if state and state not in _STATE_BY_NAME:
             raise HTTPException(400, f"state must be one of {sorted(_STATE_BY_NAME)}")
         req = pb.ListRequest(sender=sender, recipient=recipient, domain=domain,
                              state=_STATE_BY_NAME.get(state, 0),  # type: ignore[arg-type]
-                             page_size=max(1, min(page_size, 1000)), page_token=page_token)
+                             page_size=page_size, page_token=page_token)
         return _to_dict(await listing(queue(), req))
 
     @app.get("/api/messages/{queue_id}")
