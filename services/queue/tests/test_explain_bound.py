@@ -1,6 +1,7 @@
-"""Explain of one message is bounded: every recipient's last reply is in it (twice: the
-summary and the details), and a remote may answer 32 KB; 100 recipients deferred that way
-made an answer past gRPC's 4 MiB, and the operator got RESOURCE_EXHAUSTED and nothing."""
+"""Explain of one message and List's pages are bounded: every recipient's last reply is in
+them (in Explain twice: the summary and the details), and a remote may answer 32 KB; 100
+recipients deferred that way made an answer past gRPC's 4 MiB, and the operator got
+RESOURCE_EXHAUSTED and nothing."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from mailyard.api.mail.v1 import delivery_pb2 as dpb
 from mailyard.api.queue.v1 import queue_pb2 as qpb
 from mailyard.cli.main import main as cli
 from mailyard.core import bus
+from mailyard.core.paging import PAGE_BYTES
 from mailyard.core.spool import Spool
 from mailyard.queue.answer_bound import EXPLAIN_BYTES
 
@@ -94,3 +96,55 @@ async def test_explain_of_a_message_with_thousands_of_recipients_says_how_many_a
     assert cli(["queue", "explain", env.queue_id]) == 0
     out = capsys.readouterr().out
     assert "recipient(s) more, not shown" in out  # its state may have moved on
+
+
+async def test_list_pages_of_messages_with_long_replies_fit(
+        js: Any, spool: Spool, workers: Any, start_queue: Any, capsys: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """70 messages, each with two recipients deferred with a 32 KB reply: the default page
+    (100 messages) was 4.5 MB. Now a page stops at about PAGE_BYTES (AIP-158 lets it hold
+    fewer than page_size) and one message alone has its replies cut as in Explain."""
+    q = start_queue(RETRY_C_REMOTE="600")
+    monkeypatch.setenv("MAILYARD_QUEUE_ADDR", f"127.0.0.1:{q.grpc_port}")
+    n = 70
+    envs = [await send(spool, js, f"s{i}@sender.test",
+                       [f"a{i}@d{i}a.remote.test", f"b{i}@d{i}b.remote.test"])
+            for i in range(n)]
+    big = await send(spool, js, "big@sender.test",
+                     [f"r{i}@big{i}.remote.test" for i in range(140)])
+    for _ in range(2 * n + 140):  # one job per domain
+        job = await workers["remote"].job()
+        await _report(js, job, _reply(0))
+
+    async def all_deferred() -> bool:
+        listed = []
+        token = ""
+        while True:
+            page = await q.stub.List(qpb.ListRequest(
+                state=qpb.RECIPIENT_STATE_DEFERRED, page_size=1000, page_token=token))
+            listed += [r.state for m in page.messages for r in m.recipients]
+            token = page.next_page_token
+            if not token:
+                return listed.count(qpb.RECIPIENT_STATE_DEFERRED) == 2 * n + 140
+
+    await wait_for(all_deferred, 60, what="every recipient deferred")
+    seen: list[str] = []
+    token = ""
+    while True:
+        try:
+            page = await q.stub.List(qpb.ListRequest(page_token=token), timeout=10)
+        except grpc.aio.AioRpcError as exc:
+            raise AssertionError(f"{exc.code()}: {exc.details()}") from None
+        assert page.ByteSize() <= 2 * PAGE_BYTES
+        seen += [m.queue_id for m in page.messages]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == [e.queue_id for e in [*envs, big]]  # each once, in order
+    alone = await q.stub.List(qpb.ListRequest(sender="big@"))
+    assert alone.ByteSize() <= 2 * PAGE_BYTES
+    reply = alone.messages[0].recipients[0].last_reply
+    assert reply.endswith(f" of {len(_reply(0))} characters]")
+    assert cli(["queue", "read", "--why", "--all-pages"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("1 attempt(s), next ") == 2 * n + 140

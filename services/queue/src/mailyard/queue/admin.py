@@ -89,7 +89,7 @@ async def listing(q: Queue, req: pb.ListRequest) -> pb.ListResponse:
     size = min(req.page_size or 100, 1000)
     rows, token = await q.store.run(q.store.list, req.sender, req.recipient, req.domain,
                                     int(req.state), req.page_token, size)
-    return pb.ListResponse(messages=[summary(m, r) for m, r in rows], next_page_token=token)
+    return answer_bound.page((summary(m, r) for m, r in rows), token)
 
 
 async def explain(q: Queue, queue_id: str) -> pb.MessageDetail | None:

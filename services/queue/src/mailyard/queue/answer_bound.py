@@ -1,16 +1,22 @@
-"""Explain's answer within EXPLAIN_BYTES, whatever the message holds.
+"""Explain's answer within EXPLAIN_BYTES and List's pages within about PAGE_BYTES,
+whatever the messages hold.
 
 Every recipient's last reply is in it twice (the summary and the details) and a remote may
 answer 32 KB (aiosmtplib's MAX_RESPONSE_LENGTH): 100 recipients deferred that way made an
 answer past gRPC's 4 MiB, and the operator got RESOURCE_EXHAUSTED instead of the message.
 Past the bound each long reply keeps its head (the code, the enhanced code and the reason
 come first), then, for thousands of recipients, the last ones are left out; the answer
-says how many of each (replies_cut, recipients_left_out).
+says how many of each (replies_cut, recipients_left_out). A page of List holds fewer
+messages than page_size past PAGE_BYTES (AIP-158 allows it; the next page starts after its
+last message), and one message alone has its replies cut the same way.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 from mailyard.api.queue.v1 import queue_pb2 as pb
+from mailyard.core.paging import PAGE_BYTES
 
 EXPLAIN_BYTES = 1 << 20  # a quarter of gRPC's 4 MiB; the HTTP twin's JSON stays small too
 MIN_REPLY = 1024  # characters a cut reply keeps at least
@@ -21,18 +27,48 @@ def cut(reply: str, keep: int) -> str:
     return f"{reply[:keep]} [{keep} of {len(reply)} characters]"
 
 
+def _share(recipients: int, limit: int) -> int:
+    """Characters each reply may keep for `recipients` replies to fill half of `limit`."""
+    return max(MIN_REPLY, limit // (2 * max(recipients, 1)))
+
+
+def cut_replies(recipients: Sequence[pb.RecipientSummary | pb.RecipientDetail],
+                keep: int) -> list[bool]:
+    """Each reply longer than `keep` characters cut to its head; which ones were."""
+    was_cut = [len(r.last_reply) > keep + 40 for r in recipients]  # room for the note
+    for r, shorten in zip(recipients, was_cut, strict=True):
+        if shorten:
+            r.last_reply = cut(r.last_reply, keep)
+    return was_cut
+
+
+def page(summaries: Iterable[pb.MessageSummary], token: str) -> pb.ListResponse:
+    """A List page of these summaries (in order), their next_page_token `token`: ended
+    early past PAGE_BYTES, with the last message it holds as the token."""
+    out = pb.ListResponse()
+    used = 0
+    for summary in summaries:
+        if summary.ByteSize() > PAGE_BYTES:
+            cut_replies(summary.recipients, _share(len(summary.recipients), PAGE_BYTES))
+        size = summary.ByteSize()
+        if out.messages and used + size > PAGE_BYTES:
+            out.next_page_token = out.messages[-1].queue_id
+            return out
+        out.messages.append(summary)
+        used += size
+    out.next_page_token = token
+    return out
+
+
 def bound(detail: pb.MessageDetail, limit: int = EXPLAIN_BYTES) -> None:
     """Cut `detail` (built by admin.explain, the summary's recipients in the same order as
     the details) down to `limit` bytes, in place."""
     if detail.ByteSize() <= limit:
         return
     pairs = list(zip(detail.recipients, detail.summary.recipients, strict=True))
-    # each reply's share of half the answer (it is there twice)
-    keep = max(MIN_REPLY, limit // (4 * len(pairs)))
-    was_cut = [len(full.last_reply) > keep + 40 for full, _ in pairs]  # the note's room
-    for (full, short), shorten in zip(pairs, was_cut, strict=True):
-        if shorten:
-            full.last_reply = short.last_reply = cut(full.last_reply, keep)
+    keep = _share(2 * len(pairs), limit)  # each reply is there twice
+    was_cut = cut_replies(detail.recipients, keep)
+    cut_replies(detail.summary.recipients, keep)
     detail.replies_cut = sum(was_cut)
     if detail.ByteSize() <= limit:
         return
