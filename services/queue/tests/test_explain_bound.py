@@ -13,13 +13,16 @@ from typing import Any
 import grpc
 import pytest
 
+from mailyard.api.history.v1 import history_pb2 as hpb
+from mailyard.api.history.v1 import history_pb2_grpc
 from mailyard.api.mail.v1 import delivery_pb2 as dpb
 from mailyard.api.queue.v1 import queue_pb2 as qpb
 from mailyard.cli.main import main as cli
 from mailyard.core import bus
 from mailyard.core.paging import PAGE_BYTES
 from mailyard.core.spool import Spool
-from mailyard.queue.answer_bound import EXPLAIN_BYTES
+from mailyard.queue import answer_bound
+from mailyard.queue.answer_bound import EXPLAIN_BYTES, SEARCH_BYTES
 
 from .conftest import DEFERRED, send, wait_for
 
@@ -148,3 +151,57 @@ async def test_list_pages_of_messages_with_long_replies_fit(
     assert cli(["queue", "read", "--why", "--all-pages"]) == 0
     out = capsys.readouterr().out
     assert out.count("1 attempt(s), next ") == 2 * n + 140
+
+
+async def test_the_history_of_a_message_with_long_replies_fits(
+        js: Any, spool: Spool, workers: Any, start_queue: Any, capsys: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every attempt's reply is in a message's history (`mailyard log --id`, and `queue
+    explain` of a finished message): 140 recipients deferred with 32 KB replies made a
+    4.6 MB answer, RESOURCE_EXHAUSTED. Now each long reply keeps its head, and past that
+    the oldest steps are left out; the answer says how many of each."""
+    q = start_queue(RETRY_C_REMOTE="600")
+    monkeypatch.setenv("MAILYARD_QUEUE_ADDR", f"127.0.0.1:{q.grpc_port}")
+    history = history_pb2_grpc.HistoryStub(q.channel)
+    n = 140
+    env = await send(spool, js, "s@sender.test", [f"r{i}@d{i}.remote.test" for i in range(n)])
+    for _ in range(n):
+        job = await workers["remote"].job()
+        await _report(js, job, _reply(int(job.recipients[0].split("@")[0][1:])))
+    request = hpb.SearchRequest(queue_id=env.queue_id)
+
+    async def recorded() -> hpb.SearchResponse | None:
+        resp = await history.Search(request, timeout=10)
+        return resp if sum(e.kind == "delivery" for e in resp.events) == n else None
+
+    resp = await wait_for(recorded, 60, what="every deferral recorded")
+    assert resp.ByteSize() <= SEARCH_BYTES
+    assert resp.replies_cut == n and resp.events_left_out == 0
+    assert resp.events[0].kind == "new"
+    for e in resp.events[1:]:
+        full = _reply(int(e.recipient.split("@")[0][1:]))
+        head, _, note = e.reply.partition(" [")
+        assert full.startswith(head) and note == f"{len(head)} of {len(full)} characters]"
+    url = f"http://127.0.0.1:{q.http_port}/api/history?id={env.queue_id}"
+    answer = json.loads(await asyncio.to_thread(
+        lambda: urllib.request.urlopen(url, timeout=30).read()))
+    assert len(answer["events"]) == n + 1 and answer["replies_cut"] == n
+    assert await asyncio.to_thread(cli, ["log", "--id", env.queue_id]) == 0
+    assert capsys.readouterr().out.count(": deferred: 451 4.7.1 r") == n
+
+
+def test_past_the_bound_the_oldest_history_events_are_left_out() -> None:
+    """3,000 attempts of 32 KB: even cut to their heads they pass SEARCH_BYTES, so the
+    oldest go and the answer says how many; the newest are kept, in order."""
+    events = [hpb.HistoryEvent(queue_id="01J0000000000000000000000A", kind="delivery",
+                               recipient=f"r{i}@d.test", result="deferred", reply=_reply(i))
+              for i in range(3000)]
+    resp = hpb.SearchResponse(events=events)
+    answer_bound.history(resp)
+    assert resp.ByteSize() <= SEARCH_BYTES
+    kept = len(resp.events)
+    assert 0 < kept < 3000 and resp.events_left_out == 3000 - kept
+    assert [e.recipient for e in resp.events] == [e.recipient for e in events[-kept:]]
+    assert resp.replies_cut == kept
+    assert all(e.reply.endswith(f" of {len(_reply(int(e.recipient[1:].split('@')[0])))} "
+                                "characters]") for e in resp.events)

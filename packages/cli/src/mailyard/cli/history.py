@@ -98,6 +98,9 @@ def cmd_log(args: argparse.Namespace) -> int:
     if resp.truncated:
         print(f"(more messages matched; showing the newest {req.limit or 100}: "
               "narrow with --since/--until or raise --limit)", file=sys.stderr)
+    if resp.events_left_out:  # the answer is bounded (the queue's answer_bound)
+        print(f"({resp.events_left_out} older step(s) left out to keep the answer small: "
+              "narrow with --since/--until, --address or --id)", file=sys.stderr)
     if not resp.events and (args.id or args.address):
         print("mailyard: nothing recorded for that (history is kept HISTORY_DAYS days)",
               file=sys.stderr)
@@ -107,10 +110,13 @@ def cmd_log(args: argparse.Namespace) -> int:
 
 def show_finished(queue_id: str) -> bool:
     """For `queue explain` of a message no longer queued: print its history, if any."""
-    events = _stub().Search(pb.SearchRequest(queue_id=queue_id), timeout=30).events
+    resp = _stub().Search(pb.SearchRequest(queue_id=queue_id), timeout=30)
+    events = resp.events
     if not events:
         return False
     print(f"queue id:  {queue_id}  (no longer queued; its history:)")
+    if resp.events_left_out:
+        print(f"  ... {resp.events_left_out} older step(s) left out")
     for event in events:
         print("  " + line(event))
     return True

@@ -1,5 +1,5 @@
-"""Explain's answer within EXPLAIN_BYTES and List's pages within about PAGE_BYTES,
-whatever the messages hold.
+"""Explain's answer and History Search's within EXPLAIN_BYTES and SEARCH_BYTES, List's
+pages within about PAGE_BYTES, whatever the messages hold.
 
 Every recipient's last reply is in it twice (the summary and the details) and a remote may
 answer 32 KB (aiosmtplib's MAX_RESPONSE_LENGTH): 100 recipients deferred that way made an
@@ -8,17 +8,21 @@ Past the bound each long reply keeps its head (the code, the enhanced code and t
 come first), then, for thousands of recipients, the last ones are left out; the answer
 says how many of each (replies_cut, recipients_left_out). A page of List holds fewer
 messages than page_size past PAGE_BYTES (AIP-158 allows it; the next page starts after its
-last message), and one message alone has its replies cut the same way.
+last message), and one message alone has its replies cut the same way. A search of the
+history holds every attempt's reply: past SEARCH_BYTES the replies are cut, then the oldest
+events left out (replies_cut, events_left_out; the newest are what `mailyard log` is for).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from mailyard.api.history.v1 import history_pb2 as hpb
 from mailyard.api.queue.v1 import queue_pb2 as pb
 from mailyard.core.paging import PAGE_BYTES
 
 EXPLAIN_BYTES = 1 << 20  # a quarter of gRPC's 4 MiB; the HTTP twin's JSON stays small too
+SEARCH_BYTES = 1 << 20
 MIN_REPLY = 1024  # characters a cut reply keeps at least
 _FIELD = 8  # bytes a repeated field costs beside its content (tag and length), at most
 
@@ -40,6 +44,28 @@ def cut_replies(recipients: Sequence[pb.RecipientSummary | pb.RecipientDetail],
         if shorten:
             r.last_reply = cut(r.last_reply, keep)
     return was_cut
+
+
+def history(resp: hpb.SearchResponse, limit: int = SEARCH_BYTES) -> None:
+    """Cut a history search's answer down to `limit` bytes, in place."""
+    if resp.ByteSize() <= limit:
+        return
+    events = resp.events
+    keep = _share(len(events), limit)
+    was_cut = [len(e.reply) > keep + 40 for e in events]
+    for e, shorten in zip(events, was_cut, strict=True):
+        if shorten:
+            e.reply = cut(e.reply, keep)
+    if resp.ByteSize() > limit:
+        left = limit - 2 * _FIELD - (resp.ByteSize() - sum(e.ByteSize() for e in events))
+        first = len(events)  # the oldest event kept
+        while first and left - events[first - 1].ByteSize() - _FIELD >= 0:
+            first -= 1
+            left -= events[first].ByteSize() + _FIELD
+        del events[:first]
+        del was_cut[:first]
+        resp.events_left_out = first
+    resp.replies_cut = sum(was_cut)
 
 
 def page(summaries: Iterable[pb.MessageSummary], token: str) -> pb.ListResponse:

@@ -34,7 +34,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from mailyard.api.history.v1 import history_pb2 as pb
 from mailyard.api.history.v1 import history_pb2_grpc
 from mailyard.core import bus
-from mailyard.queue import live, metrics
+from mailyard.queue import answer_bound, live, metrics
 from mailyard.queue.history import NULL_SENDER, addr_subject, address_key, msg_subject
 from mailyard.queue.history_feed import HistoryFeed, decode_ref, stream_id
 from mailyard.queue.history_index import HistoryIndex
@@ -258,6 +258,12 @@ async def search(js: JetStreamContext, req: pb.SearchRequest, feed: HistoryFeed 
 
 
 async def answer(source: Source, req: pb.SearchRequest, limit: int) -> pb.SearchResponse:
+    resp = await _answer(source, req, limit)
+    answer_bound.history(resp)  # every attempt's reply is there: a bounded answer
+    return resp
+
+
+async def _answer(source: Source, req: pb.SearchRequest, limit: int) -> pb.SearchResponse:
     since, until = _seconds(req.since), _seconds(req.until)
     if req.queue_id:
         events = await _message(source, req.queue_id)

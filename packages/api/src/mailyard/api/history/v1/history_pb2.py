@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!mailyard/history/v1/history.proto\x12\x13mailyard.history.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x93\x02\n\x0cHistoryEvent\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08queue_id\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0e\n\x06sender\x18\x04 \x01(\t\x12\x12\n\nrecipients\x18\x05 \x03(\t\x12\x0c\n\x04size\x18\x06 \x01(\x04\x12\x11\n\tclient_ip\x18\x07 \x01(\t\x12\x0e\n\x06origin\x18\x08 \x01(\t\x12\x11\n\trecipient\x18\t \x01(\t\x12\x0f\n\x07\x63hannel\x18\n \x01(\t\x12\x0e\n\x06result\x18\x0b \x01(\t\x12\r\n\x05reply\x18\x0c \x01(\t\x12\x13\n\x0bremote_host\x18\r \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x0e \x01(\t\"T\n\nAddressRef\x12\x10\n\x08queue_id\x18\x01 \x01(\t\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04role\x18\x03 \x01(\t\"\x97\x01\n\rSearchRequest\x12\x10\n\x08queue_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05limit\x18\x05 \x01(\r\"V\n\x0eSearchResponse\x12\x31\n\x06\x65vents\x18\x01 \x03(\x0b\x32!.mailyard.history.v1.HistoryEvent\x12\x11\n\ttruncated\x18\x02 \x01(\x08\x32\xaf\x01\n\x07History\x12Q\n\x06Search\x12\".mailyard.history.v1.SearchRequest\x1a#.mailyard.history.v1.SearchResponse\x12Q\n\x06\x46ollow\x12\".mailyard.history.v1.SearchRequest\x1a!.mailyard.history.v1.HistoryEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!mailyard/history/v1/history.proto\x12\x13mailyard.history.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x93\x02\n\x0cHistoryEvent\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08queue_id\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0e\n\x06sender\x18\x04 \x01(\t\x12\x12\n\nrecipients\x18\x05 \x03(\t\x12\x0c\n\x04size\x18\x06 \x01(\x04\x12\x11\n\tclient_ip\x18\x07 \x01(\t\x12\x0e\n\x06origin\x18\x08 \x01(\t\x12\x11\n\trecipient\x18\t \x01(\t\x12\x0f\n\x07\x63hannel\x18\n \x01(\t\x12\x0e\n\x06result\x18\x0b \x01(\t\x12\r\n\x05reply\x18\x0c \x01(\t\x12\x13\n\x0bremote_host\x18\r \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x0e \x01(\t\"T\n\nAddressRef\x12\x10\n\x08queue_id\x18\x01 \x01(\t\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04role\x18\x03 \x01(\t\"\x97\x01\n\rSearchRequest\x12\x10\n\x08queue_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05limit\x18\x05 \x01(\r\"\x84\x01\n\x0eSearchResponse\x12\x31\n\x06\x65vents\x18\x01 \x03(\x0b\x32!.mailyard.history.v1.HistoryEvent\x12\x11\n\ttruncated\x18\x02 \x01(\x08\x12\x13\n\x0breplies_cut\x18\x03 \x01(\r\x12\x17\n\x0f\x65vents_left_out\x18\x04 \x01(\r2\xaf\x01\n\x07History\x12Q\n\x06Search\x12\".mailyard.history.v1.SearchRequest\x1a#.mailyard.history.v1.SearchResponse\x12Q\n\x06\x46ollow\x12\".mailyard.history.v1.SearchRequest\x1a!.mailyard.history.v1.HistoryEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,8 +38,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ADDRESSREF']._serialized_end=453
   _globals['_SEARCHREQUEST']._serialized_start=456
   _globals['_SEARCHREQUEST']._serialized_end=607
-  _globals['_SEARCHRESPONSE']._serialized_start=609
-  _globals['_SEARCHRESPONSE']._serialized_end=695
-  _globals['_HISTORY']._serialized_start=698
-  _globals['_HISTORY']._serialized_end=873
+  _globals['_SEARCHRESPONSE']._serialized_start=610
+  _globals['_SEARCHRESPONSE']._serialized_end=742
+  _globals['_HISTORY']._serialized_start=745
+  _globals['_HISTORY']._serialized_end=920
 # @@protoc_insertion_point(module_scope)

@@ -160,8 +160,16 @@ class SearchResponse(_message.Message):
 
     EVENTS_FIELD_NUMBER: _builtins.int
     TRUNCATED_FIELD_NUMBER: _builtins.int
+    REPLIES_CUT_FIELD_NUMBER: _builtins.int
+    EVENTS_LEFT_OUT_FIELD_NUMBER: _builtins.int
     truncated: _builtins.bool
     """more messages matched than `limit`"""
+    replies_cut: _builtins.int
+    """The answer is bounded (1 MiB, far below gRPC's 4 MiB; a remote's reply may be 32 KB
+    and every attempt's is here): past it each long reply keeps its head and ends
+    " [shown of total characters]", and if that is not enough the oldest events are left out.
+    """
+    events_left_out: _builtins.int
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___HistoryEvent]: ...
     def __init__(
@@ -169,10 +177,12 @@ class SearchResponse(_message.Message):
         *,
         events: _abc.Iterable[Global___HistoryEvent] | None = ...,
         truncated: _builtins.bool = ...,
+        replies_cut: _builtins.int = ...,
+        events_left_out: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "truncated", b"truncated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "events_left_out", b"events_left_out", "replies_cut", b"replies_cut", "truncated", b"truncated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
