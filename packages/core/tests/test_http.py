@@ -145,6 +145,28 @@ async def test_a_body_within_the_limit_is_served() -> None:
         await server.stop()
 
 
+@pytest.mark.parametrize("body", [b'{"text": NaN}', b'{"text": Infinity}',
+                                  b'{"text": -Infinity}', b'{"text": 1e400}',
+                                  b'{"text": [1, NaN]}'])
+async def test_a_body_with_nan_or_infinity_is_a_422_not_a_500(body: bytes) -> None:
+    """Python's JSON parser takes NaN, Infinity and 1e400 (inf), which JSON has not: the
+    validation error that names the input then failed to render (JSON cannot say nan) and
+    every route with a body answered 500 "Internal Server Error" in plain text, with a
+    traceback in the log."""
+    server = HttpServer(_echo_app(), "127.0.0.1", 0)
+    await server.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"PUT /api/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        status, headers, answer = await asyncio.wait_for(_response(reader), 10)
+        writer.close()
+        assert (status, headers["content-type"]) == (422, "application/json")
+        assert json.loads(answer)["detail"]
+    finally:
+        await server.stop()
+
+
 async def _closed_with_408(reader: asyncio.StreamReader) -> bool:
     status, _, body = await _response(reader)
     return (status == 408 and "0.5 s" in json.loads(body)["detail"]

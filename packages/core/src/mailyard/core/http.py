@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import socket
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Annotated, Any
 import grpc
 import uvicorn
 from fastapi import FastAPI, HTTPException, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from google.protobuf.json_format import MessageToDict
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
@@ -75,6 +78,14 @@ def make_app(service: str, checks: dict[str, ReadinessCheck] | None = None,
                                        f"{exc.object[exc.start:exc.end]!r}, not Unicode text"},
                             status_code=422)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        # FastAPI's 422, but a NaN or an infinity in the input it names (Python's JSON
+        # parser takes NaN, Infinity and 1e400) as text: JSON cannot say them, so the
+        # answer failed to render and every body route answered 500 instead
+        return JSONResponse({"detail": _finite(jsonable_encoder(exc.errors()))},
+                            status_code=422)
+
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "service": service}
@@ -98,6 +109,17 @@ def make_app(service: str, checks: dict[str, ReadinessCheck] | None = None,
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every NaN or infinity in it as a string ("nan", "inf")."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 _HTTP_STATUS = {grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.NOT_FOUND: 404,
