@@ -10,6 +10,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from mailyard.api.mail.v1 import delivery_pb2 as dpb
@@ -160,3 +161,33 @@ async def test_list_page_sizes_alike_on_every_plane(js: Any, spool: Spool, start
     with pytest.raises(SystemExit) as usage:
         cli(["queue", "read", "--limit", "-1"])
     assert usage.value.code == 2 and "--limit: -1 is not between" in capsys.readouterr().err
+
+
+async def test_a_page_token_that_is_no_queue_id_is_refused(
+        js: Any, spool: Spool, start_queue: Any, capsys: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A next_page_token is the last listed queue id; anything else (a typo, a token
+    of another listing) listed nothing, exit 0: an empty queue to whoever asked. Now
+    INVALID_ARGUMENT / 400 / one line, as the directory's and relay-auth's listings."""
+    q = start_queue(RETRY_C_REMOTE="600")
+    monkeypatch.setenv("MAILYARD_QUEUE_ADDR", f"127.0.0.1:{q.grpc_port}")
+    env = await send(spool, js, "s@sender.test", ["r@remote.test"])
+
+    async def listed() -> bool:
+        return len((await q.stub.List(qpb.ListRequest())).messages) == 1
+
+    await wait_for(listed, what="the message listed")
+    for token in ("zzzz", "0" * 25, env.queue_id.lower(), "x" * 100_000):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await q.stub.List(qpb.ListRequest(page_token=token))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "page_token" in (refused.value.details() or "")
+    status, answer = await asyncio.to_thread(
+        _get, f"http://127.0.0.1:{q.http_port}/api/messages?page_token=zzzz")
+    assert status == 400 and "page_token" in answer["detail"]
+    assert await asyncio.to_thread(cli, ["queue", "read", "--page-token", "zzzz"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mailyard: INVALID_ARGUMENT: ") and err.count("\n") == 1
+    # a real token still pages: the one before the message lists it
+    page = await q.stub.List(qpb.ListRequest(page_token="0" * 26))
+    assert [m.queue_id for m in page.messages] == [env.queue_id]

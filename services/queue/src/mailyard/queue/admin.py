@@ -18,6 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from mailyard.api.queue.v1 import queue_pb2 as pb
 from mailyard.api.queue.v1 import queue_pb2_grpc
 from mailyard.core import bus
+from mailyard.core.ids import is_queue_id
 from mailyard.queue import answer_bound, live, lost
 from mailyard.queue.engine import Queue, enum
 from mailyard.queue.history_search import MAX_QUEUE_ID
@@ -85,7 +86,16 @@ def summary(m: Message, rcpts: list[Recipient]) -> pb.MessageSummary:
     return out
 
 
+class BadPageToken(ValueError):
+    """A List page_token that is no queue id (INVALID_ARGUMENT / 400)."""
+
+
 async def listing(q: Queue, req: pb.ListRequest) -> pb.ListResponse:
+    # the token is the last listed message's id: anything else listed nothing, an empty
+    # queue to whoever mistyped it
+    if req.page_token and not is_queue_id(req.page_token):
+        raise BadPageToken(f"page_token {req.page_token[:MAX_QUEUE_ID]!r} is not a "
+                           "next_page_token of this listing (a queue id)")
     size = min(req.page_size or 100, 1000)
     rows, token = await q.store.run(q.store.list, req.sender, req.recipient, req.domain,
                                     int(req.state), req.page_token, size)
@@ -171,7 +181,12 @@ class QueueAdmin(queue_pb2_grpc.QueueServiceServicer):
 
     async def List(self, request: pb.ListRequest,
                    context: grpc.aio.ServicerContext) -> pb.ListResponse:
-        return await listing(await self._queue(context), request)
+        q = await self._queue(context)
+        try:
+            return await listing(q, request)
+        except BadPageToken as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise
 
     async def Explain(self, request: pb.ExplainRequest,
                       context: grpc.aio.ServicerContext) -> pb.MessageDetail:

@@ -25,6 +25,7 @@ from mailyard.core.http import Limit
 from mailyard.queue import history_search
 from mailyard.queue.admin import (
     ACTIONS,
+    BadPageToken,
     BadSelection,
     Runtime,
     act,
@@ -76,7 +77,10 @@ def mount(app: FastAPI, runtime: Runtime, js: JetStreamContext,
         req = pb.ListRequest(sender=sender, recipient=recipient, domain=domain,
                              state=_STATE_BY_NAME.get(state, 0),  # type: ignore[arg-type]
                              page_size=page_size, page_token=page_token)
-        return _to_dict(await listing(queue(), req))
+        try:
+            return _to_dict(await listing(queue(), req))
+        except BadPageToken as exc:
+            raise HTTPException(400, str(exc)) from None
 
     @app.get("/api/messages/{queue_id}")
     async def api_explain(queue_id: str) -> dict[str, Any]:
