@@ -191,3 +191,15 @@ async def test_a_page_token_that_is_no_queue_id_is_refused(
     # a real token still pages: the one before the message lists it
     page = await q.stub.List(qpb.ListRequest(page_token="0" * 26))
     assert [m.queue_id for m in page.messages] == [env.queue_id]
+
+
+async def test_an_unknown_state_is_refused_on_grpc_as_on_http(start_queue: Any) -> None:
+    """?state=nonsense is a 400 naming the states; gRPC's state=99 (an enum value this
+    queue does not know, from a newer or a hand-made client) listed nothing, no error."""
+    q = start_queue()
+    for state in (99, -1, 6):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await q.stub.List(qpb.ListRequest(state=state))  # type: ignore[arg-type]
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert f"state {state}" in (refused.value.details() or "")
+    assert not (await q.stub.List(qpb.ListRequest(state=qpb.RECIPIENT_STATE_HELD))).messages

@@ -86,16 +86,19 @@ def summary(m: Message, rcpts: list[Recipient]) -> pb.MessageSummary:
     return out
 
 
-class BadPageToken(ValueError):
-    """A List page_token that is no queue id (INVALID_ARGUMENT / 400)."""
+class BadList(ValueError):
+    """A List request the queue cannot take: a page_token that is no queue id, a state it
+    does not know (INVALID_ARGUMENT / 400)."""
 
 
 async def listing(q: Queue, req: pb.ListRequest) -> pb.ListResponse:
     # the token is the last listed message's id: anything else listed nothing, an empty
     # queue to whoever mistyped it
     if req.page_token and not is_queue_id(req.page_token):
-        raise BadPageToken(f"page_token {req.page_token[:MAX_QUEUE_ID]!r} is not a "
+        raise BadList(f"page_token {req.page_token[:MAX_QUEUE_ID]!r} is not a "
                            "next_page_token of this listing (a queue id)")
+    if req.state and req.state not in STATE_NAMES:  # it listed nothing
+        raise BadList(f"state {req.state} is none of {sorted(STATE_NAMES)} (or 0: any)")
     size = min(req.page_size or 100, 1000)
     rows, token = await q.store.run(q.store.list, req.sender, req.recipient, req.domain,
                                     int(req.state), req.page_token, size)
@@ -184,7 +187,7 @@ class QueueAdmin(queue_pb2_grpc.QueueServiceServicer):
         q = await self._queue(context)
         try:
             return await listing(q, request)
-        except BadPageToken as exc:
+        except BadList as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             raise
 

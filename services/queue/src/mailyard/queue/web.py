@@ -25,7 +25,7 @@ from mailyard.core.http import Limit
 from mailyard.queue import history_search
 from mailyard.queue.admin import (
     ACTIONS,
-    BadPageToken,
+    BadList,
     BadSelection,
     Runtime,
     act,
@@ -79,7 +79,7 @@ def mount(app: FastAPI, runtime: Runtime, js: JetStreamContext,
                              page_size=page_size, page_token=page_token)
         try:
             return _to_dict(await listing(queue(), req))
-        except BadPageToken as exc:
+        except BadList as exc:
             raise HTTPException(400, str(exc)) from None
 
     @app.get("/api/messages/{queue_id}")
