@@ -3,7 +3,8 @@ pages within about PAGE_BYTES, whatever the messages hold.
 
 Every recipient's last reply is in it twice (the summary and the details) and a remote may
 answer 32 KB (aiosmtplib's MAX_RESPONSE_LENGTH): 100 recipients deferred that way made an
-answer past gRPC's 4 MiB, and the operator got RESOURCE_EXHAUSTED instead of the message.
+answer past gRPC's 4 MiB, and a client with gRPC's default receive limit (grpcurl, a
+script; not the CLI, which takes any size) got RESOURCE_EXHAUSTED instead of the message.
 Past the bound each long reply keeps its head (the code, the enhanced code and the reason
 come first), then, for thousands of recipients, the last ones are left out; the answer
 says how many of each (replies_cut, recipients_left_out). A page of List holds fewer
