@@ -167,6 +167,30 @@ async def test_a_body_with_nan_or_infinity_is_a_422_not_a_500(body: bytes) -> No
         await server.stop()
 
 
+@pytest.mark.parametrize("sent", [
+    b"GARBAGE\r\n\r\n",
+    b"GET /api/echo HTTP/1.1\r\n\r\n",  # no Host
+    b"GET /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\n",
+    b"GET /\x00 HTTP/1.1\r\nHost: t\r\n\r\n",
+], ids=["garbage", "no-host", "negative-length", "nul-in-target"])
+async def test_a_request_that_is_not_http_gets_a_json_400(sent: bytes) -> None:
+    """What h11 cannot parse was answered by uvicorn in text/plain ("Invalid HTTP request
+    received."), unlike every other error of the admin API; now the same 400 in JSON, with
+    its length, and the connection closed."""
+    server = HttpServer(_echo_app(), "127.0.0.1", 0)
+    await server.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(sent)
+        status, headers, body = await asyncio.wait_for(_response(reader), 10)
+        assert (status, headers["content-type"]) == (400, "application/json")
+        assert "HTTP" in json.loads(body)["detail"]
+        assert await asyncio.wait_for(reader.read(), 10) == b""  # closed
+        writer.close()
+    finally:
+        await server.stop()
+
+
 async def _closed_with_408(reader: asyncio.StreamReader) -> bool:
     status, _, body = await _response(reader)
     return (status == 408 and "0.5 s" in json.loads(body)["detail"]

@@ -109,6 +109,17 @@ class TimedH11(H11Protocol):
         await JSONResponse({"detail": detail}, status_code=503,
                            headers={"connection": "close"})(scope, receive, send)
 
+    def send_400_response(self, msg: str) -> None:
+        # what h11 cannot parse: uvicorn's answer is text/plain, the API's errors are JSON
+        body = json.dumps({"detail": "not an HTTP/1.1 request this server can read "
+                                     f"({msg.rstrip('.')})"}).encode()
+        event = h11.Response(status_code=400, reason=b"Bad Request", headers=[
+            (b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
+            (b"connection", b"close")])
+        for part in (event, h11.Data(data=body), h11.EndOfMessage()):
+            self.transport.write(self.conn.send(part) or b"")
+        self.transport.close()
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._time_request()
