@@ -203,3 +203,25 @@ async def test_an_unknown_state_is_refused_on_grpc_as_on_http(start_queue: Any) 
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert f"state {state}" in (refused.value.details() or "")
     assert not (await q.stub.List(qpb.ListRequest(state=qpb.RECIPIENT_STATE_HELD))).messages
+
+
+async def test_http_pages_of_messages_link_the_next_as_every_listing(
+        js: Any, spool: Spool, start_queue: Any) -> None:
+    """/api/messages had next_page_token but not "next", the path of the next page that
+    the directory's and relay-auth's listings give (a client follows links)."""
+    q = start_queue(RETRY_C_REMOTE="600")
+    ids = sorted([(await send(spool, js, f"s{i}@sender.test", [f"r{i}@remote.test"])).queue_id
+                  for i in range(3)])
+
+    async def listed() -> bool:
+        return len((await q.stub.List(qpb.ListRequest())).messages) == 3
+
+    await wait_for(listed, what="three messages listed")
+    status, page = await asyncio.to_thread(
+        _get, f"http://127.0.0.1:{q.http_port}/api/messages?page_size=2&sender=s")
+    assert status == 200 and [m["queue_id"] for m in page["messages"]] == ids[:2]
+    assert page["next"] == (f"/api/messages?page_size=2&sender=s"
+                            f"&page_token={page['next_page_token']}")
+    status, page = await asyncio.to_thread(
+        _get, f"http://127.0.0.1:{q.http_port}{page['next']}")
+    assert [m["queue_id"] for m in page["messages"]] == ids[2:] and page["next"] is None

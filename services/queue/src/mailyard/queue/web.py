@@ -1,7 +1,8 @@
 """Read-only JSON for dashboards and scripts, beside /healthz /readyz /metrics.
 
     GET /api/stat                      qmail-qstat
-    GET /api/messages?sender=&recipient=&domain=&state=&page_size=&page_token=
+    GET /api/messages?sender=&recipient=&domain=&state=&page_size=&page_token=  ("next": the
+                                       next page's path, null after the last)
     GET /api/messages/{queue_id}       explain
     GET /api/status                    qmail-send's status line (cluster-wide)
     GET /api/history?id=&address=&since=&until=&limit=     `mailyard log` (ISO 8601 times)
@@ -14,14 +15,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, HTTPException, Query, Request
 from google.protobuf.json_format import MessageToDict
 from nats.js import JetStreamContext
 from pydantic import BaseModel, ConfigDict, Field
 
 from mailyard.api.history.v1 import history_pb2 as hpb
 from mailyard.api.queue.v1 import queue_pb2 as pb
-from mailyard.core.http import Limit
+from mailyard.core.http import Limit, to_json_page
 from mailyard.queue import history_search
 from mailyard.queue.admin import (
     ACTIONS,
@@ -67,7 +68,7 @@ def mount(app: FastAPI, runtime: Runtime, js: JetStreamContext,
         return _to_dict(await stat(queue()))
 
     @app.get("/api/messages")
-    async def api_list(sender: str = "", recipient: str = "", domain: str = "",
+    async def api_list(request: Request, sender: str = "", recipient: str = "", domain: str = "",
                        state: str = "", page_size: Limit = 0,
                        page_token: str = "") -> dict[str, Any]:
         # page_size as every listing's ?limit= (core.http.Limit): negative or past int32
@@ -78,7 +79,7 @@ def mount(app: FastAPI, runtime: Runtime, js: JetStreamContext,
                              state=_STATE_BY_NAME.get(state, 0),  # type: ignore[arg-type]
                              page_size=page_size, page_token=page_token)
         try:
-            return _to_dict(await listing(queue(), req))
+            return to_json_page(await listing(queue(), req), request)
         except BadList as exc:
             raise HTTPException(400, str(exc)) from None
 
