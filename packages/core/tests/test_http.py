@@ -191,6 +191,28 @@ async def test_a_request_that_is_not_http_gets_a_json_400(sent: bytes) -> None:
         await server.stop()
 
 
+async def test_a_failing_route_answers_a_json_500() -> None:
+    """A bug in a route (an exception nothing turned into an HTTP error) was Starlette's
+    text/plain "Internal Server Error": the one answer left that was not the API's JSON."""
+    app = _echo_app()
+
+    @app.get("/api/broken")
+    async def broken() -> None:
+        raise RuntimeError("a bug")
+
+    server = HttpServer(app, "127.0.0.1", 0)
+    await server.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /api/broken HTTP/1.1\r\nHost: t\r\n\r\n")
+        status, headers, body = await asyncio.wait_for(_response(reader), 10)
+        writer.close()
+        assert (status, headers["content-type"]) == (500, "application/json")
+        assert json.loads(body)["detail"]
+    finally:
+        await server.stop()
+
+
 async def _closed_with_408(reader: asyncio.StreamReader) -> bool:
     status, _, body = await _response(reader)
     return (status == 408 and "0.5 s" in json.loads(body)["detail"]
