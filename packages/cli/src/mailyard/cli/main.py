@@ -13,11 +13,23 @@ from collections.abc import Sequence
 
 import grpc
 
-from mailyard.cli import control, directory, dkim, history, queue, relay, route, tokens, up
+from mailyard.cli import (
+    control,
+    directory,
+    dkim,
+    history,
+    queue,
+    relay,
+    route,
+    tokens,
+    up,
+    vacation,
+)
 from mailyard.cli.qmail_import import command as qmail_import
 from mailyard.core.errors import MailyardError
 
-AREAS = (up, queue, history, directory, relay, route, control, dkim, qmail_import, tokens)
+AREAS = (up, queue, history, directory, vacation, relay, route, control, dkim, qmail_import,
+         tokens)
 
 
 def build_parser() -> argparse.ArgumentParser:

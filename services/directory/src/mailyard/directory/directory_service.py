@@ -309,6 +309,35 @@ class DirectoryService(pb_grpc.DirectoryServicer):
         return redacted(await self._modify("mailbox", pb.Mailbox, address, edit, "mailbox"))
 
     @rpc
+    async def SetAutoresponse(self, request: pb.SetAutoresponseRequest, context: Ctx
+                              ) -> pb.Mailbox:
+        address = validate.address(request.address)
+        auto = validate.autoresponse(request.autoresponse)
+
+        def edit(mailbox: pb.Mailbox) -> None:
+            mailbox.autoresponse.CopyFrom(auto)
+
+        return redacted(await self._modify("mailbox", pb.Mailbox, address, edit, "mailbox"))
+
+    @rpc
+    async def ClearAutoresponse(self, request: pb.AddressRequest, context: Ctx) -> pb.Mailbox:
+        address = validate.address(request.address)
+
+        def edit(mailbox: pb.Mailbox) -> None:
+            mailbox.ClearField("autoresponse")
+
+        return redacted(await self._modify("mailbox", pb.Mailbox, address, edit, "mailbox"))
+
+    @rpc
+    async def GetAutoresponse(self, request: pb.AddressRequest, context: Ctx
+                              ) -> pb.Autoresponse:
+        address = validate.address(request.address)
+        current = await self.store.get(record_key("mailbox", address))
+        if current.value is None:
+            raise not_found(f"no mailbox {address}")
+        return pb.Mailbox.FromString(current.value).autoresponse
+
+    @rpc
     async def ListMailboxes(self, request: pb.ListMailboxesRequest, context: Ctx
                             ) -> pb.ListMailboxesResponse:
         mailboxes, token = self.listings.records(

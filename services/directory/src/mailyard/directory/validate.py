@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from mailyard.api.directory.v1 import directory_pb2 as pb
 from mailyard.core import control, identity, smtproutes
 from mailyard.core.addresses import split, to_ascii_domain
 from mailyard.core.directory import canonical
@@ -99,6 +100,37 @@ def gecos(text: str) -> str:
     if any(not c.isprintable() for c in text):
         raise invalid("gecos must be one line without control characters")
     return text
+
+
+# A vacation message becomes the header and body of a reply local-delivery writes: one line
+# of subject (a CR or LF there would start a header of the sender's choosing), a body of
+# text. 64 KiB is pages of text, and what every reply carries.
+MAX_AUTO_SUBJECT = 200
+MAX_AUTO_BODY = 65536
+
+
+def autoresponse(auto: pb.Autoresponse) -> pb.Autoresponse:
+    """The Autoresponse to store: subject stripped, body with LF line ends; or
+    INVALID_ARGUMENT."""
+    out = pb.Autoresponse()
+    out.CopyFrom(auto)
+    out.subject = auto.subject.strip()
+    if len(out.subject) > MAX_AUTO_SUBJECT:
+        raise invalid(f"vacation subject longer than {MAX_AUTO_SUBJECT} characters")
+    if any(not c.isprintable() for c in out.subject):
+        raise invalid("vacation subject must be one line without control characters")
+    out.body = auto.body.replace("\r\n", "\n").replace("\r", "\n")
+    if not out.body.strip():
+        raise invalid("vacation body is empty")
+    if len(out.body.encode()) > MAX_AUTO_BODY:
+        raise invalid(f"vacation body longer than {MAX_AUTO_BODY} bytes")
+    if any(not c.isprintable() and c not in "\n\t" for c in out.body):
+        raise invalid("vacation body must be text: no control characters but line ends "
+                      "and tabs")
+    if auto.HasField("start") and auto.HasField("end") and (
+            auto.end.ToNanoseconds() <= auto.start.ToNanoseconds()):
+        raise invalid("vacation end must come after its start")
+    return out
 
 
 def control_name(name: str) -> str:

@@ -6,6 +6,9 @@ the CLI's command calls (one code path, one set of checks); OpenAPI at /docs.
     GET    /api/users?domain=             POST   /api/users {address, password, ...}
     DELETE /api/users/{address}           PUT    /api/users/{address}/password|quota|gecos
     PUT    /api/users/{address}/forward   DELETE /api/users/{address}/forward
+    GET    /api/users/{address}/vacation  PUT    /api/users/{address}/vacation
+                                          {subject, body, start, end, enabled}
+    DELETE /api/users/{address}/vacation
     GET    /api/aliases?domain=           POST   /api/aliases {address, targets}
     DELETE /api/aliases/{address}
     GET    /api/lists?domain=             GET    /api/lists/{address}   (with members)
@@ -25,6 +28,7 @@ that is not the documented JSON (unknown field, wrong type) is FastAPI's 422.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
@@ -81,6 +85,22 @@ class Gecos(_Body):
 class Forward(_Body):
     targets: list[str] = Addresses
     keep_copy: bool = False
+
+
+class Vacation(_Body):
+    subject: str = Text
+    body: str = Field(max_length=100_000)  # the directory's own limit is 64 KiB of UTF-8
+    start: datetime | None = None          # ISO 8601; without a zone: UTC
+    end: datetime | None = None
+    enabled: bool = True
+
+    def message(self) -> pb.Autoresponse:
+        auto = pb.Autoresponse(enabled=self.enabled, subject=self.subject, body=self.body)
+        if self.start is not None:
+            auto.start.FromDatetime(self.start)
+        if self.end is not None:
+            auto.end.FromDatetime(self.end)
+        return auto
 
 
 class NewAlias(_Body):
@@ -168,6 +188,19 @@ def mount(app: FastAPI, directory: DirectoryService, control: ControlService) ->
     @app.delete("/api/users/{address}/forward")
     async def clear_forward(address: str) -> dict[str, Any]:
         return to_json(await d.ClearForward(pb.AddressRequest(address=address), ctx()))
+
+    @app.get("/api/users/{address}/vacation")
+    async def get_vacation(address: str) -> dict[str, Any]:
+        return to_json(await d.GetAutoresponse(pb.AddressRequest(address=address), ctx()))
+
+    @app.put("/api/users/{address}/vacation")
+    async def set_vacation(address: str, body: Vacation) -> dict[str, Any]:
+        return to_json(await d.SetAutoresponse(pb.SetAutoresponseRequest(
+            address=address, autoresponse=body.message()), ctx()))
+
+    @app.delete("/api/users/{address}/vacation")
+    async def clear_vacation(address: str) -> dict[str, Any]:
+        return to_json(await d.ClearAutoresponse(pb.AddressRequest(address=address), ctx()))
 
     # -- aliases ---------------------------------------------------------------------------
     @app.get("/api/aliases")

@@ -9,6 +9,7 @@ which every other service reads (and watches) directly.
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -124,6 +125,7 @@ class Mailbox(_message.Message):
     KEEP_COPY_FIELD_NUMBER: _builtins.int
     MAILDIR_FIELD_NUMBER: _builtins.int
     GECOS_FIELD_NUMBER: _builtins.int
+    AUTORESPONSE_FIELD_NUMBER: _builtins.int
     address: _builtins.str
     """local@domain, domain lower case"""
     password_hash: _builtins.str
@@ -145,6 +147,10 @@ class Mailbox(_message.Message):
     """the user's name, as vpopmail's gecos field held it"""
     @_builtins.property
     def forward_to(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def autoresponse(self) -> Global___Autoresponse:
+        """unset: none (local-delivery reads only this field)"""
+
     def __init__(
         self,
         *,
@@ -157,14 +163,60 @@ class Mailbox(_message.Message):
         keep_copy: _builtins.bool = ...,
         maildir: _builtins.str = ...,
         gecos: _builtins.str = ...,
+        autoresponse: Global___Autoresponse | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["autoresponse", b"autoresponse"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "cram_md5_secret", b"cram_md5_secret", "forward_to", b"forward_to", "gecos", b"gecos", "keep_copy", b"keep_copy", "maildir", b"maildir", "password_hash", b"password_hash", "quota_bytes", b"quota_bytes", "quota_messages", b"quota_messages"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "autoresponse", b"autoresponse", "cram_md5_secret", b"cram_md5_secret", "forward_to", b"forward_to", "gecos", b"gecos", "keep_copy", b"keep_copy", "maildir", b"maildir", "password_hash", b"password_hash", "quota_bytes", b"quota_bytes", "quota_messages", b"quota_messages"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Mailbox: _TypeAlias = Mailbox  # noqa: Y015
+
+@_typing.final
+class Autoresponse(_message.Message):
+    """A vacation message: local-delivery answers mail delivered to the mailbox with it (RFC
+    3834: null envelope sender, Auto-Submitted: auto-replied, at most one reply per sender per
+    interval, never to lists, bulk mail, automatic mail or mail not addressed to the mailbox).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENABLED_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    enabled: _builtins.bool
+    """false: kept, not sent"""
+    subject: _builtins.str
+    """one line; "" = "Re: " and the original subject"""
+    body: _builtins.str
+    """UTF-8 text, lines end in LF"""
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """unset: at once"""
+
+    @_builtins.property
+    def end(self) -> _timestamp_pb2.Timestamp:
+        """unset: until cleared or disabled; excluded"""
+
+    def __init__(
+        self,
+        *,
+        enabled: _builtins.bool = ...,
+        subject: _builtins.str = ...,
+        body: _builtins.str = ...,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        end: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "enabled", b"enabled", "end", b"end", "start", b"start", "subject", b"subject"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Autoresponse: _TypeAlias = Autoresponse  # noqa: Y015
 
 @_typing.final
 class Alias(_message.Message):
@@ -442,6 +494,29 @@ class UpgradePasswordHashRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpgradePasswordHashRequest: _TypeAlias = UpgradePasswordHashRequest  # noqa: Y015
+
+@_typing.final
+class SetAutoresponseRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    AUTORESPONSE_FIELD_NUMBER: _builtins.int
+    address: _builtins.str
+    @_builtins.property
+    def autoresponse(self) -> Global___Autoresponse: ...
+    def __init__(
+        self,
+        *,
+        address: _builtins.str = ...,
+        autoresponse: Global___Autoresponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["autoresponse", b"autoresponse"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "autoresponse", b"autoresponse"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetAutoresponseRequest: _TypeAlias = SetAutoresponseRequest  # noqa: Y015
 
 @_typing.final
 class SetGecosRequest(_message.Message):

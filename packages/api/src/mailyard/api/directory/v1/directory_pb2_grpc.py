@@ -149,6 +149,21 @@ class DirectoryStub:
                 request_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.AddressRequest.SerializeToString,
                 response_deserializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.Resolution.FromString,
                 _registered_method=True)
+        self.SetAutoresponse = channel.unary_unary(
+                '/mailyard.directory.v1.Directory/SetAutoresponse',
+                request_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.SetAutoresponseRequest.SerializeToString,
+                response_deserializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.Mailbox.FromString,
+                _registered_method=True)
+        self.ClearAutoresponse = channel.unary_unary(
+                '/mailyard.directory.v1.Directory/ClearAutoresponse',
+                request_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.AddressRequest.SerializeToString,
+                response_deserializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.Mailbox.FromString,
+                _registered_method=True)
+        self.GetAutoresponse = channel.unary_unary(
+                '/mailyard.directory.v1.Directory/GetAutoresponse',
+                request_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.AddressRequest.SerializeToString,
+                response_deserializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.Autoresponse.FromString,
+                _registered_method=True)
 
 
 class DirectoryServicer:
@@ -300,6 +315,29 @@ class DirectoryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetAutoresponse(self, request, context):
+        """The mailbox's vacation message (qmail's autorespond / qmail-autoresponder): replaces the
+        whole Autoresponse; INVALID_ARGUMENT for a subject that is not one line, a body over
+        64 KiB or with control characters, an end not after the start.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClearAutoresponse(self, request, context):
+        """no autoresponse at all
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAutoresponse(self, request, context):
+        """NOT_FOUND: no such mailbox
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DirectoryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -417,6 +455,21 @@ def add_DirectoryServicer_to_server(servicer, server):
                     servicer.Resolve,
                     request_deserializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.AddressRequest.FromString,
                     response_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.Resolution.SerializeToString,
+            ),
+            'SetAutoresponse': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAutoresponse,
+                    request_deserializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.SetAutoresponseRequest.FromString,
+                    response_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.Mailbox.SerializeToString,
+            ),
+            'ClearAutoresponse': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClearAutoresponse,
+                    request_deserializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.AddressRequest.FromString,
+                    response_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.Mailbox.SerializeToString,
+            ),
+            'GetAutoresponse': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAutoresponse,
+                    request_deserializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.AddressRequest.FromString,
+                    response_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.Autoresponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1040,6 +1093,87 @@ class Directory:
             '/mailyard.directory.v1.Directory/Resolve',
             mailyard_dot_directory_dot_v1_dot_directory__pb2.AddressRequest.SerializeToString,
             mailyard_dot_directory_dot_v1_dot_directory__pb2.Resolution.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAutoresponse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mailyard.directory.v1.Directory/SetAutoresponse',
+            mailyard_dot_directory_dot_v1_dot_directory__pb2.SetAutoresponseRequest.SerializeToString,
+            mailyard_dot_directory_dot_v1_dot_directory__pb2.Mailbox.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClearAutoresponse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mailyard.directory.v1.Directory/ClearAutoresponse',
+            mailyard_dot_directory_dot_v1_dot_directory__pb2.AddressRequest.SerializeToString,
+            mailyard_dot_directory_dot_v1_dot_directory__pb2.Mailbox.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAutoresponse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mailyard.directory.v1.Directory/GetAutoresponse',
+            mailyard_dot_directory_dot_v1_dot_directory__pb2.AddressRequest.SerializeToString,
+            mailyard_dot_directory_dot_v1_dot_directory__pb2.Autoresponse.FromString,
             options,
             channel_credentials,
             insecure,

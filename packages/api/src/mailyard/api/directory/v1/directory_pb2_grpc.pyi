@@ -66,6 +66,15 @@ class DirectoryStub:
     """NOT_FOUND: no such list"""
     Resolve: _grpc.UnaryUnaryMultiCallable[_directory_pb2.AddressRequest, _directory_pb2.Resolution]
     """what a delivery to this address does"""
+    SetAutoresponse: _grpc.UnaryUnaryMultiCallable[_directory_pb2.SetAutoresponseRequest, _directory_pb2.Mailbox]
+    """The mailbox's vacation message (qmail's autorespond / qmail-autoresponder): replaces the
+    whole Autoresponse; INVALID_ARGUMENT for a subject that is not one line, a body over
+    64 KiB or with control characters, an end not after the start.
+    """
+    ClearAutoresponse: _grpc.UnaryUnaryMultiCallable[_directory_pb2.AddressRequest, _directory_pb2.Mailbox]
+    """no autoresponse at all"""
+    GetAutoresponse: _grpc.UnaryUnaryMultiCallable[_directory_pb2.AddressRequest, _directory_pb2.Autoresponse]
+    """NOT_FOUND: no such mailbox"""
 
 @_typing.type_check_only
 class DirectoryAsyncStub(DirectoryStub):
@@ -102,6 +111,15 @@ class DirectoryAsyncStub(DirectoryStub):
     """NOT_FOUND: no such list"""
     Resolve: _aio.UnaryUnaryMultiCallable[_directory_pb2.AddressRequest, _directory_pb2.Resolution]  # type: ignore[assignment]
     """what a delivery to this address does"""
+    SetAutoresponse: _aio.UnaryUnaryMultiCallable[_directory_pb2.SetAutoresponseRequest, _directory_pb2.Mailbox]  # type: ignore[assignment]
+    """The mailbox's vacation message (qmail's autorespond / qmail-autoresponder): replaces the
+    whole Autoresponse; INVALID_ARGUMENT for a subject that is not one line, a body over
+    64 KiB or with control characters, an end not after the start.
+    """
+    ClearAutoresponse: _aio.UnaryUnaryMultiCallable[_directory_pb2.AddressRequest, _directory_pb2.Mailbox]  # type: ignore[assignment]
+    """no autoresponse at all"""
+    GetAutoresponse: _aio.UnaryUnaryMultiCallable[_directory_pb2.AddressRequest, _directory_pb2.Autoresponse]  # type: ignore[assignment]
+    """NOT_FOUND: no such mailbox"""
 
 class DirectoryServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -273,5 +291,32 @@ class DirectoryServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_directory_pb2.Resolution, _abc.Awaitable[_directory_pb2.Resolution]]:
         """what a delivery to this address does"""
+
+    @_abc_1.abstractmethod
+    def SetAutoresponse(
+        self,
+        request: _directory_pb2.SetAutoresponseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_directory_pb2.Mailbox, _abc.Awaitable[_directory_pb2.Mailbox]]:
+        """The mailbox's vacation message (qmail's autorespond / qmail-autoresponder): replaces the
+        whole Autoresponse; INVALID_ARGUMENT for a subject that is not one line, a body over
+        64 KiB or with control characters, an end not after the start.
+        """
+
+    @_abc_1.abstractmethod
+    def ClearAutoresponse(
+        self,
+        request: _directory_pb2.AddressRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_directory_pb2.Mailbox, _abc.Awaitable[_directory_pb2.Mailbox]]:
+        """no autoresponse at all"""
+
+    @_abc_1.abstractmethod
+    def GetAutoresponse(
+        self,
+        request: _directory_pb2.AddressRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_directory_pb2.Autoresponse, _abc.Awaitable[_directory_pb2.Autoresponse]]:
+        """NOT_FOUND: no such mailbox"""
 
 def add_DirectoryServicer_to_server(servicer: DirectoryServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

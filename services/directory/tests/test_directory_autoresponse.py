@@ -1,0 +1,138 @@
+"""A mailbox's vacation message (Mailbox.autoresponse) through gRPC, the HTTP API and the
+`mailyard vacation` commands: stored where local-delivery reads it, and refused when a
+subject or body could carry a header into the reply."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+import pytest
+
+from mailyard.api.directory.v1 import directory_pb2 as pb
+from mailyard.api.directory.v1 import directory_pb2_grpc
+from mailyard.core.directory import DirectoryView
+
+from .conftest import code_of, wait_until
+from .test_directory_cli import directory, run  # noqa: F401  (the fixture)
+from .test_directory_http import Call, api  # noqa: F401  (the fixture)
+
+Stub = directory_pb2_grpc.DirectoryStub
+
+
+def _auto(**fields: Any) -> pb.Autoresponse:
+    return pb.Autoresponse(enabled=True, **fields)
+
+
+async def test_set_get_clear_autoresponse(example: Stub, reader: DirectoryView) -> None:
+    await example.AddMailbox(pb.AddMailboxRequest(address="joe@example.com", password="x" * 9))
+    auto = _auto(subject="Away  ", body="Back on Monday.\r\nJoe\r\n")
+    auto.start.FromDatetime(datetime(2030, 7, 1, tzinfo=UTC))
+    auto.end.FromDatetime(datetime(2030, 7, 15, tzinfo=UTC))
+    mailbox = await example.SetAutoresponse(pb.SetAutoresponseRequest(
+        address="Joe@Example.com", autoresponse=auto))
+    assert mailbox.address == "joe@example.com" and mailbox.password_hash == "*"  # noqa: S105 (redacted)
+    stored = mailbox.autoresponse
+    assert (stored.subject, stored.body) == ("Away", "Back on Monday.\nJoe\n")
+    assert stored.end.ToDatetime(tzinfo=UTC) == datetime(2030, 7, 15, tzinfo=UTC)
+
+    got = await example.GetAutoresponse(pb.AddressRequest(address="joe@example.com"))
+    assert got == stored
+    await wait_until(reader, lambda: (m := reader.mailbox("joe@example.com")) is not None
+                     and m.HasField("autoresponse"))
+    assert reader.mailbox("joe@example.com").autoresponse == stored  # type: ignore[union-attr]
+
+    cleared = await example.ClearAutoresponse(pb.AddressRequest(address="joe@example.com"))
+    assert not cleared.HasField("autoresponse")
+    assert await example.GetAutoresponse(pb.AddressRequest(address="joe@example.com")
+                                         ) == pb.Autoresponse()
+
+
+@pytest.mark.parametrize(("fields", "words"), [
+    ({"subject": "Away\r\nBcc: victim@example.net", "body": "x"}, "subject"),
+    ({"subject": "Away\x1b[2J", "body": "x"}, "subject"),
+    ({"subject": "x" * 999, "body": "x"}, "subject"),
+    ({"subject": "Away", "body": "a\x00b"}, "body"),
+    ({"subject": "Away", "body": "x" * 70_000}, "body"),
+    ({"subject": "Away", "body": ""}, "body"),
+])
+async def test_set_autoresponse_refuses_what_could_break_the_reply(
+        example: Stub, fields: dict[str, str], words: str) -> None:
+    await example.AddMailbox(pb.AddMailboxRequest(address="joe@example.com", password="x" * 9))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await example.SetAutoresponse(pb.SetAutoresponseRequest(
+            address="joe@example.com", autoresponse=_auto(**fields)))
+    assert code_of(info) == grpc.StatusCode.INVALID_ARGUMENT
+    assert words in (info.value.details() or "")
+
+
+async def test_autoresponse_end_before_start_and_unknown_mailbox(example: Stub) -> None:
+    await example.AddMailbox(pb.AddMailboxRequest(address="joe@example.com", password="x" * 9))
+    auto = _auto(body="x")
+    auto.start.FromDatetime(datetime(2030, 7, 15, tzinfo=UTC))
+    auto.end.FromDatetime(datetime(2030, 7, 1, tzinfo=UTC))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await example.SetAutoresponse(pb.SetAutoresponseRequest(address="joe@example.com",
+                                                                autoresponse=auto))
+    assert code_of(info) == grpc.StatusCode.INVALID_ARGUMENT
+    assert "end" in (info.value.details() or "")
+    for call in (example.SetAutoresponse(pb.SetAutoresponseRequest(
+                     address="ann@example.com", autoresponse=_auto(body="x"))),
+                 example.ClearAutoresponse(pb.AddressRequest(address="ann@example.com")),
+                 example.GetAutoresponse(pb.AddressRequest(address="ann@example.com"))):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call
+        assert code_of(info) == grpc.StatusCode.NOT_FOUND
+
+
+def test_vacation_over_http(api: tuple[Call, dict[str, str]]) -> None:  # noqa: F811
+    call, tokens = api
+    assert call("POST", "/domains", {"name": "example.com"})[0] == 201
+    assert call("POST", "/users", {"address": "joe@example.com", "password": "x" * 9})[0] == 201
+    status, body = call("PUT", "/users/joe@example.com/vacation", {
+        "subject": "Away", "body": "Back soon.\n", "start": "2030-07-01T00:00:00Z",
+        "end": "2030-07-15T00:00:00+02:00"})
+    assert status == 200, body
+    assert body["autoresponse"] == {"enabled": True, "subject": "Away", "body": "Back soon.\n",
+                                    "start": "2030-07-01T00:00:00Z",
+                                    "end": "2030-07-14T22:00:00Z"}
+    assert call("GET", "/users/joe@example.com/vacation", token=tokens["read"]) == (
+        200, body["autoresponse"])
+    status, err = call("PUT", "/users/joe@example.com/vacation",
+                       {"subject": "a\nBcc: x@example.net", "body": "x"})
+    assert status == 400 and "subject" in err["detail"]
+    assert call("PUT", "/users/joe@example.com/vacation", {"body": "x"},
+                token=tokens["read"])[0] == 403
+    status, body = call("DELETE", "/users/joe@example.com/vacation")
+    assert status == 200 and "autoresponse" not in body
+    assert call("GET", "/users/ann@example.com/vacation")[0] == 404
+
+
+def test_vacation_commands(directory: str, capsys: Any,  # noqa: F811
+                           monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    run(capsys, "domain", "add", "example.com")
+    run(capsys, "user", "add", "joe@example.com", "--password-stdin", stdin="a long secret\n",
+        monkeypatch=monkeypatch)
+    text = tmp_path / "away.txt"
+    text.write_text("Back on Monday.\nJoe\n")
+    code, out, err = run(capsys, "vacation", "set", "joe@example.com", "--subject", "Away",
+                         "--body-file", str(text), "--until", "2030-07-15")
+    assert (code, err) == (0, "")
+    assert out == ("joe@example.com\ton\tsubject=Away\tuntil=2030-07-15T00:00:00Z\n"
+                   "Back on Monday.\nJoe\n")
+    assert run(capsys, "vacation", "show", "joe@example.com")[1] == out
+    code, out, _ = run(capsys, "vacation", "set", "joe@example.com", "--body-file", "-",
+                       "--off", stdin="Gone.\n", monkeypatch=monkeypatch)
+    assert (code, out) == (0, "joe@example.com\toff\tsubject=(Re: original)\nGone.\n")
+    with pytest.raises(SystemExit) as exited:  # argparse's usage error, no traceback
+        run(capsys, "vacation", "set", "joe@example.com", "--body", "x", "--from", "next week")
+    assert exited.value.code == 2 and "argument --from: not an ISO 8601" in capsys.readouterr().err
+    code, _, err = run(capsys, "vacation", "set", "joe@example.com", "--body-file",
+                       str(tmp_path / "missing"))
+    assert code == 1 and err.startswith("mailyard: ") and "Traceback" not in err
+    assert run(capsys, "vacation", "clear", "joe@example.com")[:2] == (
+        0, "joe@example.com\tnone\n")
+    assert run(capsys, "vacation", "show", "joe@example.com")[1] == "joe@example.com\tnone\n"
+    code, _, err = run(capsys, "vacation", "show", "ann@example.com")
+    assert code == 1 and "NOT_FOUND" in err
