@@ -76,6 +76,7 @@ KV_CRAM = "cram_challenges"
 KV_LOCKS = "locks"              # leader election (queue)
 KV_REMOTE_MEMBERS = "remote_members"  # live remote-delivery replicas (heartbeat, TTL)
 KV_GREYLIST = "greylist"        # smtp-ingress greylisting triplets (TTL)
+KV_AUTOREPLIES = "autoreplies"  # local-delivery: (mailbox, sender) pairs answered (TTL)
 
 DUPLICATE_WINDOW = 120.0        # seconds a Nats-Msg-Id is remembered
 MAX_REPLICAS = 5                # JetStream's limit for a stream or bucket

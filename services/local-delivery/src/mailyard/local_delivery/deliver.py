@@ -2,7 +2,8 @@
 
 For each recipient: loop check on the Delivered-To lines already in the header, expand the
 address (resolve.py), write each mailbox copy with `Return-Path:` and `Delivered-To:`
-prepended (Maildir++, quota checked first), and reinject forwards and list mail. One
+prepended (Maildir++, quota checked first), reinject forwards and list mail, and, once the
+recipient is delivered, send the vacation replies of its mailboxes (autoreply.py). One
 recipient's trouble (over quota, a loop, a full disk) never changes another's outcome.
 
 Replies keep qmail's wording with the enhanced code in "(#x.y.z)", since people grep for them.
@@ -35,7 +36,7 @@ from mailyard.core.directory import DirectoryView, canonical
 from mailyard.core.errors import MailyardError, SpoolError
 from mailyard.core.identity import POSTMASTER_NAMES, Identity
 from mailyard.core.spool import Spool
-from mailyard.local_delivery import maildir, metrics, quota, reinject, resolve
+from mailyard.local_delivery import autoreply, maildir, metrics, quota, reinject, resolve
 from mailyard.local_delivery.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ class Deliverer:
         self.spool = spool
         self.js = js
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="maildir")
+        self.autoresponder = autoreply.Autoresponder(settings, spool, js)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -175,6 +177,10 @@ class Deliverer:
         if exp.deleted:
             return _result(recipient, Outcome.OUTCOME_DELIVERED,
                            "message deleted by the domain's catch-all", "2.0.0")
+        for mailbox in exp.mailboxes.values():
+            # a field test per mailbox: the header is read only where a reply is on
+            if mailbox.HasField("autoresponse") and mailbox.autoresponse.enabled:
+                await self.autoresponder.after_delivery(job, message.data, address, mailbox)
         return _result(recipient, Outcome.OUTCOME_DELIVERED, "delivered", "2.0.0")
 
     async def _to_mailbox(self, job: DeliveryJob, mailbox: pb.Mailbox,

@@ -19,7 +19,17 @@ DELIVERED_BYTES = Counter(
     "mailyard_local_delivered_bytes",
     "Bytes written into mailboxes (with the prepended Return-Path/Delivered-To lines).",
 )
+AUTOREPLIES = Counter(
+    "mailyard_local_autoreplies",
+    "Deliveries to a mailbox with a vacation message on, by what became of the reply: "
+    "sent, repeat (answered within the interval), excluded (RFC 3834: list, bulk, automatic "
+    "or not addressed to the mailbox), inactive (off, or outside its dates), failed.",
+    ["result"],
+)
 
 RESULTS = ("delivered", "deferred", "failed")
+AUTOREPLY_RESULTS = ("sent", "repeat", "excluded", "inactive", "failed")
 for _result in RESULTS:  # export zeroes, so rate() works from the first scrape
     DELIVERIES.labels(_result)
+for _result in AUTOREPLY_RESULTS:
+    AUTOREPLIES.labels(_result)

@@ -6,7 +6,8 @@ Envelope senders:
 - a forward keeps the original sender (vpopmail, qmail without SRS): bounces of the
   forwarded copy go to whoever wrote the message;
 - list mail gets the list owner as sender, so members' bounces reach the owner and not
-  the author (ezmlm's reason for its own return path).
+  the author (ezmlm's reason for its own return path);
+- a vacation reply (autoreply.py) goes from <> (RFC 3834 3.3), so nothing answers it.
 
 The bytes carry our Delivered-To line, which is what stops a forward cycle: when the copy
 comes back to the same address the loop check in deliver.py bounces it.
@@ -17,7 +18,13 @@ from __future__ import annotations
 from nats.js import JetStreamContext
 
 from mailyard.api.mail.v1.delivery_pb2 import DeliveryJob
-from mailyard.api.mail.v1.envelope_pb2 import ORIGIN_FORWARD, ORIGIN_LIST, Envelope, Origin
+from mailyard.api.mail.v1.envelope_pb2 import (
+    ORIGIN_AUTOREPLY,
+    ORIGIN_FORWARD,
+    ORIGIN_LIST,
+    Envelope,
+    Origin,
+)
 from mailyard.core.inject import inject
 from mailyard.core.spool import Spool
 
@@ -42,3 +49,11 @@ async def to_list(spool: Spool, js: JetStreamContext, job: DeliveryJob, owner: s
                   members: list[str], data: bytes) -> str:
     return await send(spool, js, job, origin=ORIGIN_LIST, sender=owner,
                       recipients=members, data=data)
+
+
+async def autoreply(spool: Spool, js: JetStreamContext, recipient: str, data: bytes, *,
+                    smtputf8: bool) -> str:
+    envelope = Envelope(origin=ORIGIN_AUTOREPLY, sender="", recipients=[recipient],
+                        smtputf8=smtputf8)
+    stored = await inject(spool, js, envelope, data)
+    return stored.queue_id

@@ -35,6 +35,11 @@ class Settings(ServiceSettings):
     mail_uid: int | None = Field(default=None, ge=1)
     mail_gid: int | None = Field(default=None, ge=1)
 
+    # Vacation replies: at most one per (mailbox, sender) in this many seconds (vacation(1)'s
+    # default week). Also the TTL of the KV bucket that remembers the pairs, hence bounded:
+    # a minute at least, a year at most.
+    autoreply_interval: float = Field(default=7 * 86400.0, ge=60, le=366 * 86400)
+
     @field_validator("program_delivery")
     @classmethod
     def _no_programs(cls, value: bool) -> bool:

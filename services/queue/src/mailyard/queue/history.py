@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 NULL_SENDER = "<>"
 ORIGINS = {epb.ORIGIN_SMTP: "smtp", epb.ORIGIN_BOUNCE: "bounce",
            epb.ORIGIN_DOUBLE_BOUNCE: "double_bounce", epb.ORIGIN_FORWARD: "forward",
-           epb.ORIGIN_LIST: "list"}
+           epb.ORIGIN_LIST: "list", epb.ORIGIN_AUTOREPLY: "autoreply"}
 
 
 def address_key(address: str) -> str:

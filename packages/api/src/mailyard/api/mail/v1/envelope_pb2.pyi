@@ -35,6 +35,8 @@ class _OriginEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Origin.ValueTy
     ORIGIN_DOUBLE_BOUNCE: _Origin.ValueType  # 3
     ORIGIN_FORWARD: _Origin.ValueType  # 4
     ORIGIN_LIST: _Origin.ValueType  # 5
+    ORIGIN_AUTOREPLY: _Origin.ValueType  # 6
+    """a mailbox's vacation message (sender <>)"""
 
 class Origin(_Origin, metaclass=_OriginEnumTypeWrapper):
     """Why a message entered the queue; bounces of bounces go to the postmaster (qmail's
@@ -47,6 +49,8 @@ ORIGIN_BOUNCE: Origin.ValueType  # 2
 ORIGIN_DOUBLE_BOUNCE: Origin.ValueType  # 3
 ORIGIN_FORWARD: Origin.ValueType  # 4
 ORIGIN_LIST: Origin.ValueType  # 5
+ORIGIN_AUTOREPLY: Origin.ValueType  # 6
+"""a mailbox's vacation message (sender <>)"""
 Global___Origin: _TypeAlias = Origin  # noqa: Y015
 
 @_typing.final
