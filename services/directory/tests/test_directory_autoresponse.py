@@ -4,7 +4,9 @@ subject or body could carry a header into the reply."""
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -12,7 +14,10 @@ import pytest
 
 from mailyard.api.directory.v1 import directory_pb2 as pb
 from mailyard.api.directory.v1 import directory_pb2_grpc
+from mailyard.cli.qmail_import.apply import Applier, Options
+from mailyard.cli.qmail_import.plan import Sources, build
 from mailyard.core.directory import DirectoryView
+from tests.qmail_tree import build as build_tree
 
 from .conftest import code_of, wait_until
 from .test_directory_cli import directory, run  # noqa: F401  (the fixture)
@@ -136,3 +141,26 @@ def test_vacation_commands(directory: str, capsys: Any,  # noqa: F811
     assert run(capsys, "vacation", "show", "joe@example.com")[1] == "joe@example.com\tnone\n"
     code, _, err = run(capsys, "vacation", "show", "ann@example.com")
     assert code == 1 and "NOT_FOUND" in err
+
+
+def test_qmail_import_sets_and_clears_the_vacation_message(directory: str,  # noqa: F811
+                                                           tmp_path: Path) -> None:
+    tree = build_tree(tmp_path / "old")
+    d = tree.domain_dir("example.test")
+    tree.write("joe/.qmail", "|qmail-autoresponder ./autoresponse\n./Maildir/\n", d)
+    tree.write("joe/autoresponse/message.txt", "Subject: Out of office\n\nAway.\n", d)
+    sources = Sources(qmail_dir=tree.qmail, vpopmail_dir=tree.vpopmail, tcp_smtp=None,
+                      open_smtp=tmp_path / "no-open-smtp")
+    out = io.StringIO()
+    Applier(build(sources, now=tree.now), Options(mail_dir=tmp_path / "mail"), out).run()
+    assert "vacation joe@example.test: set\n" in out.getvalue()
+    stub = directory_pb2_grpc.DirectoryStub(grpc.insecure_channel(directory))
+    assert stub.GetAutoresponse(pb.AddressRequest(address="joe@example.test")) == \
+        pb.Autoresponse(enabled=True, subject="Out of office", body="Away.\n")
+
+    tree.write("joe/.qmail", "./Maildir/\n", d)  # turned off on the old host since
+    out = io.StringIO()
+    Applier(build(sources, now=tree.now), Options(mail_dir=tmp_path / "mail"), out).run()
+    assert "vacation joe@example.test: cleared\n" in out.getvalue()
+    assert stub.GetAutoresponse(pb.AddressRequest(address="joe@example.test")
+                                ) == pb.Autoresponse()

@@ -212,6 +212,14 @@ class Applier:
         elif existing is not None and existing.forward_to:
             self.directory.ClearForward(pb.AddressRequest(address=plan.address))
             self.say(f"forward {plan.address}: cleared")
+        # the vacation message follows the old host's .qmail like the forward does
+        if plan.autoresponse.body:
+            self.directory.SetAutoresponse(pb.SetAutoresponseRequest(
+                address=plan.address, autoresponse=plan.autoresponse))
+            self.say(f"vacation {plan.address}: set")
+        elif existing is not None and existing.HasField("autoresponse"):
+            self.directory.ClearAutoresponse(pb.AddressRequest(address=plan.address))
+            self.say(f"vacation {plan.address}: cleared")
 
     def _alias(self, address: str, targets: list[str]) -> None:
         existing = self.aliases.get(address)

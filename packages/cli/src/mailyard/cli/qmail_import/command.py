@@ -82,6 +82,8 @@ def describe(plan: Plan, out: Any = sys.stdout) -> None:
         if m.forward_to:
             fields.append(f"forward={','.join(m.forward_to)}")
             fields.append(f"keep_copy={'yes' if m.keep_copy else 'no'}")
+        if m.autoresponse.body:
+            fields.append(f"vacation=on subject={m.autoresponse.subject or '(Re: original)'}")
         print("\t".join(fields) + f"\t({m.source})", file=out)
     for a in plan.aliases:
         print(f"alias {a.address}\t-> {','.join(a.targets)}\t({a.source})", file=out)

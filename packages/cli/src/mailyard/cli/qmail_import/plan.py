@@ -12,13 +12,22 @@ from __future__ import annotations
 
 import posixpath
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from google.protobuf.message import Message
 
 from mailyard.api.directory.v1 import directory_pb2 as pb
-from mailyard.cli.qmail_import import assign, controlfiles, dotqmail, names, tcprules, vpasswd
+from mailyard.cli.qmail_import import (
+    assign,
+    autoresponders,
+    controlfiles,
+    dotqmail,
+    names,
+    tcprules,
+    vpasswd,
+)
 from mailyard.cli.qmail_import.problems import Problems
 from mailyard.cli.qmail_import.sourcefile import Unreadable, read_lines
 
@@ -53,6 +62,8 @@ class MailboxPlan:
     source: str                            # vpasswd file:line
     forward_to: list[str] = field(default_factory=list)
     keep_copy: bool = False
+    # the vacation message of an autoresponder line in its .qmail; empty: none
+    autoresponse: pb.Autoresponse = field(default_factory=pb.Autoresponse)
 
 
 @dataclass
@@ -187,7 +198,7 @@ def _domain(src: Sources, assigned: assign.AssignedDomain, plan: Plan) -> None:
                                  f"{local[:-8]}-): Mailyard has no extension addresses")
             continue
         if local in mailboxes:
-            _forward(dot, mailboxes[local], by_maildir, problems)
+            _forward(dot, mailboxes[local], by_maildir, problems, home, src.local)
             continue
         targets, _ = _targets(dot, None, by_maildir, problems)
         if not targets:
@@ -215,7 +226,7 @@ def _domain(src: Sources, assigned: assign.AssignedDomain, plan: Plan) -> None:
         lines = _read(user_dot, problems)
         if lines is not None:
             dot = dotqmail.parse(lines, user_dot, mailbox.user.home, problems)
-            _forward(dot, mailbox, by_maildir, problems)
+            _forward(dot, mailbox, by_maildir, problems, mailbox.user.home, src.local)
 
 
 def _dot_files(local_home: Path, problems: Problems) -> dict[str, Path]:
@@ -265,7 +276,16 @@ def _targets(dot: dotqmail.DotQmail, own_maildir: str | None, by_maildir: dict[s
 
 
 def _forward(dot: dotqmail.DotQmail, mailbox: MailboxPlan, by_maildir: dict[str, str],
-             problems: Problems) -> None:
+             problems: Problems, home: str, local: Callable[[str], Path]) -> None:
+    """`home`: where the .qmail's deliveries ran (its relative paths start there)."""
+    for program in [p for p in dot.programs if autoresponders.is_autoresponder(p)]:
+        dot.programs.remove(program)
+        auto, why = autoresponders.autoresponse(program, home, local)
+        if auto is None:
+            problems.unsupported(dot.path, program.line, f"{program.describe()}: {why}; "
+                                 "not imported")
+        else:
+            mailbox.autoresponse = auto
     own = posixpath.normpath(mailbox.user.home + "/Maildir")
     targets, keep_copy = _targets(dot, own, by_maildir, problems)
     if mailbox.address in targets:      # &joe@example.com in joe's own .qmail: a copy

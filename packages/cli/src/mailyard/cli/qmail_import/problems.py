@@ -6,8 +6,8 @@ Two kinds, because they call for different answers from the postmaster:
   name with a space). The import writes nothing while any is left, unless --skip-bad says
   to leave those lines behind.
 - "unsupported": the line is valid on qmail but Mailyard has no equivalent (`|ezmlm-send`,
-  an autoresponder, `=host` rules in tcp.smtp, system-user domains in control/locals). It is
-  reported and the rest is imported.
+  an autoresponder of an address without a mailbox, `=host` rules in tcp.smtp, system-user
+  domains in control/locals). It is reported and the rest is imported.
 """
 
 from __future__ import annotations
