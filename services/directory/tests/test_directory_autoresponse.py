@@ -164,3 +164,18 @@ def test_qmail_import_sets_and_clears_the_vacation_message(directory: str,  # no
     assert "vacation joe@example.test: cleared\n" in out.getvalue()
     assert stub.GetAutoresponse(pb.AddressRequest(address="joe@example.test")
                                 ) == pb.Autoresponse()
+
+
+async def test_text_with_no_break_spaces_and_emoji_sequences_is_taken(example: Stub) -> None:
+    # NBSP (pasted from word processors, Latin-1 message files), ZWJ and variation selectors
+    # (emoji sequences) are text; only what ends a line or controls a terminal is refused
+    await example.AddMailbox(pb.AddMailboxRequest(address="joe@example.com", password="x" * 9))
+    subject, body = "Férias\u00a0🏖\ufe0f", "Olá,\u00a0volto segunda. 👨\u200d👩\u200d👧\n"
+    mailbox = await example.SetAutoresponse(pb.SetAutoresponseRequest(
+        address="joe@example.com", autoresponse=_auto(subject=subject, body=body)))
+    assert (mailbox.autoresponse.subject, mailbox.autoresponse.body) == (subject, body)
+    for bad in ("a\u2028b", "a\x85b", "a\x1b[2Jb"):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await example.SetAutoresponse(pb.SetAutoresponseRequest(
+                address="joe@example.com", autoresponse=_auto(subject=bad, body="x")))
+        assert code_of(info) == grpc.StatusCode.INVALID_ARGUMENT

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 
 from mailyard.api.directory.v1 import directory_pb2 as pb
 from mailyard.core import control, identity, smtproutes
@@ -109,6 +110,13 @@ MAX_AUTO_SUBJECT = 200
 MAX_AUTO_BODY = 65536
 
 
+def _breaks_text(c: str) -> bool:
+    """A control character (C0, DEL, C1: line ends, escapes) or a line / paragraph
+    separator. Not str.isprintable(), which also refuses the no-break space and the
+    zero-width joiner of emoji sequences: text people write."""
+    return unicodedata.category(c) in ("Cc", "Zl", "Zp")
+
+
 def autoresponse(auto: pb.Autoresponse) -> pb.Autoresponse:
     """The Autoresponse to store: subject stripped, body with LF line ends; or
     INVALID_ARGUMENT."""
@@ -117,14 +125,14 @@ def autoresponse(auto: pb.Autoresponse) -> pb.Autoresponse:
     out.subject = auto.subject.strip()
     if len(out.subject) > MAX_AUTO_SUBJECT:
         raise invalid(f"vacation subject longer than {MAX_AUTO_SUBJECT} characters")
-    if any(not c.isprintable() for c in out.subject):
+    if any(_breaks_text(c) for c in out.subject):
         raise invalid("vacation subject must be one line without control characters")
     out.body = auto.body.replace("\r\n", "\n").replace("\r", "\n")
     if not out.body.strip():
         raise invalid("vacation body is empty")
     if len(out.body.encode()) > MAX_AUTO_BODY:
         raise invalid(f"vacation body longer than {MAX_AUTO_BODY} bytes")
-    if any(not c.isprintable() and c not in "\n\t" for c in out.body):
+    if any(_breaks_text(c) and c not in "\n\t" for c in out.body):
         raise invalid("vacation body must be text: no control characters but line ends "
                       "and tabs")
     if auto.HasField("start") and auto.HasField("end") and (

@@ -23,7 +23,7 @@ _NAME = re.compile(r"[!-9;-~]+")
 # RFC 5322 msg-id as found in the wild: printable ASCII without spaces or angle brackets
 _MSG_ID = re.compile(r"<[!-;=?-~]{1,250}>")
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
-_SPACES = re.compile(r"\s+")
+_SPACES = re.compile(r"[ \t]+")  # after _CONTROLS: a no-break space is text, kept
 
 
 @dataclass
