@@ -198,6 +198,9 @@ async def test_failing_reply_leaves_the_delivery_alone(env: Env) -> None:
     await _deliver(env, ANN, _msg())
     assert len(env.messages(JOE)) == 1
     assert await env.todo_count() == 0 and _metric("failed") == failed + 1
+    # the bucket, made elsewhere without a TTL, was given the interval as its TTL
+    info = await env.js.stream_info(f"KV_{bus.KV_AUTOREPLIES}")
+    assert info.config.max_age == 7 * 86400 and info.config.max_bytes == 1
 
 
 async def test_a_mailbox_without_autoresponse_is_not_read_for_one(env: Env) -> None:
