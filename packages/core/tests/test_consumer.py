@@ -8,16 +8,19 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailyard.api.mail.v1.delivery_pb2 import (
     CHANNEL_REMOTE,
     OUTCOME_DELIVERED,
+    OUTCOME_FAILED,
     DeliveryJob,
     DeliveryResult,
     RecipientResult,
 )
 from mailyard.core import bus
-from mailyard.core.consumer import JobConsumer
+from mailyard.core.consumer import CUT_MARK, RESULT_HEADROOM, JobConsumer, fitted
 
 CHANNEL = "remote"
 
@@ -284,3 +287,52 @@ async def test_ready_again_after_recreation_with_no_jobs_waiting(
     await js.delete_stream(bus.JOBS_STREAM)
     await eventually(lambda: asyncio.sleep(0, not consumer.ready))
     await eventually(lambda: asyncio.sleep(0, consumer.ready))  # no job published
+
+
+async def test_a_result_larger_than_one_nats_message_is_published_with_its_replies_cut(
+        js: Any, stoppers: list[JobConsumer]) -> None:
+    """A next hop may answer each RCPT with up to 32 KB of reply: 40 recipients made a
+    result over nats-server's max_payload (1 MiB), which JetStream never took, so the job
+    was held and retried for ever, never delivered, deferred or bounced. Each reply is cut
+    to what fits, keeping its start (code and enhanced status), and every outcome."""
+    await consumer_config(js)
+    j = DeliveryJob(job_id="Q1.1", queue_id="Q1", channel=CHANNEL_REMOTE, sender="a@x.test",
+                    recipients=[f"u{n}@y.test" for n in range(40)], domain="y.test")
+    long = "550-5.1.1 " + "\u00e9" * 16_000  # 32 KB of UTF-8, cut inside a character
+
+    async def handler(job_: DeliveryJob) -> DeliveryResult:
+        return DeliveryResult(job_id=job_.job_id, queue_id=job_.queue_id, channel=CHANNEL_REMOTE,
+                              results=[RecipientResult(recipient=r, outcome=OUTCOME_FAILED,
+                                                       reply=long, enhanced_code="5.1.1")
+                                       for r in job_.recipients])
+
+    consumer = JobConsumer(js, CHANNEL, handler, limit=lambda: 5, ack_wait=30)
+    await consumer.start()
+    stoppers.append(consumer)
+    await publish_jobs(js, j)
+    [out] = await results(js, 1)
+    assert [r.recipient for r in out.results] == list(j.recipients)
+    assert all(r.outcome == OUTCOME_FAILED and r.enhanced_code == "5.1.1" for r in out.results)
+    assert all(r.reply.startswith("550-5.1.1 \u00e9") and len(r.reply) < len(long)
+               for r in out.results)
+    assert out.ByteSize() <= js._nc.max_payload
+    await eventually(lambda: _equals(pending(js), (0, 0, 0)))
+
+
+@settings(deadline=2000, max_examples=60)
+@given(replies=st.lists(st.text(max_size=3000), max_size=60),
+       max_payload=st.integers(min_value=8192, max_value=200_000))
+def test_fitted_results_fit_and_keep_every_outcome(replies: list[str], max_payload: int) -> None:
+    result = DeliveryResult(job_id="Q1.1", queue_id="Q1", channel=CHANNEL_REMOTE,
+                            results=[RecipientResult(recipient=f"u{n}@y.test", reply=reply,
+                                                     outcome=OUTCOME_FAILED)
+                                     for n, reply in enumerate(replies)])
+    out = fitted(result, max_payload)
+    assert out.ByteSize() <= max_payload - RESULT_HEADROOM
+    if result.ByteSize() <= max_payload - RESULT_HEADROOM:
+        assert out is result
+    for before, after in zip(result.results, out.results, strict=True):
+        assert (after.recipient, after.outcome) == (before.recipient, before.outcome)
+        assert after.reply == before.reply or (
+            after.reply.endswith(CUT_MARK)
+            and before.reply.startswith(after.reply[:-len(CUT_MARK)]))

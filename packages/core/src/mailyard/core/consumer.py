@@ -44,6 +44,13 @@ from mailyard.core.logs import queue_id_var
 
 log = logging.getLogger(__name__)
 RESULT_RETRY_MAX = 10.0  # seconds between tries to publish a kept result, at most
+# A result is one NATS message (max_payload, 1 MiB by default) and a next hop may answer
+# each recipient with up to 32 KB: 40 such replies made a result JetStream never took, and
+# the job was kept and retried for ever, never delivered, deferred or bounced. Replies are
+# cut to what fits (fitted), keeping their start; this much is left for the message's
+# headers (Nats-Msg-Id) and the rest of the result.
+RESULT_HEADROOM = 4096
+CUT_MARK = " [...]"
 BUSY_WAIT = 0.02  # seconds a multi-message pull may wait when nothing was waiting after all
 
 
@@ -231,6 +238,7 @@ class JobConsumer:
         refusing writes): the job stays in flight, kept by progress acks, so it is not
         delivered again meanwhile (a full volume once redelivered the same messages every
         90 s). False only when stopping first."""
+        result = fitted(result, self.js._nc.max_payload)
         wait = 1.0
         while True:
             try:
@@ -277,3 +285,30 @@ class JobConsumer:
                 self.on_settled(job, result, time.monotonic() - started)
         finally:
             queue_id_var.reset(token)
+
+
+def fitted(result: DeliveryResult, max_payload: int) -> DeliveryResult:
+    """`result`, or a copy whose longest replies are cut (each to the same length, on a
+    character boundary, marked) so that it fits one NATS message. Outcomes, codes and
+    recipients are never changed: only the text a person reads is shortened."""
+    budget = max_payload - RESULT_HEADROOM
+    size = result.ByteSize()
+    if size <= budget:
+        return result
+    lengths = sorted(len(r.reply.encode()) for r in result.results)
+    rest = size - sum(lengths)  # what is not reply text (give or take a length prefix)
+    # the largest cap under which the replies fit: shorter ones stay whole
+    cap, room, left = lengths[-1] if lengths else 0, budget - rest, len(lengths)
+    room -= left * len(CUT_MARK)
+    for n in lengths:
+        if n * left > room:
+            cap = max(room // left, 0)
+            break
+        room, left = room - n, left - 1
+    out = DeliveryResult()
+    out.CopyFrom(result)
+    for r in out.results:
+        data = r.reply.encode()
+        if len(data) > cap:
+            r.reply = data[:cap].decode("utf-8", "ignore") + CUT_MARK
+    return out
