@@ -89,8 +89,8 @@ def header_block(message: bytes) -> bytes:
     return headers.split(message)[0]
 
 
-def from_domain(message: bytes) -> str:
-    """The domain of the one address in From:, or "" (none, several, or unparsable)."""
+def from_address(message: bytes) -> str:
+    """The one address in From:, as written, or "" (none, several, or unparsable)."""
     headers = BytesHeaderParser(policy=compat32).parsebytes(header_block(message))
     values = headers.get_all("From") or []
     if len(values) != 1:
@@ -101,7 +101,18 @@ def from_domain(message: bytes) -> str:
         return ""
     if len(addresses) != 1 or "@" not in addresses[0]:
         return ""
-    return addresses[0].rpartition("@")[2].lower().rstrip(".")
+    return addresses[0]
+
+
+def domain_of(address: str) -> str:
+    """The domain of a From: address as keys are named: lower case, no final dot."""
+    return address.rpartition("@")[2].lower().rstrip(".")
+
+
+def from_domain(message: bytes) -> str:
+    """The domain of the one address in From:, or "" (none, several, or unparsable)."""
+    address = from_address(message)
+    return domain_of(address) if address else ""
 
 
 def has_long_line(message: bytes) -> bool:

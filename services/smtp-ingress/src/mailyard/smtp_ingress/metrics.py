@@ -27,7 +27,9 @@ DNSBL_TIMEOUTS = Counter("mailyard_smtp_dnsbl_timeouts",
                          "DNSBL lookups that timed out (the client was let through).")
 DKIM_SIGNED = Counter(
     "mailyard_smtp_dkim_sign", "Mail of our own users at DKIM signing: signed, no_key (From: "
-    "domain without a signing key), long_line (refused: a line over 998 octets).", ["result"])
+    "domain without a signing key), not_entitled (not signed: the From: domain is not the "
+    "sender's, e.g. another customer's), long_line (refused: a line over 998 octets).",
+    ["result"])
 AUTH_VERDICTS = Counter(
     "mailyard_smtp_sender_auth", "Checks of mail from outside by mechanism (spf, spf_helo, "
     "dkim, dmarc, arc, nullmx) and result (RFC 8601 results; dmarc also 'rejected').",
@@ -77,7 +79,7 @@ TLS_FAILURE_REASONS = ("no_shared_cipher", "protocol_version", "not_tls", "close
 for _listener in ("smtp", "submission"):  # the listeners with STARTTLS
     for _reason in TLS_FAILURE_REASONS:
         TLS_FAILURES.labels(_listener, _reason)
-for _result in ("signed", "no_key", "long_line"):
+for _result in ("signed", "no_key", "not_entitled", "long_line"):
     DKIM_SIGNED.labels(_result)
 SENDER_AUTH_RESULTS = {
     "spf": ("pass", "fail", "softfail", "neutral", "none", "temperror", "permerror"),

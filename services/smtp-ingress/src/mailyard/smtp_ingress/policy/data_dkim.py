@@ -1,5 +1,7 @@
 """DKIM signing's check: mail our own users send (AUTH, relay clients, lease holders) whose
-From: domain has a signing key is signed at commit; such a message must not contain a line
+From: domain has a signing key is signed at commit, when the sender may sign for that
+domain (dkim_rights: another customer's domain is not signed); such a message must not
+contain a line
 over 998 octets (RFC 5322 2.1.1), which a relay on the way would fold, breaking the
 signature. Everything else passes untouched.
 
@@ -8,15 +10,19 @@ it says a line is too long, or a check edited the header section since."""
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
-from mailyard.smtp_ingress.dkim_sign import MAX_LINE, has_long_line
+from mailyard.smtp_ingress.dkim_rights import may_sign
+from mailyard.smtp_ingress.dkim_sign import MAX_LINE, domain_of, from_address, has_long_line
 from mailyard.smtp_ingress.metrics import DKIM_SIGNED
 from mailyard.smtp_ingress.policy import ACCEPT, Verdict
-from mailyard.smtp_ingress.replies import LINE_TOO_LONG_TO_SIGN
+from mailyard.smtp_ingress.replies import LINE_TOO_LONG_TO_SIGN, UNAVAILABLE
 
 if TYPE_CHECKING:
     from mailyard.smtp_ingress.session import Session
+
+log = logging.getLogger(__name__)
 
 
 async def check(s: Session) -> Verdict:
@@ -29,9 +35,19 @@ async def check(s: Session) -> Verdict:
         DKIM_SIGNED.labels("no_key").inc()
         return ACCEPT
     message = await s.tx.body.whole()  # read back if it went to a spill file
-    keys = signer.keys_for_message(message)
+    address = from_address(message)
+    keys = signer.keys_for(domain_of(address)) if address else []
     if not keys:
         DKIM_SIGNED.labels("no_key").inc()
+        return ACCEPT
+    entitled = may_sign(s, keys[0].domain, address)
+    if entitled is None:  # an alias's owner cannot be told yet: retry rather than not sign
+        return Verdict(UNAVAILABLE, "unavailable")
+    if not entitled:  # sent unsigned: it fails DMARC at the receiver, as it should
+        DKIM_SIGNED.labels("not_entitled").inc()
+        log.warning("not signed: the sender may not sign for the From: domain",
+                    extra={"client_ip": s.ip, "auth_user": s.auth_user,
+                           "from_domain": domain_of(address), "key_domain": keys[0].domain})
         return ACCEPT
     decoder, body = s.tx.decoder, s.tx.body
     measured = decoder is not None and decoder.longest <= MAX_LINE and not body.edited

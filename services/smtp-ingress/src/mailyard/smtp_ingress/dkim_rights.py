@@ -1,0 +1,39 @@
+"""Who may sign with a domain's DKIM keys. Every hosted domain is another customer: a
+signature of b.test on mail joe@a.test wrote as ceo@b.test passes DMARC as b.test, so the
+platform would lend one customer's name to another. An AUTH login signs with the keys of
+its own domain (From: that domain or, relaxed alignment, a subdomain of it that has no
+keys of its own), and with those of a From: address the directory leads to the login
+alone (an alias given to it in another hosted domain, as mail_sender_login decides "own"
+for the envelope sender): the signature then names that address's domain itself.
+
+Compared: the signing key's domain (what d= asserts; the From: domain or its nearest
+parent with keys) with the login's domain, both lower-case A-labels. The usual case, a
+user writing from its own domain, is that one string comparison."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mailyard.core.directory import canonical
+from mailyard.smtp_ingress.dkim_sign import domain_of
+from mailyard.smtp_ingress.policy.mail_sender_login import leads_only_to
+
+if TYPE_CHECKING:
+    from mailyard.smtp_ingress.session import Session
+
+
+def may_sign(s: Session, key_domain: str, address: str) -> bool | None:
+    """May this session's message, From: `address`, be signed with `key_domain`'s keys?
+    None: cannot be told yet (the directory view is not loaded)."""
+    login = s.auth_user
+    if not login:  # relay clients and lease holders: the postmaster's trust, as before
+        return True
+    if key_domain == login.rpartition("@")[2]:
+        return True
+    if key_domain != domain_of(address):  # a parent's keys: only the parent's own users
+        return False
+    directory = s.app.directory
+    if not directory.ready:
+        return None
+    local = address.rpartition("@")[0]
+    return leads_only_to(directory, canonical(f"{local}@{key_domain}"), login)

@@ -1,0 +1,154 @@
+"""DKIM signing across customers: every hosted domain is another customer, and the
+platform's keys of a domain sign only mail of those who may speak for it. Real SMTP AUTH
+with the real relay-auth, the directory in NATS KV, signatures checked with dkimpy against
+the records served by the loopback DNS server."""
+
+from __future__ import annotations
+
+import re
+import ssl
+from pathlib import Path
+from typing import Any
+
+import dkim
+from ingress_helpers import (
+    Client,
+    MakeIngress,
+    plain,
+    put_control,
+    seed_directory,
+    seed_user,
+    session,
+    wait_for,
+)
+from prometheus_client import REGISTRY
+
+from mailyard.api.directory.v1 import directory_pb2 as dpb
+from mailyard.core import bus
+from mailyard.core.directory import record_key
+from mailyard.core.dkimkeys import KeyDir
+from mailyard.core.spool import Spool
+from mailyard.smtp_ingress import replies as R
+from mailyard.smtp_ingress.server import Ingress
+from mailyard.testing import DnsServer
+
+
+def _not_entitled() -> float:
+    return REGISTRY.get_sample_value("mailyard_smtp_dkim_sign_total",
+                                     {"result": "not_entitled"}) or 0.0
+
+
+async def _platform(js: Any, tmp_path: Path, dns_server: DnsServer) -> KeyDir:
+    """a.test (joe) and b.test (ceo) are two customers, each with its keys; b.test gave joe
+    an alias of his own (joe@b.test) and one shared with its ceo (team@b.test). dept.a.test
+    (amy) is hosted too, without keys."""
+    folder = KeyDir(tmp_path / "dkim")
+    for domain in ("a.test", "b.test"):
+        folder.create(domain, "s1", "ed25519")
+    dns_server.publish_dkim(folder)
+    await seed_directory(js, "a.test", [])
+    await seed_directory(js, "b.test", [])
+    await seed_user(js, "joe@a.test", "secret")
+    await seed_user(js, "ceo@b.test", "boss")
+    await seed_directory(js, "dept.a.test", [])
+    await seed_user(js, "amy@dept.a.test", "pw")
+    kv = await bus.ensure_kv(js, bus.KV_DIRECTORY)
+    for address, targets in (("joe@b.test", ["Joe@A.test"]),
+                             ("team@b.test", ["joe@a.test", "ceo@b.test"])):
+        await kv.put(record_key("alias", address),
+                     dpb.Alias(address=address, targets=targets).SerializeToString())
+    return folder
+
+
+async def _ingress(make_ingress: MakeIngress, js: Any, relay_auth: str, folder: KeyDir,
+                   rules: str = "127.0.0.1:allow\n") -> Ingress:
+    await put_control(js, "tcp.smtp", rules)
+    ingress = await make_ingress(relay_auth_addr=relay_auth, relay_auth_timeout=2.0,
+                                 dkim_dir=str(folder.path))
+    await wait_for(lambda: ingress.directory.alias("team@b.test") is not None)
+    return ingress
+
+
+async def _login(ingress: Ingress, context: ssl.SSLContext, user: str, password: str
+                 ) -> Client:
+    client = await session(ingress.ports["submission"])
+    await client.starttls(context)
+    assert (await client.cmd("EHLO client.test")).startswith("250")
+    assert await client.cmd(f"AUTH PLAIN {plain(user, password)}") == R.AUTH_OK
+    return client
+
+
+def _spooled(ingress: Ingress) -> dict[str, bytes]:
+    """Spooled messages by their Subject."""
+    spool = Spool(ingress.settings.spool_dir)
+    out = {}
+    for path in spool.iter_committed():
+        message = spool.read_sync(path)[1]
+        found = re.search(rb"\r\nSubject: (\S+)\r\n", message)
+        assert found is not None
+        out[found.group(1).decode()] = message
+    return out
+
+
+async def _send(client: Client, subject: str, header: str, sender: str = "joe@a.test"
+                ) -> None:
+    assert await client.cmd(f"MAIL FROM:<{sender}>") == R.MAIL_OK
+    assert await client.cmd("RCPT TO:<x@remote.test>") == R.RCPT_OK
+    assert await client.cmd("DATA") == R.GO_AHEAD
+    await client.send(f"{header}To: x@remote.test\r\nSubject: {subject}\r\n"
+                      "Date: Sat, 05 Dec 2026 07:00:00 +0000\r\n\r\nhello\r\n.\r\n")
+    assert (await client.reply()).startswith("250 ok "), subject
+
+
+def _signers(message: bytes, dns_server: DnsServer) -> list[str]:
+    """The d= of each signature on the message, all of which must verify."""
+    domains = re.findall(rb"DKIM-Signature:[^:]*?\bd=([^;\s]+)", message)
+    verifier = dkim.DKIM(message)
+    assert all(verifier.verify(idx=i, dnsfunc=dns_server.txt) for i in range(len(domains)))
+    return [d.decode() for d in domains]
+
+
+async def test_an_auth_login_signs_only_for_domains_it_may_speak_for(
+        make_ingress: MakeIngress, js: Any, relay_auth: str, tmp_path: Path,
+        dns_server: DnsServer, client_tls: ssl.SSLContext) -> None:
+    folder = await _platform(js, tmp_path, dns_server)
+    ingress = await _ingress(make_ingress, js, relay_auth, folder)
+    client = await _login(ingress, client_tls, "joe@a.test", "secret")
+    before = _not_entitled()
+    cases = {
+        "own": ("From: Joe <joe@a.test>\r\n", ["a.test"]),
+        "case": ("From: JOE@A.TEST.\r\n", ["a.test"]),
+        "colleague": ("From: anna@a.test\r\n", ["a.test"]),     # the customer's own domain
+        "subdomain": ("From: news@lists.a.test\r\n", ["a.test"]),  # relaxed alignment
+        "alias": ("From: joe@B.test\r\n", ["b.test"]),       # b.test leads it to joe alone
+        # another customer's addresses: its keys are not joe's to use
+        "spoof": ("From: The CEO <ceo@b.test>\r\n", []),
+        "spoof-case": ("From: CEO@B.TEST\r\n", []),
+        "shared": ("From: team@b.test\r\n", []),              # the ceo's as much as joe's
+        "sub-spoof": ("From: ceo@mail.b.test\r\n", []),
+        "two": ("From: ceo@b.test, joe@a.test\r\nSender: joe@a.test\r\n", []),
+        "none": ("", []),
+    }
+    for subject, (header, _) in cases.items():
+        await _send(client, subject, header)
+    await wait_for(lambda: len(_spooled(ingress)) == len(cases))
+    spooled = _spooled(ingress)
+    for subject, (_, signers) in cases.items():
+        assert _signers(spooled[subject], dns_server) == signers, subject
+    assert _not_entitled() - before == 4
+    # b.test's own login signs b.test, and not a.test
+    ceo = await _login(ingress, client_tls, "ceo@b.test", "boss")
+    await _send(ceo, "ceo-own", "From: ceo@b.test\r\n", "ceo@b.test")
+    await _send(ceo, "ceo-spoof", "From: joe@a.test\r\n", "ceo@b.test")
+    await wait_for(lambda: len(_spooled(ingress)) == len(cases) + 2)
+    spooled = _spooled(ingress)
+    assert _signers(spooled["ceo-own"], dns_server) == ["b.test"]
+    assert _signers(spooled["ceo-spoof"], dns_server) == []
+    # a hosted domain without keys is not signed with its parent's: they are a.test's
+    amy = await _login(ingress, client_tls, "amy@dept.a.test", "pw")
+    await _send(amy, "amy", "From: amy@dept.a.test\r\n", "amy@dept.a.test")
+    await wait_for(lambda: len(_spooled(ingress)) == len(cases) + 3)
+    assert _signers(_spooled(ingress)["amy"], dns_server) == []
+    assert _not_entitled() - before == 6
+    for c in (client, ceo, amy):
+        await c.close()
