@@ -5,12 +5,14 @@ the records served by the loopback DNS server."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import ssl
 from pathlib import Path
 from typing import Any
 
 import dkim
+import grpc
 from ingress_helpers import (
     Client,
     MakeIngress,
@@ -24,6 +26,8 @@ from ingress_helpers import (
 from prometheus_client import REGISTRY
 
 from mailyard.api.directory.v1 import directory_pb2 as dpb
+from mailyard.api.relayauth.v1 import relayauth_pb2 as ra
+from mailyard.api.relayauth.v1.relayauth_pb2_grpc import RelayAuthStub
 from mailyard.core import bus
 from mailyard.core.directory import record_key
 from mailyard.core.dkimkeys import KeyDir
@@ -151,4 +155,59 @@ async def test_an_auth_login_signs_only_for_domains_it_may_speak_for(
     assert _signers(_spooled(ingress)["amy"], dns_server) == []
     assert _not_entitled() - before == 6
     for c in (client, ceo, amy):
+        await c.close()
+
+
+async def _from(ingress: Ingress, address: str) -> Client:
+    reader, writer = await asyncio.open_connection("127.0.0.1", ingress.ports["smtp"],
+                                                   local_addr=(address, 0))
+    client = Client(reader, writer)
+    assert (await client.reply()).startswith("220 ")
+    assert (await client.cmd("EHLO client.test")).startswith("250")
+    return client
+
+
+async def test_a_lease_signs_as_its_login_and_a_relay_rule_for_all(
+        make_ingress: MakeIngress, js: Any, relay_auth: str, tmp_path: Path,
+        dns_server: DnsServer, client_tls: ssl.SSLContext) -> None:
+    """A POP-before-SMTP lease names who logged in from the address: its mail is signed as
+    that login's would be. An open-smtp lease carried over from vpopmail names nobody:
+    signed for no domain until the user logs in here. A tcp.smtp RELAYCLIENT rule is the
+    postmaster's trust in a host (a web server, the webmail), for all it sends."""
+    folder = await _platform(js, tmp_path, dns_server)
+    ingress = await _ingress(make_ingress, js, relay_auth, folder,
+                             '127.0.0.2:allow,RELAYCLIENT=""\n:allow\n')
+    channel = grpc.aio.insecure_channel(relay_auth)
+    stub = RelayAuthStub(channel)
+    await stub.GrantLease(ra.GrantLeaseRequest(ip="127.0.0.3", user="Joe@A.test"))
+    await stub.GrantLease(ra.GrantLeaseRequest(ip="127.0.0.4", user="open-smtp",
+                                               imported=True))
+    await channel.close()
+    view = ingress.relay_view
+    await wait_for(lambda: view.decide("127.0.0.3").lease_user != ""
+                   and view.decide("127.0.0.4").lease_user != "")
+    before = _not_entitled()
+    lease, imported, rule = [await _from(ingress, ip)
+                             for ip in ("127.0.0.3", "127.0.0.4", "127.0.0.2")]
+    cases = ((lease, "lease-own", "From: joe@a.test\r\n", ["a.test"]),
+             (lease, "lease-alias", "From: joe@b.test\r\n", ["b.test"]),
+             (lease, "lease-spoof", "From: ceo@b.test\r\n", []),
+             (imported, "imported", "From: joe@a.test\r\n", []),
+             (rule, "rule-a", "From: joe@a.test\r\n", ["a.test"]),
+             (rule, "rule-b", "From: ceo@b.test\r\n", ["b.test"]))
+    for client, subject, header, _ in cases:
+        await _send(client, subject, header)
+    await wait_for(lambda: len(_spooled(ingress)) == len(cases))
+    spooled = _spooled(ingress)
+    for _, subject, _, signers in cases:
+        assert _signers(spooled[subject], dns_server) == signers, subject
+    assert _not_entitled() - before == 2
+    # a login on the relay host (a webmail's users authenticate) signs as that login
+    await rule.starttls(client_tls)
+    assert (await rule.cmd("EHLO client.test")).startswith("250")
+    assert await rule.cmd(f"AUTH PLAIN {plain('joe@a.test', 'secret')}") == R.AUTH_OK
+    await _send(rule, "webmail-spoof", "From: ceo@b.test\r\n")
+    await wait_for(lambda: len(_spooled(ingress)) == len(cases) + 1)
+    assert _signers(_spooled(ingress)["webmail-spoof"], dns_server) == []
+    for c in (lease, imported, rule):
         await c.close()
