@@ -94,9 +94,9 @@ def _spooled(ingress: Ingress) -> dict[str, bytes]:
     return out
 
 
-async def _send(client: Client, subject: str, header: str, sender: str = "joe@a.test"
-                ) -> None:
-    assert await client.cmd(f"MAIL FROM:<{sender}>") == R.MAIL_OK
+async def _send(client: Client, subject: str, header: str, sender: str = "joe@a.test",
+                params: str = "") -> None:
+    assert await client.cmd(f"MAIL FROM:<{sender}>{params}") == R.MAIL_OK
     assert await client.cmd("RCPT TO:<x@remote.test>") == R.RCPT_OK
     assert await client.cmd("DATA") == R.GO_AHEAD
     await client.send(f"{header}To: x@remote.test\r\nSubject: {subject}\r\n"
@@ -155,6 +155,40 @@ async def test_an_auth_login_signs_only_for_domains_it_may_speak_for(
     assert _signers(_spooled(ingress)["amy"], dns_server) == []
     assert _not_entitled() - before == 6
     for c in (client, ceo, amy):
+        await c.close()
+
+
+async def test_an_idna_from_domain_signs_with_its_a_label_keys(
+        make_ingress: MakeIngress, js: Any, relay_auth: str, tmp_path: Path,
+        dns_server: DnsServer, client_tls: ssl.SSLContext) -> None:
+    """Keys and logins name an IDN domain by its A-label; a UTF-8 From: (SMTPUTF8) names it
+    by its U-label, in any case: the same domain, signed for its own users only."""
+    folder = await _platform(js, tmp_path, dns_server)
+    folder.create("xn--bcher-kva.example", "s1", "ed25519")
+    dns_server.publish_dkim(folder)
+    await seed_directory(js, "xn--bcher-kva.example", [])
+    await seed_user(js, "jörg@xn--bcher-kva.example", "pw")
+    ingress = await _ingress(make_ingress, js, relay_auth, folder)
+    jorg = await _login(ingress, client_tls, "Jörg@Bücher.example", "pw")
+    joe = await _login(ingress, client_tls, "joe@a.test", "secret")
+    before = _not_entitled()
+    utf8 = " SMTPUTF8"
+    cases = ((jorg, "u-label", "From: Jörg <jörg@bücher.example>\r\n", ["xn--bcher-kva.example"]),
+             (jorg, "upper", "From: JÖRG@BÜCHER.EXAMPLE\r\n", ["xn--bcher-kva.example"]),
+             (jorg, "a-label", "From: jörg@XN--BCHER-KVA.example\r\n",
+              ["xn--bcher-kva.example"]),
+             (joe, "spoof-u", "From: jörg@Bücher.example\r\n", []),
+             (joe, "spoof-a", "From: jörg@xn--bcher-kva.example\r\n", []),
+             # the same letters, another domain: no key of bücher's signs it
+             (jorg, "lookalike", "From: jörg@bucher.example\r\n", []))
+    for client, subject, header, _ in cases:
+        await _send(client, subject, header, "jörg@bücher.example", utf8)
+    await wait_for(lambda: len(_spooled(ingress)) == len(cases))
+    spooled = _spooled(ingress)
+    for _, subject, _, signers in cases:
+        assert _signers(spooled[subject], dns_server) == signers, subject
+    assert _not_entitled() - before == 2
+    for c in (jorg, joe):
         await c.close()
 
 

@@ -4,9 +4,10 @@ the message (DKIM d= and s=, the From: domain), From: domain extraction, long li
 
 from __future__ import annotations
 
-from hypothesis import example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
+from mailyard.core.addresses import to_ascii_domain
 from mailyard.smtp_ingress.authresults import header, strip_ours
 from mailyard.smtp_ingress.dkim_sign import from_domain, has_long_line
 from mailyard.smtp_ingress.dkim_verify import DkimResult
@@ -48,6 +49,26 @@ def test_from_domain_never_raises(raw: bytes) -> None:
     domain = from_domain(b"From: " + raw + b"\r\n\r\nbody")
     assert domain == domain.lower() and "@" not in domain
     from_domain(raw)
+
+
+# ASCII, letters whose case or IDNA mapping is not one to one, a joiner, a combining accent
+_LABEL_CHARS = st.sampled_from("abcXYZ09-ßéÜ\u0130\u0131\u017f\u212a\u03a3\u03c2\u200d\u0301")
+
+
+@settings(max_examples=300, deadline=1000)
+@given(st.lists(st.text(_LABEL_CHARS, min_size=1, max_size=12), min_size=1, max_size=3),
+       st.sampled_from(["example", "xn--bcher-kva", "de"]))
+def test_from_domain_is_the_a_label_keys_and_logins_use(labels: list[str], tld: str) -> None:
+    """A From: domain written as U-label (UTF-8 header) or A-label, in any case, with a
+    final dot, is the one name the key folder and the directory use (its lower-case
+    A-label): so a domain's keys are found, and compared with a login's domain, whatever
+    the form."""
+    domain = ".".join([*labels, tld])
+    a_label = to_ascii_domain(domain)
+    assume(a_label.isascii())  # a name IDNA refuses: no key or login can be named by it
+    for field in (f"From: x@{domain}", f"From: Jörg <x@{domain}.>", f"From: x@{a_label}",
+                  f"From: x@{a_label.upper()}", f"From: (c) x@{a_label}."):
+        assert from_domain(f"{field}\r\n\r\nbody".encode()) == a_label, field
 
 
 @given(st.lists(st.integers(min_value=0, max_value=1100), max_size=6))

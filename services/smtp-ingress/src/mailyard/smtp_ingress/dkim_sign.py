@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
+from mailyard.core.addresses import to_ascii_domain
 from mailyard.core.dkimkeys import DkimKey, KeyDir
 from mailyard.smtp_ingress import (
     dkim_canon,  # noqa: F401  (installs the fast canonicalisation)
@@ -90,9 +91,11 @@ def header_block(message: bytes) -> bytes:
 
 
 def from_address(message: bytes) -> str:
-    """The one address in From:, as written, or "" (none, several, or unparsable)."""
+    """The one address in From:, as written, or "" (none, several, unparsable, no UTF-8).
+    Read raw: the parser keeps a UTF-8 header's bytes as surrogate escapes, and the value
+    it hands out has them replaced (U+FFFD), so "jörg@bücher.example" matched no key."""
     headers = BytesHeaderParser(policy=compat32).parsebytes(header_block(message))
-    values = headers.get_all("From") or []
+    values = [v for k, v in headers.raw_items() if k.lower() == "from"]
     if len(values) != 1:
         return ""
     try:
@@ -101,12 +104,19 @@ def from_address(message: bytes) -> str:
         return ""
     if len(addresses) != 1 or "@" not in addresses[0]:
         return ""
-    return addresses[0]
+    address = addresses[0]
+    if not address.isascii():
+        try:
+            address = address.encode("ascii", "surrogateescape").decode("utf-8")
+        except UnicodeError:
+            return ""
+    return address
 
 
 def domain_of(address: str) -> str:
-    """The domain of a From: address as keys are named: lower case, no final dot."""
-    return address.rpartition("@")[2].lower().rstrip(".")
+    """The domain of a From: address as keys, logins and DNS name it: the IDNA A-label in
+    lower case, no final dot."""
+    return to_ascii_domain(address.rpartition("@")[2].rstrip("."))
 
 
 def from_domain(message: bytes) -> str:
