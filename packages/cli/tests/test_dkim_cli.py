@@ -58,6 +58,20 @@ def test_keygen_prints_a_record_that_verifies_a_signature(tmp_path: Path,
         assert len(base64.b64decode(record.split("p=")[1])) == 32
 
 
+def test_an_idn_domain_is_named_as_the_directory_and_dns_name_it(tmp_path: Path) -> None:
+    """`domain add bücher.example` stores its A-label, and the signer looks keys up by the
+    A-label: keygen, record, activate and retire take the U-label too."""
+    out = cli(tmp_path, "keygen", "Bücher.example.", "--selector", "s1")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("s1._domainkey.xn--bcher-kva.example. IN TXT ")
+    assert (tmp_path / "signing").read_text() == "xn--bcher-kva.example s1\n"
+    assert cli(tmp_path, "record", "BÜCHER.example", "s1").stdout == out.stdout
+    assert cli(tmp_path, "keygen", "bücher.example", "--selector", "s2").returncode == 0
+    assert cli(tmp_path, "activate", "bücher.example", "s2").returncode == 0
+    assert cli(tmp_path, "retire", "bücher.example", "s1").returncode == 0
+    assert KeyDir(tmp_path).signing() == {("xn--bcher-kva.example", "s2")}
+
+
 def test_rotation_two_selectors_live(tmp_path: Path) -> None:
     folder = KeyDir(tmp_path)
     _, signs = folder.create("example.com", "s1", "rsa")

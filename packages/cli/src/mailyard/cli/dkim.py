@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Any
 
-from mailyard.core.dkimkeys import KEY_TYPES, DkimKeyError, KeyDir, zone_line
+from mailyard.core.dkimkeys import KEY_TYPES, DkimKeyError, KeyDir, check_name, zone_line
 
 DEFAULT_DIR = "var/dkim"
 
@@ -52,7 +52,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _record(args: argparse.Namespace) -> int:
-    print(zone_line(_dir(args).find(args.domain.lower(), args.selector.lower())))
+    print(zone_line(_dir(args).find(check_name("domain", args.domain),
+                                    check_name("selector", args.selector))))
     return 0
 
 

@@ -25,6 +25,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from mailyard.core.addresses import to_ascii_domain
+
 SIGNING_FILE = "signing"
 SUFFIX = ".pem"
 KEY_TYPES = ("ed25519", "rsa")
@@ -58,7 +60,9 @@ class DkimKey:
 
 
 def check_name(kind: str, value: str) -> str:
-    value = value.strip().lower().rstrip(".")
+    value = value.strip().rstrip(".")
+    # a domain as the directory stores it and the signer looks it up: the A-label
+    value = to_ascii_domain(value) if kind == "domain" else value.lower()
     if len(value) > 253 or not _NAME.fullmatch(value):
         raise DkimKeyError(f"invalid {kind} {value!r}")
     return value
