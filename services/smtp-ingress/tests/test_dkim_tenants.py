@@ -158,6 +158,43 @@ async def test_an_auth_login_signs_only_for_domains_it_may_speak_for(
         await c.close()
 
 
+async def test_a_subdomain_s_own_keys_sign_for_its_domain_s_users(
+        make_ingress: MakeIngress, js: Any, relay_auth: str, tmp_path: Path,
+        dns_server: DnsServer, client_tls: ssl.SSLContext) -> None:
+    """Keys made for news.a.test, a name a.test sends newsletters from (no hosted domain of
+    its own), are a.test's: its users sign with them. dept.a.test, hosted with keys of its
+    own, is a customer of its own (but for the alias it gave joe), and so is b.test's
+    subdomain."""
+    folder = await _platform(js, tmp_path, dns_server)
+    for domain in ("news.a.test", "dept.a.test", "news.b.test"):
+        folder.create(domain, "s1", "ed25519")
+    dns_server.publish_dkim(folder)
+    kv = await bus.ensure_kv(js, bus.KV_DIRECTORY)
+    await kv.put(record_key("alias", "joe@dept.a.test"), dpb.Alias(
+        address="joe@dept.a.test", targets=["joe@a.test"]).SerializeToString())
+    ingress = await _ingress(make_ingress, js, relay_auth, folder)
+    await wait_for(lambda: ingress.directory.alias("joe@dept.a.test") is not None)
+    joe = await _login(ingress, client_tls, "joe@a.test", "secret")
+    amy = await _login(ingress, client_tls, "amy@dept.a.test", "pw")
+    before = _not_entitled()
+    cases = ((joe, "news", "From: letters@news.a.test\r\n", ["news.a.test"]),
+             (joe, "deeper", "From: x@weekly.News.a.test\r\n", ["news.a.test"]),
+             (joe, "dept", "From: amy@dept.a.test\r\n", []),
+             (joe, "dept-alias", "From: joe@dept.a.test\r\n", ["dept.a.test"]),  # given him
+             (joe, "other-news", "From: x@news.b.test\r\n", []),
+             (amy, "amy", "From: amy@dept.a.test\r\n", ["dept.a.test"]),
+             (amy, "amy-parent", "From: amy@news.a.test\r\n", []))
+    for client, subject, header, _ in cases:
+        await _send(client, subject, header)
+    await wait_for(lambda: len(_spooled(ingress)) == len(cases))
+    spooled = _spooled(ingress)
+    for _, subject, _, signers in cases:
+        assert _signers(spooled[subject], dns_server) == signers, subject
+    assert _not_entitled() - before == 3
+    for c in (joe, amy):
+        await c.close()
+
+
 async def test_an_idna_from_domain_signs_with_its_a_label_keys(
         make_ingress: MakeIngress, js: Any, relay_auth: str, tmp_path: Path,
         dns_server: DnsServer, client_tls: ssl.SSLContext) -> None:

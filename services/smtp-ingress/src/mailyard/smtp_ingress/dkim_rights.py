@@ -2,9 +2,11 @@
 signature of b.test on mail joe@a.test wrote as ceo@b.test passes DMARC as b.test, so the
 platform would lend one customer's name to another. An AUTH login signs with the keys of
 its own domain (From: that domain or, relaxed alignment, a subdomain of it that has no
-keys of its own), and with those of a From: address the directory leads to the login
-alone (an alias given to it in another hosted domain, as mail_sender_login decides "own"
-for the envelope sender): the signature then names that address's domain itself.
+keys of its own) and of its subdomains that are no hosted domain (news.a.test, made for
+a.test's newsletters; a hosted dept.a.test is a customer of its own), and with those of a
+From: address the directory leads to the login alone (an alias given to it in another
+hosted domain, as mail_sender_login decides "own" for the envelope sender): the signature
+then names that address's domain itself.
 
 A POP-before-SMTP lease holder is the login the lease names (who logged in from the
 address, or the mailbox an operator granted it to); an open-smtp lease carried over from
@@ -44,12 +46,16 @@ def may_sign(s: Session, key_domain: str, address: str) -> bool | None:
     if key_domain == login.rpartition("@")[2]:
         return True
     login = canonical(login)  # a lease granted by hand names the mailbox as it was typed
-    if key_domain == login.rpartition("@")[2]:
+    own = login.rpartition("@")[2]
+    if key_domain == own:
+        return True
+    directory = s.app.directory
+    if not directory.ready:  # whose a subdomain or an alias is cannot be told yet
+        return None
+    # keys of a subdomain are the domain's, unless it is hosted: a customer of its own
+    if key_domain.endswith("." + own) and not directory.is_local_domain(key_domain):
         return True
     if key_domain != domain_of(address):  # a parent's keys: only the parent's own users
         return False
-    directory = s.app.directory
-    if not directory.ready:
-        return None
     local = address.rpartition("@")[0]
     return leads_only_to(directory, canonical(f"{local}@{key_domain}"), login)
