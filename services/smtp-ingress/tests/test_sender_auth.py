@@ -184,6 +184,23 @@ async def test_dkim_and_dmarc(make_ingress: MakeIngress, js: Any,
     assert results(parse_ar(last(ingress, 4)))["dmarc"] == ["temperror"]
 
 
+async def test_an_idn_from_domain_is_checked_by_its_a_label(
+        make_ingress: MakeIngress, js: Any, zone: tuple[DnsServer, KeyDir]) -> None:
+    """A UTF-8 From: (SMTPUTF8) names an IDN domain by its U-label; its DMARC record is
+    under the A-label (RFC 8616): a forger writing the U-label meets the domain's p=reject
+    as one writing the A-label does."""
+    zone[0].add("_dmarc.xn--bcher-kva.test", "TXT", '"v=DMARC1; p=reject"')
+    ingress = await _ingress(make_ingress, js, zone[0])
+    for written in ("bücher.test", "BÜCHER.test", "xn--bcher-kva.test"):
+        client = await session(ingress.ports["smtp"])
+        assert await client.cmd("MAIL FROM:<a@pass.test> SMTPUTF8") == R.MAIL_OK
+        assert await client.cmd("RCPT TO:<bob@example.org>") == R.RCPT_OK
+        assert await client.cmd("DATA") == R.GO_AHEAD
+        reply = await client.cmd(body(written).decode() + ".")
+        assert reply.startswith("550 5.7.1 ") and "xn--bcher-kva.test" in reply, written
+        await client.close()
+
+
 def sealed(keys: KeyDir, message: bytes, domain: str = "fwd.test") -> bytes:
     """`message` as a forwarder would pass it on: its own A-R, then an ARC set over it."""
     key = keys.find(domain, "arc")
