@@ -6,6 +6,7 @@ the records served by the loopback DNS server."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import ssl
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 import dkim
 import grpc
+import pytest
 from ingress_helpers import (
     Client,
     MakeIngress,
@@ -240,7 +242,8 @@ async def _from(ingress: Ingress, address: str) -> Client:
 
 async def test_a_lease_signs_as_its_login_and_a_relay_rule_for_all(
         make_ingress: MakeIngress, js: Any, relay_auth: str, tmp_path: Path,
-        dns_server: DnsServer, client_tls: ssl.SSLContext) -> None:
+        dns_server: DnsServer, client_tls: ssl.SSLContext,
+        caplog: pytest.LogCaptureFixture) -> None:
     """A POP-before-SMTP lease names who logged in from the address: its mail is signed as
     that login's would be. An open-smtp lease carried over from vpopmail names nobody:
     signed for no domain until the user logs in here. A tcp.smtp RELAYCLIENT rule is the
@@ -266,13 +269,18 @@ async def test_a_lease_signs_as_its_login_and_a_relay_rule_for_all(
              (imported, "imported", "From: joe@a.test\r\n", []),
              (rule, "rule-a", "From: joe@a.test\r\n", ["a.test"]),
              (rule, "rule-b", "From: ceo@b.test\r\n", ["b.test"]))
-    for client, subject, header, _ in cases:
-        await _send(client, subject, header)
+    with caplog.at_level(logging.WARNING, logger="mailyard.smtp_ingress"):
+        for client, subject, header, _ in cases:
+            await _send(client, subject, header)
     await wait_for(lambda: len(_spooled(ingress)) == len(cases))
     spooled = _spooled(ingress)
     for _, subject, _, signers in cases:
         assert _signers(spooled[subject], dns_server) == signers, subject
     assert _not_entitled() - before == 2
+    # the log line names whom the lease is for (no AUTH in these sessions), once a message
+    logged = [(getattr(r, "lease_user", None), getattr(r, "client_ip", None))
+              for r in caplog.records if r.getMessage().startswith("not signed")]
+    assert logged == [("Joe@A.test", "127.0.0.3"), ("open-smtp", "127.0.0.4")]
     # a login on the relay host (a webmail's users authenticate) signs as that login
     await rule.starttls(client_tls)
     assert (await rule.cmd("EHLO client.test")).startswith("250")

@@ -1,9 +1,8 @@
 """DKIM signing's check: mail our own users send (AUTH, relay clients, lease holders) whose
 From: domain has a signing key is signed at commit, when the sender may sign for that
 domain (dkim_rights: another customer's domain is not signed); such a message must not
-contain a line
-over 998 octets (RFC 5322 2.1.1), which a relay on the way would fold, breaking the
-signature. Everything else passes untouched.
+contain a line over 998 octets (RFC 5322 2.1.1), which a relay on the way would fold,
+breaking the signature. Everything else passes untouched.
 
 The DATA decoder has measured every line already: the message is scanned again only when
 it says a line is too long, or a check edited the header section since."""
@@ -41,13 +40,16 @@ async def check(s: Session) -> Verdict:
         DKIM_SIGNED.labels("no_key").inc()
         return ACCEPT
     entitled = may_sign(s, keys[0].domain, address)
-    if entitled is None:  # an alias's owner cannot be told yet: retry rather than not sign
+    if entitled is None:  # whose the domain is cannot be told yet: retry rather than not sign
         return Verdict(UNAVAILABLE, "unavailable")
     if not entitled:  # sent unsigned: it fails DMARC at the receiver, as it should
         DKIM_SIGNED.labels("not_entitled").inc()
+        # who sent it: the login, or (no AUTH) the user the client's lease names
+        lease_user = s.client.lease_user if s.client is not None else ""
         log.warning("not signed: the sender may not sign for the From: domain",
                     extra={"client_ip": s.ip, "auth_user": s.auth_user,
-                           "from_domain": domain_of(address), "key_domain": keys[0].domain})
+                           "lease_user": lease_user, "from_domain": domain_of(address),
+                           "key_domain": keys[0].domain})
         return ACCEPT
     decoder, body = s.tx.decoder, s.tx.body
     measured = decoder is not None and decoder.longest <= MAX_LINE and not body.edited
