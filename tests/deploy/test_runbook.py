@@ -19,7 +19,9 @@ PLACEHOLDERS = {"<queue-id>": "01JD0000000000000000000000", "<id>": "01JD0000000
                 "[--domain example.com]": "--domain example.com",
                 "HOST[:PORT]": "mx.example.com:25", "ADDRESS": "a@example.com",
                 "TARGET": "b@example.com", "SELECTOR": "sel", "U": "u@example.com",
-                "NAME": "databytes", "<sender>": "a@example.com"}
+                "NAME": "databytes", "<sender>": "a@example.com", "S": "Away",
+                "F": "away.txt", "[--from WHEN]": "--from 2026-12-24",
+                "[--until WHEN]": "--until 2027-01-04T08:00"}
 
 
 def commands(text: str) -> list[str]:
