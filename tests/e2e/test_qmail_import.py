@@ -18,6 +18,7 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ from mailyard.api.relayauth.v1 import relayauth_pb2, relayauth_pb2_grpc
 from mailyard.core import auth, bus
 from mailyard.core.directory import record_key
 from tests.e2e.conftest import Mailyard
-from tests.qmail_tree import PASSWORDS, Tree, add_bad_lines, build, rebrand
+from tests.qmail_tree import PASSWORDS, Tree, add_bad_lines, build, crypt, rebrand
 
 SWAKS = shutil.which("swaks")
 DOVECOT = True   # the platform fixture runs Dovecot for this module (IMAP/POP3 logins)
@@ -111,10 +112,25 @@ def test_old_password_works_over_smtp_auth_and_is_rehashed(mailyard: Mailyard, i
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "235 " in proc.stdout
+    if user == "joe":
+        # DES reads 8 characters of joe-des-pw: the hash cannot tell whether joe set those 8
+        # or more, so it is kept (rehashing what this login sent would decide for him). The
+        # decision is made before the 235 is sent: no upgrade was started.
+        assert _rehash_kept(mailyard) >= 1
+        assert _stored_hash(mailyard, address) == crypt(PASSWORDS["joe"], "ab")
+        return
     deadline = time.monotonic() + 20
     while not _stored_hash(mailyard, address).startswith("$argon2id$"):
         assert time.monotonic() < deadline, "hash not replaced by argon2id after the login"
         time.sleep(0.1)
+
+
+def _rehash_kept(mailyard: Mailyard) -> float:
+    port = mailyard.platform.running["relay-auth"].spec.http_port
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith('mailyard_relay_auth_rehash_total{result="kept"}'))
 
 
 def _no_verify() -> ssl.SSLContext:
