@@ -59,7 +59,7 @@ def test_directory_and_control_over_http(api: tuple[Call, dict[str, str]]) -> No
     read = tokens["read"]
     assert call("POST", "/domains", {"name": "Example.com"}) == (
         201, {"name": "example.com", "catch_all": "CATCH_ALL_ACTION_UNSPECIFIED",
-              "catch_all_target": ""})
+              "catch_all_target": "", "alias_of": ""})
     status, user = call("POST", "/users", {"address": "joe@example.com",
                                            "password": "a long secret", "quota_bytes": 1000,
                                            "gecos": "Joe"})
@@ -207,7 +207,7 @@ def test_listings_in_pages_over_http(api: tuple[Call, dict[str, str]],
     assert call("GET", f"/users?limit={2**31}")[0] == 422  # no int32: protobuf has no room
     assert call("GET", "/domains?limit=1")[1] == {
         "domains": [{"name": "example.com", "catch_all": "CATCH_ALL_ACTION_UNSPECIFIED",
-                     "catch_all_target": ""}], **LAST_PAGE}
+                     "catch_all_target": "", "alias_of": ""}], **LAST_PAGE}
 
 
 async def _put_mailboxes(nats_url: str, addresses: list[str]) -> None:
@@ -218,3 +218,19 @@ async def _put_mailboxes(nats_url: str, addresses: list[str]) -> None:
                                   pb.Mailbox(address=a).SerializeToString())
                            for a in addresses))
     await nc.close()
+
+
+def test_alias_domains_over_http(api: tuple[Call, dict[str, str]]) -> None:
+    call, _ = api
+    assert call("POST", "/domains", {"name": "example.com"})[0] == 201
+    status, body = call("POST", "/domains", {"name": "alias.test", "alias_of": "example.com"})
+    assert (status, body["name"], body["alias_of"]) == (201, "alias.test", "example.com")
+    status, body = call("POST", "/domains", {"name": "x.test", "alias_of": "alias.test"})
+    assert status == 409 and "itself an alias domain of example.com" in body["detail"]
+    status, body = call("POST", "/users", {"address": "joe@alias.test",
+                                           "password": "correct horse"})
+    assert status == 409 and "alias domain" in body["detail"]
+    status, body = call("DELETE", "/domains/example.com")
+    assert status == 409 and "--with-aliases" in body["detail"]
+    assert call("DELETE", "/domains/example.com?with_aliases=true") == (200, {"deleted": True})
+    assert call("GET", "/domains")[1] == {"domains": [], **LAST_PAGE}

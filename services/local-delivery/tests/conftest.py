@@ -43,9 +43,11 @@ class Env:
         kv = await bus.ensure_kv(self.js, bus.KV_DIRECTORY)
         await kv.put(key, record.SerializeToString())
 
-    async def domain(self, name: str, catch_all: Any = 0, target: str = "") -> None:
+    async def domain(self, name: str, catch_all: Any = 0, target: str = "",
+                     alias_of: str = "") -> None:
         await self._put(domain_key(name), pb.Domain(name=name, catch_all=catch_all,
-                                                    catch_all_target=target))
+                                                    catch_all_target=target,
+                                                    alias_of=alias_of))
 
     async def mailbox(self, address: str, **fields: Any) -> None:
         await self._put(record_key("mailbox", address), pb.Mailbox(address=address, **fields))

@@ -103,6 +103,29 @@ async def test_list_goes_to_members_with_owner_as_sender(env: Env) -> None:
     assert await env.todo_count() == 0  # one message for the whole list
 
 
+async def test_an_alias_domain_reaches_the_real_domains_records(env: Env) -> None:
+    """team@alias.test is team@example.org's list (its own record, owner and members);
+    info@ -> info@alias.test is the alias loop it is, not a directory change."""
+    await env.domain("example.org")
+    await env.domain("alias.test", alias_of="example.org")
+    await env.mailbox("alice@example.org")
+    await env.mailing_list("team@example.org", "owner@example.org", "m@remote.test")
+    await env.alias("info@example.org", "info@alias.test")
+    await env.start()
+    await env.job(SENDER, ["Alice@Alias.test", "team@alias.test", "info@alias.test"], BODY)
+    res = {r.recipient: r for r in (await env.result()).results}
+    assert res["Alice@Alias.test"].outcome == OUTCOME_DELIVERED
+    assert env.messages("alice@example.org") == [
+        b"Return-Path: <author@sender.test>\r\nDelivered-To: alice@alias.test\r\n" + BODY]
+    assert res["team@alias.test"].outcome == OUTCOME_DELIVERED
+    envelope, data = await env.todo()
+    assert (envelope.origin, envelope.sender, list(envelope.recipients)) == (
+        ORIGIN_LIST, "owner@example.org", ["m@remote.test"])
+    assert data == b"Delivered-To: team@alias.test\r\n" + BODY
+    assert (res["info@alias.test"].outcome, res["info@alias.test"].enhanced_code) == (
+        OUTCOME_FAILED, "5.4.6")
+
+
 async def test_catch_all_deliver_bounce_delete(env: Env) -> None:
     await env.domain("deliver.test", pb.CATCH_ALL_ACTION_DELIVER, "postmaster@deliver.test")
     await env.mailbox("postmaster@deliver.test")

@@ -283,3 +283,33 @@ def test_every_local_part_the_directory_takes_can_log_in(box: Box, local: str) -
     imap.authenticate("PLAIN", lambda _: b"\0" + user.encode() + b"\0pw-atext-1")
     with imap:
         assert imap.select("INBOX", readonly=True) == ("OK", [b"1"])
+
+
+def test_an_alias_domain_delivers_and_logs_in_as_its_real_domain(box: Box) -> None:
+    """vaddaliasdomain: joe@alias is joe@real for RCPT, delivery and POP3/IMAP/SMTP AUTH
+    logins (Dovecot's user is the real address: one maildir, one quota)."""
+    user = "joe@example.test"
+    box.add_user(user, "pw-alias-1")
+    box.cli("domain", "add", "Alias.Example", "--alias-of", "example.test")
+    assert "alias.example\talias_of=example.test" in box.cli("domain", "list")
+    with box.smtp() as client:
+        client.mail("sender@client.test")
+        assert client.rcpt("nobody@alias.example")[0] == 550
+        client.rset()
+    box.send("Joe@Alias.Example", b"Subject: via the alias\r\n\r\nhello\r\n")
+    [stored] = box.stored(user, 1).values()
+    assert b"Delivered-To: joe@alias.example\r\n" in stored
+    with box.imap("joe@alias.example", "pw-alias-1") as imap:
+        assert [m.endswith(b"hello\r\n") for m in _imap_messages(imap)] == [True]
+    pop = box.pop3("JOE@alias.example", "pw-alias-1")
+    assert pop.stat()[0] == 1
+    pop.quit()
+    with box.smtp(OUTSIDER) as client:
+        client.starttls(context=box.tls)
+        client.ehlo("client.test")
+        client.login("joe@alias.example", "pw-alias-1")
+        client.mail("joe@alias.example")
+        assert client.rcpt("friend@elsewhere.example")[0] == 250  # relaying, authenticated
+        client.rset()
+    with pytest.raises(imaplib.IMAP4.error):
+        box.imap("joe@alias.example", "wrong-password")

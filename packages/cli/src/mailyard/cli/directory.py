@@ -4,6 +4,7 @@ Each command is one Directory RPC (a listing one per page); output is plain text
 per line:
 
     mailyard domain add example.com
+    mailyard domain add example.net --alias-of example.com   # vaddaliasdomain
     mailyard user add joe@example.com --password-stdin < secret
     mailyard user list example.com
     mailyard alias add info@example.com joe@example.com ann@example.com
@@ -79,6 +80,8 @@ def _mailbox_line(mailbox: pb.Mailbox) -> str:
 
 
 def _domain_line(domain: pb.Domain) -> str:
+    if domain.alias_of:
+        return f"{domain.name}\talias_of={domain.alias_of}"
     action = _CATCH_ALL_NAMES.get(domain.catch_all, "none")
     if domain.catch_all == pb.CATCH_ALL_ACTION_DELIVER:
         action = domain.catch_all_target
@@ -88,13 +91,18 @@ def _domain_line(domain: pb.Domain) -> str:
 # -- domain ---------------------------------------------------------------------------------
 
 def _domain_add(args: argparse.Namespace) -> int:
-    domain = _stub().AddDomain(pb.AddDomainRequest(name=args.domain))
-    print(f"added domain {domain.name}")
+    domain = _stub().AddDomain(pb.AddDomainRequest(name=args.domain,
+                                                   alias_of=args.alias_of))
+    if domain.alias_of:
+        print(f"added domain {domain.name}, an alias domain of {domain.alias_of}")
+    else:
+        print(f"added domain {domain.name}")
     return 0
 
 
 def _domain_del(args: argparse.Namespace) -> int:
-    _stub().DeleteDomain(pb.DeleteDomainRequest(name=args.domain))
+    _stub().DeleteDomain(pb.DeleteDomainRequest(name=args.domain,
+                                                with_aliases=args.with_aliases))
     print(f"deleted domain {args.domain} and everything in it")
     return 0
 
@@ -306,9 +314,15 @@ def _password_options(parser: argparse.ArgumentParser) -> None:
 
 def register(sub: Any) -> None:
     domain = _group(sub, "domain", "virtual domains (vadddomain, vdeldomain)")
-    _add(domain, "add", _domain_add, "add a domain").add_argument("domain")
-    _add(domain, "del", _domain_del, "delete a domain and everything in it"
-         ).add_argument("domain")
+    parser = _add(domain, "add", _domain_add, "add a domain")
+    parser.add_argument("domain")
+    parser.add_argument("--alias-of", default="", metavar="DOMAIN",
+                        help="an alias domain (vaddaliasdomain): each of its addresses is "
+                             "the same address in DOMAIN")
+    parser = _add(domain, "del", _domain_del, "delete a domain and everything in it")
+    parser.add_argument("domain")
+    parser.add_argument("--with-aliases", action="store_true",
+                        help="delete the domain's alias domains with it")
     _add(domain, "list", _domain_list, "list domains")
 
     user = _group(sub, "user", "mailboxes (vadduser, vdeluser, vpasswd, vsetuserquota)")

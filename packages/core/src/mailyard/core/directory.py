@@ -4,7 +4,7 @@ The directory service owns writes; smtp-ingress (RCPT checks), relay-auth (passw
 local-delivery (resolution) keep a live copy through DirectoryView. Records are the
 `mailyard.directory.v1` protobufs, stored under these keys in the KV bucket "directory":
 
-    domain.<d>               Domain
+    domain.<d>               Domain (an alias domain's names its real domain: alias_of)
     mailbox.<d>.<l>          Mailbox
     alias.<d>.<l>            Alias
     list.<d>.<l>             MailingList
@@ -46,6 +46,19 @@ def record_key(kind: str, address: str) -> str:
 class DirectoryView(KVView):
     def __init__(self) -> None:
         super().__init__(bus.KV_DIRECTORY)
+        # alias domain's key -> its real domain's key, kept as the records change, so that
+        # is_local_domain (every RCPT, every queued message) stays one or two dict lookups
+        self._alias_domains: dict[str, str] = {}
+        self.on_change(self._track_alias_domain)
+
+    def _track_alias_domain(self, key: str, value: bytes | None) -> None:
+        if not key.startswith("domain."):
+            return
+        alias_of = pb.Domain.FromString(value).alias_of if value is not None else ""
+        if alias_of:
+            self._alias_domains[key] = domain_key(alias_of)
+        else:
+            self._alias_domains.pop(key, None)
 
     # -- single records ------------------------------------------------------------------
 
@@ -54,7 +67,42 @@ class DirectoryView(KVView):
         return pb.Domain.FromString(raw) if raw is not None else None
 
     def is_local_domain(self, name: str) -> bool:
-        return domain_key(name) in self.data
+        key = domain_key(name)
+        real = self._alias_domains.get(key)
+        # an alias domain is local while its real domain is (a real domain deleted under it
+        # leaves it answering for nothing: not ours, rather than every RCPT a 550)
+        return key in self.data if real is None else real in self.data
+
+    def real_domain(self, name: str) -> pb.Domain | None:
+        """The domain whose records answer for `name`: itself, or the real domain of an
+        alias domain (one level only: the directory never makes an alias of an alias)."""
+        domain = self.domain(name)
+        if domain is not None and domain.alias_of:
+            domain = self.domain(domain.alias_of)
+            if domain is not None and domain.alias_of:
+                return None
+        return domain
+
+    def alias_domains(self, real: str) -> list[str]:
+        """The names of the alias domains of one real domain."""
+        key = domain_key(real)
+        return sorted(pb.Domain.FromString(self.data[k]).name
+                      for k, v in list(self._alias_domains.items())
+                      if v == key and k in self.data)
+
+    def login_mailbox(self, user: str) -> pb.Mailbox | None:
+        """The mailbox a login name means: joe@alias.test logs in as joe@real.test (as with
+        vpopmail's alias domains); the record's address is the real one."""
+        address = canonical(user)
+        local, domain_name = split(address)
+        if not domain_name:
+            return None
+        if self._alias_domains.get(domain_key(domain_name)) is not None:
+            real = self.real_domain(domain_name)
+            if real is None:
+                return None
+            address = f"{local}@{real.name}"
+        return self.mailbox(address)
 
     def mailbox(self, address: str) -> pb.Mailbox | None:
         raw = self.data.get(record_key("mailbox", address))
@@ -84,11 +132,14 @@ class DirectoryView(KVView):
         """What the directory says of one address (no recursive expansion of aliases)."""
         address = canonical(address)
         res = pb.Resolution(address=address)
-        _, domain_name = split(address)
-        domain = self.domain(domain_name) if domain_name else None
+        local, domain_name = split(address)
+        domain = self.real_domain(domain_name) if domain_name else None
         if domain is None:
             res.kind = pb.RESOLUTION_KIND_NOT_LOCAL
             return res
+        if domain.name != domain_name:  # an alias domain: the same address in the real one
+            address = f"{local}@{domain.name}"
+        res.resolved = address
         if (mailbox := self.mailbox(address)) is not None:
             res.kind = pb.RESOLUTION_KIND_MAILBOX
             res.mailbox = mailbox.address

@@ -74,10 +74,16 @@ class DirectoryService(pb_grpc.DirectoryServicer):
             await self.sync.wait(revision)
 
     async def _require_domain(self, name: str) -> pb.Domain:
+        """A real domain, the only kind records live in."""
         current = await self.store.get(domain_key(name))
         if current.value is None:
             raise precondition(f"domain {name} does not exist (mailyard domain add {name})")
-        return pb.Domain.FromString(current.value)
+        domain = pb.Domain.FromString(current.value)
+        if domain.alias_of:
+            # its addresses are the real domain's: a record here could never be reached
+            raise precondition(f"{name} is an alias domain of {domain.alias_of}: add the "
+                               f"address in {domain.alias_of} instead")
+        return domain
 
     async def _create(self, kind: str, address: str, record: Message, metric: str) -> None:
         """Create a mailbox, alias or list whose name is free in all three kinds."""
@@ -155,19 +161,40 @@ class DirectoryService(pb_grpc.DirectoryServicer):
         if current.value is not None:
             raise exists(f"domain {name} already exists")
         domain = pb.Domain(name=name)
+        if request.alias_of:
+            domain.alias_of = await self._real_domain_for_alias(name, request.alias_of)
         try:
             revision = await self.store.put(key, domain.SerializeToString(),
                                             expect=current.revision)
         except Conflict:
             raise exists(f"domain {name} already exists") from None
         await self._committed("domain", revision)
-        log.info("domain added", extra={"domain": name})
+        log.info("domain added", extra={"domain": name, "alias_of": domain.alias_of})
         return domain
+
+    async def _real_domain_for_alias(self, name: str, alias_of: str) -> str:
+        real = validate.domain(alias_of)
+        if real == name:
+            raise invalid(f"{name} cannot be an alias domain of itself")
+        current = await self.store.get(domain_key(real))
+        if current.value is None:
+            raise precondition(f"domain {real} does not exist (mailyard domain add {real})")
+        # One level only, as vpopmail: an alias of an alias would make every lookup a chain
+        # to follow, and deleting the middle one would orphan the first silently.
+        if (real_of := pb.Domain.FromString(current.value).alias_of):
+            raise precondition(f"{real} is itself an alias domain of {real_of}: name "
+                               f"{real_of} instead")
+        return real
 
     @rpc
     async def DeleteDomain(self, request: pb.DeleteDomainRequest, context: Ctx
                            ) -> pb.DeleteResponse:
         name = validate.domain(request.name)
+        aliases = self.view.alias_domains(name)
+        if aliases and not request.with_aliases:
+            raise precondition(f"{name} has alias domains: {', '.join(aliases)} (delete them "
+                               f"first, or delete them with it: mailyard domain del {name} "
+                               f"--with-aliases)")
         others = [d for d in self._catch_alls_to(lambda target: split(target)[1] == name)
                   if d != name]
         if others:
@@ -185,6 +212,11 @@ class DirectoryService(pb_grpc.DirectoryServicer):
         return response
 
     async def _sweep(self, name: str) -> None:
+        # Its alias domains go too: those asked for, and one added in the same moment by
+        # another request (an alias of nothing answers for nothing).
+        for alias in self.view.alias_domains(name):
+            _, revision = await self.store.change(domain_key(alias), lambda _raw: None)
+            await self._committed("domain", revision)
         for kind in KINDS:
             prefix = record_prefix(kind, name)
             for key in [k for k in list(self.view.data) if k.startswith(prefix)]:
@@ -214,6 +246,9 @@ class DirectoryService(pb_grpc.DirectoryServicer):
                 raise precondition(f"catch-all target {target} is not a mailbox")
 
         def edit(domain: pb.Domain) -> None:
+            if domain.alias_of:
+                raise precondition(f"{name} is an alias domain of {domain.alias_of}: its "
+                                   f"catch-all is {domain.alias_of}'s")
             domain.catch_all = action
             domain.catch_all_target = target
 

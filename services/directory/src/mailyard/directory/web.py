@@ -1,8 +1,8 @@
 """The directory's HTTP admin API, beside gRPC: each route calls the gRPC servicer method
 the CLI's command calls (one code path, one set of checks); OpenAPI at /docs.
 
-    GET    /api/domains                   POST   /api/domains {name}
-    DELETE /api/domains/{name}            PUT    /api/domains/{name}/catchall {action, target}
+    GET    /api/domains                   POST   /api/domains {name, alias_of}
+    DELETE /api/domains/{name}?with_aliases=  PUT /api/domains/{name}/catchall {action, target}
     GET    /api/users?domain=             POST   /api/users {address, password, ...}
     DELETE /api/users/{address}           PUT    /api/users/{address}/password|quota|gecos
     PUT    /api/users/{address}/forward   DELETE /api/users/{address}/forward
@@ -53,6 +53,7 @@ class _Body(BaseModel):
 
 class NewDomain(_Body):
     name: str = Field(max_length=255)
+    alias_of: str = Field(default="", max_length=255)  # an alias domain of this real one
 
 
 class CatchAll(_Body):
@@ -135,11 +136,13 @@ def mount(app: FastAPI, directory: DirectoryService, control: ControlService) ->
 
     @app.post("/api/domains", status_code=201)
     async def add_domain(body: NewDomain) -> dict[str, Any]:
-        return to_json(await d.AddDomain(pb.AddDomainRequest(name=body.name), ctx()))
+        return to_json(await d.AddDomain(pb.AddDomainRequest(name=body.name,
+                                                             alias_of=body.alias_of), ctx()))
 
     @app.delete("/api/domains/{name}")
-    async def delete_domain(name: str) -> dict[str, Any]:
-        return to_json(await d.DeleteDomain(pb.DeleteDomainRequest(name=name), ctx()))
+    async def delete_domain(name: str, with_aliases: bool = False) -> dict[str, Any]:
+        return to_json(await d.DeleteDomain(pb.DeleteDomainRequest(
+            name=name, with_aliases=with_aliases), ctx()))
 
     @app.put("/api/domains/{name}/catchall")
     async def set_catch_all(name: str, body: CatchAll) -> dict[str, Any]:

@@ -80,7 +80,10 @@ def _walk(view: DirectoryView, address: str, path: tuple[str, ...], exp: Expansi
         exp.failure = TOO_DEEP
         return
     res = view.resolve(address)
-    here = (*path, address)
+    # the address whose records answered too (joe@alias.test is joe@real.test): a loop
+    # through either form is the same loop
+    here = (*path, address) if res.resolved in ("", address) else (*path, address,
+                                                                      res.resolved)
     kind = res.kind
     if kind == pb.RESOLUTION_KIND_NOT_LOCAL:
         if path:
@@ -88,7 +91,7 @@ def _walk(view: DirectoryView, address: str, path: tuple[str, ...], exp: Expansi
         else:
             exp.deferral = NOT_LOCAL  # the queue thought it local; let it look again
     elif kind == pb.RESOLUTION_KIND_MAILBOX:
-        mailbox = view.mailbox(address)
+        mailbox = view.mailbox(res.mailbox or address)
         if mailbox is None:  # changed under us between the two reads
             exp.deferral = ("Sorry, the directory changed during delivery. (#4.3.0)", "4.3.0")
             return
@@ -103,10 +106,11 @@ def _walk(view: DirectoryView, address: str, path: tuple[str, ...], exp: Expansi
         for target in res.targets:
             _walk(view, target, here, exp, delivered_to)
     elif kind == pb.RESOLUTION_KIND_LIST:
-        mlist = view.mailing_list(address)
+        list_address = res.resolved or address
+        mlist = view.mailing_list(list_address)
         owner = mlist.owner if mlist is not None else ""
-        if not any(ls.address == address for ls in exp.lists):
-            exp.lists.append(ListSend(address, owner, list(res.targets)))
+        if not any(ls.address == list_address for ls in exp.lists):
+            exp.lists.append(ListSend(list_address, owner, list(res.targets)))
     elif kind == pb.RESOLUTION_KIND_CATCH_ALL:
         if not res.mailbox:
             exp.failure = NO_MAILBOX

@@ -134,7 +134,7 @@ class Bridge:
     def userdb(self, user: str) -> bytes:
         try:
             address = canonical(user)
-            mailbox = self.directory.mailbox(address) if address else None
+            mailbox = self.directory.login_mailbox(address) if address else None
         except Exception:  # no directory key can be made of it (not UTF-8, ...)
             address, mailbox = "", None
         path = maildir_of(self.root, mailbox.address, mailbox.maildir) if mailbox else None

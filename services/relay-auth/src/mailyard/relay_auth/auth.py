@@ -124,11 +124,18 @@ class Authenticator:
         if self.throttle.throttled(ip, user):
             return self._done(mechanism, THROTTLED)
         await self.throttle.slow_down(ip, user)
-        mailbox = self.directory.mailbox(user) if user else None
+        mailbox = self.directory.login_mailbox(user) if user else None
         phc = mailbox.password_hash if mailbox is not None and mailbox.password_hash else ""
         if not phc:  # no such mailbox: a random password's hash, which nothing matches
             phc = self._dummy_hash
         else:
+            # joe@alias.test logs in as joe@real.test: the mailbox's own address from here on
+            # (the lease, Dovecot's user, the hash upgrade, the failure count), so guessing
+            # through each alias domain in turn meets the mailbox's one limit
+            if mailbox is not None and mailbox.address and mailbox.address != user:
+                user = mailbox.address
+                if self.throttle.throttled(ip, user):
+                    return self._done(mechanism, THROTTLED)
             try:
                 password_hashes.scheme(phc)
             except password_hashes.HashError as exc:
@@ -193,7 +200,7 @@ class Authenticator:
         record = await self._take_challenge(challenge_id)
         if record is None:
             return await self._fail(CRAM, ip, user)
-        mailbox = self.directory.mailbox(user) if user else None
+        mailbox = self.directory.login_mailbox(user) if user else None
         if mailbox is None or not mailbox.cram_md5_secret:
             # A name that is no mailbox gets what a mailbox without CRAM-MD5 gets (534, no
             # failure counted): answering it 535 told whether any name exists, at no cost.
@@ -207,5 +214,5 @@ class Authenticator:
         # as bytes: compare_digest refuses str with non-ASCII, and the digest is the client's
         answer = digest.strip().lower().encode()
         if hmac.compare_digest(expected.encode(), answer):
-            return self._done(CRAM, OK, user)
+            return self._done(CRAM, OK, mailbox.address or user)
         return await self._fail(CRAM, ip, user)

@@ -92,21 +92,29 @@ class Domain(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     CATCH_ALL_FIELD_NUMBER: _builtins.int
     CATCH_ALL_TARGET_FIELD_NUMBER: _builtins.int
+    ALIAS_OF_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """lower case, A-label"""
     catch_all: Global___CatchAllAction.ValueType
     catch_all_target: _builtins.str
     """address, for DELIVER"""
+    alias_of: _builtins.str
+    """An alias domain (vpopmail's vaddaliasdomain, Postfix's `@alias @real`): the real domain
+    (A-label) whose mailboxes, aliases, lists and catch-all answer for every address here.
+    One level only: the real domain is never itself an alias domain. Nothing lives in an
+    alias domain, and its catch-all is the real domain's. "" = a real domain.
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         catch_all: Global___CatchAllAction.ValueType = ...,
         catch_all_target: _builtins.str = ...,
+        alias_of: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["catch_all", b"catch_all", "catch_all_target", b"catch_all_target", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alias_of", b"alias_of", "catch_all", b"catch_all", "catch_all_target", b"catch_all_target", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -273,15 +281,19 @@ class AddDomainRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
+    ALIAS_OF_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    alias_of: _builtins.str
+    """make it an alias domain of this (existing, real) one"""
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
+        alias_of: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alias_of", b"alias_of", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -292,15 +304,21 @@ class DeleteDomainRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
+    WITH_ALIASES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    with_aliases: _builtins.bool
+    """A real domain that still has alias domains is FAILED_PRECONDITION, unless this is set:
+    then its alias domains are deleted with it.
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
+        with_aliases: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "with_aliases", b"with_aliases"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -843,10 +861,15 @@ class Resolution(_message.Message):
     KIND_FIELD_NUMBER: _builtins.int
     MAILBOX_FIELD_NUMBER: _builtins.int
     TARGETS_FIELD_NUMBER: _builtins.int
+    RESOLVED_FIELD_NUMBER: _builtins.int
     address: _builtins.str
     kind: Global___ResolutionKind.ValueType
     mailbox: _builtins.str
     """for MAILBOX / CATCH_ALL: the mailbox address"""
+    resolved: _builtins.str
+    """The address whose records answered: `address` itself, or its form in the real domain
+    (an alias domain). For CATCH_ALL / BOUNCE / DELETE / UNKNOWN: `address` in the real domain.
+    """
     @_builtins.property
     def targets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """for ALIAS / LIST / forwards"""
@@ -858,10 +881,11 @@ class Resolution(_message.Message):
         kind: Global___ResolutionKind.ValueType = ...,
         mailbox: _builtins.str = ...,
         targets: _abc.Iterable[_builtins.str] | None = ...,
+        resolved: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "kind", b"kind", "mailbox", b"mailbox", "targets", b"targets"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "kind", b"kind", "mailbox", b"mailbox", "resolved", b"resolved", "targets", b"targets"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
