@@ -145,3 +145,31 @@ def test_a_dot_qmail_name_with_capitals_is_reported_as_qmail_never_read_it(tmp_p
     assert {(p.path, p.kind) for p in plan.problems.items
             if p.path.endswith(("Sales2", "INFO"))} == {
         (str(domain / ".qmail-Sales2"), UNSUPPORTED), (str(domain / ".qmail-INFO"), UNSUPPORTED)}
+
+
+def test_alias_domains_are_planned_after_their_real_domain(tmp_path: Path) -> None:
+    """vaddaliasdomain's assign lines (another prefix, the real domain's name and directory)
+    become alias domains, whichever line comes first; one naming a domain with no line of
+    its own, or a name assigned twice, is an error on its line."""
+    tree = build_tree(tmp_path / "old")
+    entry = "+{0}-:{1}:89:89:/home/vpopmail/domains/{1}:-::"
+    tree.write("users/assign", "\n".join([
+        entry.format("early.test", "example.org"),
+        entry.format("example.test", "example.test"),
+        entry.format("example.org", "example.org"),
+        entry.format("alias.test", "example.test"),
+        entry.format("orphan.test", "gone.test"),
+        entry.format("alias.test", "example.org"),
+        "."]) + "\n", tree.qmail)
+    plan = build(Sources(qmail_dir=tree.qmail, vpopmail_dir=tree.vpopmail,
+                         tcp_smtp=tree.tcp_smtp, open_smtp=tree.open_smtp), now=tree.now)
+    assert [(a.name, a.real) for a in plan.alias_domains] == [
+        ("early.test", "example.org"), ("alias.test", "example.test")]
+    assign = str(tree.qmail / "users" / "assign")
+    assert [(p.path, p.line, p.kind) for p in plan.problems.errors] == [
+        (assign, 5, ERROR), (assign, 6, ERROR)]
+    assert "alias domain" not in " ".join(p.reason for p in plan.problems.sorted()
+                                          if p.kind == UNSUPPORTED)
+    out = io.StringIO()
+    describe(plan, out)
+    assert f"domain alias.test\talias_of=example.test\t({assign}:4)\n" in out.getvalue()

@@ -73,6 +73,12 @@ def merged(current: str, new: list[str], key: Callable[[str], str] = str) -> lis
     return [*out, *(line for line in new if line in left)]
 
 
+def _where(source: str) -> tuple[str, int]:
+    """A plan's "file:line" as Problems takes it."""
+    path, _, line = source.rpartition(":")
+    return (path, int(line)) if line.isdigit() else (source, 0)
+
+
 class Applier:
     def __init__(self, plan: Plan, options: Options, out: TextIO = sys.stdout,
                  verify_clear: Callable[[str, str], bool] | None = None) -> None:
@@ -96,8 +102,9 @@ class Applier:
     def read_platform(self) -> None:
         """Everything the import touches, read once; raises Conflicts before any write."""
         d = self.directory
-        domains = {x.name for x in pages.records(d.ListDomains, pb.ListDomainsRequest(),
-                                                 "domains")}
+        on_platform = {x.name: x for x in pages.records(d.ListDomains,
+                                                        pb.ListDomainsRequest(), "domains")}
+        domains = set(on_platform)
         for domain in self.plan.domains:
             if domain.name not in domains:
                 continue
@@ -111,6 +118,20 @@ class Applier:
                                     "lists"):
                 self.lists[ml.address] = ml
         conflicts = Problems()
+        for wanted_alias in self.plan.alias_domains:
+            there = on_platform.get(wanted_alias.name)
+            if there is not None and there.alias_of != wanted_alias.real:
+                what = (f"an alias domain of {there.alias_of}" if there.alias_of
+                        else "a real domain")
+                conflicts.error(*_where(wanted_alias.source), f"{wanted_alias.name} is "
+                                f"{what} on the platform, the old host has it as an alias "
+                                f"domain of {wanted_alias.real}: delete it first")
+        for wanted_domain in self.plan.domains:
+            there = on_platform.get(wanted_domain.name)
+            if there is not None and there.alias_of:
+                conflicts.error(*_where(wanted_domain.source), f"{wanted_domain.name} is "
+                                f"an alias domain of {there.alias_of} on the platform, the "
+                                "old host has it as a real domain: delete it first")
         kinds: dict[str, Mapping[str, object]] = {
             "mailbox": self.mailboxes, "alias": self.aliases, "list": self.lists}
         wanted = ([("mailbox", m.address, m.source) for m in self.plan.mailboxes]
@@ -138,6 +159,13 @@ class Applier:
                 self.say(f"domain {domain.name}: created")
             else:
                 self.say(f"domain {domain.name}: exists")
+        for alias_domain in self.plan.alias_domains:
+            name, real = alias_domain.name, alias_domain.real
+            if name not in self.domains:
+                self.directory.AddDomain(pb.AddDomainRequest(name=name, alias_of=real))
+                self.say(f"domain {name}: created, an alias domain of {real}")
+            else:
+                self.say(f"domain {name}: exists, an alias domain of {real}")
         for mailbox in self.plan.mailboxes:
             self._mailbox(mailbox)
         for alias in self.plan.aliases:

@@ -70,6 +70,8 @@ def describe(plan: Plan, out: Any = sys.stdout) -> None:
     for d in plan.domains:
         catch = d.catch_all_target if d.catch_all == "deliver" else d.catch_all
         print(f"domain {d.name}\tcatchall={catch}\t({d.source})", file=out)
+    for ad in plan.alias_domains:
+        print(f"domain {ad.name}\talias_of={ad.real}\t({ad.source})", file=out)
     for m in plan.mailboxes:
         u = m.user
         messages, folders = _count(m.maildir)

@@ -90,8 +90,16 @@ class DomainPlan:
 
 
 @dataclass
+class AliasDomainPlan:
+    name: str
+    real: str                              # a domain of plan.domains
+    source: str
+
+
+@dataclass
 class Plan:
     domains: list[DomainPlan] = field(default_factory=list)
+    alias_domains: list[AliasDomainPlan] = field(default_factory=list)
     mailboxes: list[MailboxPlan] = field(default_factory=list)
     aliases: list[AliasPlan] = field(default_factory=list)
     lists: list[ListPlan] = field(default_factory=list)
@@ -130,11 +138,17 @@ def build(src: Sources, now: float | None = None) -> Plan:
     assigned = assign.parse(assign_lines, assign_path, problems)
     real = {d.name for d in assigned if d.name == d.real}
     for d in assigned:
-        if d.name != d.real:
-            problems.unsupported(assign_path, d.line, f"{d.name} is an alias domain of "
-                                 f"{d.real}: Mailyard has no domain aliases; not imported")
-        elif any(p.name == d.name for p in plan.domains):
+        if any(p.name == d.name for p in plan.domains) or any(
+                a.name == d.name for a in plan.alias_domains):
             problems.error(assign_path, d.line, f"{d.name} is assigned twice")
+        elif d.name != d.real:
+            # vaddaliasdomain's line: the real domain's name and directory, another prefix
+            if d.real not in real:
+                problems.error(assign_path, d.line, f"{d.name} is an alias domain of "
+                               f"{d.real}, which users/assign has no line of its own for")
+            else:
+                plan.alias_domains.append(
+                    AliasDomainPlan(d.name, d.real, f"{assign_path}:{d.line}"))
         else:
             _domain(src, d, plan)
     skipped = {d.name for d in assigned} - real
