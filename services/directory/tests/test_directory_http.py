@@ -234,3 +234,17 @@ def test_alias_domains_over_http(api: tuple[Call, dict[str, str]]) -> None:
     assert status == 409 and "--with-aliases" in body["detail"]
     assert call("DELETE", "/domains/example.com?with_aliases=true") == (200, {"deleted": True})
     assert call("GET", "/domains")[1] == {"domains": [], **LAST_PAGE}
+
+
+def test_recipient_delimiter_over_http(api: tuple[Call, dict[str, str]]) -> None:
+    call, tokens = api
+    assert call("GET", "/settings", token=tokens["read"]) == (200, {"recipient_delimiter": "+"})
+    assert call("PUT", "/settings/recipient_delimiter", {"value": "-"},
+                token=tokens["read"])[0] == 403
+    assert call("PUT", "/settings/recipient_delimiter", {"value": "+-"}) == (
+        200, {"recipient_delimiter": "+-"})
+    status, body = call("PUT", "/settings/recipient_delimiter", {"value": "@"})
+    assert status == 400 and "cannot separate an extension" in body["detail"]
+    assert call("PUT", "/settings/recipient_delimiter", {"value": ""}) == (
+        200, {"recipient_delimiter": ""})
+    assert call("GET", "/settings") == (200, {"recipient_delimiter": ""})

@@ -126,6 +126,28 @@ async def test_an_alias_domain_reaches_the_real_domains_records(env: Env) -> Non
         OUTCOME_FAILED, "5.4.6")
 
 
+async def test_an_extension_is_delivered_to_the_address_without_it(env: Env) -> None:
+    """joe+news@ lands in joe@'s maildir with its own Delivered-To line (as qmail-local's
+    user-ext); an exact joe+exact@ keeps its own; info+x@ is info@'s alias."""
+    await env.domain("example.org")
+    await env.mailbox("joe@example.org")
+    await env.mailbox("joe+exact@example.org")
+    await env.alias("info@example.org", "joe@example.org")
+    await env.start()
+    await env.job(SENDER, ["Joe+News@example.org", "joe+exact@example.org",
+                           "info+x@example.org", "ann+x@example.org"], BODY)
+    res = {r.recipient: r for r in (await env.result()).results}
+    assert res["Joe+News@example.org"].outcome == OUTCOME_DELIVERED
+    assert res["joe+exact@example.org"].outcome == OUTCOME_DELIVERED
+    assert res["ann+x@example.org"].outcome == OUTCOME_FAILED
+    assert sorted(env.messages("joe@example.org")) == sorted([
+        b"Return-Path: <author@sender.test>\r\nDelivered-To: joe+news@example.org\r\n" + BODY,
+        b"Return-Path: <author@sender.test>\r\nDelivered-To: info+x@example.org\r\n" + BODY])
+    assert env.messages("joe+exact@example.org") == [
+        b"Return-Path: <author@sender.test>\r\nDelivered-To: joe+exact@example.org\r\n"
+        + BODY]
+
+
 async def test_catch_all_deliver_bounce_delete(env: Env) -> None:
     await env.domain("deliver.test", pb.CATCH_ALL_ACTION_DELIVER, "postmaster@deliver.test")
     await env.mailbox("postmaster@deliver.test")

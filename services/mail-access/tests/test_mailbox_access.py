@@ -313,3 +313,25 @@ def test_an_alias_domain_delivers_and_logs_in_as_its_real_domain(box: Box) -> No
         client.rset()
     with pytest.raises(imaplib.IMAP4.error):
         box.imap("joe@alias.example", "wrong-password")
+
+
+def test_address_extensions_follow_the_delimiter_set_with_the_cli(box: Box) -> None:
+    user = "ext@example.test"
+    box.add_user(user, "pw-ext-12")
+    assert box.cli("delimiter", "show").strip() == "+"
+    box.send("ext+news@example.test", b"Subject: plus\r\n\r\none\r\n")
+    box.stored(user, 1)
+    assert box.cli("delimiter", "set", "-").strip() == "recipient delimiter: -"
+    try:
+        box.send("ext-lists@example.test", b"Subject: dash\r\n\r\ntwo\r\n")
+        stored = box.stored(user, 2).values()
+        assert any(b"Delivered-To: ext-lists@example.test\r\n" in m for m in stored)
+        with box.smtp() as client:
+            client.mail("sender@client.test")
+            assert client.rcpt("ext+news@example.test")[0] == 550
+            client.rset()
+        assert "INVALID_ARGUMENT" in box.cli("delimiter", "set", ".", check=False)
+        assert box.cli("delimiter", "off").strip() == "recipient delimiter: off"
+        assert box.cli("delimiter", "show").strip() == "off"
+    finally:
+        box.cli("delimiter", "set", "+")

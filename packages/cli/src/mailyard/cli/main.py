@@ -15,6 +15,7 @@ import grpc
 
 from mailyard.cli import (
     control,
+    delimiter,
     directory,
     dkim,
     history,
@@ -28,8 +29,8 @@ from mailyard.cli import (
 from mailyard.cli.qmail_import import command as qmail_import
 from mailyard.core.errors import MailyardError
 
-AREAS = (up, queue, history, directory, vacation, relay, route, control, dkim, qmail_import,
-         tokens)
+AREAS = (up, queue, history, directory, vacation, delimiter, relay, route, control, dkim,
+         qmail_import, tokens)
 
 
 def build_parser() -> argparse.ArgumentParser:

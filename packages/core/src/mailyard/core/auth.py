@@ -46,7 +46,7 @@ POLICY: dict[str, frozenset[str]] = {
     f"{_P}routing.v1.Routing/Explain": READ,
     **{f"{_P}control.v1.Control/{m}": READ for m in ("Get", "List")},
     **{f"{_P}directory.v1.Directory/{m}": READ for m in (
-        "ListDomains", "ListMailboxes", "ListAliases", "ListLists", "GetList")},
+        "ListDomains", "ListMailboxes", "ListAliases", "ListLists", "GetList", "GetSettings")},
     f"{_P}directory.v1.Directory/Resolve": READ | {"bridge"},
     f"{_P}directory.v1.Directory/UpgradePasswordHash": frozenset({"relayauth"}),
     **{f"{_P}relayauth.v1.RelayAuth/{m}": READ for m in ("ListLeases", "ShowRules")},

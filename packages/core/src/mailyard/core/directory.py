@@ -8,6 +8,7 @@ local-delivery (resolution) keep a live copy through DirectoryView. Records are 
     mailbox.<d>.<l>          Mailbox
     alias.<d>.<l>            Alias
     list.<d>.<l>             MailingList
+    settings                 Settings (directory-wide; absent: the defaults)
 
 where <d> and <l> are the lower-cased domain and local part in unpadded base64url (KV keys
 allow only a small alphabet; local parts may hold almost anything).
@@ -18,7 +19,7 @@ from __future__ import annotations
 import base64
 
 from mailyard.api.directory.v1 import directory_pb2 as pb
-from mailyard.core import bus
+from mailyard.core import bus, extensions
 from mailyard.core.addresses import split, to_ascii_domain
 from mailyard.core.kvview import KVView
 
@@ -37,6 +38,9 @@ def domain_key(domain: str) -> str:
     return f"domain.{_enc(to_ascii_domain(domain))}"
 
 
+SETTINGS_KEY = "settings"
+
+
 def record_key(kind: str, address: str) -> str:
     """kind: mailbox, alias or list."""
     local, domain = split(canonical(address))
@@ -49,9 +53,14 @@ class DirectoryView(KVView):
         # alias domain's key -> its real domain's key, kept as the records change, so that
         # is_local_domain (every RCPT, every queued message) stays one or two dict lookups
         self._alias_domains: dict[str, str] = {}
+        self.delimiters = extensions.DEFAULT  # Settings.recipient_delimiter, as it is now
         self.on_change(self._track_alias_domain)
 
     def _track_alias_domain(self, key: str, value: bytes | None) -> None:
+        if key == SETTINGS_KEY:
+            self.delimiters = (pb.Settings.FromString(value).recipient_delimiter
+                               if value is not None else extensions.DEFAULT)
+            return
         if not key.startswith("domain."):
             return
         alias_of = pb.Domain.FromString(value).alias_of if value is not None else ""
@@ -140,6 +149,25 @@ class DirectoryView(KVView):
         if domain.name != domain_name:  # an alias domain: the same address in the real one
             address = f"{local}@{domain.name}"
         res.resolved = address
+        if self._record(address, res):
+            return res
+        # joe+news@: joe@'s records, only when joe+news@ has none (the exact address wins)
+        stripped = extensions.base(local, self.delimiters) if self.delimiters else None
+        if stripped and self._record(f"{stripped}@{domain.name}", res):
+            return res
+        if domain.catch_all == pb.CATCH_ALL_ACTION_DELIVER:
+            res.kind = pb.RESOLUTION_KIND_CATCH_ALL
+            res.mailbox = domain.catch_all_target
+        elif domain.catch_all == pb.CATCH_ALL_ACTION_BOUNCE:
+            res.kind = pb.RESOLUTION_KIND_BOUNCE
+        elif domain.catch_all == pb.CATCH_ALL_ACTION_DELETE:
+            res.kind = pb.RESOLUTION_KIND_DELETE
+        else:
+            res.kind = pb.RESOLUTION_KIND_UNKNOWN
+        return res
+
+    def _record(self, address: str, res: pb.Resolution) -> bool:
+        """Fill `res` from the mailbox, alias or list at `address`, if there is one."""
         if (mailbox := self.mailbox(address)) is not None:
             res.kind = pb.RESOLUTION_KIND_MAILBOX
             res.mailbox = mailbox.address
@@ -150,16 +178,10 @@ class DirectoryView(KVView):
         elif (mlist := self.mailing_list(address)) is not None:
             res.kind = pb.RESOLUTION_KIND_LIST
             res.targets.extend(mlist.members)
-        elif domain.catch_all == pb.CATCH_ALL_ACTION_DELIVER:
-            res.kind = pb.RESOLUTION_KIND_CATCH_ALL
-            res.mailbox = domain.catch_all_target
-        elif domain.catch_all == pb.CATCH_ALL_ACTION_BOUNCE:
-            res.kind = pb.RESOLUTION_KIND_BOUNCE
-        elif domain.catch_all == pb.CATCH_ALL_ACTION_DELETE:
-            res.kind = pb.RESOLUTION_KIND_DELETE
         else:
-            res.kind = pb.RESOLUTION_KIND_UNKNOWN
-        return res
+            return False
+        res.resolved = address
+        return True
 
     def accepts(self, address: str) -> bool:
         """May smtp-ingress accept RCPT TO this local address? (no backscatter)"""

@@ -20,8 +20,10 @@ from google.protobuf.message import Message
 
 from mailyard.api.directory.v1 import directory_pb2 as pb
 from mailyard.api.directory.v1 import directory_pb2_grpc as pb_grpc
+from mailyard.core import extensions
 from mailyard.core.addresses import split
 from mailyard.core.directory import (
+    SETTINGS_KEY,
     DirectoryView,
     canonical,
     domain_key,
@@ -501,3 +503,33 @@ class DirectoryService(pb_grpc.DirectoryServicer):
         except Refused:
             raise invalid(f"not an address: {request.address!r}") from None
         return self.view.resolve(address)
+
+    # -- directory-wide settings ---------------------------------------------------------
+
+    def _settings(self) -> pb.Settings:
+        raw = self.view.data.get(SETTINGS_KEY)
+        if raw is None:
+            return pb.Settings(recipient_delimiter=extensions.DEFAULT)
+        return pb.Settings.FromString(raw)
+
+    @rpc
+    async def GetSettings(self, request: pb.GetSettingsRequest, context: Ctx) -> pb.Settings:
+        return self._settings()
+
+    @rpc
+    async def SetRecipientDelimiter(self, request: pb.SetRecipientDelimiterRequest,
+                                    context: Ctx) -> pb.Settings:
+        delimiters = request.recipient_delimiter
+        if (why := extensions.problem(delimiters)) is not None:
+            raise invalid(f"recipient delimiter {delimiters!r}: {why}")
+
+        def mutate(raw: bytes | None) -> bytes:
+            settings = pb.Settings.FromString(raw) if raw is not None else pb.Settings()
+            settings.recipient_delimiter = delimiters
+            return settings.SerializeToString()
+
+        # stored even when it is the default: "" (off) and "+" are both a choice made
+        _, revision = await self.store.change(SETTINGS_KEY, mutate)
+        await self._committed("settings", revision)
+        log.info("recipient delimiter set", extra={"recipient_delimiter": delimiters})
+        return self._settings()

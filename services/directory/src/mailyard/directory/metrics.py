@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter
 
-CHANGE_KINDS = ("domain", "mailbox", "alias", "forward", "catchall", "list", "control")
+CHANGE_KINDS = ("domain", "mailbox", "alias", "forward", "catchall", "list", "control",
+                "settings")
 
 CHANGES = Counter(
     "mailyard_directory_changes",

@@ -16,6 +16,7 @@ the CLI's command calls (one code path, one set of checks); OpenAPI at /docs.
     POST   /api/lists/{address}/members {member}
     DELETE /api/lists/{address}/members/{member}
     GET    /api/resolve/{address}
+    GET    /api/settings                  PUT    /api/settings/recipient_delimiter {value}
     GET    /api/control                   GET    /api/control/{name}
     PUT    /api/control/{name} {text}     DELETE /api/control/{name}
 
@@ -117,6 +118,10 @@ class NewList(_Body):
 
 class Member(_Body):
     member: str = Field(max_length=1024)
+
+
+class Delimiter(_Body):
+    value: str = Field(max_length=64)    # "" = off
 
 
 class ControlText(_Body):
@@ -254,6 +259,16 @@ def mount(app: FastAPI, directory: DirectoryService, control: ControlService) ->
     @app.get("/api/resolve/{address}")
     async def resolve(address: str) -> dict[str, Any]:
         return to_json(await d.Resolve(pb.AddressRequest(address=address), ctx()))
+
+    # -- directory-wide settings -----------------------------------------------------------
+    @app.get("/api/settings")
+    async def get_settings() -> dict[str, Any]:
+        return to_json(await d.GetSettings(pb.GetSettingsRequest(), ctx()))
+
+    @app.put("/api/settings/recipient_delimiter")
+    async def set_recipient_delimiter(body: Delimiter) -> dict[str, Any]:
+        return to_json(await d.SetRecipientDelimiter(pb.SetRecipientDelimiterRequest(
+            recipient_delimiter=body.value), ctx()))
 
     # -- control files ---------------------------------------------------------------------
     @app.get("/api/control")

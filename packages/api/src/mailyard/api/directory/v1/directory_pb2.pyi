@@ -854,6 +854,66 @@ class ListListsResponse(_message.Message):
 Global___ListListsResponse: _TypeAlias = ListListsResponse  # noqa: Y015
 
 @_typing.final
+class Settings(_message.Message):
+    """Directory-wide settings: one record (key "settings"); while none is stored, the defaults."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECIPIENT_DELIMITER_FIELD_NUMBER: _builtins.int
+    recipient_delimiter: _builtins.str
+    """Address extensions (Postfix's recipient_delimiter, qmail's user-ext): each character
+    separates a local part from its extension at its first occurrence, so joe+news@ reaches
+    joe@ (mailbox, alias, list) when no joe+news@ exists; the exact address always wins.
+    "" = off. Default "+"; qmail hosts used "-". At most 8 of !#$%&'*+-/=?^_`{|}~.
+    """
+    def __init__(
+        self,
+        *,
+        recipient_delimiter: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recipient_delimiter", b"recipient_delimiter"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Settings: _TypeAlias = Settings  # noqa: Y015
+
+@_typing.final
+class GetSettingsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSettingsRequest: _TypeAlias = GetSettingsRequest  # noqa: Y015
+
+@_typing.final
+class SetRecipientDelimiterRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECIPIENT_DELIMITER_FIELD_NUMBER: _builtins.int
+    recipient_delimiter: _builtins.str
+    def __init__(
+        self,
+        *,
+        recipient_delimiter: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recipient_delimiter", b"recipient_delimiter"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetRecipientDelimiterRequest: _TypeAlias = SetRecipientDelimiterRequest  # noqa: Y015
+
+@_typing.final
 class Resolution(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -868,7 +928,8 @@ class Resolution(_message.Message):
     """for MAILBOX / CATCH_ALL: the mailbox address"""
     resolved: _builtins.str
     """The address whose records answered: `address` itself, or its form in the real domain
-    (an alias domain). For CATCH_ALL / BOUNCE / DELETE / UNKNOWN: `address` in the real domain.
+    (an alias domain), or without its extension (Settings.recipient_delimiter). For
+    CATCH_ALL / BOUNCE / DELETE / UNKNOWN: `address` in the real domain.
     """
     @_builtins.property
     def targets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:

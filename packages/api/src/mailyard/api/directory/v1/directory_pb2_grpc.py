@@ -164,6 +164,16 @@ class DirectoryStub:
                 request_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.AddressRequest.SerializeToString,
                 response_deserializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.Autoresponse.FromString,
                 _registered_method=True)
+        self.GetSettings = channel.unary_unary(
+                '/mailyard.directory.v1.Directory/GetSettings',
+                request_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.GetSettingsRequest.SerializeToString,
+                response_deserializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.Settings.FromString,
+                _registered_method=True)
+        self.SetRecipientDelimiter = channel.unary_unary(
+                '/mailyard.directory.v1.Directory/SetRecipientDelimiter',
+                request_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.SetRecipientDelimiterRequest.SerializeToString,
+                response_deserializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.Settings.FromString,
+                _registered_method=True)
 
 
 class DirectoryServicer:
@@ -338,6 +348,19 @@ class DirectoryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSettings(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetRecipientDelimiter(self, request, context):
+        """INVALID_ARGUMENT: a character that cannot separate an extension (see Settings)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DirectoryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -470,6 +493,16 @@ def add_DirectoryServicer_to_server(servicer, server):
                     servicer.GetAutoresponse,
                     request_deserializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.AddressRequest.FromString,
                     response_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.Autoresponse.SerializeToString,
+            ),
+            'GetSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSettings,
+                    request_deserializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.GetSettingsRequest.FromString,
+                    response_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.Settings.SerializeToString,
+            ),
+            'SetRecipientDelimiter': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRecipientDelimiter,
+                    request_deserializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.SetRecipientDelimiterRequest.FromString,
+                    response_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.Settings.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1174,6 +1207,60 @@ class Directory:
             '/mailyard.directory.v1.Directory/GetAutoresponse',
             mailyard_dot_directory_dot_v1_dot_directory__pb2.AddressRequest.SerializeToString,
             mailyard_dot_directory_dot_v1_dot_directory__pb2.Autoresponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mailyard.directory.v1.Directory/GetSettings',
+            mailyard_dot_directory_dot_v1_dot_directory__pb2.GetSettingsRequest.SerializeToString,
+            mailyard_dot_directory_dot_v1_dot_directory__pb2.Settings.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRecipientDelimiter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mailyard.directory.v1.Directory/SetRecipientDelimiter',
+            mailyard_dot_directory_dot_v1_dot_directory__pb2.SetRecipientDelimiterRequest.SerializeToString,
+            mailyard_dot_directory_dot_v1_dot_directory__pb2.Settings.FromString,
             options,
             channel_credentials,
             insecure,

@@ -75,6 +75,9 @@ class DirectoryStub:
     """no autoresponse at all"""
     GetAutoresponse: _grpc.UnaryUnaryMultiCallable[_directory_pb2.AddressRequest, _directory_pb2.Autoresponse]
     """NOT_FOUND: no such mailbox"""
+    GetSettings: _grpc.UnaryUnaryMultiCallable[_directory_pb2.GetSettingsRequest, _directory_pb2.Settings]
+    SetRecipientDelimiter: _grpc.UnaryUnaryMultiCallable[_directory_pb2.SetRecipientDelimiterRequest, _directory_pb2.Settings]
+    """INVALID_ARGUMENT: a character that cannot separate an extension (see Settings)"""
 
 @_typing.type_check_only
 class DirectoryAsyncStub(DirectoryStub):
@@ -120,6 +123,9 @@ class DirectoryAsyncStub(DirectoryStub):
     """no autoresponse at all"""
     GetAutoresponse: _aio.UnaryUnaryMultiCallable[_directory_pb2.AddressRequest, _directory_pb2.Autoresponse]  # type: ignore[assignment]
     """NOT_FOUND: no such mailbox"""
+    GetSettings: _aio.UnaryUnaryMultiCallable[_directory_pb2.GetSettingsRequest, _directory_pb2.Settings]  # type: ignore[assignment]
+    SetRecipientDelimiter: _aio.UnaryUnaryMultiCallable[_directory_pb2.SetRecipientDelimiterRequest, _directory_pb2.Settings]  # type: ignore[assignment]
+    """INVALID_ARGUMENT: a character that cannot separate an extension (see Settings)"""
 
 class DirectoryServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -318,5 +324,20 @@ class DirectoryServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_directory_pb2.Autoresponse, _abc.Awaitable[_directory_pb2.Autoresponse]]:
         """NOT_FOUND: no such mailbox"""
+
+    @_abc_1.abstractmethod
+    def GetSettings(
+        self,
+        request: _directory_pb2.GetSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_directory_pb2.Settings, _abc.Awaitable[_directory_pb2.Settings]]: ...
+
+    @_abc_1.abstractmethod
+    def SetRecipientDelimiter(
+        self,
+        request: _directory_pb2.SetRecipientDelimiterRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_directory_pb2.Settings, _abc.Awaitable[_directory_pb2.Settings]]:
+        """INVALID_ARGUMENT: a character that cannot separate an extension (see Settings)"""
 
 def add_DirectoryServicer_to_server(servicer: DirectoryServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

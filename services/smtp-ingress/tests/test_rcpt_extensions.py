@@ -1,0 +1,46 @@
+"""RCPT TO an address with an extension (joe+news@) or in an alias domain: accepted exactly
+when local-delivery would deliver it (the directory's one resolution), over real SMTP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ingress_helpers import committed, session, wait_for
+
+from mailyard.api.directory.v1 import directory_pb2 as dpb
+from mailyard.core import bus
+from mailyard.core.directory import SETTINGS_KEY, domain_key
+from mailyard.core.spool import Spool
+from mailyard.smtp_ingress import replies as R
+from mailyard.smtp_ingress.server import Ingress
+
+
+async def test_extensions_and_alias_domains_at_rcpt(local: Ingress, js: Any) -> None:
+    kv = await bus.ensure_kv(js, bus.KV_DIRECTORY)
+    await kv.put(domain_key("alias.test"),
+                 dpb.Domain(name="alias.test", alias_of="example.org").SerializeToString())
+    await wait_for(lambda: local.directory.is_local_domain("alias.test"))
+    client = await session(local.ports["smtp"])
+    assert await client.cmd("MAIL FROM:<sender@remote.test>") == R.MAIL_OK
+    for rcpt, reply in (("alice+news@example.org", R.RCPT_OK),
+                        ("Alice+News@Alias.Test", R.RCPT_OK),
+                        ("bob@alias.test", R.RCPT_OK),
+                        ("carol+news@example.org", R.UNKNOWN_USER),
+                        ("+alice@example.org", R.UNKNOWN_USER),
+                        ("alice-news@example.org", R.UNKNOWN_USER),
+                        ("nobody@alias.test", R.UNKNOWN_USER)):
+        assert await client.cmd(f"RCPT TO:<{rcpt}>") == reply, rcpt
+    assert await client.cmd("DATA") == R.GO_AHEAD
+    assert (await client.cmd("Subject: hi\r\n\r\nbody\r\n.")).startswith("250 ok ")
+    [path] = committed(local)
+    envelope, _ = Spool(local.settings.spool_dir).read_sync(path)
+    # the envelope keeps the addresses as sent: local-delivery's Delivered-To is theirs
+    assert envelope.recipients == ["alice+news@example.org", "Alice+News@Alias.Test",
+                                   "bob@alias.test"]
+    # qmail's "-" instead, set in the directory: the next RCPT follows it
+    await kv.put(SETTINGS_KEY, dpb.Settings(recipient_delimiter="-").SerializeToString())
+    await wait_for(lambda: local.directory.delimiters == "-")
+    assert await client.cmd("MAIL FROM:<sender@remote.test>") == R.MAIL_OK
+    assert await client.cmd("RCPT TO:<alice-news@example.org>") == R.RCPT_OK
+    assert await client.cmd("RCPT TO:<alice+news@example.org>") == R.UNKNOWN_USER
+    await client.close()
