@@ -98,6 +98,12 @@ def build(root: Path, sink_port: int = 2626, now: float | None = None) -> Tree:
     }
     for name, text in control.items():
         tree.write(name, text, q / "control")
+    # vpopmail built with --enable-qmail-ext, as its configure writes the installed header
+    tree.write("include/vpopmail_config.h",
+               "/* config.h.  Generated from config.h.in by configure.  */\n"
+               "/* config.h.in.  Generated from configure.in by autoheader.  */\n"
+               "#define VPOPUSER \"vpopmail\"\n/* \"\" */\n#define QMAIL_EXT 1\n",
+               tree.vpopmail)
     entry = "+{0}-:{1}:89:89:" + OLD_HOME + "/domains/{1}:-::"
     tree.write("users/assign",
                entry.format("example.test", "example.test") + " "

@@ -86,6 +86,7 @@ def test_the_report_names_what_stayed_behind(mailyard: Mailyard, imported: str,
     assert "domain example.test: created" in imported
     assert "domain alias.test: created, an alias domain of example.test" in imported
     assert "Mailyard has no domain aliases" not in imported  # reported before, left out
+    assert "recipient delimiter: - (was +), as the old host's qmail-ext" in imported
     users = mailyard.cli("user", "list", "example.test")
     assert re.search(r"ann@example\.test\tquota=5000000\t.*\tgecos=Ann Example", users), users
     assert "# 0 malformed line(s)" in imported
@@ -202,6 +203,17 @@ def test_the_alias_domain_delivers_as_on_the_old_host(mailyard: Mailyard,
         client.sendmail("someone@client.test", ["nobody@alias.test"], BODY)  # catch-all joe
     mailyard.wait_maildir("ann@example.test", ann + 1)
     mailyard.wait_maildir("joe@example.test", joe + 1)
+
+
+def test_qmail_ext_addresses_reach_their_user_as_on_the_old_host(mailyard: Mailyard,
+                                                                 imported: str) -> None:
+    """The old vpopmail had QMAIL_EXT: ann-news@ reached ann@ there, and does here."""
+    assert mailyard.cli("delimiter", "show").strip() == "-"
+    ann = mailyard.count("ann@example.test")
+    with mailyard.smtp() as client:
+        client.sendmail("someone@client.test", ["ann-news@alias.test"], BODY)
+    got = mailyard.wait_maildir("ann@example.test", ann + 1)
+    assert any(b"Delivered-To: ann-news@alias.test\r\n" in m for m in got)
 
 
 def test_forwards_and_catch_alls_behave_as_before(mailyard: Mailyard, imported: str) -> None:

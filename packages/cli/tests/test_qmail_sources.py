@@ -173,3 +173,22 @@ def test_alias_domains_are_planned_after_their_real_domain(tmp_path: Path) -> No
     out = io.StringIO()
     describe(plan, out)
     assert f"domain alias.test\talias_of=example.test\t({assign}:4)\n" in out.getvalue()
+
+
+def test_the_old_hosts_qmail_ext_sets_the_recipient_delimiter(tmp_path: Path) -> None:
+    """vpopmail's --enable-qmail-ext (QMAIL_EXT in its installed vpopmail_config.h): joe-x@
+    reached joe@ there, so the plan sets "-"; without the define, or the file, it cannot
+    tell and leaves the platform's setting alone."""
+    tree = build_tree(tmp_path / "old")
+    header = tree.vpopmail / "include" / "vpopmail_config.h"
+
+    def planned() -> tuple[str, str] | None:
+        return build(Sources(qmail_dir=tree.qmail, vpopmail_dir=tree.vpopmail,
+                             tcp_smtp=tree.tcp_smtp, open_smtp=tree.open_smtp),
+                     now=tree.now).recipient_delimiter
+
+    assert planned() == ("-", f"{header}:5")
+    header.write_text("#define VPOPUSER \"vpopmail\"\n/* #undef QMAIL_EXT */\n")
+    assert planned() is None
+    header.unlink()
+    assert planned() is None

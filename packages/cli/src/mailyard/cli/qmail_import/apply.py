@@ -166,6 +166,7 @@ class Applier:
                 self.say(f"domain {name}: created, an alias domain of {real}")
             else:
                 self.say(f"domain {name}: exists, an alias domain of {real}")
+        self._recipient_delimiter()
         for mailbox in self.plan.mailboxes:
             self._mailbox(mailbox)
         for alias in self.plan.aliases:
@@ -183,6 +184,19 @@ class Applier:
         t = self.totals
         self.say(f"mail: {t.messages} message(s) copied ({t.bytes} bytes), {t.present} "
                  f"already there, {len(self.plan.mailboxes)} mailbox(es)")
+
+    def _recipient_delimiter(self) -> None:
+        if self.plan.recipient_delimiter is None:
+            return
+        value = self.plan.recipient_delimiter[0]
+        current = self.directory.GetSettings(pb.GetSettingsRequest()).recipient_delimiter
+        if value in current:  # already (perhaps beside "+"): the postmaster's choice stays
+            self.say(f"recipient delimiter: {current} (takes {value} already)")
+            return
+        self.directory.SetRecipientDelimiter(pb.SetRecipientDelimiterRequest(
+            recipient_delimiter=value))
+        self.say(f"recipient delimiter: {value} (was {current or 'off'}), as the old "
+                 "host's qmail-ext")
 
     def _mailbox(self, plan: MailboxPlan) -> None:
         local, _, domain = plan.address.rpartition("@")

@@ -72,6 +72,9 @@ def describe(plan: Plan, out: Any = sys.stdout) -> None:
         print(f"domain {d.name}\tcatchall={catch}\t({d.source})", file=out)
     for ad in plan.alias_domains:
         print(f"domain {ad.name}\talias_of={ad.real}\t({ad.source})", file=out)
+    if plan.recipient_delimiter is not None:
+        delimiter, source = plan.recipient_delimiter
+        print(f"recipient delimiter {delimiter}\t({source})", file=out)
     for m in plan.mailboxes:
         u = m.user
         messages, folders = _count(m.maildir)

@@ -25,6 +25,7 @@ from mailyard.cli.qmail_import import (
     controlfiles,
     dotqmail,
     names,
+    qmailext,
     tcprules,
     vpasswd,
 )
@@ -104,6 +105,8 @@ class Plan:
     aliases: list[AliasPlan] = field(default_factory=list)
     lists: list[ListPlan] = field(default_factory=list)
     control: controlfiles.ControlImport = field(default_factory=controlfiles.ControlImport)
+    # ("-", its source) when the old vpopmail had qmail-ext; None: the platform's stays
+    recipient_delimiter: tuple[str, str] | None = None
     rules_text: str | None = None          # None: no tcp.smtp to import
     rules_count: int = 0
     leases: list[tuple[str, float, str]] = field(default_factory=list)  # ip, seconds, source
@@ -155,6 +158,8 @@ def build(src: Sources, now: float | None = None) -> Plan:
     locals_ = {line.strip().lower() for line in files.get("locals", [])}
     plan.control.rcpthosts = [h for h in plan.control.rcpthosts
                               if h not in real and h not in skipped and h not in locals_]
+
+    plan.recipient_delimiter = qmailext.delimiter(src.vpopmail_dir, problems)
 
     if src.tcp_smtp is not None:
         lines = _read(src.tcp_smtp, problems)
