@@ -234,3 +234,21 @@ async def _put_all(nats_url: str, records: dict[str, Any]) -> None:
         await asyncio.gather(*(kv.put(k, v.SerializeToString())
                                for k, v in items[start:start + 500]))
     await nc.close()
+
+
+def test_resolve_names_the_record_that_answered(directory: str, capsys: Any) -> None:
+    """Through an alias domain or an extension, `resolve` says whose records answered: it
+    printed only the address asked and the kind, so team+x@alias.test looked like a list
+    of its own."""
+    run(capsys, "domain", "add", "example.com")
+    assert run(capsys, "domain", "add", "alias.test", "--alias-of", "example.com")[1] == (
+        "added domain alias.test, an alias domain of example.com\n")
+    run(capsys, "list", "add", "team@example.com", "--owner", "joe@example.com", "a@x.org")
+    assert run(capsys, "resolve", "team+x@alias.test")[1] == (
+        "team+x@alias.test\tlist\tas=team@example.com\ttargets=a@x.org\n")
+    assert run(capsys, "resolve", "team@example.com")[1] == (
+        "team@example.com\tlist\ttargets=a@x.org\n")
+    code, _, err = run(capsys, "domain", "del", "example.com")
+    assert code == 1 and "--with-aliases" in err
+    assert run(capsys, "domain", "del", "example.com", "--with-aliases")[0] == 0
+    assert run(capsys, "domain", "list")[1] == ""

@@ -263,6 +263,8 @@ def _resolve(args: argparse.Namespace) -> int:
     res = _stub().Resolve(pb.AddressRequest(address=args.address))
     kind = pb.ResolutionKind.Name(res.kind).removeprefix("RESOLUTION_KIND_").lower()
     fields = [res.address, kind]
+    if res.resolved and res.resolved != res.address:  # an alias domain, an extension
+        fields.append(f"as={res.resolved}")
     if res.mailbox:
         fields.append(f"mailbox={res.mailbox}")
     if res.targets:
