@@ -109,3 +109,27 @@ async def test_an_alias_domain_of_a_real_domain_gone_is_not_local(
     await wait_until(reader, lambda: not reader.is_local_domain("example.com"))
     assert not reader.is_local_domain("alias.test")
     assert reader.resolve("joe@alias.test").kind == pb.RESOLUTION_KIND_NOT_LOCAL
+
+
+async def test_a_target_naming_itself_through_an_alias_domain_is_refused(example: Any
+                                                                         ) -> None:
+    """info@example.com -> info@alias.test is info@ itself: it looped on every message
+    (bounced 5.4.6) where info@example.com -> Info@example.com was refused at once."""
+    await example.AddMailbox(pb.AddMailboxRequest(address="joe@example.com",
+                                                  password="correct horse"))
+    await example.AddDomain(pb.AddDomainRequest(name="alias.test", alias_of="example.com"))
+    bad = grpc.StatusCode.INVALID_ARGUMENT
+    assert await refused(example.AddAlias, pb.AddAliasRequest(
+        address="info@example.com", targets=["a@x.org", "INFO@Alias.Test"])) == bad
+    assert await refused(example.SetForward, pb.SetForwardRequest(
+        address="joe@example.com", targets=["joe@alias.test"])) == bad
+    assert await refused(example.AddList, pb.AddListRequest(
+        address="team@example.com", owner="joe@example.com", members=["team@alias.test"])
+    ) == bad
+    await example.AddList(pb.AddListRequest(address="team@example.com",
+                                            owner="joe@example.com"))
+    assert await refused(example.AddListMember, pb.ListMemberRequest(
+        list="team@alias.test", member="team@example.com")) == bad
+    # another address of the alias domain is fine
+    await example.AddAlias(pb.AddAliasRequest(address="info@example.com",
+                                              targets=["joe@alias.test"]))

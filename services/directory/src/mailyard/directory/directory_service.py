@@ -44,10 +44,6 @@ KINDS = ("mailbox", "alias", "list")
 _KIND_NAMES = {"mailbox": "a mailbox", "alias": "an alias", "list": "a mailing list"}
 
 
-def _names(address: str, targets: list[str]) -> bool:
-    """Does one of the targets (local part as given) name this canonical address? Local
-    parts are matched lower-cased, so "Info@" is info@ itself: a loop on every message."""
-    return any(canonical(target) == address for target in targets)
 
 
 def redacted(mailbox: pb.Mailbox) -> pb.Mailbox:
@@ -144,6 +140,19 @@ class DirectoryService(pb_grpc.DirectoryServicer):
         moment is the known limit of checks across keys."""
         return [d.name for d in self.view.domains()
                 if d.catch_all == pb.CATCH_ALL_ACTION_DELIVER and picked(d.catch_all_target)]
+
+    def _names(self, address: str, targets: list[str]) -> bool:
+        """Does one of the targets (local part as given) name this canonical address? Local
+        parts are matched lower-cased, so "Info@" is info@ itself: a loop on every message;
+        so is info@ of one of its domain's alias domains (from the view, caught up with our
+        own writes)."""
+        address = self._in_real_domain(address)
+        return any(self._in_real_domain(canonical(target)) == address for target in targets)
+
+    def _in_real_domain(self, address: str) -> str:
+        local, domain = split(address)
+        real = self.view.real_domain(domain) if domain else None
+        return f"{local}@{real.name}" if real is not None and real.name != domain else address
 
     def _listed_domain(self, name: str) -> str:
         if not name:
@@ -386,7 +395,7 @@ class DirectoryService(pb_grpc.DirectoryServicer):
     async def SetForward(self, request: pb.SetForwardRequest, context: Ctx) -> pb.Mailbox:
         address = validate.address(request.address)
         targets = validate.targets(list(request.targets))
-        if _names(address, targets):
+        if self._names(address, targets):
             raise invalid(f"{address} cannot forward to itself (use --keep-copy)")
 
         def edit(mailbox: pb.Mailbox) -> None:
@@ -412,7 +421,7 @@ class DirectoryService(pb_grpc.DirectoryServicer):
     async def AddAlias(self, request: pb.AddAliasRequest, context: Ctx) -> pb.Alias:
         address = validate.address(request.address)
         targets = validate.targets(list(request.targets))
-        if _names(address, targets):
+        if self._names(address, targets):
             raise invalid(f"alias {address} cannot point to itself")
         alias = pb.Alias(address=address, targets=targets)
         await self._create("alias", address, alias, "alias")
@@ -440,7 +449,7 @@ class DirectoryService(pb_grpc.DirectoryServicer):
             raise invalid("a mailing list needs an owner (bounces go there)")
         owner = validate.target(request.owner)
         members = validate.targets(list(request.members), "member") if request.members else []
-        if _names(address, members):
+        if self._names(address, members):
             raise invalid(f"list {address} cannot be its own member")
         mlist = pb.MailingList(address=address, owner=owner, members=members)
         await self._create("list", address, mlist, "list")
@@ -456,7 +465,7 @@ class DirectoryService(pb_grpc.DirectoryServicer):
                             ) -> pb.MailingList:
         address = validate.address(request.list)
         member = validate.target(request.member)
-        if _names(address, [member]):
+        if self._names(address, [member]):
             raise invalid(f"list {address} cannot be its own member")
 
         def edit(mlist: pb.MailingList) -> None:
