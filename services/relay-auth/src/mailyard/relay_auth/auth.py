@@ -132,8 +132,8 @@ class Authenticator:
             # joe@alias.test logs in as joe@real.test: the mailbox's own address from here on
             # (the lease, Dovecot's user, the hash upgrade, the failure count), so guessing
             # through each alias domain in turn meets the mailbox's one limit
-            if mailbox is not None and mailbox.address and mailbox.address != user:
-                user = mailbox.address
+            if mailbox is not None and (real := _canonical(mailbox.address)) not in ("", user):
+                user = real
                 if self.throttle.throttled(ip, user):
                     return self._done(mechanism, THROTTLED)
             try:
@@ -214,5 +214,5 @@ class Authenticator:
         # as bytes: compare_digest refuses str with non-ASCII, and the digest is the client's
         answer = digest.strip().lower().encode()
         if hmac.compare_digest(expected.encode(), answer):
-            return self._done(CRAM, OK, mailbox.address or user)
+            return self._done(CRAM, OK, _canonical(mailbox.address) or user)
         return await self._fail(CRAM, ip, user)
