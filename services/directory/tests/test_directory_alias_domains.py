@@ -133,3 +133,24 @@ async def test_a_target_naming_itself_through_an_alias_domain_is_refused(example
     # another address of the alias domain is fine
     await example.AddAlias(pb.AddAliasRequest(address="info@example.com",
                                               targets=["joe@alias.test"]))
+
+
+async def test_a_record_asked_for_in_an_alias_domain_is_named_in_its_real_domain(
+        example: Any) -> None:
+    """vpasswd joe@alias worked on vpopmail; here the answer was a bare "no mailbox
+    joe@alias.test" while mail to that address reached joe@example.com's mailbox."""
+    await example.AddMailbox(pb.AddMailboxRequest(address="joe@example.com",
+                                                  password="correct horse"))
+    await example.AddDomain(pb.AddDomainRequest(name="alias.test", alias_of="example.com"))
+    calls = [(example.SetPassword, pb.SetPasswordRequest(address="joe@alias.test",
+                                                         password="battery staple")),
+             (example.SetQuota, pb.SetQuotaRequest(address="Joe@alias.test", quota_bytes=1)),
+             (example.DeleteMailbox, pb.AddressRequest(address="joe@alias.test")),
+             (example.DeleteAlias, pb.AddressRequest(address="joe@alias.test")),
+             (example.GetList, pb.AddressRequest(address="joe@alias.test"))]
+    for call, request in calls:
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await call(request)
+        assert code_of(exc) == grpc.StatusCode.NOT_FOUND
+        assert "alias.test is an alias domain: the record is joe@example.com's" in (
+            exc.value.details() or ""), call

@@ -104,8 +104,8 @@ class DirectoryService(pb_grpc.DirectoryServicer):
     async def _modify(self, kind: str, cls: type[M], address: str,
                       edit: Callable[[M], None], metric: str) -> M:
         """CAS-edit one existing record; `edit` may run more than once (lost races)."""
-        return await self._modify_key(record_key(kind, address), cls, f"{kind} {address}",
-                                      edit, metric)
+        return await self._modify_key(record_key(kind, address), cls,
+                                      self._record_name(kind, address), edit, metric)
 
     async def _modify_key(self, key: str, cls: type[M], what: str,
                           edit: Callable[[M], None], metric: str) -> M:
@@ -140,6 +140,16 @@ class DirectoryService(pb_grpc.DirectoryServicer):
         moment is the known limit of checks across keys."""
         return [d.name for d in self.view.domains()
                 if d.catch_all == pb.CATCH_ALL_ACTION_DELIVER and picked(d.catch_all_target)]
+
+    def _record_name(self, kind: str, address: str) -> str:
+        """How a NOT_FOUND names a record: one asked for in an alias domain is said to be
+        its real domain's (vpopmail's tools took joe@alias for joe@real; here the records
+        have one name, and the answer says which)."""
+        real = self._in_real_domain(address)
+        if real == address:
+            return f"{kind} {address}"
+        return (f"{kind} {address} ({split(address)[1]} is an alias domain: the record is "
+                f"{real}'s)")
 
     def _names(self, address: str, targets: list[str]) -> bool:
         """Does one of the targets (local part as given) name this canonical address? Local
@@ -293,8 +303,8 @@ class DirectoryService(pb_grpc.DirectoryServicer):
         if domains := self._catch_alls_to(lambda target: target == address):
             raise precondition(f"{address} is the catch-all of {', '.join(domains)}"
                                f" (change it first: mailyard catchall set {domains[0]} ...)")
-        return await self._delete(record_key("mailbox", address), f"mailbox {address}",
-                                  "mailbox")
+        return await self._delete(record_key("mailbox", address),
+                                  self._record_name("mailbox", address), "mailbox")
 
     @rpc
     async def SetPassword(self, request: pb.SetPasswordRequest, context: Ctx) -> pb.Mailbox:
@@ -302,7 +312,8 @@ class DirectoryService(pb_grpc.DirectoryServicer):
         if not request.password_hash:
             passwords.check(request.password, self.min_password_length)
         if (await self.store.get(record_key("mailbox", address))).value is None:
-            raise not_found(f"no mailbox {address}")  # before paying for the hash
+            # before paying for the hash
+            raise not_found(f"no {self._record_name('mailbox', address)}")
         phc = await passwords.requested_hash(request.password, request.password_hash,
                                              request.enable_cram_md5,
                                              self.min_password_length)
@@ -430,7 +441,8 @@ class DirectoryService(pb_grpc.DirectoryServicer):
     @rpc
     async def DeleteAlias(self, request: pb.AddressRequest, context: Ctx) -> pb.DeleteResponse:
         address = validate.address(request.address)
-        return await self._delete(record_key("alias", address), f"alias {address}", "alias")
+        return await self._delete(record_key("alias", address),
+                                  self._record_name("alias", address), "alias")
 
     @rpc
     async def ListAliases(self, request: pb.ListAliasesRequest, context: Ctx
@@ -458,7 +470,8 @@ class DirectoryService(pb_grpc.DirectoryServicer):
     @rpc
     async def DeleteList(self, request: pb.AddressRequest, context: Ctx) -> pb.DeleteResponse:
         address = validate.address(request.address)
-        return await self._delete(record_key("list", address), f"list {address}", "list")
+        return await self._delete(record_key("list", address),
+                                  self._record_name("list", address), "list")
 
     @rpc
     async def AddListMember(self, request: pb.ListMemberRequest, context: Ctx
@@ -500,7 +513,7 @@ class DirectoryService(pb_grpc.DirectoryServicer):
         address = validate.address(request.address)
         mlist = self.view.mailing_list(address)
         if mlist is None:
-            raise not_found(f"no list {address}")
+            raise not_found(f"no {self._record_name('list', address)}")
         return mlist
 
     # -- resolution ----------------------------------------------------------------------
