@@ -63,3 +63,17 @@ async def test_guessing_through_alias_domains_meets_the_mailboxs_one_limit(
         assert blocked.result == pb.AUTH_RESULT_THROTTLED, user
     ok = await relay.stub.Authenticate(login("alice@b.test", PASSWORD, "198.51.100.7"))
     assert (ok.result, ok.user) == (pb.AUTH_RESULT_OK, USER)
+
+
+async def test_a_lease_may_name_a_mailbox_by_its_alias_domain_address(
+        start_relay: Any, js: Any, seed_mailbox: Any) -> None:
+    """`lease grant IP --user joe@alias.test` was NOT_FOUND although joe@alias.test logs in;
+    the lease names the mailbox, as a login's lease does."""
+    await seed_mailbox(js, USER, PASSWORD)
+    await _alias_domains(js, "alias.test")
+    relay = await start_relay()
+    lease = await relay.stub.GrantLease(pb.GrantLeaseRequest(ip="192.0.2.70",
+                                                             user="Alice@Alias.test"))
+    assert lease.user == USER
+    check = await relay.stub.CheckClient(pb.CheckClientRequest(ip="192.0.2.70"))
+    assert check.allow_relay and check.lease_user == USER

@@ -22,7 +22,7 @@ from google.protobuf.message import Message
 from mailyard.api.relayauth.v1 import relayauth_pb2 as pb
 from mailyard.api.relayauth.v1 import relayauth_pb2_grpc as rpc
 from mailyard.core.control import ControlView
-from mailyard.core.directory import DirectoryView, record_key
+from mailyard.core.directory import DirectoryView, canonical, record_key
 from mailyard.core.errors import status_details
 from mailyard.core.openrelay import open_relay
 from mailyard.core.paging import BadPage
@@ -209,15 +209,29 @@ class RelayAuthServicer(rpc.RelayAuthServicer):
                                     "(366 days)")
         # A lease names who logged in from the address; a name that is no mailbox is a typo
         # that would open relaying for nobody's sake. open-smtp imports name no one.
-        if not request.imported and not await self._is_mailbox(request.user):
+        user = request.user if request.imported else self._alias_domain_user(request.user)
+        if not request.imported and not await self._is_mailbox(user):
             await context.abort(grpc.StatusCode.NOT_FOUND,
                                 status_details(f"no mailbox {request.user}"))
-        lease = await self.leases.grant(request.ip, request.user, ttl or None,
+        lease = await self.leases.grant(request.ip, user, ttl or None,
                                         source=IMPORT if request.imported else MANUAL)
         log.info("lease granted", extra={"ip": lease.ip, "user": lease.user,
                                          "source": lease.source,
                                          "expires_at": lease.expires_at})
         return lease.to_pb()
+
+    def _alias_domain_user(self, user: str) -> str:
+        """joe@alias.test names joe@real.test's mailbox (as its login does): the lease says
+        so. Any other name is kept as given."""
+        if "@" not in user or len(user) > 1024:
+            return user
+        try:
+            mailbox = self.directory.login_mailbox(user)
+            if mailbox is None or canonical(mailbox.address) == canonical(user):
+                return user
+            return canonical(mailbox.address)
+        except ValueError:  # no directory key can be made of it: _is_mailbox says no
+            return user
 
     async def _is_mailbox(self, user: str) -> bool:
         if "@" not in user or len(user) > 1024:
