@@ -154,3 +154,17 @@ async def test_a_record_asked_for_in_an_alias_domain_is_named_in_its_real_domain
         assert code_of(exc) == grpc.StatusCode.NOT_FOUND
         assert "alias.test is an alias domain: the record is joe@example.com's" in (
             exc.value.details() or ""), call
+
+
+async def test_a_catch_all_target_in_an_alias_domain_is_its_mailbox(example: Any) -> None:
+    """catchall set example.com joe@alias.test was refused as "not a mailbox" although
+    joe@alias.test is joe@example.com's mailbox; it is stored as the mailbox's own address,
+    so deleting that mailbox is still refused while it is the catch-all."""
+    await example.AddMailbox(pb.AddMailboxRequest(address="joe@example.com",
+                                                  password="correct horse"))
+    await example.AddDomain(pb.AddDomainRequest(name="alias.test", alias_of="example.com"))
+    domain = await example.SetCatchAll(pb.SetCatchAllRequest(
+        domain="example.com", action=pb.CATCH_ALL_ACTION_DELIVER, target="Joe@Alias.test"))
+    assert domain.catch_all_target == "joe@example.com"
+    assert await refused(example.DeleteMailbox, pb.AddressRequest(address="joe@example.com")
+                         ) == grpc.StatusCode.FAILED_PRECONDITION

@@ -261,7 +261,8 @@ class DirectoryService(pb_grpc.DirectoryServicer):
         if action == pb.CATCH_ALL_ACTION_DELIVER:
             if not request.target:
                 raise invalid("catch-all delivery needs a target mailbox")
-            target = validate.address(request.target)
+            # joe@alias.test is joe@real.test's mailbox: stored so, DeleteMailbox sees it
+            target = self._in_real_domain(validate.address(request.target))
             # Resolution hands the target to local delivery as a mailbox: it must be one.
             if (await self.store.get(record_key("mailbox", target))).value is None:
                 raise precondition(f"catch-all target {target} is not a mailbox")
