@@ -31,7 +31,7 @@ from mailyard.api.directory.v1 import directory_pb2 as dpb
 from mailyard.api.relayauth.v1 import relayauth_pb2 as ra
 from mailyard.api.relayauth.v1.relayauth_pb2_grpc import RelayAuthStub
 from mailyard.core import bus
-from mailyard.core.directory import record_key
+from mailyard.core.directory import domain_key, record_key
 from mailyard.core.dkimkeys import KeyDir
 from mailyard.core.spool import Spool
 from mailyard.smtp_ingress import replies as R
@@ -194,6 +194,38 @@ async def test_a_subdomain_s_own_keys_sign_for_its_domain_s_users(
         assert _signers(spooled[subject], dns_server) == signers, subject
     assert _not_entitled() - before == 3
     for c in (joe, amy):
+        await c.close()
+
+
+async def test_an_alias_domain_signs_for_its_real_domain_s_users(
+        make_ingress: MakeIngress, js: Any, relay_auth: str, tmp_path: Path,
+        dns_server: DnsServer, client_tls: ssl.SSLContext) -> None:
+    """alias-a.test is an alias domain of a.test (vpopmail's vaddaliasdomain): the same
+    customer, so a.test's users sign with its keys (which it needs of its own: a.test's do
+    not align with it for DMARC), whatever the From: local part, as they do for a.test.
+    b.test's users do not."""
+    folder = await _platform(js, tmp_path, dns_server)
+    folder.create("alias-a.test", "s1", "ed25519")
+    dns_server.publish_dkim(folder)
+    kv = await bus.ensure_kv(js, bus.KV_DIRECTORY)
+    await kv.put(domain_key("alias-a.test"), dpb.Domain(
+        name="alias-a.test", alias_of="a.test").SerializeToString())
+    ingress = await _ingress(make_ingress, js, relay_auth, folder)
+    await wait_for(lambda: ingress.directory.real_domain("alias-a.test") is not None)
+    joe = await _login(ingress, client_tls, "joe@a.test", "secret")
+    ceo = await _login(ingress, client_tls, "ceo@b.test", "boss")
+    before = _not_entitled()
+    cases = ((joe, "joe", "From: joe@alias-a.test\r\n", ["alias-a.test"]),
+             (joe, "colleague", "From: anna@Alias-A.test\r\n", ["alias-a.test"]),
+             (ceo, "ceo", "From: joe@alias-a.test\r\n", []))
+    for client, subject, header, _ in cases:
+        await _send(client, subject, header, "joe@a.test" if client is joe else "ceo@b.test")
+    await wait_for(lambda: len(_spooled(ingress)) == len(cases))
+    spooled = _spooled(ingress)
+    for _, subject, _, signers in cases:
+        assert _signers(spooled[subject], dns_server) == signers, subject
+    assert _not_entitled() - before == 1
+    for c in (joe, ceo):
         await c.close()
 
 

@@ -58,6 +58,8 @@ async def _directory(js: Any) -> None:
                "twice@example.org": ["alice@example.org", "ALICE@example.org"],
                "team@example.org": ["alice@example.org", "bob@example.org"],
                "out@example.org": ["alice@elsewhere.test"]}
+    await kv.put(domain_key("alias.example"), dpb.Domain(
+        name="alias.example", alias_of="example.org").SerializeToString())
     for address, targets in aliases.items():
         await kv.put(record_key("alias", address),
                      dpb.Alias(address=address, targets=targets).SerializeToString())
@@ -98,7 +100,9 @@ async def test_an_auth_user_sends_only_as_its_own_addresses(
     for own in ("<alice@example.org>", "<ALICE@Example.ORG>", "<alice@example.org.>",
                 '<"alice"@example.org>', "<al@example.org>", "<AL@EXAMPLE.ORG>",
                 "<a2@example.org>", "<twice@example.org>", "<old@example.org>", "<>",
-                "<alice@example.org> AUTH=<>"):
+                "<alice@example.org> AUTH=<>",
+                "<alice+tag@example.org>",    # an extension of hers (the default "+")
+                "<alice@alias.example>", "<al@alias.example>"):  # her alias domain
         assert await client.cmd(f"MAIL FROM:{own}") == R.MAIL_OK, own
         assert await client.cmd("RSET") == R.FLUSHED
     before = _rejections()
@@ -107,7 +111,8 @@ async def test_an_auth_user_sends_only_as_its_own_addresses(
                "staff@example.org",     # a list, though alice is its owner and member
                "copy@example.org",      # forwards to alice but keeps its own copy
                "nobody@example.org",    # only the catch-all leads it to alice
-               "alice+tag@example.org", "alice-tag@example.org",  # no extension addresses
+               "alice-tag@example.org",  # "-" is no delimiter here: no such address
+               "bob@alias.example", "bob+alice@example.org",  # bob's, however it is spelt
                "out@example.org",       # an alias that leaves the platform
                "alice@elsewhere.test")  # not ours at all
     for other in refused:

@@ -52,6 +52,9 @@ def may_sign(s: Session, key_domain: str, address: str) -> bool | None:
     directory = s.app.directory
     if not directory.ready:  # whose a subdomain or an alias is cannot be told yet
         return None
+    real = directory.real_domain(key_domain)
+    if real is not None and real.name == own:  # an alias domain of the login's domain
+        return True
     # keys of a subdomain are the domain's, unless it is hosted: a customer of its own
     if key_domain.endswith("." + own) and not directory.is_local_domain(key_domain):
         return True

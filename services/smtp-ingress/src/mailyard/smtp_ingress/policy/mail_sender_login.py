@@ -5,8 +5,9 @@ that mailbox and nowhere else: an alias (or chain of aliases) or a forwarding ma
 (no keep_copy) whose one target is the login. Not own: a list (its mail is the list's
 expansion, never a member's submission), an alias shared with others (every one of them
 would speak for all), a catch-all (it makes every unknown name of the domain, security@
-or billing@, the target's), extension addresses (Mailyard delivers none: joe+tag@ is not
-joe's mailbox, and mail to it would never reach him), other domains. <> is allowed, as
+or billing@, the target's), other domains. The login's own addresses in an alias domain
+(joe@alias.test for joe@real.test) and with an extension (joe+tag@, where that address has
+no record of its own) are its own: the directory delivers them to its mailbox. <> is allowed, as
 Postfix does: it names nobody (MDNs, auto-replies). Sessions without AUTH (relay rules,
 leases, mail from outside) have no login to compare and are not checked.
 
@@ -53,9 +54,11 @@ def leads_only_to(directory: DirectoryView, address: str, mailbox: str) -> bool:
     for _ in range(MAX_HOPS):
         res = directory.resolve(address)
         if res.kind == pb.RESOLUTION_KIND_MAILBOX:
+            if canonical(res.mailbox) == mailbox:  # by an alias domain or an extension
+                return True
             if not res.targets:  # a mailbox of its own: only the login itself is its user
                 return False
-            record = directory.mailbox(address)
+            record = directory.mailbox(res.resolved or address)
             if record is None or record.keep_copy:
                 return False
         elif res.kind != pb.RESOLUTION_KIND_ALIAS:
