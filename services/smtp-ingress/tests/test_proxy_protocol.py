@@ -32,6 +32,7 @@ from mailyard.smtp_ingress.proxy_protocol import (
     parse,
 )
 from mailyard.smtp_ingress.server import Ingress
+from mailyard.testing import DnsServer
 
 ports = st.integers(min_value=0, max_value=65535)
 v4 = st.ip_addresses(v=4)
@@ -62,7 +63,17 @@ def test_v1_round_trip_keeps_what_follows(addrs: Any, sport: int, dport: int,
                                           after: bytes) -> None:
     src, dst = addrs
     header, rest = parse(v1(src, dst, sport, dport) + after)  # type: ignore[misc]
-    assert header == Header((str(src), sport)) and rest == after
+    assert header == Header((expected(src), sport)) and rest == after
+
+
+@given(v4, ports)
+def test_v1_and_v2_give_an_ipv4_client_behind_a_dual_stack_proxy_as_ipv4(src: Any,
+                                                                        sport: int) -> None:
+    # HAProxy bound to :: (v4v6) sends an IPv4 client as TCP6 ::ffff:a.b.c.d
+    mapped = ipaddress.ip_address(f"::ffff:{src}")
+    for header in (v1(mapped, ipaddress.ip_address("::1"), sport, 25),
+                   v2(mapped, ipaddress.ip_address("::1"), sport, 25)):
+        assert parse(header) == (Header((str(src), sport)), b"")
 
 
 @given(st.one_of(st.tuples(v4, v4), st.tuples(v6, v6)), ports, ports,
@@ -175,6 +186,30 @@ async def test_proxy_header_gives_relay_rules_and_received_the_real_client(
     assert (await client.cmd("EHLO client.test")).startswith("250")
     assert await client.cmd("MAIL FROM:<a@client.test>") == R.MAIL_OK
     assert await client.cmd("RCPT TO:<x@elsewhere.test>") == R.RCPT_OK
+    await client.close()
+
+
+async def test_an_ipv4_client_sent_as_tcp6_is_checked_as_itself(
+        make_ingress: MakeIngress, js: Any, relay_auth: str, dns_server: DnsServer) -> None:
+    """PROXY v1 `TCP6 ::ffff:192.0.2.7`: the DNSBL, greylisting, SPF and Received see
+    192.0.2.7, as for v2 and for the same client sent as TCP4."""
+    await put_control(js, "dnsbl", "bl.test\n")
+    dns_server.add("7.2.0.192.bl.test", "A", "127.0.0.2")
+    dns_server.add("7.2.0.192.bl.test", "TXT", '"Listed, see https://bl.test/192.0.2.7"')
+    await put_control(js, "tcp.smtp", ":allow\n")
+    await seed_directory(js, "example.org", ["alice@example.org"])
+    ingress = await make_ingress(relay_auth_addr=relay_auth, relay_auth_timeout=2.0,
+                                 proxy_protocol="smtp", proxy_from="127.0.0.1/32",
+                                 dns_servers=f"127.0.0.1:{dns_server.port}", dnsbl_timeout=2.0)
+    await wait_for(lambda: ingress.directory.accepts("alice@example.org")
+                   and ingress.control.lines("dnsbl") != [])
+    client = await _connect(ingress.ports["smtp"])
+    await client.send(b"PROXY TCP6 ::ffff:192.0.2.7 ::1 40000 25\r\n")
+    assert (await client.reply()).startswith("220 ")
+    assert (await client.cmd("EHLO client.test")).startswith("250")
+    assert await client.cmd("MAIL FROM:<a@client.test>") == R.MAIL_OK
+    assert await client.cmd("RCPT TO:<alice@example.org>") == \
+        R.dnsbl("Listed, see https://bl.test/192.0.2.7", permanent=False)
     await client.close()
 
 

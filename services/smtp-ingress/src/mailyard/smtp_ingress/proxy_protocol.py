@@ -64,7 +64,11 @@ def _v1(line: bytes) -> Header:
         ports.append(port)
     if src.version != family:
         raise ProxyError("PROXY v1: address does not match the protocol")
-    return Header((str(src), ports[0]))
+    # HAProxy on a dual-stack socket sends an IPv4 client as TCP6 ::ffff:a.b.c.d; kept
+    # mapped, the DNSBLs were asked its ip6.arpa name (never listed) and greylisting put
+    # every such client in one /64. As for v2, the client is its IPv4 address.
+    mapped = getattr(src, "ipv4_mapped", None)
+    return Header((str(mapped or src), ports[0]))
 
 
 def _v2(data: bytes) -> tuple[Header, bytes] | None:
