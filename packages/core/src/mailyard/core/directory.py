@@ -184,9 +184,26 @@ class DirectoryView(KVView):
         return True
 
     def accepts(self, address: str) -> bool:
-        """May smtp-ingress accept RCPT TO this local address? (no backscatter)"""
-        return self.resolve(address).kind not in (pb.RESOLUTION_KIND_UNKNOWN,
-                                                  pb.RESOLUTION_KIND_NOT_LOCAL)
+        """May smtp-ingress accept RCPT TO this local address? (no backscatter)
+
+        resolve()'s answer (not UNKNOWN nor NOT_LOCAL) from the keys alone: asked at every
+        RCPT, it must not parse a list's record and copy its members (6 ms for 40,000)."""
+        address = canonical(address)
+        local, domain_name = split(address)
+        domain = self.real_domain(domain_name) if domain_name else None
+        if domain is None:
+            return False
+        if self._has_record(f"{local}@{domain.name}"):
+            return True
+        # joe+news@: joe@'s records, as resolve() reads them (the exact address came first)
+        stripped = extensions.base(local, self.delimiters) if self.delimiters else None
+        if stripped and self._has_record(f"{stripped}@{domain.name}"):
+            return True
+        return domain.catch_all in (pb.CATCH_ALL_ACTION_DELIVER, pb.CATCH_ALL_ACTION_BOUNCE,
+                                    pb.CATCH_ALL_ACTION_DELETE)
+
+    def _has_record(self, address: str) -> bool:
+        return any(record_key(kind, address) in self.data for kind in ("mailbox", "alias", "list"))
 
 
 def record_prefix(kind: str, domain: str) -> str:
