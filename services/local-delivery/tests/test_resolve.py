@@ -148,6 +148,30 @@ async def test_an_extension_is_delivered_to_the_address_without_it(env: Env) -> 
         + BODY]
 
 
+async def test_a_bounce_sent_to_a_list_goes_to_its_owner_not_its_members(env: Env) -> None:
+    """A message from <> (a bounce, a double bounce) was sent to every member with the owner
+    as sender: a bounce of forged spam reached thousands, a member's failure bounced again,
+    and a list that owns itself (the directory takes that) went round for ever."""
+    await env.domain("example.org")
+    await env.mailbox("alice@example.org")
+    await env.mailing_list("team@example.org", "owner@example.org",
+                           "alice@example.org", "m@remote.test")
+    await env.mailing_list("old@example.org", "", "alice@example.org")
+    await env.start()
+    await env.job("", ["team@example.org"], BODY)
+    assert (await env.result()).results[0].outcome == OUTCOME_DELIVERED
+    envelope, data = await env.todo()
+    assert (envelope.origin, envelope.sender, list(envelope.recipients)) == (
+        ORIGIN_LIST, "", ["owner@example.org"])
+    assert data == b"Delivered-To: team@example.org\r\n" + BODY
+    assert await env.todo_count() == 0 and env.messages("alice@example.org") == []
+    # a list without an owner (older data) refuses it: a double bounce to the postmaster
+    await env.job("", ["old@example.org"], BODY)
+    [rr] = (await env.result()).results
+    assert (rr.outcome, rr.enhanced_code) == (OUTCOME_FAILED, "5.7.2")
+    assert await env.todo_count() == 0 and env.messages("alice@example.org") == []
+
+
 async def test_catch_all_deliver_bounce_delete(env: Env) -> None:
     await env.domain("deliver.test", pb.CATCH_ALL_ACTION_DELIVER, "postmaster@deliver.test")
     await env.mailbox("postmaster@deliver.test")

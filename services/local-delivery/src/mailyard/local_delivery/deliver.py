@@ -163,6 +163,18 @@ class Deliverer:
                 log.info("forwarded", extra={"queue_id": job.queue_id, "new_queue_id": qid,
                                              "targets": len(exp.forwards)})
             for mlist in exp.lists:
+                if not job.sender:
+                    # A bounce (of forged spam, or of a member's copy) is the owner's
+                    # business, never the members': sent to them from the owner it reached
+                    # thousands, and bounced on, round for ever when the list owns itself.
+                    # It keeps <>, so its own failure is a double bounce.
+                    if not mlist.owner:  # (lists from before owners were required)
+                        return _result(recipient, Outcome.OUTCOME_FAILED, *resolve.NO_OWNER)
+                    qid = await reinject.bounce_to_owner(self.spool, self.js, job,
+                                                         mlist.owner, data)
+                    log.info("bounce to a list sent to its owner",
+                             extra={"queue_id": job.queue_id, "new_queue_id": qid})
+                    continue
                 owner = mlist.owner or job.sender
                 if mlist.members:
                     qid = await reinject.to_list(self.spool, self.js, job, owner,

@@ -8,6 +8,8 @@ Envelope senders:
 - list mail gets the list owner as sender, so members' bounces reach the owner and not
   the author (ezmlm's reason for its own return path);
 - a vacation reply (autoreply.py) goes from <> (RFC 3834 3.3), so nothing answers it.
+- a message from <> (a bounce) to a list goes to its owner only, still from <>: members
+  never get bounces (ezmlm refuses them), and the null sender ends any loop.
 
 The bytes carry our Delivered-To line, which is what stops a forward cycle: when the copy
 comes back to the same address the loop check in deliver.py bounces it.
@@ -57,3 +59,9 @@ async def autoreply(spool: Spool, js: JetStreamContext, recipient: str, data: by
                         smtputf8=smtputf8)
     stored = await inject(spool, js, envelope, data)
     return stored.queue_id
+
+
+async def bounce_to_owner(spool: Spool, js: JetStreamContext, job: DeliveryJob, owner: str,
+                          data: bytes) -> str:
+    return await send(spool, js, job, origin=ORIGIN_LIST, sender="", recipients=[owner],
+                      data=data)
