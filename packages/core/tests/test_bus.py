@@ -12,7 +12,7 @@ from mailyard.core import bus
 from mailyard.core.control import ControlView
 from mailyard.core.directory import DirectoryView, domain_key, record_key
 from mailyard.core.errors import BusError
-from mailyard.core.inject import inject
+from mailyard.core.inject import inject, inject_all
 from mailyard.core.natsserver import NatsServer
 from mailyard.core.spool import Spool
 
@@ -41,6 +41,20 @@ async def test_inject_with_nats_down_withdraws_the_file(nats_server: NatsServer,
     assert list(spool.iter_committed()) == []
     with contextlib.suppress(Exception):  # the server is gone; closing may fail to flush
         await nc.close()
+
+
+async def test_inject_all_withdraws_every_part_when_one_fails(js: Any, spool: Spool) -> None:
+    """One list's mail in parts: the second part's notice is refused (past max_payload),
+    so the first part's file goes too; its notice, already in the stream, finds no file
+    and the queue drops it, so the retry sends each part once."""
+    ok = Envelope(sender="o@b", recipients=["c@d"])
+    too_big = Envelope(sender="o@b", recipients=[f"m{i:07d}@example.net" for i in range(60_000)])
+    with pytest.raises(BusError):
+        await inject_all(spool, js, [ok, too_big], b"hi\r\n")
+    assert list(spool.iter_committed()) == []
+    stored = await inject_all(spool, js, [Envelope(sender="o@b", recipients=["c@d"]),
+                                          Envelope(sender="o@b", recipients=["e@f"])], b"hi\r\n")
+    assert len(stored) == 2 and len(list(spool.iter_committed())) == 2
 
 
 async def test_ensure_helpers_are_idempotent(js: Any) -> None:

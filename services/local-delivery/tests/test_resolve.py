@@ -5,6 +5,7 @@ from __future__ import annotations
 from mailyard.api.directory.v1 import directory_pb2 as pb
 from mailyard.api.mail.v1.delivery_pb2 import OUTCOME_DELIVERED, OUTCOME_FAILED
 from mailyard.api.mail.v1.envelope_pb2 import ORIGIN_FORWARD, ORIGIN_LIST
+from mailyard.core.directory import record_key
 from mailyard.local_delivery.deliver import LOOPING
 
 from .conftest import Env
@@ -146,6 +147,35 @@ async def test_an_extension_is_delivered_to_the_address_without_it(env: Env) -> 
     assert env.messages("joe+exact@example.org") == [
         b"Return-Path: <author@sender.test>\r\nDelivered-To: joe+exact@example.org\r\n"
         + BODY]
+
+
+async def test_a_list_as_big_as_a_record_holds_is_sent(env: Env) -> None:
+    """A list the directory took (its record within nats-server's max_payload, 1 MiB: about
+    45,000 members) made a todo notice that did not fit it (the envelope carries every
+    member plus its own fields), so every message to the list was deferred as "queue
+    unavailable" until it bounced. List mail now goes out as several messages, each member
+    in one of them, each notice far below the limit."""
+    limit = 1024 * 1024 - 100  # a record and its write's header, as the directory checks
+    members: list[str] = []
+    record = pb.MailingList(address="big@example.org", owner="owner@example.org")
+    while record.ByteSize() < limit - 30:
+        member = f"member{len(members):06d}@example.net"
+        members.append(member)
+        record.members.append(member)
+    await env.domain("example.org")
+    await env._put(record_key("list", "big@example.org"), record)
+    await env.start()
+    await env.job(SENDER, ["big@example.org"], BODY)
+    [rr] = (await env.result()).results
+    assert rr.outcome == OUTCOME_DELIVERED, rr.reply
+    got: list[str] = []
+    while len(got) < len(members):
+        envelope, data = await env.todo()
+        assert (envelope.origin, envelope.sender) == (ORIGIN_LIST, "owner@example.org")
+        assert envelope.ByteSize() <= 300 * 1024
+        assert data == b"Delivered-To: big@example.org\r\n" + BODY
+        got += envelope.recipients
+    assert sorted(got) == members and await env.todo_count() == 0
 
 
 async def test_a_bounce_sent_to_a_list_goes_to_its_owner_not_its_members(env: Env) -> None:

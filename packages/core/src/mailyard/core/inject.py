@@ -9,6 +9,7 @@ stream despite the error finds no file and is dropped by the queue as withdrawn.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -43,5 +44,39 @@ async def inject(spool: Spool, js: JetStreamContext, envelope: Envelope, data: b
         with contextlib.suppress(SpoolError):
             await spool.remove(stored.spool_path)
         log.warning("publish failed, message withdrawn", extra={"queue_id": stored.queue_id})
+        raise
+    return stored
+
+
+async def inject_all(spool: Spool, js: JetStreamContext, envelopes: list[Envelope],
+                     data: bytes, *, publish_timeout: float = 5.0) -> list[Envelope]:
+    """inject() for several envelopes of the same bytes (one list's mail in parts), all or
+    nothing: every file is committed before any notice is published, and if one commit or
+    publish fails every file is withdrawn, so the caller's retry sends each part once more
+    rather than the parts that went out twice (a notice the queue already took in the
+    moment before the withdrawal is the one duplicate left: at least once).
+
+    Raises SpoolError or BusError; in both cases nothing stays committed."""
+    for envelope in envelopes:
+        if not envelope.queue_id:
+            envelope.queue_id = new_queue_id()
+        if not envelope.HasField("received_at"):
+            envelope.received_at.FromNanoseconds(time.time_ns())
+    # together, so the spool makes them one batch of fsyncs
+    outcomes = await asyncio.gather(*(spool.commit(e, data) for e in envelopes),
+                                    return_exceptions=True)
+    stored = [o for o in outcomes if isinstance(o, Envelope)]
+    try:
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        for one in stored:
+            await bus.publish(js, bus.TODO_SUBJECT, one, msg_id=one.queue_id,
+                              timeout=publish_timeout)
+    except (SpoolError, BusError):
+        with contextlib.suppress(SpoolError):
+            await spool.remove_many([one.spool_path for one in stored])
+        log.warning("a part failed, all %d withdrawn", len(envelopes),
+                    extra={"queue_id": envelopes[0].queue_id if envelopes else ""})
         raise
     return stored

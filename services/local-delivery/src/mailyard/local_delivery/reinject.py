@@ -11,6 +11,11 @@ Envelope senders:
 - a message from <> (a bounce) to a list goes to its owner only, still from <>: members
   never get bounces (ezmlm refuses them), and the null sender ends any loop.
 
+A big list (or alias) goes out as several messages of at most BATCH_BYTES of recipients
+each, all committed or none (core.inject.inject_all): the queue's todo notice carries every
+recipient and nats-server refuses one past max_payload (1 MiB), which a list the directory
+holds can reach; the queue's history event and log line of a message list them all too.
+
 The bytes carry our Delivered-To line, which is what stops a forward cycle: when the copy
 comes back to the same address the loop check in deliver.py bounces it.
 """
@@ -27,18 +32,37 @@ from mailyard.api.mail.v1.envelope_pb2 import (
     Envelope,
     Origin,
 )
-from mailyard.core.inject import inject
+from mailyard.core.inject import inject, inject_all
 from mailyard.core.spool import Spool
+
+BATCH_BYTES = 256 * 1024  # recipients' bytes in one message: ~10,000 addresses
+
+
+def batches(recipients: list[str]) -> list[list[str]]:
+    """`recipients` in order, cut into parts of at most BATCH_BYTES of addresses."""
+    out: list[list[str]] = [[]]
+    size = 0
+    for address in recipients:
+        cost = len(address.encode()) + 3  # its field's tag and length in the envelope
+        if out[-1] and size + cost > BATCH_BYTES:
+            out.append([])
+            size = 0
+        out[-1].append(address)
+        size += cost
+    return out
 
 
 async def send(spool: Spool, js: JetStreamContext, job: DeliveryJob, *, origin: Origin.ValueType,
                sender: str, recipients: list[str], data: bytes) -> str:
-    """Inject one message; returns its queue id. Raises SpoolError / BusError, in which case
-    nothing was committed and the caller defers."""
-    envelope = Envelope(origin=origin, sender=sender, recipients=recipients,
-                        smtputf8=job.smtputf8, body_8bit=job.body_8bit)
-    stored = await inject(spool, js, envelope, data)
-    return stored.queue_id
+    """Inject the message, in parts for many recipients; returns the (first) queue id.
+    Raises SpoolError / BusError, in which case nothing was committed and the caller
+    defers."""
+    envelopes = [Envelope(origin=origin, sender=sender, recipients=part,
+                          smtputf8=job.smtputf8, body_8bit=job.body_8bit)
+                 for part in batches(recipients)]
+    if len(envelopes) == 1:
+        return (await inject(spool, js, envelopes[0], data)).queue_id
+    return (await inject_all(spool, js, envelopes, data))[0].queue_id
 
 
 async def forward(spool: Spool, js: JetStreamContext, job: DeliveryJob, targets: list[str],
