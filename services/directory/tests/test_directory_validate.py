@@ -151,6 +151,12 @@ def test_greylist_files() -> None:
     assert validate.control_text("greylistexempt", "192.0.2.0/24\n2001:db8::/32\n")
     with pytest.raises(Refused, match="positive integer"):
         validate.control_text("greylist", "soon")
+    # smtp-ingress starts a triplet over when it is not retried within a day, so a delay of
+    # a day or more let no new sender through ever: refused, not stored
+    assert validate.control_text("greylist", "86399") == "86399\n"
+    for bad in ("86400", "90000", "999999999999"):
+        with pytest.raises(Refused, match="below 86400"):
+            validate.control_text("greylist", bad)
     with pytest.raises(Refused, match="not a network"):
         validate.control_text("greylistexempt", "192.0.2.0/24\nmail.example.com\n")
 

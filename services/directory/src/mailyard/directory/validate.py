@@ -27,6 +27,9 @@ _ATEXT = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%
 
 POSITIVE_INTEGER_FILES = ("databytes", "queuelifetime", "concurrencyremote", "concurrencylocal",
                           "greylist")
+# smtp-ingress starts a pending greylist triplet over when it is not retried within a day
+# (greylist.RETRY_WINDOW): with a delay of a day or more no new sender ever got through.
+GREYLIST_BELOW = 86400
 
 
 def domain(name: str) -> str:
@@ -172,6 +175,9 @@ def control_text(name: str, text: str) -> str:
         values = control.lines(text)
         if len(values) != 1 or not values[0].isdigit() or int(values[0]) <= 0:
             raise invalid(f"control/{name} must be one positive integer, got {text.strip()!r}")
+        if name == "greylist" and int(values[0]) >= GREYLIST_BELOW:
+            raise invalid(f"control/greylist must be below {GREYLIST_BELOW} seconds: a sender "
+                          f"that has not retried within a day is greylisted again")
     elif name == "smtproutes":
         try:
             smtproutes.check(text)
