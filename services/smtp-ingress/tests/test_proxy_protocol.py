@@ -105,7 +105,8 @@ def test_any_bytes_are_a_header_more_or_a_refusal(data: bytes) -> None:
     header, rest = found
     assert len(data) - len(rest) <= MAX_HEADER
     if header.client is not None:
-        ipaddress.ip_address(header.client[0])
+        address = ipaddress.ip_address(header.client[0])
+        assert str(address) == header.client[0] and "%" not in header.client[0]
         assert 0 <= header.client[1] <= 65535
 
 
@@ -118,6 +119,12 @@ def test_any_bytes_are_a_header_more_or_a_refusal(data: bytes) -> None:
     b"PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n",
     b"EHLO client.test\r\n",
     b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2" + b" " * 100 + b"\r\n",
+    # a zone: Python's ipaddress takes any text after "%", which then went into the session's
+    # address: Received lines (a line break and a field of the proxy's choosing), DNSBL and
+    # greylisting (a ValueError at RCPT)
+    b"PROXY TCP6 fe80::1%eth0 ::1 1 2\r\n",
+    b"PROXY TCP6 fe80::1%a\nX-Injected:\x00yes ::1 1 2\r\n",
+    b"PROXY TCP6 ::1 fe80::1%eth0 1 2\r\n",
 ]))
 def test_malformed_v1_is_refused(line: bytes) -> None:
     try:

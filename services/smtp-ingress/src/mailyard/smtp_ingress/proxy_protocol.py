@@ -50,9 +50,13 @@ def _v1(line: bytes) -> Header:
     family = 4 if parts[1] == b"TCP4" else 6
     try:
         src = ipaddress.ip_address(parts[2].decode("ascii"))
-        ipaddress.ip_address(parts[3].decode("ascii"))
+        dst = ipaddress.ip_address(parts[3].decode("ascii"))
     except ValueError:
         raise ProxyError("PROXY v1: bad address") from None
+    # ipaddress takes "fe80::1%<any text>" (a zone), which is no client address: its text,
+    # line breaks included, became the session's address (Received, DNSBL names)
+    if getattr(src, "scope_id", None) is not None or getattr(dst, "scope_id", None) is not None:
+        raise ProxyError("PROXY v1: an address with a zone")
     ports = []
     for raw in parts[4:6]:
         # decimal, no sign, no leading zero (spec: "0" only as itself), 0..65535
