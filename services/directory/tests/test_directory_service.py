@@ -337,7 +337,12 @@ async def test_a_self_reference_in_another_case_is_refused(example: Any) -> None
                                                    owner="joe@example.com",
                                                    members=["ALL@Example.com"])),
                  example.AddListMember(pb.ListMemberRequest(list="team@example.com",
-                                                            member="Team@example.com"))):
+                                                            member="Team@example.com")),
+                 # its own owner: list mail went out from the list, so every auto-reply
+                 # and member's bounce went to all members again
+                 example.AddList(pb.AddListRequest(address="help@example.com",
+                                                   owner="Help@example.com",
+                                                   members=["joe@example.com"]))):
         with pytest.raises(grpc.aio.AioRpcError) as exc:
             await call
         assert code_of(exc) == grpc.StatusCode.INVALID_ARGUMENT

@@ -461,6 +461,10 @@ class DirectoryService(pb_grpc.DirectoryServicer):
         if not request.owner:
             raise invalid("a mailing list needs an owner (bounces go there)")
         owner = validate.target(request.owner)
+        if self._names(address, [owner]):
+            # list mail goes out from the owner: every auto-reply and every member's
+            # bounce would go to all members again
+            raise invalid(f"list {address} cannot be its own owner")
         members = validate.targets(list(request.members), "member") if request.members else []
         if self._names(address, members):
             raise invalid(f"list {address} cannot be its own member")
