@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ingress_helpers import Client, committed, lines_hold, session, todo_count
+from ingress_helpers import Client, committed, lines_hold, session, todo_count, wait_for
 
+from mailyard.api.directory.v1 import directory_pb2 as dpb
+from mailyard.core import bus
+from mailyard.core.directory import domain_key
 from mailyard.core.spool import Spool
 from mailyard.smtp_ingress import replies as R
 from mailyard.smtp_ingress.server import Ingress
@@ -65,6 +68,26 @@ async def test_a_quoted_local_part_that_needs_no_quotes_is_the_plain_one(local: 
     envelope, _ = Spool(local.settings.spool_dir).read_sync(path)
     assert envelope.recipients == ["alice@example.org", "bob@example.org"]
     await client.close()
+
+
+async def test_a_bounce_catch_all_refuses_unknown_users_at_rcpt(js: Any, local: Ingress
+                                                                ) -> None:
+    """`catchall set DOMAIN bounce` (vpopmail's default, bounce-no-mailbox) took every
+    address at RCPT and bounced it from the queue: backscatter to the forged senders of all
+    the spam sent to made-up names. Refused at RCPT, as chkuser and Postfix do, and as a
+    domain without a catch-all; delete and deliver still take every address."""
+    kv = await bus.ensure_kv(js, bus.KV_DIRECTORY)
+    for action, reply in ((dpb.CATCH_ALL_ACTION_BOUNCE, R.UNKNOWN_USER),
+                          (dpb.CATCH_ALL_ACTION_DELETE, R.RCPT_OK)):
+        await kv.put(domain_key("example.org"), dpb.Domain(
+            name="example.org", catch_all=action).SerializeToString())
+        await wait_for(lambda a=action: local.directory.domain(  # type: ignore[misc]
+            "example.org").catch_all == a)
+        client = await session(local.ports["smtp"])
+        assert await client.cmd("MAIL FROM:<sender@remote.test>") == R.MAIL_OK
+        assert await client.cmd("RCPT TO:<nobody@example.org>") == reply, action
+        assert await client.cmd("RCPT TO:<alice@example.org>") == R.RCPT_OK
+        await client.close()
 
 
 async def test_lines_facts_of_a_line_sent_in_pieces(local: Ingress) -> None:

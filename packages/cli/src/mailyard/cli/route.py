@@ -152,7 +152,8 @@ _LOCAL_KINDS = {
     dpb.RESOLUTION_KIND_ALIAS: "alias for {targets}",
     dpb.RESOLUTION_KIND_LIST: "mailing list to {targets}",
     dpb.RESOLUTION_KIND_CATCH_ALL: "catch-all: mailbox {mailbox}",
-    dpb.RESOLUTION_KIND_BOUNCE: "catch-all bounces it",
+    dpb.RESOLUTION_KIND_BOUNCE: "no such user here, catch-all bounce (refused at RCPT with 550 "
+                                "5.1.1)",
     dpb.RESOLUTION_KIND_DELETE: "catch-all deletes it",
 }
 

@@ -186,8 +186,11 @@ class DirectoryView(KVView):
     def accepts(self, address: str) -> bool:
         """May smtp-ingress accept RCPT TO this local address? (no backscatter)
 
-        resolve()'s answer (not UNKNOWN nor NOT_LOCAL) from the keys alone: asked at every
-        RCPT, it must not parse a list's record and copy its members (6 ms for 40,000)."""
+        Whatever resolve() does not answer UNKNOWN, NOT_LOCAL or BOUNCE: a catch-all that
+        bounces refuses at RCPT, as chkuser does for vpopmail's bounce-no-mailbox, rather
+        than accept and bounce to a sender that spam forges. Decided from the keys alone:
+        asked at every RCPT, it must not parse a list's record and copy its members (6 ms
+        for 40,000)."""
         address = canonical(address)
         local, domain_name = split(address)
         domain = self.real_domain(domain_name) if domain_name else None
@@ -199,8 +202,7 @@ class DirectoryView(KVView):
         stripped = extensions.base(local, self.delimiters) if self.delimiters else None
         if stripped and self._has_record(f"{stripped}@{domain.name}"):
             return True
-        return domain.catch_all in (pb.CATCH_ALL_ACTION_DELIVER, pb.CATCH_ALL_ACTION_BOUNCE,
-                                    pb.CATCH_ALL_ACTION_DELETE)
+        return domain.catch_all in (pb.CATCH_ALL_ACTION_DELIVER, pb.CATCH_ALL_ACTION_DELETE)
 
     def _has_record(self, address: str) -> bool:
         return any(record_key(kind, address) in self.data for kind in ("mailbox", "alias", "list"))
