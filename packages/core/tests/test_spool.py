@@ -7,7 +7,7 @@ import pytest
 
 from mailyard.api.mail.v1.envelope_pb2 import Envelope
 from mailyard.core.errors import ChecksumMismatch, SpoolError
-from mailyard.core.ids import is_queue_id, new_queue_id, queue_id_time
+from mailyard.core.ids import derived_queue_id, is_queue_id, new_queue_id, queue_id_time
 from mailyard.core.spool import Spool, bucket_of
 
 
@@ -18,6 +18,17 @@ def test_queue_ids_sort_by_time_and_are_unique() -> None:
     assert a < b
     assert queue_id_time(a) == 1000.0
     assert len({new_queue_id() for _ in range(10_000)}) == 10_000
+
+
+def test_derived_queue_ids_repeat_for_the_same_names_only() -> None:
+    base = new_queue_id(1000.0)
+    one = derived_queue_id(base, "team@example.org", "list", "0")
+    assert is_queue_id(one) and queue_id_time(one) == 1000.0 and bucket_of(one)
+    assert derived_queue_id(base, "team@example.org", "list", "0") == one
+    others = {derived_queue_id(base, "team@example.org", "list", str(n)) for n in range(1000)}
+    others |= {derived_queue_id(new_queue_id(), "team@example.org", "list", "0")}
+    assert len(others) == 1001
+    assert is_queue_id(derived_queue_id("not-a-ulid", "x"))
 
 
 async def test_commit_read_remove_roundtrip(spool: Spool) -> None:

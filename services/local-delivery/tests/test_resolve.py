@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from mailyard.api.directory.v1 import directory_pb2 as pb
 from mailyard.api.mail.v1.delivery_pb2 import OUTCOME_DELIVERED, OUTCOME_FAILED
 from mailyard.api.mail.v1.envelope_pb2 import ORIGIN_FORWARD, ORIGIN_LIST
@@ -176,6 +178,35 @@ async def test_a_list_as_big_as_a_record_holds_is_sent(env: Env) -> None:
         assert data == b"Delivered-To: big@example.org\r\n" + BODY
         got += envelope.recipients
     assert sorted(got) == members and await env.todo_count() == 0
+
+
+async def test_a_job_run_again_sends_its_list_mail_and_forwards_once(env: Env) -> None:
+    """JetStream hands a job out again when its worker died before acking it (after the
+    list mail went, before the result): each run made new queue ids, so every member got
+    the list mail twice (and every forward target its forward). The reinjected messages'
+    ids now come from the job, the recipient and the part, so the second run's notices
+    are the first's, deduplicated by JetStream (and by the queue, as known ids)."""
+    from mailyard.core import bus
+
+    await env.domain("example.org")
+    await env.mailing_list("team@example.org", "owner@example.org", "m@remote.test")
+    await env.mailbox("fw@example.org", forward_to=["f@remote.test"])
+    await env.start()
+    job = await env.job(SENDER, ["team@example.org", "fw@example.org"], BODY)
+    assert [r.outcome for r in (await env.result()).results] == [OUTCOME_DELIVERED] * 2
+    await bus.publish(env.js, bus.JOB_SUBJECT["local"], job, msg_id=job.job_id + "-redelivered")
+    # its result is the first's (deduplicated on the job id): wait for the job's ack
+    for _ in range(500):
+        if (await env.js.stream_info(bus.JOBS_STREAM)).state.messages == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert (await env.js.stream_info(bus.JOBS_STREAM)).state.messages == 0
+    assert await env.todo_count() == 2
+    first, _ = await env.todo()
+    second, _ = await env.todo()
+    assert sorted([list(first.recipients), list(second.recipients)]) == [
+        ["f@remote.test"], ["m@remote.test"]]
+    assert len(list(env.spool.iter_committed())) == 3  # the message and its two copies
 
 
 async def test_a_bounce_sent_to_a_list_goes_to_its_owner_not_its_members(env: Env) -> None:

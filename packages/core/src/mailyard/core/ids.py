@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import time
@@ -22,6 +23,15 @@ def new_queue_id(now: float | None = None) -> str:
     """A ULID: 48 bits of milliseconds then 80 random bits, 26 characters."""
     ms = int((time.time() if now is None else now) * 1000)
     return _b32(ms, 10) + _b32(int.from_bytes(os.urandom(10), "big"), 16)
+
+
+def derived_queue_id(base: str, *names: str) -> str:
+    """A queue id made from another (`base`, a queue or job id) and names: the same inputs
+    give the same id, so a message injected again for the same reason (a job JetStream
+    handed out again) is deduplicated as the same message. Its time is `base`'s."""
+    prefix = base[:10] if is_queue_id(base) else new_queue_id()[:10]
+    digest = hashlib.sha256("\0".join((base, *names)).encode()).digest()[:10]
+    return prefix + _b32(int.from_bytes(digest, "big"), 16)
 
 
 def is_queue_id(value: str) -> bool:

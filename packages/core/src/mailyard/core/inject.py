@@ -52,31 +52,40 @@ async def inject_all(spool: Spool, js: JetStreamContext, envelopes: list[Envelop
                      data: bytes, *, publish_timeout: float = 5.0) -> list[Envelope]:
     """inject() for several envelopes of the same bytes (one list's mail in parts), all or
     nothing: every file is committed before any notice is published, and if one commit or
-    publish fails every file is withdrawn, so the caller's retry sends each part once more
-    rather than the parts that went out twice (a notice the queue already took in the
-    moment before the withdrawal is the one duplicate left: at least once).
+    publish fails every file committed here is withdrawn, so the caller's retry sends each
+    part once more rather than the parts that went out twice (a notice the queue already
+    took in the moment before the withdrawal is the one duplicate left: at least once).
 
-    Raises SpoolError or BusError; in both cases nothing stays committed."""
+    An envelope whose queue id is already in the spool (a caller that derives its ids,
+    running again) is that file's message: it is announced again as it is stored (JetStream
+    and the queue drop the repeat) and never withdrawn here, as it may be queued already.
+
+    Raises SpoolError or BusError; in both cases nothing committed here stays."""
     for envelope in envelopes:
         if not envelope.queue_id:
             envelope.queue_id = new_queue_id()
         if not envelope.HasField("received_at"):
             envelope.received_at.FromNanoseconds(time.time_ns())
+    present = [await spool.exists(spool.relpath(e.queue_id)) for e in envelopes]
+    fresh = [e for e, there in zip(envelopes, present, strict=True) if not there]
     # together, so the spool makes them one batch of fsyncs
-    outcomes = await asyncio.gather(*(spool.commit(e, data) for e in envelopes),
+    outcomes = await asyncio.gather(*(spool.commit(e, data) for e in fresh),
                                     return_exceptions=True)
-    stored = [o for o in outcomes if isinstance(o, Envelope)]
+    committed = [o for o in outcomes if isinstance(o, Envelope)]
     try:
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
+        made = iter(committed)
+        stored = [(await spool.read(spool.relpath(e.queue_id), verify=False))[0] if there
+                  else next(made) for e, there in zip(envelopes, present, strict=True)]
         for one in stored:
             await bus.publish(js, bus.TODO_SUBJECT, one, msg_id=one.queue_id,
                               timeout=publish_timeout)
     except (SpoolError, BusError):
         with contextlib.suppress(SpoolError):
-            await spool.remove_many([one.spool_path for one in stored])
-        log.warning("a part failed, all %d withdrawn", len(envelopes),
+            await spool.remove_many([one.spool_path for one in committed])
+        log.warning("a part failed, %d withdrawn", len(committed),
                     extra={"queue_id": envelopes[0].queue_id if envelopes else ""})
         raise
     return stored

@@ -159,7 +159,8 @@ class Deliverer:
         try:
             data = delivered_to + message.data
             if exp.forwards:
-                qid = await reinject.forward(self.spool, self.js, job, exp.forwards, data)
+                qid = await reinject.forward(self.spool, self.js, job, address,
+                                               exp.forwards, data)
                 log.info("forwarded", extra={"queue_id": job.queue_id, "new_queue_id": qid,
                                              "targets": len(exp.forwards)})
             for mlist in exp.lists:
@@ -170,15 +171,15 @@ class Deliverer:
                     # It keeps <>, so its own failure is a double bounce.
                     if not mlist.owner:  # (lists from before owners were required)
                         return _result(recipient, Outcome.OUTCOME_FAILED, *resolve.NO_OWNER)
-                    qid = await reinject.bounce_to_owner(self.spool, self.js, job,
-                                                         mlist.owner, data)
+                    qid = await reinject.bounce_to_owner(self.spool, self.js, job, address,
+                                                         mlist.address, mlist.owner, data)
                     log.info("bounce to a list sent to its owner",
                              extra={"queue_id": job.queue_id, "new_queue_id": qid})
                     continue
                 owner = mlist.owner or job.sender
                 if mlist.members:
-                    qid = await reinject.to_list(self.spool, self.js, job, owner,
-                                                 mlist.members, data)
+                    qid = await reinject.to_list(self.spool, self.js, job, address,
+                                                 mlist.address, owner, mlist.members, data)
                     log.info("list mail sent", extra={"queue_id": job.queue_id,
                                                       "new_queue_id": qid,
                                                       "members": len(mlist.members)})

@@ -32,6 +32,7 @@ from mailyard.api.mail.v1.envelope_pb2 import (
     Envelope,
     Origin,
 )
+from mailyard.core.ids import derived_queue_id
 from mailyard.core.inject import inject, inject_all
 from mailyard.core.spool import Spool
 
@@ -53,28 +54,31 @@ def batches(recipients: list[str]) -> list[list[str]]:
 
 
 async def send(spool: Spool, js: JetStreamContext, job: DeliveryJob, *, origin: Origin.ValueType,
-               sender: str, recipients: list[str], data: bytes) -> str:
+               sender: str, recipients: list[str], data: bytes, why: tuple[str, ...]) -> str:
     """Inject the message, in parts for many recipients; returns the (first) queue id.
+    `why` (the job's recipient and what it led to) names the parts: their queue ids come
+    from the job id and it, so a job run again (JetStream hands it out again when its worker
+    died before the ack) makes the same messages, which JetStream's duplicate window and
+    the queue (a known id) take once, rather than every member's second copy.
     Raises SpoolError / BusError, in which case nothing was committed and the caller
     defers."""
-    envelopes = [Envelope(origin=origin, sender=sender, recipients=part,
-                          smtputf8=job.smtputf8, body_8bit=job.body_8bit)
-                 for part in batches(recipients)]
-    if len(envelopes) == 1:
-        return (await inject(spool, js, envelopes[0], data)).queue_id
+    envelopes = [Envelope(queue_id=derived_queue_id(job.job_id, *why, str(n)), origin=origin,
+                          sender=sender, recipients=part, smtputf8=job.smtputf8,
+                          body_8bit=job.body_8bit)
+                 for n, part in enumerate(batches(recipients))]
     return (await inject_all(spool, js, envelopes, data))[0].queue_id
 
 
-async def forward(spool: Spool, js: JetStreamContext, job: DeliveryJob, targets: list[str],
-                  data: bytes) -> str:
+async def forward(spool: Spool, js: JetStreamContext, job: DeliveryJob, recipient: str,
+                  targets: list[str], data: bytes) -> str:
     return await send(spool, js, job, origin=ORIGIN_FORWARD, sender=job.sender,
-                      recipients=targets, data=data)
+                      recipients=targets, data=data, why=(recipient, "forward"))
 
 
-async def to_list(spool: Spool, js: JetStreamContext, job: DeliveryJob, owner: str,
-                  members: list[str], data: bytes) -> str:
+async def to_list(spool: Spool, js: JetStreamContext, job: DeliveryJob, recipient: str,
+                  mlist: str, owner: str, members: list[str], data: bytes) -> str:
     return await send(spool, js, job, origin=ORIGIN_LIST, sender=owner,
-                      recipients=members, data=data)
+                      recipients=members, data=data, why=(recipient, "list", mlist))
 
 
 async def autoreply(spool: Spool, js: JetStreamContext, recipient: str, data: bytes, *,
@@ -85,7 +89,7 @@ async def autoreply(spool: Spool, js: JetStreamContext, recipient: str, data: by
     return stored.queue_id
 
 
-async def bounce_to_owner(spool: Spool, js: JetStreamContext, job: DeliveryJob, owner: str,
-                          data: bytes) -> str:
+async def bounce_to_owner(spool: Spool, js: JetStreamContext, job: DeliveryJob, recipient: str,
+                          mlist: str, owner: str, data: bytes) -> str:
     return await send(spool, js, job, origin=ORIGIN_LIST, sender="", recipients=[owner],
-                      data=data)
+                      data=data, why=(recipient, "list", mlist))
