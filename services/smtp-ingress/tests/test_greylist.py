@@ -5,6 +5,7 @@ shared by both replicas, so no test waits for the delay to pass."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from ingress_helpers import MakeIngress, put_control, session, wait_for
@@ -90,3 +91,25 @@ def test_triplet_keys() -> None:
     assert "@" not in key and len(key) == 40
     assert exempt("10.1.2.3", ["bogus", "10.0.0.0/8"])
     assert not exempt("192.0.2.1", ["bogus", "10.0.0.0/8"])
+
+
+async def test_a_deleted_bucket_is_made_again(make_ingress: MakeIngress, js: Any) -> None:
+    """KV `greylist` deleted (by an operator, or lost with a JetStream volume): every lookup
+    failed and the mail was let through, counted as "error", until smtp-ingress restarted:
+    greylisting off for good without a word but a counter. The bucket is made again, as
+    the mail streams are, and greylisting goes on."""
+    await put_control(js, "rcpthosts", "example.org\n")
+    await put_control(js, "greylist", "300\n")
+    ingress = await make_ingress()
+    await wait_for(lambda: ingress.control.integer("greylist", 0) == 300
+                   and ingress.in_rcpthosts("example.org"))
+    assert await attempt(ingress, "x@sender.test", "bob@example.org") == [GREYLISTED]
+    await js.delete_key_value("greylist")
+    errors = count("error")
+    replies = []
+    for n in range(50):  # the first that finds it gone is let through; it comes back
+        replies.append((await attempt(ingress, f"{n}@sender.test", "bob@example.org"))[0])
+        if replies[-1] == GREYLISTED:
+            break
+        await asyncio.sleep(0.1)
+    assert replies[-1] == GREYLISTED and count("error") - errors < 5, replies

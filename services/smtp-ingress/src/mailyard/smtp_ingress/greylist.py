@@ -10,11 +10,13 @@ triplet is written again at most once a day to stay alive. A pending triplet not
 within RETRY_WINDOW starts over. The client's /24 (IPv4) or /64 (IPv6) stands for the
 client, as big senders retry from another address of the same farm. If KV cannot be
 reached the mail is let through (greylisting is an optimisation, never a reason to lose
-mail), counted as "error".
+mail), counted as "error". A bucket found deleted is made again in the background (as
+the mail streams heal), the mail let through meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ipaddress
 import logging
@@ -22,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoStreamResponseError
 
 from mailyard.core import bus
 
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 TRIPLET_TTL = 36 * 86400.0
 RETRY_WINDOW = 86400.0        # a pending triplet must be retried within this
 REFRESH = 86400.0             # rewrite a remembered triplet at most this often
+REOPEN_TIMEOUT = 10.0         # one attempt to make a deleted bucket again
 OUTCOMES = ("new", "early", "passed", "known", "exempt", "error")
 
 
@@ -59,9 +62,31 @@ class Greylist:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.kv: Any = None
         self.clock = clock
+        self._js: Any = None
+        self._reopening: asyncio.Task[None] | None = None
 
     async def start(self, js: Any) -> None:
+        self._js = js
         self.kv = await bus.ensure_kv(js, bus.KV_GREYLIST, ttl=TRIPLET_TTL)
+
+    def close(self) -> None:
+        if self._reopening is not None:
+            self._reopening.cancel()
+
+    def _reopen(self) -> None:
+        """Make the bucket again, once at a time, never in the session's way: unanswered
+        (no stream serves it), every lookup failed until a restart, greylisting off."""
+        if self._js is None or (self._reopening is not None and not self._reopening.done()):
+            return
+        self._reopening = asyncio.get_running_loop().create_task(self._open())
+
+    async def _open(self) -> None:
+        try:
+            self.kv = await asyncio.wait_for(
+                bus.ensure_kv(self._js, bus.KV_GREYLIST, ttl=TRIPLET_TTL), REOPEN_TIMEOUT)
+            log.warning("greylist bucket was gone: made again")
+        except Exception as exc:
+            log.warning("greylist bucket could not be made again: %s", exc)
 
     async def check(self, ip: str, sender: str, recipient: str, delay: float) -> str:
         """One of OUTCOMES; "new" and "early" mean 451."""
@@ -92,6 +117,8 @@ class Greylist:
             return "passed"
         except Exception as exc:  # KV down, a race lost twice: let the mail through
             log.warning("greylist lookup failed: %s", type(exc).__name__)
+            if isinstance(exc, NoStreamResponseError):
+                self._reopen()
             return "error"
 
 

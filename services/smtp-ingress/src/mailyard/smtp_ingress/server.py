@@ -276,6 +276,7 @@ class Ingress:
             await view.stop()
         if self._confirmer is not None:
             self._confirmer.cancel()
+        self.greylist.close()
         await self.relay_view.stop()
         await self.relay.close()
         if self.arc is not None:
