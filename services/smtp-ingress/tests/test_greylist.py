@@ -6,10 +6,12 @@ shared by both replicas, so no test waits for the delay to pass."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from ingress_helpers import MakeIngress, put_control, session, wait_for
 
+from mailyard.core.natsserver import NatsServer
 from mailyard.smtp_ingress.greylist import client_network, exempt, triplet_key
 from mailyard.smtp_ingress.metrics import GREYLIST
 from mailyard.smtp_ingress.server import Ingress
@@ -113,3 +115,27 @@ async def test_a_deleted_bucket_is_made_again(make_ingress: MakeIngress, js: Any
             break
         await asyncio.sleep(0.1)
     assert replies[-1] == GREYLISTED and count("error") - errors < 5, replies
+
+
+async def test_nats_down_lets_the_mail_through_at_once(make_ingress: MakeIngress, js: Any,
+                                                      nats_server: NatsServer) -> None:
+    """NATS down: each RCPT waited for the KV lookup's 5 s timeout before it was let
+    through (100 recipients: over 8 minutes, a connection slot held all along, for a
+    message the DATA step then defers anyway); it is now let through at once, counted."""
+    await put_control(js, "rcpthosts", "example.org\n")
+    await put_control(js, "greylist", "300\n")
+    ingress = await make_ingress()
+    await wait_for(lambda: ingress.control.integer("greylist", 0) == 300
+                   and ingress.in_rcpthosts("example.org"))
+    nats_server.stop()
+    errors = count("error")
+    client = await session(ingress.ports["smtp"])
+    try:
+        assert await client.cmd("MAIL FROM:<x@sender.test>") == "250 2.1.0 ok"
+        started = time.monotonic()
+        for n in range(3):
+            assert await client.cmd(f"RCPT TO:<r{n}@example.org>") == "250 2.1.5 ok"
+        assert time.monotonic() - started < 2.0
+    finally:
+        await client.close()
+    assert count("error") - errors == 3

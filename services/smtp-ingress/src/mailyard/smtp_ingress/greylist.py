@@ -92,6 +92,10 @@ class Greylist:
         """One of OUTCOMES; "new" and "early" mean 451."""
         if self.kv is None:
             return "error"
+        if not self._js._nc.is_connected:
+            # a lookup would wait out its timeout (5 s) at every RCPT: let through now
+            log.warning("greylist lookup skipped: not connected to NATS")
+            return "error"
         key = triplet_key(ip, sender, recipient)
         now = self.clock()
         try:
