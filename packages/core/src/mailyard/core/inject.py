@@ -58,7 +58,8 @@ async def inject_all(spool: Spool, js: JetStreamContext, envelopes: list[Envelop
 
     An envelope whose queue id is already in the spool (a caller that derives its ids,
     running again) is that file's message: it is announced again as it is stored (JetStream
-    and the queue drop the repeat) and never withdrawn here, as it may be queued already.
+    and the queue drop the repeat), left out of the answer if it went meanwhile, and never
+    withdrawn here, as it may be queued already.
 
     Raises SpoolError or BusError; in both cases nothing committed here stays."""
     for envelope in envelopes:
@@ -77,8 +78,18 @@ async def inject_all(spool: Spool, js: JetStreamContext, envelopes: list[Envelop
             if isinstance(outcome, BaseException):
                 raise outcome
         made = iter(committed)
-        stored = [(await spool.read(spool.relpath(e.queue_id), verify=False))[0] if there
-                  else next(made) for e, there in zip(envelopes, present, strict=True)]
+        stored: list[Envelope] = []
+        for envelope, there in zip(envelopes, present, strict=True):
+            if not there:
+                stored.append(next(made))
+                continue
+            try:
+                stored.append((await spool.read(spool.relpath(envelope.queue_id),
+                                                verify=False))[0])
+            except SpoolError:
+                # gone since: the queue has delivered it (an unreadable one the reconciler
+                # announces): not sent again
+                continue
         for one in stored:
             await bus.publish(js, bus.TODO_SUBJECT, one, msg_id=one.queue_id,
                               timeout=publish_timeout)

@@ -66,7 +66,8 @@ async def send(spool: Spool, js: JetStreamContext, job: DeliveryJob, *, origin: 
                           sender=sender, recipients=part, smtputf8=job.smtputf8,
                           body_8bit=job.body_8bit)
                  for n, part in enumerate(batches(recipients))]
-    return (await inject_all(spool, js, envelopes, data))[0].queue_id
+    await inject_all(spool, js, envelopes, data)
+    return envelopes[0].queue_id
 
 
 async def forward(spool: Spool, js: JetStreamContext, job: DeliveryJob, recipient: str,
