@@ -29,6 +29,12 @@ def test_derived_queue_ids_repeat_for_the_same_names_only() -> None:
     others |= {derived_queue_id(new_queue_id(), "team@example.org", "list", "0")}
     assert len(others) == 1001
     assert is_queue_id(derived_queue_id("not-a-ulid", "x"))
+    assert derived_queue_id("not-a-ulid", "x") == derived_queue_id("not-a-ulid", "x")
+    # the queue's job ids, <queue id>-<seq>: the time is the message's, and repeats
+    job = f"{base}-3"
+    assert derived_queue_id(job, "a") == derived_queue_id(job, "a") != derived_queue_id(
+        f"{base}-4", "a")
+    assert queue_id_time(derived_queue_id(job, "a")) == 1000.0
 
 
 async def test_commit_read_remove_roundtrip(spool: Spool) -> None:

@@ -98,9 +98,11 @@ class Env:
         return await self.spool.commit(env, data)
 
     async def job(self, sender: str, recipients: list[str], data: bytes,
-                  stored: Envelope | None = None) -> DeliveryJob:
+                  stored: Envelope | None = None, seq: int = 0) -> DeliveryJob:
+        """`seq`: the queue's own form of job id, <queue id>-<seq> (default: a fresh id)."""
         stored = stored or await self.commit(sender, recipients, data)
-        job = DeliveryJob(job_id=new_queue_id(), queue_id=stored.queue_id,
+        job_id = f"{stored.queue_id}-{seq}" if seq else new_queue_id()
+        job = DeliveryJob(job_id=job_id, queue_id=stored.queue_id,
                           channel=CHANNEL_LOCAL, sender=sender, recipients=recipients,
                           spool_path=stored.spool_path, sha256=stored.sha256,
                           size=stored.size, attempt=1)

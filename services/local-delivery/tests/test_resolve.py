@@ -192,7 +192,7 @@ async def test_a_job_run_again_sends_its_list_mail_and_forwards_once(env: Env) -
     await env.mailing_list("team@example.org", "owner@example.org", "m@remote.test")
     await env.mailbox("fw@example.org", forward_to=["f@remote.test"])
     await env.start()
-    job = await env.job(SENDER, ["team@example.org", "fw@example.org"], BODY)
+    job = await env.job(SENDER, ["team@example.org", "fw@example.org"], BODY, seq=1)
     assert [r.outcome for r in (await env.result()).results] == [OUTCOME_DELIVERED] * 2
     await bus.publish(env.js, bus.JOB_SUBJECT["local"], job, msg_id=job.job_id + "-redelivered")
     # its result is the first's (deduplicated on the job id): wait for the job's ack

@@ -26,10 +26,11 @@ def new_queue_id(now: float | None = None) -> str:
 
 
 def derived_queue_id(base: str, *names: str) -> str:
-    """A queue id made from another (`base`, a queue or job id) and names: the same inputs
-    give the same id, so a message injected again for the same reason (a job JetStream
-    handed out again) is deduplicated as the same message. Its time is `base`'s."""
-    prefix = base[:10] if is_queue_id(base) else new_queue_id()[:10]
+    """A queue id made from another (`base`: a queue id, or a job id "<queue id>-<n>") and
+    names: the same inputs give the same id, so a message injected again for the same reason
+    (a job JetStream handed out again) is deduplicated as the same message. Its time is
+    that of the queue id `base` starts with (the time part must repeat too), else 0."""
+    prefix = base[:10] if is_queue_id(base[:26]) else _b32(0, 10)
     digest = hashlib.sha256("\0".join((base, *names)).encode()).digest()[:10]
     return prefix + _b32(int.from_bytes(digest, "big"), 16)
 
