@@ -12,7 +12,8 @@ from mailyard.core import bus
 from mailyard.core.control import ControlView
 from mailyard.core.directory import DirectoryView, domain_key, record_key
 from mailyard.core.errors import BusError
-from mailyard.core.inject import inject, inject_all
+from mailyard.core.ids import derived_queue_id, new_queue_id
+from mailyard.core.inject import inject, inject_derived
 from mailyard.core.natsserver import NatsServer
 from mailyard.core.spool import Spool
 
@@ -43,31 +44,29 @@ async def test_inject_with_nats_down_withdraws_the_file(nats_server: NatsServer,
         await nc.close()
 
 
-async def test_inject_all_withdraws_every_part_when_one_fails(js: Any, spool: Spool) -> None:
-    """One list's mail in parts: the second part's notice is refused (past max_payload),
-    so the first part's file goes too; its notice, already in the stream, finds no file
-    and the queue drops it, so the retry sends each part once."""
-    ok = Envelope(sender="o@b", recipients=["c@d"])
-    too_big = Envelope(sender="o@b", recipients=[f"m{i:07d}@example.net" for i in range(60_000)])
+async def test_inject_derived_is_harmless_to_repeat(js: Any, spool: Spool) -> None:
+    """Messages under ids derived from why they are sent (a list's mail in parts): the
+    second part's notice is refused (past max_payload), and nothing is withdrawn, since
+    another run of the same job may have announced those files; the retry, same ids,
+    announces what is there as it is stored, and leaves out one gone meanwhile."""
+    base = new_queue_id()
+    ids = [derived_queue_id(base, "team@example.org", str(n)) for n in range(3)]
+    ok = Envelope(queue_id=ids[0], sender="o@b", recipients=["c@d"])
+    too_big = Envelope(queue_id=ids[1], sender="o@b",
+                       recipients=[f"m{i:07d}@example.net" for i in range(60_000)])
     with pytest.raises(BusError):
-        await inject_all(spool, js, [ok, too_big], b"hi\r\n")
-    assert list(spool.iter_committed()) == []
-    stored = await inject_all(spool, js, [Envelope(sender="o@b", recipients=["c@d"]),
-                                          Envelope(sender="o@b", recipients=["e@f"])], b"hi\r\n")
-    assert len(stored) == 2 and len(list(spool.iter_committed())) == 2
-    # the same ids again (a job run twice): the stored messages are announced again, and a
-    # failure withdraws none of them, as the queue may hold them already
-    again = [Envelope(queue_id=one.queue_id, sender="o@b", recipients=["x@y"]) for one in stored]
-    assert [e.recipients for e in await inject_all(spool, js, again, b"hi\r\n")] == [
-        ["c@d"], ["e@f"]]
-    with pytest.raises(BusError):
-        await inject_all(spool, js, [again[0], too_big], b"hi\r\n")
-    assert len(list(spool.iter_committed())) == 2
+        await inject_derived(spool, js, [ok, too_big], b"hi\r\n")
+    assert len(list(spool.iter_committed())) == 2  # left for the retry (or the reconciler)
+    await spool.remove(spool.relpath(ids[1]))
+    again = [Envelope(queue_id=i, sender="o@b", recipients=["x@y"]) for i in ids]
+    stored = await inject_derived(spool, js, again, b"hi\r\n")
+    assert [list(e.recipients) for e in stored] == [["c@d"], ["x@y"], ["x@y"]]
     # one that cannot be read back (gone since, or damaged: the reconciler's) is left out,
-    # not a failure whose retry, under new ids, would send every part again
+    # not a failure whose retry would send every part again
     spool.path(stored[0].spool_path).write_bytes(b"")
-    assert [e.queue_id for e in await inject_all(spool, js, again, b"hi\r\n")] == [
-        stored[1].queue_id]
+    assert [e.queue_id for e in await inject_derived(spool, js, again, b"hi\r\n")] == ids[1:]
+    with pytest.raises(ValueError):
+        await inject_derived(spool, js, [Envelope(sender="o@b")], b"hi\r\n")
 
 
 async def test_ensure_helpers_are_idempotent(js: Any) -> None:

@@ -184,7 +184,7 @@ async def test_a_job_run_again_sends_its_list_mail_and_forwards_once(env: Env) -
     """JetStream hands a job out again when its worker died before acking it (after the
     list mail went, before the result): each run made new queue ids, so every member got
     the list mail twice (and every forward target its forward). The reinjected messages'
-    ids now come from the job, the recipient and the part, so the second run's notices
+    ids now come from the message, the recipient and the part, so another run's notices
     are the first's, deduplicated by JetStream (and by the queue, as known ids)."""
     from mailyard.core import bus
 
@@ -201,6 +201,10 @@ async def test_a_job_run_again_sends_its_list_mail_and_forwards_once(env: Env) -
             break
         await asyncio.sleep(0.02)
     assert (await env.js.stream_info(bus.JOBS_STREAM)).state.messages == 0
+    # the queue's own retry of those recipients (a new job id) makes the same messages too
+    job.job_id = f"{job.queue_id}-2"
+    await bus.publish(env.js, bus.JOB_SUBJECT["local"], job, msg_id=job.job_id)
+    assert [r.outcome for r in (await env.result()).results] == [OUTCOME_DELIVERED] * 2
     assert await env.todo_count() == 2
     first, _ = await env.todo()
     second, _ = await env.todo()

@@ -48,55 +48,40 @@ async def inject(spool: Spool, js: JetStreamContext, envelope: Envelope, data: b
     return stored
 
 
-async def inject_all(spool: Spool, js: JetStreamContext, envelopes: list[Envelope],
-                     data: bytes, *, publish_timeout: float = 5.0) -> list[Envelope]:
-    """inject() for several envelopes of the same bytes (one list's mail in parts), all or
-    nothing: every file is committed before any notice is published, and if one commit or
-    publish fails every file committed here is withdrawn, so the caller's retry sends each
-    part once more rather than the parts that went out twice (a notice the queue already
-    took in the moment before the withdrawal is the one duplicate left: at least once).
+async def inject_derived(spool: Spool, js: JetStreamContext, envelopes: list[Envelope],
+                         data: bytes, *, publish_timeout: float = 5.0) -> list[Envelope]:
+    """Inject messages of the same bytes whose queue ids the caller derives from why they
+    are sent (core.ids.derived_queue_id: local-delivery's forwards and list mail, in parts),
+    so that doing it again is harmless. A file already spooled under an id is that message:
+    announced again as stored (JetStream's duplicate window, then the queue, which skips a
+    known id, drop the repeat); one gone meanwhile was delivered, and is not sent again.
 
-    An envelope whose queue id is already in the spool (a caller that derives its ids,
-    running again) is that file's message: it is announced again as it is stored (JetStream
-    and the queue drop the repeat), left out of the answer if it went meanwhile, and never
-    withdrawn here, as it may be queued already.
+    Nothing is withdrawn when a commit or publish fails: the caller's retry derives the
+    same ids and announces what is left, and the queue's reconciler announces an orphan
+    file no retry comes for. Withdrawing instead could remove a file that another run of
+    the same job (JetStream hands a slow job out twice) had announced: mail lost.
 
-    Raises SpoolError or BusError; in both cases nothing committed here stays."""
+    Returns the envelopes announced; raises SpoolError or BusError (the caller defers)."""
+    if not all(envelope.queue_id for envelope in envelopes):
+        raise ValueError("inject_derived needs the queue ids")
     for envelope in envelopes:
-        if not envelope.queue_id:
-            envelope.queue_id = new_queue_id()
         if not envelope.HasField("received_at"):
             envelope.received_at.FromNanoseconds(time.time_ns())
     present = [await spool.exists(spool.relpath(e.queue_id)) for e in envelopes]
-    fresh = [e for e, there in zip(envelopes, present, strict=True) if not there]
     # together, so the spool makes them one batch of fsyncs
-    outcomes = await asyncio.gather(*(spool.commit(e, data) for e in fresh),
-                                    return_exceptions=True)
-    committed = [o for o in outcomes if isinstance(o, Envelope)]
-    try:
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
-        made = iter(committed)
-        stored: list[Envelope] = []
-        for envelope, there in zip(envelopes, present, strict=True):
-            if not there:
-                stored.append(next(made))
-                continue
-            try:
-                stored.append((await spool.read(spool.relpath(envelope.queue_id),
-                                                verify=False))[0])
-            except SpoolError:
-                # gone since: the queue has delivered it (an unreadable one the reconciler
-                # announces): not sent again
-                continue
-        for one in stored:
-            await bus.publish(js, bus.TODO_SUBJECT, one, msg_id=one.queue_id,
-                              timeout=publish_timeout)
-    except (SpoolError, BusError):
-        with contextlib.suppress(SpoolError):
-            await spool.remove_many([one.spool_path for one in committed])
-        log.warning("a part failed, %d withdrawn", len(committed),
-                    extra={"queue_id": envelopes[0].queue_id if envelopes else ""})
-        raise
+    committed = iter(await asyncio.gather(
+        *(spool.commit(e, data) for e, there in zip(envelopes, present, strict=True)
+          if not there)))
+    stored: list[Envelope] = []
+    for envelope, there in zip(envelopes, present, strict=True):
+        if not there:
+            stored.append(next(committed))
+            continue
+        try:
+            stored.append((await spool.read(spool.relpath(envelope.queue_id), verify=False))[0])
+        except SpoolError:
+            continue  # delivered and removed since (a damaged one is the reconciler's)
+    for one in stored:
+        await bus.publish(js, bus.TODO_SUBJECT, one, msg_id=one.queue_id,
+                          timeout=publish_timeout)
     return stored

@@ -12,9 +12,9 @@ Envelope senders:
   never get bounces (ezmlm refuses them), and the null sender ends any loop.
 
 A big list (or alias) goes out as several messages of at most BATCH_BYTES of recipients
-each, all committed or none (core.inject.inject_all): the queue's todo notice carries every
-recipient and nats-server refuses one past max_payload (1 MiB), which a list the directory
-holds can reach; the queue's history event and log line of a message list them all too.
+each: the queue's todo notice carries every recipient and nats-server refuses one past
+max_payload (1 MiB), which a list the directory holds can reach; the queue's history event
+and log line of a message list them all too.
 
 The bytes carry our Delivered-To line, which is what stops a forward cycle: when the copy
 comes back to the same address the loop check in deliver.py bounces it.
@@ -33,7 +33,7 @@ from mailyard.api.mail.v1.envelope_pb2 import (
     Origin,
 )
 from mailyard.core.ids import derived_queue_id
-from mailyard.core.inject import inject, inject_all
+from mailyard.core.inject import inject, inject_derived
 from mailyard.core.spool import Spool
 
 BATCH_BYTES = 256 * 1024  # recipients' bytes in one message: ~10,000 addresses
@@ -57,16 +57,16 @@ async def send(spool: Spool, js: JetStreamContext, job: DeliveryJob, *, origin: 
                sender: str, recipients: list[str], data: bytes, why: tuple[str, ...]) -> str:
     """Inject the message, in parts for many recipients; returns the (first) queue id.
     `why` (the job's recipient and what it led to) names the parts: their queue ids come
-    from the job id and it, so a job run again (JetStream hands it out again when its worker
-    died before the ack) makes the same messages, which JetStream's duplicate window and
-    the queue (a known id) take once, rather than every member's second copy.
-    Raises SpoolError / BusError, in which case nothing was committed and the caller
-    defers."""
-    envelopes = [Envelope(queue_id=derived_queue_id(job.job_id, *why, str(n)), origin=origin,
+    from the message's queue id and it, so doing it again makes the same messages, which
+    JetStream's duplicate window and the queue (a known id) take once: a job handed out
+    again (its worker died after the list mail went, before the ack) or a retry after a
+    part failed sends no member a second copy. Raises SpoolError / BusError: the caller
+    defers, and the retry announces what was left (core.inject.inject_derived)."""
+    envelopes = [Envelope(queue_id=derived_queue_id(job.queue_id, *why, str(n)), origin=origin,
                           sender=sender, recipients=part, smtputf8=job.smtputf8,
                           body_8bit=job.body_8bit)
                  for n, part in enumerate(batches(recipients))]
-    await inject_all(spool, js, envelopes, data)
+    await inject_derived(spool, js, envelopes, data)
     return envelopes[0].queue_id
 
 
