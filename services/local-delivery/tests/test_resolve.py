@@ -157,13 +157,12 @@ async def test_a_list_as_big_as_a_record_holds_is_sent(env: Env) -> None:
     member plus its own fields), so every message to the list was deferred as "queue
     unavailable" until it bounced. List mail now goes out as several messages, each member
     in one of them, each notice far below the limit."""
-    limit = 1024 * 1024 - 100  # a record and its write's header, as the directory checks
-    members: list[str] = []
+    limit = 1024 * 1024 - 60  # a record and its write's header (~55 bytes), as the directory checks
     record = pb.MailingList(address="big@example.org", owner="owner@example.org")
-    while record.ByteSize() < limit - 30:
-        member = f"member{len(members):06d}@example.net"
-        members.append(member)
-        record.members.append(member)
+    each = len("member000000@example.net") + 2  # with its field's tag and length
+    members = [f"member{n:06d}@example.net" for n in range((limit - record.ByteSize()) // each)]
+    record.members.extend(members)
+    assert limit - each < record.ByteSize() <= limit
     await env.domain("example.org")
     await env._put(record_key("list", "big@example.org"), record)
     await env.start()
