@@ -124,7 +124,8 @@ async def test_an_alias_domain_reaches_the_real_domains_records(env: Env) -> Non
     envelope, data = await env.todo()
     assert (envelope.origin, envelope.sender, list(envelope.recipients)) == (
         ORIGIN_LIST, "owner@example.org", ["m@remote.test"])
-    assert data == b"Delivered-To: team@alias.test\r\n" + BODY
+    # the list's own line too: a member's forward back to the list is a loop at once
+    assert data == b"Delivered-To: team@example.org\r\nDelivered-To: team@alias.test\r\n" + BODY
     assert (res["info@alias.test"].outcome, res["info@alias.test"].enhanced_code) == (
         OUTCOME_FAILED, "5.4.6")
 
@@ -308,3 +309,36 @@ async def test_an_address_reached_through_an_alias_is_checked_for_my_delivered_t
         assert await env.todo_count() == 0
     assert len(env.messages("alice@example.org")) == 1
     assert len(env.messages("bob@example.org")) == 1
+
+
+async def test_a_list_reached_through_an_alias_leaves_its_delivered_to(env: Env) -> None:
+    """Mail to an alias of a list (info@ -> team@) went to the members with only the alias's
+    Delivered-To line, so when a member's forward brought it back to team@ the list sent it
+    to every member once more: qmail delivers to team@ itself and adds its line, ending
+    the loop one round earlier. The list's line (and a forwarding mailbox's) is added too."""
+    await env.domain("example.org")
+    await env.mailbox("alice@example.org")
+    await env.mailbox("loop@example.org", forward_to=["team@example.org"])
+    await env.mailing_list("team@example.org", "owner@example.org",
+                           "alice@example.org", "loop@example.org")
+    await env.alias("info@example.org", "team@example.org")
+    await env.alias("via@example.org", "loop@example.org")
+    await env.start()
+    await env.job(SENDER, ["info@example.org"], BODY)
+    assert (await env.result()).results[0].outcome == OUTCOME_DELIVERED
+    list_mail, data = await env.todo()
+    await env.job(list_mail.sender, list(list_mail.recipients), b"", stored=list_mail)
+    assert {r.outcome for r in (await env.result()).results} == {OUTCOME_DELIVERED}
+    back, _ = await env.todo()  # loop@'s forward to team@
+    await env.job(back.sender, list(back.recipients), b"", stored=back)
+    [rr] = (await env.result()).results
+    assert (rr.recipient, rr.reply) == ("team@example.org", LOOPING)
+    assert await env.todo_count() == 0
+    assert len(env.messages("alice@example.org")) == 1
+    assert data == b"Delivered-To: team@example.org\r\nDelivered-To: info@example.org\r\n" + BODY
+    # a forwarding mailbox reached through an alias leaves its line on the forward as well
+    await env.job(SENDER, ["via@example.org"], BODY)
+    assert (await env.result()).results[0].outcome == OUTCOME_DELIVERED
+    forward, data = await env.todo()
+    assert list(forward.recipients) == ["team@example.org"]
+    assert data == b"Delivered-To: loop@example.org\r\nDelivered-To: via@example.org\r\n" + BODY

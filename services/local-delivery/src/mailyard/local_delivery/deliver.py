@@ -77,6 +77,10 @@ class Message:
         return cls(data, eol, seen, len(_HOP_LINE.findall(header)))
 
 
+def _delivered_to(address: str, eol: bytes) -> bytes:
+    return b"Delivered-To: " + address.encode() + eol
+
+
 def _result(recipient: str, outcome: int, reply: str, code: str) -> RecipientResult:
     return RecipientResult(recipient=recipient, outcome=outcome,  # type: ignore[arg-type]
                            reply=reply, enhanced_code=code)
@@ -128,7 +132,7 @@ class Deliverer:
         if message.hops > MAX_HOPS:
             return _result(recipient, Outcome.OUTCOME_FAILED, TOO_MANY_HOPS, "5.4.6")
         # qmail-local: one Delivered-To line for this address on every copy it makes.
-        delivered_to = b"Delivered-To: " + address.encode() + message.eol
+        delivered_to = _delivered_to(address, message.eol)
         return_path = b"Return-Path: <" + job.sender.encode() + b">" + message.eol
         local, _, domain = address.rpartition("@")
         if self.identity.is_local_name(domain) and not self.directory.is_local_domain(domain):
@@ -159,11 +163,17 @@ class Deliverer:
         try:
             data = delivered_to + message.data
             if exp.forwards:
+                # qmail delivers to each address an alias leads to on its own, each adding
+                # its line: without the forwarding mailbox's (or the list's, below), mail
+                # that came back to it went round once more before the loop check saw it
+                lines = b"".join(_delivered_to(a, message.eol) for a in exp.forwarders)
                 qid = await reinject.forward(self.spool, self.js, job, address,
-                                               exp.forwards, data)
+                                               exp.forwards, lines + data)
                 log.info("forwarded", extra={"queue_id": job.queue_id, "new_queue_id": qid,
                                              "targets": len(exp.forwards)})
             for mlist in exp.lists:
+                listed = data if mlist.address == address else \
+                    _delivered_to(mlist.address, message.eol) + data
                 if not job.sender:
                     # A bounce (of forged spam, or of a member's copy) is the owner's
                     # business, never the members': sent to them from the owner it reached
@@ -172,14 +182,14 @@ class Deliverer:
                     if not mlist.owner:  # (lists from before owners were required)
                         return _result(recipient, Outcome.OUTCOME_FAILED, *resolve.NO_OWNER)
                     qid = await reinject.bounce_to_owner(self.spool, self.js, job, address,
-                                                         mlist.address, mlist.owner, data)
+                                                         mlist.address, mlist.owner, listed)
                     log.info("bounce to a list sent to its owner",
                              extra={"queue_id": job.queue_id, "new_queue_id": qid})
                     continue
                 owner = mlist.owner or job.sender
                 if mlist.members:
                     qid = await reinject.to_list(self.spool, self.js, job, address,
-                                                 mlist.address, owner, mlist.members, data)
+                                                 mlist.address, owner, mlist.members, listed)
                     log.info("list mail sent", extra={"queue_id": job.queue_id,
                                                       "new_queue_id": qid,
                                                       "members": len(mlist.members)})

@@ -44,6 +44,9 @@ class Expansion:
     deferral: tuple[str, str] | None = None  # temporary
     # canonical forms of `forwards`: one copy per address, found without a scan of the list
     forwarded: set[str] = field(default_factory=set)
+    # mailboxes other than `address` whose forwards are in `forwards` (reached through an
+    # alias or the catch-all): their Delivered-To lines go on the forwarded copy too
+    forwarders: list[str] = field(default_factory=list)
 
     def add_forward(self, target: str) -> None:
         if (key := canonical(target)) not in self.forwarded:
@@ -101,6 +104,8 @@ def _walk(view: DirectoryView, address: str, path: tuple[str, ...], exp: Expansi
                 exp.failure = NO_PROGRAMS
                 return
             exp.add_forward(target)
+        if res.targets and path and address not in exp.forwarders:
+            exp.forwarders.append(address)
         if not res.targets or mailbox.keep_copy:
             exp.mailboxes.setdefault(mailbox.address or address, mailbox)
     elif kind == pb.RESOLUTION_KIND_ALIAS:
