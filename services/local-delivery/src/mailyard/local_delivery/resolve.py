@@ -47,6 +47,10 @@ class Expansion:
     # mailboxes other than `address` whose forwards are in `forwards` (reached through an
     # alias or the catch-all): their Delivered-To lines go on the forwarded copy too
     forwarders: list[str] = field(default_factory=list)
+    # addresses walked to the end: one reached again through another alias adds nothing
+    # (what it leads to is in the sets above), and walking it again made aliases that share
+    # targets cost one resolution per path: layers of ten took minutes
+    walked: set[str] = field(default_factory=set)
 
     def add_forward(self, target: str) -> None:
         if (key := canonical(target)) not in self.forwarded:
@@ -80,9 +84,17 @@ def _walk(view: DirectoryView, address: str, path: tuple[str, ...], exp: Expansi
     if address in delivered_to:
         exp.failure = LOOPING
         return
+    if address in exp.walked:
+        return
     if len(path) >= MAX_DEPTH:
         exp.failure = TOO_DEEP
         return
+    _step(view, address, written, path, exp, delivered_to)
+    exp.walked.add(address)
+
+
+def _step(view: DirectoryView, address: str, written: str, path: tuple[str, ...],
+          exp: Expansion, delivered_to: frozenset[str]) -> None:
     res = view.resolve(address)
     # the address whose records answered too (joe@alias.test is joe@real.test): a loop
     # through either form is the same loop
