@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import idna
 
 
@@ -11,6 +13,17 @@ def split(address: str) -> tuple[str, str]:
     if not sep:
         return address, ""
     return local, domain.lower().rstrip(".")
+
+
+def normalise_local(local: str) -> str:
+    """The local part as addresses are matched: lower case, and Unicode NFC (RFC 6530
+    section 10.1) when it is not ASCII. "jos\u00e9" and "jose\u0301"
+    are one name on screen and on the keyboards that type them; without NFC they were two
+    mailboxes, and mail written in the other form was refused as an unknown user. NFC after
+    lower(), not before: lower() can decompose (U+0130), and NFC of the lowered text is
+    stable under both again. ASCII, nearly every address, pays for lower() alone."""
+    local = local.lower()
+    return local if local.isascii() else unicodedata.normalize("NFC", local)
 
 
 def domain_of(address: str) -> str:

@@ -20,7 +20,7 @@ import base64
 
 from mailyard.api.directory.v1 import directory_pb2 as pb
 from mailyard.core import bus, extensions
-from mailyard.core.addresses import split, to_ascii_domain
+from mailyard.core.addresses import normalise_local, split, to_ascii_domain
 from mailyard.core.kvview import KVView
 
 
@@ -29,9 +29,11 @@ def _enc(text: str) -> str:
 
 
 def canonical(address: str) -> str:
-    """Directory form of an address: lower case, domain as A-label."""
+    """Directory form of an address: local part lower case and NFC (normalise_local),
+    domain as A-label. Every write and lookup of the directory goes through it."""
     local, domain = split(address.strip())
-    return f"{local.lower()}@{to_ascii_domain(domain)}" if domain else local.lower()
+    local = normalise_local(local)
+    return f"{local}@{to_ascii_domain(domain)}" if domain else local
 
 
 def domain_key(domain: str) -> str:

@@ -23,6 +23,7 @@ from mailyard.core.service import run
 from mailyard.directory import web
 from mailyard.directory.control_service import ControlService
 from mailyard.directory.directory_service import DirectoryService
+from mailyard.directory.renormalise import renormalise
 from mailyard.directory.settings import Settings
 from mailyard.directory.store import KVStore
 
@@ -37,7 +38,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     await directory_view.start(js)
     await control_view.start(js)
 
-    directory = DirectoryService(KVStore(js, bus.KV_DIRECTORY), directory_view,
+    store = KVStore(js, bus.KV_DIRECTORY)
+    # before serving, so a write cannot race the move of the record it names
+    await renormalise(store, directory_view)
+    directory = DirectoryService(store, directory_view,
                                  min_password_length=settings.min_password_length)
     control = ControlService(KVStore(js, bus.KV_CONTROL), control_view)
     grpc_server = GrpcServer(settings.grpc_host, settings.grpc_port, [
