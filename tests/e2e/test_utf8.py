@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import email
+import email.policy
 import smtplib
 import ssl
 
@@ -12,7 +14,7 @@ import pytest
 
 from mailyard.api.directory.v1 import directory_pb2 as dpb
 from mailyard.core import bus
-from tests.e2e.conftest import Mailyard
+from tests.e2e.conftest import E2E_ME, Mailyard
 
 PASSWORD = "correct horse battery"  # noqa: S105  (the test's own mailbox)
 NFC = "jos\u00e9@utf8.test"    # é as one code point, as most keyboards type it
@@ -22,6 +24,7 @@ NFD = "jose\u0301@utf8.test"   # e and a combining acute accent (macOS file name
 @pytest.fixture(scope="module", autouse=True)
 def directory(mailyard: Mailyard) -> None:
     mailyard.cli("domain", "add", "utf8.test")
+    mailyard.cli("route", "set", "remote.test", f"127.0.0.1:{mailyard.sink.port}")
 
 
 def _smtp(mailyard: Mailyard) -> smtplib.SMTP:
@@ -103,4 +106,40 @@ def test_records_written_in_nfd_before_are_found_and_keep_their_maildir(
     for recipient in ("z\u00f6e@utf8.test", "ren\u00e9@utf8.test"):
         _send(mailyard, recipient, b"Subject: found\r\n\r\nhi\r\n")
     assert len(mailyard.wait_maildir("zo\u0308e@utf8.test", 2)) == 2
+    mailyard.queue_empty()
+
+
+def test_a_bounce_of_utf8_mail_is_an_internationalised_dsn(mailyard: Mailyard) -> None:
+    # RFC 6533: the DSN of SMTPUTF8 mail is message/global-delivery-status with the
+    # returned header as message/global-headers, a recipient that is not ASCII a "utf-8;"
+    # address; it was message/delivery-status with "rfc822; jörg@...", 8-bit text where
+    # RFC 3464 allows ASCII only
+    mailyard.sink.refuse["j\u00f6rg@remote.test"] = "550 5.1.1 nobody here"
+    before = len(mailyard.sink.messages)
+    with _smtp(mailyard) as client:
+        assert client.docmd("MAIL FROM:<zo\u00eb@remote.test> SMTPUTF8")[0] == 250
+        assert client.docmd("RCPT TO:<j\u00f6rg@remote.test>")[0] == 250
+        assert client.data("Subject: Gr\u00fc\u00dfe\r\nFrom: zo\u00eb@remote.test\r\n\r\n"
+                           "hi\r\n".encode())[0] == 250
+    [got] = mailyard.sink.wait_for(before + 1)[before:]
+    assert (got.mail_from, got.rcpt_tos) == ("<>", ["zo\u00eb@remote.test"])  # a real peer
+    msg = email.message_from_bytes(got.data, policy=email.policy.default)
+    assert not msg.defects
+    assert msg.get_content_type() == "multipart/report"
+    assert msg.get_param("report-type") == "delivery-status"
+    _, status, returned = msg.iter_parts()
+    assert (status.get_content_type(), returned.get_content_type()) == (
+        "message/global-delivery-status", "message/global-headers")
+    # Python's parser takes a message/global-* part as an enclosed message: the status's
+    # first block its header, the recipients' blocks its body
+    [per_message] = status.get_payload()
+    assert per_message["Reporting-MTA"] == f"dns; {E2E_ME}"
+    per_recipient = email.message_from_bytes(
+        per_message.get_payload(decode=True).lstrip(b"\r\n"), policy=email.policy.default)
+    assert per_recipient["Final-Recipient"] == "utf-8; j\u00f6rg@remote.test"
+    assert per_recipient["Status"] == "5.1.1"
+    assert "nobody here" in per_recipient["Diagnostic-Code"]
+    [headers] = returned.get_payload()
+    assert headers["Subject"] == "Gr\u00fc\u00dfe"
+    assert not any(part.defects for part in (per_message, per_recipient, headers))
     mailyard.queue_empty()

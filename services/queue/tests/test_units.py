@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -60,6 +61,68 @@ def test_dsn_holds_any_reply_on_one_bounded_line(reply: str, host: str,
     assert set(blocks[1].keys()) <= {"Final-Recipient", "Action", "Status", "Remote-MTA",
                                      "Diagnostic-Code"}
     ours = data[:data.rindex(b"Content-Type: text/rfc822-headers")]  # the rest is theirs
+    assert max(len(line) for line in ours.split(b"\r\n")) <= 998
+    assert not any((c < 32 and c not in b"\r\n") or c == 127 for c in ours)
+
+
+def _global_dsn(data: bytes) -> tuple[Any, list[Any], Any]:
+    """(per-message fields, per-recipient fields, returned header) of an RFC 6533 DSN, as
+    Python's parser reads it: a message/global-* part is an enclosed message."""
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    types = [p.get_content_type() for p in msg.iter_parts()]
+    assert types == ["text/plain", "message/global-delivery-status", "message/global-headers"]
+    _, status, returned = msg.iter_parts()
+    [per_message] = status.get_payload()
+    blocks = per_message.get_payload(decode=True).strip(b"\r\n").split(b"\r\n\r\n")
+    return (per_message, [email.message_from_bytes(b, policy=email.policy.default)
+                          for b in blocks], returned.get_payload()[0])
+
+
+@pytest.mark.parametrize("smtputf8", [True, False])
+def test_dsn_of_internationalised_mail_is_rfc6533(smtputf8: bool) -> None:
+    """SMTPUTF8 mail, or a failed address that is not ASCII (a forward of ASCII mail to
+    one): message/global-delivery-status and message/global-headers, "utf-8;" addresses
+    where they are not ASCII (RFC 6533). It was RFC 3464's ASCII-only delivery-status with
+    "rfc822; jörg@..." in it."""
+    data = bounce.build(fmt="dsn", me="mx.test", to="zoë@s.test", kind=bounce.BOUNCE,
+                        queue_id="Q", original_sender="zoë@s.test", arrival=0.0,
+                        smtputf8=smtputf8,
+                        failures=[bounce.Failure("jörg@r.test", "550 5.1.1 wer?", "5.1.1",
+                                                 "mx.r.test"),
+                                  bounce.Failure("b@r.test", "550 5.1.1 no", "5.1.1")],
+                        original="Subject: Grüße\r\n\r\nbody\r\n".encode())
+    per_message, (first, second), returned = _global_dsn(data)
+    assert per_message["Reporting-MTA"] == "dns; mx.test"
+    assert first["Final-Recipient"] == "utf-8; jörg@r.test"
+    assert first["Diagnostic-Code"] == "smtp; 550 5.1.1 wer?"
+    assert second["Final-Recipient"] == "rfc822; b@r.test"
+    assert returned["Subject"] == "Grüße"
+    assert b"body" not in data
+
+
+def test_dsn_of_ascii_mail_is_unchanged() -> None:
+    failure = bounce.Failure("b@r.test", "550 5.1.1 no", "5.1.1", "mx.r.test")
+    data = bounce.build(fmt="dsn", me="mx.test", to="a@s.test", kind=bounce.BOUNCE,
+                        queue_id="Q", original_sender="a@s.test", arrival=0.0,
+                        failures=[failure], original=b"Subject: caf\xc3\xa9\r\n\r\n")
+    assert b"global" not in data and b"utf-8;" not in data
+    assert b"\r\nFinal-Recipient: rfc822; b@r.test\r\n" in data
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=3000), st.text(max_size=300), st.binary(max_size=3000))
+def test_rfc6533_dsn_holds_any_reply_on_one_bounded_line(reply: str, host: str,
+                                                         original: bytes) -> None:
+    data = bounce.build(fmt="dsn", me="mx.test", to="zoë@s.test", kind=bounce.BOUNCE,
+                        queue_id="Q", original_sender="zoë@s.test", arrival=0.0,
+                        smtputf8=True, failures=[bounce.Failure("jörg@r.test", reply,
+                                                                "5.1.1", host)],
+                        original=original)
+    _, blocks, _ = _global_dsn(data)
+    assert len(blocks) == 1
+    assert set(blocks[0].keys()) <= {"Final-Recipient", "Action", "Status", "Remote-MTA",
+                                     "Diagnostic-Code"}
+    ours = data[:data.rindex(b"Content-Type: message/global-headers")]
     assert max(len(line) for line in ours.split(b"\r\n")) <= 998
     assert not any((c < 32 and c not in b"\r\n") or c == 127 for c in ours)
 

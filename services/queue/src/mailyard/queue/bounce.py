@@ -1,5 +1,11 @@
 """Bounce messages: RFC 3464 delivery status notifications, or qmail's QSBMF text.
 
+A DSN of internationalised mail (SMTPUTF8, or a failed address that is not ASCII) is RFC
+6533's: message/global-delivery-status and message/global-headers, whose fields may carry
+UTF-8, and "utf-8;" as the type of an address that is not ASCII. RFC 3464's
+message/delivery-status holds ASCII only; an "rfc822;" address in UTF-8 there is what a
+DSN reader may refuse or garble. Other mail's DSN is RFC 3464's, as it always was.
+
 One bounce per message lists every failed recipient with the reply that failed it. Who gets
 it follows qmail-send: the envelope sender gets a bounce; a failure of a message from <>
 (a bounce itself) goes to the postmaster as a double bounce; a failed double bounce is
@@ -118,8 +124,10 @@ def _common_headers(me: str, to: str, subject: str) -> list[str]:
 
 
 def build(*, fmt: str, me: str, to: str, kind: str, queue_id: str, original_sender: str,
-          arrival: float, failures: list[Failure], original: bytes) -> bytes:
-    """The bounce message bytes (CRLF line ends), DSN by default or QSBMF."""
+          arrival: float, failures: list[Failure], original: bytes,
+          smtputf8: bool = False) -> bytes:
+    """The bounce message bytes (CRLF line ends), DSN by default or QSBMF. `smtputf8`: the
+    failed message was SMTPUTF8 (its DSN is RFC 6533's)."""
     double = kind == DOUBLE_BOUNCE
     delayed = kind == DELAY
     subject = ("warning: delayed mail" if delayed else
@@ -133,6 +141,7 @@ def build(*, fmt: str, me: str, to: str, kind: str, queue_id: str, original_send
         body = intro + "--- Below this line is a copy of the message.\r\n\r\n"
         text = "\r\n".join(head) + "\r\n\r\n" + body
         return text.encode() + original[:_QSBMF_LIMIT]
+    utf8 = smtputf8 or not all(f.recipient.isascii() for f in failures)
     boundary = f"=_mailyard_{os.urandom(8).hex()}"
     head = [*common,
             f'Content-Type: multipart/report; report-type=delivery-status;'
@@ -142,18 +151,26 @@ def build(*, fmt: str, me: str, to: str, kind: str, queue_id: str, original_send
               f"Arrival-Date: {email.utils.formatdate(arrival)}", ""]
     for f in failures:
         code = (f.enhanced_code or "4.0.0") if delayed else _status(f.enhanced_code)
-        status += [f"Final-Recipient: rfc822; {f.recipient}",
+        # RFC 6533 section 3: an address that is not ASCII is of type utf-8, given as it is
+        # (the utf-8-address form), and only in message/global-delivery-status (see utf8)
+        kind_of_address = "rfc822" if f.recipient.isascii() else "utf-8"
+        status += [f"Final-Recipient: {kind_of_address}; {f.recipient}",
                    f"Action: {'delayed' if delayed else 'failed'}", f"Status: {code}"]
         if f.remote_host:
             status.append(f"Remote-MTA: dns; {_clean(f.remote_host)}")
         diag = _clean(f.reply) or "delivery failed"
         status += [f"Diagnostic-Code: {'smtp' if f.remote_host else 'x-local'}; {diag}", ""]
+    # RFC 6532 section 3.7 and RFC 6533 section 6: unlike message/rfc822, the global types
+    # may be labelled 8bit, so this DSN also goes to a sender's server that has 8BITMIME only
+    report, returned = (("message/global-delivery-status\r\nContent-Transfer-Encoding: 8bit",
+                         "message/global-headers\r\nContent-Transfer-Encoding: 8bit")
+                        if utf8 else ("message/delivery-status", "text/rfc822-headers"))
     parts = [
         "\r\n".join(head), "",
         "This is a MIME-encapsulated delivery status notification.", "",
         f"--{boundary}", "Content-Type: text/plain; charset=utf-8", "", intro,
-        f"--{boundary}", "Content-Type: message/delivery-status", "", "\r\n".join(status),
-        f"--{boundary}", "Content-Type: text/rfc822-headers", "",
+        f"--{boundary}", f"Content-Type: {report}", "", "\r\n".join(status),
+        f"--{boundary}", f"Content-Type: {returned}", "",
     ]
     text = "\r\n".join(parts) + "\r\n"
     tail = f"\r\n--{boundary}--\r\n"

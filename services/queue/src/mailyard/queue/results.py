@@ -242,6 +242,7 @@ async def send_bounce(q: Queue, message: Message, failed: list[Recipient]) -> No
         data = bounce.build(
             fmt=s.bounce_format, me=me, to=to, kind=kind, queue_id=message.queue_id,
             original_sender=message.sender, arrival=message.received_at, original=original,
+            smtputf8=message.smtputf8,
             failures=[bounce.Failure(r.address, r.last_reply, r.enhanced_code,
                                      r.route if r.channel == CHANNEL_REMOTE else "")
                       for r in failed])
@@ -285,9 +286,10 @@ async def warn_delay(q: Queue, queue_id: str) -> None:
     data = bounce.build(
         fmt=s.bounce_format, me=me, to=message.sender, kind=bounce.DELAY,
         queue_id=queue_id, original_sender=message.sender, arrival=message.received_at,
-        original=b"", failures=[bounce.Failure(r.address, r.last_reply, r.enhanced_code,
-                                               r.route if r.channel == CHANNEL_REMOTE else "")
-                                for r in waiting])
+        original=b"", smtputf8=message.smtputf8,
+        failures=[bounce.Failure(r.address, r.last_reply, r.enhanced_code,
+                                 r.route if r.channel == CHANNEL_REMOTE else "")
+                  for r in waiting])
     try:
         await inject(q.spool, q.js, _envelope("", message.sender, ORIGIN_BOUNCE, me, data),
                      data)
