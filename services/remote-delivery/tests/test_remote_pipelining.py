@@ -359,3 +359,28 @@ async def test_smtputf8_size_limit_and_unusable_addresses(rig: Rig, raw_servers,
     got = utf8.messages[0]
     assert got.rcpt_tos == ["jörg@u.test"] and got.mail_from == "zoë@ours.test"
     assert "SMTPUTF8" in got.mail_options
+
+
+async def test_smtputf8_mail_without_utf8_in_envelope_or_header_goes_to_any_server(
+        rig: Rig, raw_servers) -> None:  # type: ignore[no-untyped-def]
+    """RFC 6531 section 3.2 keeps only UTF-8 addresses and header fields from a server
+    without SMTPUTF8. A client that asks for SMTPUTF8 on every message had its ASCII mail
+    bounced 553 5.6.7 at every such server; it goes without the parameter now, as with
+    Postfix. UTF-8 in an address or a header field still bounces, and nothing is sent."""
+    raw = await raw_servers()
+    await rig.routes(f"p.test:127.0.0.1:{raw.port}")
+    body = "Subject: hi\r\n\r\nGr\u00fc\u00dfe, 8-bit body only\r\n".encode()
+    job = await rig.message(body, ["u@p.test"], smtputf8=True)
+    [res] = await rig.deliverer.deliver(job, body)
+    assert res.outcome == OUTCOME_DELIVERED, res.reply
+    assert raw.stored == [(["u@p.test"], body)]
+    mails = [line for read in raw.reads for line in read if line.startswith(b"MAIL")]
+    assert mails and not any(b"SMTPUTF8" in line for line in mails)
+    header = "Subject: Gr\u00fc\u00dfe\r\n\r\nhi\r\n".encode()
+    for data, recipient, sender in ((header, "u@p.test", "a@ours.test"),
+                                    (body, "j\u00f6rg@p.test", "a@ours.test"),
+                                    (body, "u@p.test", "zo\u00eb@ours.test")):
+        job = await rig.message(data, [recipient], sender=sender, smtputf8=True)
+        [res] = await rig.deliverer.deliver(job, data)
+        assert res.outcome == OUTCOME_FAILED and res.reply.startswith("553 5.6.7"), data
+    assert len(raw.stored) == 1

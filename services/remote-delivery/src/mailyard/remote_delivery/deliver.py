@@ -95,6 +95,16 @@ def all_recipients(job: DeliveryJob, outcome: Outcome.ValueType, reply: str, hos
     return [result(r, outcome, reply, host=host) for r in job.recipients]
 
 
+def _needs_smtputf8(job: DeliveryJob, data: bytes) -> bool:
+    """Does SMTPUTF8 mail hold UTF-8 where a server without SMTPUTF8 may not get it (RFC
+    6531 section 3.2: an address or a header field)? Some clients ask for SMTPUTF8 on every
+    message; one that needs it nowhere goes without the parameter. Asked only of SMTPUTF8
+    mail to such a server, so other mail pays nothing."""
+    end = data.find(b"\r\n\r\n")
+    return not (job.sender.isascii() and all(r.isascii() for r in job.recipients)
+                and (data if end < 0 else data[:end]).isascii())
+
+
 def reply_text(reply: aiosmtplib.SMTPResponseException | SMTPResponse) -> str:
     """The remote's reply on one line. Bytes that are not UTF-8 (many servers answer in
     Latin-1) become "?" as in qmail-remote and Postfix: the results are protobuf strings,
@@ -312,13 +322,13 @@ class Deliverer:
         if job.body_8bit and smtp.supports_extension("8bitmime"):
             options += b" BODY=8BITMIME"  # without it we still send (qmail does too)
         encoding = "ascii"
-        if job.smtputf8:
-            if not smtp.supports_extension("smtputf8"):
-                self.pool.give_back(conn)
-                return all_recipients(job, OUTCOME_FAILED, f"553 5.6.7 {host} does not "
-                                      "support SMTPUTF8, needed for this message.", host=host)
+        if job.smtputf8 and smtp.supports_extension("smtputf8"):
             options += b" SMTPUTF8"
             encoding = "utf-8"
+        elif job.smtputf8 and _needs_smtputf8(job, message.data):
+            self.pool.give_back(conn)
+            return all_recipients(job, OUTCOME_FAILED, f"553 5.6.7 {host} does not "
+                                  "support SMTPUTF8, needed for this message.", host=host)
         results: dict[str, RecipientResult] = {}
         try:
             mail = b"MAIL FROM:" + _path(job.sender, encoding) + options + b"\r\n"
