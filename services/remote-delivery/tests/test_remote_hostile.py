@@ -395,6 +395,18 @@ async def test_a_code_outside_2xx_4xx_5xx_defers(rig: Rig, hostile, step: str,  
         out[0].reply
 
 
+@pytest.mark.parametrize(("reply", "code"), [(b"550 5.7.1 sender refused\r\n", "5.7.1"),
+                                             (b"451 4.7.1 later\r\n", "4.7.1")])
+async def test_a_refused_mail_from_keeps_its_enhanced_code(rig: Rig, hostile,  # type: ignore[no-untyped-def]
+                                                           reply: bytes, code: str) -> None:
+    """A refused MAIL FROM gave its recipients 5.0.0 (4.0.0): the enhanced code was looked
+    for at the start of "550 5.7.1 ...", where the reply code stands, so the bounce's
+    Status lost it. Our own replies (553 5.6.7 no SMTPUTF8, 552 5.3.4) lost theirs too."""
+    server = await hostile(MAIL=reply)
+    out = await deliver(rig, server)
+    assert [r.enhanced_code for r in out] == [code] * 2, out[0].reply
+
+
 @pytest.mark.parametrize("size", [b"1" + b"0" * 5000, "\u00b2".encode(), b"12x"],
                          ids=["5000-digits", "superscript", "not-a-number"])
 async def test_a_size_that_is_no_number_is_no_limit(rig: Rig, hostile, size: bytes) -> None:  # type: ignore[no-untyped-def]

@@ -383,4 +383,5 @@ async def test_smtputf8_mail_without_utf8_in_envelope_or_header_goes_to_any_serv
         job = await rig.message(data, [recipient], sender=sender, smtputf8=True)
         [res] = await rig.deliverer.deliver(job, data)
         assert res.outcome == OUTCOME_FAILED and res.reply.startswith("553 5.6.7"), data
+        assert res.enhanced_code == "5.6.7"  # the bounce's Status
     assert len(raw.stored) == 1

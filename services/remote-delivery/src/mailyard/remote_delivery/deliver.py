@@ -56,7 +56,9 @@ TOO_SLOW = "Connected to {host} but it took the message slower than {rate:.0f} b
 GREETING_FAILED = "Connected to {host} but greeting failed. Remote host said: {reply}"
 TLS_REQUIRED = "Connected to {host} but STARTTLS {why}; the route requires TLS. (#4.7.5)"
 AUTH_FAILED = "Connected to {host} but authentication failed. Remote host said: {reply}"
-_ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\b")
+# After the reply code where a whole reply line is given ("550 5.7.1 ..."): a refused MAIL
+# and our own failures ("553 5.6.7 ...") lost their code to 5.0.0 in the bounce's Status.
+_ENHANCED = re.compile(r"^(?:[245]\d\d[ -])?([245]\.\d{1,3}\.\d{1,3})\b")
 _QMAIL_CODE = re.compile(r"\(#([245]\.\d{1,3}\.\d{1,3})\)")
 _DEFAULT_CODE = {int(OUTCOME_DELIVERED): "2.0.0", int(OUTCOME_DEFERRED): "4.0.0"}
 # An address that needs no parsing to be quoted on a MAIL/RCPT line; anything else goes
