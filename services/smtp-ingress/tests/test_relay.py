@@ -66,6 +66,23 @@ async def test_rcpthosts_and_routing_tricks(make_ingress: MakeIngress, js: Any,
         R.UNKNOWN_USER
 
 
+async def test_rcpthosts_takes_an_idn_in_either_form(make_ingress: MakeIngress, js: Any,
+                                                      relay_auth: str) -> None:
+    """rcpthosts was compared as typed with the RCPT domain as sent: a backup MX for
+    bücher.test listed as "bücher.test" refused its mail in A-label form (every client
+    without SMTPUTF8) with 553, and one listed as "xn--bcher-kva.test" refused the UTF-8
+    form an SMTPUTF8 client sends. Both forms are now one domain, as in the directory."""
+    ingress = await _ingress(make_ingress, js, relay_auth, "127.0.0.1:allow\n")
+    await put_control(js, "rcpthosts", "b\u00fccher.test\n.xn--caf-dma.test\n")
+    await wait_for(lambda: "b\u00fccher" in ingress.control.text("rcpthosts"))
+    client = await session(ingress.ports["smtp"])
+    assert await client.cmd("MAIL FROM:<a@b.test> SMTPUTF8") == R.MAIL_OK
+    for domain in ("b\u00fccher.test", "xn--bcher-kva.test", "B\u00dcCHER.test",
+                   "a.caf\u00e9.test", "a.xn--caf-dma.test"):
+        assert await client.cmd(f"RCPT TO:<x@{domain}>") == R.RCPT_OK, domain
+    assert await client.cmd("RCPT TO:<x@bucher.test>") == R.RCPTHOSTS
+
+
 async def test_relay_client_and_denied_client(make_ingress: MakeIngress, js: Any,
                                               relay_auth: str) -> None:
     ingress = await _ingress(make_ingress, js, relay_auth, '127.0.0.1:allow,RELAYCLIENT=""\n')

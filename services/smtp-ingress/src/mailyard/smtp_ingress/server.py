@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailyard.core import bus
+from mailyard.core.addresses import to_ascii_domain
 from mailyard.core.auth import client_token
 from mailyard.core.control import ControlView
 from mailyard.core.directory import DirectoryView
@@ -45,6 +46,11 @@ from mailyard.smtp_ingress.tls import HANDSHAKE_TIMEOUT, server_context
 
 log = logging.getLogger(__name__)
 DEFAULT_DATABYTES = 10485760
+
+
+def _a_label(line: str) -> str:
+    """An rcpthosts name as an A-label, keeping the leading "." of a suffix."""
+    return "." + to_ascii_domain(line[1:]) if line.startswith(".") else to_ascii_domain(line)
 
 
 @dataclass(frozen=True)
@@ -111,13 +117,17 @@ class Ingress:
         return self.control.integer("databytes", DEFAULT_DATABYTES)
 
     def in_rcpthosts(self, domain: str) -> bool:
-        """control/rcpthosts: "example.com" exactly, ".example.com" any subdomain."""
+        """control/rcpthosts: "example.com" exactly, ".example.com" any subdomain. Names are
+        compared as A-labels, as the directory keeps domains: an IDN arrives in either form
+        (UTF-8 from SMTPUTF8 clients) and may be listed in either."""
         text = self.control.text("rcpthosts")
         if text != self._rcpthosts[0]:
-            lines = [line.lower().rstrip(".") for line in self.control.lines("rcpthosts")]
+            lines = [_a_label(line.rstrip(".")) for line in self.control.lines("rcpthosts")]
             self._rcpthosts = (text, frozenset(x for x in lines if not x.startswith(".")),
                                tuple(x for x in lines if x.startswith(".")))
         _, exact, suffixes = self._rcpthosts
+        if not domain.isascii():  # ASCII, nearly every name, is lowered already
+            domain = to_ascii_domain(domain)
         return domain in exact or (bool(suffixes) and domain.endswith(suffixes))
 
     def bus_ready(self) -> bool:
