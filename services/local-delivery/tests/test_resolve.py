@@ -237,6 +237,24 @@ async def test_a_bounce_sent_to_a_list_goes_to_its_owner_not_its_members(env: En
     assert await env.todo_count() == 0 and env.messages("alice@example.org") == []
 
 
+async def test_a_copy_of_ascii_mail_to_or_from_a_utf8_address_is_smtputf8(env: Env) -> None:
+    """A forward or list copy kept the original's SMTPUTF8 flag: a copy of ASCII mail to a
+    target that is not ASCII went without it, and remote-delivery cannot name such a target
+    (553 5.1.3, bounced) or such a list owner as sender (deferred, internal, until the
+    message expired). The copy is flagged for what its own envelope needs."""
+    await env.domain("example.org")
+    await env.alias("info@example.org", "j\u00f6rg@remote.test")
+    await env.mailing_list("team@example.org", "zo\u00eb@example.org", "m@remote.test")
+    await env.mailing_list("plain@example.org", "owner@example.org", "m@remote.test")
+    await env.start()
+    for recipient, smtputf8 in (("info@example.org", True), ("team@example.org", True),
+                                ("plain@example.org", False)):
+        await env.job(SENDER, [recipient], BODY)
+        assert (await env.result()).results[0].outcome == OUTCOME_DELIVERED
+        envelope, _ = await env.todo()
+        assert envelope.smtputf8 is smtputf8, recipient
+
+
 async def test_catch_all_deliver_bounce_delete(env: Env) -> None:
     await env.domain("deliver.test", pb.CATCH_ALL_ACTION_DELIVER, "postmaster@deliver.test")
     await env.mailbox("postmaster@deliver.test")

@@ -62,9 +62,13 @@ async def send(spool: Spool, js: JetStreamContext, job: DeliveryJob, *, origin: 
     again (its worker died after the list mail went, before the ack) or a retry after a
     part failed sends no member a second copy. Raises SpoolError / BusError: the caller
     defers, and the retry announces what was left (core.inject.inject_derived)."""
+    # Flagged for what each copy's envelope needs, as smtp-ingress flags a client's: a copy
+    # of ASCII mail to (or, for a list, from) an address that is not ASCII cannot be sent
+    # without SMTPUTF8.
     envelopes = [Envelope(queue_id=derived_queue_id(job.queue_id, *why, str(n)), origin=origin,
-                          sender=sender, recipients=part, smtputf8=job.smtputf8,
-                          body_8bit=job.body_8bit)
+                          sender=sender, recipients=part, body_8bit=job.body_8bit,
+                          smtputf8=(job.smtputf8 or not sender.isascii()
+                                    or not all(address.isascii() for address in part)))
                  for n, part in enumerate(batches(recipients))]
     await inject_derived(spool, js, envelopes, data)
     return envelopes[0].queue_id
