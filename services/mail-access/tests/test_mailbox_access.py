@@ -335,3 +335,25 @@ def test_address_extensions_follow_the_delimiter_set_with_the_cli(box: Box) -> N
         assert box.cli("delimiter", "show").strip() == "off"
     finally:
         box.cli("delimiter", "set", "+")
+
+
+def test_a_login_in_either_normal_form_reads_the_one_mailbox(box: Box) -> None:
+    """A local part typed in NFD (e and a combining accent, as macOS and some input methods
+    write it) or upper case logs in to the mailbox added in NFC, over POP3 and IMAP: Dovecot
+    hands the login on as typed, relay-auth and the userdb answer match it in NFC."""
+    user = "ren\u00e9@example.test"
+    box.add_user(user, "pw-nfc-1")
+    box.send(user, b"Subject: one mailbox\r\n\r\nbody\r\n")
+    box.stored(user, 1)
+    for login in ("rene\u0301@example.test", "REN\u00c9@example.test"):
+        pop = box.pop3(login, "pw-nfc-1")
+        try:
+            assert pop.stat()[0] == 1, login
+        finally:
+            pop.quit()
+        imap = IMAP(box.ports.imap, OUTSIDER)
+        imap.starttls(box.tls)
+        imap.authenticate("PLAIN", lambda _, login=login: b"\0" + login.encode()
+                          + b"\0pw-nfc-1")
+        with imap:
+            assert imap.select("INBOX", readonly=True) == ("OK", [b"1"]), login
