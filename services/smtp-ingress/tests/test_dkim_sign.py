@@ -117,3 +117,11 @@ def test_from_domain_and_long_lines() -> None:
     assert not has_long_line(b"a" * 998 + b"\r\nb\r\n")
     assert has_long_line(b"a\r\n" + b"b" * 999 + b"\r\n")
     assert has_long_line(b"a\r\n" + b"b" * 999)
+
+
+def test_a_from_domain_in_utf8_is_its_a_label() -> None:
+    """SMTPUTF8 mail's From: domain in UTF-8 was U+FFFD where its octets stood (compat32
+    from bytes): no key of ours signed it (keys are A-labels) and DMARC looked up nothing."""
+    for head in ("From: Zo\u00eb <z@B\u00dcCHER.test>", "From: z@b\u00fccher.test."):
+        assert from_domain(f"{head}\r\n\r\nx".encode()) == "xn--bcher-kva.test", head
+    assert from_domain(b"From: z@b\xfccher.test\r\n\r\n") == ""  # Latin-1: no name

@@ -38,6 +38,9 @@ def zone(dns_server: DnsServer, tmp_path: Path) -> tuple[DnsServer, KeyDir]:
     d.add("_dmarc.victim.test", "TXT", '"v=DMARC1; p=reject"')
     d.add("_dmarc.pass.test", "TXT", '"v=DMARC1; p=reject"')
     d.add("_dmarc.signed.test", "TXT", '"v=DMARC1; p=reject; adkim=s"')
+    d.add("_dmarc.xn--bcher-kva.test", "TXT", '"v=DMARC1; p=reject"')  # bücher.test
+    d.add("_dmarc.xn--caf-dma.test", "TXT", '"v=DMARC1; p=reject"')     # café.test
+    d.add("xn--caf-dma.test", "TXT", '"v=spf1 ip4:127.0.0.1 -all"')
     d.add("signed.test", "TXT", '"v=spf1 ip4:192.0.2.1 -all"')   # SPF fails; DKIM decides
     keys = KeyDir(tmp_path / "their-keys")
     keys.create("signed.test", "sel", "rsa")
@@ -199,6 +202,35 @@ async def test_an_idn_from_domain_is_checked_by_its_a_label(
         reply = await client.cmd(body(written).decode() + ".")
         assert reply.startswith("550 5.7.1 ") and "xn--bcher-kva.test" in reply, written
         await client.close()
+
+
+async def test_dmarc_of_a_from_domain_in_utf8(make_ingress: MakeIngress, js: Any,
+                                             zone: tuple[DnsServer, KeyDir]) -> None:
+    """SMTPUTF8 mail may name its From: domain in UTF-8 (bücher.test): its DMARC record was
+    looked up under that name, which no DNS holds, so mail forged From: a p=reject IDN
+    passed as dmarc=none. The domain is looked up, and aligned, as its A-label, and so is
+    a MAIL FROM domain in UTF-8 for SPF."""
+    ingress = await _ingress(make_ingress, js, zone[0])
+
+    async def send_utf8(sender: str, from_domain: str) -> str:
+        client = await session(ingress.ports["smtp"], "EHLO helo.test")
+        try:
+            assert await client.cmd(f"MAIL FROM:<{sender}> SMTPUTF8") == R.MAIL_OK
+            assert await client.cmd("RCPT TO:<bob@example.org>") == "250 2.1.5 ok"
+            assert await client.cmd("DATA") == "354 go ahead"
+            return await client.cmd(body(from_domain).decode() + ".")
+        finally:
+            await client.close()
+
+    for sender, from_domain in (("a@fail.test", "b\u00fccher.test"),
+                                ("a@b\u00fccher.test", "B\u00dcCHER.test")):
+        reply = await send_utf8(sender, from_domain)
+        assert reply.startswith("550 5.7.1 ") and "xn--bcher-kva.test" in reply, reply
+    # SPF passes for the UTF-8 MAIL FROM domain and aligns with the UTF-8 From: domain
+    reply = await send_utf8("z\u00f6e@caf\u00e9.test", "caf\u00e9.test")
+    assert reply.startswith("250 ok"), reply
+    found = results(parse_ar(last(ingress, 1)))
+    assert (found["spf"], found["dmarc"]) == (["pass"], ["pass"])
 
 
 def sealed(keys: KeyDir, message: bytes, domain: str = "fwd.test") -> bytes:

@@ -45,6 +45,8 @@ def test_strip_ours_keeps_everything_but_our_fields(fields: list[tuple[bytes, by
 @given(header_bytes)
 @example(b"(" * 1000 + b"a@b.test")   # past the email package's recursion
 @example(b"a:" * 1000)
+@example("Zo\u00eb <z@B\u00dcCHER.test>".encode())   # SMTPUTF8: the A-label
+@example(b"\x80\xc2\x80")                          # a stray octet beside UTF-8
 def test_from_domain_never_raises(raw: bytes) -> None:
     domain = from_domain(b"From: " + raw + b"\r\n\r\nbody")
     assert domain == domain.lower() and "@" not in domain

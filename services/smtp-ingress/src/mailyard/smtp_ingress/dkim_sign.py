@@ -102,6 +102,8 @@ def from_address(message: bytes) -> str:
         addresses = [a for _, a in getaddresses([str(values[0])]) if a]
     except RecursionError:  # it reads nested comments and phrases recursively: "((((..."
         return ""
+    except UnicodeError:  # UTF-8 and stray octets mixed: compat32's Header cannot say it
+        return ""
     if len(addresses) != 1 or "@" not in addresses[0]:
         return ""
     address = addresses[0]

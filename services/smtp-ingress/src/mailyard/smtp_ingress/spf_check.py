@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import spf
 
+from mailyard.core.addresses import to_ascii_domain
 from mailyard.smtp_ingress.authdns import AuthDns, Fetched, Missing
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,9 @@ class SpfChecker:
     async def check(self, ip: str, sender: str, helo: str) -> SpfResult:
         """SPF for MAIL FROM (postmaster@HELO for the null sender, RFC 7208 2.4)."""
         identity = "mailfrom" if sender else "helo"
+        if not sender.isascii():  # SMTPUTF8: DNS and DMARC alignment need the A-label
+            local, _, domain = sender.rpartition("@")
+            sender = f"{local}@{to_ascii_domain(domain)}"
         domain = sender.rpartition("@")[2].lower() if sender else helo.lower()
         if not domain:
             return SpfResult("none", "", identity)
