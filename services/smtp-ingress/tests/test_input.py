@@ -88,6 +88,23 @@ async def test_badmailfrom(local: Ingress, js: Any) -> None:
     assert await client.cmd("MAIL FROM:<ok@bad.test>") == R.MAIL_OK
 
 
+async def test_badmailfrom_matches_utf8_in_any_form(local: Ingress, js: Any) -> None:
+    """An IDN listed in one form ("@bücher.test") let a sender in the other
+    (xn--bcher-kva.test, or its UTF-8 under SMTPUTF8) through, and so did a local part in
+    another Unicode normal form: entries and sender are compared as the directory keys
+    them (NFC local part, A-label domain)."""
+    await put_control(js, "badmailfrom", "@b\u00fccher.test\njos\u00e9@bad.test\n"
+                      "@xn--caf-dma.test\n")
+    await wait_for(lambda: "@xn--caf" in local.control.text("badmailfrom"))
+    client = await session(local.ports["smtp"])
+    for sender in ("spam@xn--bcher-kva.test", "spam@B\u00dcCHER.test SMTPUTF8",
+                   "JOSE\u0301@bad.test SMTPUTF8", "spam@caf\u00e9.test SMTPUTF8"):
+        address, _, param = sender.partition(" ")
+        assert await client.cmd(f"MAIL FROM:<{address}> {param}".rstrip()) == \
+            R.BADMAILFROM, sender
+    assert await client.cmd("MAIL FROM:<jos@bad.test>") == R.MAIL_OK
+
+
 async def test_databytes_at_mail_and_after_data(local: Ingress, js: Any) -> None:
     await put_control(js, "databytes", "1000\n")
     await wait_for(lambda: local.databytes() == 1000)
