@@ -84,6 +84,24 @@ async def test_every_step_is_recorded_and_found_by_id_address_and_time(
     assert info.config.max_age == 2 * 86400
 
 
+async def test_an_address_is_found_in_either_unicode_normal_form(
+        js: Any, spool: Spool, start_queue: Any) -> None:
+    """Mail from jose\u0301@ (NFD, as the client sent it) was not found by a search for
+    jos\u00e9@ (NFC, as most keyboards type it), nor the other way round: the history keeps
+    addresses as sent and now matches them in NFC, as the directory does."""
+    q = start_queue()
+    q.history = history_pb2_grpc.HistoryStub(q.channel)
+    nfd = await send(spool, js, "jose\u0301@sender.test", ["re\u0301my@remote.test"])
+
+    async def found(address: str) -> list[str]:
+        resp = await q.history.Search(hpb.SearchRequest(address=address), timeout=10)
+        return [e.queue_id for e in resp.events]
+
+    assert await wait_for(lambda: found("jose\u0301@sender.test"), what="history recorded")
+    for address in ("jos\u00e9@sender.test", "JOS\u00c9@Sender.test", "r\u00e9my@remote.test"):
+        assert nfd.queue_id in await found(address), address
+
+
 async def test_http_cli_and_explain_of_a_finished_message(
         delivered: Any, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+import unicodedata
 
 from nats.aio.client import Client as NATS
 
@@ -30,8 +31,12 @@ ORIGINS = {epb.ORIGIN_SMTP: "smtp", epb.ORIGIN_BOUNCE: "bounce",
 
 def address_key(address: str) -> str:
     """The subject token of an address: a hash, since addresses hold dots, spaces and
-    wildcards that subjects cannot; case-insensitive (Alice@X finds alice@x)."""
+    wildcards that subjects cannot; case-insensitive (Alice@X finds alice@x) and, when not
+    ASCII, in NFC (jose\u0301@ finds jos\u00e9@, as in the directory; NFC text keeps
+    the key it always had)."""
     text = address.strip().lower() or NULL_SENDER
+    if not text.isascii():
+        text = unicodedata.normalize("NFC", text)
     if text.startswith("<") and text.endswith(">") and text != NULL_SENDER:
         text = text[1:-1]
     return hashlib.sha256(text.encode()).hexdigest()[:32]
