@@ -85,6 +85,24 @@ async def test_loop_fails_only_the_looping_recipient(env: Env) -> None:
         b"Return-Path: <s@sender.test>\r\nDelivered-To: carol@example.org\r\n" + body]
 
 
+async def test_a_delivered_to_line_in_another_unicode_form_is_a_loop(env: Env) -> None:
+    """Delivered-To written in the other normal form of a local part or with the domain's
+    UTF-8 form (another MTA writes the address as it got it) was not ours, and a forward
+    loop through such a server went on until the hop count ended it. Lines are now read as
+    the directory keys addresses (NFC local part, A-label domain)."""
+    await env.domain("example.org")
+    await env.domain("xn--bcher-kva.test")
+    await env.mailbox("jos\u00e9@example.org")
+    await env.mailbox("alice@xn--bcher-kva.test")
+    await env.start()
+    for line, recipient in (("JOSE\u0301@example.org", "jos\u00e9@example.org"),
+                            ("alice@B\u00dcCHER.test", "alice@xn--bcher-kva.test")):
+        body = f"Delivered-To: {line}\r\nSubject: again\r\n\r\nbody\r\n".encode()
+        await env.job("s@sender.test", [recipient], body)
+        [rr] = (await env.result()).results
+        assert (rr.outcome, rr.reply) == (OUTCOME_FAILED, LOOPING), line
+
+
 async def test_delivered_to_in_body_is_not_a_loop(env: Env) -> None:
     await env.domain("example.org")
     await env.mailbox("alice@example.org")

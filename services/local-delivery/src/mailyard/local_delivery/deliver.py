@@ -72,8 +72,11 @@ class Message:
         else:
             end = _HEADER_END.search(data)
             header = data[:end.start()] if end else data
-        seen = frozenset(m.group(1).strip(b" \t<>").decode("utf-8", "replace").lower()
-                         for m in _DELIVERED_TO.finditer(header))
+        values = (m.group(1).strip(b" \t<>").decode("utf-8", "replace").lower()
+                  for m in _DELIVERED_TO.finditer(header))
+        # in the form _one compares (canonical): another MTA may write our address in
+        # another Unicode normal form or with the domain's UTF-8 form
+        seen = frozenset(v if v.isascii() else canonical(v) for v in values)
         return cls(data, eol, seen, len(_HOP_LINE.findall(header)))
 
 
