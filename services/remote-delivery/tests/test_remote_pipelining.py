@@ -385,3 +385,29 @@ async def test_smtputf8_mail_without_utf8_in_envelope_or_header_goes_to_any_serv
         assert res.outcome == OUTCOME_FAILED and res.reply.startswith("553 5.6.7"), data
         assert res.enhanced_code == "5.6.7"  # the bounce's Status
     assert len(raw.stored) == 1
+
+
+async def test_smtputf8_mail_with_utf8_in_a_mime_part_header_still_needs_it(
+        rig: Rig, raw_servers) -> None:  # type: ignore[no-untyped-def]
+    """RFC 6531 section 3.2 keeps UTF-8 header fields "at any level within its MIME
+    structure" from a server without SMTPUTF8: a part's header (a file name) or an enclosed
+    message's. Only the top-level header was looked at, so such mail went out raw. A body
+    of one part may be 8-bit (8BITMIME); a multipart or message/* one with 8-bit octets
+    keeps needing SMTPUTF8."""
+    raw = await raw_servers()
+    await rig.routes(f"p.test:127.0.0.1:{raw.port}")
+    part = ("Subject: hi\r\nMIME-Version: 1.0\r\nContent-Type:\r\n multipart/mixed; "
+            "boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\nContent-Disposition: "
+            "attachment; filename=\"Gr\u00fc\u00dfe.txt\"\r\n\r\nhi\r\n--b--\r\n").encode()
+    enclosed = ("Subject: fwd\r\nContent-Type: message/global\r\n\r\n"
+                "From: j\u00f6rg@x.test\r\n\r\nhi\r\n").encode()
+    for data in (part, enclosed):
+        job = await rig.message(data, ["u@p.test"], smtputf8=True)
+        [res] = await rig.deliverer.deliver(job, data)
+        assert res.outcome == OUTCOME_FAILED and res.enhanced_code == "5.6.7", data
+    assert raw.stored == []
+    # the usual multipart, its parts encoded (quoted-printable, base64): all ASCII, it goes
+    ascii_parts = part.replace("Gr\u00fc\u00dfe".encode(), b"=?utf-8?q?Gr=C3=BC=C3=9Fe?=")
+    job = await rig.message(ascii_parts, ["u@p.test"], smtputf8=True)
+    [res] = await rig.deliverer.deliver(job, ascii_parts)
+    assert res.outcome == OUTCOME_DELIVERED, res.reply

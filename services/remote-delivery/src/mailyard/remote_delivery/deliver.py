@@ -64,6 +64,8 @@ _DEFAULT_CODE = {int(OUTCOME_DELIVERED): "2.0.0", int(OUTCOME_DEFERRED): "4.0.0"
 # An address that needs no parsing to be quoted on a MAIL/RCPT line; anything else goes
 # through aiosmtplib's own (email.utils) parsing.
 _PLAIN_ADDRESS = re.compile(r'[^\x00-\x20\x7f<>()\[\]\\,;:"@]+@[^\x00-\x20\x7f<>()\[\]\\,;:"@]+\Z')
+# A Content-Type whose body holds header fields of its own (\s: the value may be folded)
+_MIME_CONTAINER = re.compile(rb"(?im)^content-type:\s*(?:multipart|message)/")
 PLAN_CACHE_SIZE = 10_000   # (domain, route) plans kept; the oldest goes first
 
 
@@ -99,12 +101,19 @@ def all_recipients(job: DeliveryJob, outcome: Outcome.ValueType, reply: str, hos
 
 def _needs_smtputf8(job: DeliveryJob, data: bytes) -> bool:
     """Does SMTPUTF8 mail hold UTF-8 where a server without SMTPUTF8 may not get it (RFC
-    6531 section 3.2: an address or a header field)? Some clients ask for SMTPUTF8 on every
-    message; one that needs it nowhere goes without the parameter. Asked only of SMTPUTF8
-    mail to such a server, so other mail pays nothing."""
+    6531 section 3.2: an address, or a header field at any level of the MIME structure)?
+    Some clients ask for SMTPUTF8 on every message; one that needs it nowhere goes without
+    the parameter. An 8-bit body of one part is text (8BITMIME); a multipart or message/*
+    body with 8-bit octets may hold a part's or an enclosed message's header in UTF-8,
+    which is not looked for: it keeps needing SMTPUTF8. Asked only of SMTPUTF8 mail to such
+    a server, so other mail pays nothing."""
+    if not (job.sender.isascii() and all(r.isascii() for r in job.recipients)):
+        return True
     end = data.find(b"\r\n\r\n")
-    return not (job.sender.isascii() and all(r.isascii() for r in job.recipients)
-                and (data if end < 0 else data[:end]).isascii())
+    head = data if end < 0 else data[:end]
+    if not head.isascii():
+        return True
+    return not data.isascii() and _MIME_CONTAINER.search(head) is not None
 
 
 def reply_text(reply: aiosmtplib.SMTPResponseException | SMTPResponse) -> str:
