@@ -357,3 +357,25 @@ def test_a_login_in_either_normal_form_reads_the_one_mailbox(box: Box) -> None:
                           + b"\0pw-nfc-1")
         with imap:
             assert imap.select("INBOX", readonly=True) == ("OK", [b"1"]), login
+
+
+def test_a_vpopmail_percent_login_reads_the_mailbox(box: Box) -> None:
+    """vpopmail took "joe%example.com" for joe@example.com (clients and ISP guides that could
+    not put "@" in a login field): Dovecot passes it to the bridge, relay-auth maps it, and
+    the session is the canonical user's (its userdb lookup, its lease)."""
+    user = "percent@example.test"
+    box.add_user(user, "pw-percent-1")
+    box.send(user, b"Subject: for you\r\n\r\nbody\r\n")
+    box.stored(user, 1)
+    pop = box.pop3("Percent%example.test", "pw-percent-1")
+    try:
+        assert pop.stat()[0] == 1
+    finally:
+        pop.quit()
+    listed = [line for line in box.cli("lease", "list").splitlines()
+              if line.startswith(OUTSIDER + "\t")]
+    assert len(listed) == 1 and f"user={user}" in listed[0], listed
+    with box.imap("percent%example.test", "pw-percent-1") as imap:
+        imap.select("INBOX", readonly=True)
+        _, data = imap.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        assert b"for you" in data[0][1]

@@ -48,7 +48,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     upgrader = HashUpgrader(settings.directory_addr, settings.directory_timeout, pool,
                             client_token(settings.token_file, "relayauth"))
     auth = Authenticator(directory, throttle, settings.cram_ttl, pool, upgrader,
-                         LoginCache(settings.auth_cache_ttl, settings.auth_cache_size))
+                         LoginCache(settings.auth_cache_ttl, settings.auth_cache_size),
+                         settings.login_separators)
     await control.start(js)
     await directory.start(js)
     await throttle.start(js)

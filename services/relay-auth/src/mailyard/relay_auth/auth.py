@@ -85,8 +85,9 @@ def _counted_verify(stored: str, password: str) -> bool:
 class Authenticator:
     def __init__(self, directory: DirectoryView, throttle: Throttle, cram_ttl: float,
                  pool: PasswordPool, upgrader: HashUpgrader | None,
-                 cache: LoginCache | None = None) -> None:
+                 cache: LoginCache | None = None, separators: str = "%/") -> None:
         self.directory = directory
+        self.separators = separators
         self.throttle = throttle
         self.cram_ttl = cram_ttl
         self.pool = pool
@@ -97,6 +98,30 @@ class Authenticator:
 
     async def start(self, js: JetStreamContext) -> None:
         self.cram_kv = await bus.ensure_kv(js, bus.KV_CRAM, ttl=self.cram_ttl)
+
+    def login(self, username: str) -> str:
+        """The canonical user a login names: the directory's form of `username`, or, for a
+        name without "@", vpopmail's other forms of it ("joe%example.com").
+
+        Only the part after the last separator can be the domain, and only a hosted one:
+        the directory takes "%" in local parts, and no domain name holds one, so "a%b" stays
+        the name it is unless "b" is a domain here ("a%b%example.com" is a%b@example.com;
+        "a%b@example.com", with "@", is never rewritten, so every mailbox keeps one login
+        that means only it). The work is done only for names without "@"."""
+        user = _canonical(username)
+        if not user or "@" in user:
+            return user
+        for separator in self.separators:
+            local, found, domain = user.rpartition(separator)
+            if found and local and domain and self._hosted(domain):
+                return _canonical(f"{local}@{domain}")
+        return user
+
+    def _hosted(self, domain: str) -> bool:
+        try:
+            return self.directory.is_local_domain(domain)
+        except Exception:  # no domain name ("a%.", "x%\u0000"): not one of ours
+            return False
 
     def _done(self, mechanism: str, result: int, user: str = "") -> tuple[int, str]:
         metrics.AUTH.labels(mechanism, _RESULT_LABEL[result]).inc()
@@ -120,7 +145,7 @@ class Authenticator:
         mechanism = mechanism.upper()
         if mechanism not in PASSWORD_MECHANISMS:
             return self._done("other", UNAVAILABLE)
-        ip, user = _ip_or_none(client_ip), _canonical(username)
+        ip, user = _ip_or_none(client_ip), self.login(username)
         if self.throttle.throttled(ip, user):
             return self._done(mechanism, THROTTLED)
         await self.throttle.slow_down(ip, user)
@@ -193,7 +218,7 @@ class Authenticator:
 
     async def cram_verify(self, challenge_id: str, username: str, digest: str,
                           client_ip: str) -> tuple[int, str]:
-        ip, user = _ip_or_none(client_ip), _canonical(username)
+        ip, user = _ip_or_none(client_ip), self.login(username)
         if self.throttle.throttled(ip, user):
             return self._done(CRAM, THROTTLED)
         await self.throttle.slow_down(ip, user)

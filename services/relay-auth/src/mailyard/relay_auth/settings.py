@@ -44,6 +44,21 @@ class Settings(ServiceSettings):
     directory_addr: str = "127.0.0.1:50056"
     directory_timeout: float = Field(default=10.0, gt=0)
     default_rules: str = DEFAULT_RULES
+    # vpopmail's ATCHARS ("@%/"): a login without "@" whose part after the last of these is
+    # a hosted domain is <local>@<domain> ("joe%example.com", for clients and ISP guides that
+    # could not put "@" in a login field); "" turns it off. "@" itself always separates.
+    login_separators: str = "%/"
+
+    @field_validator("login_separators")
+    @classmethod
+    def _separators(cls, value: str) -> str:
+        # a letter, digit, "." or "-" would split ordinary names ("jo.example.com")
+        bad = [c for c in value if not c.isascii() or c.isalnum() or c in "@.-_"
+               or not c.isprintable() or c.isspace()]
+        if bad:
+            raise ValueError(f"login separators must be punctuation other than @ . - _, "
+                             f"not {''.join(bad)!r}")
+        return value
 
     @field_validator("default_rules")
     @classmethod

@@ -1,0 +1,113 @@
+"""Logins as vpopmail's vchkpw took them: `user%domain` for `user@domain`, bare names in the
+default domain, always made canonical before the throttle, the login cache and the lease."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from mailyard.api.directory.v1 import directory_pb2 as dpb
+from mailyard.api.relayauth.v1 import relayauth_pb2 as pb
+from mailyard.core import bus
+from mailyard.core.directory import DirectoryView, domain_key
+from mailyard.relay_auth.auth import Authenticator, _canonical
+from mailyard.relay_auth.pool import PasswordPool
+from mailyard.relay_auth.throttle import Throttle
+
+USER, PASSWORD = "joe@example.org", "pw-joe-1"
+
+
+def auth(user: str, password: str, ip: str = "192.0.2.30",
+         protocol: str = "") -> pb.AuthenticateRequest:
+    return pb.AuthenticateRequest(mechanism="PLAIN", username=user, password=password,
+                                  client_ip=ip, protocol=protocol)
+
+
+async def seed_domain(js: Any, name: str) -> None:
+    kv = await bus.ensure_kv(js, bus.KV_DIRECTORY)
+    await kv.put(domain_key(name), dpb.Domain(name=name).SerializeToString())
+
+
+async def test_percent_stands_for_at_before_a_hosted_domain(
+        start_relay: Any, js: Any, seed_mailbox: Any) -> None:
+    await seed_domain(js, "example.org")
+    await seed_mailbox(js, USER, PASSWORD)
+    await seed_mailbox(js, "a%b@example.org", "pw-ab-1")
+    relay = await start_relay()
+    for login in ("joe%example.org", "Joe%Example.ORG"):
+        ok = await relay.stub.Authenticate(auth(login, PASSWORD))
+        assert ok.result == pb.AUTH_RESULT_OK and ok.user == USER, login
+    # "%" in a real local part: with "@" nothing is rewritten; without, the last "%" splits
+    for login in ("a%b@example.org", "a%b%example.org"):
+        ok = await relay.stub.Authenticate(auth(login, "pw-ab-1"))
+        assert ok.result == pb.AUTH_RESULT_OK and ok.user == "a%b@example.org", login
+    # a domain not hosted here is no domain part: "joe%elsewhere.test" names nobody
+    await seed_mailbox(js, "joe@elsewhere.test", PASSWORD)
+    other = await relay.stub.Authenticate(auth("joe%elsewhere.test", PASSWORD))
+    assert other.result == pb.AUTH_RESULT_BAD_CREDENTIALS
+
+
+async def test_a_mailbox_login_with_percent_leases_the_canonical_user(
+        start_relay: Any, js: Any, seed_mailbox: Any) -> None:
+    await seed_domain(js, "example.org")
+    await seed_mailbox(js, USER, PASSWORD)
+    relay = await start_relay()
+    ok = await relay.stub.Authenticate(auth("joe%example.org", PASSWORD, ip="192.0.2.31",
+                                            protocol="pop3"))
+    assert ok.result == pb.AUTH_RESULT_OK and ok.lease.user == USER
+
+
+async def test_percent_and_at_logins_are_one_user_for_the_throttle(
+        start_relay: Any, js: Any, seed_mailbox: Any) -> None:
+    await seed_domain(js, "example.org")
+    await seed_mailbox(js, USER, PASSWORD)
+    relay = await start_relay(auth_fail_limit_pair=2, auth_fail_limit_ip=100,
+                              auth_fail_limit_user=100, auth_delay_base=0)
+    for _ in range(2):
+        bad = await relay.stub.Authenticate(auth("joe%example.org", "guess", ip="192.0.2.32"))
+        assert bad.result == pb.AUTH_RESULT_BAD_CREDENTIALS
+    blocked = await relay.stub.Authenticate(auth(USER, PASSWORD, ip="192.0.2.32"))
+    assert blocked.result == pb.AUTH_RESULT_THROTTLED
+
+
+async def test_other_separators_are_the_postmasters_choice(
+        start_relay: Any, js: Any, seed_mailbox: Any) -> None:
+    await seed_domain(js, "example.org")
+    await seed_mailbox(js, USER, PASSWORD)
+    default = await start_relay()
+    ok = await default.stub.Authenticate(auth("joe/example.org", PASSWORD))
+    assert ok.result == pb.AUTH_RESULT_OK and ok.user == USER
+    relay = await start_relay(login_separators="%:")
+    for login in ("joe%example.org", "joe:example.org"):
+        ok = await relay.stub.Authenticate(auth(login, PASSWORD))
+        assert ok.result == pb.AUTH_RESULT_OK and ok.user == USER, login
+    off = await start_relay(login_separators="")
+    refused = await off.stub.Authenticate(auth("joe%example.org", PASSWORD))
+    assert refused.result == pb.AUTH_RESULT_BAD_CREDENTIALS
+
+
+_POOL = PasswordPool(1, 0)
+_VIEW = DirectoryView()
+_VIEW.data[domain_key("example.org")] = dpb.Domain(name="example.org").SerializeToString()
+_AUTH = Authenticator(_VIEW, Throttle(10, 5, 900), 300, _POOL, None, separators="%/")
+
+
+@settings(max_examples=500, deadline=1000)
+@given(st.text(alphabet=st.sampled_from("aZ%@/.-ä\x00 \u2028xn--") | st.characters(),
+               max_size=40))
+@example("%example.org")
+@example("a%")
+@example("a%%example.org")
+@example("x%\udcff")
+def test_any_login_text_maps_to_one_name_or_none(text: str) -> None:
+    """A client's login is hostile input: it never raises, a name with "@" is only the
+    directory's form of itself, and a rewritten one names a hosted domain."""
+    plain, user = _canonical(text), _AUTH.login(text)
+    if "@" in plain or not plain:
+        assert user == plain
+    elif user != plain:
+        local, _, domain = user.partition("@")
+        assert domain == "example.org" and local
+        assert plain in (f"{local}%{domain}", f"{local}/{domain}")
