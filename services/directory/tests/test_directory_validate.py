@@ -166,3 +166,14 @@ def test_rspamd_url() -> None:
     for bad in ("127.0.0.1:11333", "http://a b", "ftp://x", "http://x/\nhttp://y/"):
         with pytest.raises(Refused, match="control/rspamd must be one URL"):
             validate.control_text("rspamd", bad)
+
+
+def test_defaultdomain_is_one_domain() -> None:
+    """vpopmail's default domain for bare login names: one domain name, nothing else."""
+    assert validate.known_control_name("defaultdomain") == "defaultdomain"
+    assert validate.control_text("defaultdomain", "example.com") == "example.com\n"
+    assert validate.control_text("defaultdomain", "Bücher.example\n") == "Bücher.example\n"
+    for bad in ("", "not a domain", "example.com\nexample.org", "joe@example.com",
+                "192.0.2.1"):
+        with pytest.raises(Refused, match="control/defaultdomain"):
+            validate.control_text("defaultdomain", bad)

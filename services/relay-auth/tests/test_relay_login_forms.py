@@ -111,3 +111,43 @@ def test_any_login_text_maps_to_one_name_or_none(text: str) -> None:
         local, _, domain = user.partition("@")
         assert domain == "example.org" and local
         assert plain in (f"{local}%{domain}", f"{local}/{domain}")
+
+
+async def test_a_bare_name_is_in_the_default_domain(
+        start_relay: Any, js: Any, seed_mailbox: Any, eventually: Any) -> None:
+    """vpopmail's default domain: on a host with control/defaultdomain, "joe" is
+    joe@<that domain>, for the check, the throttle and the lease alike; without it a bare
+    name is no mailbox, as before."""
+    await seed_domain(js, "example.org")
+    await seed_mailbox(js, USER, PASSWORD)
+    relay = await start_relay(auth_fail_limit_pair=2, auth_fail_limit_ip=100,
+                              auth_fail_limit_user=100, auth_delay_base=0)
+    off = await relay.stub.Authenticate(auth("joe", PASSWORD))
+    assert off.result == pb.AUTH_RESULT_BAD_CREDENTIALS
+    control = await bus.ensure_kv(js, bus.KV_CONTROL)
+    await control.put("defaultdomain", b"Example.ORG\n")
+
+    async def bare_login() -> pb.AuthenticateResponse | None:
+        reply = await relay.stub.Authenticate(auth("Joe", PASSWORD, ip="192.0.2.40",
+                                                   protocol="imap"))
+        return reply if reply.result == pb.AUTH_RESULT_OK else None
+
+    ok = await eventually(bare_login)
+    assert ok.user == USER and ok.lease.user == USER
+    for _ in range(2):
+        bad = await relay.stub.Authenticate(auth("joe", "guess", ip="192.0.2.41"))
+        assert bad.result == pb.AUTH_RESULT_BAD_CREDENTIALS
+    blocked = await relay.stub.Authenticate(auth("joe%example.org", PASSWORD, ip="192.0.2.41"))
+    assert blocked.result == pb.AUTH_RESULT_THROTTLED
+    # a name with a hosted domain after "%" is that domain's, not the default's
+    await seed_domain(js, "example.net")
+    await seed_mailbox(js, "joe@example.net", "pw-net-1")
+    net = await relay.stub.Authenticate(auth("joe%example.net", "pw-net-1"))
+    assert net.result == pb.AUTH_RESULT_OK and net.user == "joe@example.net"
+    await control.delete("defaultdomain")
+
+    async def bare_refused() -> bool:
+        reply = await relay.stub.Authenticate(auth("joe", PASSWORD, ip="192.0.2.42"))
+        return reply.result == pb.AUTH_RESULT_BAD_CREDENTIALS
+
+    await eventually(bare_refused)

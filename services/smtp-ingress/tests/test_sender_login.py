@@ -133,6 +133,22 @@ async def test_an_auth_user_sends_only_as_its_own_addresses(
     assert len(committed(ingress)) == 1
 
 
+async def test_vpopmail_login_forms_send_as_the_canonical_user(
+        make_ingress: MakeIngress, js: Any, relay_auth: str,
+        client_tls: ssl.SSLContext) -> None:
+    """A login as "alice" (control/defaultdomain) or "alice%example.org" is alice@example.org
+    for the sender check too: relay-auth answers the canonical user."""
+    await put_control(js, "defaultdomain", "example.org\n")
+    ingress = await _ingress(make_ingress, js, relay_auth, "127.0.0.1:allow\n",
+                             mail_checks=ON)
+    for login in ("Alice", "alice%example.org"):
+        client = await _login(ingress, client_tls, login, "secret")
+        assert await client.cmd("MAIL FROM:<alice@example.org>") == R.MAIL_OK, login
+        assert await client.cmd("RSET") == R.FLUSHED
+        assert await client.cmd("MAIL FROM:<bob@example.org>") == \
+            R.sender_not_owned("bob@example.org", "alice@example.org"), login
+
+
 async def test_the_directory_is_read_as_it_changes(
         make_ingress: MakeIngress, js: Any, relay_auth: str,
         client_tls: ssl.SSLContext) -> None:

@@ -24,10 +24,12 @@ CONTROL_VERSION = Gauge(
 # Every file some service reads. The directory refuses to store any other name: a typo
 # (`databyte`) would otherwise be kept and silently do nothing. A new control file is added here.
 KNOWN_FILES = (
-    "badmailfrom", "concurrencylocal", "concurrencyremote", "databytes", "dnsbl",
+    "badmailfrom", "concurrencylocal", "concurrencyremote", "databytes", "defaultdomain", "dnsbl",
     "dmarcpolicy", "greylist", "greylistexempt", "me", "postmaster", "queuelifetime",
     "rcpthosts", "rspamd", "smtproutes", "spfpolicy", "tcp.smtp",
 )
+# vpopmail's default domain: the domain of a login name without one (relay-auth).
+DEFAULT_DOMAIN_FILE = "defaultdomain"
 
 
 def version_of(text: str) -> str:

@@ -16,7 +16,7 @@ from mailyard.api.directory.v1 import directory_pb2 as pb
 from mailyard.core import control, identity, smtproutes
 from mailyard.core.addresses import split, to_ascii_domain
 from mailyard.core.directory import canonical
-from mailyard.directory.errors import invalid
+from mailyard.directory.errors import Refused, invalid
 
 # fullmatch, not match with "$": "$" also matches before a final "\n", which let
 # "example\n.com" through (a line break in a KV key, a Maildir path, a Delivered-To line).
@@ -205,6 +205,14 @@ def control_text(name: str, text: str) -> str:
                 ipaddress.ip_network(line.split()[0], strict=False)
             except ValueError:
                 raise invalid(f"control/greylistexempt: not a network: {line[:60]!r}") from None
+    elif name == control.DEFAULT_DOMAIN_FILE:
+        values = control.lines(text)
+        if len(values) != 1 or "@" in values[0]:
+            raise invalid(f"control/{name} must be one domain name, got {text.strip()[:60]!r}")
+        try:
+            domain(values[0])
+        except Refused as exc:
+            raise invalid(f"control/{name}: {exc.message}") from None
     elif name == "rcpthosts":
         for line in control.lines(text):
             # rcpthosts may hold ".example.com" (every subdomain), as in qmail

@@ -38,6 +38,7 @@ from nats.js.kv import KeyValue
 
 from mailyard.api.relayauth.v1 import relayauth_pb2 as pb
 from mailyard.core import bus, password_hashes
+from mailyard.core.control import DEFAULT_DOMAIN_FILE, ControlView
 from mailyard.core.directory import DirectoryView, canonical
 from mailyard.core.tcprules import IPAddress, parse_ip
 from mailyard.relay_auth import metrics
@@ -85,9 +86,11 @@ def _counted_verify(stored: str, password: str) -> bool:
 class Authenticator:
     def __init__(self, directory: DirectoryView, throttle: Throttle, cram_ttl: float,
                  pool: PasswordPool, upgrader: HashUpgrader | None,
-                 cache: LoginCache | None = None, separators: str = "%/") -> None:
+                 cache: LoginCache | None = None, separators: str = "%/",
+                 control: ControlView | None = None) -> None:
         self.directory = directory
         self.separators = separators
+        self.control = control
         self.throttle = throttle
         self.cram_ttl = cram_ttl
         self.pool = pool
@@ -107,7 +110,9 @@ class Authenticator:
         the directory takes "%" in local parts, and no domain name holds one, so "a%b" stays
         the name it is unless "b" is a domain here ("a%b%example.com" is a%b@example.com;
         "a%b@example.com", with "@", is never rewritten, so every mailbox keeps one login
-        that means only it). The work is done only for names without "@"."""
+        that means only it). Any other name without "@" is in control/defaultdomain, when
+        set (vpopmail's DEFAULT_DOMAIN: on a one-domain host users log in as "joe"). The
+        work is done only for names without "@"."""
         user = _canonical(username)
         if not user or "@" in user:
             return user
@@ -115,7 +120,8 @@ class Authenticator:
             local, found, domain = user.rpartition(separator)
             if found and local and domain and self._hosted(domain):
                 return _canonical(f"{local}@{domain}")
-        return user
+        default = self.control.lines(DEFAULT_DOMAIN_FILE) if self.control is not None else []
+        return _canonical(f"{user}@{default[0]}") if default else user
 
     def _hosted(self, domain: str) -> bool:
         try:
