@@ -165,6 +165,8 @@ def build(root: Path, sink_port: int = 2626, now: float | None = None) -> Tree:
         '127.0.1.1-20:allow,RELAYCLIENT=""',
         '=trusted.old.test:allow,RELAYCLIENT=""',
         ":allow", ""]))
+    # vpopmail's domain for logins without one (vpopmail 5.4 reads this file)
+    tree.write("etc/defaultdomain", "example.test\n", base=tree.vpopmail)
     fresh, old = int(tree.now) - 600, int(tree.now) - 4 * 3600
     tree.write("etc/vpopmail/open-smtp",
                f'127.0.0.5:allow,RELAYCLIENT=" ",RBLSMTPD=" " {fresh}\n'

@@ -273,6 +273,20 @@ def test_control_files_came_over(mailyard: Mailyard, imported: str) -> None:
     assert "\tlist\t" in team and "outside@remote.test" in team
 
 
+def test_a_bare_login_is_in_vpopmails_default_domain(mailyard: Mailyard,
+                                                     imported: str) -> None:
+    """~vpopmail/etc/defaultdomain came over: "ann" logs in as ann@example.test, as on the
+    old host."""
+    assert mailyard.cli("control", "get", "defaultdomain").strip() == "example.test"
+    assert SWAKS is not None
+    proc = subprocess.run([SWAKS, "--server", "127.0.0.1", "--port",
+                           str(mailyard.platform.ports.submission), "--tls", "--timeout", "20",
+                           "--auth", "LOGIN", "--auth-user", "ann", "--auth-password",
+                           PASSWORDS["ann"], "--quit-after", "AUTH"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert "235 " in proc.stdout, proc.stdout + proc.stderr
+
+
 def test_a_rerun_updates_instead_of_duplicating(mailyard: Mailyard, tree: Tree,
                                                 imported: str) -> None:
     counts = {a: mailyard.count(a) for a in ("joe@example.test", "ann@example.test")}

@@ -13,7 +13,7 @@ import pytest
 
 from mailyard.cli.qmail_import import maildirs
 from mailyard.cli.qmail_import.command import describe
-from mailyard.cli.qmail_import.plan import Sources, build
+from mailyard.cli.qmail_import.plan import Plan, Sources, build
 from mailyard.cli.qmail_import.problems import ERROR, UNSUPPORTED
 from mailyard.local_delivery.quota import Quota
 from tests.qmail_tree import Tree
@@ -192,3 +192,36 @@ def test_the_old_hosts_qmail_ext_sets_the_recipient_delimiter(tmp_path: Path) ->
     assert planned() is None
     header.unlink()
     assert planned() is None
+
+
+def _plan_with_default_domain(tmp_path: Path, text: str | None) -> tuple[Tree, Plan]:
+    tree = build_tree(tmp_path / "old")
+    if text is None:
+        (tree.vpopmail / "etc" / "defaultdomain").unlink()
+    else:
+        tree.write("etc/defaultdomain", text, base=tree.vpopmail)
+    # qmail's own control/defaultdomain is qmail-inject's (host names without a dot): not it
+    tree.write("control/defaultdomain", "host.example.net\n", base=tree.qmail)
+    plan = build(Sources(qmail_dir=tree.qmail, vpopmail_dir=tree.vpopmail,
+                         tcp_smtp=tree.tcp_smtp, open_smtp=tree.open_smtp), now=tree.now)
+    return tree, plan
+
+
+def test_vpopmails_default_domain_comes_over(tmp_path: Path) -> None:
+    """~vpopmail/etc/defaultdomain (vpopmail's domain for logins without one) becomes
+    control/defaultdomain, so users who logged in as "joe" still can."""
+    _, plan = _plan_with_default_domain(tmp_path, "Example.TEST\n")
+    assert plan.control.default_domain == "example.test"
+    out = io.StringIO()
+    describe(plan, out)
+    assert "control defaultdomain\texample.test\n" in out.getvalue()
+    _, none = _plan_with_default_domain(tmp_path / "none", None)
+    assert none.control.default_domain == ""
+
+
+def test_a_default_domain_that_is_no_domain_is_reported(tmp_path: Path) -> None:
+    tree, plan = _plan_with_default_domain(tmp_path, "not a domain\n")
+    path = str(tree.vpopmail / "etc" / "defaultdomain")
+    assert [(p.path, p.line, p.kind) for p in plan.problems.sorted()
+            if p.path == path] == [(path, 1, ERROR)]
+    assert plan.control.default_domain == ""

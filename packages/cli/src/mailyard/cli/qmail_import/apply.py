@@ -324,6 +324,8 @@ class Applier:
             self._set_control("badmailfrom", self._merged("badmailfrom", control.badmailfrom))
         for name, value in control.integers.items():
             self._set_control(name, [str(value)])
+        if control.default_domain:
+            self._set_control("defaultdomain", [control.default_domain])
         if control.routes:
             self._set_control("smtproutes", self._merged(
                 "smtproutes", control.routes, lambda line: line.split()[0].partition(":")[0]

@@ -104,6 +104,8 @@ def describe(plan: Plan, out: Any = sys.stdout) -> None:
         print(f"control badmailfrom\t+ {len(c.badmailfrom)} line(s)", file=out)
     for name, value in c.integers.items():
         print(f"control {name}\t{value}", file=out)
+    if c.default_domain:
+        print(f"control defaultdomain\t{c.default_domain}", file=out)
     for route in c.routes:
         print(f"route {route}", file=out)
     if plan.rules_text is not None:

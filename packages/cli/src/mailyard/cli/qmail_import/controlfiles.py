@@ -10,6 +10,9 @@
 | databytes, queuelifetime,           | control files of the same name (0 = qmail's "no limit"  |
 | concurrencyremote, concurrencylocal | is reported: Mailyard keeps its default instead)        |
 | smtproutes                          | routes (merged by domain, like `mailyard route set`)    |
+| ~vpopmail/etc/defaultdomain         | control defaultdomain (vpopmail's domain for logins     |
+|                                     | without one; qmail's own control/defaultdomain is       |
+|                                     | qmail-inject's host-name completion, not read)          |
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class ControlImport:
     badmailfrom: list[str] = field(default_factory=list)
     integers: dict[str, int] = field(default_factory=dict)
     routes: list[str] = field(default_factory=list)          # smtproutes lines (key:host)
+    default_domain: str = ""                                 # vpopmail's, as an A-label
 
 
 def _meaningful(lines: list[str]) -> list[tuple[int, str]]:
@@ -94,3 +98,14 @@ def parse(files: dict[str, list[str]], control_dir: Path, problems: Problems
         out.routes.append(line)
     return out
 
+
+
+def default_domain(lines: list[str], path: Path, problems: Problems) -> str:
+    """vpopmail's default domain (its first line, as vpopmail read it), or "" with the
+    problem reported."""
+    for number, line in _meaningful(lines)[:1]:
+        try:
+            return names.domain(line)
+        except ValueError as exc:
+            problems.error(path, number, f"{exc}: logins without a domain stay refused")
+    return ""

@@ -166,6 +166,9 @@ def build(src: Sources, now: float | None = None) -> Plan:
         if lines is not None:
             plan.rules_text, plan.rules_count = tcprules.rules_text(lines, src.tcp_smtp,
                                                                     problems)
+    default_domain = src.vpopmail_dir / "etc" / "defaultdomain"
+    plan.control.default_domain = controlfiles.default_domain(
+        _read(default_domain, problems) or [], default_domain, problems)
     open_smtp = src.open_smtp or src.vpopmail_dir / "etc" / "open-smtp"
     lines = _read(open_smtp, problems)
     now = time.time() if now is None else now
