@@ -221,9 +221,10 @@ def test_concurrent_logins_all_succeed(box: Box) -> None:
 
 
 def test_a_password_that_is_not_utf8_fails_like_a_wrong_one(box: Box) -> None:
-    """A client sending its password in Latin-1: Dovecot passes the bytes through. It is a
-    failed login (nothing can match it), not a temporary failure, and Dovecot does not
-    write it into its log (it logs the whole key of a lookup that fails)."""
+    """A client sending its password in Latin-1: Dovecot passes the bytes through. Against
+    the platform's hash of the password set as text it is a failed login (those octets are
+    not the text's UTF-8), not a temporary failure, and Dovecot does not write it into its
+    log (it logs the whole key of a lookup that fails)."""
     user = "latin@example.test"
     box.add_user(user, "p\u00e4sswort")
     bad = box.metric(box.ports.mailaccess_http, "mailyard_mailbox_logins_total",
@@ -239,6 +240,25 @@ def test_a_password_that_is_not_utf8_fails_like_a_wrong_one(box: Box) -> None:
                       protocol="pop3", result="bad_credentials") == bad + 1
     assert b"p\xe4sswort" not in (box.platform.logs / "dovecot.log").read_bytes()
     box.pop3(user, "p\u00e4sswort").quit()  # the same password in UTF-8 logs in
+
+
+def test_a_latin1_password_opens_the_mailbox_its_crypt_hash_was_made_of(box: Box) -> None:
+    """A qmail user's old client sends "p\xe4sswort" (ISO-8859-1): the old host's crypt(3)
+    read those bytes, and the hash imported from it matches them here too, through Dovecot,
+    the bridge and relay-auth. The UTF-8 form of the same text fails, as it did there."""
+    from mailyard.core import libcrypt
+
+    user = "oldclient@example.test"
+    latin1 = "p\u00e4sswort".encode("latin-1")
+    box.cli("user", "add", user, "--password-hash", libcrypt.crypt(latin1, "$1$vpop$") or "")
+    client = POP3(box.ports.pop3, OUTSIDER)
+    client.stls(box.tls)
+    client.user(user)
+    client.encoding = "latin-1"
+    assert client.pass_("p\u00e4sswort").startswith(b"+OK")
+    client.quit()
+    with pytest.raises(poplib.error_proto, match=r"^b'-ERR \[AUTH\] Authentication failed"):
+        box.pop3(user, "p\u00e4sswort")
 
 
 def test_a_temporary_failure_leaves_the_password_out_of_dovecots_log(box: Box) -> None:

@@ -139,3 +139,51 @@ async def test_login_with_what_the_legacy_hash_read_is_upgraded(
 
         await eventually(upgraded)
         assert password_hashes.verify(directory.view.mailbox(user).password_hash, password)
+
+
+async def test_an_8bit_password_matches_the_crypt_hash_of_its_octets(
+        start_directory: Any, start_relay: Any, eventually: Any) -> None:
+    """A qmail user whose client sends its password in ISO-8859-1 ("pässwort" as the one
+    octet 0xE4) matched the crypt(3) hash on the old host, which read bytes: the octets
+    reach the same check here (password_octets) and match it, and the argon2id hash the
+    login upgrades to is of the same octets, so the same client keeps working and the
+    password's UTF-8 form (which the old hash never matched) still fails. The platform's
+    argon2id hash of a password set as text never matches such octets."""
+    from mailyard.core import libcrypt
+
+    text = "p\u00e4sswort"
+    latin1 = text.encode("latin-1")
+    old = libcrypt.crypt(latin1, "$1$vpop$")
+    assert old is not None
+    directory = await start_directory()
+    await directory.stub.AddDomain(dpb.AddDomainRequest(name="example.org"))
+    await directory.stub.AddMailbox(dpb.AddMailboxRequest(address="latin@example.org",
+                                                          password_hash=old))
+    await directory.stub.AddMailbox(dpb.AddMailboxRequest(address="utf8@example.org",
+                                                          password=text))
+    relay = await start_relay(directory_addr=directory.address, auth_fail_limit_ip=100)
+
+    def octets(user: str, data: bytes) -> pb.AuthenticateRequest:
+        return pb.AuthenticateRequest(mechanism="PLAIN", username=user, password_octets=data,
+                                      client_ip="192.0.2.10")
+
+    text = await relay.stub.Authenticate(login("PLAIN", "latin@example.org", "p\u00e4sswort"))
+    assert text.result == pb.AUTH_RESULT_BAD_CREDENTIALS
+    ok = await relay.stub.Authenticate(octets("latin@example.org", latin1))
+    assert (ok.result, ok.user) == (pb.AUTH_RESULT_OK, "latin@example.org")
+
+    async def upgraded() -> str:
+        box = directory.view.mailbox("latin@example.org")
+        return box.password_hash if box.password_hash != old else ""
+
+    new = await eventually(upgraded)
+    assert password_hashes.scheme(new) == "argon2id"
+    again = await relay.stub.Authenticate(octets("latin@example.org", latin1))
+    assert again.result == pb.AUTH_RESULT_OK
+    text = await relay.stub.Authenticate(login("PLAIN", "latin@example.org", "p\u00e4sswort"))
+    assert text.result == pb.AUTH_RESULT_BAD_CREDENTIALS
+    for data in (latin1, b"\xff\xfe", b"p\xe4sswort\xc3"):
+        refused = await relay.stub.Authenticate(octets("utf8@example.org", data))
+        assert refused.result == pb.AUTH_RESULT_BAD_CREDENTIALS, data
+    fine = await relay.stub.Authenticate(login("PLAIN", "utf8@example.org", "p\u00e4sswort"))
+    assert fine.result == pb.AUTH_RESULT_OK

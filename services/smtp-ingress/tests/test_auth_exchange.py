@@ -190,6 +190,42 @@ async def test_received_names_the_protocol_as_rfc_6531_does(
     assert withs == {"bob@example.org": "UTF8SMTP", "x@elsewhere.test": "UTF8SMTPSA"}
 
 
+async def test_an_8bit_password_reaches_the_crypt_hash_of_its_octets(
+        make_ingress: MakeIngress, js: Any, relay_auth: str,
+        client_tls: ssl.SSLContext) -> None:
+    """A client that sends its password in ISO-8859-1 ("p\xe4sswort") logged in on the old
+    qmail host, whose crypt(3) read bytes: PLAIN and LOGIN carry the octets to relay-auth,
+    and an imported hash of them matches; the UTF-8 form of the same text does not (the old
+    hash never matched it either), and the user name must still be UTF-8."""
+    from mailyard.api.directory.v1 import directory_pb2 as dpb
+    from mailyard.core import bus, libcrypt
+    from mailyard.core.directory import record_key
+
+    ingress = await _ingress(make_ingress, js, relay_auth)
+    latin1 = "p\u00e4sswort".encode("latin-1")
+    kv = await bus.ensure_kv(js, bus.KV_DIRECTORY)
+    await kv.put(record_key("mailbox", "bob@example.org"), dpb.Mailbox(
+        address="bob@example.org",
+        password_hash=libcrypt.crypt(latin1, "$1$vpop$") or "").SerializeToString())
+    port = ingress.ports["submission"]
+
+    def enc(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    as_latin1 = enc(b"\0bob@example.org\0" + latin1)
+    as_utf8 = plain("bob@example.org", "p\u00e4sswort")
+    name_latin1 = enc(b"\0b\xf6b@example.org\0" + latin1)
+    client = await _tls_session(port, client_tls)
+    assert await client.cmd(f"AUTH PLAIN {as_latin1}") == R.AUTH_OK
+    client = await _tls_session(port, client_tls)
+    assert await client.cmd(f"AUTH LOGIN {enc(b'bob@example.org')}") == \
+        R.auth_challenge(b64("Password:"))
+    assert await client.cmd(enc(latin1)) == R.AUTH_OK
+    client = await _tls_session(port, client_tls)
+    assert await client.cmd(f"AUTH PLAIN {as_utf8}") == R.AUTH_FAILED
+    assert await client.cmd(f"AUTH PLAIN {name_latin1}") == R.AUTH_FAILED
+
+
 _TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"),
                 max_size=20)
 
@@ -213,3 +249,15 @@ def test_any_response_is_credentials_or_none(raw: str) -> None:
     found = plain_credentials(raw)
     if found is not None:
         assert found[0] and "\0" not in found[0] + found[1]
+
+
+@settings(max_examples=300, deadline=500)
+@given(password=st.binary(max_size=40).filter(lambda b: b"\0" not in b))
+def test_a_password_comes_through_as_the_octets_sent(password: bytes) -> None:
+    """Whatever octets a password is (UTF-8, ISO-8859-1, anything): relay-auth checks those
+    octets, no more, no fewer (password_hashes.octets of what PLAIN hands on)."""
+    from mailyard.core.password_hashes import octets
+
+    found = plain_credentials(base64.b64encode(b"\0joe@example.org\0" + password).decode())
+    assert found is not None and found[0] == "joe@example.org"
+    assert octets(found[1]) == password

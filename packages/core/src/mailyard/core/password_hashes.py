@@ -108,23 +108,33 @@ def validate(stored: str) -> str:
     return stored
 
 
+def octets(password: str) -> bytes:
+    """The octets a password is: its UTF-8, or, for a password a client sent in another
+    encoding (smtp-ingress and the login bridge decode those with surrogateescape), the
+    octets it was sent as. Every hash is made and checked of these, so a password typed as
+    text keeps its UTF-8 hash, and an ISO-8859-1 one still matches the crypt(3) hash the old
+    host made of its bytes. UnicodeEncodeError for other lone surrogates."""
+    return password.encode("utf-8", "surrogateescape")
+
+
 def hash_password(password: str) -> str:
     """The platform's argon2id hash (CPU-heavy: call it from a worker thread)."""
-    return HASHER.hash(password)
+    return HASHER.hash(octets(password))
 
 
 def verify(stored: str, password: str) -> bool:
     """Does `password` match `stored`? False for a malformed or unsupported hash."""
     try:
         kind = scheme(stored)
-    except HashError:
+        data = octets(password)
+    except (HashError, UnicodeEncodeError):
         return False
     if kind.startswith("argon2"):
         try:
-            return bool(HASHER.verify(stored, password))
+            return bool(HASHER.verify(stored, data))
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
-    computed = libcrypt.crypt(password.encode(), stored)
+    computed = libcrypt.crypt(data, stored)
     return computed is not None and hmac.compare_digest(computed, stored)
 
 

@@ -102,15 +102,21 @@ class Bridge:
             # Only IMAP and POP3 logins are ours to check (and to grant leases for).
             self._logins[protocol, "bad_credentials"].inc()
             return dictproto.NOT_FOUND
-        if not (_utf8(login) and _utf8(password)):
-            # Not UTF-8 (dictproto keeps such bytes as surrogates): no stored hash can match,
+        if not _utf8(login):
+            # Not UTF-8 (dictproto keeps such bytes as surrogates): no mailbox has that name,
             # so a failed login as with Dovecot's own passdbs. Answering "failed" (or closing
             # the socket) made it a temporary failure, and Dovecot logged the key, password
             # included.
             self._logins[protocol, "bad_credentials"].inc()
             return dictproto.NOT_FOUND
-        request = ra.AuthenticateRequest(mechanism="PLAIN", username=login, password=password,
-                                         client_ip=ip, protocol=protocol)
+        request = ra.AuthenticateRequest(mechanism="PLAIN", username=login, client_ip=ip,
+                                         protocol=protocol)
+        if _utf8(password):
+            request.password = password
+        else:
+            # An ISO-8859-1 password from an old client: its octets, as Dovecot's own crypt
+            # passdbs would check them (only a crypt(3) hash of those octets matches).
+            request.password_octets = password.encode("utf-8", "surrogateescape")
         started = time.perf_counter()
         try:
             reply = await self.stub.Authenticate(request, timeout=self.timeout,

@@ -164,9 +164,14 @@ class RelayAuthServicer(rpc.RelayAuthServicer):
             # The lease is for the client's address: without a valid one there is nothing
             # to grant, so refuse before the password is even checked.
             await _valid_ip(request.client_ip, context)
+        # An 8-bit password that is not UTF-8 arrives as octets; inside relay-auth it is the
+        # str those octets decode to with surrogateescape (lossless; password_hashes.octets
+        # gives the octets back), so the throttle, cache and pool keep one type.
+        password = request.password or request.password_octets.decode("utf-8",
+                                                                        "surrogateescape")
         try:
             outcome = await self.auth.password(request.mechanism, request.username,
-                                               request.password, request.client_ip)
+                                               password, request.client_ip)
         except Busy:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 "too many password checks waiting; try again")

@@ -97,23 +97,45 @@ async def _answer(s: Session, challenge: str) -> str:
     return text.strip()
 
 
-def _b64(text: str) -> str | None:
+def _octets(text: str) -> bytes | None:
     try:
-        return base64.b64decode(text, validate=True).decode("utf-8")
+        return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         return None
+
+
+def _b64(text: str) -> str | None:
+    try:
+        data = _octets(text)
+        return data.decode("utf-8") if data is not None else None
+    except ValueError:
+        return None
+
+
+def _password(data: bytes) -> str:
+    """A password as sent: UTF-8, or, from a client that sends ISO-8859-1 (qmail's users'
+    old clients), the octets kept losslessly as surrogates (password_hashes.octets gives
+    them back). Only a crypt(3) hash of the same octets can match such a password."""
+    return data.decode("utf-8", "surrogateescape")
 
 
 def plain_credentials(raw: str) -> tuple[str, str] | None:
     """RFC 4616's message, base64 of [authzid] NUL authcid NUL passwd, as (authcid,
     passwd); None when it is no such message, or when it asks to act for an authzid other
     than the authcid: we offer no proxy authorization, and the client must not be told it
-    acts for someone while it is logged in as itself (RFC 4616 2: the exchange fails)."""
-    decoded = _b64(raw)
-    parts = decoded.split("\0") if decoded is not None else []
-    if len(parts) != 3 or not parts[1] or parts[0] not in ("", parts[1]):
+    acts for someone while it is logged in as itself (RFC 4616 2: the exchange fails).
+    The names must be UTF-8; the password is what _password makes of its octets."""
+    decoded = _octets(raw)
+    parts = decoded.split(b"\0") if decoded is not None else []
+    if len(parts) != 3:
         return None
-    return parts[1], parts[2]
+    try:
+        authzid, authcid = parts[0].decode("utf-8"), parts[1].decode("utf-8")
+    except ValueError:
+        return None
+    if not authcid or authzid not in ("", authcid):
+        return None
+    return authcid, _password(parts[2])
 
 
 def _enc(text: str) -> str:
@@ -136,10 +158,10 @@ async def _exchange(s: Session, mech: str, initial: str) -> ra.AuthenticateRespo
         user = _b64(initial) if initial else _b64(await _answer(s, _enc("Username:")))
         if not user:
             return bad
-        password = _b64(await _answer(s, _enc("Password:")))
-        if password is None:
+        data = _octets(await _answer(s, _enc("Password:")))
+        if data is None:
             return bad
-        return await relay.authenticate("LOGIN", user, password, s.ip)
+        return await relay.authenticate("LOGIN", user, _password(data), s.ip)
     # CRAM-MD5: relay-auth makes the challenge (it keeps the secret side of the exchange)
     challenge = await relay.cram_challenge(s.ip, s.app.me())
     if challenge is None:

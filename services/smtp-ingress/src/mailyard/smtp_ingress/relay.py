@@ -257,8 +257,12 @@ class RelayAuthClient:
 
     async def authenticate(self, mechanism: str, username: str, password: str,
                            ip: str) -> ra.AuthenticateResponse | None:
-        return await self._call("Authenticate", ra.AuthenticateRequest(
-            mechanism=mechanism, username=username, password=password, client_ip=ip))
+        request = ra.AuthenticateRequest(mechanism=mechanism, username=username, client_ip=ip)
+        try:
+            request.password = password
+        except UnicodeEncodeError:  # not UTF-8 (auth._password): octets no string can hold
+            request.password_octets = password.encode("utf-8", "surrogateescape")
+        return await self._call("Authenticate", request)
 
     async def cram_challenge(self, ip: str, hostname: str) -> ra.CramChallengeResponse | None:
         return await self._call("CramChallenge", ra.CramChallengeRequest(

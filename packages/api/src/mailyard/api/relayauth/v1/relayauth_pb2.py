@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%mailyard/relayauth/v1/relayauth.proto\x12\x15mailyard.relayauth.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\" \n\x12\x43heckClientRequest\x12\n\n\x02ip\x18\x01 \x01(\t\"\xc9\x02\n\x13\x43heckClientResponse\x12\x15\n\rallow_connect\x18\x01 \x01(\x08\x12\x13\n\x0b\x61llow_relay\x18\x02 \x01(\x08\x12\x14\n\x0c\x64nsbl_exempt\x18\x03 \x01(\x08\x12\x32\n\ndecided_by\x18\x04 \x01(\x0e\x32\x1e.mailyard.relayauth.v1.Decider\x12\x0c\n\x04rule\x18\x05 \x01(\t\x12\x14\n\x0crule_version\x18\x06 \x01(\t\x12\x12\n\nlease_user\x18\x07 \x01(\t\x12@\n\x03\x65nv\x18\x08 \x03(\x0b\x32\x33.mailyard.relayauth.v1.CheckClientResponse.EnvEntry\x12\x16\n\x0e\x61uth_throttled\x18\t \x01(\x08\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"`\n\x18\x43heckClientStreamRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x38\n\x05\x63heck\x18\x02 \x01(\x0b\x32).mailyard.relayauth.v1.CheckClientRequest\"r\n\x19\x43heckClientStreamResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12:\n\x06result\x18\x02 \x01(\x0b\x32*.mailyard.relayauth.v1.CheckClientResponse\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"q\n\x13\x41uthenticateRequest\x12\x11\n\tmechanism\x18\x01 \x01(\t\x12\x10\n\x08username\x18\x02 \x01(\t\x12\x10\n\x08password\x18\x03 \x01(\t\x12\x11\n\tclient_ip\x18\x04 \x01(\t\x12\x10\n\x08protocol\x18\x05 \x01(\t\"\x84\x01\n\x14\x41uthenticateResponse\x12\x31\n\x06result\x18\x01 \x01(\x0e\x32!.mailyard.relayauth.v1.AuthResult\x12\x0c\n\x04user\x18\x02 \x01(\t\x12+\n\x05lease\x18\x03 \x01(\x0b\x32\x1c.mailyard.relayauth.v1.Lease\";\n\x14\x43ramChallengeRequest\x12\x11\n\tclient_ip\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\"@\n\x15\x43ramChallengeResponse\x12\x14\n\x0c\x63hallenge_id\x18\x01 \x01(\t\x12\x11\n\tchallenge\x18\x02 \x01(\t\"^\n\x11\x43ramVerifyRequest\x12\x14\n\x0c\x63hallenge_id\x18\x01 \x01(\t\x12\x10\n\x08username\x18\x02 \x01(\t\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\x12\x11\n\tclient_ip\x18\x04 \x01(\t\"\x91\x01\n\x05Lease\x12\n\n\x02ip\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12.\n\ngranted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x05 \x01(\t\"g\n\x11GrantLeaseRequest\x12\n\n\x02ip\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08imported\x18\x04 \x01(\x08\" \n\x12RevokeLeaseRequest\x12\n\n\x02ip\x18\x01 \x01(\t\"&\n\x13RevokeLeaseResponse\x12\x0f\n\x07revoked\x18\x01 \x01(\x08\":\n\x11ListLeasesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"[\n\x12ListLeasesResponse\x12,\n\x06leases\x18\x01 \x03(\x0b\x32\x1c.mailyard.relayauth.v1.Lease\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x85\x01\n\x04Rule\x12\x0f\n\x07pattern\x18\x01 \x01(\t\x12\r\n\x05\x61llow\x18\x02 \x01(\x08\x12\x31\n\x03\x65nv\x18\x03 \x03(\x0b\x32$.mailyard.relayauth.v1.Rule.EnvEntry\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"T\n\x07RuleSet\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12*\n\x05rules\x18\x03 \x03(\x0b\x32\x1b.mailyard.relayauth.v1.Rule\"\"\n\x12ImportRulesRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\"\x12\n\x10ShowRulesRequest*\\\n\x07\x44\x65\x63ider\x12\x17\n\x13\x44\x45\x43IDER_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x44\x45\x43IDER_RULE\x10\x01\x12\x11\n\rDECIDER_LEASE\x10\x02\x12\x13\n\x0f\x44\x45\x43IDER_DEFAULT\x10\x03*\xa0\x01\n\nAuthResult\x12\x1b\n\x17\x41UTH_RESULT_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x41UTH_RESULT_OK\x10\x01\x12\x1f\n\x1b\x41UTH_RESULT_BAD_CREDENTIALS\x10\x02\x12\x19\n\x15\x41UTH_RESULT_THROTTLED\x10\x03\x12%\n!AUTH_RESULT_MECHANISM_UNAVAILABLE\x10\x04\x32\xf1\x07\n\tRelayAuth\x12\x64\n\x0b\x43heckClient\x12).mailyard.relayauth.v1.CheckClientRequest\x1a*.mailyard.relayauth.v1.CheckClientResponse\x12u\n\x0c\x43heckClients\x12/.mailyard.relayauth.v1.CheckClientStreamRequest\x1a\x30.mailyard.relayauth.v1.CheckClientStreamResponse(\x01\x30\x01\x12g\n\x0c\x41uthenticate\x12*.mailyard.relayauth.v1.AuthenticateRequest\x1a+.mailyard.relayauth.v1.AuthenticateResponse\x12j\n\rCramChallenge\x12+.mailyard.relayauth.v1.CramChallengeRequest\x1a,.mailyard.relayauth.v1.CramChallengeResponse\x12\x63\n\nCramVerify\x12(.mailyard.relayauth.v1.CramVerifyRequest\x1a+.mailyard.relayauth.v1.AuthenticateResponse\x12T\n\nGrantLease\x12(.mailyard.relayauth.v1.GrantLeaseRequest\x1a\x1c.mailyard.relayauth.v1.Lease\x12\x64\n\x0bRevokeLease\x12).mailyard.relayauth.v1.RevokeLeaseRequest\x1a*.mailyard.relayauth.v1.RevokeLeaseResponse\x12\x61\n\nListLeases\x12(.mailyard.relayauth.v1.ListLeasesRequest\x1a).mailyard.relayauth.v1.ListLeasesResponse\x12X\n\x0bImportRules\x12).mailyard.relayauth.v1.ImportRulesRequest\x1a\x1e.mailyard.relayauth.v1.RuleSet\x12T\n\tShowRules\x12\'.mailyard.relayauth.v1.ShowRulesRequest\x1a\x1e.mailyard.relayauth.v1.RuleSetb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%mailyard/relayauth/v1/relayauth.proto\x12\x15mailyard.relayauth.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\" \n\x12\x43heckClientRequest\x12\n\n\x02ip\x18\x01 \x01(\t\"\xc9\x02\n\x13\x43heckClientResponse\x12\x15\n\rallow_connect\x18\x01 \x01(\x08\x12\x13\n\x0b\x61llow_relay\x18\x02 \x01(\x08\x12\x14\n\x0c\x64nsbl_exempt\x18\x03 \x01(\x08\x12\x32\n\ndecided_by\x18\x04 \x01(\x0e\x32\x1e.mailyard.relayauth.v1.Decider\x12\x0c\n\x04rule\x18\x05 \x01(\t\x12\x14\n\x0crule_version\x18\x06 \x01(\t\x12\x12\n\nlease_user\x18\x07 \x01(\t\x12@\n\x03\x65nv\x18\x08 \x03(\x0b\x32\x33.mailyard.relayauth.v1.CheckClientResponse.EnvEntry\x12\x16\n\x0e\x61uth_throttled\x18\t \x01(\x08\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"`\n\x18\x43heckClientStreamRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x38\n\x05\x63heck\x18\x02 \x01(\x0b\x32).mailyard.relayauth.v1.CheckClientRequest\"r\n\x19\x43heckClientStreamResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12:\n\x06result\x18\x02 \x01(\x0b\x32*.mailyard.relayauth.v1.CheckClientResponse\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\x8a\x01\n\x13\x41uthenticateRequest\x12\x11\n\tmechanism\x18\x01 \x01(\t\x12\x10\n\x08username\x18\x02 \x01(\t\x12\x10\n\x08password\x18\x03 \x01(\t\x12\x11\n\tclient_ip\x18\x04 \x01(\t\x12\x10\n\x08protocol\x18\x05 \x01(\t\x12\x17\n\x0fpassword_octets\x18\x06 \x01(\x0c\"\x84\x01\n\x14\x41uthenticateResponse\x12\x31\n\x06result\x18\x01 \x01(\x0e\x32!.mailyard.relayauth.v1.AuthResult\x12\x0c\n\x04user\x18\x02 \x01(\t\x12+\n\x05lease\x18\x03 \x01(\x0b\x32\x1c.mailyard.relayauth.v1.Lease\";\n\x14\x43ramChallengeRequest\x12\x11\n\tclient_ip\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\"@\n\x15\x43ramChallengeResponse\x12\x14\n\x0c\x63hallenge_id\x18\x01 \x01(\t\x12\x11\n\tchallenge\x18\x02 \x01(\t\"^\n\x11\x43ramVerifyRequest\x12\x14\n\x0c\x63hallenge_id\x18\x01 \x01(\t\x12\x10\n\x08username\x18\x02 \x01(\t\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\x12\x11\n\tclient_ip\x18\x04 \x01(\t\"\x91\x01\n\x05Lease\x12\n\n\x02ip\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12.\n\ngranted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x05 \x01(\t\"g\n\x11GrantLeaseRequest\x12\n\n\x02ip\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08imported\x18\x04 \x01(\x08\" \n\x12RevokeLeaseRequest\x12\n\n\x02ip\x18\x01 \x01(\t\"&\n\x13RevokeLeaseResponse\x12\x0f\n\x07revoked\x18\x01 \x01(\x08\":\n\x11ListLeasesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"[\n\x12ListLeasesResponse\x12,\n\x06leases\x18\x01 \x03(\x0b\x32\x1c.mailyard.relayauth.v1.Lease\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x85\x01\n\x04Rule\x12\x0f\n\x07pattern\x18\x01 \x01(\t\x12\r\n\x05\x61llow\x18\x02 \x01(\x08\x12\x31\n\x03\x65nv\x18\x03 \x03(\x0b\x32$.mailyard.relayauth.v1.Rule.EnvEntry\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"T\n\x07RuleSet\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12*\n\x05rules\x18\x03 \x03(\x0b\x32\x1b.mailyard.relayauth.v1.Rule\"\"\n\x12ImportRulesRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\"\x12\n\x10ShowRulesRequest*\\\n\x07\x44\x65\x63ider\x12\x17\n\x13\x44\x45\x43IDER_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x44\x45\x43IDER_RULE\x10\x01\x12\x11\n\rDECIDER_LEASE\x10\x02\x12\x13\n\x0f\x44\x45\x43IDER_DEFAULT\x10\x03*\xa0\x01\n\nAuthResult\x12\x1b\n\x17\x41UTH_RESULT_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x41UTH_RESULT_OK\x10\x01\x12\x1f\n\x1b\x41UTH_RESULT_BAD_CREDENTIALS\x10\x02\x12\x19\n\x15\x41UTH_RESULT_THROTTLED\x10\x03\x12%\n!AUTH_RESULT_MECHANISM_UNAVAILABLE\x10\x04\x32\xf1\x07\n\tRelayAuth\x12\x64\n\x0b\x43heckClient\x12).mailyard.relayauth.v1.CheckClientRequest\x1a*.mailyard.relayauth.v1.CheckClientResponse\x12u\n\x0c\x43heckClients\x12/.mailyard.relayauth.v1.CheckClientStreamRequest\x1a\x30.mailyard.relayauth.v1.CheckClientStreamResponse(\x01\x30\x01\x12g\n\x0c\x41uthenticate\x12*.mailyard.relayauth.v1.AuthenticateRequest\x1a+.mailyard.relayauth.v1.AuthenticateResponse\x12j\n\rCramChallenge\x12+.mailyard.relayauth.v1.CramChallengeRequest\x1a,.mailyard.relayauth.v1.CramChallengeResponse\x12\x63\n\nCramVerify\x12(.mailyard.relayauth.v1.CramVerifyRequest\x1a+.mailyard.relayauth.v1.AuthenticateResponse\x12T\n\nGrantLease\x12(.mailyard.relayauth.v1.GrantLeaseRequest\x1a\x1c.mailyard.relayauth.v1.Lease\x12\x64\n\x0bRevokeLease\x12).mailyard.relayauth.v1.RevokeLeaseRequest\x1a*.mailyard.relayauth.v1.RevokeLeaseResponse\x12\x61\n\nListLeases\x12(.mailyard.relayauth.v1.ListLeasesRequest\x1a).mailyard.relayauth.v1.ListLeasesResponse\x12X\n\x0bImportRules\x12).mailyard.relayauth.v1.ImportRulesRequest\x1a\x1e.mailyard.relayauth.v1.RuleSet\x12T\n\tShowRules\x12\'.mailyard.relayauth.v1.ShowRulesRequest\x1a\x1e.mailyard.relayauth.v1.RuleSetb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,10 +37,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHECKCLIENTRESPONSE_ENVENTRY']._serialized_options = b'8\001'
   _globals['_RULE_ENVENTRY']._loaded_options = None
   _globals['_RULE_ENVENTRY']._serialized_options = b'8\001'
-  _globals['_DECIDER']._serialized_start=1940
-  _globals['_DECIDER']._serialized_end=2032
-  _globals['_AUTHRESULT']._serialized_start=2035
-  _globals['_AUTHRESULT']._serialized_end=2195
+  _globals['_DECIDER']._serialized_start=1966
+  _globals['_DECIDER']._serialized_end=2058
+  _globals['_AUTHRESULT']._serialized_start=2061
+  _globals['_AUTHRESULT']._serialized_end=2221
   _globals['_CHECKCLIENTREQUEST']._serialized_start=129
   _globals['_CHECKCLIENTREQUEST']._serialized_end=161
   _globals['_CHECKCLIENTRESPONSE']._serialized_start=164
@@ -51,38 +51,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHECKCLIENTSTREAMREQUEST']._serialized_end=591
   _globals['_CHECKCLIENTSTREAMRESPONSE']._serialized_start=593
   _globals['_CHECKCLIENTSTREAMRESPONSE']._serialized_end=707
-  _globals['_AUTHENTICATEREQUEST']._serialized_start=709
-  _globals['_AUTHENTICATEREQUEST']._serialized_end=822
-  _globals['_AUTHENTICATERESPONSE']._serialized_start=825
-  _globals['_AUTHENTICATERESPONSE']._serialized_end=957
-  _globals['_CRAMCHALLENGEREQUEST']._serialized_start=959
-  _globals['_CRAMCHALLENGEREQUEST']._serialized_end=1018
-  _globals['_CRAMCHALLENGERESPONSE']._serialized_start=1020
-  _globals['_CRAMCHALLENGERESPONSE']._serialized_end=1084
-  _globals['_CRAMVERIFYREQUEST']._serialized_start=1086
-  _globals['_CRAMVERIFYREQUEST']._serialized_end=1180
-  _globals['_LEASE']._serialized_start=1183
-  _globals['_LEASE']._serialized_end=1328
-  _globals['_GRANTLEASEREQUEST']._serialized_start=1330
-  _globals['_GRANTLEASEREQUEST']._serialized_end=1433
-  _globals['_REVOKELEASEREQUEST']._serialized_start=1435
-  _globals['_REVOKELEASEREQUEST']._serialized_end=1467
-  _globals['_REVOKELEASERESPONSE']._serialized_start=1469
-  _globals['_REVOKELEASERESPONSE']._serialized_end=1507
-  _globals['_LISTLEASESREQUEST']._serialized_start=1509
-  _globals['_LISTLEASESREQUEST']._serialized_end=1567
-  _globals['_LISTLEASESRESPONSE']._serialized_start=1569
-  _globals['_LISTLEASESRESPONSE']._serialized_end=1660
-  _globals['_RULE']._serialized_start=1663
-  _globals['_RULE']._serialized_end=1796
+  _globals['_AUTHENTICATEREQUEST']._serialized_start=710
+  _globals['_AUTHENTICATEREQUEST']._serialized_end=848
+  _globals['_AUTHENTICATERESPONSE']._serialized_start=851
+  _globals['_AUTHENTICATERESPONSE']._serialized_end=983
+  _globals['_CRAMCHALLENGEREQUEST']._serialized_start=985
+  _globals['_CRAMCHALLENGEREQUEST']._serialized_end=1044
+  _globals['_CRAMCHALLENGERESPONSE']._serialized_start=1046
+  _globals['_CRAMCHALLENGERESPONSE']._serialized_end=1110
+  _globals['_CRAMVERIFYREQUEST']._serialized_start=1112
+  _globals['_CRAMVERIFYREQUEST']._serialized_end=1206
+  _globals['_LEASE']._serialized_start=1209
+  _globals['_LEASE']._serialized_end=1354
+  _globals['_GRANTLEASEREQUEST']._serialized_start=1356
+  _globals['_GRANTLEASEREQUEST']._serialized_end=1459
+  _globals['_REVOKELEASEREQUEST']._serialized_start=1461
+  _globals['_REVOKELEASEREQUEST']._serialized_end=1493
+  _globals['_REVOKELEASERESPONSE']._serialized_start=1495
+  _globals['_REVOKELEASERESPONSE']._serialized_end=1533
+  _globals['_LISTLEASESREQUEST']._serialized_start=1535
+  _globals['_LISTLEASESREQUEST']._serialized_end=1593
+  _globals['_LISTLEASESRESPONSE']._serialized_start=1595
+  _globals['_LISTLEASESRESPONSE']._serialized_end=1686
+  _globals['_RULE']._serialized_start=1689
+  _globals['_RULE']._serialized_end=1822
   _globals['_RULE_ENVENTRY']._serialized_start=451
   _globals['_RULE_ENVENTRY']._serialized_end=493
-  _globals['_RULESET']._serialized_start=1798
-  _globals['_RULESET']._serialized_end=1882
-  _globals['_IMPORTRULESREQUEST']._serialized_start=1884
-  _globals['_IMPORTRULESREQUEST']._serialized_end=1918
-  _globals['_SHOWRULESREQUEST']._serialized_start=1920
-  _globals['_SHOWRULESREQUEST']._serialized_end=1938
-  _globals['_RELAYAUTH']._serialized_start=2198
-  _globals['_RELAYAUTH']._serialized_end=3207
+  _globals['_RULESET']._serialized_start=1824
+  _globals['_RULESET']._serialized_end=1908
+  _globals['_IMPORTRULESREQUEST']._serialized_start=1910
+  _globals['_IMPORTRULESREQUEST']._serialized_end=1944
+  _globals['_SHOWRULESREQUEST']._serialized_start=1946
+  _globals['_SHOWRULESREQUEST']._serialized_end=1964
+  _globals['_RELAYAUTH']._serialized_start=2224
+  _globals['_RELAYAUTH']._serialized_end=3233
 # @@protoc_insertion_point(module_scope)

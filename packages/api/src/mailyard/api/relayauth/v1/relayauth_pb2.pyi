@@ -218,6 +218,7 @@ class AuthenticateRequest(_message.Message):
     PASSWORD_FIELD_NUMBER: _builtins.int
     CLIENT_IP_FIELD_NUMBER: _builtins.int
     PROTOCOL_FIELD_NUMBER: _builtins.int
+    PASSWORD_OCTETS_FIELD_NUMBER: _builtins.int
     mechanism: _builtins.str
     """"PLAIN" or "LOGIN" """
     username: _builtins.str
@@ -229,6 +230,12 @@ class AuthenticateRequest(_message.Message):
     default) with source = protocol; a failed one grants nothing. Anything else:
     INVALID_ARGUMENT.
     """
+    password_octets: _builtins.bytes
+    """The password as the client sent it, when it is not UTF-8 (password is then ""): an
+    8-bit password from a client that sends ISO-8859-1. Only a hash of the same octets
+    matches it: a crypt(3) hash imported from the old host (crypt reads bytes), never the
+    platform's argon2id of a password set as text.
+    """
     def __init__(
         self,
         *,
@@ -237,10 +244,11 @@ class AuthenticateRequest(_message.Message):
         password: _builtins.str = ...,
         client_ip: _builtins.str = ...,
         protocol: _builtins.str = ...,
+        password_octets: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_ip", b"client_ip", "mechanism", b"mechanism", "password", b"password", "protocol", b"protocol", "username", b"username"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_ip", b"client_ip", "mechanism", b"mechanism", "password", b"password", "password_octets", b"password_octets", "protocol", b"protocol", "username", b"username"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
