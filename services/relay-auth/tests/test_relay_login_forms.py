@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from mailyard.api.directory.v1 import directory_pb2 as dpb
 from mailyard.api.relayauth.v1 import relayauth_pb2 as pb
 from mailyard.core import bus
+from mailyard.core.control import ControlView
 from mailyard.core.directory import DirectoryView, domain_key
 from mailyard.relay_auth.auth import Authenticator, _canonical
 from mailyard.relay_auth.pool import PasswordPool
@@ -72,6 +73,30 @@ async def test_percent_and_at_logins_are_one_user_for_the_throttle(
     assert blocked.result == pb.AUTH_RESULT_THROTTLED
 
 
+def _cache(result: str) -> float:
+    from prometheus_client import REGISTRY
+    return REGISTRY.get_sample_value("mailyard_relay_auth_cache_total",
+                                     {"result": result}) or 0.0
+
+
+async def test_every_form_of_a_login_is_one_entry_of_the_login_cache(
+        start_relay: Any, js: Any, seed_mailbox: Any) -> None:
+    """A client that logs in as "joe%example.org" after "joe@example.org" (or as "joe")
+    is answered from the login cache: it keys on the canonical user, not the text."""
+    await seed_domain(js, "example.org")
+    await seed_mailbox(js, USER, PASSWORD)
+    control = await bus.ensure_kv(js, bus.KV_CONTROL)
+    await control.put("defaultdomain", b"example.org\n")
+    relay = await start_relay()
+    first = await relay.stub.Authenticate(auth(USER, PASSWORD))
+    assert first.result == pb.AUTH_RESULT_OK
+    hits = _cache("hit")
+    for login in ("joe%example.org", "JOE/example.org", "joe"):
+        ok = await relay.stub.Authenticate(auth(login, PASSWORD))
+        assert ok.result == pb.AUTH_RESULT_OK and ok.user == USER, login
+    assert _cache("hit") - hits == 3
+
+
 async def test_other_separators_are_the_postmasters_choice(
         start_relay: Any, js: Any, seed_mailbox: Any) -> None:
     await seed_domain(js, "example.org")
@@ -92,6 +117,10 @@ _POOL = PasswordPool(1, 0)
 _VIEW = DirectoryView()
 _VIEW.data[domain_key("example.org")] = dpb.Domain(name="example.org").SerializeToString()
 _AUTH = Authenticator(_VIEW, Throttle(10, 5, 900), 300, _POOL, None, separators="%/")
+_CONTROL = ControlView()
+_CONTROL.data["defaultdomain"] = b"Example.ORG\n"
+_DEFAULT = Authenticator(_VIEW, Throttle(10, 5, 900), 300, _POOL, None, separators="%/",
+                         control=_CONTROL)
 
 
 @settings(max_examples=500, deadline=1000)
@@ -111,6 +140,13 @@ def test_any_login_text_maps_to_one_name_or_none(text: str) -> None:
         local, _, domain = user.partition("@")
         assert domain == "example.org" and local
         assert plain in (f"{local}%{domain}", f"{local}/{domain}")
+    # with a default domain: every name without "@" is a name in a hosted domain
+    with_default = _DEFAULT.login(text)
+    if "@" in plain or not plain:
+        assert with_default == plain
+    else:
+        assert with_default.endswith("@example.org") and with_default.partition("@")[0]
+        assert with_default == (user if user != plain else _canonical(f"{plain}@example.org"))
 
 
 async def test_a_bare_name_is_in_the_default_domain(
