@@ -220,6 +220,34 @@ def test_concurrent_logins_all_succeed(box: Box) -> None:
     assert all(r.startswith(b"+OK") for r in replies), replies
 
 
+def test_a_bare_login_reads_the_default_domains_mailbox(box: Box) -> None:
+    """vpopmail's default domain (control/defaultdomain): Dovecot adds no realm of its own
+    to "bare", the bridge passes it on, and the session is bare@<default>'s."""
+    user = "bare@example.test"
+    box.add_user(user, "pw-bare-1")
+    box.send(user, b"Subject: bare\r\n\r\nbody\r\n")
+    box.stored(user, 1)
+    box.cli("control", "set", "defaultdomain", "example.test")
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # relay-auth's control view follows the change (failures meanwhile
+            try:     # count against an address of their own, not the other tests')
+                pop = box.pop3("Bare", "pw-bare-1", source="127.0.0.7")
+                break
+            except poplib.error_proto:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        try:
+            assert pop.stat()[0] == 1
+        finally:
+            pop.quit()
+        with box.imap("bare", "pw-bare-1") as imap:
+            assert imap.select("INBOX", readonly=True)[1] == [b"1"]
+    finally:
+        box.cli("control", "del", "defaultdomain")
+
+
 def test_a_password_that_is_not_utf8_fails_like_a_wrong_one(box: Box) -> None:
     """A client sending its password in Latin-1: Dovecot passes the bytes through. Against
     the platform's hash of the password set as text it is a failed login (those octets are
