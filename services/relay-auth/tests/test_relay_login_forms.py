@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -13,8 +14,10 @@ from mailyard.api.relayauth.v1 import relayauth_pb2 as pb
 from mailyard.core import bus
 from mailyard.core.control import ControlView
 from mailyard.core.directory import DirectoryView, domain_key
+from mailyard.core.errors import SettingsError
 from mailyard.relay_auth.auth import Authenticator, _canonical
 from mailyard.relay_auth.pool import PasswordPool
+from mailyard.relay_auth.settings import Settings
 from mailyard.relay_auth.throttle import Throttle
 
 USER, PASSWORD = "joe@example.org", "pw-joe-1"
@@ -187,3 +190,13 @@ async def test_a_bare_name_is_in_the_default_domain(
         return reply.result == pb.AUTH_RESULT_BAD_CREDENTIALS
 
     await eventually(bare_refused)
+
+
+@pytest.mark.parametrize("value", ["a", "0", "@", ".", "-", "_", " ", "%\t", "\u00e9"])
+def test_a_separator_that_would_split_ordinary_names_is_refused(value: str) -> None:
+    """A letter, digit, ".", "-" or "_" would split plain names ("jo.example.org" is not
+    jo@example.org); "@" always separates. Refused at start, in one line."""
+    with pytest.raises(SettingsError, match=r"MAILYARD_RELAYAUTH_LOGIN_SEPARATORS: .*login "
+                       r"separators must be punctuation"):
+        Settings.load(login_separators=value)
+    assert Settings.load(login_separators="%/:").login_separators == "%/:"
