@@ -10,9 +10,10 @@ import socket
 import urllib.error
 import urllib.request
 
+import httpx
 import pytest
 from fastapi import FastAPI, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from mailyard.core.http import HttpServer, make_app
 from mailyard.core.limits import MAX_BODY, MAX_CONNECTIONS
@@ -62,6 +63,7 @@ async def test_without_tokens_the_api_is_off_unless_on_loopback(host: str) -> No
 
 class Text(BaseModel):
     text: str
+    secret: str = Field(default="", max_length=64)  # as a password field is bounded
 
 
 def _echo_app() -> FastAPI:
@@ -163,6 +165,25 @@ async def test_a_body_with_nan_or_infinity_is_a_422_not_a_500(body: bytes) -> No
         writer.close()
         assert (status, headers["content-type"]) == (422, "application/json")
         assert json.loads(answer)["detail"]
+    finally:
+        await server.stop()
+
+
+async def test_a_422_does_not_echo_what_was_sent() -> None:
+    """FastAPI's 422 names each bad field with its `input`: a password one character too
+    long came back in the answer, and with it into whatever logs the admin API's answers
+    (a proxy, a CI job's output). The answer names the field and the rule, not the value."""
+    server = HttpServer(_echo_app(), "127.0.0.1", 0)
+    await server.start()
+    try:
+        secret = "correct-horse-battery-staple-" * 3
+        async with httpx.AsyncClient() as client:
+            answer = await client.put(f"http://127.0.0.1:{server.port}/api/echo",
+                                      json={"text": "x", "secret": secret})
+        assert answer.status_code == 422
+        [error] = answer.json()["detail"]
+        assert error["loc"] == ["body", "secret"] and "64" in error["msg"]
+        assert "correct-horse" not in answer.text
     finally:
         await server.stop()
 

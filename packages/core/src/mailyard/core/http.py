@@ -80,11 +80,12 @@ def make_app(service: str, checks: dict[str, ReadinessCheck] | None = None,
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
-        # FastAPI's 422, but a NaN or an infinity in the input it names (Python's JSON
-        # parser takes NaN, Infinity and 1e400) as text: JSON cannot say them, so the
-        # answer failed to render and every body route answered 500 instead
-        return JSONResponse({"detail": _finite(jsonable_encoder(exc.errors()))},
-                            status_code=422)
+        # FastAPI's 422 without the `input` each error echoes: a password one character
+        # too long came back in the answer, and into whatever logs the answers. (That also
+        # keeps out a NaN or an infinity, which Python's JSON parser takes and JSON cannot
+        # say; _finite still covers one in `ctx`.)
+        errors = [{k: v for k, v in e.items() if k != "input"} for e in exc.errors()]
+        return JSONResponse({"detail": _finite(jsonable_encoder(errors))}, status_code=422)
 
     @app.exception_handler(Exception)
     async def failed(request: Request, exc: Exception) -> Response:
