@@ -20,6 +20,7 @@ from mailyard.core import bus
 from mailyard.core.directory import domain_key, record_key
 from mailyard.core.natsserver import NatsServer, free_port
 from mailyard.core.spool import Spool
+from mailyard.smtp_ingress import replies
 from mailyard.smtp_ingress.data_decoder import line_facts
 from mailyard.smtp_ingress.server import Ingress
 from mailyard.smtp_ingress.settings import Settings
@@ -183,6 +184,16 @@ async def session(port: int, helo: str = "EHLO client.test") -> Client:
     client = await Client.connect(port)
     assert (await client.reply()).startswith("220 ")
     assert (await client.cmd(helo)).startswith("250")
+    return client
+
+
+async def submission_login(ingress: Ingress, context: ssl.SSLContext, user: str,
+                           password: str) -> Client:
+    """A session on the submission port, after STARTTLS and a successful AUTH PLAIN."""
+    client = await session(ingress.ports["submission"])
+    await client.starttls(context)
+    assert (await client.cmd("EHLO client.test")).startswith("250")
+    assert await client.cmd(f"AUTH PLAIN {plain(user, password)}") == replies.AUTH_OK
     return client
 
 

@@ -22,7 +22,7 @@ from ingress_helpers import (
     put_control,
     seed_directory,
     seed_user,
-    session,
+    submission_login,
     wait_for,
 )
 from prometheus_client import REGISTRY
@@ -75,15 +75,6 @@ async def _ingress(make_ingress: MakeIngress, js: Any, relay_auth: str, folder: 
     return ingress
 
 
-async def _login(ingress: Ingress, context: ssl.SSLContext, user: str, password: str
-                 ) -> Client:
-    client = await session(ingress.ports["submission"])
-    await client.starttls(context)
-    assert (await client.cmd("EHLO client.test")).startswith("250")
-    assert await client.cmd(f"AUTH PLAIN {plain(user, password)}") == R.AUTH_OK
-    return client
-
-
 def _spooled(ingress: Ingress) -> dict[str, bytes]:
     """Spooled messages by their Subject."""
     spool = Spool(ingress.settings.spool_dir)
@@ -119,7 +110,7 @@ async def test_an_auth_login_signs_only_for_domains_it_may_speak_for(
         dns_server: DnsServer, client_tls: ssl.SSLContext) -> None:
     folder = await _platform(js, tmp_path, dns_server)
     ingress = await _ingress(make_ingress, js, relay_auth, folder)
-    client = await _login(ingress, client_tls, "joe@a.test", "secret")
+    client = await submission_login(ingress, client_tls, "joe@a.test", "secret")
     before = _not_entitled()
     cases = {
         "own": ("From: Joe <joe@a.test>\r\n", ["a.test"]),
@@ -143,7 +134,7 @@ async def test_an_auth_login_signs_only_for_domains_it_may_speak_for(
         assert _signers(spooled[subject], dns_server) == signers, subject
     assert _not_entitled() - before == 4
     # b.test's own login signs b.test, and not a.test
-    ceo = await _login(ingress, client_tls, "ceo@b.test", "boss")
+    ceo = await submission_login(ingress, client_tls, "ceo@b.test", "boss")
     await _send(ceo, "ceo-own", "From: ceo@b.test\r\n", "ceo@b.test")
     await _send(ceo, "ceo-spoof", "From: joe@a.test\r\n", "ceo@b.test")
     await wait_for(lambda: len(_spooled(ingress)) == len(cases) + 2)
@@ -151,7 +142,7 @@ async def test_an_auth_login_signs_only_for_domains_it_may_speak_for(
     assert _signers(spooled["ceo-own"], dns_server) == ["b.test"]
     assert _signers(spooled["ceo-spoof"], dns_server) == []
     # a hosted domain without keys is not signed with its parent's: they are a.test's
-    amy = await _login(ingress, client_tls, "amy@dept.a.test", "pw")
+    amy = await submission_login(ingress, client_tls, "amy@dept.a.test", "pw")
     await _send(amy, "amy", "From: amy@dept.a.test\r\n", "amy@dept.a.test")
     await wait_for(lambda: len(_spooled(ingress)) == len(cases) + 3)
     assert _signers(_spooled(ingress)["amy"], dns_server) == []
@@ -176,8 +167,8 @@ async def test_a_subdomain_s_own_keys_sign_for_its_domain_s_users(
         address="joe@dept.a.test", targets=["joe@a.test"]).SerializeToString())
     ingress = await _ingress(make_ingress, js, relay_auth, folder)
     await wait_for(lambda: ingress.directory.alias("joe@dept.a.test") is not None)
-    joe = await _login(ingress, client_tls, "joe@a.test", "secret")
-    amy = await _login(ingress, client_tls, "amy@dept.a.test", "pw")
+    joe = await submission_login(ingress, client_tls, "joe@a.test", "secret")
+    amy = await submission_login(ingress, client_tls, "amy@dept.a.test", "pw")
     before = _not_entitled()
     cases = ((joe, "news", "From: letters@news.a.test\r\n", ["news.a.test"]),
              (joe, "deeper", "From: x@weekly.News.a.test\r\n", ["news.a.test"]),
@@ -212,8 +203,8 @@ async def test_an_alias_domain_signs_for_its_real_domain_s_users(
         name="alias-a.test", alias_of="a.test").SerializeToString())
     ingress = await _ingress(make_ingress, js, relay_auth, folder)
     await wait_for(lambda: ingress.directory.real_domain("alias-a.test") is not None)
-    joe = await _login(ingress, client_tls, "joe@a.test", "secret")
-    ceo = await _login(ingress, client_tls, "ceo@b.test", "boss")
+    joe = await submission_login(ingress, client_tls, "joe@a.test", "secret")
+    ceo = await submission_login(ingress, client_tls, "ceo@b.test", "boss")
     before = _not_entitled()
     cases = ((joe, "joe", "From: joe@alias-a.test\r\n", ["alias-a.test"]),
              (joe, "colleague", "From: anna@Alias-A.test\r\n", ["alias-a.test"]),
@@ -240,8 +231,8 @@ async def test_an_idna_from_domain_signs_with_its_a_label_keys(
     await seed_directory(js, "xn--bcher-kva.example", [])
     await seed_user(js, "jörg@xn--bcher-kva.example", "pw")
     ingress = await _ingress(make_ingress, js, relay_auth, folder)
-    jorg = await _login(ingress, client_tls, "Jörg@Bücher.example", "pw")
-    joe = await _login(ingress, client_tls, "joe@a.test", "secret")
+    jorg = await submission_login(ingress, client_tls, "Jörg@Bücher.example", "pw")
+    joe = await submission_login(ingress, client_tls, "joe@a.test", "secret")
     before = _not_entitled()
     utf8 = " SMTPUTF8"
     cases = ((jorg, "u-label", "From: Jörg <jörg@bücher.example>\r\n", ["xn--bcher-kva.example"]),

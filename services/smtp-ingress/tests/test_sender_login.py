@@ -17,11 +17,11 @@ from ingress_helpers import (
     MakeIngress,
     committed,
     ingress_settings,
-    plain,
     put_control,
     seed_directory,
     seed_user,
     session,
+    submission_login,
     wait_for,
 )
 from prometheus_client import REGISTRY
@@ -82,21 +82,12 @@ async def _ingress(make_ingress: MakeIngress, js: Any, relay_auth: str, rules: s
     return ingress
 
 
-async def _login(ingress: Ingress, context: ssl.SSLContext, user: str, password: str
-                 ) -> Client:
-    client = await session(ingress.ports["submission"])
-    await client.starttls(context)
-    assert (await client.cmd("EHLO client.test")).startswith("250")
-    assert await client.cmd(f"AUTH PLAIN {plain(user, password)}") == R.AUTH_OK
-    return client
-
-
 async def test_an_auth_user_sends_only_as_its_own_addresses(
         make_ingress: MakeIngress, js: Any, relay_auth: str,
         client_tls: ssl.SSLContext) -> None:
     ingress = await _ingress(make_ingress, js, relay_auth, "127.0.0.1:allow\n",
                              mail_checks=ON)
-    client = await _login(ingress, client_tls, "alice@example.org", "secret")
+    client = await submission_login(ingress, client_tls, "alice@example.org", "secret")
     for own in ("<alice@example.org>", "<ALICE@Example.ORG>", "<alice@example.org.>",
                 '<"alice"@example.org>', "<al@example.org>", "<AL@EXAMPLE.ORG>",
                 "<a2@example.org>", "<twice@example.org>", "<old@example.org>", "<>",
@@ -142,7 +133,7 @@ async def test_vpopmail_login_forms_send_as_the_canonical_user(
     ingress = await _ingress(make_ingress, js, relay_auth, "127.0.0.1:allow\n",
                              mail_checks=ON)
     for login in ("Alice", "alice%example.org"):
-        client = await _login(ingress, client_tls, login, "secret")
+        client = await submission_login(ingress, client_tls, login, "secret")
         assert await client.cmd("MAIL FROM:<alice@example.org>") == R.MAIL_OK, login
         assert await client.cmd("RSET") == R.FLUSHED
         assert await client.cmd("MAIL FROM:<bob@example.org>") == \
@@ -155,7 +146,7 @@ async def test_the_directory_is_read_as_it_changes(
     """An alias given to alice, or taken away, counts at the next MAIL: no restart."""
     ingress = await _ingress(make_ingress, js, relay_auth, "127.0.0.1:allow\n",
                              mail_checks=ON)
-    client = await _login(ingress, client_tls, "alice@example.org", "secret")
+    client = await submission_login(ingress, client_tls, "alice@example.org", "secret")
     refused = R.sender_not_owned("sales@example.org", "alice@example.org")
     assert await client.cmd("MAIL FROM:<sales@example.org>") == refused
     kv = await bus.ensure_kv(js, bus.KV_DIRECTORY)
@@ -183,7 +174,7 @@ async def test_idna_domains_compare_in_either_form(
     ingress = await _ingress(make_ingress, js, relay_auth, "127.0.0.1:allow\n",
                              mail_checks=ON)
     await wait_for(lambda: ingress.directory.alias("jo@bücher.example") is not None)
-    client = await _login(ingress, client_tls, "Joe@Bücher.example", "pw")
+    client = await submission_login(ingress, client_tls, "Joe@Bücher.example", "pw")
     for own in ("<joe@bücher.example> SMTPUTF8", "<joe@BÜCHER.example> SMTPUTF8",
                 "<JOE@XN--BCHER-KVA.EXAMPLE>", "<jo@xn--bcher-kva.example>",
                 "<jo@bücher.example> SMTPUTF8"):
@@ -208,7 +199,7 @@ async def test_an_alias_waits_while_the_directory_is_not_loaded(
     await ingress.start()
     try:
         assert not ingress.directory.ready
-        client = await _login(ingress, client_tls, "alice@example.org", "secret")
+        client = await submission_login(ingress, client_tls, "alice@example.org", "secret")
         assert await client.cmd("MAIL FROM:<Alice@example.org>") == R.MAIL_OK
         assert await client.cmd("RSET") == R.FLUSHED
         assert await client.cmd("MAIL FROM:<al@example.org>") == R.UNAVAILABLE
@@ -245,7 +236,7 @@ async def test_off_unless_listed_in_mail_checks(
     """The default MAIL_CHECKS leave it out: an AUTH user sends as anyone, as before."""
     ingress = await _ingress(make_ingress, js, relay_auth, "127.0.0.1:allow\n")
     assert "mail_sender_login" not in ingress.settings.checks("mail")
-    client = await _login(ingress, client_tls, "alice@example.org", "secret")
+    client = await submission_login(ingress, client_tls, "alice@example.org", "secret")
     assert await client.cmd("MAIL FROM:<bob@example.org>") == R.MAIL_OK
 
 
