@@ -101,19 +101,19 @@ class DirectoryView(KVView):
                       for k, v in list(self._alias_domains.items())
                       if v == key and k in self.data)
 
+    def real_address(self, address: str) -> str:
+        """`address` (canonical) in its domain's real domain: joe@alias.test is
+        joe@real.test; any other address as it is."""
+        local, domain_name = split(address)
+        if not domain_name or domain_key(domain_name) not in self._alias_domains:
+            return address
+        real = self.real_domain(domain_name)
+        return f"{local}@{real.name}" if real is not None else address
+
     def login_mailbox(self, user: str) -> pb.Mailbox | None:
         """The mailbox a login name means: joe@alias.test logs in as joe@real.test (as with
         vpopmail's alias domains); the record's address is the real one."""
-        address = canonical(user)
-        local, domain_name = split(address)
-        if not domain_name:
-            return None
-        if self._alias_domains.get(domain_key(domain_name)) is not None:
-            real = self.real_domain(domain_name)
-            if real is None:
-                return None
-            address = f"{local}@{real.name}"
-        return self.mailbox(address)
+        return self.mailbox(self.real_address(canonical(user)))
 
     def mailbox(self, address: str) -> pb.Mailbox | None:
         raw = self.data.get(record_key("mailbox", address))
@@ -141,23 +141,15 @@ class DirectoryView(KVView):
 
     def resolve(self, address: str) -> pb.Resolution:
         """What the directory says of one address (no recursive expansion of aliases)."""
-        address = canonical(address)
+        address, domain, answering = self._answering(address)
         res = pb.Resolution(address=address)
-        local, domain_name = split(address)
-        domain = self.real_domain(domain_name) if domain_name else None
         if domain is None:
             res.kind = pb.RESOLUTION_KIND_NOT_LOCAL
             return res
-        if domain.name != domain_name:  # an alias domain: the same address in the real one
-            address = f"{local}@{domain.name}"
-        res.resolved = address
-        if self._record(address, res):
-            return res
-        # joe+news@: joe@'s records, only when joe+news@ has none (the exact address wins)
-        stripped = extensions.base(local, self.delimiters) if self.delimiters else None
-        if stripped and self._record(f"{stripped}@{domain.name}", res):
-            return res
-        if domain.catch_all == pb.CATCH_ALL_ACTION_DELIVER:
+        res.resolved = f"{split(address)[0]}@{domain.name}"
+        if answering is not None:
+            self._record(f"{answering}@{domain.name}", res)
+        elif domain.catch_all == pb.CATCH_ALL_ACTION_DELIVER:
             res.kind = pb.RESOLUTION_KIND_CATCH_ALL
             res.mailbox = domain.catch_all_target
         elif domain.catch_all == pb.CATCH_ALL_ACTION_BOUNCE:
@@ -168,8 +160,44 @@ class DirectoryView(KVView):
             res.kind = pb.RESOLUTION_KIND_UNKNOWN
         return res
 
-    def _record(self, address: str, res: pb.Resolution) -> bool:
-        """Fill `res` from the mailbox, alias or list at `address`, if there is one."""
+    def accepts(self, address: str) -> bool:
+        """May smtp-ingress accept RCPT TO this local address? (no backscatter)
+
+        Whatever resolve() does not answer UNKNOWN, NOT_LOCAL or BOUNCE: a catch-all that
+        bounces refuses at RCPT, as chkuser does for vpopmail's bounce-no-mailbox, rather
+        than accept and bounce to a sender that spam forges. Decided from the keys alone:
+        asked at every RCPT, it must not parse a list's record and copy its members (6 ms
+        for 40,000)."""
+        _, domain, answering = self._answering(address)
+        if domain is None:
+            return False
+        return answering is not None or domain.catch_all in (pb.CATCH_ALL_ACTION_DELIVER,
+                                                             pb.CATCH_ALL_ACTION_DELETE)
+
+    def _answering(self, address: str) -> tuple[str, pb.Domain | None, str | None]:
+        """(canonical address, the domain whose records answer for it (an alias domain's
+        real one; None: not ours), the local part whose record answers: the address's own,
+        else the one without its extension (joe+news@: joe@'s); None: no record)."""
+        address = canonical(address)
+        local, domain_name = split(address)
+        domain = self.real_domain(domain_name) if domain_name else None
+        if domain is None:
+            return address, None, None
+        at = _enc(domain_name if domain.name == domain_name else to_ascii_domain(domain.name))
+        if self._has_record(at, local):
+            return address, domain, local
+        stripped = extensions.base(local, self.delimiters) if self.delimiters else None
+        if stripped and self._has_record(at, stripped):
+            return address, domain, stripped
+        return address, domain, None
+
+    def _has_record(self, domain: str, local: str) -> bool:
+        """Is there a mailbox, alias or list at `local` (canonical) in `domain` (encoded)?"""
+        at = f"{domain}.{_enc(local)}"
+        return any(f"{kind}.{at}" in self.data for kind in ("mailbox", "alias", "list"))
+
+    def _record(self, address: str, res: pb.Resolution) -> None:
+        """Fill `res` from the mailbox, alias or list at `address` (there is one)."""
         if (mailbox := self.mailbox(address)) is not None:
             res.kind = pb.RESOLUTION_KIND_MAILBOX
             res.mailbox = mailbox.address
@@ -180,34 +208,7 @@ class DirectoryView(KVView):
         elif (mlist := self.mailing_list(address)) is not None:
             res.kind = pb.RESOLUTION_KIND_LIST
             res.targets.extend(mlist.members)
-        else:
-            return False
         res.resolved = address
-        return True
-
-    def accepts(self, address: str) -> bool:
-        """May smtp-ingress accept RCPT TO this local address? (no backscatter)
-
-        Whatever resolve() does not answer UNKNOWN, NOT_LOCAL or BOUNCE: a catch-all that
-        bounces refuses at RCPT, as chkuser does for vpopmail's bounce-no-mailbox, rather
-        than accept and bounce to a sender that spam forges. Decided from the keys alone:
-        asked at every RCPT, it must not parse a list's record and copy its members (6 ms
-        for 40,000)."""
-        address = canonical(address)
-        local, domain_name = split(address)
-        domain = self.real_domain(domain_name) if domain_name else None
-        if domain is None:
-            return False
-        if self._has_record(f"{local}@{domain.name}"):
-            return True
-        # joe+news@: joe@'s records, as resolve() reads them (the exact address came first)
-        stripped = extensions.base(local, self.delimiters) if self.delimiters else None
-        if stripped and self._has_record(f"{stripped}@{domain.name}"):
-            return True
-        return domain.catch_all in (pb.CATCH_ALL_ACTION_DELIVER, pb.CATCH_ALL_ACTION_DELETE)
-
-    def _has_record(self, address: str) -> bool:
-        return any(record_key(kind, address) in self.data for kind in ("mailbox", "alias", "list"))
 
 
 def record_prefix(kind: str, domain: str) -> str:

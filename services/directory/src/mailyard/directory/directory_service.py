@@ -145,7 +145,7 @@ class DirectoryService(pb_grpc.DirectoryServicer):
         """How a NOT_FOUND names a record: one asked for in an alias domain is said to be
         its real domain's (vpopmail's tools took joe@alias for joe@real; here the records
         have one name, and the answer says which)."""
-        real = self._in_real_domain(address)
+        real = self.view.real_address(address)
         if real == address:
             return f"{kind} {address}"
         return (f"{kind} {address} ({split(address)[1]} is an alias domain: the record is "
@@ -156,13 +156,9 @@ class DirectoryService(pb_grpc.DirectoryServicer):
         parts are matched lower-cased, so "Info@" is info@ itself: a loop on every message;
         so is info@ of one of its domain's alias domains (from the view, caught up with our
         own writes)."""
-        address = self._in_real_domain(address)
-        return any(self._in_real_domain(canonical(target)) == address for target in targets)
+        address = self.view.real_address(address)
+        return any(self.view.real_address(canonical(target)) == address for target in targets)
 
-    def _in_real_domain(self, address: str) -> str:
-        local, domain = split(address)
-        real = self.view.real_domain(domain) if domain else None
-        return f"{local}@{real.name}" if real is not None and real.name != domain else address
 
     def _listed_domain(self, name: str) -> str:
         if not name:
@@ -262,7 +258,7 @@ class DirectoryService(pb_grpc.DirectoryServicer):
             if not request.target:
                 raise invalid("catch-all delivery needs a target mailbox")
             # joe@alias.test is joe@real.test's mailbox: stored so, DeleteMailbox sees it
-            target = self._in_real_domain(validate.address(request.target))
+            target = self.view.real_address(validate.address(request.target))
             # Resolution hands the target to local delivery as a mailbox: it must be one.
             if (await self.store.get(record_key("mailbox", target))).value is None:
                 raise precondition(f"catch-all target {target} is not a mailbox")
