@@ -6,17 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from mailyard.core import limits
 from mailyard.core.errors import SettingsError
 from mailyard.core.settings import ServiceSettings
-
-
-def test_defaults_are_the_limits_constants() -> None:
-    s = ServiceSettings.load()
-    assert (s.admin_max_body, s.http_max_connections, s.http_request_timeout,
-            s.grpc_max_rpcs, s.grpc_max_idle) == (
-        limits.MAX_BODY, limits.MAX_CONNECTIONS, limits.REQUEST_TIMEOUT, limits.MAX_RPCS,
-        limits.MAX_IDLE)
 
 
 def test_an_operator_may_raise_them(monkeypatch: pytest.MonkeyPatch) -> None:

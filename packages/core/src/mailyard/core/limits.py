@@ -29,19 +29,21 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from mailyard.core import settings
+
 log = logging.getLogger(__name__)
 
-MAX_BODY = 4 * 1024 * 1024
-MAX_CONNECTIONS = 100  # uvicorn's limit_concurrency: connections (or requests) at once
-REQUEST_TIMEOUT = 30.0  # seconds to send a whole request, and to take a part of an answer
+MAX_BODY = settings.ADMIN_MAX_BODY
+MAX_CONNECTIONS = settings.HTTP_MAX_CONNECTIONS  # connections (or requests) at once
+REQUEST_TIMEOUT = settings.HTTP_REQUEST_TIMEOUT  # to send a request, or take part of an answer
 # gRPC calls at once, per server: grpc.aio held every call of a flood (a task and its
 # buffers, ~20 KB; a queue Watch also a NATS subscription and up to 10,000 events). An
 # ingress holds at most 64 relay checks and 256 AUTH calls (relay-auth refuses AUTH past
 # its pool's queue at once), so even dozens of replicas stay far below.
-MAX_RPCS = 10_000
+MAX_RPCS = settings.GRPC_MAX_RPCS
 # Seconds a gRPC connection with no call stays open (the client connects again on its next
 # call): an idle HTTP/2 connection costs ~14 KB and a descriptor, and was kept for ever.
-MAX_IDLE = 300.0
+MAX_IDLE = settings.GRPC_MAX_IDLE
 
 
 class BodyLimit:

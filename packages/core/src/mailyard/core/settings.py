@@ -23,6 +23,14 @@ def service_config(prefix: str) -> SettingsConfigDict:
                               validate_default=True)
 
 
+# The admin plane's bounds by default (mailyard.core.limits explains each).
+ADMIN_MAX_BODY = 4 << 20
+HTTP_MAX_CONNECTIONS = 100
+HTTP_REQUEST_TIMEOUT = 30.0
+GRPC_MAX_RPCS = 10_000
+GRPC_MAX_IDLE = 300.0
+
+
 class ServiceSettings(BaseSettings):
     """Fields every service has. Defaults suit `mailyard up` on one machine."""
 
@@ -50,22 +58,21 @@ class ServiceSettings(BaseSettings):
     # (docs/architecture.md, "Where the time goes").
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     # What one client may ask of the admin plane: the defaults are mailyard.core.limits's
-    # constants, written out here (importing that module here cost every `mailyard` CLI
-    # command FastAPI's and uvicorn's import, 0.3 s; a test keeps them equal). A big
-    # installation's dashboards or a CI system may need more; the bounds keep each value
-    # where it still means what it says.
+    # (defined here, where the CLI can read them without importing FastAPI and uvicorn). A
+    # big installation's dashboards or a CI system may need more; the bounds keep each
+    # value where it still means what it says.
     # A request body (HTTP) or message (gRPC): at least a KV message (1 MiB, a control file
     # or a tcp.smtp), at most nats-server's largest max_payload (64 MiB).
-    admin_max_body: int = Field(default=4 << 20, ge=1 << 20, le=64 << 20)
+    admin_max_body: int = Field(default=ADMIN_MAX_BODY, ge=1 << 20, le=64 << 20)
     # HTTP connections at once: the probes and Prometheus need a few; past 10,000 a
     # process runs out of descriptors first (and each costs memory).
-    http_max_connections: int = Field(default=100, ge=10, le=10_000)
+    http_max_connections: int = Field(default=HTTP_MAX_CONNECTIONS, ge=10, le=10_000)
     # Seconds to send a whole request, and to take a part of an answer.
-    http_request_timeout: float = Field(default=30.0, ge=1, le=600)
+    http_request_timeout: float = Field(default=HTTP_REQUEST_TIMEOUT, ge=1, le=600)
     # gRPC calls at once: an ingress alone holds up to 320 (64 relay checks, 256 AUTH).
-    grpc_max_rpcs: int = Field(default=10_000, ge=1000, le=1_000_000)
+    grpc_max_rpcs: int = Field(default=GRPC_MAX_RPCS, ge=1000, le=1_000_000)
     # Seconds a gRPC connection with no call stays open.
-    grpc_max_idle: float = Field(default=300.0, ge=10, le=86_400)
+    grpc_max_idle: float = Field(default=GRPC_MAX_IDLE, ge=10, le=86_400)
 
     @field_validator("log_level")
     @classmethod
