@@ -174,9 +174,9 @@ def reads_all(stored: str, password: str) -> bool:
     client sends the stripped form of the password its user set.)"""
     try:
         kind = scheme(stored)
-    except HashError:
+        data = octets(password)  # what the scheme was given: an 8-bit password's own octets
+    except (HashError, UnicodeEncodeError):
         return False
-    data = password.encode("utf-8", "surrogatepass")
     if kind == "des":
         return len(data) <= _DES_READS and data.isascii()
     if kind == "bcrypt":
