@@ -231,12 +231,11 @@ class RelayAuthServicer(rpc.RelayAuthServicer):
         if "@" not in user or len(user) > 1024:
             return user
         try:
-            mailbox = self.directory.login_mailbox(user)
-            if mailbox is None or canonical(mailbox.address) == canonical(user):
-                return user
-            return canonical(mailbox.address)
+            address = canonical(user)
         except ValueError:  # no directory key can be made of it: _is_mailbox says no
             return user
+        real = self.directory.real_address(address)
+        return user if real == address else real
 
     async def _is_mailbox(self, user: str) -> bool:
         if "@" not in user or len(user) > 1024:
