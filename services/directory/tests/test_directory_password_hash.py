@@ -102,6 +102,12 @@ async def test_upgrade_is_a_compare_and_swap(example: Any, reader: Any) -> None:
 
     # a password set after the login was checked wins over the login's upgrade
     await example.SetPassword(pb.SetPasswordRequest(address=address, password="changed it!"))
+
+    def password_changed() -> bool:  # the reader's watch may not have it yet
+        box = reader.mailbox(address)
+        return box is not None and box.password_hash != new
+
+    await wait_until(reader, password_changed)
     changed = await stored_hash(reader, address)
     assert changed != new
     with pytest.raises(grpc.aio.AioRpcError) as exc:
