@@ -61,7 +61,8 @@ def make_app(service: str, checks: dict[str, ReadinessCheck] | None = None,
                                            f"{host}"}, status_code=403)
         if tokens is not None:
             method = "GET" if request.method in ("GET", "HEAD") else "POST"
-            refusal = tokens.check_http(request.headers.get("authorization", ""), method)
+            refusal = tokens.check_http(request.headers.get("authorization", ""), method,
+                                        request.url.path)
             if refusal is not None:
                 status, detail = refusal
                 headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
