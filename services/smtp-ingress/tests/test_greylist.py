@@ -9,10 +9,14 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
 from ingress_helpers import MakeIngress, put_control, session, wait_for
+from nats.js.api import StorageType, StreamConfig
+from nats.js.errors import KeyNotFoundError
 
 from mailyard.core.natsserver import NatsServer
-from mailyard.smtp_ingress.greylist import client_network, exempt, triplet_key
+from mailyard.smtp_ingress import greylist
+from mailyard.smtp_ingress.greylist import Greylist, client_network, exempt, triplet_key
 from mailyard.smtp_ingress.metrics import GREYLIST
 from mailyard.smtp_ingress.server import Ingress
 
@@ -93,6 +97,37 @@ def test_triplet_keys() -> None:
     assert "@" not in key and len(key) == 40
     assert exempt("10.1.2.3", ["bogus", "10.0.0.0/8"])
     assert not exempt("192.0.2.1", ["bogus", "10.0.0.0/8"])
+
+
+@pytest.mark.parametrize("old_bucket", [False, True])
+async def test_a_triplet_never_retried_is_forgotten_after_the_retry_window(
+        js: Any, monkeypatch: pytest.MonkeyPatch, old_bucket: bool) -> None:
+    """postgrey's way: a triplet that never passed is forgotten when its retry window ends,
+    a passed one kept as long as before. Every triplet lived the bucket's 36 days, so the
+    one-shot triplets of spam runs (nearly all of them) filled KV `greylist`. Also in a
+    bucket made before per-message TTLs (the stream without allow_msg_ttl)."""
+    if old_bucket:
+        await js.add_stream(StreamConfig(
+            name="KV_greylist", subjects=["$KV.greylist.>"], max_age=greylist.TRIPLET_TTL,
+            max_msgs_per_subject=1, allow_rollup_hdrs=True, deny_delete=True,
+            allow_direct=True, storage=StorageType.FILE, duplicate_window=120))
+    monkeypatch.setattr(greylist, "RETRY_WINDOW", 2.0)  # a day, shortened for the test
+    clock = Clock()
+    grey = Greylist(clock)
+    await grey.start(js)
+    spam = ("192.0.2.1", "once@spam.test", "bob@example.org")
+    real = ("192.0.2.9", "x@sender.test", "bob@example.org")
+    assert await grey.check(*spam, 1) == "new"
+    assert await grey.check(*real, 1) == "new"
+    clock.now += 1.5
+    assert await grey.check(*real, 1) == "passed"
+    await asyncio.sleep(4)  # past the retry window of the pending triplet
+    with pytest.raises(KeyNotFoundError):
+        await grey.kv.get(triplet_key(*spam))
+    entry = await grey.kv.get(triplet_key(*real))
+    assert entry.value.startswith(b"pass ")
+    assert await grey.check(*real, 1) == "known"
+    assert await grey.check(*spam, 1) == "new"  # and starts over when it comes back
 
 
 async def test_a_deleted_bucket_is_made_again(make_ingress: MakeIngress, js: Any) -> None:

@@ -234,12 +234,14 @@ async def ensure_consumer(js: JetStreamContext, stream: str, durable: str, *,
 
 async def ensure_kv(js: JetStreamContext, bucket: str, *, history: int = 1,
                     ttl: float | None = None, replicas: int | None = None,
-                    set_ttl: bool = False) -> KeyValue:
+                    set_ttl: bool = False, msg_ttl: bool = False) -> KeyValue:
     """Open the bucket, creating it if needed; an existing bucket with another replica
     count is brought to this one (a bucket made by an R1 release grows to R3). An existing
     bucket keeps the TTL it was made with (remote_members' replicas follow it), unless
     `set_ttl`: then it is brought to `ttl` (relay-auth's AUTH_FAIL_WINDOW raised after the
-    first start still lost its failure counters at twice the old window)."""
+    first start still lost its failure counters at twice the old window). `msg_ttl`: the
+    bucket takes per-key TTLs (nats-server 2.11+; one made before without them is given
+    them)."""
     want = replicas or _replicas
 
     async def open_bucket() -> KeyValue:
@@ -254,17 +256,19 @@ async def ensure_kv(js: JetStreamContext, bucket: str, *, history: int = 1,
                 raise
             except Exception:  # lost a creation race with another replica
                 kv = await js.key_value(bucket)
-        await _kv_settle(js, bucket, want, ttl if set_ttl else None)
+        await _kv_settle(js, bucket, want, ttl if set_ttl else None, msg_ttl)
         return kv
 
     return await patiently(f"JetStream (bucket {bucket})", open_bucket)
 
 
 async def _kv_settle(js: JetStreamContext, bucket: str, want: int,
-                    ttl: float | None) -> None:
+                    ttl: float | None, msg_ttl: bool = False) -> None:
     info = await js.stream_info(f"KV_{bucket}")
     config = info.config
     changes: dict[str, Any] = {}
+    if msg_ttl and not config.allow_msg_ttl:
+        changes["allow_msg_ttl"] = True
     if config.num_replicas != want:
         changes["num_replicas"] = want
     if ttl and abs((config.max_age or 0.0) - ttl) > 1e-3:

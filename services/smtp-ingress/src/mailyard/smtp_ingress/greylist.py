@@ -5,12 +5,14 @@ fire-and-forget senders do not.
 
 State lives in the NATS KV bucket "greylist" so every ingress replica agrees: key = a hash
 of the triplet (no address in a key name), value = "<state> <first seen> <last pass>".
-The bucket's TTL (TRIPLET_TTL, 36 days) forgets triplets unused that long; a remembered
-triplet is written again at most once a day to stay alive. A pending triplet not retried
-within RETRY_WINDOW starts over. The client's /24 (IPv4) or /64 (IPv6) stands for the
-client, as big senders retry from another address of the same farm. If KV cannot be
-reached the mail is let through (greylisting is an optimisation, never a reason to lose
-mail), counted as "error". A bucket found deleted is made again in the background (as
+The bucket's TTL (TRIPLET_TTL, 36 days) forgets remembered triplets unused that long; one
+is written again at most once a day to stay alive. A pending triplet is written with a TTL
+of its own, RETRY_WINDOW, as postgrey forgets one never retried: nearly every triplet of a
+spam run is tried once, and kept 36 days they filled the bucket. One retried too late (or
+whose TTL the server has not run yet) starts over. The client's /24 (IPv4) or /64 (IPv6)
+stands for the client, as big senders retry from another address of the same farm. If KV
+cannot be reached the mail is let through (greylisting is an optimisation, never a reason
+to lose mail), counted as "error". A bucket found deleted is made again in the background (as
 the mail streams heal), the mail let through meanwhile.
 """
 
@@ -67,7 +69,7 @@ class Greylist:
 
     async def start(self, js: Any) -> None:
         self._js = js
-        self.kv = await bus.ensure_kv(js, bus.KV_GREYLIST, ttl=TRIPLET_TTL)
+        self.kv = await bus.ensure_kv(js, bus.KV_GREYLIST, ttl=TRIPLET_TTL, msg_ttl=True)
 
     def close(self) -> None:
         if self._reopening is not None:
@@ -83,7 +85,8 @@ class Greylist:
     async def _open(self) -> None:
         try:
             self.kv = await asyncio.wait_for(
-                bus.ensure_kv(self._js, bus.KV_GREYLIST, ttl=TRIPLET_TTL), REOPEN_TIMEOUT)
+                bus.ensure_kv(self._js, bus.KV_GREYLIST, ttl=TRIPLET_TTL, msg_ttl=True),
+                REOPEN_TIMEOUT)
             log.warning("greylist bucket was gone: made again")
         except Exception as exc:
             log.warning("greylist bucket could not be made again: %s", exc)
@@ -103,7 +106,8 @@ class Greylist:
                 entry = await self.kv.get(key)
             except KeyNotFoundError:
                 try:
-                    await self.kv.create(key, f"pending {now:.0f} 0".encode())
+                    await self.kv.create(key, f"pending {now:.0f} 0".encode(),
+                                         msg_ttl=RETRY_WINDOW)
                     return "new"
                 except KeyWrongLastSequenceError:   # another replica was first
                     entry = await self.kv.get(key)
@@ -113,7 +117,9 @@ class Greylist:
                     await self.kv.put(key, f"pass {first:.0f} {now:.0f}".encode())
                 return "known"
             if now - first > RETRY_WINDOW:
-                await self.kv.update(key, f"pending {now:.0f} 0".encode(), last=entry.revision)
+                # KeyValue.update() takes no TTL (nats-py 2.16); _update is what it calls
+                await self.kv._update(key, f"pending {now:.0f} 0".encode(),
+                                      last=entry.revision, msg_ttl=RETRY_WINDOW)
                 return "new"
             if now - first < delay:
                 return "early"
