@@ -15,7 +15,7 @@ import pytest
 from fastapi import FastAPI, Response
 from pydantic import BaseModel, Field
 
-from mailyard.core.http import HttpServer, make_app
+from mailyard.core.http import HttpServer, Limit, make_app
 from mailyard.core.limits import MAX_BODY, MAX_CONNECTIONS
 
 
@@ -184,6 +184,37 @@ async def test_a_422_does_not_echo_what_was_sent() -> None:
         [error] = answer.json()["detail"]
         assert error["loc"] == ["body", "secret"] and "64" in error["msg"]
         assert "correct-horse" not in answer.text
+    finally:
+        await server.stop()
+
+
+@pytest.mark.parametrize(("query", "status", "named"), [
+    ("limit=5&limit=100000", 400, "limit"),
+    ("address=a@x.test&address=b@x.test", 400, "address"),
+    ("address=&limit=1&address=", 400, "address"),
+    ("limit=5&address=a@x.test", 200, ""),
+])
+async def test_a_query_parameter_given_twice_is_a_400(query: str, status: int,
+                                                      named: str) -> None:
+    """`?limit=5&limit=100000` took the last value, `?address=a&address=b` too: which one
+    the client meant is anyone's guess (a proxy or a script may have added the second), so
+    like any other bad input it is a 400 naming the parameter, in JSON."""
+    app = make_app("test", {})
+
+    @app.get("/api/items")
+    async def items(limit: Limit = 0, address: str = "") -> dict[str, object]:
+        return {"limit": limit, "address": address}
+
+    server = HttpServer(app, "127.0.0.1", 0)
+    await server.start()
+    try:
+        async with httpx.AsyncClient() as client:
+            answer = await client.get(f"http://127.0.0.1:{server.port}/api/items?{query}")
+        assert answer.status_code == status, answer.text
+        if named:
+            assert answer.headers["content-type"] == "application/json"
+            assert answer.json() == {"detail": f"query parameter {named!r} given more than "
+                                               "once"}
     finally:
         await server.stop()
 

@@ -67,6 +67,17 @@ def make_app(service: str, checks: dict[str, ReadinessCheck] | None = None,
                 status, detail = refusal
                 headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
                 return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+        params = request.query_params
+        if len(params.multi_items()) != len(params):
+            # FastAPI takes the last of a repeated parameter (?limit=5&limit=100000): which
+            # one the client meant is a guess, so it is bad input, like any other
+            seen: set[str] = set()
+            for twice, _ in params.multi_items():
+                if twice in seen:
+                    break
+                seen.add(twice)
+            return JSONResponse({"detail": f"query parameter {twice!r} given more than once"},
+                                status_code=400)
         return await call_next(request)
 
     @app.exception_handler(UnicodeEncodeError)
