@@ -56,6 +56,23 @@ async def test_set_get_list_delete(svc: Replica, reader: ControlView) -> None:
     assert (await stub.Get(pb.GetRequest(name="smtproutes"))).text == routes
 
 
+async def test_list_holds_no_texts_so_large_files_never_fail_it(svc: Replica) -> None:
+    """Each control file may be a KV message (1 MiB); List answered every file's text, so
+    five large ones (a badmailfrom of 200,000 lines, a long rcpthosts, ...) made an answer
+    past gRPC's 4 MiB: RESOURCE_EXHAUSTED for `mailyard control list` and any client. It
+    answers what the listing shows (name, version, time, size); Get gives a text."""
+    text = "".join(f"# line {n:06d} " + "x" * 90 + "\n" for n in range(9000))
+    names = ["badmailfrom", "dnsbl", "greylistexempt", "rcpthosts", "smtproutes"]
+    for name in names:
+        await svc.control.Set(pb.SetRequest(name=name, text=text))
+    listed = await svc.control.List(pb.ListRequest(), timeout=30)
+    assert [f.name for f in listed.files] == names
+    for file in listed.files:
+        assert (file.text, file.size) == ("", len(text))
+        assert file.version == control.version_of(text) and file.HasField("updated_at")
+    assert (await svc.control.Get(pb.GetRequest(name="dnsbl"))).text == text
+
+
 @pytest.mark.parametrize("name", ["databytes", "queuelifetime", "concurrencyremote",
                                   "concurrencylocal"])
 async def test_numeric_files_must_be_positive_integers(svc: Replica, name: str) -> None:

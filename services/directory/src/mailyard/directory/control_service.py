@@ -25,7 +25,8 @@ Ctx = grpc.aio.ServicerContext
 def control_file(current: Current, text: str | None = None) -> pb.ControlFile:
     if text is None:
         text = (current.value or b"").decode(errors="replace")
-    out = pb.ControlFile(name=current.key, text=text, version=control.version_of(text))
+    out = pb.ControlFile(name=current.key, text=text, version=control.version_of(text),
+                         size=len(text.encode()))
     if current.updated_at is not None:
         out.updated_at.FromDatetime(current.updated_at)
     return out
@@ -78,5 +79,8 @@ class ControlService(pb_grpc.ControlServicer):
         for name in sorted(self.view.data):
             current = await self.store.get(name)
             if current.value is not None:
-                files.append(control_file(current))
+                # no text: the files together may pass gRPC's 4 MiB (each is up to 1 MiB)
+                file = control_file(current)
+                file.ClearField("text")
+                files.append(file)
         return pb.ListResponse(files=files)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!mailyard/control/v1/control.proto\x12\x13mailyard.control.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"j\n\x0b\x43ontrolFile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1a\n\nGetRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"(\n\nSetRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"\r\n\x0bListRequest\"?\n\x0cListResponse\x12/\n\x05\x66iles\x18\x01 \x03(\x0b\x32 .mailyard.control.v1.ControlFile2\xb7\x02\n\x07\x43ontrol\x12H\n\x03Get\x12\x1f.mailyard.control.v1.GetRequest\x1a .mailyard.control.v1.ControlFile\x12H\n\x03Set\x12\x1f.mailyard.control.v1.SetRequest\x1a .mailyard.control.v1.ControlFile\x12K\n\x06\x44\x65lete\x12\x1f.mailyard.control.v1.GetRequest\x1a .mailyard.control.v1.ControlFile\x12K\n\x04List\x12 .mailyard.control.v1.ListRequest\x1a!.mailyard.control.v1.ListResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!mailyard/control/v1/control.proto\x12\x13mailyard.control.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"x\n\x0b\x43ontrolFile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04size\x18\x05 \x01(\x04\"\x1a\n\nGetRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"(\n\nSetRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"\r\n\x0bListRequest\"?\n\x0cListResponse\x12/\n\x05\x66iles\x18\x01 \x03(\x0b\x32 .mailyard.control.v1.ControlFile2\xb7\x02\n\x07\x43ontrol\x12H\n\x03Get\x12\x1f.mailyard.control.v1.GetRequest\x1a .mailyard.control.v1.ControlFile\x12H\n\x03Set\x12\x1f.mailyard.control.v1.SetRequest\x1a .mailyard.control.v1.ControlFile\x12K\n\x06\x44\x65lete\x12\x1f.mailyard.control.v1.GetRequest\x1a .mailyard.control.v1.ControlFile\x12K\n\x04List\x12 .mailyard.control.v1.ListRequest\x1a!.mailyard.control.v1.ListResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,15 +33,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mailyard.control.v1.control
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CONTROLFILE']._serialized_start=91
-  _globals['_CONTROLFILE']._serialized_end=197
-  _globals['_GETREQUEST']._serialized_start=199
-  _globals['_GETREQUEST']._serialized_end=225
-  _globals['_SETREQUEST']._serialized_start=227
-  _globals['_SETREQUEST']._serialized_end=267
-  _globals['_LISTREQUEST']._serialized_start=269
-  _globals['_LISTREQUEST']._serialized_end=282
-  _globals['_LISTRESPONSE']._serialized_start=284
-  _globals['_LISTRESPONSE']._serialized_end=347
-  _globals['_CONTROL']._serialized_start=350
-  _globals['_CONTROL']._serialized_end=661
+  _globals['_CONTROLFILE']._serialized_end=211
+  _globals['_GETREQUEST']._serialized_start=213
+  _globals['_GETREQUEST']._serialized_end=239
+  _globals['_SETREQUEST']._serialized_start=241
+  _globals['_SETREQUEST']._serialized_end=281
+  _globals['_LISTREQUEST']._serialized_start=283
+  _globals['_LISTREQUEST']._serialized_end=296
+  _globals['_LISTRESPONSE']._serialized_start=298
+  _globals['_LISTRESPONSE']._serialized_end=361
+  _globals['_CONTROL']._serialized_start=364
+  _globals['_CONTROL']._serialized_end=675
 # @@protoc_insertion_point(module_scope)

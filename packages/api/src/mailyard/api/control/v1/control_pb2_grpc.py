@@ -78,7 +78,9 @@ class ControlServicer:
         raise NotImplementedError('Method not implemented!')
 
     def List(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Every file set, without its text (Get gives that): each may be a KV message (1 MiB),
+        and all of them together pass gRPC's 4 MiB.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

@@ -39,6 +39,9 @@ class ControlStub:
     Set: _grpc.UnaryUnaryMultiCallable[_control_pb2.SetRequest, _control_pb2.ControlFile]
     Delete: _grpc.UnaryUnaryMultiCallable[_control_pb2.GetRequest, _control_pb2.ControlFile]
     List: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListRequest, _control_pb2.ListResponse]
+    """Every file set, without its text (Get gives that): each may be a KV message (1 MiB),
+    and all of them together pass gRPC's 4 MiB.
+    """
 
 @_typing.type_check_only
 class ControlAsyncStub(ControlStub):
@@ -47,6 +50,9 @@ class ControlAsyncStub(ControlStub):
     Set: _aio.UnaryUnaryMultiCallable[_control_pb2.SetRequest, _control_pb2.ControlFile]  # type: ignore[assignment]
     Delete: _aio.UnaryUnaryMultiCallable[_control_pb2.GetRequest, _control_pb2.ControlFile]  # type: ignore[assignment]
     List: _aio.UnaryUnaryMultiCallable[_control_pb2.ListRequest, _control_pb2.ListResponse]  # type: ignore[assignment]
+    """Every file set, without its text (Get gives that): each may be a KV message (1 MiB),
+    and all of them together pass gRPC's 4 MiB.
+    """
 
 class ControlServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -75,6 +81,9 @@ class ControlServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _control_pb2.ListRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_control_pb2.ListResponse, _abc.Awaitable[_control_pb2.ListResponse]]: ...
+    ) -> _typing.Union[_control_pb2.ListResponse, _abc.Awaitable[_control_pb2.ListResponse]]:
+        """Every file set, without its text (Get gives that): each may be a KV message (1 MiB),
+        and all of them together pass gRPC's 4 MiB.
+        """
 
 def add_ControlServicer_to_server(servicer: ControlServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
