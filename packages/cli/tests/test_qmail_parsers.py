@@ -73,6 +73,17 @@ def test_vpasswd_each_hash_kind_quota_and_clear_field() -> None:
     assert "NO_SMTP" in problems.items[0].reason
 
 
+def test_vpasswd_2x_bcrypt_is_imported() -> None:
+    """A $2x$ hash (pre-2011 crypt_blowfish; crypt_blowfish's own test vector) came out as
+    an error line, the user left behind: it is imported and checked as the old host did."""
+    problems = Problems()
+    stored = "$2x$05$/OK.fbVrR/bpIqNJ5ianF.CE5elHaaO4EbggVDjb8P19RukzXSM3e"
+    users = vpasswd.parse([f"kim:{stored}:1:0::/h/kim:NOQUOTA"], "example.test", "vpasswd",
+                          problems)
+    assert [(u.local, u.crypted, u.hash_kind) for u in users] == [("kim", stored, "bcrypt")]
+    assert not problems.items
+
+
 def test_quota_digits_are_ascii() -> None:
     # vpopmail reads the field with atol(): "\u0661\u0660\u0660" (Arabic-Indic 100) is no number
     for text in ("\u0661\u0660\u0660S", "5\u0660S,1000C", "\uff15S"):

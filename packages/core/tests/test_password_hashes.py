@@ -62,6 +62,32 @@ def test_bcrypt_reference_vector() -> None:
     assert ph.verify("$2a$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW", "U*U")
 
 
+# $2x$: crypt_blowfish before 1.1 (2011) sign-extended octets past 0x7F, so "\xff\xff\xa3"
+# and "\xa3" make one hash; its fix told hosts to rename such $2a$ hashes $2x$ to keep
+# them working. The first is crypt_blowfish's own test vector, the second libxcrypt's.
+BCRYPT_2X_8BIT = "$2x$05$/OK.fbVrR/bpIqNJ5ianF.CE5elHaaO4EbggVDjb8P19RukzXSM3e"
+BCRYPT_2X_ASCII = "$2x$05$/OK.fbVrR/bpIqNJ5ianF.gKRT/33uSp/5nsjXQyeItpMwPZHQxa2"
+
+
+def test_a_2x_bcrypt_hash_is_checked_as_the_old_host_did() -> None:
+    """A $2x$ hash (pre-2011 crypt_blowfish, vpopmail on an old glibc+Openwall host) was
+    refused as "not a supported password hash": the import dropped the user and a hash
+    set through the API was refused, while the old host and Dovecot (libxcrypt) accept
+    it. It is checked as the old host did; it is upgraded like any legacy hash, except
+    after an 8-bit password, since the bug lets another 8-bit password match it too."""
+    latin1 = "\xff\xff\xa3".encode("latin-1").decode("utf-8", "surrogateescape")
+    assert ph.scheme(BCRYPT_2X_8BIT) == "bcrypt" and ph.validate(BCRYPT_2X_8BIT)
+    assert ph.verify(BCRYPT_2X_8BIT, latin1)
+    alias = "\xa3".encode("latin-1").decode("utf-8", "surrogateescape")
+    assert ph.verify(BCRYPT_2X_8BIT, alias)  # the bug: a password it never was matches
+    assert not ph.reads_all(BCRYPT_2X_8BIT, latin1) and not ph.reads_all(BCRYPT_2X_8BIT, alias)
+    assert not ph.verify(BCRYPT_2X_8BIT, "\xff\xff\xa3")  # its UTF-8 is other octets
+    assert ph.verify(BCRYPT_2X_ASCII, "abc") and not ph.verify(BCRYPT_2X_ASCII, "abd")
+    assert ph.needs_upgrade(BCRYPT_2X_ASCII) and ph.reads_all(BCRYPT_2X_ASCII, "abc")
+    # an ASCII password reads as in $2a$: the same hash but for the prefix
+    assert ph.verify("$2a$" + BCRYPT_2X_ASCII[4:], "abc")
+
+
 def test_argon2_platform_and_foreign_parameters() -> None:
     mine = ph.hash_password(PASSWORD)
     assert ph.scheme(mine) == "argon2id" and ph.verify(mine, PASSWORD)
@@ -125,7 +151,8 @@ def test_reads_all_knows_what_each_scheme_truncates() -> None:
 @given(st.text(st.characters(min_codepoint=32, max_codepoint=0x2FF), min_size=1,
                max_size=12),
        st.text(st.characters(min_codepoint=32, max_codepoint=0x2FF), max_size=4),
-       st.sampled_from(["ab", "$2b$04$abcdefghijklmnopqrstuu", "$1$salt$"]))
+       st.sampled_from(["ab", "$2b$04$abcdefghijklmnopqrstuu", "$2x$04$abcdefghijklmnopqrstuu",
+                        "$1$salt$"]))
 def test_a_password_read_in_full_is_the_only_one_that_matches(
         base: str, tail: str, setting: str) -> None:
     """Whatever password q matches a hash of p (p itself, p with more after it),
@@ -133,7 +160,7 @@ def test_a_password_read_in_full_is_the_only_one_that_matches(
     alias, "C)" for "é", is read in full as itself: no client sends the stripped form of
     the password its user set; test_reads_all_knows_what_each_scheme_truncates.)"""
     from mailyard.core import libcrypt
-    if setting.startswith("$2b$"):
+    if setting.startswith("$2"):
         base = base * 8  # around bcrypt's 72 bytes
     stored = libcrypt.crypt(base.encode(), setting)
     assert stored is not None

@@ -11,7 +11,7 @@ from argon2 import PasswordHasher
 
 from mailyard.api.directory.v1 import directory_pb2 as dpb
 from mailyard.api.relayauth.v1 import relayauth_pb2 as pb
-from mailyard.core import password_hashes
+from mailyard.core import libcrypt, password_hashes
 
 OLD = "old pass 1"
 # DES reads 8 characters: a login with the 10 of OLD matches but is not upgraded
@@ -24,6 +24,8 @@ HASHES = {
     "sha512-crypt": "$6$vpopmail$n4/pvnWmKWZH0lXl6xUJKQvtZt.CuhJgQ3EkYzCcwCk78mrIl96zsx3Hz0"
                     "29Dd8Lvftc.tDRCX9MEwpAhHHLU/",
     "bcrypt": "$2y$05$abcdefghijklmnopqrstuulVPrWkMVFW.Yf6.oevgz5SLvM7Mz/xS",
+    # pre-2011 crypt_blowfish's mark, made by libxcrypt as that one made it
+    "bcrypt-2x": libcrypt.crypt(OLD.encode(), "$2x$05$abcdefghijklmnopqrstuu") or "",
     # argon2id, but not the platform's parameters (argon2-cffi's old defaults, made cheap)
     "argon2id": PasswordHasher(time_cost=1, memory_cost=8192, parallelism=2).hash(OLD),
 }

@@ -3,7 +3,7 @@
 New passwords are argon2id with the platform's parameters (ARGON2_*). A mailbox may also
 hold a hash brought from another system as it was: an argon2id/argon2i PHC string, or a
 crypt(3) hash from vpopmail's vpasswd or /etc/shadow: DES (13 characters), MD5-crypt
-`$1$`, SHA-256-crypt `$5$`, SHA-512-crypt `$6$`, bcrypt `$2a$`/`$2b$`/`$2y$`. Such a hash
+`$1$`, SHA-256-crypt `$5$`, SHA-512-crypt `$6$`, bcrypt `$2a$`/`$2b$`/`$2y$`/`$2x$`. Such a hash
 is checked with the same algorithm (libxcrypt) and replaced by the platform's argon2id
 hash at the first successful login (`needs_upgrade`), as is an argon2id hash made with
 other parameters, when the login's password is all the legacy scheme read (`reads_all`).
@@ -54,7 +54,10 @@ _FORMATS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("md5-crypt", re.compile(rf"\$1\${_B64}{{0,8}}\${_B64}{{22}}")),
     ("sha256-crypt", re.compile(rf"\$5\$(rounds=(\d{{4,9}})\$)?{_B64}{{0,16}}\${_B64}{{43}}")),
     ("sha512-crypt", re.compile(rf"\$6\$(rounds=(\d{{4,9}})\$)?{_B64}{{0,16}}\${_B64}{{86}}")),
-    ("bcrypt", re.compile(rf"\$2[aby]\$(\d\d)\${_B64}{{53}}")),
+    # $2x$: made by crypt_blowfish before 1.1 (2011), which sign-extended octets past 0x7F;
+    # its fix had hosts rename such $2a$ hashes $2x$ so that they keep working, and
+    # libxcrypt checks them the old way, as Dovecot does (see reads_all)
+    ("bcrypt", re.compile(rf"\$2[abxy]\$(\d\d)\${_B64}{{53}}")),
 )
 SCHEMES = ("argon2id", "argon2i", "des", "md5-crypt", "sha256-crypt", "sha512-crypt", "bcrypt")
 
@@ -86,7 +89,7 @@ def scheme(stored: str) -> str:
             raise HashError(f"{name} rounds with a leading zero (no password can match)")
         return name
     raise HashError("not a supported password hash (argon2id PHC, or crypt(3): DES, "
-                    "$1$, $5$, $6$, $2a$/$2b$/$2y$)")
+                    "$1$, $5$, $6$, $2a$/$2b$/$2y$/$2x$)")
 
 
 def _argon2(stored: str, variant: str) -> str:
@@ -159,7 +162,9 @@ def needs_upgrade(stored: str) -> bool:
 # What crypt(3) reads of a password (libxcrypt, as glibc on the old host): traditional DES
 # the low 7 bits of the first 8 bytes (a shorter password is padded with NULs, so a hash of
 # 7 bytes or fewer read it all), bcrypt the first 72 bytes including the terminating NUL
-# (71 bytes read it all). MD5- and SHA-crypt read every byte; argon2 too. A NUL never gets
+# (71 bytes read it all); `$2x$` the same of ASCII, but an octet past 0x7F overwrites the
+# three before it (the bug), so "\xa3" matches a hash of "\xff\xff\xa3": such a hash stays
+# as the old host had it. MD5- and SHA-crypt read every byte; argon2 too. A NUL never gets
 # this far: libcrypt.crypt refuses it, so such a password matches no crypt(3) hash.
 _DES_READS = 7
 _BCRYPT_READS = 71
@@ -180,5 +185,5 @@ def reads_all(stored: str, password: str) -> bool:
     if kind == "des":
         return len(data) <= _DES_READS and data.isascii()
     if kind == "bcrypt":
-        return len(data) <= _BCRYPT_READS
+        return len(data) <= _BCRYPT_READS and (data.isascii() or not stored.startswith("$2x$"))
     return True

@@ -11,7 +11,7 @@ The eighth field, the clear password, is there when vpopmail was built with
 --enable-clear-passwd; it may itself contain ':'.
 
 Passwords are crypt(3) strings imported unchanged: DES (13 characters), MD5-crypt ($1$),
-SHA-256-crypt ($5$), SHA-512-crypt ($6$) or bcrypt, as mailyard.core.password_hashes
+SHA-256-crypt ($5$), SHA-512-crypt ($6$) or bcrypt (also $2x$), as mailyard.core.password_hashes
 reads them (the directory stores them, relay-auth checks them and replaces them with
 argon2id at the first login).
 """
