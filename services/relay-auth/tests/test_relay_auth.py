@@ -75,6 +75,28 @@ async def test_cram_md5_and_replay(start_relay: Any, js: Any, seed_mailbox: Any)
     assert odd.result == pb.AUTH_RESULT_BAD_CREDENTIALS
 
 
+async def test_unanswered_challenges_are_bounded(start_relay: Any, js: Any,
+                                                seed_mailbox: Any) -> None:
+    """Each AUTH CRAM-MD5 keeps a challenge in KV `cram_challenges` until CRAM_TTL (5
+    minutes), answered or not: clients asking in a loop (20 a connection before the error
+    limit, then a new connection, from as many addresses as a botnet has) grew the bucket
+    without bound. It holds the newest CRAM_MAX_CHALLENGES; a flood pushes out the oldest,
+    which a real client has long answered, and the newest still verify."""
+    await seed_mailbox(js, USER, PASSWORD, cram=True)
+    relay = await start_relay(cram_max_challenges=100)
+    asked = [await relay.stub.CramChallenge(pb.CramChallengeRequest(
+        client_ip=f"198.51.100.{n % 250}", hostname="mx")) for n in range(300)]
+    info = await js.stream_info(f"KV_{bus.KV_CRAM}")
+    assert info.state.messages <= 100
+    first, last = asked[0], asked[-1]
+    for challenge, result in ((first, pb.AUTH_RESULT_BAD_CREDENTIALS),
+                              (last, pb.AUTH_RESULT_OK)):
+        answer = await relay.stub.CramVerify(pb.CramVerifyRequest(
+            challenge_id=challenge.challenge_id, username=USER,
+            digest=cram_digest(challenge.challenge, PASSWORD), client_ip="198.51.100.1"))
+        assert answer.result == result
+
+
 async def test_concurrent_answers_to_one_challenge_succeed_once(
         start_relay: Any, js: Any, seed_mailbox: Any) -> None:
     await seed_mailbox(js, USER, PASSWORD, cram=True)

@@ -26,6 +26,7 @@ from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
+    DiscardPolicy,
     KeyValueConfig,
     RetentionPolicy,
     StorageType,
@@ -234,14 +235,16 @@ async def ensure_consumer(js: JetStreamContext, stream: str, durable: str, *,
 
 async def ensure_kv(js: JetStreamContext, bucket: str, *, history: int = 1,
                     ttl: float | None = None, replicas: int | None = None,
-                    set_ttl: bool = False, msg_ttl: bool = False) -> KeyValue:
+                    set_ttl: bool = False, msg_ttl: bool = False,
+                    max_keys: int | None = None) -> KeyValue:
     """Open the bucket, creating it if needed; an existing bucket with another replica
     count is brought to this one (a bucket made by an R1 release grows to R3). An existing
     bucket keeps the TTL it was made with (remote_members' replicas follow it), unless
     `set_ttl`: then it is brought to `ttl` (relay-auth's AUTH_FAIL_WINDOW raised after the
     first start still lost its failure counters at twice the old window). `msg_ttl`: the
     bucket takes per-key TTLs (nats-server 2.11+; one made before without them is given
-    them)."""
+    them). `max_keys`: the bucket holds at most that many entries, the oldest going first
+    (a bound against a flood of writes, for a bucket of short-lived keys)."""
     want = replicas or _replicas
 
     async def open_bucket() -> KeyValue:
@@ -249,24 +252,29 @@ async def ensure_kv(js: JetStreamContext, bucket: str, *, history: int = 1,
             kv = await js.key_value(bucket)
         except BucketNotFoundError:
             try:
-                return await js.create_key_value(KeyValueConfig(
+                kv = await js.create_key_value(KeyValueConfig(
                     bucket=bucket, history=history, ttl=ttl, storage=StorageType.FILE,
                     replicas=want))
+                if not max_keys:  # KeyValueConfig has no max_msgs: settled below
+                    return kv
             except _TRANSIENT:
                 raise
             except Exception:  # lost a creation race with another replica
                 kv = await js.key_value(bucket)
-        await _kv_settle(js, bucket, want, ttl if set_ttl else None, msg_ttl)
+        await _kv_settle(js, bucket, want, ttl if set_ttl else None, msg_ttl, max_keys)
         return kv
 
     return await patiently(f"JetStream (bucket {bucket})", open_bucket)
 
 
 async def _kv_settle(js: JetStreamContext, bucket: str, want: int,
-                    ttl: float | None, msg_ttl: bool = False) -> None:
+                    ttl: float | None, msg_ttl: bool = False,
+                    max_keys: int | None = None) -> None:
     info = await js.stream_info(f"KV_{bucket}")
     config = info.config
     changes: dict[str, Any] = {}
+    if max_keys and (config.max_msgs != max_keys or config.discard != DiscardPolicy.OLD):
+        changes.update(max_msgs=max_keys, discard=DiscardPolicy.OLD)
     if msg_ttl and not config.allow_msg_ttl:
         changes["allow_msg_ttl"] = True
     if config.num_replicas != want:
@@ -279,8 +287,7 @@ async def _kv_settle(js: JetStreamContext, bucket: str, want: int,
     try:
         await js.update_stream(replace(config, **changes))
     except Exception as exc:  # e.g. fewer servers than replicas: keep working with what is
-        log.warning("KV bucket %s keeps %s replicas and a TTL of %s s, not %s and %s: %s",
-                    bucket, config.num_replicas, config.max_age, want, ttl, exc)
+        log.warning("KV bucket %s keeps its settings, not %s: %s", bucket, changes, exc)
 
 
 async def publish(js: JetStreamContext, subject: str, message: Message, *, msg_id: str,

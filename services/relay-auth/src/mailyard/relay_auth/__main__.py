@@ -49,7 +49,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                             client_token(settings.token_file, "relayauth"))
     auth = Authenticator(directory, throttle, settings.cram_ttl, pool, upgrader,
                          LoginCache(settings.auth_cache_ttl, settings.auth_cache_size),
-                         settings.login_separators, control)
+                         settings.login_separators, control, settings.cram_max_challenges)
     await control.start(js)
     await directory.start(js)
     await throttle.start(js)

@@ -87,8 +87,9 @@ class Authenticator:
     def __init__(self, directory: DirectoryView, throttle: Throttle, cram_ttl: float,
                  pool: PasswordPool, upgrader: HashUpgrader | None,
                  cache: LoginCache | None = None, separators: str = "%/",
-                 control: ControlView | None = None) -> None:
+                 control: ControlView | None = None, cram_max: int | None = None) -> None:
         self.directory = directory
+        self.cram_max = cram_max
         self.separators = separators
         self.control = control
         self.throttle = throttle
@@ -100,7 +101,8 @@ class Authenticator:
         self.cram_kv: KeyValue | None = None
 
     async def start(self, js: JetStreamContext) -> None:
-        self.cram_kv = await bus.ensure_kv(js, bus.KV_CRAM, ttl=self.cram_ttl)
+        self.cram_kv = await bus.ensure_kv(js, bus.KV_CRAM, ttl=self.cram_ttl,
+                                           max_keys=self.cram_max)
 
     def login(self, username: str) -> str:
         """The canonical user a login names: the directory's form of `username`, or, for a

@@ -30,6 +30,11 @@ class Settings(ServiceSettings):
     auth_delay_base: float = Field(default=0.5, ge=0)
     auth_delay_max: float = Field(default=8.0, ge=0, le=20)
     cram_ttl: float = Field(default=300.0, gt=0, le=3600)     # an unanswered challenge dies
+    # KV cram_challenges holds at most this many, the oldest dropped first: AUTH CRAM-MD5
+    # in a loop (from many connections and addresses) grew it without bound for CRAM_TTL.
+    # About 180 bytes each; a flood must outrun a real client's answer (a second) by this
+    # many to push out its challenge.
+    cram_max_challenges: int = Field(default=100_000, ge=100, le=10_000_000)
     # Password checks: this many at once (one per core: each argon2id check takes a core
     # and 19 MiB), up to AUTH_QUEUE more waiting; beyond that a temporary failure.
     auth_workers: int = Field(default_factory=lambda: min(4, os.cpu_count() or 1), ge=1,
