@@ -16,7 +16,12 @@ from mailyard.api.directory.v1 import directory_pb2 as pb
 from mailyard.api.directory.v1 import directory_pb2_grpc
 from mailyard.cli.qmail_import.apply import Applier, Options
 from mailyard.cli.qmail_import.plan import Sources, build
+from mailyard.core import auth, bus
 from mailyard.core.directory import DirectoryView
+from mailyard.core.grpcserver import GrpcServer, service_name
+from mailyard.directory.directory_service import DirectoryService
+from mailyard.directory.store import KVStore
+from mailyard.testing.grpccalls import status_of
 from tests.qmail_tree import build as build_tree
 
 from .conftest import code_of, wait_until
@@ -89,6 +94,38 @@ async def test_autoresponse_end_before_start_and_unknown_mailbox(example: Stub) 
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await call
         assert code_of(info) == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_read_token_sees_a_vacation_over_grpc_as_over_http(
+        js: Any, tmp_path: Path) -> None:
+    """GET /api/users/{address}/vacation is the read role's (a look, and ListMailboxes
+    shows the same field to it), but its gRPC twin GetAutoresponse was the admin's alone:
+    `mailyard vacation show` with a read token got PERMISSION_DENIED."""
+    tokens = auth.write_table(tmp_path / "tokens")
+    view = DirectoryView()
+    await view.start(js)
+    server = GrpcServer("127.0.0.1", 0, [(
+        directory_pb2_grpc.add_DirectoryServicer_to_server,
+        DirectoryService(KVStore(js, bus.KV_DIRECTORY), view),
+        service_name(pb, "Directory"))], tmp_path / "tokens")
+    await server.start()
+    try:
+        address = f"127.0.0.1:{server.port}"
+        async with auth.aio_channel(address, tokens["admin"]) as admin_channel, \
+                auth.aio_channel(address, tokens["read"]) as read_channel:
+            admin, read = Stub(admin_channel), Stub(read_channel)
+            await admin.AddDomain(pb.AddDomainRequest(name="example.com"))
+            await admin.AddMailbox(pb.AddMailboxRequest(address="joe@example.com",
+                                                        password="x" * 9))
+            await admin.SetAutoresponse(pb.SetAutoresponseRequest(
+                address="joe@example.com", autoresponse=_auto(body="Away.\n")))
+            got = await read.GetAutoresponse(pb.AddressRequest(address="joe@example.com"))
+            assert got.body == "Away.\n"
+            assert await status_of(read.ClearAutoresponse(pb.AddressRequest(
+                address="joe@example.com"))) == grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        await server.stop(0)
+        await view.stop()
 
 
 def test_vacation_over_http(api: tuple[Call, dict[str, str]]) -> None:  # noqa: F811

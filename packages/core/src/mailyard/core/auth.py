@@ -47,7 +47,8 @@ POLICY: dict[str, frozenset[str]] = {
     # the hosts they give, a probe of any network the platform reaches, not a look
     **{f"{_P}control.v1.Control/{m}": READ for m in ("Get", "List")},
     **{f"{_P}directory.v1.Directory/{m}": READ for m in (
-        "ListDomains", "ListMailboxes", "ListAliases", "ListLists", "GetList", "GetSettings")},
+        "ListDomains", "ListMailboxes", "ListAliases", "ListLists", "GetList", "GetSettings",
+        "GetAutoresponse")},
     f"{_P}directory.v1.Directory/Resolve": READ | {"bridge"},
     f"{_P}directory.v1.Directory/UpgradePasswordHash": frozenset({"relayauth"}),
     **{f"{_P}relayauth.v1.RelayAuth/{m}": READ for m in ("ListLeases", "ShowRules")},
