@@ -146,6 +146,8 @@ def test_vacation_over_http(api: tuple[Call, dict[str, str]]) -> None:  # noqa: 
     assert status == 400 and "subject" in err["detail"]
     assert call("PUT", "/users/joe@example.com/vacation", {"body": "x"},
                 token=tokens["read"])[0] == 403
+    status, page = call("GET", "/users?domain=example.com", token=tokens["read"])
+    assert status == 200 and page["mailboxes"][0]["autoresponse"] == body["autoresponse"]
     status, body = call("DELETE", "/users/joe@example.com/vacation")
     assert status == 200 and "autoresponse" not in body
     assert call("GET", "/users/ann@example.com/vacation")[0] == 404
@@ -173,10 +175,20 @@ def test_vacation_commands(directory: str, capsys: Any,  # noqa: F811
     code, _, err = run(capsys, "vacation", "set", "joe@example.com", "--body-file",
                        str(tmp_path / "missing"))
     assert code == 1 and err.startswith("mailyard: ") and "Traceback" not in err
+    # user list flags it as vacation show names it: on, off (kept, not sent), its window
+    run(capsys, "user", "add", "ann@example.com", "--password-stdin", stdin="a long secret\n",
+        monkeypatch=monkeypatch)
+    run(capsys, "vacation", "set", "ann@example.com", "--body", "Away.", "--from",
+        "2030-07-01", "--until", "2030-07-15")
+    assert run(capsys, "user", "list", "example.com")[1].splitlines() == [
+        "ann@example.com\tquota=none\tvacation=on\tvacation_from=2030-07-01T00:00:00Z"
+        "\tvacation_until=2030-07-15T00:00:00Z\tmaildir=example.com/ann/Maildir",
+        "joe@example.com\tquota=none\tvacation=off\tmaildir=example.com/joe/Maildir"]
     assert run(capsys, "vacation", "clear", "joe@example.com")[:2] == (
         0, "joe@example.com\tnone\n")
+    assert "vacation" not in run(capsys, "user", "list", "example.com")[1].splitlines()[1]
     assert run(capsys, "vacation", "show", "joe@example.com")[1] == "joe@example.com\tnone\n"
-    code, _, err = run(capsys, "vacation", "show", "ann@example.com")
+    code, _, err = run(capsys, "vacation", "show", "bob@example.com")
     assert code == 1 and "NOT_FOUND" in err
 
 

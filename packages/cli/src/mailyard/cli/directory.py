@@ -25,6 +25,7 @@ from mailyard.api.directory.v1 import directory_pb2_grpc as pb_grpc
 from mailyard.cli import pages
 from mailyard.cli.argtypes import UINT64, integer
 from mailyard.cli.endpoints import channel
+from mailyard.cli.vacation import iso_time
 
 _CATCH_ALL_NAMES = {
     pb.CATCH_ALL_ACTION_UNSPECIFIED: "none",
@@ -73,6 +74,13 @@ def _mailbox_line(mailbox: pb.Mailbox) -> str:
     if mailbox.forward_to:
         fields.append(f"forward={','.join(mailbox.forward_to)}")
         fields.append(f"keep_copy={'yes' if mailbox.keep_copy else 'no'}")
+    auto = mailbox.autoresponse
+    if auto.body:  # as `mailyard vacation show` says it: on, or off (kept, not sent)
+        fields.append(f"vacation={'on' if auto.enabled else 'off'}")
+        if auto.HasField("start"):
+            fields.append(f"vacation_from={iso_time(auto.start)}")
+        if auto.HasField("end"):
+            fields.append(f"vacation_until={iso_time(auto.end)}")
     fields.append(f"maildir={mailbox.maildir}")
     if mailbox.gecos:
         fields.append(f"gecos={mailbox.gecos}")

@@ -40,7 +40,7 @@ def _when(text: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def _iso(ts: Timestamp) -> str:
+def iso_time(ts: Timestamp) -> str:
     return ts.ToDatetime(tzinfo=UTC).isoformat().replace("+00:00", "Z")
 
 
@@ -51,9 +51,9 @@ def _show(address: str, auto: pb.Autoresponse) -> None:
     fields = [address, "on" if auto.enabled else "off",
               f"subject={auto.subject or '(Re: original)'}"]
     if auto.HasField("start"):
-        fields.append(f"from={_iso(auto.start)}")
+        fields.append(f"from={iso_time(auto.start)}")
     if auto.HasField("end"):
-        fields.append(f"until={_iso(auto.end)}")
+        fields.append(f"until={iso_time(auto.end)}")
     print("\t".join(fields))
     print(auto.body, end="" if auto.body.endswith("\n") else "\n")
 
