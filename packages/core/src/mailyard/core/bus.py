@@ -78,6 +78,7 @@ KV_LOCKS = "locks"              # leader election (queue)
 KV_REMOTE_MEMBERS = "remote_members"  # live remote-delivery replicas (heartbeat, TTL)
 KV_GREYLIST = "greylist"        # smtp-ingress greylisting triplets (TTL)
 KV_AUTOREPLIES = "autoreplies"  # local-delivery: (mailbox, sender) pairs answered (TTL)
+KV_SRS = "srs"                  # the SRS secrets (core.srs_keys), made at first use
 
 DUPLICATE_WINDOW = 120.0        # seconds a Nats-Msg-Id is remembered
 MAX_REPLICAS = 5                # JetStream's limit for a stream or bucket

@@ -26,7 +26,7 @@ CONTROL_VERSION = Gauge(
 KNOWN_FILES = (
     "badmailfrom", "concurrencylocal", "concurrencyremote", "databytes", "defaultdomain", "dnsbl",
     "dmarcpolicy", "greylist", "greylistexempt", "me", "postmaster", "queuelifetime",
-    "rcpthosts", "rspamd", "smtproutes", "spfpolicy", "tcp.smtp",
+    "rcpthosts", "rspamd", "smtproutes", "spfpolicy", "srs", "srsdomain", "tcp.smtp",
 )
 # vpopmail's default domain: the domain of a login name without one (relay-auth).
 DEFAULT_DOMAIN_FILE = "defaultdomain"

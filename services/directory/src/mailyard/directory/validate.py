@@ -162,7 +162,8 @@ def known_control_name(name: str) -> str:
 
 
 # smtp-ingress's sender-check policies (the first word is what counts)
-POLICY_WORDS = {"spfpolicy": ("tag", "reject"), "dmarcpolicy": ("reject", "tag")}
+POLICY_WORDS = {"spfpolicy": ("tag", "reject"), "dmarcpolicy": ("reject", "tag"),
+                "srs": ("on", "off")}  # local-delivery's SRS for forwards
 
 
 def control_text(name: str, text: str) -> str:
@@ -205,7 +206,7 @@ def control_text(name: str, text: str) -> str:
                 ipaddress.ip_network(line.split()[0], strict=False)
             except ValueError:
                 raise invalid(f"control/greylistexempt: not a network: {line[:60]!r}") from None
-    elif name == control.DEFAULT_DOMAIN_FILE:
+    elif name in (control.DEFAULT_DOMAIN_FILE, "srsdomain"):
         values = control.lines(text)
         if len(values) != 1 or "@" in values[0]:
             raise invalid(f"control/{name} must be one domain name, got {text.strip()[:60]!r}")

@@ -36,8 +36,10 @@ from mailyard.core.directory import DirectoryView, canonical
 from mailyard.core.errors import MailyardError, SpoolError
 from mailyard.core.identity import POSTMASTER_NAMES, Identity
 from mailyard.core.spool import Spool
+from mailyard.core.srs_keys import SrsSecrets
 from mailyard.local_delivery import autoreply, maildir, metrics, quota, reinject, resolve
 from mailyard.local_delivery.settings import Settings
+from mailyard.local_delivery.srs_sender import SrsSender
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +103,7 @@ class Deliverer:
         self.js = js
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="maildir")
         self.autoresponder = autoreply.Autoresponder(settings, spool, js)
+        self.srs = SrsSender(directory, identity, SrsSecrets(js))
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -170,10 +173,7 @@ class Deliverer:
                 # its line: without the forwarding mailbox's (or the list's, below), mail
                 # that came back to it went round once more before the loop check saw it
                 lines = b"".join(_delivered_to(a, message.eol) for a in exp.forwarders)
-                qid = await reinject.forward(self.spool, self.js, job, address,
-                                               exp.forwards, lines + data)
-                log.info("forwarded", extra={"queue_id": job.queue_id, "new_queue_id": qid,
-                                             "targets": len(exp.forwards)})
+                await self._forward(job, address, exp.forwards, lines + data)
             for mlist in exp.lists:
                 listed = data if mlist.address == address else \
                     _delivered_to(mlist.address, message.eol) + data
@@ -208,6 +208,28 @@ class Deliverer:
             if mailbox.HasField("autoresponse") and mailbox.autoresponse.enabled:
                 await self.autoresponder.after_delivery(job, message.data, address, mailbox)
         return _result(recipient, Outcome.OUTCOME_DELIVERED, "delivered", "2.0.0")
+
+    async def _forward(self, job: DeliveryJob, address: str, targets: list[str],
+                       data: bytes) -> None:
+        """Copies to our own domains keep the sender; those leaving for another domain go
+        from an SRS address when the sender is not ours (srs_sender)."""
+        away = [t for t in targets if not self.srs.ours(t.rpartition("@")[2])] \
+            if self.srs.needed(job.sender) else []
+        if away:
+            sender = await self.srs.rewrite(job.sender, address)
+            home = [t for t in targets if t not in away]
+            if home:
+                qid = await reinject.forward(self.spool, self.js, job, address, home, data)
+                log.info("forwarded", extra={"queue_id": job.queue_id, "new_queue_id": qid,
+                                             "targets": len(home)})
+            qid = await reinject.forward(self.spool, self.js, job, address, away, data,
+                                         sender=sender)
+            log.info("forwarded", extra={"queue_id": job.queue_id, "new_queue_id": qid,
+                                         "targets": len(away), "sender": sender})
+            return
+        qid = await reinject.forward(self.spool, self.js, job, address, targets, data)
+        log.info("forwarded", extra={"queue_id": job.queue_id, "new_queue_id": qid,
+                                     "targets": len(targets)})
 
     async def _to_mailbox(self, job: DeliveryJob, mailbox: pb.Mailbox,
                           parts: list[bytes]) -> tuple[int, str, str] | None:

@@ -3,8 +3,10 @@ forward line), through mailyard.core.inject like every other message, so the que
 retries and bounces them.
 
 Envelope senders:
-- a forward keeps the original sender (vpopmail, qmail without SRS): bounces of the
-  forwarded copy go to whoever wrote the message;
+- a forward keeps the original sender for copies to our own domains, and for the others
+  when the sender is ours or <>; the others go from an SRS address (srs_sender.py, as
+  postsrsd does for Postfix), so the next hop's SPF passes and bounces come back to
+  smtp-ingress, which reverses them to whoever wrote the message;
 - list mail gets the list owner as sender, so members' bounces reach the owner and not
   the author (ezmlm's reason for its own return path);
 - a vacation reply (autoreply.py) goes from <> (RFC 3834 3.3), so nothing answers it.
@@ -75,9 +77,13 @@ async def send(spool: Spool, js: JetStreamContext, job: DeliveryJob, *, origin: 
 
 
 async def forward(spool: Spool, js: JetStreamContext, job: DeliveryJob, recipient: str,
-                  targets: list[str], data: bytes) -> str:
-    return await send(spool, js, job, origin=ORIGIN_FORWARD, sender=job.sender,
-                      recipients=targets, data=data, why=(recipient, "forward"))
+                  targets: list[str], data: bytes, *, sender: str | None = None) -> str:
+    """`sender`: an SRS sender for the copies leaving for other domains (srs_sender), a
+    message of its own; None keeps the original sender."""
+    why = (recipient, "forward") if sender is None else (recipient, "forward", "srs")
+    return await send(spool, js, job, origin=ORIGIN_FORWARD,
+                      sender=job.sender if sender is None else sender,
+                      recipients=targets, data=data, why=why)
 
 
 async def to_list(spool: Spool, js: JetStreamContext, job: DeliveryJob, recipient: str,

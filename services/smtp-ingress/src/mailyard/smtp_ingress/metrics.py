@@ -58,7 +58,7 @@ REJECTION_REASONS = (
     "badmailfrom", "bare_lf", "client_denied", "databytes", "dnsbl", "header_size", "hops",
     "dmarc", "greylisted", "line_too_long", "long_line", "null_mx", "non_ascii", "nul",
     "pregreet", "proxy_protocol", "rcpthosts", "relay_unavailable", "sender_login", "sequence",
-    "spam", "spf",
+    "spam", "spf", "srs_invalid",
     "storage", "syntax",
     "timeout", "tls", "tls_required", "too_many_auth_failures", "too_many_connections",
     "too_many_errors",

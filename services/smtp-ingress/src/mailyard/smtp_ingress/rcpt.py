@@ -3,13 +3,18 @@
 A bare <postmaster> (no domain, any case) must be accepted from anyone (RFC 5321 4.5.1),
 so a client refused elsewhere, or on a DNSBL, can still reach a human: it becomes the
 postmaster of `me` and passes only the recipient limit.
+
+A bounce to one of our SRS addresses (a forward's rewritten sender) is taken for the
+address it reverses to, the one relay SRS makes legitimate (srs_rcpt); any other address
+pays a prefix test for it.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mailyard.smtp_ingress import policy, replies
+from mailyard.core import srs
+from mailyard.smtp_ingress import policy, replies, srs_rcpt
 from mailyard.smtp_ingress.syntax import SyntaxProblem, parse_address, split_path
 
 if TYPE_CHECKING:
@@ -42,9 +47,16 @@ async def rcpt(s: Session, arg: str) -> bool:
     if not path.domain and path.local.lower() == "postmaster":
         path = parse_address(f"postmaster@{s.app.me()}", allow_empty=False)
         only = POSTMASTER_CHECKS
-    tx.candidate = path
+    srs_reversed = False
+    if path.domain and srs.is_srs(path.local) and srs_rcpt.ours(s, path.domain):
+        reversed_path = await srs_rcpt.reverse(s, path)
+        if isinstance(reversed_path, str):
+            s.reject(reversed_path, "srs_invalid" if reversed_path[0] == "5" else "unavailable")
+            return True
+        path, srs_reversed = reversed_path, True
+    tx.candidate, tx.candidate_srs = path, srs_reversed
     verdict = await policy.run("rcpt", s, only)
-    tx.candidate = None
+    tx.candidate, tx.candidate_srs = None, False
     if not verdict.accepted:
         # recipients past MAX_RECIPIENTS are sent again in another transaction (RFC 5321
         # 4.5.3.1.10): no error, or a big mailing would be cut with its accepted

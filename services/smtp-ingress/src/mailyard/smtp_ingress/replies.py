@@ -138,6 +138,10 @@ DATABYTES = "552 5.3.4 sorry, that message size exceeds my databytes limit"
 HOPS = "554 5.4.6 too many hops, this message is looping"
 HEADER_TOO_LARGE = f"552 5.6.0 sorry, the header of this message is larger than {HEAD} octets"
 UNKNOWN_USER = "550 5.1.1 sorry, no mailbox here by that name"
+# a bounce to an SRS address (a forward's rewritten sender) we did not make, or made more
+# than 21 days ago: no relaying through it (core.srs)
+SRS_INVALID = ("550 5.1.1 sorry, this SRS address is invalid or expired: no bounce can be "
+               "returned through it")
 TOO_MANY_RCPTS = "452 4.5.3 too many recipients"
 UNAVAILABLE = "451 4.3.0 temporary failure, try again later"
 RELAY_UNAVAILABLE = "451 4.3.0 cannot check relaying right now, try again later"

@@ -27,6 +27,7 @@ from mailyard.core.http import HttpServer, app_limits, http_limits, make_app
 from mailyard.core.identity import Identity
 from mailyard.core.metrics import set_build
 from mailyard.core.spool import Spool
+from mailyard.core.srs_keys import SrsSecrets
 from mailyard.smtp_ingress import policy, proxy_protocol, replies
 from mailyard.smtp_ingress.arc_verify import ArcVerifier
 from mailyard.smtp_ingress.authdns import AuthDns
@@ -84,6 +85,7 @@ class Ingress:
             if settings.sender_auth else None
         self.arc = ArcVerifier(self.authdns) if self.authdns else None
         self.greylist = Greylist()
+        self.srs_secrets: SrsSecrets | None = None  # with the bus (srs_rcpt)
         self.rspamd = RspamdClient(settings.rspamd_timeout)
         self.spf = SpfChecker(self.authdns) if self.authdns is not None else None
         self.tls_context: ssl.SSLContext | None = server_context(
@@ -213,6 +215,7 @@ class Ingress:
                                                           name="relay-view-confirm")
                 if self.greylist.kv is None:
                     await self.greylist.start(js)
+                self.srs_secrets = SrsSecrets(js)
                 self.js = js
                 return
             except asyncio.CancelledError:

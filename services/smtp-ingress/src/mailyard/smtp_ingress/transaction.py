@@ -23,6 +23,7 @@ class Transaction:
     recipients: list[str] = field(default_factory=list)
     overshoot: int = 0             # RCPTs refused past MAX_RECIPIENTS
     candidate: Path | None = None   # the RCPT being checked
+    candidate_srs: bool = False     # it is the reversal of a valid SRS address (srs_rcpt)
     body: MessageBody | None = None  # from DATA on: the message, without our Received:
     real_size: int = 0
     decoder: DataDecoder | None = None  # from the end of DATA: what it found (Lines facts)

@@ -19,7 +19,7 @@ async def check(s: Session) -> Verdict:
     assert s.tx is not None and s.tx.candidate is not None
     path = s.tx.candidate
     relay = s.may_relay
-    if relay:
+    if relay or s.tx.candidate_srs:  # a bounce to one of our SRS addresses (srs_rcpt)
         return ACCEPT
     if path.domain and s.app.directory.is_local_domain(path.domain):
         return ACCEPT  # rcpt_unknown_user decides about the mailbox

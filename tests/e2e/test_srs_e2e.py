@@ -1,0 +1,112 @@
+"""SRS end to end: a forward of outside mail to another domain leaves (remote-delivery to
+the loopback sink) from an SRS0 address of the forwarding domain; the next hop's bounce to
+that address comes back in over SMTP from a client that may not relay, and is relayed to
+the original sender; a made-up SRS address is refused at RCPT."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.conftest import Mailyard
+
+JOE = "joe@example.test"       # forwards to BOB and ANN
+ANN = "ann@example.test"       # a local copy: keeps the sender
+BOB = "bob@remote.test"
+ALICE = "alice@paypal.test"    # writes to JOE
+
+
+@pytest.fixture(scope="module", autouse=True)
+def directory(mailyard: Mailyard) -> None:
+    mailyard.cli("domain", "add", "example.test")
+    mailyard.cli("user", "add", JOE, "--password-stdin", stdin="correct horse battery\n")
+    mailyard.cli("user", "add", ANN, "--password-stdin", stdin="correct horse battery\n")
+    mailyard.cli("forward", "set", JOE, BOB, ANN)
+    for domain in ("remote.test", "paypal.test"):
+        mailyard.cli("route", "set", domain, f"127.0.0.1:{mailyard.sink.port}")
+    # 127.0.0.1 may relay; 127.0.0.2 is the outside world (the next hop's MX)
+    mailyard.cli("rules", "import", "-", stdin='127.0.0.1:allow,RELAYCLIENT=""\n:allow\n')
+
+
+def test_forward_goes_out_with_srs_and_its_bounce_reaches_the_sender(mailyard: Mailyard
+                                                                       ) -> None:
+    before = len(mailyard.sink.messages)
+    body = (f"From: {ALICE}\r\nTo: {JOE}\r\nSubject: invoice\r\n"
+            f"Message-ID: <invoice@paypal.test>\r\n\r\nhello\r\n").encode()
+    with mailyard.smtp() as client:
+        client.sendmail(ALICE, [JOE], body)
+    forwarded = mailyard.sink.wait_for(before + 1)[-1]
+    assert forwarded.rcpt_tos == [BOB]
+    sender = forwarded.mail_from
+    assert sender.startswith("SRS0=") and sender.endswith("=paypal.test=alice@example.test"), \
+        sender
+    mailyard.wait_cli(sender, "log", "--address", BOB)
+    local_copy = mailyard.wait_maildir(ANN, 1)[0]
+    assert local_copy.startswith(f"Return-Path: <{ALICE}>".encode()), local_copy[:80]
+
+    # the next hop's bounce, from a client that may not relay (127.0.0.2)
+    with mailyard.smtp("127.0.0.2") as client:
+        client.mail("<>")
+        assert client.rcpt(ALICE)[0] == 553  # no relay for it but through the SRS address
+    bounce = (f"From: MAILER-DAEMON@remote.test\r\nTo: {sender}\r\nSubject: failure\r\n"
+              f"\r\nno such user\r\n").encode()
+    with mailyard.smtp("127.0.0.2") as client:
+        client.sendmail("", [sender], bounce)
+    returned = mailyard.sink.wait_for(before + 2)[-1]
+    assert returned.rcpt_tos == [ALICE] and returned.mail_from in ("", "<>")
+    assert b"no such user" in returned.data
+    # hash compared without case, as libsrs2 does
+    with mailyard.smtp("127.0.0.2") as client:
+        client.mail("<>")
+        assert client.rcpt(sender.lower())[0] == 250
+        client.rset()
+
+    # made up, or another domain's address behind our SRS prefix: never relayed
+    local = sender.rpartition("@")[0]
+    digest = local.split("=")[1]
+    other = "AAAA" if digest.upper() != "AAAA" else "BBBB"
+    with mailyard.smtp("127.0.0.2") as client:
+        client.mail("<>")
+        for forged in (sender.replace(digest, other, 1),
+                       sender.replace("=paypal.test=", "=victim.test=", 1),
+                       "SRS0=xx@example.test", "SRS1=abcd=x.test==@example.test"):
+            code, text = client.rcpt(forged)
+            assert code == 550 and b"SRS address is invalid or expired" in text, (forged, text)
+    mailyard.queue_empty()
+    assert len(mailyard.sink.messages) == before + 2
+
+
+def test_local_senders_and_null_sender_are_forwarded_as_they_are(mailyard: Mailyard) -> None:
+    before = len(mailyard.sink.messages)
+    with mailyard.smtp() as client:
+        client.sendmail("", [JOE], b"Subject: a bounce\r\n\r\nx\r\n")
+    got = mailyard.sink.wait_for(before + 1)[-1]
+    assert got.mail_from in ("", "<>") and got.rcpt_tos == [BOB]
+    before = len(mailyard.sink.messages)
+    with mailyard.smtp() as client:  # a sender of our own domains: SPF passes as it is
+        client.sendmail(ANN, [JOE], b"Subject: ours\r\n\r\nx\r\n")
+    got = mailyard.sink.wait_for(before + 1)[-1]
+    assert got.mail_from == ANN and got.rcpt_tos == [BOB]
+
+
+def test_srs_off_forwards_with_the_original_sender(mailyard: Mailyard) -> None:
+    mailyard.cli("control", "set", "srs", "off")
+    try:
+        before = len(mailyard.sink.messages)
+        with mailyard.smtp() as client:
+            client.sendmail(ALICE, [JOE], b"Subject: off\r\n\r\nx\r\n")
+        got = mailyard.sink.wait_for(before + 1)[-1]
+        assert got.mail_from == ALICE and got.rcpt_tos == [BOB]
+    finally:
+        mailyard.cli("control", "del", "srs")
+
+
+def test_a_bad_srs_control_is_refused(mailyard: Mailyard) -> None:
+    out = mailyard.cli("control", "set", "srs", "maybe", check=False)
+    assert "must be one of on, off" in out and "Traceback" not in out
+
+
+def test_no_smtp_error_for_srs_at_a_domain_not_ours(mailyard: Mailyard) -> None:
+    with mailyard.smtp("127.0.0.2") as client:
+        client.mail("<>")
+        code, _ = client.rcpt("SRS0=abcd=AB=paypal.test=alice@elsewhere.test")
+        assert code == 553  # not ours: rcpthosts, as any other address there
