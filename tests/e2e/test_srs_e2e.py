@@ -13,6 +13,8 @@ JOE = "joe@example.test"       # forwards to BOB and ANN
 ANN = "ann@example.test"       # a local copy: keeps the sender
 BOB = "bob@remote.test"
 ALICE = "alice@paypal.test"    # writes to JOE
+CARL = "carl@example.test"     # forwards to GONE, which the next hop refuses
+GONE = "gone@remote.test"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -110,3 +112,20 @@ def test_no_smtp_error_for_srs_at_a_domain_not_ours(mailyard: Mailyard) -> None:
         client.mail("<>")
         code, _ = client.rcpt("SRS0=abcd=AB=paypal.test=alice@elsewhere.test")
         assert code == 553  # not ours: rcpthosts, as any other address there
+
+
+def test_our_own_bounce_of_a_forwarded_copy_reaches_the_original_sender(mailyard: Mailyard
+                                                                        ) -> None:
+    # the next hop refuses the forwarded copy at RCPT: the queue's bounce goes to the copy's
+    # sender, our SRS address, and must be reversed on its way, as one from outside is
+    mailyard.cli("user", "add", CARL, "--password-stdin", stdin="correct horse battery\n")
+    mailyard.cli("forward", "set", CARL, GONE)
+    mailyard.sink.refuse[GONE] = "550 5.1.1 no such user"
+    before = len(mailyard.sink.messages)
+    with mailyard.smtp() as client:
+        client.sendmail(ALICE, [CARL], b"Subject: to carl\r\n\r\nhello carl\r\n")
+    bounce = mailyard.sink.wait_for(before + 1, timeout=40)
+    assert len(bounce) == before + 1, "the bounce of the forwarded copy never left"
+    assert bounce[-1].rcpt_tos == [ALICE] and bounce[-1].mail_from in ("", "<>")
+    assert b"no such user" in bounce[-1].data
+    mailyard.queue_empty()

@@ -31,7 +31,7 @@ from mailyard.api.mail.v1.delivery_pb2 import (
     Outcome,
     RecipientResult,
 )
-from mailyard.core import postmaster
+from mailyard.core import postmaster, srs
 from mailyard.core.directory import DirectoryView, canonical
 from mailyard.core.errors import MailyardError, SpoolError
 from mailyard.core.identity import POSTMASTER_NAMES, Identity
@@ -155,6 +155,9 @@ class Deliverer:
                                f"Unable to write the message to the postmaster mailbox: "
                                f"{exc.strerror or exc}. (#4.3.0)", "4.3.0")
             return _result(recipient, Outcome.OUTCOME_DELIVERED, TO_POSTMASTER, "2.0.0")
+        if srs.is_srs(local):  # a prefix test: other mail pays nothing more
+            return await self._srs_return(job, recipient, address,
+                                          delivered_to + message.data)
         exp = resolve.expand(self.directory, address, message.delivered_to)
         if exp.failure:
             return _result(recipient, Outcome.OUTCOME_FAILED, *exp.failure)
@@ -208,6 +211,24 @@ class Deliverer:
             if mailbox.HasField("autoresponse") and mailbox.autoresponse.enabled:
                 await self.autoresponder.after_delivery(job, message.data, address, mailbox)
         return _result(recipient, Outcome.OUTCOME_DELIVERED, "delivered", "2.0.0")
+
+    async def _srs_return(self, job: DeliveryJob, recipient: str, address: str,
+                          data: bytes) -> RecipientResult:
+        """Mail to one of our SRS addresses that did not come through smtp-ingress's RCPT
+        (the queue's bounce of a forwarded copy the next hop refused): on to the address it
+        reverses to, as postsrsd's canonical map does for Postfix's own bounces."""
+        try:
+            original = await self.srs.reverse(address)
+            qid = await reinject.forward(self.spool, self.js, job, address, [original], data)
+        except srs.SrsError:
+            return _result(recipient, Outcome.OUTCOME_FAILED, *resolve.SRS_INVALID)
+        except MailyardError as exc:
+            log.warning("SRS return not sent: %s", exc, extra={"queue_id": job.queue_id})
+            return _result(recipient, Outcome.OUTCOME_DEFERRED,
+                           "Unable to forward message: queue unavailable. (#4.3.0)", "4.3.0")
+        log.info("returned to the original sender", extra={"queue_id": job.queue_id,
+                                                           "new_queue_id": qid})
+        return _result(recipient, Outcome.OUTCOME_DELIVERED, "forwarded (SRS)", "2.0.0")
 
     async def _forward(self, job: DeliveryJob, address: str, targets: list[str],
                        data: bytes) -> None:

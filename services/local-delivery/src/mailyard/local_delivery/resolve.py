@@ -23,6 +23,7 @@ ALIAS_LOOP = ("Sorry, this address is part of an alias loop. (#5.4.6)", "5.4.6")
 TOO_DEEP = ("Sorry, aliases nest too deep. (#5.4.6)", "5.4.6")
 NOT_LOCAL = ("Sorry, that domain is no longer local here. (#4.3.5)", "4.3.5")
 NO_OWNER = ("Sorry, this list has no owner to take bounces. (#5.7.2)", "5.7.2")
+SRS_INVALID = ("Sorry, this SRS address is invalid or expired. (#5.1.1)", "5.1.1")
 NO_PROGRAMS = ("Sorry, program delivery (|command) is not supported here. (#5.7.1)", "5.7.1")
 
 

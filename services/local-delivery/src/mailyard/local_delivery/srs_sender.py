@@ -50,8 +50,16 @@ class SrsSender:
         configured = self.identity.control.lines(SRS_DOMAIN_FILE)
         domain = configured[0].lower() if configured else \
             self.directory.real_address(forwarder).rpartition("@")[2]
+        return srs.forward(sender, domain, await self._secrets())
+
+    async def reverse(self, address: str) -> str:
+        """Where mail to our SRS `address` goes (the queue's own bounce of a forwarded copy:
+        one from outside was reversed by smtp-ingress at RCPT). Raises SrsError (forged,
+        expired) or BusError."""
+        return srs.reverse(address, await self._secrets())
+
+    async def _secrets(self) -> list[bytes]:
         try:
-            secrets = await self.secrets.get()
+            return await self.secrets.get()
         except Exception as exc:
             raise BusError(f"SRS secrets unavailable: {exc or type(exc).__name__}") from exc
-        return srs.forward(sender, domain, secrets)
