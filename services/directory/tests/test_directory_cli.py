@@ -244,8 +244,13 @@ def test_resolve_names_the_record_that_answered(directory: str, capsys: Any) -> 
     assert run(capsys, "domain", "add", "alias.test", "--alias-of", "example.com")[1] == (
         "added domain alias.test, an alias domain of example.com\n")
     run(capsys, "list", "add", "team@example.com", "--owner", "joe@example.com", "a@x.org")
+    assert run(capsys, "resolve", "team@alias.test")[1] == (
+        "team@alias.test\tlist\tas=team@example.com\ttargets=a@x.org\n")
+    # a list's extension is a command address, never the list: -owner is its owner
     assert run(capsys, "resolve", "team+x@alias.test")[1] == (
-        "team+x@alias.test\tlist\tas=team@example.com\ttargets=a@x.org\n")
+        "team+x@alias.test\tlist_command\tas=team@example.com\n")
+    assert run(capsys, "resolve", "team+owner@alias.test")[1] == (
+        "team+owner@alias.test\talias\tas=team@example.com\ttargets=joe@example.com\n")
     assert run(capsys, "resolve", "team@example.com")[1] == (
         "team@example.com\tlist\ttargets=a@x.org\n")
     code, _, err = run(capsys, "domain", "del", "example.com")

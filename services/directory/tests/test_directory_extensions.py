@@ -39,8 +39,15 @@ async def test_an_extension_reaches_the_address_without_it(example: Any, reader:
     assert resolved("joe+exact@example.com") == (
         pb.RESOLUTION_KIND_MAILBOX, "joe+exact@example.com", "joe+exact@example.com")
     assert resolved("info+x@example.com")[0] == pb.RESOLUTION_KIND_ALIAS
+    # a list's extension is one of its command addresses, never posted (team-subscribe@
+    # with qmail's "-"); -owner and -request are its owner
     assert resolved("team+x@alias.test") == (
-        pb.RESOLUTION_KIND_LIST, "team+x@alias.test", "team@example.com")
+        pb.RESOLUTION_KIND_LIST_COMMAND, "team+x@alias.test", "team@example.com")
+    assert not reader.accepts("team+subscribe@example.com")
+    assert reader.list_command("team+subscribe@alias.test") == (
+        "team@example.com", "team+owner@alias.test")
+    assert reader.resolve("team+request@alias.test").targets == ["joe@example.com"]
+    assert reader.accepts("team+owner@example.com") and reader.accepts("team@alias.test")
     # nothing before the delimiter, or no such base: unknown (no catch-all set)
     for address in ("+joe@example.com", "ann+x@example.com", "joe-x@example.com"):
         assert not reader.accepts(address), address

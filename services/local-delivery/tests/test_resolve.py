@@ -8,7 +8,7 @@ from mailyard.api.directory.v1 import directory_pb2 as pb
 from mailyard.api.mail.v1.delivery_pb2 import OUTCOME_DELIVERED, OUTCOME_FAILED
 from mailyard.api.mail.v1.envelope_pb2 import ORIGIN_FORWARD, ORIGIN_LIST
 from mailyard.core import srs
-from mailyard.core.directory import record_key
+from mailyard.core.directory import SETTINGS_KEY, record_key
 from mailyard.core.srs_keys import SrsSecrets
 from mailyard.local_delivery.deliver import LOOPING
 
@@ -390,3 +390,29 @@ async def test_aliases_that_share_targets_are_expanded_once_each(env: Env) -> No
     [rr] = (await env.result(timeout=10)).results
     assert rr.outcome == OUTCOME_DELIVERED
     assert len(env.messages("alice@example.org")) == 1
+
+
+async def test_a_lists_command_address_is_never_posted(env: Env) -> None:
+    """With "-" (the qmail import's delimiter) news-subscribe@ reached the list news@ as an
+    extension and was posted to every member; it fails now, also where RCPT did not refuse
+    it, and news-owner@ / news-request@ reach the owner alone."""
+    await env.domain("example.org")
+    await env.mailbox("alice@example.org")
+    await env.mailbox("bob@example.org")
+    await env.mailing_list("news@example.org", "alice@example.org", "bob@example.org",
+                           "m@remote.test")
+    await env._put(SETTINGS_KEY, pb.Settings(recipient_delimiter="-+"))
+    await env.start()
+    await env.job(SENDER, ["news-subscribe@example.org", "news+unsubscribe@example.org",
+                           "news-help@example.org"], BODY)
+    for rr in (await env.result()).results:
+        assert (rr.outcome, rr.enhanced_code) == (OUTCOME_FAILED, "5.7.1"), rr.recipient
+        assert "write to news" in rr.reply and "owner@example.org" in rr.reply
+    assert await env.todo_count() == 0 and env.messages("bob@example.org") == []
+    await env.job(SENDER, ["news-owner@example.org", "news-request@example.org"], BODY)
+    assert [r.outcome for r in (await env.result()).results] == [OUTCOME_DELIVERED] * 2
+    assert env.messages("alice@example.org") == [
+        b"Return-Path: <author@sender.test>\r\nDelivered-To: news-owner@example.org\r\n" + BODY,
+        b"Return-Path: <author@sender.test>\r\nDelivered-To: news-request@example.org\r\n"
+        + BODY]
+    assert await env.todo_count() == 0 and env.messages("bob@example.org") == []

@@ -9,7 +9,7 @@ from ingress_helpers import committed, session, wait_for
 
 from mailyard.api.directory.v1 import directory_pb2 as dpb
 from mailyard.core import bus
-from mailyard.core.directory import SETTINGS_KEY, domain_key
+from mailyard.core.directory import SETTINGS_KEY, domain_key, record_key
 from mailyard.core.spool import Spool
 from mailyard.smtp_ingress import replies as R
 from mailyard.smtp_ingress.server import Ingress
@@ -43,4 +43,33 @@ async def test_extensions_and_alias_domains_at_rcpt(local: Ingress, js: Any) -> 
     assert await client.cmd("MAIL FROM:<sender@remote.test>") == R.MAIL_OK
     assert await client.cmd("RCPT TO:<alice-news@example.org>") == R.RCPT_OK
     assert await client.cmd("RCPT TO:<alice+news@example.org>") == R.UNKNOWN_USER
+    await client.close()
+
+
+async def test_a_lists_command_addresses_are_never_posted(local: Ingress, js: Any) -> None:
+    """news-subscribe@ with "-" (the qmail import's delimiter) reached the list news@ as an
+    extension and went to every member. A list's extensions are its command addresses:
+    -owner and -request reach the owner, the others are refused saying where to write."""
+    kv = await bus.ensure_kv(js, bus.KV_DIRECTORY)
+    await kv.put(record_key("list", "news@example.org"), dpb.MailingList(
+        address="news@example.org", owner="alice@example.org",
+        members=["bob@example.org"]).SerializeToString())
+    await kv.put(SETTINGS_KEY, dpb.Settings(recipient_delimiter="-+").SerializeToString())
+    await wait_for(lambda: local.directory.delimiters == "-+")
+    await wait_for(lambda: local.directory.accepts("news@example.org"))
+    client = await session(local.ports["smtp"])
+    assert await client.cmd("MAIL FROM:<sender@remote.test>") == R.MAIL_OK
+    for rcpt, reply in (("news-owner@example.org", R.RCPT_OK),
+                        ("News+Request@example.org", R.RCPT_OK),
+                        ("news-subscribe@example.org",
+                         R.list_command("news@example.org", "news-owner@example.org")),
+                        ("news+unsubscribe@example.org",
+                         R.list_command("news@example.org", "news+owner@example.org")),
+                        ("news-help@example.org",
+                         R.list_command("news@example.org", "news-owner@example.org")),
+                        ("news-sc.1234.abcd-joe=example.net@example.org",
+                         R.list_command("news@example.org", "news-owner@example.org")),
+                        ("news@example.org", R.RCPT_OK)):
+        assert await client.cmd(f"RCPT TO:<{rcpt}>") == reply, rcpt
+    assert R.list_command("news@example.org", "news-owner@example.org").startswith("550 5.7.1 ")
     await client.close()

@@ -155,6 +155,8 @@ _LOCAL_KINDS = {
     dpb.RESOLUTION_KIND_BOUNCE: "no such user here, catch-all bounce (refused at RCPT with 550 "
                                 "5.1.1)",
     dpb.RESOLUTION_KIND_DELETE: "catch-all deletes it",
+    dpb.RESOLUTION_KIND_LIST_COMMAND: "command address of the list {resolved}, never posted "
+                                      "(refused at RCPT with 550 5.7.1)",
 }
 
 
@@ -169,7 +171,8 @@ def _local(address: str) -> bool:
     what = _LOCAL_KINDS.get(res.kind, "local")
     print(f"domain: {address.rpartition('@')[2].lower()}")
     print("route:  local (a hosted domain: local-delivery, never MX)")
-    print("        " + what.format(mailbox=res.mailbox, targets=", ".join(res.targets)))
+    print("        " + what.format(mailbox=res.mailbox, targets=", ".join(res.targets),
+                                    resolved=res.resolved))
     return True
 
 

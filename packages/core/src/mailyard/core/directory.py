@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 
 from mailyard.api.directory.v1 import directory_pb2 as pb
-from mailyard.core import bus, extensions
+from mailyard.core import bus, extensions, listaddresses
 from mailyard.core.addresses import normalise_local, split, to_ascii_domain
 from mailyard.core.kvview import KVView
 
@@ -149,6 +149,8 @@ class DirectoryView(KVView):
         res.resolved = f"{split(address)[0]}@{domain.name}"
         if answering is not None:
             self._record(f"{answering}@{domain.name}", res)
+            if res.kind == pb.RESOLUTION_KIND_LIST and answering != split(address)[0]:
+                self._list_command(address, res)
         elif domain.catch_all == pb.CATCH_ALL_ACTION_DELIVER:
             res.kind = pb.RESOLUTION_KIND_CATCH_ALL
             res.mailbox = domain.catch_all_target
@@ -168,9 +170,17 @@ class DirectoryView(KVView):
         than accept and bounce to a sender that spam forges. Decided from the keys alone:
         asked at every RCPT, it must not parse a list's record and copy its members (6 ms
         for 40,000)."""
-        _, domain, answering = self._answering(address)
+        address, domain, answering = self._answering(address)
         if domain is None:
             return False
+        local = split(address)[0]
+        if answering is not None and answering != local:
+            # through its extension's base (two keys more, for such addresses only): a
+            # list's command address is refused, but for -owner and -request
+            key = f"{_enc(to_ascii_domain(domain.name))}.{_enc(answering)}"
+            if f"list.{key}" in self.data and not any(
+                    f"{kind}.{key}" in self.data for kind in ("mailbox", "alias")):
+                return local[len(answering) + 1:] in listaddresses.OWNER_EXTENSIONS
         return answering is not None or domain.catch_all in (pb.CATCH_ALL_ACTION_DELIVER,
                                                              pb.CATCH_ALL_ACTION_DELETE)
 
@@ -190,6 +200,26 @@ class DirectoryView(KVView):
         if stripped and self._has_record(at, stripped):
             return address, domain, stripped
         return address, domain, None
+
+    def list_command(self, address: str) -> tuple[str, str] | None:
+        """(the list, the -owner address to write to) when `address` is a command address
+        of a list (news-subscribe@ with no record of its own), else None."""
+        res = self.resolve(address)
+        if res.kind != pb.RESOLUTION_KIND_LIST_COMMAND:
+            return None
+        return res.resolved, listaddresses.owner_address(res.address, res.resolved)
+
+    def _list_command(self, address: str, res: pb.Resolution) -> None:
+        """`res` answers for the list `res.resolved` reached through an extension: the
+        command address is never the list; -owner and -request are an alias of its owner."""
+        owner = self.mailing_list(res.resolved)
+        del res.targets[:]
+        if (listaddresses.extension(address, res.resolved) in listaddresses.OWNER_EXTENSIONS
+                and owner is not None and owner.owner):
+            res.kind = pb.RESOLUTION_KIND_ALIAS
+            res.targets.append(owner.owner)
+        else:
+            res.kind = pb.RESOLUTION_KIND_LIST_COMMAND
 
     def _has_record(self, domain: str, local: str) -> bool:
         """Is there a mailbox, alias or list at `local` (canonical) in `domain` (encoded)?"""

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mailyard.api.directory.v1 import directory_pb2 as pb
+from mailyard.core import listaddresses
 from mailyard.core.directory import DirectoryView, canonical
 
 MAX_DEPTH = 20
@@ -24,6 +25,7 @@ TOO_DEEP = ("Sorry, aliases nest too deep. (#5.4.6)", "5.4.6")
 NOT_LOCAL = ("Sorry, that domain is no longer local here. (#4.3.5)", "4.3.5")
 NO_OWNER = ("Sorry, this list has no owner to take bounces. (#5.7.2)", "5.7.2")
 SRS_INVALID = ("Sorry, this SRS address is invalid or expired. (#5.1.1)", "5.1.1")
+LIST_COMMAND = "Sorry, {list} takes no commands by mail; write to {owner}. (#5.7.1)"
 NO_PROGRAMS = ("Sorry, program delivery (|command) is not supported here. (#5.7.1)", "5.7.1")
 
 
@@ -130,6 +132,14 @@ def _step(view: DirectoryView, address: str, written: str, path: tuple[str, ...]
         owner = mlist.owner if mlist is not None else ""
         if not any(ls.address == list_address for ls in exp.lists):
             exp.lists.append(ListSend(list_address, owner, list(res.targets)))
+    elif kind == pb.RESOLUTION_KIND_LIST_COMMAND:
+        # news-subscribe@ (RCPT refuses it too): never posted to the list
+        if listaddresses.extension(address, res.resolved) in listaddresses.OWNER_EXTENSIONS:
+            exp.failure = NO_OWNER  # -owner of a list from before owners were required
+            return
+        exp.failure = (LIST_COMMAND.format(
+            list=res.resolved, owner=listaddresses.owner_address(address, res.resolved)),
+            "5.7.1")
     elif kind == pb.RESOLUTION_KIND_CATCH_ALL:
         if not res.mailbox:
             exp.failure = NO_MAILBOX

@@ -153,6 +153,12 @@ GREYLISTED = "451 4.7.1 greylisted, please try again later"
 NULL_MX = "550 5.7.27 sorry, your envelope sender domain accepts no mail (null MX, RFC 7505)"
 
 
+def list_command(mlist: str, owner_address: str) -> str:
+    """rcpt_unknown_user: a command address of a list (news-subscribe@) that this host does
+    not serve by mail; never posted to the list."""
+    return (f"550 5.7.1 sorry, {mlist} takes no commands by mail; write to {owner_address}")
+
+
 def sender_not_owned(address: str, user: str) -> str:
     """mail_sender_login: an AUTH user's MAIL FROM that is not its own, in Postfix's words
     (reject_sender_login_mismatch), which postmasters and users search for."""

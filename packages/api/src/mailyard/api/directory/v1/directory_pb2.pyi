@@ -67,6 +67,11 @@ class _ResolutionKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Resolu
     """catch-all says bounce"""
     RESOLUTION_KIND_DELETE: _ResolutionKind.ValueType  # 8
     """catch-all says delete"""
+    RESOLUTION_KIND_LIST_COMMAND: _ResolutionKind.ValueType  # 9
+    """A list's address with an extension (news-subscribe@, news-help@ with the delimiter "-")
+    that has no record of its own: a command address, never posted to the list. -owner and
+    -request are ALIAS to the list's owner instead. resolved: the list.
+    """
 
 class ResolutionKind(_ResolutionKind, metaclass=_ResolutionKindEnumTypeWrapper): ...
 
@@ -83,6 +88,11 @@ RESOLUTION_KIND_BOUNCE: ResolutionKind.ValueType  # 7
 """catch-all says bounce"""
 RESOLUTION_KIND_DELETE: ResolutionKind.ValueType  # 8
 """catch-all says delete"""
+RESOLUTION_KIND_LIST_COMMAND: ResolutionKind.ValueType  # 9
+"""A list's address with an extension (news-subscribe@, news-help@ with the delimiter "-")
+that has no record of its own: a command address, never posted to the list. -owner and
+-request are ALIAS to the list's owner instead. resolved: the list.
+"""
 Global___ResolutionKind: _TypeAlias = ResolutionKind  # noqa: Y015
 
 @_typing.final

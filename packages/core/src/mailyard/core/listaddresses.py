@@ -1,0 +1,27 @@
+"""A list's command addresses: news-subscribe@, news-owner@ ... (ezmlm's LIST-default,
+Mailman's -request), the list's address with an extension and no record of its own.
+
+They are never posted: with qmail's "-" delimiter news-subscribe@ would otherwise reach
+news@ as an extension and go to every member. -owner and -request (RFC 2142's habit) reach
+the owner; the others are refused, naming the owner's address.
+"""
+
+from __future__ import annotations
+
+from mailyard.core.addresses import split
+
+OWNER_EXTENSIONS = frozenset({"owner", "request"})
+
+
+def extension(address: str, list_address: str) -> str:
+    """news-subscribe@ of news@: "subscribe" (both canonical, the list's local part a prefix
+    of the address's followed by a delimiter)."""
+    return split(address)[0][len(split(list_address)[0]) + 1:]
+
+
+def owner_address(address: str, list_address: str) -> str:
+    """The -owner address in the form this one was written: same delimiter, same domain (an
+    alias domain's name stays)."""
+    local, domain = split(address)
+    list_local = split(list_address)[0]
+    return f"{list_local}{local[len(list_local)]}owner@{domain}"
