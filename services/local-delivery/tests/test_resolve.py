@@ -10,6 +10,7 @@ from mailyard.api.mail.v1.envelope_pb2 import ORIGIN_FORWARD, ORIGIN_LIST
 from mailyard.core import srs
 from mailyard.core.directory import SETTINGS_KEY, record_key
 from mailyard.core.srs_keys import SrsSecrets
+from mailyard.local_delivery import listmail
 from mailyard.local_delivery.deliver import LOOPING
 
 from .conftest import Env
@@ -23,6 +24,11 @@ async def reverses_to(env: Env, sender: str) -> str:
     an SRS address (architecture.md, "Forwards and SRS") made under the platform's secret."""
     assert srs.is_srs(sender.partition("@")[0]), sender
     return srs.reverse(sender, await SrsSecrets(env.js).get())
+
+
+def fields(mlist: str, owner: str = "owner@example.org") -> bytes:
+    """The list fields of a copy (test_list_mail shows them)."""
+    return listmail.fields(mlist, owner, "+", b"\r\n")
 
 
 async def test_alias_to_local_mailbox_and_remote_address(env: Env) -> None:
@@ -111,7 +117,7 @@ async def test_list_goes_to_members_with_owner_as_sender(env: Env) -> None:
     assert envelope.origin == ORIGIN_LIST
     assert envelope.sender == "owner@example.org"
     assert sorted(envelope.recipients) == ["alice@example.org", "m@remote.test"]
-    assert data == b"Delivered-To: team@example.org\r\n" + BODY
+    assert data == b"Delivered-To: team@example.org\r\n" + fields("team@example.org") + BODY
     assert await env.todo_count() == 0  # one message for the whole list
 
 
@@ -134,7 +140,8 @@ async def test_an_alias_domain_reaches_the_real_domains_records(env: Env) -> Non
     assert (envelope.origin, envelope.sender, list(envelope.recipients)) == (
         ORIGIN_LIST, "owner@example.org", ["m@remote.test"])
     # the list's own line too: a member's forward back to the list is a loop at once
-    assert data == b"Delivered-To: team@example.org\r\nDelivered-To: team@alias.test\r\n" + BODY
+    assert data == (b"Delivered-To: team@example.org\r\nDelivered-To: team@alias.test\r\n"
+                    + fields("team@example.org") + BODY)
     assert (res["info@alias.test"].outcome, res["info@alias.test"].enhanced_code) == (
         OUTCOME_FAILED, "5.4.6")
 
@@ -184,7 +191,7 @@ async def test_a_list_as_big_as_a_record_holds_is_sent(env: Env) -> None:
         envelope, data = await env.todo()
         assert (envelope.origin, envelope.sender) == (ORIGIN_LIST, "owner@example.org")
         assert envelope.ByteSize() <= 300 * 1024
-        assert data == b"Delivered-To: big@example.org\r\n" + BODY
+        assert data == b"Delivered-To: big@example.org\r\n" + fields("big@example.org") + BODY
         got += envelope.recipients
     assert sorted(got) == members and await env.todo_count() == 0
 
@@ -362,7 +369,8 @@ async def test_a_list_reached_through_an_alias_leaves_its_delivered_to(env: Env)
     assert (rr.recipient, rr.reply) == ("team@example.org", LOOPING)
     assert await env.todo_count() == 0
     assert len(env.messages("alice@example.org")) == 1
-    assert data == b"Delivered-To: team@example.org\r\nDelivered-To: info@example.org\r\n" + BODY
+    assert data == (b"Delivered-To: team@example.org\r\nDelivered-To: info@example.org\r\n"
+                    + fields("team@example.org") + BODY)
     # a forwarding mailbox reached through an alias leaves its line on the forward as well
     await env.job(SENDER, ["via@example.org"], BODY)
     assert (await env.result()).results[0].outcome == OUTCOME_DELIVERED

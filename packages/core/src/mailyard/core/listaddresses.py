@@ -25,3 +25,12 @@ def owner_address(address: str, list_address: str) -> str:
     local, domain = split(address)
     list_local = split(list_address)[0]
     return f"{list_local}{local[len(list_local)]}owner@{domain}"
+
+
+def owner_command(list_address: str, delimiters: str, owner: str) -> str:
+    """Where a list's fields send people who want the owner: LIST-owner@ with the first
+    delimiter in use, or the owner's own address while extensions are off."""
+    if not delimiters:
+        return owner
+    local, domain = split(list_address)
+    return f"{local}{delimiters[0]}owner@{domain}"

@@ -37,7 +37,15 @@ from mailyard.core.errors import MailyardError, SpoolError
 from mailyard.core.identity import POSTMASTER_NAMES, Identity
 from mailyard.core.spool import Spool
 from mailyard.core.srs_keys import SrsSecrets
-from mailyard.local_delivery import autoreply, maildir, metrics, quota, reinject, resolve
+from mailyard.local_delivery import (
+    autoreply,
+    listmail,
+    maildir,
+    metrics,
+    quota,
+    reinject,
+    resolve,
+)
 from mailyard.local_delivery.settings import Settings
 from mailyard.local_delivery.srs_sender import SrsSender
 
@@ -62,6 +70,7 @@ class Message:
 
     data: bytes
     eol: bytes
+    header: bytes
     delivered_to: frozenset[str]
     hops: int
 
@@ -79,7 +88,7 @@ class Message:
         # in the form _one compares (canonical): another MTA may write our address in
         # another Unicode normal form or with the domain's UTF-8 form
         seen = frozenset(v if v.isascii() else canonical(v) for v in values)
-        return cls(data, eol, seen, len(_HOP_LINE.findall(header)))
+        return cls(data, eol, header, seen, len(_HOP_LINE.findall(header)))
 
 
 def _delivered_to(address: str, eol: bytes) -> bytes:
@@ -178,8 +187,9 @@ class Deliverer:
                 lines = b"".join(_delivered_to(a, message.eol) for a in exp.forwarders)
                 await self._forward(job, address, exp.forwards, lines + data)
             for mlist in exp.lists:
-                listed = data if mlist.address == address else \
-                    _delivered_to(mlist.address, message.eol) + data
+                lines = delivered_to if mlist.address == address else \
+                    _delivered_to(mlist.address, message.eol) + delivered_to
+                listed = lines + message.data
                 if not job.sender:
                     # A bounce (of forged spam, or of a member's copy) is the owner's
                     # business, never the members': sent to them from the owner it reached
@@ -192,8 +202,14 @@ class Deliverer:
                     log.info("bounce to a list sent to its owner",
                              extra={"queue_id": job.queue_id, "new_queue_id": qid})
                     continue
+                if listmail.went_through(message.header, mlist.address):
+                    return _result(recipient, Outcome.OUTCOME_FAILED,
+                                   listmail.LOOP.format(list=mlist.address), "5.4.6")
                 owner = mlist.owner or job.sender
                 if mlist.members:
+                    listed = lines + listmail.fields(mlist.address, owner,
+                                                     self.directory.delimiters,
+                                                     message.eol) + message.data
                     qid = await reinject.to_list(self.spool, self.js, job, address,
                                                  mlist.address, owner, mlist.members, listed)
                     log.info("list mail sent", extra={"queue_id": job.queue_id,

@@ -1,0 +1,57 @@
+"""What a list copy carries (RFC 2369 / 2919 fields, Precedence: list) and the loop guard
+on them (ezmlm's Mailing-List check), through the worker, NATS and the spool."""
+
+from __future__ import annotations
+
+from mailyard.api.directory.v1 import directory_pb2 as pb
+from mailyard.api.mail.v1.delivery_pb2 import OUTCOME_DELIVERED, OUTCOME_FAILED
+from mailyard.core.directory import SETTINGS_KEY
+
+from .conftest import Env
+
+BODY = b"From: author@sender.test\r\nSubject: hello\r\n\r\nbody\r\n"
+SENDER = "author@sender.test"
+
+
+async def test_a_list_copy_carries_the_list_fields(env: Env) -> None:
+    """Copies went out as they came: no List-Id to filter on, no List-Unsubscribe, and no
+    Precedence: list, so vacation programs elsewhere answered the list."""
+    await env.domain("example.com")
+    await env.mailing_list("news@example.com", "owner@example.com", "m@remote.test")
+    await env._put(SETTINGS_KEY, pb.Settings(recipient_delimiter="-"))
+    await env.start()
+    await env.job(SENDER, ["news@example.com"], BODY)
+    assert (await env.result()).results[0].outcome == OUTCOME_DELIVERED
+    _, data = await env.todo()
+    assert data == (b"Delivered-To: news@example.com\r\n"
+                    b"List-Id: <news.example.com>\r\n"
+                    b"List-Post: <mailto:news@example.com>\r\n"
+                    b"List-Help: <mailto:news-owner@example.com?subject=help>\r\n"
+                    b"List-Unsubscribe: <mailto:news-owner@example.com?subject=unsubscribe>\r\n"
+                    b"List-Owner: <mailto:news-owner@example.com>\r\n"
+                    b"Precedence: list\r\n" + BODY)
+
+
+async def test_a_message_that_already_went_through_the_list_is_not_posted_again(
+        env: Env) -> None:
+    """A member's forward (or another list) that brought a copy back: posted again, round
+    and round for as long as the Delivered-To lines were not the same (another host's
+    forward drops them). The list's own List-Id, or ezmlm's Mailing-List: naming it, stops
+    it; another list's fields do not."""
+    await env.domain("example.com")
+    await env.mailbox("m@example.com")
+    await env.mailing_list("news@example.com", "owner@example.com", "m@example.com")
+    await env.start()
+    for header in (b"List-Id: News <news.example.com>\r\n",
+                   b"list-id:\r\n  <NEWS.example.com>\r\n",
+                   b"Mailing-List: contact news-help@example.com; run by ezmlm\r\n"):
+        await env.job(SENDER, ["news@example.com"], header + BODY)
+        [rr] = (await env.result()).results
+        assert (rr.outcome, rr.enhanced_code) == (OUTCOME_FAILED, "5.4.6"), header
+        assert "news@example.com" in rr.reply
+    assert await env.todo_count() == 0
+    await env.job(SENDER, ["news@example.com"], b"List-Id: <other.example.com>\r\n" + BODY)
+    assert (await env.result()).results[0].outcome == OUTCOME_DELIVERED
+    _, data = await env.todo()
+    assert data.startswith(b"Delivered-To: news@example.com\r\nList-Id: <news.example.com>\r\n")
+    assert data.endswith(b"List-Id: <other.example.com>\r\n" + BODY)
