@@ -121,6 +121,16 @@ def test_alias_forward_catchall_list_commands(directory: str, capsys: Any,
     assert run(capsys, "list", "list", "example.com")[1].splitlines() == [
         "empty@example.com\towner=joe@example.com\tmembers=",
         "team@example.com\towner=joe@example.com\tmembers=b@x.org,c@x.org"]
+    # who may post: an open list's line is as it was
+    assert run(capsys, "list", "add", "news@example.com", "--owner", "joe@example.com",
+               "--posting", "members", "--poster", "ed@x.org", "a@x.org")[1] == (
+        "added list news@example.com\towner=joe@example.com\tposting=members\tposters=ed@x.org"
+        "\tmembers=a@x.org\n")
+    assert run(capsys, "list", "set", "news@example.com", "--posting", "announce")[1] == (
+        "news@example.com\tposting=announce\n")
+    with pytest.raises(SystemExit):  # argparse's one line: invalid choice
+        run(capsys, "list", "set", "news@example.com", "--posting", "moderated")
+    run(capsys, "list", "del", "news@example.com")
     code, out, err = run(capsys, "list", "show", "Team@Example.com")
     assert (code, out) == (0, "b@x.org\nc@x.org\n")
     assert "owner=joe@example.com members=2" in err

@@ -102,7 +102,8 @@ def test_directory_and_control_over_http(api: tuple[Call, dict[str, str]]) -> No
                 )[1]["members"] == ["a@x.org", "b@x.org"]
     assert call("DELETE", "/lists/team@example.com/members/a@x.org")[1]["members"] == [
         "b@x.org"]
-    team = {"address": "team@example.com", "owner": "joe@example.com", "members": ["b@x.org"]}
+    team = {"address": "team@example.com", "owner": "joe@example.com", "members": ["b@x.org"],
+            "posting": "POSTING_POLICY_OPEN", "posters": []}
     assert call("GET", "/lists?domain=example.com", token=read) == (
         200, {"lists": [team], **LAST_PAGE})
     assert call("GET", "/lists/team@example.com", token=read) == (200, team)
@@ -248,3 +249,18 @@ def test_recipient_delimiter_over_http(api: tuple[Call, dict[str, str]]) -> None
     assert call("PUT", "/settings/recipient_delimiter", {"value": ""}) == (
         200, {"recipient_delimiter": ""})
     assert call("GET", "/settings") == (200, {"recipient_delimiter": ""})
+
+
+def test_a_lists_posting_policy_over_http(api: tuple[Call, dict[str, str]]) -> None:
+    call, tokens = api
+    assert call("POST", "/domains", {"name": "example.com"})[0] == 201
+    status, body = call("POST", "/lists", {"address": "news@example.com", "owner": "o@x.org",
+                                           "posting": "members", "posters": ["ed@x.org"]})
+    assert (status, body["posting"], body["posters"]) == (
+        201, "POSTING_POLICY_MEMBERS", ["ed@x.org"])
+    assert call("PUT", "/lists/news@example.com/posting", {"posting": "announce"},
+                token=tokens["read"])[0] == 403
+    status, body = call("PUT", "/lists/news@example.com/posting", {"posting": "announce"})
+    assert (status, body["posting"], body["posters"]) == (200, "POSTING_POLICY_ANNOUNCE", [])
+    assert call("PUT", "/lists/news@example.com/posting", {"posting": "moderated"})[0] == 422
+    assert call("PUT", "/lists/none@example.com/posting", {"posting": "open"})[0] == 404

@@ -528,3 +528,30 @@ async def test_a_write_without_nats_is_unavailable(dirstub: Any, nats_server: An
         except grpc.aio.AioRpcError as again:
             assert again.code() == grpc.StatusCode.UNAVAILABLE, again.details()
     assert added.name == "example.com"
+
+
+async def test_a_lists_posting_policy_is_set_and_kept(example: Any, reader: Any) -> None:
+    """Who may post (open, members, announce) and the posters, at AddList and with
+    SetListPosting; a policy the proto does not define or a bad poster is refused."""
+    mlist = await example.AddList(pb.AddListRequest(
+        address="news@example.com", owner="owner@example.com", members=["a@x.org"],
+        posting=pb.POSTING_POLICY_MEMBERS, posters=["Editor@X.org"]))
+    assert (mlist.posting, list(mlist.posters)) == (pb.POSTING_POLICY_MEMBERS, ["Editor@x.org"])
+    mlist = await example.SetListPosting(pb.SetListPostingRequest(
+        address="News@example.com", posting=pb.POSTING_POLICY_ANNOUNCE))
+    assert (mlist.posting, list(mlist.posters), list(mlist.members)) == (
+        pb.POSTING_POLICY_ANNOUNCE, [], ["a@x.org"])
+    await wait_until(reader, lambda: reader.mailing_list("news@example.com").posting
+                     == pb.POSTING_POLICY_ANNOUNCE)
+    for call, code in (
+            (example.SetListPosting(pb.SetListPostingRequest(address="news@example.com",
+                                                             posting=7)),  # type: ignore[arg-type]
+             grpc.StatusCode.INVALID_ARGUMENT),
+            (example.AddList(pb.AddListRequest(address="x@example.com", owner="o@x.org",
+                                               posters=["not an address"])),
+             grpc.StatusCode.INVALID_ARGUMENT),
+            (example.SetListPosting(pb.SetListPostingRequest(address="none@example.com")),
+             grpc.StatusCode.NOT_FOUND)):
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await call
+        assert code_of(exc) == code

@@ -56,9 +56,11 @@ class Env:
         await self._put(record_key("alias", address), pb.Alias(address=address,
                                                                 targets=list(targets)))
 
-    async def mailing_list(self, address: str, owner: str, *members: str) -> None:
+    async def mailing_list(self, address: str, owner: str, *members: str,
+                           **fields: Any) -> None:
         await self._put(record_key("list", address),
-                        pb.MailingList(address=address, owner=owner, members=list(members)))
+                        pb.MailingList(address=address, owner=owner, members=list(members),
+                                       **fields))
 
     async def control(self, name: str, text: str) -> None:
         kv = await bus.ensure_kv(self.js, bus.KV_CONTROL)

@@ -55,3 +55,38 @@ async def test_a_message_that_already_went_through_the_list_is_not_posted_again(
     _, data = await env.todo()
     assert data.startswith(b"Delivered-To: news@example.com\r\nList-Id: <news.example.com>\r\n")
     assert data.endswith(b"List-Id: <other.example.com>\r\n" + BODY)
+
+
+async def test_who_may_post_is_the_lists_posting_policy(env: Env) -> None:
+    """Anyone on the Internet could post to every list. "members": the members (envelope
+    sender or From:), the owner and the posters; "announce": the owner and the posters;
+    anyone else's post bounces 5.7.2 and reaches nobody. Unset stays open."""
+    await env.domain("example.com")
+    await env.mailing_list("news@example.com", "owner@example.com", "Joe@Remote.test",
+                           "ann@remote.test", posting=pb.POSTING_POLICY_MEMBERS,
+                           posters=["editor@remote.test"])
+    await env.mailing_list("ads@example.com", "owner@example.com", "joe@remote.test",
+                           posting=pb.POSTING_POLICY_ANNOUNCE, posters=["editor@remote.test"])
+    await env.mailing_list("open@example.com", "owner@example.com", "joe@remote.test")
+    await env.start()
+
+    async def post(sender: str, to: str, head: bytes = b"") -> tuple[int, str, str]:
+        await env.job(sender, [to], head + b"Subject: hi\r\n\r\nbody\r\n")
+        [rr] = (await env.result()).results
+        return rr.outcome, rr.enhanced_code, rr.reply
+
+    refused = await post("spammer@else.test", "news@example.com")
+    assert refused[:2] == (OUTCOME_FAILED, "5.7.2")
+    assert "news@example.com" in refused[2] and "news+owner@example.com" in refused[2]
+    assert (await post("author@sender.test", "ads@example.com",
+                       b"From: Joe <joe@remote.test>\r\n"))[:2] == (OUTCOME_FAILED, "5.7.2")
+    assert await env.todo_count() == 0
+    for sender, to, head in (("joe@remote.test", "news@example.com", b""),
+                             ("bounces+x@remote.test", "news@example.com",
+                              b"From: \"Ann\" <ANN@remote.test>\r\n"),
+                             ("editor@remote.test", "news@example.com", b""),
+                             ("owner@example.com", "ads@example.com", b""),
+                             ("x@y.test", "ads@example.com", b"From: editor@remote.test\r\n"),
+                             ("spammer@else.test", "open@example.com", b"")):
+        assert (await post(sender, to, head))[0] == OUTCOME_DELIVERED, (sender, to)
+        await env.todo()

@@ -221,15 +221,46 @@ def _catchall_set(args: argparse.Namespace) -> int:
 
 # -- mailing lists --------------------------------------------------------------------------
 
+# who may post (ezmlm's -u, Mailman's generic_nonmember_action); unset is open
+POSTING = {"open": pb.POSTING_POLICY_OPEN, "members": pb.POSTING_POLICY_MEMBERS,
+           "announce": pb.POSTING_POLICY_ANNOUNCE}
+
+
+def _posting(mlist: pb.MailingList) -> str:
+    name = next((k for k, v in POSTING.items() if v == mlist.posting), "open")
+    return name + (f"\tposters={','.join(mlist.posters)}" if mlist.posters else "")
+
+
 def _list_line(mlist: pb.MailingList) -> str:
-    return f"{mlist.address}\towner={mlist.owner}\tmembers={','.join(mlist.members)}"
+    # an open list's line as before the setting: scripts read these lines
+    posting = (f"\tposting={_posting(mlist)}" if mlist.posters or mlist.posting not in (
+        pb.POSTING_POLICY_UNSPECIFIED, pb.POSTING_POLICY_OPEN) else "")
+    return f"{mlist.address}\towner={mlist.owner}{posting}\tmembers={','.join(mlist.members)}"
 
 
 def _list_add(args: argparse.Namespace) -> int:
     mlist = _stub().AddList(pb.AddListRequest(address=args.address, owner=args.owner,
-                                              members=args.members))
+                                              members=args.members,
+                                              posting=POSTING[args.posting],
+                                              posters=args.posters))
     print(f"added list {_list_line(mlist)}")
     return 0
+
+
+def _list_set(args: argparse.Namespace) -> int:
+    mlist = _stub().SetListPosting(pb.SetListPostingRequest(
+        address=args.address, posting=POSTING[args.posting], posters=args.posters))
+    print(f"{mlist.address}\tposting={_posting(mlist)}")
+    return 0
+
+
+def _posting_options(parser: argparse.ArgumentParser, default: str | None) -> None:
+    parser.add_argument("--posting", choices=list(POSTING), default=default,
+                        required=default is None,
+                        help="who may post: anyone (open), the members (envelope sender or "
+                             "From:), or the owner alone (announce); posters always may")
+    parser.add_argument("--poster", dest="posters", action="append", default=[],
+                        metavar="ADDRESS", help="may post whatever the policy (repeatable)")
 
 
 def _list_del(args: argparse.Namespace) -> int:
@@ -383,6 +414,10 @@ def register(sub: Any) -> None:
     parser.add_argument("address")
     parser.add_argument("--owner", required=True, help="envelope sender; bounces go there")
     parser.add_argument("members", nargs="*", metavar="MEMBER")
+    _posting_options(parser, "open")
+    parser = _add(mlist, "set", _list_set, "set who may post to a list (replaces the posters)")
+    parser.add_argument("address")
+    _posting_options(parser, None)
     _add(mlist, "del", _list_del, "delete a mailing list").add_argument("address")
     _add(mlist, "list", _lists, "list mailing lists with owner and members"
          ).add_argument("domain", nargs="?", default="")

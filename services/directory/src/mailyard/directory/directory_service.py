@@ -464,9 +464,25 @@ class DirectoryService(pb_grpc.DirectoryServicer):
         members = validate.targets(list(request.members), "member") if request.members else []
         if self._names(address, members):
             raise invalid(f"list {address} cannot be its own member")
-        mlist = pb.MailingList(address=address, owner=owner, members=members)
+        posters = validate.targets(list(request.posters), "poster") if request.posters else []
+        mlist = pb.MailingList(address=address, owner=owner, members=members,
+                               posting=validate.posting(request.posting),
+                               posters=posters)
         await self._create("list", address, mlist, "list")
         return mlist
+
+    @rpc
+    async def SetListPosting(self, request: pb.SetListPostingRequest, context: Ctx
+                             ) -> pb.MailingList:
+        address = validate.address(request.address)
+        posting = validate.posting(request.posting)
+        posters = validate.targets(list(request.posters), "poster") if request.posters else []
+
+        def edit(mlist: pb.MailingList) -> None:
+            mlist.posting = posting
+            mlist.posters[:] = posters
+
+        return await self._modify("list", pb.MailingList, address, edit, "list")
 
     @rpc
     async def DeleteList(self, request: pb.AddressRequest, context: Ctx) -> pb.DeleteResponse:

@@ -96,6 +96,13 @@ def targets(texts: list[str] | tuple[str, ...], what: str = "target") -> list[st
 MAX_GECOS = 256
 
 
+def posting(value: pb.PostingPolicy.ValueType) -> pb.PostingPolicy.ValueType:
+    """A list's posting policy as sent: one the proto defines (proto3 passes any number)."""
+    if value not in pb.PostingPolicy.values():
+        raise invalid(f"no posting policy {value}: open, members or announce")
+    return value
+
+
 def gecos(text: str) -> str:
     """A user's name (vpopmail's gecos): one line of printable text, "" allowed."""
     text = text.strip()

@@ -12,7 +12,8 @@ the CLI's command calls (one code path, one set of checks); OpenAPI at /docs.
     GET    /api/aliases?domain=           POST   /api/aliases {address, targets}
     DELETE /api/aliases/{address}
     GET    /api/lists?domain=             GET    /api/lists/{address}   (with members)
-    POST   /api/lists {address, owner, members}      DELETE /api/lists/{address}
+    POST   /api/lists {address, owner, members, posting, posters}
+    DELETE /api/lists/{address}           PUT    /api/lists/{address}/posting {posting, posters}
     POST   /api/lists/{address}/members {member}
     DELETE /api/lists/{address}/members/{member}
     GET    /api/resolve/{address}
@@ -110,7 +111,17 @@ class NewAlias(_Body):
     targets: list[str] = Addresses
 
 
-class NewList(_Body):
+Posting = Literal["open", "members", "announce"]
+_POSTING = {"open": pb.POSTING_POLICY_OPEN, "members": pb.POSTING_POLICY_MEMBERS,
+            "announce": pb.POSTING_POLICY_ANNOUNCE}
+
+
+class ListPosting(_Body):
+    posting: Posting = "open"
+    posters: list[str] = Field(default_factory=list, max_length=10_000)
+
+
+class NewList(ListPosting):
     address: str = Field(max_length=1024)
     owner: str = Field(max_length=1024)
     members: list[str] = Field(default_factory=list, max_length=100_000)
@@ -240,7 +251,13 @@ def mount(app: FastAPI, directory: DirectoryService, control: ControlService) ->
     @app.post("/api/lists", status_code=201)
     async def add_list(body: NewList) -> dict[str, Any]:
         return to_json(await d.AddList(pb.AddListRequest(
-            address=body.address, owner=body.owner, members=body.members), ctx()))
+            address=body.address, owner=body.owner, members=body.members,
+            posting=_POSTING[body.posting], posters=body.posters), ctx()))
+
+    @app.put("/api/lists/{address}/posting")
+    async def set_posting(address: str, body: ListPosting) -> dict[str, Any]:
+        return to_json(await d.SetListPosting(pb.SetListPostingRequest(
+            address=address, posting=_POSTING[body.posting], posters=body.posters), ctx()))
 
     @app.delete("/api/lists/{address}")
     async def delete_list(address: str) -> dict[str, Any]:

@@ -75,7 +75,8 @@ def _keyword(value: str) -> str:
     return re.split(r"[\s;(]", value.strip(), maxsplit=1)[0].lower()
 
 
-def _addresses(values: list[str]) -> set[str]:
+def addresses(values: list[str]) -> set[str]:
+    """The addresses in these field values (To, Cc, From), canonical."""
     out: set[str] = set()
     try:
         pairs = getaddresses(values)
@@ -117,5 +118,5 @@ def parse(data: bytes) -> Original:
             addressed.append(value)
     # RFC 5322 3.6.4: without References, the parent's In-Reply-To stands for them
     orig.references = orig.references or in_reply_to
-    orig.recipients = _addresses(addressed)
+    orig.recipients = addresses(addressed)
     return orig

@@ -206,6 +206,10 @@ class Deliverer:
                     return _result(recipient, Outcome.OUTCOME_FAILED,
                                    listmail.LOOP.format(list=mlist.address), "5.4.6")
                 owner = mlist.owner or job.sender
+                if mlist.posting and (not_allowed := listmail.refusal(
+                        mlist.posting, mlist.address, owner, mlist.members, mlist.posters,
+                        job.sender, message.data, self.directory.delimiters)):
+                    return _result(recipient, Outcome.OUTCOME_FAILED, not_allowed, "5.7.2")
                 if mlist.members:
                     listed = lines + listmail.fields(mlist.address, owner,
                                                      self.directory.delimiters,

@@ -34,6 +34,8 @@ class ListSend:
     address: str
     owner: str
     members: list[str]
+    posting: int = pb.POSTING_POLICY_UNSPECIFIED
+    posters: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -128,10 +130,10 @@ def _step(view: DirectoryView, address: str, written: str, path: tuple[str, ...]
             _walk(view, target, here, exp, delivered_to)
     elif kind == pb.RESOLUTION_KIND_LIST:
         list_address = res.resolved or address
-        mlist = view.mailing_list(list_address)
-        owner = mlist.owner if mlist is not None else ""
+        mlist = view.mailing_list(list_address) or pb.MailingList()
         if not any(ls.address == list_address for ls in exp.lists):
-            exp.lists.append(ListSend(list_address, owner, list(res.targets)))
+            exp.lists.append(ListSend(list_address, mlist.owner, list(res.targets),
+                                      mlist.posting, list(mlist.posters)))
     elif kind == pb.RESOLUTION_KIND_LIST_COMMAND:
         # news-subscribe@ (RCPT refuses it too): never posted to the list
         if listaddresses.extension(address, res.resolved) in listaddresses.OWNER_EXTENSIONS:

@@ -48,6 +48,37 @@ CATCH_ALL_ACTION_DELETE: CatchAllAction.ValueType  # 3
 """accept and drop (vpopmail's delete)"""
 Global___CatchAllAction: _TypeAlias = CatchAllAction  # noqa: Y015
 
+class _PostingPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PostingPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PostingPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    POSTING_POLICY_UNSPECIFIED: _PostingPolicy.ValueType  # 0
+    """open: what every list did before the setting"""
+    POSTING_POLICY_OPEN: _PostingPolicy.ValueType  # 1
+    """anyone"""
+    POSTING_POLICY_MEMBERS: _PostingPolicy.ValueType  # 2
+    """the members, the owner and the posters"""
+    POSTING_POLICY_ANNOUNCE: _PostingPolicy.ValueType  # 3
+    """the owner and the posters only"""
+
+class PostingPolicy(_PostingPolicy, metaclass=_PostingPolicyEnumTypeWrapper):
+    """Who may post to a list (ezmlm's -u "subscribers only", Mailman's
+    generic_nonmember_action). Decided by local-delivery on the envelope sender or an address
+    in From:; a refused post bounces 5.7.2, as ezmlm's does.
+    """
+
+POSTING_POLICY_UNSPECIFIED: PostingPolicy.ValueType  # 0
+"""open: what every list did before the setting"""
+POSTING_POLICY_OPEN: PostingPolicy.ValueType  # 1
+"""anyone"""
+POSTING_POLICY_MEMBERS: PostingPolicy.ValueType  # 2
+"""the members, the owner and the posters"""
+POSTING_POLICY_ANNOUNCE: PostingPolicy.ValueType  # 3
+"""the owner and the posters only"""
+Global___PostingPolicy: _TypeAlias = PostingPolicy  # noqa: Y015
+
 class _ResolutionKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -266,21 +297,30 @@ class MailingList(_message.Message):
     ADDRESS_FIELD_NUMBER: _builtins.int
     OWNER_FIELD_NUMBER: _builtins.int
     MEMBERS_FIELD_NUMBER: _builtins.int
+    POSTING_FIELD_NUMBER: _builtins.int
+    POSTERS_FIELD_NUMBER: _builtins.int
     address: _builtins.str
     owner: _builtins.str
     """envelope sender of list mail: bounces go here"""
+    posting: Global___PostingPolicy.ValueType
     @_builtins.property
     def members(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def posters(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """may post whatever the policy (ezmlm's DIR/allow)"""
+
     def __init__(
         self,
         *,
         address: _builtins.str = ...,
         owner: _builtins.str = ...,
         members: _abc.Iterable[_builtins.str] | None = ...,
+        posting: Global___PostingPolicy.ValueType = ...,
+        posters: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "members", b"members", "owner", b"owner"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "members", b"members", "owner", b"owner", "posters", b"posters", "posting", b"posting"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -772,24 +812,59 @@ class AddListRequest(_message.Message):
     ADDRESS_FIELD_NUMBER: _builtins.int
     OWNER_FIELD_NUMBER: _builtins.int
     MEMBERS_FIELD_NUMBER: _builtins.int
+    POSTING_FIELD_NUMBER: _builtins.int
+    POSTERS_FIELD_NUMBER: _builtins.int
     address: _builtins.str
     owner: _builtins.str
+    posting: Global___PostingPolicy.ValueType
     @_builtins.property
     def members(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def posters(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
         address: _builtins.str = ...,
         owner: _builtins.str = ...,
         members: _abc.Iterable[_builtins.str] | None = ...,
+        posting: Global___PostingPolicy.ValueType = ...,
+        posters: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "members", b"members", "owner", b"owner"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "members", b"members", "owner", b"owner", "posters", b"posters", "posting", b"posting"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AddListRequest: _TypeAlias = AddListRequest  # noqa: Y015
+
+@_typing.final
+class SetListPostingRequest(_message.Message):
+    """Replaces the list's posting policy and its posters (the members stay)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    POSTING_FIELD_NUMBER: _builtins.int
+    POSTERS_FIELD_NUMBER: _builtins.int
+    address: _builtins.str
+    posting: Global___PostingPolicy.ValueType
+    @_builtins.property
+    def posters(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        address: _builtins.str = ...,
+        posting: Global___PostingPolicy.ValueType = ...,
+        posters: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "posters", b"posters", "posting", b"posting"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetListPostingRequest: _TypeAlias = SetListPostingRequest  # noqa: Y015
 
 @_typing.final
 class ListMemberRequest(_message.Message):

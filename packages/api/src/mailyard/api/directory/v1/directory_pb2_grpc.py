@@ -144,6 +144,11 @@ class DirectoryStub:
                 request_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.AddressRequest.SerializeToString,
                 response_deserializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.MailingList.FromString,
                 _registered_method=True)
+        self.SetListPosting = channel.unary_unary(
+                '/mailyard.directory.v1.Directory/SetListPosting',
+                request_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.SetListPostingRequest.SerializeToString,
+                response_deserializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.MailingList.FromString,
+                _registered_method=True)
         self.Resolve = channel.unary_unary(
                 '/mailyard.directory.v1.Directory/Resolve',
                 request_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.AddressRequest.SerializeToString,
@@ -318,6 +323,12 @@ class DirectoryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetListPosting(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Resolve(self, request, context):
         """what a delivery to this address does
         """
@@ -472,6 +483,11 @@ def add_DirectoryServicer_to_server(servicer, server):
             'GetList': grpc.unary_unary_rpc_method_handler(
                     servicer.GetList,
                     request_deserializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.AddressRequest.FromString,
+                    response_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.MailingList.SerializeToString,
+            ),
+            'SetListPosting': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetListPosting,
+                    request_deserializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.SetListPostingRequest.FromString,
                     response_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.MailingList.SerializeToString,
             ),
             'Resolve': grpc.unary_unary_rpc_method_handler(
@@ -1098,6 +1114,33 @@ class Directory:
             target,
             '/mailyard.directory.v1.Directory/GetList',
             mailyard_dot_directory_dot_v1_dot_directory__pb2.AddressRequest.SerializeToString,
+            mailyard_dot_directory_dot_v1_dot_directory__pb2.MailingList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetListPosting(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mailyard.directory.v1.Directory/SetListPosting',
+            mailyard_dot_directory_dot_v1_dot_directory__pb2.SetListPostingRequest.SerializeToString,
             mailyard_dot_directory_dot_v1_dot_directory__pb2.MailingList.FromString,
             options,
             channel_credentials,

@@ -64,6 +64,7 @@ class DirectoryStub:
     """with their members"""
     GetList: _grpc.UnaryUnaryMultiCallable[_directory_pb2.AddressRequest, _directory_pb2.MailingList]
     """NOT_FOUND: no such list"""
+    SetListPosting: _grpc.UnaryUnaryMultiCallable[_directory_pb2.SetListPostingRequest, _directory_pb2.MailingList]
     Resolve: _grpc.UnaryUnaryMultiCallable[_directory_pb2.AddressRequest, _directory_pb2.Resolution]
     """what a delivery to this address does"""
     SetAutoresponse: _grpc.UnaryUnaryMultiCallable[_directory_pb2.SetAutoresponseRequest, _directory_pb2.Mailbox]
@@ -112,6 +113,7 @@ class DirectoryAsyncStub(DirectoryStub):
     """with their members"""
     GetList: _aio.UnaryUnaryMultiCallable[_directory_pb2.AddressRequest, _directory_pb2.MailingList]  # type: ignore[assignment]
     """NOT_FOUND: no such list"""
+    SetListPosting: _aio.UnaryUnaryMultiCallable[_directory_pb2.SetListPostingRequest, _directory_pb2.MailingList]  # type: ignore[assignment]
     Resolve: _aio.UnaryUnaryMultiCallable[_directory_pb2.AddressRequest, _directory_pb2.Resolution]  # type: ignore[assignment]
     """what a delivery to this address does"""
     SetAutoresponse: _aio.UnaryUnaryMultiCallable[_directory_pb2.SetAutoresponseRequest, _directory_pb2.Mailbox]  # type: ignore[assignment]
@@ -289,6 +291,13 @@ class DirectoryServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_directory_pb2.MailingList, _abc.Awaitable[_directory_pb2.MailingList]]:
         """NOT_FOUND: no such list"""
+
+    @_abc_1.abstractmethod
+    def SetListPosting(
+        self,
+        request: _directory_pb2.SetListPostingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_directory_pb2.MailingList, _abc.Awaitable[_directory_pb2.MailingList]]: ...
 
     @_abc_1.abstractmethod
     def Resolve(
