@@ -131,6 +131,24 @@ def build(root: Path, sink_port: int = 2626, now: float | None = None) -> Tree:
     tree.write(".qmail-news", "|/usr/bin/ezmlm/ezmlm-reject '<#l#>'\n"
                f"|/usr/bin/ezmlm/ezmlm-send '{home}/news'\n", d)
     tree.write(".qmail-news-default", f"|/usr/bin/ezmlm/ezmlm-manage '{home}/news'\n", d)
+    # ezmlm-make's list directory: subscribers in its hashed files ("T" + address + NUL),
+    # DIR/owner as .qmail lines, subscriber-only posting (-u) with one address allowed
+    tree.write("news/subscribers/@", b"Tjoe@example.test\0Toutside@remote.test\0", d)
+    tree.write("news/subscribers/C", b"Tann@example.test\0", d)
+    tree.write("news/allow/subscribers/K", b"Teditor@remote.test\0", d)
+    tree.write("news/owner", "&bob@example.test\n", d)
+    tree.write("news/subonly", "", d)
+    tree.write("news/outlocal", "news\n", d)
+    tree.write("news/outhost", "example.test\n", d)
+    tree.write(".qmail-news-return-default", f"|/usr/bin/ezmlm/ezmlm-return -D '{home}/news'\n",
+               d)
+    # a moderated one (ezmlm-make -m): no owner in DIR/owner but its .qmail-LIST-owner
+    tree.write(".qmail-board", f"|/usr/bin/ezmlm/ezmlm-send '{home}/board'\n", d)
+    tree.write(".qmail-board-owner", "&ann@example.test\n", d)
+    tree.write("board/subscribers/@", b"Tjoe@example.test\0", d)
+    tree.write("board/mod/subscribers/@", b"Tann@example.test\0", d)
+    tree.write("board/modpost", "", d)
+    tree.write("board/owner", f"{home}/board/Mailbox\n", d)
 
     joe_md = tree.maildir("example.test", "joe")
     put_message(joe_md, "cur", "1065871320.M1P100.mx1,S=120:2,S", message("read"))

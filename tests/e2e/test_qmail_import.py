@@ -80,7 +80,10 @@ def test_the_report_names_what_stayed_behind(mailyard: Mailyard, imported: str,
                                               tree: Tree) -> None:
     for line in (f"{tree.domain_dir('example.test')}/.qmail-vacation:1: unsupported: "
                  "autoresponder (autorespond)",
-                 f"{tree.domain_dir('example.test')}/.qmail-news:2: unsupported: ezmlm",
+                 f"{tree.domain_dir('example.test')}/.qmail-news:1: unsupported: "
+                 "ezmlm-reject's checks",
+                 f"{tree.domain_dir('example.test')}/.qmail-board: unsupported: "
+                 "board@example.test: moderation is not supported",
                  f"{tree.tcp_smtp}:5: unsupported: host name rule"):
         assert line in imported
     assert "domain example.test: created" in imported
@@ -190,6 +193,28 @@ def test_alias_mail_lands_next_to_the_old_mail(mailyard: Mailyard, imported: str
     assert any(m.endswith(BODY) for m in got)
     assert (joe / "cur" / "1065871321.M2P100.mx1:2,RS").exists()
     assert mailyard.wait_maildir("ann@example.test", 2)  # info@ goes to ann too
+
+
+def test_the_ezmlm_list_posts_to_its_subscribers_as_on_the_old_host(mailyard: Mailyard,
+                                                                    imported: str) -> None:
+    """news@ ran ezmlm-send -u on the old host: a subscriber's post reaches the other
+    subscribers with the list's fields, a stranger's reaches nobody, and news-subscribe@
+    (ezmlm-manage's) is refused rather than posted."""
+    assert "list news@example.test: created, 3 member(s)" in imported
+    shown = mailyard.cli("list", "list", "example.test")
+    assert "news@example.test\towner=bob@example.test\tposting=members\t" in shown, shown
+    ann = mailyard.count("ann@example.test")
+    with mailyard.smtp() as client:
+        client.sendmail("stranger@remote.test", ["news@example.test"],
+                        b"Subject: spam\r\n\r\nspam\r\n")
+        client.sendmail("joe@example.test", ["news@example.test"], BODY)
+        client.docmd("MAIL FROM:<someone@client.test>")
+        code, reply = client.docmd("RCPT TO:<news-subscribe@example.test>")
+    assert (code, b"write to news-owner@example.test" in reply) == (550, True), reply
+    got = mailyard.wait_maildir("ann@example.test", ann + 1)
+    assert any(b"List-Id: <news.example.test>\r\n" in m and m.endswith(BODY) for m in got)
+    mailyard.queue_empty()
+    assert not any(b"spam" in m for m in mailyard.wait_maildir("ann@example.test", ann + 1))
 
 
 def test_the_alias_domain_delivers_as_on_the_old_host(mailyard: Mailyard,

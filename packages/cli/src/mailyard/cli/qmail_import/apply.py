@@ -173,6 +173,9 @@ class Applier:
             self._alias(alias.address, alias.targets)
         for mlist in self.plan.lists:
             self._list(mlist.address, mlist.owner, mlist.members)
+            if mlist.posting:  # ezmlm's: set on a rerun too
+                self.directory.SetListPosting(pb.SetListPostingRequest(
+                    address=mlist.address, posting=mlist.posting, posters=mlist.posters))
         for mailbox in self.plan.mailboxes:
             self._forward(mailbox)
         for domain in self.plan.domains:

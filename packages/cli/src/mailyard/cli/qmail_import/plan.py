@@ -24,6 +24,7 @@ from mailyard.cli.qmail_import import (
     autoresponders,
     controlfiles,
     dotqmail,
+    ezmlm,
     names,
     qmailext,
     tcprules,
@@ -80,6 +81,8 @@ class ListPlan:
     owner: str
     members: list[str]
     source: str
+    posting: pb.PostingPolicy.ValueType = pb.POSTING_POLICY_UNSPECIFIED
+    posters: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -209,12 +212,25 @@ def _domain(src: Sources, assigned: assign.AssignedDomain, plan: Plan) -> None:
     plan.mailboxes.extend(mailboxes.values())
 
     dots = _dot_files(local_home, problems)
+    parsed = {local: dotqmail.parse(_read(path, problems) or [], path, home, problems)
+              for local, path in sorted(dots.items())}
+    lists = {local: where for local, dot in parsed.items()
+             if local != "default" and not local.endswith("-default")
+             and (where := ezmlm.list_dir(dot, home)) is not None}
     for local, path in sorted(dots.items()):
-        lines = _read(path, problems) or []
-        dot = dotqmail.parse(lines, path, home, problems)
+        dot = parsed[local]
         if local == "default":
             _catch_all(dot, home, domain, mailboxes, by_home, problems)
             continue
+        if local in lists:
+            _ezmlm_list(src, local, lists[local], dot, domain.name, dots, parsed, plan)
+            continue
+        if any(local.startswith(f"{base}-") for base in lists):
+            # the list's own ezmlm programs (ezmlm-manage, -return, -warn): its command
+            # addresses stand for them
+            dot.programs = [p for p in dot.programs if not ezmlm.is_ezmlm(p)]
+            if not (dot.programs or dot.forwards or dot.maildirs or dot.mboxes):
+                continue
         if local.endswith("-default"):
             problems.unsupported(path, 0, f"{local}@{name} (every address starting with "
                                  f"{local[:-8]}-): Mailyard has no extension addresses")
@@ -249,6 +265,48 @@ def _domain(src: Sources, assigned: assign.AssignedDomain, plan: Plan) -> None:
         if lines is not None:
             dot = dotqmail.parse(lines, user_dot, mailbox.user.home, problems)
             _forward(dot, mailbox, by_maildir, problems, mailbox.user.home, src.local)
+
+
+def _ezmlm_list(src: Sources, local: str, old_dir: str, dot: dotqmail.DotQmail, name: str,
+                dots: dict[str, Path], parsed: dict[str, dotqmail.DotQmail],
+                plan: Plan) -> None:
+    """`.qmail-<local>` runs ezmlm-send on `old_dir`: the list, from its directory."""
+    problems = plan.problems
+    path = dots[local]
+    found = ezmlm.read(src.local(old_dir), dot, old_dir, problems)
+    for program in dot.programs:
+        if program.name in ("ezmlm-send", "ezmlm-issubn"):
+            continue
+        if program.name == "ezmlm-reject":
+            problems.unsupported(path, program.line, "ezmlm-reject's checks (empty subject, "
+                                 "MIME types, size) are not carried over; the list is")
+        elif not ezmlm.is_ezmlm(program):
+            problems.unsupported(path, program.line, f"{program.describe()}: programs are "
+                                 "not run by Mailyard; not imported")
+    if found.moderated:
+        problems.unsupported(path, 0, f"{local}@{name}: moderation is not supported; the "
+                             "list is imported as announce-only with its moderators as "
+                             "posters (mailyard list set --posting)")
+    members = list(dict.fromkeys([*found.members, *(a for a, _ in dot.forwards)]))
+    owner_dot = parsed.get(f"{local}-owner")
+    owners = found.owners or ([a for a, _ in owner_dot.forwards] if owner_dot else [])
+    try:
+        address = names.address(local, name)
+        owner = names.target(owners[0]) if owners else ""
+    except ValueError as exc:
+        problems.error(path, 0, str(exc))
+        return
+    if not owner:
+        problems.error(src.local(old_dir), 0, f"{address}: no owner (no address in "
+                       f"{old_dir}/owner nor in .qmail-{local}-owner); a list needs one for "
+                       "its bounces: write one there")
+        return
+    record = pb.MailingList(address=address, owner=owner, members=members,
+                            posting=found.posting, posters=found.posters)
+    if _too_large(record, address, len(members), path, problems):
+        return
+    plan.lists.append(ListPlan(address, owner, members, str(path), found.posting,
+                               found.posters))
 
 
 def _dot_files(local_home: Path, problems: Problems) -> dict[str, Path]:

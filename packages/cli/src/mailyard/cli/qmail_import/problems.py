@@ -5,7 +5,7 @@ Two kinds, because they call for different answers from the postmaster:
 - "error": the line is malformed (a vpasswd line with five fields, a bad IP range, a domain
   name with a space). The import writes nothing while any is left, unless --skip-bad says
   to leave those lines behind.
-- "unsupported": the line is valid on qmail but Mailyard has no equivalent (`|ezmlm-send`,
+- "unsupported": the line is valid on qmail but Mailyard has no equivalent (`|maildrop`,
   an autoresponder of an address without a mailbox, `=host` rules in tcp.smtp, system-user
   domains in control/locals). It is reported and the rest is imported.
 """

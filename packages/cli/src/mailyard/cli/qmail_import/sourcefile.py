@@ -35,7 +35,13 @@ def lines(raw: bytes) -> list[str]:
 
 
 def read_lines(path: Path) -> list[str] | None:
-    """The file's lines, None when it does not exist; Unreadable when it cannot be read.
+    """The file's lines, None when it does not exist; Unreadable when it cannot be read."""
+    raw = read_bytes(path)
+    return None if raw is None else lines(raw)
+
+
+def read_bytes(path: Path) -> bytes | None:
+    """The file's bytes, None when it does not exist; Unreadable when it cannot be read.
 
     Opened without blocking and checked to be a regular file before reading: a FIFO would
     wait for a writer forever, and a device (a symlink to /dev/zero) says 0 bytes and
@@ -63,4 +69,4 @@ def read_lines(path: Path) -> list[str] | None:
             raise Unreadable(f"{path}: {exc.strerror}") from exc
     if len(raw) > MAX_FILE_BYTES:   # grew since fstat()
         raise Unreadable(f"{path}: larger than {MAX_FILE_BYTES} bytes")
-    return lines(raw)
+    return raw

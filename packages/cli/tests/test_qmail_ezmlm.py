@@ -1,0 +1,80 @@
+"""ezmlm lists of a vpopmail domain come over as lists: members from ezmlm's hashed
+subscriber files, the owner from DIR/owner (or .qmail-LIST-owner), who may post from
+ezmlm's flags; its -default and -return-default lines are the list's, not reported."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mailyard.api.directory.v1 import directory_pb2 as pb
+from mailyard.cli.qmail_import import ezmlm
+from mailyard.cli.qmail_import.plan import Plan, Sources, build
+from mailyard.cli.qmail_import.problems import ERROR, Problems
+from tests.qmail_tree import Tree
+from tests.qmail_tree import build as build_tree
+
+
+def _plan(tmp_path: Path, edit: Callable[[Tree], None] | None = None) -> tuple[Tree, Plan]:
+    tree = build_tree(tmp_path / "old")
+    if edit is not None:
+        edit(tree)
+    return tree, build(Sources(qmail_dir=tree.qmail, vpopmail_dir=tree.vpopmail,
+                               tcp_smtp=tree.tcp_smtp, open_smtp=tree.open_smtp), now=tree.now)
+
+
+def test_an_ezmlm_list_becomes_a_list(tmp_path: Path) -> None:
+    tree, plan = _plan(tmp_path)
+    lists = {ml.address: ml for ml in plan.lists}
+    news = lists["news@example.test"]
+    assert (news.owner, sorted(news.members), news.posting, news.posters) == (
+        "bob@example.test", ["ann@example.test", "joe@example.test", "outside@remote.test"],
+        pb.POSTING_POLICY_MEMBERS, ["editor@remote.test"])
+    # moderated: nothing unmoderated reaches the members, the moderators may post
+    board = lists["board@example.test"]
+    assert (board.owner, board.members, board.posting, board.posters) == (
+        "ann@example.test", ["joe@example.test"], pb.POSTING_POLICY_ANNOUNCE,
+        ["ann@example.test"])
+    reasons = {(Path(p.path).name, p.reason) for p in plan.problems.items}
+    d = tree.domain_dir("example.test")
+    assert not [r for n, r in reasons if n in (".qmail-news-default",
+                                               ".qmail-news-return-default")]
+    assert not [r for n, r in reasons if n == ".qmail-news" and "ezmlm-send" in r]
+    assert [r for n, r in reasons if n == ".qmail-board" and "moderation is not supported" in r]
+    assert str(d / ".qmail-board") in {p.path for p in plan.problems.items}
+    assert not [p for p in plan.problems.items if p.kind == ERROR]
+
+
+def test_a_bad_subscriber_entry_is_named_and_the_rest_imported(tmp_path: Path) -> None:
+    def edit(tree: Tree) -> None:
+        d = tree.domain_dir("example.test")
+        (d / "news" / "subscribers" / "C").write_bytes(b"Tann@example.test\0Xjunk\0Tno-at\0")
+        (d / "news" / "owner").unlink()
+
+    _, plan = _plan(tmp_path, edit)
+    errors = sorted((p for p in plan.problems.items if p.kind == ERROR),
+                    key=lambda p: p.path)
+    assert [Path(p.path).name for p in errors] == ["news", "C", "C"], errors
+    assert "Xjunk" in errors[1].reason and "no-at" in errors[2].reason
+    # a list needs an owner (bounces go there): named, and the import writes nothing
+    assert "no owner" in errors[0].reason
+    assert "news@example.test" not in [ml.address for ml in plan.lists]
+
+
+ADDRESS = st.from_regex(r"[a-z0-9][a-z0-9+-]{0,19}@[a-z0-9]{1,20}\.test", fullmatch=True)
+
+
+@settings(max_examples=200, deadline=2000)
+@given(st.lists(ADDRESS, max_size=20), st.binary(max_size=300))
+def test_a_subscriber_file_of_any_bytes_is_read_without_raising(
+        tmp_path_factory: object, good: list[str], junk: bytes) -> None:
+    """Subscribers wrote their own addresses into these files: whatever else is in one,
+    reading it never raises, and every well-formed entry before the junk comes over."""
+    folder = Path(tmp_path_factory.mktemp("subs"))  # type: ignore[attr-defined]
+    (folder / "@").write_bytes(b"".join(b"T" + a.encode() + b"\0" for a in good) + junk)
+    problems = Problems()
+    found = ezmlm.subscribers(folder, problems)
+    assert found[:len(set(good))] == list(dict.fromkeys(good))
