@@ -149,7 +149,7 @@ class DirectoryView(KVView):
         res.resolved = f"{split(address)[0]}@{domain.name}"
         if answering is not None:
             self._record(f"{answering}@{domain.name}", res)
-            if res.kind == pb.RESOLUTION_KIND_LIST and answering != split(address)[0]:
+            if res.kind == pb.RESOLUTION_KIND_LIST and address[len(answering)] != "@":
                 self._list_command(address, res)
         elif domain.catch_all == pb.CATCH_ALL_ACTION_DELIVER:
             res.kind = pb.RESOLUTION_KIND_CATCH_ALL
@@ -173,14 +173,15 @@ class DirectoryView(KVView):
         address, domain, answering = self._answering(address)
         if domain is None:
             return False
-        local = split(address)[0]
-        if answering is not None and answering != local:
+        # answering is a prefix of address: "@" follows it unless it is the extension's base
+        if answering is not None and address[len(answering)] != "@":
             # through its extension's base (two keys more, for such addresses only): a
             # list's command address is refused, but for -owner and -request
             key = f"{_enc(to_ascii_domain(domain.name))}.{_enc(answering)}"
             if f"list.{key}" in self.data and not any(
                     f"{kind}.{key}" in self.data for kind in ("mailbox", "alias")):
-                return local[len(answering) + 1:] in listaddresses.OWNER_EXTENSIONS
+                return (split(address)[0][len(answering) + 1:]
+                        in listaddresses.OWNER_EXTENSIONS)
         return answering is not None or domain.catch_all in (pb.CATCH_ALL_ACTION_DELIVER,
                                                              pb.CATCH_ALL_ACTION_DELETE)
 
