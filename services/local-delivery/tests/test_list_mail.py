@@ -90,3 +90,20 @@ async def test_who_may_post_is_the_lists_posting_policy(env: Env) -> None:
                              ("spammer@else.test", "open@example.com", b"")):
         assert (await post(sender, to, head))[0] == OUTCOME_DELIVERED, (sender, to)
         await env.todo()
+
+
+async def test_an_announce_list_without_an_owner_is_not_open_to_every_sender(
+        env: Env) -> None:
+    """A list from before owners were required sends from the poster; the policy took that
+    stand-in for the owner, so whoever posted to such an announce-only list was its owner
+    and got through."""
+    await env.domain("example.com")
+    await env.mailing_list("old@example.com", "", "joe@remote.test",
+                           posting=pb.POSTING_POLICY_ANNOUNCE, posters=["ed@remote.test"])
+    await env.start()
+    await env.job("stranger@else.test", ["old@example.com"], BODY)
+    [rr] = (await env.result()).results
+    assert (rr.outcome, rr.enhanced_code) == (OUTCOME_FAILED, "5.7.2")
+    await env.job("ed@remote.test", ["old@example.com"], BODY)
+    assert (await env.result()).results[0].outcome == OUTCOME_DELIVERED
+    assert (await env.todo())[0].sender == "ed@remote.test"

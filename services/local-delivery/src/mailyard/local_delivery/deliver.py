@@ -206,8 +206,9 @@ class Deliverer:
                     return _result(recipient, Outcome.OUTCOME_FAILED,
                                    listmail.LOOP.format(list=mlist.address), "5.4.6")
                 owner = mlist.owner or job.sender
+                # the record's owner: the stand-in above (the poster) may not post for it
                 if mlist.posting and (not_allowed := listmail.refusal(
-                        mlist.posting, mlist.address, owner, mlist.members, mlist.posters,
+                        mlist.posting, mlist.address, mlist.owner, mlist.members, mlist.posters,
                         job.sender, message.data, self.directory.delimiters)):
                     return _result(recipient, Outcome.OUTCOME_FAILED, not_allowed, "5.7.2")
                 if mlist.members:

@@ -77,7 +77,7 @@ def refusal(posting: int, list_address: str, owner: str, members: list[str],
     enough."""
     if posting not in (pb.POSTING_POLICY_MEMBERS, pb.POSTING_POLICY_ANNOUNCE):
         return None
-    allowed = [owner, *posters]
+    allowed = [a for a in (owner, *posters) if a]
     if posting == pb.POSTING_POLICY_MEMBERS:
         allowed += members
     if _listed(allowed, {_key(sender)} if sender else set()):
