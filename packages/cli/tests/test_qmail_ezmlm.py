@@ -4,6 +4,7 @@ ezmlm's flags; its -default and -return-default lines are the list's, not report
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from mailyard.api.directory.v1 import directory_pb2 as pb
 from mailyard.cli.qmail_import import ezmlm
+from mailyard.cli.qmail_import.command import describe
 from mailyard.cli.qmail_import.plan import Plan, Sources, build
 from mailyard.cli.qmail_import.problems import ERROR, Problems
 from tests.qmail_tree import Tree
@@ -78,3 +80,15 @@ def test_a_subscriber_file_of_any_bytes_is_read_without_raising(
     problems = Problems()
     found = ezmlm.subscribers(folder, problems)
     assert found[:len(set(good))] == list(dict.fromkeys(good))
+
+
+def test_the_dry_run_says_who_may_post(tmp_path: Path) -> None:
+    """The dry run showed an ezmlm list as if anyone could post: the postmaster could not
+    see that news@ comes over members-only and board@ announce-only."""
+    _, plan = _plan(tmp_path)
+    out = io.StringIO()
+    describe(plan, out)
+    lines = {line.split("\t")[0]: line for line in out.getvalue().splitlines()}
+    assert "\tposting=members\tposters=editor@remote.test\t" in lines["list news@example.test"]
+    assert "\tposting=announce\tposters=ann@example.test\t" in lines["list board@example.test"]
+    assert "posting=" not in lines["list team@example.test"]

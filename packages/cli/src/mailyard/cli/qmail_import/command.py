@@ -23,9 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mailyard.api.directory.v1 import directory_pb2 as pb
 from mailyard.cli.mailuser import MailUser
 from mailyard.cli.qmail_import import maildirs
-from mailyard.cli.qmail_import.plan import Plan, Sources, build
+from mailyard.cli.qmail_import.plan import ListPlan, Plan, Sources, build
 from mailyard.cli.qmail_import.problems import Problems
 
 
@@ -65,6 +66,17 @@ def _count(maildir: Path) -> tuple[int, int]:
     return total, len(found)
 
 
+_POSTING = {pb.POSTING_POLICY_MEMBERS: "members", pb.POSTING_POLICY_ANNOUNCE: "announce"}
+
+
+def _posting(ml: ListPlan) -> str:
+    """Who may post, as `mailyard list list` shows it: nothing for an open list."""
+    if ml.posting not in _POSTING:
+        return ""
+    posters = f"\tposters={','.join(ml.posters)}" if ml.posters else ""
+    return f"\tposting={_POSTING[ml.posting]}{posters}"
+
+
 def describe(plan: Plan, out: Any = sys.stdout) -> None:
     """The dry run: one line per thing that would be created or updated."""
     for d in plan.domains:
@@ -93,8 +105,8 @@ def describe(plan: Plan, out: Any = sys.stdout) -> None:
     for a in plan.aliases:
         print(f"alias {a.address}\t-> {','.join(a.targets)}\t({a.source})", file=out)
     for ml in plan.lists:
-        print(f"list {ml.address}\towner={ml.owner}\tmembers={','.join(ml.members)}"
-              f"\t({ml.source})", file=out)
+        print(f"list {ml.address}\towner={ml.owner}{_posting(ml)}"
+              f"\tmembers={','.join(ml.members)}\t({ml.source})", file=out)
     c = plan.control
     if c.me:
         print(f"control me\t{c.me}", file=out)
