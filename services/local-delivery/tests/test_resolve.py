@@ -262,9 +262,11 @@ async def test_a_copy_of_ascii_mail_to_or_from_a_utf8_address_is_smtputf8(env: E
     await env.alias("info@example.org", "j\u00f6rg@remote.test")
     await env.mailing_list("team@example.org", "zo\u00eb@example.org", "m@remote.test")
     await env.mailing_list("plain@example.org", "owner@example.org", "m@remote.test")
+    # its own address is in the copy's header (Delivered-To, List-Id, List-Post)
+    await env.mailing_list("n\u00f6ws@example.org", "owner@example.org", "m@remote.test")
     await env.start()
     for recipient, smtputf8 in (("info@example.org", True), ("team@example.org", True),
-                                ("plain@example.org", False)):
+                                ("plain@example.org", False), ("n\u00f6ws@example.org", True)):
         await env.job(SENDER, [recipient], BODY)
         assert (await env.result()).results[0].outcome == OUTCOME_DELIVERED
         envelope, _ = await env.todo()

@@ -56,7 +56,8 @@ def batches(recipients: list[str]) -> list[list[str]]:
 
 
 async def send(spool: Spool, js: JetStreamContext, job: DeliveryJob, *, origin: Origin.ValueType,
-               sender: str, recipients: list[str], data: bytes, why: tuple[str, ...]) -> str:
+               sender: str, recipients: list[str], data: bytes, why: tuple[str, ...],
+               utf8_header: bool = False) -> str:
     """Inject the message, in parts for many recipients; returns the (first) queue id.
     `why` (the job's recipient and what it led to) names the parts: their queue ids come
     from the message's queue id and it, so doing it again makes the same messages, which
@@ -66,10 +67,11 @@ async def send(spool: Spool, js: JetStreamContext, job: DeliveryJob, *, origin: 
     defers, and the retry announces what was left (core.inject.inject_derived)."""
     # Flagged for what each copy's envelope needs, as smtp-ingress flags a client's: a copy
     # of ASCII mail to (or, for a list, from) an address that is not ASCII cannot be sent
-    # without SMTPUTF8.
+    # without SMTPUTF8; nor can one whose header we gave an address that is not ASCII (a
+    # list's own, in its Delivered-To and List-* fields): `utf8_header`.
     envelopes = [Envelope(queue_id=derived_queue_id(job.queue_id, *why, str(n)), origin=origin,
                           sender=sender, recipients=part, body_8bit=job.body_8bit,
-                          smtputf8=(job.smtputf8 or not sender.isascii()
+                          smtputf8=(job.smtputf8 or utf8_header or not sender.isascii()
                                     or not all(address.isascii() for address in part)))
                  for n, part in enumerate(batches(recipients))]
     await inject_derived(spool, js, envelopes, data)
@@ -89,7 +91,8 @@ async def forward(spool: Spool, js: JetStreamContext, job: DeliveryJob, recipien
 async def to_list(spool: Spool, js: JetStreamContext, job: DeliveryJob, recipient: str,
                   mlist: str, owner: str, members: list[str], data: bytes) -> str:
     return await send(spool, js, job, origin=ORIGIN_LIST, sender=owner,
-                      recipients=members, data=data, why=(recipient, "list", mlist))
+                      recipients=members, data=data, why=(recipient, "list", mlist),
+                      utf8_header=not mlist.isascii())
 
 
 async def autoreply(spool: Spool, js: JetStreamContext, recipient: str, data: bytes, *,
