@@ -225,3 +225,20 @@ def test_a_default_domain_that_is_no_domain_is_reported(tmp_path: Path) -> None:
     assert [(p.path, p.line, p.kind) for p in plan.problems.sorted()
             if p.path == path] == [(path, 1, ERROR)]
     assert plan.control.default_domain == ""
+
+
+def test_a_users_own_dot_qmail_is_not_read_when_the_domains_dot_qmail_user_answers(
+        tmp_path: Path) -> None:
+    """qmail-local delivers bob@ by the domain's .qmail-bob and never runs vdelivermail for
+    him, so bob's own .qmail (which vdelivermail reads) never took effect on the old host:
+    bob's forward is .qmail-bob's alone, and the unread file is reported."""
+    tree = build_tree(tmp_path / "old")
+    domain = tree.domain_dir("example.test")
+    tree.write("bob/.qmail", "&stale@remote.test\n", domain)
+    plan = build(Sources(qmail_dir=tree.qmail, vpopmail_dir=tree.vpopmail,
+                         tcp_smtp=tree.tcp_smtp, open_smtp=tree.open_smtp), now=tree.now)
+    bob = next(m for m in plan.mailboxes if m.address == "bob@example.test")
+    assert (bob.forward_to, bob.keep_copy) == (["bob@remote.test"], True)
+    assert [(p.path, p.kind) for p in plan.problems.items
+            if p.path == str(domain / "bob" / ".qmail")] == [
+        (str(domain / "bob" / ".qmail"), UNSUPPORTED)]

@@ -259,10 +259,16 @@ def _domain(src: Sources, assigned: assign.AssignedDomain, plan: Plan) -> None:
             plan.lists.append(ListPlan(address, owner, targets, str(path)))
         else:
             plan.aliases.append(AliasPlan(address, targets, str(path)))
-    for mailbox in mailboxes.values():
+    for local, mailbox in mailboxes.items():
         user_dot = src.local(mailbox.user.home) / ".qmail"
         lines = _read(user_dot, problems)
-        if lines is not None:
+        if lines is not None and local in dots:
+            # qmail-local delivers by .qmail-USER and never runs vdelivermail, which alone
+            # reads the user's own .qmail: it had no effect on the old host
+            problems.unsupported(user_dot, 0, f"{dots[local].name} delivers "
+                                 f"{mailbox.address} on the old host, so this file was "
+                                 "never read: not imported")
+        elif lines is not None:
             dot = dotqmail.parse(lines, user_dot, mailbox.user.home, problems)
             _forward(dot, mailbox, by_maildir, problems, mailbox.user.home, src.local)
 
