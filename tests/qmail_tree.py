@@ -1,8 +1,9 @@
 """A qmail + vpopmail server's files, written in their real formats, for the import's tests
 and its benchmark: control/, users/assign (as on the help page: two entries on one line,
 an alias domain, the final "."), vpasswd with DES, MD5-crypt and SHA-512-crypt hashes made
-by the system's libcrypt and a clear-password field, .qmail-* files (aliases, a list with
-an -owner, a forward with a copy, an autoresponder, ezmlm, the catch-all), tcp.smtp and
+by the system's libcrypt, a clear-password field and an account refused every login,
+.qmail-* files (aliases, a list with an -owner, a forward with a copy, an autoresponder,
+ezmlm, the catch-all), tcp.smtp and
 open-smtp as on the help page, and Maildirs with cur/new/tmp, flags and Maildir++ folders.
 
 Paths inside the files are the old host's (/home/vpopmail/...); the tree itself lives
@@ -19,7 +20,8 @@ from pathlib import Path
 from mailyard.core import libcrypt
 
 OLD_HOME = "/home/vpopmail"
-PASSWORDS = {"joe": "joe-des-pw", "ann": "ann-md5-password", "bob": "bob-sha512-password"}
+PASSWORDS = {"joe": "joe-des-pw", "ann": "ann-md5-password", "bob": "bob-sha512-password",
+             "dan": "dan-md5-password"}
 
 def crypt(password: str, setting: str) -> str:
     """crypt(3) of the system's libcrypt (libxcrypt): a real DES / $1$ / $6$ hash."""
@@ -170,11 +172,16 @@ def build(root: Path, sink_port: int = 2626, now: float | None = None) -> Tree:
     o = tree.domain_dir("example.org")
     ohome = f"{OLD_HOME}/domains/example.org"
     carl = crypt("carl-password", "$6$carlsalt$")
-    tree.write("vpasswd", f"carl:{carl}:1:0:Carl:{ohome}/carl:NOQUOTA\n", o)
+    dan = crypt(PASSWORDS["dan"], "$1$dansalt$")
+    # dan: every login refused (vmoduser -p -i -s: NO_POP | NO_IMAP | NO_SMTP), mail kept
+    tree.write("vpasswd", f"carl:{carl}:1:0:Carl:{ohome}/carl:NOQUOTA\n"
+               f"dan:{dan}:1:{0x02 | 0x08 | 0x800}:Dan:{ohome}/dan:NOQUOTA\n", o)
     tree.write(".qmail-default", f"| {OLD_HOME}/bin/vdelivermail '' bounce-no-mailbox\n", o)
     put_message(tree.maildir("example.org", "carl"), "new", "1065871328.M9P100.mx1",
                 message("for carl"))
     tree.write("carl/.qmail", "&carl@remote.test\n", o)   # qmailadmin's forward, no copy
+    put_message(tree.maildir("example.org", "dan"), "cur", "1065871329.M10P100.mx1:2,S",
+                message("for dan"))
 
     tree.write("etc/tcp.smtp", "\n".join([
         "# as on the help page, plus a deny and a range",

@@ -312,6 +312,34 @@ def test_a_bare_login_is_in_vpopmails_default_domain(mailyard: Mailyard,
     assert "235 " in proc.stdout, proc.stdout + proc.stderr
 
 
+@pytest.mark.skipif(SWAKS is None, reason="swaks is not installed (CI installs it)")
+def test_an_account_refused_every_login_stays_closed_and_gets_its_mail(
+        mailyard: Mailyard, imported: str) -> None:
+    """dan's vpasswd gid had NO_POP, NO_IMAP and NO_SMTP: vchkpw refused him everywhere
+    while vdelivermail delivered his mail. His old password opens nothing here either."""
+    assert "mailbox dan@example.org: created (locked)" in imported
+    assert SWAKS is not None
+    proc = subprocess.run([SWAKS, "--server", "127.0.0.1", "--port",
+                           str(mailyard.platform.ports.submission), "--tls", "--timeout", "20",
+                           "--auth", "PLAIN", "--auth-user", "dan@example.org",
+                           "--auth-password", PASSWORDS["dan"], "--quit-after", "AUTH"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert "535" in proc.stdout and "235 " not in proc.stdout, proc.stdout + proc.stderr
+    if mailyard.platform.dovecot is not None:
+        imap = imaplib.IMAP4("127.0.0.1", mailyard.platform.ports.imap, timeout=15)
+        try:
+            imap.starttls(_no_verify())
+            with pytest.raises(imaplib.IMAP4.error):
+                imap.login("dan@example.org", PASSWORDS["dan"])
+        finally:
+            imap.shutdown()
+    before = mailyard.count("dan@example.org")
+    assert before == 1                                   # the old mail came over
+    with mailyard.smtp() as client:
+        client.sendmail("someone@client.test", ["dan@example.org"], BODY)
+    mailyard.wait_maildir("dan@example.org", before + 1)
+
+
 def test_a_rerun_updates_instead_of_duplicating(mailyard: Mailyard, tree: Tree,
                                                 imported: str) -> None:
     counts = {a: mailyard.count(a) for a in ("joe@example.test", "ann@example.test")}

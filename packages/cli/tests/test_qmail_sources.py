@@ -63,7 +63,8 @@ def test_what_is_no_file_is_reported_and_the_rest_planned(tmp_path: Path,
     assert [(p.path, p.line, p.kind) for p in plan.problems.sorted() if p.kind == ERROR] \
         == [(str(bad), 0, ERROR)]
     assert [m.address for m in plan.mailboxes] == [
-        "joe@example.test", "ann@example.test", "bob@example.test", "carl@example.org"]
+        "joe@example.test", "ann@example.test", "bob@example.test", "carl@example.org",
+        "dan@example.org"]
 
 
 def test_a_maildir_that_is_a_symlink_is_reported_as_its_mail_stays_behind(tmp_path: Path
@@ -242,3 +243,25 @@ def test_a_users_own_dot_qmail_is_not_read_when_the_domains_dot_qmail_user_answe
     assert [(p.path, p.kind) for p in plan.problems.items
             if p.path == str(domain / "bob" / ".qmail")] == [
         (str(domain / "bob" / ".qmail"), UNSUPPORTED)]
+
+
+def test_an_account_refused_every_login_comes_over_locked(tmp_path: Path) -> None:
+    """vchkpw refused dan's POP3, IMAP and SMTP AUTH logins (NO_POP, NO_IMAP and NO_SMTP in
+    his vpasswd gid) while his mail was delivered. Mailyard has no per-protocol switch: the
+    mailbox comes over with its mail but locked, not with the old password that opened it
+    everywhere; a user refused only some logins keeps the password, each flag reported."""
+    tree = build_tree(tmp_path / "old")
+    vpasswd = tree.domain_dir("example.test") / "vpasswd"
+    vpasswd.write_text(vpasswd.read_text().replace(":1:0:Ann Example:", ":1:2048:Ann Example:"))
+    plan = build(Sources(qmail_dir=tree.qmail, vpopmail_dir=tree.vpopmail,
+                         tcp_smtp=tree.tcp_smtp, open_smtp=tree.open_smtp), now=tree.now)
+    locked = {m.address: m.locked for m in plan.mailboxes}
+    assert locked["dan@example.org"] and not locked["ann@example.test"]
+    dan = [p.reason for p in plan.problems.items if p.reason.startswith("dan:")]
+    assert len(dan) == 1 and "locked" in dan[0] and "not carried over" not in dan[0], dan
+    ann = [p.reason for p in plan.problems.items if p.reason.startswith("ann:")]
+    assert len(ann) == 1 and "NO_SMTP is not carried over" in ann[0], ann
+    out = io.StringIO()
+    describe(plan, out)
+    assert "mailbox dan@example.org\tpassword=locked\tquota=none\tmessages=1\t" \
+        in out.getvalue()

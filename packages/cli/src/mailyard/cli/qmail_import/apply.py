@@ -18,6 +18,7 @@ delivery can race the copy), then the mailbox, then aliases, lists, forwards and
 from __future__ import annotations
 
 import math
+import secrets
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -211,14 +212,19 @@ class Applier:
         for field in ("messages", "present", "bytes", "folders"):
             setattr(self.totals, field, getattr(self.totals, field) + getattr(copied, field))
         existing = self.mailboxes.get(plan.address)
+        # a locked account gets a password nobody knows (the directory hashes it): the
+        # platform has no mailbox without one, and the old one opened it everywhere
+        secret = secrets.token_urlsafe(32) if plan.locked else ""
+        password_hash = "" if plan.locked else user.crypted
         if existing is None:
             self.directory.AddMailbox(pb.AddMailboxRequest(
-                address=plan.address, password_hash=user.crypted, gecos=user.gecos,
-                quota_bytes=user.quota_bytes, quota_messages=user.quota_messages))
+                address=plan.address, password=secret, password_hash=password_hash,
+                gecos=user.gecos, quota_bytes=user.quota_bytes,
+                quota_messages=user.quota_messages))
             state = "created"
         else:
             self.directory.SetPassword(pb.SetPasswordRequest(
-                address=plan.address, password_hash=user.crypted))
+                address=plan.address, password=secret, password_hash=password_hash))
             self.directory.SetQuota(pb.SetQuotaRequest(
                 address=plan.address, quota_bytes=user.quota_bytes,
                 quota_messages=user.quota_messages))
@@ -227,9 +233,10 @@ class Applier:
                                                            gecos=user.gecos))
             state = "updated"
         cram = ""
-        if self.options.cram_md5_from_clear and user.clear:
+        if self.options.cram_md5_from_clear and user.clear and not plan.locked:
             cram = self._cram(plan)
-        self.say(f"mailbox {plan.address}: {state} ({user.hash_kind}), {copied.messages} "
+        kind = "locked" if plan.locked else user.hash_kind
+        self.say(f"mailbox {plan.address}: {state} ({kind}), {copied.messages} "
                  f"message(s) copied, {copied.present} already there, {copied.folders} "
                  f"folder(s){cram}")
 

@@ -92,7 +92,8 @@ def describe(plan: Plan, out: Any = sys.stdout) -> None:
         messages, folders = _count(m.maildir)
         quota = f"{u.quota_bytes}S,{u.quota_messages}C" if u.quota_messages else (
             f"{u.quota_bytes}S" if u.quota_bytes else "none")
-        fields = [f"mailbox {m.address}", f"password={u.hash_kind}", f"quota={quota}",
+        password = "locked" if m.locked else u.hash_kind
+        fields = [f"mailbox {m.address}", f"password={password}", f"quota={quota}",
                   f"messages={messages}", f"folders={folders}"]
         if u.gecos:
             fields.append(f"gecos={u.gecos}")

@@ -28,6 +28,7 @@ from mailyard.cli.qmail_import import (
     names,
     qmailext,
     tcprules,
+    userflags,
     vpasswd,
 )
 from mailyard.cli.qmail_import.problems import Problems
@@ -66,6 +67,7 @@ class MailboxPlan:
     keep_copy: bool = False
     # the vacation message of an autoresponder line in its .qmail; empty: none
     autoresponse: pb.Autoresponse = field(default_factory=pb.Autoresponse)
+    locked: bool = False                   # refused every login there: no password here
 
 
 @dataclass
@@ -202,7 +204,8 @@ def _domain(src: Sources, assigned: assign.AssignedDomain, plan: Plan) -> None:
         address = f"{user.local}@{name}"
         old_maildir = posixpath.normpath(user.home + "/Maildir")
         mailbox = MailboxPlan(address, user, src.local(old_maildir),
-                              f"{vpasswd_path}:{user.line}")
+                              f"{vpasswd_path}:{user.line}", locked=userflags.locked(user.flags))
+        userflags.report(user.flags, user.local, vpasswd_path, user.line, problems)
         if mailbox.maildir.is_symlink():    # maildirs never follows one: said here, not lost
             problems.error(mailbox.maildir, 0, f"{address}'s Maildir is a symbolic link: "
                            "its mail would stay behind (put the Maildir itself there)")

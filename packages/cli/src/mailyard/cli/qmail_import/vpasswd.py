@@ -3,7 +3,7 @@
     name:crypted:uid:gid:gecos:dir:quota[:clear]
     joe:$1$Xy0aBcDe$W0p8rqL8G3vpZ1NY4WUxd.:1:0:Joe User:/home/vpopmail/domains/d/joe:NOQUOTA:secret
 
-uid holds vpopmail's login method (1), gid its flags (NO_POP, NO_SMTP, BOUNCE_MAIL, ...),
+uid holds vpopmail's login method (1), gid its flags (NO_POP, NO_SMTP, ...: userflags),
 the seventh field ("shell") the quota: NOQUOTA, bytes ("5000000", vpopmail before 5.4),
 "5000000S", "1000C" or "5000000S,1000C", or kilobytes and megabytes ("2048k", "5M") as
 vsetuserquota before 5.4 stored them (vdelivermail multiplies them out when it reads them).
@@ -26,11 +26,6 @@ from mailyard.cli.qmail_import import names
 from mailyard.cli.qmail_import.problems import Problems
 from mailyard.core import password_hashes
 
-# vpopmail.h's gid flags that change what a user may do; Mailyard keeps none of them per user
-FLAGS = {
-    0x02: "NO_POP", 0x08: "NO_IMAP", 0x10: "BOUNCE_MAIL", 0x20: "NO_RELAY",
-    0x40: "NO_DIALUP", 0x800: "NO_SMTP",
-}
 _QUOTA_ITEM = re.compile(r"([0-9]{1,19})([SC]?)\Z")   # not \d: it takes Arabic digits
 _QUOTA_UNITS = {"k": 2**10, "m": 2**20}
 _QUOTA_KM = re.compile(r"([0-9]{1,16})([kKmM])\Z")   # format_maildirquota's, alone only
@@ -137,11 +132,7 @@ def _line(raw: str, number: int, domain: str, path: Path | str,
     except ValueError as exc:
         problems.error(path, number, f"{local}: {exc}")
         return None
-    flags = int(gid)
-    for bit, flag in FLAGS.items():
-        if flags & bit:
-            problems.unsupported(path, number, f"{local}: vpopmail flag {flag} is not carried "
-                                 "over (Mailyard has no per-user switch for it)")
+    flags = int(gid)        # reported by the plan (userflags), with the domain's limits
     if not crypted:
         problems.error(path, number, f"{local}: no password (a Mailyard mailbox needs one: "
                        "set it on the old host first)")
