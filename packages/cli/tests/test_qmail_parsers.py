@@ -8,7 +8,15 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from mailyard.cli.qmail_import import assign, controlfiles, dotqmail, tcprules, vpasswd
+from mailyard.cli.qmail_import import (
+    assign,
+    controlfiles,
+    dotqmail,
+    tcprules,
+    userflags,
+    vlimits,
+    vpasswd,
+)
 from mailyard.cli.qmail_import.apply import merged
 from mailyard.cli.qmail_import.problems import ERROR, UNSUPPORTED, Problems
 from mailyard.cli.qmail_import.sourcefile import lines
@@ -298,6 +306,20 @@ def test_source_lines_mixed_encodings() -> None:
     assert lines(b"a\r\nJ\xfcrgen\nK\xc3\xa4the\n") == ["a", "Jürgen", "Käthe"]
 
 
+def test_vlimits_as_vpopmail_ships_and_as_qmailadmin_writes_it() -> None:
+    shipped = ["# uncomment the following lines to disable certain features",
+               "#disable_pop", "#disable_smtp", "perm_account\t\t0", "maxpopaccounts\t\t-1"]
+    assert vlimits.parse(shipped).flags == 0
+    written = ["maxpopaccounts: -1", "default_quota: 10485760", "disable_imap", "disable_smtp:",
+               "disable_pop 1", "disable_popx", " disable_webmail", "x\rdisable_external_relay"]
+    got = vlimits.parse(written)
+    assert got.flags == (userflags.NO_IMAP | userflags.NO_SMTP | userflags.NO_POP
+                         | userflags.NO_RELAY)
+    assert got.lines == [3, 4, 5, 8]
+    assert userflags.locked(got.flags)
+    assert not userflags.locked(userflags.effective(userflags.V_OVERRIDE, got.flags))
+
+
 # -- properties: any input is either parsed or reported, never an exception ---------------
 
 @settings(max_examples=100, deadline=None)
@@ -370,3 +392,11 @@ def test_source_lines_take_any_bytes(raw: bytes) -> None:
     got = lines(raw)
     assert len(got) == raw.count(b"\n") + (0 if raw.endswith(b"\n") or not raw else 1)
     assert not any("\n" in line for line in got)
+
+
+@settings(max_examples=200, deadline=2000)
+@given(line_lists)
+def test_vlimits_never_raise(raw: list[str]) -> None:
+    got = vlimits.parse(raw)
+    assert got.flags & ~sum(vlimits.KEYS.values()) == 0
+    assert len(got.lines) <= len(raw)

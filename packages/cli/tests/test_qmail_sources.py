@@ -265,3 +265,30 @@ def test_an_account_refused_every_login_comes_over_locked(tmp_path: Path) -> Non
     describe(plan, out)
     assert "mailbox dan@example.org\tpassword=locked\tquota=none\tmessages=1\t" \
         in out.getvalue()
+
+
+def test_a_domains_limits_refuse_logins_as_vpopmail_applied_them(tmp_path: Path) -> None:
+    """vpopmail 5.4 ORs the disable_* lines of a domain's .qmailadmin-limits (else of
+    ~vpopmail/etc/vlimits.default) into the flags of each of its users without V_OVERRIDE
+    (vlimits_setflags): a domain refused every login is locked here too, user by user, and
+    a domain refused SMTP AUTH only is reported once, at its file."""
+    tree = build_tree(tmp_path / "old")
+    org = tree.domain_dir("example.org")
+    tree.write(".qmailadmin-limits", "maxpopaccounts\t-1\n# closed for non-payment\n"
+               "disable_pop\ndisable_imap:\ndisable_smtp 1\n", org)
+    tree.write("vpasswd", (org / "vpasswd").read_text() + "eve:ab01FAX.bQRSU:1:8192:Eve:"
+               "/home/vpopmail/domains/example.org/eve:NOQUOTA\n", org)   # V_OVERRIDE
+    tree.write("etc/vlimits.default", "disable_smtp\n", tree.vpopmail)
+    plan = build(Sources(qmail_dir=tree.qmail, vpopmail_dir=tree.vpopmail,
+                         tcp_smtp=tree.tcp_smtp, open_smtp=tree.open_smtp), now=tree.now)
+    locked = {m.address: m.locked for m in plan.mailboxes}
+    assert locked == {"joe@example.test": False, "ann@example.test": False,
+                      "bob@example.test": False, "carl@example.org": True,
+                      "dan@example.org": True, "eve@example.org": False}
+    limits = str(org / ".qmailadmin-limits")
+    default = str(tree.vpopmail / "etc" / "vlimits.default")
+    reported = {(p.path, p.line): p.reason for p in plan.problems.items
+                if p.path in (limits, default)}
+    assert set(reported) == {(limits, 3), (default, 1)}, reported
+    assert "example.org" in reported[limits, 3] and "locked" in reported[limits, 3]
+    assert "example.test" in reported[default, 1] and "NO_SMTP" in reported[default, 1]

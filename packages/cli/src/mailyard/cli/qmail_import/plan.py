@@ -29,6 +29,7 @@ from mailyard.cli.qmail_import import (
     qmailext,
     tcprules,
     userflags,
+    vlimits,
     vpasswd,
 )
 from mailyard.cli.qmail_import.problems import Problems
@@ -200,12 +201,16 @@ def _domain(src: Sources, assigned: assign.AssignedDomain, plan: Plan) -> None:
     mailboxes: dict[str, MailboxPlan] = {}
     by_maildir: dict[str, str] = {}       # old Maildir path -> address
     by_home: dict[str, str] = {}
-    for user in vpasswd.parse(lines, name, vpasswd_path, problems):
+    limits_path, limits = _limits(src, local_home, problems)
+    users = vpasswd.parse(lines, name, vpasswd_path, problems)
+    for user in users:
         address = f"{user.local}@{name}"
         old_maildir = posixpath.normpath(user.home + "/Maildir")
+        flags = userflags.effective(user.flags, limits.flags)
         mailbox = MailboxPlan(address, user, src.local(old_maildir),
-                              f"{vpasswd_path}:{user.line}", locked=userflags.locked(user.flags))
-        userflags.report(user.flags, user.local, vpasswd_path, user.line, problems)
+                              f"{vpasswd_path}:{user.line}", locked=userflags.locked(flags))
+        userflags.report(user.flags, limits.flags, user.local, vpasswd_path, user.line,
+                         problems)
         if mailbox.maildir.is_symlink():    # maildirs never follows one: said here, not lost
             problems.error(mailbox.maildir, 0, f"{address}'s Maildir is a symbolic link: "
                            "its mail would stay behind (put the Maildir itself there)")
@@ -213,6 +218,10 @@ def _domain(src: Sources, assigned: assign.AssignedDomain, plan: Plan) -> None:
         by_maildir[old_maildir] = address
         by_home[posixpath.normpath(user.home)] = address
     plan.mailboxes.extend(mailboxes.values())
+    if limits.lines:
+        subject = sum(1 for u in users if not u.flags & userflags.V_OVERRIDE)
+        userflags.domain_report(limits.flags, name, subject, limits_path, limits.lines[0],
+                                problems)
 
     dots = _dot_files(local_home, problems)
     parsed = {local: dotqmail.parse(_read(path, problems) or [], path, home, problems)
@@ -316,6 +325,16 @@ def _ezmlm_list(src: Sources, local: str, old_dir: str, dot: dotqmail.DotQmail, 
         return
     plan.lists.append(ListPlan(address, owner, members, str(path), found.posting,
                                found.posters))
+
+
+def _limits(src: Sources, local_home: Path, problems: Problems
+            ) -> tuple[Path, vlimits.Limits]:
+    """The domain's limits file, else vpopmail's default one (vget_limits' order)."""
+    for path in (local_home / ".qmailadmin-limits", src.vpopmail_dir / "etc" / "vlimits.default"):
+        lines = _read(path, problems)
+        if lines is not None:
+            return path, vlimits.parse(lines)
+    return path, vlimits.Limits()
 
 
 def _dot_files(local_home: Path, problems: Problems) -> dict[str, Path]:

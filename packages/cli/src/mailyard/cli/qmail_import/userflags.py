@@ -20,6 +20,7 @@ BOUNCE_MAIL = 0x10
 NO_RELAY = 0x20
 NO_DIALUP = 0x40
 NO_SMTP = 0x800
+V_OVERRIDE = 0x2000       # the user is not subject to the domain's limits (vmoduser -o)
 
 LOGINS = NO_POP | NO_IMAP | NO_SMTP
 # the flags that change what a user may do on the old host; Mailyard keeps none of them
@@ -32,15 +33,43 @@ def locked(flags: int) -> bool:
     return flags & LOGINS == LOGINS
 
 
-def report(flags: int, local: str, path: Path | str, line: int, problems: Problems) -> None:
-    """One line per flag that does not come over; a locked account's login flags are one."""
-    shown = flags & ~LOGINS if locked(flags) else flags
+def effective(own: int, domain: int) -> int:
+    """A user's flags as vpopmail applied them: the domain's limits join unless V_OVERRIDE."""
+    return own if own & V_OVERRIDE else own | domain
+
+
+def report(own: int, domain: int, local: str, path: Path | str, line: int,
+           problems: Problems) -> None:
+    """One line per flag of the user's own that does not come over, and one when the user
+    is locked by them, or by them and the domain's together (a domain whose limits alone
+    lock its users says so once, at its limits file: domain_report)."""
+    flags = effective(own, domain)
     if locked(flags):
-        webmail = "" if flags & NO_WEBMAIL else " (webmail was allowed there; Mailyard has none)"
-        problems.unsupported(path, line, f"{local}: vpopmail refused it every login (NO_POP, "
-                             f"NO_IMAP, NO_SMTP){webmail}: imported locked, with its mail and "
-                             "a password nobody knows (mailyard user passwd opens it)")
+        if not (locked(domain) and not own & V_OVERRIDE):
+            webmail = ("" if flags & NO_WEBMAIL
+                       else " (webmail was allowed there; Mailyard has none)")
+            problems.unsupported(path, line, f"{local}: vpopmail refused it every login "
+                                 f"(NO_POP, NO_IMAP, NO_SMTP){webmail}: imported locked, with "
+                                 "its mail and a password nobody knows (mailyard user passwd "
+                                 "opens it)")
+        own &= ~LOGINS
     for bit, flag in REPORTED.items():
-        if shown & bit:
+        if own & bit:
             problems.unsupported(path, line, f"{local}: vpopmail flag {flag} is not carried "
                                  "over (Mailyard has no per-user switch for it)")
+
+
+def domain_report(domain: int, name: str, users: int, path: Path | str, line: int,
+                  problems: Problems) -> None:
+    """The flags a domain's limits file gives its `users` (those without V_OVERRIDE)."""
+    if locked(domain):
+        problems.unsupported(path, line, f"{name}: its limits refused every login (NO_POP, "
+                             f"NO_IMAP, NO_SMTP) to its {users} user(s) without V_OVERRIDE: "
+                             "they are imported locked, with their mail and a password nobody "
+                             "knows (mailyard user passwd opens one)")
+        domain &= ~LOGINS
+    shown = [flag for bit, flag in REPORTED.items() if domain & bit]
+    if shown:
+        problems.unsupported(path, line, f"{name}: its limits set {', '.join(shown)} for its "
+                             f"{users} user(s) without V_OVERRIDE: not carried over (Mailyard "
+                             "has no per-user switch for it)")
