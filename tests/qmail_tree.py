@@ -3,7 +3,7 @@ and its benchmark: control/, users/assign (as on the help page: two entries on o
 an alias domain, the final "."), vpasswd with DES, MD5-crypt and SHA-512-crypt hashes made
 by the system's libcrypt, a clear-password field and an account refused every login,
 .qmail-* files (aliases, a list with an -owner, a forward with a copy, an autoresponder,
-ezmlm, the catch-all), tcp.smtp and
+ezmlm, users' extension catch-alls, the catch-all), tcp.smtp and
 open-smtp as on the help page, and Maildirs with cur/new/tmp, flags and Maildir++ folders.
 
 Paths inside the files are the old host's (/home/vpopmail/...); the tree itself lives
@@ -151,6 +151,9 @@ def build(root: Path, sink_port: int = 2626, now: float | None = None) -> Tree:
     tree.write("board/mod/subscribers/@", b"Tann@example.test\0", d)
     tree.write("board/modpost", "", d)
     tree.write("board/owner", f"{home}/board/Mailbox\n", d)
+    # a user's extension catch-all: ann-anything@ to her Maildir, joe-anything@ elsewhere
+    tree.write(".qmail-ann-default", "./ann/Maildir/\n", d)
+    tree.write(".qmail-joe-default", "&joe-extensions@remote.test\n", d)
 
     joe_md = tree.maildir("example.test", "joe")
     put_message(joe_md, "cur", "1065871320.M1P100.mx1,S=120:2,S", message("read"))

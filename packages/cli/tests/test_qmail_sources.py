@@ -292,3 +292,27 @@ def test_a_domains_limits_refuse_logins_as_vpopmail_applied_them(tmp_path: Path)
     assert set(reported) == {(limits, 3), (default, 1)}, reported
     assert "example.org" in reported[limits, 3] and "locked" in reported[limits, 3]
     assert "example.test" in reported[default, 1] and "NO_SMTP" in reported[default, 1]
+
+
+def test_a_users_extension_catch_all_is_the_recipient_delimiter(tmp_path: Path) -> None:
+    """.qmail-ann-default took ann-anything@ to ann's own Maildir: with vpopmail's QMAIL_EXT
+    the plan sets the recipient delimiter "-", which does the same here, so nothing is left
+    to report. .qmail-joe-default sent joe-anything@ elsewhere, which no record holds: that
+    is reported as such (not as "no extension addresses"), and so is ann's when the plan
+    does not set "-"."""
+    tree = build_tree(tmp_path / "old")
+    domain = tree.domain_dir("example.test")
+    sources = Sources(qmail_dir=tree.qmail, vpopmail_dir=tree.vpopmail,
+                      tcp_smtp=tree.tcp_smtp, open_smtp=tree.open_smtp)
+
+    def reported(name: str, plan: Plan) -> list[str]:
+        return [p.reason for p in plan.problems.items if p.path == str(domain / name)]
+
+    plan = build(sources, now=tree.now)
+    assert reported(".qmail-ann-default", plan) == []
+    joe = reported(".qmail-joe-default", plan)
+    assert len(joe) == 1 and "joe-extensions@remote.test" in joe[0], joe
+    assert "no extension addresses" not in joe[0]
+    (tree.vpopmail / "include" / "vpopmail_config.h").unlink()
+    ann = reported(".qmail-ann-default", build(sources, now=tree.now))
+    assert len(ann) == 1 and "mailyard delimiter set -" in ann[0], ann

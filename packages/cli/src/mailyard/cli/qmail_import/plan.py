@@ -139,6 +139,8 @@ def build(src: Sources, now: float | None = None) -> Plan:
             files[name] = lines
     plan.control = controlfiles.parse(files, control_dir, problems)
 
+    # before the domains: a user's extension catch-all is checked against it
+    plan.recipient_delimiter = qmailext.delimiter(src.vpopmail_dir, problems)
     assign_path = src.qmail_dir / "users" / "assign"
     assign_lines = _read(assign_path, problems)
     if assign_lines is None:
@@ -165,7 +167,6 @@ def build(src: Sources, now: float | None = None) -> Plan:
     plan.control.rcpthosts = [h for h in plan.control.rcpthosts
                               if h not in real and h not in skipped and h not in locals_]
 
-    plan.recipient_delimiter = qmailext.delimiter(src.vpopmail_dir, problems)
 
     if src.tcp_smtp is not None:
         lines = _read(src.tcp_smtp, problems)
@@ -229,6 +230,7 @@ def _domain(src: Sources, assigned: assign.AssignedDomain, plan: Plan) -> None:
     lists = {local: where for local, dot in parsed.items()
              if local != "default" and not local.endswith("-default")
              and (where := ezmlm.list_dir(dot, home)) is not None}
+    extensions: list[tuple[MailboxPlan, dotqmail.DotQmail]] = []    # .qmail-USER-default
     for local, path in sorted(dots.items()):
         dot = parsed[local]
         if local == "default":
@@ -243,6 +245,9 @@ def _domain(src: Sources, assigned: assign.AssignedDomain, plan: Plan) -> None:
             dot.programs = [p for p in dot.programs if not ezmlm.is_ezmlm(p)]
             if not (dot.programs or dot.forwards or dot.maildirs or dot.mboxes):
                 continue
+        if local.endswith("-default") and local[:-8] in mailboxes:
+            extensions.append((mailboxes[local[:-8]], dot))
+            continue
         if local.endswith("-default"):
             problems.unsupported(path, 0, f"{local}@{name} (every address starting with "
                                  f"{local[:-8]}-): Mailyard has no extension addresses")
@@ -283,6 +288,8 @@ def _domain(src: Sources, assigned: assign.AssignedDomain, plan: Plan) -> None:
         elif lines is not None:
             dot = dotqmail.parse(lines, user_dot, mailbox.user.home, problems)
             _forward(dot, mailbox, by_maildir, problems, mailbox.user.home, src.local)
+    for mailbox, dot in extensions:     # after every forward: compared with the user's own
+        _extension_catch_all(dot, mailbox, by_maildir, plan)
 
 
 def _ezmlm_list(src: Sources, local: str, old_dir: str, dot: dotqmail.DotQmail, name: str,
@@ -408,6 +415,33 @@ def _forward(dot: dotqmail.DotQmail, mailbox: MailboxPlan, by_maildir: dict[str,
         return                          # the mailbox itself comes over, without this forward
     mailbox.forward_to = forward_to
     mailbox.keep_copy = mailbox.keep_copy or keep_copy
+
+
+def _extension_catch_all(dot: dotqmail.DotQmail, mailbox: MailboxPlan,
+                         by_maildir: dict[str, str], plan: Plan) -> None:
+    """.qmail-USER-default: where USER-anything@ went on the old host. Mailyard has one answer
+    for such addresses, the recipient delimiter "-": they go where USER@ goes."""
+    problems = plan.problems
+    targets, keep = _targets(dot, posixpath.normpath(mailbox.user.home + "/Maildir"),
+                             by_maildir, problems)
+    if mailbox.address in targets:
+        targets.remove(mailbox.address)
+        keep = True
+    local, _, domain = mailbox.address.partition("@")
+    anything = f"{local}-ANYTHING@{domain}"
+    if set(targets) != set(mailbox.forward_to) or keep != (
+            mailbox.keep_copy or not mailbox.forward_to):
+        went = [*(["its own Maildir"] if keep else []), *targets,
+                *(["programs"] if dot.programs else []), *(["mbox files"] if dot.mboxes else [])]
+        problems.unsupported(dot.path, 0, f"{anything} went to {', '.join(went) or 'nowhere'} "
+                             f"there, not where {mailbox.address} goes: Mailyard holds no "
+                             "record for such addresses (the recipient delimiter - takes them "
+                             f"to {mailbox.address}); not imported")
+    elif plan.recipient_delimiter is None:
+        problems.unsupported(dot.path, 0, f"{anything} reached {mailbox.address} there: on "
+                             "Mailyard that is the recipient delimiter - for every address "
+                             "(mailyard delimiter set -), not set by the import since the old "
+                             "vpopmail's QMAIL_EXT was not found")
 
 
 def _too_large(record: Message, what: str, count: int, path: Path | str, problems: Problems
