@@ -316,3 +316,21 @@ def test_a_users_extension_catch_all_is_the_recipient_delimiter(tmp_path: Path) 
     (tree.vpopmail / "include" / "vpopmail_config.h").unlink()
     ann = reported(".qmail-ann-default", build(sources, now=tree.now))
     assert len(ann) == 1 and "mailyard delimiter set -" in ann[0], ann
+
+
+def test_what_vpopmail_kept_in_a_database_is_reported(tmp_path: Path) -> None:
+    """vpopmail built with an SQL or LDAP backend kept its users there (vpasswd files may be
+    stale or vconvert's copy), with --enable-valias its aliases in the valias table instead
+    of .qmail files, with --enable-mysql-limits the domains' limits: none of them is in the
+    files the import reads, so each is one reported line at its define, not silence."""
+    tree = build_tree(tmp_path / "old")
+    header = tree.write("include/vpopmail_config.h", "#define QMAIL_EXT 1\n#define USE_SQL 1\n"
+                        "#define USE_MYSQL 1\n#define VALIAS 1\n#define ENABLE_MYSQL_LIMITS 1\n"
+                        "#define CLEAR_PASS 1\n", tree.vpopmail)
+    plan = build(Sources(qmail_dir=tree.qmail, vpopmail_dir=tree.vpopmail,
+                         tcp_smtp=tree.tcp_smtp, open_smtp=tree.open_smtp), now=tree.now)
+    found = {p.line: p.reason for p in plan.problems.items if p.path == str(header)}
+    assert set(found) == {3, 4, 5}, found
+    assert "MySQL" in found[3] and "valias" in found[4] and "limits" in found[5]
+    assert all(p.kind == UNSUPPORTED for p in plan.problems.items if p.path == str(header))
+    assert plan.recipient_delimiter == ("-", f"{header}:1")

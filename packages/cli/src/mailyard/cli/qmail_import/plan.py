@@ -22,6 +22,7 @@ from mailyard.api.directory.v1 import directory_pb2 as pb
 from mailyard.cli.qmail_import import (
     assign,
     autoresponders,
+    backends,
     controlfiles,
     dotqmail,
     ezmlm,
@@ -141,6 +142,7 @@ def build(src: Sources, now: float | None = None) -> Plan:
 
     # before the domains: a user's extension catch-all is checked against it
     plan.recipient_delimiter = qmailext.delimiter(src.vpopmail_dir, problems)
+    backends.report(src.vpopmail_dir, problems)
     assign_path = src.qmail_dir / "users" / "assign"
     assign_lines = _read(assign_path, problems)
     if assign_lines is None:
