@@ -16,7 +16,7 @@ from mailyard.cli.qmail_import.command import describe
 from mailyard.cli.qmail_import.plan import Plan, Sources, build
 from mailyard.cli.qmail_import.problems import ERROR, UNSUPPORTED
 from mailyard.local_delivery.quota import Quota
-from tests.qmail_tree import Tree
+from tests.qmail_tree import Tree, message, put_message
 from tests.qmail_tree import build as build_tree
 
 
@@ -334,3 +334,28 @@ def test_what_vpopmail_kept_in_a_database_is_reported(tmp_path: Path) -> None:
     assert "MySQL" in found[3] and "valias" in found[4] and "limits" in found[5]
     assert all(p.kind == UNSUPPORTED for p in plan.problems.items if p.path == str(header))
     assert plan.recipient_delimiter == ("-", f"{header}:1")
+
+
+def test_an_account_without_a_password_comes_over_locked_with_its_mail(tmp_path: Path
+                                                                        ) -> None:
+    """vadduser -n makes an account with an empty password field: vchkpw refused its logins
+    (or, with --enable-learn-passwords, took the first password given) while its mail was
+    delivered. It was a malformed line that stopped the import, and --skip-bad left its mail
+    behind; it comes over locked, with its mail, and is reported."""
+    tree = build_tree(tmp_path / "old")
+    org = tree.domain_dir("example.org")
+    tree.write("vpasswd", (org / "vpasswd").read_text() + "new::1:0:New:"
+               "/home/vpopmail/domains/example.org/new:NOQUOTA\n", org)
+    put_message(tree.maildir("example.org", "new"), "new", "1065871330.M11P100.mx1",
+                message("for new"))
+    plan = build(Sources(qmail_dir=tree.qmail, vpopmail_dir=tree.vpopmail,
+                         tcp_smtp=tree.tcp_smtp, open_smtp=tree.open_smtp), now=tree.now)
+    assert plan.problems.errors == []
+    new = next(m for m in plan.mailboxes if m.address == "new@example.org")
+    assert new.locked
+    reasons = [p.reason for p in plan.problems.items if p.reason.startswith("new:")]
+    assert len(reasons) == 1 and "no password" in reasons[0] and "locked" in reasons[0]
+    out = io.StringIO()
+    describe(plan, out)
+    assert "mailbox new@example.org\tpassword=locked\tquota=none\tmessages=1\t" \
+        in out.getvalue()

@@ -211,7 +211,14 @@ def _domain(src: Sources, assigned: assign.AssignedDomain, plan: Plan) -> None:
         old_maildir = posixpath.normpath(user.home + "/Maildir")
         flags = userflags.effective(user.flags, limits.flags)
         mailbox = MailboxPlan(address, user, src.local(old_maildir),
-                              f"{vpasswd_path}:{user.line}", locked=userflags.locked(flags))
+                              f"{vpasswd_path}:{user.line}",
+                              locked=userflags.locked(flags) or not user.crypted)
+        if not user.crypted:
+            problems.unsupported(vpasswd_path, user.line, f"{user.local}: no password "
+                                 "(vadduser -n): vchkpw refused its logins, or took the first "
+                                 "password given with --enable-learn-passwords; imported "
+                                 "locked, with its mail and a password nobody knows (mailyard "
+                                 "user passwd opens it)")
         userflags.report(user.flags, limits.flags, user.local, vpasswd_path, user.line,
                          problems)
         if mailbox.maildir.is_symlink():    # maildirs never follows one: said here, not lost

@@ -133,9 +133,6 @@ def _line(raw: str, number: int, domain: str, path: Path | str,
         problems.error(path, number, f"{local}: {exc}")
         return None
     flags = int(gid)        # reported by the plan (userflags), with the domain's limits
-    if not crypted:
-        problems.error(path, number, f"{local}: no password (a Mailyard mailbox needs one: "
-                       "set it on the old host first)")
-        return None
+    # an empty password (vadduser -n) is kept: the plan locks such an account
     return VUser(local, crypted, kind, flags, gecos, home, quota_bytes, quota_messages,
                  clear or None, number)
