@@ -359,3 +359,29 @@ def test_an_account_without_a_password_comes_over_locked_with_its_mail(tmp_path:
     describe(plan, out)
     assert "mailbox new@example.org\tpassword=locked\tquota=none\tmessages=1\t" \
         in out.getvalue()
+
+
+@pytest.mark.parametrize(("target", "mailbox"), [
+    ("joe@example.test", "joe@example.test"),
+    ("Joe@Alias.TEST", "joe@example.test"),        # an alias domain of the real one
+    ("/home/vpopmail/domains/example.test/ann", "ann@example.test"),
+    ("/home/vpopmail/domains/example.test/bob/Maildir/", "bob@example.test"),
+    ("someone@remote.test", ""),
+])
+def test_a_catch_all_into_another_hosted_domains_mailbox_comes_over(
+        tmp_path: Path, target: str, mailbox: str) -> None:
+    """A customer's second domain often sent its unknown users to the first domain's
+    mailbox (vdelivermail's address or path). The platform's catch-all takes any mailbox,
+    in any domain; only a target with no mailbox here is reported."""
+    tree = build_tree(tmp_path / "old")
+    org = tree.domain_dir("example.org")
+    tree.write(".qmail-default", f"| /home/vpopmail/bin/vdelivermail '' {target}\n", org)
+    plan = build(Sources(qmail_dir=tree.qmail, vpopmail_dir=tree.vpopmail,
+                         tcp_smtp=tree.tcp_smtp, open_smtp=tree.open_smtp), now=tree.now)
+    domain = next(d for d in plan.domains if d.name == "example.org")
+    reported = [p for p in plan.problems.items if p.path == str(org / ".qmail-default")]
+    if mailbox:
+        assert (domain.catch_all, domain.catch_all_target) == ("deliver", mailbox)
+        assert reported == []
+    else:
+        assert domain.catch_all == "none" and len(reported) == 1

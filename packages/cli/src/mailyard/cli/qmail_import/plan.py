@@ -150,6 +150,8 @@ def build(src: Sources, now: float | None = None) -> Plan:
         assign_lines = []
     assigned = assign.parse(assign_lines, assign_path, problems)
     real = {d.name for d in assigned if d.name == d.real}
+    # catch-alls to no mailbox of their own domain, resolved once every mailbox is planned
+    elsewhere: list[tuple[DomainPlan, dotqmail.CatchAll, str]] = []
     for d in assigned:
         if any(p.name == d.name for p in plan.domains) or any(
                 a.name == d.name for a in plan.alias_domains):
@@ -163,7 +165,8 @@ def build(src: Sources, now: float | None = None) -> Plan:
                 plan.alias_domains.append(
                     AliasDomainPlan(d.name, d.real, f"{assign_path}:{d.line}"))
         else:
-            _domain(src, d, plan)
+            _domain(src, d, plan, elsewhere)
+    _catch_alls_elsewhere(elsewhere, plan)
     skipped = {d.name for d in assigned} - real
     locals_ = {line.strip().lower() for line in files.get("locals", [])}
     plan.control.rcpthosts = [h for h in plan.control.rcpthosts
@@ -190,7 +193,8 @@ def build(src: Sources, now: float | None = None) -> Plan:
     return plan
 
 
-def _domain(src: Sources, assigned: assign.AssignedDomain, plan: Plan) -> None:
+def _domain(src: Sources, assigned: assign.AssignedDomain, plan: Plan,
+            elsewhere: list[tuple[DomainPlan, dotqmail.CatchAll, str]]) -> None:
     problems = plan.problems
     name, home = assigned.name, assigned.home.rstrip("/")
     local_home = src.local(home)
@@ -243,7 +247,7 @@ def _domain(src: Sources, assigned: assign.AssignedDomain, plan: Plan) -> None:
     for local, path in sorted(dots.items()):
         dot = parsed[local]
         if local == "default":
-            _catch_all(dot, home, domain, mailboxes, by_home, problems)
+            _catch_all(dot, home, domain, mailboxes, by_home, problems, elsewhere)
             continue
         if local in lists:
             _ezmlm_list(src, local, lists[local], dot, domain.name, dots, parsed, plan)
@@ -466,7 +470,8 @@ def _too_large(record: Message, what: str, count: int, path: Path | str, problem
 
 def _catch_all(dot: dotqmail.DotQmail, home: str, domain: DomainPlan,
                mailboxes: dict[str, MailboxPlan], by_home: dict[str, str],
-               problems: Problems) -> None:
+               problems: Problems,
+               elsewhere: list[tuple[DomainPlan, dotqmail.CatchAll, str]]) -> None:
     found = dotqmail.catch_all(dot, home, problems)
     if found is None:
         return
@@ -485,9 +490,37 @@ def _catch_all(dot: dotqmail.DotQmail, home: str, domain: DomainPlan,
         path = found.target.removesuffix("/Maildir")
         address = by_home.get(path, "")
     if not address:
-        problems.unsupported(dot.path, found.line, f"catch-all to {found.target}: Mailyard "
-                             "delivers a catch-all to a mailbox of the domain only; not "
-                             "imported (unknown users are refused)")
+        elsewhere.append((domain, found, dot.path))   # another hosted domain's, perhaps
         return
     domain.catch_all = "deliver"
     domain.catch_all_target = address
+
+
+def _catch_alls_elsewhere(elsewhere: list[tuple[DomainPlan, dotqmail.CatchAll, str]],
+                          plan: Plan) -> None:
+    """Catch-alls into a mailbox of another hosted domain (a customer's second domain sent
+    its unknown users to the first one's): the platform's catch-all takes any mailbox."""
+    if not elsewhere:
+        return
+    addresses = {m.address for m in plan.mailboxes}
+    homes = {posixpath.normpath(m.user.home): m.address for m in plan.mailboxes}
+    real = {a.name: a.real for a in plan.alias_domains}
+    for domain, found, path in elsewhere:
+        address = ""
+        if found.action == "address":
+            local, _, dom = found.target.rpartition("@")
+            try:
+                name = names.domain(dom)
+                candidate = names.address(local, real.get(name, name))
+            except ValueError:
+                candidate = ""
+            address = candidate if candidate in addresses else ""
+        else:
+            address = homes.get(found.target.removesuffix("/Maildir"), "")
+        if not address:
+            plan.problems.unsupported(path, found.line, f"catch-all to {found.target}: "
+                                      "Mailyard delivers a catch-all to a mailbox here only; "
+                                      "not imported (unknown users are refused)")
+            continue
+        domain.catch_all = "deliver"
+        domain.catch_all_target = address
