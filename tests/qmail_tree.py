@@ -13,6 +13,7 @@ wherever the test puts it (`--vpopmail-dir`, `--qmail-dir`).
 from __future__ import annotations
 
 import os
+import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +73,40 @@ class Tree:
 
     def maildir(self, domain: str, user: str) -> Path:
         return self.domain_dir(domain) / user / "Maildir"
+
+
+def cdb(records: list[tuple[bytes, bytes]]) -> bytes:
+    """A cdb file as cdbmake (and vpopmail's make_vpasswd_cdb) writes it: a 2048-byte
+    header of 256 (position, slots) pairs, the records, then the 256 hash tables."""
+    def cdb_hash(key: bytes) -> int:
+        h = 5381
+        for byte in key:
+            h = ((h << 5) + h ^ byte) & 0xFFFFFFFF
+        return h
+
+    body, pos, entries = bytearray(), 2048, []
+    for key, data in records:
+        entries.append((cdb_hash(key), pos))
+        body += struct.pack("<II", len(key), len(data)) + key + data
+        pos += 8 + len(key) + len(data)
+    header, tables = bytearray(), bytearray()
+    for i in range(256):
+        chosen = [(h, p) for h, p in entries if h & 0xFF == i]
+        slots = [(0, 0)] * (2 * len(chosen))
+        for h, p in chosen:
+            n = (h >> 8) % len(slots)
+            while slots[n][1]:
+                n = (n + 1) % len(slots)
+            slots[n] = (h, p)
+        header += struct.pack("<II", pos + len(tables), len(slots))
+        tables += b"".join(struct.pack("<II", h, p) for h, p in slots)
+    return bytes(header + body + tables)
+
+
+def vpasswd_cdb(vpasswd: bytes) -> bytes:
+    """vpasswd.cdb of a vpasswd text: the name is the key, the rest of the line the data."""
+    return cdb([tuple(line.split(b":", 1)) for line in vpasswd.splitlines()  # type: ignore[misc]
+                if b":" in line])
 
 
 def put_message(folder: Path, sub: str, name: str, data: bytes) -> Path:

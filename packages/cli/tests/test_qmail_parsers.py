@@ -16,11 +16,12 @@ from mailyard.cli.qmail_import import (
     userflags,
     vlimits,
     vpasswd,
+    vpasswdcdb,
 )
 from mailyard.cli.qmail_import.apply import merged
 from mailyard.cli.qmail_import.problems import ERROR, UNSUPPORTED, Problems
-from mailyard.cli.qmail_import.sourcefile import lines
-from tests.qmail_tree import crypt
+from mailyard.cli.qmail_import.sourcefile import decode, lines
+from tests.qmail_tree import cdb, crypt
 
 HELP_PAGE_ASSIGN = [
     "+00-00l0-00l00l-0-0.com-:00-00l0-00l00l-0-0.com:508:503:"
@@ -401,3 +402,20 @@ def test_vlimits_never_raise(raw: list[str]) -> None:
     got = vlimits.parse(raw)
     assert got.flags & ~sum(vlimits.KEYS.values()) == 0
     assert len(got.lines) <= len(raw)
+
+
+@settings(max_examples=200, deadline=2000)
+@given(st.lists(st.tuples(st.binary(max_size=20), st.binary(max_size=60)), max_size=10),
+       st.binary(max_size=64), st.integers(0, 4000))
+def test_vpasswd_cdb_reads_what_cdbmake_wrote_and_says_why_not(
+        pairs: list[tuple[bytes, bytes]], noise: bytes, cut: int) -> None:
+    raw = cdb(pairs)
+    first: dict[bytes, bytes] = {}
+    for key, data in pairs:
+        first.setdefault(key, data)
+    assert set(vpasswdcdb.records(raw)) == {decode(key) for key in first}
+    for damaged in (raw[:cut], raw[:cut] + noise + raw[cut:], noise + raw):
+        try:
+            vpasswdcdb.records(damaged)
+        except ValueError:
+            pass

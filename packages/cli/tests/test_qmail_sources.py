@@ -16,7 +16,7 @@ from mailyard.cli.qmail_import.command import describe
 from mailyard.cli.qmail_import.plan import Plan, Sources, build
 from mailyard.cli.qmail_import.problems import ERROR, UNSUPPORTED
 from mailyard.local_delivery.quota import Quota
-from tests.qmail_tree import Tree, message, put_message
+from tests.qmail_tree import Tree, message, put_message, vpasswd_cdb
 from tests.qmail_tree import build as build_tree
 
 
@@ -385,3 +385,30 @@ def test_a_catch_all_into_another_hosted_domains_mailbox_comes_over(
         assert reported == []
     else:
         assert domain.catch_all == "none" and len(reported) == 1
+
+
+def test_vpasswd_that_vpasswd_cdb_disagrees_with_is_reported(tmp_path: Path) -> None:
+    """vpopmail's cdb backend reads only vpasswd.cdb for logins and deliveries (vauth_getpw
+    rebuilds it only when it is missing), so a vpasswd edited without vmkpasswd never took
+    effect: each user the two files disagree on is reported, and a user only the cdb held (a
+    mailbox that would be lost) is an error."""
+    tree = build_tree(tmp_path / "old")
+    domain = tree.domain_dir("example.test")
+    vpasswd = domain / "vpasswd"
+    old = vpasswd.read_bytes()
+    gone = b"old:ab01FAX.bQRSU:1:0:Old:/home/vpopmail/domains/example.test/old:NOQUOTA\n"
+    (domain / "vpasswd.cdb").write_bytes(vpasswd_cdb(old + gone))
+    vpasswd.write_bytes(old.replace(b":Ann Example:", b":Ann Changed:")
+                        + b"zed:ab01FAX.bQRSU:1:0:Zed:/home/vpopmail/domains/example.test/zed:"
+                        b"NOQUOTA\n")
+    plan = build(Sources(qmail_dir=tree.qmail, vpopmail_dir=tree.vpopmail,
+                         tcp_smtp=tree.tcp_smtp, open_smtp=tree.open_smtp), now=tree.now)
+    found = sorted((p.path.rsplit("/", 1)[1], p.line, p.kind, p.reason.split(":")[0])
+                   for p in plan.problems.items if p.path.startswith(f"{domain}/vpasswd"))
+    assert found == [("vpasswd", 2, UNSUPPORTED, "ann"), ("vpasswd", 4, UNSUPPORTED, "zed"),
+                     ("vpasswd.cdb", 0, ERROR, "old")], found
+    # the same files as vmkpasswd leaves them: nothing to say
+    (domain / "vpasswd.cdb").write_bytes(vpasswd_cdb(vpasswd.read_bytes()))
+    plan = build(Sources(qmail_dir=tree.qmail, vpopmail_dir=tree.vpopmail,
+                         tcp_smtp=tree.tcp_smtp, open_smtp=tree.open_smtp), now=tree.now)
+    assert not [p for p in plan.problems.items if p.path.startswith(f"{domain}/vpasswd")]

@@ -32,9 +32,10 @@ from mailyard.cli.qmail_import import (
     userflags,
     vlimits,
     vpasswd,
+    vpasswdcdb,
 )
 from mailyard.cli.qmail_import.problems import Problems
-from mailyard.cli.qmail_import.sourcefile import Unreadable, read_lines
+from mailyard.cli.qmail_import.sourcefile import Unreadable, read_bytes, read_lines
 
 # A directory record is one NATS message: nats-server's max_payload (1 MiB unless set
 # otherwise) holds the record and the headers the directory writes it with. An alias, list
@@ -204,6 +205,14 @@ def _domain(src: Sources, assigned: assign.AssignedDomain, plan: Plan,
         problems.error(vpasswd_path, 0, f"not found: {name}'s users cannot be imported")
         return
     domain = DomainPlan(name, source=f"{src.qmail_dir / 'users' / 'assign'}:{assigned.line}")
+    cdb_path = local_home / "vpasswd.cdb"
+    try:
+        cdb = read_bytes(cdb_path)
+    except Unreadable as exc:
+        problems.error(cdb_path, 0, str(exc))
+        cdb = None
+    if cdb is not None:
+        vpasswdcdb.compare(lines, cdb, vpasswd_path, cdb_path, problems)
     plan.domains.append(domain)
     mailboxes: dict[str, MailboxPlan] = {}
     by_maildir: dict[str, str] = {}       # old Maildir path -> address
