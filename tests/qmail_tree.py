@@ -132,6 +132,9 @@ def build(root: Path, sink_port: int = 2626, now: float | None = None) -> Tree:
         "smtproutes": f"remote.test:127.0.0.1:{sink_port}\n",
         "concurrencyremote": "120\n",
         "concurrencylocal": "15\n",
+        # vadddomain / vaddaliasdomain's lines: each domain to its users/assign prefix
+        "virtualdomains": "example.test:example.test\nexample.org:example.org\n"
+                          "alias.test:alias.test\n",
     }
     for name, text in control.items():
         tree.write(name, text, q / "control")

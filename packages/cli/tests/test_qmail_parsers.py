@@ -14,6 +14,7 @@ from mailyard.cli.qmail_import import (
     dotqmail,
     tcprules,
     userflags,
+    virtualdomains,
     vlimits,
     vpasswd,
     vpasswdcdb,
@@ -419,3 +420,13 @@ def test_vpasswd_cdb_reads_what_cdbmake_wrote_and_says_why_not(
             vpasswdcdb.records(damaged)
         except ValueError:
             pass
+
+
+@settings(max_examples=200, deadline=2000)
+@given(line_lists)
+def test_virtualdomains_never_raise(raw: list[str]) -> None:
+    problems = Problems()
+    found = assign.parse(HELP_PAGE_ASSIGN, "assign", problems)
+    virtualdomains.check(raw, controlfiles.Path("virtualdomains"), found,
+                         controlfiles.Path("assign"), problems)
+    assert all(p.kind == UNSUPPORTED for p in problems.items)

@@ -412,3 +412,29 @@ def test_vpasswd_that_vpasswd_cdb_disagrees_with_is_reported(tmp_path: Path) -> 
     plan = build(Sources(qmail_dir=tree.qmail, vpopmail_dir=tree.vpopmail,
                          tcp_smtp=tree.tcp_smtp, open_smtp=tree.open_smtp), now=tree.now)
     assert not [p for p in plan.problems.items if p.path.startswith(f"{domain}/vpasswd")]
+
+
+def test_control_virtualdomains_says_which_domains_the_old_host_delivered(tmp_path: Path
+                                                                         ) -> None:
+    """qmail-send hands a domain's mail to vpopmail only through its control/virtualdomains
+    line (vadddomain writes domain:domain). A users/assign domain without one got no mail
+    there (sent out as remote: 5.4.6), and a line to anything else than a vpopmail domain
+    (a system user's prefix, subdomains, single addresses) is mail that nothing imported
+    takes: each is reported at its line, a consistent file is not."""
+    tree = build_tree(tmp_path / "old")
+    sources = Sources(qmail_dir=tree.qmail, vpopmail_dir=tree.vpopmail,
+                      tcp_smtp=tree.tcp_smtp, open_smtp=tree.open_smtp)
+    path = tree.qmail / "control" / "virtualdomains"
+    assign = str(tree.qmail / "users" / "assign")
+
+    def reported() -> list[tuple[str, int, str]]:
+        return sorted((p.path, p.line, p.kind) for p in build(sources, now=tree.now)
+                      .problems.items if p.path in (str(path), assign))
+
+    assert reported() == []
+    path.write_text("# vpopmail's\nexample.test:example.test\nalias.test:alias.test\n"
+                    "lists.example.net:ezmlm\n.example.test:example.test\n"
+                    "joe@other.test:example.test\nExample.ORG:other\n")
+    assert reported() == sorted([(assign, 1, UNSUPPORTED), (str(path), 4, UNSUPPORTED),
+                                 (str(path), 5, UNSUPPORTED), (str(path), 6, UNSUPPORTED),
+                                 (str(path), 7, UNSUPPORTED)])

@@ -30,6 +30,7 @@ from mailyard.cli.qmail_import import (
     qmailext,
     tcprules,
     userflags,
+    virtualdomains,
     vlimits,
     vpasswd,
     vpasswdcdb,
@@ -150,6 +151,10 @@ def build(src: Sources, now: float | None = None) -> Plan:
         problems.error(assign_path, 0, "not found: no vpopmail domains to import")
         assign_lines = []
     assigned = assign.parse(assign_lines, assign_path, problems)
+    virtual_path = control_dir / "virtualdomains"
+    virtual = _read(virtual_path, problems)
+    if virtual is not None:
+        virtualdomains.check(virtual, virtual_path, assigned, assign_path, problems)
     real = {d.name for d in assigned if d.name == d.real}
     # catch-alls to no mailbox of their own domain, resolved once every mailbox is planned
     elsewhere: list[tuple[DomainPlan, dotqmail.CatchAll, str]] = []
