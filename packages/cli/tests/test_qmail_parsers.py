@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from mailyard.cli.qmail_import import (
     assign,
+    assigncdb,
     controlfiles,
     dotqmail,
     tcprules,
@@ -430,3 +431,14 @@ def test_virtualdomains_never_raise(raw: list[str]) -> None:
     virtualdomains.check(raw, controlfiles.Path("virtualdomains"), found,
                          controlfiles.Path("assign"), problems)
     assert all(p.kind == UNSUPPORTED for p in problems.items)
+
+
+@settings(max_examples=200, deadline=2000)
+@given(st.lists(st.tuples(st.binary(max_size=30), st.binary(max_size=80)), max_size=8))
+def test_users_cdb_of_any_records_is_compared_or_reported(
+        pairs: list[tuple[bytes, bytes]]) -> None:
+    problems = Problems()
+    found = assign.parse(HELP_PAGE_ASSIGN, "assign", problems)
+    assigncdb.compare(found, cdb([(b"!" + k, v) for k, v in pairs]),
+                      controlfiles.Path("assign"), controlfiles.Path("cdb"), problems)
+    assert all(p.kind in (ERROR, UNSUPPORTED) for p in problems.items)

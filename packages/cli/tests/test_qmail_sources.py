@@ -16,7 +16,7 @@ from mailyard.cli.qmail_import.command import describe
 from mailyard.cli.qmail_import.plan import Plan, Sources, build
 from mailyard.cli.qmail_import.problems import ERROR, UNSUPPORTED
 from mailyard.local_delivery.quota import Quota
-from tests.qmail_tree import Tree, message, put_message, vpasswd_cdb
+from tests.qmail_tree import Tree, cdb, message, put_message, vpasswd_cdb
 from tests.qmail_tree import build as build_tree
 
 
@@ -438,3 +438,33 @@ def test_control_virtualdomains_says_which_domains_the_old_host_delivered(tmp_pa
     assert reported() == sorted([(assign, 1, UNSUPPORTED), (str(path), 4, UNSUPPORTED),
                                  (str(path), 5, UNSUPPORTED), (str(path), 6, UNSUPPORTED),
                                  (str(path), 7, UNSUPPORTED)])
+
+
+def test_users_assign_that_users_cdb_disagrees_with_is_reported(tmp_path: Path) -> None:
+    """qmail-lspawn reads users/cdb alone, which qmail-newu builds from users/assign (and
+    vadddomain runs it): an assign edited without qmail-newu never took effect. A domain the
+    cdb lacks got no mail on the old host, one it maps elsewhere is reported, and one only
+    the cdb holds (delivered there, left out here) is an error."""
+    tree = build_tree(tmp_path / "old")
+    cdb_path = tree.qmail / "users" / "cdb"
+    assign = str(tree.qmail / "users" / "assign")
+
+    def entry(prefix: str, home: str) -> tuple[bytes, bytes]:   # user: the real domain
+        return (f"!{prefix}-".encode(),
+                f"{home}\x0089\x0089\x00/home/vpopmail/domains/{home}\x00-\x00".encode())
+
+    def reported() -> list[tuple[str, int, str]]:
+        plan = build(Sources(qmail_dir=tree.qmail, vpopmail_dir=tree.vpopmail,
+                             tcp_smtp=tree.tcp_smtp, open_smtp=tree.open_smtp), now=tree.now)
+        return sorted((p.path, p.line, p.kind) for p in plan.problems.items
+                      if p.path in (assign, str(cdb_path)))
+
+    as_newu = [entry("example.test", "example.test"), entry("example.org", "example.org"),
+               entry("alias.test", "example.test"), (b"", b"-")]
+    cdb_path.write_bytes(cdb(as_newu))
+    assert reported() == []
+    cdb_path.write_bytes(cdb([entry("example.test", "example.test"),
+                              entry("alias.test", "elsewhere.test"),
+                              entry("gone.test", "gone.test"), (b"", b"-")]))
+    assert reported() == sorted([(assign, 1, UNSUPPORTED), (assign, 2, UNSUPPORTED),
+                                 (str(cdb_path), 0, ERROR)])

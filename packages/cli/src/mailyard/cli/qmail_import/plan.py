@@ -21,6 +21,7 @@ from google.protobuf.message import Message
 from mailyard.api.directory.v1 import directory_pb2 as pb
 from mailyard.cli.qmail_import import (
     assign,
+    assigncdb,
     autoresponders,
     backends,
     controlfiles,
@@ -151,6 +152,14 @@ def build(src: Sources, now: float | None = None) -> Plan:
         problems.error(assign_path, 0, "not found: no vpopmail domains to import")
         assign_lines = []
     assigned = assign.parse(assign_lines, assign_path, problems)
+    users_cdb = src.qmail_dir / "users" / "cdb"
+    try:
+        raw = read_bytes(users_cdb)
+    except Unreadable as exc:
+        problems.error(users_cdb, 0, str(exc))
+        raw = None
+    if raw is not None and assign_lines:
+        assigncdb.compare(assigned, raw, assign_path, users_cdb, problems)
     virtual_path = control_dir / "virtualdomains"
     virtual = _read(virtual_path, problems)
     if virtual is not None:
