@@ -16,7 +16,7 @@ from mailyard.cli.qmail_import.command import describe
 from mailyard.cli.qmail_import.plan import Plan, Sources, build
 from mailyard.cli.qmail_import.problems import ERROR, UNSUPPORTED
 from mailyard.local_delivery.quota import Quota
-from tests.qmail_tree import Tree, cdb, message, put_message, vpasswd_cdb
+from tests.qmail_tree import Tree, cdb, crypt, message, put_message, vpasswd_cdb
 from tests.qmail_tree import build as build_tree
 
 
@@ -468,3 +468,22 @@ def test_users_assign_that_users_cdb_disagrees_with_is_reported(tmp_path: Path) 
                               entry("gone.test", "gone.test"), (b"", b"-")]))
     assert reported() == sorted([(assign, 1, UNSUPPORTED), (assign, 2, UNSUPPORTED),
                                  (str(cdb_path), 0, ERROR)])
+
+
+def test_a_user_whose_directory_vpopmail_had_yet_to_make_comes_over(tmp_path: Path) -> None:
+    """An empty directory field (a user provisioned straight into vpopmail's database and
+    written out by vconvert) is made by vchkpw at the first login or vdelivermail at the
+    first delivery: the account worked, with no mail yet. It was a malformed line that
+    stopped the import, and --skip-bad dropped the mailbox."""
+    tree = build_tree(tmp_path / "old")
+    org = tree.domain_dir("example.org")
+    hashed = crypt("fresh-password", "$6$freshsalt$")
+    tree.write("vpasswd", (org / "vpasswd").read_text() + f"fresh:{hashed}:1:0:Fresh::5000S\n",
+               org)
+    plan = build(Sources(qmail_dir=tree.qmail, vpopmail_dir=tree.vpopmail,
+                         tcp_smtp=tree.tcp_smtp, open_smtp=tree.open_smtp), now=tree.now)
+    assert plan.problems.errors == []
+    fresh = next(m for m in plan.mailboxes if m.address == "fresh@example.org")
+    assert (fresh.user.quota_bytes, fresh.locked) == (5000, False)
+    assert fresh.user.home == "/home/vpopmail/domains/example.org/fresh"
+    assert not fresh.maildir.exists()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import posixpath
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from google.protobuf.message import Message
@@ -232,7 +232,9 @@ def _domain(src: Sources, assigned: assign.AssignedDomain, plan: Plan,
     by_maildir: dict[str, str] = {}       # old Maildir path -> address
     by_home: dict[str, str] = {}
     limits_path, limits = _limits(src, local_home, problems)
-    users = vpasswd.parse(lines, name, vpasswd_path, problems)
+    # an empty directory: vchkpw or vdelivermail would have made it at the first use
+    users = [u if u.home else replace(u, home=posixpath.join(home, u.local))
+             for u in vpasswd.parse(lines, name, vpasswd_path, problems)]
     for user in users:
         address = f"{user.local}@{name}"
         old_maildir = posixpath.normpath(user.home + "/Maildir")

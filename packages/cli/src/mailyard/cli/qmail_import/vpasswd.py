@@ -124,7 +124,7 @@ def _line(raw: str, number: int, domain: str, path: Path | str,
     if not all(f.isascii() and f.isdigit() and len(f) <= 10 for f in (uid, gid)):
         problems.error(path, number, f"{local}: uid and gid must be numbers")
         return None
-    if not home.startswith("/"):
+    if home and not home.startswith("/"):      # "": vpopmail makes it at first use (plan)
         problems.error(path, number, f"{local}: directory {home!r} is not an absolute path")
         return None
     try:
