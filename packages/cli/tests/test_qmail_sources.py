@@ -487,3 +487,27 @@ def test_a_user_whose_directory_vpopmail_had_yet_to_make_comes_over(tmp_path: Pa
     assert (fresh.user.quota_bytes, fresh.locked) == (5000, False)
     assert fresh.user.home == "/home/vpopmail/domains/example.org/fresh"
     assert not fresh.maildir.exists()
+
+
+def test_vpopmails_other_flags_that_changed_what_happened_are_reported(tmp_path: Path) -> None:
+    """QA_ADMIN (QmailAdmin's domain administrator) and the spam flags vdelivermail obeyed
+    (NO_SPAMASSASSIN, DELETE_SPAM, NO_MAILDROP), on a user or from the domain's limits, have
+    no equivalent here: reported, not dropped unsaid. NO_PASSWD_CHNG, NO_WEBMAIL and
+    V_USER0-3 change nothing here (no user changes a password or reads webmail through
+    Mailyard; V_USERn meant nothing to vpopmail) and are not."""
+    tree = build_tree(tmp_path / "old")
+    org = tree.domain_dir("example.org")
+    flags = 0x1000 | 0x4000 | 0x8000 | 0x40000 | 0x01 | 0x04 | 0x80 | 0x400
+    tree.write("vpasswd", (org / "vpasswd").read_text().replace(":1:0:Carl:", f":1:{flags}:Carl:"),
+               org)
+    tree.write(".qmailadmin-limits", "delete_spam\n", tree.domain_dir("example.test"))
+    plan = build(Sources(qmail_dir=tree.qmail, vpopmail_dir=tree.vpopmail,
+                         tcp_smtp=tree.tcp_smtp, open_smtp=tree.open_smtp), now=tree.now)
+    carl = " ".join(p.reason for p in plan.problems.items if p.reason.startswith("carl:"))
+    for flag in ("QA_ADMIN", "NO_SPAMASSASSIN", "DELETE_SPAM", "NO_MAILDROP"):
+        assert flag in carl, carl
+    for flag in ("NO_PASSWD_CHNG", "NO_WEBMAIL", "V_USER"):
+        assert flag not in carl, carl
+    limits = [p.reason for p in plan.problems.items
+              if p.path == str(tree.domain_dir("example.test") / ".qmailadmin-limits")]
+    assert len(limits) == 1 and "DELETE_SPAM" in limits[0], limits

@@ -20,12 +20,20 @@ BOUNCE_MAIL = 0x10
 NO_RELAY = 0x20
 NO_DIALUP = 0x40
 NO_SMTP = 0x800
+QA_ADMIN = 0x1000         # QmailAdmin's administrator of the domain
 V_OVERRIDE = 0x2000       # the user is not subject to the domain's limits (vmoduser -o)
+NO_SPAMASSASSIN = 0x4000  # vdelivermail's spam handling (--enable-spamassassin) ...
+DELETE_SPAM = 0x8000
+NO_MAILDROP = 0x40000     # ... and its maildrop filter (--enable-maildrop)
 
 LOGINS = NO_POP | NO_IMAP | NO_SMTP
-# the flags that change what a user may do on the old host; Mailyard keeps none of them
+# the flags that changed what a user could do or what became of its mail on the old host;
+# Mailyard keeps none of them. Not here: NO_PASSWD_CHNG and NO_WEBMAIL (no user changes a
+# password or reads webmail through Mailyard), V_USER0-3 (they meant nothing to vpopmail).
 REPORTED = {NO_POP: "NO_POP", NO_IMAP: "NO_IMAP", BOUNCE_MAIL: "BOUNCE_MAIL",
-            NO_RELAY: "NO_RELAY", NO_DIALUP: "NO_DIALUP", NO_SMTP: "NO_SMTP"}
+            NO_RELAY: "NO_RELAY", NO_DIALUP: "NO_DIALUP", NO_SMTP: "NO_SMTP",
+            QA_ADMIN: "QA_ADMIN", NO_SPAMASSASSIN: "NO_SPAMASSASSIN",
+            DELETE_SPAM: "DELETE_SPAM", NO_MAILDROP: "NO_MAILDROP"}
 
 
 def locked(flags: int) -> bool:

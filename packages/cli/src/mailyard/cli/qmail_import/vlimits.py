@@ -24,6 +24,8 @@ KEYS = {
     "disable_pop": userflags.NO_POP, "disable_imap": userflags.NO_IMAP,
     "disable_smtp": userflags.NO_SMTP, "disable_webmail": userflags.NO_WEBMAIL,
     "disable_external_relay": userflags.NO_RELAY, "disable_dialup": userflags.NO_DIALUP,
+    "disable_spamassassin": userflags.NO_SPAMASSASSIN, "delete_spam": userflags.DELETE_SPAM,
+    "disable_maildrop": userflags.NO_MAILDROP,
 }
 _NAME = re.compile(r"[^ \t:]*")
 
