@@ -511,3 +511,27 @@ def test_vpopmails_other_flags_that_changed_what_happened_are_reported(tmp_path:
     limits = [p.reason for p in plan.problems.items
               if p.path == str(tree.domain_dir("example.test") / ".qmailadmin-limits")]
     assert len(limits) == 1 and "DELETE_SPAM" in limits[0], limits
+
+
+def test_a_users_own_extension_dot_qmail_files_are_reported(tmp_path: Path) -> None:
+    """With QMAIL_EXT, vdelivermail delivered joe-news@ by joe's own .qmail-news (then
+    .qmail-default, in joe's directory) before his .qmail: mail that went elsewhere there
+    reaches joe@ here, so each such file is reported; without QMAIL_EXT vdelivermail never
+    read them, and they are reported as such."""
+    tree = build_tree(tmp_path / "old")
+    joe = tree.domain_dir("example.test") / "joe"
+    tree.write(".qmail-news", "./Maildir/.News/\n", joe)
+    tree.write(".qmail-default", "&joe-everything@remote.test\n", joe)
+    sources = Sources(qmail_dir=tree.qmail, vpopmail_dir=tree.vpopmail,
+                      tcp_smtp=tree.tcp_smtp, open_smtp=tree.open_smtp)
+
+    def reported() -> dict[str, str]:
+        return {p.path.rsplit("/", 1)[1]: p.reason for p in build(sources, now=tree.now)
+                .problems.items if p.path.startswith(str(joe) + "/.qmail-")}
+
+    got = reported()
+    assert set(got) == {".qmail-news", ".qmail-default"}, got
+    assert "joe-news@example.test" in got[".qmail-news"]
+    assert "joe-ANYTHING@example.test" in got[".qmail-default"]
+    (tree.vpopmail / "include" / "vpopmail_config.h").unlink()
+    assert all("never read" in reason for reason in reported().values())

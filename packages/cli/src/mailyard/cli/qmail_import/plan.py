@@ -10,6 +10,7 @@ old host's paths, as written.
 
 from __future__ import annotations
 
+import os
 import posixpath
 import time
 from collections.abc import Callable
@@ -328,6 +329,8 @@ def _domain(src: Sources, assigned: assign.AssignedDomain, plan: Plan,
             _forward(dot, mailbox, by_maildir, problems, mailbox.user.home, src.local)
     for mailbox, dot in extensions:     # after every forward: compared with the user's own
         _extension_catch_all(dot, mailbox, by_maildir, plan)
+    for mailbox in mailboxes.values():
+        _own_extension_files(src.local(mailbox.user.home), mailbox.address, plan)
 
 
 def _ezmlm_list(src: Sources, local: str, old_dir: str, dot: dotqmail.DotQmail, name: str,
@@ -480,6 +483,32 @@ def _extension_catch_all(dot: dotqmail.DotQmail, mailbox: MailboxPlan,
                              "Mailyard that is the recipient delimiter - for every address "
                              "(mailyard delimiter set -), not set by the import since the old "
                              "vpopmail's QMAIL_EXT was not found")
+
+
+def _own_extension_files(user_dir: Path, address: str, plan: Plan) -> None:
+    """.qmail-EXT and .qmail-default in a user's own directory: vdelivermail built with
+    QMAIL_EXT delivered USER-EXT@ by them before the user's .qmail. Here such an address
+    reaches the user like the rest of its mail: each file is reported."""
+    try:
+        found = sorted(e.name for e in os.scandir(user_dir)
+                        if e.name.startswith(dotqmail.PREFIX) and e.is_file())
+    except OSError:
+        return                          # no directory (no mail yet), or reported with it
+    local, _, domain = address.partition("@")
+    for name in found:
+        ext = dotqmail.local_of(name) or ""
+        if plan.recipient_delimiter is None:
+            plan.problems.unsupported(user_dir / name, 0, "vdelivermail reads it only when "
+                                      "built with --enable-qmail-ext, which the old one was "
+                                      "not known to be: most likely never read there; not "
+                                      "imported")
+            continue
+        target = (f"{local}-{ext[:-7]}ANYTHING@{domain}" if ext.endswith("default")
+                  else f"{local}-{ext}@{domain}")
+        plan.problems.unsupported(user_dir / name, 0, f"{target} was delivered by this file "
+                                  "there (vpopmail's QMAIL_EXT); here it reaches "
+                                  f"{address} like the rest of its mail: not imported (an "
+                                  "alias of that address can take it: mailyard alias add)")
 
 
 def _too_large(record: Message, what: str, count: int, path: Path | str, problems: Problems
