@@ -188,7 +188,6 @@ def build(src: Sources, now: float | None = None) -> Plan:
     plan.control.rcpthosts = [h for h in plan.control.rcpthosts
                               if h not in real and h not in skipped and h not in locals_]
 
-
     if src.tcp_smtp is not None:
         lines = _read(src.tcp_smtp, problems)
         if lines is not None:
