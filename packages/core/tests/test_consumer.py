@@ -336,3 +336,35 @@ def test_fitted_results_fit_and_keep_every_outcome(replies: list[str], max_paylo
         assert after.reply == before.reply or (
             after.reply.endswith(CUT_MARK)
             and before.reply.startswith(after.reply[:-len(CUT_MARK)]))
+
+
+async def test_jobs_arriving_one_by_one_cost_fewer_pull_requests_than_jobs(
+        js: Any, nats_server: Any, stoppers: list[JobConsumer]) -> None:
+    """Issue 20: jobs come one at a time under a connection-per-message load. A fetch per
+    job (a no_wait probe, its 404, then a lingering request) cost the worker's connection
+    three NATS messages besides the job, its result and its ack, and nats-py's fetch a
+    task and a timer per message. A standing pull request, topped up as slots free, serves
+    such a trickle: here 40 jobs, 10 ms apart, with room for 20."""
+    await consumer_config(js, max_ack_pending=20)
+    nc = await bus.connect(nats_server.url, "worker")
+    try:
+        async def handle(j: DeliveryJob) -> DeliveryResult:
+            await asyncio.sleep(0.02)
+            return result_for(j)
+
+        consumer = JobConsumer(nc.jetstream(), CHANNEL, handle, limit=lambda: 20, ack_wait=30)
+        await consumer.start()
+        stoppers.append(consumer)
+        await asyncio.sleep(0.2)
+        sent, heard = nc.stats["out_msgs"], nc.stats["in_msgs"]
+        for n in range(40):
+            await publish_jobs(js, job(n))
+            await asyncio.sleep(0.01)
+        await eventually(lambda: _true(consumer.handled == 40))
+        # every job: its result and ack out, the job and the result's ack in
+        requests = nc.stats["out_msgs"] - sent - 2 * 40
+        statuses = nc.stats["in_msgs"] - heard - 2 * 40
+        assert requests + statuses <= 20, (requests, statuses)
+        assert len(await results(js, 40)) == 40
+    finally:
+        await nc.close()

@@ -5,13 +5,16 @@ Every replica of a delivery service binds the one durable pull consumer of its c
 max_ack_pending (concurrencylocal / concurrencyremote) is the cluster-wide limit. A worker
 creates and updates that consumer itself (it owns the limit); `JobConsumer` only runs it:
 
-- while idle, fetch one job at a time (batch=1): nats-py's fetch(batch=n) holds what
-  arrives until n jobs or the timeout, and a job held in a client buffer is a
-  max_ack_pending slot nobody uses; a single-message pull returns the moment a job is there.
-  When busy (the last fetch brought a job) and several slots are free, one pull asks for
-  that many: nats-py first probes with no_wait, so the jobs already waiting come at once
-  (one request instead of one per job), and only if none are there does it linger, for at
-  most BUSY_WAIT;
+- one standing pull request for the free slots, topped up as jobs finish (issue 20): the
+  jobs are delivered to an inbox as they arrive, with no fetch per job. A fetch per job
+  (under load nats-py's no_wait probe, its 404 and then a lingering request; a task and a
+  timer per message in nats-py) cost two to three NATS messages per job besides the job,
+  its result and its ack. What is asked never exceeds the free slots (a job held for a
+  replica that cannot run it is a max_ack_pending slot nobody uses), and a request is made
+  once a quarter of the slots are free or nothing is asked any more, so a trickle of jobs
+  needs a request per few jobs and a full worker one per freed slot, as before. Requests
+  expire after `fetch_wait` (their 408 gives back what they did not bring), and one with
+  no 408 by LOST_AFTER later (nats-server restarted) is written off;
 - decode the DeliveryJob (a job that is not one is terminated: it can never succeed);
 - run the worker's handler, which never sends anything twice by itself and returns the
   DeliveryResult with a result for every recipient;
@@ -20,22 +23,24 @@ creates and updates that consumer itself (it owns the limit); `JobConsumer` only
   ack_wait (at least once, as qmail promises);
 - progress acks (`in_progress`) every ack_wait / 3 for jobs that run long, from one ticker
   for all jobs in flight instead of one timer task per job;
-- stop: no new fetches, the jobs in flight finish (up to `grace` seconds), what does not
-  finish stays unacked and goes to another replica.
+- stop: the inbox goes (nats-server then drops the open requests), the jobs in flight
+  finish (up to `grace` seconds), what does not finish stays unacked and goes to another
+  replica.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from nats.js import JetStreamContext
-from nats.js.errors import ServiceUnavailableError
 
 from mailyard.api.mail.v1.delivery_pb2 import DeliveryJob, DeliveryResult
 from mailyard.core import bus
@@ -52,6 +57,8 @@ RESULT_RETRY_MAX = 10.0  # seconds between tries to publish a kept result, at mo
 RESULT_HEADROOM = 4096
 CUT_MARK = " [...]"
 BUSY_WAIT = 0.02  # seconds a multi-message pull may wait when nothing was waiting after all
+LOST_AFTER = 2.0  # seconds past its expiry a pull request is taken for lost (nats-server
+                  # restarted, the connection dropped: no 408 will end it)
 
 
 async def pull(sub: Any, batch: int, *, busy: bool, idle_wait: float,
@@ -112,7 +119,12 @@ class JobConsumer:
         self.ready = True  # False while the consumer is gone and not created again yet
         self.tasks: dict[asyncio.Task[None], _InFlight] = {}
         self.handled = 0
-        self._sub: Any = None
+        self._sub: Any = None  # the inbox subscription the jobs are delivered to
+        self._next = f"$JS.API.CONSUMER.MSG.NEXT.{bus.JOBS_STREAM}.{self.durable}"
+        # pull requests still open, oldest first: [expires at (monotonic), jobs still due]
+        self._asked: deque[list[float]] = deque()
+        self._due = 0  # jobs asked for and not delivered: the sum over _asked
+        self._gone = False  # the consumer did not answer (deleted): make it again
         self._slot_free = asyncio.Event()
         self._stopping = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
@@ -127,8 +139,9 @@ class JobConsumer:
         return max(0.5, self.ack_wait / 3)
 
     async def start(self) -> None:
-        """Bind the durable consumer (it must exist) and start fetching."""
-        self._sub = await self.js.pull_subscribe_bind(self.durable, stream=bus.JOBS_STREAM)
+        """Start pulling from the durable consumer (the worker has made it)."""
+        nc = self.js._nc
+        self._sub = await nc.subscribe(nc.new_inbox(), cb=self._arrived)
         self._loop_task = asyncio.create_task(self._loop(), name=f"{self.channel}-consumer")
         self._ticker = asyncio.create_task(self._progress(), name=f"{self.channel}-progress")
 
@@ -141,6 +154,10 @@ class JobConsumer:
         as long as they take). What is still running then is cancelled and stays unacked."""
         self._stopping.set()
         self._slot_free.set()
+        # no interest in the inbox any more: nats-server drops the open pull requests, so
+        # the jobs waiting go to another replica now rather than after ack_wait
+        with contextlib.suppress(Exception):
+            await self._sub.unsubscribe()
         if self._loop_task:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -155,8 +172,6 @@ class JobConsumer:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._ticker
-        with contextlib.suppress(Exception):
-            await self._sub.unsubscribe()
 
     async def run(self, stop: asyncio.Event, grace: float | None = None) -> None:
         """start(), wait for `stop`, then stop(grace): a whole worker life in one call."""
@@ -167,49 +182,88 @@ class JobConsumer:
     # -- the loop ------------------------------------------------------------------------
 
     async def _loop(self) -> None:
-        busy = False  # the last fetch brought jobs: more are probably waiting
         while not self._stopping.is_set():
-            free = max(1, self.limit()) - len(self.tasks)
-            if free <= 0:
-                self._slot_free.clear()
-                await self._slot_free.wait()
-                continue
-            try:
-                msgs = await pull(self._sub, free, busy=busy, idle_wait=self.fetch_wait)
-            except TimeoutError:  # nothing to do: the consumer answered, so it is there
-                busy = False
-                self.ready = True
-                continue
-            except asyncio.CancelledError:
-                raise
-            except ServiceUnavailableError:  # nobody answers for the consumer: it is gone
-                self.ready = False
+            self._slot_free.clear()
+            if self._gone:
                 await self._recreate()
                 continue
-            except Exception as exc:  # NATS reconnecting: a pause, not a crash
-                log.warning("fetch failed: %s", exc)
-                await asyncio.sleep(0.5)
-                continue
+            self._forget_expired()
+            limit = max(1, self.limit())
+            free = limit - len(self.tasks) - self._due
+            if free > 0 and (not self._due or free >= max(1, limit // 4)):
+                try:
+                    await self._ask(free)
+                except Exception as exc:  # NATS reconnecting: a pause, not a crash
+                    log.warning("fetch failed: %s", exc)
+                    await asyncio.sleep(0.5)
+                    continue
+            # woken by a finished job, a delivery, the end of a request; else in time to
+            # notice a request that was lost
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._slot_free.wait(), self.fetch_wait + LOST_AFTER)
+
+    async def _ask(self, jobs: int) -> None:
+        request = {"batch": jobs, "expires": int(self.fetch_wait * 1e9)}
+        await self.js._nc.publish(self._next, json.dumps(request).encode(),
+                                  reply=self._sub.subject)
+        self._asked.append([time.monotonic() + self.fetch_wait, jobs])
+        self._due += jobs
+
+    def _forget_expired(self) -> None:
+        lost = time.monotonic() - LOST_AFTER
+        while self._asked and self._asked[0][0] < lost:
+            self._due -= int(self._asked.popleft()[1])
+
+    def _forget_all(self) -> None:
+        self._asked.clear()
+        self._due = 0
+
+    async def _arrived(self, msg: Any) -> None:
+        """A job, or the status that ends a pull request (nats-py's subscription task)."""
+        status = msg.headers.get("Status") if msg.headers else None
+        if status is None:
+            if self._asked:  # JetStream serves requests in order: the oldest is served
+                self._asked[0][1] -= 1
+                self._due -= 1
+                if self._asked[0][1] <= 0:
+                    self._asked.popleft()
             self.ready = True
-            busy = bool(msgs)
-            for msg in msgs:
-                task = asyncio.create_task(self._run(msg))
-                self.tasks[task] = _InFlight(msg)
-                task.add_done_callback(self._done)
+            if self._stopping.is_set():
+                return  # not acked: it goes to another replica after ack_wait
+            task = asyncio.create_task(self._run(msg))
+            self.tasks[task] = _InFlight(msg)
+            task.add_done_callback(self._done)
             if self.on_in_flight:
                 self.on_in_flight(len(self.tasks))
+            return
+        if status == "100":  # a heartbeat
+            return
+        if status in ("404", "408"):  # the oldest request ended with this much undelivered
+            self.ready = True
+            if self._asked:
+                self._due -= int(self._asked.popleft()[1])
+        else:
+            # 503: nobody answers for the consumer; 409: deleted, leadership moved, ...:
+            # every open request is over
+            self._forget_all()
+            if status == "503" or "deleted" in str(msg.headers.get("Description", "")).lower():
+                self.ready = False
+                self._gone = True
+            else:
+                log.warning("pull request ended: %s %s", status,
+                            msg.headers.get("Description", ""))
+        self._slot_free.set()
 
     async def _recreate(self) -> None:
+        self._forget_all()
         if self.recreate is None:
             log.warning("consumer %s is gone", self.durable)
+            self._gone = False
             await asyncio.sleep(0.5)
             return
         try:
             await self.recreate()
-            old, self._sub = self._sub, await self.js.pull_subscribe_bind(
-                self.durable, stream=bus.JOBS_STREAM)
-            with contextlib.suppress(Exception):
-                await old.unsubscribe()
+            self._gone = False
             log.warning("consumer %s was gone: created again", self.durable)
         except Exception as exc:
             log.warning("consumer %s is gone and not created again yet: %s", self.durable, exc)

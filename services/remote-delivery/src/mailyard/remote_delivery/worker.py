@@ -5,8 +5,9 @@ durable consumer "remote-delivery", so N replicas share the work and each job go
   concurrencyremote (default 20), applied live: a change updates the consumer, whatever the
   number of replicas. Each replica also runs at most that many at a time (fewer with
   MAILYARD_REMOTE_MAX_IN_FLIGHT).
-- The loop itself (fetch one job at a time, progress acks every ack_wait / 3, result then
-  ack, graceful stop) is `mailyard.core.consumer.JobConsumer`, shared with local-delivery:
+- The loop itself (a standing pull request for the free slots, progress acks every
+  ack_wait / 3, result then ack, graceful stop) is `mailyard.core.consumer.JobConsumer`,
+  shared with local-delivery:
   a job is acked only after its DeliveryResult is in the stream (at least once), and a
   replica killed mid-transfer never acks, so after ack_wait the job goes to another replica.
 - A spool file up to INLINE_READ_MAX bytes is read on the event loop: from the page cache that
