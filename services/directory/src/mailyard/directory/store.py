@@ -58,6 +58,11 @@ class KVStore:
         self.stream = f"KV_{bucket}"
         self.timeout = timeout
 
+    @property
+    def max_payload(self) -> int:
+        """The largest message nats-server takes: no record, headers included, is larger."""
+        return int(self.js._nc.max_payload)
+
     def subject(self, key: str) -> str:
         return f"$KV.{self.bucket}.{key}"
 
@@ -79,9 +84,9 @@ class KVStore:
         # one; nats-py checks the value alone, so a record a few bytes short of the limit cost
         # the directory its connection (UNAVAILABLE).
         size = len(value) + _header_size(headers)
-        if size > self.js._nc.max_payload:
+        if size > self.max_payload:
             raise invalid(f"{self.bucket}/{key} would be {size} bytes; one record holds at "
-                          f"most {self.js._nc.max_payload} (nats-server max_payload)")
+                          f"most {self.max_payload} (nats-server max_payload)")
         try:
             ack = await self.js.publish(self.subject(key), value, timeout=self.timeout,
                                         headers=headers)
