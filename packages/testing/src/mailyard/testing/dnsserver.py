@@ -23,6 +23,18 @@ from mailyard.core.natsserver import free_port
 UDP_MAX = 1232  # octets of an answer over UDP (the common EDNS size); past it: TC, use TCP
 
 
+class _TcpServer(socketserver.ThreadingTCPServer):
+    # Handler threads are daemons and never joined: one waiting for a client that says
+    # nothing must hold neither stop() (server_close joins them otherwise) nor the exit.
+    daemon_threads = True
+    block_on_close = False
+
+
+class _UdpServer(socketserver.ThreadingUDPServer):
+    daemon_threads = True
+    block_on_close = False
+
+
 class DnsServer:
     """Answers from `zone`: {"example.test": {"MX": ["10 mx1.example.test."], "A":
     ["127.0.0.1"]}}, names lower case without the final dot. A name not in the zone is
@@ -41,6 +53,9 @@ class DnsServer:
         self.negative_ttl = 0
         self.queries: list[tuple[str, str]] = []
         self.port = 0
+        # seconds a TCP client may stay silent before the server closes its connection
+        # (RFC 7766 section 6.2.3: servers time idle connections out)
+        self.tcp_idle = 5.0
         self._servers: list[socketserver.BaseServer] = []
 
     @property
@@ -113,25 +128,29 @@ class DnsServer:
 
         class Tcp(socketserver.BaseRequestHandler):
             def handle(self) -> None:
-                length = int.from_bytes(self.request.recv(2), "big")
-                data = b""
-                while len(data) < length:
-                    chunk = self.request.recv(length - len(data))
-                    if not chunk:
-                        return
-                    data += chunk
-                out = server.answer(data)
-                if out is not None:
-                    self.request.sendall(len(out).to_bytes(2, "big") + out)
+                self.request.settimeout(server.tcp_idle)
+                try:
+                    length = int.from_bytes(self.request.recv(2), "big")
+                    data = b""
+                    while len(data) < length:
+                        chunk = self.request.recv(length - len(data))
+                        if not chunk:
+                            return
+                        data += chunk
+                    out = server.answer(data)
+                    if out is not None:
+                        self.request.sendall(len(out).to_bytes(2, "big") + out)
+                except OSError:  # silent past tcp_idle, or gone
+                    return
 
         for _ in range(20):  # a port free for both TCP and UDP
             port = free_port()
             try:
-                tcp = socketserver.ThreadingTCPServer(("127.0.0.1", port), Tcp)
+                tcp = _TcpServer(("127.0.0.1", port), Tcp)
             except OSError:
                 continue
             try:
-                udp = socketserver.ThreadingUDPServer(("127.0.0.1", port), Udp)
+                udp = _UdpServer(("127.0.0.1", port), Udp)
             except OSError:
                 tcp.server_close()
                 continue
