@@ -21,6 +21,7 @@ from mailyard.core.dkimkeys import KeyDir
 from mailyard.core.natsserver import free_port
 
 UDP_MAX = 1232  # octets of an answer over UDP (the common EDNS size); past it: TC, use TCP
+POLL = 0.02  # seconds between the serving loops' looks at a stop request
 
 
 class _TcpServer(socketserver.ThreadingTCPServer):
@@ -160,7 +161,10 @@ class DnsServer:
         self.port = port
         self._servers = [tcp, udp]
         for each in self._servers:
-            threading.Thread(target=each.serve_forever, daemon=True).start()
+            # stop()'s shutdown() waits for the loop to look at its flag: every 0.5 s by
+            # default, twice in turn (TCP, UDP), about a second of every test that used it
+            threading.Thread(target=each.serve_forever, kwargs={"poll_interval": POLL},
+                             daemon=True).start()
         return self
 
     def stop(self) -> None:
