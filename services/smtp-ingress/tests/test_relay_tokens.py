@@ -25,7 +25,9 @@ RELAY_LOG = "mailyard.smtp_ingress.relay"
 @pytest.fixture
 def guarded_relay_auth(nats_server: NatsServer,
                        tmp_path: Path) -> Iterator[tuple[str, dict[str, str], Path]]:
-    """The real relay-auth enforcing a token table: (gRPC address, role -> token, table)."""
+    """The real relay-auth enforcing a token table: (gRPC address, role -> token, table).
+    Asked for before make_ingress, so it stops after the ingress: relay-auth's graceful stop
+    waits out its 5 s grace for a relay stream an ingress still holds open."""
     table = tmp_path / "tokens"
     tokens = auth.write_table(table)
     proc, address = grpc_service("mailyard.relay_auth", "RELAYAUTH", nats_server.url,
@@ -36,7 +38,7 @@ def guarded_relay_auth(nats_server: NatsServer,
 
 
 async def test_ingress_relay_stream_is_accepted_at_start(
-        make_ingress: MakeIngress, guarded_relay_auth: tuple[str, dict[str, str], Path],
+        guarded_relay_auth: tuple[str, dict[str, str], Path], make_ingress: MakeIngress,
         caplog: pytest.LogCaptureFixture) -> None:
     address, _, table = guarded_relay_auth
     caplog.set_level(logging.WARNING, logger=RELAY_LOG)

@@ -33,6 +33,9 @@ RULES = '127.0.0.1:allow,RELAYCLIENT=""\n127.0.0.2:allow\n'
 @pytest.fixture
 async def relay_proc(nats_server: NatsServer, tmp_path: Path
                      ) -> AsyncIterator[tuple[ServiceProcess, str, Any]]:
+    """Tests ask for it before make_ingress, so it is set up first and stopped last: stopped
+    while an ingress still holds its relay stream open, relay-auth waited out its whole 5 s
+    grace for that stream in every such teardown."""
     proc, address = grpc_service("mailyard.relay_auth", "RELAYAUTH", nats_server.url,
                                  tmp_path / "logs")
     proc.start()
@@ -75,7 +78,7 @@ def local_decisions() -> float:
 
 
 async def test_paused_relay_auth_is_invisible_to_known_clients(
-        make_ingress: MakeIngress, js: Any, relay_proc: Any) -> None:
+        relay_proc: Any, make_ingress: MakeIngress, js: Any) -> None:
     proc, address, stub = relay_proc
     await put_control(js, "tcp.smtp", RULES)
     ingress = await make_ingress(relay_auth_addr=address, max_per_ip=100)
@@ -94,7 +97,7 @@ async def test_paused_relay_auth_is_invisible_to_known_clients(
 
 
 async def test_rule_change_and_lease_apply_to_the_next_connection(
-        make_ingress: MakeIngress, js: Any, relay_proc: Any) -> None:
+        relay_proc: Any, make_ingress: MakeIngress, js: Any) -> None:
     _, address, stub = relay_proc
     await put_control(js, "tcp.smtp", RULES)
     ingress = await make_ingress(relay_auth_addr=address)
@@ -118,7 +121,7 @@ async def test_rule_change_and_lease_apply_to_the_next_connection(
 
 
 async def test_view_not_ready_fails_closed_then_learns(
-        make_ingress: MakeIngress, js: Any, relay_proc: Any) -> None:
+        relay_proc: Any, make_ingress: MakeIngress, js: Any) -> None:
     proc, address, _ = relay_proc
     # No tcp.smtp imported: the view may decide only once relay-auth has confirmed that its
     # default rules are ours (the ingress asks in the background from its start). With
@@ -135,7 +138,7 @@ async def test_view_not_ready_fails_closed_then_learns(
 
 
 async def test_the_view_decides_exactly_as_relay_auth(
-        make_ingress: MakeIngress, js: Any, relay_proc: Any) -> None:
+        relay_proc: Any, make_ingress: MakeIngress, js: Any) -> None:
     _, address, stub = relay_proc
     rules = ('127.:allow,RELAYCLIENT=""\n192.0.2.:allow,RELAYCLIENT=""\n198.51.100.:deny\n'
              '203.0.113.:allow,RBLSMTPD=""\n203.0.114.:allow,RBLSMTPD="-you are listed"\n'
