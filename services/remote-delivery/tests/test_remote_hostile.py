@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,6 +130,8 @@ def endless(line: bytes, pause: float = 0.0) -> Stream:
     """Sends `line` again and again (every `pause` seconds) until the client hangs up."""
     async def stream(server: Hostile, writer: asyncio.StreamWriter) -> None:
         while not server.stopped:
+            if writer.is_closing():  # reset meanwhile: uvloop's write() would raise RuntimeError
+                raise ConnectionResetError("the client hung up")
             writer.write(line)
             await writer.drain()
             await asyncio.sleep(pause)
@@ -166,6 +169,21 @@ async def hung_up(server: Hostile) -> bool:
             return True
         await asyncio.sleep(0.02)
     return False
+
+
+async def test_a_client_that_resets_mid_reply_is_counted_as_hung_up(hostile) -> None:  # type: ignore[no-untyped-def]
+    """The rig itself: a client that resets the connection while a reply streams (what the
+    worker's abort does with unread lines in its buffer) has hung up. Under uvloop the next
+    write raised RuntimeError (the transport already closed), not a ConnectionError: the
+    session ended uncounted and test_a_reply_that_trickles_forever_times_out failed when the
+    reset came between two lines."""
+    server = await hostile(greet=endless(b"220-x\r\n", pause=0.05))
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    await reader.readline()
+    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                               struct.pack("ii", 1, 0))  # close: RST
+    writer.close()
+    assert await hung_up(server)
 
 
 STEPS = ["greet", "EHLO", "MAIL", "RCPT", "DATA", "."]
