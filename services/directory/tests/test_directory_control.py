@@ -176,3 +176,19 @@ async def test_a_file_larger_than_a_bus_record_is_refused(svc: Replica) -> None:
     assert code_of(exc) == grpc.StatusCode.INVALID_ARGUMENT, exc.value.details()
     assert "badmailfrom" in (exc.value.details() or "")
     assert [f.name for f in (await svc.control.List(pb.ListRequest())).files] == []
+
+
+async def test_quota_warning_texts_global_and_per_domain(svc: Replica) -> None:
+    """local-delivery reads quotawarn.msg.<domain> before quotawarn.msg (vpopmail's
+    domains/DOMAIN/.quotawarn.msg and domains/.quotawarn.msg)."""
+    for name in ("quotawarn.msg", "quotawarn.msg.example.org", "quotawarn.msg.xn--bcher-kva.de"):
+        await svc.control.Set(pb.SetRequest(name=name, text="Subject: full\n\nClean up.\n"))
+    listed = await svc.control.List(pb.ListRequest())
+    assert len(listed.files) == 3
+    for bad, why in (("quotawarn.msg.Example.org", "not a domain in lower case"),
+                     ("quotawarn.msg.-x.org", "not a domain in lower case"),
+                     ("quotawarn.msgx", "unknown control file")):
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await svc.control.Set(pb.SetRequest(name=bad, text="x"))
+        assert code_of(exc) == grpc.StatusCode.INVALID_ARGUMENT
+        assert why in (exc.value.details() or ""), exc.value.details()

@@ -26,8 +26,12 @@ CONTROL_VERSION = Gauge(
 KNOWN_FILES = (
     "badmailfrom", "concurrencylocal", "concurrencyremote", "databytes", "defaultdomain", "dnsbl",
     "dmarcpolicy", "greylist", "greylistexempt", "me", "postmaster", "queuelifetime",
-    "rcpthosts", "rspamd", "smtproutes", "spfpolicy", "srs", "srsdomain", "tcp.smtp",
+    "quotawarn.msg", "rcpthosts", "rspamd", "smtproutes", "spfpolicy", "srs", "srsdomain",
+    "tcp.smtp",
 )
+# Files kept per domain as `<name>.<domain>` (the domain's A-label, lower case), each
+# overriding `<name>` for that domain (vpopmail's domains/DOMAIN/.quotawarn.msg).
+PER_DOMAIN_FILES = ("quotawarn.msg",)
 # vpopmail's default domain: the domain of a login name without one (relay-auth).
 DEFAULT_DOMAIN_FILE = "defaultdomain"
 

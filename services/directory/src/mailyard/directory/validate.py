@@ -163,6 +163,14 @@ def known_control_name(name: str) -> str:
     """A name some service reads: a typo (`databyte`) would otherwise be stored and do
     nothing, silently."""
     name = control_name(name)
+    for base in control.PER_DOMAIN_FILES:
+        domain = name[len(base) + 1:] if name.startswith(base + ".") else ""
+        if domain:
+            # read under the A-label in lower case: any other spelling would do nothing
+            if domain != to_ascii_domain(domain) or not all(
+                    _LABEL.fullmatch(x) for x in domain.split(".")):
+                raise invalid(f"{base}.DOMAIN: {domain!r} is not a domain in lower case")
+            return name
     if name not in control.KNOWN_FILES:
         raise invalid(f"unknown control file {name!r}; known: {', '.join(control.KNOWN_FILES)}")
     return name

@@ -43,6 +43,7 @@ from mailyard.local_delivery import (
     maildir,
     metrics,
     quota,
+    quotawarn,
     reinject,
     resolve,
 )
@@ -287,7 +288,8 @@ class Deliverer:
         limits = quota.Quota(mailbox.quota_bytes, mailbox.quota_messages)
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._pool, self._write, path, limits, parts)
+            return await loop.run_in_executor(self._pool, self._write, path, limits, parts,
+                                              mailbox.address)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 # Someone who can write into the maildir put a symbolic link where a folder
@@ -301,19 +303,58 @@ class Deliverer:
                     f"Unable to write the message to the mailbox: "
                     f"{exc.strerror or exc}. (#4.3.0)", "4.3.0")
 
-    def _write(self, path: Path, limits: quota.Quota,
-               parts: list[bytes]) -> tuple[int, str, str] | None:
+    def _write(self, path: Path, limits: quota.Quota, parts: list[bytes],
+               address: str) -> tuple[int, str, str] | None:
         size = sum(len(p) for p in parts)
         with maildir.opened(self.root, path, self.owner) as box:
-            if limits.enabled and quota.over(box, limits, size, self.owner):
+            if not limits.enabled:
+                _, written = maildir.deliver(box, parts, self.owner)
+                metrics.DELIVERED_BYTES.inc(written)
+                return None
+            full, used = quota.check(box, limits, size, self.owner)
+            if full:
                 metrics.QUOTA_REFUSALS.inc()
+                # vdelivermail warns a full mailbox too: its user may not have heard yet
+                self._warn(box, limits, used, address)
                 # Deferring waits for room; one larger than the quota would wait in vain for
                 # queuelifetime before its sender heard.
                 if self.settings.over_quota == "defer" and not limits.never_fits(size):
                     return Outcome.OUTCOME_DEFERRED, OVER_QUOTA.format(code="4.2.2"), "4.2.2"
                 return Outcome.OUTCOME_FAILED, OVER_QUOTA.format(code="5.2.2"), "5.2.2"
             _, written = maildir.deliver(box, parts, self.owner)
-            if limits.enabled:
-                quota.add(box, written)
+            quota.add(box, written)
+            self._warn(box, limits, (used[0] + written, used[1] + 1), address)
         metrics.DELIVERED_BYTES.inc(written)
         return None
+
+    def _warn(self, box: int, limits: quota.Quota, used: tuple[int, int],
+              address: str) -> None:
+        """The quota warning when `used` is at or above the level and none was written this
+        interval; whatever fails here leaves the delivery as it was."""
+        percent = self.settings.quota_warn_percent
+        if not percent or not quotawarn.reached(limits, used, percent):
+            return  # below the level (nearly every delivery): no more filesystem work
+        try:
+            if not quotawarn.claim(box, self.settings.quota_warn_interval, self.owner):
+                return
+        except OSError as exc:
+            log.warning("quota warning not written: %s", exc, extra={"mailbox": address})
+            metrics.QUOTA_WARNINGS.labels("failed").inc()
+            return
+        domain = address.rpartition("@")[2]
+        control = self.identity.control
+        text = (control.text(quotawarn.control_name(domain))
+                or control.text(quotawarn.CONTROL) or quotawarn.default_text(limits, used))
+        try:
+            # past the quota on purpose: the warning must reach a full mailbox
+            _, written = maildir.deliver(box, [quotawarn.compose(text, address, domain)],
+                                         self.owner)
+        except OSError as exc:
+            quotawarn.release(box)
+            log.warning("quota warning not written: %s", exc, extra={"mailbox": address})
+            metrics.QUOTA_WARNINGS.labels("failed").inc()
+            return
+        quota.add(box, written)
+        metrics.QUOTA_WARNINGS.labels("sent").inc()
+        log.info("quota warning written", extra={"mailbox": address, "bytes": used[0],
+                                                 "messages": used[1]})

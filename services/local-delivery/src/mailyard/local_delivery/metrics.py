@@ -26,6 +26,12 @@ AUTOREPLIES = Counter(
     "or not addressed to the mailbox), inactive (off, or outside its dates), failed.",
     ["result"],
 )
+QUOTA_WARNINGS = Counter(
+    "mailyard_local_quota_warnings",
+    "Quota warnings written into mailboxes at or above the warning level, by result: "
+    "sent (in new/), failed (not written: see the log).",
+    ["result"],
+)
 
 RESULTS = ("delivered", "deferred", "failed")
 AUTOREPLY_RESULTS = ("sent", "repeat", "excluded", "inactive", "failed")
@@ -33,3 +39,5 @@ for _result in RESULTS:  # export zeroes, so rate() works from the first scrape
     DELIVERIES.labels(_result)
 for _result in AUTOREPLY_RESULTS:
     AUTOREPLIES.labels(_result)
+for _result in ("sent", "failed"):
+    QUOTA_WARNINGS.labels(_result)

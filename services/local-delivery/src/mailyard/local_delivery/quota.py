@@ -215,16 +215,20 @@ def over(where: Maildir, quota: Quota, size: int, owner: maildir.Owner = None) -
     if not quota.enabled:
         return False
     with _folder(where) as box:
-        return _over(box, quota, size, owner)
+        return check(box, quota, size, owner)[0]
 
 
-def _over(box: int, quota: Quota, size: int, owner: maildir.Owner) -> bool:
+def check(box: int, quota: Quota, size: int,
+          owner: maildir.Owner = None) -> tuple[bool, tuple[int, int]]:
+    """over(), with the usage (bytes, messages) it was decided on, so the quota warning
+    needs no second read."""
     got = _read(box, quota)
     if got is None:
-        return quota.exceeded(*rebuild(box, quota, owner), size)
+        used = rebuild(box, quota, owner)
+        return quota.exceeded(*used, size), used
     used_bytes, used_messages, lines = got
     if not quota.exceeded(used_bytes, used_messages, size):
-        return False
+        return False, (used_bytes, used_messages)
     # "Over quota" is trusted only from one fresh summary line (Courier, Dovecot): appended
     # lines may count a message twice (a delivery that raced a rebuild), and an old file may
     # miss removals by a client that does not update it.
@@ -234,8 +238,9 @@ def _over(box: int, quota: Quota, size: int, owner: maildir.Owner) -> bool:
     except OSError:
         stale = True
     if stale or lines > 1:
-        return quota.exceeded(*rebuild(box, quota, owner), size)
-    return True
+        used = rebuild(box, quota, owner)
+        return quota.exceeded(*used, size), used
+    return True, (used_bytes, used_messages)
 
 
 def add(where: Maildir, size: int, messages: int = 1) -> None:

@@ -40,6 +40,12 @@ class Settings(ServiceSettings):
     # a minute at least, a year at most.
     autoreply_interval: float = Field(default=7 * 86400.0, ge=60, le=366 * 86400)
 
+    # Quota warnings (vpopmail's QUOTA_WARN_PERCENT): a delivery that leaves a mailbox with
+    # a quota at or above this percentage of it (bytes or messages) writes a warning into
+    # it; 0 turns them off. At most one per mailbox per interval (vdelivermail's day).
+    quota_warn_percent: float = Field(default=90.0, ge=0, le=100)
+    quota_warn_interval: float = Field(default=86400.0, ge=60, le=366 * 86400)
+
     @field_validator("program_delivery")
     @classmethod
     def _no_programs(cls, value: bool) -> bool:

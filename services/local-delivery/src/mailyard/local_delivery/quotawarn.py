@@ -1,0 +1,163 @@
+"""Quota warnings, as vpopmail's vdelivermail wrote them (QUOTA_WARN_PERCENT, .quotawarn.msg).
+
+After a delivery that leaves a mailbox with a quota at or above the warning level, a warning
+is written straight into its Maildir/new: not through the queue, so it arrives when the
+mailbox is full and never bounces, and it is counted in maildirsize like any message
+(Maildir++). At most one per mailbox per interval: the time is the mtime of the file
+`quotawarn` in the maildir (vpopmail's own name and place, so it holds across replicas and
+hosts sharing the maildirs, and a maildir moved from vpopmail keeps its last warning).
+
+Two replicas may see a stale stamp at once: the one that renames it away (into tmp/, then
+removed) or creates it anew (O_EXCL) warns; the others find it gone or made and do not.
+
+The text is the control file `quotawarn.msg.<domain>` (the mailbox's domain, A-label), else
+`quotawarn.msg` (vpopmail's domains/DOMAIN/.quotawarn.msg and domains/.quotawarn.msg), else
+a built-in one: a message, its header optional, as vpopmail's files are. Date, Message-ID,
+To (the mailbox) and Auto-Submitted: auto-generated are always ours; From (the domain's
+postmaster), Subject and the MIME fields are added when the text has none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import stat
+import time
+from email.utils import formatdate, make_msgid
+
+from mailyard.local_delivery import maildir
+from mailyard.local_delivery.quota import Quota
+
+STAMP = "quotawarn"
+CONTROL = "quotawarn.msg"
+SUBJECT = "Mail quota warning"
+_OURS = ("date", "message-id", "to", "auto-submitted", "return-path", "delivered-to")
+_FIELD = re.compile(r"^([!-9;-~]+):")
+
+
+def control_name(domain: str) -> str:
+    """The control file of one domain's text (`domain` as an A-label)."""
+    return f"{CONTROL}.{domain}"
+
+
+def reached(limits: Quota, used: tuple[int, int], percent: float) -> bool:
+    """Is the usage at or above `percent` of either limit?"""
+    used_bytes, used_messages = used
+    return bool((limits.bytes and used_bytes * 100 >= limits.bytes * percent)
+                or (limits.messages and used_messages * 100 >= limits.messages * percent))
+
+
+def default_text(limits: Quota, used: tuple[int, int]) -> str:
+    shares = []
+    if limits.bytes:
+        shares.append(f"{used[0] * 100 // limits.bytes}% of its {limits.bytes} bytes")
+    if limits.messages:
+        shares.append(f"{used[1] * 100 // limits.messages}% of its {limits.messages} messages")
+    return (f"Subject: {SUBJECT}\n\n"
+            f"Your mailbox is nearly full: it holds {' and '.join(shares)}.\n\n"
+            "So that you can continue to receive mail, please delete some messages\n"
+            "(and empty the Trash folder). Mail that does not fit is returned to its\n"
+            "senders.\n")
+
+
+def claim(box: int, interval: float, owner: maildir.Owner, now: float | None = None) -> bool:
+    """Take this interval's warning for the maildir open as `box`: True for the one caller
+    that is to write it."""
+    now = time.time() if now is None else now
+    try:
+        info = os.stat(STAMP, dir_fd=box, follow_symlinks=False)
+    except FileNotFoundError:
+        return _create(box, owner)
+    if not stat.S_ISREG(info.st_mode):
+        return False  # a symbolic link or a folder put there: never write through it
+    # a stamp from the future (a host's clock set back) counts as fresh for at most one
+    # interval, not until that time comes
+    if abs(now - info.st_mtime) < interval:
+        return False
+    tmp = maildir.folder("tmp", box)
+    try:
+        aside = f"{maildir.unique_name(0)}.{STAMP}"
+        try:
+            os.rename(STAMP, aside, src_dir_fd=box, dst_dir_fd=tmp)
+        except FileNotFoundError:
+            return False  # another replica took it first
+        with contextlib.suppress(OSError):
+            os.unlink(aside, dir_fd=tmp)
+    finally:
+        os.close(tmp)
+    return _create(box, owner)
+
+
+def _create(box: int, owner: maildir.Owner) -> bool:
+    try:
+        fd = os.open(STAMP, maildir.NEW_FILE, maildir.FILE_MODE, dir_fd=box)
+    except FileExistsError:
+        return False  # another replica made it since
+    try:
+        if owner is not None:  # a maildir's files are the mail user's
+            os.fchown(fd, *owner)
+    finally:
+        os.close(fd)
+    return True
+
+
+def release(box: int) -> None:
+    """Give the claim back (the warning was not written), so a later delivery tries again."""
+    with contextlib.suppress(OSError):
+        os.unlink(STAMP, dir_fd=box)
+
+
+def compose(text: str, address: str, domain: str, now: float | None = None) -> bytes:
+    """The warning for `address` from `text` (a message; its header optional)."""
+    header, body = _split(text)
+    names = {_FIELD.match(line).group(1).lower()  # type: ignore[union-attr]
+             for line in header if _FIELD.match(line)}
+    kept = _without(header, _OURS)
+    lines = ["Return-Path: <>",
+             f"Date: {formatdate(now, localtime=False)}",
+             f"Message-ID: {make_msgid('quotawarn', domain=domain)}"]
+    if "from" not in names:
+        lines.append(f"From: Postmaster <postmaster@{domain}>")
+    lines.append(f"To: <{address}>")
+    if "subject" not in names:
+        lines.append(f"Subject: {SUBJECT}")
+    lines.append("Auto-Submitted: auto-generated")
+    lines += kept
+    if "mime-version" not in names and "content-type" not in names:
+        ascii_only = (body + "".join(kept)).isascii()
+        lines += ["MIME-Version: 1.0",
+                  f"Content-Type: text/plain; charset={'us-ascii' if ascii_only else 'utf-8'}",
+                  f"Content-Transfer-Encoding: {'7bit' if ascii_only else '8bit'}"]
+    if body and not body.endswith("\n"):
+        body += "\n"
+    return ("\n".join(lines) + "\n\n" + body).encode()
+
+
+def _split(text: str) -> tuple[list[str], str]:
+    """(header lines, body): a text that does not start with a header field is all body."""
+    text = text.replace("\r\n", "\n")
+    if not _FIELD.match(text):
+        return [], text
+    head, sep, body = text.partition("\n\n")
+    if not sep:
+        return (head.split("\n"), "") if all(
+            _FIELD.match(x) or x[:1] in " \t" for x in head.split("\n") if x) else ([], text)
+    return [x for x in head.split("\n") if x], body
+
+
+def _without(header: list[str], names: tuple[str, ...]) -> list[str]:
+    """The header lines less the fields in `names` (and their continuation lines)."""
+    out: list[str] = []
+    dropping = False
+    for line in header:
+        if line[:1] in " \t":
+            if not dropping:
+                out.append(line)
+            continue
+        match = _FIELD.match(line)
+        # a line that is no field would end the header early: left out
+        dropping = not match or match.group(1).lower() in names
+        if not dropping:
+            out.append(line)
+    return out
