@@ -231,6 +231,10 @@ def build(root: Path, sink_port: int = 2626, now: float | None = None) -> Tree:
         '127.0.1.1-20:allow,RELAYCLIENT=""',
         '=trusted.old.test:allow,RELAYCLIENT=""',
         ":allow", ""]))
+    # vdelivermail's quota warning texts: every domain's, and example.org's own
+    tree.write("domains/.quotawarn.msg", "Subject: Mail quota warning\n\nYour mailbox on "
+               "the server is now more than 90% full.\n", base=tree.vpopmail)
+    tree.write(".quotawarn.msg", "Subject: carl, clean up\n\nexample.org's text\n", o)
     # vpopmail's domain for logins without one (vpopmail 5.4 reads this file)
     tree.write("etc/defaultdomain", "example.test\n", base=tree.vpopmail)
     fresh, old = int(tree.now) - 600, int(tree.now) - 4 * 3600

@@ -293,6 +293,10 @@ def test_control_files_came_over(mailyard: Mailyard, imported: str) -> None:
     assert mailyard.cli("control", "get", "concurrencyremote").strip() == "120"
     assert "backup.test" in mailyard.cli("control", "get", "rcpthosts").split()
     assert "@spam.test" in mailyard.cli("control", "get", "badmailfrom").split()
+    # vpopmail's domains/.quotawarn.msg and domains/example.org/.quotawarn.msg
+    assert "more than 90% full" in mailyard.cli("control", "get", "quotawarn.msg")
+    assert mailyard.cli("control", "get", "quotawarn.msg.example.org") == \
+        "Subject: carl, clean up\n\nexample.org's text\n"
     assert f"remote.test:127.0.0.1:{mailyard.sink.port}" in mailyard.cli("route", "list")
     team = mailyard.cli("resolve", "team@example.test")
     assert "\tlist\t" in team and "outside@remote.test" in team

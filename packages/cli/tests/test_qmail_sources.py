@@ -535,3 +535,43 @@ def test_a_users_own_extension_dot_qmail_files_are_reported(tmp_path: Path) -> N
     assert "joe-ANYTHING@example.test" in got[".qmail-default"]
     (tree.vpopmail / "include" / "vpopmail_config.h").unlink()
     assert all("never read" in reason for reason in reported().values())
+
+
+VPOPMAIL_WARNING = ("From: SomeCompany Postmaster <postmaster@example.test>\n"
+                    "Reply-To: postmaster@example.test\nTo: SomeCompany User:;\n"
+                    "Subject: Mail quota warning\n\n"
+                    "Your mailbox on the server is now more than 90% full.\n")
+
+
+def test_vpopmails_quota_warning_texts_come_over(tmp_path: Path) -> None:
+    """~vpopmail/domains/.quotawarn.msg (every domain) and domains/DOM/.quotawarn.msg (one
+    domain's, read first by vdelivermail) become control quotawarn.msg[.DOM], the texts
+    local-delivery warns with."""
+    tree = build_tree(tmp_path / "old")
+    tree.write("domains/.quotawarn.msg", VPOPMAIL_WARNING, base=tree.vpopmail)
+    tree.write(".quotawarn.msg", "Subject: example.org is full\r\n\r\nClean up.\r\n",
+               base=tree.domain_dir("example.org"))
+    tree.write(".quotawarn.msg", "", base=tree.domain_dir("example.test"))  # skipped by it
+    plan = build(Sources(qmail_dir=tree.qmail, vpopmail_dir=tree.vpopmail,
+                         tcp_smtp=tree.tcp_smtp, open_smtp=tree.open_smtp), now=tree.now)
+    texts = {name: lines for name, (lines, _) in plan.control.quotawarn.items()}
+    assert texts == {"quotawarn.msg": VPOPMAIL_WARNING.splitlines(),
+                     "quotawarn.msg.example.org": ["Subject: example.org is full", "",
+                                                   "Clean up."]}
+    out = io.StringIO()
+    describe(plan, out)
+    assert (f"control quotawarn.msg\t6 line(s)\t({tree.vpopmail}/domains/.quotawarn.msg)\n"
+            in out.getvalue())
+    assert "control quotawarn.msg.example.org\t3 line(s)\t(" in out.getvalue()
+
+
+def test_a_quota_warning_that_is_no_text_is_reported(tmp_path: Path) -> None:
+    tree = build_tree(tmp_path / "old")
+    path = tree.write("domains/.quotawarn.msg", "Subject: x\n\nnul \x00 here\n",
+                      base=tree.vpopmail)
+    plan = build(Sources(qmail_dir=tree.qmail, vpopmail_dir=tree.vpopmail,
+                         tcp_smtp=tree.tcp_smtp, open_smtp=tree.open_smtp), now=tree.now)
+    assert [(p.path, p.line, p.kind) for p in plan.problems.sorted()
+            if p.path == str(path)] == [(str(path), 3, ERROR)]
+    assert "quotawarn.msg" not in plan.control.quotawarn  # the domain's own still comes
+    assert "quotawarn.msg.example.org" in plan.control.quotawarn

@@ -336,6 +336,8 @@ class Applier:
             self._set_control(name, [str(value)])
         if control.default_domain:
             self._set_control("defaultdomain", [control.default_domain])
+        for name, (lines, _) in control.quotawarn.items():
+            self._set_control(name, lines)
         if control.routes:
             self._set_control("smtproutes", self._merged(
                 "smtproutes", control.routes, lambda line: line.split()[0].partition(":")[0]

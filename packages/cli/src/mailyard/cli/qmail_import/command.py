@@ -119,6 +119,8 @@ def describe(plan: Plan, out: Any = sys.stdout) -> None:
         print(f"control {name}\t{value}", file=out)
     if c.default_domain:
         print(f"control defaultdomain\t{c.default_domain}", file=out)
+    for name, (lines, source) in c.quotawarn.items():
+        print(f"control {name}\t{len(lines)} line(s)\t({source})", file=out)
     for route in c.routes:
         print(f"route {route}", file=out)
     if plan.rules_text is not None:

@@ -13,6 +13,8 @@
 | ~vpopmail/etc/defaultdomain         | control defaultdomain (vpopmail's domain for logins     |
 |                                     | without one; qmail's own control/defaultdomain is       |
 |                                     | qmail-inject's host-name completion, not read)          |
+| ~vpopmail/domains/.quotawarn.msg    | control quotawarn.msg (vdelivermail's quota warning     |
+| ~vpopmail/domains/DOM/.quotawarn.msg| text) and quotawarn.msg.DOM (the domain's, before it)   |
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ class ControlImport:
     integers: dict[str, int] = field(default_factory=dict)
     routes: list[str] = field(default_factory=list)          # smtproutes lines (key:host)
     default_domain: str = ""                                 # vpopmail's, as an A-label
+    # quota warning texts: control name (quotawarn.msg[.domain]) -> (lines, source path)
+    quotawarn: dict[str, tuple[list[str], str]] = field(default_factory=dict)
 
 
 def _meaningful(lines: list[str]) -> list[tuple[int, str]]:
@@ -109,3 +113,25 @@ def default_domain(lines: list[str], path: Path, problems: Problems) -> str:
         except ValueError as exc:
             problems.error(path, number, f"{exc}: logins without a domain stay refused")
     return ""
+
+
+QUOTAWARN_FILE = ".quotawarn.msg"
+# a control file is one KV message (nats-server's max_payload, 1 MiB); a warning is a page
+QUOTAWARN_MAX = 512 * 1024
+
+
+def quotawarn(lines: list[str] | None, path: Path, domain: str | None,
+              out: ControlImport, problems: Problems) -> None:
+    """vpopmail's quota warning text (the global one when `domain` is None) as the control
+    file local-delivery reads; an empty file, which vdelivermail skipped, brings nothing."""
+    if not lines or not any(line.strip() for line in lines):
+        return
+    for number, line in enumerate(lines, 1):
+        if "\x00" in line:
+            problems.error(path, number, "a NUL byte: not a text; not imported")
+            return
+    if sum(len(line.encode()) + 1 for line in lines) > QUOTAWARN_MAX:
+        problems.error(path, 0, f"larger than {QUOTAWARN_MAX} bytes: not imported")
+        return
+    name = "quotawarn.msg" if domain is None else f"quotawarn.msg.{names.domain(domain)}"
+    out.quotawarn[name] = (lines, str(path))

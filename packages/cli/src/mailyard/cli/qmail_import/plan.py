@@ -196,6 +196,9 @@ def build(src: Sources, now: float | None = None) -> Plan:
     default_domain = src.vpopmail_dir / "etc" / "defaultdomain"
     plan.control.default_domain = controlfiles.default_domain(
         _read(default_domain, problems) or [], default_domain, problems)
+    global_warning = src.vpopmail_dir / "domains" / controlfiles.QUOTAWARN_FILE
+    controlfiles.quotawarn(_read(global_warning, problems), global_warning, None,
+                           plan.control, problems)
     open_smtp = src.open_smtp or src.vpopmail_dir / "etc" / "open-smtp"
     lines = _read(open_smtp, problems)
     now = time.time() if now is None else now
@@ -261,6 +264,8 @@ def _domain(src: Sources, assigned: assign.AssignedDomain, plan: Plan,
         subject = sum(1 for u in users if not u.flags & userflags.V_OVERRIDE)
         userflags.domain_report(limits.flags, name, subject, limits_path, limits.lines[0],
                                 problems)
+    warning = local_home / controlfiles.QUOTAWARN_FILE
+    controlfiles.quotawarn(_read(warning, problems), warning, name, plan.control, problems)
 
     dots = _dot_files(local_home, problems)
     parsed = {local: dotqmail.parse(_read(path, problems) or [], path, home, problems)
