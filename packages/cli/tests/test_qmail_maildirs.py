@@ -124,3 +124,17 @@ def test_missing_old_maildir_gives_an_empty_one(tmp_path: Path) -> None:
     dest = tmp_path / "mail" / "d" / "new" / "Maildir"
     copied = maildirs.import_maildir(tmp_path / "nowhere", maildirs.Target(dest, Quota(), None))
     assert copied.messages == 0 and sorted(os.listdir(dest)) == ["cur", "new", "tmp"]
+
+
+def test_vdelivermails_quota_warning_stamp_comes_with_its_time(joe: Path,
+                                                               tmp_path: Path) -> None:
+    """vdelivermail kept the time of its last quota warning as the mtime of Maildir/quotawarn,
+    the file local-delivery reads: without it, a user warned on the old host this morning
+    was warned again by the first delivery after the cut-over."""
+    stamp = joe / "quotawarn"
+    stamp.write_bytes(b"")
+    os.utime(stamp, (1065871400, 1065871400))
+    dest = tmp_path / "mail" / "example.test" / "joe" / "Maildir"
+    maildirs.import_maildir(joe, maildirs.Target(dest, Quota(10_000_000, 0), None))
+    assert (dest / "quotawarn").stat().st_mtime == 1065871400
+    assert (dest / "quotawarn").stat().st_mode & 0o777 == 0o600

@@ -15,8 +15,9 @@ already present (same unique name, whatever its flags) is left alone.
 File names are kept, so the flags after ":2," survive, and so are the modification times
 (Dovecot takes the received date from them). Maildir++ folders (.Sent, .Folder.Sub) come
 along with their maildirfolder marker; Courier's courierimapsubscribed also becomes the
-"subscriptions" file Dovecot reads. tmp/ contents, index caches and the old maildirsize
-are left behind. Symbolic links in the old tree are never followed.
+"subscriptions" file Dovecot reads; vdelivermail's quotawarn (its mtime: the time of the last
+quota warning) comes with that time, as local-delivery reads it. tmp/ contents, index caches
+and the old maildirsize are left behind. Symbolic links in the old tree are never followed.
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ from mailyard.local_delivery import maildir as ld_maildir
 from mailyard.local_delivery import quota as ld_quota
 
 STAGING = ".Maildir.import"
+# quotawarn: vdelivermail's time of the last quota warning (its mtime), which local-delivery
+# reads the same way
 KEEP_FILES = ("maildirfolder", "courierimapsubscribed", "courierimapuiddb",
-              "dovecot-uidlist", "dovecot-keywords", "subscriptions")
+              "dovecot-uidlist", "dovecot-keywords", "subscriptions", "quotawarn")
 SUBS = ("cur", "new")
 
 
