@@ -68,7 +68,8 @@ def _quota_root(client: imaplib.IMAP4) -> tuple[int, int]:
 
 def test_expunge_and_dele_keep_both_quota_views_in_step(box: Box) -> None:
     user = "quota@example.test"
-    limits = quota.Quota(bytes=500_000, messages=100)  # three BIG fit, four do not
+    # three BIG fit, four do not; three stay below the quota warning's 90 %
+    limits = quota.Quota(bytes=540_000, messages=100)
     box.add_user(user, "pw-quota-1", "--quota", str(limits.bytes), "--quota-messages",
                  str(limits.messages))
     for _ in range(3):
@@ -103,6 +104,33 @@ def test_expunge_and_dele_keep_both_quota_views_in_step(box: Box) -> None:
     assert after_dele is not None and after_dele[1] == 1
     with box.imap(user, "pw-quota-1") as imap:
         assert _quota_root(imap)[1] == 1
+
+
+def test_dovecot_shows_the_quota_warning_counted_in_maildirsize(box: Box) -> None:
+    """local-delivery writes the warning straight into new/ and adds its size to
+    maildirsize (Maildir++), so IMAP shows it and Dovecot's quota agrees with the folders."""
+    user = "warned@example.test"
+    limits = quota.Quota(bytes=500_000, messages=100)
+    box.add_user(user, "pw-warned-1", "--quota", str(limits.bytes), "--quota-messages",
+                 str(limits.messages))
+    for n in range(1, 4):  # about 94 % of the quota after the third
+        box.send(user, BIG)
+        # one at a time: deliveries to one mailbox at once each see the usage before the
+        # others' (the quota check's), so the crossing would wait for the next delivery
+        box.stored(user, n)
+    assert len(box.stored(user, 4)) == 4
+    path = box.maildir(user)
+    with box.imap(user, "pw-warned-1") as imap:
+        messages = _imap_messages(imap)
+        # IMAP gives CRLF line ends whatever the file has
+        warnings = [m for m in messages if b"\r\nAuto-Submitted: auto-generated\r\n" in m]
+        assert len(messages) == 4 and len(warnings) == 1
+        assert b"\r\nFrom: Postmaster <postmaster@example.test>\r\n" in warnings[0]
+        assert f"\r\nTo: <{user}>\r\n".encode() in warnings[0]
+        used_kib, count = _quota_root(imap)
+    on_disk = quota.read(path, limits)
+    assert on_disk is not None and on_disk == quota.count(path)
+    assert count == on_disk[1] == 4 and used_kib == -(-on_disk[0] // 1024)
 
 
 def test_idle_sees_a_new_delivery(box: Box) -> None:
