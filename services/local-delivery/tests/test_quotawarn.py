@@ -153,6 +153,7 @@ async def test_two_replicas_warn_once_per_interval(env: Env) -> None:
     finally:
         stop.set()
         await other
+    assert workers == {"test", "other"}  # both wrote into the mailbox
     assert len(_warnings(env)) == 1
     _accounted(env.maildir_path(BOX), quota.Quota(0, 100))
 
@@ -176,3 +177,14 @@ def test_a_stale_stamp_is_claimed_by_one_of_many(tmp_path: Path) -> None:
         with ThreadPoolExecutor(8) as pool:
             assert sum(pool.map(one, range(8))) == 1
         assert not list((path / "tmp").iterdir())
+
+
+def test_a_text_with_content_type_but_no_mime_version_gets_one() -> None:
+    """vpopmail's sample texts carry Content-Type; one without MIME-Version is, by RFC 2045,
+    not MIME, and readers may show its charset=utf-8 body as US-ASCII."""
+    text = ("Subject: voll\nContent-Type: text/plain; charset=utf-8\n"
+            "Content-Transfer-Encoding: 8bit\n\nIhr Postfach ist fast voll. Gr\u00fc\u00dfe\n")
+    msg = _parsed(quotawarn.compose(text, BOX, "example.org"))
+    assert msg["MIME-Version"] == "1.0"
+    assert msg.get_content() == "Ihr Postfach ist fast voll. Gr\u00fc\u00dfe\n"
+    assert len(msg.get_all("Content-Type") or []) == 1

@@ -124,10 +124,13 @@ def compose(text: str, address: str, domain: str, now: float | None = None) -> b
         lines.append(f"Subject: {SUBJECT}")
     lines.append("Auto-Submitted: auto-generated")
     lines += kept
-    if "mime-version" not in names and "content-type" not in names:
+    # without MIME-Version a Content-Type means nothing (RFC 2045), and a text's own
+    # Content-Type is kept as it describes the body
+    if "mime-version" not in names:
+        lines.append("MIME-Version: 1.0")
+    if "content-type" not in names:
         ascii_only = (body + "".join(kept)).isascii()
-        lines += ["MIME-Version: 1.0",
-                  f"Content-Type: text/plain; charset={'us-ascii' if ascii_only else 'utf-8'}",
+        lines += [f"Content-Type: text/plain; charset={'us-ascii' if ascii_only else 'utf-8'}",
                   f"Content-Transfer-Encoding: {'7bit' if ascii_only else '8bit'}"]
     if body and not body.endswith("\n"):
         body += "\n"
