@@ -188,3 +188,29 @@ def test_a_text_with_content_type_but_no_mime_version_gets_one() -> None:
     assert msg["MIME-Version"] == "1.0"
     assert msg.get_content() == "Ihr Postfach ist fast voll. Gr\u00fc\u00dfe\n"
     assert len(msg.get_all("Content-Type") or []) == 1
+
+
+async def test_a_symbolic_link_as_the_stamp_is_never_followed_and_is_said(
+        env: Env, tmp_path: Path) -> None:
+    """The mail user can put a link where `quotawarn` goes (to have root touch a file
+    elsewhere, or to silence the warnings): it is left alone, the delivery stands, and the
+    warning that was due is counted as failed and logged, not dropped without a word."""
+    precious = tmp_path / "precious"
+    precious.write_bytes(b"keep\n")
+    old = time.time() - 5 * 86400
+    os.utime(precious, (old, old))
+    await env.domain("example.org")
+    await env.mailbox(BOX, quota_messages=1)
+    path = env.maildir_path(BOX)
+    env.mail_dir.mkdir()
+    maildir.ensure(env.mail_dir, path)
+    (path / quotawarn.STAMP).symlink_to(precious)
+    failed = REGISTRY.get_sample_value("mailyard_local_quota_warnings_total",
+                                       {"result": "failed"}) or 0.0
+    await env.start()
+    assert await _deliver(env) == OUTCOME_DELIVERED
+    assert _warnings(env) == []
+    assert precious.read_bytes() == b"keep\n" and precious.stat().st_mtime == old
+    assert (path / quotawarn.STAMP).is_symlink()
+    assert REGISTRY.get_sample_value("mailyard_local_quota_warnings_total",
+                                     {"result": "failed"}) == failed + 1

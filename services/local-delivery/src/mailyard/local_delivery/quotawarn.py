@@ -20,6 +20,7 @@ postmaster), Subject and the MIME fields are added when the text has none.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import stat
@@ -63,14 +64,16 @@ def default_text(limits: Quota, used: tuple[int, int]) -> str:
 
 def claim(box: int, interval: float, owner: maildir.Owner, now: float | None = None) -> bool:
     """Take this interval's warning for the maildir open as `box`: True for the one caller
-    that is to write it."""
+    that is to write it. OSError when `quotawarn` is no regular file."""
     now = time.time() if now is None else now
     try:
         info = os.stat(STAMP, dir_fd=box, follow_symlinks=False)
     except FileNotFoundError:
         return _create(box, owner)
     if not stat.S_ISREG(info.st_mode):
-        return False  # a symbolic link or a folder put there: never write through it
+        # a symbolic link or a folder put there: never touched, and said (deliver.py logs
+        # and counts it), as a link elsewhere in the maildir is
+        raise OSError(errno.ELOOP, "not a regular file, left alone", STAMP)
     # a stamp from the future (a host's clock set back) counts as fresh for at most one
     # interval, not until that time comes
     if abs(now - info.st_mtime) < interval:
