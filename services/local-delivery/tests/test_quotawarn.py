@@ -8,10 +8,11 @@ import email
 import email.policy
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from email.message import EmailMessage
 from pathlib import Path
 
+import pytest
 from prometheus_client import REGISTRY
 
 from mailyard.api.mail.v1.delivery_pb2 import OUTCOME_DELIVERED, OUTCOME_FAILED
@@ -158,25 +159,28 @@ async def test_two_replicas_warn_once_per_interval(env: Env) -> None:
     _accounted(env.maildir_path(BOX), quota.Quota(0, 100))
 
 
-def test_a_stale_stamp_is_claimed_by_one_of_many(tmp_path: Path) -> None:
-    """What two replicas (or hosts) sharing the maildir do at once, many times over."""
+def _claim_once(root: Path, path: Path) -> bool:
+    with maildir.opened(root, path) as box:
+        return quotawarn.claim(box, 86400, None)
+
+
+@pytest.mark.parametrize("pool", [ThreadPoolExecutor, ProcessPoolExecutor])
+def test_a_stale_stamp_is_claimed_by_one_of_many(tmp_path: Path, pool: type[Executor]) -> None:
+    """What the threads of one replica, and replicas (or hosts) sharing the maildir, do at
+    once, many times over: one claim each time."""
     path = tmp_path / "Maildir"
     maildir.ensure(tmp_path, path)
-    for round_ in range(20):
-        stamp = path / quotawarn.STAMP
-        if round_ % 2:
-            old = time.time() - 2 * 86400
-            os.utime(stamp, (old, old))
-        else:
-            stamp.unlink(missing_ok=True)
-
-        def one(_: int) -> bool:
-            with maildir.opened(tmp_path, path) as box:
-                return quotawarn.claim(box, 86400, None)
-
-        with ThreadPoolExecutor(8) as pool:
-            assert sum(pool.map(one, range(8))) == 1
-        assert not list((path / "tmp").iterdir())
+    stamp = path / quotawarn.STAMP
+    with pool(8) as workers:
+        for round_ in range(100):
+            if round_ % 2:
+                old = time.time() - 2 * 86400
+                os.utime(stamp, (old, old))
+            else:
+                stamp.unlink(missing_ok=True)
+            claims = [workers.submit(_claim_once, tmp_path, path) for _ in range(8)]
+            assert sum(c.result() for c in claims) == 1
+            assert time.time() - stamp.stat().st_mtime < 60
 
 
 def test_a_text_with_content_type_but_no_mime_version_gets_one() -> None:

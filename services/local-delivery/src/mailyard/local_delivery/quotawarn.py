@@ -7,8 +7,11 @@ mailbox is full and never bounces, and it is counted in maildirsize like any mes
 `quotawarn` in the maildir (vpopmail's own name and place, so it holds across replicas and
 hosts sharing the maildirs, and a maildir moved from vpopmail keeps its last warning).
 
-Two replicas may see a stale stamp at once: the one that renames it away (into tmp/, then
-removed) or creates it anew (O_EXCL) warns; the others find it gone or made and do not.
+Replicas (and threads) deciding at once: a missing stamp goes to the one that creates it
+(O_EXCL); a stale one to the one that renews its mtime holding flock() on it, the time read
+again under the lock (flock works across NFS clients on Linux, as fcntl locks). flock is per
+open file, so threads of one process also take a process lock first; all of it only for a
+mailbox at or above the level.
 
 The text is the control file `quotawarn.msg.<domain>` (the mailbox's domain, A-label), else
 `quotawarn.msg` (vpopmail's domains/DOMAIN/.quotawarn.msg and domains/.quotawarn.msg), else
@@ -21,9 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import re
 import stat
+import threading
 import time
 from email.utils import formatdate, make_msgid
 
@@ -35,6 +40,7 @@ CONTROL = "quotawarn.msg"
 SUBJECT = "Mail quota warning"
 _OURS = ("date", "message-id", "to", "auto-submitted", "return-path", "delivered-to")
 _FIELD = re.compile(r"^([!-9;-~]+):")
+_IN_PROCESS = threading.Lock()
 
 
 def control_name(domain: str) -> str:
@@ -65,44 +71,44 @@ def default_text(limits: Quota, used: tuple[int, int]) -> str:
 def claim(box: int, interval: float, owner: maildir.Owner, now: float | None = None) -> bool:
     """Take this interval's warning for the maildir open as `box`: True for the one caller
     that is to write it. OSError when `quotawarn` is no regular file."""
-    now = time.time() if now is None else now
-    try:
-        info = os.stat(STAMP, dir_fd=box, follow_symlinks=False)
-    except FileNotFoundError:
-        return _create(box, owner)
-    if not stat.S_ISREG(info.st_mode):
-        # a symbolic link or a folder put there: never touched, and said (deliver.py logs
-        # and counts it), as a link elsewhere in the maildir is
-        raise OSError(errno.ELOOP, "not a regular file, left alone", STAMP)
-    # a stamp from the future (a host's clock set back) counts as fresh for at most one
-    # interval, not until that time comes
-    if abs(now - info.st_mtime) < interval:
-        return False
-    tmp = maildir.folder("tmp", box)
-    try:
-        aside = f"{maildir.unique_name(0)}.{STAMP}"
-        try:
-            os.rename(STAMP, aside, src_dir_fd=box, dst_dir_fd=tmp)
-        except FileNotFoundError:
-            return False  # another replica took it first
-        with contextlib.suppress(OSError):
-            os.unlink(aside, dir_fd=tmp)
-    finally:
-        os.close(tmp)
-    return _create(box, owner)
+    with _IN_PROCESS:
+        return _claim(box, interval, owner, time.time() if now is None else now)
 
 
-def _create(box: int, owner: maildir.Owner) -> bool:
+def _claim(box: int, interval: float, owner: maildir.Owner, now: float) -> bool:
     try:
         fd = os.open(STAMP, maildir.NEW_FILE, maildir.FILE_MODE, dir_fd=box)
     except FileExistsError:
-        return False  # another replica made it since
+        pass
+    else:  # the first warning of this maildir: whoever creates the stamp writes it
+        try:
+            if owner is not None:  # a maildir's files are the mail user's
+                os.fchown(fd, *owner)
+            os.utime(fd, (now, now))
+        finally:
+            os.close(fd)
+        return True
+    # O_NONBLOCK: a FIFO put there would hold the delivery thread
+    fd = os.open(STAMP, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                 dir_fd=box)
     try:
-        if owner is not None:  # a maildir's files are the mail user's
-            os.fchown(fd, *owner)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            # a folder or a FIFO put there (a symbolic link failed to open with ELOOP):
+            # never touched, and said (deliver.py logs and counts it)
+            raise OSError(errno.ELOOP, "not a regular file, left alone", STAMP)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # another replica is deciding: it writes the warning if one is due
+        info = os.fstat(fd)  # under the lock: the holder before us may have renewed it
+        # a stamp from the future (a host's clock set back) counts as fresh for at most one
+        # interval, not until that time comes
+        if info.st_nlink == 0 or abs(now - info.st_mtime) < interval:
+            return False  # removed meanwhile (release()), or fresh
+        os.utime(fd, (now, now))
+        return True
     finally:
-        os.close(fd)
-    return True
+        os.close(fd)  # and the lock with it
 
 
 def release(box: int) -> None:
