@@ -218,3 +218,13 @@ async def test_a_symbolic_link_as_the_stamp_is_never_followed_and_is_said(
     assert (path / quotawarn.STAMP).is_symlink()
     assert REGISTRY.get_sample_value("mailyard_local_quota_warnings_total",
                                      {"result": "failed"}) == failed + 1
+
+
+def test_a_fresh_stamp_is_answered_without_the_lock(tmp_path: Path) -> None:
+    """Above the level every delivery asks; while the stamp is fresh the answer is one stat,
+    not the process lock all delivery threads share (held elsewhere here)."""
+    path = tmp_path / "Maildir"
+    maildir.ensure(tmp_path, path)
+    (path / quotawarn.STAMP).touch()
+    with ThreadPoolExecutor(1) as pool, quotawarn._IN_PROCESS:  # the lock goes first
+        assert pool.submit(_claim_once, tmp_path, path).result(timeout=5) is False

@@ -71,8 +71,18 @@ def default_text(limits: Quota, used: tuple[int, int]) -> str:
 def claim(box: int, interval: float, owner: maildir.Owner, now: float | None = None) -> bool:
     """Take this interval's warning for the maildir open as `box`: True for the one caller
     that is to write it. OSError when `quotawarn` is no regular file."""
+    now = time.time() if now is None else now
+    try:
+        info = os.stat(STAMP, dir_fd=box, follow_symlinks=False)
+    except FileNotFoundError:
+        pass
+    else:
+        # fresh: the usual answer above the level, one stat and no lock (a stamp's mtime
+        # only moves on by a claim, so it cannot be wrong to say no)
+        if stat.S_ISREG(info.st_mode) and abs(now - info.st_mtime) < interval:
+            return False
     with _IN_PROCESS:
-        return _claim(box, interval, owner, time.time() if now is None else now)
+        return _claim(box, interval, owner, now)
 
 
 def _claim(box: int, interval: float, owner: maildir.Owner, now: float) -> bool:
