@@ -228,3 +228,19 @@ def test_a_fresh_stamp_is_answered_without_the_lock(tmp_path: Path) -> None:
     (path / quotawarn.STAMP).touch()
     with ThreadPoolExecutor(1) as pool, quotawarn._IN_PROCESS:  # the lock goes first
         assert pool.submit(_claim_once, tmp_path, path).result(timeout=5) is False
+
+
+def test_a_text_in_its_own_charset_is_written_in_that_charset() -> None:
+    """vpopmail hosts kept .quotawarn.msg in Latin-1 with charset=iso-8859-1 (the import
+    reads it as text): written as UTF-8 under that header, every reader showed "gefÃ¼llt"."""
+    text = ("Subject: Postfach\nMIME-Version: 1.0\n"
+            "Content-Type: text/plain; charset=iso-8859-1\n"
+            "Content-Transfer-Encoding: 8bit\n\nIhr Postfach ist zu 90% gef\u00fcllt.\n")
+    raw = quotawarn.compose(text, BOX, "example.org")
+    assert b"gef\xfcllt" in raw
+    assert _parsed(raw).get_content() == "Ihr Postfach ist zu 90% gef\u00fcllt.\n"
+    # a charset the text cannot be written in (or no codec knows): UTF-8, and said so
+    raw = quotawarn.compose(text.replace("gef\u00fcllt", "\u2013 voll"), BOX, "example.org")
+    msg = _parsed(raw)
+    assert msg.get_content_charset() == "utf-8"
+    assert msg.get_content() == "Ihr Postfach ist zu 90% \u2013 voll.\n"

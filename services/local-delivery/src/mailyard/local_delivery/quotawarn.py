@@ -41,6 +41,7 @@ SUBJECT = "Mail quota warning"
 _OURS = ("date", "message-id", "to", "auto-submitted", "return-path", "delivered-to")
 _FIELD = re.compile(r"^([!-9;-~]+):")
 _IN_PROCESS = threading.Lock()
+_CHARSET = re.compile(r'(charset\s*=\s*)"?([^";\s]+)"?', re.IGNORECASE)
 
 
 def control_name(domain: str) -> str:
@@ -142,6 +143,20 @@ def compose(text: str, address: str, domain: str, now: float | None = None) -> b
     if "subject" not in names:
         lines.append(f"Subject: {SUBJECT}")
     lines.append("Auto-Submitted: auto-generated")
+    if body and not body.endswith("\n"):
+        body += "\n"
+    encoded = body.encode()
+    charset = _charset(kept)
+    if charset:
+        # the text's own charset (vpopmail hosts kept Latin-1 files), else UTF-8 and the
+        # header saying so: the body must be in the charset its Content-Type names
+        try:
+            encoded = body.encode(charset)
+            if b"\x00" in encoded:  # UTF-16 and the like: no text for mail
+                raise UnicodeError(charset)
+        except (LookupError, UnicodeError):
+            encoded = body.encode()
+            kept = _to_utf8(kept)
     lines += kept
     # without MIME-Version a Content-Type means nothing (RFC 2045), and a text's own
     # Content-Type is kept as it describes the body
@@ -151,9 +166,32 @@ def compose(text: str, address: str, domain: str, now: float | None = None) -> b
         ascii_only = (body + "".join(kept)).isascii()
         lines += [f"Content-Type: text/plain; charset={'us-ascii' if ascii_only else 'utf-8'}",
                   f"Content-Transfer-Encoding: {'7bit' if ascii_only else '8bit'}"]
-    if body and not body.endswith("\n"):
-        body += "\n"
-    return ("\n".join(lines) + "\n\n" + body).encode()
+    return ("\n".join(lines) + "\n\n").encode() + encoded
+
+
+def _content_type(header: list[str]) -> list[bool]:
+    """For each header line: is it (a line of) the Content-Type field?"""
+    marks, in_type = [], False
+    for line in header:
+        if line[:1] not in " \t":
+            in_type = line.lower().startswith("content-type:")
+        marks.append(in_type)
+    return marks
+
+
+def _charset(header: list[str]) -> str:
+    """The charset parameter of the header's Content-Type, or ""."""
+    for line, in_type in zip(header, _content_type(header), strict=True):
+        match = _CHARSET.search(line) if in_type else None
+        if match:
+            return match.group(2)
+    return ""
+
+
+def _to_utf8(header: list[str]) -> list[str]:
+    """The header with its Content-Type's charset parameter made utf-8."""
+    return [_CHARSET.sub(r"\g<1>utf-8", line) if in_type else line
+            for line, in_type in zip(header, _content_type(header), strict=True)]
 
 
 def _split(text: str) -> tuple[list[str], str]:
