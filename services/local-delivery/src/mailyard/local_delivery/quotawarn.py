@@ -10,14 +10,16 @@ hosts sharing the maildirs, and a maildir moved from vpopmail keeps its last war
 Replicas (and threads) deciding at once: a missing stamp goes to the one that creates it
 (O_EXCL); a stale one to the one that renews its mtime holding flock() on it, the time read
 again under the lock (flock works across NFS clients on Linux, as fcntl locks). flock is per
-open file, so threads of one process also take a process lock first; all of it only for a
-mailbox at or above the level.
+open file, so threads of one process also take a process lock first; a fresh stamp, what
+every other delivery at or above the level finds, is one lstat and no lock.
 
 The text is the control file `quotawarn.msg.<domain>` (the mailbox's domain, A-label), else
 `quotawarn.msg` (vpopmail's domains/DOMAIN/.quotawarn.msg and domains/.quotawarn.msg), else
-a built-in one: a message, its header optional, as vpopmail's files are. Date, Message-ID,
-To (the mailbox) and Auto-Submitted: auto-generated are always ours; From (the domain's
-postmaster), Subject and the MIME fields are added when the text has none.
+a built-in one: a message, its header optional, as vpopmail's files are. Return-Path: <>,
+Date, Message-ID, To (the mailbox), MIME-Version and Auto-Submitted: auto-generated are
+always ours, once; From (the domain's postmaster), Subject and Content-Type are added when
+the text has none. Control characters (a stray CR, NUL) are taken out of its header lines,
+and lines that are no field left out: either would end the header early.
 """
 
 from __future__ import annotations
@@ -38,7 +40,10 @@ from mailyard.local_delivery.quota import Quota
 STAMP = "quotawarn"
 CONTROL = "quotawarn.msg"
 SUBJECT = "Mail quota warning"
-_OURS = ("date", "message-id", "to", "auto-submitted", "return-path", "delivered-to")
+_OURS = ("date", "message-id", "to", "auto-submitted", "return-path", "delivered-to",
+         "mime-version")
+# in a header line, any of these would end it early or be taken for the end of the header
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _FIELD = re.compile(r"^([!-9;-~]+):")
 _IN_PROCESS = threading.Lock()
 _CHARSET = re.compile(r'(charset\s*=\s*)"?([^";\s]+)"?', re.IGNORECASE)
@@ -158,10 +163,9 @@ def compose(text: str, address: str, domain: str, now: float | None = None) -> b
             encoded = body.encode()
             kept = _to_utf8(kept)
     lines += kept
-    # without MIME-Version a Content-Type means nothing (RFC 2045), and a text's own
-    # Content-Type is kept as it describes the body
-    if "mime-version" not in names:
-        lines.append("MIME-Version: 1.0")
+    # without MIME-Version a Content-Type means nothing (RFC 2045): always ours, once; a
+    # text's own Content-Type is kept as it describes the body
+    lines.append("MIME-Version: 1.0")
     if "content-type" not in names:
         ascii_only = (body + "".join(kept)).isascii()
         lines += [f"Content-Type: text/plain; charset={'us-ascii' if ascii_only else 'utf-8'}",
@@ -201,9 +205,11 @@ def _split(text: str) -> tuple[list[str], str]:
         return [], text
     head, sep, body = text.partition("\n\n")
     if not sep:
-        return (head.split("\n"), "") if all(
-            _FIELD.match(x) or x[:1] in " \t" for x in head.split("\n") if x) else ([], text)
-    return [x for x in head.split("\n") if x], body
+        if not all(_FIELD.match(x) or x[:1] in " \t" for x in head.split("\n") if x):
+            return [], text
+        body = ""
+    cleaned = (_CONTROL.sub("", x) for x in head.split("\n"))
+    return [x for x in cleaned if x], body
 
 
 def _without(header: list[str], names: tuple[str, ...]) -> list[str]:
