@@ -1,6 +1,6 @@
 """A qmail + vpopmail server's files, written in their real formats, for the import's tests
-and its benchmark: control/, users/assign (as on the help page: two entries on one line,
-an alias domain, the final "."), vpasswd with DES, MD5-crypt and SHA-512-crypt hashes made
+and its benchmark: control/, users/assign (an entry a line, as qmail-newu needs them: an
+alias domain, the final "."), vpasswd with DES, MD5-crypt and SHA-512-crypt hashes made
 by the system's libcrypt, a clear-password field and an account refused every login,
 .qmail-* files (aliases, a list with an -owner, a forward with a copy, an autoresponder,
 ezmlm, users' extension catch-alls, the catch-all), tcp.smtp and
@@ -146,7 +146,7 @@ def build(root: Path, sink_port: int = 2626, now: float | None = None) -> Tree:
                tree.vpopmail)
     entry = "+{0}-:{1}:89:89:" + OLD_HOME + "/domains/{1}:-::"
     tree.write("users/assign",
-               entry.format("example.test", "example.test") + " "
+               entry.format("example.test", "example.test") + "\n"
                + entry.format("example.org", "example.org") + "\n"
                + entry.format("alias.test", "example.test") + "\n.\n", q)
 

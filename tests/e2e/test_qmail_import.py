@@ -433,7 +433,7 @@ def test_an_alias_domain_of_another_domain_here_is_a_conflict_before_any_write(
     try:
         code, out = run_import(mailyard, tree)
         assert code == 1, out
-        assert (f"{tree.qmail}/users/assign:2: error: alias.test is an alias domain of "
+        assert (f"{tree.qmail}/users/assign:3: error: alias.test is an alias domain of "
                 "example.org on the platform, the old host has it as an alias domain of "
                 "example.test: delete it first") in out
         assert "mailyard: nothing imported" in out

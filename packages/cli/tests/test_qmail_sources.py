@@ -435,7 +435,7 @@ def test_control_virtualdomains_says_which_domains_the_old_host_delivered(tmp_pa
     path.write_text("# vpopmail's\nexample.test:example.test\nalias.test:alias.test\n"
                     "lists.example.net:ezmlm\n.example.test:example.test\n"
                     "joe@other.test:example.test\nExample.ORG:other\n")
-    assert reported() == sorted([(assign, 1, UNSUPPORTED), (str(path), 4, UNSUPPORTED),
+    assert reported() == sorted([(assign, 2, UNSUPPORTED), (str(path), 4, UNSUPPORTED),
                                  (str(path), 5, UNSUPPORTED), (str(path), 6, UNSUPPORTED),
                                  (str(path), 7, UNSUPPORTED)])
 
@@ -466,7 +466,7 @@ def test_users_assign_that_users_cdb_disagrees_with_is_reported(tmp_path: Path) 
     cdb_path.write_bytes(cdb([entry("example.test", "example.test"),
                               entry("alias.test", "elsewhere.test"),
                               entry("gone.test", "gone.test"), (b"", b"-")]))
-    assert reported() == sorted([(assign, 1, UNSUPPORTED), (assign, 2, UNSUPPORTED),
+    assert reported() == sorted([(assign, 2, UNSUPPORTED), (assign, 3, UNSUPPORTED),
                                  (str(cdb_path), 0, ERROR)])
 
 

@@ -10,8 +10,10 @@ there), home the domain's directory. `=local:...` lines (one system user each) a
 own, not vpopmail's, and are reported. qmail-newu stops at the "." line, so anything after
 it never took effect on the old host and is not imported either.
 
-The help page shows two entries on one line, separated by a blank (a pasting accident);
-each is taken, because vpopmail never writes a blank into these fields.
+The help page shows two entries on one line, separated by a blank. qmail-newu reads a line
+up to the seventh ':' after its key and drops the rest, so the second entry never reached
+users/cdb: that domain had no mail and no logins on the old host. It is reported, not
+imported (vpopmail never writes a blank into these fields, so a blank ends the entry).
 """
 
 from __future__ import annotations
@@ -52,10 +54,16 @@ def parse(lines: list[str], path: Path | str, problems: Problems) -> list[Assign
         if "\x00" in raw:
             problems.error(path, number, "NUL byte in the line (qmail-newu refuses the file)")
             continue
-        for entry in raw.split():
-            domain = _entry(entry, number, path, problems)
-            if domain is not None:
-                out.append(domain)
+        first, *rest = raw.split()
+        domain = _entry(first, number, path, problems)
+        if domain is None:          # the line is reported already
+            continue
+        out.append(domain)
+        for dropped in rest:
+            problems.unsupported(path, number, f"{dropped.partition(':')[0]!r} after the "
+                                 "line's first entry: qmail-newu drops what follows the first "
+                                 "entry's last ':', so it never reached users/cdb (no mail, "
+                                 "no logins on the old host); not imported")
     if not ended and lines:
         problems.error(path, len(lines), "no final '.' line: qmail-newu refuses the file, "
                        "so the old host never used this version of it")
