@@ -104,8 +104,9 @@ def cdb(records: list[tuple[bytes, bytes]]) -> bytes:
 
 
 def vpasswd_cdb(vpasswd: bytes) -> bytes:
-    """vpasswd.cdb of a vpasswd text: the name is the key, the rest of the line the data."""
-    return cdb([tuple(line.split(b":", 1)) for line in vpasswd.splitlines()  # type: ignore[misc]
+    """vpasswd.cdb of a vpasswd text as make_vpasswd_cdb builds it: the name is the key, the
+    rest of the line up to its LF the data (a CR before it stays in the data)."""
+    return cdb([tuple(line.split(b":", 1)) for line in vpasswd.split(b"\n")  # type: ignore[misc]
                 if b":" in line])
 
 

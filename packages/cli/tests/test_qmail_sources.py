@@ -470,6 +470,29 @@ def test_users_assign_that_users_cdb_disagrees_with_is_reported(tmp_path: Path) 
                                  (str(cdb_path), 0, ERROR)])
 
 
+def test_a_vpasswd_with_dos_line_ends_agrees_with_the_cdb_vmkpasswd_made_of_it(tmp_path: Path
+                                                                             ) -> None:
+    """make_vpasswd_cdb takes a line's data up to its LF, so a vpasswd saved with CRLF line
+    ends gives records ending in CR, while the import reads each line without it: the same
+    users in both files, which is nothing to report."""
+    tree = build_tree(tmp_path / "old")
+    domain = tree.domain_dir("example.test")
+    raw = (domain / "vpasswd").read_bytes().replace(b"\n", b"\r\n")
+    (domain / "vpasswd").write_bytes(raw)
+    (domain / "vpasswd.cdb").write_bytes(vpasswd_cdb(raw))
+    plan = build(Sources(qmail_dir=tree.qmail, vpopmail_dir=tree.vpopmail,
+                         tcp_smtp=tree.tcp_smtp, open_smtp=tree.open_smtp), now=tree.now)
+    assert [str(p) for p in plan.problems.items
+            if p.path.startswith(f"{domain}/vpasswd")] == []
+    assert [(m.address, m.user.quota_bytes) for m in plan.mailboxes[:3]] == [
+        ("joe@example.test", 0), ("ann@example.test", 5000000), ("bob@example.test", 5000000)]
+    # a real difference is still one
+    (domain / "vpasswd").write_bytes(raw.replace(b":Ann Example:", b":Ann Changed:"))
+    plan = build(Sources(qmail_dir=tree.qmail, vpopmail_dir=tree.vpopmail,
+                         tcp_smtp=tree.tcp_smtp, open_smtp=tree.open_smtp), now=tree.now)
+    assert [(p.line, p.kind) for p in plan.problems.items
+            if p.path.startswith(f"{domain}/vpasswd")] == [(2, UNSUPPORTED)]
+
 def test_a_user_whose_directory_vpopmail_had_yet_to_make_comes_over(tmp_path: Path) -> None:
     """An empty directory field (a user provisioned straight into vpopmail's database and
     written out by vconvert) is made by vchkpw at the first login or vdelivermail at the

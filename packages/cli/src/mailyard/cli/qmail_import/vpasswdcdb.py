@@ -9,7 +9,7 @@ user only the cdb held (a mailbox with mail that the import would leave behind) 
 cdb (cr.yp.to/cdb/cdb.txt): 256 (position, slots) pairs of little-endian 32-bit numbers,
 then the records one after another (key length, data length, key, data), then the hash
 tables; the first table starts where the records end. vpopmail's key is the user name, its
-data the rest of the vpasswd line.
+data the rest of the vpasswd line up to the LF (a DOS line's CR included).
 """
 
 from __future__ import annotations
@@ -64,7 +64,9 @@ def compare(lines: list[str], raw: bytes, vpasswd: Path, cdb: Path,
             problems.unsupported(vpasswd, number, f"{name}: not in vpasswd.cdb, which the "
                                  "old host's logins and deliveries read (vmkpasswd was not "
                                  "run since this line was added): imported as vpasswd says")
-        elif held[name] != data:
+        # make_vpasswd_cdb keeps the data up to the LF, so a CRLF line's record ends in the
+        # CR that read_lines drops from the line: a line end, not a difference
+        elif held[name].removesuffix("\r") != data:
             problems.unsupported(vpasswd, number, f"{name}: vpasswd.cdb, which the old "
                                  "host's logins and deliveries read, holds another line for "
                                  "it (vpasswd was edited and vmkpasswd not run): imported as "
