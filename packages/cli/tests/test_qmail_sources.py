@@ -245,6 +245,28 @@ def test_a_users_own_dot_qmail_is_not_read_when_the_domains_dot_qmail_user_answe
         (str(domain / "bob" / ".qmail"), UNSUPPORTED)]
 
 
+def test_a_forward_of_a_mailbox_to_itself_is_the_loop_it_was_not_a_copy(tmp_path: Path
+                                                                      ) -> None:
+    """&ann@example.test in ann's own .qmail kept no copy on the old host: vdelivermail sent
+    the message there with "Delivered-To: ann@example.test", found that line the second time
+    round and bounced it ("mail is looping"); qmail-local did the same with its own
+    Delivered-To line for &joe@example.test in .qmail-joe. The line is reported and left out,
+    never turned into a kept copy."""
+    tree = build_tree(tmp_path / "old")
+    domain = tree.domain_dir("example.test")
+    tree.write("ann/.qmail", "&ann@remote.test\n&Ann@example.test\n", domain)
+    tree.write(".qmail-joe", "&joe@example.test\n", domain)
+    plan = build(Sources(qmail_dir=tree.qmail, vpopmail_dir=tree.vpopmail,
+                         tcp_smtp=tree.tcp_smtp, open_smtp=tree.open_smtp), now=tree.now)
+    forwards = {m.address: (m.forward_to, m.keep_copy) for m in plan.mailboxes}
+    assert forwards["ann@example.test"] == (["ann@remote.test"], False)
+    assert forwards["joe@example.test"] == ([], False)
+    reported = {(p.path, p.line, p.kind): p.reason for p in plan.problems.items
+                if p.path in (str(domain / "ann" / ".qmail"), str(domain / ".qmail-joe"))}
+    assert set(reported) == {(str(domain / "ann" / ".qmail"), 2, UNSUPPORTED),
+                             (str(domain / ".qmail-joe"), 1, UNSUPPORTED)}, reported
+    assert all("loop" in r and "bounce" in r for r in reported.values()), reported
+
 def test_an_account_refused_every_login_comes_over_locked(tmp_path: Path) -> None:
     """vchkpw refused dan's POP3, IMAP and SMTP AUTH logins (NO_POP, NO_IMAP and NO_SMTP in
     his vpasswd gid) while his mail was delivered. Mailyard has no per-protocol switch: the

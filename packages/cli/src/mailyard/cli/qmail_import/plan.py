@@ -30,6 +30,7 @@ from mailyard.cli.qmail_import import (
     ezmlm,
     names,
     qmailext,
+    selfforward,
     tcprules,
     userflags,
     virtualdomains,
@@ -448,9 +449,7 @@ def _forward(dot: dotqmail.DotQmail, mailbox: MailboxPlan, by_maildir: dict[str,
             mailbox.autoresponse = auto
     own = posixpath.normpath(mailbox.user.home + "/Maildir")
     targets, keep_copy = _targets(dot, own, by_maildir, problems)
-    if mailbox.address in targets:      # &joe@example.com in joe's own .qmail: a copy
-        targets.remove(mailbox.address)
-        keep_copy = True
+    targets = selfforward.drop(dot, mailbox.address, targets, problems)
     forward_to = list(dict.fromkeys([*mailbox.forward_to, *targets]))
     user = mailbox.user
     record = pb.Mailbox(address=mailbox.address, password_hash=user.crypted, gecos=user.gecos,
