@@ -267,6 +267,35 @@ def test_a_forward_of_a_mailbox_to_itself_is_the_loop_it_was_not_a_copy(tmp_path
                              (str(domain / ".qmail-joe"), 1, UNSUPPORTED)}, reported
     assert all("loop" in r and "bounce" in r for r in reported.values()), reported
 
+def test_a_dot_qmail_of_comments_only_delivered_nowhere_and_the_import_says_so(
+        tmp_path: Path) -> None:
+    """qmail-local takes its default delivery only for an empty .qmail: one of comment lines
+    only runs no delivery and the message is gone (vdelivermail 5.4 did the same with a
+    user's own .qmail). .qmail-default so written dropped unknown users' mail (the catch-all
+    delete here); every other such file is reported at its first line, as Mailyard keeps
+    no address that swallows mail."""
+    tree = build_tree(tmp_path / "old")
+    d, o = tree.domain_dir("example.test"), tree.domain_dir("example.org")
+    tree.write(".qmail-old", "# closed in 2019\n", d)
+    tree.write(".qmail-bob", "# bob left\n#&bob@remote.test\n", d)
+    tree.write("ann/.qmail", "# no forward for now\n", d)
+    tree.write(".qmail-default", "# nothing for anyone\n", o)
+    tree.write(".qmail-empty", "", d)     # the default delivery: not this case
+    plan = build(Sources(qmail_dir=tree.qmail, vpopmail_dir=tree.vpopmail,
+                         tcp_smtp=tree.tcp_smtp, open_smtp=tree.open_smtp), now=tree.now)
+    files = {str(d / ".qmail-old"), str(d / ".qmail-bob"), str(d / "ann" / ".qmail"),
+             str(o / ".qmail-default"), str(d / ".qmail-empty")}
+    reported = sorted((p.path, p.line, p.kind) for p in plan.problems.items if p.path in files)
+    assert reported == sorted([(str(d / ".qmail-old"), 1, UNSUPPORTED),
+                               (str(d / ".qmail-bob"), 1, UNSUPPORTED),
+                               (str(d / "ann" / ".qmail"), 1, UNSUPPORTED),
+                               (str(o / ".qmail-default"), 1, UNSUPPORTED)]), reported
+    org = next(x for x in plan.domains if x.name == "example.org")
+    assert (org.catch_all, org.source) == ("delete", f"{o / '.qmail-default'}:1")
+    bob = next(m for m in plan.mailboxes if m.address == "bob@example.test")
+    assert (bob.forward_to, bob.keep_copy) == ([], False)
+    assert "old@example.test" not in {a.address for a in plan.aliases}
+
 def test_an_account_refused_every_login_comes_over_locked(tmp_path: Path) -> None:
     """vchkpw refused dan's POP3, IMAP and SMTP AUTH logins (NO_POP, NO_IMAP and NO_SMTP in
     his vpasswd gid) while his mail was delivered. Mailyard has no per-protocol switch: the

@@ -25,6 +25,7 @@ from mailyard.cli.qmail_import import (
     assigncdb,
     autoresponders,
     backends,
+    commentsonly,
     controlfiles,
     dotqmail,
     ezmlm,
@@ -269,14 +270,24 @@ def _domain(src: Sources, assigned: assign.AssignedDomain, plan: Plan,
     controlfiles.quotawarn(_read(warning, problems), warning, name, plan.control, problems)
 
     dots = _dot_files(local_home, problems)
-    parsed = {local: dotqmail.parse(_read(path, problems) or [], path, home, problems)
-              for local, path in sorted(dots.items())}
+    texts = {local: _read(path, problems) or [] for local, path in sorted(dots.items())}
+    parsed = {local: dotqmail.parse(texts[local], dots[local], home, problems)
+              for local in texts}
     lists = {local: where for local, dot in parsed.items()
              if local != "default" and not local.endswith("-default")
              and (where := ezmlm.list_dir(dot, home)) is not None}
     extensions: list[tuple[MailboxPlan, dotqmail.DotQmail]] = []    # .qmail-USER-default
     for local, path in sorted(dots.items()):
         dot = parsed[local]
+        dropped = commentsonly.first_comment(texts[local])
+        if local == "default" and dropped:
+            domain.catch_all, domain.source = "delete", f"{path}:{dropped}"
+            problems.unsupported(path, dropped, "comments only: qmail-local delivered every "
+                                 f"address of {name} without a .qmail of its own nowhere, its "
+                                 "mailboxes' too (vdelivermail never ran); here unknown users' "
+                                 "mail is dropped (the catch-all delete) and the mailboxes "
+                                 "receive theirs")
+            continue
         if local == "default":
             _catch_all(dot, home, domain, mailboxes, by_home, problems, elsewhere)
             continue
@@ -296,8 +307,20 @@ def _domain(src: Sources, assigned: assign.AssignedDomain, plan: Plan,
             problems.unsupported(path, 0, f"{local}@{name} (every address starting with "
                                  f"{local[:-8]}-): Mailyard has no extension addresses")
             continue
+        if local in mailboxes and dropped:
+            problems.unsupported(path, dropped, "comments only: qmail-local delivered "
+                                 f"{mailboxes[local].address}'s mail nowhere (only an empty "
+                                 ".qmail means the default delivery); Mailyard has no mailbox "
+                                 "that drops its mail: here it reaches the Maildir")
+            continue
         if local in mailboxes:
             _forward(dot, mailboxes[local], by_maildir, problems, home, src.local)
+            continue
+        if dropped:
+            problems.unsupported(path, dropped, f"comments only: qmail-local accepted "
+                                 f"{local}@{name}'s mail and delivered it nowhere; Mailyard "
+                                 "keeps no address that drops mail: not imported (refused at "
+                                 "RCPT, or the domain's catch-all takes it)")
             continue
         targets, _ = _targets(dot, None, by_maildir, problems)
         if not targets:
@@ -329,6 +352,11 @@ def _domain(src: Sources, assigned: assign.AssignedDomain, plan: Plan,
             problems.unsupported(user_dot, 0, f"{dots[local].name} delivers "
                                  f"{mailbox.address} on the old host, so this file was "
                                  "never read: not imported")
+        elif lines is not None and (dropped := commentsonly.first_comment(lines)):
+            problems.unsupported(user_dot, dropped, "comments only: vdelivermail 5.4 took "
+                                 f"that as delivered and dropped {mailbox.address}'s mail "
+                                 "(before 5.4 it went to the Maildir); Mailyard has no mailbox "
+                                 "that drops its mail: here it reaches the Maildir")
         elif lines is not None:
             dot = dotqmail.parse(lines, user_dot, mailbox.user.home, problems)
             _forward(dot, mailbox, by_maildir, problems, mailbox.user.home, src.local)
