@@ -324,6 +324,7 @@ def test_vlimits_as_vpopmail_ships_and_as_qmailadmin_writes_it() -> None:
     assert got.flags == (userflags.NO_IMAP | userflags.NO_SMTP | userflags.NO_POP
                          | userflags.NO_RELAY)
     assert got.lines == [3, 4, 5, 8]
+    assert got.quotas == [("default_quota", 10485760, 2)]
     assert userflags.locked(got.flags)
     assert not userflags.locked(userflags.effective(userflags.V_OVERRIDE, got.flags))
 
@@ -409,6 +410,7 @@ def test_vlimits_never_raise(raw: list[str]) -> None:
     got = vlimits.parse(raw)
     assert got.flags & ~sum(vlimits.KEYS.values()) == 0
     assert len(got.lines) <= len(raw)
+    assert all(name in vlimits.QUOTAS and value > 0 for name, value, _ in got.quotas)
 
 
 @settings(max_examples=200, deadline=2000)

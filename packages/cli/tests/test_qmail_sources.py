@@ -345,6 +345,27 @@ def test_a_domains_limits_refuse_logins_as_vpopmail_applied_them(tmp_path: Path)
     assert "example.test" in reported[default, 1] and "NO_SMTP" in reported[default, 1]
 
 
+def test_a_domains_quota_limits_are_reported_and_the_users_keep_their_own(tmp_path: Path
+                                                                         ) -> None:
+    """.qmailadmin-limits' quota and maxmsgcount capped the whole domain (vdelivermail built
+    with --enable-domainquotas), which Mailyard cannot; default_quota and default_maxmsgcount
+    were vadduser's quota for new users, written into their vpasswd lines when they were
+    made, so a user without one had none there and has none here. Each line with a limit
+    is reported; 0 (none) is not."""
+    tree = build_tree(tmp_path / "old")
+    org = tree.domain_dir("example.org")
+    tree.write(".qmailadmin-limits", "maxpopaccounts\t-1\nquota\t100\nmaxmsgcount: 5000\n"
+               "default_quota 10485760\ndefault_maxmsgcount\t0\n", org)
+    plan = build(Sources(qmail_dir=tree.qmail, vpopmail_dir=tree.vpopmail,
+                         tcp_smtp=tree.tcp_smtp, open_smtp=tree.open_smtp), now=tree.now)
+    limits = str(org / ".qmailadmin-limits")
+    reported = {p.line: p.reason for p in plan.problems.items
+                if (p.path, p.kind) == (limits, UNSUPPORTED)}
+    assert sorted(reported) == [2, 3, 4], reported
+    assert "example.org" in reported[2] and "mailyard user add" in reported[4]
+    quotas = {m.address: (m.user.quota_bytes, m.user.quota_messages) for m in plan.mailboxes}
+    assert quotas["carl@example.org"] == (0, 0)
+
 def test_a_users_extension_catch_all_is_the_recipient_delimiter(tmp_path: Path) -> None:
     """.qmail-ann-default took ann-anything@ to ann's own Maildir: with vpopmail's QMAIL_EXT
     the plan sets the recipient delimiter "-", which does the same here, so nothing is left

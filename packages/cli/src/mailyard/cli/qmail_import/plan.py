@@ -268,6 +268,7 @@ def _domain(src: Sources, assigned: assign.AssignedDomain, plan: Plan,
                                 problems)
     warning = local_home / controlfiles.QUOTAWARN_FILE
     controlfiles.quotawarn(_read(warning, problems), warning, name, plan.control, problems)
+    vlimits.report_quotas(limits, name, limits_path, problems)
 
     dots = _dot_files(local_home, problems)
     texts = {local: _read(path, problems) or [] for local, path in sorted(dots.items())}
