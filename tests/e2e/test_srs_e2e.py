@@ -129,3 +129,28 @@ def test_our_own_bounce_of_a_forwarded_copy_reaches_the_original_sender(mailyard
     assert bounce[-1].rcpt_tos == [ALICE] and bounce[-1].mail_from in ("", "<>")
     assert b"no such user" in bounce[-1].data
     mailyard.queue_empty()
+
+
+def test_a_list_whose_owner_is_elsewhere_sends_from_srs_and_its_bounces_reach_the_owner(
+        mailyard: Mailyard) -> None:
+    # copies from owner@gmail sent by our IP failed SPF at the members' hosts; from an SRS
+    # address of the list's domain, a member's bounce comes back and reaches the owner
+    # alone, neither the members nor the author
+    owner, member = "owner@paypal.test", "member@remote.test"
+    mailyard.cli("list", "add", "news@example.test", "--owner", owner, member)
+    before = len(mailyard.sink.messages)
+    with mailyard.smtp() as client:
+        client.sendmail(ALICE, ["news@example.test"],
+                        f"From: {ALICE}\r\nSubject: news\r\n\r\nhello list\r\n".encode())
+    copy = mailyard.sink.wait_for(before + 1)[-1]
+    assert copy.rcpt_tos == [member]
+    sender = copy.mail_from
+    assert sender.startswith("SRS0=") and sender.endswith("=paypal.test=owner@example.test"), \
+        sender
+    with mailyard.smtp("127.0.0.2") as client:
+        client.sendmail("", [sender], f"From: MAILER-DAEMON@remote.test\r\nTo: {sender}\r\n"
+                        f"Subject: failure\r\n\r\nmailbox full\r\n".encode())
+    returned = mailyard.sink.wait_for(before + 2)[-1]
+    assert returned.rcpt_tos == [owner] and returned.mail_from in ("", "<>")
+    mailyard.queue_empty()
+    assert len(mailyard.sink.messages) == before + 2

@@ -3,9 +3,13 @@ on them (ezmlm's Mailing-List check), through the worker, NATS and the spool."""
 
 from __future__ import annotations
 
+import asyncio
+
 from mailyard.api.directory.v1 import directory_pb2 as pb
 from mailyard.api.mail.v1.delivery_pb2 import OUTCOME_DELIVERED, OUTCOME_FAILED
+from mailyard.core import srs
 from mailyard.core.directory import SETTINGS_KEY
+from mailyard.core.srs_keys import SrsSecrets
 
 from .conftest import Env
 
@@ -106,4 +110,32 @@ async def test_an_announce_list_without_an_owner_is_not_open_to_every_sender(
     assert (rr.outcome, rr.enhanced_code) == (OUTCOME_FAILED, "5.7.2")
     await env.job("ed@remote.test", ["old@example.com"], BODY)
     assert (await env.result()).results[0].outcome == OUTCOME_DELIVERED
-    assert (await env.todo())[0].sender == "ed@remote.test"
+    sender = (await env.todo())[0].sender  # the poster, from an SRS address as a forward
+    assert srs.reverse(sender, await SrsSecrets(env.js).get()) == "ed@remote.test"
+
+
+async def test_a_list_with_an_owner_elsewhere_sends_its_copies_from_an_srs_address(
+        env: Env) -> None:
+    """A list's copies go from its owner; with the owner at another domain (owner@gmail) they
+    left our IP as owner@gmail.test, failing SPF at every member's host as a forward without
+    SRS does. They go from an SRS address of the list's domain now, reversing to the owner,
+    so members' bounces reach the owner; an owner of our own domains, and control srs off,
+    keep the owner."""
+    await env.domain("example.com")
+    await env.mailing_list("news@example.com", "owner@gmail.test", "m@remote.test")
+    await env.mailing_list("local@example.com", "owner@example.com", "m@remote.test")
+    await env.start()
+    await env.job(SENDER, ["news@example.com"], BODY)
+    assert (await env.result()).results[0].outcome == OUTCOME_DELIVERED
+    envelope, _ = await env.todo()
+    assert srs.is_srs(envelope.sender.partition("@")[0]), envelope.sender
+    assert envelope.sender.endswith("@example.com"), envelope.sender
+    assert srs.reverse(envelope.sender, await SrsSecrets(env.js).get()) == "owner@gmail.test"
+    await env.job(SENDER, ["local@example.com"], BODY)
+    assert (await env.result()).results[0].outcome == OUTCOME_DELIVERED
+    assert (await env.todo())[0].sender == "owner@example.com"
+    await env.control("srs", "off\n")
+    await asyncio.sleep(0.5)  # the control view follows its bucket
+    await env.job(SENDER, ["news@example.com"], BODY)
+    assert (await env.result()).results[0].outcome == OUTCOME_DELIVERED
+    assert (await env.todo())[0].sender == "owner@gmail.test"

@@ -217,7 +217,8 @@ class Deliverer:
                                                      self.directory.delimiters,
                                                      message.eol) + message.data
                     qid = await reinject.to_list(self.spool, self.js, job, address,
-                                                 mlist.address, owner, mlist.members, listed)
+                                                 mlist.address, await self._list_sender(
+                                                     owner, mlist), mlist.members, listed)
                     log.info("list mail sent", extra={"queue_id": job.queue_id,
                                                       "new_queue_id": qid,
                                                       "members": len(mlist.members)})
@@ -251,6 +252,16 @@ class Deliverer:
         log.info("returned to the original sender", extra={"queue_id": job.queue_id,
                                                            "new_queue_id": qid})
         return _result(recipient, Outcome.OUTCOME_DELIVERED, "forwarded (SRS)", "2.0.0")
+
+    async def _list_sender(self, owner: str, mlist: resolve.ListSend) -> str:
+        """The envelope sender of a list's copies: its owner, or, for an owner of another
+        domain and copies leaving for another domain, an SRS address of the list's domain
+        reversing to the owner, as for a forward: from our IP as owner@gmail.com they
+        failed SPF at the members' hosts. Paid only for a list whose owner is not ours."""
+        if self.srs.needed(owner) and any(not self.srs.ours(m.rpartition("@")[2])
+                                          for m in mlist.members):
+            return await self.srs.rewrite(owner, mlist.address)
+        return owner
 
     async def _forward(self, job: DeliveryJob, address: str, targets: list[str],
                        data: bytes) -> None:

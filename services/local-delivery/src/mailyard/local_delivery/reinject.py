@@ -8,7 +8,8 @@ Envelope senders:
   postsrsd does for Postfix), so the next hop's SPF passes and bounces come back to
   smtp-ingress, which reverses them to whoever wrote the message;
 - list mail gets the list owner as sender, so members' bounces reach the owner and not
-  the author (ezmlm's reason for its own return path);
+  the author (ezmlm's reason for its own return path); an owner of another domain as an
+  SRS address (deliver.py), as for a forward;
 - a vacation reply (autoreply.py) goes from <> (RFC 3834 3.3), so nothing answers it.
 - a message from <> (a bounce) to a list goes to its owner only, still from <>: members
   never get bounces (ezmlm refuses them), and the null sender ends any loop.
