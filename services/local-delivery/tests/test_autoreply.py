@@ -211,3 +211,31 @@ async def test_a_mailbox_without_autoresponse_is_not_read_for_one(env: Env) -> N
     assert await env.todo_count() == 0
     with pytest.raises(BucketNotFoundError):
         await env.js.key_value(bus.KV_AUTOREPLIES)
+
+
+async def test_a_reply_to_mail_forwarded_with_srs_goes_to_the_srs_address(env: Env) -> None:
+    """Ann's mail reached Joe through a forwarder with SRS: the envelope sender is the
+    forwarder's SRS0 address, which reverses to Ann there; the reply goes to it (RFC 3834:
+    the envelope sender) and out through the queue like any other."""
+    await _joe(env)
+    await env.start()
+    srs_sender = "SRS0=HhHh=TT=remote.test=ann@forwarder.test"
+    await _deliver(env, srs_sender, _msg())
+    envelope, _ = await env.todo()
+    assert (envelope.origin, envelope.sender, list(envelope.recipients)) == (
+        ORIGIN_AUTOREPLY, "", [srs_sender])
+
+
+async def test_our_own_lists_copies_get_no_reply(env: Env) -> None:
+    """Joe is a member of our list: its copy (List-Id, Precedence: list, from the owner)
+    is delivered and not answered, whoever posted."""
+    await _joe(env)
+    await env.mailing_list("news@example.org", "owner@example.org", JOE)
+    await env.start()
+    excluded = _metric("excluded")
+    # To: Joe, so only the list fields keep the copy from a reply
+    await _deliver(env, ANN, _msg(), rcpt="news@example.org")
+    envelope, data = await env.todo()
+    await _deliver(env, envelope.sender, data, rcpt=JOE)
+    assert len(env.messages(JOE)) == 1
+    assert await env.todo_count() == 0 and _metric("excluded") == excluded + 1

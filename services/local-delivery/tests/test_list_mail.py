@@ -139,3 +139,24 @@ async def test_a_list_with_an_owner_elsewhere_sends_its_copies_from_an_srs_addre
     await env.job(SENDER, ["news@example.com"], BODY)
     assert (await env.result()).results[0].outcome == OUTCOME_DELIVERED
     assert (await env.todo())[0].sender == "owner@gmail.test"
+
+
+async def test_a_member_posting_through_an_srs_forwarder_is_a_member_by_from(
+        env: Env) -> None:
+    """A members-only list: a member's post that reached it through a forwarder with SRS
+    (envelope sender SRS0=...@forwarder) is taken by its From:; a stranger's through the
+    same forwarder is not."""
+    await env.domain("example.com")
+    await env.mailing_list("news@example.com", "owner@example.com", "joe@remote.test",
+                           posting=pb.POSTING_POLICY_MEMBERS)
+    await env.start()
+    forwarder = "SRS0=AbCd=TT=remote.test=joe@forwarder.test"
+    await env.job(forwarder, ["news@example.com"],
+                  b"From: Joe <Joe@Remote.test>\r\nSubject: hi\r\n\r\nbody\r\n")
+    assert (await env.result()).results[0].outcome == OUTCOME_DELIVERED
+    assert list((await env.todo())[0].recipients) == ["joe@remote.test"]
+    await env.job("SRS0=AbCd=TT=else.test=x@forwarder.test", ["news@example.com"],
+                  b"From: x@else.test\r\nSubject: hi\r\n\r\nbody\r\n")
+    [rr] = (await env.result()).results
+    assert (rr.outcome, rr.enhanced_code) == (OUTCOME_FAILED, "5.7.2")
+    assert await env.todo_count() == 0

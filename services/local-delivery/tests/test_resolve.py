@@ -426,3 +426,46 @@ async def test_a_lists_command_address_is_never_posted(env: Env) -> None:
         b"Return-Path: <author@sender.test>\r\nDelivered-To: news-request@example.org\r\n"
         + BODY]
     assert await env.todo_count() == 0 and env.messages("bob@example.org") == []
+
+
+async def test_a_lists_command_addresses_at_an_alias_domain(env: Env) -> None:
+    """news-subscribe@alias.test, alias.test an alias domain of example.org: refused like
+    news-subscribe@example.org, naming the -owner address at the alias domain, and never
+    posted; news-owner@alias.test reaches the owner."""
+    await env.domain("example.org")
+    await env.domain("alias.test", alias_of="example.org")
+    await env.mailbox("alice@example.org")
+    await env.mailbox("bob@example.org")
+    await env.mailing_list("news@example.org", "alice@example.org", "bob@example.org")
+    await env._put(SETTINGS_KEY, pb.Settings(recipient_delimiter="-"))
+    await env.start()
+    await env.job(SENDER, ["news-subscribe@alias.test"], BODY)
+    [rr] = (await env.result()).results
+    assert (rr.outcome, rr.enhanced_code) == (OUTCOME_FAILED, "5.7.1")
+    assert "write to news-owner@alias.test" in rr.reply, rr.reply
+    await env.job(SENDER, ["news-owner@alias.test"], BODY)
+    assert (await env.result()).results[0].outcome == OUTCOME_DELIVERED
+    assert env.messages("alice@example.org") == [
+        b"Return-Path: <author@sender.test>\r\nDelivered-To: news-owner@alias.test\r\n" + BODY]
+    assert await env.todo_count() == 0 and env.messages("bob@example.org") == []
+
+
+async def test_forwards_of_bounces_alias_domain_senders_and_srs_chains(env: Env) -> None:
+    """A forward to another domain keeps <> (a bounce) and a sender of one of our alias
+    domains (SPF passes for it as it is); one from another forwarder's SRS0 address goes
+    from an SRS1 address that reverses to that SRS0 address, whose own forwarder reverses
+    it to the author."""
+    await env.domain("example.org")
+    await env.domain("alias.test", alias_of="example.org")
+    await env.mailbox("joe@example.org", forward_to=["ext@remote.test"])
+    await env.start()
+    first = srs.forward("alice@paypal.test", "fwd.test", [b"their secret"])
+    for sender in ("", "ann@alias.test", first):
+        await env.job(sender, ["joe@example.org"], BODY)
+        assert (await env.result()).results[0].outcome == OUTCOME_DELIVERED
+    assert (await env.todo())[0].sender == ""
+    assert (await env.todo())[0].sender == "ann@alias.test"
+    chained = (await env.todo())[0].sender
+    assert chained.startswith("SRS1=") and chained.endswith("@example.org"), chained
+    assert await reverses_to(env, chained) == first
+    assert srs.reverse(first, [b"their secret"]) == "alice@paypal.test"
