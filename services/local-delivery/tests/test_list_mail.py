@@ -160,3 +160,32 @@ async def test_a_member_posting_through_an_srs_forwarder_is_a_member_by_from(
     [rr] = (await env.result()).results
     assert (rr.outcome, rr.enhanced_code) == (OUTCOME_FAILED, "5.7.2")
     assert await env.todo_count() == 0
+
+
+async def test_members_of_our_domains_get_the_owners_copies_from_the_owner(env: Env) -> None:
+    """An owner elsewhere: the members at other domains get the copies from an SRS address,
+    those of our own domains from the owner as before (no SPF check between us and us),
+    so an announce-only list of ours among the members still sees its owner post, and is
+    not refused 5.7.2 for an SRS sender no one is allowed as."""
+    await env.domain("example.com")
+    await env.mailing_list("news@example.com", "owner@gmail.test", "m@remote.test",
+                           "sub@example.com")
+    await env.mailing_list("sub@example.com", "owner@gmail.test", "s@remote.test",
+                           posting=pb.POSTING_POLICY_ANNOUNCE)
+    await env.start()
+    await env.job(SENDER, ["news@example.com"], BODY)
+    assert (await env.result()).results[0].outcome == OUTCOME_DELIVERED
+    assert await env.todo_count() == 2  # a copy for each side
+    copies = {}
+    for _ in range(2):
+        envelope, data = await env.todo()
+        copies[tuple(envelope.recipients)] = envelope.sender, data
+    assert srs.reverse(copies[("m@remote.test",)][0],
+                       await SrsSecrets(env.js).get()) == "owner@gmail.test"
+    sender, data = copies[("sub@example.com",)]
+    assert sender == "owner@gmail.test"
+    await env.job(sender, ["sub@example.com"], data)
+    [rr] = (await env.result()).results
+    assert rr.outcome == OUTCOME_DELIVERED, rr.reply
+    envelope, _ = await env.todo()
+    assert list(envelope.recipients) == ["s@remote.test"]

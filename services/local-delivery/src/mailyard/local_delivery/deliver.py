@@ -216,12 +216,13 @@ class Deliverer:
                     listed = lines + listmail.fields(mlist.address, owner,
                                                      self.directory.delimiters,
                                                      message.eol) + message.data
-                    qid = await reinject.to_list(self.spool, self.js, job, address,
-                                                 mlist.address, await self._list_sender(
-                                                     owner, mlist), mlist.members, listed)
-                    log.info("list mail sent", extra={"queue_id": job.queue_id,
-                                                      "new_queue_id": qid,
-                                                      "members": len(mlist.members)})
+                    for sender, members in await self._list_senders(owner, mlist):
+                        qid = await reinject.to_list(self.spool, self.js, job, address,
+                                                     mlist.address, owner, members, listed,
+                                                     sender=sender)
+                        log.info("list mail sent", extra={"queue_id": job.queue_id,
+                                                          "new_queue_id": qid,
+                                                          "members": len(members)})
         except MailyardError as exc:
             log.warning("reinjection failed: %s", exc, extra={"queue_id": job.queue_id})
             return _result(recipient, Outcome.OUTCOME_DEFERRED,
@@ -253,15 +254,23 @@ class Deliverer:
                                                            "new_queue_id": qid})
         return _result(recipient, Outcome.OUTCOME_DELIVERED, "forwarded (SRS)", "2.0.0")
 
-    async def _list_sender(self, owner: str, mlist: resolve.ListSend) -> str:
-        """The envelope sender of a list's copies: its owner, or, for an owner of another
-        domain and copies leaving for another domain, an SRS address of the list's domain
-        reversing to the owner, as for a forward: from our IP as owner@gmail.com they
-        failed SPF at the members' hosts. Paid only for a list whose owner is not ours."""
-        if self.srs.needed(owner) and any(not self.srs.ours(m.rpartition("@")[2])
-                                          for m in mlist.members):
-            return await self.srs.rewrite(owner, mlist.address)
-        return owner
+    async def _list_senders(self, owner: str, mlist: resolve.ListSend
+                            ) -> list[tuple[str | None, list[str]]]:
+        """The list's members by envelope sender (None: the owner). An owner of another
+        domain goes to the members elsewhere as an SRS address of the list's domain reversing
+        to the owner, as a forward's sender does: from our IP as owner@gmail.com the copies
+        failed SPF at the members' hosts. Members of our own domains keep the owner (a list
+        of ours among them still sees its owner post). Paid only where the owner is not ours."""
+        if not self.srs.needed(owner):
+            return [(None, mlist.members)]
+        home: list[str] = []
+        away: list[str] = []
+        for member in mlist.members:
+            (home if self.srs.ours(member.rpartition("@")[2]) else away).append(member)
+        if not away:
+            return [(None, home)]
+        parts: list[tuple[str | None, list[str]]] = [(None, home)] if home else []
+        return [*parts, (await self.srs.rewrite(owner, mlist.address), away)]
 
     async def _forward(self, job: DeliveryJob, address: str, targets: list[str],
                        data: bytes) -> None:

@@ -8,8 +8,8 @@ Envelope senders:
   postsrsd does for Postfix), so the next hop's SPF passes and bounces come back to
   smtp-ingress, which reverses them to whoever wrote the message;
 - list mail gets the list owner as sender, so members' bounces reach the owner and not
-  the author (ezmlm's reason for its own return path); an owner of another domain as an
-  SRS address (deliver.py), as for a forward;
+  the author (ezmlm's reason for its own return path); an owner of another domain goes to
+  the members at other domains as an SRS address (deliver.py), as for a forward;
 - a vacation reply (autoreply.py) goes from <> (RFC 3834 3.3), so nothing answers it.
 - a message from <> (a bounce) to a list goes to its owner only, still from <>: members
   never get bounces (ezmlm refuses them), and the null sender ends any loop.
@@ -90,10 +90,14 @@ async def forward(spool: Spool, js: JetStreamContext, job: DeliveryJob, recipien
 
 
 async def to_list(spool: Spool, js: JetStreamContext, job: DeliveryJob, recipient: str,
-                  mlist: str, owner: str, members: list[str], data: bytes) -> str:
-    return await send(spool, js, job, origin=ORIGIN_LIST, sender=owner,
-                      recipients=members, data=data, why=(recipient, "list", mlist),
-                      utf8_header=not mlist.isascii())
+                  mlist: str, owner: str, members: list[str], data: bytes, *,
+                  sender: str | None = None) -> str:
+    """`sender`: an SRS sender for the members at other domains (an owner elsewhere), a
+    message of its own; None sends from the owner."""
+    why = (recipient, "list", mlist) if sender is None else (recipient, "list", mlist, "srs")
+    return await send(spool, js, job, origin=ORIGIN_LIST,
+                      sender=owner if sender is None else sender,
+                      recipients=members, data=data, why=why, utf8_header=not mlist.isascii())
 
 
 async def autoreply(spool: Spool, js: JetStreamContext, recipient: str, data: bytes, *,
