@@ -368,3 +368,37 @@ async def test_jobs_arriving_one_by_one_cost_fewer_pull_requests_than_jobs(
         assert len(await results(js, 40)) == 40
     finally:
         await nc.close()
+
+
+async def test_two_replicas_hold_no_more_than_their_slots_and_a_dead_ones_jobs_move(
+        js: Any, nats_server: Any, stoppers: list[JobConsumer]) -> None:
+    """Two replicas on the standing pull request, 2 and 3 slots, 10 jobs: neither ever
+    runs more than its slots and the other five wait on the server (max_ack_pending counts
+    only what is held). The first one's connection then dies with its jobs unacked (a
+    kill -9): after ack_wait the second runs them, and every job is delivered once."""
+    await consumer_config(js, max_ack_pending=20, ack_wait=2)
+    first_nc = await bus.connect(nats_server.url, "first")
+    second_nc = await bus.connect(nats_server.url, "second")
+    try:
+        first, second = Handler(hold=True), Handler(hold=True)
+        dead = JobConsumer(first_nc.jetstream(), CHANNEL, first, limit=lambda: 2, ack_wait=2)
+        alive = JobConsumer(second_nc.jetstream(), CHANNEL, second, limit=lambda: 3,
+                            ack_wait=2)
+        for c in (dead, alive):
+            await c.start()
+        stoppers.append(alive)
+        await publish_jobs(js, *(job(n) for n in range(10)))
+        await eventually(lambda: _true(len(first.seen) == 2 and len(second.seen) == 3))
+        await asyncio.sleep(1.0)  # the open requests bring no more
+        assert (first.max_running, second.max_running) == (2, 3)
+        assert await pending(js) == (5, 5, 0)
+        await first_nc.close()  # the replica dies holding its two jobs
+        second.release.set()
+        got = await results(js, 10, timeout=30)
+        assert sorted(r.job_id for r in got) == sorted(job(n).job_id for n in range(10))
+        assert sorted(second.seen) == sorted(job(n).job_id for n in range(10))
+        assert second.max_running == 3
+        await eventually(lambda: _equals(pending(js), (0, 0, 0)))  # all acked
+        await dead.stop(grace=0)
+    finally:
+        await second_nc.close()
