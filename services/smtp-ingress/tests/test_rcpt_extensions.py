@@ -73,3 +73,26 @@ async def test_a_lists_command_addresses_are_never_posted(local: Ingress, js: An
         assert await client.cmd(f"RCPT TO:<{rcpt}>") == reply, rcpt
     assert R.list_command("news@example.org", "news-owner@example.org").startswith("550 5.7.1 ")
     await client.close()
+
+
+async def test_a_lists_command_addresses_at_an_alias_domain(local: Ingress, js: Any) -> None:
+    """news-subscribe@alias.test, alias.test an alias domain of example.org: refused at RCPT
+    as at the real domain, naming the -owner address at the alias domain the client used;
+    news-owner@alias.test and the list itself there are taken."""
+    kv = await bus.ensure_kv(js, bus.KV_DIRECTORY)
+    await kv.put(domain_key("alias.test"),
+                 dpb.Domain(name="alias.test", alias_of="example.org").SerializeToString())
+    await kv.put(record_key("list", "news@example.org"), dpb.MailingList(
+        address="news@example.org", owner="alice@example.org",
+        members=["bob@example.org"]).SerializeToString())
+    await kv.put(SETTINGS_KEY, dpb.Settings(recipient_delimiter="-").SerializeToString())
+    await wait_for(lambda: local.directory.delimiters == "-")
+    await wait_for(lambda: local.directory.accepts("news@alias.test"))
+    client = await session(local.ports["smtp"])
+    assert await client.cmd("MAIL FROM:<sender@remote.test>") == R.MAIL_OK
+    for rcpt, reply in (("news-subscribe@alias.test",
+                         R.list_command("news@example.org", "news-owner@alias.test")),
+                        ("News-Owner@Alias.test", R.RCPT_OK),
+                        ("news@alias.test", R.RCPT_OK)):
+        assert await client.cmd(f"RCPT TO:<{rcpt}>") == reply, rcpt
+    await client.close()
