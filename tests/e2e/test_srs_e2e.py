@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from mailyard.core import srs
 from tests.e2e.conftest import Mailyard
 
 JOE = "joe@example.test"       # forwards to BOB and ANN
@@ -154,3 +155,25 @@ def test_a_list_whose_owner_is_elsewhere_sends_from_srs_and_its_bounces_reach_th
     assert returned.rcpt_tos == [owner] and returned.mail_from in ("", "<>")
     mailyard.queue_empty()
     assert len(mailyard.sink.messages) == before + 2
+
+
+def test_an_srs1_chain_reverses_to_the_first_forwarder_end_to_end(mailyard: Mailyard) -> None:
+    # Alice's mail came through another forwarder with SRS (fwd.test): JOE's forward goes
+    # out as SRS1 keeping that forwarder's SRS0 part, and the next hop's bounce to it is
+    # relayed to the SRS0 address at fwd.test, whose own secret reverses it to Alice
+    mailyard.cli("route", "set", "fwd.test", f"127.0.0.1:{mailyard.sink.port}")
+    first = srs.forward(ALICE, "fwd.test", [b"fwd.test's own secret"])
+    before = len(mailyard.sink.messages)
+    with mailyard.smtp() as client:
+        client.sendmail(first, [JOE], b"Subject: via fwd\r\n\r\nhello\r\n")
+    forwarded = next(m for m in mailyard.sink.wait_for(before + 1)[before:]
+                     if m.rcpt_tos == [BOB])
+    chained = forwarded.mail_from
+    assert chained.startswith("SRS1=") and chained.endswith("@example.test"), chained
+    before = len(mailyard.sink.messages)
+    with mailyard.smtp("127.0.0.2") as client:
+        client.sendmail("", [chained], b"Subject: failure\r\n\r\nno such user\r\n")
+    returned = mailyard.sink.wait_for(before + 1)[-1]
+    assert returned.rcpt_tos == [first] and returned.mail_from in ("", "<>")
+    assert srs.reverse(returned.rcpt_tos[0], [b"fwd.test's own secret"]) == ALICE
+    mailyard.queue_empty()
