@@ -97,3 +97,25 @@ def test_every_sender_comes_back(local: str, domain: str) -> None:
         assert back == f"SRS0{local[4:]}@{domain}"
     elif not srs.is_srs(local):
         assert back == f"{local}@{domain}"
+
+
+@settings(max_examples=500, deadline=200)
+@given(hostile)
+def test_the_original_local_part_of_any_local_part_is_a_tail_of_it(local: str) -> None:
+    """original_local() reads hostile local parts (any sender's) without raising, and
+    answers a tail of the local part, the whole one when it is no SRS address."""
+    original = srs.original_local(local)
+    assert local.endswith(original) and (original or not local)
+    if not srs.is_srs(local):
+        assert original == local
+
+
+@settings(max_examples=200, deadline=200)
+@given(st.from_regex(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,30}", fullmatch=True))
+def test_the_original_local_part_survives_srs0_and_srs1(local: str) -> None:
+    if srs.is_srs(local):
+        return
+    first = srs.forward(f"{local}@paypal.test", "fwd.test", [OLD], NOW)
+    second = srs.forward(first, "ours.test", [SECRET], NOW)
+    for address in (first, second, second.lower()):
+        assert srs.original_local(address.rpartition("@")[0]) in (local, local.lower())

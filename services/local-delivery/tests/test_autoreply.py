@@ -239,3 +239,23 @@ async def test_our_own_lists_copies_get_no_reply(env: Env) -> None:
     await _deliver(env, envelope.sender, data, rcpt=JOE)
     assert len(env.messages(JOE)) == 1
     assert await env.todo_count() == 0 and _metric("excluded") == excluded + 1
+
+
+@pytest.mark.parametrize("sender", [
+    "SRS0=HhHh=TT=lists.remote.test=owner-news@forwarder.test",
+    "SRS0=HhHh=TT=remote.test=MAILER-DAEMON@forwarder.test",
+    "SRS1=GgGg=forwarder.test==HhHh=TT=lists.remote.test=owner-news@second.test",
+    "srs0+HhHh=TT=lists.remote.test=Owner-News@forwarder.test",
+])
+async def test_an_automatic_sender_forwarded_with_srs_gets_no_reply(env: Env, sender: str
+                                                                   ) -> None:
+    """owner-news@ or MAILER-DAEMON@ forwarded to us through a forwarder with SRS: the
+    envelope sender's local part begins SRS0=/SRS1= and ends with the author's, so the
+    automatic-sender rules never saw owner-, and such a list's bounce address got a
+    vacation reply; the rules now read the local part SRS carries."""
+    await _joe(env)
+    await env.start()
+    excluded = _metric("excluded")
+    await _deliver(env, sender, _msg())
+    assert await env.todo_count() == 0
+    assert _metric("excluded") == excluded + 1

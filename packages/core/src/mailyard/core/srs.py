@@ -42,6 +42,23 @@ def is_srs(local: str) -> bool:
     return len(local) > 5 and local[:4].lower() in PREFIXES and local[4] in SEPARATORS
 
 
+def original_local(local: str) -> str:
+    """The author's local part an SRS local part ends with (SRS0=HHHH=TT=domain=LOCAL,
+    SRS1=HHHH=first=<SRS0 part>), whoever made it and without checking its hash; `local`
+    itself when it is not one or is malformed. For rules about who the author is (a vacation
+    reply's owner-* or MAILER-DAEMON), which SRS hides behind its prefix."""
+    if not is_srs(local):
+        return local
+    body = local[5:]
+    if local[:4].lower() == "srs1":
+        parts = body.split("=", 2)  # HHHH, the first forwarder, its SRS0 part after a separator
+        if len(parts) < 3 or not parts[2]:
+            return local
+        body = parts[2][1:]
+    parts = body.split("=", 3)
+    return parts[3] if len(parts) == 4 and parts[3] else local
+
+
 def _hash(secret: bytes, *fields: str) -> str:
     mac = hmac.new(secret, b"".join(f.lower().encode("utf-8", "surrogateescape")
                                     for f in fields), hashlib.sha1)

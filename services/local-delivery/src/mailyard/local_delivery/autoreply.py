@@ -1,7 +1,8 @@
 """Vacation replies (a mailbox's Autoresponse), sent after the message is in the mailbox, the
 way RFC 3834 and vacation(1) / qmail-autoresponder say:
 
-- never to the null sender, MAILER-DAEMON, owner-* or *-request senders, nor to mail with
+- never to the null sender, MAILER-DAEMON, owner-* or *-request senders (also behind an SRS
+  forwarder's address: the local part it carries), nor to mail with
   Auto-Submitted other than "no", Precedence bulk/list/junk, a List-* field, the scanner's
   X-Spam: Yes, or that does not name the mailbox (or the address it came in by) in To/Cc;
 - at most once per sender and mailbox per interval (control: MAILYARD_LOCAL_AUTOREPLY_
@@ -36,7 +37,7 @@ from nats.js.kv import KeyValue
 
 from mailyard.api.directory.v1 import directory_pb2 as pb
 from mailyard.api.mail.v1.delivery_pb2 import DeliveryJob
-from mailyard.core import bus
+from mailyard.core import bus, srs
 from mailyard.core.spool import Spool
 from mailyard.local_delivery import autoheaders, metrics, reinject
 from mailyard.local_delivery.settings import Settings
@@ -64,6 +65,8 @@ def sender_excluded(sender: str, mailbox: str) -> str | None:
     if not sender:
         return "null sender"
     local = sender.rpartition("@")[0].lower() if "@" in sender else sender.lower()
+    # forwarded with SRS (SRS0=HHHH=TT=domain=owner-news@fwd): the author's own local part
+    local = srs.original_local(local)
     if local in _NOT_TO or local.startswith(_NOT_FROM_PREFIX) or local.endswith(
             _NOT_FROM_SUFFIX):
         return "automatic sender"
