@@ -177,3 +177,26 @@ def test_an_srs1_chain_reverses_to_the_first_forwarder_end_to_end(mailyard: Mail
     assert returned.rcpt_tos == [first] and returned.mail_from in ("", "<>")
     assert srs.reverse(returned.rcpt_tos[0], [b"fwd.test's own secret"]) == ALICE
     mailyard.queue_empty()
+
+
+def test_our_own_bounce_reaches_the_sender_with_an_srsdomain_we_do_not_host(
+        mailyard: Mailyard) -> None:
+    # control srsdomain names a domain only our SRS addresses live at (its MX is us, no
+    # hosted domain): the queue's own bounce of a forwarded copy to SRS0@srs.example.test
+    # went out by DNS, to a name that loops back to us or has no host, and was lost
+    mailyard.cli("user", "add", "dora@example.test", "--password-stdin",
+                 stdin="correct horse battery\n")
+    mailyard.cli("forward", "set", "dora@example.test", "nobody@remote.test")
+    mailyard.sink.refuse["nobody@remote.test"] = "550 5.1.1 no such user"
+    mailyard.cli("control", "set", "srsdomain", "srs.example.test")
+    try:
+        before = len(mailyard.sink.messages)
+        with mailyard.smtp() as client:
+            client.sendmail(ALICE, ["dora@example.test"], b"Subject: to dora\r\n\r\nhi\r\n")
+        bounce = mailyard.sink.wait_for(before + 1, timeout=40)
+        assert len(bounce) == before + 1, "the bounce of the forwarded copy never left"
+        assert bounce[-1].rcpt_tos == [ALICE] and bounce[-1].mail_from in ("", "<>")
+        assert b"no such user" in bounce[-1].data
+        mailyard.queue_empty()
+    finally:
+        mailyard.cli("control", "del", "srsdomain")

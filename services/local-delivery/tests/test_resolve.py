@@ -469,3 +469,22 @@ async def test_forwards_of_bounces_alias_domain_senders_and_srs_chains(env: Env)
     assert chained.startswith("SRS1=") and chained.endswith("@example.org"), chained
     assert await reverses_to(env, chained) == first
     assert srs.reverse(first, [b"their secret"]) == "alice@paypal.test"
+
+
+async def test_an_address_at_the_srsdomain_is_reversed_or_refused(env: Env) -> None:
+    """control/srsdomain, a domain we do not host: the queue hands its addresses to
+    local-delivery; one of our SRS addresses there goes on to the address it reverses to,
+    any other address has no mailbox (not deferred as a domain no longer local until the
+    queue lifetime ran out)."""
+    await env.domain("example.org")
+    await env.control("srsdomain", "srs.example.test\n")
+    await env.start()
+    address = srs.forward("alice@paypal.test", "srs.example.test",
+                          await SrsSecrets(env.js).get())
+    await env.job("", [address, "someone@srs.example.test"], BODY)
+    res = {r.recipient: r for r in (await env.result()).results}
+    assert res[address].outcome == OUTCOME_DELIVERED
+    assert (res["someone@srs.example.test"].outcome,
+            res["someone@srs.example.test"].enhanced_code) == (OUTCOME_FAILED, "5.1.1")
+    envelope, _ = await env.todo()
+    assert (envelope.sender, list(envelope.recipients)) == ("", ["alice@paypal.test"])

@@ -44,6 +44,11 @@ class SrsSender:
             return False
         return not self.ours(sender.rpartition("@")[2])
 
+    def srs_domain(self, domain: str) -> bool:
+        """Is `domain` control/srsdomain (the queue hands its addresses to us)?"""
+        configured = self.identity.control.lines(SRS_DOMAIN_FILE)
+        return bool(configured) and configured[0].lower().rstrip(".") == domain
+
     async def rewrite(self, sender: str, forwarder: str) -> str:
         """The SRS sender for a copy `forwarder` (canonical) sends on. Raises BusError when
         the secrets cannot be read (the delivery defers)."""

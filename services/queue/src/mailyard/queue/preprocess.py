@@ -1,13 +1,13 @@
 """qmail-send's preprocessing and hand-out: todo notices in, delivery jobs out.
 
 TodoConsumer classifies each new message's recipients (local if the domain is a directory
-domain or a name of this host itself, remote otherwise), records them as due now and hands
-them out in the same transaction (one commit and one store hop per fetched batch), acks the
-todos only after that commit, then publishes the jobs. Dispatcher is the retry scheduler:
-it polls the store's (state, next_attempt) index in small batches, so a million waiting
-deferrals cost nothing until they are due and never hold a delivery concurrency slot on the
-job consumers; it also hands out what the todo step could not (a full batch, a batch
-recorded one by one).
+domain, a name of this host itself or control/srsdomain, remote otherwise), records them as
+due now and hands them out in the same transaction (one commit and one store hop per
+fetched batch), acks the todos only after that commit, then publishes the jobs. Dispatcher
+is the retry scheduler: it polls the store's (state, next_attempt) index in small batches,
+so a million waiting deferrals cost nothing until they are due and never hold a delivery
+concurrency slot on the job consumers; it also hands out what the todo step could not (a
+full batch, a batch recorded one by one).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ PUBLISH_TIMEOUT = 5.0  # seconds for a batch of job publishes to be acked (as bu
 # nats-py's bound on publishes awaiting their ack (JetStreamContext publish_async_max_pending)
 ASYNC_PENDING_MAX = 4000
 WITHDRAWN = metrics.REPAIRS.labels("withdrawn")
+SRS_DOMAIN_FILE = "srsdomain"  # as local-delivery's srs_sender and smtp-ingress's srs_rcpt
 
 
 def classify(queue: Queue, recipients: list[str],
@@ -53,11 +54,21 @@ def classify(queue: Queue, recipients: list[str],
         known = cache.get(raw)
         if known is None:
             domain = to_ascii_domain(raw)
-            local = queue.directory.is_local_domain(domain) or queue.identity.is_local_name(domain)
+            local = (queue.directory.is_local_domain(domain)
+                     or queue.identity.is_local_name(domain) or _srs_domain(queue, domain))
             channel = CHANNEL_LOCAL if local else CHANNEL_REMOTE
             known = cache[raw] = (channel, domain)
         out.append((address, known[0], known[1]))
     return out
+
+
+def _srs_domain(queue: Queue, domain: str) -> bool:
+    """control/srsdomain: a name only our SRS addresses live at, its MX us and no hosted
+    domain needed. The queue's own bounce of a forwarded copy goes to such an address and
+    local-delivery reverses it (smtp-ingress does for one from outside); out by MX it looped
+    back to us (5.4.6) and the sender never heard. Asked only of domains not ours."""
+    configured = queue.control.lines(SRS_DOMAIN_FILE)
+    return bool(configured) and configured[0].lower().rstrip(".") == domain
 
 
 Item = tuple[Envelope, list[tuple[str, int, str]]]
