@@ -34,6 +34,10 @@ KNOWN_FILES = (
 PER_DOMAIN_FILES = ("quotawarn.msg",)
 # vpopmail's default domain: the domain of a login name without one (relay-auth).
 DEFAULT_DOMAIN_FILE = "defaultdomain"
+# The domain our SRS addresses are made at instead of the forwarder's (mailyard.core.srs);
+# read by local-delivery (writing and reversing them), smtp-ingress (RCPT) and the queue
+# (routing its own bounces to them locally).
+SRS_DOMAIN_FILE = "srsdomain"
 
 
 def version_of(text: str) -> str:
@@ -84,3 +88,9 @@ class ControlView(KVView):
         version = version_of(value.decode() if value is not None else "")
         self._versions[key] = version
         CONTROL_VERSION.labels(key, version).set(1)
+
+
+def srs_domain(view: ControlView) -> str:
+    """control/srsdomain in lower case without a trailing dot; "" when there is none."""
+    values = view.lines(SRS_DOMAIN_FILE)
+    return values[0].lower().rstrip(".") if values else ""

@@ -221,7 +221,7 @@ def control_text(name: str, text: str) -> str:
                 ipaddress.ip_network(line.split()[0], strict=False)
             except ValueError:
                 raise invalid(f"control/greylistexempt: not a network: {line[:60]!r}") from None
-    elif name in (control.DEFAULT_DOMAIN_FILE, "srsdomain"):
+    elif name in (control.DEFAULT_DOMAIN_FILE, control.SRS_DOMAIN_FILE):
         values = control.lines(text)
         if len(values) != 1 or "@" in values[0]:
             raise invalid(f"control/{name} must be one domain name, got {text.strip()[:60]!r}")

@@ -10,14 +10,13 @@ the forwarding address, an alias domain's real domain).
 from __future__ import annotations
 
 from mailyard.core import srs
-from mailyard.core.control import ControlView
+from mailyard.core.control import ControlView, srs_domain
 from mailyard.core.directory import DirectoryView
 from mailyard.core.errors import BusError
 from mailyard.core.identity import Identity
 from mailyard.core.srs_keys import SrsSecrets
 
 SRS_FILE = "srs"
-SRS_DOMAIN_FILE = "srsdomain"
 
 
 def enabled(control: ControlView) -> bool:
@@ -46,14 +45,12 @@ class SrsSender:
 
     def srs_domain(self, domain: str) -> bool:
         """Is `domain` control/srsdomain (the queue hands its addresses to us)?"""
-        configured = self.identity.control.lines(SRS_DOMAIN_FILE)
-        return bool(configured) and configured[0].lower().rstrip(".") == domain
+        return srs_domain(self.identity.control) == domain
 
     async def rewrite(self, sender: str, forwarder: str) -> str:
         """The SRS sender for a copy `forwarder` (canonical) sends on. Raises BusError when
         the secrets cannot be read (the delivery defers)."""
-        configured = self.identity.control.lines(SRS_DOMAIN_FILE)
-        domain = configured[0].lower() if configured else \
+        domain = srs_domain(self.identity.control) or \
             self.directory.real_address(forwarder).rpartition("@")[2]
         return srs.forward(sender, domain, await self._secrets())
 

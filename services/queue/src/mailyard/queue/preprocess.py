@@ -25,6 +25,7 @@ from mailyard.api.mail.v1.delivery_pb2 import CHANNEL_LOCAL, CHANNEL_REMOTE, Del
 from mailyard.api.mail.v1.envelope_pb2 import Envelope
 from mailyard.core import bus
 from mailyard.core.addresses import domain_of, to_ascii_domain
+from mailyard.core.control import srs_domain
 from mailyard.core.spool import Spool
 from mailyard.queue import metrics
 from mailyard.queue.engine import Queue, enum
@@ -36,7 +37,6 @@ PUBLISH_TIMEOUT = 5.0  # seconds for a batch of job publishes to be acked (as bu
 # nats-py's bound on publishes awaiting their ack (JetStreamContext publish_async_max_pending)
 ASYNC_PENDING_MAX = 4000
 WITHDRAWN = metrics.REPAIRS.labels("withdrawn")
-SRS_DOMAIN_FILE = "srsdomain"  # as local-delivery's srs_sender and smtp-ingress's srs_rcpt
 
 
 def classify(queue: Queue, recipients: list[str],
@@ -67,8 +67,7 @@ def _srs_domain(queue: Queue, domain: str) -> bool:
     domain needed. The queue's own bounce of a forwarded copy goes to such an address and
     local-delivery reverses it (smtp-ingress does for one from outside); out by MX it looped
     back to us (5.4.6) and the sender never heard. Asked only of domains not ours."""
-    configured = queue.control.lines(SRS_DOMAIN_FILE)
-    return bool(configured) and configured[0].lower().rstrip(".") == domain
+    return srs_domain(queue.control) == domain
 
 
 Item = tuple[Envelope, list[tuple[str, int, str]]]

@@ -10,21 +10,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mailyard.core import srs
+from mailyard.core.control import srs_domain
 from mailyard.smtp_ingress import replies
 from mailyard.smtp_ingress.syntax import Path, SyntaxProblem, parse_address
 
 if TYPE_CHECKING:
     from mailyard.smtp_ingress.session import Session
 
-SRS_DOMAIN_FILE = "srsdomain"  # as local-delivery's srs_sender reads it
 
 
 def ours(s: Session, domain: str) -> bool:
     """A domain our SRS addresses are made at: a hosted domain, or control/srsdomain."""
     if s.app.directory.is_local_domain(domain):
         return True
-    configured = s.app.control.lines(SRS_DOMAIN_FILE)
-    return bool(configured) and configured[0].lower().rstrip(".") == domain
+    return srs_domain(s.app.control) == domain
 
 
 async def reverse(s: Session, path: Path) -> Path | str:
