@@ -266,36 +266,32 @@ class Deliverer:
         of ours among them still sees its owner post). Paid only where the owner is not ours."""
         if not self.srs.needed(owner):
             return [(None, mlist.members)]
+        return await self._by_sender(owner, mlist.address, mlist.members)
+
+    async def _by_sender(self, sender: str, forwarder: str, targets: list[str]
+                         ) -> list[tuple[str | None, list[str]]]:
+        """`targets` in our own domains (None: the sender as it is) and elsewhere (the SRS
+        sender `forwarder` sends them from), leaving out an empty part."""
         home: list[str] = []
         away: list[str] = []
-        for member in mlist.members:
-            (home if self.srs.ours(member.rpartition("@")[2]) else away).append(member)
+        for target in targets:
+            (home if self.srs.ours(target.rpartition("@")[2]) else away).append(target)
         if not away:
             return [(None, home)]
         parts: list[tuple[str | None, list[str]]] = [(None, home)] if home else []
-        return [*parts, (await self.srs.rewrite(owner, mlist.address), away)]
+        return [*parts, (await self.srs.rewrite(sender, forwarder), away)]
 
     async def _forward(self, job: DeliveryJob, address: str, targets: list[str],
                        data: bytes) -> None:
         """Copies to our own domains keep the sender; those leaving for another domain go
         from an SRS address when the sender is not ours (srs_sender)."""
-        away = [t for t in targets if not self.srs.ours(t.rpartition("@")[2])] \
-            if self.srs.needed(job.sender) else []
-        if away:
-            sender = await self.srs.rewrite(job.sender, address)
-            home = [t for t in targets if t not in away]
-            if home:
-                qid = await reinject.forward(self.spool, self.js, job, address, home, data)
-                log.info("forwarded", extra={"queue_id": job.queue_id, "new_queue_id": qid,
-                                             "targets": len(home)})
-            qid = await reinject.forward(self.spool, self.js, job, address, away, data,
+        parts = await self._by_sender(job.sender, address, targets) \
+            if self.srs.needed(job.sender) else [(None, targets)]
+        for sender, part in parts:
+            qid = await reinject.forward(self.spool, self.js, job, address, part, data,
                                          sender=sender)
             log.info("forwarded", extra={"queue_id": job.queue_id, "new_queue_id": qid,
-                                         "targets": len(away), "sender": sender})
-            return
-        qid = await reinject.forward(self.spool, self.js, job, address, targets, data)
-        log.info("forwarded", extra={"queue_id": job.queue_id, "new_queue_id": qid,
-                                     "targets": len(targets)})
+                                         "targets": len(part), "sender": sender or job.sender})
 
     async def _to_mailbox(self, job: DeliveryJob, mailbox: pb.Mailbox,
                           parts: list[bytes]) -> tuple[int, str, str] | None:
@@ -330,11 +326,10 @@ class Deliverer:
                address: str) -> tuple[int, str, str] | None:
         size = sum(len(p) for p in parts)
         with maildir.opened(self.root, path, self.owner) as box:
-            if not limits.enabled:
-                _, written = maildir.deliver(box, parts, self.owner)
-                metrics.DELIVERED_BYTES.inc(written)
-                return None
-            full, used = quota.check(box, limits, size, self.owner)
+            used = (0, 0)
+            full = False
+            if limits.enabled:
+                full, used = quota.check(box, limits, size, self.owner)
             if full:
                 metrics.QUOTA_REFUSALS.inc()
                 # vdelivermail warns a full mailbox too: its user may not have heard yet
@@ -345,8 +340,9 @@ class Deliverer:
                     return Outcome.OUTCOME_DEFERRED, OVER_QUOTA.format(code="4.2.2"), "4.2.2"
                 return Outcome.OUTCOME_FAILED, OVER_QUOTA.format(code="5.2.2"), "5.2.2"
             _, written = maildir.deliver(box, parts, self.owner)
-            quota.add(box, written)
-            self._warn(box, limits, (used[0] + written, used[1] + 1), address)
+            if limits.enabled:
+                quota.add(box, written)
+                self._warn(box, limits, (used[0] + written, used[1] + 1), address)
         metrics.DELIVERED_BYTES.inc(written)
         return None
 
