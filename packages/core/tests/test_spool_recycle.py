@@ -1,5 +1,6 @@
-"""Removed spool files are emptied, parked in free/ and reused by the next commit (no inode
-allocation on the commit path), within a bound, and never handed to two writers."""
+"""Removed spool files are parked in free/ (emptied first when bigger than KEEP) and written
+over by the next commit (no inode allocation on the commit path), within a bound, and never
+handed to two writers."""
 
 from __future__ import annotations
 
@@ -10,27 +11,57 @@ from pathlib import Path
 from mailyard.api.mail.v1.envelope_pb2 import Envelope
 from mailyard.core.errors import SpoolError
 from mailyard.core.ids import new_queue_id
-from mailyard.core.spool import Spool
+from mailyard.core.spool import KEEP, Spool
 
 
 def parked(spool: Spool) -> list[Path]:
     return sorted(p for p in spool.free.iterdir() if not p.name.startswith("."))
 
 
-async def test_a_removed_file_is_emptied_parked_and_reused(spool: Spool) -> None:
+async def test_a_removed_file_is_parked_and_written_over_by_the_next_commit(spool: Spool) -> None:
+    """A file within KEEP is parked as it is and the next commit writes over it: what the
+    longer old message leaves beyond the new one's end is cut off."""
     old = await spool.commit(Envelope(queue_id=new_queue_id()), b"x" * 20_000)
     inode = (spool.root / old.spool_path).stat().st_ino
     assert await spool.remove(old.spool_path)
     assert list(spool.iter_committed()) == []
     (free,) = parked(spool)
-    assert free.stat().st_size == 0 and free.stat().st_ino == inode  # nothing of the mail left
+    assert free.stat().st_ino == inode
     new = await spool.commit(Envelope(queue_id=new_queue_id(), sender="b@c"), b"short\r\n")
     path = spool.root / new.spool_path
     assert path.stat().st_ino == inode and parked(spool) == []
     assert path.stat().st_mode & 0o777 == 0o600
     env, data = await spool.read(new.spool_path)
     assert data == b"short\r\n" and env.sender == "b@c"
+    assert b"xxxx" not in path.read_bytes()  # nothing of the old mail left in it
     assert not await spool.remove(old.spool_path)  # gone stays gone
+
+
+async def test_a_reused_file_takes_a_longer_message_and_a_spilled_one_whole(spool: Spool) -> None:
+    first = await spool.commit(Envelope(queue_id=new_queue_id()), b"a" * 100)
+    await spool.remove(first.spool_path)
+    longer = await spool.commit(Envelope(queue_id=new_queue_id()), b"b" * 5000)
+    assert (await spool.read(longer.spool_path))[1] == b"b" * 5000
+    await spool.remove(longer.spool_path)
+    fd = await spool.spill_file()
+    try:
+        await spool.spill(fd, b"tail" * 500)
+        spilled = await spool.commit(Envelope(queue_id=new_queue_id()), b"head",
+                                     tail=(fd, 0, 2000))
+    finally:
+        os.close(fd)
+    path = spool.root / spilled.spool_path
+    assert (await spool.read(spilled.spool_path))[1] == b"head" + b"tail" * 500
+    assert b"b" * 100 not in path.read_bytes()
+
+
+async def test_a_file_bigger_than_keep_is_emptied_before_it_is_parked(spool: Spool) -> None:
+    """free/ holds at most recycle x KEEP bytes of old mail."""
+    big = await spool.commit(Envelope(queue_id=new_queue_id()), b"y" * (KEEP + 1))
+    small = await spool.commit(Envelope(queue_id=new_queue_id()), b"z" * 1000)
+    assert await spool.remove_many([big.spool_path, small.spool_path]) == [True, True]
+    sizes = sorted(p.stat().st_size for p in parked(spool))
+    assert sizes[0] == 0 and 1000 < sizes[1] <= KEEP
 
 
 async def test_parking_is_bounded_and_can_be_turned_off(tmp_path: Path) -> None:
