@@ -119,3 +119,39 @@ def test_the_original_local_part_survives_srs0_and_srs1(local: str) -> None:
     second = srs.forward(first, "ours.test", [SECRET], NOW)
     for address in (first, second, second.lower()):
         assert srs.original_local(address.rpartition("@")[0]) in (local, local.lower())
+
+
+@settings(max_examples=500, deadline=200)
+@given(hostile, st.sampled_from(["fwd.test", "", "x@y.test"]))
+def test_the_original_address_of_any_address(local: str, domain: str) -> None:
+    """original() reads any address (a greylisted or answered sender's) without raising:
+    the address itself when no SRS, else the author's local part at its domain."""
+    address = f"{local}@{domain}"
+    original = srs.original(address)
+    if srs.original_local(address.rpartition("@")[0]) == address.rpartition("@")[0]:
+        assert original == address
+    else:
+        assert original.startswith(srs.original_local(address.rpartition("@")[0]) + "@")
+
+
+@settings(max_examples=200, deadline=200)
+@given(st.from_regex(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,30}", fullmatch=True),
+       st.from_regex(r"[a-z0-9]{1,10}(\.[a-z0-9]{1,10}){0,3}", fullmatch=True),
+       st.floats(NOW, NOW + 3000 * DAY))
+def test_the_original_address_survives_srs0_and_srs1(local: str, domain: str, now: float
+                                                     ) -> None:
+    """Whichever day and secret made it, a forward and a re-forward give back the author."""
+    if srs.is_srs(local):
+        return
+    first = srs.forward(f"{local}@{domain}", "fwd.test", [OLD], now)
+    second = srs.forward(first, "ours.test", [SECRET], now)
+    for address in (first, second):
+        assert srs.original(address) == f"{local}@{domain}"
+    assert srs.original(second.lower()) == f"{local}@{domain}".lower()
+
+
+def test_the_original_address_of_an_srs0_without_a_domain_is_at_the_forwarder() -> None:
+    assert srs.original("SRS0=AbCd=2A==joe@fwd.test") == "joe@fwd.test"
+    assert srs.original("SRS0=AbCd=2A=orig.test=joe=x@fwd.test") == "joe=x@orig.test"
+    assert srs.original("joe@orig.test") == "joe@orig.test"
+    assert srs.original("SRS0=AbCd@fwd.test") == "SRS0=AbCd@fwd.test"

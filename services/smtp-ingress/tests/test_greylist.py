@@ -10,11 +10,12 @@ import time
 from typing import Any
 
 import pytest
-from ingress_helpers import MakeIngress, put_control, session, wait_for
+from ingress_helpers import MakeIngress, committed, put_control, session, wait_for
 from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import KeyNotFoundError
 
 from mailyard.core.natsserver import NatsServer
+from mailyard.core.spool import Spool
 from mailyard.smtp_ingress import greylist
 from mailyard.smtp_ingress.greylist import Greylist, client_network, exempt, triplet_key
 from mailyard.smtp_ingress.metrics import GREYLIST
@@ -174,3 +175,79 @@ async def test_nats_down_lets_the_mail_through_at_once(make_ingress: MakeIngress
     finally:
         await client.close()
     assert count("error") - errors == 3
+
+
+# One sender rewritten per day or per message: (its first message, a later one). Each later
+# one was a new triplet, greylisted again: a forwarder's correspondents every day, a list
+# at every post.
+REWRITTEN = [
+    # SRS: a new hash and day stamp every day (the first forwarder, re-forwarded: SRS1)
+    ("SRS0=AbCd=2A=orig.test=joe@fwd.test", "SRS0=xY9z=2B=orig.test=joe@fwd.test"),
+    ("SRS1=Gg1h=first.test==AbCd=2A=orig.test=joe@fwd.test",
+     "srs1=QrSt=first.test=+xY9z=2B=orig.test=joe@fwd.test"),
+    # BATV: a new tag every day (draft-levine-smtp-batv, the reversed order of early
+    # implementations, Microsoft's and Barracuda's forms)
+    ("prvs=1234abcdef=joe@batv.test", "PRVS=2345fedcba=joe@batv.test"),
+    ("prvs=joe=1234abcdef@batv.test", "prvs=joe=2345fedcba@batv.test"),
+    ("msprvs1=19123AbCdEfGh=bounces-joe@batv.test", "msprvs1=19124ZyXwVuTs=bounces-joe@batv.test"),
+    ("btv1==0f45a4d6a8f==joe@batv.test", "btv1==1a2b3c4d5e6==joe@batv.test"),
+    # VERP and list bounce tags: a number per message
+    ("bounce-12345-bob=example.org@lists.test", "bounce-12399-bob=example.org@lists.test"),
+    ("joe+12345@lists.test", "joe+67890@lists.test"),
+    ("news_2024.113@lists.test", "news_2024.114@lists.test"),
+    # all at once: a list's VERP sender, signed, forwarded
+    ("SRS0=AbCd=2A=lists.test=prvs=1234abcdef=bounce-1-bob=example.org@fwd.test",
+     "SRS0=xY9z=2B=lists.test=prvs=2345fedcba=bounce-2-bob=example.org@fwd.test"),
+]
+
+
+async def test_a_sender_rewritten_per_day_or_message_is_one_triplet(js: Any) -> None:
+    """postgrey's sender substitutions (and SRS, which postgrey leaves alone): the triplet
+    is keyed by the sender without its BATV tag, SRS wrapping, +extension and numbers; the
+    envelope is not touched (test_an_srs_forward_passes_the_next_day)."""
+    clock = Clock()
+    grey = Greylist(clock)
+    await grey.start(js)
+    for n, (first, later) in enumerate(REWRITTEN):
+        recipient = f"bob{n}@example.org"
+        assert await grey.check("192.0.2.1", first, recipient, 300) == "new", first
+        clock.now += 301
+        assert await grey.check("192.0.2.1", first, recipient, 300) == "passed", first
+        clock.now += 86400  # the next day's address, or the next post's
+        assert await grey.check("192.0.2.1", later, recipient, 300) == "known", later
+    # still one triplet per author: another author, domain or list member is not known
+    for n, other in ((0, "SRS0=xY9z=2B=orig.test=ann@fwd.test"),
+                     (0, "SRS0=xY9z=2B=other.test=joe@fwd.test"),
+                     (2, "prvs=2345fedcba=ann@batv.test"),
+                     (6, "bounce-12399-carol=example.org@lists.test"),
+                     (7, "ann+12345@lists.test")):
+        assert await grey.check("192.0.2.1", other, f"bob{n}@example.org", 300) == "new", other
+
+
+async def test_an_srs_forward_passes_the_next_day(make_ingress: MakeIngress, js: Any) -> None:
+    """A forwarder's SRS sender changes daily; once its author passed, the next day's mail
+    passes at once, and the envelope keeps the sender as sent (the bounce must reach the
+    forwarder)."""
+    await put_control(js, "rcpthosts", "example.org\n")
+    await put_control(js, "greylist", "300\n")
+    clock = Clock()
+    ingress = await make_ingress()
+    ingress.greylist.clock = clock
+    await wait_for(lambda: ingress.control.integer("greylist", 0) == 300
+                   and ingress.in_rcpthosts("example.org"))
+    today, tomorrow = REWRITTEN[0]
+    assert await attempt(ingress, today, "bob@example.org") == [GREYLISTED]
+    clock.now += 301
+    assert await attempt(ingress, today, "bob@example.org") == ["250 2.1.5 ok"]
+    clock.now += 86400
+    client = await session(ingress.ports["smtp"])
+    try:
+        assert await client.cmd(f"MAIL FROM:<{tomorrow}>") == "250 2.1.0 ok"
+        assert await client.cmd("RCPT TO:<bob@example.org>") == "250 2.1.5 ok"
+        assert await client.cmd("DATA") == "354 go ahead"
+        assert (await client.cmd("Subject: hi\r\n\r\nbody\r\n.")).startswith("250 ok ")
+    finally:
+        await client.close()
+    [path] = committed(ingress)
+    envelope, _ = Spool(ingress.settings.spool_dir).read_sync(path)
+    assert envelope.sender == tomorrow

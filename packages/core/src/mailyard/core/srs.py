@@ -42,21 +42,40 @@ def is_srs(local: str) -> bool:
     return len(local) > 5 and local[:4].lower() in PREFIXES and local[4] in SEPARATORS
 
 
-def original_local(local: str) -> str:
-    """The author's local part an SRS local part ends with (SRS0=HHHH=TT=domain=LOCAL,
-    SRS1=HHHH=first=<SRS0 part>), whoever made it and without checking its hash; `local`
-    itself when it is not one or is malformed. For rules about who the author is (a vacation
-    reply's owner-* or MAILER-DAEMON), which SRS hides behind its prefix."""
+def _author(local: str) -> tuple[str, str] | None:
+    """(domain, local part) of the author an SRS local part carries (SRS0=HHHH=TT=DOMAIN=LOCAL,
+    SRS1=HHHH=first=<SRS0 part>), whoever made it and without checking its hash; None when
+    it is not one or is malformed. The domain may be empty (libsrs2 then means the SRS
+    address's own)."""
     if not is_srs(local):
-        return local
+        return None
     body = local[5:]
     if local[:4].lower() == "srs1":
         parts = body.split("=", 2)  # HHHH, the first forwarder, its SRS0 part after a separator
         if len(parts) < 3 or not parts[2]:
-            return local
+            return None
         body = parts[2][1:]
     parts = body.split("=", 3)
-    return parts[3] if len(parts) == 4 and parts[3] else local
+    return (parts[2], parts[3]) if len(parts) == 4 and parts[3] else None
+
+
+def original_local(local: str) -> str:
+    """The author's local part an SRS local part ends with, `local` itself when it is not
+    one or is malformed (see _author). For rules about who the author is (a vacation
+    reply's owner-* or MAILER-DAEMON), which SRS hides behind its prefix."""
+    author = _author(local)
+    return local if author is None else author[1]
+
+
+def original(address: str) -> str:
+    """The author's address an SRS address carries (see _author), `address` itself when it
+    is none. For rules that must see one sender where a forwarder's SRS address changes
+    daily (its hash and day stamp): greylisting's triplet, vacation's once per sender."""
+    local, _, domain = address.rpartition("@")
+    author = _author(local)
+    if author is None:
+        return address
+    return f"{author[1]}@{author[0] or domain}"
 
 
 def _hash(secret: bytes, *fields: str) -> str:

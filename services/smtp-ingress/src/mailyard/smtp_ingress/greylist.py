@@ -10,7 +10,8 @@ is written again at most once a day to stay alive. A pending triplet is written 
 of its own, RETRY_WINDOW, as postgrey forgets one never retried: nearly every triplet of a
 spam run is tried once, and kept 36 days they filled the bucket. One retried too late (or
 whose TTL the server has not run yet) starts over. The client's /24 (IPv4) or /64 (IPv6)
-stands for the client, as big senders retry from another address of the same farm. If KV
+stands for the client, as big senders retry from another address of the same farm; the
+sender is the one behind its SRS, BATV and VERP rewriting (greylist_sender.py). If KV
 cannot be reached the mail is let through (greylisting is an optimisation, never a reason
 to lose mail), counted as "error". A bucket found deleted is made again in the background (as
 the mail streams heal), the mail let through meanwhile.
@@ -29,6 +30,7 @@ from typing import Any
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoStreamResponseError
 
 from mailyard.core import bus
+from mailyard.smtp_ingress.greylist_sender import key_sender
 
 log = logging.getLogger(__name__)
 TRIPLET_TTL = 36 * 86400.0
@@ -45,7 +47,7 @@ def client_network(ip: str) -> str:
 
 
 def triplet_key(ip: str, sender: str, recipient: str) -> str:
-    text = f"{client_network(ip)}\0{sender.lower()}\0{recipient.lower()}"
+    text = f"{client_network(ip)}\0{key_sender(sender)}\0{recipient.lower()}"
     return hashlib.sha256(text.encode()).hexdigest()[:40]
 
 
