@@ -226,6 +226,30 @@ async def test_a_reply_to_mail_forwarded_with_srs_goes_to_the_srs_address(env: E
         ORIGIN_AUTOREPLY, "", [srs_sender])
 
 
+async def test_once_per_author_through_a_forwarder_with_srs(env: Env) -> None:
+    """A forwarder's SRS address for Ann changes daily (a new hash and day stamp): the
+    once-per-sender memory was keyed by it, so Ann got a reply every day instead of once per
+    interval. It is keyed by the author SRS carries; the reply still goes to the day's SRS
+    address (the forwarder routes it back), and another author is answered."""
+    await _joe(env)
+    await env.start()
+    repeat = _metric("repeat")
+    monday = "SRS0=HhHh=TT=remote.test=ann@forwarder.test"
+    await _deliver(env, monday, _msg())
+    envelope, _ = await env.todo()
+    assert list(envelope.recipients) == [monday]
+    for later in ("SRS0=GgGg=TU=remote.test=ann@forwarder.test",  # Tuesday's
+                  "srs0+KkKk=TV=Remote.Test=Ann@forwarder.test",
+                  "SRS1=JjJj=forwarder.test==LlLl=TW=remote.test=ann@second.test"):
+        await _deliver(env, later, _msg())
+        assert await env.todo_count() == 0, later
+    assert _metric("repeat") == repeat + 3
+    bob = "SRS0=GgGg=TU=remote.test=bob@forwarder.test"
+    await _deliver(env, bob, _msg())
+    envelope, _ = await env.todo()
+    assert list(envelope.recipients) == [bob]
+
+
 async def test_our_own_lists_copies_get_no_reply(env: Env) -> None:
     """Joe is a member of our list: its copy (List-Id, Precedence: list, from the owner)
     is delivered and not answered, whoever posted."""

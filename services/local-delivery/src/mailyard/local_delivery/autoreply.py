@@ -8,7 +8,8 @@ way RFC 3834 and vacation(1) / qmail-autoresponder say:
 - at most once per sender and mailbox per interval (control: MAILYARD_LOCAL_AUTOREPLY_
   INTERVAL, 7 days like vacation(1)): the first replica to create the pair's key in the KV
   bucket `autoreplies` replies; the bucket's TTL is the interval, so it holds one key per
-  pair answered lately and no more;
+  pair answered lately and no more. A sender forwarded with SRS is the author it carries
+  (its address changes daily), the reply still going to the SRS address;
 - from <> with Auto-Submitted: auto-replied, so no other responder answers it and a
   failure is a double bounce to the postmaster, not another reply;
 - through the spool and todo (mailyard.core.inject) like every message, so it is durable and
@@ -136,8 +137,11 @@ def _utc(now: float) -> datetime:
 
 
 def pair_key(mailbox: str, sender: str) -> str:
-    """The KV key of one (mailbox, sender) pair: a digest, so no address is stored."""
-    return hashlib.sha256(f"{mailbox}\0{sender.lower()}".encode()).hexdigest()[:40]
+    """The KV key of one (mailbox, sender) pair: a digest, so no address is stored. An SRS
+    sender counts as the author it carries: a forwarder's address for one author changes
+    daily (hash, day stamp), and keyed by it the author was answered every day."""
+    author = srs.original(sender).lower()
+    return hashlib.sha256(f"{mailbox}\0{author}".encode()).hexdigest()[:40]
 
 
 class Autoresponder:
