@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import email.utils
 import os
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -244,3 +245,14 @@ def test_a_text_in_its_own_charset_is_written_in_that_charset() -> None:
     msg = _parsed(raw)
     assert msg.get_content_charset() == "utf-8"
     assert msg.get_content() == "Ihr Postfach ist zu 90% \u2013 voll.\n"
+
+
+def test_the_date_names_its_zone() -> None:
+    """The Date said "-0000", which RFC 5322 (3.3) reads as "local time unknown": mail
+    readers showed the warning's time as zone-less, Python's own parser gives a naive
+    datetime. It says +0000 now, the zone of the time it gives (UTC)."""
+    now = 1_800_000_000.0
+    date = _parsed(quotawarn.compose("Subject: full\n\nfull\n", BOX, "example.org", now))["Date"]
+    assert date == "Fri, 15 Jan 2027 08:00:00 +0000"
+    when = email.utils.parsedate_to_datetime(date)
+    assert when.tzinfo is not None and when.timestamp() == now

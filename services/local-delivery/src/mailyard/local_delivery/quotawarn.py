@@ -32,7 +32,8 @@ import re
 import stat
 import threading
 import time
-from email.utils import formatdate, make_msgid
+from datetime import UTC, datetime
+from email.utils import format_datetime, make_msgid
 
 from mailyard.local_delivery import maildir
 from mailyard.local_delivery.quota import Quota
@@ -139,8 +140,10 @@ def compose(text: str, address: str, domain: str, now: float | None = None) -> b
     names = {_FIELD.match(line).group(1).lower()  # type: ignore[union-attr]
              for line in header if _FIELD.match(line)}
     kept = _without(header, _OURS)
+    # UTC as +0000: formatdate's "-0000" means "local time unknown" (RFC 5322 3.3)
+    when = datetime.fromtimestamp(time.time() if now is None else now, UTC)
     lines = ["Return-Path: <>",
-             f"Date: {formatdate(now, localtime=False)}",
+             f"Date: {format_datetime(when)}",
              f"Message-ID: {make_msgid('quotawarn', domain=domain)}"]
     if "from" not in names:
         lines.append(f"From: Postmaster <postmaster@{domain}>")
