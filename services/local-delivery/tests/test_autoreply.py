@@ -250,6 +250,25 @@ async def test_once_per_author_through_a_forwarder_with_srs(env: Env) -> None:
     assert list(envelope.recipients) == [bob]
 
 
+async def test_once_per_author_whose_domain_signs_with_batv(env: Env) -> None:
+    """Ann's domain signs its envelope senders with BATV (prvs=K DDD SSSSSS=ann@: a new
+    tag every day, also through a forwarder with SRS): keyed by the signed address, Ann got
+    a reply daily. It is keyed by Ann; the reply goes to the signed address (her domain
+    takes bounces only at one)."""
+    await _joe(env)
+    await env.start()
+    repeat = _metric("repeat")
+    monday = "prvs=0123a1b2c3=ann@remote.test"
+    await _deliver(env, monday, _msg())
+    envelope, _ = await env.todo()
+    assert list(envelope.recipients) == [monday]
+    for later in ("prvs=0124d4e5f6=ann@remote.test", "PRVS=ann=0125aabbcc@remote.test",
+                  "SRS0=HhHh=TT=remote.test=prvs=0126ddeeff=ann@forwarder.test"):
+        await _deliver(env, later, _msg())
+        assert await env.todo_count() == 0, later
+    assert _metric("repeat") == repeat + 3
+
+
 async def test_our_own_lists_copies_get_no_reply(env: Env) -> None:
     """Joe is a member of our list: its copy (List-Id, Precedence: list, from the owner)
     is delivered and not answered, whoever posted."""

@@ -5,7 +5,7 @@ also as prvs=user=TAG (early implementations, as postgrey notes), msprvs1=TAG=us
 btv1==TAG==user (Barracuda).
 
 We sign nothing and check no tag: this only finds the user behind one, for rules that must
-see one sender where the tag makes a new address daily (greylisting's triplet)."""
+see one sender where the tag makes a new address daily (mailyard.core.sender_author)."""
 
 from __future__ import annotations
 

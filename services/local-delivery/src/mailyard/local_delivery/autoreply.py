@@ -8,8 +8,9 @@ way RFC 3834 and vacation(1) / qmail-autoresponder say:
 - at most once per sender and mailbox per interval (control: MAILYARD_LOCAL_AUTOREPLY_
   INTERVAL, 7 days like vacation(1)): the first replica to create the pair's key in the KV
   bucket `autoreplies` replies; the bucket's TTL is the interval, so it holds one key per
-  pair answered lately and no more. A sender forwarded with SRS is the author it carries
-  (its address changes daily), the reply still going to the SRS address;
+  pair answered lately and no more. A sender forwarded with SRS, or signed with BATV, is
+  the author it carries (its address changes daily), the reply still going to the
+  envelope sender;
 - from <> with Auto-Submitted: auto-replied, so no other responder answers it and a
   failure is a double bounce to the postmaster, not another reply;
 - through the spool and todo (mailyard.core.inject) like every message, so it is durable and
@@ -39,6 +40,7 @@ from nats.js.kv import KeyValue
 from mailyard.api.directory.v1 import directory_pb2 as pb
 from mailyard.api.mail.v1.delivery_pb2 import DeliveryJob
 from mailyard.core import bus, srs
+from mailyard.core.sender_author import author
 from mailyard.core.spool import Spool
 from mailyard.local_delivery import autoheaders, metrics, reinject
 from mailyard.local_delivery.settings import Settings
@@ -137,11 +139,11 @@ def _utc(now: float) -> datetime:
 
 
 def pair_key(mailbox: str, sender: str) -> str:
-    """The KV key of one (mailbox, sender) pair: a digest, so no address is stored. An SRS
-    sender counts as the author it carries: a forwarder's address for one author changes
-    daily (hash, day stamp), and keyed by it the author was answered every day."""
-    author = srs.original(sender).lower()
-    return hashlib.sha256(f"{mailbox}\0{author}".encode()).hexdigest()[:40]
+    """The KV key of one (mailbox, sender) pair: a digest, so no address is stored. The
+    sender counts as its author, behind an SRS address or a BATV tag: a forwarder's address
+    for one author and a signed one change daily, and keyed by them the author was answered
+    every day."""
+    return hashlib.sha256(f"{mailbox}\0{author(sender).lower()}".encode()).hexdigest()[:40]
 
 
 class Autoresponder:

@@ -21,17 +21,13 @@ from __future__ import annotations
 
 import re
 
-from mailyard.core import batv, srs
+from mailyard.core.sender_author import author
 
 _DIGITS = re.compile(r"[0-9]+")
 
 
 def key_sender(sender: str) -> str:
-    local, at, domain = sender.lower().rpartition("@")
+    local, at, domain = author(sender.lower()).rpartition("@")
     if not at:
         return sender.lower()  # the null sender
-    local = batv.original_local(local)
-    if srs.is_srs(local):  # a prefix test; a signed SRS address, or SRS of a signed one
-        local, _, domain = srs.original(f"{local}@{domain}").rpartition("@")
-        local = batv.original_local(local)
     return f"{_DIGITS.sub('#', local.partition('+')[0])}@{domain}"
