@@ -269,6 +269,26 @@ async def test_once_per_author_whose_domain_signs_with_batv(env: Env) -> None:
     assert _metric("repeat") == repeat + 3
 
 
+@pytest.mark.parametrize("sender", [
+    "prvs=0123a1b2c3=owner-news@lists.remote.test",
+    "PRVS=MAILER-DAEMON=0123a1b2c3@remote.test",
+    "btv1==0f45a4d6a8f==mailer-daemon@remote.test",
+    "SRS0=HhHh=TT=lists.remote.test=prvs=0123a1b2c3=owner-news@forwarder.test",
+])
+async def test_an_automatic_sender_signed_with_batv_gets_no_reply(env: Env, sender: str
+                                                                  ) -> None:
+    """A domain that signs its envelope senders with BATV puts the tag before the local
+    part (prvs=TAG=owner-news@), so the automatic-sender rules never saw owner- or
+    MAILER-DAEMON and its list bounces and DSNs got vacation replies; the rules now read
+    the local part behind the tag (and behind SRS around it)."""
+    await _joe(env)
+    await env.start()
+    excluded = _metric("excluded")
+    await _deliver(env, sender, _msg())
+    assert await env.todo_count() == 0
+    assert _metric("excluded") == excluded + 1
+
+
 async def test_our_own_lists_copies_get_no_reply(env: Env) -> None:
     """Joe is a member of our list: its copy (List-Id, Precedence: list, from the owner)
     is delivered and not answered, whoever posted."""

@@ -2,7 +2,7 @@
 way RFC 3834 and vacation(1) / qmail-autoresponder say:
 
 - never to the null sender, MAILER-DAEMON, owner-* or *-request senders (also behind an SRS
-  forwarder's address: the local part it carries), nor to mail with
+  forwarder's address or a BATV tag: the local part it carries), nor to mail with
   Auto-Submitted other than "no", Precedence bulk/list/junk, a List-* field, the scanner's
   X-Spam: Yes, or that does not name the mailbox (or the address it came in by) in To/Cc;
 - at most once per sender and mailbox per interval (control: MAILYARD_LOCAL_AUTOREPLY_
@@ -67,9 +67,12 @@ def sender_excluded(sender: str, mailbox: str) -> str | None:
     """Why the envelope sender gets no reply, or None."""
     if not sender:
         return "null sender"
-    local = sender.rpartition("@")[0].lower() if "@" in sender else sender.lower()
-    # forwarded with SRS (SRS0=HHHH=TT=domain=owner-news@fwd): the author's own local part
-    local = srs.original_local(local)
+    # forwarded with SRS (SRS0=HHHH=TT=domain=owner-news@fwd), signed with BATV
+    # (prvs=TAG=owner-news@): the author's own local part
+    if "@" in sender:
+        local = author(sender).rpartition("@")[0].lower()
+    else:
+        local = srs.original_local(sender.lower())
     if local in _NOT_TO or local.startswith(_NOT_FROM_PREFIX) or local.endswith(
             _NOT_FROM_SUFFIX):
         return "automatic sender"
