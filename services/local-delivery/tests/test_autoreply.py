@@ -289,6 +289,23 @@ async def test_an_automatic_sender_signed_with_batv_gets_no_reply(env: Env, send
     assert _metric("excluded") == excluded + 1
 
 
+@pytest.mark.parametrize("sender", [
+    "SRS0=HhHh=TT=example.org=joe@forwarder.test",
+    "SRS1=GgGg=forwarder.test==HhHh=TT=Example.Org=Joe@second.test",
+])
+async def test_the_mailboxs_own_mail_back_through_a_forwarder_gets_no_reply(
+        env: Env, sender: str) -> None:
+    """Joe's own mail, back to him through a forwarder with SRS (an address of his that
+    forwards here): the mailbox-itself rule compared the SRS address, so Joe was sent his
+    own vacation reply through the forwarder. The rule now compares the author."""
+    await _joe(env)
+    await env.start()
+    excluded = _metric("excluded")
+    await _deliver(env, sender, _msg())
+    assert await env.todo_count() == 0
+    assert _metric("excluded") == excluded + 1
+
+
 async def test_our_own_lists_copies_get_no_reply(env: Env) -> None:
     """Joe is a member of our list: its copy (List-Id, Precedence: list, from the owner)
     is delivered and not answered, whoever posted."""

@@ -1,10 +1,11 @@
 """Vacation replies (a mailbox's Autoresponse), sent after the message is in the mailbox, the
 way RFC 3834 and vacation(1) / qmail-autoresponder say:
 
-- never to the null sender, MAILER-DAEMON, owner-* or *-request senders (also behind an SRS
-  forwarder's address or a BATV tag: the local part it carries), nor to mail with
-  Auto-Submitted other than "no", Precedence bulk/list/junk, a List-* field, the scanner's
-  X-Spam: Yes, or that does not name the mailbox (or the address it came in by) in To/Cc;
+- never to the null sender, MAILER-DAEMON, owner-* or *-request senders, nor the mailbox
+  itself (also behind an SRS forwarder's address or a BATV tag: the author it carries),
+  nor to mail with Auto-Submitted other than "no", Precedence bulk/list/junk, a List-*
+  field, the scanner's X-Spam: Yes, or that does not name the mailbox (or the address it
+  came in by) in To/Cc;
 - at most once per sender and mailbox per interval (control: MAILYARD_LOCAL_AUTOREPLY_
   INTERVAL, 7 days like vacation(1)): the first replica to create the pair's key in the KV
   bucket `autoreplies` replies; the bucket's TTL is the interval, so it holds one key per
@@ -68,15 +69,13 @@ def sender_excluded(sender: str, mailbox: str) -> str | None:
     if not sender:
         return "null sender"
     # forwarded with SRS (SRS0=HHHH=TT=domain=owner-news@fwd), signed with BATV
-    # (prvs=TAG=owner-news@): the author's own local part
-    if "@" in sender:
-        local = author(sender).rpartition("@")[0].lower()
-    else:
-        local = srs.original_local(sender.lower())
+    # (prvs=TAG=owner-news@): the author is judged, not the day's address
+    who = author(sender).lower()
+    local = who.rpartition("@")[0] if "@" in who else srs.original_local(who)
     if local in _NOT_TO or local.startswith(_NOT_FROM_PREFIX) or local.endswith(
             _NOT_FROM_SUFFIX):
         return "automatic sender"
-    if sender.lower() == mailbox:
+    if who == mailbox:
         return "the mailbox itself"
     return None
 
