@@ -74,6 +74,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     log.info("listening", extra={"grpc_port": grpc_server.port, "rules": servicer.rules.version,
                                  "leases": leases.active_count()})
     await stop.wait()
+    servicer.end_streams()
     await grpc_server.stop()
     chores.cancel()
     with contextlib.suppress(asyncio.CancelledError):

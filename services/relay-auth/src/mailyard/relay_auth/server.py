@@ -8,6 +8,7 @@ on an open stream costs the two processes far less CPU than a unary call).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -99,6 +100,16 @@ class RelayAuthServicer(rpc.RelayAuthServicer):
         self.throttle = throttle
         self.auth = auth
         self._checks = {d: metrics.CHECKS.labels(d) for d in _DECISIONS}
+        self._streams: set[asyncio.Task[Any]] = set()  # the open CheckClients calls
+        self._closing = False
+
+    def end_streams(self) -> None:
+        """At a stop: end every open CheckClients call, and any opened from now on. Each
+        smtp-ingress holds one for its life, so the server's grace would otherwise always
+        run out; the ingress falls back to unary checks and opens its stream elsewhere."""
+        self._closing = True
+        for task in self._streams:
+            task.cancel()
 
     @property
     def rules(self) -> RuleSet:
@@ -125,15 +136,29 @@ class RelayAuthServicer(rpc.RelayAuthServicer):
         # request (`error`), not the stream the other checks share. Initial metadata goes out
         # at once: the client waits for it to know the stream is open before it writes.
         await context.send_initial_metadata(())
-        async for request in request_iterator:
-            reply = pb.CheckClientStreamResponse(id=request.id)
-            try:
-                ip, key = client_address(request.check.ip)
-            except ValueError:
-                reply.error = f"not an IP address: {request.check.ip!r}"
-            else:
-                self.check(ip, key, reply.result)
-            yield reply
+        if self._closing:
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._streams.add(task)
+        try:
+            async for request in request_iterator:
+                reply = pb.CheckClientStreamResponse(id=request.id)
+                try:
+                    ip, key = client_address(request.check.ip)
+                except ValueError:
+                    reply.error = f"not an IP address: {request.check.ip!r}"
+                else:
+                    self.check(ip, key, reply.result)
+                yield reply
+        except asyncio.CancelledError:
+            if not self._closing:
+                raise
+            # ours (end_streams): the call ends with OK, so the server need not wait for
+            # it (gRPC sends no status for a cancelled handler: the grace runs out)
+            task.uncancel()
+        finally:
+            self._streams.discard(task)
 
     def check(self, ip: IPAddress, key: str | None = None,
               resp: pb.CheckClientResponse | None = None) -> pb.CheckClientResponse:
