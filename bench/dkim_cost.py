@@ -22,9 +22,9 @@ import dns.asyncresolver
 import dns.resolver
 import spf
 
+from mailyard.core.dkim_sign import Signer, from_domain, sign
 from mailyard.core.dkimkeys import KeyDir
 from mailyard.smtp_ingress import authresults, dmarc_eval
-from mailyard.smtp_ingress.dkim_sign import Signer, from_domain, sign
 from mailyard.smtp_ingress.dkim_verify import DkimResult
 from mailyard.smtp_ingress.spf_check import SpfResult
 

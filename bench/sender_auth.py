@@ -99,7 +99,7 @@ class SenderKey:
     def __init__(self, folder: Path) -> None:
         keys = KeyDir(folder)
         keys.create("sender.test", SELECTOR, "rsa")
-        from mailyard.smtp_ingress.dkim_sign import Signer  # registers the key with OpenSSL
+        from mailyard.core.dkim_sign import Signer  # registers the key with OpenSSL
         self.signer = Signer(folder)
         [self.key] = self.signer.keys_for("sender.test")
 
@@ -107,7 +107,7 @@ class SenderKey:
         return dataclasses.replace(self.key, domain=domain)
 
     def sign(self, body: bytes, domain: str) -> bytes:
-        from mailyard.smtp_ingress.dkim_sign import sign
+        from mailyard.core.dkim_sign import sign
         return sign(body, [self.for_domain(domain)]) + body
 
 

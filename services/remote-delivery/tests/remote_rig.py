@@ -21,7 +21,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 from mailyard.api.mail.v1.delivery_pb2 import CHANNEL_REMOTE, DeliveryJob, DeliveryResult
-from mailyard.api.mail.v1.envelope_pb2 import Envelope
+from mailyard.api.mail.v1.envelope_pb2 import ORIGIN_UNSPECIFIED, Envelope, Origin
 from mailyard.core import bus
 from mailyard.core.control import ControlView
 from mailyard.core.identity import Identity
@@ -211,10 +211,10 @@ class Rig:
             await asyncio.sleep(0.01)
 
     async def message(self, data: bytes, recipients: list[str], sender: str = "a@ours.test",
-                      **job: Any) -> DeliveryJob:
-        qid = f"01TEST{len(data):06d}{abs(hash(data)) % 10**10:010d}"[:26]
+                      origin: Origin.ValueType = ORIGIN_UNSPECIFIED, **job: Any) -> DeliveryJob:
+        qid = f"01TEST{len(data):06d}{abs(hash((data, origin))) % 10**10:010d}"[:26]
         stored = await self.spool.commit(Envelope(queue_id=qid, sender=sender,
-                                                  recipients=recipients), data)
+                                                  recipients=recipients, origin=origin), data)
         domain = recipients[0].rpartition("@")[2]
         return DeliveryJob(job_id=f"{qid}.1", queue_id=qid, channel=CHANNEL_REMOTE,
                            sender=sender, recipients=recipients, domain=domain,

@@ -11,9 +11,9 @@ import dkim
 import pytest
 from ingress_helpers import MakeIngress, put_control, session, wait_for
 
+from mailyard.core.dkim_sign import from_domain, has_long_line
 from mailyard.core.dkimkeys import KeyDir
 from mailyard.core.spool import Spool
-from mailyard.smtp_ingress.dkim_sign import from_domain, has_long_line
 from mailyard.smtp_ingress.metrics import DKIM_SIGNED
 from mailyard.smtp_ingress.policy import data_dkim
 from mailyard.testing import DnsServer

@@ -12,8 +12,9 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from mailyard.core import dkim_sign
 from mailyard.core.dkimkeys import KeyDir
-from mailyard.smtp_ingress import dkim_sign, dkim_verify
+from mailyard.smtp_ingress import dkim_verify
 
 MESSAGE = (b"From: Alice <alice@example.com>\r\nTo: bob@example.net\r\nSubject: figures\r\n"
            b"Date: Thu, 03 Dec 2026 18:00:00 +0000\r\nMessage-ID: <1@example.com>\r\n\r\n"

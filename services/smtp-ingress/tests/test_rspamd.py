@@ -14,9 +14,9 @@ import httpx
 import pytest
 from ingress_helpers import MakeIngress, lines_hold, put_control, session, wait_for
 
+from mailyard.core.dkim_sign import Signer, sign
 from mailyard.core.dkimkeys import KeyDir
 from mailyard.core.spool import Spool
-from mailyard.smtp_ingress.dkim_sign import Signer, sign
 from mailyard.smtp_ingress.metrics import SCANNER
 from mailyard.smtp_ingress.server import Ingress
 from mailyard.testing import DnsServer

@@ -8,8 +8,8 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from mailyard.core.addresses import to_ascii_domain
+from mailyard.core.dkim_sign import from_domain, has_long_line
 from mailyard.smtp_ingress.authresults import header, strip_ours
-from mailyard.smtp_ingress.dkim_sign import from_domain, has_long_line
 from mailyard.smtp_ingress.dkim_verify import DkimResult
 from mailyard.smtp_ingress.dmarc_eval import DmarcResult
 from mailyard.smtp_ingress.spf_check import SpfResult

@@ -35,7 +35,7 @@ from mailyard.api.mail.v1.delivery_pb2 import (
     Outcome,
     RecipientResult,
 )
-from mailyard.api.mail.v1.envelope_pb2 import Lines
+from mailyard.api.mail.v1.envelope_pb2 import ORIGIN_UNSPECIFIED, Lines, Origin
 from mailyard.core import smtproutes as routes
 from mailyard.core.control import ControlView
 from mailyard.remote_delivery import (
@@ -46,6 +46,7 @@ from mailyard.remote_delivery import (
 from mailyard.remote_delivery.lookup import Hop, Lookup, Plan
 from mailyard.remote_delivery.pool import Connection, DestKey, Pool, quit_quietly
 from mailyard.remote_delivery.settings import Settings
+from mailyard.remote_delivery.signing import SIGNED_ORIGINS, EgressSigner
 from mailyard.remote_delivery.wire import Wire, wire
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,7 @@ class Deliverer:
         self._routes_raw: bytes | None = None
         self._routes: dict[str, routes.Route] = {}
         self._plans: dict[tuple[str, routes.Route | None], Plan] = {}
+        self.signer = EgressSigner(settings.dkim_dir) if settings.dkim_dir else None
 
     @property
     def helo_name(self) -> str:
@@ -184,16 +186,20 @@ class Deliverer:
             self._plans[key] = plan
         return plan
 
-    async def deliver(self, job: DeliveryJob, data: bytes,
-                      lines: Lines | None = None) -> list[RecipientResult]:
-        """Deliver the spooled message `data`; `lines`: its envelope's Lines, if set."""
+    async def deliver(self, job: DeliveryJob, data: bytes, lines: Lines | None = None,
+                      origin: Origin.ValueType = ORIGIN_UNSPECIFIED) -> list[RecipientResult]:
+        """Deliver the spooled message `data`; `lines`, `origin`: its envelope's, if set
+        (mail the platform wrote itself is DKIM-signed on the way out: signing.py)."""
         plan = await self.plan(job.domain)
         if not plan.ok:
             if plan.permanent:
                 return all_recipients(job, OUTCOME_FAILED, plan.error)
             return all_recipients(job, OUTCOME_DEFERRED, plan.error, reason="dns")
         last = TryNext(NO_CONNECTION, "connect")
-        message = wire(data, lines)
+        if origin in SIGNED_ORIGINS and self.signer is not None:
+            message = self.signer.wire(data, job.queue_id)
+        else:
+            message = wire(data, lines)
         for hop in plan.hops:
             for address in hop.addresses:
                 try:

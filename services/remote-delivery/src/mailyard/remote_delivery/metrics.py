@@ -47,6 +47,16 @@ DEFERRALS = Counter(
     "Deferred recipients by reason (a bounded set, never a domain).",
     ["reason"],
 )
+# Mail the platform wrote itself, at egress signing (signing.py); other mail is not counted.
+DKIM_RESULTS = ("signed", "no_key", "long_line", "error")
+DKIM_SIGNED = Counter(
+    "mailyard_remote_dkim_sign",
+    "Mail the platform wrote itself (bounces, double bounces, vacation replies) at DKIM "
+    "signing: signed, no_key (From: domain without a signing key), long_line (a line over "
+    "998 octets, which folding would break: sent unsigned), error (the signer failed: sent "
+    "unsigned).",
+    ["result"],
+)
 
 for _result in ("delivered", "deferred", "failed"):
     DELIVERIES.labels(_result)
@@ -55,6 +65,8 @@ for _kind in ("opened", "reused", "failed"):
 REUSED = CONNECTIONS.labels("reused")  # once per reused session: bound once
 for _reason in DEFERRAL_REASONS:
     DEFERRALS.labels(_reason)
+for _result in DKIM_RESULTS:
+    DKIM_SIGNED.labels(_result)
 
 
 def deferral(reason: str) -> None:

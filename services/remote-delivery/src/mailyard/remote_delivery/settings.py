@@ -54,6 +54,10 @@ class Settings(ServiceSettings):
     # cheaper than a thread hand-off). 0 on a network volume that can hang: a stuck read
     # would then stall this replica's loop instead of one spool thread.
     inline_read_max: int = Field(default=65536, ge=0)
+    # smtp-ingress's DKIM key folder (mailyard.core.dkimkeys), read-only here: the mail the
+    # platform writes itself (bounces, vacation replies) is signed on its way out
+    # (signing.py). Empty: no signing.
+    dkim_dir: str = "var/dkim"
 
     @field_validator("tls_policy")
     @classmethod

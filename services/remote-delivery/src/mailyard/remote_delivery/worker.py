@@ -151,7 +151,7 @@ class Worker:
                                   reason="spool")
         try:
             lines = envelope.lines if envelope.HasField("lines") else None
-            return await self.deliverer.deliver(job, data, lines)
+            return await self.deliverer.deliver(job, data, lines, envelope.origin)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

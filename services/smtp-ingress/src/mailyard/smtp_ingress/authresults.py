@@ -9,7 +9,7 @@ import authres
 import authres.arc
 import authres.dmarc
 
-from mailyard.smtp_ingress import headers
+from mailyard.core import headers
 from mailyard.smtp_ingress.arc_verify import ArcResult
 from mailyard.smtp_ingress.dkim_verify import DkimResult
 from mailyard.smtp_ingress.dmarc_eval import DmarcResult

@@ -16,12 +16,12 @@ import time
 from typing import TYPE_CHECKING
 
 from mailyard.api.mail.v1.envelope_pb2 import ORIGIN_SMTP, Envelope, Lines
+from mailyard.core.dkim_sign import sign
 from mailyard.core.errors import BusError, SpoolError
 from mailyard.core.ids import new_queue_id
 from mailyard.core.inject import inject
 from mailyard.smtp_ingress import policy, replies
 from mailyard.smtp_ingress.data_decoder import DataDecoder, line_facts
-from mailyard.smtp_ingress.dkim_sign import sign
 from mailyard.smtp_ingress.errors import Close
 from mailyard.smtp_ingress.message_body import MessageBody
 from mailyard.smtp_ingress.metrics import (

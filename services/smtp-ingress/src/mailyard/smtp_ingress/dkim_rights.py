@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from mailyard.api.relayauth.v1 import relayauth_pb2 as ra
 from mailyard.core.directory import canonical
-from mailyard.smtp_ingress.dkim_sign import domain_of
+from mailyard.core.dkim_sign import domain_of
 from mailyard.smtp_ingress.policy.mail_sender_login import leads_only_to
 
 if TYPE_CHECKING:

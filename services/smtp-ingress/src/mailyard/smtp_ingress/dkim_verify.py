@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
-from mailyard.smtp_ingress import (  # noqa: F401  (installed into dkimpy when imported)
+from mailyard.core import (  # noqa: F401  (installed into dkimpy when imported)
     dkim_canon,
     dkim_parse,
 )

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from mailyard.smtp_ingress import headers
+from mailyard.core import headers
 
 log = logging.getLogger(__name__)
 ACTIONS = {"no action": "no_action", "add header": "add_header",

@@ -23,6 +23,7 @@ from mailyard.core.addresses import to_ascii_domain
 from mailyard.core.auth import client_token
 from mailyard.core.control import ControlView
 from mailyard.core.directory import DirectoryView
+from mailyard.core.dkim_sign import Signer
 from mailyard.core.http import HttpServer, app_limits, http_limits, make_app
 from mailyard.core.identity import Identity
 from mailyard.core.metrics import set_build
@@ -31,7 +32,6 @@ from mailyard.core.srs_keys import SrsSecrets
 from mailyard.smtp_ingress import policy, proxy_protocol, replies
 from mailyard.smtp_ingress.arc_verify import ArcVerifier
 from mailyard.smtp_ingress.authdns import AuthDns
-from mailyard.smtp_ingress.dkim_sign import Signer
 from mailyard.smtp_ingress.dnsbl import Dns
 from mailyard.smtp_ingress.greylist import Greylist
 from mailyard.smtp_ingress.limits import ConnectionLimits

@@ -99,7 +99,8 @@ class Settings(ServiceSettings):
     data_checks: str = DEFAULT_DATA_CHECKS
     publish_timeout: float = Field(default=5.0, gt=0)
     # DKIM keys of our domains (mailyard.core.dkimkeys; `mailyard dkim keygen`); only
-    # smtp-ingress reads them. Empty: no signing.
+    # smtp-ingress and remote-delivery (for bounces and vacation replies) read them.
+    # Empty: no signing.
     dkim_dir: str = "var/dkim"
     # MAIL gets 452 4.3.1 (and /readyz says not ready) while the spool's file system has
     # less free than max(SPOOL_MIN_FREE, 1.5 x databytes) + the SIZE= the client declared:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from mailyard.core.dkim_sign import MAX_LINE, domain_of, from_address, has_long_line
 from mailyard.smtp_ingress.dkim_rights import may_sign
-from mailyard.smtp_ingress.dkim_sign import MAX_LINE, domain_of, from_address, has_long_line
 from mailyard.smtp_ingress.metrics import DKIM_SIGNED
 from mailyard.smtp_ingress.policy import ACCEPT, Verdict
 from mailyard.smtp_ingress.replies import LINE_TOO_LONG_TO_SIGN, UNAVAILABLE

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mailyard.core.dkim_sign import from_domain
 from mailyard.smtp_ingress import arc_verify, authresults, dkim_verify, dmarc_eval, replies
-from mailyard.smtp_ingress.dkim_sign import from_domain
 from mailyard.smtp_ingress.metrics import AUTH_VERDICTS
 from mailyard.smtp_ingress.policy import ACCEPT, Verdict
 

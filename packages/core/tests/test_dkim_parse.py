@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailyard.smtp_ingress import dkim_parse
+from mailyard.core import dkim_parse
 
 lines = st.sampled_from([b"From: a@b.test", b"from:x", b"Subject: s", b" folded", b"\tx",
                          b"X-A:", b"a:b:c", b"From a line", b"bad line", b"", b"\xff:1",

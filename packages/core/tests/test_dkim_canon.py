@@ -7,7 +7,7 @@ from dkim import canonicalization
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailyard.smtp_ingress import dkim_canon
+from mailyard.core import dkim_canon
 
 pieces = st.sampled_from([b" ", b"  ", b"\t", b" \t", b"\r", b"\n", b"\r\n", b"a", b"word",
                           b"\x00", b"\xff", b"\r\n\r\n", b"\n\r"])

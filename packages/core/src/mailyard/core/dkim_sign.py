@@ -1,9 +1,11 @@
-"""DKIM signing (RFC 6376, Ed25519 per RFC 8463 and RSA) of mail our own users send.
-
-Signing happens once, at the end of DATA, before the spool commit: after that point nothing
-in Mailyard changes a message (our Received: and Authentication-Results: lines go above
-the signature and are not signed). A line over 998 octets would be folded on the way out
-and break the signature, so mail we sign must not have one (data_dkim refuses it first).
+"""DKIM signing (RFC 6376, Ed25519 per RFC 8463 and RSA), one implementation for the two
+places that sign: smtp-ingress signs mail our own users send, once, at the end of DATA,
+before the spool commit (after that point nothing in Mailyard changes a message; our
+Received: and Authentication-Results: lines go above the signature and are not signed);
+remote-delivery signs the mail the platform writes itself (bounces, vacation replies) on
+the bytes it sends. A line over 998 octets would be folded on the way out and break the
+signature, so mail we sign must not have one (ingress refuses it, remote-delivery leaves
+it unsigned).
 
 The key is chosen by the RFC5322.From domain, or its nearest parent with a key (relaxed
 DMARC alignment). Every signing key of that domain signs (an RSA and an Ed25519 one at
@@ -30,13 +32,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
-from mailyard.core.addresses import to_ascii_domain
-from mailyard.core.dkimkeys import DkimKey, KeyDir
-from mailyard.smtp_ingress import (
+from mailyard.core import (
     dkim_canon,  # noqa: F401  (installs the fast canonicalisation)
     dkim_parse,  # noqa: F401  (installs the linear header parsing)
     headers,
 )
+from mailyard.core.addresses import to_ascii_domain
+from mailyard.core.dkimkeys import DkimKey, KeyDir
 
 log = logging.getLogger(__name__)
 
