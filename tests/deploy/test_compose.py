@@ -75,6 +75,21 @@ def test_spool_and_mail_volumes_are_shared() -> None:
     assert "mail:/var/mail/mailyard" in services["local-delivery"]["volumes"]
 
 
+def test_the_dkim_key_folder_is_given_read_only_to_both_signers() -> None:
+    """smtp-ingress signs our users' mail and remote-delivery the platform's own (bounces,
+    vacation replies), with the same keys: the same host folder, read-only in both, named
+    by their DKIM_DIR (without it neither signed anything: the default var/dkim is not
+    there in the image)."""
+    services = compose()["services"]
+    mounts = set()
+    for name, prefix in (("smtp-ingress", "INGRESS"), ("remote-delivery", "REMOTE")):
+        folder = services[name]["environment"][f"MAILYARD_{prefix}_DKIM_DIR"]
+        [mount] = [v for v in services[name]["volumes"] if v.endswith(f":{folder}:ro")]
+        mounts.add(mount)
+    assert len(mounts) == 1
+    assert "dkim" not in str(services["queue"]) and "dkim" not in str(services["local-delivery"])
+
+
 def test_several_remote_delivery_replicas() -> None:
     remote = compose()["services"]["remote-delivery"]
     assert remote["deploy"]["replicas"] >= 2

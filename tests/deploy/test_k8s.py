@@ -171,6 +171,29 @@ def test_spool_is_rwx_and_shared(rendered: tuple[str, list[Doc]]) -> None:
     assert "fsync" in storage and "rename" in storage
 
 
+def test_the_dkim_secret_is_mounted_read_only_into_both_signers(
+        rendered: tuple[str, list[Doc]]) -> None:
+    """smtp-ingress signs our users' mail and remote-delivery the platform's own (bounces,
+    vacation replies): both read the one Secret of keys, read-only, where their DKIM_DIR
+    says; optional, so a site without keys starts (and signs nothing). No other workload
+    gets the private keys."""
+    _, docs = rendered
+    deployments = workloads(docs)
+    for name, prefix in (("smtp-ingress", "INGRESS"), ("remote-delivery", "REMOTE")):
+        pod = pod_spec(deployments[name])
+        [container] = pod["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        [volume] = [v for v in pod["volumes"] if v.get("secret", {}).get("secretName")
+                    == "mailyard-dkim"]
+        assert volume["secret"]["optional"] is True, name
+        [mount] = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+        assert mount["readOnly"] is True, name
+        assert env[f"MAILYARD_{prefix}_DKIM_DIR"] == mount["mountPath"], name
+    for name, workload in deployments.items():
+        if name not in ("smtp-ingress", "remote-delivery"):
+            assert "mailyard-dkim" not in str(pod_spec(workload)), name
+
+
 def test_smtp_service_keeps_client_ip(rendered: tuple[str, list[Doc]]) -> None:
     _, docs = rendered
     smtp = by(docs, "Service")["smtp"]["spec"]

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from mailyard.cli.platform import default_ingress_replicas, free_ports, nats_procs
+from mailyard.cli.mailuser import MailUser
+from mailyard.cli.platform import Platform, default_ingress_replicas, free_ports, nats_procs
 from mailyard.mail_access import dovecot_conf
 
 
@@ -133,6 +134,18 @@ def test_a_killed_nats_server_is_started_again(up: Up) -> None:
     for port in (up.ports.queue_http, up.ports.remote_http, up.ports.local_http,
                  up.ports.ingress_http):
         wait_for(f"service on {port} ready again", lambda port=port: ready(port))
+
+
+def test_remote_delivery_reads_the_key_folder_of_smtp_ingress(tmp_path: Path) -> None:
+    """Bounces and vacation replies are signed by remote-delivery with the keys smtp-ingress
+    signs with (`mailyard dkim keygen` writes <data>/dkim): every replica of both is given
+    that folder."""
+    platform = Platform(tmp_path, ports=free_ports(), replicas=2, ingress_replicas=2,
+                        dovecot=False, mail_user=MailUser("someone", 1000, 1000))
+    folders = {spec.name: platform.env_for(spec)[f"MAILYARD_{spec.prefix}_DKIM_DIR"]
+               for spec in platform.specs() if spec.group in ("smtp-ingress", "remote-delivery")}
+    assert len(folders) == 4
+    assert set(folders.values()) == {str(tmp_path / "dkim")}
 
 
 def test_nats_procs_is_one_per_four_cores() -> None:

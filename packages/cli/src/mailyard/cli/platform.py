@@ -202,8 +202,11 @@ class Platform:
             # extra replicas get their own free ports; they share the durable consumer
             http, grpc_port = (p.remote_http, p.remote_grpc) if i == 0 else self._spare(2)
             name = "remote-delivery" if i == 0 else f"remote-delivery-{i + 1}"
+            # the ingress's key folder: bounces and vacation replies are signed on the way out
             specs.append(ServiceSpec(name, "mailyard.remote_delivery", "REMOTE", http,
-                                     grpc_port, {"INSTANCE": name}, "remote-delivery"))
+                                     grpc_port, {"INSTANCE": name,
+                                                 "DKIM_DIR": str(self.data / "dkim")},
+                                     "remote-delivery"))
         for i in range(self.ingress_replicas):
             name = "smtp-ingress" if i == 0 else f"smtp-ingress-{i + 1}"
             extra = {"SMTP_PORT": str(p.smtp), "SUBMISSION_PORT": str(p.submission),
