@@ -37,6 +37,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory,
     keys = KeyDir(data / "dkim")
     keys.create("example.com", "rsa2026", "rsa")
     keys.create("example.com", "ed2026", "ed25519")
+    keys.create("e2e.test", "mx2026", "ed25519")  # the parent of `me`: signs our bounces
     dns_zone.publish_dkim(keys)
     sink = SmtpSink().start()
     running = Platform(data, ports=free_ports(), me=E2E_ME, dovecot=False, env={
@@ -95,3 +96,39 @@ def test_forged_mail_from_a_dmarc_reject_domain_is_refused(platform: Mailyard) -
         client.sendmail("security@victim.test", ["bob@example.org"], forged)
     assert refused.value.smtp_code == 550
     assert refused.value.smtp_error.startswith(b"5.7.1 sorry, victim.test asks receivers")
+
+
+def test_our_bounces_and_vacation_replies_verify_at_the_receiving_side(
+        platform: Mailyard, dns_zone: DnsServer) -> None:
+    """The mail the platform writes itself leaves signed too, by remote-delivery with the
+    keys smtp-ingress uses (`mailyard up` gives both <data>/dkim): a bounce, From:
+    MAILER-DAEMON@mx.e2e.test (e2e.test's key), and a vacation reply, From: the mailbox
+    (example.com's two keys); both from <>, so without a signature they fail DMARC."""
+    platform.sink.refuse["nobody@remote.test"] = "550 5.1.1 no such user"
+    platform.cli("domain", "add", "example.com")
+    platform.cli("user", "add", "joe@example.com", "--password-stdin", stdin="pw-joe-2026\n")
+    platform.cli("vacation", "set", "joe@example.com", "--subject", "Away",
+                 "--body", "Back on Monday.\n")
+    before = len(platform.sink.messages)
+    with platform.smtp() as client:
+        client.sendmail("carol@remote.test", ["nobody@remote.test"],
+                        b"From: carol@remote.test\r\nTo: nobody@remote.test\r\n"
+                        b"Subject: lost\r\n\r\nhello\r\n")
+    with platform.smtp(source="127.0.0.2") as client:   # from outside, to joe
+        client.sendmail("ann@remote.test", ["joe@example.com"],
+                        b"From: Ann <ann@remote.test>\r\nTo: joe@example.com\r\n"
+                        b"Subject: lunch\r\nMessage-ID: <lunch@remote.test>\r\n\r\nhi\r\n")
+    got = platform.sink.wait_for(before + 2, timeout=60)[before:]
+    assert len(got) == 2, "no bounce or no vacation reply reached the sink"
+    by_rcpt = {r.rcpt_tos[0]: r for r in got}
+    txt = dns_zone.txt
+    for rcpt, domain, count in (("carol@remote.test", b"e2e.test", 1),
+                                ("ann@remote.test", b"example.com", 2)):
+        received = by_rcpt[rcpt]
+        assert received.mail_from in ("", "<>"), rcpt
+        message = received.data if b"\r\n" in received.data \
+            else received.data.replace(b"\n", b"\r\n")
+        assert message.count(b"DKIM-Signature:") == count, message[:400]
+        assert b"d=" + domain + b";" in message
+        verifier = dkim.DKIM(message)
+        assert all(verifier.verify(idx=i, dnsfunc=txt) for i in range(count)), rcpt
