@@ -128,3 +128,25 @@ async def test_a_bounce_with_a_line_over_998_octets_leaves_unsigned_and_is_count
     # the next bounce, short again, is signed
     await _send(rig, worker, BOUNCE, ORIGIN_BOUNCE)
     assert dkim.verify(sink.messages[-1].data, dnsfunc=dns_server.txt)
+
+
+async def test_a_vacation_reply_is_not_signed_with_a_parent_domains_keys(
+        rig: Rig, dns_server: DnsServer, smtp_servers: list[Any], tmp_path: Path) -> None:
+    """A vacation reply's From: is a mailbox, so its domain is a hosted domain: a customer
+    of its own, even as a subdomain of another (dept.example.com under example.com). As
+    smtp-ingress does not sign that mailbox's own mail with its parent's keys
+    (dkim_rights), nor does its reply go out with them: it would lend example.com's name to
+    another customer's text. A bounce, the platform's own (From: MAILER-DAEMON@<me>), is
+    signed with the key of me's parent, as before."""
+    sink = Smtp().start()
+    smtp_servers.append(sink)
+    await rig.routes(f"far.test:127.0.0.1:{sink.port}")
+    worker = await _signing_worker(rig, dns_server, tmp_path)
+    signed_before, refused_before = _count("signed"), _count("not_entitled")
+    reply = AUTOREPLY.replace(b"joe@example.com", b"amy@dept.example.com")
+    await _send(rig, worker, reply, ORIGIN_AUTOREPLY)
+    assert b"DKIM-Signature" not in sink.messages[-1].data
+    assert _count("not_entitled") - refused_before == 1
+    await _send(rig, worker, BOUNCE, ORIGIN_BOUNCE)   # mx.ours.test: ours.test's key
+    assert dkim.verify(sink.messages[-1].data, dnsfunc=dns_server.txt)
+    assert _count("signed") - signed_before == 1

@@ -197,7 +197,7 @@ class Deliverer:
             return all_recipients(job, OUTCOME_DEFERRED, plan.error, reason="dns")
         last = TryNext(NO_CONNECTION, "connect")
         if origin in SIGNED_ORIGINS and self.signer is not None:
-            message = self.signer.wire(data, job.queue_id)
+            message = self.signer.wire(data, job.queue_id, origin)
         else:
             message = wire(data, lines)
         for hop in plan.hops:

@@ -48,13 +48,14 @@ DEFERRALS = Counter(
     ["reason"],
 )
 # Mail the platform wrote itself, at egress signing (signing.py); other mail is not counted.
-DKIM_RESULTS = ("signed", "no_key", "long_line", "error")
+DKIM_RESULTS = ("signed", "no_key", "not_entitled", "long_line", "error")
 DKIM_SIGNED = Counter(
     "mailyard_remote_dkim_sign",
     "Mail the platform wrote itself (bounces, double bounces, vacation replies) at DKIM "
-    "signing: signed, no_key (From: domain without a signing key), long_line (a line over "
-    "998 octets, which folding would break: sent unsigned), error (the signer failed: sent "
-    "unsigned).",
+    "signing: signed, no_key (From: domain without a signing key), not_entitled (a vacation "
+    "reply whose mailbox domain has no keys of its own, only a parent: sent unsigned), "
+    "long_line (a line over 998 octets, which folding would break: sent unsigned), error "
+    "(the signer failed: sent unsigned).",
     ["result"],
 )
 

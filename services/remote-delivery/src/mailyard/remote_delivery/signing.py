@@ -10,7 +10,11 @@ possibly forged, and our signature would vouch for it.
 
 Signed once per delivery attempt, on the bytes DATA sends (CRLF everywhere, before the
 dot-stuffing the receiver undoes): what the receiver verifies. The keys, the header list
-and the canonicalisation are smtp-ingress's (mailyard.core.dkim_sign). A line over 998
+and the canonicalisation are smtp-ingress's (mailyard.core.dkim_sign): the keys of the
+From: domain or of its nearest parent with keys. A vacation reply's From: is a mailbox,
+so a hosted domain, a customer of its own even under another's domain: as smtp-ingress
+does not sign that mailbox's mail with a parent's keys (dkim_rights), its reply is signed
+with its own domain's keys only. A line over 998
 octets is folded on the way out, which would break the signature: such a message goes
 unsigned and is counted; a signature is never a reason to hold mail back.
 """
@@ -23,8 +27,9 @@ from mailyard.api.mail.v1.envelope_pb2 import (
     ORIGIN_AUTOREPLY,
     ORIGIN_BOUNCE,
     ORIGIN_DOUBLE_BOUNCE,
+    Origin,
 )
-from mailyard.core.dkim_sign import Signer, sign
+from mailyard.core.dkim_sign import Signer, domain_of, from_address, sign
 from mailyard.remote_delivery.linelength import fold
 from mailyard.remote_delivery.metrics import DKIM_RESULTS, DKIM_SIGNED
 from mailyard.remote_delivery.wire import Wire, normalise, stuffed
@@ -39,15 +44,23 @@ class EgressSigner:
     def __init__(self, folder: str) -> None:
         self.signer = Signer(folder)
 
-    def wire(self, data: bytes, queue_id: str) -> Wire:
-        """The spooled message `data` as it goes out, signed when it can be."""
+    def wire(self, data: bytes, queue_id: str, origin: Origin.ValueType) -> Wire:
+        """The spooled message `data` (of one of SIGNED_ORIGINS) as it goes out, signed
+        when it can be."""
         message = normalise(data)
         folded = fold(message)
         if folded is not message:  # fold() returns the message itself when nothing is long
             _COUNT["long_line"].inc()
             return Wire(len(folded), stuffed(folded))
         try:
-            keys = self.signer.keys_for_message(message)
+            signer = self.signer
+            signer.reload()
+            address = from_address(message) if signer.by_domain else ""
+            domain = domain_of(address) if address else ""
+            keys = signer.keys_for(domain) if domain else []
+            if keys and origin == ORIGIN_AUTOREPLY and keys[0].domain != domain:
+                _COUNT["not_entitled"].inc()  # a parent's keys: another customer's name
+                return Wire(len(message), stuffed(message))
             signature = sign(message, keys) if keys else b""
         except Exception:  # a dkimpy bug must not hold the mail: it goes unsigned
             log.exception("dkim signing failed", extra={"queue_id": queue_id})
