@@ -169,10 +169,18 @@ class Signer:
         if state == self._state and not force:
             return
         self._state = state
-        keys, problems = self.folder.keys()
+        try:
+            keys, problems = self.folder.keys()
+            signing = self.folder.signing()
+        except OSError as exc:
+            # Not a folder, or not ours to read: mail goes on with the keys read before, if
+            # any, else unsigned (as Postfix's does past an OpenDKIM that cannot start);
+            # it never stops for it. Read again when the folder changes.
+            log.warning("dkim key folder not read (the keys read before, if any, sign): %s",
+                        exc)
+            return
         for problem in problems:
             log.warning("dkim key not loaded: %s", problem)  # names a file, never key bytes
-        signing = self.folder.signing()
         by_domain: dict[str, list[DkimKey]] = {}
         for key in keys:
             if (key.domain, key.selector) in signing:
