@@ -9,7 +9,8 @@ on to the next. Once a server answered MAIL, its replies are final for this atte
 aiosmtplib holds the session (connect, EHLO, STARTTLS, AUTH, RSET, QUIT); the transaction
 itself (MAIL, RCPT..., DATA in one write when the server offers PIPELINING) is
 transaction.py; what follows the 354 (CRLF everywhere, lines folded, dots stuffed) is
-made once per job by wire.py.
+made once per job by wire.py, and for the mail the platform wrote itself (bounces,
+vacation replies) by signing.py, which DKIM-signs it first.
 """
 
 from __future__ import annotations

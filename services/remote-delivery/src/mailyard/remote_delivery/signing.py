@@ -14,9 +14,9 @@ and the canonicalisation are smtp-ingress's (mailyard.core.dkim_sign): the keys 
 From: domain or of its nearest parent with keys. A vacation reply's From: is a mailbox,
 so a hosted domain, a customer of its own even under another's domain: as smtp-ingress
 does not sign that mailbox's mail with a parent's keys (dkim_rights), its reply is signed
-with its own domain's keys only. A line over 998
-octets is folded on the way out, which would break the signature: such a message goes
-unsigned and is counted; a signature is never a reason to hold mail back.
+with its own domain's keys only. A line over 998 octets is folded on the way out, which
+would break the signature: such a message goes unsigned and is counted; a signature is
+never a reason to hold mail back.
 """
 
 from __future__ import annotations
