@@ -19,6 +19,7 @@ from mailyard.core.control import ControlView
 from mailyard.core.directory import DirectoryView
 from mailyard.core.grpcserver import GrpcServer, service_name
 from mailyard.core.kvview import KVView
+from mailyard.core.srs_keys import list_cookie_secrets
 from mailyard.directory.control_service import ControlService
 from mailyard.directory.directory_service import DirectoryService
 from mailyard.directory.store import KVStore
@@ -41,7 +42,8 @@ async def start_replica(js: Any) -> Replica:
     await control_view.start(js)
     server = GrpcServer("127.0.0.1", 0, [
         (directory_pb2_grpc.add_DirectoryServicer_to_server,
-         DirectoryService(KVStore(js, bus.KV_DIRECTORY), view),
+         DirectoryService(KVStore(js, bus.KV_DIRECTORY), view,
+                          cookie_secrets=list_cookie_secrets(js)),
          service_name(directory_pb2, "Directory")),
         (control_pb2_grpc.add_ControlServicer_to_server,
          ControlService(KVStore(js, bus.KV_CONTROL), control_view),

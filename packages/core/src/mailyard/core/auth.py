@@ -7,6 +7,8 @@ Roles:
     ingress    smtp-ingress: relay checks, Authenticate, CRAM (relay checks also admin/read)
     bridge     the mailbox-access (IMAP/POP3) login bridge: Authenticate, CRAM, lease grants
     relayauth  relay-auth: the directory's UpgradePasswordHash after a login
+    listmail   local-delivery: the directory's ConfirmListMember (a list member added or
+               removed by mail, only with a cookie the directory checks itself)
 Authenticate is a password oracle, so not even admin may call it.
 
 Servers read a token table (TOKENS_FILE: "ROLE TOKEN" per line, # comments; in Kubernetes
@@ -32,7 +34,7 @@ from mailyard.core.errors import SettingsError
 from mailyard.core.settings import is_loopback
 
 log = logging.getLogger(__name__)
-ROLES = ("admin", "read", "ingress", "bridge", "relayauth")
+ROLES = ("admin", "read", "ingress", "bridge", "relayauth", "listmail")
 MIN_TOKEN = 32
 OPEN_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 ADMIN = frozenset({"admin"})
@@ -51,6 +53,8 @@ POLICY: dict[str, frozenset[str]] = {
         "GetAutoresponse")},
     f"{_P}directory.v1.Directory/Resolve": READ | {"bridge"},
     f"{_P}directory.v1.Directory/UpgradePasswordHash": frozenset({"relayauth"}),
+    # not admin either: a confirmation is the subscriber's act, carried by local-delivery
+    f"{_P}directory.v1.Directory/ConfirmListMember": frozenset({"listmail"}),
     **{f"{_P}relayauth.v1.RelayAuth/{m}": READ for m in ("ListLeases", "ShowRules")},
     # relay decisions: ingress, and operators asking "who may relay?" (`relay check`)
     **{f"{_P}relayauth.v1.RelayAuth/{m}": READ | {"ingress"} for m in (

@@ -79,6 +79,7 @@ KV_REMOTE_MEMBERS = "remote_members"  # live remote-delivery replicas (heartbeat
 KV_GREYLIST = "greylist"        # smtp-ingress greylisting triplets (TTL)
 KV_AUTOREPLIES = "autoreplies"  # local-delivery: (mailbox, sender) pairs answered (TTL)
 KV_SRS = "srs"                  # the SRS secrets (core.srs_keys), made at first use
+KV_LIST_COOKIES = "listcookies"  # the list-subscription cookies' secrets, likewise
 
 DUPLICATE_WINDOW = 120.0        # seconds a Nats-Msg-Id is remembered
 MAX_REPLICAS = 5                # JetStream's limit for a stream or bucket

@@ -9,6 +9,9 @@ front; addresses made under the old one are accepted until it is removed (21 day
 
 Read once and kept for REFRESH seconds: a forward or an SRS bounce costs one dict lookup,
 not a KV read; mail that is neither never opens the bucket.
+
+The list cookies' secrets (mailyard.core.listcookie: the directory checks what
+local-delivery makes) are kept the same way in bucket `listcookies` (list_cookie_secrets).
 """
 
 from __future__ import annotations
@@ -39,13 +42,14 @@ def parse(raw: bytes) -> list[bytes]:
         try:
             out.append(base64.b64decode(line, validate=True))
         except (binascii.Error, ValueError):
-            log.warning("srs: a line of KV srs/secrets is not base64; skipped")
+            log.warning("a line of a KV secrets key is not base64; skipped")
     return [s for s in out if s]
 
 
 class SrsSecrets:
-    def __init__(self, js: JetStreamContext) -> None:
+    def __init__(self, js: JetStreamContext, bucket: str = bus.KV_SRS) -> None:
         self.js = js
+        self.bucket = bucket
         self._secrets: list[bytes] = []
         self._read_at = -REFRESH
         self._lock = asyncio.Lock()
@@ -62,7 +66,7 @@ class SrsSecrets:
         return self._secrets
 
     async def _load(self) -> list[bytes]:
-        kv = await bus.ensure_kv(self.js, bus.KV_SRS)
+        kv = await bus.ensure_kv(self.js, self.bucket)
         try:
             entry = await kv.get(KEY)
             secrets = parse(entry.value or b"")
@@ -73,11 +77,15 @@ class SrsSecrets:
         fresh = base64.b64encode(os.urandom(SECRET_BYTES)) + b"\n"
         try:
             await kv.create(KEY, fresh)
-            log.info("srs: made a new secret (KV srs/secrets)")
+            log.info("made a new secret (KV %s/secrets)", self.bucket)
             return parse(fresh)
         except KeyWrongLastSequenceError:  # another process made it first, or a blank key
             entry = await kv.get(KEY)
             secrets = parse(entry.value or b"")
             if not secrets:
-                raise RuntimeError("KV srs/secrets holds no secret") from None
+                raise RuntimeError(f"KV {self.bucket}/secrets holds no secret") from None
             return secrets
+
+
+def list_cookie_secrets(js: JetStreamContext) -> SrsSecrets:
+    return SrsSecrets(js, bus.KV_LIST_COOKIES)

@@ -20,6 +20,7 @@ from mailyard.core.directory import DirectoryView
 from mailyard.core.grpcserver import GrpcServer, grpc_limits, service_name
 from mailyard.core.http import HttpServer, app_limits, http_limits, make_app
 from mailyard.core.service import run
+from mailyard.core.srs_keys import list_cookie_secrets
 from mailyard.directory import web
 from mailyard.directory.control_service import ControlService
 from mailyard.directory.directory_service import DirectoryService
@@ -42,7 +43,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     # before serving, so a write cannot race the move of the record it names
     await renormalise(store, directory_view)
     directory = DirectoryService(store, directory_view,
-                                 min_password_length=settings.min_password_length)
+                                 min_password_length=settings.min_password_length,
+                                 cookie_secrets=list_cookie_secrets(js))
     control = ControlService(KVStore(js, bus.KV_CONTROL), control_view)
     grpc_server = GrpcServer(settings.grpc_host, settings.grpc_port, [
         (directory_pb2_grpc.add_DirectoryServicer_to_server, directory,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -20,7 +21,7 @@ from google.protobuf.message import Message
 
 from mailyard.api.directory.v1 import directory_pb2 as pb
 from mailyard.api.directory.v1 import directory_pb2_grpc as pb_grpc
-from mailyard.core import extensions
+from mailyard.core import extensions, listcookie
 from mailyard.core.addresses import split
 from mailyard.core.directory import (
     SETTINGS_KEY,
@@ -30,8 +31,17 @@ from mailyard.core.directory import (
     record_key,
     record_prefix,
 )
+from mailyard.core.srs_keys import SrsSecrets
 from mailyard.directory import passwords, validate
-from mailyard.directory.errors import Refused, exists, invalid, not_found, precondition, rpc
+from mailyard.directory.errors import (
+    Refused,
+    denied,
+    exists,
+    invalid,
+    not_found,
+    precondition,
+    rpc,
+)
 from mailyard.directory.listing import Listings
 from mailyard.directory.metrics import changed
 from mailyard.directory.store import Conflict, KVStore, ViewSync
@@ -55,9 +65,11 @@ def redacted(mailbox: pb.Mailbox) -> pb.Mailbox:
 
 
 class DirectoryService(pb_grpc.DirectoryServicer):
-    def __init__(self, store: KVStore, view: DirectoryView, *, min_password_length: int = 8
-                 ) -> None:
+    def __init__(self, store: KVStore, view: DirectoryView, *, min_password_length: int = 8,
+                 cookie_secrets: SrsSecrets | None = None) -> None:
         self.store = store
+        # the list cookies' secrets (ConfirmListMember); None: no confirmation is valid
+        self.cookie_secrets = cookie_secrets
         self.view = view
         self.sync = ViewSync(view)
         self.listings = Listings(view)
@@ -479,7 +491,8 @@ class DirectoryService(pb_grpc.DirectoryServicer):
         posters = validate.targets(list(request.posters), "poster") if request.posters else []
         mlist = pb.MailingList(address=address, owner=owner, members=members,
                                posting=validate.posting(request.posting),
-                               posters=posters)
+                               posters=posters,
+                               subscription=validate.subscription(request.subscription))
         await self._create("list", address, mlist, "list")
         return mlist
 
@@ -495,6 +508,48 @@ class DirectoryService(pb_grpc.DirectoryServicer):
             mlist.posters[:] = posters
 
         return await self._modify("list", pb.MailingList, address, edit, "list")
+
+    @rpc
+    async def SetListSubscription(self, request: pb.SetListSubscriptionRequest, context: Ctx
+                                  ) -> pb.MailingList:
+        address = validate.address(request.address)
+        subscription = validate.subscription(request.subscription)
+
+        def edit(mlist: pb.MailingList) -> None:
+            mlist.subscription = subscription
+
+        return await self._modify("list", pb.MailingList, address, edit, "list")
+
+    @rpc
+    async def ConfirmListMember(self, request: pb.ConfirmListMemberRequest, context: Ctx
+                                ) -> pb.ConfirmListMemberResponse:
+        """The one membership write local-delivery may make: checked here against the
+        cookie, so its token alone adds or removes nobody."""
+        address = validate.address(request.list)
+        member = validate.target(request.member)
+        action = listcookie.SUBSCRIBE if request.subscribe else listcookie.UNSUBSCRIBE
+        secrets = await self.cookie_secrets.get() if self.cookie_secrets else []
+        if not listcookie.valid(secrets, address, action, member, request.cookie, time.time()):
+            raise denied(f"the confirmation for {member} is invalid or expired")
+        if request.subscribe and self._names(address, [member]):
+            raise invalid(f"list {address} cannot be its own member")
+        changed: list[bool] = []
+
+        def edit(mlist: pb.MailingList) -> None:
+            if mlist.subscription != pb.SUBSCRIPTION_POLICY_CONFIRM:
+                raise precondition(f"{address} takes no subscriptions by mail")
+            # the member as it was added (Joe@ by the owner) is the one confirmed (joe@)
+            now = [m for m in mlist.members if m.lower() == member.lower()]
+            changed[:] = [not now if request.subscribe else bool(now)]
+            if request.subscribe and not now:
+                mlist.members.append(member)
+            for old in now if not request.subscribe else ():
+                mlist.members.remove(old)
+
+        await self._modify("list", pb.MailingList, address, edit, "list")
+        log.info("list member %s by mail", "added" if request.subscribe else "removed",
+                 extra={"list": address, "changed": changed[0]})
+        return pb.ConfirmListMemberResponse(changed=changed[0])
 
     @rpc
     async def DeleteList(self, request: pb.AddressRequest, context: Ctx) -> pb.DeleteResponse:

@@ -39,6 +39,10 @@ def precondition(message: str) -> Refused:
     return Refused(grpc.StatusCode.FAILED_PRECONDITION, message)
 
 
+def denied(message: str) -> Refused:
+    return Refused(grpc.StatusCode.PERMISSION_DENIED, message)
+
+
 def rpc(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     """Turn a Refused raised by a servicer method into the matching gRPC status."""
 

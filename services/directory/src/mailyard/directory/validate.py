@@ -103,6 +103,13 @@ def posting(value: pb.PostingPolicy.ValueType) -> pb.PostingPolicy.ValueType:
     return value
 
 
+def subscription(value: pb.SubscriptionPolicy.ValueType) -> pb.SubscriptionPolicy.ValueType:
+    """A list's subscription policy as sent: one the proto defines."""
+    if value not in pb.SubscriptionPolicy.values():
+        raise invalid(f"no subscription policy {value}: closed or confirm")
+    return value
+
+
 def gecos(text: str) -> str:
     """A user's name (vpopmail's gecos): one line of printable text, "" allowed."""
     text = text.strip()

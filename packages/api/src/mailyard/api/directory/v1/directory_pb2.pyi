@@ -79,6 +79,34 @@ POSTING_POLICY_ANNOUNCE: PostingPolicy.ValueType  # 3
 """the owner and the posters only"""
 Global___PostingPolicy: _TypeAlias = PostingPolicy  # noqa: Y015
 
+class _SubscriptionPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SubscriptionPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SubscriptionPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SUBSCRIPTION_POLICY_UNSPECIFIED: _SubscriptionPolicy.ValueType  # 0
+    """closed: what every list did before the setting"""
+    SUBSCRIPTION_POLICY_CLOSED: _SubscriptionPolicy.ValueType  # 1
+    """command addresses refused; the owner edits members"""
+    SUBSCRIPTION_POLICY_CONFIRM: _SubscriptionPolicy.ValueType  # 2
+    """by mail, confirmed by a reply (ezmlm's default)"""
+
+class SubscriptionPolicy(_SubscriptionPolicy, metaclass=_SubscriptionPolicyEnumTypeWrapper):
+    """Subscribing and leaving by mail (ezmlm-manage): LIST-subscribe@ / LIST-unsubscribe@ (any
+    recipient delimiter) ask; local-delivery answers with a confirmation request whose
+    Reply-To is LIST-sc.COOKIE-user=host@ (-uc. to leave); mail to that address makes the
+    change through ConfirmListMember (double opt-in, as ezmlm does by default).
+    """
+
+SUBSCRIPTION_POLICY_UNSPECIFIED: SubscriptionPolicy.ValueType  # 0
+"""closed: what every list did before the setting"""
+SUBSCRIPTION_POLICY_CLOSED: SubscriptionPolicy.ValueType  # 1
+"""command addresses refused; the owner edits members"""
+SUBSCRIPTION_POLICY_CONFIRM: SubscriptionPolicy.ValueType  # 2
+"""by mail, confirmed by a reply (ezmlm's default)"""
+Global___SubscriptionPolicy: _TypeAlias = SubscriptionPolicy  # noqa: Y015
+
 class _ResolutionKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -299,10 +327,12 @@ class MailingList(_message.Message):
     MEMBERS_FIELD_NUMBER: _builtins.int
     POSTING_FIELD_NUMBER: _builtins.int
     POSTERS_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_FIELD_NUMBER: _builtins.int
     address: _builtins.str
     owner: _builtins.str
     """envelope sender of list mail: bounces go here"""
     posting: Global___PostingPolicy.ValueType
+    subscription: Global___SubscriptionPolicy.ValueType
     @_builtins.property
     def members(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -317,10 +347,11 @@ class MailingList(_message.Message):
         members: _abc.Iterable[_builtins.str] | None = ...,
         posting: Global___PostingPolicy.ValueType = ...,
         posters: _abc.Iterable[_builtins.str] | None = ...,
+        subscription: Global___SubscriptionPolicy.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "members", b"members", "owner", b"owner", "posters", b"posters", "posting", b"posting"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "members", b"members", "owner", b"owner", "posters", b"posters", "posting", b"posting", "subscription", b"subscription"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -814,9 +845,11 @@ class AddListRequest(_message.Message):
     MEMBERS_FIELD_NUMBER: _builtins.int
     POSTING_FIELD_NUMBER: _builtins.int
     POSTERS_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_FIELD_NUMBER: _builtins.int
     address: _builtins.str
     owner: _builtins.str
     posting: Global___PostingPolicy.ValueType
+    subscription: Global___SubscriptionPolicy.ValueType
     @_builtins.property
     def members(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -829,10 +862,11 @@ class AddListRequest(_message.Message):
         members: _abc.Iterable[_builtins.str] | None = ...,
         posting: Global___PostingPolicy.ValueType = ...,
         posters: _abc.Iterable[_builtins.str] | None = ...,
+        subscription: Global___SubscriptionPolicy.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "members", b"members", "owner", b"owner", "posters", b"posters", "posting", b"posting"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "members", b"members", "owner", b"owner", "posters", b"posters", "posting", b"posting", "subscription", b"subscription"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -867,6 +901,28 @@ class SetListPostingRequest(_message.Message):
 Global___SetListPostingRequest: _TypeAlias = SetListPostingRequest  # noqa: Y015
 
 @_typing.final
+class SetListSubscriptionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_FIELD_NUMBER: _builtins.int
+    address: _builtins.str
+    subscription: Global___SubscriptionPolicy.ValueType
+    def __init__(
+        self,
+        *,
+        address: _builtins.str = ...,
+        subscription: Global___SubscriptionPolicy.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "subscription", b"subscription"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetListSubscriptionRequest: _TypeAlias = SetListSubscriptionRequest  # noqa: Y015
+
+@_typing.final
 class ListMemberRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -887,6 +943,58 @@ class ListMemberRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListMemberRequest: _TypeAlias = ListMemberRequest  # noqa: Y015
+
+@_typing.final
+class ConfirmListMemberRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIST_FIELD_NUMBER: _builtins.int
+    MEMBER_FIELD_NUMBER: _builtins.int
+    SUBSCRIBE_FIELD_NUMBER: _builtins.int
+    COOKIE_FIELD_NUMBER: _builtins.int
+    list: _builtins.str
+    """the list's address (canonical)"""
+    member: _builtins.str
+    """the address the cookie was made for"""
+    subscribe: _builtins.bool
+    """true: join (-sc.), false: leave (-uc.)"""
+    cookie: _builtins.str
+    """as in the confirmation address (core.listcookie)"""
+    def __init__(
+        self,
+        *,
+        list: _builtins.str = ...,
+        member: _builtins.str = ...,
+        subscribe: _builtins.bool = ...,
+        cookie: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cookie", b"cookie", "list", b"list", "member", b"member", "subscribe", b"subscribe"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfirmListMemberRequest: _TypeAlias = ConfirmListMemberRequest  # noqa: Y015
+
+@_typing.final
+class ConfirmListMemberResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGED_FIELD_NUMBER: _builtins.int
+    changed: _builtins.bool
+    """false: was a member already / was none"""
+    def __init__(
+        self,
+        *,
+        changed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfirmListMemberResponse: _TypeAlias = ConfirmListMemberResponse  # noqa: Y015
 
 @_typing.final
 class ListListsRequest(_message.Message):

@@ -149,6 +149,16 @@ class DirectoryStub:
                 request_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.SetListPostingRequest.SerializeToString,
                 response_deserializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.MailingList.FromString,
                 _registered_method=True)
+        self.SetListSubscription = channel.unary_unary(
+                '/mailyard.directory.v1.Directory/SetListSubscription',
+                request_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.SetListSubscriptionRequest.SerializeToString,
+                response_deserializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.MailingList.FromString,
+                _registered_method=True)
+        self.ConfirmListMember = channel.unary_unary(
+                '/mailyard.directory.v1.Directory/ConfirmListMember',
+                request_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.ConfirmListMemberRequest.SerializeToString,
+                response_deserializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.ConfirmListMemberResponse.FromString,
+                _registered_method=True)
         self.Resolve = channel.unary_unary(
                 '/mailyard.directory.v1.Directory/Resolve',
                 request_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.AddressRequest.SerializeToString,
@@ -329,6 +339,24 @@ class DirectoryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetListSubscription(self, request, context):
+        """Whether the list's command addresses take subscribe / unsubscribe requests by mail.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConfirmListMember(self, request, context):
+        """local-delivery, for mail to a list's confirmation address (LIST-sc.COOKIE-user=host@):
+        adds or removes the member when the cookie is one the directory made for exactly this
+        (list, action, member) within COOKIE_DAYS and the list's subscription is CONFIRM.
+        PERMISSION_DENIED: an invalid or expired cookie; FAILED_PRECONDITION: the list takes no
+        subscriptions by mail (any more). Nothing changes unless it succeeds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Resolve(self, request, context):
         """what a delivery to this address does
         """
@@ -489,6 +517,16 @@ def add_DirectoryServicer_to_server(servicer, server):
                     servicer.SetListPosting,
                     request_deserializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.SetListPostingRequest.FromString,
                     response_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.MailingList.SerializeToString,
+            ),
+            'SetListSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetListSubscription,
+                    request_deserializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.SetListSubscriptionRequest.FromString,
+                    response_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.MailingList.SerializeToString,
+            ),
+            'ConfirmListMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfirmListMember,
+                    request_deserializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.ConfirmListMemberRequest.FromString,
+                    response_serializer=mailyard_dot_directory_dot_v1_dot_directory__pb2.ConfirmListMemberResponse.SerializeToString,
             ),
             'Resolve': grpc.unary_unary_rpc_method_handler(
                     servicer.Resolve,
@@ -1142,6 +1180,60 @@ class Directory:
             '/mailyard.directory.v1.Directory/SetListPosting',
             mailyard_dot_directory_dot_v1_dot_directory__pb2.SetListPostingRequest.SerializeToString,
             mailyard_dot_directory_dot_v1_dot_directory__pb2.MailingList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetListSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mailyard.directory.v1.Directory/SetListSubscription',
+            mailyard_dot_directory_dot_v1_dot_directory__pb2.SetListSubscriptionRequest.SerializeToString,
+            mailyard_dot_directory_dot_v1_dot_directory__pb2.MailingList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfirmListMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mailyard.directory.v1.Directory/ConfirmListMember',
+            mailyard_dot_directory_dot_v1_dot_directory__pb2.ConfirmListMemberRequest.SerializeToString,
+            mailyard_dot_directory_dot_v1_dot_directory__pb2.ConfirmListMemberResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -65,6 +65,15 @@ class DirectoryStub:
     GetList: _grpc.UnaryUnaryMultiCallable[_directory_pb2.AddressRequest, _directory_pb2.MailingList]
     """NOT_FOUND: no such list"""
     SetListPosting: _grpc.UnaryUnaryMultiCallable[_directory_pb2.SetListPostingRequest, _directory_pb2.MailingList]
+    SetListSubscription: _grpc.UnaryUnaryMultiCallable[_directory_pb2.SetListSubscriptionRequest, _directory_pb2.MailingList]
+    """Whether the list's command addresses take subscribe / unsubscribe requests by mail."""
+    ConfirmListMember: _grpc.UnaryUnaryMultiCallable[_directory_pb2.ConfirmListMemberRequest, _directory_pb2.ConfirmListMemberResponse]
+    """local-delivery, for mail to a list's confirmation address (LIST-sc.COOKIE-user=host@):
+    adds or removes the member when the cookie is one the directory made for exactly this
+    (list, action, member) within COOKIE_DAYS and the list's subscription is CONFIRM.
+    PERMISSION_DENIED: an invalid or expired cookie; FAILED_PRECONDITION: the list takes no
+    subscriptions by mail (any more). Nothing changes unless it succeeds.
+    """
     Resolve: _grpc.UnaryUnaryMultiCallable[_directory_pb2.AddressRequest, _directory_pb2.Resolution]
     """what a delivery to this address does"""
     SetAutoresponse: _grpc.UnaryUnaryMultiCallable[_directory_pb2.SetAutoresponseRequest, _directory_pb2.Mailbox]
@@ -114,6 +123,15 @@ class DirectoryAsyncStub(DirectoryStub):
     GetList: _aio.UnaryUnaryMultiCallable[_directory_pb2.AddressRequest, _directory_pb2.MailingList]  # type: ignore[assignment]
     """NOT_FOUND: no such list"""
     SetListPosting: _aio.UnaryUnaryMultiCallable[_directory_pb2.SetListPostingRequest, _directory_pb2.MailingList]  # type: ignore[assignment]
+    SetListSubscription: _aio.UnaryUnaryMultiCallable[_directory_pb2.SetListSubscriptionRequest, _directory_pb2.MailingList]  # type: ignore[assignment]
+    """Whether the list's command addresses take subscribe / unsubscribe requests by mail."""
+    ConfirmListMember: _aio.UnaryUnaryMultiCallable[_directory_pb2.ConfirmListMemberRequest, _directory_pb2.ConfirmListMemberResponse]  # type: ignore[assignment]
+    """local-delivery, for mail to a list's confirmation address (LIST-sc.COOKIE-user=host@):
+    adds or removes the member when the cookie is one the directory made for exactly this
+    (list, action, member) within COOKIE_DAYS and the list's subscription is CONFIRM.
+    PERMISSION_DENIED: an invalid or expired cookie; FAILED_PRECONDITION: the list takes no
+    subscriptions by mail (any more). Nothing changes unless it succeeds.
+    """
     Resolve: _aio.UnaryUnaryMultiCallable[_directory_pb2.AddressRequest, _directory_pb2.Resolution]  # type: ignore[assignment]
     """what a delivery to this address does"""
     SetAutoresponse: _aio.UnaryUnaryMultiCallable[_directory_pb2.SetAutoresponseRequest, _directory_pb2.Mailbox]  # type: ignore[assignment]
@@ -298,6 +316,27 @@ class DirectoryServicer(metaclass=_abc_1.ABCMeta):
         request: _directory_pb2.SetListPostingRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_directory_pb2.MailingList, _abc.Awaitable[_directory_pb2.MailingList]]: ...
+
+    @_abc_1.abstractmethod
+    def SetListSubscription(
+        self,
+        request: _directory_pb2.SetListSubscriptionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_directory_pb2.MailingList, _abc.Awaitable[_directory_pb2.MailingList]]:
+        """Whether the list's command addresses take subscribe / unsubscribe requests by mail."""
+
+    @_abc_1.abstractmethod
+    def ConfirmListMember(
+        self,
+        request: _directory_pb2.ConfirmListMemberRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_directory_pb2.ConfirmListMemberResponse, _abc.Awaitable[_directory_pb2.ConfirmListMemberResponse]]:
+        """local-delivery, for mail to a list's confirmation address (LIST-sc.COOKIE-user=host@):
+        adds or removes the member when the cookie is one the directory made for exactly this
+        (list, action, member) within COOKIE_DAYS and the list's subscription is CONFIRM.
+        PERMISSION_DENIED: an invalid or expired cookie; FAILED_PRECONDITION: the list takes no
+        subscriptions by mail (any more). Nothing changes unless it succeeds.
+        """
 
     @_abc_1.abstractmethod
     def Resolve(
