@@ -245,9 +245,11 @@ def test_network_policies(rendered: tuple[str, list[Doc]]) -> None:
         assert _allowed_sources(docs, "mail-access", port) == [{"anywhere": True}]
     for admin_api in ("queue", "remote-delivery"):
         assert _allowed_sources(docs, admin_api, 50051) == ADMIN, admin_api
-    # relay-auth hands upgraded password hashes to the directory
+    # relay-auth hands upgraded password hashes to the directory, local-delivery a list
+    # member's confirmation
     assert _allowed_sources(docs, "directory", 50051) == [
-        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "relay-auth"}}}, *ADMIN]
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "relay-auth"}}},
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "local-delivery"}}}, *ADMIN]
     for port in (2525, 2587, 2465):
         assert _allowed_sources(docs, "smtp-ingress", port) == [{"anywhere": True}]
     for name in SERVICES:

@@ -189,6 +189,8 @@ class Platform:
                         {"STATE_DIR": str(self.data / "queue")}),
             ServiceSpec("local-delivery", "mailyard.local_delivery", "LOCAL", p.local_http,
                         extra={"MAIL_DIR": str(self.mail_dir),
+                               # list members' confirmations (role listmail)
+                               "DIRECTORY_ADDR": f"127.0.0.1:{p.directory_grpc}",
                                **self.mail_user.local_delivery_env()}),
         ]
         if self.dovecot:
@@ -299,8 +301,7 @@ class Platform:
         for folder in (self.data, self.logs, self.spool_dir, self.mail_dir):
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         prepare_mail_dir(self.data, self.mail_dir, self.mail_user)
-        if not self.tokens_file.exists():
-            auth.write_table(self.tokens_file)
+        self.ensure_tokens()
         self.nats.start(self.logs / "nats.log", spawn=spawn_supervised)
         self._nats_wanted = True
         try:
@@ -317,6 +318,14 @@ class Platform:
         except BaseException:
             self.stop()
             raise
+
+    def ensure_tokens(self) -> None:
+        """The token table: made at the first start, and given the roles a later release
+        added (each service reads its own role's line)."""
+        if not self.tokens_file.exists():
+            auth.write_table(self.tokens_file)
+        elif added := auth.add_missing_roles(self.tokens_file):
+            self.notes.append(f"tokens for {', '.join(added)} added to {self.tokens_file}")
 
     def set_control(self, name: str, text: str) -> None:
         """Write a control file through the directory (validated there, seen by all)."""

@@ -2,7 +2,7 @@
 
     mailyard auth tokens > tokens && chmod 600 tokens     # then a Secret, or TOKENS_FILE
 
-One line per role (admin, read, ingress, bridge, relayauth), each token 256 random bits.
+One line per role (admin, read, ingress, bridge, relayauth, listmail), each token 256 random bits.
 Printed, never stored by this command: where it goes is the operator's choice.
 """
 

@@ -307,6 +307,20 @@ def aio_channel(address: str, token: str | None,
                                      interceptors=aio_interceptors(token))
 
 
+def add_missing_roles(path: Path) -> list[str]:
+    """Give a table made by an older release a token for each role it lacks (listmail came
+    later: without it local-delivery could not confirm list members); the lines it has stay.
+    Returns the roles added."""
+    text = path.read_text()
+    have = set(parse_table(text, str(path)).values())
+    missing = [role for role in ROLES if role not in have]
+    if missing:
+        with path.open("a") as out:
+            out.write("" if text.endswith("\n") else "\n")
+            out.writelines(f"{role} {new_token()}\n" for role in missing)
+    return missing
+
+
 def write_table(path: Path, roles: Iterable[str] = ROLES) -> dict[str, str]:
     """A new table (role -> token), written owner-only; for `mailyard up` and the CLI."""
     tokens = {role: new_token() for role in roles}

@@ -36,7 +36,7 @@ from mailyard.core.directory import DirectoryView, canonical
 from mailyard.core.errors import MailyardError, SpoolError
 from mailyard.core.identity import POSTMASTER_NAMES, Identity
 from mailyard.core.spool import Spool
-from mailyard.core.srs_keys import SrsSecrets
+from mailyard.core.srs_keys import SrsSecrets, list_cookie_secrets
 from mailyard.local_delivery import (
     autoreply,
     listmail,
@@ -46,6 +46,7 @@ from mailyard.local_delivery import (
     quotawarn,
     reinject,
     resolve,
+    subscribe,
 )
 from mailyard.local_delivery.settings import Settings
 from mailyard.local_delivery.srs_sender import SrsSender
@@ -114,6 +115,8 @@ class Deliverer:
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="maildir")
         self.autoresponder = autoreply.Autoresponder(settings, spool, js)
         self.srs = SrsSender(directory, identity, SrsSecrets(js))
+        self.subscriptions = subscribe.Subscriptions(settings, spool, js,
+                                                     list_cookie_secrets(js))
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -176,6 +179,15 @@ class Deliverer:
                 # routed here for our SRS addresses there (the queue): no mailbox otherwise
                 return _result(recipient, Outcome.OUTCOME_FAILED, *resolve.NO_MAILBOX)
             return _result(recipient, Outcome.OUTCOME_DEFERRED, *exp.deferral)
+        if exp.command is not None:
+            try:
+                return _result(recipient, *await self.subscriptions.handle(
+                    job, message.data, exp.command))
+            except MailyardError as exc:
+                log.warning("list command not answered: %s", exc,
+                            extra={"queue_id": job.queue_id})
+                return _result(recipient, Outcome.OUTCOME_DEFERRED,
+                               "Unable to answer: queue unavailable. (#4.3.0)", "4.3.0")
 
         for mailbox in exp.mailboxes.values():
             refused = await self._to_mailbox(job, mailbox, [return_path, delivered_to,
@@ -216,9 +228,9 @@ class Deliverer:
                         job.sender, message.data, self.directory.delimiters)):
                     return _result(recipient, Outcome.OUTCOME_FAILED, not_allowed, "5.7.2")
                 if mlist.members:
-                    listed = lines + listmail.fields(mlist.address, owner,
-                                                     self.directory.delimiters,
-                                                     message.eol) + message.data
+                    listed = lines + listmail.fields(
+                        mlist.address, owner, self.directory.delimiters, message.eol,
+                        mlist.subscription == pb.SUBSCRIPTION_POLICY_CONFIRM) + message.data
                     for sender, members in await self._list_senders(owner, mlist):
                         qid = await reinject.to_list(self.spool, self.js, job, address,
                                                      mlist.address, owner, members, listed,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from mailyard.api.directory.v1 import directory_pb2 as pb
-from mailyard.core import listaddresses
+from mailyard.core import listaddresses, listcookie
 from mailyard.core.addresses import split
 from mailyard.core.directory import canonical
 from mailyard.local_delivery import autoheaders
@@ -56,13 +56,23 @@ def went_through(header: bytes, list_address: str) -> bool:
     return False
 
 
-def fields(list_address: str, owner: str, delimiters: str, eol: bytes) -> bytes:
-    """The fields put on top of every copy of the list's mail."""
+def fields(list_address: str, owner: str, delimiters: str, eol: bytes,
+           by_mail: bool = False) -> bytes:
+    """The fields put on top of every copy of the list's mail. `by_mail`: the list takes
+    subscriptions by mail (subscribe.py), so List-Unsubscribe is its -unsubscribe address,
+    which a mail reader's "unsubscribe" button can use without a human."""
     help_to = listaddresses.owner_command(list_address, delimiters, owner)
+    leave = f"{help_to}?subject=unsubscribe"
+    join: tuple[str, ...] = ()
+    if by_mail and delimiters:
+        leave, subscribe = (listcookie.command_address(list_address, delimiters[0], action)
+                            for action in (listcookie.UNSUBSCRIBE, listcookie.SUBSCRIBE))
+        join = (f"List-Subscribe: <mailto:{subscribe}>",)
     lines = (f"List-Id: <{list_id(list_address)}>",
              f"List-Post: <mailto:{list_address}>",
              f"List-Help: <mailto:{help_to}?subject=help>",
-             f"List-Unsubscribe: <mailto:{help_to}?subject=unsubscribe>",
+             f"List-Unsubscribe: <mailto:{leave}>",
+             *join,
              f"List-Owner: <mailto:{help_to}>",
              "Precedence: list")
     return b"".join(line.encode() + eol for line in lines)

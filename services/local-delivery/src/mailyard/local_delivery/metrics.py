@@ -32,6 +32,14 @@ QUOTA_WARNINGS = Counter(
     "sent (in new/), failed (not written: see the log).",
     ["result"],
 )
+LIST_COMMANDS = Counter(
+    "mailyard_local_list_commands",
+    "Mail to a subscribe / unsubscribe address of a list that takes them, by result: "
+    "requested (a confirmation request sent), subscribed, unsubscribed, refused (a cookie "
+    "invalid or expired, a list closed meanwhile, a bad address), excluded (automatic or "
+    "null sender, or bulk mail: not answered), failed (directory or queue unavailable).",
+    ["result"],
+)
 
 RESULTS = ("delivered", "deferred", "failed")
 AUTOREPLY_RESULTS = ("sent", "repeat", "excluded", "inactive", "failed")
@@ -41,3 +49,5 @@ for _result in AUTOREPLY_RESULTS:
     AUTOREPLIES.labels(_result)
 for _result in ("sent", "failed"):
     QUOTA_WARNINGS.labels(_result)
+for _result in ("requested", "subscribed", "unsubscribed", "refused", "excluded", "failed"):
+    LIST_COMMANDS.labels(_result)

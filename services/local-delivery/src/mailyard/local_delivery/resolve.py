@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mailyard.api.directory.v1 import directory_pb2 as pb
-from mailyard.core import listaddresses
+from mailyard.core import listaddresses, listcookie
+from mailyard.core.addresses import split
 from mailyard.core.directory import DirectoryView, canonical
 
 MAX_DEPTH = 20
@@ -29,6 +30,16 @@ LIST_COMMAND = "Sorry, {list} takes no commands by mail; write to {owner}. (#5.7
 NO_PROGRAMS = ("Sorry, program delivery (|command) is not supported here. (#5.7.1)", "5.7.1")
 
 
+@dataclass(frozen=True)
+class ListCommand:
+    """Mail to a command address of a list that takes subscriptions by mail (subscribe.py)."""
+
+    list_address: str
+    owner: str
+    delimiter: str        # the one the command address was written with
+    command: listcookie.Command
+
+
 @dataclass
 class ListSend:
     address: str
@@ -36,6 +47,7 @@ class ListSend:
     members: list[str]
     posting: int = pb.POSTING_POLICY_UNSPECIFIED
     posters: list[str] = field(default_factory=list)
+    subscription: int = pb.SUBSCRIPTION_POLICY_UNSPECIFIED
 
 
 @dataclass
@@ -44,6 +56,7 @@ class Expansion:
     mailboxes: dict[str, pb.Mailbox] = field(default_factory=dict)  # address -> record
     forwards: list[str] = field(default_factory=list)  # reinjected, original sender
     lists: list[ListSend] = field(default_factory=list)
+    command: ListCommand | None = None  # a subscribe / unsubscribe of a list (subscribe.py)
     deleted: bool = False       # a catch-all "delete" swallowed it
     failure: tuple[str, str] | None = None   # permanent (reply, enhanced code)
     deferral: tuple[str, str] | None = None  # temporary
@@ -133,11 +146,19 @@ def _step(view: DirectoryView, address: str, written: str, path: tuple[str, ...]
         mlist = view.mailing_list(list_address) or pb.MailingList()
         if not any(ls.address == list_address for ls in exp.lists):
             exp.lists.append(ListSend(list_address, mlist.owner, list(res.targets),
-                                      mlist.posting, list(mlist.posters)))
+                                      mlist.posting, list(mlist.posters),
+                                      mlist.subscription))
     elif kind == pb.RESOLUTION_KIND_LIST_COMMAND:
         # news-subscribe@ (RCPT refuses it too): never posted to the list
-        if listaddresses.extension(address, res.resolved) in listaddresses.OWNER_EXTENSIONS:
+        extension = listaddresses.extension(address, res.resolved)
+        if extension in listaddresses.OWNER_EXTENSIONS:
             exp.failure = NO_OWNER  # -owner of a list from before owners were required
+            return
+        named = view.mailing_list(res.resolved)
+        if (named is not None and named.subscription == pb.SUBSCRIPTION_POLICY_CONFIRM
+                and (command := listcookie.parse(extension)) is not None):
+            delimiter = address[len(split(res.resolved)[0])]
+            exp.command = ListCommand(res.resolved, named.owner, delimiter, command)
             return
         exp.failure = (LIST_COMMAND.format(
             list=res.resolved, owner=listaddresses.owner_address(address, res.resolved)),

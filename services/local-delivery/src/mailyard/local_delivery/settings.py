@@ -46,6 +46,11 @@ class Settings(ServiceSettings):
     quota_warn_percent: float = Field(default=90.0, ge=0, le=100)
     quota_warn_interval: float = Field(default=86400.0, ge=60, le=366 * 86400)
 
+    # The directory, for a list member's confirmation by mail (subscribe.py), called with
+    # this service's token of role listmail (TOKEN_FILE).
+    directory_addr: str = "127.0.0.1:50056"
+    directory_timeout: float = Field(default=10.0, gt=0)
+
     @field_validator("program_delivery")
     @classmethod
     def _no_programs(cls, value: bool) -> bool:

@@ -143,5 +143,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         await control.stop()
         with contextlib.suppress(Exception):
             await nc.drain()
+        with contextlib.suppress(Exception):
+            await deliverer.subscriptions.close()
         deliverer.close()
         spool.close()

@@ -1,0 +1,228 @@
+"""Subscribing to and leaving a list by mail (ezmlm-manage, double opt-in), for lists whose
+subscription policy is CONFIRM; a closed list's command addresses stay refused (resolve.py).
+
+- LIST+subscribe@ / LIST+unsubscribe@ (any recipient delimiter; ezmlm's
+  LIST-subscribe-user=host@ for another address) get a confirmation request sent to the
+  address asked for, Reply-To LIST+sc.COOKIE-user=host@ (+uc. to leave): the cookie
+  (mailyard.core.listcookie) is good for ten days. Nothing changes yet.
+- Mail to that address hands the cookie to the directory's ConfirmListMember, which checks
+  it and makes the change; the member then gets a welcome or goodbye note. A cookie that is
+  forged or expired changes nothing and the mail bounces saying so.
+
+No answer ever goes to the null sender, an automatic sender (MAILER-DAEMON, owner-*,
+*-request, also behind SRS or BATV) or mail that says it is automatic, bulk or list mail
+(the vacation rules, autoreply.py), so two robots cannot talk to each other. Answers go
+from <> with Auto-Submitted: auto-replied (RFC 3834), through the queue like every reply.
+
+The directory is called with local-delivery's own token (role listmail): it may confirm and
+do nothing else. Read at the first confirmation, so a host without one still delivers mail.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from email import policy
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from typing import Any
+
+import grpc
+from nats.js import JetStreamContext
+
+from mailyard.api.directory.v1 import directory_pb2 as pb
+from mailyard.api.directory.v1 import directory_pb2_grpc as pb_grpc
+from mailyard.api.mail.v1.delivery_pb2 import DeliveryJob, Outcome
+from mailyard.core import auth, listaddresses, listcookie
+from mailyard.core.errors import SettingsError
+from mailyard.core.sender_author import author
+from mailyard.core.spool import Spool
+from mailyard.core.srs_keys import SrsSecrets
+from mailyard.local_delivery import autoheaders, autoreply, metrics, reinject
+from mailyard.local_delivery.resolve import ListCommand
+from mailyard.local_delivery.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# delivery replies (the bounce text a sender reads)
+NOT_ANSWERED = "list command not answered: {why}"
+REQUESTED = "confirmation request sent"
+INVALID = ("Sorry, this confirmation for {list} is invalid or has expired (they last "
+           "{days} days); nothing was changed. Send a new request to {again}. (#5.7.1)")
+CLOSED = "Sorry, {list} no longer takes subscriptions by mail; write to {owner}. (#5.7.1)"
+BAD_ADDRESS = "Sorry, {address} cannot be subscribed to {list}. (#5.1.3)"
+UNAVAILABLE = "Unable to answer the list command now; will try again. (#4.3.0)"
+
+# the messages the subscriber reads
+REQUEST_SUBJECT = {listcookie.SUBSCRIBE: "confirm subscribe to {list}",
+                   listcookie.UNSUBSCRIBE: "confirm unsubscribe from {list}"}
+REQUEST_BODY = """\
+Someone, probably you, asked to {verb} the address
+
+    {address}
+
+{prep} the mailing list {list}.
+
+To confirm, reply to this message (its Reply-To is the confirmation address), or send
+an empty message to
+
+    {confirm}
+
+This confirmation works for {days} days. If you did not ask for this, ignore this
+message: nothing changes without your reply.
+
+The list's owner can be reached at {owner}.
+"""
+DONE_SUBJECT = {listcookie.SUBSCRIBE: "welcome to {list}",
+                listcookie.UNSUBSCRIBE: "goodbye from {list}"}
+DONE_BODY = {listcookie.SUBSCRIBE: """\
+The address {address} is now subscribed to the mailing list {list}.
+
+To post, write to {list}. To leave, send an empty message to {leave}.
+The list's owner can be reached at {owner}.
+""", listcookie.UNSUBSCRIBE: """\
+The address {address} has been removed from the mailing list {list}; it gets no more
+of its mail. To join again, send an empty message to {join}.
+"""}
+
+
+class Subscriptions:
+    def __init__(self, settings: Settings, spool: Spool, js: JetStreamContext,
+                 secrets: SrsSecrets) -> None:
+        self.settings = settings
+        self.spool = spool
+        self.js = js
+        self.secrets = secrets
+        self._stub: Any = None  # DirectoryStub on an aio channel
+        self._channel: grpc.aio.Channel | None = None
+
+    def _directory(self) -> Any:
+        if self._stub is None:
+            token = auth.client_token(self.settings.token_file, "listmail")
+            channel = auth.aio_channel(self.settings.directory_addr, token)
+            self._channel, self._stub = channel, pb_grpc.DirectoryStub(channel)
+        return self._stub
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+
+    async def handle(self, job: DeliveryJob, data: bytes, cmd: ListCommand
+                     ) -> tuple[int, str, str]:
+        """(outcome, reply, enhanced code) of one recipient that is a list command."""
+        why = autoreply.sender_excluded(job.sender, cmd.list_address)
+        if why is None:
+            orig = autoheaders.parse(data)
+            why = autoreply.header_excluded(replace(orig, recipients={""}), {""})
+        if why:
+            # accepted and dropped: a bounce of a robot's mail would reach another robot
+            metrics.LIST_COMMANDS.labels("excluded").inc()
+            log.info("list command not answered: %s", why, extra={"queue_id": job.queue_id})
+            return Outcome.OUTCOME_DELIVERED, NOT_ANSWERED.format(why=why), "2.0.0"
+        if cmd.command.cookie:
+            return await self._confirm(job, cmd)
+        return await self._request(job, cmd)
+
+    async def _request(self, job: DeliveryJob, cmd: ListCommand) -> tuple[int, str, str]:
+        # the author behind an SRS or BATV envelope sender: the address that reads mail
+        address = (cmd.command.address or author(job.sender)).lower()
+        action = cmd.command.action
+        if listcookie.parse(f"{action}-{address.replace('@', '=')}") is None:
+            # a quoted or odd local part a confirmation address cannot carry back
+            metrics.LIST_COMMANDS.labels("excluded").inc()
+            return (Outcome.OUTCOME_FAILED,
+                    BAD_ADDRESS.format(address=address, list=cmd.list_address), "5.1.3")
+        now = time.time()
+        try:
+            [secret, *_] = await self.secrets.get()
+        except Exception as exc:  # the bucket away: the queue tries again
+            metrics.LIST_COMMANDS.labels("failed").inc()
+            log.warning("list confirmation request deferred: %s", exc or type(exc).__name__,
+                        extra={"queue_id": job.queue_id})
+            return Outcome.OUTCOME_DEFERRED, UNAVAILABLE, "4.3.0"
+        cookie = listcookie.make(secret, cmd.list_address, action, address, now)
+        confirm = listcookie.confirm_address(cmd.list_address, cmd.delimiter, action,
+                                             address, cookie)
+        verb = action
+        body = REQUEST_BODY.format(
+            verb=verb, address=address,
+            prep="to" if action == listcookie.SUBSCRIBE else "from",
+            list=cmd.list_address, confirm=confirm, days=listcookie.COOKIE_DAYS,
+            owner=self._owner(cmd))
+        subject = REQUEST_SUBJECT[action].format(list=cmd.list_address)
+        qid = await self._send(cmd, address, subject, body, reply_to=confirm)
+        metrics.LIST_COMMANDS.labels("requested").inc()
+        log.info("list confirmation request sent", extra={
+            "queue_id": job.queue_id, "new_queue_id": qid, "list": cmd.list_address,
+            "action": action})
+        return Outcome.OUTCOME_DELIVERED, REQUESTED, "2.0.0"
+
+    async def _confirm(self, job: DeliveryJob, cmd: ListCommand) -> tuple[int, str, str]:
+        command = cmd.command
+        subscribe = command.action == listcookie.SUBSCRIBE
+        try:
+            await self._directory().ConfirmListMember(pb.ConfirmListMemberRequest(
+                list=cmd.list_address, member=command.address, subscribe=subscribe,
+                cookie=command.cookie), timeout=self.settings.directory_timeout)
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            metrics.LIST_COMMANDS.labels("refused" if code in _REFUSALS else "failed").inc()
+            if code == grpc.StatusCode.PERMISSION_DENIED:
+                again = listcookie.command_address(cmd.list_address, cmd.delimiter,
+                                                   command.action)
+                return (Outcome.OUTCOME_FAILED,
+                        INVALID.format(list=cmd.list_address, days=listcookie.COOKIE_DAYS,
+                                       again=again), "5.7.1")
+            if code == grpc.StatusCode.FAILED_PRECONDITION:
+                return (Outcome.OUTCOME_FAILED,
+                        CLOSED.format(list=cmd.list_address, owner=self._owner(cmd)), "5.7.1")
+            if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
+                return (Outcome.OUTCOME_FAILED,
+                        BAD_ADDRESS.format(address=command.address, list=cmd.list_address),
+                        "5.1.3")
+            log.warning("list confirmation deferred: %s", code.name,
+                        extra={"queue_id": job.queue_id})
+            return Outcome.OUTCOME_DEFERRED, UNAVAILABLE, "4.3.0"
+        except SettingsError as exc:  # no listmail token: the postmaster's to fix
+            metrics.LIST_COMMANDS.labels("failed").inc()
+            log.error("list confirmation deferred: %s", exc, extra={"queue_id": job.queue_id})
+            return Outcome.OUTCOME_DEFERRED, UNAVAILABLE, "4.3.0"
+        action = command.action
+        other = listcookie.UNSUBSCRIBE if subscribe else listcookie.SUBSCRIBE
+        body = DONE_BODY[action].format(
+            address=command.address, list=cmd.list_address, owner=self._owner(cmd),
+            leave=listcookie.command_address(cmd.list_address, cmd.delimiter, other),
+            join=listcookie.command_address(cmd.list_address, cmd.delimiter, other))
+        subject = DONE_SUBJECT[action].format(list=cmd.list_address)
+        qid = await self._send(cmd, command.address, subject, body)
+        metrics.LIST_COMMANDS.labels("subscribed" if subscribe else "unsubscribed").inc()
+        log.info("list membership changed by mail", extra={
+            "queue_id": job.queue_id, "new_queue_id": qid, "list": cmd.list_address,
+            "action": action})
+        return Outcome.OUTCOME_DELIVERED, f"{action}d", "2.0.0"
+
+    def _owner(self, cmd: ListCommand) -> str:
+        return listaddresses.owner_command(cmd.list_address, cmd.delimiter, cmd.owner)
+
+    async def _send(self, cmd: ListCommand, to: str, subject: str, body: str,
+                    reply_to: str = "") -> str:
+        utf8 = not (to.isascii() and cmd.list_address.isascii())
+        msg = EmailMessage(policy=policy.SMTPUTF8 if utf8 else policy.SMTP)
+        local, _, domain = self._owner(cmd).rpartition("@")
+        msg["From"] = Address(username=local, domain=domain)
+        msg["To"] = autoreply._address(to)
+        if reply_to:
+            msg["Reply-To"] = reply_to
+        msg["Subject"] = subject
+        msg["Date"] = format_datetime(autoreply._utc(time.time()))
+        msg["Message-ID"] = make_msgid("list", domain=self.settings.me)
+        msg["Auto-Submitted"] = "auto-replied"
+        msg.set_content(body, charset="utf-8", cte="7bit" if body.isascii() else "8bit")
+        return await reinject.autoreply(self.spool, self.js, to, msg.as_bytes(),
+                                        smtputf8=utf8)
+
+
+_REFUSALS = (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.FAILED_PRECONDITION,
+             grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)

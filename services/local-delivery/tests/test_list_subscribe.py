@@ -1,0 +1,172 @@
+"""Subscribing to and leaving a list by mail (ezmlm's double opt-in): local-delivery answers
+a list's -subscribe / -unsubscribe address with a confirmation request, and a reply to its
+cookie address has the directory (its real gRPC servicer, with the token table) make the
+change. Through the worker, NATS, the spool and the directory's KV."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import time
+from collections.abc import AsyncIterator
+from email import policy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailyard.api.directory.v1 import directory_pb2 as pb
+from mailyard.api.directory.v1 import directory_pb2_grpc as pb_grpc
+from mailyard.api.mail.v1.delivery_pb2 import OUTCOME_DELIVERED, OUTCOME_FAILED
+from mailyard.core import auth, bus, listcookie
+from mailyard.core.directory import SETTINGS_KEY, DirectoryView
+from mailyard.core.grpcserver import GrpcServer, service_name
+from mailyard.core.srs_keys import list_cookie_secrets
+from mailyard.directory.directory_service import DirectoryService
+from mailyard.directory.store import KVStore
+
+from .conftest import Env
+
+LIST = "news@example.com"
+JOE = "joe@remote.test"
+POST = b"From: joe@remote.test\r\nSubject: hello\r\n\r\nbody\r\n"
+ASK = b"From: joe@remote.test\r\nSubject: please\r\n\r\n\r\n"
+
+
+@pytest.fixture
+async def directory(env: Env, tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
+    """The directory's servicer on gRPC with a token table, as `mailyard up` runs it."""
+    tokens = tmp_path / "tokens"
+    auth.write_table(tokens)
+    view = DirectoryView()
+    await view.start(env.js)
+    server = GrpcServer("127.0.0.1", 0, [(
+        pb_grpc.add_DirectoryServicer_to_server,
+        DirectoryService(KVStore(env.js, bus.KV_DIRECTORY), view,
+                         cookie_secrets=list_cookie_secrets(env.js)),
+        service_name(pb, "Directory"))], tokens_file=tokens)
+    await server.start()
+    yield {"directory_addr": f"127.0.0.1:{server.port}", "token_file": tokens, "view": view}
+    await server.stop(0)
+    await view.stop()
+
+
+async def _setup(env: Env, directory: dict[str, Any], **fields: Any) -> None:
+    await env.domain("example.com")
+    await env.mailing_list(LIST, "owner@example.com", "m@remote.test", **fields)
+    await env.start(directory_addr=directory["directory_addr"],
+                    token_file=directory["token_file"])
+
+
+async def _members(directory: dict[str, Any]) -> list[str]:
+    mlist = directory["view"].mailing_list(LIST)
+    return list(mlist.members)
+
+
+async def _delivered(env: Env, sender: str, to: str, data: bytes) -> Any:
+    await env.job(sender, [to], data)
+    [rr] = (await env.result()).results
+    assert rr.outcome == OUTCOME_DELIVERED, rr.reply
+    return rr
+
+
+async def _request(env: Env, sender: str, to: str, data: bytes = ASK) -> tuple[Any, Any]:
+    await _delivered(env, sender, to, data)
+    envelope, raw = await env.todo()
+    return envelope, email.message_from_bytes(raw, policy=policy.SMTP)
+
+
+async def _wait_members(directory: dict[str, Any], want: list[str]) -> None:
+    deadline = time.monotonic() + 10
+    while await _members(directory) != want and time.monotonic() < deadline:
+        await _sleep()
+    assert await _members(directory) == want
+
+
+async def _sleep() -> None:
+    await asyncio.sleep(0.05)  # the view follows the directory's writes
+
+
+async def test_subscribe_confirm_welcome_next_post_then_leave(
+        env: Env, directory: dict[str, Any]) -> None:
+    """news+subscribe@ was refused 5.7.1 "takes no commands by mail". Now: a confirmation
+    request to the sender, from the list's -owner address, Reply-To the cookie address;
+    mail to that joins (a welcome note) and the next post reaches the new member with a
+    List-Unsubscribe that works by mail; -unsubscribe and its confirmation leave."""
+    await _setup(env, directory, subscription=pb.SUBSCRIPTION_POLICY_CONFIRM)
+    envelope, request = await _request(env, "Joe@Remote.test", "news+subscribe@example.com")
+    assert (envelope.sender, list(envelope.recipients)) == ("", [JOE])
+    assert request["From"] == "news+owner@example.com"
+    assert request["Auto-Submitted"] == "auto-replied"
+    confirm = str(request["Reply-To"])
+    assert confirm.startswith("news+sc.") and confirm.endswith("-joe=remote.test@example.com")
+    assert confirm in request.get_content()
+    assert await _members(directory) == ["m@remote.test"]  # nothing yet
+
+    envelope, welcome = await _request(env, JOE, confirm, b"Subject: Re: confirm\r\n\r\n\r\n")
+    assert (envelope.sender, list(envelope.recipients)) == ("", [JOE])
+    assert "welcome" in welcome["Subject"]
+    await _wait_members(directory, ["m@remote.test", JOE])
+
+    await _delivered(env, "ann@else.test", LIST, POST)
+    envelope, copy = await env.todo()
+    assert sorted(envelope.recipients) == sorted(["m@remote.test", JOE])
+    assert b"List-Unsubscribe: <mailto:news+unsubscribe@example.com>\r\n" in copy
+    assert b"List-Subscribe: <mailto:news+subscribe@example.com>\r\n" in copy
+
+    _, request = await _request(env, JOE, "news+unsubscribe@example.com")
+    leave = str(request["Reply-To"])
+    assert leave.startswith("news+uc.")
+    _, goodbye = await _request(env, JOE, leave)
+    assert "goodbye" in goodbye["Subject"]
+    await _wait_members(directory, ["m@remote.test"])
+
+
+async def test_ezmlms_subscribe_user_host_form_asks_that_address(
+        env: Env, directory: dict[str, Any]) -> None:
+    await _setup(env, directory, subscription=pb.SUBSCRIPTION_POLICY_CONFIRM)
+    await env._put(SETTINGS_KEY, pb.Settings(recipient_delimiter="-+"))
+    await _sleep()
+    envelope, request = await _request(env, JOE, "news-subscribe-ann=else.test@example.com")
+    assert list(envelope.recipients) == ["ann@else.test"]
+    assert str(request["Reply-To"]).startswith("news-sc.")
+
+
+async def test_a_forged_or_expired_cookie_changes_nothing(
+        env: Env, directory: dict[str, Any]) -> None:
+    await _setup(env, directory, subscription=pb.SUBSCRIPTION_POLICY_CONFIRM)
+    [secret] = await list_cookie_secrets(env.js).get()
+    old = listcookie.make(secret, LIST, listcookie.SUBSCRIBE, JOE, time.time() - 11 * 86400)
+    good = listcookie.make(secret, LIST, listcookie.SUBSCRIBE, JOE, time.time())
+    forged = good.split(".")[0] + "." + "0" * listcookie.MAC_HEX
+    for cookie in (old, forged):
+        await env.job(JOE, [f"news+sc.{cookie}-joe=remote.test@example.com"], ASK)
+        [rr] = (await env.result()).results
+        assert (rr.outcome, rr.enhanced_code) == (OUTCOME_FAILED, "5.7.1")
+        assert "invalid or has expired" in rr.reply and "news+subscribe@example.com" in rr.reply
+    # someone else's cookie for joe is not eve's
+    await env.job(JOE, [f"news+sc.{good}-eve=remote.test@example.com"], ASK)
+    assert (await env.result()).results[0].outcome == OUTCOME_FAILED
+    assert await env.todo_count() == 0
+    assert await _members(directory) == ["m@remote.test"]
+
+
+async def test_robots_get_no_answer(env: Env, directory: dict[str, Any]) -> None:
+    """<>, MAILER-DAEMON, an Auto-Submitted or bulk message: accepted and not answered."""
+    await _setup(env, directory, subscription=pb.SUBSCRIPTION_POLICY_CONFIRM)
+    for sender, head in (("", b""), ("MAILER-DAEMON@else.test", b""),
+                         ("owner-x@else.test", b""),
+                         (JOE, b"Auto-Submitted: auto-replied\r\n"),
+                         (JOE, b"Precedence: bulk\r\n")):
+        rr = await _delivered(env, sender, "news+subscribe@example.com", head + ASK)
+        assert "not answered" in rr.reply
+    assert await env.todo_count() == 0
+
+
+async def test_a_closed_list_still_refuses_commands(env: Env, directory: dict[str, Any]) -> None:
+    await _setup(env, directory)
+    await env.job(JOE, ["news+subscribe@example.com"], ASK)
+    [rr] = (await env.result()).results
+    assert (rr.outcome, rr.enhanced_code) == (OUTCOME_FAILED, "5.7.1")
+    assert "takes no commands by mail" in rr.reply
+    assert await env.todo_count() == 0
