@@ -96,3 +96,36 @@ async def test_a_lists_command_addresses_at_an_alias_domain(local: Ingress, js: 
                         ("news@alias.test", R.RCPT_OK)):
         assert await client.cmd(f"RCPT TO:<{rcpt}>") == reply, rcpt
     await client.close()
+
+
+async def test_a_list_that_takes_subscriptions_by_mail_accepts_its_commands(
+        local: Ingress, js: Any) -> None:
+    """A list whose subscription is confirm: its subscribe / unsubscribe addresses (both
+    delimiters, ezmlm's -subscribe-user=host, the -sc. / -uc. confirmations) were refused
+    550 5.7.1 like a closed list's, so no request or confirmation reached local-delivery.
+    Taken now; its other extensions (-help) and a closed list's commands stay refused."""
+    kv = await bus.ensure_kv(js, bus.KV_DIRECTORY)
+    await kv.put(record_key("list", "news@example.org"), dpb.MailingList(
+        address="news@example.org", owner="alice@example.org", members=["bob@example.org"],
+        subscription=dpb.SUBSCRIPTION_POLICY_CONFIRM).SerializeToString())
+    await kv.put(record_key("list", "closed@example.org"), dpb.MailingList(
+        address="closed@example.org", owner="alice@example.org").SerializeToString())
+    await kv.put(SETTINGS_KEY, dpb.Settings(recipient_delimiter="-+").SerializeToString())
+    await wait_for(lambda: local.directory.delimiters == "-+")
+    await wait_for(lambda: local.directory.accepts("closed@example.org"))
+    client = await session(local.ports["smtp"])
+    assert await client.cmd("MAIL FROM:<sender@remote.test>") == R.MAIL_OK
+    cookie = "6751a2b3." + "0" * 20
+    for rcpt, reply in (("news-subscribe@example.org", R.RCPT_OK),
+                        ("News+Unsubscribe@example.org", R.RCPT_OK),
+                        ("news-subscribe-joe=example.net@example.org", R.RCPT_OK),
+                        (f"news-sc.{cookie}-joe=example.net@example.org", R.RCPT_OK),
+                        (f"news+uc.{cookie}-joe=example.net@example.org", R.RCPT_OK),
+                        ("news-sc.1234.abcd-joe=example.net@example.org",
+                         R.list_command("news@example.org", "news-owner@example.org")),
+                        ("news-help@example.org",
+                         R.list_command("news@example.org", "news-owner@example.org")),
+                        ("closed-subscribe@example.org",
+                         R.list_command("closed@example.org", "closed-owner@example.org"))):
+        assert await client.cmd(f"RCPT TO:<{rcpt}>") == reply, rcpt
+    await client.close()

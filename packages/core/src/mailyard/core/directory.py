@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 
 from mailyard.api.directory.v1 import directory_pb2 as pb
-from mailyard.core import bus, extensions, listaddresses
+from mailyard.core import bus, extensions, listaddresses, listcookie
 from mailyard.core.addresses import normalise_local, split, to_ascii_domain
 from mailyard.core.kvview import KVView
 
@@ -176,12 +176,17 @@ class DirectoryView(KVView):
         # answering is a prefix of address: "@" follows it unless it is the extension's base
         if answering is not None and address[len(answering)] != "@":
             # through its extension's base (two keys more, for such addresses only): a
-            # list's command address is refused, but for -owner and -request
+            # list's command address is refused, but for -owner and -request, and the
+            # subscribe commands of a list that takes them by mail (its record read then)
             key = f"{_enc(to_ascii_domain(domain.name))}.{_enc(answering)}"
-            if f"list.{key}" in self.data and not any(
+            if (raw := self.data.get(f"list.{key}")) is not None and not any(
                     f"{kind}.{key}" in self.data for kind in ("mailbox", "alias")):
-                return (split(address)[0][len(answering) + 1:]
-                        in listaddresses.OWNER_EXTENSIONS)
+                extension = split(address)[0][len(answering) + 1:]
+                if extension in listaddresses.OWNER_EXTENSIONS:
+                    return True
+                return (listcookie.parse(extension) is not None
+                        and pb.MailingList.FromString(raw).subscription
+                        == pb.SUBSCRIPTION_POLICY_CONFIRM)
         return answering is not None or domain.catch_all in (pb.CATCH_ALL_ACTION_DELIVER,
                                                              pb.CATCH_ALL_ACTION_DELETE)
 
@@ -204,7 +209,8 @@ class DirectoryView(KVView):
 
     def list_command(self, address: str) -> tuple[str, str] | None:
         """(the list, the -owner address to write to) when `address` is a command address
-        of a list (news-subscribe@ with no record of its own), else None."""
+        of a list (news-subscribe@ with no record of its own) that accepts() refuses, else
+        None."""
         res = self.resolve(address)
         if res.kind != pb.RESOLUTION_KIND_LIST_COMMAND:
             return None
