@@ -92,3 +92,34 @@ def test_the_dry_run_says_who_may_post(tmp_path: Path) -> None:
     assert "\tposting=members\tposters=editor@remote.test\t" in lines["list news@example.test"]
     assert "\tposting=announce\tposters=ann@example.test\t" in lines["list board@example.test"]
     assert "posting=" not in lines["list team@example.test"]
+
+
+def test_a_public_ezmlm_list_takes_subscriptions_by_mail(tmp_path: Path) -> None:
+    """ezmlm-manage answered news-subscribe@ with a confirmation (DIR/public, ezmlm-make's
+    default); imported, every list was closed and its members could no longer join or
+    leave by mail. A public list with ezmlm-manage comes over "confirm"; a private one
+    (-P, no DIR/public), one whose subscriptions a moderator approved (-s, DIR/modsub:
+    reported) or one without ezmlm-manage comes over closed."""
+    def edit(tree: Tree) -> None:
+        d = tree.domain_dir("example.test")
+        home = str(d)
+        tree.write("news/public", "", d)
+        tree.write("board/public", "", d)   # public, but nothing runs ezmlm-manage
+        tree.write("club/public", "", d)
+        tree.write("club/modsub", "", d)
+        tree.write(".qmail-club", f"|/usr/bin/ezmlm/ezmlm-send '{home}/club'\n", d)
+        tree.write(".qmail-club-default", f"|/usr/bin/ezmlm/ezmlm-manage '{home}/club'\n", d)
+        tree.write("club/owner", "&bob@example.test\n", d)
+        tree.write("club/subscribers/@", b"Tjoe@example.test\0", d)
+
+    _, plan = _plan(tmp_path, edit)
+    lists = {ml.address: ml for ml in plan.lists}
+    assert lists["news@example.test"].subscription == pb.SUBSCRIPTION_POLICY_CONFIRM
+    assert lists["board@example.test"].subscription == pb.SUBSCRIPTION_POLICY_UNSPECIFIED
+    assert lists["club@example.test"].subscription == pb.SUBSCRIPTION_POLICY_UNSPECIFIED
+    assert [p for p in plan.problems.items if "DIR/modsub" in p.reason]
+    out = io.StringIO()
+    describe(plan, out)
+    lines = {line.split("\t")[0]: line for line in out.getvalue().splitlines()}
+    assert "\tsubscription=confirm\t" in lines["list news@example.test"]
+    assert "subscription=" not in lines["list board@example.test"]

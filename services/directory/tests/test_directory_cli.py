@@ -142,6 +142,31 @@ def test_alias_forward_catchall_list_commands(directory: str, capsys: Any,
     assert run(capsys, "resolve", "team@example.com")[1] == "team@example.com\tunknown\n"
 
 
+def test_list_subscription_by_mail(directory: str, capsys: Any) -> None:
+    """No command could let a list take subscriptions by mail; `list subscription` and
+    `list add --subscription` do, and the listing says which lists do (a closed list's
+    line is as it was)."""
+    run(capsys, "domain", "add", "example.com")
+    assert run(capsys, "list", "add", "news@example.com", "--owner", "joe@example.com",
+               "--subscription", "confirm")[1] == (
+        "added list news@example.com\towner=joe@example.com\tsubscription=confirm"
+        "\tmembers=\n")
+    run(capsys, "list", "add", "team@example.com", "--owner", "joe@example.com")
+    assert run(capsys, "list", "subscription", "team@example.com", "confirm")[1] == (
+        "team@example.com\tsubscription=confirm\n")
+    assert run(capsys, "list", "subscription", "news@example.com", "closed")[1] == (
+        "news@example.com\tsubscription=closed\n")
+    assert run(capsys, "list", "list", "example.com")[1].splitlines() == [
+        "news@example.com\towner=joe@example.com\tmembers=",
+        "team@example.com\towner=joe@example.com\tsubscription=confirm\tmembers="]
+    _, _, err = run(capsys, "list", "show", "team@example.com")
+    assert "subscription=confirm" in err
+    with pytest.raises(SystemExit):
+        run(capsys, "list", "subscription", "team@example.com", "moderated")
+    code, _, err = run(capsys, "list", "subscription", "none@example.com", "confirm")
+    assert code == 1 and "NOT_FOUND" in err
+
+
 def test_control_commands(directory: str, capsys: Any, monkeypatch: pytest.MonkeyPatch
                           ) -> None:
     assert run(capsys, "control", "set", "databytes", "20000000")[0] == 0

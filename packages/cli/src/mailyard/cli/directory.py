@@ -231,10 +231,22 @@ def _posting(mlist: pb.MailingList) -> str:
     return name + (f"\tposters={','.join(mlist.posters)}" if mlist.posters else "")
 
 
+# subscribing and leaving by mail (ezmlm-manage): unset is closed
+SUBSCRIPTION = {"closed": pb.SUBSCRIPTION_POLICY_CLOSED,
+                "confirm": pb.SUBSCRIPTION_POLICY_CONFIRM}
+
+
+SUBSCRIPTION_HELP = ("closed: only `mailyard list member` changes the members (the "
+                     "default); confirm: LIST+subscribe@ / LIST+unsubscribe@ with a "
+                     "confirmation by reply (ezmlm's double opt-in)")
+
+
 def _list_line(mlist: pb.MailingList) -> str:
-    # an open list's line as before the setting: scripts read these lines
+    # an open, closed list's line as before the settings: scripts read these lines
     posting = (f"\tposting={_posting(mlist)}" if mlist.posters or mlist.posting not in (
         pb.POSTING_POLICY_UNSPECIFIED, pb.POSTING_POLICY_OPEN) else "")
+    if mlist.subscription == pb.SUBSCRIPTION_POLICY_CONFIRM:
+        posting += "\tsubscription=confirm"
     return f"{mlist.address}\towner={mlist.owner}{posting}\tmembers={','.join(mlist.members)}"
 
 
@@ -242,7 +254,8 @@ def _list_add(args: argparse.Namespace) -> int:
     mlist = _stub().AddList(pb.AddListRequest(address=args.address, owner=args.owner,
                                               members=args.members,
                                               posting=POSTING[args.posting],
-                                              posters=args.posters))
+                                              posters=args.posters,
+                                              subscription=SUBSCRIPTION[args.subscription]))
     print(f"added list {_list_line(mlist)}")
     return 0
 
@@ -251,6 +264,14 @@ def _list_set(args: argparse.Namespace) -> int:
     mlist = _stub().SetListPosting(pb.SetListPostingRequest(
         address=args.address, posting=POSTING[args.posting], posters=args.posters))
     print(f"{mlist.address}\tposting={_posting(mlist)}")
+    return 0
+
+
+def _list_subscription(args: argparse.Namespace) -> int:
+    mlist = _stub().SetListSubscription(pb.SetListSubscriptionRequest(
+        address=args.address, subscription=SUBSCRIPTION[args.subscription]))
+    name = next((k for k, v in SUBSCRIPTION.items() if v == mlist.subscription), "closed")
+    print(f"{mlist.address}\tsubscription={name}")
     return 0
 
 
@@ -291,7 +312,9 @@ def _lists(args: argparse.Namespace) -> int:
 def _list_show(args: argparse.Namespace) -> int:
     """One member per line (owner on stderr), so `| wc -l` counts members."""
     mlist = _stub().GetList(pb.AddressRequest(address=args.address))
-    print(f"# {mlist.address} owner={mlist.owner} members={len(mlist.members)}",
+    by_mail = (" subscription=confirm"
+               if mlist.subscription == pb.SUBSCRIPTION_POLICY_CONFIRM else "")
+    print(f"# {mlist.address} owner={mlist.owner}{by_mail} members={len(mlist.members)}",
           file=sys.stderr)
     for member in mlist.members:
         print(member)
@@ -415,9 +438,15 @@ def register(sub: Any) -> None:
     parser.add_argument("--owner", required=True, help="envelope sender; bounces go there")
     parser.add_argument("members", nargs="*", metavar="MEMBER")
     _posting_options(parser, "open")
+    parser.add_argument("--subscription", choices=list(SUBSCRIPTION), default="closed",
+                        help=SUBSCRIPTION_HELP)
     parser = _add(mlist, "set", _list_set, "set who may post to a list (replaces the posters)")
     parser.add_argument("address")
     _posting_options(parser, None)
+    parser = _add(mlist, "subscription", _list_subscription,
+                  "set whether people join and leave a list by mail")
+    parser.add_argument("address")
+    parser.add_argument("subscription", choices=list(SUBSCRIPTION), help=SUBSCRIPTION_HELP)
     _add(mlist, "del", _list_del, "delete a mailing list").add_argument("address")
     _add(mlist, "list", _lists, "list mailing lists with owner and members"
          ).add_argument("domain", nargs="?", default="")

@@ -177,6 +177,9 @@ class Applier:
             if mlist.posting:  # ezmlm's: set on a rerun too
                 self.directory.SetListPosting(pb.SetListPostingRequest(
                     address=mlist.address, posting=mlist.posting, posters=mlist.posters))
+            if mlist.subscription:  # ezmlm-manage's lists: set on a rerun too
+                self.directory.SetListSubscription(pb.SetListSubscriptionRequest(
+                    address=mlist.address, subscription=mlist.subscription))
         for mailbox in self.plan.mailboxes:
             self._forward(mailbox)
         for domain in self.plan.domains:

@@ -106,7 +106,9 @@ def describe(plan: Plan, out: Any = sys.stdout) -> None:
     for a in plan.aliases:
         print(f"alias {a.address}\t-> {','.join(a.targets)}\t({a.source})", file=out)
     for ml in plan.lists:
-        print(f"list {ml.address}\towner={ml.owner}{_posting(ml)}"
+        by_mail = ("\tsubscription=confirm"
+                   if ml.subscription == pb.SUBSCRIPTION_POLICY_CONFIRM else "")
+        print(f"list {ml.address}\towner={ml.owner}{_posting(ml)}{by_mail}"
               f"\tmembers={','.join(ml.members)}\t({ml.source})", file=out)
     c = plan.control
     if c.me:

@@ -11,6 +11,12 @@ address is the list, DIR its directory (the old host's path). What comes over:
     DIR/subonly, ezmlm-issubn  (in DIR/editor or the .qmail) subscriber-only: "members"
     DIR/modpost, ezmlm-store   moderated: not supported; "announce" with the moderators
                                as posters, so nothing unmoderated reaches the members
+    DIR/public + ezmlm-manage  (ezmlm-make -p, the default, and .qmail-LIST-default running
+                               ezmlm-manage) subscription by mail with confirmation: the
+                               list's subscription "confirm"; without DIR/public (-P,
+                               private), with DIR/modsub (-s, a moderator approves each
+                               subscription: not supported) or without ezmlm-manage it is
+                               "closed" and the owner edits the members
 
 The list's other .qmail-news-* files (ezmlm-manage's -default, ezmlm-return's
 -return-default, ...) run ezmlm programs that the list's command addresses replace.
@@ -52,6 +58,16 @@ class Ezmlm:
     owners: list[str] = field(default_factory=list)      # DIR/owner's forwards
     posting: pb.PostingPolicy.ValueType = pb.POSTING_POLICY_OPEN
     moderated: bool = False
+    subscription: pb.SubscriptionPolicy.ValueType = pb.SUBSCRIPTION_POLICY_UNSPECIFIED
+    moderated_subscription: bool = False  # DIR/modsub: comes over closed
+
+
+def subscription(directory: Path, manage: bool, out: Ezmlm) -> None:
+    """`manage`: the list's -default address runs ezmlm-manage (it answers commands)."""
+    if (directory / "modsub").exists():
+        out.moderated_subscription = True
+    elif manage and (directory / "public").exists():
+        out.subscription = pb.SUBSCRIPTION_POLICY_CONFIRM
 
 
 def read(directory: Path, dot: dotqmail.DotQmail, home: str, problems: Problems) -> Ezmlm:

@@ -93,6 +93,7 @@ class ListPlan:
     source: str
     posting: pb.PostingPolicy.ValueType = pb.POSTING_POLICY_UNSPECIFIED
     posters: list[str] = field(default_factory=list)
+    subscription: pb.SubscriptionPolicy.ValueType = pb.SUBSCRIPTION_POLICY_UNSPECIFIED
 
 
 @dataclass
@@ -374,6 +375,9 @@ def _ezmlm_list(src: Sources, local: str, old_dir: str, dot: dotqmail.DotQmail, 
     problems = plan.problems
     path = dots[local]
     found = ezmlm.read(src.local(old_dir), dot, old_dir, problems)
+    manage_dot = parsed.get(f"{local}-default")
+    ezmlm.subscription(src.local(old_dir), manage_dot is not None and any(
+        p.name == "ezmlm-manage" for p in manage_dot.programs), found)
     for program in dot.programs:
         if program.name in ("ezmlm-send", "ezmlm-issubn"):
             continue
@@ -387,6 +391,10 @@ def _ezmlm_list(src: Sources, local: str, old_dir: str, dot: dotqmail.DotQmail, 
         problems.unsupported(path, 0, f"{local}@{name}: moderation is not supported; the "
                              "list is imported as announce-only with its moderators as "
                              "posters (mailyard list set --posting)")
+    if found.moderated_subscription:
+        problems.unsupported(path, 0, f"{local}@{name}: subscription moderation (DIR/modsub) "
+                             "is not supported; the list is imported closed to subscription "
+                             "by mail (mailyard list subscription)")
     members = list(dict.fromkeys([*found.members, *(a for a, _ in dot.forwards)]))
     owner_dot = parsed.get(f"{local}-owner")
     owners = found.owners or ([a for a, _ in owner_dot.forwards] if owner_dot else [])
@@ -406,7 +414,7 @@ def _ezmlm_list(src: Sources, local: str, old_dir: str, dot: dotqmail.DotQmail, 
     if _too_large(record, address, len(members), path, problems):
         return
     plan.lists.append(ListPlan(address, owner, members, str(path), found.posting,
-                               found.posters))
+                               found.posters, found.subscription))
 
 
 def _limits(src: Sources, local_home: Path, problems: Problems
