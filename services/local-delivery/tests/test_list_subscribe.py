@@ -170,3 +170,19 @@ async def test_a_closed_list_still_refuses_commands(env: Env, directory: dict[st
     assert (rr.outcome, rr.enhanced_code) == (OUTCOME_FAILED, "5.7.1")
     assert "takes no commands by mail" in rr.reply
     assert await env.todo_count() == 0
+
+
+async def test_an_alias_to_a_command_address_is_refused_not_answered_in_its_place(
+        env: Env, directory: dict[str, Any]) -> None:
+    """An alias whose targets are a mailbox and a list's subscribe address: the command was
+    answered in the alias's place, reported delivered, and the mailbox never got its copy.
+    A command is taken only as the recipient itself; through an alias it fails as a closed
+    list's does (the whole alias, as any failing target fails it)."""
+    await env.mailbox("ann@example.com", maildir="example.com/ann/Maildir")
+    await env.alias("both@example.com", "ann@example.com", "news+subscribe@example.com")
+    await _setup(env, directory, subscription=pb.SUBSCRIPTION_POLICY_CONFIRM)
+    await env.job(JOE, ["both@example.com"], ASK)
+    [rr] = (await env.result()).results
+    assert rr.outcome == OUTCOME_FAILED and "takes no commands by mail" in rr.reply
+    assert await env.todo_count() == 0
+    assert env.messages("ann@example.com") == []

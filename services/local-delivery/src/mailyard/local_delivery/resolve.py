@@ -154,7 +154,9 @@ def _step(view: DirectoryView, address: str, written: str, path: tuple[str, ...]
         if extension in listaddresses.OWNER_EXTENSIONS:
             exp.failure = NO_OWNER  # -owner of a list from before owners were required
             return
-        named = view.mailing_list(res.resolved)
+        named = view.mailing_list(res.resolved) if not path else None
+        # only as the recipient itself: reached through an alias, its answer would stand for
+        # the alias's other targets' deliveries (never written)
         if (named is not None and named.subscription == pb.SUBSCRIPTION_POLICY_CONFIRM
                 and (command := listcookie.parse(extension)) is not None):
             delimiter = address[len(split(res.resolved)[0])]
