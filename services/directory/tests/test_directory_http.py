@@ -103,7 +103,8 @@ def test_directory_and_control_over_http(api: tuple[Call, dict[str, str]]) -> No
     assert call("DELETE", "/lists/team@example.com/members/a@x.org")[1]["members"] == [
         "b@x.org"]
     team = {"address": "team@example.com", "owner": "joe@example.com", "members": ["b@x.org"],
-            "posting": "POSTING_POLICY_OPEN", "posters": []}
+            "posting": "POSTING_POLICY_OPEN", "posters": [],
+            "subscription": "SUBSCRIPTION_POLICY_CLOSED"}
     assert call("GET", "/lists?domain=example.com", token=read) == (
         200, {"lists": [team], **LAST_PAGE})
     assert call("GET", "/lists/team@example.com", token=read) == (200, team)
@@ -264,3 +265,21 @@ def test_a_lists_posting_policy_over_http(api: tuple[Call, dict[str, str]]) -> N
     assert (status, body["posting"], body["posters"]) == (200, "POSTING_POLICY_ANNOUNCE", [])
     assert call("PUT", "/lists/news@example.com/posting", {"posting": "moderated"})[0] == 422
     assert call("PUT", "/lists/none@example.com/posting", {"posting": "open"})[0] == 404
+
+
+def test_a_lists_subscription_by_mail_over_http(api: tuple[Call, dict[str, str]]) -> None:
+    """The lists' JSON showed a subscription that no HTTP route could set."""
+    call, tokens = api
+    assert call("POST", "/domains", {"name": "example.com"})[0] == 201
+    status, body = call("POST", "/lists", {"address": "news@example.com", "owner": "o@x.org",
+                                           "subscription": "confirm"})
+    assert (status, body["subscription"]) == (201, "SUBSCRIPTION_POLICY_CONFIRM")
+    assert call("PUT", "/lists/news@example.com/subscription", {"subscription": "closed"},
+                token=tokens["read"])[0] == 403
+    status, body = call("PUT", "/lists/news@example.com/subscription",
+                        {"subscription": "closed"})
+    assert (status, body["subscription"]) == (200, "SUBSCRIPTION_POLICY_CLOSED")
+    assert call("PUT", "/lists/news@example.com/subscription",
+                {"subscription": "moderated"})[0] == 422
+    assert call("PUT", "/lists/none@example.com/subscription",
+                {"subscription": "confirm"})[0] == 404

@@ -12,8 +12,9 @@ the CLI's command calls (one code path, one set of checks); OpenAPI at /docs.
     GET    /api/aliases?domain=           POST   /api/aliases {address, targets}
     DELETE /api/aliases/{address}
     GET    /api/lists?domain=             GET    /api/lists/{address}   (with members)
-    POST   /api/lists {address, owner, members, posting, posters}
+    POST   /api/lists {address, owner, members, posting, posters, subscription}
     DELETE /api/lists/{address}           PUT    /api/lists/{address}/posting {posting, posters}
+    PUT    /api/lists/{address}/subscription {subscription: closed|confirm}
     POST   /api/lists/{address}/members {member}
     DELETE /api/lists/{address}/members/{member}
     GET    /api/resolve/{address}
@@ -121,10 +122,20 @@ class ListPosting(_Body):
     posters: list[str] = Field(default_factory=list, max_length=10_000)
 
 
+Subscription = Literal["closed", "confirm"]
+_SUBSCRIPTION = {"closed": pb.SUBSCRIPTION_POLICY_CLOSED,
+                 "confirm": pb.SUBSCRIPTION_POLICY_CONFIRM}
+
+
+class ListSubscription(_Body):
+    subscription: Subscription
+
+
 class NewList(ListPosting):
     address: str = Field(max_length=1024)
     owner: str = Field(max_length=1024)
     members: list[str] = Field(default_factory=list, max_length=100_000)
+    subscription: Subscription = "closed"
 
 
 class Member(_Body):
@@ -252,12 +263,18 @@ def mount(app: FastAPI, directory: DirectoryService, control: ControlService) ->
     async def add_list(body: NewList) -> dict[str, Any]:
         return to_json(await d.AddList(pb.AddListRequest(
             address=body.address, owner=body.owner, members=body.members,
-            posting=_POSTING[body.posting], posters=body.posters), ctx()))
+            posting=_POSTING[body.posting], posters=body.posters,
+            subscription=_SUBSCRIPTION[body.subscription]), ctx()))
 
     @app.put("/api/lists/{address}/posting")
     async def set_posting(address: str, body: ListPosting) -> dict[str, Any]:
         return to_json(await d.SetListPosting(pb.SetListPostingRequest(
             address=address, posting=_POSTING[body.posting], posters=body.posters), ctx()))
+
+    @app.put("/api/lists/{address}/subscription")
+    async def set_subscription(address: str, body: ListSubscription) -> dict[str, Any]:
+        return to_json(await d.SetListSubscription(pb.SetListSubscriptionRequest(
+            address=address, subscription=_SUBSCRIPTION[body.subscription]), ctx()))
 
     @app.delete("/api/lists/{address}")
     async def delete_list(address: str) -> dict[str, Any]:
