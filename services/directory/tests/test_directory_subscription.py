@@ -84,6 +84,21 @@ async def test_a_confirmation_changes_a_membership_only_with_its_own_cookie(
     assert list((await example.GetList(pb.AddressRequest(address=LIST))).members) == [joe]
 
 
+async def test_a_subscriber_at_a_utf8_domain_can_confirm(example: Any, js: Any) -> None:
+    """The cookie was checked against the member in its A-label form, while local-delivery
+    made it for the address as the confirmation address carries it (ann@bücher.example):
+    every subscriber at an internationalised domain was told the confirmation was
+    invalid."""
+    await example.AddList(pb.AddListRequest(address=LIST, owner="o@example.com",
+                                            subscription=pb.SUBSCRIPTION_POLICY_CONFIRM))
+    [secret] = await list_cookie_secrets(js).get()
+    ann = "ann@bücher.example"
+    cookie = listcookie.make(secret, LIST, listcookie.SUBSCRIBE, ann, time.time())
+    assert (await _confirm(example, ann, cookie)).changed
+    assert list((await example.GetList(pb.AddressRequest(address=LIST))).members) == [
+        "ann@xn--bcher-kva.example"]
+
+
 async def test_a_closed_list_takes_no_confirmation(example: Any, js: Any) -> None:
     await example.AddList(pb.AddListRequest(address=LIST, owner="o@example.com"))
     [secret] = await list_cookie_secrets(js).get()

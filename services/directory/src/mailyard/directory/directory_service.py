@@ -529,7 +529,10 @@ class DirectoryService(pb_grpc.DirectoryServicer):
         member = validate.target(request.member)
         action = listcookie.SUBSCRIBE if request.subscribe else listcookie.UNSUBSCRIBE
         secrets = await self.cookie_secrets.get() if self.cookie_secrets else []
-        if not listcookie.valid(secrets, address, action, member, request.cookie, time.time()):
+        # the cookie names the member as local-delivery read it from the confirmation
+        # address (a UTF-8 domain as written), not in the stored A-label form
+        if not listcookie.valid(secrets, address, action, request.member.strip(),
+                                request.cookie, time.time()):
             raise denied(f"the confirmation for {member} is invalid or expired")
         if request.subscribe and self._names(address, [member]):
             raise invalid(f"list {address} cannot be its own member")
