@@ -288,3 +288,18 @@ def test_mail_access_serves_the_mail_volume_as_the_mail_user(
     ports = {p["port"]: p["targetPort"] for p in service["ports"]}
     assert {143: "imap", 993: "imaps", 110: "pop3", 995: "pop3s"}.items() <= ports.items()
     assert service["externalTrafficPolicy"] == "Local"  # the lease is for the client's IP
+
+
+def test_local_delivery_starts_without_a_listmail_key(rendered: tuple[str, list[Doc]]) -> None:
+    """local-delivery mounts only the Secret's listmail key (ConfirmListMember and nothing
+    else); a Secret made before that key existed left its pods unable to start (a missing
+    key of a required secret volume), and no mail was delivered. The key is optional: list
+    confirmations are deferred until it is added."""
+    _, docs = rendered
+    pod = by(docs, "Deployment")["local-delivery"]["spec"]["template"]["spec"]
+    [auth] = [v for v in pod["volumes"] if v["name"] == "auth"]
+    assert auth["secret"]["items"] == [{"key": "listmail", "path": "listmail"}]
+    assert auth["secret"]["optional"] is True
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    token_file = env["MAILYARD_LOCAL_TOKEN_FILE"]
+    assert token_file == f"/etc/mailyard/auth/{auth['secret']['items'][0]['path']}"
