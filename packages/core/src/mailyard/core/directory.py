@@ -56,9 +56,20 @@ class DirectoryView(KVView):
         # is_local_domain (every RCPT, every queued message) stays one or two dict lookups
         self._alias_domains: dict[str, str] = {}
         self.delimiters = extensions.DEFAULT  # Settings.recipient_delimiter, as it is now
+        # the keys of the lists that take subscriptions by mail, kept as the records change,
+        # so accepts() answers their command addresses without parsing a list (0.5 ms for
+        # 40,000 members, at every RCPT a client cares to send)
+        self._by_mail: set[str] = set()
         self.on_change(self._track_alias_domain)
 
     def _track_alias_domain(self, key: str, value: bytes | None) -> None:
+        if key.startswith("list."):
+            if value is not None and pb.MailingList.FromString(value).subscription == \
+                    pb.SUBSCRIPTION_POLICY_CONFIRM:
+                self._by_mail.add(key)
+            else:
+                self._by_mail.discard(key)
+            return
         if key == SETTINGS_KEY:
             self.delimiters = (pb.Settings.FromString(value).recipient_delimiter
                                if value is not None else extensions.DEFAULT)
@@ -177,16 +188,14 @@ class DirectoryView(KVView):
         if answering is not None and address[len(answering)] != "@":
             # through its extension's base (two keys more, for such addresses only): a
             # list's command address is refused, but for -owner and -request, and the
-            # subscribe commands of a list that takes them by mail (its record read then)
+            # subscribe commands of a list that takes them by mail
             key = f"{_enc(to_ascii_domain(domain.name))}.{_enc(answering)}"
-            if (raw := self.data.get(f"list.{key}")) is not None and not any(
+            if f"list.{key}" in self.data and not any(
                     f"{kind}.{key}" in self.data for kind in ("mailbox", "alias")):
                 extension = split(address)[0][len(answering) + 1:]
                 if extension in listaddresses.OWNER_EXTENSIONS:
                     return True
-                return (listcookie.parse(extension) is not None
-                        and pb.MailingList.FromString(raw).subscription
-                        == pb.SUBSCRIPTION_POLICY_CONFIRM)
+                return f"list.{key}" in self._by_mail and listcookie.parse(extension) is not None
         return answering is not None or domain.catch_all in (pb.CATCH_ALL_ACTION_DELIVER,
                                                              pb.CATCH_ALL_ACTION_DELETE)
 
