@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from mailyard.api.directory.v1 import directory_pb2 as dpb
@@ -12,14 +13,19 @@ from mailyard.core.directory import DirectoryView, domain_key, record_key
 MEMBERS = 40_000  # about 1 MB: as big as one record may be (nats-server's max_payload)
 
 
-def _cost(view: DirectoryView, address: str, rounds: int = 50) -> float:
-    started = time.perf_counter()
-    for _ in range(rounds):
-        assert view.accepts(address)
-    return (time.perf_counter() - started) / rounds
+@contextmanager
+def _unparsable(view: DirectoryView, key: str) -> Iterator[None]:
+    """The view's copy of the record `key` made bytes no parser takes: an answer that still
+    comes out right did not parse the record (the cost measured in bench, not asserted)."""
+    kept = view.data[key]
+    view.data[key] = b"\xff\xff not a record"
+    try:
+        yield
+    finally:
+        view.data[key] = kept
 
 
-async def test_rcpt_to_a_big_list_costs_what_a_mailbox_costs(js: Any) -> None:
+async def test_rcpt_to_a_big_list_parses_no_list(js: Any) -> None:
     """accepts() decided by parsing the whole list and copying every member into a
     Resolution: 6 ms per RCPT to a list of 40,000, on smtp-ingress's event loop (100 RCPTs
     to it held every session 0.6 s), against 6 us for a mailbox."""
@@ -40,9 +46,8 @@ async def test_rcpt_to_a_big_list_costs_what_a_mailbox_costs(js: Any) -> None:
         await asyncio.sleep(0.02)
     try:
         assert view.accepts("BIG@example.test") and not view.accepts("nobody@example.test")
-        mailbox = min(_cost(view, "joe@example.test") for _ in range(3))
-        big_list = min(_cost(view, "big@example.test") for _ in range(3))
-        assert big_list < 20 * mailbox + 50e-6, (big_list, mailbox)
+        with _unparsable(view, record_key("list", "big@example.test")):
+            assert view.accepts("big@example.test")
         # the same answer as resolve() for every catch-all
         for action in dpb.CatchAllAction.values():
             await kv.put(domain_key("example.test"), dpb.Domain(
@@ -61,7 +66,7 @@ async def test_rcpt_to_a_big_list_costs_what_a_mailbox_costs(js: Any) -> None:
         await view.stop()
 
 
-async def test_rcpt_to_a_big_lists_subscribe_address_costs_what_a_mailbox_costs(
+async def test_rcpt_to_a_big_lists_subscribe_address_parses_no_list(
         js: Any) -> None:
     """Whether a list takes subscriptions by mail was read by parsing its record at every
     RCPT to one of its command addresses: 0.5 ms for a list of 40,000, on smtp-ingress's
@@ -88,9 +93,8 @@ async def test_rcpt_to_a_big_lists_subscribe_address_costs_what_a_mailbox_costs(
 
     try:
         await until(True)
-        mailbox = min(_cost(view, "joe@example.test") for _ in range(3))
-        command = min(_cost(view, "big+subscribe@example.test") for _ in range(3))
-        assert command < 20 * mailbox + 50e-6, (command, mailbox)
+        with _unparsable(view, record_key("list", "big@example.test")):
+            assert view.accepts("big+subscribe@example.test")
         assert not view.accepts("big+help@example.test")
         big.subscription = dpb.SUBSCRIPTION_POLICY_CLOSED
         await kv.put(record_key("list", "big@example.test"), big.SerializeToString())
