@@ -148,6 +148,28 @@ def test_dotqmail_lines() -> None:
     assert dotqmail.local_of(".qmail-") is None
 
 
+def test_dotqmail_blank_first_line_and_indented_lines_are_what_qmail_local_made_of_them() -> None:
+    """qmail-local strips only trailing blanks: a blank first line defers every message
+    ("Uh-oh: first line of .qmail file is blank. (#4.2.1)"), and a line starting with a
+    blank is a forward to an address starting with one, which no mail ever reached. Neither
+    may come over as if it had worked: each is an error naming what the old host did."""
+    problems = Problems()
+    dot = dotqmail.parse(["", "./Maildir/", "  ./joe/Maildir/", "\t&ann@x.test",
+                          "| /usr/bin/autorespond 1 2", "", "bob@x.test   "],
+                         ".qmail-x", "/home/d", problems)
+    assert dot.maildirs == [("/home/d/Maildir", 2)]
+    assert dot.forwards == [("bob@x.test", 7)]           # trailing blanks go, as in qmail
+    assert [p.line for p in dot.programs] == [5]
+    assert [(p.line, p.kind) for p in problems.items] == [(1, ERROR), (3, ERROR), (4, ERROR)]
+    first, indented, tab = problems.items
+    assert "deferred every message" in first.reason and "#4.2.1" in first.reason
+    assert "starts with a blank" in indented.reason and "'  ./joe/Maildir/'" in indented.reason
+    assert "starts with a blank" in tab.reason
+    clean = Problems()
+    dotqmail.parse(["# comment", "", "./Maildir/"], ".qmail-y", "/home/d", clean)
+    assert clean.items == []       # a blank line after the first is nothing
+
+
 def test_dotqmail_forward_may_start_with_any_character() -> None:
     # qmail-local: a line that is not #, ., /, | (or blank) is a forward; & only lets the
     # address start with one of those

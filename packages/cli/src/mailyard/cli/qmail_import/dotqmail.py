@@ -73,8 +73,21 @@ def parse(lines: list[str], path: Path | str, home: str, problems: Problems) -> 
     """Parse a .qmail whose deliveries run in `home` (the old host's directory, for ./x)."""
     out = DotQmail(str(path))
     for number, raw in enumerate(lines, 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
+        # qmail-local strips trailing blanks only: what it did with the line is what the
+        # old host's users got, and a line that never worked there must not start now
+        line = raw.rstrip()
+        if not line:
+            if number == 1:
+                problems.error(path, number, "the first line is blank: qmail-local deferred "
+                               "every message to this address (\"Uh-oh: first line of .qmail "
+                               "file is blank. (#4.2.1)\"); remove the blank line")
+            continue
+        if line[0] in " \t":
+            problems.error(path, number, f"the line starts with a blank: qmail-local read it "
+                           f"as a forward to {line!r}, an address no mail reached; remove "
+                           "the blank to make it what it was meant to be")
+            continue
+        if line.startswith("#"):
             continue
         if "\x00" in line:
             problems.error(path, number, "NUL byte in the line")
