@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import email.utils
 from pathlib import Path
 from typing import Any
 
@@ -267,3 +268,20 @@ def test_retry_c_past_any_schedule_is_refused() -> None:
                 Settings.load(**{name: value})
     assert Settings.load(retry_c_remote="3600").retry_c_remote == 3600
     assert schedule.next_attempt(0.0, 10 * 604800.0, 3600) < 10 * 604800.0 + 10 ** 8
+
+
+@pytest.mark.parametrize("fmt", ["dsn", "qsbmf"])
+def test_the_dates_name_their_zone(fmt: str) -> None:
+    """The bounce's Date and the DSN's Arrival-Date said "-0000", which RFC 5322 (3.3)
+    reads as "local time unknown": readers showed the times zone-less, Python's own parser
+    gives a naive datetime. They say +0000 now, the zone of the times they give (UTC)."""
+    data = bounce.build(fmt=fmt, me="mx.test", to="a@s.test", kind=bounce.BOUNCE,
+                        queue_id="Q", original_sender="a@s.test", arrival=1_800_000_000.0,
+                        failures=[bounce.Failure("b@r.test", "550 5.1.1 no", "5.1.1")],
+                        original=b"Subject: hi\r\n\r\nbody\r\n")
+    msg = email.message_from_bytes(data, policy=email.policy.compat32)
+    date = msg["Date"]
+    assert date.endswith(" +0000"), date
+    assert email.utils.parsedate_to_datetime(date).tzinfo is not None
+    if fmt == "dsn":
+        assert b"\r\nArrival-Date: Fri, 15 Jan 2027 08:00:00 +0000\r\n" in data
