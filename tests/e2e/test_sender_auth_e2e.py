@@ -132,3 +132,30 @@ def test_our_bounces_and_vacation_replies_verify_at_the_receiving_side(
         assert b"d=" + domain + b";" in message
         verifier = dkim.DKIM(message)
         assert all(verifier.verify(idx=i, dnsfunc=txt) for i in range(count)), rcpt
+
+
+def test_a_bounce_of_mail_with_a_2000_octet_header_line_leaves_signed(
+        platform: Mailyard, dns_zone: DnsServer) -> None:
+    """A bounce returns the failed message's header section. It came as it was, so a
+    2,000-octet header line (real mail has them; SMTP allows 1,000 with CRLF) made a bounce
+    line over 998 octets: remote-delivery folds such a line on the way out, which would
+    break a signature, so the bounce left unsigned (long_line) and failed DMARC. The queue
+    folds the returned header lines itself now, and the bounce leaves signed."""
+    platform.sink.refuse["gone@remote.test"] = "550 5.1.1 no such user"
+    references = b"References:" + b"".join(b" <%04d.thread@remote.test>" % n
+                                            for n in range(80))
+    assert len(references) > 2000
+    before = len(platform.sink.messages)
+    with platform.smtp() as client:
+        client.sendmail("dave@remote.test", ["gone@remote.test"],
+                        b"From: dave@remote.test\r\nTo: gone@remote.test\r\n"
+                        b"Subject: a long thread\r\n" + references + b"\r\n\r\nhello\r\n")
+    got = platform.sink.wait_for(before + 1, timeout=60)[before:]
+    assert [r.rcpt_tos for r in got] == [["dave@remote.test"]], "no bounce reached the sink"
+    message = got[0].data if b"\r\n" in got[0].data \
+        else got[0].data.replace(b"\n", b"\r\n")
+    assert message.count(b"DKIM-Signature:") == 1, message[:400]
+    assert b"d=e2e.test;" in message
+    assert dkim.DKIM(message).verify(dnsfunc=dns_zone.txt)
+    assert max(map(len, message.split(b"\r\n"))) <= 998
+    assert references in message.replace(b"\r\n ", b" ")  # folded, nothing lost

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from mailyard.api.mail.v1.envelope_pb2 import Envelope
 from mailyard.core.errors import SettingsError
-from mailyard.queue import bounce, schedule
+from mailyard.queue import bounce, linefold, schedule
 from mailyard.queue.settings import Settings
 from mailyard.queue.state import DEFERRED, DELIVERED, FAILED, QUEUED, Store
 
@@ -285,3 +285,72 @@ def test_the_dates_name_their_zone(fmt: str) -> None:
     assert email.utils.parsedate_to_datetime(date).tzinfo is not None
     if fmt == "dsn":
         assert b"\r\nArrival-Date: Fri, 15 Jan 2027 08:00:00 +0000\r\n" in data
+
+
+def _returned_lines(data: bytes) -> list[bytes]:
+    """The bounce's lines as remote-delivery sends them: a bare CR or LF ends a line too."""
+    return data.splitlines()
+
+
+@pytest.mark.parametrize("fmt", ["dsn", "qsbmf"])
+def test_a_long_header_line_is_returned_folded_or_cut(fmt: str) -> None:
+    """The returned header section came as it was: a 2,000-octet header line (smtp-ingress
+    accepts them from outside) made a bounce line over RFC 5322's 998 octets, which
+    remote-delivery folds on the way out and so cannot sign (long_line). Such a line is
+    folded before white space now, unfolding to what it was; a run of 998 octets with
+    nowhere to fold is cut, with a marker."""
+    references = b"References:" + b"".join(b" <%04d.thread@remote.test>" % n
+                                            for n in range(80))
+    blob = b"X-Blob: " + b"x" * 2000 + b" tail"
+    original = (b"Subject: hi\r\n" + references + b"\r\n" + blob
+                + b"\r\nTo: a@s.test\r\n\r\nbody\r\n")
+    data = bounce.build(fmt=fmt, me="mx.test", to="a@s.test", kind=bounce.BOUNCE,
+                        queue_id="Q", original_sender="a@s.test", arrival=0.0,
+                        failures=[bounce.Failure("b@r.test", "550 5.1.1 no", "5.1.1")],
+                        original=original)
+    assert max(map(len, _returned_lines(data))) <= 998
+    unfolded = data.replace(b"\r\n ", b" ")  # RFC 5322 2.2.3
+    assert b"\r\nSubject: hi\r\n" + references + b"\r\n" in unfolded
+    cut = b"X-Blob:\r\n " + b"x" * (998 - 1 - len(linefold.MARK)) + linefold.MARK
+    assert b"\r\n" + cut + b"\r\n tail\r\nTo: a@s.test\r\n" in data
+    if fmt == "dsn":
+        returned = list(email.message_from_bytes(data, policy=email.policy.default)
+                        .iter_parts())[2]
+        assert returned.get_content_type() == "text/rfc822-headers"
+
+
+_HEADER_LINES = st.lists(st.one_of(
+    st.binary(max_size=3000),
+    st.integers(0, 3000).map(lambda n: b"X-Long: " + b"y" * n),
+    st.lists(st.sampled_from([b" ", b"\t", b"  ", b"a", b"\xc3\xa9", b"\r", b"\n",
+                              b"b" * 500]), max_size=40).map(b"".join)),
+    max_size=6)
+
+
+@settings(max_examples=200, deadline=2000)
+@given(_HEADER_LINES, st.sampled_from(["dsn", "qsbmf"]), st.booleans())
+def test_any_returned_header_gives_a_bounce_of_short_lines(lines: list[bytes], fmt: str,
+                                                            smtputf8: bool) -> None:
+    """Whatever the failed message's header section holds, building its bounce does not
+    raise and no line of it (as remote-delivery counts lines) is over 998 octets."""
+    original = b"\r\n".join(lines)
+    data = bounce.build(fmt=fmt, me="mx.test", to="a@s.test", kind=bounce.BOUNCE,
+                        queue_id="Q", original_sender="a@s.test", arrival=0.0,
+                        smtputf8=smtputf8, original=original,
+                        failures=[bounce.Failure("b@r.test", "550 5.1.1 no", "5.1.1")])
+    assert max(map(len, _returned_lines(data))) <= 998
+
+
+_WORDS = st.lists(st.binary(min_size=1, max_size=500)
+                  .map(lambda b: b.translate(None, b" \t\r\n")).filter(bool), max_size=12)
+
+
+@settings(max_examples=200, deadline=2000)
+@given(st.lists(_WORDS.map(b" ".join), max_size=5))
+def test_a_line_with_room_to_fold_is_returned_whole(lines: list[bytes]) -> None:
+    """Folded lines unfold (RFC 5322 2.2.3) to what came, octet for octet: nothing is cut
+    where white space leaves room to fold, nothing re-encoded."""
+    text = b"\r\n".join(lines)
+    fitted = linefold.fit(text)
+    assert max(map(len, fitted.splitlines()), default=0) <= 998
+    assert fitted.replace(b"\r\n ", b" ") == text

@@ -25,6 +25,7 @@ from mailyard.api.mail.v1.envelope_pb2 import (
     ORIGIN_BOUNCE,
     ORIGIN_DOUBLE_BOUNCE,
 )
+from mailyard.queue.linefold import fit
 
 BOUNCE, DOUBLE_BOUNCE, DROP = "bounce", "double_bounce", "dropped"
 DELAY = "delay_warning"  # RFC 3464 Action: delayed; the message stays queued
@@ -146,7 +147,7 @@ def build(*, fmt: str, me: str, to: str, kind: str, queue_id: str, original_send
         head = [*common, "Content-Type: text/plain; charset=utf-8"]
         body = intro + "--- Below this line is a copy of the message.\r\n\r\n"
         text = "\r\n".join(head) + "\r\n\r\n" + body
-        return text.encode() + original[:_QSBMF_LIMIT]
+        return text.encode() + fit(original[:_QSBMF_LIMIT])
     utf8 = smtputf8 or not all(f.recipient.isascii() for f in failures)
     boundary = f"=_mailyard_{os.urandom(8).hex()}"
     head = [*common,
@@ -180,4 +181,4 @@ def build(*, fmt: str, me: str, to: str, kind: str, queue_id: str, original_send
     ]
     text = "\r\n".join(parts) + "\r\n"
     tail = f"\r\n--{boundary}--\r\n"
-    return text.encode() + _headers_of(original).rstrip(b"\r\n") + b"\r\n" + tail.encode()
+    return text.encode() + fit(_headers_of(original).rstrip(b"\r\n")) + b"\r\n" + tail.encode()
