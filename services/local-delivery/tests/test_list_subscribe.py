@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from mailyard.api.directory.v1 import directory_pb2 as pb
 from mailyard.api.directory.v1 import directory_pb2_grpc as pb_grpc
@@ -186,3 +187,62 @@ async def test_an_alias_to_a_command_address_is_refused_not_answered_in_its_plac
     assert rr.outcome == OUTCOME_FAILED and "takes no commands by mail" in rr.reply
     assert await env.todo_count() == 0
     assert env.messages("ann@example.com") == []
+
+
+def _limited() -> float:
+    return REGISTRY.get_sample_value("mailyard_local_list_commands_total",
+                                     {"result": "limited"}) or 0.0
+
+
+async def test_confirmation_requests_to_one_address_are_bounded(
+        env: Env, directory: dict[str, Any]) -> None:
+    """Anyone could make us mail a confirmation request to anyone (news-subscribe-victim=
+    host@, or a forged sender) as often as they liked, through every list we host: a mail
+    bomb in our name. Now at most one per (list, action, address) an hour and five per
+    address a day across all lists (KV `listrequests`, per-key TTLs); the others are
+    accepted and dropped without an answer (answering is the abuse), counted limited."""
+    await env.domain("example.com")
+    lists = [f"l{n}@example.com" for n in range(7)]
+    for address in lists:
+        await env.mailing_list(address, "owner@example.com", "m@remote.test",
+                               subscription=pb.SUBSCRIPTION_POLICY_CONFIRM)
+    await env.start(directory_addr=directory["directory_addr"],
+                    token_file=directory["token_file"])
+    before = _limited()
+    victim = "l0+subscribe-victim=else.test@example.com"
+    envelope, _ = await _request(env, "eve@evil.test", victim)
+    assert list(envelope.recipients) == ["victim@else.test"]
+    for sender in ("eve@evil.test", "other@evil.test", "Victim@Else.test"):
+        rr = await _delivered(env, sender, victim, ASK)
+        assert rr.reply == "confirmation request sent"  # the sender learns nothing
+    assert await env.todo_count() == 0
+    assert _limited() == before + 3
+    # leaving is not joining: its own request in the same hour
+    await _request(env, "victim@else.test", "l0+unsubscribe@example.com")
+    # three more lists reach the day's five; the sixth and seventh get nothing
+    for n in (1, 2, 3):
+        await _request(env, "eve@evil.test", f"l{n}+subscribe-victim=else.test@example.com")
+    for n in (4, 5):
+        await _delivered(env, "eve@evil.test", f"l{n}+subscribe-victim=else.test@example.com",
+                         ASK)
+    assert await env.todo_count() == 0
+    assert _limited() == before + 5
+    # another address is not held back by the victim's bound
+    envelope, _ = await _request(env, JOE, "l5+subscribe@example.com")
+    assert list(envelope.recipients) == [JOE]
+
+
+async def test_without_the_request_bucket_requests_still_go_out(
+        env: Env, directory: dict[str, Any]) -> None:
+    """The bound is a guard, not a reason to lose a subscriber: with its bucket gone the
+    request is sent (as greylisting lets mail through), and the bucket is made again."""
+    await _setup(env, directory, subscription=pb.SUBSCRIPTION_POLICY_CONFIRM)
+    await _request(env, JOE, "news+subscribe@example.com")
+    await env.js.delete_key_value(bus.KV_LIST_REQUESTS)
+    envelope, _ = await _request(env, JOE, "news+subscribe@example.com")
+    assert list(envelope.recipients) == [JOE]
+    await _request(env, JOE, "news+subscribe@example.com")  # a fresh bucket: not counted
+    await env.job(JOE, ["news+subscribe@example.com"], ASK)
+    await env.result()
+    assert await env.todo_count() == 0  # bounded again
+    await env.js.key_value(bus.KV_LIST_REQUESTS)

@@ -80,6 +80,7 @@ KV_GREYLIST = "greylist"        # smtp-ingress greylisting triplets (TTL)
 KV_AUTOREPLIES = "autoreplies"  # local-delivery: (mailbox, sender) pairs answered (TTL)
 KV_SRS = "srs"                  # the SRS secrets (core.srs_keys), made at first use
 KV_LIST_COOKIES = "listcookies"  # the list-subscription cookies' secrets, likewise
+KV_LIST_REQUESTS = "listrequests"  # local-delivery: confirmation requests sent lately (TTL)
 
 DUPLICATE_WINDOW = 120.0        # seconds a Nats-Msg-Id is remembered
 MAX_REPLICAS = 5                # JetStream's limit for a stream or bucket

@@ -46,6 +46,11 @@ class Settings(ServiceSettings):
     quota_warn_percent: float = Field(default=90.0, ge=0, le=100)
     quota_warn_interval: float = Field(default=86400.0, ge=60, le=366 * 86400)
 
+    # Confirmation requests of subscriptions by mail (subscribe_limit.py): at most this many
+    # to one address a day across all lists (besides one per list, action and address an
+    # hour), so nobody can use our lists to mail-bomb an address.
+    list_requests_per_day: int = Field(default=5, ge=1, le=1000)
+
     # The directory, for a list member's confirmation by mail (subscribe.py), called with
     # this service's token of role listmail (TOKEN_FILE).
     directory_addr: str = "127.0.0.1:50056"

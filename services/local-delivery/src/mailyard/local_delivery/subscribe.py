@@ -5,6 +5,8 @@ subscription policy is CONFIRM; a closed list's command addresses stay refused (
   LIST-subscribe-user=host@ for another address) get a confirmation request sent to the
   address asked for, Reply-To LIST+sc.COOKIE-user=host@ (+uc. to leave): the cookie
   (mailyard.core.listcookie) is good for ten days. Nothing changes yet.
+- Those requests are bounded (subscribe_limit.py): one per list, action and address an
+  hour, a few per address a day; over that the request is dropped without an answer.
 - Mail to that address hands the cookie to the directory's ConfirmListMember, which checks
   it and makes the change; the member then gets a welcome or goodbye note. A cookie that is
   forged or expired changes nothing and the mail bounces saying so.
@@ -43,6 +45,7 @@ from mailyard.core.srs_keys import SrsSecrets
 from mailyard.local_delivery import autoheaders, autoreply, metrics, reinject
 from mailyard.local_delivery.resolve import ListCommand
 from mailyard.local_delivery.settings import Settings
+from mailyard.local_delivery.subscribe_limit import RequestLimit
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +100,7 @@ class Subscriptions:
         self.secrets = secrets
         self._stub: Any = None  # DirectoryStub on an aio channel
         self._channel: grpc.aio.Channel | None = None
+        self.limit = RequestLimit(js, settings.list_requests_per_day)
 
     def _directory(self) -> Any:
         if self._stub is None:
@@ -152,7 +156,19 @@ class Subscriptions:
             list=cmd.list_address, confirm=confirm, days=listcookie.COOKIE_DAYS,
             owner=self._owner(cmd))
         subject = REQUEST_SUBJECT[action].format(list=cmd.list_address)
-        qid = await self._send(cmd, address, subject, body, reply_to=confirm)
+        claim = await self.limit.claim(cmd.list_address, action, address, now)
+        if claim is None:
+            # over a bound (subscribe_limit.py): accepted and dropped, said as if sent, since
+            # whoever asked may be using us against the address
+            metrics.LIST_COMMANDS.labels("limited").inc()
+            log.info("list confirmation request not sent: over the bound", extra={
+                "queue_id": job.queue_id, "list": cmd.list_address, "action": action})
+            return Outcome.OUTCOME_DELIVERED, REQUESTED, "2.0.0"
+        try:
+            qid = await self._send(cmd, address, subject, body, reply_to=confirm)
+        except BaseException:
+            await claim.undo()  # deferred: its retry is no repeat
+            raise
         metrics.LIST_COMMANDS.labels("requested").inc()
         log.info("list confirmation request sent", extra={
             "queue_id": job.queue_id, "new_queue_id": qid, "list": cmd.list_address,
