@@ -17,6 +17,7 @@ from tests.e2e.conftest import Mailyard
 LIST = "news@example.test"
 ANN = "ann@remote.test"
 OWNER = "joe@example.test"
+RETURN = "news+return@example.test"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -46,7 +47,7 @@ def test_join_confirm_receive_and_leave_by_mail(mailyard: Mailyard) -> None:
     before = len(mailyard.sink.messages)
     _send(mailyard, ANN, "news+subscribe@example.test", "subscribe")
     request = _next(mailyard, before)
-    assert mailyard.sink.messages[-1].mail_from in ("", "<>")
+    assert mailyard.sink.messages[-1].mail_from == RETURN  # ezmlm's, not <>
     assert mailyard.sink.messages[-1].rcpt_tos == [ANN]
     confirm = str(request["Reply-To"])
     assert confirm.startswith("news+sc.") and confirm.endswith("-ann=remote.test@example.test")
@@ -82,3 +83,22 @@ def test_the_null_sender_gets_no_answer_and_a_forged_cookie_bounces(
     mailyard.queue_empty()
     assert len(mailyard.sink.messages) == before + 1
     assert ANN not in mailyard.cli("list", "show", LIST).split()
+
+
+def test_a_bounce_of_a_request_comes_back_to_the_list_and_is_dropped(
+        mailyard: Mailyard) -> None:
+    """A request to an address its server refuses went from <>, so its bounce was a double
+    bounce to our postmaster, and a BATV-checking receiver refused it. It goes from
+    news+return@ now: the bounce comes back there over the queue, and is dropped (logged),
+    as is a bounce sent to that address over SMTP (refused 550 5.7.1 before); neither is
+    posted to the list's members, answered or bounced."""
+    mailyard.sink.refuse["gone@remote.test"] = "550 5.1.1 no such user"
+    before, posts = len(mailyard.sink.messages), mailyard.count(OWNER)
+    _send(mailyard, ANN, "news+subscribe-gone=remote.test@example.test", "subscribe")
+    mailyard.wait_cli("dropped: mail to the return address", "log", "--address", RETURN)
+    _send(mailyard, "", RETURN, "failure notice")
+    mailyard.queue_empty()
+    assert len(mailyard.sink.messages) == before
+    assert mailyard.count(OWNER) == posts
+    log = mailyard.cli("log", "--address", RETURN)
+    assert log.count("dropped: mail to the return address") == 2, log

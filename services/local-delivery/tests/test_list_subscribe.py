@@ -30,6 +30,7 @@ from .conftest import Env
 
 LIST = "news@example.com"
 JOE = "joe@remote.test"
+RETURN = "news+return@example.com"
 POST = b"From: joe@remote.test\r\nSubject: hello\r\n\r\nbody\r\n"
 ASK = b"From: joe@remote.test\r\nSubject: please\r\n\r\n\r\n"
 
@@ -96,7 +97,7 @@ async def test_subscribe_confirm_welcome_next_post_then_leave(
     List-Unsubscribe that works by mail; -unsubscribe and its confirmation leave."""
     await _setup(env, directory, subscription=pb.SUBSCRIPTION_POLICY_CONFIRM)
     envelope, request = await _request(env, "Joe@Remote.test", "news+subscribe@example.com")
-    assert (envelope.sender, list(envelope.recipients)) == ("", [JOE])
+    assert (envelope.sender, list(envelope.recipients)) == (RETURN, [JOE])
     assert request["From"] == "news+owner@example.com"
     assert request["Auto-Submitted"] == "auto-replied"
     confirm = str(request["Reply-To"])
@@ -105,7 +106,7 @@ async def test_subscribe_confirm_welcome_next_post_then_leave(
     assert await _members(directory) == ["m@remote.test"]  # nothing yet
 
     envelope, welcome = await _request(env, JOE, confirm, b"Subject: Re: confirm\r\n\r\n\r\n")
-    assert (envelope.sender, list(envelope.recipients)) == ("", [JOE])
+    assert (envelope.sender, list(envelope.recipients)) == (RETURN, [JOE])
     assert "welcome" in welcome["Subject"]
     await _wait_members(directory, ["m@remote.test", JOE])
 
@@ -118,8 +119,8 @@ async def test_subscribe_confirm_welcome_next_post_then_leave(
     _, request = await _request(env, JOE, "news+unsubscribe@example.com")
     leave = str(request["Reply-To"])
     assert leave.startswith("news+uc.")
-    _, goodbye = await _request(env, JOE, leave)
-    assert "goodbye" in goodbye["Subject"]
+    envelope, goodbye = await _request(env, JOE, leave)
+    assert "goodbye" in goodbye["Subject"] and envelope.sender == RETURN
     await _wait_members(directory, ["m@remote.test"])
 
 
@@ -130,6 +131,7 @@ async def test_ezmlms_subscribe_user_host_form_asks_that_address(
     await _sleep()
     envelope, request = await _request(env, JOE, "news-subscribe-ann=else.test@example.com")
     assert list(envelope.recipients) == ["ann@else.test"]
+    assert envelope.sender == "news-return@example.com"  # the delimiter in use
     assert str(request["Reply-To"]).startswith("news-sc.")
 
 
@@ -246,3 +248,27 @@ async def test_without_the_request_bucket_requests_still_go_out(
     await env.result()
     assert await env.todo_count() == 0  # bounded again
     await env.js.key_value(bus.KV_LIST_REQUESTS)
+
+
+def _returned() -> float:
+    return REGISTRY.get_sample_value("mailyard_local_list_commands_total",
+                                     {"result": "returned"}) or 0.0
+
+
+async def test_mail_to_the_return_address_is_dropped_never_answered_nor_posted(
+        env: Env, directory: dict[str, Any]) -> None:
+    """Requests, welcomes and goodbyes go from news+return@ (ezmlm's LIST-return-), so a
+    bounce comes back to the list and a BATV-checking receiver takes them; what reaches
+    that address (a bounce, a robot's reply, anyone's mail) is accepted and dropped,
+    counted returned: never posted, answered or bounced. A list made closed since keeps
+    taking the bounces of what it sent before."""
+    await env.mailing_list("closed@example.com", "owner@example.com", "m@remote.test")
+    await _setup(env, directory, subscription=pb.SUBSCRIPTION_POLICY_CONFIRM)
+    before = _returned()
+    bounce = b"From: MAILER-DAEMON@remote.test\r\nSubject: failure notice\r\n\r\nno\r\n"
+    for sender, to, data in (("", RETURN, bounce), (JOE, "News+Return@example.com", POST),
+                             ("", "closed+return@example.com", bounce)):
+        rr = await _delivered(env, sender, to, data)
+        assert "dropped" in rr.reply
+    assert await env.todo_count() == 0
+    assert _returned() == before + 3

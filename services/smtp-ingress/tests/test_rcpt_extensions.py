@@ -129,3 +129,29 @@ async def test_a_list_that_takes_subscriptions_by_mail_accepts_its_commands(
                          R.list_command("closed@example.org", "closed-owner@example.org"))):
         assert await client.cmd(f"RCPT TO:<{rcpt}>") == reply, rcpt
     await client.close()
+
+
+async def test_a_lists_return_address_takes_its_bounces(local: Ingress, js: Any) -> None:
+    """news+return@ (news-return@), the envelope sender of a list's confirmation requests,
+    welcomes and goodbyes, was refused 550 5.7.1 like any command address, so their bounces
+    were refused at our door; taken now from <> and anyone, for every list (one made closed
+    since still gets the bounces of what it sent), while other extensions stay refused."""
+    kv = await bus.ensure_kv(js, bus.KV_DIRECTORY)
+    await kv.put(record_key("list", "news@example.org"), dpb.MailingList(
+        address="news@example.org", owner="alice@example.org", members=["bob@example.org"],
+        subscription=dpb.SUBSCRIPTION_POLICY_CONFIRM).SerializeToString())
+    await kv.put(record_key("list", "closed@example.org"), dpb.MailingList(
+        address="closed@example.org", owner="alice@example.org").SerializeToString())
+    await kv.put(SETTINGS_KEY, dpb.Settings(recipient_delimiter="-+").SerializeToString())
+    await wait_for(lambda: local.directory.delimiters == "-+")
+    await wait_for(lambda: local.directory.accepts("closed@example.org"))
+    for sender in ("", "sender@remote.test"):
+        client = await session(local.ports["smtp"])
+        assert await client.cmd(f"MAIL FROM:<{sender}>") == R.MAIL_OK
+        for rcpt, reply in (("news+return@example.org", R.RCPT_OK),
+                            ("News-Return@example.org", R.RCPT_OK),
+                            ("closed-return@example.org", R.RCPT_OK),
+                            ("news-returns@example.org",
+                             R.list_command("news@example.org", "news-owner@example.org"))):
+            assert await client.cmd(f"RCPT TO:<{rcpt}>") == reply, rcpt
+        await client.close()

@@ -187,13 +187,15 @@ class DirectoryView(KVView):
         # answering is a prefix of address: "@" follows it unless it is the extension's base
         if answering is not None and address[len(answering)] != "@":
             # through its extension's base (two keys more, for such addresses only): a
-            # list's command address is refused, but for -owner and -request, and the
-            # subscribe commands of a list that takes them by mail
+            # list's command address is refused, but for -owner and -request, -return (where
+            # what the list sent bounces to: any list, one closed since still gets them) and
+            # the subscribe commands of a list that takes them by mail
             key = f"{_enc(to_ascii_domain(domain.name))}.{_enc(answering)}"
             if f"list.{key}" in self.data and not any(
                     f"{kind}.{key}" in self.data for kind in ("mailbox", "alias")):
                 extension = split(address)[0][len(answering) + 1:]
-                if extension in listaddresses.OWNER_EXTENSIONS:
+                if (extension in listaddresses.OWNER_EXTENSIONS
+                        or extension == listaddresses.RETURN_EXTENSION):
                     return True
                 return f"list.{key}" in self._by_mail and listcookie.parse(extension) is not None
         return answering is not None or domain.catch_all in (pb.CATCH_ALL_ACTION_DELIVER,

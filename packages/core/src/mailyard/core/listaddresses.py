@@ -3,7 +3,9 @@ Mailman's -request), the list's address with an extension and no record of its o
 
 They are never posted: with qmail's "-" delimiter news-subscribe@ would otherwise reach
 news@ as an extension and go to every member. -owner and -request (RFC 2142's habit) reach
-the owner; the others are refused, naming the owner's address.
+the owner; -return (ezmlm's LIST-return-), the envelope sender of what the list writes
+itself, takes whatever comes back and drops it; the others are refused, naming the owner's
+address.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from mailyard.core.addresses import split
 
 OWNER_EXTENSIONS = frozenset({"owner", "request"})
+RETURN_EXTENSION = "return"
 
 
 def extension(address: str, list_address: str) -> str:
@@ -34,3 +37,11 @@ def owner_command(list_address: str, delimiters: str, owner: str) -> str:
         return owner
     local, domain = split(list_address)
     return f"{local}{delimiters[0]}owner@{domain}"
+
+
+def return_address(list_address: str, delimiter: str) -> str:
+    """LIST+return@: the envelope sender of a list's confirmation requests, welcomes and
+    goodbyes, so their bounces come back to the list (and a BATV-checking receiver, which
+    refuses <> to an address that sent nothing, takes them)."""
+    local, domain = split(list_address)
+    return f"{local}{delimiter}{RETURN_EXTENSION}@{domain}"

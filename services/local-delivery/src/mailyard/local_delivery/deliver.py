@@ -179,6 +179,8 @@ class Deliverer:
                 # routed here for our SRS addresses there (the queue): no mailbox otherwise
                 return _result(recipient, Outcome.OUTCOME_FAILED, *resolve.NO_MAILBOX)
             return _result(recipient, Outcome.OUTCOME_DEFERRED, *exp.deferral)
+        if exp.returned:
+            return _result(recipient, *subscribe.returned(job, exp.returned))
         if exp.command is not None:
             try:
                 return _result(recipient, *await self.subscriptions.handle(

@@ -36,9 +36,10 @@ LIST_COMMANDS = Counter(
     "mailyard_local_list_commands",
     "Mail to a subscribe / unsubscribe address of a list that takes them, by result: "
     "requested (a confirmation request sent), limited (a request over its bounds, dropped "
-    "unanswered), subscribed, unsubscribed, refused (a cookie "
-    "invalid or expired, a list closed meanwhile, a bad address), excluded (automatic or "
-    "null sender, or bulk mail: not answered), failed (directory or queue unavailable).",
+    "unanswered), subscribed, unsubscribed, returned (mail to a list's -return address, "
+    "dropped), refused (a cookie invalid or expired, a list closed meanwhile, a bad "
+    "address), excluded (automatic or null sender, or bulk mail: not answered), failed "
+    "(directory or queue unavailable).",
     ["result"],
 )
 
@@ -50,6 +51,6 @@ for _result in AUTOREPLY_RESULTS:
     AUTOREPLIES.labels(_result)
 for _result in ("sent", "failed"):
     QUOTA_WARNINGS.labels(_result)
-for _result in ("requested", "limited", "subscribed", "unsubscribed", "refused", "excluded",
-                "failed"):
+for _result in ("requested", "limited", "subscribed", "unsubscribed", "returned", "refused",
+                "excluded", "failed"):
     LIST_COMMANDS.labels(_result)

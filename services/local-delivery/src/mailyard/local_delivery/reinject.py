@@ -10,7 +10,9 @@ Envelope senders:
 - list mail gets the list owner as sender, so members' bounces reach the owner and not
   the author (ezmlm's reason for its own return path); an owner of another domain goes to
   the members at other domains as an SRS address (deliver.py), as for a forward;
-- a vacation reply (autoreply.py) goes from <> (RFC 3834 3.3), so nothing answers it.
+- a vacation reply (autoreply.py) goes from <> (RFC 3834 3.3), so nothing answers it; a
+  list's confirmation request, welcome or goodbye (subscribe.py) from the list's -return
+  address, where local-delivery drops whatever comes back.
 - a message from <> (a bounce) to a list goes to its owner only, still from <>: members
   never get bounces (ezmlm refuses them), and the null sender ends any loop.
 
@@ -101,9 +103,10 @@ async def to_list(spool: Spool, js: JetStreamContext, job: DeliveryJob, recipien
 
 
 async def autoreply(spool: Spool, js: JetStreamContext, recipient: str, data: bytes, *,
-                    smtputf8: bool) -> str:
-    envelope = Envelope(origin=ORIGIN_AUTOREPLY, sender="", recipients=[recipient],
-                        smtputf8=smtputf8)
+                    smtputf8: bool, sender: str = "") -> str:
+    """`sender`: <> for a vacation reply; a list's -return address for its answers."""
+    envelope = Envelope(origin=ORIGIN_AUTOREPLY, sender=sender, recipients=[recipient],
+                        smtputf8=smtputf8 or not sender.isascii())
     stored = await inject(spool, js, envelope, data)
     return stored.queue_id
 

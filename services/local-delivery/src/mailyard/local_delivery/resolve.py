@@ -57,6 +57,7 @@ class Expansion:
     forwards: list[str] = field(default_factory=list)  # reinjected, original sender
     lists: list[ListSend] = field(default_factory=list)
     command: ListCommand | None = None  # a subscribe / unsubscribe of a list (subscribe.py)
+    returned: str = ""          # the list whose -return address this is: dropped
     deleted: bool = False       # a catch-all "delete" swallowed it
     failure: tuple[str, str] | None = None   # permanent (reply, enhanced code)
     deferral: tuple[str, str] | None = None  # temporary
@@ -153,6 +154,10 @@ def _step(view: DirectoryView, address: str, written: str, path: tuple[str, ...]
         extension = listaddresses.extension(address, res.resolved)
         if extension in listaddresses.OWNER_EXTENSIONS:
             exp.failure = NO_OWNER  # -owner of a list from before owners were required
+            return
+        if extension == listaddresses.RETURN_EXTENSION and not path:
+            # what came back of the list's own requests and notes: never posted or answered
+            exp.returned = res.resolved
             return
         named = view.mailing_list(res.resolved) if not path else None
         # only as the recipient itself: reached through an alias, its answer would stand for

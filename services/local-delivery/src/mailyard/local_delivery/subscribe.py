@@ -14,7 +14,9 @@ subscription policy is CONFIRM; a closed list's command addresses stay refused (
 No answer ever goes to the null sender, an automatic sender (MAILER-DAEMON, owner-*,
 *-request, also behind SRS or BATV) or mail that says it is automatic, bulk or list mail
 (the vacation rules, autoreply.py), so two robots cannot talk to each other. Answers go
-from <> with Auto-Submitted: auto-replied (RFC 3834), through the queue like every reply.
+from LIST+return@ (ezmlm's LIST-return-) with Auto-Submitted: auto-replied (RFC 3834),
+through the queue like every reply; mail to that address is dropped (returned()), never
+answered, bounced or posted.
 
 The directory is called with local-delivery's own token (role listmail): it may confirm and
 do nothing else. Read at the first confirmation, so a host without one still delivers mail.
@@ -51,6 +53,7 @@ log = logging.getLogger(__name__)
 
 # delivery replies (the bounce text a sender reads)
 NOT_ANSWERED = "list command not answered: {why}"
+RETURNED = "dropped: mail to the return address of {list}"
 REQUESTED = "confirmation request sent"
 INVALID = ("Sorry, this confirmation for {list} is invalid or has expired (they last "
            "{days} days); nothing was changed. Send a new request to {again}. (#5.7.1)")
@@ -236,8 +239,21 @@ class Subscriptions:
         msg["Message-ID"] = make_msgid("list", domain=self.settings.me)
         msg["Auto-Submitted"] = "auto-replied"
         msg.set_content(body, charset="utf-8", cte="7bit" if body.isascii() else "8bit")
+        # from LIST+return@ as ezmlm, not <>: a bounce comes back to the list (returned()),
+        # and a BATV-checking receiver takes it
+        sender = listaddresses.return_address(cmd.list_address, cmd.delimiter)
         return await reinject.autoreply(self.spool, self.js, to, msg.as_bytes(),
-                                        smtputf8=utf8)
+                                        smtputf8=utf8, sender=sender)
+
+
+def returned(job: DeliveryJob, list_address: str) -> tuple[int, str, str]:
+    """Mail to LIST+return@ (the bounce of a request, welcome or goodbye, a robot's reply):
+    accepted and dropped, as ezmlm-return drops what it cannot use; a bounce of it would go
+    to a robot or a forger, and the list's members never see it."""
+    metrics.LIST_COMMANDS.labels("returned").inc()
+    log.info("mail to a list's return address dropped",
+             extra={"queue_id": job.queue_id, "list": list_address})
+    return Outcome.OUTCOME_DELIVERED, RETURNED.format(list=list_address), "2.0.0"
 
 
 _REFUSALS = (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.FAILED_PRECONDITION,
