@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 NOT_ANSWERED = "list command not answered: {why}"
 RETURNED = "dropped: mail to the return address of {list}"
 REQUESTED = "confirmation request sent"
+LIMITED = "confirmation request not sent: over the bound on requests to {address}"
 INVALID = ("Sorry, this confirmation for {list} is invalid or has expired (they last "
            "{days} days); nothing was changed. Send a new request to {again}. (#5.7.1)")
 CLOSED = "Sorry, {list} no longer takes subscriptions by mail; write to {owner}. (#5.7.1)"
@@ -161,12 +162,13 @@ class Subscriptions:
         subject = REQUEST_SUBJECT[action].format(list=cmd.list_address)
         claim = await self.limit.claim(cmd.list_address, action, address, now)
         if claim is None:
-            # over a bound (subscribe_limit.py): accepted and dropped, said as if sent, since
-            # whoever asked may be using us against the address
+            # over a bound (subscribe_limit.py): accepted and dropped, no bounce, since
+            # whoever asked may be using us against the address; the reply is the
+            # postmaster's alone (mailyard log: no DSN reports a delivery), so it says why
             metrics.LIST_COMMANDS.labels("limited").inc()
             log.info("list confirmation request not sent: over the bound", extra={
                 "queue_id": job.queue_id, "list": cmd.list_address, "action": action})
-            return Outcome.OUTCOME_DELIVERED, REQUESTED, "2.0.0"
+            return Outcome.OUTCOME_DELIVERED, LIMITED.format(address=address), "2.0.0"
         try:
             qid = await self._send(cmd, address, subject, body, reply_to=confirm)
         except BaseException:
