@@ -273,3 +273,29 @@ async def test_mail_to_the_return_address_is_dropped_never_answered_nor_posted(
         assert "dropped" in rr.reply
     assert await env.todo_count() == 0
     assert _returned() == before + 3
+
+
+async def test_one_mailbox_under_many_spellings_shares_its_days_bound(
+        env: Env, directory: dict[str, Any]) -> None:
+    """The day's bound per address was per spelling, so victim+1@, victim+2@ ... (one
+    mailbox at nearly every provider), victim@bücher.example. or the U-label and A-label of
+    one domain each got five requests a day: no bound at all. The day's bound now counts the
+    mailbox: the local part before a "+" and the domain as DNS sees it."""
+    await env.domain("example.com")
+    await env.mailing_list(LIST, "owner@example.com", "m@remote.test",
+                           subscription=pb.SUBSCRIPTION_POLICY_CONFIRM)
+    await env.start(directory_addr=directory["directory_addr"],
+                    token_file=directory["token_file"])
+    before = _limited()
+    spellings = ["victim=bücher.example", "victim+1=bücher.example",
+                 "victim+2=xn--bcher-kva.example", "victim=bücher.example.",
+                 "victim=xn--bcher-kva.example."]
+    for spelling in spellings:  # the day's five
+        await _request(env, "eve@evil.test", f"news+subscribe-{spelling}@example.com")
+    for spelling in ("victim+3=bücher.example", "victim=XN--BCHER-KVA.example",
+                     "victim+9=xn--bcher-kva.example."):
+        rr = await _delivered(env, "eve@evil.test", f"news+subscribe-{spelling}@example.com",
+                              ASK)
+        assert "not sent" in rr.reply, spelling
+    assert await env.todo_count() == 0
+    assert _limited() == before + 3

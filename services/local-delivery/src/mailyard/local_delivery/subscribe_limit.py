@@ -6,7 +6,8 @@ mail bomb sent in our name, through every list we host.
   replica to create the pair's key in KV `listrequests` sends it. Joining and leaving are
   counted apart, so a member who joined by mistake can leave in the same hour;
 - at most `per_day` requests per address a day across all lists: the address's key holds
-  the times of its requests of the last day, changed by compare-and-set so replicas agree.
+  the times of its requests of the last day, changed by compare-and-set so replicas agree;
+  an address counts as its mailbox (mailbox()), so other spellings of it share the bound.
 
 Keys are digests (no address stored) with per-key TTLs, so the bucket holds only what was
 asked lately. A request over a bound is dropped without an answer: answering is the abuse.
@@ -26,6 +27,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from mailyard.core import bus
+from mailyard.core.addresses import to_ascii_domain
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,17 @@ def pair_key(mlist: str, action: str, address: str) -> str:
 
 
 def address_key(address: str) -> str:
-    return "a" + hashlib.sha256(address.encode()).hexdigest()[:40]
+    return "a" + hashlib.sha256(mailbox(address).encode()).hexdigest()[:40]
+
+
+def mailbox(address: str) -> str:
+    """The mailbox an address reaches, as far as we can tell from outside: the local part
+    before a "+" (sub-addressing, at nearly every provider), the domain as DNS sees it
+    (A-label, no final dot). Counted by its spelling, victim+1@, victim+2@ ... each had a
+    day's bound of its own."""
+    local, _, domain = address.lower().rpartition("@")
+    base = local.split("+", 1)[0] or local
+    return f"{base}@{to_ascii_domain(domain.rstrip('.'))}"
 
 
 class Claim:
