@@ -202,3 +202,31 @@ def test_local_domain_unreadable_auth_file_and_silent_probe(
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(f"{base}/explain?address=")  # noqa: S310
     assert err.value.code == 400
+
+
+def test_explain_says_which_list_addresses_are_taken(
+        services: Services, capsys: pytest.CaptureFixture[str]) -> None:
+    """`route explain` said every command address of a list was "refused at RCPT with 550
+    5.7.1", also the subscribe addresses of a list that takes subscriptions by mail and its
+    -return address, which smtp-ingress takes; it says what becomes of each now."""
+    assert run(capsys, "domain", "add", "hosted.test")[0] == 0
+    assert run(capsys, "list", "add", "news@hosted.test", "--owner", "o@hosted.test",
+               "m@else.test", "--subscription", "confirm")[0] == 0
+    assert run(capsys, "list", "add", "quiet@hosted.test", "--owner", "o@hosted.test",
+               "m@else.test")[0] == 0
+    said = {}
+    for address in ("news+subscribe@hosted.test", "news+return@hosted.test",
+                    "news+help@hosted.test", "quiet+subscribe@hosted.test",
+                    "quiet+return@hosted.test"):
+        code, out, _ = run(capsys, "route", "explain", address)
+        assert code == 0
+        said[address] = out.splitlines()[-1].strip()
+    assert said["news+subscribe@hosted.test"] == (
+        "subscription command of the list news@hosted.test (subscription=confirm): "
+        "a confirmation request or the change, by local-delivery")
+    for name in ("news", "quiet"):
+        assert said[f"{name}+return@hosted.test"] == (
+            f"return address of the list {name}@hosted.test: taken and dropped "
+            "(its confirmation requests bounce here)")
+    for address in ("news+help@hosted.test", "quiet+subscribe@hosted.test"):
+        assert said[address].endswith("(refused at RCPT with 550 5.7.1)"), address

@@ -26,7 +26,7 @@ from mailyard.api.directory.v1 import directory_pb2 as dpb
 from mailyard.api.directory.v1 import directory_pb2_grpc
 from mailyard.api.routing.v1 import routing_pb2, routing_pb2_grpc
 from mailyard.cli.endpoints import channel
-from mailyard.core import smtproutes
+from mailyard.core import listaddresses, listcookie, smtproutes
 from mailyard.core.smtproutes import RouteSyntaxError
 
 FILE = "smtproutes"
@@ -164,16 +164,34 @@ def _local(address: str) -> bool:
     """A hosted domain never goes out by MX: say what local delivery does instead."""
     if not address.rpartition("@")[2]:
         return False  # remote-delivery explains what is wrong with it
-    res = directory_pb2_grpc.DirectoryStub(channel("DIRECTORY")).Resolve(
-        dpb.AddressRequest(address=address), timeout=10)
+    stub = directory_pb2_grpc.DirectoryStub(channel("DIRECTORY"))
+    res = stub.Resolve(dpb.AddressRequest(address=address), timeout=10)
     if res.kind == dpb.RESOLUTION_KIND_NOT_LOCAL:
         return False
     what = _LOCAL_KINDS.get(res.kind, "local")
+    if res.kind == dpb.RESOLUTION_KIND_LIST_COMMAND:
+        what = _list_command(stub, res) or what
     print(f"domain: {address.rpartition('@')[2].lower()}")
     print("route:  local (a hosted domain: local-delivery, never MX)")
     print("        " + what.format(mailbox=res.mailbox, targets=", ".join(res.targets),
                                     resolved=res.resolved))
     return True
+
+
+def _list_command(stub: Any, res: dpb.Resolution) -> str | None:
+    """What smtp-ingress and local-delivery do with a list's command address they take (its
+    -return, the subscribe commands of a list whose subscription is confirm), else None."""
+    extension = listaddresses.extension(res.address, res.resolved)
+    if extension == listaddresses.RETURN_EXTENSION:
+        return (f"return address of the list {res.resolved}: taken and dropped (its "
+                "confirmation requests bounce here)")
+    if listcookie.parse(extension) is None:
+        return None
+    mlist = stub.GetList(dpb.AddressRequest(address=res.resolved), timeout=10)
+    if mlist.subscription != dpb.SUBSCRIPTION_POLICY_CONFIRM:
+        return None
+    return (f"subscription command of the list {res.resolved} (subscription=confirm): a "
+            "confirmation request or the change, by local-delivery")
 
 
 def _explain(args: argparse.Namespace) -> int:
