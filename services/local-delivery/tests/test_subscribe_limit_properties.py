@@ -14,7 +14,7 @@ PART = st.text(alphabet=st.sampled_from(list("aZ09.-+=_é\u00df\u0130")) |
 
 
 @settings(max_examples=400, deadline=2000)
-@given(PART, PART, PART)
+@given(PART, PART, PART.filter(lambda d: "@" not in d))  # as listcookie's user=host gives
 @example("victim", "1", "bücher.example")
 @example("+", "", "")
 def test_every_spelling_of_a_mailbox_is_one(local: str, tag: str, domain: str) -> None:
