@@ -18,7 +18,8 @@ from prometheus_client import REGISTRY
 
 from mailyard.api.directory.v1 import directory_pb2 as pb
 from mailyard.api.directory.v1 import directory_pb2_grpc as pb_grpc
-from mailyard.api.mail.v1.delivery_pb2 import OUTCOME_DELIVERED, OUTCOME_FAILED
+from mailyard.api.mail.v1.delivery_pb2 import OUTCOME_DEFERRED, OUTCOME_DELIVERED, OUTCOME_FAILED
+from mailyard.api.mail.v1.envelope_pb2 import Envelope
 from mailyard.core import auth, bus, listcookie
 from mailyard.core.directory import SETTINGS_KEY, DirectoryView
 from mailyard.core.grpcserver import GrpcServer, service_name
@@ -299,3 +300,24 @@ async def test_one_mailbox_under_many_spellings_shares_its_days_bound(
         assert "not sent" in rr.reply, spelling
     assert await env.todo_count() == 0
     assert _limited() == before + 3
+
+
+async def test_a_request_deferred_for_want_of_the_queue_is_sent_on_its_retry(
+        env: Env, directory: dict[str, Any]) -> None:
+    """A request that could not be put in the queue (its stream full) is deferred; the
+    bound it had claimed is given back, so the retry sends it and is not dropped as a
+    repeat of a request nobody got."""
+    await _setup(env, directory, subscription=pb.SUBSCRIPTION_POLICY_CONFIRM)
+    info = await env.js.stream_info(bus.TODO_STREAM)
+    unbounded = info.config.max_msgs
+    info.config.max_msgs, info.config.discard = 1, bus.DiscardPolicy.NEW
+    await env.js.update_stream(info.config)
+    await bus.publish(env.js, bus.TODO_SUBJECT, Envelope(queue_id="filler"), msg_id="filler")
+    await env.job(JOE, ["news+subscribe@example.com"], ASK)
+    [rr] = (await env.result()).results
+    assert (rr.outcome, rr.enhanced_code) == (OUTCOME_DEFERRED, "4.3.0"), rr.reply
+    info.config.max_msgs = unbounded
+    await env.js.update_stream(info.config)
+    await env.js.purge_stream(bus.TODO_STREAM)
+    envelope, _ = await _request(env, JOE, "news+subscribe@example.com")
+    assert list(envelope.recipients) == [JOE]
