@@ -9,7 +9,9 @@ subscription policy is CONFIRM; a closed list's command addresses stay refused (
   hour, a few per address a day; over that the request is dropped without an answer.
 - Mail to that address hands the cookie to the directory's ConfirmListMember, which checks
   it and makes the change; the member then gets a welcome or goodbye note. A cookie that is
-  forged or expired changes nothing and the mail bounces saying so.
+  forged or expired changes nothing; as ezmlm-manage does (its sub-bad), the address the
+  cookie names gets a new request, bounded like any, and the sender no bounce (the sender
+  may be forged: a bounce per forged cookie would be backscatter).
 
 No answer ever goes to the null sender, an automatic sender (MAILER-DAEMON, owner-*,
 *-request, also behind SRS or BATV) or mail that says it is automatic, bulk or list mail
@@ -56,8 +58,7 @@ NOT_ANSWERED = "list command not answered: {why}"
 RETURNED = "dropped: mail to the return address of {list}"
 REQUESTED = "confirmation request sent"
 LIMITED = "confirmation request not sent: over the bound on requests to {address}"
-INVALID = ("Sorry, this confirmation for {list} is invalid or has expired (they last "
-           "{days} days); nothing was changed. Send a new request to {again}. (#5.7.1)")
+RENEWED = "confirmation invalid or expired: a new request sent to {address}"
 CLOSED = "Sorry, {list} no longer takes subscriptions by mail; write to {owner}. (#5.7.1)"
 BAD_ADDRESS = "Sorry, {address} cannot be subscribed to {list}. (#5.1.3)"
 UNAVAILABLE = "Unable to answer the list command now; will try again. (#4.3.0)"
@@ -65,6 +66,11 @@ UNAVAILABLE = "Unable to answer the list command now; will try again. (#4.3.0)"
 # the messages the subscriber reads
 REQUEST_SUBJECT = {listcookie.SUBSCRIBE: "confirm subscribe to {list}",
                    listcookie.UNSUBSCRIBE: "confirm unsubscribe from {list}"}
+STALE = """\
+The confirmation that came in for this address was invalid or has expired (they last {days}
+days), so nothing changed. Here is a new one.
+
+"""
 REQUEST_BODY = """\
 Someone, probably you, asked to {verb} the address
 
@@ -133,7 +139,10 @@ class Subscriptions:
             return await self._confirm(job, cmd)
         return await self._request(job, cmd)
 
-    async def _request(self, job: DeliveryJob, cmd: ListCommand) -> tuple[int, str, str]:
+    async def _request(self, job: DeliveryJob, cmd: ListCommand, stale: bool = False
+                       ) -> tuple[int, str, str]:
+        """A confirmation request to the address asked for (`stale`: in place of a
+        confirmation that was invalid or expired, ezmlm-manage's sub-bad)."""
         # the author behind an SRS or BATV envelope sender: the address that reads mail
         address = (cmd.command.address or author(job.sender)).lower()
         action = cmd.command.action
@@ -154,7 +163,7 @@ class Subscriptions:
         confirm = listcookie.confirm_address(cmd.list_address, cmd.delimiter, action,
                                              address, cookie)
         verb = action
-        body = REQUEST_BODY.format(
+        body = (STALE.format(days=listcookie.COOKIE_DAYS) if stale else "") + REQUEST_BODY.format(
             verb=verb, address=address,
             prep="to" if action == listcookie.SUBSCRIBE else "from",
             list=cmd.list_address, confirm=confirm, days=listcookie.COOKIE_DAYS,
@@ -178,7 +187,8 @@ class Subscriptions:
         log.info("list confirmation request sent", extra={
             "queue_id": job.queue_id, "new_queue_id": qid, "list": cmd.list_address,
             "action": action})
-        return Outcome.OUTCOME_DELIVERED, REQUESTED, "2.0.0"
+        return (Outcome.OUTCOME_DELIVERED,
+                RENEWED.format(address=address) if stale else REQUESTED, "2.0.0")
 
     async def _confirm(self, job: DeliveryJob, cmd: ListCommand) -> tuple[int, str, str]:
         command = cmd.command
@@ -191,11 +201,10 @@ class Subscriptions:
             code = exc.code()
             metrics.LIST_COMMANDS.labels("refused" if code in _REFUSALS else "failed").inc()
             if code == grpc.StatusCode.PERMISSION_DENIED:
-                again = listcookie.command_address(cmd.list_address, cmd.delimiter,
-                                                   command.action)
-                return (Outcome.OUTCOME_FAILED,
-                        INVALID.format(list=cmd.list_address, days=listcookie.COOKIE_DAYS,
-                                       again=again), "5.7.1")
+                # ezmlm-manage's sub-bad: a new confirmation request to the address the
+                # cookie names (bounded as every request is), never a bounce to the sender,
+                # which anyone may forge: a bounce per forged cookie is backscatter
+                return await self._request(job, cmd, stale=True)
             if code == grpc.StatusCode.FAILED_PRECONDITION:
                 return (Outcome.OUTCOME_FAILED,
                         CLOSED.format(list=cmd.list_address, owner=self._owner(cmd)), "5.7.1")
