@@ -4,7 +4,6 @@ its life, and the gRPC server's grace would otherwise wait for all of them to it
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import grpc
@@ -20,13 +19,9 @@ async def test_a_stop_ends_the_open_check_streams_without_waiting_out_the_grace(
         ip="192.0.2.1")))
     reply = await call.read()
     assert reply.id == 1 and not reply.error
-    started = time.monotonic()
     relay.stop.set()
     await asyncio.wait_for(relay.task, 15)
-    took = time.monotonic() - started
-    # the server's grace is 5 s: a stop that waits for the stream takes all of it
-    assert took < 3.0, f"stop took {took:.1f} s"
-    ended = await call.read()
-    assert ended is grpc.aio.EOF or call.done()
-    assert (await call.code()) in (grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE,
-                                   grpc.StatusCode.CANCELLED)
+    # ended by the server with OK at the stop; a stream the stop waited for ends when the
+    # grace runs out, with the server gone (UNAVAILABLE or CANCELLED), 5 s later
+    assert await call.read() is grpc.aio.EOF
+    assert await call.code() == grpc.StatusCode.OK
