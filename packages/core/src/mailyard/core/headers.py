@@ -3,6 +3,9 @@ that starts with an empty line has no header fields, one without any has no body
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from email.utils import format_datetime
+
 
 def split(message: bytes) -> tuple[bytes, bytes]:
     """(header section with its last CRLF, the rest from the empty line on)."""
@@ -24,3 +27,9 @@ def fields(head: bytes) -> list[list[bytes]]:
         else:
             out.append([line])
     return out
+
+
+def date(when: float) -> str:
+    """A Date: value for the Unix time `when`, in UTC written +0000: formatdate's "-0000"
+    means "local time unknown" (RFC 5322 3.3). For the mail we write ourselves."""
+    return format_datetime(datetime.fromtimestamp(when, UTC))

@@ -28,11 +28,10 @@ import hashlib
 import logging
 import time
 from dataclasses import replace
-from datetime import UTC, datetime
 from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.utils import make_msgid
 
 from nats.js import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError
@@ -40,7 +39,7 @@ from nats.js.kv import KeyValue
 
 from mailyard.api.directory.v1 import directory_pb2 as pb
 from mailyard.api.mail.v1.delivery_pb2 import DeliveryJob
-from mailyard.core import bus, srs
+from mailyard.core import bus, headers, srs
 from mailyard.core.sender_author import author
 from mailyard.core.spool import Spool
 from mailyard.local_delivery import autoheaders, metrics, reinject
@@ -122,7 +121,7 @@ def build(auto: pb.Autoresponse, mailbox: pb.Mailbox, sender: str,
         original = orig.subject
         subject = original if original[:3].lower() == "re:" else f"Re: {original}".strip()
     msg["Subject"] = subject
-    msg["Date"] = format_datetime(_utc(now))
+    msg["Date"] = headers.date(now)
     msg["Message-ID"] = make_msgid("autoreply", domain=me)
     if orig.message_id:
         msg["In-Reply-To"] = orig.message_id
@@ -134,10 +133,6 @@ def build(auto: pb.Autoresponse, mailbox: pb.Mailbox, sender: str,
     plain = body.isascii() and max(map(len, body.splitlines()), default=0) <= 998
     msg.set_content(body, charset="utf-8", cte="7bit" if plain else "quoted-printable")
     return msg.as_bytes(), utf8
-
-
-def _utc(now: float) -> datetime:
-    return datetime.fromtimestamp(now, UTC)
 
 
 def pair_key(mailbox: str, sender: str) -> str:

@@ -32,9 +32,9 @@ import re
 import stat
 import threading
 import time
-from datetime import UTC, datetime
-from email.utils import format_datetime, make_msgid
+from email.utils import make_msgid
 
+from mailyard.core import headers
 from mailyard.local_delivery import maildir
 from mailyard.local_delivery.quota import Quota
 
@@ -140,10 +140,8 @@ def compose(text: str, address: str, domain: str, now: float | None = None) -> b
     names = {_FIELD.match(line).group(1).lower()  # type: ignore[union-attr]
              for line in header if _FIELD.match(line)}
     kept = _without(header, _OURS)
-    # UTC as +0000: formatdate's "-0000" means "local time unknown" (RFC 5322 3.3)
-    when = datetime.fromtimestamp(time.time() if now is None else now, UTC)
     lines = ["Return-Path: <>",
-             f"Date: {format_datetime(when)}",
+             f"Date: {headers.date(time.time() if now is None else now)}",
              f"Message-ID: {make_msgid('quotawarn', domain=domain)}"]
     if "from" not in names:
         lines.append(f"From: Postmaster <postmaster@{domain}>")

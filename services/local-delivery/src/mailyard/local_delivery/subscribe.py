@@ -32,7 +32,7 @@ from dataclasses import replace
 from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.utils import make_msgid
 from typing import Any
 
 import grpc
@@ -41,7 +41,7 @@ from nats.js import JetStreamContext
 from mailyard.api.directory.v1 import directory_pb2 as pb
 from mailyard.api.directory.v1 import directory_pb2_grpc as pb_grpc
 from mailyard.api.mail.v1.delivery_pb2 import DeliveryJob, Outcome
-from mailyard.core import auth, listaddresses, listcookie
+from mailyard.core import auth, headers, listaddresses, listcookie
 from mailyard.core.errors import SettingsError
 from mailyard.core.sender_author import author
 from mailyard.core.spool import Spool
@@ -246,7 +246,7 @@ class Subscriptions:
         if reply_to:
             msg["Reply-To"] = reply_to
         msg["Subject"] = subject
-        msg["Date"] = format_datetime(autoreply._utc(time.time()))
+        msg["Date"] = headers.date(time.time())
         msg["Message-ID"] = make_msgid("list", domain=self.settings.me)
         msg["Auto-Submitted"] = "auto-replied"
         msg.set_content(body, charset="utf-8", cte="7bit" if body.isascii() else "8bit")

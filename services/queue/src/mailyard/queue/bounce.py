@@ -18,13 +18,12 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import format_datetime
 
 from mailyard.api.mail.v1.envelope_pb2 import (
     ORIGIN_BOUNCE,
     ORIGIN_DOUBLE_BOUNCE,
 )
+from mailyard.core.headers import date
 from mailyard.queue.linefold import fit
 
 BOUNCE, DOUBLE_BOUNCE, DROP = "bounce", "double_bounce", "dropped"
@@ -113,17 +112,12 @@ def _intro(me: str, double: bool, failures: list[Failure], original_sender: str,
     return "\r\n".join(lines) + "\r\n"
 
 
-def _date(when: float) -> str:
-    # UTC as +0000: formatdate's "-0000" means "local time unknown" (RFC 5322 3.3)
-    return format_datetime(datetime.fromtimestamp(when, UTC))
-
-
 def _common_headers(me: str, to: str, subject: str) -> list[str]:
     return [
         f"From: MAILER-DAEMON@{me}",
         f"To: {to}",
         f"Subject: {subject}",
-        f"Date: {_date(time.time())}",
+        f"Date: {date(time.time())}",
         f"Message-ID: <{time.time_ns()}.{os.urandom(4).hex()}.bounce@{me}>",
         "Auto-Submitted: auto-replied",
         "MIME-Version: 1.0",
@@ -155,7 +149,7 @@ def build(*, fmt: str, me: str, to: str, kind: str, queue_id: str, original_send
             f' boundary="{boundary}"']
     status = [f"Reporting-MTA: dns; {me}",
               f"X-Mailyard-Queue-ID: {queue_id}",
-              f"Arrival-Date: {_date(arrival)}", ""]
+              f"Arrival-Date: {date(arrival)}", ""]
     for f in failures:
         code = (f.enhanced_code or "4.0.0") if delayed else _status(f.enhanced_code)
         # RFC 6533 section 3: an address that is not ASCII is of type utf-8, given as it is
