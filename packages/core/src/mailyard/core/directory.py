@@ -60,9 +60,11 @@ class DirectoryView(KVView):
         # so accepts() answers their command addresses without parsing a list (0.5 ms for
         # 40,000 members, at every RCPT a client cares to send)
         self._by_mail: set[str] = set()
-        self.on_change(self._track_alias_domain)
+        self.on_change(self._track)
 
-    def _track_alias_domain(self, key: str, value: bytes | None) -> None:
+    def _track(self, key: str, value: bytes | None) -> None:
+        """What the view derives from records, kept as they change: the lists taking
+        subscriptions by mail, the delimiters, the alias domains."""
         if key.startswith("list."):
             if value is not None and pb.MailingList.FromString(value).subscription == \
                     pb.SUBSCRIPTION_POLICY_CONFIRM:

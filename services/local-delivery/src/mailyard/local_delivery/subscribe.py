@@ -93,11 +93,11 @@ DONE_SUBJECT = {listcookie.SUBSCRIBE: "welcome to {list}",
 DONE_BODY = {listcookie.SUBSCRIBE: """\
 The address {address} is now subscribed to the mailing list {list}.
 
-To post, write to {list}. To leave, send an empty message to {leave}.
+To post, write to {list}. To leave, send an empty message to {other}.
 The list's owner can be reached at {owner}.
 """, listcookie.UNSUBSCRIBE: """\
 The address {address} has been removed from the mailing list {list}; it gets no more
-of its mail. To join again, send an empty message to {join}.
+of its mail. To join again, send an empty message to {other}.
 """}
 
 
@@ -223,8 +223,7 @@ class Subscriptions:
         other = listcookie.UNSUBSCRIBE if subscribe else listcookie.SUBSCRIBE
         body = DONE_BODY[action].format(
             address=command.address, list=cmd.list_address, owner=self._owner(cmd),
-            leave=listcookie.command_address(cmd.list_address, cmd.delimiter, other),
-            join=listcookie.command_address(cmd.list_address, cmd.delimiter, other))
+            other=listcookie.command_address(cmd.list_address, cmd.delimiter, other))
         subject = DONE_SUBJECT[action].format(list=cmd.list_address)
         qid = await self._send(cmd, command.address, subject, body)
         metrics.LIST_COMMANDS.labels("subscribed" if subscribe else "unsubscribed").inc()
