@@ -492,9 +492,9 @@ class Spool:
         """Take a committed file out of mess/: parked in free/ or unlinked. False if it was
         gone already. A file of up to KEEP bytes is parked as it is, in one rename (the
         next commit writes over it: emptying it here and filling it there made the
-        file system free its blocks and allocate them again, and a journal transaction
-        each); a bigger one is emptied first, under a dot name nobody claims, so that
-        free/ never holds more than recycle x KEEP bytes."""
+        file system free its blocks and allocate them again; see the module's docstring);
+        a bigger one is emptied first, under a dot name nobody claims, so that free/ never
+        holds more than recycle x KEEP bytes."""
         if self._room():
             name = os.path.basename(path)
             try:
@@ -594,7 +594,7 @@ def _write_file(item: _Pending) -> None:
     if source >= 0:
         _copy(source, item.fd, offset, size)
     if item.reused:  # what is left of the parked file's last message goes
-        end = _HEADER.size + len(header) + len(item.data) + max(size, 0) * (source >= 0)
+        end = _HEADER.size + len(header) + len(item.data) + size  # size 0 without a tail
         if os.fstat(item.fd).st_size > end:
             os.ftruncate(item.fd, end)
 
