@@ -541,13 +541,17 @@ class DirectoryService(pb_grpc.DirectoryServicer):
         def edit(mlist: pb.MailingList) -> None:
             if mlist.subscription != pb.SUBSCRIPTION_POLICY_CONFIRM:
                 raise precondition(f"{address} takes no subscriptions by mail")
-            # the member as it was added (Joe@ by the owner) is the one confirmed (joe@)
-            now = [m for m in mlist.members if m.lower() == member.lower()]
-            changed[:] = [not now if request.subscribe else bool(now)]
-            if request.subscribe and not now:
-                mlist.members.append(member)
-            for old in now if not request.subscribe else ():
-                mlist.members.remove(old)
+            # the member as it was added (Joe@ by the owner) is the one confirmed (joe@);
+            # changed[:]: edit runs again when another write came first
+            present = [m for m in mlist.members if m.lower() == member.lower()]
+            if request.subscribe:
+                changed[:] = [not present]
+                if not present:
+                    mlist.members.append(member)
+            else:
+                changed[:] = [bool(present)]
+                for old in present:
+                    mlist.members.remove(old)
 
         await self._modify("list", pb.MailingList, address, edit, "list")
         log.info("list member %s by mail", "added" if request.subscribe else "removed",
