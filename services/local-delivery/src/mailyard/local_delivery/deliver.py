@@ -175,7 +175,7 @@ class Deliverer:
         if exp.failure:
             return _result(recipient, Outcome.OUTCOME_FAILED, *exp.failure)
         if exp.deferral:
-            if exp.deferral == resolve.NOT_LOCAL and self.srs.srs_domain(domain):
+            if exp.deferral == resolve.NOT_LOCAL and self.srs.is_srs_domain(domain):
                 # routed here for our SRS addresses there (the queue): no mailbox otherwise
                 return _result(recipient, Outcome.OUTCOME_FAILED, *resolve.NO_MAILBOX)
             return _result(recipient, Outcome.OUTCOME_DEFERRED, *exp.deferral)

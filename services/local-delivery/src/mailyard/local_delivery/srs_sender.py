@@ -43,7 +43,7 @@ class SrsSender:
             return False
         return not self.ours(sender.rpartition("@")[2])
 
-    def srs_domain(self, domain: str) -> bool:
+    def is_srs_domain(self, domain: str) -> bool:
         """Is `domain` control/srsdomain (the queue hands its addresses to us)?"""
         return srs_domain(self.identity.control) == domain
 

@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from mailyard.smtp_ingress.session import Session
 
 
-
 def ours(s: Session, domain: str) -> bool:
     """A domain our SRS addresses are made at: a hosted domain, or control/srsdomain."""
     if s.app.directory.is_local_domain(domain):
