@@ -30,18 +30,23 @@ def owner_address(address: str, list_address: str) -> str:
     return f"{list_local}{local[len(list_local)]}owner@{domain}"
 
 
+def command(list_address: str, delimiter: str, extension: str) -> str:
+    """The list's address with `extension` after `delimiter`: LIST+owner@, LIST+return@,
+    LIST+subscribe@, a confirmation's LIST+sc.COOKIE-user=host@."""
+    local, domain = split(list_address)
+    return f"{local}{delimiter}{extension}@{domain}"
+
+
 def owner_command(list_address: str, delimiters: str, owner: str) -> str:
     """Where a list's fields send people who want the owner: LIST-owner@ with the first
     delimiter in use, or the owner's own address while extensions are off."""
     if not delimiters:
         return owner
-    local, domain = split(list_address)
-    return f"{local}{delimiters[0]}owner@{domain}"
+    return command(list_address, delimiters[0], "owner")
 
 
 def return_address(list_address: str, delimiter: str) -> str:
     """LIST+return@: the envelope sender of a list's confirmation requests, welcomes and
     goodbyes, so their bounces come back to the list (and a BATV-checking receiver, which
     refuses <> to an address that sent nothing, takes them)."""
-    local, domain = split(list_address)
-    return f"{local}{delimiter}{RETURN_EXTENSION}@{domain}"
+    return command(list_address, delimiter, RETURN_EXTENSION)

@@ -22,6 +22,8 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
+from mailyard.core import listaddresses
+
 SUBSCRIBE = "subscribe"
 UNSUBSCRIBE = "unsubscribe"
 CONFIRM_PREFIX = {SUBSCRIBE: "sc.", UNSUBSCRIBE: "uc."}
@@ -103,11 +105,10 @@ def valid(secrets: list[bytes], list_address: str, action: str, address: str, co
 def confirm_address(list_address: str, delimiter: str, action: str, address: str,
                     cookie: str) -> str:
     """LIST-sc.COOKIE-user=host@domain (with the delimiter in use)."""
-    local, _, domain = list_address.rpartition("@")
     user, _, host = address.rpartition("@")
-    return f"{local}{delimiter}{CONFIRM_PREFIX[action]}{cookie}-{user}={host}@{domain}"
+    return listaddresses.command(list_address, delimiter,
+                                 f"{CONFIRM_PREFIX[action]}{cookie}-{user}={host}")
 
 
 def command_address(list_address: str, delimiter: str, action: str) -> str:
-    local, _, domain = list_address.rpartition("@")
-    return f"{local}{delimiter}{action}@{domain}"
+    return listaddresses.command(list_address, delimiter, action)
