@@ -17,7 +17,7 @@ from mailyard.api.history.v1 import history_pb2 as hpb
 from mailyard.api.mail.v1.envelope_pb2 import Envelope
 from mailyard.core import bus
 from mailyard.queue import metrics
-from mailyard.queue.history import Recorder
+from mailyard.queue.history import Recorder, address_key
 from mailyard.queue.history_feed import HistoryFeed, stream_id
 from mailyard.queue.history_index import FILE_NAME, HistoryIndex
 from mailyard.queue.history_search import (
@@ -35,8 +35,8 @@ BUSY = "Busy@Sender.test"
 
 async def record(js: Any, messages: int, *, sender: str = BUSY, tag: str = "m",
                  steps: int = 2) -> list[str]:
-    """`messages` messages through the queue's own Recorder: new (+ its address refs),
-    `steps` deliveries, done; returns their queue ids once the stream holds them all."""
+    """`messages` messages through the queue's own Recorder: new, `steps` deliveries, done;
+    returns their queue ids once the stream holds them all."""
     nc = js._nc
     before = (await js.stream_info(bus.HISTORY_STREAM)).state.messages
     rec = Recorder(nc)
@@ -54,7 +54,7 @@ async def record(js: Any, messages: int, *, sender: str = BUSY, tag: str = "m",
             await rec.flush()
     await rec.flush()
     await nc.flush()
-    want = before + messages * (4 + steps)
+    want = before + messages * (2 + steps)  # a record per step, none per address
     while (await js.stream_info(bus.HISTORY_STREAM)).state.messages < want:
         await asyncio.sleep(0.05)
     return ids
@@ -120,6 +120,13 @@ async def test_index_answers_exactly_what_the_stream_answers(js: Any, running: A
     late = await record(js, 30, tag="b")
     nulls = await record(js, 3, sender="", tag="n")  # bounces: the null sender <>
     long = await record(js, 1, sender="retry@sender.test", tag="l", steps=MAX_STEPS + 50)
+    self_sent = await record(js, 2, sender="rcpt1@remote.test", tag="s")  # i=1: to itself
+    # what older versions also stored: an address's reference (passed over: its message's
+    # `new` event names the address), and junk on both kinds of subject
+    old_ref = hpb.AddressRef(queue_id=early[0], role="sender")
+    old_ref.at.FromNanoseconds(time.time_ns())
+    await js.publish(bus.HISTORY_ADDR_SUBJECT.format(key=address_key(BUSY)),
+                     old_ref.SerializeToString())
     await js.publish(bus.HISTORY_ADDR_SUBJECT.format(key="junk"), b"\xff not a ref")
     await js.publish(bus.HISTORY_MSG_SUBJECT.format(queue_id="junk"), b"\xff not an event")
     feed = await running().caught_up()
@@ -128,6 +135,9 @@ async def test_index_answers_exactly_what_the_stream_answers(js: Any, running: A
     assert {e.queue_id for e in resp.events} == {*early, *late} and not resp.truncated
     resp = await both(js, feed, hpb.SearchRequest(address="busy@sender.TEST", limit=5))
     assert {e.queue_id for e in resp.events} == set(late[-5:]) and resp.truncated
+    resp = await both(js, feed, hpb.SearchRequest(address="rcpt1@remote.test"))
+    news = [e.queue_id for e in resp.events if e.kind == "new"]
+    assert self_sent[1] in news and len(news) == len(set(news))  # each message once
     resp = await both(js, feed, hpb.SearchRequest(address="<>"))
     assert {e.queue_id for e in resp.events} == set(nulls)
     resp = await both(js, feed, hpb.SearchRequest(queue_id=long[0]))
@@ -166,8 +176,8 @@ async def test_a_restart_reads_only_what_it_missed(js: Any, running: Any) -> Non
     await record(js, 10, tag="x")
     again = running()
     feed = await again.caught_up()
-    assert feed.read == 10 * 6  # the new records only (new, 2 refs, 2 deliveries, done)
-    assert feed.index.last_seq == held + 60
+    assert feed.read == 10 * 4  # the new records only (new, 2 deliveries, done)
+    assert feed.index.last_seq == held + 40
     resp = await both(js, feed, hpb.SearchRequest(address=BUSY))
     assert len({e.queue_id for e in resp.events}) == 60
 
@@ -187,7 +197,7 @@ async def test_a_stream_purged_while_the_queue_was_down_starts_the_index_over(
     new = await record(js, 3, tag="new")
     feed = await running().caught_up()
     assert _rebuilds("purged") == purged + 1
-    assert feed.read == 3 * 6
+    assert feed.read == 3 * 4
     assert await feed.index.run(feed.index.counts) == (3 * 4, 3 * 2)
     resp = await both(js, feed, hpb.SearchRequest(address=BUSY))
     assert {e.queue_id for e in resp.events} == set(new)
@@ -285,7 +295,7 @@ async def test_the_feed_carries_on_after_nats_server_restarts(js: Any, running: 
     await _wait_async(lambda: js.stream_info(bus.HISTORY_STREAM), "the client reconnected")
     after = await record(js, 5, tag="after")
     await _caught_up(js, feed)
-    assert feed.read == 10 * 6  # nothing read twice
+    assert feed.read == 10 * 4  # nothing read twice
     resp = await both(js, feed, hpb.SearchRequest(address=BUSY))
     assert {e.queue_id for e in resp.events} >= set(after)
 

@@ -1,7 +1,13 @@
 """Recording qmail's log as history: every step of a message (new, each delivery result with
-the remote's text, bounce, done) on its own JetStream subject, plus one index record per
-(address, message), kept HISTORY_DAYS in the stream MAIL_HISTORY. The same steps go to the
-JSON log with their addresses and replies, for those who ship logs elsewhere.
+the remote's text, bounce, done) on its own JetStream subject, kept HISTORY_DAYS in the
+stream MAIL_HISTORY. The same steps go to the JSON log with their addresses and replies, for
+those who ship logs elsewhere.
+
+Who a message concerns is said once, by its `new` event (sender and recipients): the
+history index derives its address rows from it (history_feed.py). Until session 18 an
+AddressRef record per (address, message) went to the stream besides: two or more of a
+delivered message's five records, each published, stored and read back by every queue
+process's feed, about 6 % of the machine's CPU per message a connection per message.
 
 Events are published as core NATS messages into the stream's subjects (no ack round trip on
 the queue's path; the stream stores them on disk); a NATS outage loses the history of those
@@ -17,7 +23,7 @@ import unicodedata
 
 from nats.aio.client import Client as NATS
 
-from mailyard.api.history.v1.history_pb2 import AddressRef, HistoryEvent
+from mailyard.api.history.v1.history_pb2 import HistoryEvent
 from mailyard.api.mail.v1 import envelope_pb2 as epb
 from mailyard.api.mail.v1.envelope_pb2 import Envelope
 from mailyard.core import bus
@@ -30,10 +36,10 @@ ORIGINS = {epb.ORIGIN_SMTP: "smtp", epb.ORIGIN_BOUNCE: "bounce",
 
 
 def address_key(address: str) -> str:
-    """The subject token of an address: a hash, since addresses hold dots, spaces and
-    wildcards that subjects cannot; case-insensitive (Alice@X finds alice@x) and, when not
-    ASCII, in NFC (jose\u0301@ finds jos\u00e9@, as in the directory; NFC text keeps
-    the key it always had)."""
+    """The history index's key of an address (a hash: it was once a subject token, and
+    addresses hold dots, spaces and wildcards that subjects cannot); case-insensitive
+    (Alice@X finds alice@x) and, when not ASCII, in NFC (jose\u0301@ finds jos\u00e9@, as
+    in the directory; NFC text keeps the key it always had)."""
     text = address.strip().lower() or NULL_SENDER
     if not text.isascii():
         text = unicodedata.normalize("NFC", text)
@@ -42,12 +48,16 @@ def address_key(address: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+def concerned(event: HistoryEvent) -> list[str]:
+    """The addresses a `new` event names, as searches find them: the sender (<> for the
+    null sender) and each recipient once; [] for any other step."""
+    if event.kind != "new":
+        return []
+    return list(dict.fromkeys((event.sender or NULL_SENDER, *event.recipients)))
+
+
 def msg_subject(queue_id: str) -> str:
     return bus.HISTORY_MSG_SUBJECT.format(queue_id=queue_id)
-
-
-def addr_subject(address: str) -> str:
-    return bus.HISTORY_ADDR_SUBJECT.format(key=address_key(address))
 
 
 class Recorder:
@@ -68,10 +78,6 @@ class Recorder:
                              recipients=list(env.recipients), size=env.size,
                              client_ip=env.client_ip, origin=origin)
         self._event(event)
-        for role, address in (("sender", sender), *(("recipient", r) for r in
-                                                    dict.fromkeys(env.recipients))):
-            ref = AddressRef(queue_id=env.queue_id, at=event.at, role=role)
-            self.pending.append((addr_subject(address), ref.SerializeToString()))
         log.info("new message", extra={"queue_id": env.queue_id, "sender": sender,
                                        "recipients": list(env.recipients), "size": env.size,
                                        "client_ip": env.client_ip, "origin": origin})

@@ -11,6 +11,11 @@ is damaged, the stream was re-created (another creation time, or a last seq belo
 index's), or the stream's first seq moved past everything the index holds (purged or
 aged out). Nothing here stops the process: a failure is logged and the feed starts again.
 
+An address's rows come from the `new` events that name it (history.concerned). The
+AddressRef records older versions also stored (`mailyard.history.addr.*`) are read and
+passed over: every message they name has its `new` event, and reading them keeps the
+index's last seq level with the stream's.
+
 Searches ask `caught_up` whether the index holds the stream up to the seq the stream had at
 the time of the query; until it does (a fresh start still reading) they read the stream.
 Rows older than HISTORY_DAYS, or below the stream's first seq, are deleted in bounded
@@ -30,14 +35,14 @@ from typing import Any
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamInfo
 
-from mailyard.api.history.v1.history_pb2 import AddressRef
+from mailyard.api.history.v1.history_pb2 import HistoryEvent
 from mailyard.core import bus
 from mailyard.queue import metrics
+from mailyard.queue.history import address_key, concerned
 from mailyard.queue.history_index import HistoryIndex, Row
 
 log = logging.getLogger(__name__)
 MSG_PREFIX = bus.HISTORY_MSG_SUBJECT.format(queue_id="")
-ADDR_PREFIX = bus.HISTORY_ADDR_SUBJECT.format(key="")
 CHECK_EVERY = 5.0  # seconds between looks at the stream (re-created? lag) while busy
 CHECK_IDLE = 1.0   # ... and while nothing arrives
 EXPIRES = 1.0      # seconds a pull request waits for records
@@ -49,9 +54,9 @@ def stream_id(info: StreamInfo) -> str:
     return info.created.isoformat() if info.created else ""
 
 
-def decode_ref(data: bytes) -> AddressRef | None:
+def decode_event(data: bytes) -> HistoryEvent | None:
     try:
-        return AddressRef.FromString(data)
+        return HistoryEvent.FromString(data)
     except Exception:
         return None
 
@@ -71,15 +76,15 @@ def rows_of(msgs: list[Any], consumer_seq: int) -> tuple[list[Row], int, int, in
             return rows, last, consumer_seq, pending, True
         consumer_seq, last, pending = cseq, sseq, int(tokens[base + 6])
         subject: str = msg.subject
-        if subject.startswith(MSG_PREFIX):
-            qid = subject[len(MSG_PREFIX):]
-            if qid and "." not in qid:  # what `mailyard.history.msg.*` matches
-                rows.append(("e", qid, sseq, ts, msg.data))
-        elif subject.startswith(ADDR_PREFIX):
-            key = subject[len(ADDR_PREFIX):]
-            ref = decode_ref(msg.data)  # not a reference: skipped (the search skips it too)
-            if ref is not None and key and "." not in key:
-                rows.append(("r", key, ts, sseq, ref.queue_id, ref.at.ToNanoseconds()))
+        qid = subject[len(MSG_PREFIX):] if subject.startswith(MSG_PREFIX) else ""
+        if not qid or "." in qid:  # not what `mailyard.history.msg.*` matches
+            continue
+        rows.append(("e", qid, sseq, ts, msg.data))
+        event = decode_event(msg.data)  # not an event: no rows of addresses (the search
+        if event is not None:           # skips it too)
+            at = event.at.ToNanoseconds()
+            rows.extend(("r", address_key(a), ts, sseq, event.queue_id, at)
+                        for a in concerned(event))
     return rows, last, consumer_seq, pending, False
 
 
