@@ -17,7 +17,7 @@ from mailyard.api.history.v1 import history_pb2 as hpb
 from mailyard.api.mail.v1.envelope_pb2 import Envelope
 from mailyard.core import bus
 from mailyard.queue import metrics
-from mailyard.queue.history import Recorder, address_key
+from mailyard.queue.history import Recorder
 from mailyard.queue.history_feed import HistoryFeed, stream_id
 from mailyard.queue.history_index import FILE_NAME, HistoryIndex
 from mailyard.queue.history_search import (
@@ -35,8 +35,8 @@ BUSY = "Busy@Sender.test"
 
 async def record(js: Any, messages: int, *, sender: str = BUSY, tag: str = "m",
                  steps: int = 2) -> list[str]:
-    """`messages` messages through the queue's own Recorder: new, `steps` deliveries, done;
-    returns their queue ids once the stream holds them all."""
+    """`messages` messages through the queue's own Recorder: new (+ its address refs),
+    `steps` deliveries, done; returns their queue ids once the stream holds them all."""
     nc = js._nc
     before = (await js.stream_info(bus.HISTORY_STREAM)).state.messages
     rec = Recorder(nc)
@@ -54,7 +54,7 @@ async def record(js: Any, messages: int, *, sender: str = BUSY, tag: str = "m",
             await rec.flush()
     await rec.flush()
     await nc.flush()
-    want = before + messages * (2 + steps)  # a record per step, none per address
+    want = before + messages * (4 + steps)
     while (await js.stream_info(bus.HISTORY_STREAM)).state.messages < want:
         await asyncio.sleep(0.05)
     return ids
@@ -121,12 +121,6 @@ async def test_index_answers_exactly_what_the_stream_answers(js: Any, running: A
     nulls = await record(js, 3, sender="", tag="n")  # bounces: the null sender <>
     long = await record(js, 1, sender="retry@sender.test", tag="l", steps=MAX_STEPS + 50)
     self_sent = await record(js, 2, sender="rcpt1@remote.test", tag="s")  # i=1: to itself
-    # what older versions also stored: an address's reference (passed over: its message's
-    # `new` event names the address), and junk on both kinds of subject
-    old_ref = hpb.AddressRef(queue_id=early[0], role="sender")
-    old_ref.at.FromNanoseconds(time.time_ns())
-    await js.publish(bus.HISTORY_ADDR_SUBJECT.format(key=address_key(BUSY)),
-                     old_ref.SerializeToString())
     await js.publish(bus.HISTORY_ADDR_SUBJECT.format(key="junk"), b"\xff not a ref")
     await js.publish(bus.HISTORY_MSG_SUBJECT.format(queue_id="junk"), b"\xff not an event")
     feed = await running().caught_up()
@@ -176,10 +170,31 @@ async def test_a_restart_reads_only_what_it_missed(js: Any, running: Any) -> Non
     await record(js, 10, tag="x")
     again = running()
     feed = await again.caught_up()
-    assert feed.read == 10 * 4  # the new records only (new, 2 deliveries, done)
-    assert feed.index.last_seq == held + 40
+    # the new steps only (new, 2 deliveries, done), not their 2 address refs
+    assert feed.read == 10 * 4
+    assert feed.index.last_seq == held + 60
     resp = await both(js, feed, hpb.SearchRequest(address=BUSY))
     assert len({e.queue_id for e in resp.events}) == 60
+
+
+async def test_a_flush_ending_in_a_new_message_leaves_the_index_level_with_the_stream(
+        js: Any, running: Any) -> None:
+    """The feed reads only steps; a new message's references go before its `new` event, so
+    the stream's last record is a step and the index catches up with it (with the event
+    first, searches read the stream until the message's next step)."""
+    await record(js, 3)
+    feed = await running().caught_up()
+    rec = Recorder(js._nc)
+    rec.new(Envelope(queue_id="lastnew00001", sender=BUSY, recipients=["a@x.test", "b@x.test"]))
+    await rec.flush()
+    info = await js.stream_info(bus.HISTORY_STREAM)
+    while info.state.last_seq < feed.index.last_seq + 4:  # 3 refs and the event stored
+        await asyncio.sleep(0.02)
+        info = await js.stream_info(bus.HISTORY_STREAM)
+    assert await feed.caught_up(stream_id(info), info.state.last_seq, 30)
+    assert feed.index.last_seq == info.state.last_seq
+    resp = await both(js, feed, hpb.SearchRequest(address="B@x.test"))
+    assert [e.queue_id for e in resp.events] == ["lastnew00001"]
 
 
 def _rebuilds(reason: str) -> float:

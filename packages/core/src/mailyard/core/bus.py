@@ -50,11 +50,11 @@ TODO_SUBJECT = "mailyard.todo"
 JOB_SUBJECT = {"local": "mailyard.job.local", "remote": "mailyard.job.remote"}
 RESULT_SUBJECT = "mailyard.result.{channel}"  # local | remote
 EVENTS_SUBJECT = "mailyard.events"            # core NATS, not persisted: watch / tail -f
-# History (qmail's log, searchable): every step of a message on a subject of its own, a
-# literal subject, so a search by id reads only its own records through JetStream's
-# per-subject index (by address: the queue's history index, from the `new` events).
+# History (qmail's log, searchable): every step of a message on a subject of its own, and one
+# index record per (address, message) on a subject per address hash. Both literal subjects,
+# so a search reads only its own messages through JetStream's per-subject index.
 HISTORY_MSG_SUBJECT = "mailyard.history.msg.{queue_id}"
-HISTORY_ADDR_SUBJECT = "mailyard.history.addr.{key}"  # older versions' AddressRefs (read past)
+HISTORY_ADDR_SUBJECT = "mailyard.history.addr.{key}"
 HISTORY_SUBJECTS = "mailyard.history.>"
 
 # Streams

@@ -1,17 +1,11 @@
 """Recording qmail's log as history: every step of a message (new, each delivery result with
-the remote's text, bounce, done) on its own JetStream subject, kept HISTORY_DAYS in the
-stream MAIL_HISTORY. The same steps go to the JSON log with their addresses and replies, for
-those who ship logs elsewhere.
+the remote's text, bounce, done) on its own JetStream subject, plus one index record per
+(address, message), kept HISTORY_DAYS in the stream MAIL_HISTORY. The same steps go to the
+JSON log with their addresses and replies, for those who ship logs elsewhere.
 
-Who a message concerns is said once, by its `new` event (sender and recipients): the
-history index derives its address rows from it (history_feed.py). Until session 18 an
-AddressRef record per (address, message) went to the stream besides: two or more of a
-delivered message's five records, each published, stored and read back by every queue
-process's feed, about 6 % of the machine's CPU per message a connection per message.
-
-Events are published as core NATS messages into the stream's subjects (no ack round trip on
-the queue's path; the stream stores them on disk); a NATS outage loses the history of those
-seconds, never mail. Metrics never see an address.
+The index records are for a search of the stream by address (a lookup of one subject);
+the queue's history index derives the same rows from the `new` events, and its feed never
+reads them (history_feed.py).
 """
 
 from __future__ import annotations
@@ -23,7 +17,7 @@ import unicodedata
 
 from nats.aio.client import Client as NATS
 
-from mailyard.api.history.v1.history_pb2 import HistoryEvent
+from mailyard.api.history.v1.history_pb2 import AddressRef, HistoryEvent
 from mailyard.api.mail.v1 import envelope_pb2 as epb
 from mailyard.api.mail.v1.envelope_pb2 import Envelope
 from mailyard.core import bus
@@ -36,8 +30,8 @@ ORIGINS = {epb.ORIGIN_SMTP: "smtp", epb.ORIGIN_BOUNCE: "bounce",
 
 
 def address_key(address: str) -> str:
-    """The history index's key of an address (a hash: it was once a subject token, and
-    addresses hold dots, spaces and wildcards that subjects cannot); case-insensitive
+    """The subject token of an address, and its key in the history index: a hash, since
+    addresses hold dots, spaces and wildcards that subjects cannot; case-insensitive
     (Alice@X finds alice@x) and, when not ASCII, in NFC (jose\u0301@ finds jos\u00e9@, as
     in the directory; NFC text keeps the key it always had)."""
     text = address.strip().lower() or NULL_SENDER
@@ -60,6 +54,10 @@ def msg_subject(queue_id: str) -> str:
     return bus.HISTORY_MSG_SUBJECT.format(queue_id=queue_id)
 
 
+def addr_subject(address: str) -> str:
+    return bus.HISTORY_ADDR_SUBJECT.format(key=address_key(address))
+
+
 class Recorder:
     """One step at a time (add the events of a batch, then flush once)."""
 
@@ -68,7 +66,8 @@ class Recorder:
         self.pending: list[tuple[str, bytes]] = []
 
     def _event(self, event: HistoryEvent) -> None:
-        event.at.FromNanoseconds(time.time_ns())
+        if not event.HasField("at"):
+            event.at.FromNanoseconds(time.time_ns())
         self.pending.append((msg_subject(event.queue_id), event.SerializeToString()))
 
     def new(self, env: Envelope) -> None:
@@ -77,6 +76,13 @@ class Recorder:
         event = HistoryEvent(queue_id=env.queue_id, kind="new", sender=sender,
                              recipients=list(env.recipients), size=env.size,
                              client_ip=env.client_ip, origin=origin)
+        event.at.FromNanoseconds(time.time_ns())
+        # The references first, the event last: every flush then ends on a step's subject,
+        # the only ones the index feed reads, so its last seq can reach the stream's.
+        for role, address in (("sender", sender), *(("recipient", r) for r in
+                                                    dict.fromkeys(env.recipients))):
+            ref = AddressRef(queue_id=env.queue_id, at=event.at, role=role)
+            self.pending.append((addr_subject(address), ref.SerializeToString()))
         self._event(event)
         log.info("new message", extra={"queue_id": env.queue_id, "sender": sender,
                                        "recipients": list(env.recipients), "size": env.size,

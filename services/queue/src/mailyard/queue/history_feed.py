@@ -1,20 +1,22 @@
 """Feeding the history index (history_index.py) from MAIL_HISTORY, in every queue process.
 
-One ephemeral, ack-less pull consumer on `mailyard.history.>`, from the seq after the last
-one the index holds (so a restart reads only what it missed); each fetched batch is one
-transaction. The consumer's own sequence must go up by one per message: a gap means a
-delivery was lost (an ack-less consumer does not redeliver), and the consumer is made
-again from the last stored seq, as an ordered consumer would.
+One ephemeral, ack-less pull consumer on the steps' subjects (`mailyard.history.msg.*`),
+from the seq after the last one the index holds (so a restart reads only what it missed);
+each fetched batch is one transaction. The consumer's own sequence must go up by one per
+message: a gap means a delivery was lost (an ack-less consumer does not redeliver), and
+the consumer is made again from the last stored seq, as an ordered consumer would.
 
 The index starts over (a rebuild, counted) when it no longer matches the stream: the file
 is damaged, the stream was re-created (another creation time, or a last seq below the
 index's), or the stream's first seq moved past everything the index holds (purged or
 aged out). Nothing here stops the process: a failure is logged and the feed starts again.
 
-An address's rows come from the `new` events that name it (history.concerned). The
-AddressRef records older versions also stored (`mailyard.history.addr.*`) are read and
-passed over: every message they name has its `new` event, and reading them keeps the
-index's last seq level with the stream's.
+An address's rows come from the `new` events that name it (history.concerned), not from
+the stream's AddressRef records (`mailyard.history.addr.*`, there for a search of the
+stream by address): reading those back cost every queue process two records or more per
+message, for nothing the `new` event does not say. A Recorder flush ends on a step (a
+message's references go before its `new` event), so the index's last seq, the last step's,
+is the stream's whenever the feed has read everything.
 
 Searches ask `caught_up` whether the index holds the stream up to the seq the stream had at
 the time of the query; until it does (a fresh start still reading) they read the stream.
@@ -76,8 +78,8 @@ def rows_of(msgs: list[Any], consumer_seq: int) -> tuple[list[Row], int, int, in
             return rows, last, consumer_seq, pending, True
         consumer_seq, last, pending = cseq, sseq, int(tokens[base + 6])
         subject: str = msg.subject
-        qid = subject[len(MSG_PREFIX):] if subject.startswith(MSG_PREFIX) else ""
-        if not qid or "." in qid:  # not what `mailyard.history.msg.*` matches
+        qid = subject[len(MSG_PREFIX):]
+        if not subject.startswith(MSG_PREFIX) or not qid or "." in qid:  # (the filter's)
             continue
         rows.append(("e", qid, sseq, ts, msg.data))
         event = decode_event(msg.data)  # not an event: no rows of addresses (the search
@@ -207,7 +209,7 @@ class HistoryFeed:
         self._advanced()
         consumer = await self.js.add_consumer(bus.HISTORY_STREAM, ConsumerConfig(
             ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=start, filter_subject=bus.HISTORY_SUBJECTS, inactive_threshold=60.0,
+            opt_start_seq=start, filter_subject=MSG_PREFIX + "*", inactive_threshold=60.0,
             mem_storage=True, num_replicas=1, max_waiting=4))
         # Pull requests answered into an inbox with a callback that only keeps the message:
         # nats-py's fetch() costs an awaited next_msg (a task, a timer) per message, which

@@ -1,19 +1,20 @@
 """Searching the history (mailyard.history.v1.History, `mailyard log`, GET /api/history).
 
-Each queue process keeps the records in a local index clustered for the three queries (by
-id, by address, by time; history_index.py, fed by history_feed.py), which answers
-(IndexSource) whenever it holds what the stream holds at the time of the query. Until it
-does (a new replica still filling it), the stream itself answers (StreamSource). By id: the
-message's own subject, a batched direct get (`$JS.API.DIRECT.GET`, nats-server >= 2.11: one
-request answers every record of one subject, the server jumping to it through its
-per-subject index). By time: the messages' subjects from `since` on, through an ephemeral,
-ack-less, in-memory consumer (JetStream finds the start by time). By address: the same read
-from `since`, keeping the `new` events that name the address, then each such message's
-subject, read concurrently. That is a scan of the stream where the index has a row per
-(address, message); the stream used to hold those rows too (AddressRef records), which
-cost every message two or more records more, for a search that only runs while an index
-is behind. Both sources go through the same `answer`, so the reply does not depend on
-which one did. Any queue process answers (leader or not).
+By id: the message's own subject. By address: its index subject gives the queue ids (newest
+`limit`), then each message's subject, read concurrently. Both are batched direct gets
+(`$JS.API.DIRECT.GET`, nats-server >= 2.11): one request answers every record of one subject
+(the server jumps to it through its per-subject index), so an address search costs one
+request for the index plus one per message, with no consumer to create and delete; it
+used to be a consumer for the index and one direct get per step of each message.
+By time only: the messages' subjects from `since` on, through an ephemeral, ack-less,
+in-memory consumer (JetStream finds the start by time). Any queue process answers (leader
+or not).
+
+Those are the stream's reads (StreamSource). Each queue process also keeps the same records
+in a local index clustered for these queries (history_index.py, fed by history_feed.py),
+which answers (IndexSource) whenever it holds what the stream holds at the time of the
+query: a cold stream makes a busy sender's first search load every block of the stream.
+Both sources go through the same `answer`, so the reply does not depend on which one did.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ from mailyard.api.history.v1 import history_pb2 as pb
 from mailyard.api.history.v1 import history_pb2_grpc
 from mailyard.core import bus
 from mailyard.queue import answer_bound, live, metrics
-from mailyard.queue.history import address_key, concerned, msg_subject
-from mailyard.queue.history_feed import HistoryFeed, stream_id
+from mailyard.queue.history import addr_subject, address_key, concerned, msg_subject
+from mailyard.queue.history_feed import HistoryFeed, decode_event, stream_id
 from mailyard.queue.history_index import HistoryIndex
 
 DEFAULT_LIMIT = 100
@@ -85,9 +86,9 @@ async def read_chunks(js: JetStreamContext, subject: str,
             await js.delete_consumer(bus.HISTORY_STREAM, config.name or "")
 
 
-def _decode(data: bytes) -> pb.HistoryEvent | None:
+def decode_ref(data: bytes) -> pb.AddressRef | None:
     try:
-        return pb.HistoryEvent.FromString(data)
+        return pb.AddressRef.FromString(data)
     except Exception:
         return None
 
@@ -167,16 +168,13 @@ class StreamSource:
         return await read_batch(self.js, msg_subject(queue_id), max_msgs=MAX_STEPS)
 
     async def refs(self, address: str, since: float) -> list[tuple[str, float]]:
-        """(queue id, time) of the `new` events stored from `since` on that name the
-        address (the first MAX_REFS)."""
-        out: list[tuple[str, float]] = []
-        async with contextlib.aclosing(self.steps(since)) as chunks:
-            async for chunk in chunks:
-                for event in map(_decode, chunk):
-                    if event is not None and event.kind == "new" and _concerns(event, address):
-                        out.append((event.queue_id, _seconds(event.at)))
-                        if len(out) >= MAX_REFS:
-                            return out
+        """(queue id, time) of the address's references stored from `since` on."""
+        out = []
+        for data in await read_batch(self.js, addr_subject(address), since,
+                                     max_msgs=MAX_REFS):
+            ref = decode_ref(data)
+            if ref is not None:
+                out.append((ref.queue_id, _seconds(ref.at)))
         return out
 
     def steps(self, since: float) -> AsyncGenerator[list[bytes]]:
@@ -225,7 +223,7 @@ def _ns(since: float) -> int:
 
 
 async def _message(source: Source, queue_id: str) -> list[pb.HistoryEvent]:
-    decoded = map(_decode, await source.message(queue_id))
+    decoded = map(decode_event, await source.message(queue_id))
     return [e for e in decoded if e is not None]
 
 
@@ -294,7 +292,7 @@ async def _answer(source: Source, req: pb.SearchRequest, limit: int) -> pb.Searc
     out: list[pb.HistoryEvent] = []
     async with contextlib.aclosing(source.steps(start)) as chunks:
         async for chunk in chunks:
-            for event in map(_decode, chunk):
+            for event in map(decode_event, chunk):
                 if event is None:
                     continue
                 if until and _seconds(event.at) > until:
@@ -378,6 +376,6 @@ async def follow(subscription: live.Subscription,
                 gap.at.FromNanoseconds(int(data.at * 1e9))
                 yield gap
                 continue
-            event = _decode(data)
+            event = decode_event(data)
             if event is not None and matches(event, req, followed):
                 yield event

@@ -92,10 +92,7 @@ Global___HistoryEvent: _TypeAlias = HistoryEvent  # noqa: Y015
 
 @_typing.final
 class AddressRef(_message.Message):
-    """Index record, one per (address, message): subject mailyard.history.addr.<hash of address>.
-    Written until session 18, no longer: the `new` event names the addresses. The index feed
-    reads past those still in a stream.
-    """
+    """Index record, one per (address, message): subject mailyard.history.addr.<hash of address>."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
