@@ -14,6 +14,7 @@ import os
 import poplib
 import re
 import shutil
+import smtplib
 import ssl
 import subprocess
 import sys
@@ -198,15 +199,19 @@ def test_alias_mail_lands_next_to_the_old_mail(mailyard: Mailyard, imported: str
 def test_the_ezmlm_list_posts_to_its_subscribers_as_on_the_old_host(mailyard: Mailyard,
                                                                     imported: str) -> None:
     """news@ ran ezmlm-send -u on the old host: a subscriber's post reaches the other
-    subscribers with the list's fields, a stranger's reaches nobody, and news-subscribe@
-    (ezmlm-manage's) is refused rather than posted."""
+    subscribers with the list's fields, a stranger's is refused at the end of DATA (no bounce
+    of ours to a sender that may be forged), and news-subscribe@ (ezmlm-manage's) is refused
+    rather than posted."""
     assert "list news@example.test: created, 3 member(s)" in imported
     shown = mailyard.cli("list", "list", "example.test")
     assert "news@example.test\towner=bob@example.test\tposting=members\t" in shown, shown
     ann = mailyard.count("ann@example.test")
     with mailyard.smtp() as client:
-        client.sendmail("stranger@remote.test", ["news@example.test"],
-                        b"Subject: spam\r\n\r\nspam\r\n")
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            client.sendmail("stranger@remote.test", ["news@example.test"],
+                            b"Subject: spam\r\n\r\nspam\r\n")
+        assert refused.value.smtp_code == 550
+        assert refused.value.smtp_error.startswith(b"5.7.2 Sorry, only members of news@")
         client.sendmail("joe@example.test", ["news@example.test"], BODY)
         client.docmd("MAIL FROM:<someone@client.test>")
         code, reply = client.docmd("RCPT TO:<news-subscribe@example.test>")

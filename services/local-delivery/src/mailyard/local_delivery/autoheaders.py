@@ -12,17 +12,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
-from email.utils import getaddresses
 
-from mailyard.core.directory import canonical
+from mailyard.core.header_fields import CONTROLS as _CONTROLS
+from mailyard.core.header_fields import addresses, unfolded
 
 MAX_SUBJECT = 200   # characters of the original subject kept for "Re: ..."
 MAX_REFERENCES = 10  # the newest ids of References kept, as mail readers trim them
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
-_NAME = re.compile(r"[!-9;-~]+")
 # RFC 5322 msg-id as found in the wild: printable ASCII without spaces or angle brackets
 _MSG_ID = re.compile(r"<[!-;=?-~]{1,250}>")
-_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _SPACES = re.compile(r"[ \t]+")  # after _CONTROLS: a no-break space is text, kept
 
 
@@ -36,26 +33,6 @@ class Original:
     list_header: bool = False     # any List-* field (RFC 2369 / 2919)
     spam: bool = False            # X-Spam: Yes (smtp-ingress's scanner tag)
     recipients: set[str] = field(default_factory=set)  # To and Cc, canonical
-
-
-def header_fields(data: bytes) -> list[tuple[str, str]]:
-    """(lower-case name, unfolded value) of every field in the header of `data`."""
-    if data.startswith((b"\r\n", b"\n")):
-        return []
-    end = _HEADER_END.search(data)
-    header = data[:end.start()] if end else data
-    out: list[tuple[str, str]] = []
-    for raw in header.split(b"\n"):
-        line = raw.decode("utf-8", "replace").rstrip("\r")
-        if line[:1] in (" ", "\t"):
-            if out:
-                out[-1] = (out[-1][0], out[-1][1] + " " + line.strip())
-            continue
-        name, colon, value = line.partition(":")
-        name = name.rstrip(" \t")
-        if colon and _NAME.fullmatch(name):
-            out.append((name.lower(), value.strip()))
-    return out
 
 
 def one_line(text: str, limit: int) -> str:
@@ -75,28 +52,11 @@ def _keyword(value: str) -> str:
     return re.split(r"[\s;(]", value.strip(), maxsplit=1)[0].lower()
 
 
-def addresses(values: list[str]) -> set[str]:
-    """The addresses in these field values (To, Cc, From), canonical."""
-    out: set[str] = set()
-    try:
-        pairs = getaddresses(values)
-    except Exception:
-        return out
-    for _, addr in pairs:
-        local, _, domain = addr.rpartition("@")
-        if local and domain and not _CONTROLS.search(addr):
-            try:
-                out.add(canonical(addr))
-            except Exception:  # noqa: S112 (a domain IDNA cannot encode: not ours anyway)
-                continue
-    return out
-
-
 def parse(data: bytes) -> Original:
     orig = Original()
     addressed: list[str] = []
     in_reply_to: list[str] = []
-    for name, value in header_fields(data):
+    for name, value in unfolded(data):
         if name == "subject" and not orig.subject:
             orig.subject = one_line(_decoded(value), MAX_SUBJECT)
         elif name == "message-id" and not orig.message_id:

@@ -31,7 +31,7 @@ from mailyard.api.mail.v1.delivery_pb2 import (
     Outcome,
     RecipientResult,
 )
-from mailyard.core import postmaster, srs
+from mailyard.core import list_posting, postmaster, srs
 from mailyard.core.directory import DirectoryView, canonical
 from mailyard.core.errors import MailyardError, SpoolError
 from mailyard.core.identity import POSTMASTER_NAMES, Identity
@@ -225,7 +225,7 @@ class Deliverer:
                                    listmail.LOOP.format(list=mlist.address), "5.4.6")
                 owner = mlist.owner or job.sender
                 # the record's owner: the stand-in above (the poster) may not post for it
-                if mlist.posting and (not_allowed := listmail.refusal(
+                if mlist.posting and (not_allowed := list_posting.refusal(
                         mlist.posting, mlist.address, mlist.owner, mlist.members, mlist.posters,
                         job.sender, message.data, self.directory.delimiters)):
                     return _result(recipient, Outcome.OUTCOME_FAILED, not_allowed, "5.7.2")

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import re
 
-from mailyard.api.directory.v1 import directory_pb2 as pb
 from mailyard.core import listaddresses, listcookie
 from mailyard.core.addresses import split
-from mailyard.core.directory import canonical
-from mailyard.local_delivery import autoheaders
 
 # unfolding (RFC 5322 2.2.3) before the fields are looked at
 _FOLD = re.compile(rb"\r?\n(?=[ \t])")
@@ -25,8 +22,6 @@ _ANGLE = re.compile(rb"<([^<>]*)>")
 # for local@domain backtracks in quadratic time over a long run without an "@")
 _SEPARATORS = re.compile(rb"[\s<>;,:\"()]+")
 
-NOT_MEMBER = "Sorry, only members of {list} may post to it; write to {owner}. (#5.7.2)"
-NOT_POSTER = "Sorry, only the owner of {list} may post to it; write to {owner}. (#5.7.2)"
 LOOP = "This message has been through the list {list} already; not posted again. (#5.4.6)"
 
 
@@ -76,38 +71,3 @@ def fields(list_address: str, owner: str, delimiters: str, eol: bytes,
              f"List-Owner: <mailto:{help_to}>",
              "Precedence: list")
     return b"".join(line.encode() + eol for line in lines)
-
-
-def refusal(posting: int, list_address: str, owner: str, members: list[str],
-            posters: list[str], sender: str, data: bytes, delimiters: str) -> str | None:
-    """Why this sender may not post to the list (its posting policy), or None. The envelope
-    sender or any address in From: counts, as with Mailman: a member posting through a
-    mailer that sends from a bounce address (VERP, SRS) is still a member. Asked only of
-    lists that are not open; the header is read only when the envelope sender is not
-    enough."""
-    if posting not in (pb.POSTING_POLICY_MEMBERS, pb.POSTING_POLICY_ANNOUNCE):
-        return None
-    allowed = [a for a in (owner, *posters) if a]
-    if posting == pb.POSTING_POLICY_MEMBERS:
-        allowed += members
-    if _listed(allowed, {_key(sender)} if sender else set()):
-        return None
-    from_ = autoheaders.addresses([v for n, v in autoheaders.header_fields(data) if n == "from"])
-    if _listed(allowed, from_):
-        return None
-    text = NOT_MEMBER if posting == pb.POSTING_POLICY_MEMBERS else NOT_POSTER
-    return text.format(list=list_address,
-                       owner=listaddresses.owner_command(list_address, delimiters, owner))
-
-
-def _key(address: str) -> str:
-    # canonical() is the lower-cased form for ASCII; spared for the thousands of members
-    try:
-        return address.lower() if address.isascii() else canonical(address)
-    except Exception:  # an address IDNA cannot encode is nobody's
-        return ""
-
-
-def _listed(allowed: list[str], candidates: set[str]) -> bool:
-    candidates.discard("")
-    return bool(candidates) and any(_key(a) in candidates for a in allowed)

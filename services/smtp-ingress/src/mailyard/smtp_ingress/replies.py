@@ -159,6 +159,12 @@ def list_command(mlist: str, owner_address: str) -> str:
     return (f"550 5.7.1 sorry, {mlist} takes no commands by mail; write to {owner_address}")
 
 
+def list_post_refused(why: str) -> str:
+    """data_list_posting: the list's posting policy refuses this poster, in the words
+    local-delivery's bounce uses (list_posting), without qmail's (#5.7.2)."""
+    return f"550 5.7.2 {why.removesuffix(' (#5.7.2)')}"
+
+
 def sender_not_owned(address: str, user: str) -> str:
     """mail_sender_login: an AUTH user's MAIL FROM that is not its own, in Postfix's words
     (reject_sender_login_mismatch), which postmasters and users search for."""

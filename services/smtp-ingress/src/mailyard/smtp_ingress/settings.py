@@ -18,7 +18,8 @@ LISTENERS = ("smtp", "submission", "smtps")
 # qmail leave it off; existing users sending as their other domains would be refused.
 DEFAULT_MAIL_CHECKS = "mail_auth_required,mail_badmailfrom,mail_size,mail_nullmx,mail_spf"
 DEFAULT_RCPT_CHECKS = "rcpt_limit,rcpt_dnsbl,rcpt_rcpthosts,rcpt_unknown_user,rcpt_greylist"
-DEFAULT_DATA_CHECKS = "data_size,data_header_size,data_hops,data_dmarc,data_rspamd,data_dkim"
+DEFAULT_DATA_CHECKS = ("data_size,data_header_size,data_hops,data_list_posting,data_dmarc,"
+                       "data_rspamd,data_dkim")
 
 
 @functools.cache

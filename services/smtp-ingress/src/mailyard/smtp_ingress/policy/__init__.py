@@ -18,8 +18,8 @@ CHECKS = {
              "mail_sender_login"),
     "rcpt": ("rcpt_limit", "rcpt_dnsbl", "rcpt_rcpthosts", "rcpt_unknown_user",
              "rcpt_greylist"),
-    "data": ("data_size", "data_header_size", "data_hops", "data_dmarc", "data_rspamd",
-             "data_dkim"),
+    "data": ("data_size", "data_header_size", "data_hops", "data_list_posting", "data_dmarc",
+             "data_rspamd", "data_dkim"),
 }
 
 @dataclass(frozen=True)
