@@ -136,6 +136,11 @@ class DirectoryView(KVView):
         raw = self.data.get(record_key("alias", address))
         return pb.Alias.FromString(raw) if raw is not None else None
 
+    def has_list(self, address: str) -> bool:
+        """Is `address` a list's own address? From the key alone: a list's record (its
+        members) is parsed only by mailing_list()."""
+        return record_key("list", address) in self.data
+
     def mailing_list(self, address: str) -> pb.MailingList | None:
         raw = self.data.get(record_key("list", address))
         return pb.MailingList.FromString(raw) if raw is not None else None

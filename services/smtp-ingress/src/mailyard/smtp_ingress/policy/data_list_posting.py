@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mailyard.core import list_posting
-from mailyard.core.directory import canonical, record_key
+from mailyard.core.directory import canonical
 from mailyard.smtp_ingress import replies
 from mailyard.smtp_ingress.policy import ACCEPT, Verdict
 
@@ -33,7 +33,7 @@ async def check(s: Session) -> Verdict:
             address = directory.real_address(canonical(rcpt))
         except Exception:  # an address IDNA cannot encode is no list of ours
             return ACCEPT
-        if record_key("list", address) not in directory.data:
+        if not directory.has_list(address):
             return ACCEPT  # someone else is addressed: taken (see above)
         mlist = directory.mailing_list(address)
         why = mlist and mlist.posting and list_posting.refusal(
