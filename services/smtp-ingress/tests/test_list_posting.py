@@ -71,6 +71,14 @@ async def test_a_non_members_post_is_refused_at_data_not_bounced(local: Ingress,
             assert reply == MEMBERS_ONLY, (sender, rcpts)
     assert REJECTIONS.labels("list_posting")._value.get() == before + 4
     assert committed(local) == []  # nothing taken: no bounce can follow
+    # the view follows the list's policy: opened, then removed, the list guards nothing
+    kv = await bus.ensure_kv(js, bus.KV_DIRECTORY)
+    await kv.put(record_key("list", "news@example.org"), dpb.MailingList(
+        address="news@example.org", owner="alice@example.org").SerializeToString())
+    await wait_for(lambda: len(local.directory.guarded_lists) == 1)
+    assert (await send(local, "spammer@evil.test", ["news@example.org"])).startswith("250 ")
+    await kv.delete(record_key("list", "ann@example.org"))
+    await wait_for(lambda: not local.directory.guarded_lists)
 
 
 async def test_members_owners_posters_and_mixed_recipients_are_taken(local: Ingress,

@@ -60,17 +60,25 @@ class DirectoryView(KVView):
         # so accepts() answers their command addresses without parsing a list (0.5 ms for
         # 40,000 members, at every RCPT a client cares to send)
         self._by_mail: set[str] = set()
+        # ... and those not open to every poster (members, announce): smtp-ingress asks at
+        # the end of DATA (data_list_posting), and nothing at all while there are none
+        self.guarded_lists: set[str] = set()
         self.on_change(self._track)
 
     def _track(self, key: str, value: bytes | None) -> None:
         """What the view derives from records, kept as they change: the lists taking
-        subscriptions by mail, the delimiters, the alias domains."""
+        subscriptions by mail and those guarding who posts, the delimiters, the alias
+        domains."""
         if key.startswith("list."):
-            if value is not None and pb.MailingList.FromString(value).subscription == \
-                    pb.SUBSCRIPTION_POLICY_CONFIRM:
-                self._by_mail.add(key)
-            else:
-                self._by_mail.discard(key)
+            mlist = pb.MailingList.FromString(value) if value is not None else None
+            for keys, held in ((self._by_mail, mlist is not None and mlist.subscription ==
+                                pb.SUBSCRIPTION_POLICY_CONFIRM),
+                               (self.guarded_lists, mlist is not None and mlist.posting in (
+                                   pb.POSTING_POLICY_MEMBERS, pb.POSTING_POLICY_ANNOUNCE))):
+                if held:
+                    keys.add(key)
+                else:
+                    keys.discard(key)
             return
         if key == SETTINGS_KEY:
             self.delimiters = (pb.Settings.FromString(value).recipient_delimiter
@@ -136,10 +144,10 @@ class DirectoryView(KVView):
         raw = self.data.get(record_key("alias", address))
         return pb.Alias.FromString(raw) if raw is not None else None
 
-    def has_list(self, address: str) -> bool:
-        """Is `address` a list's own address? From the key alone: a list's record (its
-        members) is parsed only by mailing_list()."""
-        return record_key("list", address) in self.data
+    def guarded_list(self, address: str) -> bool:
+        """Is `address` the own address of a list not open to every poster? Without
+        parsing the list's record (its members: mailing_list() does that)."""
+        return record_key("list", address) in self.guarded_lists
 
     def mailing_list(self, address: str) -> pb.MailingList | None:
         raw = self.data.get(record_key("list", address))

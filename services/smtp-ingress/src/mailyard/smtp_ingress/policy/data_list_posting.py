@@ -7,9 +7,9 @@ its bounces to whoever it liked (backscatter). A message also addressed elsewher
 copy then, with a bounce, as it does for a list reached through an alias.
 
 The poster counts as a member by its envelope sender or any address in From: (list_posting,
-the same rules local-delivery applies). Only recipients that are a list's own address are
-looked at, and a list's record is parsed only for them: mail to anyone else costs a key
-lookup per recipient."""
+the same rules local-delivery applies). The directory view keeps the keys of the lists that
+guard who posts: while there are none the check costs one test, and otherwise a key lookup
+per recipient; a list's record (its members) is parsed only for its own address."""
 
 from __future__ import annotations
 
@@ -27,14 +27,16 @@ if TYPE_CHECKING:
 async def check(s: Session) -> Verdict:
     assert s.tx is not None and s.tx.body is not None
     directory = s.app.directory
+    if not directory.guarded_lists:  # no list here keeps anyone from posting
+        return ACCEPT
     refused = ""
     for rcpt in s.tx.recipients:
         try:
             address = directory.real_address(canonical(rcpt))
         except Exception:  # an address IDNA cannot encode is no list of ours
             return ACCEPT
-        if not directory.has_list(address):
-            return ACCEPT  # someone else is addressed: taken (see above)
+        if not directory.guarded_list(address):
+            return ACCEPT  # someone else (or an open list) is addressed: taken (see above)
         mlist = directory.mailing_list(address)
         why = mlist and mlist.posting and list_posting.refusal(
             mlist.posting, mlist.address, mlist.owner, list(mlist.members),
