@@ -98,12 +98,8 @@ async def test_a_lists_command_addresses_at_an_alias_domain(local: Ingress, js: 
     await client.close()
 
 
-async def test_a_list_that_takes_subscriptions_by_mail_accepts_its_commands(
-        local: Ingress, js: Any) -> None:
-    """A list whose subscription is confirm: its subscribe / unsubscribe addresses (both
-    delimiters, ezmlm's -subscribe-user=host, the -sc. / -uc. confirmations) were refused
-    550 5.7.1 like a closed list's, so no request or confirmation reached local-delivery.
-    Taken now; its other extensions (-help) and a closed list's commands stay refused."""
+async def _confirm_and_closed_lists(local: Ingress, js: Any) -> None:
+    """news@ takes subscriptions by mail, closed@ does not; delimiters "-" and "+"."""
     kv = await bus.ensure_kv(js, bus.KV_DIRECTORY)
     await kv.put(record_key("list", "news@example.org"), dpb.MailingList(
         address="news@example.org", owner="alice@example.org", members=["bob@example.org"],
@@ -113,6 +109,15 @@ async def test_a_list_that_takes_subscriptions_by_mail_accepts_its_commands(
     await kv.put(SETTINGS_KEY, dpb.Settings(recipient_delimiter="-+").SerializeToString())
     await wait_for(lambda: local.directory.delimiters == "-+")
     await wait_for(lambda: local.directory.accepts("closed@example.org"))
+
+
+async def test_a_list_that_takes_subscriptions_by_mail_accepts_its_commands(
+        local: Ingress, js: Any) -> None:
+    """A list whose subscription is confirm: its subscribe / unsubscribe addresses (both
+    delimiters, ezmlm's -subscribe-user=host, the -sc. / -uc. confirmations) were refused
+    550 5.7.1 like a closed list's, so no request or confirmation reached local-delivery.
+    Taken now; its other extensions (-help) and a closed list's commands stay refused."""
+    await _confirm_and_closed_lists(local, js)
     client = await session(local.ports["smtp"])
     assert await client.cmd("MAIL FROM:<sender@remote.test>") == R.MAIL_OK
     cookie = "6751a2b3." + "0" * 20
@@ -136,15 +141,7 @@ async def test_a_lists_return_address_takes_its_bounces(local: Ingress, js: Any)
     welcomes and goodbyes, was refused 550 5.7.1 like any command address, so their bounces
     were refused at our door; taken now from <> and anyone, for every list (one made closed
     since still gets the bounces of what it sent), while other extensions stay refused."""
-    kv = await bus.ensure_kv(js, bus.KV_DIRECTORY)
-    await kv.put(record_key("list", "news@example.org"), dpb.MailingList(
-        address="news@example.org", owner="alice@example.org", members=["bob@example.org"],
-        subscription=dpb.SUBSCRIPTION_POLICY_CONFIRM).SerializeToString())
-    await kv.put(record_key("list", "closed@example.org"), dpb.MailingList(
-        address="closed@example.org", owner="alice@example.org").SerializeToString())
-    await kv.put(SETTINGS_KEY, dpb.Settings(recipient_delimiter="-+").SerializeToString())
-    await wait_for(lambda: local.directory.delimiters == "-+")
-    await wait_for(lambda: local.directory.accepts("closed@example.org"))
+    await _confirm_and_closed_lists(local, js)
     for sender in ("", "sender@remote.test"):
         client = await session(local.ports["smtp"])
         assert await client.cmd(f"MAIL FROM:<{sender}>") == R.MAIL_OK

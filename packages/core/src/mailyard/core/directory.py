@@ -49,6 +49,10 @@ def record_key(kind: str, address: str) -> str:
     return f"{kind}.{_enc(domain)}.{_enc(local)}"
 
 
+def _keep(keys: set[str], key: str, held: bool) -> None:
+    (keys.add if held else keys.discard)(key)
+
+
 class DirectoryView(KVView):
     def __init__(self) -> None:
         super().__init__(bus.KV_DIRECTORY)
@@ -70,15 +74,10 @@ class DirectoryView(KVView):
         subscriptions by mail and those guarding who posts, the delimiters, the alias
         domains."""
         if key.startswith("list."):
-            mlist = pb.MailingList.FromString(value) if value is not None else None
-            for keys, held in ((self._by_mail, mlist is not None and mlist.subscription ==
-                                pb.SUBSCRIPTION_POLICY_CONFIRM),
-                               (self.guarded_lists, mlist is not None and mlist.posting in (
-                                   pb.POSTING_POLICY_MEMBERS, pb.POSTING_POLICY_ANNOUNCE))):
-                if held:
-                    keys.add(key)
-                else:
-                    keys.discard(key)
+            mlist = pb.MailingList.FromString(value) if value is not None else pb.MailingList()
+            _keep(self._by_mail, key, mlist.subscription == pb.SUBSCRIPTION_POLICY_CONFIRM)
+            _keep(self.guarded_lists, key, mlist.posting in (pb.POSTING_POLICY_MEMBERS,
+                                                             pb.POSTING_POLICY_ANNOUNCE))
             return
         if key == SETTINGS_KEY:
             self.delimiters = (pb.Settings.FromString(value).recipient_delimiter

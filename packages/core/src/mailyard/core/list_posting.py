@@ -5,6 +5,8 @@ also addressed elsewhere, a list reached through an alias), where it becomes a b
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from mailyard.api.directory.v1 import directory_pb2 as pb
 from mailyard.core import header_fields, listaddresses
 from mailyard.core.directory import canonical
@@ -13,8 +15,8 @@ NOT_MEMBER = "Sorry, only members of {list} may post to it; write to {owner}. (#
 NOT_POSTER = "Sorry, only the owner of {list} may post to it; write to {owner}. (#5.7.2)"
 
 
-def refusal(posting: int, list_address: str, owner: str, members: list[str],
-            posters: list[str], sender: str, data: bytes, delimiters: str) -> str | None:
+def refusal(posting: int, list_address: str, owner: str, members: Sequence[str],
+            posters: Sequence[str], sender: str, data: bytes, delimiters: str) -> str | None:
     """Why this sender may not post to the list (its posting policy), or None. The envelope
     sender or any address in From: counts, as with Mailman: a member posting through a
     mailer that sends from a bounce address (VERP, SRS) is still a member. Asked only of

@@ -3,6 +3,10 @@ the remote's text, bounce, done) on its own JetStream subject, plus one index re
 (address, message), kept HISTORY_DAYS in the stream MAIL_HISTORY. The same steps go to the
 JSON log with their addresses and replies, for those who ship logs elsewhere.
 
+Events are published as core NATS messages into the stream's subjects (no ack round trip on
+the queue's path; the stream stores them on disk); a NATS outage loses the history of those
+seconds, never mail. Metrics never see an address.
+
 The index records are for a search of the stream by address (a lookup of one subject);
 the queue's history index derives the same rows from the `new` events, and its feed never
 reads them (history_feed.py).

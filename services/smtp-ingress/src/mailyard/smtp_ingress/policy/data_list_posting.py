@@ -38,9 +38,9 @@ async def check(s: Session) -> Verdict:
         if not directory.guarded_list(address):
             return ACCEPT  # someone else (or an open list) is addressed: taken (see above)
         mlist = directory.mailing_list(address)
-        why = mlist and mlist.posting and list_posting.refusal(
-            mlist.posting, mlist.address, mlist.owner, list(mlist.members),
-            list(mlist.posters), s.tx.sender.address, s.tx.body.head, directory.delimiters)
+        why = mlist is not None and list_posting.refusal(
+            mlist.posting, mlist.address, mlist.owner, mlist.members, mlist.posters,
+            s.tx.sender.address, s.tx.body.head, directory.delimiters)
         if not why:
             return ACCEPT
         refused = refused or why
