@@ -222,6 +222,7 @@ class Run:
     # the whole machine's CPU per message by kind (bench.proc.machine_split): where a
     # system spends what it costs, for Mailyard and the peers alike
     machine_us_per_msg: dict[str, float] = field(default_factory=dict)
+    round: int = 0  # systems of one round ran one after the other: a paired comparison
 
     @property
     def rate(self) -> float:
@@ -328,6 +329,7 @@ def main() -> int:
                     continue
                 settle()
                 run = measure(system, mode, args.messages)
+                run.round = number
                 runs.append(run)
                 print(f"{mode:<9} round {number}  {system.name:<9} {run.delivered:>6}/"
                       f"{run.messages} in {run.seconds:7.2f} s  {run.rate:8.1f} msg/s  "
@@ -355,6 +357,12 @@ def summarize(runs: list[Run]) -> dict[str, dict[str, float]]:
                            for p in sorted(table) if p != "mailyard" and table[p])
         rates = "  ".join(f"{who} {rate:.0f}" for who, rate in sorted(table.items()))
         print(f"{mode:<9} {rates}   {ratios}")
+    paired = _paired(runs)
+    if paired:
+        # How far a median can move on these machines: the same ratio, round by round.
+        print("--- each round's ratio (its systems ran one after the other)")
+        for line in paired:
+            print(line)
     for mode in medians:
         mine = [r for r in runs if r.mode == mode and r.system == "mailyard"]
         if mine:
@@ -372,6 +380,21 @@ def summarize(runs: list[Run]) -> dict[str, dict[str, float]]:
                     f"{kind} {statistics.median(m[kind] for m in splits):.0f}"
                     for kind in splits[0]))
     return medians
+
+
+def _paired(runs: list[Run]) -> list[str]:
+    """Per mode and peer, Mailyard's rate over the peer's in each round where both ran."""
+    lines = []
+    for mode in dict.fromkeys(r.mode for r in runs):
+        ours = {r.round: r.rate for r in runs if r.mode == mode and r.system == "mailyard"}
+        for peer in sorted({r.system for r in runs if r.mode == mode} - {"mailyard"}):
+            theirs = {r.round: r.rate for r in runs if r.mode == mode and r.system == peer}
+            ratios = [ours[n] / theirs[n] for n in sorted(ours.keys() & theirs.keys())
+                      if n and theirs[n]]
+            if ratios:
+                lines.append(f"{mode:<9} mailyard/{peer:<8} " + "  ".join(
+                    f"{x:.2f}x" for x in ratios) + f"   (spread {max(ratios) - min(ratios):.2f})")
+    return lines
 
 
 if __name__ == "__main__":
