@@ -4,6 +4,7 @@ a delivery. The message is deferred (kept in the queue), and delivered once the 
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -104,3 +105,22 @@ def test_a_hard_link_as_maildirsize_is_not_appended_to(tmp_path: Path) -> None:
     assert not quota.over(path, limits, 100)
     assert (path / "maildirsize").read_text() == "10000S\n0 0\n"
     _untouched(folder)
+
+
+@pytest.mark.parametrize("link", ["new", "Maildir"])
+def test_a_link_to_nowhere_is_refused_not_made_into_a_folder(tmp_path: Path,
+                                                              link: str) -> None:
+    """A folder is opened before it is made: a symbolic link pointing nowhere is neither
+    followed (its target made) nor taken for a missing folder."""
+    path = tmp_path / "example.org" / "alice" / "Maildir"
+    maildir.ensure(tmp_path, path)
+    victim = path / link if link != "Maildir" else path
+    target = tmp_path / "nowhere"
+    for sub in maildir.SUBDIRS if link == "Maildir" else ():
+        (path / sub).rmdir()
+    victim.rmdir()
+    victim.symlink_to(target)
+    with pytest.raises(OSError) as caught:
+        maildir.ensure(tmp_path, path)
+    assert caught.value.errno == errno.ELOOP
+    assert not target.exists() and victim.is_symlink()

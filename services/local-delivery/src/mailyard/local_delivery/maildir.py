@@ -82,10 +82,16 @@ def folder(name: str, dir_fd: int) -> int:
 def open_folder(name: str, dir_fd: int, owner: Owner = None) -> int:
     """A descriptor of the folder `name` in `dir_fd`, made (0700, given to `owner`) when
     missing; OSError ELOOP when `name` is a symbolic link."""
+    # Opened first: it is there on every delivery but a mailbox's first, and a mkdir that
+    # fails costs a system call and an exception per level.
+    try:
+        return folder(name, dir_fd)
+    except FileNotFoundError:
+        pass
     try:
         os.mkdir(name, DIR_MODE, dir_fd=dir_fd)
         made = True
-    except FileExistsError:
+    except FileExistsError:  # made meanwhile (another delivery to the same mailbox)
         made = False
     fd = folder(name, dir_fd)
     if made and owner is not None:
