@@ -110,6 +110,26 @@ def test_over_quota_by_appended_lines_is_recounted(tmp_path: Path) -> None:
     assert quota.over(path, q, 501)  # one fresh summary line: trusted
 
 
+def test_the_cached_answer_leaves_every_count_to_check(tmp_path: Path) -> None:
+    """cached() answers from maildirsize alone (local-delivery asks it on its event loop)
+    and says None wherever check() would count the mailbox again (done off the loop)."""
+    path = _maildir(tmp_path)
+    (path / "cur" / "1.M1P1.host,S=500:2,S").write_bytes(b"a" * 500)
+    q = quota.Quota(1000)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert quota.cached(fd, q, 100) is None  # no maildirsize yet
+        assert quota.check(fd, q, 100) == (False, (500, 1))  # counted, and written
+        assert quota.cached(fd, q, 100) == (False, (500, 1))
+        assert quota.cached(fd, q, 600) == (True, (500, 1))  # one fresh summary: trusted
+        quota.add(fd, 100)
+        assert quota.cached(fd, q, 100) == (False, (600, 2))
+        assert quota.cached(fd, q, 500) is None  # over by appended lines: counted again
+        assert quota.cached(fd, quota.Quota(2000), 100) is None  # another quota
+    finally:
+        os.close(fd)
+
+
 def test_maildirsize_rebuilt_on_new_quota_and_counts_subfolders(tmp_path: Path) -> None:
     path = _maildir(tmp_path)
     (path / "maildirsize").write_text("100S\n99999 9\n")

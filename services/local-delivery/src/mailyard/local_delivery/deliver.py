@@ -34,6 +34,7 @@ from mailyard.api.mail.v1.delivery_pb2 import (
 from mailyard.core import list_posting, postmaster, srs
 from mailyard.core.directory import DirectoryView, canonical
 from mailyard.core.errors import MailyardError, SpoolError
+from mailyard.core.fsync_batch import FsyncBatch
 from mailyard.core.identity import POSTMASTER_NAMES, Identity
 from mailyard.core.spool import Spool
 from mailyard.core.srs_keys import SrsSecrets, list_cookie_secrets
@@ -113,6 +114,7 @@ class Deliverer:
         self.spool = spool
         self.js = js
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="maildir")
+        self._fsyncs = FsyncBatch(self._pool)
         self.autoresponder = autoreply.Autoresponder(settings, spool, js)
         self.srs = SrsSender(directory, identity, SrsSecrets(js))
         self.subscriptions = subscribe.Subscriptions(settings, spool, js,
@@ -120,6 +122,7 @@ class Deliverer:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        self._fsyncs.close()
 
     async def run(self, job: DeliveryJob) -> DeliveryResult:
         started = time.monotonic()
@@ -319,10 +322,8 @@ class Deliverer:
             return (Outcome.OUTCOME_DEFERRED,
                     "Unable to deliver: bad mailbox path in the directory. (#4.3.5)", "4.3.5")
         limits = quota.Quota(mailbox.quota_bytes, mailbox.quota_messages)
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._pool, self._write, path, limits, parts,
-                                              mailbox.address)
+            return await self._write(path, limits, parts, mailbox.address)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 # Someone who can write into the maildir put a symbolic link where a folder
@@ -336,32 +337,38 @@ class Deliverer:
                     f"Unable to write the message to the mailbox: "
                     f"{exc.strerror or exc}. (#4.3.0)", "4.3.0")
 
-    def _write(self, path: Path, limits: quota.Quota, parts: list[bytes],
-               address: str) -> tuple[int, str, str] | None:
+    async def _write(self, path: Path, limits: quota.Quota, parts: list[bytes],
+                     address: str) -> tuple[int, str, str] | None:
+        """On the event loop but for the fsyncs (maildir.deliver says why) and a count of
+        the whole mailbox for its quota: every other step is a quick system call."""
         size = sum(len(p) for p in parts)
         with maildir.opened(self.root, path, self.owner) as box:
             used = (0, 0)
             full = False
             if limits.enabled:
-                full, used = quota.check(box, limits, size, self.owner)
+                decided = quota.cached(box, limits, size)
+                if decided is None:
+                    decided = await asyncio.get_running_loop().run_in_executor(
+                        self._pool, quota.check, box, limits, size, self.owner)
+                full, used = decided
             if full:
                 metrics.QUOTA_REFUSALS.inc()
                 # vdelivermail warns a full mailbox too: its user may not have heard yet
-                self._warn(box, limits, used, address)
+                await self._warn(box, limits, used, address)
                 # Deferring waits for room; one larger than the quota would wait in vain for
                 # queuelifetime before its sender heard.
                 if self.settings.over_quota == "defer" and not limits.never_fits(size):
                     return Outcome.OUTCOME_DEFERRED, OVER_QUOTA.format(code="4.2.2"), "4.2.2"
                 return Outcome.OUTCOME_FAILED, OVER_QUOTA.format(code="5.2.2"), "5.2.2"
-            _, written = maildir.deliver(box, parts, self.owner)
+            _, written = await maildir.deliver(box, parts, self.owner, self._fsyncs.fsync)
             if limits.enabled:
                 quota.add(box, written)
-                self._warn(box, limits, (used[0] + written, used[1] + 1), address)
+                await self._warn(box, limits, (used[0] + written, used[1] + 1), address)
         metrics.DELIVERED_BYTES.inc(written)
         return None
 
-    def _warn(self, box: int, limits: quota.Quota, used: tuple[int, int],
-              address: str) -> None:
+    async def _warn(self, box: int, limits: quota.Quota, used: tuple[int, int],
+                    address: str) -> None:
         """The quota warning when `used` is at or above the level and none was written this
         interval; whatever fails here leaves the delivery as it was."""
         percent = self.settings.quota_warn_percent
@@ -380,8 +387,8 @@ class Deliverer:
                 or control.text(quotawarn.CONTROL) or quotawarn.default_text(limits, used))
         try:
             # past the quota on purpose: the warning must reach a full mailbox
-            _, written = maildir.deliver(box, [quotawarn.compose(text, address, domain)],
-                                         self.owner)
+            _, written = await maildir.deliver(
+                box, [quotawarn.compose(text, address, domain)], self.owner, self._fsyncs.fsync)
         except OSError as exc:
             quotawarn.release(box)
             log.warning("quota warning not written: %s", exc, extra={"mailbox": address})

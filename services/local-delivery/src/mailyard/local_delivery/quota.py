@@ -222,10 +222,20 @@ def check(box: int, quota: Quota, size: int,
           owner: maildir.Owner = None) -> tuple[bool, tuple[int, int]]:
     """over(), with the usage (bytes, messages) it was decided on, so the quota warning
     needs no second read."""
+    decided = cached(box, quota, size)
+    if decided is not None:
+        return decided
+    used = rebuild(box, quota, owner)
+    return quota.exceeded(*used, size), used
+
+
+def cached(box: int, quota: Quota, size: int) -> tuple[bool, tuple[int, int]] | None:
+    """check()'s answer from maildirsize alone (a read of a few KB), or None when the
+    mailbox must be counted again (rebuild(): a listing of every folder, long for a big
+    mailbox, which local-delivery does off its event loop)."""
     got = _read(box, quota)
     if got is None:
-        used = rebuild(box, quota, owner)
-        return quota.exceeded(*used, size), used
+        return None
     used_bytes, used_messages, lines = got
     if not quota.exceeded(used_bytes, used_messages, size):
         return False, (used_bytes, used_messages)
@@ -238,8 +248,7 @@ def check(box: int, quota: Quota, size: int,
     except OSError:
         stale = True
     if stale or lines > 1:
-        used = rebuild(box, quota, owner)
-        return quota.exceeded(*used, size), used
+        return None
     return True, (used_bytes, used_messages)
 
 

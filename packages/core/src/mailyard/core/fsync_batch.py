@@ -1,0 +1,100 @@
+"""fsyncs that concurrent coroutines ask for, done together: one hand-off to the pool for
+all that are waiting (one io_submit through core.aiofsync where the kernel can), and while
+those are on the disk the next ones gather, as the spool's commit batches do.
+
+Why: local-delivery handed each fsync to a pool thread on its own. Each hand-off cost a
+thread wake-up and two takes of the GIL from the busy event loop, and a delivery has two
+fsyncs (the message, then new/): with every other step of a delivery on the loop, a
+delivery cost about as much CPU as when it was done whole in a pool thread, and a third
+more than with its fsyncs blocking the loop (docs/architecture.md, "Where the time goes").
+The durability is the same: each caller returns once its own fd is fsynced, and an fd's
+failure is raised to its caller alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Executor
+
+from mailyard.core.aiofsync import AioFsync, Unsupported
+
+
+class FsyncBatch:
+    def __init__(self, pool: Executor) -> None:
+        self._pool = pool
+        self._waiting: list[tuple[int, asyncio.Future[None]]] = []
+        self._syncing = False
+        self._aio: AioFsync | None = None
+        self._aio_tried = False
+        self._aio_lock = threading.Lock()
+        self.rounds = 0  # hand-offs to the pool so far (tests)
+
+    async def fsync(self, fd: int) -> None:
+        """fsync `fd` with whatever else is waiting; OSError if it failed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._waiting.append((fd, future))
+        if not self._syncing:
+            self._syncing = True
+            loop.call_soon(self._start, loop)  # the others of this turn of the loop join
+        await future
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self._waiting = self._waiting, []
+        self.rounds += 1
+        done = loop.run_in_executor(self._pool, self._sync, [fd for fd, _ in batch])
+        done.add_done_callback(lambda finished: self._settle(loop, batch, finished))
+
+    def _settle(self, loop: asyncio.AbstractEventLoop,
+                batch: list[tuple[int, asyncio.Future[None]]],
+                finished: asyncio.Future[list[OSError | None]]) -> None:
+        failure = finished.exception() if not finished.cancelled() else OSError("cancelled")
+        outcomes = [failure] * len(batch) if failure else finished.result()
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if future.done():  # its caller was cancelled
+                continue
+            if outcome is None:
+                future.set_result(None)
+            else:
+                future.set_exception(outcome)
+        if self._waiting:  # gathered while those were on the disk
+            self._start(loop)
+        else:
+            self._syncing = False
+
+    def _sync(self, fds: Sequence[int]) -> list[OSError | None]:
+        """Pool thread: every fd's outcome (None: durable)."""
+        aio = self._aio_for(len(fds))
+        if aio is not None:
+            try:
+                return aio.sync(fds)
+            except Unsupported:
+                with self._aio_lock:
+                    self._aio = None
+                aio.close()
+        outcomes: list[OSError | None] = []
+        for fd in fds:
+            try:
+                os.fsync(fd)
+                outcomes.append(None)
+            except OSError as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    def _aio_for(self, count: int) -> AioFsync | None:
+        if count < 2:  # a single fsync is done where it is
+            return None
+        with self._aio_lock:
+            if not self._aio_tried:
+                self._aio_tried = True
+                self._aio = AioFsync.open()
+            return self._aio
+
+    def close(self) -> None:
+        with self._aio_lock:
+            aio, self._aio = self._aio, None
+        if aio is not None:
+            aio.close()
