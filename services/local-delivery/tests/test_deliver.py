@@ -148,3 +148,16 @@ async def test_missing_or_corrupt_spool_file_defers_and_delivers_nothing(env: En
     [rr] = (await env.result()).results
     assert rr.outcome == OUTCOME_DEFERRED
     assert env.messages("alice@example.org") == []
+
+
+async def test_a_message_past_inline_read_max_is_read_in_a_thread_the_same(env: Env) -> None:
+    """Spool files up to inline_read_max are read on the event loop; a bigger one (here:
+    every one) through the spool's threads, with the same message delivered."""
+    await env.domain("example.org")
+    await env.mailbox("alice@example.org")
+    await env.start(inline_read_max=0)
+    await env.job("s@sender.test", ["alice@example.org"], BODY)
+    [rr] = (await env.result()).results
+    assert rr.outcome == OUTCOME_DELIVERED
+    assert env.messages("alice@example.org") == [
+        b"Return-Path: <s@sender.test>\r\nDelivered-To: alice@example.org\r\n" + BODY]

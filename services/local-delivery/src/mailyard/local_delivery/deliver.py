@@ -127,7 +127,10 @@ class Deliverer:
     async def run(self, job: DeliveryJob) -> DeliveryResult:
         started = time.monotonic()
         try:
-            _, data = await self.spool.read(job.spool_path)
+            if job.size and job.size <= self.settings.inline_read_max:
+                _, data = self.spool.read_sync(job.spool_path)
+            else:
+                _, data = await self.spool.read(job.spool_path)
         except SpoolError as exc:
             # Never deliver empty: the queue retries and its reconciler holds and alerts.
             log.warning("cannot read spooled message: %s", exc,

@@ -25,6 +25,11 @@ class Settings(ServiceSettings):
     # 10 s: progress acks every ack_wait / 3 keep a slow delivery; a dead worker's jobs run
     # again elsewhere after at most this long.
     ack_wait: float = Field(default=10.0, gt=0)
+    # Spool files up to this size are read on the event loop (from the page cache that is
+    # cheaper than a thread hand-off), as remote-delivery does. 0 on a network volume that
+    # can hang. (A delivery's maildir steps are on the loop whatever this says: only its
+    # fsyncs and quota counts go to threads, deliver.py.)
+    inline_read_max: int = Field(default=65536, ge=0)
     # |command delivery is not implemented: running programs as the mail user from
     # directory data is dangerous. The switch exists so enabling it fails loudly.
     program_delivery: bool = False
