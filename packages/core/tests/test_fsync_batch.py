@@ -64,3 +64,13 @@ async def test_a_failed_fsync_reaches_its_caller_alone(tmp_path: Path, together:
     assert outcomes[1:] == [None] * together
     for fd in fds:
         os.close(fd)
+
+
+async def test_after_the_pool_is_shut_down_a_caller_hears_so(tmp_path: Path) -> None:
+    [fd] = _files(tmp_path, 1)
+    pool = ThreadPoolExecutor(1)
+    batch = FsyncBatch(pool)
+    pool.shutdown()
+    with pytest.raises(OSError, match="cannot fsync"):
+        await asyncio.wait_for(batch.fsync(fd), 5)
+    os.close(fd)

@@ -169,13 +169,15 @@ async def test_replica_killed_holding_a_job(env: Env) -> None:
     await env.mailbox("alice@example.org")
     stored = await env.commit("s@sender.test", ["alice@example.org"], BODY)
     # The message file becomes a FIFO for a while: the first replica's read blocks, as on a
-    # hung disk, with the job fetched and kept by progress acks (its event loop runs on).
+    # hung disk, with the job fetched and kept by progress acks (its event loop runs on:
+    # INLINE_READ_MAX 0, as for a spool volume that can hang, reads in the spool's threads).
     path = env.spool.path(stored.spool_path)
     kept = path.with_name(path.name + ".kept")
     path.rename(kept)
     os.mkfifo(path)
     first_port, second_port = free_port(), free_port()
-    first = _process(env, first_port, MAILYARD_LOCAL_INSTANCE="first").start()
+    first = _process(env, first_port, MAILYARD_LOCAL_INSTANCE="first",
+                     MAILYARD_LOCAL_INLINE_READ_MAX="0").start()
     second: ServiceProcess | None = None
     try:
         await env.job("s@sender.test", ["alice@example.org"], BODY, stored=stored)

@@ -45,7 +45,11 @@ class FsyncBatch:
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         batch, self._waiting = self._waiting, []
         self.rounds += 1
-        done = loop.run_in_executor(self._pool, self._sync, [fd for fd, _ in batch])
+        try:
+            done = loop.run_in_executor(self._pool, self._sync, [fd for fd, _ in batch])
+        except RuntimeError as exc:  # the pool is shut down: nobody may wait for ever
+            done = loop.create_future()
+            done.set_exception(OSError(f"cannot fsync: {exc}"))
         done.add_done_callback(lambda finished: self._settle(loop, batch, finished))
 
     def _settle(self, loop: asyncio.AbstractEventLoop,
