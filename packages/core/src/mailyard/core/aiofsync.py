@@ -125,3 +125,46 @@ class AioFsync:
             if self._context.value:
                 self._syscall(ctypes.c_long(self._destroy), self._context)
                 self._context = ctypes.c_ulong(0)
+
+
+class Lazy:
+    """An AioFsync opened by the first caller that needs one, and given up for good once
+    the kernel refuses it: for the spool's writer and core.fsync_batch, which fsync their
+    own way (threads) wherever `sync` says None. Any thread may call it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._aio: AioFsync | None = None
+        self._tried = False
+
+    @property
+    def refused(self) -> bool:
+        """Tried, and AIO cannot fsync here."""
+        return self._tried and self._aio is None
+
+    def sync(self, fds: Sequence[int]) -> list[OSError | None] | None:
+        """AioFsync.sync(fds), or None: a single fd (done where it is, as before), or no
+        AIO here (from now on)."""
+        if len(fds) < 2:
+            return None
+        with self._lock:
+            if not self._tried:
+                self._tried = True
+                self._aio = AioFsync.open()
+            aio = self._aio
+        if aio is None:
+            return None
+        try:
+            return aio.sync(fds)
+        except Unsupported:
+            with self._lock:
+                self._aio = None
+            aio.close()
+            return None
+
+    def close(self) -> None:
+        with self._lock:
+            aio, self._aio = self._aio, None
+        if aio is not None:
+            aio.close()
+

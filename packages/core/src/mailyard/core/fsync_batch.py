@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 from collections.abc import Sequence
 from concurrent.futures import Executor
 
-from mailyard.core.aiofsync import AioFsync, Unsupported
+from mailyard.core import aiofsync
 
 
 class FsyncBatch:
@@ -27,9 +26,7 @@ class FsyncBatch:
         self._pool = pool
         self._waiting: list[tuple[int, asyncio.Future[None]]] = []
         self._syncing = False
-        self._aio: AioFsync | None = None
-        self._aio_tried = False
-        self._aio_lock = threading.Lock()
+        self._aio = aiofsync.Lazy()
         self.rounds = 0  # hand-offs to the pool so far (tests)
 
     async def fsync(self, fd: int) -> None:
@@ -71,15 +68,10 @@ class FsyncBatch:
 
     def _sync(self, fds: Sequence[int]) -> list[OSError | None]:
         """Pool thread: every fd's outcome (None: durable)."""
-        aio = self._aio_for(len(fds))
-        if aio is not None:
-            try:
-                return aio.sync(fds)
-            except Unsupported:
-                with self._aio_lock:
-                    self._aio = None
-                aio.close()
-        outcomes: list[OSError | None] = []
+        outcomes = self._aio.sync(fds)
+        if outcomes is not None:
+            return outcomes
+        outcomes = []
         for fd in fds:
             try:
                 os.fsync(fd)
@@ -88,17 +80,5 @@ class FsyncBatch:
                 outcomes.append(exc)
         return outcomes
 
-    def _aio_for(self, count: int) -> AioFsync | None:
-        if count < 2:  # a single fsync is done where it is
-            return None
-        with self._aio_lock:
-            if not self._aio_tried:
-                self._aio_tried = True
-                self._aio = AioFsync.open()
-            return self._aio
-
     def close(self) -> None:
-        with self._aio_lock:
-            aio, self._aio = self._aio, None
-        if aio is not None:
-            aio.close()
+        self._aio.close()

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailyard.api.mail.v1.envelope_pb2 import Envelope
-from mailyard.core.aiofsync import AioFsync, Unsupported
+from mailyard.core import aiofsync
 from mailyard.core.errors import ChecksumMismatch, SpoolError
 from mailyard.core.fanout import Fanout
 from mailyard.core.ids import ALPHABET
@@ -105,8 +105,7 @@ class Spool:
         self._syncers = Fanout(threads, "fsync")
         # the commit batch's fsyncs, where Linux AIO can; opened at the first batch that
         # needs it (a context takes from the machine's fs.aio-max-nr)
-        self._aio: AioFsync | None = None
-        self._aio_tried = False
+        self._aio = aiofsync.Lazy()
         self._made: set[str] = set()  # bucket folders known to exist
         self._queued: list[_Pending] = []   # commits waiting for the next batch
         self._writing = False               # a batch is in the writer thread
@@ -157,8 +156,7 @@ class Spool:
     def close(self) -> None:
         self._pool.shutdown(wait=True)
         self._syncers.close()
-        if self._aio is not None:
-            self._aio.close()
+        self._aio.close()
 
     async def _run(self, fn, *args):  # type: ignore[no-untyped-def]
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -276,26 +274,8 @@ class Spool:
                     with contextlib.suppress(OSError):
                         os.close(item.fd)
 
-    def _aio_sync(self, fds: list[int]) -> list[OSError | None] | None:
-        """Writer thread: fsync `fds` at once through AIO (core.aiofsync: no thread per
-        fsync); None where AIO cannot, and from then on (the caller uses the fsync threads)."""
-        if len(fds) < 2:  # a single fsync is done where it is, as before
-            return None
-        if not self._aio_tried:
-            self._aio_tried = True
-            self._aio = AioFsync.open()
-        aio = self._aio
-        if aio is None:
-            return None
-        try:
-            return aio.sync(fds)
-        except Unsupported:
-            self._aio = None
-            aio.close()
-            return None
-
     def _fsync_at_once(self, live: list[_Pending]) -> bool:
-        outcomes = self._aio_sync([item.fd for item in live])
+        outcomes = self._aio.sync([item.fd for item in live])
         if outcomes is None:
             return False
         for item, outcome in zip(live, outcomes, strict=True):
@@ -304,7 +284,7 @@ class Spool:
         return True
 
     def _fsync_folders_at_once(self, folders: dict[str, list[_Pending]]) -> bool:
-        if (self._aio_tried and self._aio is None) or len(folders) < 2:
+        if self._aio.refused or len(folders) < 2:
             return False
         opened: list[tuple[int, list[_Pending]]] = []
         try:
@@ -313,7 +293,7 @@ class Spool:
                     opened.append((os.open(folder, os.O_RDONLY | os.O_DIRECTORY), items))
                 except OSError as exc:
                     self._withdraw(items, exc)
-            outcomes = self._aio_sync([fd for fd, _ in opened])
+            outcomes = self._aio.sync([fd for fd, _ in opened])
             if outcomes is None:  # AIO gave up: sync these through the threads
                 self._syncers.each(lambda entry: self._sync_fd(*entry), opened)
                 return True

@@ -44,10 +44,6 @@ Owner = tuple[int, int] | None  # (uid, gid) to give created files and folders; 
 Fsync = Callable[[int], Awaitable[None]]
 
 
-async def _fsync_here(fd: int) -> None:
-    os.fsync(fd)
-
-
 def _hostname() -> str:
     # Maildir names may not contain "/" or ":" (":" starts the flags); escape them as the
     # Maildir spec (and Dovecot) do.
@@ -142,8 +138,8 @@ def mailbox_path(root: Path, relative: str) -> Path:
     return Path(root).joinpath(*parts)
 
 
-async def deliver(box: int, parts: list[bytes], owner: Owner = None,
-                  fsync: Fsync = _fsync_here) -> tuple[str, int]:
+async def deliver(box: int, parts: list[bytes], owner: Owner,
+                  fsync: Fsync) -> tuple[str, int]:
     """Write the concatenation of `parts` as one new message into the maildir open as
     `box` (opened()); return (name, size). Every step but the two fsyncs is done here, on
     the caller's thread; `fsync` is awaited for those (local-delivery's hands those of
