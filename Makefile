@@ -1,5 +1,6 @@
 # Mailyard: `make run` starts the platform, `make test` checks it, `make bench` measures it.
-PYTHON ?= python3
+# the distribution's optimised CPython when it has one (scripts/python.sh says why)
+PYTHON ?= $(shell scripts/python.sh)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
