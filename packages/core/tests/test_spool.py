@@ -52,6 +52,17 @@ async def test_commit_read_remove_roundtrip(spool: Spool) -> None:
     assert list(spool.iter_committed()) == []
 
 
+async def test_a_small_message_is_read_on_the_callers_thread(spool: Spool) -> None:
+    body = b"Subject: x\r\n\r\nbody\r\n"
+    stored = await spool.commit(Envelope(queue_id=new_queue_id()), body)
+    spool._pool.shutdown(wait=True)  # only a read on the caller's thread can answer now
+    _, data = await spool.read(stored.spool_path, size=stored.size, inline_max=stored.size)
+    assert data == body
+    for size, inline_max in ((stored.size, stored.size - 1), (stored.size, 0), (0, 65536)):
+        with pytest.raises(RuntimeError):  # past the bound, off, or the size unknown: pool
+            await spool.read(stored.spool_path, size=size, inline_max=inline_max)
+
+
 async def test_checksum_mismatch_is_detected(spool: Spool) -> None:
     stored = await spool.commit(Envelope(queue_id=new_queue_id()), b"hello\r\n")
     path = spool.root / stored.spool_path

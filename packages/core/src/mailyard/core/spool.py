@@ -403,7 +403,14 @@ class Spool:
 
     # -- read --------------------------------------------------------------------------
 
-    async def read(self, spool_path: str, *, verify: bool = True) -> tuple[Envelope, bytes]:
+    async def read(self, spool_path: str, *, verify: bool = True, size: int = 0,
+                   inline_max: int = 0) -> tuple[Envelope, bytes]:
+        """The file in a pool thread; on the caller's thread when its message is known
+        (`size`, from the job) to be at most `inline_max` bytes: a small file comes from the
+        page cache faster than a thread hand-off. inline_max 0 (a volume that can hang
+        must not stall an event loop): always the pool."""
+        if size and size <= inline_max:
+            return self.read_sync(spool_path, verify)
         return await self._run(self.read_sync, spool_path, verify)
 
     def read_sync(self, spool_path: str, verify: bool = True) -> tuple[Envelope, bytes]:

@@ -127,10 +127,8 @@ class Deliverer:
     async def run(self, job: DeliveryJob) -> DeliveryResult:
         started = time.monotonic()
         try:
-            if job.size and job.size <= self.settings.inline_read_max:
-                _, data = self.spool.read_sync(job.spool_path)
-            else:
-                _, data = await self.spool.read(job.spool_path)
+            _, data = await self.spool.read(job.spool_path, size=job.size,
+                                            inline_max=self.settings.inline_read_max)
         except SpoolError as exc:
             # Never deliver empty: the queue retries and its reconciler holds and alerts.
             log.warning("cannot read spooled message: %s", exc,
@@ -352,7 +350,7 @@ class Deliverer:
                 decided = quota.cached(box, limits, size)
                 if decided is None:
                     decided = await asyncio.get_running_loop().run_in_executor(
-                        self._pool, quota.check, box, limits, size, self.owner)
+                        self._pool, quota.recount, box, limits, size, self.owner)
                 full, used = decided
             if full:
                 metrics.QUOTA_REFUSALS.inc()

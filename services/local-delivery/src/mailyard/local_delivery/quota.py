@@ -223,16 +223,20 @@ def check(box: int, quota: Quota, size: int,
     """over(), with the usage (bytes, messages) it was decided on, so the quota warning
     needs no second read."""
     decided = cached(box, quota, size)
-    if decided is not None:
-        return decided
+    return decided if decided is not None else recount(box, quota, size, owner)
+
+
+def recount(box: int, quota: Quota, size: int,
+            owner: maildir.Owner = None) -> tuple[bool, tuple[int, int]]:
+    """check()'s answer from a count of the whole mailbox (rebuild()), for when cached()
+    had none: a listing of every folder, which local-delivery does off its event loop."""
     used = rebuild(box, quota, owner)
     return quota.exceeded(*used, size), used
 
 
 def cached(box: int, quota: Quota, size: int) -> tuple[bool, tuple[int, int]] | None:
     """check()'s answer from maildirsize alone (a read of a few KB), or None when the
-    mailbox must be counted again (rebuild(): a listing of every folder, long for a big
-    mailbox, which local-delivery does off its event loop)."""
+    mailbox must be counted again (recount())."""
     got = _read(box, quota)
     if got is None:
         return None

@@ -138,11 +138,8 @@ class Worker:
     async def run(self, job: DeliveryJob) -> list[RecipientResult]:
         """Read the message and deliver it; never raises, never sends an empty message."""
         try:
-            if job.size and job.size <= self.settings.inline_read_max:
-                # A small file comes from the page cache faster than a thread hand-off.
-                envelope, data = self.spool.read_sync(job.spool_path)
-            else:
-                envelope, data = await self.spool.read(job.spool_path)
+            envelope, data = await self.spool.read(job.spool_path, size=job.size,
+                                                   inline_max=self.settings.inline_read_max)
             if job.sha256 and envelope.sha256 != job.sha256:
                 raise SpoolError("the spool file is not the job's message")
         except SpoolError as exc:
