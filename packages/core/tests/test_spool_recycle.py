@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import Any
 
 from mailyard.api.mail.v1.envelope_pb2 import Envelope
 from mailyard.core.errors import SpoolError
@@ -126,3 +127,58 @@ async def test_interrupted_parking_is_cleaned_as_a_stale_temporary(spool: Spool)
     (spool.tmp / "crashed.1").write_bytes(b"x")
     stale = {p.name for p in spool.stale_temporaries(older_than=-60)}
     assert stale == {".halfway", "crashed.1"}
+
+
+def test_reserve_tops_free_up_and_never_past_recycle(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool", recycle=10)
+    spool.ensure()
+    (spool.free / "parked").write_bytes(b"")      # one there already
+    (spool.free / ".halfway").write_bytes(b"x")   # a dot name is not a parked file
+    assert spool.reserve(4) == 3
+    assert len(parked(spool)) == 4
+    assert all(p.stat().st_size == 0 and p.stat().st_mode & 0o777 == 0o600
+               for p in parked(spool) if p.name != "parked")
+    assert spool.reserve(4) == 0                  # full: nothing more
+    assert spool.reserve(50) == 6 and len(parked(spool)) == 10  # bounded by recycle
+    assert spool.reserve(0) == 0
+    spool.close()
+
+
+async def test_commits_take_the_reserve_instead_of_making_files(spool: Spool) -> None:
+    spool.reserve(3)
+    inodes = {p.stat().st_ino for p in parked(spool)}
+    stored = [await spool.commit(Envelope(queue_id=new_queue_id()), b"m%d" % i)
+              for i in range(3)]
+    assert {(spool.root / s.spool_path).stat().st_ino for s in stored} == inodes
+    assert parked(spool) == []
+    assert [(await spool.read(s.spool_path))[1] for s in stored] == [b"m0", b"m1", b"m2"]
+
+
+def test_replicas_starting_together_make_the_reserve_once(tmp_path: Path) -> None:
+    """Four processes' reserve() at the same moment (a barrier): the lock on free/ has
+    each count what the ones before made."""
+    import multiprocessing
+
+    root = tmp_path / "spool"
+    Spool(root).ensure()
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Manager() as manager:
+        barrier, made = manager.Barrier(4), manager.list()
+        procs = [ctx.Process(target=_reserve_in_a_process, args=(str(root), barrier, made))
+                 for _ in range(4)]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join(60)
+        assert [proc.exitcode for proc in procs] == [0] * 4
+        assert sum(made) == 300
+    assert len(list((root / "free").iterdir())) == 300
+
+
+def _reserve_in_a_process(root: str, barrier: Any, made: Any) -> None:
+    spool = Spool(root)
+    try:
+        barrier.wait(30)
+        made.append(spool.reserve(300))
+    finally:
+        spool.close()

@@ -110,7 +110,8 @@ def ingress_settings(tmp_path: Path, nats_url: str, tls_files: tuple[str, str],
         tls_key=tls_files[1], relay_auth_addr=f"127.0.0.1:{free_port()}",
         relay_auth_timeout=0.5, reverse_dns=False, me="mx.test", publish_timeout=5.0,
         error_sleep_time=0,  # a second per reply past SOFT_ERROR_LIMIT: test_error_limits
-        sender_auth=False)  # SPF/DKIM/DMARC lookups: test_sender_auth turns them on
+        sender_auth=False,  # SPF/DKIM/DMARC lookups: test_sender_auth turns them on
+        spool_reserve=8)  # a cost, not a behaviour: test_spool_reserve has the default's
     values.update(overrides)
     return Settings(**values)
 

@@ -177,6 +177,11 @@ class Ingress:
     async def start(self) -> None:
         with contextlib.suppress(OSError):
             self.spool.ensure()
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                None, self.spool.reserve, self.settings.spool_reserve)
+        except OSError as exc:  # only a cost: commits make their files as they go
+            log.warning("spool reserve not made: %s", exc.strerror or exc)
         for phase in ("mail", "rcpt", "data"):  # imported now, not by the first message:
             for name in self.settings.checks(phase):  # DMARC's public suffix list alone
                 policy.load(name)                      # takes ~100 ms to build

@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 
 from mailyard.core.settings import ServiceSettings, service_config
+from mailyard.core.spool import RESERVE
 from mailyard.smtp_ingress.policy import known
 
 LISTENERS = ("smtp", "submission", "smtps")
@@ -107,6 +108,9 @@ class Settings(ServiceSettings):
     # less free than max(SPOOL_MIN_FREE, 1.5 x databytes) + the SIZE= the client declared:
     # Postfix's queue_minfree rule, so a full disk turns clients away before DATA.
     spool_min_free: int = Field(default=0, ge=0)
+    # Empty files kept parked on the spool at start (Spool.reserve): a new spool's first
+    # burst of mail then allocates no inodes. 0: none.
+    spool_reserve: int = Field(default=RESERVE, ge=0)
     # SPF, DKIM verification, DMARC and null MX for mail from outside (not AUTH, relay
     # clients or leases), through DNS_SERVERS. A lookup slower than AUTH_DNS_TIMEOUT counts
     # as temperror, which is recorded and never rejects.
