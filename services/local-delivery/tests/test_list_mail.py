@@ -7,8 +7,10 @@ import asyncio
 
 from mailyard.api.directory.v1 import directory_pb2 as pb
 from mailyard.api.mail.v1.delivery_pb2 import OUTCOME_DELIVERED, OUTCOME_FAILED
+from mailyard.api.mail.v1.envelope_pb2 import Envelope
 from mailyard.core import srs
 from mailyard.core.directory import SETTINGS_KEY
+from mailyard.core.ids import new_queue_id
 from mailyard.core.srs_keys import SrsSecrets
 
 from .conftest import Env
@@ -94,6 +96,56 @@ async def test_who_may_post_is_the_lists_posting_policy(env: Env) -> None:
                              ("spammer@else.test", "open@example.com", b"")):
         assert (await post(sender, to, head))[0] == OUTCOME_DELIVERED, (sender, to)
         await env.todo()
+
+
+async def test_a_refused_post_from_an_unverified_sender_is_discarded_not_bounced(
+        env: Env) -> None:
+    """smtp-ingress refuses a post itself when the list is all it is for; reached through
+    an alias, or with other recipients, it was taken and the refusal bounced here to an
+    envelope sender anyone can forge (backscatter). When neither SPF nor DKIM verified the
+    sender (Envelope.sender_unverified) the post is discarded with the refusal recorded;
+    a verified sender (or mail from before the flag) still gets its bounce."""
+    await env.domain("example.com")
+    await env.mailbox("bob@example.com")
+    await env.mailing_list("news@example.com", "owner@example.com", "joe@remote.test",
+                           posting=pb.POSTING_POLICY_MEMBERS)
+    await env.alias("info@example.com", "news@example.com")
+    await env.start()
+
+    async def post(to: list[str], unverified: bool) -> list[tuple[int, str, str]]:
+        stored = await env.spool.commit(Envelope(
+            queue_id=new_queue_id(), sender="spammer@else.test", recipients=to,
+            sender_unverified=unverified), BODY)
+        await env.job("spammer@else.test", to, BODY, stored=stored)
+        return [(rr.outcome, rr.enhanced_code, rr.reply)
+                for rr in (await env.result()).results]
+
+    for to in (["info@example.com"], ["news@example.com", "bob@example.com"]):
+        results = await post(to, unverified=True)
+        assert results[0][:2] == (OUTCOME_DELIVERED, "2.0.0"), to
+        assert results[0][2].startswith("discarded, not bounced") and \
+            "only members" in results[0][2], results[0][2]
+        assert all(outcome == OUTCOME_DELIVERED for outcome, _, _ in results)
+        results = await post(to, unverified=False)
+        assert results[0][:2] == (OUTCOME_FAILED, "5.7.2"), to
+    assert await env.todo_count() == 0  # no copy to the members either way
+    assert len(env.messages("bob@example.com")) == 2
+
+
+async def test_a_forward_keeps_the_unverified_mark(env: Env) -> None:
+    """A forward's copy to another of our addresses keeps Envelope.sender_unverified, so a
+    list it reaches there does not bounce it either."""
+    await env.domain("example.com")
+    await env.alias("fwd@example.com", "x@remote.test")
+    await env.start()
+    for unverified in (True, False):
+        stored = await env.spool.commit(Envelope(
+            queue_id=new_queue_id(), sender="a@else.test", recipients=["fwd@example.com"],
+            sender_unverified=unverified), BODY)
+        await env.job("a@else.test", ["fwd@example.com"], BODY, stored=stored)
+        assert (await env.result()).results[0].outcome == OUTCOME_DELIVERED
+        envelope, _ = await env.todo()
+        assert envelope.sender_unverified is unverified
 
 
 async def test_an_announce_list_without_an_owner_is_not_open_to_every_sender(

@@ -431,3 +431,30 @@ async def test_forged_authentication_results_are_removed(make_ingress: MakeIngre
     header = parse_ar(message.replace(b"Authentication-Results: upstream.test; spf=pass"
                                       b" smtp.mailfrom=x\r\n", b""))
     assert header.authserv_id == ME and len(header.results) == 4   # ours, the only one
+
+
+def last_envelope(ingress: Ingress, count: int) -> Any:
+    spool = Spool(ingress.settings.spool_dir)
+    messages = sorted(spool.iter_committed(), key=lambda p: Path(p).name)
+    assert len(messages) == count
+    return spool.read_sync(messages[-1])[0]
+
+
+async def test_the_envelope_says_whether_spf_or_dkim_verified_the_sender(
+        make_ingress: MakeIngress, js: Any, zone: tuple[DnsServer, KeyDir]) -> None:
+    """Envelope.sender_unverified: set when neither SPF for MAIL FROM nor a DKIM signature
+    aligned with its domain passed (local-delivery then discards a refused list post
+    instead of bouncing it to a sender that may be forged)."""
+    ingress = await _ingress(make_ingress, js, zone[0])
+    keys = zone[1]
+    cases = [("a@pass.test", body("pass.test"), False),          # SPF pass
+             ("a@none.test", body("none.test"), True),           # no SPF, no signature
+             ("a@fail.test", body("fail.test"), True),           # SPF fail
+             ("a@signed.test", signed(keys, body("signed.test")), False),  # DKIM aligned
+             ("a@soft.test", signed(keys, body("signed.test")), True),     # not aligned
+             ("", body("none.test"), False)]                     # <>: nothing to bounce to
+    await put_control(js, "dmarcpolicy", "tag\n")  # the unaligned one is not refused
+    await wait_for(lambda: ingress.policy_word("dmarcpolicy", "reject") == "tag")
+    for count, (sender, message, unverified) in enumerate(cases, 1):
+        assert (await send(ingress, sender, message)).startswith("250 ok"), sender
+        assert last_envelope(ingress, count).sender_unverified is unverified, sender

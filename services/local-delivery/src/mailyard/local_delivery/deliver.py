@@ -76,9 +76,10 @@ class Message:
     header: bytes
     delivered_to: frozenset[str]
     hops: int
+    sender_unverified: bool = False  # the envelope's: no bounce of a refused list post
 
     @classmethod
-    def parse(cls, data: bytes) -> Message:
+    def parse(cls, data: bytes, *, sender_unverified: bool = False) -> Message:
         first = data.find(b"\n")
         eol = b"\r\n" if first > 0 and data[first - 1:first] == b"\r" else b"\n"
         if data.startswith((b"\r\n", b"\n")):
@@ -91,7 +92,8 @@ class Message:
         # in the form _one compares (canonical): another MTA may write our address in
         # another Unicode normal form or with the domain's UTF-8 form
         seen = frozenset(v if v.isascii() else canonical(v) for v in values)
-        return cls(data, eol, header, seen, len(_HOP_LINE.findall(header)))
+        return cls(data, eol, header, seen, len(_HOP_LINE.findall(header)),
+                   sender_unverified)
 
 
 def _delivered_to(address: str, eol: bytes) -> bytes:
@@ -127,8 +129,8 @@ class Deliverer:
     async def run(self, job: DeliveryJob) -> DeliveryResult:
         started = time.monotonic()
         try:
-            _, data = await self.spool.read(job.spool_path, size=job.size,
-                                            inline_max=self.settings.inline_read_max)
+            stored, data = await self.spool.read(job.spool_path, size=job.size,
+                                                 inline_max=self.settings.inline_read_max)
         except SpoolError as exc:
             # Never deliver empty: the queue retries and its reconciler holds and alerts.
             log.warning("cannot read spooled message: %s", exc,
@@ -137,7 +139,7 @@ class Deliverer:
                                "Unable to read the message from the spool. (#4.3.0)", "4.3.0")
                        for r in job.recipients]
         else:
-            message = Message.parse(data)
+            message = Message.parse(data, sender_unverified=stored.sender_unverified)
             results = [await self._one(job, message, r) for r in job.recipients]
         for res in results:
             metrics.DELIVERIES.labels(_RESULT_NAME.get(res.outcome, "failed")).inc()
@@ -207,7 +209,8 @@ class Deliverer:
                 # its line: without the forwarding mailbox's (or the list's, below), mail
                 # that came back to it went round once more before the loop check saw it
                 lines = b"".join(_delivered_to(a, message.eol) for a in exp.forwarders)
-                await self._forward(job, address, exp.forwards, lines + data)
+                await self._forward(job, address, exp.forwards, lines + data,
+                                    message.sender_unverified)
             for mlist in exp.lists:
                 lines = delivered_to if mlist.address == address else \
                     _delivered_to(mlist.address, message.eol) + delivered_to
@@ -232,6 +235,15 @@ class Deliverer:
                 if mlist.posting and (not_allowed := list_posting.refusal(
                         mlist.posting, mlist.address, mlist.owner, mlist.members, mlist.posters,
                         job.sender, message.data, self.directory.delimiters)):
+                    if message.sender_unverified:
+                        # smtp-ingress could not refuse it (an alias led here, or other
+                        # recipients took it) and nothing vouches for the sender: a bounce
+                        # would go to whoever a spammer named. Postfix's discard: logged
+                        # and recorded as done, never returned.
+                        log.info("list post discarded, sender not verified",
+                                 extra={"queue_id": job.queue_id, "list": mlist.address})
+                        return _result(recipient, Outcome.OUTCOME_DELIVERED,
+                                       listmail.DISCARDED.format(why=not_allowed), "2.0.0")
                     return _result(recipient, Outcome.OUTCOME_FAILED, not_allowed, "5.7.2")
                 if mlist.members:
                     listed = lines + listmail.fields(
@@ -300,14 +312,14 @@ class Deliverer:
         return [*parts, (await self.srs.rewrite(sender, forwarder), away)]
 
     async def _forward(self, job: DeliveryJob, address: str, targets: list[str],
-                       data: bytes) -> None:
+                       data: bytes, unverified: bool) -> None:
         """Copies to our own domains keep the sender; those leaving for another domain go
         from an SRS address when the sender is not ours (srs_sender)."""
         parts = await self._by_sender(job.sender, address, targets) \
             if self.srs.needed(job.sender) else [(None, targets)]
         for sender, part in parts:
             qid = await reinject.forward(self.spool, self.js, job, address, part, data,
-                                         sender=sender)
+                                         sender=sender, sender_unverified=unverified)
             log.info("forwarded", extra={"queue_id": job.queue_id, "new_queue_id": qid,
                                          "targets": len(part), "sender": sender or job.sender})
 

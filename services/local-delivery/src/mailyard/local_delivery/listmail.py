@@ -23,6 +23,9 @@ _ANGLE = re.compile(rb"<([^<>]*)>")
 _SEPARATORS = re.compile(rb"[\s<>;,:\"()]+")
 
 LOOP = "This message has been through the list {list} already; not posted again. (#5.4.6)"
+# a refused post whose sender nothing vouched for (Envelope.sender_unverified): recorded
+# as done with the refusal in it, not bounced to an address that may be forged
+DISCARDED = "discarded, not bounced (neither SPF nor DKIM verified the sender): {why}"
 
 
 def list_id(list_address: str) -> str:

@@ -60,7 +60,7 @@ def batches(recipients: list[str]) -> list[list[str]]:
 
 async def send(spool: Spool, js: JetStreamContext, job: DeliveryJob, *, origin: Origin.ValueType,
                sender: str, recipients: list[str], data: bytes, why: tuple[str, ...],
-               utf8_header: bool = False) -> str:
+               utf8_header: bool = False, sender_unverified: bool = False) -> str:
     """Inject the message, in parts for many recipients; returns the (first) queue id.
     `why` (the job's recipient and what it led to) names the parts: their queue ids come
     from the message's queue id and it, so doing it again makes the same messages, which
@@ -75,20 +75,24 @@ async def send(spool: Spool, js: JetStreamContext, job: DeliveryJob, *, origin: 
     envelopes = [Envelope(queue_id=derived_queue_id(job.queue_id, *why, str(n)), origin=origin,
                           sender=sender, recipients=part, body_8bit=job.body_8bit,
                           smtputf8=(job.smtputf8 or utf8_header or not sender.isascii()
-                                    or not all(address.isascii() for address in part)))
+                                    or not all(address.isascii() for address in part)),
+                          sender_unverified=sender_unverified)
                  for n, part in enumerate(batches(recipients))]
     await inject_derived(spool, js, envelopes, data)
     return envelopes[0].queue_id
 
 
 async def forward(spool: Spool, js: JetStreamContext, job: DeliveryJob, recipient: str,
-                  targets: list[str], data: bytes, *, sender: str | None = None) -> str:
+                  targets: list[str], data: bytes, *, sender: str | None = None,
+                  sender_unverified: bool = False) -> str:
     """`sender`: an SRS sender for the copies leaving for other domains (srs_sender), a
-    message of its own; None keeps the original sender."""
+    message of its own; None keeps the original sender. `sender_unverified` goes with the
+    copies: an SRS sender reverses to the original one, a bounce reaches it all the same."""
     why = (recipient, "forward") if sender is None else (recipient, "forward", "srs")
     return await send(spool, js, job, origin=ORIGIN_FORWARD,
                       sender=job.sender if sender is None else sender,
-                      recipients=targets, data=data, why=why)
+                      recipients=targets, data=data, why=why,
+                      sender_unverified=sender_unverified)
 
 
 async def to_list(spool: Spool, js: JetStreamContext, job: DeliveryJob, recipient: str,

@@ -89,7 +89,8 @@ async def commit(s: Session, body: MessageBody, started: float) -> None:
     envelope = Envelope(
         queue_id=qid, sender=tx.sender.address, recipients=tx.recipients, client_ip=s.ip,
         helo=s.helo, auth_user=s.auth_user, tls=s.tls, origin=ORIGIN_SMTP,
-        smtputf8=tx.smtputf8, body_8bit=tx.body_8bit, lines=lines_of(tx.decoder, ours, body))
+        smtputf8=tx.smtputf8, body_8bit=tx.body_8bit, lines=lines_of(tx.decoder, ours, body),
+        sender_unverified=tx.sender_unverified)
     s.committing = True
     try:
         assert s.app.js is not None

@@ -32,3 +32,4 @@ class Transaction:
     spf_helo: SpfResult | None = None     # mail_spf: the HELO identity
     scan_headers: bytes = b""              # data_rspamd: X-Spamd-Result, X-Spam
     auth_results: bytes = b""              # data_dmarc: our Authentication-Results line
+    sender_unverified: bool = False        # data_dmarc: neither SPF nor DKIM vouched for it

@@ -2,8 +2,10 @@
 result (with SPF's from MAIL) becomes our one Authentication-Results header, and incoming
 ones claiming our authserv-id are removed first. control/dmarcpolicy: "reject" (default)
 refuses a DMARC fail whose policy is p=reject with 550 5.7.1; "tag" only records it.
-temperror (a DNS timeout) never rejects. Mail of our own users gets no checks and no
-header, but a forged A-R with our id is removed from it as well. An ARC chain, when the
+temperror (a DNS timeout) never rejects. Whether SPF or DKIM vouched for the envelope
+sender is kept with the message (sender_verified), for whoever would bounce it later.
+Mail of our own users gets no checks and no header, but a forged A-R with our id is
+removed from it as well. An ARC chain, when the
 message has one, is validated and recorded (arc_verify), never acted on."""
 
 from __future__ import annotations
@@ -11,7 +13,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mailyard.core.dkim_sign import from_domain
-from mailyard.smtp_ingress import arc_verify, authresults, dkim_verify, dmarc_eval, replies
+from mailyard.smtp_ingress import (
+    arc_verify,
+    authresults,
+    dkim_verify,
+    dmarc_eval,
+    replies,
+    sender_verified,
+)
 from mailyard.smtp_ingress.metrics import AUTH_VERDICTS
 from mailyard.smtp_ingress.policy import ACCEPT, Verdict
 
@@ -48,6 +57,7 @@ async def check(s: Session) -> Verdict:
         if arc is not None:
             AUTH_VERDICTS.labels("arc", arc.result).inc()
     tx.auth_results = authresults.header(me, tx.spf, tx.spf_helo, dkims, dmarc, arc)
+    tx.sender_unverified = not sender_verified.verified(tx.sender.address, tx.spf, dkims)
     if dmarc.result == "fail" and dmarc.policy == "reject" and \
             s.app.policy_word("dmarcpolicy", "reject") == "reject":
         AUTH_VERDICTS.labels("dmarc", "rejected").inc()

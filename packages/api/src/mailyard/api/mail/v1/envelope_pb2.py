@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fmailyard/mail/v1/envelope.proto\x12\x10mailyard.mail.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdb\x02\n\x08\x45nvelope\x12\x10\n\x08queue_id\x18\x01 \x01(\t\x12\x0e\n\x06sender\x18\x02 \x01(\t\x12\x12\n\nrecipients\x18\x03 \x03(\t\x12\x11\n\tclient_ip\x18\x04 \x01(\t\x12\x0c\n\x04helo\x18\x05 \x01(\t\x12\x11\n\tauth_user\x18\x06 \x01(\t\x12/\n\x0breceived_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04size\x18\x08 \x01(\x04\x12\x12\n\nspool_path\x18\t \x01(\t\x12\x0e\n\x06sha256\x18\n \x01(\t\x12\x0b\n\x03tls\x18\x0b \x01(\t\x12(\n\x06origin\x18\x0c \x01(\x0e\x32\x18.mailyard.mail.v1.Origin\x12\x10\n\x08smtputf8\x18\r \x01(\x08\x12\x11\n\tbody_8bit\x18\x0e \x01(\x08\x12&\n\x05lines\x18\x0f \x01(\x0b\x32\x17.mailyard.mail.v1.Lines\"-\n\x05Lines\x12\x0f\n\x07longest\x18\x01 \x01(\r\x12\x13\n\x0bleading_dot\x18\x02 \x01(\x08*\x99\x01\n\x06Origin\x12\x16\n\x12ORIGIN_UNSPECIFIED\x10\x00\x12\x0f\n\x0bORIGIN_SMTP\x10\x01\x12\x11\n\rORIGIN_BOUNCE\x10\x02\x12\x18\n\x14ORIGIN_DOUBLE_BOUNCE\x10\x03\x12\x12\n\x0eORIGIN_FORWARD\x10\x04\x12\x0f\n\x0bORIGIN_LIST\x10\x05\x12\x14\n\x10ORIGIN_AUTOREPLY\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fmailyard/mail/v1/envelope.proto\x12\x10mailyard.mail.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf6\x02\n\x08\x45nvelope\x12\x10\n\x08queue_id\x18\x01 \x01(\t\x12\x0e\n\x06sender\x18\x02 \x01(\t\x12\x12\n\nrecipients\x18\x03 \x03(\t\x12\x11\n\tclient_ip\x18\x04 \x01(\t\x12\x0c\n\x04helo\x18\x05 \x01(\t\x12\x11\n\tauth_user\x18\x06 \x01(\t\x12/\n\x0breceived_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04size\x18\x08 \x01(\x04\x12\x12\n\nspool_path\x18\t \x01(\t\x12\x0e\n\x06sha256\x18\n \x01(\t\x12\x0b\n\x03tls\x18\x0b \x01(\t\x12(\n\x06origin\x18\x0c \x01(\x0e\x32\x18.mailyard.mail.v1.Origin\x12\x10\n\x08smtputf8\x18\r \x01(\x08\x12\x11\n\tbody_8bit\x18\x0e \x01(\x08\x12&\n\x05lines\x18\x0f \x01(\x0b\x32\x17.mailyard.mail.v1.Lines\x12\x19\n\x11sender_unverified\x18\x10 \x01(\x08\"-\n\x05Lines\x12\x0f\n\x07longest\x18\x01 \x01(\r\x12\x13\n\x0bleading_dot\x18\x02 \x01(\x08*\x99\x01\n\x06Origin\x12\x16\n\x12ORIGIN_UNSPECIFIED\x10\x00\x12\x0f\n\x0bORIGIN_SMTP\x10\x01\x12\x11\n\rORIGIN_BOUNCE\x10\x02\x12\x18\n\x14ORIGIN_DOUBLE_BOUNCE\x10\x03\x12\x12\n\x0eORIGIN_FORWARD\x10\x04\x12\x0f\n\x0bORIGIN_LIST\x10\x05\x12\x14\n\x10ORIGIN_AUTOREPLY\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mailyard.mail.v1.envelope_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ORIGIN']._serialized_start=484
-  _globals['_ORIGIN']._serialized_end=637
+  _globals['_ORIGIN']._serialized_start=511
+  _globals['_ORIGIN']._serialized_end=664
   _globals['_ENVELOPE']._serialized_start=87
-  _globals['_ENVELOPE']._serialized_end=434
-  _globals['_LINES']._serialized_start=436
-  _globals['_LINES']._serialized_end=481
+  _globals['_ENVELOPE']._serialized_end=461
+  _globals['_LINES']._serialized_start=463
+  _globals['_LINES']._serialized_end=508
 # @@protoc_insertion_point(module_scope)

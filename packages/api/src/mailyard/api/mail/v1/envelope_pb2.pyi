@@ -72,6 +72,7 @@ class Envelope(_message.Message):
     SMTPUTF8_FIELD_NUMBER: _builtins.int
     BODY_8BIT_FIELD_NUMBER: _builtins.int
     LINES_FIELD_NUMBER: _builtins.int
+    SENDER_UNVERIFIED_FIELD_NUMBER: _builtins.int
     queue_id: _builtins.str
     """sortable, unique; also the Nats-Msg-Id of the todo notice"""
     sender: _builtins.str
@@ -93,6 +94,12 @@ class Envelope(_message.Message):
     """the client used SMTPUTF8"""
     body_8bit: _builtins.bool
     """BODY=8BITMIME was given"""
+    sender_unverified: _builtins.bool
+    """Set by smtp-ingress for mail from outside when neither SPF (MAIL FROM) nor a DKIM
+    signature aligned with the sender's domain passed: the sender may be forged, so a
+    refusal after the 250 (a list that will not take the post) is not bounced to it.
+    Unset: our users' mail, mail from before the field, or SENDER_AUTH off.
+    """
     @_builtins.property
     def recipients(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -123,10 +130,11 @@ class Envelope(_message.Message):
         smtputf8: _builtins.bool = ...,
         body_8bit: _builtins.bool = ...,
         lines: Global___Lines | None = ...,
+        sender_unverified: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lines", b"lines", "received_at", b"received_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_user", b"auth_user", "body_8bit", b"body_8bit", "client_ip", b"client_ip", "helo", b"helo", "lines", b"lines", "origin", b"origin", "queue_id", b"queue_id", "received_at", b"received_at", "recipients", b"recipients", "sender", b"sender", "sha256", b"sha256", "size", b"size", "smtputf8", b"smtputf8", "spool_path", b"spool_path", "tls", b"tls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_user", b"auth_user", "body_8bit", b"body_8bit", "client_ip", b"client_ip", "helo", b"helo", "lines", b"lines", "origin", b"origin", "queue_id", b"queue_id", "received_at", b"received_at", "recipients", b"recipients", "sender", b"sender", "sender_unverified", b"sender_unverified", "sha256", b"sha256", "size", b"size", "smtputf8", b"smtputf8", "spool_path", b"spool_path", "tls", b"tls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
