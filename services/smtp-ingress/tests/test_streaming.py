@@ -90,11 +90,11 @@ async def test_header_edits_of_a_spilled_message(tmp_path: Path) -> None:
     went to a spill file: both edits reach what is committed; the body is not touched."""
     from mailyard.api.mail.v1.envelope_pb2 import Envelope
     from mailyard.core.ids import new_queue_id
-    from mailyard.smtp_ingress.message_body import MessageBody
+    from mailyard.smtp_ingress.message_body import Budget, MessageBody
 
     spool = Spool(tmp_path / "spool")
     spool.ensure()
-    body = MessageBody(spool, limit=0, memory=1024)
+    body = MessageBody(spool, limit=0, memory=1024, budget=Budget(1 << 20))
     message = b"Subject: hi\r\nX-Old: 1\r\n\r\n" + b"body line\r\n" * 500
     for at in range(0, len(message), 700):
         await body.add(message[at:at + 700])
@@ -108,3 +108,53 @@ async def test_header_edits_of_a_spilled_message(tmp_path: Path) -> None:
     body.close()
     assert (await spool.read(stored.spool_path))[1] == expected
     spool.close()
+
+
+async def test_what_messages_hold_together_is_bounded(tmp_path: Path) -> None:
+    """DATA_MEMORY_TOTAL: under it a message stays in memory up to DATA_MEMORY; past it,
+    every message spills once it holds HEAD bytes. Whatever ends a message (commit, refusal,
+    databytes, a spill) gives its bytes back."""
+    from mailyard.smtp_ingress.message_body import HEAD, Budget, MessageBody
+
+    spool = Spool(tmp_path / "spool")
+    spool.ensure()
+    budget = Budget(3 * HEAD)
+    piece = b"x" * (HEAD // 2 - 2) + b"\r\n"
+    bodies = [MessageBody(spool, limit=0, memory=8 * HEAD, budget=budget) for _ in range(3)]
+    for body in bodies:  # 3 x HEAD: at the bound, not past it
+        for _ in range(2):
+            await body.add(piece)
+    assert budget.held == 6 * len(piece) and all(b.tail is None for b in bodies)
+    await bodies[0].add(piece)   # past the total, and it holds HEAD: out it goes
+    assert bodies[0].tail is not None and budget.held == 4 * len(piece)
+    small = MessageBody(spool, limit=0, memory=8 * HEAD, budget=budget)
+    await small.add(b"short\r\n")  # past the total still, but under HEAD: kept
+    assert small.tail is None
+    over = MessageBody(spool, limit=len(piece), memory=8 * HEAD, budget=budget)
+    await over.add(piece)
+    await over.add(piece)        # past databytes: dropped, and its bytes given back
+    assert over.over
+    for body in [*bodies, small, over]:
+        body.close()
+    assert budget.held == 0
+    spool.close()
+
+
+async def test_messages_end_to_end_give_their_memory_back(make_ingress: MakeIngress,
+                                                          js: Any) -> None:
+    """Accepted, refused (a NUL) and spilled messages through a session: none of them
+    leaves bytes counted against the process's total."""
+    ingress = await make_ingress(data_memory=65536)
+    await seed_directory(js, "example.org", ["alice@example.org"])
+    await wait_for(lambda: ingress.directory.accepts("alice@example.org"))
+    client = await session(ingress.ports["smtp"])
+    for body, code in ((b"Subject: a\r\n\r\nsmall\r\n", "250"),
+                       (b"Subject: b\r\n\r\n" + (b"y" * 70 + b"\r\n") * 3000, "250"),
+                       (b"Subject: c\r\n\r\nnul\x00\r\n", "554")):
+        for line in ("MAIL FROM:<a@b.test>", "RCPT TO:<alice@example.org>"):
+            assert (await client.cmd(line)).startswith("250")
+        assert await client.cmd("DATA") == R.GO_AHEAD
+        await client.send(body + b".\r\n")
+        assert (await client.reply()).startswith(code)
+        assert ingress.data_budget.held == 0
+    await client.close()

@@ -50,7 +50,8 @@ async def data(s: Session, arg: str) -> bool:
         s.reject(replies.DATA_SYNTAX, "syntax")
         return True
     s.reply(replies.GO_AHEAD)
-    tx.body = MessageBody(s.app.spool, s.app.databytes(), s.settings.data_memory)
+    tx.body = MessageBody(s.app.spool, s.app.databytes(), s.settings.data_memory,
+                          s.app.data_budget)
     try:
         tx.decoder = await receive(s, tx.body)
         started = time.perf_counter()

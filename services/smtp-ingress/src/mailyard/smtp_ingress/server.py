@@ -35,6 +35,7 @@ from mailyard.smtp_ingress.authdns import AuthDns
 from mailyard.smtp_ingress.dnsbl import Dns
 from mailyard.smtp_ingress.greylist import Greylist
 from mailyard.smtp_ingress.limits import ConnectionLimits
+from mailyard.smtp_ingress.message_body import Budget
 from mailyard.smtp_ingress.metrics import CONNECTIONS, REJECTIONS, SESSIONS_ACTIVE
 from mailyard.smtp_ingress.relay import RelayAuthClient
 from mailyard.smtp_ingress.relay_view import RelayView
@@ -68,6 +69,7 @@ class Ingress:
         self.settings = settings
         self.proxy_networks = settings.proxy_networks()
         self.spool = Spool(settings.spool_dir)
+        self.data_budget = Budget(settings.data_memory_total)  # what DATA holds in RAM
         self.control = ControlView()
         self.identity = Identity(self.control, settings.me)  # control/me, hot
         self.directory = DirectoryView()

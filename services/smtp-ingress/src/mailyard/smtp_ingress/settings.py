@@ -118,7 +118,10 @@ class Settings(ServiceSettings):
     auth_dns_timeout: float = Field(default=3.0, gt=0)
     # Bytes of one message held in memory during DATA; the rest streams into a spill file
     # on the spool (message_body.py), so RAM does not grow with databytes x connections.
-    data_memory: int = Field(default=262144, ge=0)
+    # Past DATA_MEMORY_TOTAL held by all messages of the process, a message spills once it
+    # holds 64 KB: a flood of big uploads holds the total plus 64 KB each.
+    data_memory: int = Field(default=1048576, ge=0)
+    data_memory_total: int = Field(default=33554432, ge=0)
     # control/rspamd (the scanner's URL) turns scanning on; slower than this: accepted
     rspamd_timeout: float = Field(default=10.0, gt=0)
 
