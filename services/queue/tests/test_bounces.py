@@ -10,9 +10,10 @@ from typing import Any
 
 from mailyard.api.directory.v1 import directory_pb2
 from mailyard.api.mail.v1 import delivery_pb2 as dpb
-from mailyard.api.mail.v1.envelope_pb2 import ORIGIN_BOUNCE, ORIGIN_DOUBLE_BOUNCE
+from mailyard.api.mail.v1.envelope_pb2 import ORIGIN_BOUNCE, ORIGIN_DOUBLE_BOUNCE, Envelope
 from mailyard.core import bus
 from mailyard.core.directory import record_key
+from mailyard.core.inject import inject
 from mailyard.core.spool import Spool
 from mailyard.testing import ServiceProcess, free_port
 
@@ -115,6 +116,55 @@ async def test_failed_bounce_goes_to_postmaster_then_dropped(
     assert 'mailyard_queue_bounces_total{kind="dropped"} 1.0' in metrics
     assert 'mailyard_queue_bounces_total{kind="double_bounce"} 1.0' in metrics
     assert 'mailyard_queue_bounces_total{kind="bounce"} 1.0' in metrics
+
+
+async def _marked(spool: Spool, js: Any) -> Envelope:
+    return await inject(spool, js, Envelope(sender="forged@victim.test",
+                                            recipients=["r@remote.test"],
+                                            sender_unverified=True),
+                        b"Subject: spam\r\n\r\nbuy\r\n")
+
+
+def _bounce_counts(q: Any) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{q.http_port}/metrics") as resp:
+        return resp.read().decode()
+
+
+async def test_no_bounce_to_a_sender_nothing_verified(js: Any, spool: Spool, workers: Any,
+                                                     start_queue: Any) -> None:
+    """A message smtp-ingress marked sender_unverified (no SPF pass, no aligned DKIM) that
+    fails later: its bounce would go to whoever the spammer named (a forward the next host
+    refused, a backup MX's primary refusing spam). It is recorded, not sent; the same
+    failure of a verified sender's message bounces."""
+    q = start_queue()
+    marked = await _marked(spool, js)
+    job = await workers["remote"].job()
+    assert job.queue_id == marked.queue_id
+    await workers["remote"].report(job, FAILED, REFUSED)
+    await wait_for(lambda: gone(q, marked.queue_id), what="marked message done")
+    plain = await send(spool, js, "alice@sender.test", ["r@remote.test"])
+    job = await workers["remote"].job()  # the next job is the plain message, no bounce
+    assert job.queue_id == plain.queue_id
+    await workers["remote"].report(job, FAILED, REFUSED)
+    bounce = await workers["remote"].job()
+    assert list(bounce.recipients) == ["alice@sender.test"] and bounce.sender == ""
+    metrics = _bounce_counts(q)
+    assert 'mailyard_queue_bounces_total{kind="unverified_sender"} 1.0' in metrics
+    assert 'mailyard_queue_bounces_total{kind="bounce"} 1.0' in metrics
+
+
+async def test_no_delay_warning_to_a_sender_nothing_verified(
+        js: Any, spool: Spool, workers: Any, start_queue: Any) -> None:
+    q = start_queue(DELAY_WARNINGS="true", DELAY_WARNING_AFTER="0.01", RETRY_C_REMOTE="600")
+    for env in (await _marked(spool, js),
+                await send(spool, js, "alice@sender.test", ["r@remote.test"])):
+        job = await workers["remote"].job()
+        assert job.queue_id == env.queue_id
+        await asyncio.sleep(0.05)  # older than DELAY_WARNING_AFTER
+        await workers["remote"].report(job, DEFERRED, "451 4.7.1 greylisted, try later")
+    warning = await workers["remote"].job()  # the marked one's would have come first
+    assert list(warning.recipients) == ["alice@sender.test"]
+    assert 'mailyard_queue_bounces_total{kind="delay_warning"} 1.0' in _bounce_counts(q)
 
 
 async def test_null_sender_failure_is_double_bounce(js: Any, spool: Spool, workers: Any,

@@ -9,7 +9,9 @@ DSN reader may refuse or garble. Other mail's DSN is RFC 3464's, as it always wa
 One bounce per message lists every failed recipient with the reply that failed it. Who gets
 it follows qmail-send: the envelope sender gets a bounce; a failure of a message from <>
 (a bounce itself) goes to the postmaster as a double bounce; a failed double bounce is
-dropped (and counted by the caller), also once forwarded: see DOUBLE_BOUNCE_FIELD.
+dropped (and counted by the caller), also once forwarded: see DOUBLE_BOUNCE_FIELD. A
+bounce to a sender smtp-ingress could not verify (Envelope.sender_unverified) is recorded
+and not sent: UNSENT.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from mailyard.core.headers import date
 from mailyard.queue.linefold import fit
 
 BOUNCE, DOUBLE_BOUNCE, DROP = "bounce", "double_bounce", "dropped"
+# a bounce to a sender neither SPF nor DKIM verified (Envelope.sender_unverified): not sent
+UNSENT = "unverified_sender"
+UNSENT_DETAIL = "not sent: neither SPF nor DKIM verified the sender"
 DELAY = "delay_warning"  # RFC 3464 Action: delayed; the message stays queued
 _HEADER_LIMIT = 64 * 1024  # returned headers at most (the whole body is never echoed in DSN)
 _QSBMF_LIMIT = 50_000      # qmail's bouncemaxbytes default

@@ -16,7 +16,8 @@ DELIVERIES = Counter("mailyard_queue_deliveries_total",
                      ["channel", "result"])
 BOUNCES = Counter("mailyard_queue_bounces_total",
                   "Bounces by kind: bounce, double_bounce, dropped (failed double bounce), "
-                  "delay_warning.", ["kind"])
+                  "delay_warning, unverified_sender (not sent: neither SPF nor DKIM "
+                  "verified the sender).", ["kind"])
 RETRIES = Counter("mailyard_queue_retries_scheduled_total",
                   "Deferred recipients given a next attempt.", ["channel"])
 POISON_JOBS = Counter("mailyard_queue_poison_jobs_total",

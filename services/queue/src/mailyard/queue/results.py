@@ -196,11 +196,14 @@ async def complete_many(q: Queue, messages: list[Message]) -> None:
 
 
 async def _original(q: Queue, message: Message) -> bytes:
+    return (await _stored(q, message))[1]
+
+
+async def _stored(q: Queue, message: Message) -> tuple[Envelope | None, bytes]:
     try:
-        _, original = await q.spool.read(message.spool_path, verify=False)
+        return await q.spool.read(message.spool_path, verify=False)
     except SpoolError:
-        original = b""
-    return original
+        return None, b""
 
 
 def _envelope(queue_id: str, to: str, origin: Origin.ValueType, me: str,
@@ -229,6 +232,19 @@ async def send_bounce(q: Queue, message: Message, failed: list[Recipient]) -> No
         await store.run(store.mark_bounced, message.queue_id, addresses)
         q.history.step(message.queue_id, "bounce", "double bounce failed: dropped")
         return
+    if kind == bounce.BOUNCE:
+        stored, original = await _stored(q, message)
+        if stored is not None and stored.sender_unverified:
+            # smtp-ingress found nothing vouching for this sender (no SPF pass, no aligned
+            # DKIM): it may be forged, and a bounce to it is backscatter (a forward's copy
+            # the next host refused, a backup MX's primary refusing spam). Recorded, as qmail
+            # logs a bounce, and not sent.
+            log.info("bounce not sent, sender not verified",
+                     extra={"queue_id": message.queue_id, "recipients": addresses})
+            metrics.BOUNCES.labels(bounce.UNSENT).inc()
+            await store.run(store.mark_bounced, message.queue_id, addresses)
+            q.history.step(message.queue_id, "bounce", bounce.UNSENT_DETAIL)
+            return
     s, me = q.settings, q.identity.me
     to = message.sender if kind == bounce.BOUNCE else q.identity.postmaster
     # A postmaster no MX can reach (postmaster@localhost, @<me> while me is not hosted)
@@ -279,6 +295,9 @@ async def warn_delay(q: Queue, queue_id: str) -> None:
     message = await store.run(store.message, queue_id)
     if (message is None or bounce.kind_of(message.origin, message.sender) != bounce.BOUNCE
             or time.time() - message.received_at < s.delay_warning_after):
+        return
+    stored, _ = await _stored(q, message)
+    if stored is not None and stored.sender_unverified:  # as send_bounce: not to a forgery
         return
     if not await store.run(store.mark_warned, queue_id):
         return

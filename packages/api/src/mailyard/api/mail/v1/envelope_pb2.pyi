@@ -97,8 +97,9 @@ class Envelope(_message.Message):
     sender_unverified: _builtins.bool
     """Set by smtp-ingress for mail from outside when neither SPF (MAIL FROM) nor a DKIM
     signature aligned with the sender's domain passed: the sender may be forged, so a
-    refusal after the 250 (a list that will not take the post) is not bounced to it.
-    Unset: our users' mail, mail from before the field, or SENDER_AUTH off.
+    refusal after the 250 is not bounced to it (a list that will not take the post is
+    recorded as discarded; the queue records a failure's bounce as not sent). Forwarded
+    copies keep it. Unset: our users' mail, mail from before the field, SENDER_AUTH off.
     """
     @_builtins.property
     def recipients(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
