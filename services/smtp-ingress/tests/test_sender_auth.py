@@ -443,8 +443,8 @@ def last_envelope(ingress: Ingress, count: int) -> Any:
 async def test_the_envelope_says_whether_spf_or_dkim_verified_the_sender(
         make_ingress: MakeIngress, js: Any, zone: tuple[DnsServer, KeyDir]) -> None:
     """Envelope.sender_unverified: set when neither SPF for MAIL FROM nor a DKIM signature
-    aligned with its domain passed (local-delivery then discards a refused list post
-    instead of bouncing it to a sender that may be forged)."""
+    aligned with its domain passed (a refused list post is then discarded and a failure
+    not bounced, as the sender may be forged); a DNS timeout leaves it unset."""
     ingress = await _ingress(make_ingress, js, zone[0])
     keys = zone[1]
     cases = [("a@pass.test", body("pass.test"), False),          # SPF pass
@@ -452,6 +452,7 @@ async def test_the_envelope_says_whether_spf_or_dkim_verified_the_sender(
              ("a@fail.test", body("fail.test"), True),           # SPF fail
              ("a@signed.test", signed(keys, body("signed.test")), False),  # DKIM aligned
              ("a@soft.test", signed(keys, body("signed.test")), True),     # not aligned
+             ("a@slow.test", body("slow.test"), False),          # DNS timeout: unknown
              ("", body("none.test"), False)]                     # <>: nothing to bounce to
     await put_control(js, "dmarcpolicy", "tag\n")  # the unaligned one is not refused
     await wait_for(lambda: ingress.policy_word("dmarcpolicy", "reject") == "tag")

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mailyard.smtp_ingress.dkim_verify import DkimResult
-from mailyard.smtp_ingress.sender_verified import verified
+from mailyard.smtp_ingress.sender_verified import unverified, verified
 from mailyard.smtp_ingress.spf_check import SpfResult
 
 
@@ -49,3 +49,16 @@ def test_the_null_sender_has_nothing_to_bounce_to() -> None:
 def test_hostile_addresses_and_domains_give_an_answer(sender: str, spf_domain: str,
                                                       d: str) -> None:
     assert verified(sender, spf("pass", spf_domain), [DkimResult("pass", d)]) in (True, False)
+
+
+def test_only_a_sender_known_not_verified_is_marked() -> None:
+    """A DNS timeout, or no SPF check at all, leaves the sender unmarked: a resolver outage
+    must not silence every bounce."""
+    assert unverified("a@x.example", spf("fail", "x.example"), [])
+    assert unverified("a@x.example", spf("none", "x.example"), [DkimResult("fail", "x.example")])
+    assert not unverified("a@x.example", spf("pass", "x.example"), [])
+    assert not unverified("a@x.example", spf("temperror", "x.example"), [])
+    assert not unverified("a@x.example", None, [])
+    assert not unverified("a@x.example", spf("none", "x.example"),
+                          [DkimResult("temperror", "x.example")])
+    assert not unverified("", spf("none", "helo.example", "helo"), [])

@@ -1,7 +1,9 @@
 """Whether SPF or DKIM vouches for a message's envelope sender: the address its bounces go
 to. DMARC asks this of the From: domain; a bounce asks it of MAIL FROM's. A sender nobody
 vouches for may be forged, and a refusal after our 250 bounced to it is backscatter
-(Envelope.sender_unverified; local-delivery's list posting refusals)."""
+(Envelope.sender_unverified: list posts refused after the 250, and the queue's bounces). A
+sender is marked only when it is known not to be verified: a DNS timeout, or no SPF check,
+leaves it unmarked (a resolver outage must not silence every bounce)."""
 
 from __future__ import annotations
 
@@ -35,3 +37,14 @@ def _ascii(domain: str) -> str:
         return to_ascii_domain(domain)
     except Exception:  # IDNA refuses it: compared as it is (it then matches nothing else)
         return domain
+
+
+def unverified(sender: str, spf: SpfResult | None, dkims: list[DkimResult]) -> bool:
+    """Known not verified: SPF was checked for MAIL FROM and answered something other than
+    pass or temperror, no signature could not be checked for a DNS timeout, and none
+    aligned passed (verified)."""
+    if spf is None or spf.identity != "mailfrom" or spf.result == "temperror":
+        return False
+    if any(d.result == "temperror" for d in dkims):
+        return False
+    return not verified(sender, spf, dkims)

@@ -57,7 +57,7 @@ async def check(s: Session) -> Verdict:
         if arc is not None:
             AUTH_VERDICTS.labels("arc", arc.result).inc()
     tx.auth_results = authresults.header(me, tx.spf, tx.spf_helo, dkims, dmarc, arc)
-    tx.sender_unverified = not sender_verified.verified(tx.sender.address, tx.spf, dkims)
+    tx.sender_unverified = sender_verified.unverified(tx.sender.address, tx.spf, dkims)
     if dmarc.result == "fail" and dmarc.policy == "reject" and \
             s.app.policy_word("dmarcpolicy", "reject") == "reject":
         AUTH_VERDICTS.labels("dmarc", "rejected").inc()
