@@ -59,3 +59,27 @@ def test_a_cookie_is_good_only_for_what_it_was_made_for(
     assert not listcookie.valid([key], LIST, act, who, cookie, t - 3600)
     assert not listcookie.valid([], LIST, act, who, cookie, t)
     assert forged == cookie or not listcookie.valid([key], LIST, act, who, forged, t)
+
+
+def test_return_and_ezmlms_verp_forms_of_it() -> None:
+    from mailyard.core.listaddresses import is_return
+
+    for extension in ("return", "return-12-bob=remote.test", "return-12-", "return+7"):
+        assert is_return(extension), extension
+    for extension in ("returns", "returned-1", "retur", "", "owner", "xreturn"):
+        assert not is_return(extension), extension
+
+
+@given(st.text(max_size=40), st.sampled_from("-+"))
+def test_anything_after_return_and_a_delimiter_is_a_return(tail: str, delimiter: str) -> None:
+    from mailyard.core.listaddresses import is_return
+
+    assert is_return("return" + delimiter + tail)
+
+
+@given(st.text(max_size=40))
+def test_no_other_extension_is_a_return(extension: str) -> None:
+    from mailyard.core.listaddresses import is_return
+
+    if is_return(extension):
+        assert extension == "return" or extension[:7] in ("return-", "return+")

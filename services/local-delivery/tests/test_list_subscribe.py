@@ -287,11 +287,12 @@ async def test_mail_to_the_return_address_is_dropped_never_answered_nor_posted(
     before = _returned()
     bounce = b"From: MAILER-DAEMON@remote.test\r\nSubject: failure notice\r\n\r\nno\r\n"
     for sender, to, data in (("", RETURN, bounce), (JOE, "News+Return@example.com", POST),
-                             ("", "closed+return@example.com", bounce)):
+                             ("", "closed+return@example.com", bounce),
+                             ("", "news+return-12-m=remote.test@example.com", bounce)):
         rr = await _delivered(env, sender, to, data)
-        assert "dropped" in rr.reply
+        assert "dropped" in rr.reply, to
     assert await env.todo_count() == 0
-    assert _returned() == before + 3
+    assert _returned() == before + 4
 
 
 async def test_one_mailbox_under_many_spellings_shares_its_days_bound(

@@ -148,6 +148,9 @@ async def test_a_lists_return_address_takes_its_bounces(local: Ingress, js: Any)
         for rcpt, reply in (("news+return@example.org", R.RCPT_OK),
                             ("News-Return@example.org", R.RCPT_OK),
                             ("closed-return@example.org", R.RCPT_OK),
+                            # ezmlm's VERP bounce addresses, after a move from ezmlm
+                            ("news-return-12-bob=remote.test@example.org", R.RCPT_OK),
+                            ("news-return-12-@example.org", R.RCPT_OK),
                             ("news-returns@example.org",
                              R.list_command("news@example.org", "news-owner@example.org"))):
             assert await client.cmd(f"RCPT TO:<{rcpt}>") == reply, rcpt

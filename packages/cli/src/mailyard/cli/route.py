@@ -182,7 +182,7 @@ def _list_command(stub: Any, res: dpb.Resolution) -> str | None:
     """What smtp-ingress and local-delivery do with a list's command address they take (its
     -return, the subscribe commands of a list whose subscription is confirm), else None."""
     extension = listaddresses.extension(res.address, res.resolved)
-    if extension == listaddresses.RETURN_EXTENSION:
+    if listaddresses.is_return(extension):
         return (f"return address of the list {res.resolved}: taken and dropped (its "
                 "confirmation requests bounce here)")
     if listcookie.parse(extension) is None:

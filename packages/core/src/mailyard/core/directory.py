@@ -209,7 +209,7 @@ class DirectoryView(KVView):
                     f"{kind}.{key}" in self.data for kind in ("mailbox", "alias")):
                 extension = split(address)[0][len(answering) + 1:]
                 if (extension in listaddresses.OWNER_EXTENSIONS
-                        or extension == listaddresses.RETURN_EXTENSION):
+                        or listaddresses.is_return(extension)):
                     return True
                 return f"list.{key}" in self._by_mail and listcookie.parse(extension) is not None
         return answering is not None or domain.catch_all in (pb.CATCH_ALL_ACTION_DELIVER,

@@ -3,9 +3,9 @@ Mailman's -request), the list's address with an extension and no record of its o
 
 They are never posted: with qmail's "-" delimiter news-subscribe@ would otherwise reach
 news@ as an extension and go to every member. -owner and -request (RFC 2142's habit) reach
-the owner; -return (ezmlm's LIST-return-), the envelope sender of what the list writes
-itself, takes whatever comes back and drops it; the others are refused, naming the owner's
-address.
+the owner; -return (ezmlm's LIST-return-, with its VERP forms LIST-return-NNN-user=host),
+the envelope sender of what the list writes itself, takes whatever comes back and drops
+it; the others are refused, naming the owner's address.
 """
 
 from __future__ import annotations
@@ -14,6 +14,17 @@ from mailyard.core.addresses import split
 
 OWNER_EXTENSIONS = frozenset({"owner", "request"})
 RETURN_EXTENSION = "return"
+
+
+def is_return(extension: str) -> bool:
+    """-return, and ezmlm's VERP forms of it: LIST-return-NNN-user=host@ (a member's bounce
+    of message NNN) and LIST-return-NNN-@. Lists moved from ezmlm keep receiving those for
+    what they sent before the move; refused at RCPT, each bounce of a bounce came back to
+    the member's own postmaster. Taken and dropped like -return."""
+    if not extension.startswith(RETURN_EXTENSION):
+        return False
+    rest = extension[len(RETURN_EXTENSION):]
+    return rest == "" or rest[0] in "-+"
 
 
 def extension(address: str, list_address: str) -> str:

@@ -155,7 +155,7 @@ def _step(view: DirectoryView, address: str, written: str, path: tuple[str, ...]
         if extension in listaddresses.OWNER_EXTENSIONS:
             exp.failure = NO_OWNER  # -owner of a list from before owners were required
             return
-        if extension == listaddresses.RETURN_EXTENSION and not path:
+        if listaddresses.is_return(extension) and not path:
             # what came back of the list's own requests and notes: never posted or answered
             exp.returned = res.resolved
             return
