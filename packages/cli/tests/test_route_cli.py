@@ -217,7 +217,7 @@ def test_explain_says_which_list_addresses_are_taken(
     said = {}
     for address in ("news+subscribe@hosted.test", "news+return@hosted.test",
                     "news+help@hosted.test", "quiet+subscribe@hosted.test",
-                    "quiet+return@hosted.test"):
+                    "quiet+return@hosted.test", "quiet+return-12-m=else.test@hosted.test"):
         code, out, _ = run(capsys, "route", "explain", address)
         assert code == 0
         said[address] = out.splitlines()[-1].strip()
@@ -228,5 +228,6 @@ def test_explain_says_which_list_addresses_are_taken(
         assert said[f"{name}+return@hosted.test"] == (
             f"return address of the list {name}@hosted.test: taken and dropped "
             "(its confirmation requests bounce here)")
+    assert said["quiet+return-12-m=else.test@hosted.test"] == said["quiet+return@hosted.test"]
     for address in ("news+help@hosted.test", "quiet+subscribe@hosted.test"):
         assert said[address].endswith("(refused at RCPT with 550 5.7.1)"), address
