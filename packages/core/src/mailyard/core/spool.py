@@ -141,33 +141,26 @@ class Spool:
             _fsync_dir(self.root)
 
     def reserve(self, count: int) -> int:
-        """Top free/ up to `count` parked files (empty ones), as the process that commits
-        starts; returns how many it made. A spool that has run a while keeps its removed
-        files there, but a new one (or one whose free/ a backlog emptied) would allocate an
-        inode per commit until removals catch up, and on a file system that has just
-        deleted many files each allocation scans past them (see the module's docstring):
-        in the mixed benchmark a fresh spool made a file for a quarter of its commits, and
-        that was a fifth of smtp-ingress's CPU. Made now, before the listeners open, they
-        cost a few milliseconds (18 us each here). Serialized by a lock on free/, so
-        replicas starting together do not each make `count`."""
-        count = min(count, self.recycle)
-        if count <= 0:
+        """Top free/ up to `count` empty parked files (at most recycle) as a committing
+        process starts; returns how many it made. A new spool (or one a backlog emptied)
+        would otherwise allocate an inode per commit until removals catch up (see the
+        module's docstring; in the mixed benchmark a fifth of smtp-ingress's CPU). The lock
+        on free/ keeps replicas starting together from each making `count`."""
+        if count <= 0:  # SPOOL_RESERVE=0: not even a look at free/
             return 0
         folder = os.open(self._free, os.O_RDONLY | os.O_DIRECTORY)
         try:
             fcntl.flock(folder, fcntl.LOCK_EX)
             with os.scandir(folder) as entries:
                 have = sum(1 for e in entries if not e.name.startswith("."))
-            made = 0
+            missing = max(0, min(count, self.recycle) - have)
             stem = secrets.token_hex(6)
-            for n in range(count - have):
-                fd = os.open(f"{stem}{n:04x}", os.O_WRONLY | os.O_CREAT | os.O_EXCL,
-                             _FILE_MODE, dir_fd=folder)
-                os.close(fd)
-                made += 1
-            if made:
+            for n in range(missing):
+                os.close(os.open(f"{stem}{n:04x}", os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                                 _FILE_MODE, dir_fd=folder))
+            if missing:
                 os.fsync(folder)
-            return made
+            return missing
         finally:
             os.close(folder)  # the lock goes with it
 

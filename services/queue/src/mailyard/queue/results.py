@@ -296,10 +296,12 @@ async def warn_delay(q: Queue, queue_id: str) -> None:
     if (message is None or bounce.kind_of(message.origin, message.sender) != bounce.BOUNCE
             or time.time() - message.received_at < s.delay_warning_after):
         return
+    if not await store.run(store.mark_warned, queue_id):
+        return
+    # after mark_warned: every later deferral of the message comes here and must not read
+    # its file again
     stored, _ = await _stored(q, message)
     if stored is not None and stored.sender_unverified:  # as send_bounce: not to a forgery
-        return
-    if not await store.run(store.mark_warned, queue_id):
         return
     waiting = [r for r in await store.run(store.recipients, queue_id) if r.state == DEFERRED]
     data = bounce.build(
