@@ -1,6 +1,6 @@
 """publish_jobs on a real nats-server and a real store, in process: jobs go out and are
-acked; when nats-py's bound on unacked publishes is reached, the wait for room still ends
-(the jobs go back to deferred) instead of hanging the dispatcher."""
+acked; a job whose ack never comes, or that no stream takes, goes back to deferred (the
+attempt not counted) instead of hanging the dispatcher."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from mailyard.api.mail.v1.delivery_pb2 import CHANNEL_REMOTE
 from mailyard.api.mail.v1.envelope_pb2 import Envelope
-from mailyard.core import bus
+from mailyard.core import bus, js_publish
 from mailyard.core.control import ControlView
 from mailyard.core.directory import DirectoryView
 from mailyard.core.natsserver import NatsServer
@@ -32,10 +32,9 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
     s.close()
 
 
-async def queue_with(nats_server: NatsServer, spool: Spool, store: Store,
-                     max_pending: int) -> Queue:
+async def queue_with(nats_server: NatsServer, spool: Spool, store: Store) -> Queue:
     nc = await bus.connect(nats_server.url, "publish-jobs-test")
-    js = nc.jetstream(publish_async_max_pending=max_pending)
+    js = nc.jetstream()
     await bus.ensure_mail_streams(js)
     return Queue(Settings(spool_dir=spool.root), nc, js, spool, store, ControlView(),
                  DirectoryView())
@@ -52,7 +51,7 @@ async def handed_out(store: Store, count: int) -> list[Job]:
 
 async def test_jobs_are_published_and_acked(nats_server: NatsServer, spool: Spool,
                                             store: Store) -> None:
-    q = await queue_with(nats_server, spool, store, preprocess.ASYNC_PENDING_MAX)
+    q = await queue_with(nats_server, spool, store)
     try:
         jobs = await handed_out(store, 3)
         await asyncio.wait_for(preprocess.publish_jobs(q, jobs), 10)
@@ -65,29 +64,37 @@ async def test_jobs_are_published_and_acked(nats_server: NatsServer, spool: Spoo
         await q.nc.close()
 
 
-async def test_a_full_pending_bound_ends_in_deferral_not_a_hang(
+async def test_a_job_never_acked_goes_back_to_deferred(
         nats_server: NatsServer, spool: Spool, store: Store,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(preprocess, "ASYNC_PENDING_MAX", 1)
     monkeypatch.setattr(preprocess, "PUBLISH_TIMEOUT", 0.5)
-    q = await queue_with(nats_server, spool, store, 1)
+    # a plain subscriber and no stream on the subject: it is taken, and nobody acks it
+    monkeypatch.setitem(bus.JOB_SUBJECT, "remote", "black.hole")
+    q = await queue_with(nats_server, spool, store)
     try:
-        # the one slot is held by a publish nobody acks (a plain subscriber, no stream)
         await q.nc.subscribe("black.hole")
-        blocker = await q.js.publish_async("black.hole", b"")
         jobs = await handed_out(store, 2)
-        task = asyncio.create_task(preprocess.publish_jobs(q, jobs))
-        done, _ = await asyncio.wait({task}, timeout=5)
-        if not done:
-            # nats-py turns a cancelled wait for room into an error, so wait_for cannot
-            # stop it: free the slot to let it end, then fail
-            blocker.cancel()
-            await task
-            pytest.fail("publish_jobs waited for room without a timeout")
-        info = await q.js.stream_info(bus.JOBS_STREAM)
-        assert info.state.messages == 0
+        await asyncio.wait_for(preprocess.publish_jobs(q, jobs), 5)
         for i in range(2):
             [rcpt] = await store.run(store.recipients, f"Q{i}")
             assert rcpt.state == DEFERRED and rcpt.attempts == 0  # not counted, retried
+        assert not js_publish.publisher(q.nc).pending  # the given-up acks are forgotten
+    finally:
+        await q.nc.close()
+
+
+async def test_a_job_no_stream_takes_goes_back_to_deferred(
+        nats_server: NatsServer, spool: Spool, store: Store,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(bus.JOB_SUBJECT, "remote", "no.stream.here")
+    q = await queue_with(nats_server, spool, store)
+    try:
+        jobs = await handed_out(store, 2)
+        await asyncio.wait_for(preprocess.publish_jobs(q, jobs), 5)  # no responders: at once
+        for i in range(2):
+            [rcpt] = await store.run(store.recipients, f"Q{i}")
+            assert rcpt.state == DEFERRED and rcpt.attempts == 0
+        info = await q.js.stream_info(bus.JOBS_STREAM)
+        assert info.state.messages == 0
     finally:
         await q.nc.close()

@@ -40,6 +40,7 @@ from nats.js.errors import (
 )
 from nats.js.kv import KeyValue
 
+from mailyard.core import js_publish
 from mailyard.core.errors import BusError
 
 log = logging.getLogger(__name__)
@@ -299,16 +300,17 @@ async def publish(js: JetStreamContext, subject: str, message: Message, *, msg_i
     stream found missing (deleted by an operator or a disaster) is created again and the
     publish tried once more: every publisher heals it, rather than 451 for ever."""
     data, all_headers = message.SerializeToString(), {"Nats-Msg-Id": msg_id, **(headers or {})}
+    acks = js_publish.publisher(js._nc)
     try:
         try:
-            await js.publish(subject, data, timeout=timeout, headers=all_headers)
+            await acks.publish(subject, data, all_headers, timeout)
         except NoStreamResponseError:
             spec = stream_for(subject)
             if spec is None:
                 raise
             log.warning("stream %s is missing: creating it again", spec.name)
             await ensure_stream(js, spec, patience=timeout)
-            await js.publish(subject, data, timeout=timeout, headers=all_headers)
+            await acks.publish(subject, data, all_headers, timeout)
     except TimeoutError as exc:
         raise BusError(f"no ack from JetStream for {subject} within {timeout}s") from exc
     except Exception as exc:

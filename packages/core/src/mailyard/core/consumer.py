@@ -44,6 +44,7 @@ from nats.js import JetStreamContext
 
 from mailyard.api.mail.v1.delivery_pb2 import DeliveryJob, DeliveryResult
 from mailyard.core import bus
+from mailyard.core.batch_pull import LOST_AFTER
 from mailyard.core.errors import BusError
 from mailyard.core.logs import queue_id_var
 
@@ -56,22 +57,6 @@ RESULT_RETRY_MAX = 10.0  # seconds between tries to publish a kept result, at mo
 # headers (Nats-Msg-Id) and the rest of the result.
 RESULT_HEADROOM = 4096
 CUT_MARK = " [...]"
-BUSY_WAIT = 0.02  # seconds a multi-message pull may wait when nothing was waiting after all
-LOST_AFTER = 2.0  # seconds past its expiry a pull request is taken for lost (nats-server
-                  # restarted, the connection dropped: no 408 will end it)
-
-
-async def pull(sub: Any, batch: int, *, busy: bool, idle_wait: float,
-               busy_wait: float = BUSY_WAIT) -> list[Any]:
-    """One fetch from a pull subscription, sized to the load. Idle (the last pull brought
-    nothing): one message, waiting up to `idle_wait` - it returns the moment one arrives,
-    where nats-py's fetch(batch=n) would hold it until n arrive or the wait ends. Busy:
-    up to `batch` in one request, gathered for at most `busy_wait` (nats-py's no_wait probe
-    carries the wait as expires, so the server collects up to `batch` until then): a
-    longer wait makes bigger batches under load. Raises TimeoutError when nothing came."""
-    if busy and batch > 1:
-        return list(await sub.fetch(batch=batch, timeout=busy_wait))
-    return list(await sub.fetch(batch=1, timeout=idle_wait))
 
 
 Handler = Callable[[DeliveryJob], Awaitable[DeliveryResult]]

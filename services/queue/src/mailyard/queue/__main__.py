@@ -38,7 +38,7 @@ from mailyard.queue.history_index import FILE_NAME as HISTORY_INDEX_FILE
 from mailyard.queue.history_index import HistoryIndex
 from mailyard.queue.history_search import HistoryService
 from mailyard.queue.leader import Leader, LeadershipLost
-from mailyard.queue.preprocess import ASYNC_PENDING_MAX, Dispatcher, TodoConsumer
+from mailyard.queue.preprocess import Dispatcher, TodoConsumer
 from mailyard.queue.reconcile import Reconciler
 from mailyard.queue.results import ResultConsumer, retry_owed
 from mailyard.queue.settings import Settings
@@ -83,7 +83,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 
 async def _serve(settings: Settings, stop: asyncio.Event, state_dir: StateDir) -> None:
     nc = await bus.connect(settings.nats_url, f"queue-{settings.instance}")
-    js = nc.jetstream(publish_async_max_pending=ASYNC_PENDING_MAX)
+    js = nc.jetstream()
     await bus.ensure_mail_streams(js)
     await bus.ensure_history_stream(js, settings.history_days * 86400)
     spool = Spool(settings.spool_dir)

@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import nats.errors
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -20,7 +19,7 @@ from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from mailyard.api.queue.v1 import queue_pb2
 from mailyard.core import bus
-from mailyard.core.consumer import pull
+from mailyard.core.batch_pull import BatchPull, pull
 from mailyard.core.control import ControlView
 from mailyard.core.directory import DirectoryView
 from mailyard.core.identity import Identity
@@ -80,29 +79,30 @@ class Queue:
         so the next one is bigger. NATS away is a pause, not a crash."""
         s = self.settings
 
-        async def bind() -> Any:
+        async def bind() -> None:
             await bus.ensure_consumer(self.js, stream, durable, filter_subject=subject,
                                       ack_wait=s.consume_ack_wait, max_deliver=-1,
                                       max_ack_pending=10_000)
-            return await self.js.pull_subscribe(subject, durable=durable, stream=stream)
 
         self.consuming[durable] = False  # readiness: not before the consumer is bound
         while True:
             try:
-                sub = await bind()
+                await bind()
                 break
             except NotFoundError as exc:  # its stream deleted between start and bind
                 log.warning("%s not bound (%s): creating the mail streams again", durable, exc)
                 with contextlib.suppress(Exception):
                     await bus.ensure_mail_streams(self.js)
                 await asyncio.sleep(0.5)
+        puller = BatchPull(self.nc, stream, durable)
+        await puller.start()
         self.consuming[durable] = True
-        busy = False  # the last pull brought something (see consumer.pull)
+        busy = False  # the last pull brought something (see batch_pull.pull)
         while True:
             try:
-                msgs = await pull(sub, s.consume_batch, busy=busy, idle_wait=1.0,
+                msgs = await pull(puller, s.consume_batch, busy=busy, idle_wait=1.0,
                                   busy_wait=s.consume_batch_wait)
-            except (TimeoutError, nats.errors.TimeoutError):
+            except TimeoutError:
                 busy = False
                 self.consuming[durable] = True
                 continue
@@ -112,7 +112,7 @@ class Queue:
                 self.consuming[durable] = False
                 try:
                     await bus.ensure_mail_streams(self.js)
-                    sub = await bind()
+                    await bind()
                     log.warning("%s was gone: created again", durable)
                 except Exception as exc:
                     log.warning("%s is gone and not created again yet: %s", durable, exc)

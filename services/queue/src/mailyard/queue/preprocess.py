@@ -23,7 +23,7 @@ from nats.js.errors import NoStreamResponseError
 
 from mailyard.api.mail.v1.delivery_pb2 import CHANNEL_LOCAL, CHANNEL_REMOTE, DeliveryJob
 from mailyard.api.mail.v1.envelope_pb2 import Envelope
-from mailyard.core import bus
+from mailyard.core import bus, js_publish
 from mailyard.core.addresses import domain_of, to_ascii_domain
 from mailyard.core.control import srs_domain
 from mailyard.core.spool import Spool
@@ -34,8 +34,6 @@ from mailyard.queue.state import Job, Store
 log = logging.getLogger(__name__)
 CHANNEL_NAME: dict[int, str] = {CHANNEL_LOCAL: "local", CHANNEL_REMOTE: "remote"}
 PUBLISH_TIMEOUT = 5.0  # seconds for a batch of job publishes to be acked (as bus.publish)
-# nats-py's bound on publishes awaiting their ack (JetStreamContext publish_async_max_pending)
-ASYNC_PENDING_MAX = 4000
 WITHDRAWN = metrics.REPAIRS.labels("withdrawn")
 
 
@@ -228,19 +226,15 @@ async def publish_jobs(q: Queue, jobs: list[Job]) -> None:
     did reach the stream after all, its next hand-out has a new job id and the stale
     result is ignored (at least once)."""
     js = q.js
+    acks = js_publish.publisher(q.nc)
     pending: list[tuple[Job, asyncio.Future[Any]]] = []
     failed: list[tuple[Job, str]] = []
     gone = False
-    for job in jobs:
+    for job in jobs:  # (a batch is at most dispatch_batch jobs: that bounds what is pending)
         subject = bus.JOB_SUBJECT[CHANNEL_NAME[job.channel]]
-        # A wait for room under a timeout is a Task per job (asyncio.wait_for: 8 us of
-        # the queue's ~450 per message); only needed when the bound is reached, since a
-        # free slot is taken without waiting.
-        stall = PUBLISH_TIMEOUT if js.publish_async_pending() >= ASYNC_PENDING_MAX else None
         try:
-            fut = await js.publish_async(subject, job_message(job).SerializeToString(),
-                                         wait_stall=stall,
-                                         headers={"Nats-Msg-Id": job.job_id})
+            fut = await acks.send(subject, job_message(job).SerializeToString(),
+                                  {"Nats-Msg-Id": job.job_id})
         except Exception as exc:
             failed.append((job, f"publish to {subject} failed: {exc}"))
             continue
