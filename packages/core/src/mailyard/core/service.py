@@ -23,7 +23,7 @@ from typing import TypeVar
 
 import uvloop
 
-from mailyard.core import bus, logs, tls_buffers
+from mailyard.core import bus, heap, logs, tls_buffers
 from mailyard.core.errors import SettingsError
 from mailyard.core.settings import ServiceSettings
 
@@ -51,6 +51,7 @@ def run(service: str, settings_cls: type[S],
         raise SystemExit(2) from None
     logs.setup(service, settings.log_level)
     bus.set_replicas(settings.nats_replicas)
+    heap.keep_freed_buffers()
     # Everything imported so far (grpc, protobuf, pydantic, fastapi: a few hundred thousand
     # objects) lives as long as the process; frozen, a full collection no longer walks it,
     # which is what shows up as the tail of request latencies.
