@@ -18,7 +18,6 @@ TRIM_THRESHOLD more per heap than before). Not glibc (musl, macOS): nothing to d
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 
 log = logging.getLogger(__name__)
@@ -31,8 +30,7 @@ _M_MMAP_THRESHOLD = -3
 def keep_freed_buffers() -> bool:
     """Raise glibc's mmap and trim thresholds; False where there is no glibc mallopt."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the process's own C library (no ldconfig run)
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
