@@ -110,6 +110,33 @@ async def test_header_edits_of_a_spilled_message(tmp_path: Path) -> None:
     spool.close()
 
 
+async def test_header_edits_of_a_message_in_memory(tmp_path: Path) -> None:
+    """In memory as well, a check is handed the header section only: one that changes
+    nothing costs no copy of the message (its pieces stay as they came); edits reach what
+    is committed, the body untouched."""
+    from mailyard.smtp_ingress.message_body import Budget, MessageBody
+
+    spool = Spool(tmp_path / "spool")
+    spool.ensure()
+    body = MessageBody(spool, limit=0, memory=1 << 20, budget=Budget(1 << 20))
+    message = b"Subject: hi\r\nX-Old: 1\r\n\r\n" + b"body line\r\n" * 500
+    for at in range(0, len(message), 700):
+        await body.add(message[at:at + 700])
+    await body.finish()
+    pieces = list(body._parts)
+    seen: list[bytes] = []
+    body.edit_header(lambda h: seen.append(h) or h)
+    assert seen == [b"Subject: hi\r\nX-Old: 1\r\n\r\n"] and not body.edited
+    assert all(a is b for a, b in zip(body._parts, pieces, strict=True))
+    body.edit_header(lambda h: h.replace(b"X-Old: 1\r\n", b""))
+    body.edit_header(lambda h: h.replace(b"Subject: hi", b"Subject: [SPAM] hi"))
+    expected = b"Subject: [SPAM] hi\r\n\r\n" + b"body line\r\n" * 500
+    assert body.edited and body.in_memory() == expected
+    assert body.head == expected[:len(body.head)] and body.header() == expected[:22]
+    body.close()
+    spool.close()
+
+
 async def test_what_messages_hold_together_is_bounded(tmp_path: Path) -> None:
     """DATA_MEMORY_TOTAL: under it a message stays in memory up to DATA_MEMORY; past it,
     every message spills once it holds HEAD bytes. Whatever ends a message (commit, refusal,

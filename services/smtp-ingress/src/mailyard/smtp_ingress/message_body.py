@@ -129,12 +129,16 @@ class MessageBody:
         if header is None:
             return
         if self._fd < 0:
-            message = b"".join(self._parts)
-            edited = change(message)
-            if edited is not message:
-                self._parts = [edited]
-                self.head = edited[:HEAD]
-                self.edited = True
+            # Only the header section is handed over, as for a spilled message: joining
+            # the whole message for it (and a check splitting it again) copied every
+            # message twice, mostly to find nothing to change.
+            new = change(header)
+            if new is header:
+                return
+            edited = new + b"".join(self._parts)[len(header):]
+            self._parts = [edited]
+            self.head = edited[:HEAD]
+            self.edited = True
             return
         old = self._header if self._skip else header  # edited before: edit that again
         new = change(old)
