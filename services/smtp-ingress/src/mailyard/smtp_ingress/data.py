@@ -85,7 +85,7 @@ async def commit(s: Session, body: MessageBody, started: float) -> None:
         signature = sign(await body.whole(), tx.sign_with)
         DKIM_SIGNED.labels("signed").inc()
     ours = received_line(s, tx, qid) + tx.auth_results + tx.scan_headers + signature
-    payload = ours + body.in_memory()
+    payload = body.in_memory(before=ours)
     size = len(payload) + (0 if body.tail is None else body.size)
     envelope = Envelope(
         queue_id=qid, sender=tx.sender.address, recipients=tx.recipients, client_ip=s.ip,

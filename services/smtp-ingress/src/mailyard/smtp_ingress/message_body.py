@@ -105,10 +105,11 @@ class MessageBody:
         """(spill file, offset, bytes) for Spool.commit, or None: all in memory."""
         return (self._fd, self._skip, self.size - self._skip) if self._fd >= 0 else None
 
-    def in_memory(self) -> bytes:
-        """The message when it was not spilled; else what goes before the tail (an edited
-        header section, or nothing)."""
-        return self._header if self._fd >= 0 else b"".join(self._parts)
+    def in_memory(self, before: bytes = b"") -> bytes:
+        """`before`, then the message when it was not spilled, else what goes before the
+        tail (an edited header section, or nothing). One join: our header lines go in front
+        without a second copy of the message."""
+        return before + self._header if self._fd >= 0 else b"".join([before, *self._parts])
 
     @property
     def header_in_head(self) -> bool:
