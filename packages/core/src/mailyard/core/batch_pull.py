@@ -27,6 +27,13 @@ LOST_AFTER = 2.0  # seconds past its expiry a request is taken for lost (nats-se
                   # restarted, the connection dropped: no status will end it)
 
 
+def consumer_gone(status: str, description: str) -> bool:
+    """Whether a status that ended a pull request says the consumer is gone: 503 (nobody
+    answers for it: it, or its stream, was deleted) or a 409 "Consumer Deleted"; other
+    409s (leadership moved, too many waiting requests) only end the request."""
+    return status == "503" or "deleted" in description.lower()
+
+
 class BatchPull:
     def __init__(self, nc: NATS, stream: str, durable: str) -> None:
         self.nc = nc
@@ -38,7 +45,7 @@ class BatchPull:
         self._got: list[Msg] = []   # delivered, not handed out yet
         self._want = 0
         self._waiter: asyncio.Future[None] | None = None
-        self._ended = ""            # the status (and its description) that ended it
+        self._ended: tuple[str, str] = ("", "")  # the status that ended it, its description
 
     async def start(self) -> None:
         self.prefix = self.nc.new_inbox() + "."
@@ -59,7 +66,7 @@ class BatchPull:
             loop = asyncio.get_running_loop()
             self._count += 1
             self._current = token = str(self._count)
-            self._want, self._ended = batch, ""
+            self._want, self._ended = batch, ("", "")
             self._waiter = waiter = loop.create_future()
             request = {"batch": batch - len(self._got), "expires": int(wait * 1e9)}
             await self.nc.publish(self.next, json.dumps(request).encode(),
@@ -73,9 +80,8 @@ class BatchPull:
         got, self._got = self._got[:batch], self._got[batch:]
         if got:
             return got
-        ended = self._ended
-        if ended.startswith("503") or "deleted" in ended.lower():
-            raise ServiceUnavailableError(description=ended)
+        if consumer_gone(*self._ended):
+            raise ServiceUnavailableError(description=" ".join(self._ended))
         raise TimeoutError
 
     async def _arrived(self, msg: Msg) -> None:
@@ -86,7 +92,7 @@ class BatchPull:
                 _wake(self._waiter)
         elif status != "100" and msg.subject[len(self.prefix):] == self._current:
             assert msg.headers is not None
-            self._ended = f"{status} {msg.headers.get('Description', '')}"
+            self._ended = (status, str(msg.headers.get("Description", "")))
             if self._waiter is not None:
                 _wake(self._waiter)
 

@@ -44,7 +44,7 @@ from nats.js import JetStreamContext
 
 from mailyard.api.mail.v1.delivery_pb2 import DeliveryJob, DeliveryResult
 from mailyard.core import bus
-from mailyard.core.batch_pull import LOST_AFTER
+from mailyard.core.batch_pull import LOST_AFTER, consumer_gone
 from mailyard.core.errors import BusError
 from mailyard.core.logs import queue_id_var
 
@@ -231,7 +231,7 @@ class JobConsumer:
             # 503: nobody answers for the consumer; 409: deleted, leadership moved, ...:
             # every open request is over
             self._forget_all()
-            if status == "503" or "deleted" in str(msg.headers.get("Description", "")).lower():
+            if consumer_gone(status, str(msg.headers.get("Description", ""))):
                 self.ready = False
                 self._gone = True
             else:

@@ -39,22 +39,14 @@ class Publisher:
         self.prefix = ""
         self.pending: dict[str, asyncio.Future[None]] = {}
         self._count = 0
-        self._started: asyncio.Future[None] | None = None
+        self._starting = asyncio.Lock()
 
     async def _start(self) -> None:
-        if self._started is None:  # one subscription, however many publish at once
-            self._started = asyncio.get_running_loop().create_future()
-            try:
+        async with self._starting:  # one subscription, however many publish at once
+            if not self.prefix:
                 prefix = self.nc.new_inbox() + "."
                 await self.nc.subscribe(prefix + "*", cb=self._ack)
-            except BaseException as exc:
-                self._started.set_exception(exc)
-                self._started.exception()  # (retrieved: no "never retrieved" warning)
-                self._started = None
-                raise
-            self.prefix = prefix
-            self._started.set_result(None)
-        await self._started
+                self.prefix = prefix
 
     async def send(self, subject: str, data: bytes,
                    headers: dict[str, str] | None = None) -> asyncio.Future[None]:
